@@ -1,0 +1,65 @@
+"""What every command shares: error mapping to exit codes, model loading, output."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import NoReturn
+
+import typer
+
+EXIT_REFUSED = 1
+EXIT_USAGE = 2
+
+
+def fail(message: str, code: int = EXIT_REFUSED) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def print_problems(problems, *, stream=None) -> None:
+    for problem in problems:
+        typer.echo(problem.format(), file=stream or sys.stdout)
+
+
+@contextmanager
+def refusals() -> Iterator[None]:
+    """Map metacrm errors to one line on stderr and the contract's exit codes."""
+    from ..errors import MetaCRMError, ModelError
+
+    try:
+        yield
+    except ModelError as exc:
+        print_problems(exc.problems, stream=sys.stderr)
+        raise typer.Exit(EXIT_USAGE) from None
+    except MetaCRMError as exc:
+        fail(str(exc))
+
+
+def load(model_path: str):
+    """The model at that path, or its problems on stderr and exit 2."""
+    from ..model.loader import load_model
+
+    with refusals():
+        return load_model(model_path)
+
+
+def usage_error(message: str) -> NoReturn:
+    fail(message, EXIT_USAGE)
+
+
+def choose(value: str, allowed, what: str) -> str:
+    """``value`` if it is one of ``allowed``; else exit 2 naming the allowed ones."""
+    from ..model.suggest import did_you_mean
+
+    allowed = list(allowed)
+    if value not in allowed:
+        hint = did_you_mean(value, allowed)
+        usage_error(
+            f"unknown {what} '{value}'; {what}s: {', '.join(allowed) or 'none'}" + (f" ({hint})" if hint else "")
+        )
+    return value
+
+
+Command = Callable[..., None]

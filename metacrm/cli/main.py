@@ -1,0 +1,31 @@
+"""The ``metacrm`` console command."""
+
+from __future__ import annotations
+
+import typer
+
+from . import model_cmds
+
+app = typer.Typer(
+    name="metacrm",
+    help="metacrm: a business described in YAML becomes a working CRM.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+model_cmds.register(app)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
+) -> None:
+    if version:
+        from .. import __version__
+
+        typer.echo(f"metacrm {__version__}")
+        raise typer.Exit()
+
+
+def main() -> None:  # the console script
+    app()

@@ -1,0 +1,148 @@
+"""The one exception tree of metacrm, and the problem records model errors carry.
+
+::
+
+    MetaCRMError                    every error metacrm raises on purpose
+    ├── ModelError                  the YAML model is invalid; .problems lists every Problem
+    ├── DataError                   an operation on records was refused (nothing was written)
+    │   ├── ValidationError         a field or link value is wrong
+    │   ├── TransitionError         a stage move is not allowed
+    │   ├── PermissionDenied        the user may not do this
+    │   ├── ConflictError           another writer changed the record first
+    │   └── NotFound                no such record
+    └── MigrationError              the database does not hold this model, or a migration failed
+
+Library code raises these (wrapping yaml, jsonschema, SQLAlchemy errors with ``raise ... from``);
+the CLI maps them to one line on stderr and an exit code. Nothing else should reach a user.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong (or suspicious) in a model, located in its source file.
+
+    ``type`` is a stable slug tests and tools can rely on (``link.unknown_target``);
+    ``loc`` is the path inside the merged model document (``("entities", "deal", "links")``).
+    """
+
+    type: str
+    message: str
+    file: str = "<model>"
+    line: int = 0
+    col: int = 0
+    severity: str = "error"  # or "warning"
+    loc: tuple = ()
+    hint: str | None = None
+
+    def format(self) -> str:
+        text = f"{self.file}:{self.line}:{self.col}: {self.severity}: {self.message}"
+        if self.hint:
+            text += f" ({self.hint})"
+        return text
+
+    def to_dict(self) -> dict:
+        return {
+            "file": self.file,
+            "line": self.line,
+            "col": self.col,
+            "severity": self.severity,
+            "type": self.type,
+            "message": self.message,
+            "hint": self.hint,
+            "loc": [str(part) for part in self.loc],
+        }
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity == "error"
+
+
+class MetaCRMError(Exception):
+    """Root of every error metacrm raises on purpose."""
+
+
+class ModelError(MetaCRMError):
+    """The model is invalid. ``problems`` holds every problem found (errors and warnings)."""
+
+    def __init__(self, problems: list[Problem] | tuple[Problem, ...]):
+        self.problems = tuple(problems)
+        errors = [p for p in self.problems if p.is_error]
+        first = errors[0].format() if errors else "invalid model"
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        super().__init__(first + more)
+
+    @property
+    def errors(self) -> tuple[Problem, ...]:
+        return tuple(p for p in self.problems if p.is_error)
+
+
+@dataclass(frozen=True, slots=True)
+class FieldIssue:
+    """One bad value in a record: where (entity, record index, field), what, and why."""
+
+    entity: str
+    field: str | None
+    message: str
+    value: object = None
+    index: int | None = None
+
+    def format(self) -> str:
+        where = self.entity if self.field is None else f"{self.entity}.{self.field}"
+        if self.index is not None:
+            where = f"record {self.index}: {where}"
+        return f"{where}: {self.message}"
+
+
+class DataError(MetaCRMError):
+    """An operation on records was refused; nothing was written."""
+
+
+class ValidationError(DataError):
+    """A value is wrong. ``issues`` lists every bad value (FieldIssue)."""
+
+    def __init__(self, message: str, issues: list[FieldIssue] | tuple[FieldIssue, ...] = ()):
+        self.issues = tuple(issues)
+        super().__init__(message)
+
+
+class TransitionError(DataError):
+    """A stage move is not allowed. ``allowed`` lists the possible moves and what each lacks."""
+
+    def __init__(self, message: str, allowed: list | tuple = ()):
+        self.allowed = tuple(allowed)
+        super().__init__(message)
+
+
+class PermissionDenied(DataError):
+    """The acting user may not do this."""
+
+
+class ConflictError(DataError):
+    """Another writer changed the record first (optimistic locking)."""
+
+
+class NotFound(DataError):
+    """No record (or entity, pipeline, stage) of that name or id."""
+
+
+class MigrationError(MetaCRMError):
+    """The database holds another model version, or a migration failed (and was rolled back)."""
+
+
+__all__ = [
+    "ConflictError",
+    "DataError",
+    "FieldIssue",
+    "MetaCRMError",
+    "MigrationError",
+    "ModelError",
+    "NotFound",
+    "PermissionDenied",
+    "Problem",
+    "TransitionError",
+    "ValidationError",
+]

@@ -1,0 +1,1 @@
+"""YAML -> metamodel: reading with locations, the JSON Schema, building, checks."""

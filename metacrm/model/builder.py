@@ -1,0 +1,442 @@
+"""Build the frozen metamodel from a merged, schema-checked model document.
+
+The builder is defensive: a part the JSON Schema already refused is skipped, so that the
+semantic checks can still report everything else in the same run. Problems that only make
+sense while reading declarations (two initial stages, a transition to an unknown stage) are
+reported here; cross-reference checks live in ``checks.py``, graph checks in ``stages``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from types import MappingProxyType
+
+from ..errors import Problem
+from .field_types import FIELD_TYPES
+from .metamodel import (
+    DEFAULT_PIPELINE,
+    Automation,
+    Entity,
+    Field,
+    InverseLink,
+    Link,
+    Loc,
+    Model,
+    Option,
+    Pipeline,
+    Role,
+    Stage,
+    Transition,
+)
+from .suggest import did_you_mean, listing
+
+_DURATION = re.compile(r"([0-9]+)\s*([wdhms])")
+_UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+def parse_duration(text: str) -> int | None:
+    """Seconds in a duration such as ``1d 12h``; None when it is not one."""
+    if not isinstance(text, str) or not re.fullmatch(r"\s*([0-9]+\s*[wdhms]\s*)+", text):
+        return None
+    return sum(int(n) * _UNITS[u] for n, u in _DURATION.findall(text))
+
+
+def _names(value) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list):
+        return tuple(v for v in value if isinstance(v, str))
+    return ()
+
+
+def _dict(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _str(value) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _num(value):
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _frozen(d: dict) -> MappingProxyType:
+    return MappingProxyType(dict(d))
+
+
+class _Builder:
+    def __init__(self, doc: dict, locator):
+        self.doc = doc
+        self.locator = locator
+        self.problems: list[Problem] = []
+
+    # -- helpers -------------------------------------------------------------------------
+    def loc(self, path, *, key: bool = False) -> Loc:
+        return Loc(*self.locator.at(path, key=key))
+
+    def error(self, type_: str, message: str, path, *, key: bool = False, hint=None, severity="error"):
+        file, line, col = self.locator.at(path, key=key)
+        self.problems.append(Problem(type_, message, file, line, col, severity, tuple(path), hint))
+
+    # -- model ---------------------------------------------------------------------------
+    def build(self, canonical: str, files: tuple[str, ...]) -> Model:
+        entities = {
+            name: self.entity(name, decl)
+            for name, decl in _dict(self.doc.get("entities")).items()
+            if isinstance(decl, dict)
+        }
+        entities = self.attach_inverses(entities)
+        roles = {
+            name: self.role(name, decl) for name, decl in _dict(self.doc.get("roles")).items() if isinstance(decl, dict)
+        }
+        automations = {
+            name: self.automation(name, decl)
+            for name, decl in _dict(self.doc.get("automations")).items()
+            if isinstance(decl, dict)
+        }
+        return Model(
+            name=_str(self.doc.get("name")) or "model",
+            label=_str(self.doc.get("label")),
+            description=_str(self.doc.get("description")),
+            entities=_frozen(entities),
+            roles=_frozen(roles),
+            automations=_frozen(automations),
+            files=files,
+            canonical=canonical,
+            sha256=hashlib.sha256(canonical.encode("utf-8")).hexdigest(),
+        )
+
+    # -- entities ------------------------------------------------------------------------
+    def entity(self, name: str, decl: dict) -> Entity:
+        path = ("entities", name)
+        fields = {
+            fname: self.field((*path, "fields", fname), fname, fdecl)
+            for fname, fdecl in _dict(decl.get("fields")).items()
+            if isinstance(fdecl, dict) and fdecl.get("type") in FIELD_TYPES
+        }
+        links = {
+            lname: self.link((*path, "links", lname), name, lname, ldecl)
+            for lname, ldecl in _dict(decl.get("links")).items()
+            if isinstance(ldecl, dict) and _names(ldecl.get("to"))
+        }
+        for lname in links:
+            if lname in fields:
+                self.error(
+                    "entity.name_conflict",
+                    f"entity '{name}': '{lname}' is both a field and a link",
+                    (*path, "links", lname),
+                    key=True,
+                )
+        pipelines = self.pipelines(name, decl, fields)
+        title = _str(decl.get("title"))
+        if title is None:
+            title = next((f.name for f in fields.values() if f.type == "string"), None)
+        return Entity(
+            name=name,
+            fields=_frozen(fields),
+            links=_frozen(links),
+            pipelines=_frozen(pipelines),
+            label=_str(decl.get("label")),
+            plural=_str(decl.get("plural")),
+            description=_str(decl.get("description")),
+            owner=decl.get("owner") is True,
+            title=title,
+            search=_names(decl.get("search")),
+            indexes=tuple(_names(ix) for ix in decl.get("indexes") or () if _names(ix)),
+            unique=tuple(_names(u) for u in decl.get("unique") or () if _names(u)),
+            renamed_from=_names(decl.get("renamed_from")),
+            loc=self.loc(path, key=True),
+        )
+
+    def field(self, path: tuple, name: str, decl: dict) -> Field:
+        options = []
+        for i, opt in enumerate(decl.get("options") or ()):
+            if isinstance(opt, str):
+                options.append(Option(opt))
+            elif isinstance(opt, dict) and isinstance(opt.get("value"), str):
+                options.append(Option(opt["value"], _str(opt.get("label")), _str(opt.get("renamed_from"))))
+            elif opt is not None and not isinstance(opt, (str, dict)):
+                # YAML reads yes/no/on/off as booleans and 1 as a number: say so plainly
+                self.error(
+                    "field.option_not_text",
+                    f"field '{path[1]}.{name}': option {opt!r} is not text; quote it ('{opt}')",
+                    (*path, "options", i),
+                )
+        max_length = decl.get("max_length")
+        return Field(
+            name=name,
+            type=decl["type"],
+            required=decl.get("required") is True,
+            unique=decl.get("unique") is True,
+            index=decl.get("index") is True,
+            default=decl.get("default"),
+            min=_num(decl.get("min")),
+            max=_num(decl.get("max")),
+            max_length=max_length if isinstance(max_length, int) and not isinstance(max_length, bool) else None,
+            pattern=_str(decl.get("pattern")),
+            options=tuple(options),
+            label=_str(decl.get("label")),
+            help=_str(decl.get("help")),
+            renamed_from=_names(decl.get("renamed_from")),
+            loc=self.loc(path, key=True),
+        )
+
+    def link(self, path: tuple, entity: str, name: str, decl: dict) -> Link:
+        on_delete = decl.get("on_delete")
+        return Link(
+            name=name,
+            entity=entity,
+            targets=_names(decl.get("to")),
+            many=decl.get("many") is True,
+            required=decl.get("required") is True,
+            inverse=_str(decl.get("inverse")),
+            on_delete=on_delete if on_delete in ("restrict", "cascade", "set_null") else "restrict",
+            label=_str(decl.get("label")),
+            help=_str(decl.get("help")),
+            renamed_from=_names(decl.get("renamed_from")),
+            loc=self.loc(path, key=True),
+        )
+
+    def attach_inverses(self, entities: dict[str, Entity]) -> dict[str, Entity]:
+        inverses: dict[str, dict[str, InverseLink]] = {name: {} for name in entities}
+        for entity in entities.values():
+            for link in entity.links.values():
+                if not link.inverse:
+                    continue
+                path = ("entities", entity.name, "links", link.name, "inverse")
+                for target in link.targets:
+                    if target not in entities:
+                        continue  # reported as link.unknown_target
+                    seen = inverses[target]
+                    owner = entities[target]
+                    if link.inverse in owner.fields or link.inverse in owner.links:
+                        kind = "field" if link.inverse in owner.fields else "link"
+                        self.error(
+                            "link.inverse_conflict",
+                            f"link '{entity.name}.{link.name}': inverse '{link.inverse}' is already a {kind} of '{target}'",
+                            path,
+                        )
+                    elif link.inverse in seen:
+                        other = seen[link.inverse]
+                        self.error(
+                            "link.inverse_conflict",
+                            f"link '{entity.name}.{link.name}': inverse '{link.inverse}' of '{target}' "
+                            f"is already the inverse of '{other.source}.{other.link}'",
+                            path,
+                        )
+                    else:
+                        seen[link.inverse] = InverseLink(
+                            link.inverse, target, entity.name, link.name, many_to_many=link.many
+                        )
+        return {name: _replace_inverses(entity, inverses[name]) for name, entity in entities.items()}
+
+    # -- stages --------------------------------------------------------------------------
+    def pipelines(self, entity: str, decl: dict, fields: dict) -> dict[str, Pipeline]:
+        path = ("entities", entity)
+        if "stages" in decl and "pipelines" in decl:
+            self.error(
+                "entity.stages_and_pipelines",
+                f"entity '{entity}': declare either 'stages' (one pipeline) or 'pipelines' (several), not both",
+                (*path, "pipelines"),
+                key=True,
+            )
+        if isinstance(decl.get("stages"), dict):
+            return {
+                DEFAULT_PIPELINE: self.pipeline(entity, DEFAULT_PIPELINE, decl["stages"], (*path, "stages"), fields)
+            }
+        return {
+            pname: self.pipeline(entity, pname, pdecl, (*path, "pipelines", pname), fields)
+            for pname, pdecl in _dict(decl.get("pipelines")).items()
+            if isinstance(pdecl, dict) and "stages" not in decl
+        }
+
+    def pipeline(self, entity: str, name: str, decl: dict, path: tuple, fields: dict) -> Pipeline:
+        where = f"entity '{entity}'" + ("" if name == DEFAULT_PIPELINE else f", pipeline '{name}'")
+        states = {
+            sname: self.stage((*path, "states", sname), sname, sdecl or {})
+            for sname, sdecl in _dict(decl.get("states")).items()
+            if sdecl is None or isinstance(sdecl, dict)
+        }
+        initial = self.initial(where, decl, path, states)
+        transitions = self.transitions(where, decl.get("transitions"), (*path, "transitions"), states)
+        adjacency: dict[str, dict[str, Transition]] = {s: {} for s in states}
+        for t in transitions:
+            adjacency[t.source].setdefault(t.target, t)
+        amount = _str(decl.get("amount"))
+        if amount is None:
+            money = [f.name for f in fields.values() if f.type == "money"]
+            amount = money[0] if len(money) == 1 else None
+        return Pipeline(
+            name=name,
+            entity=entity,
+            initial=initial or "",
+            stages=_frozen(states),
+            transitions=tuple(transitions),
+            label=_str(decl.get("label")),
+            amount=amount,
+            renamed_from=_names(decl.get("renamed_from")),
+            loc=self.loc(path, key=True),
+            adjacency=_frozen({s: _frozen(t) for s, t in adjacency.items()}),
+        )
+
+    def stage(self, path: tuple, name: str, decl: dict) -> Stage:
+        kind = decl.get("kind")
+        sla = _str(decl.get("sla"))
+        probability = _num(decl.get("probability"))
+        if probability is None:
+            probability = {"won": 1.0, "lost": 0.0}.get(kind)
+        return Stage(
+            name=name,
+            kind=kind if kind in ("open", "won", "lost") else "open",
+            label=_str(decl.get("label")),
+            probability=probability,
+            requires=_names(decl.get("requires")),
+            sla=sla,
+            sla_seconds=parse_duration(sla) if sla else None,
+            renamed_from=_names(decl.get("renamed_from")),
+            loc=self.loc(path, key=True),
+        )
+
+    def initial(self, where: str, decl: dict, path: tuple, states: dict) -> str | None:
+        flagged = [
+            s
+            for s, sdecl in _dict(decl.get("states")).items()
+            if isinstance(sdecl, dict) and sdecl.get("initial") is True
+        ]
+        declared = _str(decl.get("initial"))
+        candidates = ([declared] if declared else []) + [s for s in flagged if s != declared]
+        if not candidates:
+            self.error(
+                "stage.no_initial",
+                f"{where}: no initial stage; add 'initial: STAGE' (stages: {listing(states)})",
+                path,
+                key=True,
+            )
+            return None
+        if len(candidates) > 1:
+            self.error(
+                "stage.several_initial",
+                f"{where}: several initial stages ({', '.join(candidates)}); a pipeline starts in exactly one",
+                (*path, "states", candidates[1]) if candidates[1] in flagged else (*path, "initial"),
+                key=True,
+            )
+        if declared and declared not in states:
+            self.error(
+                "stage.unknown",
+                f"{where}: initial stage '{declared}' is not one of the stages ({listing(states)})",
+                (*path, "initial"),
+                hint=did_you_mean(declared, states),
+            )
+            return None
+        return candidates[0]
+
+    def transitions(self, where: str, decl, path: tuple, states: dict) -> list[Transition]:
+        open_stages = [s.name for s in states.values() if not s.closed]
+        result: list[Transition] = []
+
+        def resolve(names, at: tuple, *, star: bool) -> list[str]:
+            out = []
+            for n in names:
+                if n == "*" and star:
+                    out.extend(open_stages)
+                elif n in states:
+                    out.append(n)
+                else:
+                    self.error(
+                        "stage.unknown",
+                        f"{where}: transition names unknown stage '{n}' (stages: {listing(states)})",
+                        at,
+                        key=at[-1] == n,
+                        hint=did_you_mean(n, states),
+                    )
+            return out
+
+        def add(sources, targets, at: tuple, item: dict):
+            roles = _names(item.get("roles"))
+            for source in sources:
+                for target in targets:
+                    if item.get("_star") and source == target:
+                        continue  # "*" -> X never means X -> X
+                    result.append(
+                        Transition(
+                            source,
+                            target,
+                            when=_str(item.get("when")),
+                            roles=roles,
+                            reopen=item.get("reopen") is True,
+                            label=_str(item.get("label")),
+                            loc=self.loc(at),
+                        )
+                    )
+
+        if isinstance(decl, dict):
+            for source, targets in decl.items():
+                sources = resolve([source], (*path, source), star=True)
+                for i, target in enumerate(_names(targets)):
+                    at = (*path, source, i) if isinstance(targets, list) else (*path, source)
+                    add(sources, resolve([target], at, star=False), at, {"_star": source == "*"})
+        elif isinstance(decl, list):
+            for i, item in enumerate(decl):
+                if not isinstance(item, dict):
+                    continue
+                at = (*path, i)
+                src = item.get("from")
+                sources = resolve(_names(src), (*at, "from"), star=True)
+                targets = resolve(_names(item.get("to")), (*at, "to"), star=False)
+                add(sources, targets, at, {**item, "_star": src == "*"})
+        return result
+
+    # -- roles and automations -------------------------------------------------------------
+    def role(self, name: str, decl: dict) -> Role:
+        from .metamodel import ACTIONS
+
+        permissions = {}
+        for entity, spec in decl.items():
+            if isinstance(spec, str):
+                permissions[entity] = _frozen({a: spec for a in ACTIONS})
+            elif isinstance(spec, dict):
+                permissions[entity] = _frozen({a: spec.get(a, "none") for a in ACTIONS})
+        return Role(name, _frozen(permissions), self.loc(("roles", name), key=True))
+
+    def automation(self, name: str, decl: dict) -> Automation:
+        trigger = _dict(decl.get("when"))
+        return Automation(
+            name=name,
+            entity=_str(trigger.get("entity")) or "",
+            trigger=_frozen(trigger),
+            condition=_str(decl.get("if")),
+            actions=tuple(_frozen(a) for a in decl.get("do") or () if isinstance(a, dict)),
+            label=_str(decl.get("label")),
+            loc=self.loc(("automations", name), key=True),
+        )
+
+
+def _replace_inverses(entity: Entity, inverses: dict) -> Entity:
+    from dataclasses import replace
+
+    return replace(entity, inverses=_frozen(inverses)) if inverses else entity
+
+
+def build_model(
+    doc: dict, locator, *, canonical: str = "{}", files: tuple[str, ...] = ()
+) -> tuple[Model, list[Problem]]:
+    """Metamodel from a merged document, with every problem the checks find. Pure."""
+    from ..stages.checks import check_graphs
+    from .checks import check_model
+
+    builder = _Builder(doc, locator)
+    model = builder.build(canonical, files)
+    problems = builder.problems
+    problems.extend(check_model(model, doc, locator))
+    problems.extend(check_graphs(model, locator))
+    warnings = tuple(p for p in problems if not p.is_error)
+    if warnings:
+        from dataclasses import replace
+
+        model = replace(model, warnings=warnings)
+    return model, problems
+
+
+__all__ = ["build_model", "parse_duration"]

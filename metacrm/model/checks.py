@@ -1,0 +1,425 @@
+"""Cross-reference checks on a built model: names, field options, links, requires, roles,
+automations. Each check yields located problems; the loader raises once with all of them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from ..errors import Problem
+from .field_types import ALL_TYPE_OPTIONS, FIELD_TYPES, default_problem
+from .metamodel import DEFAULT_PIPELINE, Entity, Model
+from .suggest import did_you_mean, listing
+
+# Columns every table (or a staged / owned one) carries; a field or link may not take them.
+SYSTEM_COLUMNS = frozenset(
+    {
+        "id",
+        "created_at",
+        "updated_at",
+        "created_by",
+        "updated_by",
+        "owner",
+        "version",
+        "pipeline",
+        "stage",
+        "stage_entered_at",
+        "closed_at",
+    }
+)
+
+# Words reserved in SQL (PostgreSQL and SQLite), and the keywords of the expression language.
+RESERVED_WORDS = frozenset(
+    """
+    abort action add all alter analyse analyze and any array as asc asymmetric attach
+    authorization autoincrement before begin between binary both by cascade case cast check
+    collate column commit concurrently conflict constraint contains create cross current_catalog
+    current_date current_role current_schema current_time current_timestamp current_user
+    database default deferrable deferred delete desc detach distinct do drop each else end
+    escape except exclusive exists explain false fetch for foreign freeze from full glob grant
+    group having ignore ilike immediate in index indexed initially inner insert instead
+    intersect into is isnull join key lateral leading left like limit localtime localtimestamp
+    match natural no not notnull null of offset on only or order outer overlaps placing plan
+    pragma primary query raise recursive references regexp reindex release rename replace
+    restrict returning right rollback row rows savepoint select session_user set similar some
+    startswith symmetric table temp temporary then to trailing transaction trigger true union
+    unique update user using vacuum values variadic verbose view virtual when where window with
+    without
+    """.split()
+)
+
+SYSTEM_PREFIX = "metacrm_"
+TEXT_SEARCHABLE = frozenset({"string", "text", "email", "phone", "url", "choice"})
+
+
+class _Checker:
+    def __init__(self, model: Model, doc: dict, locator):
+        self.model = model
+        self.doc = doc
+        self.locator = locator
+
+    def problem(self, type_, message, path, *, key=False, hint=None, severity="error") -> Problem:
+        file, line, col = self.locator.at(path, key=key)
+        return Problem(type_, message, file, line, col, severity, tuple(path), hint)
+
+    # -- names ---------------------------------------------------------------------------
+    def check_name(self, kind: str, name: str, path: tuple, *, system_columns: bool = True) -> Iterator[Problem]:
+        if name in RESERVED_WORDS:
+            yield self.problem(
+                "name.reserved",
+                f"{kind} name '{name}' is a reserved word in SQL or in the expression language; choose another",
+                path,
+                key=True,
+            )
+        elif system_columns and name in SYSTEM_COLUMNS:
+            yield self.problem(
+                "name.system",
+                f"{kind} name '{name}' is a system column ({listing(sorted(SYSTEM_COLUMNS))}); choose another",
+                path,
+                key=True,
+            )
+
+    def entities(self) -> Iterator[Problem]:
+        for entity in self.model.entities.values():
+            path = ("entities", entity.name)
+            if entity.name.startswith(SYSTEM_PREFIX):
+                yield self.problem(
+                    "name.system",
+                    f"entity name '{entity.name}' uses the prefix '{SYSTEM_PREFIX}' kept for system tables",
+                    path,
+                    key=True,
+                )
+            else:
+                yield from self.check_name("entity", entity.name, path, system_columns=False)
+            yield from self.fields(entity)
+            yield from self.links(entity)
+            yield from self.entity_lists(entity)
+            yield from self.stage_refs(entity)
+
+    def fields(self, entity: Entity) -> Iterator[Problem]:
+        for f in entity.fields.values():
+            path = ("entities", entity.name, "fields", f.name)
+            yield from self.check_name(f"field '{entity.name}.{f.name}':", f.name, path)
+            ftype = FIELD_TYPES[f.type]
+            decl = self.doc["entities"][entity.name]["fields"][f.name]
+            for option in sorted(ALL_TYPE_OPTIONS - ftype.options):
+                if option in decl:
+                    applies = sorted(t.name for t in FIELD_TYPES.values() if option in t.options)
+                    yield self.problem(
+                        "field.option_not_applicable",
+                        f"field '{entity.name}.{f.name}': '{option}' does not apply to type '{f.type}' "
+                        f"(only to {', '.join(applies)})",
+                        (*path, option),
+                        key=True,
+                    )
+            if "options" in ftype.options and not f.options and "options" not in decl:
+                yield self.problem(
+                    "field.options_missing",
+                    f"field '{entity.name}.{f.name}': a {f.type} field needs 'options' (the allowed values)",
+                    path,
+                    key=True,
+                )
+            values = f.option_values
+            for i, value in enumerate(values):
+                if value in values[:i]:
+                    yield self.problem(
+                        "field.option_duplicate",
+                        f"field '{entity.name}.{f.name}': option '{value}' is listed twice",
+                        (*path, "options", i),
+                    )
+            if f.min is not None and f.max is not None and f.min > f.max:
+                yield self.problem(
+                    "field.range_empty",
+                    f"field '{entity.name}.{f.name}': min {f.min} is greater than max {f.max}",
+                    (*path, "min"),
+                )
+            if f.pattern is not None:
+                try:
+                    re.compile(f.pattern)
+                except re.error as exc:
+                    yield self.problem(
+                        "field.pattern_invalid",
+                        f"field '{entity.name}.{f.name}': pattern is not a valid regular expression: {exc}",
+                        (*path, "pattern"),
+                    )
+            if "default" in decl:
+                why = default_problem(ftype, f.default, values)
+                if why:
+                    yield self.problem(
+                        "field.default_invalid",
+                        f"field '{entity.name}.{f.name}': default {f.default!r} {why}",
+                        (*path, "default"),
+                    )
+            if f.unique and f.type in ("json", "multichoice", "text"):
+                yield self.problem(
+                    "field.unique_unsupported",
+                    f"field '{entity.name}.{f.name}': a {f.type} field cannot be unique",
+                    (*path, "unique"),
+                    key=True,
+                )
+
+    def links(self, entity: Entity) -> Iterator[Problem]:
+        entities = self.model.entities
+        for link in entity.links.values():
+            path = ("entities", entity.name, "links", link.name)
+            yield from self.check_name(f"link '{entity.name}.{link.name}':", link.name, path)
+            column = f"{link.name}_id"
+            if column in entity.fields:
+                yield self.problem(
+                    "link.column_conflict",
+                    f"link '{entity.name}.{link.name}' is stored as column '{column}', which is already a field",
+                    path,
+                    key=True,
+                )
+            to_decl = self.doc["entities"][entity.name]["links"][link.name]["to"]
+            for i, target in enumerate(link.targets):
+                if target not in entities:
+                    at = (*path, "to", i) if isinstance(to_decl, list) else (*path, "to")
+                    yield self.problem(
+                        "link.unknown_target",
+                        f"link '{entity.name}.{link.name}': unknown entity '{target}' (entities: {listing(entities)})",
+                        at,
+                        hint=did_you_mean(target, entities),
+                    )
+            if link.polymorphic and link.many:
+                yield self.problem(
+                    "link.polymorphic_many",
+                    f"link '{entity.name}.{link.name}': a link to several entities cannot also be 'many'; "
+                    "declare one many-link per target",
+                    (*path, "many"),
+                    key=True,
+                )
+            if link.required and link.on_delete == "set_null":
+                yield self.problem(
+                    "link.set_null_required",
+                    f"link '{entity.name}.{link.name}': on_delete set_null cannot clear a required link; "
+                    "use restrict or cascade",
+                    (*path, "on_delete"),
+                )
+            if link.many and link.required:
+                yield self.problem(
+                    "link.many_required",
+                    f"link '{entity.name}.{link.name}': a many-link cannot be required "
+                    "(use 'requires' on a stage to demand it at that stage)",
+                    (*path, "required"),
+                    key=True,
+                )
+            if link.inverse:
+                yield from self.check_name(
+                    f"inverse of link '{entity.name}.{link.name}':", link.inverse, (*path, "inverse")
+                )
+
+    def entity_lists(self, entity: Entity) -> Iterator[Problem]:
+        path = ("entities", entity.name)
+        fields = entity.fields
+        decl = self.doc["entities"][entity.name]
+        if "title" in decl and entity.title not in fields:
+            yield self.problem(
+                "entity.title_unknown",
+                f"entity '{entity.name}': title '{entity.title}' is not a field (fields: {listing(fields)})",
+                (*path, "title"),
+                hint=did_you_mean(entity.title, fields),
+            )
+        for i, name in enumerate(entity.search):
+            f = fields.get(name)
+            if f is None:
+                yield self.problem(
+                    "entity.search_unknown",
+                    f"entity '{entity.name}': search names unknown field '{name}' (fields: {listing(fields)})",
+                    (*path, "search", i),
+                    hint=did_you_mean(name, fields),
+                )
+            elif f.type not in TEXT_SEARCHABLE:
+                yield self.problem(
+                    "entity.search_type",
+                    f"entity '{entity.name}': search field '{name}' is a {f.type}; only text fields can be searched",
+                    (*path, "search", i),
+                )
+        members = {**fields, **entity.links}
+        for key in ("indexes", "unique"):
+            for i, names in enumerate(getattr(entity, key)):
+                for j, name in enumerate(names):
+                    link = entity.links.get(name)
+                    if name not in members:
+                        yield self.problem(
+                            f"entity.{key}_unknown",
+                            f"entity '{entity.name}': {key} names unknown field '{name}' (fields and links: {listing(members)})",
+                            (*path, key, i, j),
+                            hint=did_you_mean(name, members),
+                        )
+                    elif link is not None and (link.many or link.polymorphic):
+                        yield self.problem(
+                            f"entity.{key}_link",
+                            f"entity '{entity.name}': {key} cannot use the many or polymorphic link '{name}'",
+                            (*path, key, i, j),
+                        )
+
+    def stage_refs(self, entity: Entity) -> Iterator[Problem]:
+        members = [*entity.fields, *entity.links]
+        roles = self.model.roles
+        for pipeline in entity.pipelines.values():
+            base = ("entities", entity.name) + (
+                ("stages",)
+                if pipeline.name == DEFAULT_PIPELINE and "stages" in self.doc["entities"][entity.name]
+                else ("pipelines", pipeline.name)
+            )
+            for stage in pipeline.stages.values():
+                for i, name in enumerate(stage.requires):
+                    if name not in members:
+                        yield self.problem(
+                            "stage.requires_unknown",
+                            f"entity '{entity.name}', stage '{stage.name}': requires unknown field or link '{name}' "
+                            f"(fields and links: {listing(members)})",
+                            (*base, "states", stage.name, "requires", i),
+                            hint=did_you_mean(name, members),
+                        )
+            decl_amount = self._decl(base).get("amount")
+            if decl_amount is not None:
+                f = entity.fields.get(pipeline.amount or "")
+                if f is None or not f.field_type.summable:
+                    summable = [x.name for x in entity.fields.values() if x.field_type.summable]
+                    yield self.problem(
+                        "stage.amount_invalid",
+                        f"entity '{entity.name}': amount '{decl_amount}' must be a number or money field "
+                        f"(candidates: {listing(summable)})",
+                        (*base, "amount"),
+                        hint=did_you_mean(decl_amount, summable),
+                    )
+            for t in pipeline.transitions:
+                for role in t.roles:
+                    if role not in roles:
+                        file, line, col = t.loc.file, t.loc.line, t.loc.col
+                        yield Problem(
+                            "transition.role_unknown",
+                            f"entity '{entity.name}': transition {t.source} -> {t.target} names unknown role '{role}' "
+                            f"(roles: {listing(roles)})",
+                            file,
+                            line,
+                            col,
+                            hint=did_you_mean(role, roles),
+                        )
+
+    def _decl(self, path: tuple) -> dict:
+        node = self.doc
+        for part in path:
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        return node if isinstance(node, dict) else {}
+
+    # -- roles ---------------------------------------------------------------------------
+    def roles(self) -> Iterator[Problem]:
+        entities = self.model.entities
+        for role in self.model.roles.values():
+            yield from self.check_name("role", role.name, ("roles", role.name), system_columns=False)
+            for entity in role.permissions:
+                if entity != "*" and entity not in entities:
+                    yield self.problem(
+                        "role.entity_unknown",
+                        f"role '{role.name}': unknown entity '{entity}' (entities: {listing(entities)})",
+                        ("roles", role.name, entity),
+                        key=True,
+                        hint=did_you_mean(entity, entities),
+                    )
+
+    # -- automations -----------------------------------------------------------------------
+    def automations(self) -> Iterator[Problem]:
+        entities = self.model.entities
+        for auto in self.model.automations.values():
+            path = ("automations", auto.name)
+            entity = entities.get(auto.entity)
+            if entity is None:
+                yield self.problem(
+                    "automation.entity_unknown",
+                    f"automation '{auto.name}': unknown entity '{auto.entity}' (entities: {listing(entities)})",
+                    (*path, "when", "entity"),
+                    hint=did_you_mean(auto.entity, entities),
+                )
+                continue
+            stages = {s for p in entity.pipelines.values() for s in p.stages}
+            for event in ("enters", "leaves"):
+                value = auto.trigger.get(event)
+                names = [value] if isinstance(value, str) else value if isinstance(value, list) else []
+                for i, name in enumerate(names):
+                    if name == "*":
+                        continue
+                    if name not in stages:
+                        at = (*path, "when", event) + ((i,) if isinstance(value, list) else ())
+                        yield self.problem(
+                            "automation.stage_unknown",
+                            f"automation '{auto.name}': entity '{entity.name}' has no stage '{name}' (stages: {listing(stages)})",
+                            at,
+                            hint=did_you_mean(name, stages),
+                        )
+            members = [*entity.fields, *entity.links]
+            updated = auto.trigger.get("updated")
+            for i, name in enumerate(updated if isinstance(updated, list) else []):
+                if name not in members:
+                    yield self.problem(
+                        "automation.field_unknown",
+                        f"automation '{auto.name}': entity '{entity.name}' has no field or link '{name}'",
+                        (*path, "when", "updated", i),
+                        hint=did_you_mean(name, members),
+                    )
+            for key in ("overdue",):
+                name = auto.trigger.get(key)
+                if isinstance(name, str):
+                    f = entity.fields.get(name)
+                    if f is None or f.type not in ("date", "datetime"):
+                        dates = [x.name for x in entity.fields.values() if x.type in ("date", "datetime")]
+                        yield self.problem(
+                            "automation.field_unknown",
+                            f"automation '{auto.name}': '{name}' is not a date or datetime field of '{entity.name}' "
+                            f"(date fields: {listing(dates)})",
+                            (*path, "when", key),
+                            hint=did_you_mean(name, dates),
+                        )
+            if auto.trigger.get("sla") is True and not any(
+                s.sla_seconds for p in entity.pipelines.values() for s in p.stages.values()
+            ):
+                yield self.problem(
+                    "automation.no_sla",
+                    f"automation '{auto.name}': no stage of '{entity.name}' declares an 'sla'",
+                    (*path, "when", "sla"),
+                )
+            yield from self.actions(auto, entity)
+
+    def actions(self, auto, entity: Entity) -> Iterator[Problem]:
+        entities = self.model.entities
+        for i, action in enumerate(auto.actions):
+            at = ("automations", auto.name, "do", i)
+            create = action.get("create")
+            if isinstance(create, str) and create not in entities:
+                yield self.problem(
+                    "automation.entity_unknown",
+                    f"automation '{auto.name}': cannot create unknown entity '{create}' (entities: {listing(entities)})",
+                    (*at, "create"),
+                    hint=did_you_mean(create, entities),
+                )
+            assign = action.get("assign")
+            role = assign.get("role") if isinstance(assign, dict) else None
+            if isinstance(role, str) and role not in self.model.roles:
+                yield self.problem(
+                    "automation.role_unknown",
+                    f"automation '{auto.name}': unknown role '{role}' (roles: {listing(self.model.roles)})",
+                    (*at, "assign", "role"),
+                    hint=did_you_mean(role, self.model.roles),
+                )
+            for verb in ("update", "move"):
+                spec = action.get(verb)
+                target = spec.get("target") if isinstance(spec, dict) else None
+                if isinstance(target, str) and entity.member(target) is None:
+                    members = [*entity.links, *entity.inverses]
+                    yield self.problem(
+                        "automation.target_unknown",
+                        f"automation '{auto.name}': '{entity.name}' has no link '{target}' (links: {listing(members)})",
+                        (*at, verb, "target"),
+                        hint=did_you_mean(target, members),
+                    )
+
+
+def check_model(model: Model, doc: dict, locator) -> list[Problem]:
+    checker = _Checker(model, doc, locator)
+    return [*checker.entities(), *checker.roles(), *checker.automations()]
+
+
+__all__ = ["RESERVED_WORDS", "SYSTEM_COLUMNS", "check_model"]

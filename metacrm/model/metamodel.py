@@ -1,0 +1,290 @@
+"""The metamodel: frozen objects describing a loaded, checked model.
+
+Everything else (tables, validators, stage graphs, reports, migrations) is built from these.
+Mappings are read-only views and sequences are tuples, so a Model can be shared and cached.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from .field_types import FIELD_TYPES, FieldType
+
+EMPTY: Mapping = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class Loc:
+    """Where a declaration stands: file, 1-based line and column."""
+
+    file: str = "<model>"
+    line: int = 0
+    col: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}"
+
+
+NOWHERE = Loc()
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    value: str
+    label: str | None = None
+    renamed_from: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    name: str
+    type: str
+    required: bool = False
+    unique: bool = False
+    index: bool = False
+    default: object = None
+    min: float | int | None = None
+    max: float | int | None = None
+    max_length: int | None = None
+    pattern: str | None = None
+    options: tuple[Option, ...] = ()
+    label: str | None = None
+    help: str | None = None
+    renamed_from: tuple[str, ...] = ()
+    loc: Loc = NOWHERE
+
+    @property
+    def field_type(self) -> FieldType:
+        return FIELD_TYPES[self.type]
+
+    @property
+    def kind(self) -> str:
+        """Storage kind (see field_types)."""
+        return FIELD_TYPES[self.type].kind
+
+    @property
+    def option_values(self) -> tuple[str, ...]:
+        return tuple(o.value for o in self.options)
+
+    @property
+    def caption(self) -> str:
+        return self.label or self.name
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    name: str
+    entity: str  # the entity declaring the link
+    targets: tuple[str, ...]
+    many: bool = False
+    required: bool = False
+    inverse: str | None = None
+    on_delete: str = "restrict"
+    label: str | None = None
+    help: str | None = None
+    renamed_from: tuple[str, ...] = ()
+    loc: Loc = NOWHERE
+
+    @property
+    def polymorphic(self) -> bool:
+        return len(self.targets) > 1
+
+    @property
+    def target(self) -> str:
+        """The one target entity of a non-polymorphic link."""
+        return self.targets[0]
+
+    @property
+    def caption(self) -> str:
+        return self.label or self.name
+
+
+@dataclass(frozen=True, slots=True)
+class InverseLink:
+    """How a target entity sees a link declared on another entity (a client's ``deals``)."""
+
+    name: str
+    entity: str  # the entity seeing it (the link's target)
+    source: str  # the entity declaring the link
+    link: str  # the link's name on ``source``
+    many_to_many: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    name: str
+    kind: str = "open"  # open, won, lost
+    label: str | None = None
+    probability: float | None = None
+    requires: tuple[str, ...] = ()
+    sla: str | None = None
+    sla_seconds: int | None = None
+    renamed_from: tuple[str, ...] = ()
+    loc: Loc = NOWHERE
+
+    @property
+    def closed(self) -> bool:
+        return self.kind != "open"
+
+    @property
+    def caption(self) -> str:
+        return self.label or self.name
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    source: str
+    target: str
+    when: str | None = None
+    roles: tuple[str, ...] = ()
+    reopen: bool = False
+    label: str | None = None
+    loc: Loc = NOWHERE
+
+
+@dataclass(frozen=True, slots=True)
+class Pipeline:
+    name: str
+    entity: str
+    initial: str
+    stages: Mapping[str, Stage]  # in declaration order
+    transitions: tuple[Transition, ...]
+    label: str | None = None
+    amount: str | None = None  # the money field reports sum
+    renamed_from: tuple[str, ...] = ()
+    loc: Loc = NOWHERE
+    # from-stage -> {to-stage: Transition}; the hot-path view of the graph
+    adjacency: Mapping[str, Mapping[str, Transition]] = field(default_factory=lambda: EMPTY)
+
+    @property
+    def caption(self) -> str:
+        return self.label or self.name
+
+    @property
+    def won(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.stages.values() if s.kind == "won")
+
+    @property
+    def lost(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.stages.values() if s.kind == "lost")
+
+    def next_stages(self, stage: str) -> tuple[str, ...]:
+        return tuple(self.adjacency.get(stage, EMPTY))
+
+    def can_move(self, source: str, target: str) -> bool:
+        return target in self.adjacency.get(source, EMPTY)
+
+
+DEFAULT_PIPELINE = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class Entity:
+    name: str
+    fields: Mapping[str, Field]
+    links: Mapping[str, Link]
+    pipelines: Mapping[str, Pipeline] = field(default_factory=lambda: EMPTY)
+    label: str | None = None
+    plural: str | None = None
+    description: str | None = None
+    owner: bool = False
+    title: str | None = None
+    search: tuple[str, ...] = ()
+    indexes: tuple[tuple[str, ...], ...] = ()
+    unique: tuple[tuple[str, ...], ...] = ()
+    renamed_from: tuple[str, ...] = ()
+    loc: Loc = NOWHERE
+    inverses: Mapping[str, InverseLink] = field(default_factory=lambda: EMPTY)  # filled in by the builder
+
+    @property
+    def has_stages(self) -> bool:
+        return bool(self.pipelines)
+
+    @property
+    def multi_pipeline(self) -> bool:
+        return len(self.pipelines) > 1
+
+    @property
+    def default_pipeline(self) -> Pipeline | None:
+        return next(iter(self.pipelines.values()), None)
+
+    @property
+    def caption(self) -> str:
+        return self.label or self.name
+
+    def member(self, name: str) -> Field | Link | InverseLink | None:
+        """A field, link or inverse link by name."""
+        return self.fields.get(name) or self.links.get(name) or self.inverses.get(name)
+
+
+@dataclass(frozen=True, slots=True)
+class Role:
+    name: str
+    # entity name or "*" -> action -> scope
+    permissions: Mapping[str, Mapping[str, str]]
+    loc: Loc = NOWHERE
+
+
+ACTIONS = ("read", "create", "update", "delete", "move", "export", "import", "reassign")
+
+
+@dataclass(frozen=True, slots=True)
+class Automation:
+    name: str
+    entity: str
+    trigger: Mapping
+    condition: str | None
+    actions: tuple[Mapping, ...]
+    label: str | None = None
+    loc: Loc = NOWHERE
+
+
+@dataclass(frozen=True, slots=True)
+class Model:
+    name: str
+    entities: Mapping[str, Entity]
+    roles: Mapping[str, Role] = field(default_factory=lambda: EMPTY)
+    automations: Mapping[str, Automation] = field(default_factory=lambda: EMPTY)
+    label: str | None = None
+    description: str | None = None
+    files: tuple[str, ...] = ()
+    canonical: str = "{}"  # canonical JSON of the merged declarations
+    sha256: str = ""
+    warnings: tuple = field(default=(), compare=False)
+
+    @property
+    def caption(self) -> str:
+        return self.label or self.name
+
+    def entity(self, name: str) -> Entity:
+        """The entity of that name; raises metacrm.NotFound naming the valid ones."""
+        try:
+            return self.entities[name]
+        except KeyError:
+            from ..errors import NotFound
+            from .suggest import did_you_mean
+
+            hint = did_you_mean(name, self.entities)
+            raise NotFound(
+                f"unknown entity '{name}'; entities: {', '.join(self.entities)}" + (f" ({hint})" if hint else "")
+            ) from None
+
+
+__all__ = [
+    "ACTIONS",
+    "Automation",
+    "DEFAULT_PIPELINE",
+    "Entity",
+    "Field",
+    "InverseLink",
+    "Link",
+    "Loc",
+    "Model",
+    "Option",
+    "Pipeline",
+    "Role",
+    "Stage",
+    "Transition",
+]

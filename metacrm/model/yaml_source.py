@@ -1,0 +1,127 @@
+"""Read YAML keeping the line and column of every key and value, and refusing duplicate keys.
+
+``read_source(path)`` returns a :class:`Source`: the plain Python data (dicts, lists, scalars)
+and a location index from paths inside the document (``("entities", "deal", "fields")``) to
+``(line, col)`` of the value and of its key, both 1-based. The C parser of libyaml builds the
+node tree when it is available; only the conversion to Python runs here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ..errors import Problem
+
+try:  # libyaml's composer is several times faster; the pure-Python one is the fallback
+    from yaml import CSafeLoader as _Loader
+except ImportError:  # pragma: no cover - depends on how PyYAML was built
+    from yaml import SafeLoader as _Loader  # type: ignore[assignment]
+
+
+Path_ = tuple  # a path inside a document: keys and list indexes
+
+
+@dataclass
+class Source:
+    """One YAML file: its data, and where each part of it stands."""
+
+    file: str
+    data: object = None
+    values: dict = field(default_factory=dict)  # path -> (line, col) of the value
+    keys: dict = field(default_factory=dict)  # path -> (line, col) of the mapping key
+    problems: list = field(default_factory=list)
+
+
+class _Constructor(yaml.constructor.SafeConstructor):
+    """Builds scalars only; mappings and sequences are walked by :func:`_convert`."""
+
+
+def read_source(path: str | Path, *, display: str | None = None) -> Source:
+    """Read one YAML file. Syntax errors and duplicate keys become problems, never exceptions."""
+    display = display or str(path)
+    source = Source(file=display)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        source.problems.append(Problem("file.not_found", f"no such file: {display}", display, 1, 1))
+        return source
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        source.problems.append(Problem("file.unreadable", f"cannot read {display}: {reason}", display, 1, 1))
+        return source
+    return parse_source(text, display)
+
+
+def parse_source(text: str, display: str = "<string>") -> Source:
+    source = Source(file=display)
+    try:
+        node = yaml.compose(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        what = exc.problem or "invalid YAML"
+        context = f" {exc.context}" if exc.context else ""
+        source.problems.append(Problem("yaml.syntax", f"YAML syntax error: {what}{context}", display, line, col))
+        return source
+    except yaml.YAMLError as exc:
+        source.problems.append(Problem("yaml.syntax", f"YAML error: {exc}", display, 1, 1))
+        return source
+    if node is None:
+        source.data = None
+        return source
+    constructor = _Constructor()
+    try:
+        source.data = _convert(node, (), source, constructor)
+    except yaml.constructor.ConstructorError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        source.problems.append(Problem("yaml.syntax", f"YAML error: {exc.problem or exc}", display, line, col))
+    return source
+
+
+def _mark(node) -> tuple[int, int]:
+    return node.start_mark.line + 1, node.start_mark.column + 1
+
+
+def _convert(node, path: tuple, source: Source, constructor: _Constructor):
+    source.values[path] = _mark(node)
+    if isinstance(node, yaml.MappingNode):
+        constructor.flatten_mapping(node)  # resolves `<<:` merge keys
+        result: dict = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                line, col = _mark(key_node)
+                source.problems.append(
+                    Problem("yaml.key", "a mapping key must be a plain value", source.file, line, col, loc=path)
+                )
+                continue
+            key = constructor.construct_object(key_node)
+            if not isinstance(key, str):
+                key = str(key).lower() if isinstance(key, bool) else str(key)
+            child = (*path, key)
+            if key in result:
+                line, col = _mark(key_node)
+                first_line = source.keys[child][0]
+                source.problems.append(
+                    Problem(
+                        "yaml.duplicate_key",
+                        f"duplicate key '{key}' (first defined on line {first_line})",
+                        source.file,
+                        line,
+                        col,
+                        loc=child,
+                    )
+                )
+                continue
+            source.keys[child] = _mark(key_node)
+            result[key] = _convert(value_node, child, source, constructor)
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [_convert(item, (*path, i), source, constructor) for i, item in enumerate(node.value)]
+    return constructor.construct_object(node)
+
+
+__all__ = ["Path_", "Source", "parse_source", "read_source"]
