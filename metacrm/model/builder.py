@@ -157,13 +157,6 @@ class _Builder:
                 options.append(Option(opt))
             elif isinstance(opt, dict) and isinstance(opt.get("value"), str):
                 options.append(Option(opt["value"], _str(opt.get("label")), _str(opt.get("renamed_from"))))
-            elif opt is not None and not isinstance(opt, (str, dict)):
-                # YAML reads yes/no/on/off as booleans and 1 as a number: say so plainly
-                self.error(
-                    "field.option_not_text",
-                    f"field '{path[1]}.{name}': option {opt!r} is not text; quote it ('{opt}')",
-                    (*path, "options", i),
-                )
         max_length = decl.get("max_length")
         return Field(
             name=name,

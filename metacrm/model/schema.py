@@ -134,6 +134,18 @@ def _translate(error, source: Source) -> list[Problem]:
         line, col = _at(source, at_path, key=key)
         return Problem(type_, message, file, line, col, loc=tuple(at_path), hint=hint)
 
+    if (
+        isinstance(error.instance, bool)
+        and validator in ("type", "oneOf", "anyOf")
+        and '"string"' in json.dumps(error.schema)
+    ):
+        return [
+            problem(
+                "schema.boolean_not_text",
+                f"{where}: YAML read this unquoted value as the boolean {str(error.instance).lower()}, "
+                "but text is expected; quote it (yes, no, on, off, true and false are booleans in YAML)",
+            )
+        ]
     if validator == "additionalProperties" and isinstance(error.instance, dict):
         allowed = list(error.schema.get("properties", {}))
         extras = [k for k in error.instance if k not in allowed]

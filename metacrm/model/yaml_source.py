@@ -60,11 +60,7 @@ def parse_source(text: str, display: str = "<string>") -> Source:
     try:
         node = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        what = exc.problem or "invalid YAML"
-        context = f" {exc.context}" if exc.context else ""
-        source.problems.append(Problem("yaml.syntax", f"YAML syntax error: {what}{context}", display, line, col))
+        source.problems.append(_syntax_problem(exc, display))
         return source
     except yaml.YAMLError as exc:
         source.problems.append(Problem("yaml.syntax", f"YAML error: {exc}", display, 1, 1))
@@ -80,6 +76,30 @@ def parse_source(text: str, display: str = "<string>") -> Source:
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         source.problems.append(Problem("yaml.syntax", f"YAML error: {exc.problem or exc}", display, line, col))
     return source
+
+
+_UNCLOSED = {
+    "while parsing a flow mapping": "'{' is not closed",
+    "while parsing a flow sequence": "'[' is not closed",
+    "while scanning a quoted scalar": "the quote is not closed",
+}
+
+
+def _syntax_problem(exc: yaml.MarkedYAMLError, display: str) -> Problem:
+    """A syntax error located where the user must fix it: an unclosed brace, bracket or quote
+    at its opening (libyaml only notices it lines later), anything else where it was found."""
+    problem, context = exc.problem_mark, exc.context_mark
+    what = exc.problem or "invalid YAML"
+    unclosed = _UNCLOSED.get(exc.context or "")
+    if unclosed and context is not None:
+        found = f" (found at line {problem.line + 1}: {what})" if problem is not None else ""
+        return Problem(
+            "yaml.syntax", f"YAML syntax error: {unclosed}{found}", display, context.line + 1, context.column + 1
+        )
+    mark = problem or context
+    line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+    where = f" {exc.context}" if exc.context else ""
+    return Problem("yaml.syntax", f"YAML syntax error: {what}{where}", display, line, col)
 
 
 def _mark(node) -> tuple[int, int]:
