@@ -152,7 +152,7 @@ class _Builder:
 
     def field(self, path: tuple, name: str, decl: dict) -> Field:
         options = []
-        for i, opt in enumerate(decl.get("options") or ()):
+        for opt in decl.get("options") or ():
             if isinstance(opt, str):
                 options.append(Option(opt))
             elif isinstance(opt, dict) and isinstance(opt.get("value"), str):
