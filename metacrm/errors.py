@@ -146,3 +146,17 @@ __all__ = [
     "TransitionError",
     "ValidationError",
 ]
+
+
+class ExpressionError(ValidationError):
+    """An expression (filter, guard, condition) is malformed or names something unknown.
+
+    ``position`` is the 1-based column in the expression text where the problem is, if known.
+    """
+
+    def __init__(self, message: str, position: int | None = None, issues=()):
+        self.position = position
+        super().__init__(message, issues)
+
+
+__all__.append("ExpressionError")

@@ -100,6 +100,7 @@ class _Builder:
             name=_str(self.doc.get("name")) or "model",
             label=_str(self.doc.get("label")),
             description=_str(self.doc.get("description")),
+            region=_str(self.doc.get("region")),
             entities=_frozen(entities),
             roles=_frozen(roles),
             automations=_frozen(automations),

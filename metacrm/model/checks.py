@@ -360,8 +360,11 @@ class _Checker:
                         (*path, "when", "updated", i),
                         hint=did_you_mean(name, members),
                     )
-            for key in ("overdue",):
-                name = auto.trigger.get(key)
+            before = auto.trigger.get("before")
+            for key, name in (
+                ("overdue", auto.trigger.get("overdue")),
+                ("before", before.get("field") if isinstance(before, dict) else None),
+            ):
                 if isinstance(name, str):
                     f = entity.fields.get(name)
                     if f is None or f.type not in ("date", "datetime"):
@@ -370,7 +373,7 @@ class _Checker:
                             "automation.field_unknown",
                             f"automation '{auto.name}': '{name}' is not a date or datetime field of '{entity.name}' "
                             f"(date fields: {listing(dates)})",
-                            (*path, "when", key),
+                            (*path, "when", key) + (("field",) if key == "before" else ()),
                             hint=did_you_mean(name, dates),
                         )
             if auto.trigger.get("sla") is True and not any(

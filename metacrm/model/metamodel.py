@@ -249,6 +249,7 @@ class Model:
     automations: Mapping[str, Automation] = field(default_factory=lambda: EMPTY)
     label: str | None = None
     description: str | None = None
+    region: str | None = None  # ISO country for phone numbers written without '+'
     files: tuple[str, ...] = ()
     canonical: str = "{}"  # canonical JSON of the merged declarations
     sha256: str = ""

@@ -1,0 +1,1 @@
+"""Metamodel -> SQLAlchemy Core tables (pure), naming, column types."""

@@ -1,0 +1,67 @@
+"""Every database name metacrm derives from a model, decided in one place.
+
+Table = entity name; column = field name; a single link is the column ``<link>_id`` (a
+polymorphic one adds ``<link>_entity``); a many-link is the join table ``<entity>__<link>``
+with the columns ``source_id`` and ``target_id``. System tables start with ``metacrm_``.
+Constraint and index names follow one convention, shortened with a hash past 63 characters
+(PostgreSQL's limit) so they stay stable across runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+SYSTEM_PREFIX = "metacrm_"
+MODEL_TABLE = "metacrm_model"
+HISTORY_TABLE = "metacrm_history"
+LOCK_TABLE = "metacrm_lock"
+MAX_NAME = 63
+
+
+def table_name(entity: str) -> str:
+    return entity
+
+
+def link_column(link: str) -> str:
+    return f"{link}_id"
+
+
+def link_entity_column(link: str) -> str:
+    """The column naming the target entity of a polymorphic link."""
+    return f"{link}_entity"
+
+
+def join_table_name(entity: str, link: str) -> str:
+    return f"{entity}__{link}"
+
+
+JOIN_SOURCE = "source_id"
+JOIN_TARGET = "target_id"
+
+
+def short(name: str) -> str:
+    """``name`` itself, or a stable shortened form when it is longer than 63 characters."""
+    if len(name) <= MAX_NAME:
+        return name
+    digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+    return f"{name[: MAX_NAME - 9]}_{digest}"
+
+
+def index_name(table: str, columns: list[str] | tuple[str, ...]) -> str:
+    return short(f"ix_{table}_{'_'.join(columns)}")
+
+
+def unique_name(table: str, columns: list[str] | tuple[str, ...]) -> str:
+    return short(f"uq_{table}_{'_'.join(columns)}")
+
+
+def check_name(table: str, column: str) -> str:
+    return short(f"ck_{table}_{column}")
+
+
+def fk_name(table: str, column: str) -> str:
+    return short(f"fk_{table}_{column}")
+
+
+def pk_name(table: str) -> str:
+    return short(f"pk_{table}")
