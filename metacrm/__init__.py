@@ -8,6 +8,7 @@ from __future__ import annotations
 from .errors import (
     ConflictError,
     DataError,
+    ExpressionError,
     MetaCRMError,
     MigrationError,
     ModelError,
@@ -20,11 +21,19 @@ from .errors import (
 from .model.loader import load_model
 from .model.metamodel import Model
 
+
+def connect(model, url: str = "sqlite:///crm.db", *, user: str | None = None):
+    """A CRM on the database at ``url`` for ``model`` (a Model or a path to one); see CRM."""
+    from .runtime.crm import connect as _connect
+
+    return _connect(model, url, user=user)
+
 __version__ = "0.1.0"
 
 __all__ = [
     "ConflictError",
     "DataError",
+    "ExpressionError",
     "MetaCRMError",
     "MigrationError",
     "Model",
@@ -35,5 +44,6 @@ __all__ = [
     "TransitionError",
     "ValidationError",
     "__version__",
+    "connect",
     "load_model",
 ]

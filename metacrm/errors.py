@@ -6,6 +6,7 @@
     ├── ModelError                  the YAML model is invalid; .problems lists every Problem
     ├── DataError                   an operation on records was refused (nothing was written)
     │   ├── ValidationError         a field or link value is wrong
+    │   │   └── ExpressionError     a filter or condition is malformed or names something unknown
     │   ├── TransitionError         a stage move is not allowed
     │   ├── PermissionDenied        the user may not do this
     │   ├── ConflictError           another writer changed the record first

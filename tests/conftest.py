@@ -1,12 +1,69 @@
 from __future__ import annotations
 
+import os
+import uuid
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+PG_URL = os.environ.get("METACRM_TEST_PG_URL")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 @pytest.fixture
 def root() -> Path:
     return ROOT
+
+
+def _pg_unavailable() -> str | None:
+    """Why PostgreSQL tests cannot run here (None when they can)."""
+    if not PG_URL:
+        return "METACRM_TEST_PG_URL is not set"
+    from sqlalchemy import create_engine, text
+
+    try:
+        engine = create_engine(PG_URL)
+        with engine.connect() as conn:
+            conn.execute(text("select 1"))
+        engine.dispose()
+    except Exception as exc:  # noqa: BLE001 - any failure means "unreachable"
+        return f"PostgreSQL at METACRM_TEST_PG_URL is unreachable: {exc.__class__.__name__}: {exc}"
+    return None
+
+
+_PG_REASON: list = []
+
+
+def pg_reason() -> str | None:
+    if not _PG_REASON:
+        _PG_REASON.append(_pg_unavailable())
+    return _PG_REASON[0]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path: Path):
+    """An empty database on each dialect: a SQLite file, or a fresh PostgreSQL schema
+    (selected through search_path) dropped after the test. In CI a missing or unreachable
+    PostgreSQL fails the test instead of skipping it."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'crm.db'}"
+        return
+    reason = pg_reason()
+    if reason:
+        if IN_CI:
+            pytest.fail(f"CI requires PostgreSQL: {reason}")
+        pytest.skip(reason)
+    from sqlalchemy import create_engine, text
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in PG_URL else "?"
+    try:
+        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()

@@ -22,6 +22,7 @@ def test_public_api_is_frozen() -> None:
         [
             "ConflictError",
             "DataError",
+            "ExpressionError",
             "MetaCRMError",
             "MigrationError",
             "Model",
@@ -32,6 +33,7 @@ def test_public_api_is_frozen() -> None:
             "TransitionError",
             "ValidationError",
             "__version__",
+            "connect",
             "load_model",
         ]
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import model_cmds
+from . import data_cmds, model_cmds
 
 app = typer.Typer(
     name="metacrm",
@@ -14,6 +14,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 model_cmds.register(app)
+data_cmds.register(app)
 
 
 @app.callback()

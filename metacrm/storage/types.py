@@ -63,7 +63,7 @@ def money_type() -> ExactDecimal:
 
 
 def decimal_type() -> ExactDecimal:
-    return ExactDecimal(24, 6)
+    return ExactDecimal(18, 6)  # 12 digits before the point: fits a scaled BIGINT on SQLite
 
 
 class UTCDateTime(TypeDecorator):

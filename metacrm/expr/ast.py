@@ -1,0 +1,160 @@
+"""The expression tree: small frozen dataclasses, what ``parse`` returns.
+
+Positions (``pos``, the 1-based column in the text) are carried for error messages but left
+out of equality, so ``parse(str(e)) == e`` holds for every expression ``e``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+COMPARISONS = ("=", "!=", "<", "<=", ">", ">=")
+
+
+@dataclass(frozen=True, slots=True)
+class Literal:
+    """A text, integer, decimal, boolean or null value written in the expression."""
+
+    value: str | int | Decimal | bool | None
+    pos: int = field(default=0, compare=False)
+
+    def __str__(self) -> str:
+        v = self.value
+        if v is None:
+            return "null"
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return "'" + v.replace("'", "''") + "'"
+        return str(v)
+
+
+@dataclass(frozen=True, slots=True)
+class Name:
+    """A field, system column or link, or a dotted path through links (``client.city``)."""
+
+    path: str
+    pos: int = field(default=0, compare=False)
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        return tuple(self.path.split("."))
+
+    def __str__(self) -> str:
+        return self.path
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """A parameter ``:name`` whose value is given when the expression is compiled or run."""
+
+    name: str
+    pos: int = field(default=0, compare=False)
+
+    def __str__(self) -> str:
+        return f":{self.name}"
+
+
+Operand = Literal | Name | Param
+
+
+@dataclass(frozen=True, slots=True)
+class Compare:
+    op: str  # one of COMPARISONS ('<>' is read as '!=')
+    left: Operand
+    right: Operand
+
+    def __str__(self) -> str:
+        return f"{self.left} {self.op} {self.right}"
+
+
+@dataclass(frozen=True, slots=True)
+class In:
+    subject: Operand
+    items: tuple[Operand, ...] | Param  # a parameter holding a list
+    negated: bool = False
+
+    def __str__(self) -> str:
+        items = str(self.items) if isinstance(self.items, Param) else "(" + ", ".join(map(str, self.items)) + ")"
+        return f"{self.subject} {'not in' if self.negated else 'in'} {items}"
+
+
+@dataclass(frozen=True, slots=True)
+class Between:
+    subject: Operand
+    low: Operand
+    high: Operand
+    negated: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.subject} {'not between' if self.negated else 'between'} {self.low} and {self.high}"
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """``x contains 'text'`` or ``x startswith 'text'`` (case-insensitive)."""
+
+    op: str  # contains, startswith
+    subject: Operand
+    pattern: Operand
+
+    def __str__(self) -> str:
+        return f"{self.subject} {self.op} {self.pattern}"
+
+
+@dataclass(frozen=True, slots=True)
+class IsNull:
+    subject: Operand
+    negated: bool = False  # True for 'is not null'
+
+    def __str__(self) -> str:
+        return f"{self.subject} is {'not ' if self.negated else ''}null"
+
+
+@dataclass(frozen=True, slots=True)
+class And:
+    items: tuple[Expr, ...]
+
+    def __str__(self) -> str:
+        return " and ".join(_wrap(i, (And, Or)) for i in self.items)
+
+
+@dataclass(frozen=True, slots=True)
+class Or:
+    items: tuple[Expr, ...]
+
+    def __str__(self) -> str:
+        return " or ".join(_wrap(i, Or) for i in self.items)
+
+
+@dataclass(frozen=True, slots=True)
+class Not:
+    item: Expr
+
+    def __str__(self) -> str:
+        return "not " + _wrap(self.item, (And, Or))
+
+
+def _wrap(node, kinds) -> str:
+    return f"({node})" if isinstance(node, kinds) else str(node)
+
+
+Expr = Compare | In | Between | Match | IsNull | And | Or | Not
+
+__all__ = [
+    "And",
+    "Between",
+    "COMPARISONS",
+    "Compare",
+    "Expr",
+    "In",
+    "IsNull",
+    "Literal",
+    "Match",
+    "Name",
+    "Not",
+    "Operand",
+    "Or",
+    "Param",
+]

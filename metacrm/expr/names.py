@@ -1,0 +1,350 @@
+"""Names -> columns: resolving fields, system columns and paths through links, and the types
+(with coercion of written values) that comparisons use. Pure: no database, no SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+from ..errors import ExpressionError
+from ..model.metamodel import Entity, Link, Model
+from ..model.suggest import did_you_mean, listing
+from ..storage import naming
+
+UTC = dt.UTC
+
+# kinds of value a name holds
+TEXT, INTEGER, DECIMAL, BOOLEAN, DATE, DATETIME, MULTICHOICE, JSON, REF = (
+    "text",
+    "integer",
+    "decimal",
+    "boolean",
+    "date",
+    "datetime",
+    "multichoice",
+    "json",
+    "ref",
+)
+ORDERED = frozenset({TEXT, INTEGER, DECIMAL, DATE, DATETIME})
+_INT64 = 2**63
+MAX_PATH = 8  # names in one dotted path
+
+
+@dataclass(frozen=True, slots=True)
+class ValueType:
+    """What a name holds: its kind, how it is stored, and which written values it accepts."""
+
+    kind: str
+    label: str  # 'deal.amount', for messages
+    type_name: str  # the model's type name ('money'), for messages
+    scale: int | None = None  # decimal places (money 2, decimal/percent 6)
+    limit: Decimal | None = None  # exclusive bound of the absolute value
+    options: tuple[str, ...] | None = None  # allowed values for = and in (choices, stages, pipelines)
+    options_word: str = "an option"
+
+    @property
+    def storage(self) -> str:
+        """Two names compare directly only when they are stored alike (money in cents on SQLite)."""
+        return f"{self.kind}:{self.scale}" if self.kind == DECIMAL else self.kind
+
+    def error(self, message: str, pos: int | None) -> ExpressionError:
+        return ExpressionError(f"{self.label}: {message}", pos)
+
+    def coerce(self, value, pos: int | None = None):
+        """``value`` as the Python type of this column; ExpressionError naming the field if it
+        cannot be. None stays None (null)."""
+        if value is None:
+            return None
+        try:
+            return self._coerce(value, pos)
+        except ArithmeticError:  # decimal overflow and the like: a number far out of range
+            raise self.error(f"{show(value)} is out of range", pos) from None
+
+    def _coerce(self, value, pos):
+        kind = self.kind
+        if kind == TEXT:
+            if isinstance(value, str):
+                return value
+            hint = f" (write text in quotes: '{value}')" if isinstance(value, int | Decimal) else ""
+            raise self.error(f"{show(value)} is not text{hint}", pos)
+        if kind == INTEGER:
+            return self._integer(value, pos)
+        if kind == DECIMAL:
+            return self._decimal(value, pos)
+        if kind == BOOLEAN:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "false"):
+                return value.lower() == "true"
+            raise self.error(f"{show(value)} is not true or false", pos)
+        if kind == DATE:
+            if isinstance(value, dt.datetime):
+                raise self.error(f"{show(value)} is a date and time, not a date", pos)
+            if isinstance(value, dt.date):
+                return value
+            if isinstance(value, str):
+                try:
+                    return dt.date.fromisoformat(value.strip())
+                except ValueError:
+                    pass
+            raise self.error(f"{show(value)} is not a date (YYYY-MM-DD)", pos)
+        if kind == DATETIME:
+            if isinstance(value, str):
+                try:
+                    value = dt.datetime.fromisoformat(value.strip())
+                except ValueError:
+                    raise self.error(f"{show(value)} is not a date and time (ISO 8601)", pos) from None
+            if isinstance(value, dt.datetime):
+                try:
+                    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+                except (OverflowError, ValueError):
+                    raise self.error(f"{show(value)} is out of range", pos) from None
+            if isinstance(value, dt.date):
+                return dt.datetime(value.year, value.month, value.day, tzinfo=UTC)
+            raise self.error(f"{show(value)} is not a date and time (ISO 8601)", pos)
+        if kind == MULTICHOICE:  # the value is one option (contains)
+            if isinstance(value, str):
+                return value
+            raise self.error(f"{show(value)} is not an option", pos)
+        raise self.error(f"{show(value)} cannot be compared with a {self.type_name} field", pos)
+
+    def _number(self, value, pos) -> Decimal:
+        if isinstance(value, bool):
+            raise self.error(f"{show(value)} is not a number", pos)
+        if isinstance(value, int):
+            return Decimal(value)
+        if isinstance(value, float):
+            value = repr(value)
+        if isinstance(value, Decimal | str):
+            try:
+                number = Decimal(value.strip()) if isinstance(value, str) else value
+            except (InvalidOperation, ValueError):
+                raise self.error(f"{show(value)} is not a number", pos) from None
+            if number.is_finite():
+                return number
+        raise self.error(f"{show(value)} is not a number", pos)
+
+    def _integer(self, value, pos) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        else:
+            d = self._number(value, pos)
+            if d.copy_abs() >= _INT64:
+                raise self.error(f"{show(value)} is out of range", pos)
+            if d != d.to_integral_value():
+                raise self.error(f"{show(value)} is not a whole number", pos)
+            number = int(d)
+        if not -_INT64 <= number < _INT64:
+            raise self.error(f"{show(value)} is out of range", pos)
+        return number
+
+    def _decimal(self, value, pos) -> Decimal:
+        number = self._number(value, pos)
+        if self.limit is not None and number.copy_abs() >= self.limit:
+            raise self.error(f"{show(value)} is out of range", pos)
+        if self.scale is not None and number != number.quantize(Decimal(1).scaleb(-self.scale)):
+            raise self.error(f"{show(value)} has more than {self.scale} decimal places", pos)
+        return number
+
+    def check_option(self, value, pos: int | None) -> None:
+        """For = and in: a value that can never match (a misspelt choice or stage) is an error."""
+        if self.options is None or value is None or value in self.options:
+            return
+        hint = did_you_mean(value, self.options)
+        raise self.error(
+            f"{show(value)} is not {self.options_word}"
+            + (f" ({hint})" if hint else "")
+            + f"; {self.options_word.split()[-1]}s: {listing(self.options)}",
+            pos,
+        )
+
+
+def show(value) -> str:
+    if isinstance(value, str):
+        text = value if len(value) <= 40 else value[:37] + "..."
+        return "'" + text.replace("'", "''") + "'"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dt.date):
+        return "'" + value.isoformat() + "'"
+    text = str(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+_FIELD_KINDS = {
+    "string": TEXT,
+    "text": TEXT,
+    "email": TEXT,
+    "phone": TEXT,
+    "url": TEXT,
+    "choice": TEXT,
+    "integer": INTEGER,
+    "money": DECIMAL,
+    "decimal": DECIMAL,
+    "percent": DECIMAL,
+    "boolean": BOOLEAN,
+    "date": DATE,
+    "datetime": DATETIME,
+    "multichoice": MULTICHOICE,
+    "json": JSON,
+}
+# (decimal places, exclusive bound) as storage/types.py stores them: NUMERIC(18, 2) and (18, 6)
+_SCALES = {"money": (2, Decimal(10) ** 16), "decimal": (6, Decimal(10) ** 12), "percent": (6, Decimal(10) ** 12)}
+
+
+def field_type(entity: Entity, name: str) -> ValueType:
+    f = entity.fields[name]
+    kind = _FIELD_KINDS.get(f.type, JSON)
+    scale, limit = _SCALES.get(f.type, (None, None))
+    options = f.option_values if f.type in ("choice", "multichoice") and f.options else None
+    return ValueType(kind, f"{entity.name}.{name}", f.type, scale, limit, options)
+
+
+def system_columns(entity: Entity) -> dict[str, ValueType]:
+    """The system columns of an entity's table, as storage/tables.py creates them."""
+    label = entity.name
+    cols = {
+        "id": ValueType(INTEGER, f"{label}.id", "id"),
+        "created_at": ValueType(DATETIME, f"{label}.created_at", "datetime"),
+        "updated_at": ValueType(DATETIME, f"{label}.updated_at", "datetime"),
+        "version": ValueType(INTEGER, f"{label}.version", "integer"),
+    }
+    if entity.owner:
+        cols["owner"] = ValueType(TEXT, f"{label}.owner", "string")
+    if entity.has_stages:
+        stages: dict[str, None] = {}
+        for p in entity.pipelines.values():
+            stages.update(dict.fromkeys(p.stages))
+        cols["pipeline"] = ValueType(
+            TEXT, f"{label}.pipeline", "string", options=tuple(entity.pipelines), options_word="a pipeline"
+        )
+        cols["stage"] = ValueType(TEXT, f"{label}.stage", "string", options=tuple(stages), options_word="a stage")
+        cols["stage_entered_at"] = ValueType(DATETIME, f"{label}.stage_entered_at", "datetime")
+        cols["closed_at"] = ValueType(DATETIME, f"{label}.closed_at", "datetime")
+    return cols
+
+
+@dataclass(frozen=True, slots=True)
+class Hop:
+    """One step through a link, from ``entity`` to ``target``.
+
+    kind ``link``: a single link column on ``entity``; ``many``: a many-link's join table;
+    ``inverse``: a link declared on ``target`` (``source``) pointing at ``entity`` - through
+    its column, or its join table when ``many_to_many``; ``polymorphic`` when the declaring
+    link has several targets (then its ``<link>_entity`` column must name ``entity``).
+    """
+
+    kind: str
+    entity: str
+    target: str
+    link: str
+    many_to_many: bool = False
+    polymorphic: bool = False
+
+    @property
+    def multi(self) -> bool:
+        return self.kind != "link"
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """A name resolved against the model: the hops to walk, then the column read at the end."""
+
+    path: str  # as written ('client.city'): the key of the value in Python predicates
+    hops: tuple[Hop, ...]
+    entity: str  # where the column is
+    column: str  # column name on that entity's table
+    vtype: ValueType
+
+    @property
+    def multi(self) -> bool:
+        """True when the path reaches any number of values (through a many or inverse link)."""
+        return any(h.multi for h in self.hops)
+
+
+def _names(entity: Entity) -> list[str]:
+    return [*entity.fields, *entity.links, *entity.inverses, *system_columns(entity)]
+
+
+def resolve(model: Model, entity_name: str, path: str, pos: int | None = None) -> Resolved:
+    """Resolve a dotted name; ExpressionError naming the valid names when a part is unknown."""
+    entity = model.entities[entity_name]
+    parts = path.split(".")
+    if len(parts) > MAX_PATH:
+        raise ExpressionError(f"{entity_name}: '{path[:40]}...' goes through more than {MAX_PATH - 1} links", pos)
+    hops: list[Hop] = []
+    offset = 0
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        at = None if pos is None else pos + offset
+        offset += len(part) + 1
+        rest = ".".join(parts[i + 1 :])
+        if part in entity.fields:
+            if not last:
+                raise ExpressionError(
+                    f"{entity.name}: '{part}' is a field, not a link, so '{part}.{rest}' cannot be followed", at
+                )
+            return Resolved(path, tuple(hops), entity.name, part, field_type(entity, part))
+        system = system_columns(entity)
+        if part in system and part not in entity.links and part not in entity.inverses:
+            if not last:
+                raise ExpressionError(
+                    f"{entity.name}: '{part}' is a system column, not a link, so '{part}.{rest}' cannot be followed", at
+                )
+            return Resolved(path, tuple(hops), entity.name, part, system[part])
+        link: Link | None = entity.links.get(part)
+        if link is not None:
+            if link.polymorphic:
+                if not last:
+                    raise ExpressionError(
+                        f"{entity.name}: '{part}' links to several entities ({', '.join(link.targets)}) and cannot be "
+                        f"followed ('{part}.{rest}'); only '{part} is null' and '{part} is not null' apply",
+                        at,
+                    )
+                return Resolved(
+                    path,
+                    tuple(hops),
+                    entity.name,
+                    naming.link_column(part),
+                    ValueType(REF, f"{entity.name}.{part}", "link"),
+                )
+            if not link.many:
+                if last or parts[i + 1] == "id" and i + 2 == len(parts):  # 'client' and 'client.id': the column
+                    vt = ValueType(INTEGER, f"{entity.name}.{part}", "link")
+                    return Resolved(path, tuple(hops), entity.name, naming.link_column(part), vt)
+                hops.append(Hop("link", entity.name, link.target, part))
+            else:
+                hops.append(Hop("many", entity.name, link.target, part))
+            entity = model.entities[link.target]
+            if last:  # a many-link alone compares the linked ids
+                return Resolved(
+                    path, tuple(hops), entity.name, "id", ValueType(INTEGER, f"{hops[-1].entity}.{part}", "link")
+                )
+            continue
+        inverse = entity.inverses.get(part)
+        if inverse is not None:
+            declaring = model.entities[inverse.source].links[inverse.link]
+            hops.append(
+                Hop("inverse", entity.name, inverse.source, inverse.link, inverse.many_to_many, declaring.polymorphic)
+            )
+            label = f"{entity.name}.{part}"
+            entity = model.entities[inverse.source]
+            if last:
+                return Resolved(path, tuple(hops), entity.name, "id", ValueType(INTEGER, label, "link"))
+            continue
+        names = _names(entity)
+        hint = did_you_mean(part, names)
+        where = f" in '{path}'" if len(parts) > 1 else ""
+        raise ExpressionError(
+            f"{entity.name}: unknown name '{part}'{where}"
+            + (f" at column {at}" if at is not None else "")
+            + (f" ({hint})" if hint else "")
+            + f"; names: {listing(names, limit=40)}",
+            at,
+        )
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+__all__ = ["Hop", "Resolved", "ValueType", "resolve", "show", "system_columns"]

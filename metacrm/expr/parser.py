@@ -1,0 +1,283 @@
+"""Text -> expression tree, with a lark LALR grammar (never ``eval``).
+
+Keywords are reserved and case-insensitive. Errors say what was expected at which column:
+``filter: unexpected 'and' at column 12; expected a value``.
+"""
+
+from __future__ import annotations
+
+import threading
+from decimal import Decimal
+from functools import lru_cache
+
+from lark import Lark, Token, Transformer
+from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedInput, UnexpectedToken
+
+from ..errors import ExpressionError
+from .ast import And, Between, Compare, Expr, In, IsNull, Literal, Match, Name, Not, Or, Param
+
+MAX_LENGTH = 10_000  # characters
+MAX_DEPTH = 64  # nesting of parentheses and 'not'
+
+GRAMMAR = r"""
+?start: or_expr
+
+?or_expr: and_expr (_OR and_expr)*
+?and_expr: not_expr (_AND not_expr)*
+?not_expr: _NOT not_expr                            -> not_
+         | atom
+?atom: "(" or_expr ")"
+     | operand COMP operand                         -> compare
+     | operand _IN items                            -> in_
+     | operand _NOT _IN items                       -> not_in
+     | operand _BETWEEN operand _AND operand        -> between
+     | operand _NOT _BETWEEN operand _AND operand   -> not_between
+     | operand _CONTAINS operand                    -> contains
+     | operand _STARTSWITH operand                  -> startswith
+     | operand _IS NULL                             -> is_null
+     | operand _IS _NOT NULL                        -> is_not_null
+
+items: "(" operand ("," operand)* ")"
+     | PARAM
+
+?operand: NAME       -> name
+        | STRING     -> string
+        | NUMBER     -> number
+        | PARAM      -> param
+        | TRUE       -> true
+        | FALSE      -> false
+        | NULL       -> null
+
+_OR.2: /or\b/i
+_AND.2: /and\b/i
+_NOT.2: /not\b/i
+_IN.2: /in\b/i
+_BETWEEN.2: /between\b/i
+_CONTAINS.2: /contains\b/i
+_STARTSWITH.2: /startswith\b/i
+_IS.2: /is\b/i
+NULL.2: /null\b/i
+TRUE.2: /true\b/i
+FALSE.2: /false\b/i
+
+COMP: "!=" | "<>" | "<=" | ">=" | "=" | "<" | ">"
+NAME: /[^\W\d]\w*(\.[^\W\d]\w*)*/
+PARAM: /:[^\W\d]\w*/
+NUMBER: /-?\d+(\.\d+)?/
+STRING: /'([^']|'')*'/
+
+%ignore /\s+/
+"""
+
+KEYWORDS = ("and", "or", "not", "in", "between", "contains", "startswith", "is", "null", "true", "false")
+
+_VALUES = {"NAME", "STRING", "NUMBER", "PARAM", "TRUE", "FALSE", "NULL"}
+_OPERATORS = {"COMP", "_IN", "_BETWEEN", "_CONTAINS", "_STARTSWITH", "_IS"}
+_WORDS = {
+    "_AND": "'and'",
+    "_OR": "'or'",
+    "_NOT": "'not'",
+    "_IN": "'in'",
+    "_BETWEEN": "'between'",
+    "NULL": "'null'",
+    "LPAR": "'('",
+    "RPAR": "')'",
+    "COMMA": "','",
+    "PARAM": "a parameter",
+    "$END": "the end",
+}
+OPERATOR_LIST = "=, !=, <, <=, >, >=, in, not in, between, contains, startswith, is null, is not null"
+_MAX_NUMBER_DIGITS = 40
+
+
+def _pos(token: Token) -> int:
+    return (token.start_pos or 0) + 1
+
+
+class _Build(Transformer):
+    """Builds the frozen tree while the LALR parser reduces (no recursion, any depth)."""
+
+    def name(self, c):
+        return Name(str(c[0]), _pos(c[0]))
+
+    def string(self, c):
+        return Literal(c[0][1:-1].replace("''", "'"), _pos(c[0]))
+
+    def number(self, c):
+        text = str(c[0])
+        if len(text) > _MAX_NUMBER_DIGITS:
+            raise ExpressionError(f"number too long at column {_pos(c[0])}", _pos(c[0]))
+        return Literal(Decimal(text) if "." in text else int(text), _pos(c[0]))
+
+    def param(self, c):
+        return Param(str(c[0])[1:], _pos(c[0]))
+
+    def true(self, c):
+        return Literal(True, _pos(c[0]))
+
+    def false(self, c):
+        return Literal(False, _pos(c[0]))
+
+    def null(self, c):
+        return Literal(None, _pos(c[0]))
+
+    def compare(self, c):
+        op = "!=" if c[1] == "<>" else str(c[1])
+        return Compare(op, c[0], c[2])
+
+    def items(self, c):
+        if len(c) == 1 and isinstance(c[0], Token):
+            return Param(str(c[0])[1:], _pos(c[0]))
+        return tuple(c)
+
+    def in_(self, c):
+        return In(c[0], c[1])
+
+    def not_in(self, c):
+        return In(c[0], c[1], negated=True)
+
+    def between(self, c):
+        return Between(c[0], c[1], c[2])
+
+    def not_between(self, c):
+        return Between(c[0], c[1], c[2], negated=True)
+
+    def contains(self, c):
+        return Match("contains", c[0], c[1])
+
+    def startswith(self, c):
+        return Match("startswith", c[0], c[1])
+
+    def is_null(self, c):
+        return IsNull(c[0])
+
+    def is_not_null(self, c):
+        return IsNull(c[0], negated=True)
+
+    def not_(self, c):
+        return Not(c[0])
+
+    def and_expr(self, c):
+        return And(tuple(c))
+
+    def or_expr(self, c):
+        return Or(tuple(c))
+
+
+_PARSER: list[Lark] = []
+_PARSER_LOCK = threading.Lock()
+
+
+def _parser() -> Lark:
+    with _PARSER_LOCK:
+        if not _PARSER:
+            _PARSER.append(Lark(GRAMMAR, parser="lalr", lexer="basic", transformer=_Build(), maybe_placeholders=False))
+        return _PARSER[0]
+
+
+def _expected(names) -> str:
+    names = set(names)
+    if names and names <= {"NULL", "_NOT"}:
+        return "'null' or 'not null'"
+    parts: list[str] = []
+    if names & _VALUES - {"PARAM"} or ("PARAM" in names and "LPAR" not in names):
+        parts.append("a value")
+        names -= _VALUES
+    if "COMP" in names:
+        parts.append(f"an operator ({OPERATOR_LIST})")
+        names -= _OPERATORS | {"_NOT"}
+    if "_NOT" in names and parts == ["a value"]:
+        names.discard("_NOT")  # a condition may also start with 'not' or '(': say "a value"
+        names.discard("LPAR")
+    order = ["_NOT", "_IN", "_BETWEEN", "NULL", "LPAR", "PARAM", "COMMA", "_AND", "_OR", "RPAR", "$END"]
+    parts += [_WORDS[n] for n in order if n in names]
+    parts += sorted(n for n in names if n not in _WORDS)
+    if len(parts) <= 1:
+        return parts[0] if parts else "something else"
+    return ", ".join(parts[:-1]) + " or " + parts[-1]
+
+
+def _describe(token: Token) -> str:
+    if token.type == "$END":
+        return "end of the expression"
+    text = str(token)
+    if len(text) > 30:
+        text = text[:27] + "..."
+    return f"'{text}'"
+
+
+def _syntax_error(text: str, exc: UnexpectedInput, what: str) -> ExpressionError:
+    if isinstance(exc, UnexpectedToken):
+        token = exc.token
+        if token.type == "$END":
+            col = len(text.rstrip()) + 1
+        else:
+            col = _pos(token)
+        try:  # the exact set (LALR's merged lookaheads in exc.expected may list too much)
+            expected = exc.interactive_parser.accepts() or exc.expected
+        except Exception:  # noqa: BLE001 - fall back to what lark reported
+            expected = exc.expected
+        return ExpressionError(
+            f"{what}: unexpected {_describe(token)} at column {col}; expected {_expected(expected)}", col
+        )
+    if isinstance(exc, UnexpectedCharacters):
+        col = exc.pos_in_stream + 1
+        char = text[exc.pos_in_stream]
+        if char == "'":
+            hint = "text that is never closed; end it with ' (write '' for a quote inside)"
+            return ExpressionError(f"{what}: {hint}, starting at column {col}", col)
+        hint = ""
+        if char == '"':
+            hint = " (write text in single quotes: 'like this')"
+        elif char in "!&|":
+            hint = " (use =, !=, and, or, not)"
+        return ExpressionError(f"{what}: unexpected character {char!r} at column {col}{hint}", col)
+    return ExpressionError(f"{what}: cannot read the expression: {exc}", None)  # pragma: no cover
+
+
+def _depth(expr: Expr) -> int:
+    """Nesting depth of the tree, measured without recursion."""
+    deepest = 0
+    stack = [(expr, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(node, And | Or):
+            stack.extend((item, depth + 1) for item in node.items)
+        elif isinstance(node, Not):
+            stack.append((node.item, depth + 1))
+    return deepest
+
+
+@lru_cache(maxsize=2048)
+def _parse(text: str, what: str) -> Expr:
+    if not text.strip():
+        raise ExpressionError(f"{what}: the expression is empty", 1)
+    if len(text) > MAX_LENGTH:
+        raise ExpressionError(f"{what}: the expression is longer than {MAX_LENGTH} characters", MAX_LENGTH + 1)
+    try:
+        tree = _parser().parse(text)
+    except ExpressionError as exc:
+        raise ExpressionError(f"{what}: {exc}", exc.position) from None
+    except UnexpectedInput as exc:
+        raise _syntax_error(text, exc, what) from None
+    except LarkError as exc:  # pragma: no cover - any other lark failure is still a syntax error
+        raise ExpressionError(f"{what}: cannot read the expression: {exc}") from None
+    except RecursionError:  # pragma: no cover - the LALR parser does not recurse; belt and braces
+        raise ExpressionError(f"{what}: the expression is nested too deeply") from None
+    if _depth(tree) > MAX_DEPTH:
+        raise ExpressionError(f"{what}: the expression is nested more than {MAX_DEPTH} levels deep", None)
+    return tree
+
+
+def parse(text: str, *, what: str = "filter") -> Expr:
+    """The tree of an expression; raises ExpressionError(message, position) if it is malformed.
+
+    ``what`` names the expression in messages (``filter``, ``when``, ``if``). Cached by text.
+    """
+    if not isinstance(text, str):
+        raise ExpressionError(f"{what}: expected the text of an expression, got {type(text).__name__}")
+    return _parse(text, what)
+
+
+__all__ = ["GRAMMAR", "KEYWORDS", "MAX_DEPTH", "MAX_LENGTH", "parse"]

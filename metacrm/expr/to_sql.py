@@ -1,0 +1,160 @@
+"""Bound tree -> a SQLAlchemy Core condition on an entity's table.
+
+Every literal and parameter is a bound parameter typed by its column (so TypeDecorators such
+as ExactDecimal, money in cents on SQLite, apply). Paths through links become ``IN``
+subqueries on fresh aliases, never joins, so ``select(table).where(condition)`` never repeats
+a row.
+
+Single links keep SQL's three-valued logic exactly as if the linked column were the record's
+own: ``client.city = 'X'`` is unknown when the deal has no client or the client no city. An
+``IN`` subquery alone cannot say "unknown" for a client whose city is null, so each atom is
+compiled for its polarity (a condition only counts when it is TRUE, and and/or are monotone):
+under an even number of ``not`` the subquery selects the records where the atom is TRUE;
+under an odd number it excludes those where the atom is FALSE. Paths through many and inverse
+links are existential (some linked value satisfies the atom) and exactly two-valued.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from sqlalchemy import String, and_, false, literal, not_, or_, select
+from sqlalchemy.sql.elements import ColumnElement
+
+from ..storage import naming
+from ..storage.tables import Storage
+from . import bind as b
+from .functions import binary_text, casefold, json_has, json_null
+from .names import JSON, MULTICHOICE, TEXT, Resolved
+
+_LIKE_ESCAPE = "/"
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("/", "//").replace("%", "/%").replace("_", "/_")
+
+
+def _ordered(column, vt, op: str):
+    """Text ordering by code point on every dialect (as Python compares str)."""
+    return binary_text(column) if vt.kind == TEXT and op not in ("=", "!=") else column
+
+
+class _Compiler:
+    def __init__(self, storage: Storage, params: Mapping | None, what: str):
+        self.storage = storage
+        self.params = params
+        self.what = what
+
+    def node(self, n, table, positive: bool) -> ColumnElement:
+        if isinstance(n, b.All):
+            return and_(*(self.node(i, table, positive) for i in n.items))
+        if isinstance(n, b.Any_):
+            return or_(*(self.node(i, table, positive) for i in n.items))
+        if isinstance(n, b.Negate):
+            return not_(self.node(n.item, table, not positive))
+        test = n.test(self.params, self.what)
+        if n.subject.multi:
+            return self.walk(n.subject, 0, table, test, "exact")
+        return self.walk(n.subject, 0, table, test, "pos" if positive else "neg")
+
+    # -- paths
+    def walk(self, r: Resolved, i: int, table, test: b.Test, mode: str) -> ColumnElement:
+        """The atom on ``r`` read from ``table`` after ``i`` hops. mode: ``pos`` (TRUE exactly when
+        the atom is TRUE), ``neg`` (FALSE exactly when it is FALSE), ``exact`` (two-valued)."""
+        if i == len(r.hops):
+            return self.terminal(r, table.c[r.column], table, test)
+        hop = r.hops[i]
+        last = i + 1 == len(r.hops) and r.column == "id"  # the hop's own id column holds the value
+        if hop.kind == "link":
+            column = table.c[naming.link_column(hop.link)]
+            target = self.storage.table(hop.target).alias()
+            if mode == "neg":
+                inner = self.walk(r, i + 1, target, test, "neg")
+                where = not_(column.in_(select(target.c.id).where(not_(inner))))
+                return and_(column.is_not(None), where) if test.check(None) is False else where
+            inner = self.walk(r, i + 1, target, test, "pos")
+            where = column.in_(select(target.c.id).where(inner))
+            return and_(column.is_not(None), where) if mode == "exact" else where
+        if hop.kind == "many":
+            join = self.storage.join_table(hop.entity, hop.link).alias()
+            if last:
+                inner = self.terminal(r, join.c[naming.JOIN_TARGET], join, test)
+            else:
+                target = self.storage.table(hop.target).alias()
+                inner = join.c[naming.JOIN_TARGET].in_(
+                    select(target.c.id).where(self.walk(r, i + 1, target, test, "pos"))
+                )
+            return table.c.id.in_(select(join.c[naming.JOIN_SOURCE]).where(inner))
+        # inverse: the link is declared on hop.target and points at hop.entity
+        if hop.many_to_many:
+            join = self.storage.join_table(hop.target, hop.link).alias()
+            if last:
+                inner = self.terminal(r, join.c[naming.JOIN_SOURCE], join, test)
+            else:
+                source = self.storage.table(hop.target).alias()
+                inner = join.c[naming.JOIN_SOURCE].in_(
+                    select(source.c.id).where(self.walk(r, i + 1, source, test, "pos"))
+                )
+            return table.c.id.in_(select(join.c[naming.JOIN_TARGET]).where(inner))
+        source = self.storage.table(hop.target).alias()
+        column = source.c[naming.link_column(hop.link)]
+        where = [column.is_not(None)]
+        if hop.polymorphic:
+            where.append(source.c[naming.link_entity_column(hop.link)] == literal(hop.entity, String()))
+        where.append(self.walk(r, i + 1, source, test, "pos"))
+        return table.c.id.in_(select(column).where(*where))
+
+    # -- one test on one column, exact three-valued logic
+    def terminal(self, r: Resolved, column, table, test: b.Test) -> ColumnElement:
+        vt = r.vtype
+        if isinstance(test, b.Cmp):
+            value = literal(test.value, column.type)
+            return _cmp(test.op, _ordered(column, vt, test.op), _ordered(value, vt, test.op))
+        if isinstance(test, b.CmpColumn):
+            other = table.c[test.other.column]
+            return _cmp(test.op, _ordered(column, vt, test.op), _ordered(other, vt, test.op))
+        if isinstance(test, b.InList):
+            if not test.values:
+                return false()
+            return column.in_([literal(v, column.type) for v in test.values])
+        if isinstance(test, b.Range):
+            low, high = literal(test.low, column.type), literal(test.high, column.type)
+            return _ordered(column, vt, "<").between(_ordered(low, vt, "<"), _ordered(high, vt, "<"))
+        if isinstance(test, b.Like):
+            pattern = _escape_like(test.pattern)
+            pattern = f"%{pattern}%" if test.op == "contains" else f"{pattern}%"
+            return casefold(column).like(casefold(literal(pattern, String())), escape=_LIKE_ESCAPE)
+        if isinstance(test, b.Has):
+            return json_has(column, literal(test.option, String()))
+        if isinstance(test, b.NotNull):
+            if vt.kind in (JSON, MULTICHOICE):
+                return not_(json_null(column))
+            return column.is_not(None)
+        raise AssertionError(f"unknown test {test!r}")  # pragma: no cover
+
+
+def _cmp(op: str, left, right) -> ColumnElement:
+    if op == "=":
+        return left == right
+    if op == "<":
+        return left < right
+    if op == "<=":
+        return left <= right
+    if op == ">":
+        return left > right
+    return left >= right
+
+
+def compile_condition(storage: Storage, entity: str, expr, params: Mapping | None, what: str) -> ColumnElement:
+    from .parser import parse
+
+    tree = parse(expr, what=what) if isinstance(expr, str) else expr
+    if params is not None and not isinstance(params, Mapping):
+        from ..errors import ExpressionError
+
+        raise ExpressionError(f"{what}: params must be a mapping of name to value")
+    bound = b.bind(storage.model, entity, tree, what)
+    return _Compiler(storage, params, what).node(bound, storage.table(entity), True)
+
+
+__all__ = ["compile_condition"]

@@ -1,0 +1,1 @@
+"""The CRM runtime: connect, records, links, deletes (SQLAlchemy lives here and in storage)."""

@@ -1,0 +1,678 @@
+"""The CRM facade: ``metacrm.connect(model, url)`` and what a developer calls on it.
+
+Every public method is one transaction: it validates first, then writes, and a refusal
+leaves the database exactly as it was. Records are plain dicts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import func, insert, inspect, select, update
+from sqlalchemy.exc import IntegrityError
+
+from ..errors import FieldIssue, MigrationError, NotFound, ValidationError
+from ..model.metamodel import Entity, Model
+from ..model.suggest import did_you_mean, listing
+from ..storage import naming
+from ..storage.tables import build_storage
+from ..storage.types import now_utc
+from . import records as rec
+from .deletes import delete_records
+from .engine import make_engine, reading, writing
+
+
+def connect(model: Model | str | os.PathLike, url: str = "sqlite:///crm.db", *, user: str | None = None) -> CRM:
+    """A CRM on the database at ``url`` for ``model`` (a Model or a path to one).
+
+    Never changes the schema: on a new database call ``migrate()`` first; on a database
+    holding another version of the model every data operation raises MigrationError.
+    """
+    if not isinstance(model, Model):
+        from ..model.loader import load_model
+
+        model = load_model(model)
+    return CRM(model, make_engine(url), user=user)
+
+
+class CRM:
+    def __init__(self, model: Model, engine, *, user: str | None = None):
+        from ..validation import build_validators
+
+        self.model = model
+        self.engine = engine
+        self.user = user
+        self.storage = build_storage(model)
+        self.validators = build_validators(model)
+        self._state: str | None = None  # "empty", "current", "other"
+
+    # -- life cycle ---------------------------------------------------------------------------
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> CRM:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<CRM {self.model.name} on {self.engine.url.render_as_string(hide_password=True)}>"
+
+    # -- the recorded model -------------------------------------------------------------------
+    def recorded_model(self) -> dict | None:
+        """The model version the database holds (sha256, name, applied_at...), or None."""
+        table = self.storage.model_table
+        with reading(self.engine) as conn:
+            if not inspect(conn).has_table(table.name):
+                return None
+            row = conn.execute(select(table).order_by(table.c.id.desc()).limit(1)).mappings().first()
+        return dict(row) if row else None
+
+    def _ready(self) -> None:
+        if self._state == "current":
+            return
+        recorded = self.recorded_model()
+        if recorded is None:
+            self._state = "empty"
+            raise MigrationError("the database holds no metacrm model yet: run `metacrm migrate` (crm.migrate()) first")
+        if recorded["sha256"] != self.model.sha256:
+            self._state = "other"
+            raise MigrationError(
+                f"the database holds another version of the model (sha256 {recorded['sha256'][:12]}, "
+                f"applied {recorded['applied_at']:%Y-%m-%d %H:%M}) than {self.model.name} "
+                f"(sha256 {self.model.sha256[:12]}): run `metacrm migrate`"
+            )
+        self._state = "current"
+
+    def migrate(self, *, dry_run: bool = False) -> list[str]:
+        """Create every table of the model on a new database and record the model.
+
+        Returns the SQL statements (executed unless ``dry_run``). A database that already
+        holds this model is left alone; one holding another version needs the migration
+        engine (``metacrm diff``), which refuses here rather than guess.
+        """
+        from sqlalchemy.schema import CreateIndex, CreateTable
+
+        recorded = self.recorded_model()
+        if recorded is not None and recorded["sha256"] == self.model.sha256:
+            self._state = "current"
+            return []
+        if recorded is not None:
+            raise MigrationError(
+                f"the database holds another version of the model (sha256 {recorded['sha256'][:12]}); "
+                "altering an existing schema is not supported by this version of metacrm yet"
+            )
+        dialect = self.engine.dialect
+        statements = []
+        for table in self.storage.metadata.sorted_tables:
+            statements.append(str(CreateTable(table).compile(dialect=dialect)).strip())
+            statements += [str(CreateIndex(ix).compile(dialect=dialect)).strip() for ix in table.indexes]
+        if dry_run:
+            return statements
+        from .. import __version__
+
+        with writing(self.engine) as conn:
+            self.storage.metadata.create_all(conn)
+            conn.execute(
+                insert(self.storage.model_table),
+                {
+                    "sha256": self.model.sha256,
+                    "name": self.model.name,
+                    "canonical": self.model.canonical,
+                    "applied_at": now_utc(),
+                    "applied_by": self.user,
+                    "metacrm_version": __version__,
+                },
+            )
+        self._state = "current"
+        return statements
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _entity(self, name: str) -> Entity:
+        return self.model.entity(name)
+
+    def _get_row(self, conn, entity: Entity, record_id) -> Mapping:
+        table = self.storage.table(entity.name)
+        record_id = _as_id(entity, record_id)
+        row = conn.execute(select(table).where(table.c.id == record_id)).mappings().first()
+        if row is None:
+            raise NotFound(f"{entity.name} {record_id} not found")
+        return row
+
+    def _new_row(self, entity: Entity, values: Mapping, now) -> tuple[dict, dict]:
+        row, many = rec.split_values(entity, values)
+        row.update(created_at=now, updated_at=now, version=1)
+        if entity.owner and row.get("owner") is None:
+            row["owner"] = self.user
+        if entity.has_stages:
+            pipeline = entity.pipelines[row.get("pipeline") or next(iter(entity.pipelines))]
+            row.update(pipeline=pipeline.name, stage=pipeline.initial, stage_entered_at=now, closed_at=None)
+        else:
+            row.pop("pipeline", None)
+        return row, many
+
+    def _initial_requires(self, entity: Entity, values: Sequence[Mapping], *, indexed: bool) -> None:
+        if not entity.has_stages:
+            return
+        issues = []
+        for index, value in enumerate(values):
+            pipeline = entity.pipelines[value.get("pipeline") or next(iter(entity.pipelines))]
+            stage = pipeline.stages[pipeline.initial]
+            for name in stage.requires:
+                if value.get(name) in (None, [], ""):
+                    issues.append(
+                        FieldIssue(
+                            entity.name,
+                            name,
+                            f"is required to enter stage '{stage.name}'",
+                            None,
+                            index if indexed else None,
+                        )
+                    )
+        if issues:
+            raise rec.refused(issues)
+
+    def _history_rows(self, entity: Entity, rows: Sequence[Mapping], ids: Sequence[int]) -> list[dict]:
+        return [
+            {
+                "entity": entity.name,
+                "record_id": record_id,
+                "pipeline": row["pipeline"],
+                "from_stage": None,
+                "to_stage": row["stage"],
+                "at": row["created_at"],
+                "by": self.user,
+                "note": None,
+                "seconds_in_stage": None,
+                "source": "create",
+            }
+            for row, record_id in zip(rows, ids, strict=True)
+        ]
+
+    def _split_stages(self, ent: Entity, records: list[Mapping]) -> tuple[list[dict], list[str | None]]:
+        """Take ``stage`` out of imported records, checking it names a stage of the pipeline."""
+        out, stages, issues = [], [], []
+        for index, record in enumerate(records):
+            record = dict(record)
+            stage = record.pop("stage", None)
+            stage = stage.strip() if isinstance(stage, str) else stage
+            pipeline = ent.pipelines.get(record.get("pipeline") or next(iter(ent.pipelines)))
+            if stage in (None, ""):
+                stage = None
+            elif pipeline is not None and stage not in pipeline.stages:
+                by_label = {(s.label or "").casefold(): s.name for s in pipeline.stages.values() if s.label}
+                if str(stage).casefold() in by_label:
+                    stage = by_label[str(stage).casefold()]
+                else:
+                    issues.append(
+                        FieldIssue(
+                            ent.name,
+                            "stage",
+                            f"{stage!r} is not a stage of pipeline '{pipeline.name}'; stages: {listing(pipeline.stages)}",
+                            stage,
+                            index,
+                        )
+                    )
+            out.append(record)
+            stages.append(stage)
+        if issues:
+            raise rec.refused(issues)
+        return out, stages
+
+    def _place(self, conn, ent: Entity, rows, ids, stages) -> tuple:
+        """Move imported records from the initial stage to their stage, recorded as imports."""
+        table = self.storage.table(ent.name)
+        placed, history = [], []
+        for row, record_id, stage in zip(rows, ids, stages, strict=True):
+            if stage is None or stage == row["stage"]:
+                placed.append(row)
+                continue
+            pipeline = ent.pipelines[row["pipeline"]]
+            closed = row["created_at"] if pipeline.stages[stage].closed else None
+            history.append(
+                {
+                    "entity": ent.name,
+                    "record_id": record_id,
+                    "pipeline": row["pipeline"],
+                    "from_stage": row["stage"],
+                    "to_stage": stage,
+                    "at": row["created_at"],
+                    "by": self.user,
+                    "note": "import",
+                    "seconds_in_stage": 0,
+                    "source": "import",
+                }
+            )
+            conn.execute(update(table).where(table.c.id == record_id).values(stage=stage, closed_at=closed))
+            placed.append({**row, "stage": stage, "closed_at": closed})
+        if history:
+            conn.execute(insert(self.storage.history_table), history)
+        return tuple(placed)
+
+    def _write_join(
+        self, conn, entity: Entity, record_id: int, many: Mapping[str, list[int]], *, replace: bool
+    ) -> None:
+        from sqlalchemy import delete
+
+        for link_name, ids in many.items():
+            join = self.storage.join_table(entity.name, link_name)
+            if replace:
+                conn.execute(delete(join).where(join.c.source_id == record_id))
+            if ids:
+                conn.execute(insert(join), [{"source_id": record_id, "target_id": t} for t in ids])
+
+    # -- writes -------------------------------------------------------------------------------
+    def create(self, entity: str, data: Mapping[str, Any]) -> dict:
+        """Validate and store one record; returns it with its id."""
+        return self.create_many(entity, [data], _single=True)[0]
+
+    def create_many(
+        self,
+        entity: str,
+        records: Iterable[Mapping[str, Any]],
+        *,
+        import_stages: bool = False,
+        returning: bool = True,
+        _single: bool = False,
+    ) -> list[dict] | int:
+        """Store many records in one transaction: all of them, or none. Every bad record is
+        reported (index, field, reason) in one ValidationError.
+
+        Records are validated and written in batches, so memory stays bounded by the batch:
+        ``returning=False`` returns only the number of records created (for bulk loads).
+        ``import_stages=True`` is the explicit path for imports of records that are already
+        somewhere in their pipeline: each record may carry a ``stage`` (any stage of its
+        pipeline); the record starts in the initial stage and the placement is written to
+        the stage history as an ``import`` move. Without it, ``stage`` is refused.
+        """
+        self._ready()
+        ent = self._entity(entity)
+        out: list[dict] = []
+        created = 0
+        issues: list[FieldIssue] = []
+        indexed = not _single
+        try:
+            with writing(self.engine) as conn:
+                offset = 0
+                for batch in _batches(records, rec.BATCH):
+                    try:
+                        values, stages = self._validate_batch(
+                            conn, ent, batch, import_stages, _single, check_db=not issues
+                        )
+                    except ValidationError as exc:
+                        issues += [_shift(i, offset) if indexed else i for i in exc.issues]
+                        offset += len(batch)
+                        continue
+                    offset += len(batch)
+                    if issues:
+                        continue  # keep validating, to report every bad record; write nothing
+                    records_out = self._insert_batch(conn, ent, values, stages)
+                    created += len(records_out)
+                    if returning:
+                        out.extend(records_out)
+                if issues:
+                    raise rec.refused(issues)
+        except IntegrityError as exc:
+            raise rec.translate_integrity(exc, self.storage, ent, None) from exc
+        return out if returning else created
+
+    def _validate_batch(self, conn, ent: Entity, batch: list, import_stages: bool, single: bool, *, check_db: bool):
+        validator = self.validators[ent.name]
+        stages: list[str | None] = [None] * len(batch)
+        if import_stages and ent.has_stages:
+            batch, stages = self._split_stages(ent, batch)
+        values = [validator.create(batch[0])] if single else validator.create_many(batch)
+        self._initial_requires(ent, values, indexed=not single)
+        if check_db:
+            rec.check_links_exist(conn, self.storage, ent, values, indexed=not single)
+            problems = rec.unique_prechecks(conn, self.storage, ent, values)
+            if problems:
+                raise rec.refused(problems if not single else [_shift(p, None) for p in problems])
+        return values, stages
+
+    def _insert_batch(self, conn, ent: Entity, values: list[dict], stages: list) -> list[dict]:
+        table = self.storage.table(ent.name)
+        now = now_utc()
+        rows, manys = zip(*(self._new_row(ent, v, now) for v in values), strict=True)
+        if len(rows) == 1:
+            ids = [conn.execute(insert(table).returning(table.c.id), rows[0]).scalar_one()]
+        else:
+            result = conn.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True), list(rows))
+            ids = result.scalars().all()
+        for link in rec.many_links(ent):
+            pairs = [
+                {"source_id": record_id, "target_id": t}
+                for record_id, many in zip(ids, manys, strict=True)
+                for t in many.get(link.name, ())
+            ]
+            if pairs:
+                conn.execute(insert(self.storage.join_table(ent.name, link.name)), pairs)
+        if ent.has_stages:
+            conn.execute(insert(self.storage.history_table), self._history_rows(ent, rows, ids))
+            rows = self._place(conn, ent, rows, ids, stages)
+        out = []
+        for record_id, row, many in zip(ids, rows, manys, strict=True):
+            stored = {**row, "id": record_id}
+            for link in ent.links.values():
+                if link.polymorphic:
+                    stored.setdefault(naming.link_entity_column(link.name), None)
+                if not link.many:
+                    stored.setdefault(naming.link_column(link.name), None)
+            for name in ent.fields:
+                stored.setdefault(name, None)
+            out.append(rec.row_to_record(ent, stored, {k: sorted(v) for k, v in many.items()}))
+        return out
+
+    def update(self, entity: str, record_id: int, data: Mapping[str, Any], *, version: int | None = None) -> dict:
+        """Change fields and links of one record. With ``version``, refuse (ConflictError)
+        when the record changed since that version was read."""
+        self._ready()
+        ent = self._entity(entity)
+        values = self.validators[ent.name].patch(data)
+        table = self.storage.table(ent.name)
+        try:
+            with writing(self.engine) as conn:
+                current = self._get_row(conn, ent, record_id)
+                rec.check_links_exist(conn, self.storage, ent, [values])
+                row, many = rec.split_values(ent, values)
+                row.pop("pipeline", None)
+                row.update(updated_at=now_utc(), version=table.c.version + 1)
+                result = conn.execute(update(table).where(rec.where_id(table, current["id"], version)).values(**row))
+                if result.rowcount == 0:
+                    from ..errors import ConflictError
+
+                    raise ConflictError(
+                        f"{ent.name} {current['id']} was changed by someone else (version {current['version']}, "
+                        f"you had {version}); read it again and retry"
+                    )
+                self._write_join(conn, ent, current["id"], many, replace=True)
+                fresh = self._get_row(conn, ent, current["id"])
+                return rec.rows_to_records(conn, self.storage, ent, [fresh])[0]
+        except IntegrityError as exc:
+            raise rec.translate_integrity(exc, self.storage, ent, values) from exc
+
+    def delete(self, entity: str, record_id: int) -> dict[str, list[int]]:
+        """Delete one record and what its links cascade to; refused when a ``restrict`` link
+        points at it. Returns the deleted ids by entity."""
+        self._ready()
+        ent = self._entity(entity)
+        with writing(self.engine) as conn:
+            row = self._get_row(conn, ent, record_id)
+            deleted = delete_records(conn, self.storage, ent.name, {row["id"]})
+        return {name: sorted(ids) for name, ids in deleted.items()}
+
+    def link(self, entity: str, record_id: int, name: str, target) -> dict:
+        """Link a record to a target through a link or an inverse link (a client's ``deals``)."""
+        return self._relink(entity, record_id, name, target, add=True)
+
+    def unlink(self, entity: str, record_id: int, name: str, target=None) -> dict:
+        """Remove a link (for a many-link or an inverse, the one to ``target``)."""
+        return self._relink(entity, record_id, name, target, add=False)
+
+    def _relink(self, entity: str, record_id: int, name: str, target, *, add: bool) -> dict:
+        self._ready()
+        ent = self._entity(entity)
+        member = ent.member(name)
+        if member is None or name in ent.fields:
+            links = [*ent.links, *ent.inverses]
+            hint = did_you_mean(name, links)
+            raise ValidationError(
+                f"{ent.name}: unknown link '{name}'" + (f" ({hint})" if hint else "") + f"; links: {listing(links)}",
+                [FieldIssue(ent.name, name, "unknown link")],
+            )
+        if name in ent.inverses:  # act on the declaring side
+            inv = ent.inverses[name]
+            if target is None:
+                raise ValidationError(f"{ent.name}.{name}: which {inv.source} to unlink? give its id")
+            value = (
+                {"entity": ent.name, "id": _as_id(ent, record_id)}
+                if self.model.entities[inv.source].links[inv.link].polymorphic
+                else _as_id(ent, record_id)
+            )
+            self._relink(
+                inv.source, target, inv.link, value if add else (record_id if inv.many_to_many else None), add=add
+            )
+            return self.get(entity, record_id)
+        link = ent.links[name]
+        if not link.many:
+            return self.update(entity, record_id, {name: target if add else None})
+        from sqlalchemy import delete
+
+        targets = self.validators[ent.name].patch({name: [] if target is None else [target]})[name]
+        join = self.storage.join_table(ent.name, name)
+        table = self.storage.table(ent.name)
+        with writing(self.engine) as conn:
+            row = self._get_row(conn, ent, record_id)
+            if add:
+                rec.check_links_exist(conn, self.storage, ent, [{name: targets}])
+                present = set(
+                    conn.execute(
+                        select(join.c.target_id).where(join.c.source_id == row["id"], join.c.target_id.in_(targets))
+                    ).scalars()
+                )
+                missing = [t for t in targets if t not in present]
+                if missing:
+                    conn.execute(insert(join), [{"source_id": row["id"], "target_id": t} for t in missing])
+            else:
+                clause = join.c.source_id == row["id"]
+                if target is not None:
+                    clause = clause & join.c.target_id.in_(targets)
+                conn.execute(delete(join).where(clause))
+            conn.execute(
+                update(table).where(table.c.id == row["id"]).values(updated_at=now_utc(), version=table.c.version + 1)
+            )
+            fresh = self._get_row(conn, ent, row["id"])
+            return rec.rows_to_records(conn, self.storage, ent, [fresh])[0]
+
+    # -- reads --------------------------------------------------------------------------------
+    def get(self, entity: str, record_id: int) -> dict:
+        """One record (NotFound when there is none)."""
+        self._ready()
+        ent = self._entity(entity)
+        with reading(self.engine) as conn:
+            row = self._get_row(conn, ent, record_id)
+            return rec.rows_to_records(conn, self.storage, ent, [row])[0]
+
+    def _select(self, ent: Entity, where, params):
+        table = self.storage.table(ent.name)
+        query = select(table)
+        if where:
+            from ..errors import ExpressionError
+            from ..expr import compile_sql
+
+            try:
+                query = query.where(compile_sql(self.storage, ent.name, where, params))
+            except ExpressionError as exc:
+                if str(exc).startswith(f"{ent.name}"):
+                    raise
+                raise ExpressionError(f"{ent.name}: {exc}", exc.position, exc.issues) from exc
+        return query
+
+    def find(
+        self,
+        entity: str,
+        where: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        *,
+        order_by: str | Sequence[str] | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> list[dict]:
+        """Records matching a filter in the expression language (``"amount > 1000 and
+        client.city = 'Москва'"``), ordered by fields (``"-amount"``), paged."""
+        self._ready()
+        ent = self._entity(entity)
+        query = self._select(ent, where, params).order_by(*rec.order_clause(self.storage, ent, order_by))
+        if limit is not None:
+            query = query.limit(_non_negative(limit, "limit"))
+        if offset:
+            query = query.offset(_non_negative(offset, "offset"))
+        with reading(self.engine) as conn:
+            rows = conn.execute(query).mappings().all()
+            return rec.rows_to_records(conn, self.storage, ent, rows)
+
+    def count(self, entity: str, where: str | None = None, params: Mapping[str, Any] | None = None) -> int:
+        self._ready()
+        ent = self._entity(entity)
+        query = (
+            self._select(ent, where, params).with_only_columns(func.count(), maintain_column_froms=True).order_by(None)
+        )
+        with reading(self.engine) as conn:
+            return conn.execute(query).scalar_one()
+
+    def related(
+        self,
+        entity: str,
+        record_id: int,
+        name: str,
+        *,
+        where: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        order_by: str | Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> list[dict]:
+        """The records at the other end of a link or an inverse link (a deal's ``products``,
+        a client's ``deals``)."""
+        self._ready()
+        ent = self._entity(entity)
+        member = ent.member(name)
+        if member is None or name in ent.fields:
+            links = [*ent.links, *ent.inverses]
+            hint = did_you_mean(name, links)
+            raise ValidationError(
+                f"{ent.name}: unknown link '{name}'" + (f" ({hint})" if hint else "") + f"; links: {listing(links)}",
+                [FieldIssue(ent.name, name, "unknown link")],
+            )
+        with reading(self.engine) as conn:
+            row = self._get_row(conn, ent, record_id)
+        rid = row["id"]
+        if name in ent.links:
+            link = ent.links[name]
+            if link.many:
+                join = self.storage.join_table(ent.name, name)
+                target, ids = link.target, select(join.c.target_id).where(join.c.source_id == rid)
+            elif link.polymorphic:
+                target_id = row[naming.link_column(name)]
+                if target_id is None:
+                    return []
+                target, ids = row[naming.link_entity_column(name)], [target_id]
+            else:
+                target_id = row[naming.link_column(name)]
+                if target_id is None:
+                    return []
+                target, ids = link.target, [target_id]
+        else:
+            inv = ent.inverses[name]
+            source = self.model.entities[inv.source]
+            link = source.links[inv.link]
+            target = inv.source
+            if link.many:
+                join = self.storage.join_table(inv.source, inv.link)
+                ids = select(join.c.source_id).where(join.c.target_id == rid)
+            else:
+                table = self.storage.table(inv.source)
+                ids = select(table.c.id).where(table.c[naming.link_column(inv.link)] == rid)
+                if link.polymorphic:
+                    ids = ids.where(table.c[naming.link_entity_column(inv.link)] == ent.name)
+        target_ent = self.model.entities[target]
+        table = self.storage.table(target)
+        query = self._select(target_ent, where, params).where(table.c.id.in_(ids))
+        query = query.order_by(*rec.order_clause(self.storage, target_ent, order_by))
+        if limit is not None:
+            query = query.limit(_non_negative(limit, "limit"))
+        with reading(self.engine) as conn:
+            rows = conn.execute(query).mappings().all()
+            return rec.rows_to_records(conn, self.storage, target_ent, rows)
+
+    def titles(self, entity: str, ids: Iterable[int]) -> dict[int, str]:
+        """id -> the record's title (its title field, else '<entity> <id>'), in one query."""
+        ent = self._entity(entity)
+        ids = sorted({i for i in ids if i is not None})
+        if not ids:
+            return {}
+        table = self.storage.table(ent.name)
+        column = table.c[ent.title] if ent.title else table.c.id
+        with reading(self.engine) as conn:
+            rows = conn.execute(select(table.c.id, column).where(table.c.id.in_(ids))).all()
+        return {i: (str(t) if t not in (None, "") else f"{ent.name} {i}") for i, t in rows}
+
+    def card(self, entity: str, record_id: int, *, limit: int = 50) -> dict:
+        """A record with its links both ways: the record, each link's target(s) with titles,
+        and each inverse list (a client's deals) with titles, up to ``limit`` per list."""
+        ent = self._entity(entity)
+        record = self.get(entity, record_id)
+        links: dict = {}
+        for link in ent.links.values():
+            value = record[link.name]
+            if link.many:
+                names = self.titles(link.target, value)
+                links[link.name] = [{"entity": link.target, "id": i, "title": names.get(i)} for i in value]
+            elif link.polymorphic:
+                links[link.name] = (
+                    None
+                    if value is None
+                    else {**value, "title": self.titles(value["entity"], [value["id"]]).get(value["id"])}
+                )
+            else:
+                links[link.name] = (
+                    None
+                    if value is None
+                    else {"entity": link.target, "id": value, "title": self.titles(link.target, [value]).get(value)}
+                )
+        related: dict = {}
+        for name, inv in ent.inverses.items():
+            source = self.model.entities[inv.source]
+            rows = self.related(entity, record["id"], name, limit=limit)
+            related[name] = [
+                {
+                    "entity": inv.source,
+                    "id": r["id"],
+                    "title": (r.get(source.title) if source.title else None) or f"{inv.source} {r['id']}",
+                    **({"stage": r["stage"]} if source.has_stages else {}),
+                }
+                for r in rows
+            ]
+        return {"entity": ent.name, "record": record, "links": links, "related": related}
+
+
+def _batches(records: Iterable, size: int):
+    batch: list = []
+    for record in records:
+        batch.append(record)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _shift(issue: FieldIssue, offset: int | None) -> FieldIssue:
+    """The issue with its index moved from batch to whole-input numbering (None: unindexed)."""
+    from dataclasses import replace
+
+    if offset is None:
+        return replace(issue, index=None)
+    return replace(issue, index=(issue.index or 0) + offset)
+
+
+def _as_id(entity: Entity, record_id) -> int:
+    try:
+        value = int(str(record_id).strip())
+    except (TypeError, ValueError):
+        raise ValidationError(f"{entity.name}: {record_id!r} is not a record id (a whole number)") from None
+    if value < 1:
+        raise NotFound(f"{entity.name} {value} not found")
+    return value
+
+
+def _non_negative(value, what: str) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = -1
+    if number < 0:
+        raise ValidationError(f"{what} must be a whole number >= 0, not {value!r}")
+    return number

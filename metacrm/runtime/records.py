@@ -1,0 +1,273 @@
+"""Rows <-> records, link checks and the SQL of reads; used by the CRM facade.
+
+Everything here works on an open connection inside the caller's transaction, and in sets:
+one query per link or many-link for a whole batch of records, never one per record.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+
+from sqlalchemy import and_, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from ..errors import ConflictError, FieldIssue, ValidationError
+from ..model.metamodel import Entity, Link
+from ..model.suggest import did_you_mean, listing
+from ..storage import naming
+from ..storage.tables import Storage
+
+SYSTEM_OUT = ("created_at", "updated_at", "version")
+ORDERABLE_SYSTEM = (
+    "id",
+    "created_at",
+    "updated_at",
+    "version",
+    "owner",
+    "pipeline",
+    "stage",
+    "stage_entered_at",
+    "closed_at",
+)
+BATCH = 1000
+
+
+def many_links(entity: Entity) -> list[Link]:
+    return [link for link in entity.links.values() if link.many]
+
+
+def row_to_record(entity: Entity, row: Mapping, many: Mapping[str, list[int]] | None = None) -> dict:
+    """A stored row as the public record dict."""
+    record: dict = {"id": row["id"]}
+    for name in entity.fields:
+        record[name] = row[name]
+    for link in entity.links.values():
+        if link.many:
+            record[link.name] = list((many or {}).get(link.name, ()))
+        elif link.polymorphic:
+            target_id = row[naming.link_column(link.name)]
+            record[link.name] = (
+                None if target_id is None else {"entity": row[naming.link_entity_column(link.name)], "id": target_id}
+            )
+        else:
+            record[link.name] = row[naming.link_column(link.name)]
+    if entity.owner:
+        record["owner"] = row["owner"]
+    if entity.has_stages:
+        if entity.multi_pipeline:
+            record["pipeline"] = row["pipeline"]
+        record["stage"] = row["stage"]
+    for name in SYSTEM_OUT:
+        record[name] = row[name]
+    return record
+
+
+def fetch_many_links(conn: Connection, storage: Storage, entity: Entity, ids: Sequence[int]) -> dict[int, dict]:
+    """record id -> {many-link name: [target ids]} for a batch of records: one query per link."""
+    result: dict[int, dict] = defaultdict(dict)
+    links = many_links(entity)
+    if not links or not ids:
+        return result
+    for link in links:
+        join = storage.join_table(entity.name, link.name)
+        for start in range(0, len(ids), BATCH):
+            chunk = list(ids[start : start + BATCH])
+            rows = conn.execute(
+                select(join.c.source_id, join.c.target_id)
+                .where(join.c.source_id.in_(chunk))
+                .order_by(join.c.source_id, join.c.target_id)
+            )
+            for source_id, target_id in rows:
+                result[source_id].setdefault(link.name, []).append(target_id)
+    return result
+
+
+def rows_to_records(conn: Connection, storage: Storage, entity: Entity, rows: Iterable[Mapping]) -> list[dict]:
+    rows = list(rows)
+    many = fetch_many_links(conn, storage, entity, [r["id"] for r in rows])
+    return [row_to_record(entity, row, many.get(row["id"])) for row in rows]
+
+
+def link_targets(entity: Entity, values: Mapping) -> dict[str, set[int]]:
+    """target entity -> ids the values point at (single, polymorphic and many links)."""
+    wanted: dict[str, set[int]] = defaultdict(set)
+    for link in entity.links.values():
+        value = values.get(link.name)
+        if value is None:
+            continue
+        if link.many:
+            wanted[link.target].update(value)
+        elif link.polymorphic:
+            wanted[value["entity"]].add(value["id"])
+        else:
+            wanted[link.target].add(value)
+    return wanted
+
+
+def check_links_exist(
+    conn: Connection, storage: Storage, entity: Entity, records: Sequence[Mapping], *, indexed: bool = False
+) -> None:
+    """Refuse links to records that do not exist: one query per target entity for the batch."""
+    wanted: dict[str, set[int]] = defaultdict(set)
+    for values in records:
+        for target, ids in link_targets(entity, values).items():
+            wanted[target] |= ids
+    existing: dict[str, set[int]] = {}
+    for target, ids in wanted.items():
+        table = storage.table(target)
+        found: set[int] = set()
+        ordered = sorted(ids)
+        for start in range(0, len(ordered), BATCH):
+            chunk = ordered[start : start + BATCH]
+            found.update(conn.execute(select(table.c.id).where(table.c.id.in_(chunk))).scalars())
+        existing[target] = found
+    issues = []
+    for index, values in enumerate(records):
+        for link in entity.links.values():
+            value = values.get(link.name)
+            if value is None:
+                continue
+            if link.many:
+                pairs = [(link.target, v) for v in value]
+            elif link.polymorphic:
+                pairs = [(value["entity"], value["id"])]
+            else:
+                pairs = [(link.target, value)]
+            for target, target_id in pairs:
+                if target_id not in existing.get(target, ()):
+                    issues.append(
+                        FieldIssue(
+                            entity.name,
+                            link.name,
+                            f"no {target} with id {target_id}",
+                            target_id,
+                            index if indexed else None,
+                        )
+                    )
+    if issues:
+        raise refused(issues)
+
+
+def refused(issues: Sequence[FieldIssue]) -> ValidationError:
+    first = issues[0].format()
+    more = f" (and {len(issues) - 1} more)" if len(issues) > 1 else ""
+    return ValidationError(first + more, issues)
+
+
+def split_values(entity: Entity, values: Mapping) -> tuple[dict, dict[str, list[int]]]:
+    """Validated values -> (column values of the entity's row, many-link ids by link)."""
+    row: dict = {}
+    many: dict[str, list[int]] = {}
+    for key, value in values.items():
+        if key in entity.fields or key in ("owner", "pipeline"):
+            row[key] = value
+            continue
+        link = entity.links.get(key)
+        if link is None:
+            continue
+        if link.many:
+            many[key] = list(dict.fromkeys(value or ()))
+        elif link.polymorphic:
+            row[naming.link_entity_column(key)] = None if value is None else value["entity"]
+            row[naming.link_column(key)] = None if value is None else value["id"]
+        else:
+            row[naming.link_column(key)] = value
+    return row, many
+
+
+def order_clause(storage: Storage, entity: Entity, order_by: str | Sequence[str] | None) -> list:
+    """``"-amount,title"`` or ``["-amount", "title"]`` -> ORDER BY terms (id last, for a stable order)."""
+    table = storage.table(entity.name)
+    if order_by is None:
+        return [table.c.id]
+    names = order_by.split(",") if isinstance(order_by, str) else list(order_by)
+    terms = []
+    allowed = [*entity.fields, *(link.name for link in entity.links.values() if not link.many)]
+    allowed += [n for n in ORDERABLE_SYSTEM if n in table.c]
+    for raw in names:
+        name = raw.strip()
+        descending = name.startswith("-")
+        name = name.lstrip("-+").strip()
+        if name not in allowed:
+            hint = did_you_mean(name, allowed)
+            raise ValidationError(
+                f"{entity.name}: cannot order by unknown field '{name}'"
+                + (f" ({hint})" if hint else "")
+                + f"; fields: {listing(allowed, 40)}",
+                [FieldIssue(entity.name, name, "unknown field")],
+            )
+        column = storage.column(entity.name, name)
+        terms.append(column.desc() if descending else column.asc())
+    terms.append(table.c.id)
+    return terms
+
+
+def translate_integrity(exc: IntegrityError, storage: Storage, entity: Entity, values: Mapping | None = None):
+    """A database constraint violation as a metacrm error naming the entity and field."""
+    orig = exc.orig
+    text = str(orig)
+    constraint = getattr(getattr(orig, "diag", None), "constraint_name", None)
+    fields: tuple[str, ...] = ()
+    if constraint and constraint in storage.unique_constraints:
+        fields = storage.unique_constraints[constraint][1]
+    elif "UNIQUE constraint failed:" in text:
+        columns = [c.strip().split(".")[-1] for c in text.split("UNIQUE constraint failed:")[1].split(",")]
+        fields = tuple(c[:-3] if c.endswith("_id") and c[:-3] in entity.links else c for c in columns)
+    if fields or "unique" in text.lower() or "duplicate key" in text.lower():
+        shown = ", ".join(f"{f}={values.get(f)!r}" for f in fields) if values else ", ".join(fields)
+        field = fields[0] if len(fields) == 1 else None
+        return ValidationError(
+            f"{entity.name}.{'+'.join(fields) or '?'}: {shown or 'value'} is already used by another {entity.name}",
+            [FieldIssue(entity.name, field, "is already used", values.get(field) if values and field else None)],
+        )
+    if "foreign key" in text.lower():
+        return ConflictError(
+            f"{entity.name}: a linked record was changed or deleted meanwhile ({text.splitlines()[0]})"
+        )
+    return ValidationError(f"{entity.name}: refused by the database: {text.splitlines()[0]}")
+
+
+def unique_prechecks(
+    conn: Connection, storage: Storage, entity: Entity, records: Sequence[Mapping]
+) -> list[FieldIssue]:
+    """Duplicates of unique fields inside a batch and against stored rows, per record index."""
+    issues: list[FieldIssue] = []
+    table = storage.table(entity.name)
+    for f in entity.fields.values():
+        if not f.unique:
+            continue
+        seen: dict = {}
+        values = [(i, r.get(f.name)) for i, r in enumerate(records) if r.get(f.name) is not None]
+        for i, value in values:
+            if value in seen:
+                issues.append(
+                    FieldIssue(
+                        entity.name,
+                        f.name,
+                        f"{value!r} is already used by record {seen[value]} of this batch",
+                        value,
+                        i,
+                    )
+                )
+            else:
+                seen[value] = i
+        stored: set = set()
+        distinct = list(seen)
+        for start in range(0, len(distinct), BATCH):
+            chunk = distinct[start : start + BATCH]
+            stored.update(conn.execute(select(table.c[f.name]).where(table.c[f.name].in_(chunk))).scalars())
+        for value in stored:
+            i = seen[value]
+            issues.append(
+                FieldIssue(entity.name, f.name, f"{value!r} is already used by another {entity.name}", value, i)
+            )
+    return sorted(issues, key=lambda x: x.index or 0)
+
+
+def where_id(table, record_id: int, version: int | None = None):
+    clause = table.c.id == record_id
+    if version is not None:
+        clause = and_(clause, table.c.version == version)
+    return clause

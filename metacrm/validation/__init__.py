@@ -1,0 +1,19 @@
+"""Record validation: metamodel -> pydantic record models (create / patch), built once per model.
+
+::
+
+    validators = build_validators(model)        # {entity: RecordValidator}, cached by model.sha256
+    validators["deal"].create({"title": "Поставка", "amount": "120 000,50", "client": "3"})
+    validators["deal"].patch({"amount": 5})     # only the keys given
+    validators["deal"].create_many(rows)        # one ValidationError naming every bad row
+
+Values may be Python values (the API) or strings (the command line, CSV files); ``""`` means no
+value. Errors are ``metacrm.ValidationError`` with one ``FieldIssue`` per bad value.
+"""
+
+from __future__ import annotations
+
+from .records import SET_BY_SYSTEM, RecordValidator, build_validators
+from .values import Invalid, field_coercer
+
+__all__ = ["Invalid", "RecordValidator", "SET_BY_SYSTEM", "build_validators", "field_coercer"]

@@ -1,0 +1,306 @@
+"""Record validators: per entity, two pydantic models (create and patch) built once per model.
+
+``build_validators(model)`` returns ``{entity name: RecordValidator}``, cached by the model's
+hash, so the pydantic models are generated once per model version and never per record.
+Every field becomes ``Annotated[Any, BeforeValidator(coercer)]`` (plus an ``AfterValidator``
+refusing an empty required value) under an internal attribute name, aliased to the field name,
+so a field may be called ``json`` or ``copy`` without shadowing BaseModel.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from types import MappingProxyType
+from typing import Annotated, Any
+
+import pydantic
+from pydantic import AfterValidator, BeforeValidator, ConfigDict
+
+from ..errors import FieldIssue, MetaCRMError, ValidationError
+from ..model.checks import SYSTEM_COLUMNS
+from ..model.metamodel import Entity, Field, Model
+from ..model.suggest import did_you_mean, listing
+from .links import link_coercer, owner_coercer, pipeline_coercer
+from .values import Coercer, Invalid, field_coercer, show, type_name
+
+# Keys a caller may never give: the database or the runtime sets them.
+SET_BY_SYSTEM = SYSTEM_COLUMNS - {"owner", "pipeline", "stage"}
+
+_CONFIG = ConfigDict(extra="ignore", protected_namespaces=(), hide_input_in_errors=False)
+
+
+def _required(value):
+    if value is None:
+        raise Invalid("is required")
+    return value
+
+
+def _required_choices(value):
+    if not value:
+        raise Invalid("is required; choose at least one option")
+    return value
+
+
+def _required_link(what: str) -> Callable:
+    def check(value):
+        if value is None:
+            raise Invalid(f"is required; give the id of {what}")
+        return value
+
+    return check
+
+
+def _owner_kept(value):
+    if value is None:
+        raise Invalid("cannot be cleared; give a user login")
+    return value
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _default(f: Field, coerce: Coercer) -> dict:
+    """The pydantic default of a field: its declared default, coerced once ("today"/"now" per call)."""
+    value = f.default
+    if value is None:
+        return {"default": None}
+    if f.type == "date" and value == "today":
+        return {"default_factory": dt.date.today}
+    if f.type == "datetime" and value == "now":
+        return {"default_factory": _now}
+    try:
+        value = coerce(value)
+    except Invalid:
+        pass  # the model checks report a bad default; keep it as declared
+    if isinstance(value, list | dict):
+        frozen = value
+        return {"default_factory": lambda: copy.deepcopy(frozen)}
+    return {"default": value}
+
+
+class _Member:
+    """One key a record may carry: a field, a link, ``owner`` or ``pipeline``."""
+
+    __slots__ = ("name", "internal", "coerce", "kind", "checks", "default", "patch_checks")
+
+    def __init__(self, name, internal, coerce, kind, checks=(), default=None, patch_checks=None):
+        self.name = name
+        self.internal = internal
+        self.coerce = coerce
+        self.kind = kind  # field, link, owner, pipeline
+        self.checks = tuple(checks)  # after-validators on create
+        self.patch_checks = self.checks if patch_checks is None else tuple(patch_checks)
+        self.default = default or {"default": None}
+
+
+def _guarded(coerce: Coercer) -> Coercer:
+    """The coercer, turning an exception it did not foresee (an odd object) into Invalid."""
+
+    def run(value):
+        try:
+            return coerce(value)
+        except Invalid:
+            raise
+        except Exception as exc:
+            raise Invalid(f"{show(value)} cannot be read ({type_name(value)}): {exc}") from exc
+
+    return run
+
+
+def _annotation(member: _Member, checks: tuple) -> object:
+    return Annotated[(Any, BeforeValidator(_guarded(member.coerce)), *(AfterValidator(c) for c in checks))]
+
+
+class RecordValidator:
+    """Validates and coerces the records of one entity (see the package docstring)."""
+
+    def __init__(self, model: Model, entity: Entity):
+        self.entity = entity
+        self.name = entity.name
+        members: list[_Member] = []
+        for f in entity.fields.values():
+            coerce = field_coercer(f, region=model.region or None)
+            checks = ()
+            if f.required:
+                checks = (_required_choices if f.type == "multichoice" else _required,)
+            members.append(_Member(f.name, f"m{len(members)}", coerce, "field", checks, _default(f, coerce)))
+        for link in entity.links.values():
+            checks = ()
+            if link.required and not link.many:
+                what = " or ".join(f"a{'n' if t[:1] in 'aeiou' else ''} {t} record" for t in link.targets)
+                checks = (_required_link(what),)
+            members.append(_Member(link.name, f"m{len(members)}", link_coercer(link), "link", checks))
+        if entity.owner:
+            members.append(_Member("owner", f"m{len(members)}", owner_coercer, "owner", (), None, (_owner_kept,)))
+        if entity.has_stages:
+            members.append(_Member("pipeline", f"m{len(members)}", pipeline_coercer(entity), "pipeline"))
+        self._members = {m.name: m for m in members}
+        self._create_keys = frozenset(self._members)
+        self._patch_keys = self._create_keys - {"pipeline"}
+        self._field_pairs = tuple((m.internal, m.name) for m in members if m.kind == "field")
+        self._given_pairs = tuple((m.name, m.internal, m.kind) for m in members if m.kind != "field")
+        self._internal = {m.name: m.internal for m in members}
+        self._external = {m.internal: m.name for m in members}
+        base = "".join(part.capitalize() for part in entity.name.split("_"))
+        self.create_model = pydantic.create_model(
+            f"{base}Create",
+            __config__=_CONFIG,
+            **{
+                m.internal: (
+                    _annotation(m, m.checks),
+                    pydantic.Field(alias=m.name, validate_default=bool(m.checks), **m.default),
+                )
+                for m in members
+            },
+        )
+        self.patch_model = pydantic.create_model(
+            f"{base}Patch",
+            __config__=_CONFIG,
+            **{
+                m.internal: (_annotation(m, m.patch_checks), pydantic.Field(default=None, alias=m.name))
+                for m in members
+                if m.name in self._patch_keys
+            },
+        )
+
+    def __repr__(self) -> str:
+        return f"<RecordValidator {self.name}>"
+
+    # ------------------------------------------------------------------ public
+
+    def create(self, data: Mapping, *, index: int | None = None) -> dict:
+        """A new record: every field (declared default or None), plus the links, owner and
+        pipeline given. Raises ValidationError listing every bad value."""
+        data, issues = self._prepare(data, index, self._create_keys, patch=False)
+        instance = self._validate(self.create_model, data, issues, index)
+        values = instance.__dict__
+        record = {name: values[internal] for internal, name in self._field_pairs}
+        for name, internal, kind in self._given_pairs:
+            if name in data:
+                value = values[internal]
+                if value is not None or kind == "link":
+                    record[name] = value
+        return record
+
+    def patch(self, data: Mapping) -> dict:
+        """The changes to a record: only the keys given, validated and coerced."""
+        data, issues = self._prepare(data, None, self._patch_keys, patch=True)
+        instance = self._validate(self.patch_model, data, issues, None)
+        values = instance.__dict__
+        internal = self._internal
+        return {name: values[internal[name]] for name in data}
+
+    def create_many(self, records: Iterable[Mapping]) -> list[dict]:
+        """Validates every record; raises one ValidationError naming every bad one by index."""
+        out: list[dict] = []
+        issues: list[FieldIssue] = []
+        for index, data in enumerate(records):
+            try:
+                out.append(self.create(data, index=index))
+            except ValidationError as exc:
+                issues.extend(exc.issues)
+        if issues:
+            raise ValidationError(_summary(issues), issues)
+        return out
+
+    # ------------------------------------------------------------------ internals
+
+    def _prepare(self, data, index, keys: frozenset, *, patch: bool) -> tuple[dict, list]:
+        if type(data) is not dict:
+            if not isinstance(data, Mapping):
+                issue = FieldIssue(
+                    self.name,
+                    None,
+                    f"a record must be a mapping of field names to values, not {type_name(data)}",
+                    data,
+                    index,
+                )
+                raise ValidationError(issue.format(), [issue])
+            data = dict(data)
+        if keys.issuperset(data):
+            return data, []
+        issues = [self._key_issue(key, data[key], index, keys, patch) for key in data if key not in keys]
+        return {key: value for key, value in data.items() if key in keys}, issues
+
+    def _key_issue(self, key, value, index, keys: frozenset, patch: bool) -> FieldIssue:
+        entity = self.entity
+        if key in SET_BY_SYSTEM:
+            return FieldIssue(self.name, key, "is set by the system; leave it out", value, index)
+        if key == "stage" and entity.has_stages:
+            return FieldIssue(self.name, key, "changes only through move (metacrm move / crm.move)", value, index)
+        if key == "pipeline" and entity.has_stages and patch:
+            return FieldIssue(self.name, key, "is chosen when the record is created and cannot change", value, index)
+        names = [name for name in self._members if name in keys]
+        if key == "owner":
+            reason = f"{self.name} has no owner (the model does not declare owner: true)"
+        elif key == "pipeline":
+            reason = f"{self.name} has no stages"
+        elif isinstance(key, str) and key in entity.inverses:
+            inverse = entity.inverses[key]
+            reason = f"it is the other side of {inverse.source}.{inverse.link}; set the link there"
+        else:
+            reason = did_you_mean(key, names)
+        message = f"unknown field {show(key)}" + (f" ({reason})" if reason else "") + f"; fields: {listing(names)}"
+        return FieldIssue(self.name, None, message, value, index)
+
+    def _validate(self, model: type[pydantic.BaseModel], data: dict, issues: list, index):
+        try:
+            instance = model.model_validate(data)
+        except pydantic.ValidationError as exc:
+            issues.extend(self._translate(exc, index))
+            raise ValidationError(_summary(issues), issues) from exc
+        except MetaCRMError:
+            raise
+        except Exception as exc:  # an exotic input a coercer did not foresee: still one clean error
+            issues.append(FieldIssue(self.name, None, f"could not validate the record: {exc!r}", None, index))
+            raise ValidationError(_summary(issues), issues) from exc
+        if issues:
+            raise ValidationError(_summary(issues), issues)
+        return instance
+
+    def _translate(self, exc: pydantic.ValidationError, index) -> list[FieldIssue]:
+        issues = []
+        for error in exc.errors(include_url=False):
+            loc = error.get("loc") or ()
+            name = loc[0] if loc and isinstance(loc[0], str) else None
+            name = self._external.get(name, name)  # a missing value is located by attribute name
+            cause = (error.get("ctx") or {}).get("error")
+            message = str(cause) if isinstance(cause, Invalid) else error.get("msg", "is not valid")
+            issues.append(FieldIssue(self.name, name, message, error.get("input"), index))
+        return issues
+
+
+def _summary(issues: list[FieldIssue]) -> str:
+    more = f" (and {len(issues) - 1} more)" if len(issues) > 1 else ""
+    return issues[0].format() + more
+
+
+_CACHE: OrderedDict[str, Mapping[str, RecordValidator]] = OrderedDict()
+_CACHE_SIZE = 32
+_LOCK = threading.Lock()
+
+
+def build_validators(model: Model) -> Mapping[str, RecordValidator]:
+    """``{entity name: RecordValidator}`` for a model, built once per model hash (``sha256``).
+
+    The mapping is read-only and shared: the same object comes back for the same model.
+    """
+    key = model.sha256
+    with _LOCK:
+        if key and key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]
+        validators = MappingProxyType({name: RecordValidator(model, e) for name, e in model.entities.items()})
+        if key:
+            _CACHE[key] = validators
+            while len(_CACHE) > _CACHE_SIZE:
+                _CACHE.popitem(last=False)
+    return validators
+
+
+__all__ = ["RecordValidator", "SET_BY_SYSTEM", "build_validators"]
