@@ -888,7 +888,7 @@ def lab_sqlite(tmp_path_factory):
 
 
 @settings(
-    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
 )
 @given(world=_lab_world(), person=_expressions(LAB_NAMES, SMALL), company=_expressions(COMPANY_NAMES, SMALL))
 def test_sql_and_python_agree(lab_sqlite, world, person, company) -> None:

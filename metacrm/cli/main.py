@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import data_cmds, model_cmds
+from . import data_cmds, demo_cmd, model_cmds, stage_cmds
 
 app = typer.Typer(
     name="metacrm",
@@ -15,6 +15,8 @@ app = typer.Typer(
 )
 model_cmds.register(app)
 data_cmds.register(app)
+stage_cmds.register(app)
+demo_cmd.register(app)
 
 
 @app.callback()

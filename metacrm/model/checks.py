@@ -286,7 +286,13 @@ class _Checker:
                         (*base, "amount"),
                         hint=did_you_mean(decl_amount, summable),
                     )
+            checked: set = set()
             for t in pipeline.transitions:
+                if t.when and (t.when, t.loc) not in checked:
+                    checked.add((t.when, t.loc))
+                    problem = self.expression(entity.name, t.when, f"transition {t.source} -> {t.target}: when")
+                    if problem:
+                        yield Problem("transition.when_invalid", problem, t.loc.file, t.loc.line, t.loc.col)
                 for role in t.roles:
                     if role not in roles:
                         file, line, col = t.loc.file, t.loc.line, t.loc.col
@@ -299,6 +305,17 @@ class _Checker:
                             col,
                             hint=did_you_mean(role, roles),
                         )
+
+    def expression(self, entity: str, text: str, what: str) -> str | None:
+        """Why an expression (a guard or a condition) is invalid on an entity, or None."""
+        from ..errors import ExpressionError
+        from ..expr import check_names
+
+        try:
+            check_names(self.model, entity, text, what=what)
+        except ExpressionError as exc:
+            return f"entity '{entity}', {exc}" if not str(exc).startswith(entity) else str(exc)
+        return None
 
     def _decl(self, path: tuple) -> dict:
         node = self.doc
@@ -384,6 +401,10 @@ class _Checker:
                     f"automation '{auto.name}': no stage of '{entity.name}' declares an 'sla'",
                     (*path, "when", "sla"),
                 )
+            if auto.condition:
+                problem = self.expression(entity.name, auto.condition, f"automation '{auto.name}': if")
+                if problem:
+                    yield self.problem("automation.if_invalid", problem, (*path, "if"))
             yield from self.actions(auto, entity)
 
     def actions(self, auto, entity: Entity) -> Iterator[Problem]:

@@ -22,6 +22,7 @@ from ..storage.types import now_utc
 from . import records as rec
 from .deletes import delete_records
 from .engine import make_engine, reading, writing
+from .users import UsersMixin
 
 
 def connect(model: Model | str | os.PathLike, url: str = "sqlite:///crm.db", *, user: str | None = None) -> CRM:
@@ -37,7 +38,7 @@ def connect(model: Model | str | os.PathLike, url: str = "sqlite:///crm.db", *, 
     return CRM(model, make_engine(url), user=user)
 
 
-class CRM:
+class CRM(UsersMixin):
     def __init__(self, model: Model, engine, *, user: str | None = None):
         from ..validation import build_validators
 
@@ -47,10 +48,15 @@ class CRM:
         self.storage = build_storage(model)
         self.validators = build_validators(model)
         self._state: str | None = None  # "empty", "current", "other"
+        self._roles: frozenset[str] | None = None
+        self._owns_engine = True
+        if user is not None:
+            self._roles = frozenset(self.user_info(user)["roles"])
 
     # -- life cycle ---------------------------------------------------------------------------
     def close(self) -> None:
-        self.engine.dispose()
+        if self._owns_engine:
+            self.engine.dispose()
 
     def __enter__(self) -> CRM:
         return self
@@ -144,6 +150,11 @@ class CRM:
 
     def _new_row(self, entity: Entity, values: Mapping, now) -> tuple[dict, dict]:
         row, many = rec.split_values(entity, values)
+        for link in entity.links.values():  # every row of a batch has the same keys (executemany)
+            if not link.many:
+                row.setdefault(naming.link_column(link.name), None)
+                if link.polymorphic:
+                    row.setdefault(naming.link_entity_column(link.name), None)
         row.update(created_at=now, updated_at=now, version=1)
         if entity.owner and row.get("owner") is None:
             row["owner"] = self.user
@@ -466,6 +477,54 @@ class CRM:
             )
             fresh = self._get_row(conn, ent, row["id"])
             return rec.rows_to_records(conn, self.storage, ent, [fresh])[0]
+
+    # -- stages -------------------------------------------------------------------------------
+    def move(
+        self, entity: str, record_id: int, stage: str, *, note: str | None = None, version: int | None = None
+    ) -> dict:
+        """Move a record to a stage through an allowed transition (TransitionError says why
+        not, and lists the allowed moves). With ``version``, refuse (ConflictError) when the
+        record changed since that version was read."""
+        from .moves import move
+
+        self._ready()
+        ent = self._staged(entity)
+        with writing(self.engine) as conn:
+            row = self._get_row(conn, ent, record_id)
+            move(conn, self.storage, ent, row, stage, by=self.user, roles=self._roles, note=note, version=version)
+            fresh = self._get_row(conn, ent, row["id"])
+            return rec.rows_to_records(conn, self.storage, ent, [fresh])[0]
+
+    def allowed_moves(self, entity: str, record_id: int) -> list[dict]:
+        """Every outgoing move of the record's stage: ``{"stage", "label", "kind", "possible",
+        "reasons"}``, in declaration order."""
+        from .moves import options
+
+        self._ready()
+        ent = self._staged(entity)
+        with reading(self.engine) as conn:
+            row = self._get_row(conn, ent, record_id)
+            return options(conn, self.storage, ent, row, self._roles)
+
+    def history(self, entity: str, record_id: int) -> list[dict]:
+        """The record's stage moves, oldest first."""
+        self._ready()
+        ent = self._entity(entity)
+        table = self.storage.history_table
+        with reading(self.engine) as conn:
+            self._get_row(conn, ent, record_id)
+            rows = conn.execute(
+                select(table)
+                .where(table.c.entity == ent.name, table.c.record_id == _as_id(ent, record_id))
+                .order_by(table.c.at, table.c.id)
+            ).mappings()
+            return [{k: v for k, v in r.items() if k not in ("id", "entity")} for r in rows]
+
+    def _staged(self, entity: str) -> Entity:
+        ent = self._entity(entity)
+        if not ent.has_stages:
+            raise ValidationError(f"{ent.name} has no stages")
+        return ent
 
     # -- reads --------------------------------------------------------------------------------
     def get(self, entity: str, record_id: int) -> dict:

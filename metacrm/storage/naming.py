@@ -15,6 +15,7 @@ SYSTEM_PREFIX = "metacrm_"
 MODEL_TABLE = "metacrm_model"
 HISTORY_TABLE = "metacrm_history"
 LOCK_TABLE = "metacrm_lock"
+USER_TABLE = "metacrm_user"
 MAX_NAME = 63
 
 

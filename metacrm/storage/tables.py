@@ -47,6 +47,7 @@ class Storage:
     model_table: Table | None = None
     history_table: Table | None = None
     lock_table: Table | None = None
+    user_table: Table | None = None
 
     def table(self, entity: str) -> Table:
         return self.tables[entity]
@@ -233,6 +234,15 @@ def _system_tables(storage: Storage) -> None:
         Column("source", String(20), nullable=False, server_default="move"),
         Index("ix_metacrm_history_record", "entity", "record_id", "at"),
         Index("ix_metacrm_history_to", "entity", "pipeline", "to_stage"),
+    )
+    storage.user_table = Table(
+        naming.USER_TABLE,
+        md,
+        Column("login", String(100), primary_key=True),
+        Column("name", String(200), nullable=True),
+        Column("roles", Text(), nullable=False, server_default=""),  # comma-separated role names
+        Column("team", String(100), nullable=True),
+        Column("created_at", UTCDateTime(), nullable=False),
     )
     storage.lock_table = Table(
         naming.LOCK_TABLE,

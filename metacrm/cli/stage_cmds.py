@@ -1,0 +1,63 @@
+"""Commands on stages: move, moves (what is possible next), history."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from .data_cmds import DEFAULT_DB, DEFAULT_MODEL, DbOpt, FormatOpt, ModelOpt, opened
+from .output import Format, emit_record, emit_records, to_json
+
+
+def move(
+    entity: Annotated[str, typer.Argument(help="Entity name.")],
+    record_id: Annotated[str, typer.Argument(metavar="ID")],
+    stage: Annotated[str, typer.Argument(help="The stage to move to.")],
+    note: Annotated[str | None, typer.Option("--note", help="Why; kept in the history.")] = None,
+    version: Annotated[
+        int | None, typer.Option("--version", help="Refuse if the record is no longer at this version.")
+    ] = None,
+    model: ModelOpt = DEFAULT_MODEL,
+    db: DbOpt = DEFAULT_DB,
+    format: FormatOpt = Format.table,
+) -> None:
+    """Move a record to a stage through an allowed transition."""
+    with opened(model, db) as crm:
+        emit_record(crm.move(entity, record_id, stage, note=note, version=version), format)
+
+
+def moves(
+    entity: Annotated[str, typer.Argument(help="Entity name.")],
+    record_id: Annotated[str, typer.Argument(metavar="ID")],
+    model: ModelOpt = DEFAULT_MODEL,
+    db: DbOpt = DEFAULT_DB,
+    format: FormatOpt = Format.table,
+) -> None:
+    """The moves out of a record's stage: possible now, or what each one lacks."""
+    with opened(model, db) as crm:
+        options = crm.allowed_moves(entity, record_id)
+    if format is Format.json:
+        typer.echo(to_json(options))
+        return
+    rows = [{"stage": o["stage"], "possible": o["possible"], "reasons": "; ".join(o["reasons"])} for o in options]
+    emit_records(rows, format, ["stage", "possible", "reasons"])
+
+
+def history(
+    entity: Annotated[str, typer.Argument(help="Entity name.")],
+    record_id: Annotated[str, typer.Argument(metavar="ID")],
+    model: ModelOpt = DEFAULT_MODEL,
+    db: DbOpt = DEFAULT_DB,
+    format: FormatOpt = Format.table,
+) -> None:
+    """The record's stage history, oldest first."""
+    with opened(model, db) as crm:
+        rows = crm.history(entity, record_id)
+    emit_records(rows, format, ["at", "from_stage", "to_stage", "by", "seconds_in_stage", "source", "note"])
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(move)
+    app.command()(moves)
+    app.command()(history)

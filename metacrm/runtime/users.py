@@ -1,0 +1,108 @@
+"""Users of a CRM: stored in the database (login, name, roles, team). The acting user is the
+CRM object's ``user``; ``None`` is the system user, who may do anything."""
+
+from __future__ import annotations
+
+from sqlalchemy import insert, select, update
+
+from ..errors import NotFound, ValidationError
+from ..model.suggest import did_you_mean, listing
+from ..storage.types import now_utc
+from .engine import reading, writing
+
+
+def _roles_text(model, roles) -> str:
+    roles = [roles] if isinstance(roles, str) else list(roles or ())
+    for role in roles:
+        if role not in model.roles:
+            hint = did_you_mean(role, model.roles)
+            raise ValidationError(
+                f"user: unknown role '{role}'" + (f" ({hint})" if hint else "") + f"; roles: {listing(model.roles)}"
+            )
+    return ",".join(dict.fromkeys(roles))
+
+
+def _user_dict(row) -> dict:
+    return {
+        "login": row["login"],
+        "name": row["name"],
+        "roles": [r for r in (row["roles"] or "").split(",") if r],
+        "team": row["team"],
+    }
+
+
+class UsersMixin:
+    """User management for the CRM facade."""
+
+    def add_user(self, login: str, *, roles=(), team: str | None = None, name: str | None = None) -> dict:
+        """Store a user with roles declared in the model."""
+        self._ready()
+        login = (login or "").strip()
+        if not login:
+            raise ValidationError("user: a login is required")
+        table = self.storage.user_table
+        with writing(self.engine) as conn:
+            if conn.execute(select(table.c.login).where(table.c.login == login)).first():
+                raise ValidationError(f"user '{login}' already exists")
+            conn.execute(
+                insert(table),
+                {
+                    "login": login,
+                    "name": name,
+                    "roles": _roles_text(self.model, roles),
+                    "team": team,
+                    "created_at": now_utc(),
+                },
+            )
+        return self.user_info(login)
+
+    def set_user(self, login: str, *, roles=None, team: str | None = None, name: str | None = None) -> dict:
+        """Change a user's roles, team or name (what is given)."""
+        self._ready()
+        values = {}
+        if roles is not None:
+            values["roles"] = _roles_text(self.model, roles)
+        if team is not None:
+            values["team"] = team or None
+        if name is not None:
+            values["name"] = name
+        table = self.storage.user_table
+        with writing(self.engine) as conn:
+            if (
+                not conn.execute(update(table).where(table.c.login == login).values(**values)).rowcount
+                if values
+                else False
+            ):
+                self.user_info(login)  # raises NotFound
+        return self.user_info(login)
+
+    def user_info(self, login: str) -> dict:
+        table = self.storage.user_table
+        with reading(self.engine) as conn:
+            row = conn.execute(select(table).where(table.c.login == login)).mappings().first()
+        if row is None:
+            raise NotFound(f"no user '{login}'")
+        return _user_dict(row)
+
+    def users(self) -> list[dict]:
+        self._ready()
+        table = self.storage.user_table
+        with reading(self.engine) as conn:
+            return [_user_dict(r) for r in conn.execute(select(table).order_by(table.c.login)).mappings()]
+
+    def as_user(self, login: str | None):
+        """The same CRM acting as ``login`` (``None``: the system user). Shares the engine."""
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        clone.user = login
+        clone._roles = None
+        if login is not None:
+            self._ready()
+            clone._roles = frozenset(self.user_info(login)["roles"])
+        clone._owns_engine = False
+        return clone
+
+    @property
+    def roles(self) -> frozenset[str] | None:
+        """The acting user's roles; None for the system user (who may do anything)."""
+        return self._roles
