@@ -19,7 +19,7 @@ from metacrm.io.demo import build_demo, example_files, examples_dir, inn, requir
 
 CYRILLIC = re.compile(r"[А-Яа-яЁё]")
 TRADE = {"client": 30, "supplier": 10, "carrier": 5, "product": 20, "deal": 60}
-DEAL_STAGES = {"new": 8, "qualified": 9, "proposal": 10, "contract": 8, "invoice": 7, "paid": 10, "lost": 8}
+DEAL_STAGES = {"new": 8, "qualified": 9, "proposal": 10, "contract": 8, "invoice": 7, "won": 10, "lost": 8}
 
 
 def _demo(*args: str):

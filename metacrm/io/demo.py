@@ -365,8 +365,8 @@ PRODUCTS = (
     ("Гипсокартон ГКЛ 12,5 мм", "GKL-125", "pallet", "23000.00", "1450", "гипсокартона", {"листов": 50}),
 )  # fmt: skip
 QUANTITY = {"pcs": (10, 400), "m": (100, 3000), "kg": (1000, 20000), "pallet": (2, 24)}
-DEAL_ORDER = ("new", "qualified", "proposal", "contract", "invoice", "paid")  # the way to the won stage
-DEAL_STAGES = {"new": 8, "qualified": 9, "proposal": 10, "contract": 8, "invoice": 7, "paid": 10, "lost": 8}
+DEAL_ORDER = ("new", "qualified", "proposal", "contract", "invoice", "won")  # the way to the won stage
+DEAL_STAGES = {"new": 8, "qualified": 9, "proposal": 10, "contract": 8, "invoice": 7, "won": 10, "lost": 8}
 LOST_REASONS = (
     "Выбрали поставщика с ценой ниже на 7%",
     "Проект заморожен заказчиком до следующего квартала",
@@ -500,7 +500,7 @@ def fill_trade(crm, rng: random.Random, today: dt.date) -> None:
             deal["supplier"] = next(p["supplier"] for p in picked)
         if k >= order.index("contract") and rng.random() < 0.7:
             deal["carriers"] = sorted({c["id"] for c in rng.sample(carriers, rng.choice((1, 1, 2)))})
-        if stage == "paid":
+        if stage == "won":
             paid = today - dt.timedelta(days=rng.randrange(3, 180))
             deal["paid_at"] = s.moment(paid)
             deal["expected_close"] = paid - dt.timedelta(days=rng.randrange(0, 10))
@@ -540,7 +540,7 @@ def fill_trade(crm, rng: random.Random, today: dt.date) -> None:
             document(deal, "contract", "review" if deal["stage"] == "contract" else "signed", "Д")
         if k >= order.index("invoice"):
             document(deal, "invoice", "signed", "СЧ")
-        if deal["stage"] == "paid":
+        if deal["stage"] == "won":
             document(deal, "act", "signed", "А")
     crm.create_many("document", documents)
 
@@ -561,7 +561,7 @@ def fill_trade(crm, rng: random.Random, today: dt.date) -> None:
                     "owner": deal["owner"],
                 }
             )
-        elif deal["stage"] == "paid" and rng.random() < 0.5:
+        elif deal["stage"] == "won" and rng.random() < 0.5:
             tasks.append(
                 {
                     "title": "Передать закрывающие документы",
