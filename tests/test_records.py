@@ -231,3 +231,20 @@ def test_history_row_on_create(crm, filled) -> None:
         n = conn.execute(select(func.count()).select_from(history).where(history.c.entity == "deal")).scalar_one()
         stages = set(conn.execute(select(history.c.to_stage)).scalars())
     assert n == 2 and stages == {"new"}
+
+
+def test_transaction_all_or_nothing_with_atomic_steps(crm, filled) -> None:
+    before = snapshot(crm)
+    with pytest.raises(metacrm.ValidationError), crm.transaction():
+        crm.create("client", {"name": "Новый"})
+        crm.create_many("product", [{"name": "Принтер"}, {"name": "Сканер"}])
+        crm.create("deal", {"title": "x", "client": 999})
+    assert snapshot(crm) == before
+    with crm.transaction():
+        c = crm.create("client", {"name": "Новый"})
+        with pytest.raises(metacrm.ValidationError):  # refused inside: only this step is undone
+            crm.create_many("product", [{"name": "Принтер"}, {"name": ""}])
+        crm.create("deal", {"title": "Сделка", "client": c["id"]})
+        assert crm.count("deal", where=f"client = {c['id']}") == 1  # sees its own writes
+    assert crm.count("client", where="name = 'Новый'") == 1
+    assert crm.count("product", where="name = 'Принтер'") == 0

@@ -19,6 +19,7 @@ class CheckFormat(StrEnum):
 class GraphFormat(StrEnum):
     mermaid = "mermaid"
     dot = "dot"
+    json = "json"
 
 
 def check(
@@ -77,13 +78,19 @@ def graph(
     model: Annotated[str, typer.Argument(help="Model file.")],
     entity: Annotated[str, typer.Argument(help="Entity whose stage graph to draw.")],
     pipeline: Annotated[str | None, typer.Option(help="One pipeline (default: all of them).")] = None,
-    format: Annotated[GraphFormat, typer.Option("--format", "-f")] = GraphFormat.mermaid,
+    format: Annotated[
+        GraphFormat,
+        typer.Option("--format", "-f", help="mermaid, dot, or json (the graph, or with --paths the paths)."),
+    ] = GraphFormat.mermaid,
     paths: Annotated[
-        bool, typer.Option("--paths", help="List the paths from the initial stage to each won stage.")
+        bool,
+        typer.Option(
+            "--paths", help="List the paths from the initial stage to each won stage, and what each stage needs to win."
+        ),
     ] = False,
 ) -> None:
-    """Draw the stage graph of an entity (Mermaid or Graphviz DOT)."""
-    from ..stages import diagrams
+    """Draw the stage graph of an entity (Mermaid or Graphviz DOT), or list its paths to won."""
+    from ..stages import analysis, diagrams
 
     loaded = load(model)
     target = loaded.entities[choose(entity, loaded.entities, "entity")]
@@ -91,18 +98,15 @@ def graph(
         usage_error(f"entity '{entity}' has no stages")
     if pipeline is not None:
         choose(pipeline, target.pipelines, "pipeline")
-    if paths:
-        from ..stages.graphs import paths_to_won
-
-        for p in [target.pipelines[pipeline]] if pipeline else target.pipelines.values():
-            for won, found in paths_to_won(p).items():
-                for path in found:
-                    typer.echo(f"{p.name}: {' -> '.join(path)}")
-                if not found:
-                    typer.echo(f"{p.name}: no path to {won}")
-        return
-    draw = diagrams.to_mermaid if format is GraphFormat.mermaid else diagrams.to_dot
-    typer.echo(draw(target, pipeline), nl=False)
+    if format is GraphFormat.json:
+        doc = analysis.paths_document(target, pipeline) if paths else analysis.graph_document(target, pipeline)
+        typer.echo(json.dumps(doc, ensure_ascii=False, indent=2))
+    elif paths:
+        for line in analysis.paths_lines(target, pipeline):
+            typer.echo(line)
+    else:
+        draw = diagrams.to_mermaid if format is GraphFormat.mermaid else diagrams.to_dot
+        typer.echo(draw(target, pipeline), nl=False)
 
 
 def erd(model: Annotated[str, typer.Argument(help="Model file.")]) -> None:

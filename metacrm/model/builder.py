@@ -149,6 +149,7 @@ class _Builder:
             unique=tuple(_names(u) for u in decl.get("unique") or () if _names(u)),
             renamed_from=_names(decl.get("renamed_from")),
             loc=self.loc(path, key=True),
+            pipeline_field=_str(decl.get("pipeline_field")),
         )
 
     def field(self, path: tuple, name: str, decl: dict) -> Field:
@@ -166,6 +167,7 @@ class _Builder:
             unique=decl.get("unique") is True,
             index=decl.get("index") is True,
             default=decl.get("default"),
+            fill=decl.get("fill"),
             min=_num(decl.get("min")),
             max=_num(decl.get("max")),
             max_length=max_length if isinstance(max_length, int) and not isinstance(max_length, bool) else None,

@@ -95,6 +95,7 @@ class _Checker:
             yield from self.fields(entity)
             yield from self.links(entity)
             yield from self.entity_lists(entity)
+            yield from self.pipeline_field(entity)
             yield from self.stage_refs(entity)
 
     def fields(self, entity: Entity) -> Iterator[Problem]:
@@ -254,6 +255,34 @@ class _Checker:
                             f"entity '{entity.name}': {key} cannot use the many or polymorphic link '{name}'",
                             (*path, key, i, j),
                         )
+
+    def pipeline_field(self, entity: Entity) -> Iterator[Problem]:
+        """``pipeline_field`` names a choice field whose options are all pipeline names."""
+        name = entity.pipeline_field
+        if name is None:
+            return
+        path = ("entities", entity.name, "pipeline_field")
+        where = f"entity '{entity.name}': pipeline_field '{name}'"
+        pipelines = [p for p in entity.pipelines if "pipelines" in self.doc["entities"][entity.name]]
+        f = entity.fields.get(name)
+        if not pipelines:
+            message, hint = f"{where} needs 'pipelines' (several named stage graphs) to choose from", None
+        elif f is None:
+            choices = [x.name for x in entity.fields.values() if x.type == "choice"]
+            message = f"{where} is not a field (choice fields: {listing(choices)})"
+            hint = did_you_mean(name, choices)
+        elif f.type != "choice":
+            message, hint = f"{where} is a {f.type} field; it must be a choice field of pipeline names", None
+        else:
+            stray = [o for o in f.option_values if o not in entity.pipelines]
+            if not stray:
+                return
+            message = (
+                f"{where}: option{'s' if len(stray) > 1 else ''} {', '.join(stray)} "
+                f"{'are' if len(stray) > 1 else 'is'} not a pipeline (pipelines: {listing(pipelines)})"
+            )
+            hint = did_you_mean(stray[0], pipelines)
+        yield self.problem("entity.pipeline_field_invalid", message, path, hint=hint)
 
     def stage_refs(self, entity: Entity) -> Iterator[Problem]:
         members = [*entity.fields, *entity.links]

@@ -45,6 +45,7 @@ class Field:
     unique: bool = False
     index: bool = False
     default: object = None
+    fill: object = None  # what a migration writes into existing records that have no value
     min: float | int | None = None
     max: float | int | None = None
     max_length: int | None = None
@@ -197,6 +198,7 @@ class Entity:
     renamed_from: tuple[str, ...] = ()
     loc: Loc = NOWHERE
     inverses: Mapping[str, InverseLink] = field(default_factory=lambda: EMPTY)  # filled in by the builder
+    pipeline_field: str | None = None  # a choice field whose value picks a new record's pipeline
 
     @property
     def has_stages(self) -> bool:

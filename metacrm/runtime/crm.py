@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import func, insert, inspect, select, update
+from sqlalchemy import bindparam, func, insert, inspect, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..errors import FieldIssue, MigrationError, NotFound, ValidationError
@@ -22,6 +23,7 @@ from ..storage.types import now_utc
 from . import records as rec
 from .deletes import delete_records
 from .engine import make_engine, reading, writing
+from .reports import ReportsMixin
 from .users import UsersMixin
 
 
@@ -38,7 +40,7 @@ def connect(model: Model | str | os.PathLike, url: str = "sqlite:///crm.db", *, 
     return CRM(model, make_engine(url), user=user)
 
 
-class CRM(UsersMixin):
+class CRM(UsersMixin, ReportsMixin):
     def __init__(self, model: Model, engine, *, user: str | None = None):
         from ..validation import build_validators
 
@@ -50,6 +52,7 @@ class CRM(UsersMixin):
         self._state: str | None = None  # "empty", "current", "other"
         self._roles: frozenset[str] | None = None
         self._owns_engine = True
+        self._tx = None  # the connection of an open crm.transaction()
         if user is not None:
             self._roles = frozenset(self.user_info(user)["roles"])
 
@@ -67,11 +70,37 @@ class CRM(UsersMixin):
     def __repr__(self) -> str:
         return f"<CRM {self.model.name} on {self.engine.url.render_as_string(hide_password=True)}>"
 
+    # -- transactions ---------------------------------------------------------------------------
+    @contextmanager
+    def transaction(self):
+        """Several operations as one: all of them are written, or (on any error) none.
+
+        ``with crm.transaction(): crm.create(...); crm.create_many(...)``. Operations inside
+        see each other's writes; a nested ``transaction()`` joins the outer one.
+        """
+        if self._tx is not None:
+            yield self
+            return
+        with writing(self.engine) as conn:
+            self._tx = conn
+            try:
+                yield self
+            finally:
+                self._tx = None
+
+    def _writing(self):
+        """A write transaction, or inside crm.transaction() a savepoint: each operation stays
+        all-or-nothing even when an outer transaction goes on after its refusal."""
+        return _savepoint(self._tx) if self._tx is not None else writing(self.engine)
+
+    def _reading(self):
+        return _joined(self._tx) if self._tx is not None else reading(self.engine)
+
     # -- the recorded model -------------------------------------------------------------------
     def recorded_model(self) -> dict | None:
         """The model version the database holds (sha256, name, applied_at...), or None."""
         table = self.storage.model_table
-        with reading(self.engine) as conn:
+        with self._reading() as conn:
             if not inspect(conn).has_table(table.name):
                 return None
             row = conn.execute(select(table).order_by(table.c.id.desc()).limit(1)).mappings().first()
@@ -159,8 +188,11 @@ class CRM(UsersMixin):
         if entity.owner and row.get("owner") is None:
             row["owner"] = self.user
         if entity.has_stages:
-            pipeline = entity.pipelines[row.get("pipeline") or next(iter(entity.pipelines))]
+            pipeline = entity.pipelines[_pipeline_of(entity, row)]
             row.update(pipeline=pipeline.name, stage=pipeline.initial, stage_entered_at=now, closed_at=None)
+            chooser = entity.fields.get(entity.pipeline_field or "")
+            if chooser is not None and row.get(chooser.name) is None and pipeline.name in chooser.option_values:
+                row[chooser.name] = pipeline.name  # the field shows the pipeline it chose
         else:
             row.pop("pipeline", None)
         return row, many
@@ -170,8 +202,19 @@ class CRM(UsersMixin):
             return
         issues = []
         for index, value in enumerate(values):
-            pipeline = entity.pipelines[value.get("pipeline") or next(iter(entity.pipelines))]
+            pipeline = entity.pipelines[_pipeline_of(entity, value)]
             stage = pipeline.stages[pipeline.initial]
+            chosen = value.get(entity.pipeline_field) if entity.pipeline_field else None
+            if chosen is not None and value.get("pipeline") and chosen != value["pipeline"]:
+                issues.append(
+                    FieldIssue(
+                        entity.name,
+                        entity.pipeline_field,
+                        f"is '{chosen}' but the record is created in pipeline '{value['pipeline']}'; they must agree",
+                        chosen,
+                        index if indexed else None,
+                    )
+                )
             for name in stage.requires:
                 if value.get(name) in (None, [], ""):
                     issues.append(
@@ -210,7 +253,7 @@ class CRM(UsersMixin):
             record = dict(record)
             stage = record.pop("stage", None)
             stage = stage.strip() if isinstance(stage, str) else stage
-            pipeline = ent.pipelines.get(record.get("pipeline") or next(iter(ent.pipelines)))
+            pipeline = ent.pipelines.get(_pipeline_of(ent, record))
             if stage in (None, ""):
                 stage = None
             elif pipeline is not None and stage not in pipeline.stages:
@@ -236,7 +279,7 @@ class CRM(UsersMixin):
     def _place(self, conn, ent: Entity, rows, ids, stages) -> tuple:
         """Move imported records from the initial stage to their stage, recorded as imports."""
         table = self.storage.table(ent.name)
-        placed, history = [], []
+        placed, history, changes = [], [], []
         for row, record_id, stage in zip(rows, ids, stages, strict=True):
             if stage is None or stage == row["stage"]:
                 placed.append(row)
@@ -257,8 +300,15 @@ class CRM(UsersMixin):
                     "source": "import",
                 }
             )
-            conn.execute(update(table).where(table.c.id == record_id).values(stage=stage, closed_at=closed))
+            changes.append({"_id": record_id, "_stage": stage, "_closed": closed})
             placed.append({**row, "stage": stage, "closed_at": closed})
+        if changes:  # one executemany, not an UPDATE per record
+            conn.execute(
+                update(table)
+                .where(table.c.id == bindparam("_id"))
+                .values(stage=bindparam("_stage"), closed_at=bindparam("_closed")),
+                changes,
+            )
         if history:
             conn.execute(insert(self.storage.history_table), history)
         return tuple(placed)
@@ -306,7 +356,7 @@ class CRM(UsersMixin):
         issues: list[FieldIssue] = []
         indexed = not _single
         try:
-            with writing(self.engine) as conn:
+            with self._writing() as conn:
                 offset = 0
                 for batch in _batches(records, rec.BATCH):
                     try:
@@ -385,8 +435,21 @@ class CRM(UsersMixin):
         values = self.validators[ent.name].patch(data)
         table = self.storage.table(ent.name)
         try:
-            with writing(self.engine) as conn:
+            with self._writing() as conn:
                 current = self._get_row(conn, ent, record_id)
+                chosen = values.get(ent.pipeline_field) if ent.pipeline_field else None
+                if chosen is not None and chosen != current["pipeline"]:
+                    raise rec.refused(
+                        [
+                            FieldIssue(
+                                ent.name,
+                                ent.pipeline_field,
+                                f"chooses the pipeline, which is fixed at creation ('{current['pipeline']}'); "
+                                f"it cannot become '{chosen}'",
+                                chosen,
+                            )
+                        ]
+                    )
                 rec.check_links_exist(conn, self.storage, ent, [values])
                 row, many = rec.split_values(ent, values)
                 row.pop("pipeline", None)
@@ -410,7 +473,7 @@ class CRM(UsersMixin):
         points at it. Returns the deleted ids by entity."""
         self._ready()
         ent = self._entity(entity)
-        with writing(self.engine) as conn:
+        with self._writing() as conn:
             row = self._get_row(conn, ent, record_id)
             deleted = delete_records(conn, self.storage, ent.name, {row["id"]})
         return {name: sorted(ids) for name, ids in deleted.items()}
@@ -455,7 +518,7 @@ class CRM(UsersMixin):
         targets = self.validators[ent.name].patch({name: [] if target is None else [target]})[name]
         join = self.storage.join_table(ent.name, name)
         table = self.storage.table(ent.name)
-        with writing(self.engine) as conn:
+        with self._writing() as conn:
             row = self._get_row(conn, ent, record_id)
             if add:
                 rec.check_links_exist(conn, self.storage, ent, [{name: targets}])
@@ -489,7 +552,7 @@ class CRM(UsersMixin):
 
         self._ready()
         ent = self._staged(entity)
-        with writing(self.engine) as conn:
+        with self._writing() as conn:
             row = self._get_row(conn, ent, record_id)
             move(conn, self.storage, ent, row, stage, by=self.user, roles=self._roles, note=note, version=version)
             fresh = self._get_row(conn, ent, row["id"])
@@ -502,7 +565,7 @@ class CRM(UsersMixin):
 
         self._ready()
         ent = self._staged(entity)
-        with reading(self.engine) as conn:
+        with self._reading() as conn:
             row = self._get_row(conn, ent, record_id)
             return options(conn, self.storage, ent, row, self._roles)
 
@@ -511,7 +574,7 @@ class CRM(UsersMixin):
         self._ready()
         ent = self._entity(entity)
         table = self.storage.history_table
-        with reading(self.engine) as conn:
+        with self._reading() as conn:
             self._get_row(conn, ent, record_id)
             rows = conn.execute(
                 select(table)
@@ -531,7 +594,7 @@ class CRM(UsersMixin):
         """One record (NotFound when there is none)."""
         self._ready()
         ent = self._entity(entity)
-        with reading(self.engine) as conn:
+        with self._reading() as conn:
             row = self._get_row(conn, ent, record_id)
             return rec.rows_to_records(conn, self.storage, ent, [row])[0]
 
@@ -569,7 +632,7 @@ class CRM(UsersMixin):
             query = query.limit(_non_negative(limit, "limit"))
         if offset:
             query = query.offset(_non_negative(offset, "offset"))
-        with reading(self.engine) as conn:
+        with self._reading() as conn:
             rows = conn.execute(query).mappings().all()
             return rec.rows_to_records(conn, self.storage, ent, rows)
 
@@ -579,7 +642,7 @@ class CRM(UsersMixin):
         query = (
             self._select(ent, where, params).with_only_columns(func.count(), maintain_column_froms=True).order_by(None)
         )
-        with reading(self.engine) as conn:
+        with self._reading() as conn:
             return conn.execute(query).scalar_one()
 
     def related(
@@ -605,7 +668,7 @@ class CRM(UsersMixin):
                 f"{ent.name}: unknown link '{name}'" + (f" ({hint})" if hint else "") + f"; links: {listing(links)}",
                 [FieldIssue(ent.name, name, "unknown link")],
             )
-        with reading(self.engine) as conn:
+        with self._reading() as conn:
             row = self._get_row(conn, ent, record_id)
         rid = row["id"]
         if name in ent.links:
@@ -642,7 +705,7 @@ class CRM(UsersMixin):
         query = query.order_by(*rec.order_clause(self.storage, target_ent, order_by))
         if limit is not None:
             query = query.limit(_non_negative(limit, "limit"))
-        with reading(self.engine) as conn:
+        with self._reading() as conn:
             rows = conn.execute(query).mappings().all()
             return rec.rows_to_records(conn, self.storage, target_ent, rows)
 
@@ -654,7 +717,7 @@ class CRM(UsersMixin):
             return {}
         table = self.storage.table(ent.name)
         column = table.c[ent.title] if ent.title else table.c.id
-        with reading(self.engine) as conn:
+        with self._reading() as conn:
             rows = conn.execute(select(table.c.id, column).where(table.c.id.in_(ids))).all()
         return {i: (str(t) if t not in (None, "") else f"{ent.name} {i}") for i, t in rows}
 
@@ -695,6 +758,30 @@ class CRM(UsersMixin):
                 for r in rows
             ]
         return {"entity": ent.name, "record": record, "links": links, "related": related}
+
+
+def _pipeline_of(entity: Entity, values: Mapping) -> str:
+    """The pipeline a new record joins: ``pipeline`` when given, else the value of the
+    entity's ``pipeline_field``, else the first declared. (On raw input the name may be
+    unknown; validation reports it.)"""
+    name = values.get("pipeline")
+    if name in (None, "") and entity.pipeline_field:
+        name = values.get(entity.pipeline_field)
+    if name in (None, ""):
+        return next(iter(entity.pipelines))
+    return name.strip() if isinstance(name, str) else str(name)
+
+
+@contextmanager
+def _savepoint(conn):
+    with conn.begin_nested():
+        yield conn
+
+
+@contextmanager
+def _joined(conn):
+    """The open transaction's connection, left for its owner to commit or roll back."""
+    yield conn
 
 
 def _batches(records: Iterable, size: int):

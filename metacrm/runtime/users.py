@@ -8,7 +8,6 @@ from sqlalchemy import insert, select, update
 from ..errors import NotFound, ValidationError
 from ..model.suggest import did_you_mean, listing
 from ..storage.types import now_utc
-from .engine import reading, writing
 
 
 def _roles_text(model, roles) -> str:
@@ -41,7 +40,7 @@ class UsersMixin:
         if not login:
             raise ValidationError("user: a login is required")
         table = self.storage.user_table
-        with writing(self.engine) as conn:
+        with self._writing() as conn:
             if conn.execute(select(table.c.login).where(table.c.login == login)).first():
                 raise ValidationError(f"user '{login}' already exists")
             conn.execute(
@@ -67,7 +66,7 @@ class UsersMixin:
         if name is not None:
             values["name"] = name
         table = self.storage.user_table
-        with writing(self.engine) as conn:
+        with self._writing() as conn:
             if (
                 not conn.execute(update(table).where(table.c.login == login).values(**values)).rowcount
                 if values
@@ -78,7 +77,7 @@ class UsersMixin:
 
     def user_info(self, login: str) -> dict:
         table = self.storage.user_table
-        with reading(self.engine) as conn:
+        with self._reading() as conn:
             row = conn.execute(select(table).where(table.c.login == login)).mappings().first()
         if row is None:
             raise NotFound(f"no user '{login}'")
@@ -87,7 +86,7 @@ class UsersMixin:
     def users(self) -> list[dict]:
         self._ready()
         table = self.storage.user_table
-        with reading(self.engine) as conn:
+        with self._reading() as conn:
             return [_user_dict(r) for r in conn.execute(select(table).order_by(table.c.login)).mappings()]
 
     def as_user(self, login: str | None):

@@ -1,0 +1,132 @@
+"""CSV in and out: ``metacrm import ENTITY FILE.csv`` and ``metacrm export ENTITY``."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .common import usage_error
+from .data_cmds import DEFAULT_DB, DEFAULT_MODEL, DbOpt, FormatOpt, ModelOpt, opened
+from .output import Format, to_json
+
+
+def parse_mapping(pairs: list[str]) -> dict[str, str]:
+    """``COLUMN=FIELD`` pairs (``COLUMN=`` ignores the column)."""
+    mapping: dict[str, str] = {}
+    for pair in pairs:
+        column, sep, target = pair.rpartition("=")
+        if not sep or not column.strip():
+            usage_error(f"--map expects COLUMN=FIELD (or COLUMN= to ignore the column), got {pair!r}")
+        mapping[column.strip()] = target.strip()
+    return mapping
+
+
+@contextmanager
+def progress_bar(entity: str):
+    """A progress callback drawing a bar on stderr when it is a terminal; else silent."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(
+        TextColumn(f"importing {entity}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+    task = bar.add_task(entity, total=None)
+    with bar:
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
+def import_(
+    entity: Annotated[str, typer.Argument(help="Entity name.")],
+    file: Annotated[
+        str, typer.Argument(metavar="FILE.csv", help="UTF-8 CSV file with a header line ('-' reads stdin).")
+    ],
+    map_: Annotated[
+        list[str] | None, typer.Option("--map", help="COLUMN=FIELD; COLUMN= ignores a column. Repeatable.")
+    ] = None,
+    skip_invalid: Annotated[
+        bool, typer.Option("--skip-invalid", help="Import the good rows; report the others.")
+    ] = False,
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            "--report",
+            help="Write the rejected and noted rows to this CSV (default: FILE.report.csv when there are any).",
+        ),
+    ] = None,
+    with_stages: Annotated[bool, typer.Option("--with-stages", help="Accept a stage column (name or label).")] = False,
+    near_matches: Annotated[
+        bool,
+        typer.Option(
+            "--near-matches",
+            help="Accept (and report) near matches of link titles and options: 'GTXPro' for 'GTX Pro'.",
+        ),
+    ] = False,
+    model: ModelOpt = DEFAULT_MODEL,
+    db: DbOpt = DEFAULT_DB,
+    format: FormatOpt = Format.table,
+) -> None:
+    """Import records from a CSV file: all rows or none (unless --skip-invalid)."""
+    from ..io.csv_io import import_csv
+
+    mapping = parse_mapping(map_ or [])
+    source = sys.stdin.buffer if file == "-" else file
+    with opened(model, db) as crm, progress_bar(entity) as progress:
+        result = import_csv(
+            crm,
+            entity,
+            source,
+            mapping=mapping,
+            skip_invalid=skip_invalid,
+            report_path=report,
+            import_stages=with_stages,
+            near_matches=near_matches,
+            progress=progress,
+        )
+    if report is None and (result.rejected or result.notes) and file != "-":
+        result.write_report(Path(file).with_suffix(".report.csv"))  # skipped rows are never only on screen
+    if format is Format.json:
+        typer.echo(to_json(result.to_dict()))
+        return
+    typer.echo(result.summary() + (f" (report: {result.report_path})" if result.report_path else ""))
+    if result.renumbered:
+        typer.echo(
+            f"note: the new ids differ from the file's id column; links to these {entity} records by id in "
+            "other files will not match: link by title instead",
+            err=True,
+        )
+
+
+def export(
+    entity: Annotated[str, typer.Argument(help="Entity name.")],
+    where: Annotated[str | None, typer.Option("--where", "-w", help="Filter, e.g. \"stage = 'won'\".")] = None,
+    order_by: Annotated[
+        str | None, typer.Option("--order-by", help="Fields, '-' for descending: -amount,title.")
+    ] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file (default: stdout).")] = None,
+    model: ModelOpt = DEFAULT_MODEL,
+    db: DbOpt = DEFAULT_DB,
+) -> None:
+    """Export records as CSV: what `metacrm import` reads back (ids, links as ids, stage)."""
+    from ..io.csv_io import export_csv
+
+    with opened(model, db) as crm:
+        count = export_csv(crm, entity, output if output is not None else sys.stdout, where=where, order_by=order_by)
+    if output is not None:
+        typer.echo(f"exported {count} {entity} records to {output}", err=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("import")(import_)
+    app.command("export")(export)

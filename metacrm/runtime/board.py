@@ -1,0 +1,159 @@
+"""The kanban board of a pipeline (``crm.board``, ``metacrm board``).
+
+A column per stage, in the funnel's graph order (open stages along the forward moves, then won,
+then lost): ``{"stage", "label", "kind", "probability", "count", "amount", "more", "records"}``.
+``count`` and ``amount`` (the sum of the pipeline's money field, Decimal; ``None`` without one)
+cover every record in the stage; ``records`` holds the first ``limit_per_stage`` of them
+(``None``: all), each ``{"id", "title", "amount", "since", "owner"}`` (``owner`` where the entity
+has owners; ``since`` is when the record entered the stage), and ``more`` says how many are not
+shown. Records are ordered by ``order_by`` (a field or system column, ``-`` for descending),
+by default the amount descending (records without one last), else the newest in the stage first;
+ties by id. ``where`` filters the records (the expression language, as ``crm.find``).
+
+Two statements whatever the number of stages: one GROUP BY for the counts and sums (the
+covering (stage, amount) index), and one for the records: a UNION ALL of one ``ORDER BY ...
+LIMIT n`` per stage, so each stage reads its first records from the index instead of the
+database sorting the whole table.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from sqlalchemy import func, literal, select, union_all
+from sqlalchemy.engine import Connection
+
+from ..model.metamodel import Entity
+from ..storage.tables import Storage
+from .reports import BadReportOption, _bad, choose_pipeline, graph_order, probability
+
+ORDER_COLUMNS = ("id", "created_at", "updated_at", "stage_entered_at")
+ORDERABLE = ("string", "email", "phone", "url", "choice", "integer", "money", "decimal", "percent", "date", "datetime")
+
+
+def _order(entity: Entity, table, amount: str | None, order_by: str | None) -> tuple:
+    """(column, descending, nullable) of the board's order."""
+    spec = (order_by or (f"-{amount}" if amount else "-stage_entered_at")).strip()
+    name = spec.lstrip("-+").strip()
+    valid = [*ORDER_COLUMNS, *(f.name for f in entity.fields.values() if f.type in ORDERABLE)]
+    if name not in valid:
+        raise _bad(f"{entity.name}: cannot order the board by '{name}'", name, valid)
+    return table.c[name], spec.startswith("-"), name in entity.fields and not entity.fields[name].required
+
+
+def _sorted(rows: list, descending: bool) -> list:
+    """Rows in board order: by the order column (missing values last), then by id, the same way."""
+    present = sorted((r for r in rows if r["key"] is not None), key=lambda r: (r["key"], r["id"]), reverse=descending)
+    missing = sorted((r for r in rows if r["key"] is None), key=lambda r: r["id"], reverse=descending)
+    return present + missing
+
+
+def build_board(
+    conn: Connection,
+    storage: Storage,
+    entity: Entity,
+    pipeline: str | None = None,
+    *,
+    limit_per_stage: int | None = 20,
+    order_by: str | None = None,
+    where: str | None = None,
+) -> dict:
+    p = choose_pipeline(entity, pipeline)
+    if limit_per_stage is not None and (not isinstance(limit_per_stage, int) or limit_per_stage < 0):
+        raise BadReportOption(f"limit per stage must be a whole number >= 0, not {limit_per_stage!r}")
+    table = storage.table(entity.name)
+    filters = [table.c.pipeline == p.name] if entity.multi_pipeline else []
+    if where:
+        from ..expr import compile_sql
+
+        filters.append(compile_sql(storage, entity.name, where))
+    amount = table.c[p.amount] if p.amount else None
+    order = graph_order(p)
+
+    totals = select(
+        table.c.stage, func.count().label("n"), *([func.sum(amount).label("amount")] if amount is not None else [])
+    )
+    counts = {row.stage: row for row in conn.execute(totals.where(*filters).group_by(table.c.stage))}
+
+    title = table.c[entity.title] if entity.title else None
+    columns = [
+        table.c.id,
+        table.c.stage,
+        table.c.stage_entered_at.label("since"),
+        (title if title is not None else literal(None)).label("title"),
+        (amount if amount is not None else literal(None)).label("amount"),
+        (table.c.owner if entity.owner else literal(None)).label("owner"),
+    ]
+    column, descending, nullable = _order(entity, table, p.amount, order_by)
+    columns.append(column.label("key"))
+    sort = [column.desc(), table.c.id.desc()] if descending else [column.asc(), table.c.id.asc()]
+    records: dict[str, list[dict]] = {s: [] for s in order}
+    wanted = [s for s in order if s in counts and limit_per_stage != 0]
+    rows: list = []
+    if wanted:
+        if limit_per_stage is None:
+            query = select(*columns).where(*filters, table.c.stage.in_(wanted))
+        else:
+            # per stage, the first records in index order; records without a value apart, so
+            # that no dialect has to sort NULLs against its index order
+            parts = []
+            for s in wanted:
+                branch = select(*columns).where(*filters, table.c.stage == s)
+                if nullable:
+                    parts.append(branch.where(column.is_not(None)).order_by(*sort).limit(limit_per_stage))
+                    parts.append(branch.where(column.is_(None)).order_by(sort[1]).limit(limit_per_stage))
+                else:
+                    parts.append(branch.order_by(*sort).limit(limit_per_stage))
+            subqueries = [select(part.subquery()) for part in parts]
+            query = union_all(*subqueries) if len(subqueries) > 1 else subqueries[0]
+        rows = conn.execute(query).mappings().all()
+    by_stage: dict[str, list] = {}
+    for row in rows:
+        by_stage.setdefault(row["stage"], []).append(row)
+    for s, stage_rows in by_stage.items():
+        for row in _sorted(stage_rows, descending)[:limit_per_stage]:
+            record = {
+                "id": row["id"],
+                "title": row["title"] if row["title"] not in (None, "") else f"{entity.name} {row['id']}",
+                "amount": _money(row["amount"]) if amount is not None else None,
+                "since": row["since"],
+            }
+            if entity.owner:
+                record["owner"] = row["owner"]
+            records[s].append(record)
+
+    out = []
+    for s in order:
+        stage = p.stages[s]
+        row = counts.get(s)
+        count = row.n if row is not None else 0
+        total = None
+        if amount is not None:
+            total = _money(row.amount) if row is not None and row.amount is not None else Decimal("0.00")
+        out.append(
+            {
+                "stage": s,
+                "label": stage.caption,
+                "kind": stage.kind,
+                "probability": probability(stage),
+                "count": count,
+                "amount": total,
+                "more": count - len(records[s]),
+                "records": records[s],
+            }
+        )
+    return {
+        "entity": entity.name,
+        "pipeline": p.name,
+        "amount_field": p.amount,
+        "count": sum(c["count"] for c in out),
+        "amount": sum((c["amount"] for c in out), Decimal("0.00")) if amount is not None else None,
+        "columns": out,
+    }
+
+
+def _money(value):
+    """UNION ALL loses the column type on some dialects: make sure money is Decimal."""
+    if value is None or isinstance(value, Decimal):
+        return value
+    return Decimal(str(value))

@@ -1,0 +1,745 @@
+"""Reports: the funnel (from the stage history, not only the snapshot) and grouped results.
+
+The funnel of an entity's pipeline (``crm.funnel``, ``metacrm report funnel``) lists the
+pipeline's stages in graph order: the open stages in topological order of the forward
+transitions (reopen moves left out; the initial stage first; declaration order breaks ties
+and cycles), then the won stages, then the lost ones. Per stage:
+
+``now``
+    records in the stage now. With ``as_of``: the stage each record was in at that moment,
+    read from the history (its last history row with ``at`` <= as_of); records created after
+    as_of do not count.
+``reached``
+    distinct records whose history has a row entering the stage (``to_stage``: the creation
+    row, moves, reopens, and ``import`` placements). The initial stage: every record. A record
+    imported straight into a later stage (``create_many(import_stages=True)``) reached only
+    its initial stage and that one, not the stages between.
+``amount``
+    the sum of the pipeline's money field (``amount:`` next to ``initial:``) over the records
+    ``now`` in the stage; ``None`` when the pipeline has no amount field. Decimal in Python, a
+    string ("1500.00") in JSON, as money is everywhere in metacrm. With ``as_of`` it is today's
+    value of the field of the records that were in the stage then (the history records stages,
+    not field values).
+``probability`` / ``forecast``
+    the stage's declared probability (won stages 1, lost stages 0, an open stage without one:
+    ``None``); ``forecast`` = amount x probability (``None`` without a probability). The
+    document's ``forecast`` sums the forecasts of the open stages.
+``conversion_next``
+    the share of the records that reached the stage and moved on: that also reached some
+    stage ahead of it, ahead meaning reachable from it through forward (non-reopen)
+    transitions, lost stages excepted. With skip transitions (qualified -> invoice) a skipped
+    stage does not lower the conversion of the stage before it. ``None`` for closed stages.
+``conversion_won``
+    the share of the records that reached the stage which are now (at as_of) in a won stage.
+``median_seconds``
+    the median of ``seconds_in_stage`` over the moves out of the stage (history rows with
+    ``source`` move or reopen; import placements carry no real time and are left out), as a
+    float; ``None`` when nothing left the stage. percentile_cont(0.5) on PostgreSQL, an
+    aggregate function registered on the connection on SQLite: the same value on both.
+
+Conversions and the document's ``win_rate`` (won / (won + lost) among the records closed now)
+are floats rounded to 4 places, ``None`` when the denominator is 0. ``date_from`` / ``date_to``
+select the records by their ``created_at`` (a cohort: every number above is computed over those
+records only); a date bound is a whole UTC day (``date_to`` inclusive), a datetime bound is an
+instant. ``as_of`` given as a date means the end of that UTC day.
+
+``by="owner"`` (or a choice, text or single link field) returns a list of funnels, one per
+value that has records, each the same document plus ``"by"``, ``"value"`` and ``"label"``
+(ordered by label, records without a value last). Owner and fields are the current ones.
+
+Queries: the funnel is three statements whatever the number of stages or owners: a GROUP BY
+over the records for now and amounts (the covering (stage, amount) index: as fast as the plain
+GROUP BY), a GROUP BY over the records joined to a per-record aggregation of their history
+rows past the initial stage (a 0/1 column per stage) for reached and both conversions, and a
+GROUP BY over the moves for the medians. With ``as_of`` the first two are one statement over
+the history replayed (a window function picks each record's last row). The history is read
+in full: on 1M records with 3M history rows the funnel takes about 4-5 s on either database
+(the snapshot part 0.1-0.2 s), as a hand-written query computing the same numbers does.
+
+The group report (``crm.report_group``, ``metacrm report group``) counts records, and sums a
+money or number field, grouped by a field (choice, text, boolean, integer, ``owner``,
+``stage``, ``pipeline``, or a single link, shown by the target's title), optionally by period
+(``month`` "2024-03" or ``quarter`` "2024-Q1") of ``created_at`` or of another date or
+datetime (``date``: a field, or ``closed_at``, ``stage_entered_at``, ``updated_at``), in UTC.
+``date_from`` / ``date_to`` filter on that same date. Rows come ordered by period (records
+without the date last), then by the sum (or the count) descending, then by label.
+"""
+
+from __future__ import annotations
+
+import builtins
+import datetime as dt
+import statistics
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from sqlalchemy import DateTime, Integer, Text, and_, case, cast, func, literal, or_, select
+from sqlalchemy.engine import Connection
+
+from ..errors import ValidationError
+from ..model.metamodel import Entity, Pipeline, Stage
+from ..model.suggest import did_you_mean, listing
+from ..storage import naming
+from ..storage.tables import Storage
+from .engine import reading
+
+UTC = dt.UTC
+CENT = Decimal("0.01")
+MOVES_OUT = ("move", "reopen")
+PERIODS = ("month", "quarter")
+GROUP_TYPES = ("choice", "string", "email", "phone", "url", "boolean", "integer")
+SUM_TYPES = ("money", "integer", "decimal", "percent")
+
+
+class BadReportOption(ValidationError):
+    """A report asked for what the model does not have (a pipeline, a field, a period) or for
+    a malformed date: bad usage rather than refused data (the CLI exits 2)."""
+
+
+def _bad(message: str, name: object, valid) -> BadReportOption:
+    valid = list(valid)
+    hint = did_you_mean(name, valid)
+    return BadReportOption(message + (f" ({hint})" if hint else "") + f"; valid: {listing(valid)}")
+
+
+# -- the pipeline --------------------------------------------------------------------------------
+def choose_pipeline(entity: Entity, name: str | None) -> Pipeline:
+    if not entity.has_stages:
+        raise BadReportOption(f"{entity.name} has no stages: no funnel or board for it")
+    if name is None:
+        return entity.default_pipeline
+    if name not in entity.pipelines:
+        raise _bad(f"{entity.name}: unknown pipeline '{name}'", name, entity.pipelines)
+    return entity.pipelines[name]
+
+
+def graph_order(pipeline: Pipeline) -> list[str]:
+    """Open stages in topological order of the forward moves (initial first, declaration order
+    for ties and cycles), then won stages, then lost stages."""
+    index = {name: i for i, name in enumerate(pipeline.stages)}
+    index[pipeline.initial] = -1
+    open_ = [s for s in pipeline.stages if not pipeline.stages[s].closed]
+    indegree = dict.fromkeys(open_, 0)
+    successors: dict[str, set[str]] = {s: set() for s in open_}
+    for t in pipeline.transitions:
+        if not t.reopen and t.source in indegree and t.target in indegree and t.target not in successors[t.source]:
+            successors[t.source].add(t.target)
+            indegree[t.target] += 1
+    order: list[str] = []
+    remaining = set(open_)
+    while remaining:
+        ready = [s for s in remaining if indegree[s] == 0] or list(remaining)  # a cycle: declaration order
+        stage = min(ready, key=index.__getitem__)
+        remaining.discard(stage)
+        order.append(stage)
+        for nxt in successors[stage]:
+            indegree[nxt] -= 1
+    return order + list(pipeline.won) + list(pipeline.lost)
+
+
+def stages_ahead(pipeline: Pipeline, stage: str) -> list[str]:
+    """Stages reachable from ``stage`` by forward moves, lost stages and itself excepted."""
+    seen, todo = set(), [stage]
+    while todo:
+        for target, t in pipeline.adjacency.get(todo.pop(), {}).items():
+            if not t.reopen and target not in seen:
+                seen.add(target)
+                todo.append(target)
+    return [s for s in pipeline.stages if s in seen and s != stage and pipeline.stages[s].kind != "lost"]
+
+
+def probability(stage: Stage) -> float | None:
+    if stage.kind == "won":
+        return 1.0
+    if stage.kind == "lost":
+        return 0.0
+    return stage.probability
+
+
+# -- dates ---------------------------------------------------------------------------------------
+def parse_when(value, what: str) -> dt.date | dt.datetime | None:
+    """A date or an aware datetime (naive means UTC) from a date, datetime or ISO text."""
+    if value is None or isinstance(value, dt.datetime | dt.date):
+        parsed = value
+    else:
+        text = str(value).strip()
+        try:
+            parsed = dt.date.fromisoformat(text) if len(text) == 10 else dt.datetime.fromisoformat(text)
+        except ValueError:
+            raise BadReportOption(f"{what}: {value!r} is not a date (YYYY-MM-DD) or datetime (ISO 8601)") from None
+    if isinstance(parsed, dt.datetime):
+        parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    return parsed
+
+
+def lower_bound(value) -> dt.datetime | None:
+    """Inclusive: a date means the start of its UTC day."""
+    if value is None or isinstance(value, dt.datetime):
+        return value
+    return dt.datetime.combine(value, dt.time(), UTC)
+
+
+def upper_bound(value) -> dt.datetime | None:
+    """Exclusive: a date means the start of the next UTC day; a datetime, just after it."""
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return value + dt.timedelta(microseconds=1)
+    return dt.datetime.combine(value + dt.timedelta(days=1), dt.time(), UTC)
+
+
+def _ratio(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+# -- grouping keys -------------------------------------------------------------------------------
+@dataclass
+class GroupKey:
+    name: str
+    column: object
+    labels: Callable[[Connection, list], dict] = field(default=lambda conn, values: {})
+
+
+def group_key(storage: Storage, entity: Entity, name: str, *, what: str = "by") -> GroupKey:
+    """What records can be grouped by: owner, stage, pipeline, a plain field, a single link."""
+    table = storage.table(entity.name)
+    valid = [*(["owner"] if entity.owner else []), *(["stage"] if entity.has_stages else [])]
+    valid += ["pipeline"] if entity.multi_pipeline else []
+    valid += [f.name for f in entity.fields.values() if f.type in GROUP_TYPES]
+    valid += [link.name for link in entity.links.values() if not link.many and not link.polymorphic]
+    if name not in valid:
+        reason = "cannot group by" if entity.member(name) or name in ("owner", "stage") else "unknown field"
+        raise _bad(f"{entity.name}: {what}: {reason} '{name}'", name, valid)
+    if name == "stage":
+        captions = {s.name: s.caption for p in reversed(entity.pipelines.values()) for s in p.stages.values()}
+        return GroupKey(name, table.c.stage, lambda conn, values: captions)
+    if name == "pipeline":
+        captions = {p.name: p.caption for p in entity.pipelines.values()}
+        return GroupKey(name, table.c.pipeline, lambda conn, values: captions)
+    if name == "owner":
+        return GroupKey(name, table.c.owner)
+    if name in entity.fields:
+        f = entity.fields[name]
+        options = {o.value: o.label or o.value for o in f.options}
+        return GroupKey(name, table.c[name], lambda conn, values: options)
+    link = entity.links[name]
+    target = storage.model.entities[link.target]
+
+    def titles(conn: Connection, values: list) -> dict:
+        ids = sorted({v for v in values if v is not None})
+        if not ids:
+            return {}
+        t = storage.table(target.name)
+        column = t.c[target.title] if target.title else t.c.id
+        rows = conn.execute(select(t.c.id, column).where(t.c.id.in_(ids))).all()
+        return {i: str(v) if v not in (None, "") else f"{target.name} {i}" for i, v in rows}
+
+    return GroupKey(name, table.c[naming.link_column(name)], titles)
+
+
+def _label(labels: Mapping, value) -> str | None:
+    if value is None:
+        return None
+    return labels.get(value, str(value) if not isinstance(value, bool) else ("yes" if value else "no"))
+
+
+def _group_order(item: tuple) -> tuple:
+    value, label = item
+    return (value is None, str(label if label is not None else ""), str(value))
+
+
+# -- medians -------------------------------------------------------------------------------------
+class _Median:
+    """SQLite aggregate: the median of the non-null values (the mean of the middle two)."""
+
+    def __init__(self):
+        self.values: list = []
+
+    def step(self, value):
+        if value is not None:
+            self.values.append(value)
+
+    def finalize(self):
+        return float(statistics.median(self.values)) if self.values else None
+
+
+def median_of(conn: Connection, column):
+    if conn.dialect.name == "postgresql":
+        return func.percentile_cont(0.5).within_group(column)
+    conn.connection.driver_connection.create_aggregate("metacrm_median", 1, _Median)
+    return func.metacrm_median(column)
+
+
+# -- the funnel ----------------------------------------------------------------------------------
+@dataclass
+class _Tally:
+    """Sums over the grouped rows of one funnel (one owner, or all)."""
+
+    now: dict = field(default_factory=dict)
+    amount: dict = field(default_factory=dict)
+    reached: dict = field(default_factory=dict)
+    advanced: dict = field(default_factory=dict)
+    reached_won: dict = field(default_factory=dict)
+    medians: dict = field(default_factory=dict)
+
+    def add_now(self, stage: str, count: int, amount) -> None:
+        self.now[stage] = self.now.get(stage, 0) + count
+        if amount is not None:
+            self.amount[stage] = self.amount.get(stage, Decimal(0)) + amount
+
+    def add_reach(self, won: bool, reached: dict, advanced: dict) -> None:
+        for name, value in reached.items():
+            self.reached[name] = self.reached.get(name, 0) + value
+            if won:
+                self.reached_won[name] = self.reached_won.get(name, 0) + value
+        for name, value in advanced.items():
+            self.advanced[name] = self.advanced.get(name, 0) + value
+
+
+def build_funnel(
+    conn: Connection,
+    storage: Storage,
+    entity: Entity,
+    pipeline: str | None = None,
+    *,
+    date_from=None,
+    date_to=None,
+    as_of=None,
+    by: str | None = None,
+) -> dict | list[dict]:
+    p = choose_pipeline(entity, pipeline)
+    date_from, date_to = parse_when(date_from, "from"), parse_when(date_to, "to")
+    as_of = parse_when(as_of, "as of")
+    key = group_key(storage, entity, by) if by else None
+    if key is not None and by == "stage":
+        raise BadReportOption(f"{entity.name}: a funnel is already by stage; by: owner or a field")
+    order = graph_order(p)
+    flag = {s: f"r{i}" for i, s in enumerate(order)}
+    table, hist = storage.table(entity.name), storage.history_table
+    cutoff = upper_bound(as_of)
+    filters = _record_filters(entity, table, p, date_from, date_to)
+    grouping = [key.column] if key is not None else []
+    tallies: dict = {}
+
+    def tally(row) -> _Tally:
+        return tallies.setdefault(row["grp"] if key is not None else None, _Tally())
+
+    # one row per record: a 0/1 column per stage it entered (and, as of a date, its stage then)
+    where = [hist.c.entity == entity.name, hist.c.pipeline == p.name]
+    if cutoff is None:
+        # now and amounts from the records alone (the covering index); the flags need only the
+        # rows entering a stage after the initial one (every record entered that)
+        snapshot = [table.c.stage, func.count().label("n"), *[c.label("grp") for c in grouping]]
+        if p.amount:
+            snapshot.append(func.sum(table.c[p.amount]).label("amount"))
+        query = select(*snapshot).where(*filters).group_by(table.c.stage, *grouping)
+        for row in conn.execute(query).mappings():
+            tally(row).add_now(row["stage"], row["n"], row["amount"] if p.amount else None)
+        where.append(hist.c.to_stage != p.initial)
+        per_record = select(hist.c.record_id, *_flags(hist.c, flag)).where(*where).group_by(hist.c.record_id)
+        stage_col = table.c.stage
+    else:
+        where.append(hist.c.at < cutoff)
+        last = func.row_number().over(partition_by=hist.c.record_id, order_by=(hist.c.at.desc(), hist.c.id.desc()))
+        src = select(hist.c.record_id, hist.c.to_stage, last.label("rn")).where(*where).subquery("w").c
+        stage_at = func.max(case((src.rn == 1, src.to_stage))).label("stage_at")
+        per_record = select(src.record_id, *_flags(src, flag), stage_at).group_by(src.record_id)
+    r = per_record.subquery("r")
+    if cutoff is not None:
+        stage_col = r.c.stage_at
+
+    columns = [stage_col.label("stage"), *[c.label("grp") for c in grouping]]
+    if cutoff is not None:
+        columns.append(func.count().label("n"))
+        if p.amount:
+            columns.append(func.sum(table.c[p.amount]).label("amount"))
+    columns += [func.sum(r.c[flag[s]]).label(f"reached_{flag[s]}") for s in order]
+    for s in order:
+        if p.stages[s].closed:
+            continue
+        moved_on = or_(*[r.c[flag[t]] == 1 for t in stages_ahead(p, s)], literal(False))
+        if s != p.initial:
+            moved_on = and_(r.c[flag[s]] == 1, moved_on)
+        columns.append(func.sum(case((moved_on, 1), else_=0)).label(f"advanced_{flag[s]}"))
+    query = select(*columns).select_from(r.join(table, table.c.id == r.c.record_id)).where(*filters)
+    won = set(p.won)
+    for row in conn.execute(query.group_by(stage_col, *grouping)).mappings():
+        if cutoff is not None:  # the stages as they were: now and amounts come from here too
+            tally(row).add_now(row["stage"], row["n"], row["amount"] if p.amount else None)
+        reached = {s: int(row[f"reached_{flag[s]}"] or 0) for s in order}
+        advanced = {s: int(row[f"advanced_{flag[s]}"] or 0) for s in order if f"advanced_{flag[s]}" in row}
+        tally(row).add_reach(row["stage"] in won, reached, advanced)
+
+    for stage, grp, value in _medians(conn, storage, entity, table, p, key, cutoff, date_from, date_to):
+        tallies.setdefault(grp, _Tally()).medians[stage] = value
+
+    meta = {
+        "entity": entity.name,
+        "pipeline": p.name,
+        "amount_field": p.amount,
+        "from": date_from,
+        "to": date_to,
+        "as_of": as_of,
+    }
+    if key is None:
+        return _document(p, order, tallies.get(None, _Tally()), meta)
+    labels = key.labels(conn, list(tallies))
+    out = []
+    for value, label in sorted(((v, _label(labels, v)) for v in tallies), key=_group_order):
+        out.append({"by": by, "value": value, "label": label, **_document(p, order, tallies[value], meta)})
+    return out
+
+
+def _flags(columns, flag: Mapping[str, str]) -> list:
+    return [func.max(case((columns.to_stage == s, 1), else_=0)).label(name) for s, name in flag.items()]
+
+
+def _record_filters(entity: Entity, table, pipeline: Pipeline, date_from, date_to) -> list:
+    filters = []
+    if entity.multi_pipeline:  # with one pipeline every record is in it: keep the covering index usable
+        filters.append(table.c.pipeline == pipeline.name)
+    if date_from is not None:
+        filters.append(table.c.created_at >= lower_bound(date_from))
+    if date_to is not None:
+        filters.append(table.c.created_at < upper_bound(date_to))
+    return filters
+
+
+def _medians(conn, storage, entity, table, p, key, cutoff, date_from, date_to):
+    hist = storage.history_table
+    columns = [hist.c.from_stage, median_of(conn, hist.c.seconds_in_stage).label("median")]
+    if key is not None:
+        columns.append(key.column.label("grp"))
+    query = select(*columns).where(
+        hist.c.entity == entity.name,
+        hist.c.pipeline == p.name,
+        hist.c.source.in_(MOVES_OUT),
+        hist.c.from_stage.is_not(None),
+        hist.c.seconds_in_stage.is_not(None),
+    )
+    if cutoff is not None:
+        query = query.where(hist.c.at < cutoff)
+    filters = _record_filters(entity, table, p, date_from, date_to)
+    if key is not None or date_from is not None or date_to is not None:
+        query = query.join_from(hist, table, table.c.id == hist.c.record_id).where(*filters)
+    query = query.group_by(hist.c.from_stage, *([key.column] if key is not None else []))
+    for row in conn.execute(query).mappings():
+        value = row["median"]
+        yield row["from_stage"], row["grp"] if key is not None else None, None if value is None else float(value)
+
+
+def _document(p: Pipeline, order: list[str], tally: _Tally, meta: dict) -> dict:
+    total = sum(tally.now.get(s, 0) for s in order)
+    won = sum(tally.now.get(s, 0) for s in p.won)
+    lost = sum(tally.now.get(s, 0) for s in p.lost)
+    stages, forecast_total = [], Decimal(0) if p.amount else None
+    for s in order:
+        stage = p.stages[s]
+        reached = total if s == p.initial else tally.reached.get(s, 0)
+        reached_won = won if s == p.initial else tally.reached_won.get(s, 0)
+        amount = tally.amount.get(s, Decimal(0)).quantize(CENT) if p.amount else None
+        chance = probability(stage)
+        forecast = None
+        if amount is not None and chance is not None:
+            forecast = (amount * Decimal(str(chance))).quantize(CENT)
+            if not stage.closed:
+                forecast_total += forecast
+        stages.append(
+            {
+                "stage": s,
+                "label": stage.caption,
+                "kind": stage.kind,
+                "now": tally.now.get(s, 0),
+                "reached": reached,
+                "amount": amount,
+                "probability": chance,
+                "forecast": forecast,
+                "conversion_next": None if stage.closed else _ratio(tally.advanced.get(s, 0), reached),
+                "conversion_won": _ratio(reached_won, reached),
+                "median_seconds": tally.medians.get(s),
+            }
+        )
+    return {
+        **meta,
+        "count": total,
+        "won": won,
+        "lost": lost,
+        "win_rate": _ratio(won, won + lost),
+        "forecast": forecast_total,
+        "stages": stages,
+    }
+
+
+# -- the group report ----------------------------------------------------------------------------
+def date_column(storage: Storage, entity: Entity, name: str | None):
+    """The column a period or a date filter reads, and whether it holds dates (not datetimes)."""
+    table = storage.table(entity.name)
+    name = name or "created_at"
+    valid = ["created_at", "updated_at"] + (["stage_entered_at", "closed_at"] if entity.has_stages else [])
+    valid += [f.name for f in entity.fields.values() if f.type in ("date", "datetime")]
+    if name not in valid:
+        raise _bad(f"{entity.name}: date: '{name}' is not a date or datetime field", name, valid)
+    return table.c[name], name in entity.fields and entity.fields[name].type == "date"
+
+
+def period_expr(conn: Connection, column, period: str, is_date: bool):
+    if conn.dialect.name == "postgresql":
+        moment = cast(column, DateTime()) if is_date else func.timezone("UTC", column)
+        return func.date_trunc(period, moment, type_=DateTime())
+    year = func.strftime("%Y", column)
+    if period == "month":
+        return func.strftime("%Y-%m", column)
+    quarter = (cast(func.strftime("%m", column), Integer()) + 2) // 3
+    return year + "-Q" + cast(quarter, Text())
+
+
+def _period_text(value, period: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if period == "month":
+        return f"{value.year}-{value.month:02d}"
+    return f"{value.year}-Q{(value.month - 1) // 3 + 1}"
+
+
+def sum_column(storage: Storage, entity: Entity, name: str):
+    valid = [f.name for f in entity.fields.values() if f.type in SUM_TYPES]
+    if name not in valid:
+        reason = "cannot sum" if name in entity.fields else "unknown field"
+        raise _bad(f"{entity.name}: sum: {reason} '{name}' (a money or number field)", name, valid)
+    return storage.table(entity.name).c[name]
+
+
+def build_group(
+    conn: Connection,
+    storage: Storage,
+    entity: Entity,
+    by: str,
+    *,
+    sum: str | None = None,  # noqa: A002 - the CLI's --sum
+    period: str | None = None,
+    date: str | None = None,
+    date_from=None,
+    date_to=None,
+) -> dict:
+    key = group_key(storage, entity, by)
+    if period is not None and period not in PERIODS:
+        raise _bad(f"{entity.name}: unknown period '{period}'", period, PERIODS)
+    date_col, is_date = date_column(storage, entity, date)
+    date_from, date_to = parse_when(date_from, "from"), parse_when(date_to, "to")
+    table = storage.table(entity.name)
+    columns = [key.column.label("value"), func.count().label("count")]
+    grouping = [key.column]
+    if sum is not None:
+        columns.append(func.sum(sum_column(storage, entity, sum)).label("sum"))
+    if period is not None:
+        expr = period_expr(conn, date_col, period, is_date)
+        columns.append(expr.label("period"))
+        grouping.insert(0, expr)
+    query = select(*columns).select_from(table).group_by(*grouping)
+    if date_from is not None:
+        query = query.where(date_col >= _edge(lower_bound(date_from), is_date))
+    if date_to is not None:
+        query = query.where(date_col < _edge(upper_bound(date_to), is_date))
+    rows = conn.execute(query).mappings().all()
+    labels = key.labels(conn, [r["value"] for r in rows])
+    out = []
+    for row in rows:
+        item = {"period": _period_text(row["period"], period)} if period else {}
+        item.update(value=row["value"], label=_label(labels, row["value"]), count=row["count"])
+        if sum is not None:
+            item["sum"] = row["sum"] if row["sum"] is not None else _zero(entity, sum)
+        out.append(item)
+    measure = "sum" if sum is not None else "count"
+    out.sort(
+        key=lambda i: (
+            i.get("period") is None,
+            i.get("period") or "",
+            -i[measure],
+            *_group_order((i["value"], i["label"])),
+        )
+    )
+    total: dict = {"count": builtins.sum(i["count"] for i in out)}
+    if sum is not None:
+        total["sum"] = builtins.sum((i["sum"] for i in out), _zero(entity, sum))
+    return {
+        "entity": entity.name,
+        "by": by,
+        "sum": sum,
+        "period": period,
+        "date": date or "created_at",
+        "from": date_from,
+        "to": date_to,
+        "rows": out,
+        "total": total,
+    }
+
+
+def _edge(moment: dt.datetime, is_date: bool):
+    """A bound for a date column is a date: the day of the moment, the next day when the
+    moment falls inside a day (an exclusive upper bound given as a datetime)."""
+    if not is_date:
+        return moment
+    day = moment.date()
+    return day if moment.time() == dt.time() else day + dt.timedelta(days=1)
+
+
+def _zero(entity: Entity, name: str):
+    return Decimal("0.00") if entity.fields[name].type == "money" else 0
+
+
+# -- charts --------------------------------------------------------------------------------------
+def _figure(width: float, height: float):
+    from matplotlib.figure import Figure  # lazily: only png needs matplotlib
+
+    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+
+
+def _plain_numbers(axis) -> None:
+    """Tick labels as 1 250 000, not 1.25 x 1e6."""
+    from matplotlib.ticker import FuncFormatter
+
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}".replace(",", " ")))
+
+
+def funnel_png(doc: dict | list[dict], path) -> None:
+    """Horizontal bars per stage: records that reached it and records in it now (one panel per
+    group of a ``by`` funnel, 12 at most)."""
+    docs = doc if isinstance(doc, list) else [doc]
+    hidden = max(len(docs) - 12, 0)
+    docs = docs[:12] or [{"stages": [], "entity": "", "pipeline": "", "win_rate": None}]
+    rows = max(len(docs[0]["stages"]), 1)
+    fig = _figure(9, 1.2 + len(docs) * (0.45 * rows + 0.9))
+    axes = fig.subplots(len(docs), 1, squeeze=False)[:, 0]
+    for ax, d in zip(axes, docs, strict=True):
+        labels = [s["label"] for s in d["stages"]]
+        ys = list(range(len(labels)))
+        reached = [s["reached"] for s in d["stages"]]
+        now = [s["now"] for s in d["stages"]]
+        ax.barh([y - 0.2 for y in ys], reached, height=0.4, color="#9ecae1", label="reached")
+        ax.barh([y + 0.2 for y in ys], now, height=0.4, color="#3182bd", label="now")
+        for y, a, b in zip(ys, reached, now, strict=True):
+            ax.text(a, y - 0.2, f" {a}", va="center", fontsize=8)
+            ax.text(b, y + 0.2, f" {b}", va="center", fontsize=8)
+        ax.set_yticks(ys, labels)
+        ax.invert_yaxis()
+        rate = d.get("win_rate")
+        title = f"{d['entity']} · {d['pipeline']}" + (f" · win rate {rate:.1%}" if rate is not None else "")
+        if "by" in d:
+            title = f"{d['by']}: {d['label'] if d['label'] is not None else '—'} · " + title
+        ax.set_title(title, fontsize=10)
+        ax.legend(loc="lower right", fontsize=8)
+        ax.margins(x=0.12)
+        _plain_numbers(ax.xaxis)
+    if hidden:
+        fig.suptitle(f"the first 12 groups; {hidden} more not shown", fontsize=9)
+    fig.savefig(path, format="png")
+
+
+def group_png(doc: dict, path) -> None:
+    """Bars of the sum (or the count) per group; with a period, stacked bars per period with
+    a series per group (the 10 largest; the rest as 'other')."""
+    measure = "sum" if doc["sum"] else "count"
+    rows = doc["rows"]
+
+    def name(item) -> str:
+        return item["label"] if item["label"] is not None else "—"
+
+    if not doc["period"]:
+        shown = rows[:30]
+        fig = _figure(9, 1.2 + 0.35 * max(len(shown), 1))
+        ax = fig.subplots()
+        ys = list(range(len(shown)))
+        ax.barh(ys, [float(i[measure]) for i in shown], color="#3182bd")
+        ax.set_yticks(ys, [name(i) for i in shown])
+        ax.invert_yaxis()
+        _plain_numbers(ax.xaxis)
+    else:
+        totals: dict = {}
+        for item in rows:
+            totals[name(item)] = totals.get(name(item), 0) + float(item[measure])
+        top = sorted(totals, key=lambda k: -totals[k])[:10]
+        undated = [i for i in rows if i["period"] is None]
+        if not any(float(i[measure]) for i in undated):
+            rows = [i for i in rows if i["period"] is not None]  # nothing to draw for "no date"
+        periods = sorted({i["period"] or "—" for i in rows})
+        series: dict = {}
+        for item in rows:
+            label = name(item) if name(item) in top else "other"
+            values = series.setdefault(label, dict.fromkeys(periods, 0.0))
+            values[item["period"] or "—"] += float(item[measure])
+        fig = _figure(max(7, 0.6 * len(periods) + 3), 5.5)
+        ax = fig.subplots()
+        bottom = [0.0] * len(periods)
+        for label, values in series.items():
+            heights = [values[p] for p in periods]
+            ax.bar(periods, heights, bottom=bottom, label=label)
+            bottom = [a + b for a, b in zip(bottom, heights, strict=True)]
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1, 1))
+        ax.tick_params(axis="x", labelrotation=45)
+        _plain_numbers(ax.yaxis)
+    what = f"sum of {doc['sum']}" if doc["sum"] else "records"
+    ax.set_title(f"{doc['entity']}: {what} by {doc['by']}" + (f" per {doc['period']}" if doc["period"] else ""))
+    fig.savefig(path, format="png")
+
+
+# -- the facade ----------------------------------------------------------------------------------
+class ReportsMixin:
+    """Reports and the board for the CRM facade (read-only: one read transaction each)."""
+
+    def funnel(
+        self,
+        entity: str,
+        pipeline: str | None = None,
+        *,
+        date_from=None,
+        date_to=None,
+        as_of=None,
+        by: str | None = None,
+    ) -> dict | list[dict]:
+        """The funnel of a pipeline (see metacrm.runtime.reports for every number); with
+        ``by``, a list of funnels, one per owner (or field value)."""
+        self._ready()
+        ent = self._entity(entity)
+        with reading(self.engine) as conn:
+            return build_funnel(
+                conn, self.storage, ent, pipeline, date_from=date_from, date_to=date_to, as_of=as_of, by=by
+            )
+
+    def report_group(
+        self,
+        entity: str,
+        by: str,
+        *,
+        sum: str | None = None,  # noqa: A002
+        period: str | None = None,
+        date: str | None = None,
+        date_from=None,
+        date_to=None,
+    ) -> dict:
+        """Counts (and the sum of a money or number field) per value of ``by``, per period."""
+        self._ready()
+        ent = self._entity(entity)
+        with reading(self.engine) as conn:
+            return build_group(
+                conn, self.storage, ent, by, sum=sum, period=period, date=date, date_from=date_from, date_to=date_to
+            )
+
+    def board(
+        self,
+        entity: str,
+        pipeline: str | None = None,
+        *,
+        limit_per_stage: int | None = 20,
+        order_by: str | None = None,
+        where: str | None = None,
+    ) -> dict:
+        """The kanban of a pipeline: a column per stage with its count, amount and records."""
+        from .board import build_board
+
+        self._ready()
+        ent = self._entity(entity)
+        with reading(self.engine) as conn:
+            return build_board(
+                conn, self.storage, ent, pipeline, limit_per_stage=limit_per_stage, order_by=order_by, where=where
+            )
