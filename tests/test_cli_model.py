@@ -132,3 +132,19 @@ def test_console_script_starts_fast_and_lazily() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ""
+
+
+def test_every_command_is_documented_in_the_readme() -> None:
+    import click
+    import typer.main
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    group = typer.main.get_command(app)
+    names = []
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            names += [f"{name} {sub}" for sub in command.commands]
+        else:
+            names.append(name)
+    missing = [n for n in names if f"metacrm {n}" not in readme]
+    assert not missing, f"commands missing from README.md: {missing}"
