@@ -42,9 +42,10 @@ from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 
-from sqlalchemy import create_engine, insert, select, text
+from sqlalchemy import create_engine, insert, make_url, select, text
 
 import metacrm
+from metacrm.storage.tables import build_storage
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "tests" / "fixtures" / "valid" / "contract.yaml"
@@ -57,6 +58,10 @@ STAGES = ["new", "qualified", "proposal", "invoice", "won", "lost"]
 
 def pg_url() -> str:
     return os.environ.get("METACRM_TEST_PG_URL") or PG_DEFAULT
+
+
+def shown_pg_url() -> str:
+    return make_url(pg_url()).render_as_string(hide_password=True)
 
 
 def pg_reachable() -> str | None:
@@ -118,7 +123,8 @@ def deal_input(i: int, client_ids: list[int]) -> dict:
 
 def deal_row(i: int, client_ids: list[int], now: dt.datetime, stage: str | None = None) -> dict:
     """The same deal as the stored row metacrm writes: every column value already prepared."""
-    return {
+    stage = stage or INITIAL
+    row = {
         "title": f"Deal {i}",
         "amount": Decimal(amount_text(i)),
         "client_id": client_ids[i % len(client_ids)],
@@ -127,11 +133,14 @@ def deal_row(i: int, client_ids: list[int], now: dt.datetime, stage: str | None 
         "version": 1,
         "owner": None,
         "pipeline": PIPELINE,
-        "stage": stage or INITIAL,
+        "stage": stage,
         "stage_entered_at": now,
         "closed_at": None,
         "lost_reason": None,
     }
+    if REACHED is not None:  # the mask of stages entered, when the storage has the column
+        row["reached"] = REACHED[stage]
+    return row
 
 
 def history_row(record_id: int, now: dt.datetime) -> dict:
@@ -152,6 +161,7 @@ def history_row(record_id: int, now: dt.datetime) -> dict:
 _model = metacrm.load_model(MODEL)
 PIPELINE = next(iter(_model.entity("deal").pipelines))
 INITIAL = _model.entity("deal").pipelines[PIPELINE].initial
+REACHED = getattr(build_storage(_model), "reached_bits", {}).get(("deal", PIPELINE))
 
 
 def now_utc() -> dt.datetime:
@@ -505,8 +515,8 @@ def main() -> None:
         problem = pg_reachable()
         if problem:
             if args.db == "postgresql":
-                sys.exit(f"PostgreSQL at {pg_url()} is unreachable: {problem}")
-            print(f"skipping PostgreSQL ({pg_url()} unreachable: {problem})")
+                sys.exit(f"PostgreSQL at {shown_pg_url()} is unreachable: {problem}")
+            print(f"skipping PostgreSQL ({shown_pg_url()} unreachable: {problem})")
             dialects.remove("postgresql")
 
     print(

@@ -184,3 +184,21 @@ def test_canonical_form_ignores_layout(tmp_path: Path) -> None:
     second = metacrm.load_model(split / "main.yaml")
     assert first.sha256 == second.sha256
     assert second.entities["client"].fields["name"].loc.file.endswith("part.yaml")
+
+
+def test_declaration_order_is_part_of_the_model(tmp_path: Path) -> None:
+    """Reordering stages changes what boards and funnels show, so it is another model version."""
+
+    def model(first: str, second: str) -> str:
+        return (
+            "metacrm: 1\nentities:\n  deal:\n    fields:\n      title: {type: string}\n    stages:\n"
+            "      initial: new\n      states:\n        new: {}\n"
+            f"        {first}: {{}}\n        {second}: {{}}\n        won: {{kind: won}}\n"
+            "      transitions: {new: [a, b], a: [won], b: [won]}\n"
+        )
+
+    first = metacrm.load_model(_write(tmp_path, model("a", "b")))
+    second = metacrm.load_model(_write(tmp_path, model("b", "a")))
+    assert list(first.entities["deal"].pipelines["default"].stages) == ["new", "a", "b", "won"]
+    assert list(second.entities["deal"].pipelines["default"].stages) == ["new", "b", "a", "won"]
+    assert first.sha256 != second.sha256

@@ -141,6 +141,64 @@ def test_moves_write_history_and_close(crm, ids) -> None:
     assert all(isinstance(h["seconds_in_stage"], int) and h["seconds_in_stage"] >= 0 for h in history[1:])
 
 
+def reached(crm, record_id: int) -> set[str]:
+    """The stages set in the record's ``reached`` mask."""
+    table = crm.storage.table("deal")
+    with crm.engine.connect() as conn:
+        row = conn.execute(select(table.c.pipeline, table.c.reached).where(table.c.id == record_id)).one()
+    bits = crm.storage.reached_bits[("deal", row.pipeline)]
+    assert row.reached == sum(bit for bit in bits.values() if row.reached & bit)  # no stray bits
+    return {s for s, bit in bits.items() if row.reached & bit}
+
+
+def test_reached_mask_follows_every_way_into_a_stage(crm, ids) -> None:
+    bits = crm.storage.reached_bits[("deal", "default")]
+    assert bits == {"new": 1, "qualified": 2, "proposal": 4, "approval": 8, "won": 16, "lost": 32}
+    d = deal(crm, ids)  # creation: the initial stage
+    assert reached(crm, d["id"]) == {"new"}
+    crm.move("deal", d["id"], "qualified")
+    crm.move("deal", d["id"], "proposal")
+    crm.move("deal", d["id"], "won")
+    assert reached(crm, d["id"]) == {"new", "qualified", "proposal", "won"}
+    crm.move("deal", d["id"], "proposal")  # a reopen enters a stage already reached: no change
+    assert reached(crm, d["id"]) == {"new", "qualified", "proposal", "won"}
+    lost = deal(crm, ids, "lost")
+    crm.as_user("boss").move("deal", lost["id"], "new")
+    assert reached(crm, lost["id"]) == {"new", "lost"}
+    # an import placement: the initial stage and the stage given, not the stages between
+    batch = crm.create_many(
+        "deal",
+        [
+            {"title": "Импорт", "client": ids["client"], "stage": "approval"},
+            {"title": "Импорт 2", "client": ids["client"]},
+        ],
+        import_stages=True,
+    )
+    assert [reached(crm, r["id"]) for r in batch] == [{"new", "approval"}, {"new"}]
+    many = crm.create_many("deal", [{"title": f"Пакет {i}", "client": ids["client"]} for i in range(3)])
+    assert all(reached(crm, r["id"]) == {"new"} for r in many)
+    # a refused move leaves the mask as it was (refused() compares every row of every table)
+    refused(crm, many[0]["id"], metacrm.TransitionError, lambda: crm.move("deal", many[0]["id"], "won"), "no move")
+    assert reached(crm, many[0]["id"]) == {"new"}
+
+
+def test_move_returns_the_row_as_stored(crm, ids) -> None:
+    """moves.move returns the row after the move, moved_record the public record: what
+    crm.move can return without reading the record again."""
+    from metacrm.runtime.engine import writing
+    from metacrm.runtime.moves import move, moved_record
+
+    d = deal(crm, ids, "proposal")
+    ent, table = crm.model.entity("deal"), crm.storage.table("deal")
+    with writing(crm.engine) as conn:
+        row = conn.execute(select(table).where(table.c.id == d["id"])).mappings().one()
+        fresh = move(conn, crm.storage, ent, row, "won", by="anna", roles=None, note="ok")
+        record = moved_record(conn, crm.storage, ent, fresh)
+        stored = conn.execute(select(table).where(table.c.id == d["id"])).mappings().one()
+    assert fresh == dict(stored)
+    assert record == crm.get("deal", d["id"]) and record["products"] == [ids["p1"]]
+
+
 def test_entering_lost_sets_closed_at(crm, ids) -> None:
     d = crm.create("deal", {"title": "Поставка", "lost_reason": "нет бюджета"})
     assert state(crm, d["id"])["closed_at"] is None

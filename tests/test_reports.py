@@ -230,6 +230,62 @@ def test_funnel_by_owner(crm, deals) -> None:
     assert [(f["label"], f["count"]) for f in by_client] == [("АО Василёк", 1), ("ООО Ромашка", 3)]
 
 
+def test_funnel_from_masks_equals_the_history_replayed(crm, deals) -> None:
+    """reached and conversions come from the records' reached masks; as of a moment after
+    everything they come from the history: both ways give the same numbers."""
+    later = "2030-01-01"
+    assert crm.funnel("deal", as_of=later)["stages"] == crm.funnel("deal")["stages"]
+    for options in ({"by": "owner"}, {"by": "client"}, {"date_from": "2024-01-01", "date_to": "2024-01-31"}):
+        now, replayed = crm.funnel("deal", **options), crm.funnel("deal", as_of=later, **options)
+        if isinstance(now, dict):
+            now, replayed = [now], [replayed]
+        assert [d["stages"] for d in now] == [d["stages"] for d in replayed], options
+
+
+def test_rebuild_reached_from_the_history(crm, deals) -> None:
+    from sqlalchemy import update
+
+    from metacrm.runtime.reports import rebuild_reached
+
+    table = crm.storage.table("deal")
+    with crm.engine.connect() as conn:
+        masks = dict(conn.execute(select(table.c.id, table.c.reached)).all())
+    before = crm.funnel("deal")
+    with crm.engine.begin() as conn:
+        conn.execute(update(table).values(reached=0))  # as a migration that reorders stages leaves them
+        assert rebuild_reached(conn, crm.storage, crm.model.entity("deal")) == 6
+    with crm.engine.connect() as conn:
+        assert dict(conn.execute(select(table.c.id, table.c.reached)).all()) == masks
+    assert crm.funnel("deal") == before
+    assert masks[deals["ids"][5]] == 1 | 16  # imported as won: new and won only
+
+
+def test_funnel_of_a_pipeline_longer_than_the_mask(db_url, tmp_path, clock) -> None:
+    """Bits go to the first 62 stages; a longer pipeline is counted from the history."""
+    names = [f"s{i}" for i in range(64)]
+    states = "".join(f"          {n}: {{}}\n" for n in names[:-1]) + f"          {names[-1]}: {{kind: won}}\n"
+    moves = "".join(f"          {a}: [{b}]\n" for a, b in zip(names, names[1:], strict=False))
+    path = tmp_path / "long.yaml"
+    path.write_text(
+        "metacrm: 1\nname: long\nentities:\n  job:\n    fields:\n      title: {type: string}\n"
+        f"    stages:\n      initial: s0\n      states:\n{states}      transitions:\n{moves}",
+        encoding="utf-8",
+    )
+    crm = metacrm.connect(path, db_url)
+    crm.migrate()
+    bits = crm.storage.reached_bits[("job", "default")]
+    assert (bits["s0"], bits["s61"], bits["s62"], bits["s63"]) == (1, 1 << 61, 0, 0)
+    first, second = crm.create("job", {"title": "a"})["id"], crm.create("job", {"title": "b"})["id"]
+    for name in names[1:]:
+        crm.move("job", first, name)
+    crm.move("job", second, "s1")
+    doc = crm.funnel("job")
+    reached = {s["stage"]: s["reached"] for s in doc["stages"]}
+    assert (reached["s0"], reached["s1"], reached["s2"], reached["s62"], reached["s63"]) == (2, 2, 1, 1, 1)
+    assert (doc["won"], doc["stages"][1]["conversion_next"], doc["stages"][0]["conversion_won"]) == (1, 0.5, 0.5)
+    crm.close()
+
+
 def test_funnel_refusals(crm, deals) -> None:
     with pytest.raises(BadReportOption, match="unknown pipeline 'main'.*valid: default"):
         crm.funnel("deal", "main")

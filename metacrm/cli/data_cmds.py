@@ -1,4 +1,4 @@
-"""Commands on records: migrate, create, get, list, update, delete, link, unlink."""
+"""Commands on records: create, get, list, update, delete, link, unlink."""
 
 from __future__ import annotations
 
@@ -13,20 +13,24 @@ from .output import Format, emit_record, emit_records, to_json, to_pairs
 ModelOpt = Annotated[str, typer.Option("--model", "-m", envvar="METACRM_MODEL", help="The model file.")]
 DbOpt = Annotated[str, typer.Option("--db", envvar="METACRM_DB", help="SQLAlchemy database URL.")]
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="table, json or csv.")]
+AsOpt = Annotated[
+    str | None, typer.Option("--as", envvar="METACRM_USER", help="Act as this user (roles and row-level access apply).")
+]
 DEFAULT_MODEL = "model.yaml"
 DEFAULT_DB = "sqlite:///crm.db"
 
 
 @contextmanager
-def opened(model: str, db: str):
-    """A CRM on the model and database, closed afterwards; refusals mapped to exit codes."""
+def opened(model: str, db: str, as_user: str | None = None):
+    """A CRM on the model and database (acting as ``as_user``, or the system user), closed
+    afterwards; refusals mapped to exit codes."""
     from ..cli.common import load
     from ..runtime.crm import CRM
     from ..runtime.engine import make_engine
 
     loaded = load(model)
     with refusals():
-        crm = CRM(loaded, make_engine(db))
+        crm = CRM(loaded, make_engine(db), user=as_user)
         try:
             yield crm
         finally:
@@ -43,26 +47,6 @@ def parse_assignments(pairs: list[str]) -> dict[str, str]:
     return values
 
 
-def migrate(
-    model: ModelOpt = DEFAULT_MODEL,
-    db: DbOpt = DEFAULT_DB,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the SQL; change nothing.")] = False,
-) -> None:
-    """Bring the database to the model: on a new database, create every table."""
-    with opened(model, db) as crm:
-        statements = crm.migrate(dry_run=dry_run)
-        if dry_run:
-            for sql in statements:
-                typer.echo(sql.rstrip() + ";")
-            if not statements:
-                typer.echo("-- the database already holds this model: nothing to do")
-        elif statements:
-            tables = sum(1 for s in statements if s.startswith("CREATE TABLE"))
-            typer.echo(f"created {tables} tables for model {crm.model.name} ({crm.model.sha256[:12]})")
-        else:
-            typer.echo(f"the database already holds model {crm.model.name} ({crm.model.sha256[:12]}): nothing to do")
-
-
 def create(
     entity: Annotated[str, typer.Argument(help="Entity name.")],
     values: Annotated[
@@ -70,11 +54,12 @@ def create(
     ] = None,
     model: ModelOpt = DEFAULT_MODEL,
     db: DbOpt = DEFAULT_DB,
+    as_user: AsOpt = None,
     format: FormatOpt = Format.table,
 ) -> None:
     """Create a record; prints it with its id."""
     data = parse_assignments(values or [])
-    with opened(model, db) as crm:
+    with opened(model, db, as_user) as crm:
         emit_record(crm.create(entity, data), format)
 
 
@@ -83,10 +68,11 @@ def get(
     record_id: Annotated[str, typer.Argument(metavar="ID")],
     model: ModelOpt = DEFAULT_MODEL,
     db: DbOpt = DEFAULT_DB,
+    as_user: AsOpt = None,
     format: FormatOpt = Format.table,
 ) -> None:
     """One record's card: its fields, its links, and the records linking to it."""
-    with opened(model, db) as crm:
+    with opened(model, db, as_user) as crm:
         card = crm.card(entity, record_id)
     if format is Format.json:
         typer.echo(to_json(card))
@@ -118,10 +104,11 @@ def list_(
     offset: Annotated[int | None, typer.Option("--offset", min=0)] = None,
     model: ModelOpt = DEFAULT_MODEL,
     db: DbOpt = DEFAULT_DB,
+    as_user: AsOpt = None,
     format: FormatOpt = Format.table,
 ) -> None:
     """Records of an entity, filtered, ordered and paged."""
-    with opened(model, db) as crm:
+    with opened(model, db, as_user) as crm:
         rows = crm.find(entity, where, order_by=order_by, limit=limit, offset=offset)
         columns = None if rows else ["id", *crm.model.entity(entity).fields]
     emit_records(rows, format, columns)
@@ -135,13 +122,14 @@ def update(
     ] = None,
     model: ModelOpt = DEFAULT_MODEL,
     db: DbOpt = DEFAULT_DB,
+    as_user: AsOpt = None,
     format: FormatOpt = Format.table,
 ) -> None:
     """Change fields and links of a record."""
     data = parse_assignments(values or [])
     if not data:
         usage_error("nothing to update: give FIELD=VALUE pairs")
-    with opened(model, db) as crm:
+    with opened(model, db, as_user) as crm:
         emit_record(crm.update(entity, record_id, data), format)
 
 
@@ -150,10 +138,11 @@ def delete(
     record_id: Annotated[str, typer.Argument(metavar="ID")],
     model: ModelOpt = DEFAULT_MODEL,
     db: DbOpt = DEFAULT_DB,
+    as_user: AsOpt = None,
     format: FormatOpt = Format.table,
 ) -> None:
     """Delete a record (and what its links cascade to)."""
-    with opened(model, db) as crm:
+    with opened(model, db, as_user) as crm:
         deleted = crm.delete(entity, record_id)
     if format is Format.json:
         typer.echo(to_json({"deleted": deleted}))
@@ -170,11 +159,12 @@ def _link_command(add: bool):
         target: Annotated[str | None, typer.Argument(help="Target id (deal:5 for a polymorphic link).")] = None,
         model: ModelOpt = DEFAULT_MODEL,
         db: DbOpt = DEFAULT_DB,
+        as_user: AsOpt = None,
         format: FormatOpt = Format.table,
     ) -> None:
         if add and target is None:
             usage_error("give the target id to link to")
-        with opened(model, db) as crm:
+        with opened(model, db, as_user) as crm:
             method = crm.link if add else crm.unlink
             emit_record(method(entity, record_id, link, target), format)
 
@@ -183,7 +173,6 @@ def _link_command(add: bool):
 
 
 def register(app: typer.Typer) -> None:
-    app.command()(migrate)
     app.command()(create)
     app.command()(get)
     app.command("list")(list_)

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from .common import usage_error
-from .data_cmds import DEFAULT_DB, DEFAULT_MODEL, DbOpt, FormatOpt, ModelOpt, opened
+from .data_cmds import DEFAULT_DB, DEFAULT_MODEL, AsOpt, DbOpt, FormatOpt, ModelOpt, opened
 from .output import Format, to_json
 
 
@@ -75,6 +75,7 @@ def import_(
     ] = False,
     model: ModelOpt = DEFAULT_MODEL,
     db: DbOpt = DEFAULT_DB,
+    as_user: AsOpt = None,
     format: FormatOpt = Format.table,
 ) -> None:
     """Import records from a CSV file: all rows or none (unless --skip-invalid)."""
@@ -82,7 +83,7 @@ def import_(
 
     mapping = parse_mapping(map_ or [])
     source = sys.stdin.buffer if file == "-" else file
-    with opened(model, db) as crm, progress_bar(entity) as progress:
+    with opened(model, db, as_user) as crm, progress_bar(entity) as progress:
         result = import_csv(
             crm,
             entity,
@@ -117,11 +118,12 @@ def export(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file (default: stdout).")] = None,
     model: ModelOpt = DEFAULT_MODEL,
     db: DbOpt = DEFAULT_DB,
+    as_user: AsOpt = None,
 ) -> None:
     """Export records as CSV: what `metacrm import` reads back (ids, links as ids, stage)."""
     from ..io.csv_io import export_csv
 
-    with opened(model, db) as crm:
+    with opened(model, db, as_user) as crm:
         count = export_csv(crm, entity, output if output is not None else sys.stdout, where=where, order_by=order_by)
     if output is not None:
         typer.echo(f"exported {count} {entity} records to {output}", err=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import data_cmds, demo_cmd, io_cmds, model_cmds, report_cmds, stage_cmds
+from . import data_cmds, demo_cmd, io_cmds, migrate_cmds, model_cmds, report_cmds, stage_cmds, user_cmds
 
 app = typer.Typer(
     name="metacrm",
@@ -15,7 +15,9 @@ app = typer.Typer(
 )
 model_cmds.register(app)
 data_cmds.register(app)
+migrate_cmds.register(app)
 stage_cmds.register(app)
+user_cmds.register(app)
 io_cmds.register(app)
 demo_cmd.register(app)
 report_cmds.register(app)

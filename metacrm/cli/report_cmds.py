@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from .common import fail, usage_error
-from .data_cmds import DEFAULT_DB, DEFAULT_MODEL, DbOpt, ModelOpt, opened
+from .data_cmds import DEFAULT_DB, DEFAULT_MODEL, AsOpt, DbOpt, ModelOpt, opened
 from .output import Format, plain, to_csv, to_json
 
 WIDTH = 100
@@ -39,13 +39,13 @@ report_app = typer.Typer(help="Reports: the funnel from the stage history; resul
 
 
 @contextmanager
-def report_session(model: str, db: str, fmt: ReportFormat, output: Path | None):
+def report_session(model: str, db: str, fmt: ReportFormat, output: Path | None, as_user: str | None = None):
     """``opened`` plus: png needs --output, and bad report options are usage errors (exit 2)."""
     from ..runtime.reports import BadReportOption
 
     if fmt is ReportFormat.png and output is None:
         usage_error("png is a picture, not text for a terminal: give --output FILE.png")
-    with opened(model, db) as crm:
+    with opened(model, db, as_user) as crm:
         try:
             yield crm
         except BadReportOption as exc:
@@ -88,12 +88,13 @@ def funnel(
     by: Annotated[str | None, typer.Option("--by", help="One funnel per owner (or per value of a field).")] = None,
     model: ModelOpt = DEFAULT_MODEL,
     db: DbOpt = DEFAULT_DB,
+    as_user: AsOpt = None,
     format: ReportFormatOpt = ReportFormat.table,
     output: OutputOpt = None,
 ) -> None:
     """Per stage: records now, records that ever reached it, amount, forecast, conversions,
     median time in stage; the win rate. --from/--to select records by creation date."""
-    with report_session(model, db, format, output) as crm:
+    with report_session(model, db, format, output, as_user) as crm:
         doc = crm.funnel(entity, pipeline, date_from=date_from, date_to=date_to, as_of=as_of, by=by)
     docs = doc if isinstance(doc, list) else [doc]
     if format is ReportFormat.png:
@@ -156,11 +157,12 @@ def group(
     date_to: ToOpt = None,
     model: ModelOpt = DEFAULT_MODEL,
     db: DbOpt = DEFAULT_DB,
+    as_user: AsOpt = None,
     format: ReportFormatOpt = ReportFormat.table,
     output: OutputOpt = None,
 ) -> None:
     """Counts and sums per value of a field (per manager with --by owner), per month or quarter."""
-    with report_session(model, db, format, output) as crm:
+    with report_session(model, db, format, output, as_user) as crm:
         doc = crm.report_group(
             entity, by, sum=sum_field, period=period, date=date, date_from=date_from, date_to=date_to
         )
@@ -192,10 +194,11 @@ def board(
     where: Annotated[str | None, typer.Option("--where", "-w", help="Only the records matching this filter.")] = None,
     model: ModelOpt = DEFAULT_MODEL,
     db: DbOpt = DEFAULT_DB,
+    as_user: AsOpt = None,
     format: Annotated[Format, typer.Option("--format", "-f", help="table, json or csv (the records).")] = Format.table,
 ) -> None:
     """The kanban of a pipeline: a column per stage with its count, sum and first records."""
-    with report_session(model, db, ReportFormat.table, None) as crm:
+    with report_session(model, db, ReportFormat.table, None, as_user) as crm:
         doc = crm.board(entity, pipeline, limit_per_stage=limit, order_by=order_by, where=where)
     if format is Format.json:
         typer.echo(to_json(doc))

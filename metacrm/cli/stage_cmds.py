@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from .data_cmds import DEFAULT_DB, DEFAULT_MODEL, DbOpt, FormatOpt, ModelOpt, opened
+from .data_cmds import DEFAULT_DB, DEFAULT_MODEL, AsOpt, DbOpt, FormatOpt, ModelOpt, opened
 from .output import Format, emit_record, emit_records, to_json
 
 
@@ -20,10 +20,11 @@ def move(
     ] = None,
     model: ModelOpt = DEFAULT_MODEL,
     db: DbOpt = DEFAULT_DB,
+    as_user: AsOpt = None,
     format: FormatOpt = Format.table,
 ) -> None:
     """Move a record to a stage through an allowed transition."""
-    with opened(model, db) as crm:
+    with opened(model, db, as_user) as crm:
         emit_record(crm.move(entity, record_id, stage, note=note, version=version), format)
 
 
@@ -32,10 +33,11 @@ def moves(
     record_id: Annotated[str, typer.Argument(metavar="ID")],
     model: ModelOpt = DEFAULT_MODEL,
     db: DbOpt = DEFAULT_DB,
+    as_user: AsOpt = None,
     format: FormatOpt = Format.table,
 ) -> None:
     """The moves out of a record's stage: possible now, or what each one lacks."""
-    with opened(model, db) as crm:
+    with opened(model, db, as_user) as crm:
         options = crm.allowed_moves(entity, record_id)
     if format is Format.json:
         typer.echo(to_json(options))
@@ -49,10 +51,11 @@ def history(
     record_id: Annotated[str, typer.Argument(metavar="ID")],
     model: ModelOpt = DEFAULT_MODEL,
     db: DbOpt = DEFAULT_DB,
+    as_user: AsOpt = None,
     format: FormatOpt = Format.table,
 ) -> None:
     """The record's stage history, oldest first."""
-    with opened(model, db) as crm:
+    with opened(model, db, as_user) as crm:
         rows = crm.history(entity, record_id)
     emit_records(rows, format, ["at", "from_stage", "to_stage", "by", "seconds_in_stage", "source", "note"])
 

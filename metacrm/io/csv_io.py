@@ -926,7 +926,9 @@ class _Importer:
 
         while rows:
             try:
-                out = self.crm.create_many(self.ent.name, stream(rows), import_stages=self.import_stages)
+                out = self.crm.create_many(
+                    self.ent.name, stream(rows), import_stages=self.import_stages, permission="import"
+                )
             except ValidationError as exc:
                 bad = {rows[x.index] for x in exc.issues if x.index is not None and 0 <= x.index < len(rows)}
                 for x in exc.issues:
@@ -1058,7 +1060,9 @@ def _pages(crm, entity: str, where, params, order_by, size: int):
         after = 0
         condition = "id > :metacrm_after" + (f" and ({where})" if where else "")
         while True:
-            page = crm.find(entity, condition, {**params, "metacrm_after": after}, order_by="id", limit=size)
+            page = crm.find(
+                entity, condition, {**params, "metacrm_after": after}, order_by="id", limit=size, action="export"
+            )
             if page:
                 yield page
             if len(page) < size:
@@ -1066,7 +1070,7 @@ def _pages(crm, entity: str, where, params, order_by, size: int):
             after = page[-1]["id"]
     offset = 0
     while True:
-        page = crm.find(entity, where, params or None, order_by=order_by, limit=size, offset=offset)
+        page = crm.find(entity, where, params or None, order_by=order_by, limit=size, offset=offset, action="export")
         if page:
             yield page
         if len(page) < size:

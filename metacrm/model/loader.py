@@ -156,8 +156,10 @@ def merge_sources(sources: list[Source]) -> tuple[dict, Locator, list[Problem]]:
 
 
 def canonical_json(doc: dict) -> str:
-    """The merged declarations as canonical JSON: what a model *is*, whatever its file layout."""
-    return json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    """The merged declarations as canonical JSON: what a model *is*, whatever its file layout
+    (includes, flow or block style, comments). Declaration order is kept, because it means
+    something: the first pipeline is the default, stages are shown and counted in order."""
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
 def load_model(path: str | os.PathLike, *, strict: bool = False) -> Model:

@@ -13,7 +13,8 @@ ties by id. ``where`` filters the records (the expression language, as ``crm.fin
 Two statements whatever the number of stages: one GROUP BY for the counts and sums (the
 covering (stage, amount) index), and one for the records: a UNION ALL of one ``ORDER BY ...
 LIMIT n`` per stage, so each stage reads its first records from the index instead of the
-database sorting the whole table.
+database sorting the whole table. Without ``where`` both statements are built once per model
+version, pipeline, order and limit, and reused.
 """
 
 from __future__ import annotations
@@ -62,50 +63,20 @@ def build_board(
     if limit_per_stage is not None and (not isinstance(limit_per_stage, int) or limit_per_stage < 0):
         raise BadReportOption(f"limit per stage must be a whole number >= 0, not {limit_per_stage!r}")
     table = storage.table(entity.name)
-    filters = [table.c.pipeline == p.name] if entity.multi_pipeline else []
-    if where:
-        from ..expr import compile_sql
-
-        filters.append(compile_sql(storage, entity.name, where))
     amount = table.c[p.amount] if p.amount else None
     order = graph_order(p)
-
-    totals = select(
-        table.c.stage, func.count().label("n"), *([func.sum(amount).label("amount")] if amount is not None else [])
-    )
-    counts = {row.stage: row for row in conn.execute(totals.where(*filters).group_by(table.c.stage))}
-
-    title = table.c[entity.title] if entity.title else None
-    columns = [
-        table.c.id,
-        table.c.stage,
-        table.c.stage_entered_at.label("since"),
-        (title if title is not None else literal(None)).label("title"),
-        (amount if amount is not None else literal(None)).label("amount"),
-        (table.c.owner if entity.owner else literal(None)).label("owner"),
-    ]
-    column, descending, nullable = _order(entity, table, p.amount, order_by)
-    columns.append(column.label("key"))
-    sort = [column.desc(), table.c.id.desc()] if descending else [column.asc(), table.c.id.asc()]
+    key = (storage.model.sha256, entity.name, p.name, where)
+    totals = _cached(key, lambda: _totals(storage, entity, table, p, amount, where))
+    counts = {row.stage: row for row in conn.execute(totals)}
+    _, descending, _ = _order(entity, table, p.amount, order_by)  # a bad order_by is refused first
     records: dict[str, list[dict]] = {s: [] for s in order}
-    wanted = [s for s in order if s in counts and limit_per_stage != 0]
+    wanted = tuple(s for s in order if s in counts and limit_per_stage != 0)
     rows: list = []
     if wanted:
-        if limit_per_stage is None:
-            query = select(*columns).where(*filters, table.c.stage.in_(wanted))
-        else:
-            # per stage, the first records in index order; records without a value apart, so
-            # that no dialect has to sort NULLs against its index order
-            parts = []
-            for s in wanted:
-                branch = select(*columns).where(*filters, table.c.stage == s)
-                if nullable:
-                    parts.append(branch.where(column.is_not(None)).order_by(*sort).limit(limit_per_stage))
-                    parts.append(branch.where(column.is_(None)).order_by(sort[1]).limit(limit_per_stage))
-                else:
-                    parts.append(branch.order_by(*sort).limit(limit_per_stage))
-            subqueries = [select(part.subquery()) for part in parts]
-            query = union_all(*subqueries) if len(subqueries) > 1 else subqueries[0]
+        query = _cached(
+            (*key, order_by, limit_per_stage, wanted),
+            lambda: _cards(storage, entity, table, p, amount, where, order_by, limit_per_stage, wanted),
+        )
         rows = conn.execute(query).mappings().all()
     by_stage: dict[str, list] = {}
     for row in rows:
@@ -157,3 +128,70 @@ def _money(value):
     if value is None or isinstance(value, Decimal):
         return value
     return Decimal(str(value))
+
+
+_STATEMENTS: dict[tuple, object] = {}
+
+
+def _cached(key: tuple, build):
+    """A board's statements, built once per model version, pipeline, order and limit when no
+    ``where`` is given (the board is read often, and building a UNION of a SELECT per stage
+    costs about as much as running it on 10,000 records); with a ``where``, built each time."""
+    if key[3] is not None:
+        return build()
+    statement = _STATEMENTS.get(key)
+    if statement is None:
+        if len(_STATEMENTS) > 512:
+            _STATEMENTS.clear()
+        statement = _STATEMENTS[key] = build()
+    return statement
+
+
+def _filters(storage: Storage, entity: Entity, table, p, where: str | None) -> list:
+    filters = [table.c.pipeline == p.name] if entity.multi_pipeline else []
+    if where:
+        from ..expr import compile_sql
+
+        filters.append(compile_sql(storage, entity.name, where))
+    return filters
+
+
+def _totals(storage: Storage, entity: Entity, table, p, amount, where: str | None):
+    """Count and sum per stage (the covering (stage, amount) index)."""
+    columns = [
+        table.c.stage,
+        func.count().label("n"),
+        *([func.sum(amount).label("amount")] if amount is not None else []),
+    ]
+    return select(*columns).where(*_filters(storage, entity, table, p, where)).group_by(table.c.stage)
+
+
+def _cards(storage: Storage, entity: Entity, table, p, amount, where, order_by, limit_per_stage, wanted):
+    """The records shown: per stage, the first ones in index order."""
+    filters = _filters(storage, entity, table, p, where)
+    title = table.c[entity.title] if entity.title else None
+    columns = [
+        table.c.id,
+        table.c.stage,
+        table.c.stage_entered_at.label("since"),
+        (title if title is not None else literal(None)).label("title"),
+        (amount if amount is not None else literal(None)).label("amount"),
+        (table.c.owner if entity.owner else literal(None)).label("owner"),
+    ]
+    column, descending, nullable = _order(entity, table, p.amount, order_by)
+    columns.append(column.label("key"))
+    sort = [column.desc(), table.c.id.desc()] if descending else [column.asc(), table.c.id.asc()]
+    if limit_per_stage is None:
+        return select(*columns).where(*filters, table.c.stage.in_(wanted))
+    # per stage, the first records in index order; records without a value apart, so that no
+    # dialect has to sort NULLs against its index order
+    parts = []
+    for s in wanted:
+        branch = select(*columns).where(*filters, table.c.stage == s)
+        if nullable:
+            parts.append(branch.where(column.is_not(None)).order_by(*sort).limit(limit_per_stage))
+            parts.append(branch.where(column.is_(None)).order_by(sort[1]).limit(limit_per_stage))
+        else:
+            parts.append(branch.order_by(*sort).limit(limit_per_stage))
+    subqueries = [select(part.subquery()) for part in parts]
+    return union_all(*subqueries) if len(subqueries) > 1 else subqueries[0]

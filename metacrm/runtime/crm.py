@@ -21,6 +21,7 @@ from ..storage import naming
 from ..storage.tables import build_storage
 from ..storage.types import now_utc
 from . import records as rec
+from .access import SYSTEM, Actor, check_create, check_row, row_clause
 from .deletes import delete_records
 from .engine import make_engine, reading, writing
 from .reports import ReportsMixin
@@ -53,8 +54,10 @@ class CRM(UsersMixin, ReportsMixin):
         self._roles: frozenset[str] | None = None
         self._owns_engine = True
         self._tx = None  # the connection of an open crm.transaction()
+        self._team: str | None = None
         if user is not None:
-            self._roles = frozenset(self.user_info(user)["roles"])
+            info = self.user_info(user)
+            self._roles, self._team = frozenset(info["roles"]), info["team"]
 
     # -- life cycle ---------------------------------------------------------------------------
     def close(self) -> None:
@@ -118,63 +121,60 @@ class CRM(UsersMixin, ReportsMixin):
             raise MigrationError(
                 f"the database holds another version of the model (sha256 {recorded['sha256'][:12]}, "
                 f"applied {recorded['applied_at']:%Y-%m-%d %H:%M}) than {self.model.name} "
-                f"(sha256 {self.model.sha256[:12]}): run `metacrm migrate`"
+                f"(sha256 {self.model.sha256[:12]}): run `metacrm migrate` (`metacrm migrate --dry-run` shows the plan)"
             )
         self._state = "current"
 
-    def migrate(self, *, dry_run: bool = False) -> list[str]:
-        """Create every table of the model on a new database and record the model.
+    def migrate(self, *, dry_run: bool = False, allow_data_loss: bool = False, lock_wait: float = 30.0):
+        """Bring the database to the model and record it; returns the plan (a list of steps;
+        empty when the database already holds this model).
 
-        Returns the SQL statements (executed unless ``dry_run``). A database that already
-        holds this model is left alone; one holding another version needs the migration
-        engine (``metacrm diff``), which refuses here rather than guess.
+        A new database gets every table. A database holding another version of the model is
+        migrated from the recorded version (see docs/migrations.md): renames are declared
+        with ``renamed_from``, removed fields, links and entities are kept unless
+        ``allow_data_loss``, and any refused step (destructive without the flag, data that
+        does not fit, a change not supported yet) raises MigrationError naming each, with
+        nothing changed. ``dry_run`` returns the plan, counted and with its SQL
+        (``plan.statements``), and changes nothing. A second migration waits up to
+        ``lock_wait`` seconds for a running one, then raises MigrationError naming it.
         """
-        from sqlalchemy.schema import CreateIndex, CreateTable
+        from ..migrate import migrate_database
 
-        recorded = self.recorded_model()
-        if recorded is not None and recorded["sha256"] == self.model.sha256:
+        plan = migrate_database(
+            self.engine,
+            self.model,
+            dry_run=dry_run,
+            allow_data_loss=allow_data_loss,
+            user=self.user,
+            lock_wait=lock_wait,
+        )
+        if not dry_run:
             self._state = "current"
-            return []
-        if recorded is not None:
-            raise MigrationError(
-                f"the database holds another version of the model (sha256 {recorded['sha256'][:12]}); "
-                "altering an existing schema is not supported by this version of metacrm yet"
-            )
-        dialect = self.engine.dialect
-        statements = []
-        for table in self.storage.metadata.sorted_tables:
-            statements.append(str(CreateTable(table).compile(dialect=dialect)).strip())
-            statements += [str(CreateIndex(ix).compile(dialect=dialect)).strip() for ix in table.indexes]
-        if dry_run:
-            return statements
-        from .. import __version__
-
-        with writing(self.engine) as conn:
-            self.storage.metadata.create_all(conn)
-            conn.execute(
-                insert(self.storage.model_table),
-                {
-                    "sha256": self.model.sha256,
-                    "name": self.model.name,
-                    "canonical": self.model.canonical,
-                    "applied_at": now_utc(),
-                    "applied_by": self.user,
-                    "metacrm_version": __version__,
-                },
-            )
-        self._state = "current"
-        return statements
+        return plan
 
     # -- helpers ------------------------------------------------------------------------------
     def _entity(self, name: str) -> Entity:
         return self.model.entity(name)
 
-    def _get_row(self, conn, entity: Entity, record_id) -> Mapping:
+    @property
+    def actor(self) -> Actor:
+        """Who this CRM object acts as (row-level access applies unless it is the system)."""
+        return Actor(self.user, self._roles, self._team) if self.user is not None else SYSTEM
+
+    @property
+    def _actor_or_none(self) -> Actor | None:
+        return None if self.user is None else self.actor
+
+    def _get_row(self, conn, entity: Entity, record_id, action: str = "read") -> Mapping:
+        """The stored row; NotFound when there is none, PermissionDenied when the acting user
+        may not do ``action`` on it."""
         table = self.storage.table(entity.name)
         record_id = _as_id(entity, record_id)
         row = conn.execute(select(table).where(table.c.id == record_id)).mappings().first()
         if row is None:
             raise NotFound(f"{entity.name} {record_id} not found")
+        if self.user is not None:
+            check_row(conn, self.storage, entity, self.actor, action, row)
         return row
 
     def _new_row(self, entity: Entity, values: Mapping, now) -> tuple[dict, dict]:
@@ -300,13 +300,14 @@ class CRM(UsersMixin, ReportsMixin):
                     "source": "import",
                 }
             )
-            changes.append({"_id": record_id, "_stage": stage, "_closed": closed})
-            placed.append({**row, "stage": stage, "closed_at": closed})
+            reached = row["reached"] | self.storage.reached_bits[(ent.name, row["pipeline"])][stage]
+            changes.append({"_id": record_id, "_stage": stage, "_closed": closed, "_reached": reached})
+            placed.append({**row, "stage": stage, "closed_at": closed, "reached": reached})
         if changes:  # one executemany, not an UPDATE per record
             conn.execute(
                 update(table)
                 .where(table.c.id == bindparam("_id"))
-                .values(stage=bindparam("_stage"), closed_at=bindparam("_closed")),
+                .values(stage=bindparam("_stage"), closed_at=bindparam("_closed"), reached=bindparam("_reached")),
                 changes,
             )
         if history:
@@ -337,6 +338,7 @@ class CRM(UsersMixin, ReportsMixin):
         *,
         import_stages: bool = False,
         returning: bool = True,
+        permission: str = "create",
         _single: bool = False,
     ) -> list[dict] | int:
         """Store many records in one transaction: all of them, or none. Every bad record is
@@ -348,6 +350,7 @@ class CRM(UsersMixin, ReportsMixin):
         somewhere in their pipeline: each record may carry a ``stage`` (any stage of its
         pipeline); the record starts in the initial stage and the placement is written to
         the stage history as an ``import`` move. Without it, ``stage`` is refused.
+        ``permission`` is the action whose scope the acting user needs (``"import"`` for imports).
         """
         self._ready()
         ent = self._entity(entity)
@@ -361,7 +364,7 @@ class CRM(UsersMixin, ReportsMixin):
                 for batch in _batches(records, rec.BATCH):
                     try:
                         values, stages = self._validate_batch(
-                            conn, ent, batch, import_stages, _single, check_db=not issues
+                            conn, ent, batch, import_stages, _single, check_db=not issues, permission=permission
                         )
                     except ValidationError as exc:
                         issues += [_shift(i, offset) if indexed else i for i in exc.issues]
@@ -370,39 +373,49 @@ class CRM(UsersMixin, ReportsMixin):
                     offset += len(batch)
                     if issues:
                         continue  # keep validating, to report every bad record; write nothing
-                    records_out = self._insert_batch(conn, ent, values, stages)
-                    created += len(records_out)
-                    if returning:
-                        out.extend(records_out)
+                    records_out = self._insert_batch(conn, ent, values, stages, returning=returning)
+                    created += len(values)
+                    out.extend(records_out)
                 if issues:
                     raise rec.refused(issues)
         except IntegrityError as exc:
             raise rec.translate_integrity(exc, self.storage, ent, None) from exc
         return out if returning else created
 
-    def _validate_batch(self, conn, ent: Entity, batch: list, import_stages: bool, single: bool, *, check_db: bool):
+    def _validate_batch(
+        self, conn, ent: Entity, batch: list, import_stages: bool, single: bool, *, check_db: bool, permission: str
+    ):
         validator = self.validators[ent.name]
         stages: list[str | None] = [None] * len(batch)
         if import_stages and ent.has_stages:
             batch, stages = self._split_stages(ent, batch)
         values = [validator.create(batch[0])] if single else validator.create_many(batch)
         self._initial_requires(ent, values, indexed=not single)
+        if self.user is not None:
+            owners = {v.get("owner") or self.user for v in values}
+            check_create(conn, self.storage, ent, self.actor, owners, action=permission)
         if check_db:
-            rec.check_links_exist(conn, self.storage, ent, values, indexed=not single)
+            rec.check_links_exist(conn, self.storage, ent, values, indexed=not single, actor=self._actor_or_none)
             problems = rec.unique_prechecks(conn, self.storage, ent, values)
             if problems:
                 raise rec.refused(problems if not single else [_shift(p, None) for p in problems])
         return values, stages
 
-    def _insert_batch(self, conn, ent: Entity, values: list[dict], stages: list) -> list[dict]:
+    def _insert_batch(self, conn, ent: Entity, values: list[dict], stages: list, *, returning: bool = True) -> list[dict]:
         table = self.storage.table(ent.name)
         now = now_utc()
         rows, manys = zip(*(self._new_row(ent, v, now) for v in values), strict=True)
+        if ent.has_stages:  # the reached mask starts with the initial stage's bit
+            bits = self.storage.reached_bits
+            for row in rows:
+                row["reached"] = bits[(ent.name, row["pipeline"])][row["stage"]]
         if len(rows) == 1:
             ids = [conn.execute(insert(table).returning(table.c.id), rows[0]).scalar_one()]
-        else:
-            result = conn.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True), list(rows))
-            ids = result.scalars().all()
+        else:  # ids taken up front, then one plain executemany (RETURNING in order costs a statement per row)
+            ids = rec.allocate_ids(conn, table, len(rows))
+            for row, record_id in zip(rows, ids, strict=True):
+                row["id"] = record_id
+            conn.execute(insert(table), list(rows))
         for link in rec.many_links(ent):
             pairs = [
                 {"source_id": record_id, "target_id": t}
@@ -414,6 +427,8 @@ class CRM(UsersMixin, ReportsMixin):
         if ent.has_stages:
             conn.execute(insert(self.storage.history_table), self._history_rows(ent, rows, ids))
             rows = self._place(conn, ent, rows, ids, stages)
+        if not returning:
+            return []
         out = []
         for record_id, row, many in zip(ids, rows, manys, strict=True):
             stored = {**row, "id": record_id}
@@ -436,7 +451,9 @@ class CRM(UsersMixin, ReportsMixin):
         table = self.storage.table(ent.name)
         try:
             with self._writing() as conn:
-                current = self._get_row(conn, ent, record_id)
+                current = self._get_row(conn, ent, record_id, "update")
+                if "owner" in values and values["owner"] != current.get("owner") and self.user is not None:
+                    check_row(conn, self.storage, ent, self.actor, "reassign", current)
                 chosen = values.get(ent.pipeline_field) if ent.pipeline_field else None
                 if chosen is not None and chosen != current["pipeline"]:
                     raise rec.refused(
@@ -450,7 +467,7 @@ class CRM(UsersMixin, ReportsMixin):
                             )
                         ]
                     )
-                rec.check_links_exist(conn, self.storage, ent, [values])
+                rec.check_links_exist(conn, self.storage, ent, [values], actor=self._actor_or_none)
                 row, many = rec.split_values(ent, values)
                 row.pop("pipeline", None)
                 row.update(updated_at=now_utc(), version=table.c.version + 1)
@@ -474,7 +491,7 @@ class CRM(UsersMixin, ReportsMixin):
         self._ready()
         ent = self._entity(entity)
         with self._writing() as conn:
-            row = self._get_row(conn, ent, record_id)
+            row = self._get_row(conn, ent, record_id, "delete")
             deleted = delete_records(conn, self.storage, ent.name, {row["id"]})
         return {name: sorted(ids) for name, ids in deleted.items()}
 
@@ -519,9 +536,9 @@ class CRM(UsersMixin, ReportsMixin):
         join = self.storage.join_table(ent.name, name)
         table = self.storage.table(ent.name)
         with self._writing() as conn:
-            row = self._get_row(conn, ent, record_id)
+            row = self._get_row(conn, ent, record_id, "update")
             if add:
-                rec.check_links_exist(conn, self.storage, ent, [{name: targets}])
+                rec.check_links_exist(conn, self.storage, ent, [{name: targets}], actor=self._actor_or_none)
                 present = set(
                     conn.execute(
                         select(join.c.target_id).where(join.c.source_id == row["id"], join.c.target_id.in_(targets))
@@ -553,7 +570,7 @@ class CRM(UsersMixin, ReportsMixin):
         self._ready()
         ent = self._staged(entity)
         with self._writing() as conn:
-            row = self._get_row(conn, ent, record_id)
+            row = self._get_row(conn, ent, record_id, "move")
             move(conn, self.storage, ent, row, stage, by=self.user, roles=self._roles, note=note, version=version)
             fresh = self._get_row(conn, ent, row["id"])
             return rec.rows_to_records(conn, self.storage, ent, [fresh])[0]
@@ -598,9 +615,12 @@ class CRM(UsersMixin, ReportsMixin):
             row = self._get_row(conn, ent, record_id)
             return rec.rows_to_records(conn, self.storage, ent, [row])[0]
 
-    def _select(self, ent: Entity, where, params):
+    def _select(self, ent: Entity, where, params, *, action: str = "read"):
         table = self.storage.table(ent.name)
         query = select(table)
+        allowed = row_clause(self.storage, ent, self.actor, action)
+        if allowed is not None:
+            query = query.where(allowed)
         if where:
             from ..errors import ExpressionError
             from ..expr import compile_sql
@@ -622,12 +642,18 @@ class CRM(UsersMixin, ReportsMixin):
         order_by: str | Sequence[str] | None = None,
         limit: int | None = None,
         offset: int | None = None,
+        action: str = "read",
     ) -> list[dict]:
         """Records matching a filter in the expression language (``"amount > 1000 and
-        client.city = 'Москва'"``), ordered by fields (``"-amount"``), paged."""
+        client.city = 'Москва'"``), ordered by fields (``"-amount"``), paged. ``action`` is
+        the permission whose scope limits the rows (``"export"`` for exports)."""
         self._ready()
         ent = self._entity(entity)
         query = self._select(ent, where, params).order_by(*rec.order_clause(self.storage, ent, order_by))
+        if action != "read":
+            extra = row_clause(self.storage, ent, self.actor, action)
+            if extra is not None:
+                query = query.where(extra)
         if limit is not None:
             query = query.limit(_non_negative(limit, "limit"))
         if offset:
@@ -717,8 +743,12 @@ class CRM(UsersMixin, ReportsMixin):
             return {}
         table = self.storage.table(ent.name)
         column = table.c[ent.title] if ent.title else table.c.id
+        query = select(table.c.id, column).where(table.c.id.in_(ids))
+        allowed = row_clause(self.storage, ent, self.actor)
+        if allowed is not None:  # titles of records the user may not read stay hidden
+            query = query.where(allowed)
         with self._reading() as conn:
-            rows = conn.execute(select(table.c.id, column).where(table.c.id.in_(ids))).all()
+            rows = conn.execute(query).all()
         return {i: (str(t) if t not in (None, "") else f"{ent.name} {i}") for i, t in rows}
 
     def card(self, entity: str, record_id: int, *, limit: int = 50) -> dict:

@@ -1,6 +1,7 @@
 """Stage moves: the edge must exist, ``requires`` must be filled, ``when`` must hold, the
 user's role must be allowed; then one transaction does a compare-and-swap update of the
-record (``WHERE stage = :from AND version = :v``) and writes the history row.
+record (``WHERE stage = :from AND version = :v``; it also ORs the target stage's bit into the
+record's ``reached`` mask, see metacrm.storage.tables) and writes the history row.
 
 Guards read the record inside the move's transaction; ``when`` conditions are evaluated by
 the database with the same compiled SQL as filters, so a guard and a filter never disagree.
@@ -10,8 +11,9 @@ The graph itself is the compiled adjacency map of the Pipeline: no per-record ma
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import BigInteger, Table, and_, bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from ..errors import ConflictError, TransitionError
@@ -46,12 +48,22 @@ def missing_requires(
     return missing
 
 
-def condition_holds(conn: Connection, storage: Storage, entity: Entity, record_id: int, when: str) -> bool:
-    from ..expr import compile_sql
+_CONDITIONS: dict[tuple[str, str, str], object] = {}
 
-    table = storage.table(entity.name)
-    clause = compile_sql(storage, entity.name, when, what="when")
-    return conn.execute(select(table.c.id).where(and_(table.c.id == record_id, clause))).first() is not None
+
+def condition_holds(conn: Connection, storage: Storage, entity: Entity, record_id: int, when: str) -> bool:
+    key = (storage.model.sha256, entity.name, when)
+    query = _CONDITIONS.get(key)
+    if query is None:  # compiled once per model version and condition
+        from ..expr import compile_sql
+
+        table = storage.table(entity.name)
+        clause = compile_sql(storage, entity.name, when, what="when")
+        query = select(table.c.id).where(and_(table.c.id == bindparam("_id"), clause))
+        if len(_CONDITIONS) > 1024:
+            _CONDITIONS.clear()
+        _CONDITIONS[key] = query
+    return conn.execute(query, {"_id": record_id}).first() is not None
 
 
 def reasons(
@@ -114,8 +126,9 @@ def move(
     roles: frozenset[str] | None,
     note: str | None = None,
     version: int | None = None,
-) -> None:
-    """Check and apply one move inside the caller's write transaction; raises on refusal."""
+) -> dict:
+    """Check and apply one move inside the caller's write transaction; raises on refusal.
+    Returns the row as it is after the move (the caller need not read it again)."""
     what = f"{entity.name} {row['id']}"
     pipeline = entity.pipelines[row["pipeline"]]
     current = row["stage"]
@@ -129,10 +142,13 @@ def move(
             f"{what}: unknown stage '{stage}'" + (f" ({hint})" if hint else "") + f"; stages of pipeline "
             f"'{pipeline.name}': {listing(pipeline.stages)}"
         )
-    moves = options(conn, storage, entity, row, roles)
+    transition = pipeline.adjacency.get(current, {}).get(stage)
+    if stage != current and transition is not None:  # the usual case: check only the move asked for
+        if not reasons(conn, storage, entity, row, pipeline, transition, roles):
+            return _apply(conn, storage, entity, row, pipeline, transition, by=by, note=note)
+    moves = options(conn, storage, entity, row, roles)  # refused: say why, with every way out
     if stage == current:
         raise TransitionError(f"{what} is already in stage '{stage}'; allowed next: {_describe(moves)}", moves)
-    transition = pipeline.adjacency.get(current, {}).get(stage)
     if transition is None:
         closed = pipeline.stages[current]
         if closed.closed:
@@ -143,36 +159,90 @@ def move(
             )
         raise TransitionError(f"{what}: no move from '{current}' to '{stage}'; allowed next: {_describe(moves)}", moves)
     chosen = next(m for m in moves if m["stage"] == stage)
-    if not chosen["possible"]:
-        raise TransitionError(
-            f"{what}: cannot move from '{current}' to '{stage}': {'; '.join(chosen['reasons'])}; "
-            f"allowed next: {_describe(moves)}",
-            moves,
-        )
-    now = now_utc()
-    table = storage.table(entity.name)
-    target = pipeline.stages[stage]
-    result = conn.execute(
+    raise TransitionError(
+        f"{what}: cannot move from '{current}' to '{stage}': {'; '.join(chosen['reasons'])}; "
+        f"allowed next: {_describe(moves)}",
+        moves,
+    )
+
+
+def moved_record(conn: Connection, storage: Storage, entity: Entity, row: Mapping) -> dict:
+    """The public record of a row ``move`` returned, its many-links read with one prebuilt
+    SELECT each: what ``crm.move`` returns, without reading the row again (the compare-and-
+    swap guarantees the row is the one read plus the move's own changes)."""
+    from .records import many_links, row_to_record
+
+    many = {}
+    for link in many_links(entity):
+        query = _links_query(storage.join_table(entity.name, link.name))
+        many[link.name] = list(conn.execute(query, {"_id": row["id"]}).scalars())
+    return row_to_record(entity, row, many)
+
+
+@lru_cache(maxsize=256)
+def _links_query(join: Table):
+    return select(join.c.target_id).where(join.c.source_id == bindparam("_id")).order_by(join.c.target_id)
+
+
+@lru_cache(maxsize=64)
+def _statements(table: Table, history: Table) -> tuple:
+    """The compare-and-swap UPDATE and the history INSERT of a table, built once (bound
+    parameters: nothing per move but the values)."""
+    cas = (
         update(table)
-        .where(table.c.id == row["id"], table.c.stage == current, table.c.version == row["version"])
+        .where(table.c.id == bindparam("_id"), table.c.stage == bindparam("_from"), table.c.version == bindparam("_v"))
         .values(
-            stage=stage,
+            stage=bindparam("_to"),
             version=table.c.version + 1,
-            updated_at=now,
-            stage_entered_at=now,
-            closed_at=now if target.closed else None,
+            updated_at=bindparam("_now"),
+            stage_entered_at=bindparam("_now"),
+            closed_at=bindparam("_closed"),
+            reached=table.c.reached.op("|")(bindparam("_bit", type_=BigInteger())),
         )
     )
+    return cas, insert(history)
+
+
+def _apply(
+    conn: Connection,
+    storage: Storage,
+    entity: Entity,
+    row: Mapping,
+    pipeline: Pipeline,
+    transition: Transition,
+    *,
+    by: str | None,
+    note: str | None,
+) -> dict:
+    """The move itself: compare-and-swap (the target's bit ORed into ``reached``), history row;
+    returns the row after the move."""
+    now = now_utc()
+    stage = transition.target
+    cas, add = _statements(storage.table(entity.name), storage.history_table)
+    bit = storage.reached_bits[(entity.name, pipeline.name)][stage]
+    closed = now if pipeline.stages[stage].closed else None
+    result = conn.execute(
+        cas,
+        {
+            "_id": row["id"],
+            "_from": row["stage"],
+            "_v": row["version"],
+            "_to": stage,
+            "_now": now,
+            "_closed": closed,
+            "_bit": bit,
+        },
+    )
     if result.rowcount != 1:
-        raise ConflictError(f"{what} was moved or changed by someone else meanwhile; read it again")
+        raise ConflictError(f"{entity.name} {row['id']} was moved or changed by someone else meanwhile; read it again")
     entered = row["stage_entered_at"]
     conn.execute(
-        insert(storage.history_table),
+        add,
         {
             "entity": entity.name,
             "record_id": row["id"],
             "pipeline": pipeline.name,
-            "from_stage": current,
+            "from_stage": row["stage"],
             "to_stage": stage,
             "at": now,
             "by": by,
@@ -181,3 +251,12 @@ def move(
             "source": "reopen" if transition.reopen else "move",
         },
     )
+    return {
+        **row,
+        "stage": stage,
+        "version": row["version"] + 1,
+        "updated_at": now,
+        "stage_entered_at": now,
+        "closed_at": closed,
+        "reached": row["reached"] | bit,
+    }

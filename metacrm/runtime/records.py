@@ -107,9 +107,17 @@ def link_targets(entity: Entity, values: Mapping) -> dict[str, set[int]]:
 
 
 def check_links_exist(
-    conn: Connection, storage: Storage, entity: Entity, records: Sequence[Mapping], *, indexed: bool = False
+    conn: Connection,
+    storage: Storage,
+    entity: Entity,
+    records: Sequence[Mapping],
+    *,
+    indexed: bool = False,
+    actor=None,
 ) -> None:
-    """Refuse links to records that do not exist: one query per target entity for the batch."""
+    """Refuse links to records that do not exist, or that the acting user may not read (said
+    the same way, so ids cannot be probed): one query per target entity for the batch."""
+    from .access import row_clause
     wanted: dict[str, set[int]] = defaultdict(set)
     for values in records:
         for target, ids in link_targets(entity, values).items():
@@ -117,11 +125,15 @@ def check_links_exist(
     existing: dict[str, set[int]] = {}
     for target, ids in wanted.items():
         table = storage.table(target)
+        visible = row_clause(storage, storage.model.entities[target], actor) if actor is not None else None
         found: set[int] = set()
         ordered = sorted(ids)
         for start in range(0, len(ordered), BATCH):
             chunk = ordered[start : start + BATCH]
-            found.update(conn.execute(select(table.c.id).where(table.c.id.in_(chunk))).scalars())
+            query = select(table.c.id).where(table.c.id.in_(chunk))
+            if visible is not None:
+                query = query.where(visible)
+            found.update(conn.execute(query).scalars())
         existing[target] = found
     issues = []
     for index, values in enumerate(records):
@@ -264,6 +276,25 @@ def unique_prechecks(
                 FieldIssue(entity.name, f.name, f"{value!r} is already used by another {entity.name}", value, i)
             )
     return sorted(issues, key=lambda x: x.index or 0)
+
+
+def allocate_ids(conn: Connection, table, count: int) -> list[int]:
+    """``count`` new ids for ``table``, taken inside the caller's write transaction.
+
+    PostgreSQL: from the table's sequence (``nextval`` in one statement). SQLite: after the
+    largest id, which is safe because a metacrm write transaction holds the database's write
+    lock from its start (``BEGIN IMMEDIATE``) and ids are ``INTEGER PRIMARY KEY`` (max + 1).
+    """
+    from sqlalchemy import func, text
+
+    if conn.dialect.name == "postgresql":
+        rows = conn.execute(
+            text("SELECT nextval(pg_get_serial_sequence(:t, 'id')) FROM generate_series(1, :n)"),
+            {"t": table.name, "n": count},
+        )
+        return [r[0] for r in rows]
+    start = conn.execute(select(func.coalesce(func.max(table.c.id), 0))).scalar_one()
+    return list(range(start + 1, start + 1 + count))
 
 
 def where_id(table, record_id: int, version: int | None = None):

@@ -95,9 +95,11 @@ class UsersMixin:
         clone.__dict__.update(self.__dict__)
         clone.user = login
         clone._roles = None
+        clone._team = None
         if login is not None:
             self._ready()
-            clone._roles = frozenset(self.user_info(login)["roles"])
+            info = self.user_info(login)
+            clone._roles, clone._team = frozenset(info["roles"]), info["team"]
         clone._owns_engine = False
         return clone
 

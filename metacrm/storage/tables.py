@@ -3,6 +3,24 @@
 ``build_storage(model)`` returns a :class:`Storage` holding one ``MetaData`` with a table per
 entity, a join table per many-link, and the system tables; the result is cached by the
 model's sha256, so every CRM object on the same model version shares it.
+
+A staged entity's table carries, besides ``pipeline``, ``stage``, ``stage_entered_at`` and
+``closed_at``, the system column ``reached`` (BIGINT, not null, default 0): a bitmask of the
+stages the record has ever entered, bit ``i`` standing for the ``i``-th stage of its pipeline
+in declaration order (``Pipeline.stages``; see :func:`stage_bit`). Every path that enters a
+stage ORs its bit in: creation (the initial stage), a move (in the compare-and-swap UPDATE)
+and an import placement. It lets the funnel count "reached" and the conversions in one scan
+of the entity table instead of a pass over the history; the history stays the record of
+truth (:func:`metacrm.runtime.reports.rebuild_reached` recomputes the masks from it, which a
+migration that reorders, inserts or renames stages must do). Stages past the 62nd of a
+pipeline get no bit (the funnel of such a pipeline reads the history).
+
+The history table is indexed by record (``entity, record_id, at``), by the stage entered
+(``entity, pipeline, to_stage``) and by the stage left with the time spent in it
+(``entity, pipeline, from_stage, seconds_in_stage, source``: the funnel's medians read the
+times in order from the index alone). A staged table has, besides ``(stage, pipeline)`` and
+``(stage, <amount>)`` for the board, ``([pipeline,] stage, reached[, <amount>])``: the
+funnel's GROUP BY reads only that index.
 """
 
 from __future__ import annotations
@@ -27,7 +45,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-from ..model.metamodel import Entity, Field, Link, Model
+from ..model.metamodel import Entity, Field, Link, Model, Pipeline
 from . import naming
 from .types import UTCDateTime, decimal_type, id_type, json_type, money_type
 
@@ -48,6 +66,8 @@ class Storage:
     history_table: Table | None = None
     lock_table: Table | None = None
     user_table: Table | None = None
+    # (entity, pipeline) -> {stage: bit of the ``reached`` mask}
+    reached_bits: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
 
     def table(self, entity: str) -> Table:
         return self.tables[entity]
@@ -88,6 +108,20 @@ def _column_type(f: Field):
     return json_type()  # json, multichoice
 
 
+MASK_BITS = 62  # bits 0..61 of a signed 64-bit integer: no sign trouble on either database
+
+
+def stage_bit(pipeline: Pipeline, stage: str) -> int:
+    """The bit of ``stage`` in the ``reached`` mask: 1 << its index in declaration order
+    (0 for a stage past the 62nd, which the mask does not track)."""
+    return stage_bits(pipeline)[stage]
+
+
+def stage_bits(pipeline: Pipeline) -> dict[str, int]:
+    """stage -> its bit in the ``reached`` mask, for every stage of the pipeline."""
+    return {s: 1 << i if i < MASK_BITS else 0 for i, s in enumerate(pipeline.stages)}
+
+
 def _system_columns(entity: Entity) -> list:
     cols = [
         Column("id", id_type(), primary_key=True, autoincrement=True),
@@ -103,6 +137,7 @@ def _system_columns(entity: Entity) -> list:
             Column("stage", String(30), nullable=False),
             Column("stage_entered_at", UTCDateTime(), nullable=False),
             Column("closed_at", UTCDateTime(), nullable=True),
+            Column("reached", BigInteger(), nullable=False, server_default="0"),
         ]
     return cols
 
@@ -156,10 +191,16 @@ def _entity_table(entity: Entity, model: Model, storage: Storage) -> Table:
     if entity.owner:
         indexes.append(("owner",))
     if entity.has_stages:
+        for pipeline in entity.pipelines.values():
+            storage.reached_bits[(entity.name, pipeline.name)] = stage_bits(pipeline)
         indexes.append(("stage", "pipeline"))
         amounts = {p.amount for p in entity.pipelines.values() if p.amount}
         for amount in sorted(amounts):
-            indexes.append(("stage", amount))  # covering index for boards and funnels
+            indexes.append(("stage", amount))  # covering index for boards
+        # covering index for the funnel's one scan: GROUP BY stage, reached (of one pipeline)
+        scope = ("pipeline",) if entity.multi_pipeline else ()
+        for amount in sorted({p.amount or "" for p in entity.pipelines.values()}):
+            indexes.append((*scope, "stage", "reached", *([amount] if amount else [])))
     for names in entity.indexes:
         indexes.append(tuple(_member_column(entity, n) for n in names))
     for names in entity.unique:
@@ -234,6 +275,8 @@ def _system_tables(storage: Storage) -> None:
         Column("source", String(20), nullable=False, server_default="move"),
         Index("ix_metacrm_history_record", "entity", "record_id", "at"),
         Index("ix_metacrm_history_to", "entity", "pipeline", "to_stage"),
+        # the funnel's medians: the times spent in a stage, in order (source: covered, not read)
+        Index("ix_metacrm_history_left", "entity", "pipeline", "from_stage", "seconds_in_stage", "source"),
     )
     storage.user_table = Table(
         naming.USER_TABLE,

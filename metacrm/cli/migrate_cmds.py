@@ -1,0 +1,84 @@
+"""Schema commands: ``metacrm diff OLD NEW`` and ``metacrm migrate``."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+
+from .common import fail, load, refusals
+from .data_cmds import DEFAULT_DB, DEFAULT_MODEL, DbOpt, ModelOpt, opened
+
+
+class PlanFormat(StrEnum):
+    table = "table"
+    json = "json"
+
+
+class Dialect(StrEnum):
+    sqlite = "sqlite"
+    postgresql = "postgresql"
+
+
+PlanFormatOpt = Annotated[PlanFormat, typer.Option("--format", "-f", help="table or json.")]
+
+
+def _emit(plan, format: PlanFormat, *, counts: bool, sql: bool) -> None:
+    if format == PlanFormat.json:
+        from .output import to_json
+
+        typer.echo(to_json(plan.to_dict()))
+    else:
+        typer.echo(plan.format(counts=counts, sql=sql))
+
+
+def diff(
+    old: Annotated[str, typer.Argument(help="The model file as it was.")],
+    new: Annotated[str, typer.Argument(help="The model file as it is now.")],
+    format: PlanFormatOpt = PlanFormat.table,
+    dialect: Annotated[Dialect, typer.Option("--dialect", help="Compile the SQL for this database.")] = Dialect.sqlite,
+    sql: Annotated[bool, typer.Option("--sql", help="Also print the SQL each step would run.")] = False,
+    allow_data_loss: Annotated[
+        bool, typer.Option("--allow-data-loss", help="Plan drops of removed fields, links and entities.")
+    ] = False,
+) -> None:
+    """What changed between two model files, as a migration would see it (no counts)."""
+    from ..migrate import plan_migration
+
+    old_model, new_model = load(old), load(new)
+    with refusals():
+        plan = plan_migration(old_model, new_model, dialect=dialect.value, allow_data_loss=allow_data_loss)
+    _emit(plan, format, counts=False, sql=sql)
+
+
+def migrate(
+    model: ModelOpt = DEFAULT_MODEL,
+    db: DbOpt = DEFAULT_DB,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and its SQL; change nothing.")] = False,
+    allow_data_loss: Annotated[
+        bool, typer.Option("--allow-data-loss", help="Apply destructive steps: drop removed fields, links, entities.")
+    ] = False,
+    lock_wait: Annotated[
+        float, typer.Option("--lock-wait", help="Seconds to wait for another running migration.")
+    ] = 30.0,
+    format: PlanFormatOpt = PlanFormat.table,
+) -> None:
+    """Bring the database to the model: plan (counted on the data), refuse or apply, record."""
+    from ..errors import MigrationError
+
+    with opened(model, db) as crm:
+        try:
+            plan = crm.migrate(dry_run=dry_run, allow_data_loss=allow_data_loss, lock_wait=lock_wait)
+        except MigrationError as exc:
+            fail(str(exc))
+        _emit(plan, format, counts=True, sql=dry_run)
+        if dry_run and plan.refusals:
+            fail(plan.reason())
+        if not dry_run and format == PlanFormat.table and plan:
+            typer.echo(f"migrated {crm.model.name} to {crm.model.sha256[:12]}: {len(plan)} steps applied")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(diff)
+    app.command()(migrate)

@@ -1,0 +1,57 @@
+"""Users: metacrm user add | list | set."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from .data_cmds import DEFAULT_DB, DEFAULT_MODEL, DbOpt, FormatOpt, ModelOpt, opened
+from .output import Format, emit_record, emit_records
+
+users = typer.Typer(help="Users of the CRM: logins with roles (declared in the model) and a team.", no_args_is_help=True)
+
+RoleOpt = Annotated[list[str] | None, typer.Option("--role", "-r", help="A role from the model; repeatable.")]
+TeamOpt = Annotated[str | None, typer.Option("--team", help="The user's team (for `team` scopes).")]
+NameOpt = Annotated[str | None, typer.Option("--name", help="The user's name.")]
+
+
+@users.command("add")
+def add(
+    login: Annotated[str, typer.Argument(help="The login.")],
+    role: RoleOpt = None,
+    team: TeamOpt = None,
+    name: NameOpt = None,
+    model: ModelOpt = DEFAULT_MODEL,
+    db: DbOpt = DEFAULT_DB,
+    format: FormatOpt = Format.table,
+) -> None:
+    """Add a user with roles."""
+    with opened(model, db) as crm:
+        emit_record(crm.add_user(login, roles=role or [], team=team, name=name), format)
+
+
+@users.command("set")
+def set_(
+    login: Annotated[str, typer.Argument(help="The login.")],
+    role: RoleOpt = None,
+    team: TeamOpt = None,
+    name: NameOpt = None,
+    model: ModelOpt = DEFAULT_MODEL,
+    db: DbOpt = DEFAULT_DB,
+    format: FormatOpt = Format.table,
+) -> None:
+    """Change a user's roles (all of them, when --role is given), team or name."""
+    with opened(model, db) as crm:
+        emit_record(crm.set_user(login, roles=role, team=team, name=name), format)
+
+
+@users.command("list")
+def list_(model: ModelOpt = DEFAULT_MODEL, db: DbOpt = DEFAULT_DB, format: FormatOpt = Format.table) -> None:
+    """The users, with their roles and teams."""
+    with opened(model, db) as crm:
+        emit_records(crm.users(), format, ["login", "name", "roles", "team"])
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(users, name="user")

@@ -1,0 +1,28 @@
+"""Schema migrations: from the model a database records to the model being loaded.
+
+- ``plan_migration(old, new, conn=None)``: the typed, classed, counted steps and their SQL;
+- ``migrate_database(engine, model, dry_run=..., allow_data_loss=...)``: plan and apply under
+  the migration lock, in one transaction, recording the new model (``CRM.migrate`` calls it);
+- ``diff_files(old_path, new_path)``: the plan between two model files (``metacrm diff``).
+
+See ``docs/migrations.md`` for every change kind and its plan.
+"""
+
+from __future__ import annotations
+
+from .apply import apply_plan, migrate_database, plan_for_database
+from .plan import diff_files, plan_migration
+from .steps import DESTRUCTIVE, NEEDS_DATA, SAFE, Plan, Step
+
+__all__ = [
+    "DESTRUCTIVE",
+    "NEEDS_DATA",
+    "SAFE",
+    "Plan",
+    "Step",
+    "apply_plan",
+    "diff_files",
+    "migrate_database",
+    "plan_for_database",
+    "plan_migration",
+]

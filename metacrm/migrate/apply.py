@@ -1,0 +1,212 @@
+"""Applying a plan: under the migration lock, in one transaction, recorded, or not at all.
+
+PostgreSQL: the lock (an advisory transaction lock), the plan (counted inside the same
+transaction), every step and the new ``metacrm_model`` row are one transaction; DDL is
+transactional there, so a failure anywhere leaves the database as it was.
+
+SQLite: the lock is a row committed before the migration. The migration itself is one
+``BEGIN IMMEDIATE`` transaction with foreign keys off (a table rebuild must not fire ON DELETE
+actions), checked with ``PRAGMA foreign_key_check`` before the commit; SQLite's DDL is
+transactional too, so a failure rolls everything back. Before a plan that rebuilds a table,
+the database file is also copied with SQLite's backup API; if, after a failure, the rolled
+back database does not look like the old one (integrity check, recorded model, tables), the
+copy is put back. The copy is removed once the migration is over.
+"""
+
+from __future__ import annotations
+
+import getpass
+import socket
+import sqlite3
+from pathlib import Path
+
+from sqlalchemy import inspect
+
+from ..errors import MetaCRMError, MigrationError
+from ..model.metamodel import Model
+from ..runtime.engine import WRITE, reading
+from .execute import online, run_actions
+from .history import model_from_record, record, recorded_row
+from .lock import holder_text, pg_lock, sqlite_lock
+from .plan import plan_migration
+from .steps import Plan
+
+
+def default_user() -> str:
+    try:
+        who = getpass.getuser()
+    except Exception:  # noqa: BLE001
+        who = "unknown"
+    return f"{who}@{socket.gethostname()}"
+
+
+def plan_for_database(conn, model: Model, *, allow_data_loss: bool = False, user: str | None = None) -> Plan:
+    """The plan from the model the database records to ``model`` (empty when they agree)."""
+    row = recorded_row(conn)
+    if row is not None and row["sha256"] == model.sha256:
+        return Plan(
+            model=model.name,
+            old_sha256=row["sha256"],
+            new_sha256=model.sha256,
+            dialect=conn.dialect.name,
+            allow_data_loss=allow_data_loss,
+            counted=True,
+        )
+    old = model_from_record(row) if row is not None else None
+    return plan_migration(old, model, conn, allow_data_loss=allow_data_loss, user=user)
+
+
+def migrate_database(
+    engine,
+    model: Model,
+    *,
+    dry_run: bool = False,
+    allow_data_loss: bool = False,
+    user: str | None = None,
+    lock_wait: float = 30.0,
+) -> Plan:
+    """Bring the database to ``model``; returns the plan (applied unless ``dry_run``).
+
+    Raises MigrationError, writing nothing, when a step is refused (naming each), when the
+    lock stays held by another migration for ``lock_wait`` seconds, or when a step fails.
+    """
+    user = user or default_user()
+    if dry_run:
+        with reading(engine) as conn:
+            return plan_for_database(conn, model, allow_data_loss=allow_data_loss, user=user)
+    holder = holder_text()
+    if engine.dialect.name == "sqlite":
+        with sqlite_lock(engine, holder, wait=lock_wait):
+            return _apply_sqlite(engine, model, allow_data_loss=allow_data_loss, user=user)
+    return _apply_postgresql(engine, model, allow_data_loss=allow_data_loss, user=user, holder=holder, wait=lock_wait)
+
+
+def _refuse(plan: Plan) -> None:
+    if plan.refusals:
+        raise MigrationError(plan.reason())
+
+
+def apply_plan(conn, plan: Plan) -> None:
+    """Run every step of ``plan`` on ``conn`` (inside the caller's transaction)."""
+    current: list = [None]
+
+    def before(index, step):
+        current[0] = (index, step)
+
+    try:
+        with online(conn) as ex:
+            run_actions(list(plan), ex, before=before)
+    except MetaCRMError:
+        raise
+    except Exception as exc:
+        index, step = current[0] or (0, None)
+        where = f"step {index + 1} ({step.kind.replace('_', ' ')} {step.where})" if step else "the first step"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise MigrationError(f"migration failed at {where}: {first}; nothing was changed") from exc
+
+
+def _apply_postgresql(engine, model: Model, *, allow_data_loss: bool, user: str, holder: str, wait: float) -> Plan:
+    with engine.connect() as conn:
+        with conn.begin():
+            pg_lock(conn, holder, wait=wait)
+            plan = plan_for_database(conn, model, allow_data_loss=allow_data_loss, user=user)
+            if not plan:
+                return plan
+            _refuse(plan)
+            apply_plan(conn, plan)
+            record(conn, model, user=user)
+    return plan
+
+
+def _apply_sqlite(engine, model: Model, *, allow_data_loss: bool, user: str) -> Plan:
+    path = engine.url.database
+    on_file = bool(path) and path != ":memory:"
+    backup: Path | None = None
+    before: dict | None = None
+    with engine.connect() as conn:
+        raw = conn.connection.driver_connection
+        raw.execute("PRAGMA foreign_keys=OFF")  # outside any transaction, or it has no effect
+        try:
+            conn.execution_options(**{WRITE: True})
+            with conn.begin():
+                plan = plan_for_database(conn, model, allow_data_loss=allow_data_loss, user=user)
+                if not plan:
+                    return plan
+                _refuse(plan)
+                if on_file and any(step.kind == "rebuild_table" for step in plan):
+                    before = _fingerprint(conn)
+                    backup = _backup(path)
+                apply_plan(conn, plan)
+                _foreign_key_check(conn)
+                record(conn, model, user=user)
+        except Exception:
+            if backup is not None:
+                conn.invalidate()  # never hand this connection back to the pool
+                _restore_if_needed(engine, path, backup, before)
+                backup = None
+            raise
+        finally:
+            if backup is not None:
+                backup.unlink(missing_ok=True)
+            if not conn.invalidated:
+                raw.execute("PRAGMA foreign_keys=ON")
+    return plan
+
+
+def _foreign_key_check(conn) -> None:
+    rows = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+    if rows:
+        shown = ", ".join(f"{table} row {rowid} → {parent}" for table, rowid, parent, _ in rows[:3])
+        raise MigrationError(f"the migration would break {len(rows)} links ({shown}); nothing was changed")
+
+
+# -- the SQLite safety copy ---------------------------------------------------------------------
+
+
+def backup_path(path: str) -> Path:
+    return Path(f"{path}.pre-migrate")
+
+
+def _backup(path: str) -> Path:
+    target = backup_path(path)
+    source = sqlite3.connect(path)
+    copy = sqlite3.connect(target)
+    try:
+        source.backup(copy)
+    finally:
+        copy.close()
+        source.close()
+    return target
+
+
+def _fingerprint(conn) -> dict:
+    row = recorded_row(conn)
+    return {"tables": sorted(inspect(conn).get_table_names()), "sha256": row["sha256"] if row else None}
+
+
+def rolled_back(engine, before: dict) -> bool:
+    """Whether the database is back to what it was before the migration."""
+    try:
+        with reading(engine) as conn:
+            if conn.exec_driver_sql("PRAGMA quick_check").scalar() != "ok":
+                return False
+            return _fingerprint(conn) == before
+    except Exception:  # noqa: BLE001 - a database that cannot be read is not rolled back
+        return False
+
+
+def _restore_if_needed(engine, path: str, backup: Path, before: dict | None) -> None:
+    try:
+        if before is not None and rolled_back(engine, before):
+            return
+        engine.dispose()
+        copy = sqlite3.connect(backup)
+        target = sqlite3.connect(path)
+        try:
+            copy.backup(target)
+        finally:
+            target.close()
+            copy.close()
+        engine.dispose()
+    finally:
+        backup.unlink(missing_ok=True)
