@@ -26,6 +26,7 @@ SYSTEM_COLUMNS = frozenset(
         "stage",
         "stage_entered_at",
         "closed_at",
+        "reached",
     }
 )
 

@@ -565,15 +565,14 @@ class CRM(UsersMixin, ReportsMixin):
         """Move a record to a stage through an allowed transition (TransitionError says why
         not, and lists the allowed moves). With ``version``, refuse (ConflictError) when the
         record changed since that version was read."""
-        from .moves import move
+        from .moves import move, moved_record
 
         self._ready()
         ent = self._staged(entity)
         with self._writing() as conn:
             row = self._get_row(conn, ent, record_id, "move")
-            move(conn, self.storage, ent, row, stage, by=self.user, roles=self._roles, note=note, version=version)
-            fresh = self._get_row(conn, ent, row["id"])
-            return rec.rows_to_records(conn, self.storage, ent, [fresh])[0]
+            fresh = move(conn, self.storage, ent, row, stage, by=self.user, roles=self._roles, note=note, version=version)
+            return moved_record(conn, self.storage, ent, fresh)
 
     def allowed_moves(self, entity: str, record_id: int) -> list[dict]:
         """Every outgoing move of the record's stage: ``{"stage", "label", "kind", "possible",
