@@ -133,7 +133,9 @@ def test_cli_users_and_as(world, db_url) -> None:
     result = runner.invoke(app, ["user", "add", "ira", "--role", "manager", "--team", "south", *base])
     assert result.exit_code == 0, result.output
     listed = runner.invoke(app, ["user", "list", "--format", "json", *base])
-    assert {"login": "ira", "name": None, "roles": ["manager"], "team": "south"} in __import__("json").loads(listed.stdout)
+    assert {"login": "ira", "name": None, "roles": ["manager"], "team": "south"} in __import__("json").loads(
+        listed.stdout
+    )
     mine = runner.invoke(app, ["list", "client", "--as", "anna", "--format", "json", *base])
     assert [c["name"] for c in __import__("json").loads(mine.stdout)] == ["Клиент anna"]
     refused = runner.invoke(app, ["update", "client", str(world[1]["boris"][0]), "city=X", "--as", "anna", *base])
@@ -158,3 +160,17 @@ def test_export_and_import_scopes(world, tmp_path) -> None:
     with pytest.raises(metacrm.PermissionDenied):
         import_csv(crm.as_user("anna"), "client", out)  # create: all, but import: none
     assert crm.count("client") == before
+
+
+def test_reports_and_board_respect_access(world) -> None:
+    crm, ids = world
+    anna, vera, boss = crm.as_user("anna"), crm.as_user("vera"), crm.as_user("dir")
+    crm.move("deal", ids["gleb"][1], "won")
+    assert boss.funnel("deal")["stages"][0]["reached"] == 4
+    assert anna.funnel("deal")["stages"][0]["reached"] == 1  # her one deal
+    assert vera.funnel("deal")["stages"][0]["reached"] == 3  # team north: anna's, boris's and his cross deal
+    assert sum(c["count"] for c in anna.board("deal")["columns"]) == 1
+    assert [r["title"] for c in anna.board("deal")["columns"] for r in c["records"]] == ["Сделка anna"]
+    assert {row["value"] for row in anna.report_group("deal", "owner")["rows"]} == {"anna"}
+    assert anna.funnel("deal")["win_rate"] is None  # gleb's won deal is not hers
+    assert crm.as_user("olga").funnel("deal")["stages"][0]["reached"] == 0

@@ -58,7 +58,9 @@ def build_board(
     limit_per_stage: int | None = 20,
     order_by: str | None = None,
     where: str | None = None,
+    access=None,
 ) -> dict:
+    """``access``: the acting user's row filter (metacrm.runtime.access.row_clause), if any."""
     p = choose_pipeline(entity, pipeline)
     if limit_per_stage is not None and (not isinstance(limit_per_stage, int) or limit_per_stage < 0):
         raise BadReportOption(f"limit per stage must be a whole number >= 0, not {limit_per_stage!r}")
@@ -66,16 +68,17 @@ def build_board(
     amount = table.c[p.amount] if p.amount else None
     order = graph_order(p)
     key = (storage.model.sha256, entity.name, p.name, where)
-    totals = _cached(key, lambda: _totals(storage, entity, table, p, amount, where))
+    cached = _cached if access is None else (lambda _key, build: build())  # a user's filter is not shared
+    totals = cached(key, lambda: _totals(storage, entity, table, p, amount, where, access))
     counts = {row.stage: row for row in conn.execute(totals)}
     _, descending, _ = _order(entity, table, p.amount, order_by)  # a bad order_by is refused first
     records: dict[str, list[dict]] = {s: [] for s in order}
     wanted = tuple(s for s in order if s in counts and limit_per_stage != 0)
     rows: list = []
     if wanted:
-        query = _cached(
+        query = cached(
             (*key, order_by, limit_per_stage, wanted),
-            lambda: _cards(storage, entity, table, p, amount, where, order_by, limit_per_stage, wanted),
+            lambda: _cards(storage, entity, table, p, amount, where, order_by, limit_per_stage, wanted, access),
         )
         rows = conn.execute(query).mappings().all()
     by_stage: dict[str, list] = {}
@@ -147,8 +150,10 @@ def _cached(key: tuple, build):
     return statement
 
 
-def _filters(storage: Storage, entity: Entity, table, p, where: str | None) -> list:
+def _filters(storage: Storage, entity: Entity, table, p, where: str | None, access=None) -> list:
     filters = [table.c.pipeline == p.name] if entity.multi_pipeline else []
+    if access is not None:
+        filters.append(access)
     if where:
         from ..expr import compile_sql
 
@@ -156,19 +161,19 @@ def _filters(storage: Storage, entity: Entity, table, p, where: str | None) -> l
     return filters
 
 
-def _totals(storage: Storage, entity: Entity, table, p, amount, where: str | None):
+def _totals(storage: Storage, entity: Entity, table, p, amount, where: str | None, access=None):
     """Count and sum per stage (the covering (stage, amount) index)."""
     columns = [
         table.c.stage,
         func.count().label("n"),
         *([func.sum(amount).label("amount")] if amount is not None else []),
     ]
-    return select(*columns).where(*_filters(storage, entity, table, p, where)).group_by(table.c.stage)
+    return select(*columns).where(*_filters(storage, entity, table, p, where, access)).group_by(table.c.stage)
 
 
-def _cards(storage: Storage, entity: Entity, table, p, amount, where, order_by, limit_per_stage, wanted):
+def _cards(storage: Storage, entity: Entity, table, p, amount, where, order_by, limit_per_stage, wanted, access=None):
     """The records shown: per stage, the first ones in index order."""
-    filters = _filters(storage, entity, table, p, where)
+    filters = _filters(storage, entity, table, p, where, access)
     title = table.c[entity.title] if entity.title else None
     columns = [
         table.c.id,

@@ -110,7 +110,6 @@ from ..model.metamodel import Entity, Pipeline, Stage
 from ..model.suggest import did_you_mean, listing
 from ..storage import naming
 from ..storage.tables import Storage
-from .engine import reading
 
 UTC = dt.UTC
 CENT = Decimal("0.01")
@@ -335,6 +334,7 @@ def build_funnel(
     date_to=None,
     as_of=None,
     by: str | None = None,
+    access=None,
 ) -> dict | list[dict]:
     p = choose_pipeline(entity, pipeline)
     date_from, date_to = parse_when(date_from, "from"), parse_when(date_to, "to")
@@ -346,6 +346,8 @@ def build_funnel(
     table = storage.table(entity.name)
     cutoff = upper_bound(as_of)
     filters = _record_filters(entity, table, p, date_from, date_to)
+    if access is not None:  # the acting user's rows only
+        filters.append(access)
     grouping = [key.column] if key is not None else []
     tallies: dict = {}
 
@@ -357,7 +359,7 @@ def build_funnel(
         _from_masks(conn, table, p, order, bits, filters, grouping, tally)
     else:
         _from_history(conn, storage, entity, table, p, order, filters, grouping, cutoff, tally)
-    for stage, grp, value in _medians(conn, storage, entity, table, p, key, cutoff, date_from, date_to):
+    for stage, grp, value in _medians(conn, storage, entity, table, p, key, cutoff, date_from, date_to, access):
         tally(grp).medians[stage] = value
 
     meta = {
@@ -492,7 +494,7 @@ def _record_filters(entity: Entity, table, pipeline: Pipeline, date_from, date_t
     return filters
 
 
-def _medians(conn, storage, entity, table, p, key, cutoff, date_from, date_to):
+def _medians(conn, storage, entity, table, p, key, cutoff, date_from, date_to, access=None):
     """(stage left, group, median seconds) over the moves out of each stage."""
     hist = storage.history_table
     where = [
@@ -502,7 +504,7 @@ def _medians(conn, storage, entity, table, p, key, cutoff, date_from, date_to):
         hist.c.seconds_in_stage.is_not(None),
         hist.c.source.in_(MOVES_OUT),
     ]
-    whole = key is None and cutoff is None and date_from is None and date_to is None
+    whole = key is None and cutoff is None and date_from is None and date_to is None and access is None
     if whole:
         yield from _middles(conn, hist, where)
         return
@@ -513,7 +515,9 @@ def _medians(conn, storage, entity, table, p, key, cutoff, date_from, date_to):
     if cutoff is not None:
         query = query.where(hist.c.at < cutoff)
     filters = _record_filters(entity, table, p, date_from, date_to)
-    if key is not None or date_from is not None or date_to is not None:
+    if access is not None:
+        filters.append(access)
+    if key is not None or date_from is not None or date_to is not None or access is not None:
         query = query.join_from(hist, table, table.c.id == hist.c.record_id).where(*filters)
     query = query.group_by(hist.c.from_stage, *([key.column] if key is not None else []))
     for row in conn.execute(query).mappings():
@@ -630,6 +634,7 @@ def build_group(
     date: str | None = None,
     date_from=None,
     date_to=None,
+    access=None,
 ) -> dict:
     key = group_key(storage, entity, by)
     if period is not None and period not in PERIODS:
@@ -646,6 +651,8 @@ def build_group(
         columns.append(expr.label("period"))
         grouping.insert(0, expr)
     query = select(*columns).select_from(table).group_by(*grouping)
+    if access is not None:
+        query = query.where(access)
     if date_from is not None:
         query = query.where(date_col >= _edge(lower_bound(date_from), is_date))
     if date_to is not None:
@@ -796,6 +803,12 @@ def group_png(doc: dict, path) -> None:
 class ReportsMixin:
     """Reports and the board for the CRM facade (read-only: one read transaction each)."""
 
+    def _access(self, ent: Entity):
+        """The acting user's read filter for reports (None for the system user)."""
+        from .access import row_clause
+
+        return row_clause(self.storage, ent, self.actor)
+
     def funnel(
         self,
         entity: str,
@@ -810,9 +823,17 @@ class ReportsMixin:
         ``by``, a list of funnels, one per owner (or field value)."""
         self._ready()
         ent = self._entity(entity)
-        with reading(self.engine) as conn:
+        with self._reading() as conn:
             return build_funnel(
-                conn, self.storage, ent, pipeline, date_from=date_from, date_to=date_to, as_of=as_of, by=by
+                conn,
+                self.storage,
+                ent,
+                pipeline,
+                date_from=date_from,
+                date_to=date_to,
+                as_of=as_of,
+                by=by,
+                access=self._access(ent),
             )
 
     def report_group(
@@ -829,9 +850,18 @@ class ReportsMixin:
         """Counts (and the sum of a money or number field) per value of ``by``, per period."""
         self._ready()
         ent = self._entity(entity)
-        with reading(self.engine) as conn:
+        with self._reading() as conn:
             return build_group(
-                conn, self.storage, ent, by, sum=sum, period=period, date=date, date_from=date_from, date_to=date_to
+                conn,
+                self.storage,
+                ent,
+                by,
+                sum=sum,
+                period=period,
+                date=date,
+                date_from=date_from,
+                date_to=date_to,
+                access=self._access(ent),
             )
 
     def board(
@@ -848,7 +878,14 @@ class ReportsMixin:
 
         self._ready()
         ent = self._entity(entity)
-        with reading(self.engine) as conn:
+        with self._reading() as conn:
             return build_board(
-                conn, self.storage, ent, pipeline, limit_per_stage=limit_per_stage, order_by=order_by, where=where
+                conn,
+                self.storage,
+                ent,
+                pipeline,
+                limit_per_stage=limit_per_stage,
+                order_by=order_by,
+                where=where,
+                access=self._access(ent),
             )
