@@ -483,7 +483,7 @@ def test_cli_move_and_moves(crm, ids, cli) -> None:
         cli("move", "deal", str(d["id"]), "qualified", "--note", "звонок", "--version", "1", "--format", "json").stdout
     )
     assert moved["stage"] == "qualified" and moved["version"] == 2
-    history = json.loads(cli("history", "deal", str(d["id"]), "--format", "json").stdout)
+    history = json.loads(cli("history", "deal", str(d["id"]), "--stages", "--format", "json").stdout)
     assert [(h["from_stage"], h["to_stage"], h["note"]) for h in history] == [
         (None, "new", None),
         ("new", "qualified", "звонок"),

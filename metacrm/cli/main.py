@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import typer
 
-from . import data_cmds, demo_cmd, io_cmds, migrate_cmds, model_cmds, report_cmds, stage_cmds, user_cmds
+from . import (
+    data_cmds,
+    demo_cmd,
+    io_cmds,
+    migrate_cmds,
+    model_cmds,
+    note_cmd,
+    report_cmds,
+    search_cmd,
+    stage_cmds,
+    user_cmds,
+)
 
 app = typer.Typer(
     name="metacrm",
@@ -17,10 +28,12 @@ model_cmds.register(app)
 data_cmds.register(app)
 migrate_cmds.register(app)
 stage_cmds.register(app)
+note_cmd.register(app)
 user_cmds.register(app)
 io_cmds.register(app)
 demo_cmd.register(app)
 report_cmds.register(app)
+search_cmd.register(app)
 
 
 @app.callback()

@@ -1,4 +1,4 @@
-"""Commands on stages: move, moves (what is possible next), history."""
+"""Commands on stages: move, moves (what is possible next), history (the record's timeline)."""
 
 from __future__ import annotations
 
@@ -49,15 +49,48 @@ def moves(
 def history(
     entity: Annotated[str, typer.Argument(help="Entity name.")],
     record_id: Annotated[str, typer.Argument(metavar="ID")],
+    stages: Annotated[bool, typer.Option("--stages", help="Only the stage moves, oldest first.")] = False,
+    limit: Annotated[int, typer.Option("--limit", help="At most this many entries.")] = 100,
     model: ModelOpt = DEFAULT_MODEL,
     db: DbOpt = DEFAULT_DB,
     as_user: AsOpt = None,
     format: FormatOpt = Format.table,
 ) -> None:
-    """The record's stage history, oldest first."""
+    """What happened to a record, newest first: changes, moves, links, activities, and the
+    records linked to it (its tasks). --stages: the stage history alone, oldest first."""
     with opened(model, db, as_user) as crm:
-        rows = crm.history(entity, record_id)
-    emit_records(rows, format, ["at", "from_stage", "to_stage", "by", "seconds_in_stage", "source", "note"])
+        if stages:
+            rows = crm.history(entity, record_id)
+        else:
+            rows = crm.timeline(entity, record_id, limit=limit)
+    if stages:
+        emit_records(rows, format, ["at", "from_stage", "to_stage", "by", "seconds_in_stage", "source", "note"])
+        return
+    if format is Format.json:
+        typer.echo(to_json(rows))
+        return
+    flat = [
+        {
+            "at": r["at"],
+            "record": f"{r['entity']} {r['record_id']}",
+            "action": r["kind"] if r["action"] == "note" else r["action"],
+            "by": r["by"],
+            "changes": "; ".join(f"{k}: {_shown(a)} -> {_shown(b)}" for k, (a, b) in r["changes"].items()),
+            "text": r["text"],
+        }
+        for r in rows
+    ]
+    emit_records(flat, format, ["at", "record", "action", "by", "changes", "text"])
+
+
+def _shown(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, dict) and set(value) == {"entity", "id"}:
+        return f"{value['entity']} {value['id']}"
+    if isinstance(value, list):
+        return "[" + ", ".join(str(v) for v in value) + "]"
+    return str(value)
 
 
 def register(app: typer.Typer) -> None:

@@ -20,11 +20,13 @@ from ..model.suggest import did_you_mean, listing
 from ..storage import naming
 from ..storage.tables import build_storage
 from ..storage.types import now_utc
+from . import journal
 from . import records as rec
 from .access import SYSTEM, Actor, check_create, check_row, row_clause
 from .deletes import delete_records
 from .engine import make_engine, reading, writing
 from .reports import ReportsMixin
+from .search import SearchMixin
 from .users import UsersMixin
 
 
@@ -41,7 +43,7 @@ def connect(model: Model | str | os.PathLike, url: str = "sqlite:///crm.db", *, 
     return CRM(model, make_engine(url), user=user)
 
 
-class CRM(UsersMixin, ReportsMixin):
+class CRM(UsersMixin, ReportsMixin, SearchMixin):
     def __init__(self, model: Model, engine, *, user: str | None = None):
         from ..validation import build_validators
 
@@ -379,7 +381,8 @@ class CRM(UsersMixin, ReportsMixin):
                 if issues:
                     raise rec.refused(issues)
         except IntegrityError as exc:
-            raise rec.translate_integrity(exc, self.storage, ent, None) from exc
+            single = records[0] if _single and isinstance(records, list | tuple) else None
+            raise rec.translate_integrity(exc, self.storage, ent, single) from exc
         return out if returning else created
 
     def _validate_batch(
@@ -396,9 +399,10 @@ class CRM(UsersMixin, ReportsMixin):
             check_create(conn, self.storage, ent, self.actor, owners, action=permission)
         if check_db:
             rec.check_links_exist(conn, self.storage, ent, values, indexed=not single, actor=self._actor_or_none)
-            problems = rec.unique_prechecks(conn, self.storage, ent, values)
-            if problems:
-                raise rec.refused(problems if not single else [_shift(p, None) for p in problems])
+            if not single:  # a single record: the unique constraint itself answers (translated)
+                problems = rec.unique_prechecks(conn, self.storage, ent, values)
+                if problems:
+                    raise rec.refused(problems)
         return values, stages
 
     def _insert_batch(self, conn, ent: Entity, values: list[dict], stages: list, *, returning: bool = True) -> list[dict]:
@@ -427,8 +431,6 @@ class CRM(UsersMixin, ReportsMixin):
         if ent.has_stages:
             conn.execute(insert(self.storage.history_table), self._history_rows(ent, rows, ids))
             rows = self._place(conn, ent, rows, ids, stages)
-        if not returning:
-            return []
         out = []
         for record_id, row, many in zip(ids, rows, manys, strict=True):
             stored = {**row, "id": record_id}
@@ -440,11 +442,15 @@ class CRM(UsersMixin, ReportsMixin):
             for name in ent.fields:
                 stored.setdefault(name, None)
             out.append(rec.row_to_record(ent, stored, {k: sorted(v) for k, v in many.items()}))
-        return out
+        journal.write(conn, self.storage, journal.created_entries(ent, out, now, self.user))  # one executemany
+        return out if returning else []
 
-    def update(self, entity: str, record_id: int, data: Mapping[str, Any], *, version: int | None = None) -> dict:
+    def update(
+        self, entity: str, record_id: int, data: Mapping[str, Any], *, version: int | None = None, _action="update"
+    ) -> dict:
         """Change fields and links of one record. With ``version``, refuse (ConflictError)
-        when the record changed since that version was read."""
+        when the record changed since that version was read. The journal records the fields
+        and links whose value changed."""
         self._ready()
         ent = self._entity(entity)
         values = self.validators[ent.name].patch(data)
@@ -468,6 +474,7 @@ class CRM(UsersMixin, ReportsMixin):
                         ]
                     )
                 rec.check_links_exist(conn, self.storage, ent, [values], actor=self._actor_or_none)
+                before = rec.rows_to_records(conn, self.storage, ent, [current])[0]
                 row, many = rec.split_values(ent, values)
                 row.pop("pipeline", None)
                 row.update(updated_at=now_utc(), version=table.c.version + 1)
@@ -481,7 +488,9 @@ class CRM(UsersMixin, ReportsMixin):
                     )
                 self._write_join(conn, ent, current["id"], many, replace=True)
                 fresh = self._get_row(conn, ent, current["id"])
-                return rec.rows_to_records(conn, self.storage, ent, [fresh])[0]
+                after = rec.rows_to_records(conn, self.storage, ent, [fresh])[0]
+                self._journal_change(conn, ent, before, after, _action)
+                return after
         except IntegrityError as exc:
             raise rec.translate_integrity(exc, self.storage, ent, values) from exc
 
@@ -492,7 +501,20 @@ class CRM(UsersMixin, ReportsMixin):
         ent = self._entity(entity)
         with self._writing() as conn:
             row = self._get_row(conn, ent, record_id, "delete")
+            before = rec.rows_to_records(conn, self.storage, ent, [row])[0]
             deleted = delete_records(conn, self.storage, ent.name, {row["id"]})
+            now, cause = now_utc(), f"cascaded from {ent.name} {row['id']}"
+            journal.write(
+                conn,
+                self.storage,
+                [
+                    journal.entry(ent.name, row["id"], "delete", now, self.user, journal.diff(ent, before, None))
+                    if (name, deleted_id) == (ent.name, row["id"])
+                    else journal.entry(name, deleted_id, "delete", now, self.user, text=cause)
+                    for name, ids in deleted.items()
+                    for deleted_id in sorted(ids)
+                ],
+            )
         return {name: sorted(ids) for name, ids in deleted.items()}
 
     def link(self, entity: str, record_id: int, name: str, target) -> dict:
@@ -529,7 +551,7 @@ class CRM(UsersMixin, ReportsMixin):
             return self.get(entity, record_id)
         link = ent.links[name]
         if not link.many:
-            return self.update(entity, record_id, {name: target if add else None})
+            return self.update(entity, record_id, {name: target if add else None}, _action="link" if add else "unlink")
         from sqlalchemy import delete
 
         targets = self.validators[ent.name].patch({name: [] if target is None else [target]})[name]
@@ -537,6 +559,7 @@ class CRM(UsersMixin, ReportsMixin):
         table = self.storage.table(ent.name)
         with self._writing() as conn:
             row = self._get_row(conn, ent, record_id, "update")
+            before = rec.rows_to_records(conn, self.storage, ent, [row])[0]
             if add:
                 rec.check_links_exist(conn, self.storage, ent, [{name: targets}], actor=self._actor_or_none)
                 present = set(
@@ -556,7 +579,17 @@ class CRM(UsersMixin, ReportsMixin):
                 update(table).where(table.c.id == row["id"]).values(updated_at=now_utc(), version=table.c.version + 1)
             )
             fresh = self._get_row(conn, ent, row["id"])
-            return rec.rows_to_records(conn, self.storage, ent, [fresh])[0]
+            after = rec.rows_to_records(conn, self.storage, ent, [fresh])[0]
+            self._journal_change(conn, ent, before, after, "link" if add else "unlink")
+            return after
+
+    def _journal_change(self, conn, ent: Entity, before: Mapping, after: Mapping, action: str) -> None:
+        """A journal row with the fields and links that changed (none when nothing did)."""
+        changes = journal.diff(ent, before, after)
+        if changes:
+            journal.write(
+                conn, self.storage, [journal.entry(ent.name, after["id"], action, after["updated_at"], self.user, changes)]
+            )
 
     # -- stages -------------------------------------------------------------------------------
     def move(
@@ -572,6 +605,9 @@ class CRM(UsersMixin, ReportsMixin):
         with self._writing() as conn:
             row = self._get_row(conn, ent, record_id, "move")
             fresh = move(conn, self.storage, ent, row, stage, by=self.user, roles=self._roles, note=note, version=version)
+            changes = {"stage": [row["stage"], fresh["stage"]]}
+            at = fresh["stage_entered_at"]  # the history row's time: the timeline shows the move once
+            journal.write(conn, self.storage, [journal.entry(ent.name, row["id"], "move", at, self.user, changes, text=note)])
             return moved_record(conn, self.storage, ent, fresh)
 
     def allowed_moves(self, entity: str, record_id: int) -> list[dict]:
@@ -598,6 +634,42 @@ class CRM(UsersMixin, ReportsMixin):
                 .order_by(table.c.at, table.c.id)
             ).mappings()
             return [{k: v for k, v in r.items() if k not in ("id", "entity")} for r in rows]
+
+    def note(self, entity: str, record_id: int, text: str, *, kind: str = "note") -> dict:
+        """Add an activity (a note, call, email or meeting) to a record's journal; reading the
+        record is permission enough. Returns the journal entry."""
+        self._ready()
+        ent = self._entity(entity)
+        if kind not in journal.KINDS:
+            hint = did_you_mean(str(kind), journal.KINDS)
+            raise ValidationError(
+                f"unknown activity kind {kind!r}" + (f" ({hint})" if hint else "") + f"; kinds: {listing(journal.KINDS)}"
+            )
+        text = "" if text is None else str(text).strip()
+        if not text:
+            raise ValidationError(f"{ent.name}: a {kind} needs a text")
+        with self._writing() as conn:
+            row = self._get_row(conn, ent, record_id, "read")
+            added = journal.entry(ent.name, row["id"], "note", now_utc(), self.user, kind=kind, text=text)
+            journal.write(conn, self.storage, [added])
+        return added
+
+    def timeline(self, entity: str, record_id: int, *, limit: int = 100) -> list[dict]:
+        """What happened to a record, newest first: its journal (changes, moves, links,
+        activities), stage history the journal does not hold, and the journal of the records
+        linked to it (a deal's tasks; ``entity``, ``record_id`` and ``via`` say which).
+        Each entry: at, entity, record_id, action, by, changes ({name: [old, new]}), kind,
+        text, via, source. Linked records the acting user may not read stay hidden."""
+        self._ready()
+        ent = self._entity(entity)
+        limit = _non_negative(limit, "limit")
+
+        def allowed(source: str):
+            return row_clause(self.storage, self.model.entities[source], self.actor)
+
+        with self._reading() as conn:
+            row = self._get_row(conn, ent, record_id)
+            return journal.timeline(conn, self.storage, ent, row["id"], limit=limit, allowed=allowed)
 
     def _staged(self, entity: str) -> Entity:
         ent = self._entity(entity)

@@ -16,6 +16,7 @@ MODEL_TABLE = "metacrm_model"
 HISTORY_TABLE = "metacrm_history"
 LOCK_TABLE = "metacrm_lock"
 USER_TABLE = "metacrm_user"
+JOURNAL_TABLE = "metacrm_journal"
 MAX_NAME = 63
 
 

@@ -43,7 +43,9 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    event,
 )
+from sqlalchemy.schema import DDL
 
 from ..model.metamodel import Entity, Field, Link, Model, Pipeline
 from . import naming
@@ -66,6 +68,7 @@ class Storage:
     history_table: Table | None = None
     lock_table: Table | None = None
     user_table: Table | None = None
+    journal_table: Table | None = None
     # (entity, pipeline) -> {stage: bit of the ``reached`` mask}
     reached_bits: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
 
@@ -215,7 +218,79 @@ def _entity_table(entity: Entity, model: Model, storage: Storage) -> Table:
             continue
         seen.add(cols)
         Index(naming.index_name(name, cols), *[table.c[c] for c in cols])
+    if entity.search:
+        event.listen(table, "after_create", _SearchIndex(name, entity.search))
     return table
+
+
+# -- the full-text search index (kept in sync by the database itself) ---------------------------
+SEARCH_CONFIG = "russian"  # PostgreSQL text search configuration: stems Russian, keeps Latin words
+
+
+def fts_table_name(table: str) -> str:
+    """SQLite: the external-content FTS5 table indexing an entity's search fields."""
+    return f"{table}__fts"
+
+
+def search_index_name(table: str, fields: tuple[str, ...] = ()) -> str:
+    """PostgreSQL: the functional GIN index over the tsvector of an entity's search fields
+    (its name carries a digest of the fields, so a changed list is a different index)."""
+    import hashlib
+
+    digest = hashlib.sha1(",".join(fields).encode()).hexdigest()[:8]
+    return naming.short(f"ix_{table}__search_{digest}")
+
+
+def search_document(fields: tuple[str, ...]) -> str:
+    """PostgreSQL: the text indexed (and matched: it must be the same expression)."""
+    return " || ' ' || ".join(f"coalesce(\"{f}\", '')" for f in fields)
+
+
+def search_ddl(dialect: str, table: str, fields: tuple[str, ...]) -> list[str]:
+    """The statements creating the search index of a table: on SQLite an FTS5 table with
+    triggers keeping it in sync on every insert, update and delete; on PostgreSQL a GIN index
+    on ``to_tsvector('russian', ...)`` (always current). Other dialects: none."""
+    if dialect == "sqlite":
+        fts = fts_table_name(table)
+        cols = ", ".join(f'"{f}"' for f in fields)
+        new = ", ".join(f'new."{f}"' for f in fields)
+        old = ", ".join(f'old."{f}"' for f in fields)
+        insert_new = f'INSERT INTO "{fts}"(rowid, {cols}) VALUES (new.id, {new});'
+        delete_old = f'INSERT INTO "{fts}"("{fts}", rowid, {cols}) VALUES (\'delete\', old.id, {old});'
+        return [
+            f"CREATE VIRTUAL TABLE \"{fts}\" USING fts5({cols}, content='{table}', content_rowid='id', "
+            "tokenize='unicode61 remove_diacritics 2')",
+            f'CREATE TRIGGER "{fts}_ai" AFTER INSERT ON "{table}" BEGIN {insert_new} END',
+            f'CREATE TRIGGER "{fts}_ad" AFTER DELETE ON "{table}" BEGIN {delete_old} END',
+            f'CREATE TRIGGER "{fts}_au" AFTER UPDATE OF {cols} ON "{table}" BEGIN {delete_old} {insert_new} END',
+        ]
+    if dialect == "postgresql":
+        return [
+            f'CREATE INDEX "{search_index_name(table, fields)}" ON "{table}" USING gin '
+            f"(to_tsvector('{SEARCH_CONFIG}', {search_document(fields)}))"
+        ]
+    return []
+
+
+class _SearchIndex:
+    """An ``after_create`` listener creating a table's search index, both when
+    ``metadata.create_all`` runs and when a migration creates the table through alembic
+    (online, or rendering SQL for a dry run)."""
+
+    def __init__(self, table: str, fields: tuple[str, ...]):
+        self.table, self.fields = table, tuple(fields)
+
+    def __call__(self, target, connection, **kw) -> None:
+        runner = kw.get("_ddl_runner")
+        alembic_exec = getattr(runner, "_exec", None)
+        dialect = connection.dialect if connection is not None else getattr(runner, "dialect", None)
+        if dialect is None:
+            return
+        for statement in search_ddl(dialect.name, self.table, self.fields):
+            if alembic_exec is not None:
+                alembic_exec(DDL(statement))
+            else:
+                connection.execute(DDL(statement))
 
 
 def _member_column(entity: Entity, name: str) -> str:
@@ -286,6 +361,20 @@ def _system_tables(storage: Storage) -> None:
         Column("roles", Text(), nullable=False, server_default=""),  # comma-separated role names
         Column("team", String(100), nullable=True),
         Column("created_at", UTCDateTime(), nullable=False),
+    )
+    storage.journal_table = Table(
+        naming.JOURNAL_TABLE,
+        md,
+        Column("id", id_type(), primary_key=True, autoincrement=True),
+        Column("entity", String(30), nullable=False),
+        Column("record_id", id_type(), nullable=False),
+        Column("action", String(10), nullable=False),  # create update delete move link unlink note
+        Column("at", UTCDateTime(), nullable=False),
+        Column("by", String(100), nullable=True),
+        Column("changes", json_type(), nullable=True),  # {field: [old, new]}
+        Column("kind", String(20), nullable=True),  # an activity's kind: note call email meeting
+        Column("text", Text(), nullable=True),
+        Index("ix_metacrm_journal_record", "entity", "record_id", "at"),
     )
     storage.lock_table = Table(
         naming.LOCK_TABLE,

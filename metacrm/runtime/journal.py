@@ -1,0 +1,224 @@
+"""The journal: who changed what and when, and the activities added to records.
+
+One table, ``metacrm_journal``: a row per created, updated, deleted, moved, linked or
+unlinked record, and per activity (a note, call, email or meeting). ``changes`` maps each
+changed field or link to ``[old, new]`` in JSON-safe values (decimals, dates and times as
+strings; many-links as sorted id lists). Rows are written with one executemany in the
+transaction of the operation they record, so a refused operation leaves none.
+
+:func:`timeline` merges, newest first, the journal of a record, its stage history rows the
+journal does not already hold, and the journal of the records linked to it (a deal's tasks).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, insert, select
+
+from ..model.metamodel import Entity
+from ..storage import naming
+from ..storage.tables import Storage
+from .records import SYSTEM_OUT
+
+ACTIONS = ("create", "update", "delete", "move", "link", "unlink", "note")
+KINDS = ("note", "call", "email", "meeting")
+_SKIP = frozenset(("id", *SYSTEM_OUT))
+
+
+def safe(value: Any) -> Any:
+    """A value as JSON can hold it: decimals, dates and datetimes as strings."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {str(k): safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        items = [safe(v) for v in value]
+        return sorted(items) if isinstance(value, set | frozenset) else items
+    return value
+
+
+def _tracked(ent: Entity, record: Mapping) -> dict:
+    out = {}
+    for key, value in record.items():
+        if key in _SKIP:
+            continue
+        link = ent.links.get(key)
+        if link is not None and link.many and value is not None:
+            value = sorted(value)  # many-links: sorted id lists
+        out[key] = safe(value)
+    return out
+
+
+def diff(ent: Entity, old: Mapping | None, new: Mapping | None) -> dict[str, list]:
+    """``{name: [old, new]}`` for every field and link whose value differs (system columns
+    aside); a missing side counts as null, and nulls on both sides are left out."""
+    before, after = _tracked(ent, old or {}), _tracked(ent, new or {})
+    changes = {}
+    for key in dict.fromkeys([*before, *after]):
+        a, b = before.get(key), after.get(key)
+        if a in (None, []) and b in (None, []):
+            continue
+        if a != b:
+            changes[key] = [a, b]
+    return changes
+
+
+def entry(
+    entity: str,
+    record_id: int,
+    action: str,
+    at: dt.datetime,
+    by: str | None,
+    changes: Mapping | None = None,
+    *,
+    kind: str | None = None,
+    text: str | None = None,
+) -> dict:
+    return {
+        "entity": entity,
+        "record_id": record_id,
+        "action": action,
+        "at": at,
+        "by": by,
+        "changes": dict(changes or {}),
+        "kind": kind,
+        "text": text,
+    }
+
+
+def write(conn: Connection, storage: Storage, entries: Sequence[Mapping]) -> None:
+    """The entries in one statement (executemany), in the caller's transaction."""
+    if entries:
+        conn.execute(insert(storage.journal_table), list(entries))
+
+
+def _journal_out(row: Mapping, *, via: str | None = None) -> dict:
+    return {
+        "at": row["at"],
+        "entity": row["entity"],
+        "record_id": row["record_id"],
+        "action": row["action"],
+        "by": row["by"],
+        "changes": row["changes"] or {},
+        "kind": row["kind"],
+        "text": row["text"],
+        "via": via,
+        "source": "journal",
+        "_order": (row["at"], 1, row["id"]),
+    }
+
+
+def _history_out(row: Mapping) -> dict:
+    return {
+        "at": row["at"],
+        "entity": row["entity"],
+        "record_id": row["record_id"],
+        "action": "create" if row["source"] == "create" else "move",
+        "by": row["by"],
+        "changes": {"stage": [row["from_stage"], row["to_stage"]]},
+        "kind": None,
+        "text": row["note"],
+        "via": None,
+        "source": f"history:{row['source']}",
+        "_order": (row["at"], 0, row["id"]),
+    }
+
+
+def linking_sources(storage: Storage, entity: Entity) -> list[tuple[str, str, Any]]:
+    """(source entity, inverse or link name, subquery of the ids of its records linked to
+    ``record_id`` bound later) for every link pointing at ``entity``: its inverse links and
+    the polymorphic links that may target it."""
+    model = storage.model
+    out, seen = [], set()
+    pairs = [(inv.source, inv.link, name) for name, inv in entity.inverses.items()]
+    for source in model.entities.values():
+        for link in source.links.values():
+            if link.polymorphic and entity.name in link.targets:
+                pairs.append((source.name, link.name, f"{source.name}.{link.name}"))
+    for source, link_name, via in pairs:
+        if (source, link_name) not in seen:
+            seen.add((source, link_name))
+            out.append((source, link_name, via))
+    return out
+
+
+def linked_ids(storage: Storage, entity: Entity, source: str, link_name: str, record_id: int):
+    """A SELECT of the ids of ``source`` records linked to the record through ``link_name``."""
+    link = storage.model.entities[source].links[link_name]
+    if link.many:
+        join = storage.join_table(source, link_name)
+        return select(join.c.source_id).where(join.c.target_id == record_id)
+    table = storage.table(source)
+    query = select(table.c.id).where(table.c[naming.link_column(link_name)] == record_id)
+    if link.polymorphic:
+        query = query.where(table.c[naming.link_entity_column(link_name)] == entity.name)
+    return query
+
+
+def timeline(
+    conn: Connection,
+    storage: Storage,
+    entity: Entity,
+    record_id: int,
+    *,
+    limit: int,
+    allowed=None,
+) -> list[dict]:
+    """Newest first: the record's journal and stage history (moves the journal holds shown
+    once), and the journal of the records linked to it. ``allowed(source_entity)`` gives
+    the row filter of what the acting user may read of a linked entity (None: all), or
+    False to leave that entity out. One query per source, each at most ``limit`` rows."""
+    journal, history = storage.journal_table, storage.history_table
+    own = conn.execute(
+        select(journal)
+        .where(journal.c.entity == entity.name, journal.c.record_id == record_id)
+        .order_by(journal.c.at.desc(), journal.c.id.desc())
+        .limit(limit)
+    ).mappings()
+    items = [_journal_out(r) for r in own]
+    journaled = {r["at"] for r in items if r["action"] in ("create", "move")}
+    if entity.has_stages:
+        moves = conn.execute(
+            select(history)
+            .where(history.c.entity == entity.name, history.c.record_id == record_id)
+            .order_by(history.c.at.desc(), history.c.id.desc())
+            .limit(limit)
+        ).mappings()
+        items += [_history_out(r) for r in moves if r["at"] not in journaled]
+    for source, link_name, via in linking_sources(storage, entity):
+        clause = allowed(source) if allowed is not None else None
+        if clause is False:
+            continue
+        ids = linked_ids(storage, entity, source, link_name, record_id)
+        if clause is not None:
+            table = storage.table(source)
+            ids = select(table.c.id).where(table.c.id.in_(ids), clause)
+        rows = conn.execute(
+            select(journal)
+            .where(journal.c.entity == source, journal.c.record_id.in_(ids))
+            .order_by(journal.c.at.desc(), journal.c.id.desc())
+            .limit(limit)
+        ).mappings()
+        items += [_journal_out(r, via=via) for r in rows]
+    items.sort(key=lambda i: i["_order"], reverse=True)
+    out, seen = [], set()
+    for item in items:
+        key = (item["source"], item["entity"], item["record_id"], item["_order"][2])
+        if key in seen:  # a record linked through two links shows once
+            continue
+        seen.add(key)
+        item.pop("_order")
+        out.append(item)
+        if len(out) >= limit:
+            break
+    return out
+
+
+def created_entries(ent: Entity, records: Iterable[Mapping], at, by) -> list[dict]:
+    return [entry(ent.name, r["id"], "create", at, by, diff(ent, None, r)) for r in records]

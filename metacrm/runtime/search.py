@@ -1,0 +1,230 @@
+"""Full-text search over each entity's declared ``search`` fields (``crm.search``,
+``metacrm search TEXT``).
+
+The index is kept by the database itself, so every write path (create, update, delete,
+cascades, imports, data updates of migrations) keeps it current without runtime hooks; it is
+created with the entity's table (see :func:`metacrm.storage.tables.search_ddl`):
+
+SQLite
+    an external-content FTS5 table ``<entity>__fts`` (tokenizer ``unicode61
+    remove_diacritics 2``: case folded for every script) kept by AFTER INSERT / UPDATE OF /
+    DELETE triggers. Every word of the query is a prefix term: ``постав`` finds
+    ``поставки``, ``acme`` finds ``Acme Ltd``; no stemming. Ranked by bm25.
+PostgreSQL
+    a GIN index on ``to_tsvector('russian', <fields joined by spaces>)``. The ``russian``
+    configuration stems Russian words (``поставка`` finds ``поставки``) and keeps Latin
+    words as they are (lower-cased); every word of the query is a stemmed prefix term
+    (``to_tsquery('russian', 'w1:* & w2:*')``), so ``постав`` finds ``поставки`` too.
+    Russian stop words (``и``, ``в``...) are ignored. Ranked by ts_rank.
+
+Every word must match (AND). Results respect row-level access: a user finds only the
+records the ``read`` scope of the user's roles lets them read.
+"""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import bindparam, column, func, literal, literal_column, select, table, text
+
+from ..errors import ValidationError
+from ..model.metamodel import Entity
+from ..model.suggest import listing
+from ..storage.tables import SEARCH_CONFIG, fts_table_name, search_ddl, search_index_name
+from .access import row_clause
+
+WORD = re.compile(r"[^\W_]+")  # letters and digits: what both tokenizers keep as a word
+SNIPPET_WORDS = 12
+MARK = ("[", "]")
+
+
+def query_words(text_: str) -> list[str]:
+    """The words of a search text, lower-cased; punctuation and query operators dropped."""
+    return [w.lower() for w in WORD.findall(text_ or "")]
+
+
+def fts5_query(words: list[str]) -> str:
+    """SQLite FTS5: every word a quoted prefix term (implicit AND)."""
+    return " ".join(f'"{w}"*' for w in words)
+
+
+def tsquery(words: list[str]) -> str:
+    """PostgreSQL to_tsquery text: every word a prefix term, all required."""
+    return " & ".join(f"{w}:*" for w in words)
+
+
+def _document(tbl, ent: Entity) -> str:
+    quoted = f'"{tbl.name}"'
+    return " || ' ' || ".join(f"coalesce({quoted}.\"{f}\", '')" for f in ent.search)
+
+
+def _sqlite_query(storage, ent: Entity, words: list[str], limit: int, access):
+    tbl = storage.table(ent.name)
+    fts_name = fts_table_name(tbl.name)
+    fts = table(fts_name, column("rowid"))
+    fts_ref = literal_column(f'"{fts_name}"')
+    title = tbl.c[ent.title] if ent.title else literal(None)
+    rank = func.bm25(fts_ref)
+    query = (
+        select(
+            tbl.c.id,
+            title.label("title"),
+            (-rank).label("rank"),
+            func.snippet(fts_ref, -1, MARK[0], MARK[1], "…", SNIPPET_WORDS).label("snippet"),
+        )
+        .select_from(tbl.join(fts, fts.c.rowid == tbl.c.id))
+        .where(text(f'"{fts_name}" MATCH :search_q').bindparams(search_q=fts5_query(words)))
+        .order_by(rank, tbl.c.id)
+        .limit(limit)
+    )
+    return query.where(access) if access is not None else query
+
+
+def _postgresql_query(storage, ent: Entity, words: list[str], limit: int, access):
+    tbl = storage.table(ent.name)
+    config = literal_column(f"'{SEARCH_CONFIG}'::regconfig")
+    document = literal_column(_document(tbl, ent))
+    # the same expression as the GIN index (metacrm.storage.tables.search_ddl), so it is used
+    vector = func.to_tsvector(config, document)
+    q = bindparam("search_q", tsquery(words))
+    tsq = func.to_tsquery(config, q)
+    rank = func.ts_rank(vector, tsq)
+    title = tbl.c[ent.title] if ent.title else literal(None)
+    inner = (
+        select(tbl.c.id, title.label("title"), rank.label("rank"), document.label("document"))
+        .where(vector.op("@@")(tsq))
+        .order_by(rank.desc(), tbl.c.id)
+        .limit(limit)
+    )
+    if access is not None:
+        inner = inner.where(access)
+    inner = inner.subquery()
+    options = f"StartSel={MARK[0]}, StopSel={MARK[1]}, MaxWords={SNIPPET_WORDS}, MinWords=4, MaxFragments=1"
+    snippet = func.ts_headline(config, inner.c.document, func.to_tsquery(config, q), literal(options))
+    return select(inner.c.id, inner.c.title, inner.c.rank, snippet.label("snippet")).order_by(
+        inner.c.rank.desc(), inner.c.id
+    )
+
+
+def ensure_search_index(conn, storage) -> list[str]:
+    """Create the search index of every searchable entity whose index is missing or was made
+    for other fields, and fill it from the records; returns the entities (re)indexed.
+
+    For databases migrated from an earlier model (a migration adding ``search`` fields, or a
+    SQLite table rebuild, which drops the triggers): new databases get the index with their
+    tables. Idempotent and cheap when everything is in place.
+    """
+    done: list[str] = []
+    dialect = conn.dialect.name
+    for ent in storage.model.entities.values():
+        if not ent.search:
+            continue
+        name = storage.table(ent.name).name
+        statements = search_ddl(dialect, name, tuple(ent.search))
+        if dialect == "sqlite":
+            fts = fts_table_name(name)
+            present = dict(
+                conn.exec_driver_sql(
+                    "SELECT name, sql FROM sqlite_master WHERE name IN (?, ?, ?, ?)",
+                    (fts, f"{fts}_ai", f"{fts}_ad", f"{fts}_au"),
+                ).all()
+            )
+            if present.get(fts) == statements[0] and len(present) == 4:
+                continue
+            for trigger in ("ai", "ad", "au"):
+                conn.exec_driver_sql(f'DROP TRIGGER IF EXISTS "{fts}_{trigger}"')
+            conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{fts}"')
+            for statement in statements:
+                conn.exec_driver_sql(statement)
+            conn.exec_driver_sql(f'INSERT INTO "{fts}"("{fts}") VALUES (\'rebuild\')')
+        elif dialect == "postgresql":
+            index = search_index_name(name, tuple(ent.search))
+            stale = (
+                conn.execute(
+                    text(
+                        "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() AND tablename = :t "
+                        "AND indexname LIKE :p"
+                    ),
+                    {"t": name, "p": f"ix_{name}__search%"},
+                )
+                .scalars()
+                .all()
+            )
+            if index in stale:
+                continue
+            for old in stale:
+                conn.exec_driver_sql(f'DROP INDEX IF EXISTS "{old}"')
+            for statement in statements:
+                conn.exec_driver_sql(statement)
+        else:
+            continue
+        done.append(ent.name)
+    return done
+
+
+class SearchMixin:
+    """``crm.search``: full-text search for the CRM facade (one read transaction)."""
+
+    def search(self, text: str, *, entity: str | None = None, limit: int = 20) -> list[dict]:
+        """Records whose ``search`` fields hold every word of ``text`` (each as a prefix; on
+        PostgreSQL in any grammatical form of a Russian word), best first, at most ``limit``
+        in all: ``{"entity", "id", "title", "snippet", "rank"}`` (``snippet``: the matching
+        text with the words in [brackets]; ``rank``: higher is better, comparable within one
+        database). Only the records the acting user may read.
+
+        ``entity``: search that entity only (it must declare ``search`` fields); otherwise
+        every entity that does. Blank text, or text without a word, raises ValidationError.
+
+        The index is created with the entity's table, on a new database (``migrate()``), and
+        kept by the database on every write. Not covered yet by ``migrate()`` itself: a
+        migration adding or changing ``search`` fields of an existing entity (or rebuilding
+        its table on SQLite, which drops the triggers) leaves the index missing or stale until
+        :meth:`ensure_search_index` runs.
+        """
+        self._ready()
+        words = query_words(text)
+        if not words:
+            raise ValidationError(f"nothing to search for in {text!r}: give at least one word")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValidationError(f"limit must be a positive integer, got {limit!r}")
+        searchable = [e for e in self.model.entities.values() if e.search]
+        if entity is not None:
+            ent = self.model.entity(entity)
+            if not ent.search:
+                have = [e.name for e in searchable]
+                raise ValidationError(
+                    f"{ent.name} declares no search fields"
+                    + (f"; entities with search fields: {listing(have)}" if have else "; no entity declares any")
+                )
+            searchable = [ent]
+        dialect = self.engine.dialect.name
+        build = {"sqlite": _sqlite_query, "postgresql": _postgresql_query}.get(dialect)
+        if build is None:
+            raise ValidationError(f"full-text search is not available on {dialect}")
+        found: list[dict] = []
+        with self._reading() as conn:
+            for ent in searchable:
+                access = row_clause(self.storage, ent, self.actor)
+                for row in conn.execute(build(self.storage, ent, words, limit, access)).mappings():
+                    title = row["title"]
+                    found.append(
+                        {
+                            "entity": ent.name,
+                            "id": row["id"],
+                            "title": str(title) if title not in (None, "") else f"{ent.name} {row['id']}",
+                            "snippet": row["snippet"] or "",
+                            "rank": float(row["rank"]),
+                        }
+                    )
+        found.sort(key=lambda r: (-r["rank"], r["entity"], r["id"]))
+        return found[:limit]
+
+    def ensure_search_index(self) -> list[str]:
+        """(Re)create and fill the search indexes that are missing or stale after a migration
+        of an existing database; returns the entities reindexed (see the module function)."""
+        self._ready()
+        with self._writing() as conn:
+            return ensure_search_index(conn, self.storage)
+
+
+__all__ = ["SearchMixin", "ensure_search_index", "fts5_query", "query_words", "tsquery"]
