@@ -143,3 +143,32 @@ def test_ensure_search_index_repairs_a_lost_index(crm) -> None:
     assert ids(crm.search("постав")) == [rec["id"]]
     crm.update("client", rec["id"], {"notes": "щебень"})
     assert ids(crm.search("щебен")) == [rec["id"]] and crm.search("постав") == []
+
+
+def test_search_survives_a_migration_of_an_existing_database(db_url, tmp_path) -> None:
+    """Migrating a database that has search indexes (FTS5 shadow tables on SQLite) works, and
+    the index covers new search fields afterwards."""
+    import metacrm
+
+    old = tmp_path / "old.yaml"
+    old.write_text(
+        "metacrm: 1\nname: s\nentities:\n  client:\n    fields:\n      name: {type: string}\n"
+        "      notes: {type: text}\n    search: [name]\n",
+        encoding="utf-8",
+    )
+    crm = metacrm.connect(old, db_url)
+    crm.migrate()
+    crm.create("client", {"name": "ООО Поставки", "notes": "склад в Твери"})
+    crm.close()
+    new = tmp_path / "new.yaml"
+    new.write_text(
+        old.read_text(encoding="utf-8")
+        .replace("search: [name]", "search: [name, notes]")
+        .replace("      notes: {type: text}\n", "      notes: {type: text}\n      city: {type: string}\n"),
+        encoding="utf-8",
+    )
+    crm = metacrm.connect(new, db_url)
+    assert crm.migrate()
+    assert [r["title"] for r in crm.search("твери")] == ["ООО Поставки"]
+    assert [r["title"] for r in crm.search("постав")] == ["ООО Поставки"]
+    crm.close()

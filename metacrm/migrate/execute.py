@@ -288,6 +288,9 @@ def _clone_schema(rehearsal, conn, old_metadata) -> None:
         rows = conn.exec_driver_sql(
             "SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%'"
         ).all()
+        # a virtual table (the FTS5 search index) creates its own shadow tables: skip theirs
+        virtual = [name for _type, name, sql in rows if sql.upper().startswith("CREATE VIRTUAL TABLE")]
+        rows = [r for r in rows if not (r[0] == "table" and any(r[1].startswith(f"{v}_") for v in virtual))]
         order = {"table": 0, "index": 1, "view": 2, "trigger": 3}
         for _type, _name, sql in sorted(rows, key=lambda r: order.get(r[0], 4)):
             rehearsal.exec_driver_sql(sql)

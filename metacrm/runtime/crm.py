@@ -152,6 +152,8 @@ class CRM(UsersMixin, ReportsMixin, SearchMixin):
         )
         if not dry_run:
             self._state = "current"
+            if plan:  # a changed schema: search indexes for new or changed search fields
+                self.ensure_search_index()
         return plan
 
     # -- helpers ------------------------------------------------------------------------------
