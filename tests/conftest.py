@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,13 @@ def db_url(request, tmp_path: Path):
         if IN_CI:
             pytest.fail(f"CI requires PostgreSQL: {reason}")
         pytest.skip(reason)
+    with pg_schema_url() as url:
+        yield url
+
+
+@contextmanager
+def pg_schema_url():
+    """A URL of a fresh PostgreSQL schema (selected through search_path), dropped afterwards."""
     from sqlalchemy import create_engine, text
 
     schema = f"t_{uuid.uuid4().hex[:12]}"

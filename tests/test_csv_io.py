@@ -6,13 +6,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import uuid
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, select, text
+from conftest import pg_schema_url
+from sqlalchemy import select
 from typer.testing import CliRunner
 
 import metacrm
@@ -39,18 +38,8 @@ def fresh_url(db_url, tmp_path):
     if db_url.startswith("sqlite"):
         yield f"sqlite:///{tmp_path / 'fresh.db'}"
         return
-    base = os.environ["METACRM_TEST_PG_URL"]
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in base else "?"
-    try:
-        yield f"{base}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with pg_schema_url() as url:
+        yield url
 
 
 def write(path: Path, content: str, *, encoding: str = "utf-8") -> Path:

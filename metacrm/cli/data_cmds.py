@@ -1,4 +1,4 @@
-"""Commands on records: create, get, list, update, delete, link, unlink."""
+"""Commands on records: create, get, list, update, delete, link, unlink, duplicates, merge."""
 
 from __future__ import annotations
 
@@ -151,6 +151,34 @@ def delete(
             typer.echo(f"deleted {name} {', '.join(map(str, ids))}")
 
 
+def duplicates(
+    entity: Annotated[str, typer.Argument(help="Entity name.")],
+    model: ModelOpt = DEFAULT_MODEL,
+    db: DbOpt = DEFAULT_DB,
+    as_user: AsOpt = None,
+    format: FormatOpt = Format.table,
+) -> None:
+    """Groups of records that duplicate each other under the entity's duplicate rules."""
+    with opened(model, db, as_user) as crm:
+        groups = crm.duplicates(entity)
+    rows = [{**g, "records": ", ".join(map(str, g["records"]))} for g in groups]
+    emit_records(groups if format is Format.json else rows, format, ["rule", "match", "action", "records"])
+
+
+def merge(
+    entity: Annotated[str, typer.Argument(help="Entity name.")],
+    keep: Annotated[str, typer.Argument(metavar="KEEP", help="The id of the record kept.")],
+    other: Annotated[str, typer.Argument(metavar="OTHER", help="The id of the record merged into KEEP and removed.")],
+    model: ModelOpt = DEFAULT_MODEL,
+    db: DbOpt = DEFAULT_DB,
+    as_user: AsOpt = None,
+    format: FormatOpt = Format.table,
+) -> None:
+    """Merge OTHER into KEEP: links, history and activities move to KEEP, OTHER is removed."""
+    with opened(model, db, as_user) as crm:
+        emit_record(crm.merge(entity, keep, other), format)
+
+
 def _link_command(add: bool):
     def command(
         entity: Annotated[str, typer.Argument(help="Entity name.")],
@@ -180,3 +208,5 @@ def register(app: typer.Typer) -> None:
     app.command()(delete)
     app.command("link")(_link_command(True))
     app.command("unlink")(_link_command(False))
+    app.command()(duplicates)
+    app.command()(merge)

@@ -17,6 +17,7 @@ from .field_types import FIELD_TYPES
 from .metamodel import (
     DEFAULT_PIPELINE,
     Automation,
+    DuplicateRule,
     Entity,
     Field,
     InverseLink,
@@ -147,10 +148,32 @@ class _Builder:
             search=_names(decl.get("search")),
             indexes=tuple(_names(ix) for ix in decl.get("indexes") or () if _names(ix)),
             unique=tuple(_names(u) for u in decl.get("unique") or () if _names(u)),
+            duplicates=self.duplicates(path, decl),
             renamed_from=_names(decl.get("renamed_from")),
             loc=self.loc(path, key=True),
             pipeline_field=_str(decl.get("pipeline_field")),
         )
+
+    def duplicates(self, path: tuple, decl: dict) -> tuple[DuplicateRule, ...]:
+        rules = []
+        for i, rdecl in enumerate(decl.get("duplicates") or ()):
+            if not isinstance(rdecl, dict) or rdecl.get("match") not in ("email", "phone", "name"):
+                continue
+            field_name = _str(rdecl.get("field"))
+            if field_name is None:
+                continue
+            threshold = _num(rdecl.get("threshold"))
+            rules.append(
+                DuplicateRule(
+                    match=rdecl["match"],
+                    field=field_name,
+                    within=_str(rdecl.get("within")),
+                    threshold=90 if threshold is None else threshold,
+                    action="warn" if rdecl.get("action") == "warn" else "block",
+                    loc=self.loc((*path, "duplicates", i)),
+                )
+            )
+        return tuple(rules)
 
     def field(self, path: tuple, name: str, decl: dict) -> Field:
         options = []

@@ -96,6 +96,7 @@ class _Checker:
             yield from self.fields(entity)
             yield from self.links(entity)
             yield from self.entity_lists(entity)
+            yield from self.duplicate_rules(entity)
             yield from self.pipeline_field(entity)
             yield from self.stage_refs(entity)
 
@@ -256,6 +257,44 @@ class _Checker:
                             f"entity '{entity.name}': {key} cannot use the many or polymorphic link '{name}'",
                             (*path, key, i, j),
                         )
+
+    def duplicate_rules(self, entity: Entity) -> Iterator[Problem]:
+        """Each duplicate rule names a field of a fitting type and an existing ``within`` field."""
+        path = ("entities", entity.name)
+        fields = entity.fields
+        fitting = {"email": ("email",), "phone": ("phone",), "name": ("string", "text")}
+        decls = [d for d in self.doc["entities"][entity.name].get("duplicates") or () if isinstance(d, dict)]
+        for i, rule in enumerate(entity.duplicates):
+            f = fields.get(rule.field)
+            if f is None:
+                yield self.problem(
+                    "entity.duplicates_invalid",
+                    f"entity '{entity.name}': duplicate rule names unknown field '{rule.field}' (fields: {listing(fields)})",
+                    (*path, "duplicates", i, "field"),
+                    hint=did_you_mean(rule.field, fields),
+                )
+            elif f.type not in fitting[rule.match]:
+                yield self.problem(
+                    "entity.duplicates_invalid",
+                    f"entity '{entity.name}': duplicate rule 'match: {rule.match}' needs "
+                    f"{' or '.join(fitting[rule.match])} field, but '{rule.field}' is a {f.type}",
+                    (*path, "duplicates", i, "field"),
+                )
+            if rule.within is not None and rule.within not in fields:
+                yield self.problem(
+                    "entity.duplicates_invalid",
+                    f"entity '{entity.name}': duplicate rule 'within' names unknown field '{rule.within}' "
+                    f"(fields: {listing(fields)})",
+                    (*path, "duplicates", i, "within"),
+                    hint=did_you_mean(rule.within, fields),
+                )
+            if rule.match != "name" and i < len(decls) and "threshold" in decls[i]:
+                yield self.problem(
+                    "entity.duplicates_invalid",
+                    f"entity '{entity.name}': 'threshold' applies only to 'match: name' rules",
+                    (*path, "duplicates", i, "threshold"),
+                    key=True,
+                )
 
     def pipeline_field(self, entity: Entity) -> Iterator[Problem]:
         """``pipeline_field`` names a choice field whose options are all pipeline names."""

@@ -182,6 +182,24 @@ DEFAULT_PIPELINE = "default"
 
 
 @dataclass(frozen=True, slots=True)
+class DuplicateRule:
+    """One duplicate rule of an entity: ``match`` email, phone or name on ``field``."""
+
+    match: str  # email, phone, name
+    field: str
+    within: str | None = None
+    threshold: float = 90
+    action: str = "block"  # block, warn
+    loc: Loc = NOWHERE
+
+    def describe(self) -> str:
+        text = f"{self.match} on {self.field}"
+        if self.within:
+            text += f" within {self.within}"
+        return text
+
+
+@dataclass(frozen=True, slots=True)
 class Entity:
     name: str
     fields: Mapping[str, Field]
@@ -195,6 +213,7 @@ class Entity:
     search: tuple[str, ...] = ()
     indexes: tuple[tuple[str, ...], ...] = ()
     unique: tuple[tuple[str, ...], ...] = ()
+    duplicates: tuple[DuplicateRule, ...] = ()
     renamed_from: tuple[str, ...] = ()
     loc: Loc = NOWHERE
     inverses: Mapping[str, InverseLink] = field(default_factory=lambda: EMPTY)  # filled in by the builder

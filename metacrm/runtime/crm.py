@@ -24,6 +24,7 @@ from . import journal
 from . import records as rec
 from .access import SYSTEM, Actor, check_create, check_row, row_clause
 from .deletes import delete_records
+from .duplicates import duplicate_groups, find_duplicates, merge_into
 from .engine import make_engine, reading, writing
 from .reports import ReportsMixin
 from .search import SearchMixin
@@ -405,7 +406,101 @@ class CRM(UsersMixin, ReportsMixin, SearchMixin):
                 problems = rec.unique_prechecks(conn, self.storage, ent, values)
                 if problems:
                     raise rec.refused(problems)
+            if ent.duplicates:
+                self._block_duplicates(conn, ent, values, single)
         return values, stages
+
+    def _block_duplicates(self, conn, ent: Entity, values: list[dict], single: bool) -> None:
+        """Refuse records that a ``block`` duplicate rule matches (every stored record counts;
+        the existing record's id is named only when the acting user may read it)."""
+        blocked = [m for m in find_duplicates(conn, self.storage, ent, values) if m.rule.action == "block"]
+        if not blocked:
+            return
+        readable = {m.existing for m in blocked}
+        clause = None if self.user is None else row_clause(self.storage, ent, self.actor)
+        if clause is not None:
+            table = self.storage.table(ent.name)
+            query = select(table.c.id).where(table.c.id.in_([i for i in readable if i is not None]), clause)
+            readable = set(conn.execute(query).scalars())
+        raise rec.refused(
+            [
+                FieldIssue(
+                    ent.name,
+                    m.rule.field,
+                    m.describe(ent.name, named=m.existing is None or m.existing in readable),
+                    values[m.index].get(m.rule.field),
+                    None if single else m.index,
+                )
+                for m in blocked
+            ]
+        )
+
+    def find_duplicates(self, entity: str, data: Mapping[str, Any]) -> list[dict]:
+        """The stored records a prospective record would duplicate, by rule (``block`` and
+        ``warn`` alike): ``[{"rule", "match", "action", "field", "id"}]``; nothing is written."""
+        self._ready()
+        ent = self._entity(entity)
+        values = self.validators[ent.name].create(data)
+        with self._reading() as conn:
+            clause = None if self.user is None else row_clause(self.storage, ent, self.actor)
+            found = find_duplicates(conn, self.storage, ent, [values], clause=clause)
+        return [
+            {
+                "rule": m.rule.describe(),
+                "match": m.rule.match,
+                "action": m.rule.action,
+                "field": m.rule.field,
+                "id": m.existing,
+            }
+            for m in found
+        ]
+
+    def duplicates(self, entity: str) -> list[dict]:
+        """Groups of stored records that duplicate each other under the entity's rules:
+        ``[{"rule", "match", "action", "records": [ids...]}]`` (only records the user may read)."""
+        self._ready()
+        ent = self._entity(entity)
+        with self._reading() as conn:
+            clause = None if self.user is None else row_clause(self.storage, ent, self.actor)
+            return duplicate_groups(conn, self.storage, ent, clause=clause)
+
+    def merge(self, entity: str, keep: int, other: int) -> dict:
+        """Merge record ``other`` into record ``keep`` in one transaction: every link, join
+        row, stage history entry and journal entry of ``other`` moves to ``keep``; ``keep``'s
+        empty fields and single links take ``other``'s values; ``other`` is removed and a
+        ``merge`` entry is journaled. Returns the kept record."""
+        self._ready()
+        ent = self._entity(entity)
+        with self._writing() as conn:
+            kept = self._get_row(conn, ent, keep, "update")
+            gone = self._get_row(conn, ent, other, "delete")
+            if kept["id"] == gone["id"]:
+                raise ValidationError(f"cannot merge {ent.name} {kept['id']} into itself")
+            before = rec.rows_to_records(conn, self.storage, ent, [kept])[0]
+            moved = merge_into(conn, self.storage, ent, kept["id"], gone["id"])
+            columns = [*ent.fields]
+            for link in ent.links.values():
+                if not link.many:
+                    columns.append(naming.link_column(link.name))
+                    if link.polymorphic:
+                        columns.append(naming.link_entity_column(link.name))
+            fills = {c: gone[c] for c in columns if kept[c] is None and gone[c] is not None}
+            delete_records(conn, self.storage, ent.name, {gone["id"]})
+            table = self.storage.table(ent.name)
+            now = now_utc()
+            conn.execute(
+                update(table)
+                .where(table.c.id == kept["id"])
+                .values(**fills, updated_at=now, version=table.c.version + 1)
+            )
+            row = conn.execute(select(table).where(table.c.id == kept["id"])).mappings().one()
+            after = rec.rows_to_records(conn, self.storage, ent, [row])[0]
+            changes = journal.diff(ent, before, after)
+            text = f"merged {ent.name} {gone['id']}" + "".join(f"; {k}: {v}" for k, v in moved.items())
+            journal.write(
+                conn, self.storage, [journal.entry(ent.name, kept["id"], "merge", now, self.user, changes, text=text)]
+            )
+        return after
 
     def _insert_batch(self, conn, ent: Entity, values: list[dict], stages: list, *, returning: bool = True) -> list[dict]:
         table = self.storage.table(ent.name)
@@ -530,14 +625,7 @@ class CRM(UsersMixin, ReportsMixin, SearchMixin):
     def _relink(self, entity: str, record_id: int, name: str, target, *, add: bool) -> dict:
         self._ready()
         ent = self._entity(entity)
-        member = ent.member(name)
-        if member is None or name in ent.fields:
-            links = [*ent.links, *ent.inverses]
-            hint = did_you_mean(name, links)
-            raise ValidationError(
-                f"{ent.name}: unknown link '{name}'" + (f" ({hint})" if hint else "") + f"; links: {listing(links)}",
-                [FieldIssue(ent.name, name, "unknown link")],
-            )
+        _link_member(ent, name)
         if name in ent.inverses:  # act on the declaring side
             inv = ent.inverses[name]
             if target is None:
@@ -759,14 +847,7 @@ class CRM(UsersMixin, ReportsMixin, SearchMixin):
         a client's ``deals``)."""
         self._ready()
         ent = self._entity(entity)
-        member = ent.member(name)
-        if member is None or name in ent.fields:
-            links = [*ent.links, *ent.inverses]
-            hint = did_you_mean(name, links)
-            raise ValidationError(
-                f"{ent.name}: unknown link '{name}'" + (f" ({hint})" if hint else "") + f"; links: {listing(links)}",
-                [FieldIssue(ent.name, name, "unknown link")],
-            )
+        _link_member(ent, name)
         with self._reading() as conn:
             row = self._get_row(conn, ent, record_id)
         rid = row["id"]
@@ -885,6 +966,19 @@ def _savepoint(conn):
 def _joined(conn):
     """The open transaction's connection, left for its owner to commit or roll back."""
     yield conn
+
+
+def _link_member(ent: Entity, name: str):
+    """The link or inverse link of that name; ValidationError listing the valid ones."""
+    member = ent.member(name)
+    if member is None or name in ent.fields:
+        links = [*ent.links, *ent.inverses]
+        hint = did_you_mean(name, links)
+        raise ValidationError(
+            f"{ent.name}: unknown link '{name}'" + (f" ({hint})" if hint else "") + f"; links: {listing(links)}",
+            [FieldIssue(ent.name, name, "unknown link")],
+        )
+    return member
 
 
 def _batches(records: Iterable, size: int):

@@ -221,4 +221,18 @@ def timeline(
 
 
 def created_entries(ent: Entity, records: Iterable[Mapping], at, by) -> list[dict]:
-    return [entry(ent.name, r["id"], "create", at, by, diff(ent, None, r)) for r in records]
+    """The create rows of a batch: each non-empty value as ``[null, value]`` (what ``diff``
+    gives against nothing, computed directly: this runs once per imported record)."""
+    many = {name for name, link in ent.links.items() if link.many}
+    plain = (str, int, float, bool)
+    out = []
+    for r in records:
+        changes = {}
+        for key, value in r.items():
+            if value is None or value == [] or key in _SKIP:
+                continue
+            if key in many:
+                value = sorted(value)
+            changes[key] = [None, value if isinstance(value, plain) else safe(value)]
+        out.append(entry(ent.name, r["id"], "create", at, by, changes))
+    return out

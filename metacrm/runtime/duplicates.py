@@ -1,0 +1,209 @@
+"""Duplicate control: an entity's ``duplicates`` rules find records describing the same thing.
+
+``email`` and ``phone`` rules compare the stored normalised values (the validators normalise
+them; e-mail addresses compare case-insensitively), ``name`` rules compare casefolded names
+with rapidfuzz's token sort ratio. A ``within`` field restricts comparison to records with an
+equal, non-empty value of it. Candidates are read in one query per batch (per rule and chunk),
+never one per record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from rapidfuzz import fuzz, process
+from sqlalchemy import func, select
+
+from ..model.metamodel import DuplicateRule, Entity
+from ..storage.tables import Storage
+
+CHUNK = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """Record ``index`` of a batch duplicates stored record ``existing`` (or, when ``existing``
+    is None, record ``other`` of the same batch) under ``rule``."""
+
+    index: int
+    rule: DuplicateRule
+    existing: int | None = None
+    other: int | None = None
+
+    def describe(self, entity: str, *, named: bool = True) -> str:
+        if self.existing is None:
+            whom = f"record {self.other} of this batch"
+        else:
+            whom = f"{entity} {self.existing}" if named else f"an existing {entity}"
+        return f"duplicate of {whom} (rule: {self.rule.describe()}, {self.rule.action})"
+
+
+def _key(rule: DuplicateRule, value):
+    if value is None:
+        return None
+    if rule.match == "name":
+        text = " ".join(str(value).casefold().split())
+        return text or None
+    return str(value).casefold() if rule.match == "email" else value
+
+
+def _within(rule: DuplicateRule, values: Mapping):
+    return values.get(rule.within) if rule.within else True
+
+
+def find_duplicates(
+    conn, storage: Storage, entity: Entity, values_list: Sequence[Mapping], *, clause=None
+) -> list[Match]:
+    """Every rule match of the validated records ``values_list`` against stored records and
+    against earlier records of the same list, in record order. ``clause`` narrows the stored
+    candidates (row-level access)."""
+    matches: list[Match] = []
+    table = storage.table(entity.name)
+    for rule in entity.duplicates:
+        column = table.c[rule.field]
+        keyed = [(i, _key(rule, v.get(rule.field)), _within(rule, v)) for i, v in enumerate(values_list)]
+        keyed = [(i, k, w) for i, k, w in keyed if k is not None and w is not None]
+        if not keyed:
+            continue
+        cols = [table.c.id, column] + ([table.c[rule.within]] if rule.within else [])
+        stored: dict = {}  # within value -> {id: key}
+        if rule.match == "name":
+            lookup = sorted({w for _, _, w in keyed}, key=repr) if rule.within else [True]
+        else:
+            lookup = sorted({k for _, k, _ in keyed}, key=repr)
+        for start in range(0, len(lookup), CHUNK):
+            chunk = lookup[start : start + CHUNK]
+            query = select(*cols).where(column.is_not(None))
+            if rule.match == "name":
+                if rule.within:
+                    query = query.where(table.c[rule.within].in_(chunk))
+            else:
+                query = query.where((func.lower(column) if rule.match == "email" else column).in_(chunk))
+            if clause is not None:
+                query = query.where(clause)
+            for row in conn.execute(query.order_by(table.c.id)):
+                within = row[2] if rule.within else True
+                key = _key(rule, row[1])
+                if key is not None:
+                    stored.setdefault(within, {})[row[0]] = key
+        seen: dict = {}  # within value -> {batch index: key}
+        for i, key, within in keyed:
+            found = _match(rule, key, stored.get(within, {}))
+            if found is not None:
+                matches.append(Match(i, rule, existing=found))
+            else:
+                other = _match(rule, key, seen.get(within, {}))
+                if other is not None:
+                    matches.append(Match(i, rule, other=other))
+            seen.setdefault(within, {})[i] = key
+    return sorted(matches, key=lambda m: m.index)
+
+
+def _match(rule: DuplicateRule, key, candidates: Mapping):
+    """The first candidate id matching ``key`` under ``rule``, or None."""
+    if not candidates:
+        return None
+    if rule.match != "name":
+        return next((cid for cid, ckey in candidates.items() if ckey == key), None)
+    hit = process.extractOne(key, candidates, scorer=fuzz.token_sort_ratio, score_cutoff=rule.threshold)
+    return None if hit is None else hit[2]
+
+
+def _root(parent: dict, x):
+    while parent[x] != x:
+        parent[x] = parent[parent[x]]
+        x = parent[x]
+    return x
+
+
+def duplicate_groups(conn, storage: Storage, entity: Entity, *, clause=None) -> list[dict]:
+    """Groups of stored records that are duplicates of each other, per rule:
+    ``[{"rule": ..., "action": ..., "records": [ids...]}]``, ids ascending."""
+    table = storage.table(entity.name)
+    groups: list[dict] = []
+    for rule in entity.duplicates:
+        cols = [table.c.id, table.c[rule.field]] + ([table.c[rule.within]] if rule.within else [])
+        query = select(*cols).where(table.c[rule.field].is_not(None)).order_by(table.c.id)
+        if clause is not None:
+            query = query.where(clause)
+        by_within: dict = {}
+        for row in conn.execute(query):
+            within = row[2] if rule.within else True
+            key = _key(rule, row[1])
+            if key is not None and within is not None:
+                by_within.setdefault(within, []).append((row[0], key))
+        found: list[list[int]] = []
+        for rows in by_within.values():
+            if rule.match != "name":
+                exact: dict = {}
+                for rid, key in rows:
+                    exact.setdefault(key, []).append(rid)
+                found += [ids for ids in exact.values() if len(ids) > 1]
+                continue
+            parent = {rid: rid for rid, _ in rows}
+
+            for n, (rid, key) in enumerate(rows[:-1]):
+                rest = {oid: okey for oid, okey in rows[n + 1 :]}
+                for _, _, oid in process.extract(
+                    key, rest, scorer=fuzz.token_sort_ratio, score_cutoff=rule.threshold, limit=None
+                ):
+                    parent[_root(parent, oid)] = _root(parent, rid)
+            clusters: dict = {}
+            for rid, _ in rows:
+                clusters.setdefault(_root(parent, rid), []).append(rid)
+            found += [sorted(ids) for ids in clusters.values() if len(ids) > 1]
+        for ids in sorted(found):
+            groups.append({"rule": rule.describe(), "match": rule.match, "action": rule.action, "records": ids})
+    return groups
+
+
+__all__ = ["Match", "duplicate_groups", "find_duplicates"]
+
+
+def merge_into(conn, storage: Storage, entity: Entity, keep: int, other: int) -> dict[str, list]:
+    """Move everything pointing at record ``other`` to record ``keep``: single and polymorphic
+    links, join rows (skipping pairs ``keep`` already has), ``other``'s own many-links, its
+    stage history and journal. Returns what moved, by ``source.link``."""
+    from sqlalchemy import and_, delete, update
+
+    from ..storage import naming
+    from .deletes import incoming
+
+    moved: dict[str, list] = {}
+
+    def repoint_join(join, side: str, fixed: str) -> list[int]:
+        """Rows with ``side`` = other get ``side`` = keep unless the pair exists already."""
+        rows = conn.execute(select(join.c[fixed]).where(join.c[side] == other)).scalars().all()
+        have = set(conn.execute(select(join.c[fixed]).where(join.c[side] == keep)).scalars())
+        clash = [r for r in rows if r in have]
+        if clash:
+            conn.execute(delete(join).where(and_(join.c[side] == other, join.c[fixed].in_(clash))))
+        conn.execute(update(join).where(join.c[side] == other).values({side: keep}))
+        return sorted(int(r) for r in rows)
+
+    for ref in incoming(storage.model).get(entity.name, ()):
+        where = f"{ref.source}.{ref.link.name}"
+        if ref.link.many:
+            ids = repoint_join(storage.join_table(ref.source, ref.link.name), "target_id", "source_id")
+        else:
+            table = storage.table(ref.source)
+            column = table.c[naming.link_column(ref.link.name)]
+            clause = column == other
+            if ref.link.polymorphic:
+                clause = and_(clause, table.c[naming.link_entity_column(ref.link.name)] == entity.name)
+            ids = sorted(int(i) for i in conn.execute(select(table.c.id).where(clause)).scalars())
+            if ids:
+                conn.execute(update(table).where(clause).values({column.name: keep}))
+        if ids:
+            moved[where] = ids
+    for link in entity.links.values():
+        if link.many:
+            ids = repoint_join(storage.join_table(entity.name, link.name), "source_id", "target_id")
+            if ids:
+                moved[f"{entity.name}.{link.name} (own)"] = ids
+    for table in (storage.history_table, storage.journal_table):
+        conn.execute(
+            update(table).where(and_(table.c.entity == entity.name, table.c.record_id == other)).values(record_id=keep)
+        )
+    return moved
