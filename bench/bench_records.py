@@ -482,8 +482,8 @@ def run(dialect: str, args, tmp: Path) -> list[tuple]:
     return lines
 
 
-def print_table(dialect: str, lines: list[tuple]) -> None:
-    header = ("phase", "metacrm", "raw Core", "ratio", "goal", "")
+def print_table(dialect: str, lines: list[tuple], *, raw: str = "raw Core") -> None:
+    header = ("phase", "metacrm", raw, "ratio", "goal", "")
     widths = [max(len(str(row[i])) for row in [header, *lines]) for i in range(6)]
     print(f"\n{dialect}")
     fmt = "  ".join([f"{{:<{widths[0]}}}"] + [f"{{:>{w}}}" for w in widths[1:5]] + ["{}"])

@@ -50,6 +50,7 @@ from sqlalchemy import bindparam, func, insert, select, text, union_all, update
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_records import MODEL, fresh_url, pg_reachable, pg_url  # noqa: E402
+from bench_records import print_table as records_table  # noqa: E402
 
 import metacrm  # noqa: E402
 
@@ -582,13 +583,7 @@ def run(dialect: str, args, tmp: Path) -> list[tuple]:
 
 
 def print_table(dialect: str, lines: list[tuple]) -> None:
-    header = ("phase", "metacrm", "raw", "ratio", "goal", "")
-    widths = [max(len(str(row[i])) for row in [header, *lines]) for i in range(6)]
-    print(f"\n{dialect}")
-    fmt = "  ".join([f"{{:<{widths[0]}}}"] + [f"{{:>{w}}}" for w in widths[1:5]] + ["{}"])
-    print(fmt.format(*header))
-    for row in lines:
-        print(fmt.format(*row))
+    records_table(dialect, lines, raw="raw")
 
 
 def main() -> None:
