@@ -8,6 +8,7 @@ from __future__ import annotations
 from .errors import (
     ConflictError,
     DataError,
+    DuplicateWarning,
     ExpressionError,
     MetaCRMError,
     MigrationError,
@@ -28,11 +29,13 @@ def connect(model, url: str = "sqlite:///crm.db", *, user: str | None = None):
 
     return _connect(model, url, user=user)
 
+
 __version__ = "0.1.0"
 
 __all__ = [
     "ConflictError",
     "DataError",
+    "DuplicateWarning",
     "ExpressionError",
     "MetaCRMError",
     "MigrationError",

@@ -161,3 +161,17 @@ class ExpressionError(ValidationError):
 
 
 __all__.append("ExpressionError")
+
+
+class DuplicateWarning(UserWarning):
+    """A record was stored although a ``warn`` duplicate rule matched it (a ``block`` rule
+    refuses instead). ``entity``, ``index`` (in the input of create/create_many), ``field`` and
+    ``existing`` (the matching record's id, None when it is another record of the same input
+    or not readable by the user) say which."""
+
+    def __init__(self, message: str, *, entity: str, index: int, field: str, existing: int | None):
+        super().__init__(message)
+        self.entity, self.index, self.field, self.existing = entity, index, field, existing
+
+
+__all__.append("DuplicateWarning")

@@ -22,6 +22,7 @@ def test_public_api_is_frozen() -> None:
         [
             "ConflictError",
             "DataError",
+            "DuplicateWarning",
             "ExpressionError",
             "MetaCRMError",
             "MigrationError",

@@ -12,6 +12,8 @@ import metacrm
 from metacrm.cli.main import app
 from metacrm.errors import ValidationError
 
+pytestmark = pytest.mark.filterwarnings("ignore::metacrm.DuplicateWarning")  # the data has duplicates on purpose
+
 MODEL = """\
 metacrm: 1
 name: dupes
@@ -221,3 +223,22 @@ def test_block_names_only_records_the_user_may_read(crm):
         anna.create("lead", {"name": "A2", "email": "a@example.com"})
     assert f"lead {mine['id']}" in str(info.value)
     assert boris.duplicates("lead") == [] and crm.duplicates("lead") == []
+
+
+def test_warn_rule_warns_on_create_and_reports_on_import(crm, tmp_path, model_path, db_url):
+    with pytest.warns(metacrm.DuplicateWarning, match=r"duplicate of client 6 .*warn") as caught:
+        crm.create("client", {"name": "Globex", "city": "Berlin"})
+    assert caught[0].message.field == "name" and caught[0].message.existing == 6
+    from metacrm.io import import_csv
+
+    csv_file = tmp_path / "clients.csv"
+    csv_file.write_text("name,city\nglobex,Berlin\nСовсем новый,Тверь\n", encoding="utf-8")
+    result = import_csv(crm, "client", csv_file)
+    assert result.created == 2
+    dupes = [(n.row, n.kind) for n in result.notes if n.kind == "duplicate"]
+    assert dupes == [(2, "duplicate")]  # line 2 of the file: the first data row
+    assert "possible duplicate" in result.summary()
+    out = CliRunner().invoke(
+        app, ["create", "client", "name=Globex", "city=Berlin", "--model", str(model_path), "--db", db_url]
+    )
+    assert out.exit_code == 0 and "warning: client: duplicate of client" in out.stderr

@@ -24,17 +24,24 @@ DEFAULT_DB = "sqlite:///crm.db"
 def opened(model: str, db: str, as_user: str | None = None):
     """A CRM on the model and database (acting as ``as_user``, or the system user), closed
     afterwards; refusals mapped to exit codes."""
+    import warnings
+
     from ..cli.common import load
+    from ..errors import DuplicateWarning
     from ..runtime.crm import CRM
     from ..runtime.engine import make_engine
 
     loaded = load(model)
-    with refusals():
+    with refusals(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DuplicateWarning)
         crm = CRM(loaded, make_engine(db), user=as_user)
         try:
             yield crm
         finally:
             crm.close()
+            for warning in caught:  # e.g. a `warn` duplicate rule matched: stored, but said
+                if isinstance(warning.message, DuplicateWarning):
+                    typer.echo(f"warning: {warning.message}", err=True)
 
 
 def parse_assignments(pairs: list[str]) -> dict[str, str]:

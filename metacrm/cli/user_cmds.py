@@ -9,7 +9,9 @@ import typer
 from .data_cmds import DEFAULT_DB, DEFAULT_MODEL, DbOpt, FormatOpt, ModelOpt, opened
 from .output import Format, emit_record, emit_records
 
-users = typer.Typer(help="Users of the CRM: logins with roles (declared in the model) and a team.", no_args_is_help=True)
+users = typer.Typer(
+    help="Users of the CRM: logins with roles (declared in the model) and a team.", no_args_is_help=True
+)
 
 RoleOpt = Annotated[list[str] | None, typer.Option("--role", "-r", help="A role from the model; repeatable.")]
 TeamOpt = Annotated[str | None, typer.Option("--team", help="The user's team (for `team` scopes).")]

@@ -60,13 +60,14 @@ import itertools
 import json
 import os
 import re
+import warnings
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from ..errors import FieldIssue, NotFound, ValidationError
+from ..errors import DuplicateWarning, FieldIssue, NotFound, ValidationError
 from ..model.metamodel import Entity, Link
 from ..model.suggest import did_you_mean, listing
 
@@ -77,8 +78,9 @@ ID_COLUMN = "id"
 SYSTEM_COLUMNS = frozenset({"created_at", "updated_at", "version", "stage_entered_at", "closed_at"})
 
 REJECTED, UNRESOLVED, NEAR_MATCH, EMPTY_LINK = "rejected", "unresolved", "near_match", "empty_link"
+DUPLICATE = "duplicate"  # imported, but a `warn` duplicate rule matched
 REPORT_HEADER = ("row", "kind", "column", "value", "reason")
-_KIND_ORDER = {REJECTED: 0, UNRESOLVED: 1, NEAR_MATCH: 2, EMPTY_LINK: 3}
+_KIND_ORDER = {REJECTED: 0, UNRESOLVED: 1, NEAR_MATCH: 2, EMPTY_LINK: 3, DUPLICATE: 4}
 _TEXT_TYPES = frozenset({"string", "text", "email", "phone", "url", "choice"})
 _INT = re.compile(r"[0-9]{1,18}")
 _PUNCT = re.compile(r"[\W_]+")
@@ -160,6 +162,9 @@ class ImportResult:
             text += f"; {near} near match{'es' if near != 1 else ''}"
         if empty:
             text += f"; {empty} empty link{'s' if empty != 1 else ''}"
+        dupes = self.count(DUPLICATE)
+        if dupes:
+            text += f"; {dupes} possible duplicate{'s' if dupes != 1 else ''}"
         return text
 
     def to_dict(self) -> dict:
@@ -926,9 +931,17 @@ class _Importer:
 
         while rows:
             try:
-                out = self.crm.create_many(
-                    self.ent.name, stream(rows), import_stages=self.import_stages, permission="import"
-                )
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always", DuplicateWarning)
+                    out = self.crm.create_many(
+                        self.ent.name, stream(rows), import_stages=self.import_stages, permission="import"
+                    )
+                for w in caught:  # a `warn` duplicate rule: imported, and reported on its row
+                    if isinstance(w.message, DuplicateWarning) and 0 <= w.message.index < len(rows):
+                        i = rows[w.message.index]
+                        field = w.message.field
+                        value = self.records[i].get(field)
+                        self.note(i, self.column_of(field), field, value, str(w.message).split(": ", 1)[-1], DUPLICATE)
             except ValidationError as exc:
                 bad = {rows[x.index] for x in exc.issues if x.index is not None and 0 <= x.index < len(rows)}
                 for x in exc.issues:

@@ -369,7 +369,14 @@ class CRM(UsersMixin, ReportsMixin, SearchMixin):
                 for batch in _batches(records, rec.BATCH):
                     try:
                         values, stages = self._validate_batch(
-                            conn, ent, batch, import_stages, _single, check_db=not issues, permission=permission
+                            conn,
+                            ent,
+                            batch,
+                            import_stages,
+                            _single,
+                            check_db=not issues,
+                            permission=permission,
+                            offset=offset,
                         )
                     except ValidationError as exc:
                         issues += [_shift(i, offset) if indexed else i for i in exc.issues]
@@ -389,7 +396,16 @@ class CRM(UsersMixin, ReportsMixin, SearchMixin):
         return out if returning else created
 
     def _validate_batch(
-        self, conn, ent: Entity, batch: list, import_stages: bool, single: bool, *, check_db: bool, permission: str
+        self,
+        conn,
+        ent: Entity,
+        batch: list,
+        import_stages: bool,
+        single: bool,
+        *,
+        check_db: bool,
+        permission: str,
+        offset: int = 0,
     ):
         validator = self.validators[ent.name]
         stages: list[str | None] = [None] * len(batch)
@@ -407,14 +423,33 @@ class CRM(UsersMixin, ReportsMixin, SearchMixin):
                 if problems:
                     raise rec.refused(problems)
             if ent.duplicates:
-                self._block_duplicates(conn, ent, values, single)
+                self._check_duplicates(conn, ent, values, single, offset)
         return values, stages
 
-    def _block_duplicates(self, conn, ent: Entity, values: list[dict], single: bool) -> None:
-        """Refuse records that a ``block`` duplicate rule matches (every stored record counts;
-        the existing record's id is named only when the acting user may read it)."""
-        blocked = [m for m in find_duplicates(conn, self.storage, ent, values) if m.rule.action == "block"]
+    def _check_duplicates(self, conn, ent: Entity, values: list[dict], single: bool, offset: int = 0) -> None:
+        """Refuse records that a ``block`` duplicate rule matches, and warn (DuplicateWarning)
+        about those a ``warn`` rule matches. Every stored record counts; the existing record's
+        id is named only when the acting user may read it."""
+        import warnings
+
+        from ..errors import DuplicateWarning
+
+        found = find_duplicates(conn, self.storage, ent, values)
+        blocked = [m for m in found if m.rule.action == "block"]
         if not blocked:
+            for m in found:
+                warnings.warn(
+                    DuplicateWarning(
+                        f"{ent.name}"
+                        + ("" if single else f" record {offset + m.index}")
+                        + f": {m.describe(ent.name, named=self.user is None)}",
+                        entity=ent.name,
+                        index=offset + m.index,
+                        field=m.rule.field,
+                        existing=m.existing if self.user is None else None,
+                    ),
+                    stacklevel=4,
+                )
             return
         readable = {m.existing for m in blocked}
         clause = None if self.user is None else row_clause(self.storage, ent, self.actor)
@@ -502,7 +537,9 @@ class CRM(UsersMixin, ReportsMixin, SearchMixin):
             )
         return after
 
-    def _insert_batch(self, conn, ent: Entity, values: list[dict], stages: list, *, returning: bool = True) -> list[dict]:
+    def _insert_batch(
+        self, conn, ent: Entity, values: list[dict], stages: list, *, returning: bool = True
+    ) -> list[dict]:
         table = self.storage.table(ent.name)
         now = now_utc()
         rows, manys = zip(*(self._new_row(ent, v, now) for v in values), strict=True)
@@ -678,7 +715,9 @@ class CRM(UsersMixin, ReportsMixin, SearchMixin):
         changes = journal.diff(ent, before, after)
         if changes:
             journal.write(
-                conn, self.storage, [journal.entry(ent.name, after["id"], action, after["updated_at"], self.user, changes)]
+                conn,
+                self.storage,
+                [journal.entry(ent.name, after["id"], action, after["updated_at"], self.user, changes)],
             )
 
     # -- stages -------------------------------------------------------------------------------
@@ -694,10 +733,14 @@ class CRM(UsersMixin, ReportsMixin, SearchMixin):
         ent = self._staged(entity)
         with self._writing() as conn:
             row = self._get_row(conn, ent, record_id, "move")
-            fresh = move(conn, self.storage, ent, row, stage, by=self.user, roles=self._roles, note=note, version=version)
+            fresh = move(
+                conn, self.storage, ent, row, stage, by=self.user, roles=self._roles, note=note, version=version
+            )
             changes = {"stage": [row["stage"], fresh["stage"]]}
             at = fresh["stage_entered_at"]  # the history row's time: the timeline shows the move once
-            journal.write(conn, self.storage, [journal.entry(ent.name, row["id"], "move", at, self.user, changes, text=note)])
+            journal.write(
+                conn, self.storage, [journal.entry(ent.name, row["id"], "move", at, self.user, changes, text=note)]
+            )
             return moved_record(conn, self.storage, ent, fresh)
 
     def allowed_moves(self, entity: str, record_id: int) -> list[dict]:
@@ -733,7 +776,9 @@ class CRM(UsersMixin, ReportsMixin, SearchMixin):
         if kind not in journal.KINDS:
             hint = did_you_mean(str(kind), journal.KINDS)
             raise ValidationError(
-                f"unknown activity kind {kind!r}" + (f" ({hint})" if hint else "") + f"; kinds: {listing(journal.KINDS)}"
+                f"unknown activity kind {kind!r}"
+                + (f" ({hint})" if hint else "")
+                + f"; kinds: {listing(journal.KINDS)}"
             )
         text = "" if text is None else str(text).strip()
         if not text:

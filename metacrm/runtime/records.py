@@ -118,6 +118,7 @@ def check_links_exist(
     """Refuse links to records that do not exist, or that the acting user may not read (said
     the same way, so ids cannot be probed): one query per target entity for the batch."""
     from .access import row_clause
+
     wanted: dict[str, set[int]] = defaultdict(set)
     for values in records:
         for target, ids in link_targets(entity, values).items():
