@@ -11,7 +11,7 @@ import metacrm
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTRACT = ROOT.parent / "shared" / "CONTRACT.md"
-COPY = '''
+COPY = """
 import metacrm
 model = metacrm.load_model("examples/trade.yaml")      # raises metacrm.ModelError (.problems)
 crm = metacrm.connect(model, "sqlite:///crm.db")       # model or a path to one
@@ -24,7 +24,7 @@ crm.find("deal", where="stage = 'proposal' and amount > 1000", order_by="-amount
 crm.related("client", c["id"], "deals")            # through a link or its inverse
 crm.count("deal", where="stage = 'won'")
 crm.funnel("deal")
-'''
+"""
 
 
 def _snippet() -> str:

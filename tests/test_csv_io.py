@@ -68,10 +68,15 @@ def fill(crm) -> dict:
     deals = crm.create_many(
         "deal",
         [
-            {"title": "Поставка серверов", "amount": "120 000,50", "client": c1["id"], "products": [p1["id"], p2["id"]],
-             "stage": "proposal"},
+            {
+                "title": "Поставка серверов",
+                "amount": "120 000,50",
+                "client": c1["id"],
+                "products": [p1["id"], p2["id"]],
+                "stage": "proposal",
+            },
             {"title": "Ноутбуки;\nвторая строка", "amount": "500", "client": c2["id"], "products": [p2["id"]]},
-            {"title": "Отказ", "client": c2["id"], "lost_reason": "дорого, \"очень\"", "stage": "lost"},
+            {"title": "Отказ", "client": c2["id"], "lost_reason": 'дорого, "очень"', "stage": "lost"},
         ],
         import_stages=True,
     )
@@ -191,7 +196,7 @@ def test_unknown_and_ambiguous_titles_reject_rows_by_line(crm, tmp_path) -> None
 
 def test_many_link_with_an_unknown_part_and_near_matches(crm, tmp_path) -> None:
     fill(crm)
-    path = write(tmp_path / "deals.csv", "title,client,products\nA,ООО Ромашка,\"Сервер,Ноут-бук\"\n")
+    path = write(tmp_path / "deals.csv", 'title,client,products\nA,ООО Ромашка,"Сервер,Ноут-бук"\n')
     with pytest.raises(ImportRefused, match="no product titled 'Ноут-бук'"):
         import_csv(crm, "deal", path)
     result = import_csv(crm, "deal", path, near_matches=True)
@@ -206,7 +211,9 @@ def test_polymorphic_cells_name_existing_records(crm) -> None:
     with pytest.raises(ImportRefused) as info:
         import_csv(crm, "task", io.StringIO(bad))
     assert [(i.row, i.kind, i.reason[:22]) for i in info.value.result.rejected] == [
-        (3, "unresolved", "no deal with id 999"), (4, "rejected", "'client' does not name")]
+        (3, "unresolved", "no deal with id 999"),
+        (4, "rejected", "'client' does not name"),
+    ]
     result = import_csv(crm, "task", io.StringIO(bad), skip_invalid=True)
     assert crm.get("task", result.ids[0])["subject"] == {"entity": "deal", "id": deal["id"]}
 
@@ -232,7 +239,11 @@ def test_self_links_by_title_and_by_file_id_and_cycles(db_url, tmp_path) -> None
     assert again.renumbered
     names = {r["id"]: r["name"] for r in other.find("account")}
     assert {names[r["id"]]: names.get(r["parent"]) for r in other.find("account")} == {
-        "Occupies id 1": None, "Child": "Parent", "Parent": None, "Grandchild": "Child"}
+        "Occupies id 1": None,
+        "Child": "Parent",
+        "Parent": None,
+        "Grandchild": "Child",
+    }
     cycle = write(tmp_path / "cycle.csv", "account,subsidiary_of\nA,B\nB,A\nC,A\nD,\n")
     with pytest.raises(ImportRefused) as info:
         import_csv(other, "account", cycle)
@@ -248,10 +259,10 @@ def test_self_links_by_title_and_by_file_id_and_cycles(db_url, tmp_path) -> None
 BAD_CLIENTS = (
     "name,email,city,source\n"
     "Альфа,alpha@example.com,Москва,site\n"
-    ",nobody@example.com,Тверь,call\n"          # line 3: name is required
-    "Гамма,not-an-email,Омск,Site\n"            # line 4: bad e-mail
+    ",nobody@example.com,Тверь,call\n"  # line 3: name is required
+    "Гамма,not-an-email,Омск,Site\n"  # line 4: bad e-mail
     "Дельта,alpha@example.com,Пермь,referral\n"  # line 5: e-mail used on line 2
-    "Эпсилон,eps@example.com,Сочи,radio\n"       # line 6: not an option
+    "Эпсилон,eps@example.com,Сочи,radio\n"  # line 6: not an option
     "Зета,zeta@example.com,Тула,\n"
 )
 
@@ -311,7 +322,9 @@ def test_unknown_column_names_it_and_lists_the_fields(crm, tmp_path) -> None:
 def test_columns_match_labels_and_a_stage_column_needs_import_stages(db_url, tmp_path) -> None:
     crm = metacrm.connect(MAVEN, db_url)
     crm.migrate()
-    path = write(tmp_path / "opps.csv", "Opportunity ID;Close-Value;Engage date;stage\nX1;1 200,50;31.01.2024;Engaging\n")
+    path = write(
+        tmp_path / "opps.csv", "Opportunity ID;Close-Value;Engage date;stage\nX1;1 200,50;31.01.2024;Engaging\n"
+    )
     with pytest.raises(metacrm.ValidationError, match="import_stages=True"):
         import_csv(crm, "opportunity", path)
     result = import_csv(crm, "opportunity", path, import_stages=True)
@@ -356,14 +369,27 @@ def test_cli_import_and_export(db_url, tmp_path) -> None:
     deals = write(tmp_path / "deals.csv", "title,client,amount\nA,Альфа,10\nB,Гамма,x\nC,Бета,5\n")
     refused = run("import", "deal", str(deals), *opts)
     assert refused.exit_code == 1
-    assert refused.stderr == "error: deal: line 3, client: no client titled 'Гамма' (and 1 more); nothing was imported\n"
+    assert (
+        refused.stderr == "error: deal: line 3, client: no client titled 'Гамма' (and 1 more); nothing was imported\n"
+    )
     skipped = run("import", "deal", str(deals), "--skip-invalid", *opts)
     assert skipped.exit_code == 0, skipped.output
     assert skipped.stdout.startswith("imported 2 deal records; 1 rejected (report: ")
     assert (tmp_path / "deals.report.csv").exists()
     unknown = run("import", "client", str(write(tmp_path / "x.csv", "nam\nA\n")), *opts)
     assert unknown.exit_code == 1 and "unknown column 'nam'" in unknown.stderr
-    mapped = run("import", "client", str(write(tmp_path / "y.csv", "nam,junk\nГамма,1\n")), "--map", "nam=name", "--map", "junk=", "--format", "json", *opts)
+    mapped = run(
+        "import",
+        "client",
+        str(write(tmp_path / "y.csv", "nam,junk\nГамма,1\n")),
+        "--map",
+        "nam=name",
+        "--map",
+        "junk=",
+        "--format",
+        "json",
+        *opts,
+    )
     assert mapped.exit_code == 0, mapped.output
     assert json.loads(mapped.stdout)["created"] == 1
     assert run("import", "client", str(clients), "--map", "oops", *opts).exit_code == 2

@@ -56,3 +56,16 @@ def test_restrict_anywhere_refuses_everything(crm) -> None:
     with pytest.raises(metacrm.ValidationError, match=r"ticket \d+ is linked from lock \d+ through lock.ticket"):
         crm.delete("ticket", root["id"])
     assert counts(crm) == before
+
+
+def test_links_emptied_by_a_delete_are_journaled(crm) -> None:
+    t = crm.create("ticket", {"title": "t"})
+    w = crm.create("watcher", {"name": "Ирина", "ticket": t["id"]})
+    pin = crm.create("pin", {"label": "p", "about": f"ticket:{t['id']}"})
+    tag = crm.create("tag", {"name": "x", "tickets": [t["id"]]})
+    crm.delete("ticket", t["id"])
+    entries = crm.timeline("watcher", w["id"]) + crm.timeline("pin", pin["id"]) + crm.timeline("tag", tag["id"])
+    last = {(e["entity"], e["record_id"]): e for e in entries if e.get("action") == "unlink"}
+    assert last[("watcher", w["id"])]["changes"] == {"ticket": [t["id"], None]}
+    assert last[("pin", pin["id"])]["changes"] == {"about": [{"entity": "ticket", "id": t["id"]}, None]}
+    assert last[("tag", tag["id"])]["changes"] == {"tickets": [t["id"], None]}

@@ -100,7 +100,12 @@ def test_every_row_arrives_and_every_flaw_is_reported(db_url, tmp_path) -> None:
         assert str(record["engage_date"] or "") == row["engage_date"]
         assert str(record["close_date"] or "") == row["close_date"]
         assert record["close_value"] == (Decimal(row["close_value"]) if row["close_value"] else None)
-    assert Counter(r["stage"] for r in stored.values()) == {"won": 4238, "lost": 2473, "engaging": 1589, "prospecting": 500}
+    assert Counter(r["stage"] for r in stored.values()) == {
+        "won": 4238,
+        "lost": 2473,
+        "engaging": 1589,
+        "prospecting": 500,
+    }
     crm.close()
 
 

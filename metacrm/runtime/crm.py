@@ -636,19 +636,29 @@ class CRM(UsersMixin, ReportsMixin, SearchMixin):
         with self._writing() as conn:
             row = self._get_row(conn, ent, record_id, "delete")
             before = rec.rows_to_records(conn, self.storage, ent, [row])[0]
-            deleted = delete_records(conn, self.storage, ent.name, {row["id"]})
+            cleared: list = []
+            deleted = delete_records(conn, self.storage, ent.name, {row["id"]}, cleared=cleared)
             now, cause = now_utc(), f"cascaded from {ent.name} {row['id']}"
-            journal.write(
-                conn,
-                self.storage,
-                [
-                    journal.entry(ent.name, row["id"], "delete", now, self.user, journal.diff(ent, before, None))
-                    if (name, deleted_id) == (ent.name, row["id"])
-                    else journal.entry(name, deleted_id, "delete", now, self.user, text=cause)
-                    for name, ids in deleted.items()
-                    for deleted_id in sorted(ids)
-                ],
-            )
+            entries = [
+                journal.entry(ent.name, row["id"], "delete", now, self.user, journal.diff(ent, before, None))
+                if (name, deleted_id) == (ent.name, row["id"])
+                else journal.entry(name, deleted_id, "delete", now, self.user, text=cause)
+                for name, ids in deleted.items()
+                for deleted_id in sorted(ids)
+            ]
+            entries += [  # links of surviving records that the delete emptied
+                journal.entry(
+                    source,
+                    source_id,
+                    "unlink",
+                    now,
+                    self.user,
+                    {link: [journal.safe(old), None]},
+                    text=f"by the delete of {ent.name} {row['id']}",
+                )
+                for source, source_id, link, old in cleared
+            ]
+            journal.write(conn, self.storage, entries)
         return {name: sorted(ids) for name, ids in deleted.items()}
 
     def link(self, entity: str, record_id: int, name: str, target) -> dict:

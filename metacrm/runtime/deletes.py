@@ -62,8 +62,14 @@ def _referrers(conn: Connection, storage: Storage, ref: _Ref, ids) -> list[tuple
     return pairs
 
 
-def delete_records(conn: Connection, storage: Storage, entity: str, ids: set[int]) -> dict[str, set[int]]:
-    """Delete records and what cascades from them; returns every deleted id by entity."""
+def delete_records(
+    conn: Connection, storage: Storage, entity: str, ids: set[int], *, cleared: list | None = None
+) -> dict[str, set[int]]:
+    """Delete records and what cascades from them; returns every deleted id by entity.
+
+    ``cleared``, when given, receives ``(entity, record id, link, old value)`` for each link of
+    a surviving record that the delete emptied (set_null links, many-link rows), so that the
+    caller can journal those changes too."""
     model = storage.model
     refs = incoming(model)
     doomed: dict[str, set[int]] = defaultdict(set)
@@ -111,6 +117,12 @@ def delete_records(conn: Connection, storage: Storage, entity: str, ids: set[int
     for target, target_ids in list(doomed.items()):
         for ref in refs.get(target, ()):
             for chunk in _chunks(target_ids):
+                if cleared is not None and (ref.link.many or ref.link.on_delete == "set_null"):
+                    survivors = doomed.get(ref.source, set())
+                    for source_id, target_id in _referrers(conn, storage, ref, chunk):
+                        if source_id not in survivors:
+                            old = {"entity": ref.target, "id": target_id} if ref.link.polymorphic else target_id
+                            cleared.append((ref.source, source_id, ref.link.name, old))
                 if ref.link.many:
                     join = storage.join_table(ref.source, ref.link.name)
                     conn.execute(delete(join).where(join.c.target_id.in_(chunk)))
