@@ -49,7 +49,13 @@ from sqlalchemy import bindparam, func, insert, select, text, union_all, update
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_records import MODEL, fresh_url, pg_reachable, pg_url  # noqa: E402
+from bench_records import (  # noqa: E402
+    MODEL,
+    fresh_url,
+    per_op_medians,  # noqa: E402
+    pg_reachable,
+    pg_url,
+)
 from bench_records import print_table as records_table  # noqa: E402
 
 import metacrm  # noqa: E402
@@ -90,22 +96,6 @@ def median_s(fns: dict, repeat: int) -> dict:
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
-
-
-def per_op_medians(ops: dict, count: int, block: int) -> dict:
-    """Each op ``count`` times in alternating blocks of ``block``; median seconds per op."""
-    times: dict[str, list[float]] = {name: [] for name in ops}
-    done = 0
-    while done < count:
-        size = min(block, count - done)
-        for name, op in ops.items():
-            bucket = times[name]
-            for k in range(done, done + size):
-                start = time.perf_counter()
-                op(k)
-                bucket.append(time.perf_counter() - start)
-        done += size
     return {name: statistics.median(values) for name, values in times.items()}
 
 

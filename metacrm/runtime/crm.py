@@ -567,14 +567,8 @@ class CRM(UsersMixin, ReportsMixin, SearchMixin):
             rows = self._place(conn, ent, rows, ids, stages)
         out = []
         for record_id, row, many in zip(ids, rows, manys, strict=True):
+            # _new_row holds every field and link column already (executemany needs equal keys)
             stored = {**row, "id": record_id}
-            for link in ent.links.values():
-                if link.polymorphic:
-                    stored.setdefault(naming.link_entity_column(link.name), None)
-                if not link.many:
-                    stored.setdefault(naming.link_column(link.name), None)
-            for name in ent.fields:
-                stored.setdefault(name, None)
             out.append(rec.row_to_record(ent, stored, {k: sorted(v) for k, v in many.items()}))
         journal.write(conn, self.storage, journal.created_entries(ent, out, now, self.user))  # one executemany
         return out if returning else []
