@@ -26,6 +26,7 @@ from .access import SYSTEM, Actor, check_create, check_row, row_clause
 from .deletes import delete_records
 from .duplicates import duplicate_groups, find_duplicates, merge_into
 from .engine import make_engine, reading, writing
+from .react import build_reactors
 from .reports import ReportsMixin
 from .search import SearchMixin
 from .users import UsersMixin
@@ -58,6 +59,7 @@ class CRM(UsersMixin, ReportsMixin, SearchMixin):
         self._owns_engine = True
         self._tx = None  # the connection of an open crm.transaction()
         self._team: str | None = None
+        self._reactors = build_reactors(model)
         if user is not None:
             info = self.user_info(user)
             self._roles, self._team = frozenset(info["roles"]), info["team"]
@@ -98,6 +100,19 @@ class CRM(UsersMixin, ReportsMixin, SearchMixin):
         """A write transaction, or inside crm.transaction() a savepoint: each operation stays
         all-or-nothing even when an outer transaction goes on after its refusal."""
         return _savepoint(self._tx) if self._tx is not None else writing(self.engine)
+
+    def _log(self, conn, entries) -> None:
+        """Journal what a write changed, then react to it (derived fields, automations) in
+        the same transaction: see :mod:`metacrm.runtime.react`."""
+        journal.write(conn, self.storage, entries)
+        if self._reactors and entries:
+            outer = self._tx
+            self._tx = conn  # what the reactors write joins this transaction
+            try:
+                for reactor in self._reactors:
+                    reactor(self, conn, entries)
+            finally:
+                self._tx = outer
 
     def _reading(self):
         return _joined(self._tx) if self._tx is not None else reading(self.engine)
@@ -532,8 +547,8 @@ class CRM(UsersMixin, ReportsMixin, SearchMixin):
             after = rec.rows_to_records(conn, self.storage, ent, [row])[0]
             changes = journal.diff(ent, before, after)
             text = f"merged {ent.name} {gone['id']}" + "".join(f"; {k}: {v}" for k, v in moved.items())
-            journal.write(
-                conn, self.storage, [journal.entry(ent.name, kept["id"], "merge", now, self.user, changes, text=text)]
+            self._log(
+                conn, [journal.entry(ent.name, kept["id"], "merge", now, self.user, changes, text=text)]
             )
         return after
 
@@ -570,7 +585,7 @@ class CRM(UsersMixin, ReportsMixin, SearchMixin):
             # _new_row holds every field and link column already (executemany needs equal keys)
             stored = {**row, "id": record_id}
             out.append(rec.row_to_record(ent, stored, {k: sorted(v) for k, v in many.items()}))
-        journal.write(conn, self.storage, journal.created_entries(ent, out, now, self.user))  # one executemany
+        self._log(conn, journal.created_entries(ent, out, now, self.user))  # one executemany
         return out if returning else []
 
     def update(
@@ -652,7 +667,7 @@ class CRM(UsersMixin, ReportsMixin, SearchMixin):
                 )
                 for source, source_id, link, old in cleared
             ]
-            journal.write(conn, self.storage, entries)
+            self._log(conn, entries)
         return {name: sorted(ids) for name, ids in deleted.items()}
 
     def link(self, entity: str, record_id: int, name: str, target) -> dict:
@@ -718,9 +733,8 @@ class CRM(UsersMixin, ReportsMixin, SearchMixin):
         """A journal row with the fields and links that changed (none when nothing did)."""
         changes = journal.diff(ent, before, after)
         if changes:
-            journal.write(
+            self._log(
                 conn,
-                self.storage,
                 [journal.entry(ent.name, after["id"], action, after["updated_at"], self.user, changes)],
             )
 
@@ -742,8 +756,8 @@ class CRM(UsersMixin, ReportsMixin, SearchMixin):
             )
             changes = {"stage": [row["stage"], fresh["stage"]]}
             at = fresh["stage_entered_at"]  # the history row's time: the timeline shows the move once
-            journal.write(
-                conn, self.storage, [journal.entry(ent.name, row["id"], "move", at, self.user, changes, text=note)]
+            self._log(
+                conn, [journal.entry(ent.name, row["id"], "move", at, self.user, changes, text=note)]
             )
             return moved_record(conn, self.storage, ent, fresh)
 
@@ -790,7 +804,7 @@ class CRM(UsersMixin, ReportsMixin, SearchMixin):
         with self._writing() as conn:
             row = self._get_row(conn, ent, record_id, "read")
             added = journal.entry(ent.name, row["id"], "note", now_utc(), self.user, kind=kind, text=text)
-            journal.write(conn, self.storage, [added])
+            self._log(conn, [added])
         return added
 
     def timeline(self, entity: str, record_id: int, *, limit: int = 100) -> list[dict]:

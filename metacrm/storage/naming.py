@@ -17,6 +17,7 @@ HISTORY_TABLE = "metacrm_history"
 LOCK_TABLE = "metacrm_lock"
 USER_TABLE = "metacrm_user"
 JOURNAL_TABLE = "metacrm_journal"
+OUTBOX_TABLE = "metacrm_outbox"
 MAX_NAME = 63
 
 

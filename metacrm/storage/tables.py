@@ -68,6 +68,7 @@ class Storage:
     history_table: Table | None = None
     lock_table: Table | None = None
     user_table: Table | None = None
+    outbox_table: Table | None = None
     journal_table: Table | None = None
     # (entity, pipeline) -> {stage: bit of the ``reached`` mask}
     reached_bits: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
@@ -375,6 +376,28 @@ def _system_tables(storage: Storage) -> None:
         Column("kind", String(20), nullable=True),  # an activity's kind: note call email meeting
         Column("text", Text(), nullable=True),
         Index("ix_metacrm_journal_record", "entity", "record_id", "at"),
+    )
+    # notifications written by automations in the triggering transaction, sent by `metacrm deliver`
+    storage.outbox_table = Table(
+        naming.OUTBOX_TABLE,
+        md,
+        Column("id", id_type(), primary_key=True, autoincrement=True),
+        Column("created_at", UTCDateTime(), nullable=False),
+        Column("automation", String(100), nullable=True),  # the automation that wrote it
+        Column("entity", String(30), nullable=True),  # the record it is about
+        Column("record_id", id_type(), nullable=True),
+        Column("channel", String(10), nullable=False),  # email | webhook
+        Column("recipient", Text(), nullable=False),  # an e-mail address or a URL
+        Column("subject", Text(), nullable=True),
+        Column("body", Text(), nullable=False),
+        Column("payload", json_type(), nullable=True),  # a webhook's JSON
+        Column("status", String(10), nullable=False, server_default="pending"),  # pending sending sent failed
+        Column("attempts", Integer(), nullable=False, server_default="0"),
+        Column("next_attempt_at", UTCDateTime(), nullable=False),
+        Column("claimed_until", UTCDateTime(), nullable=True),  # a sender's lease on the message
+        Column("last_error", Text(), nullable=True),
+        Column("sent_at", UTCDateTime(), nullable=True),
+        Index("ix_metacrm_outbox_due", "status", "next_attempt_at"),
     )
     storage.lock_table = Table(
         naming.LOCK_TABLE,
