@@ -180,7 +180,9 @@ def test_link_and_unlink(crm, base) -> None:
 def test_move_records_stage_and_note(crm, base) -> None:
     d = crm.as_user("anna").create("deal", {"title": "Поставка", "client": base["client"]})
     moved = crm.as_user("anna").move("deal", d["id"], "qualified", note="звонок")
-    row = journal(crm, "deal", d["id"])[-1]
+    # a move is recorded once, in the stage history; the journal holds no copy of it
+    assert [r["action"] for r in journal(crm, "deal", d["id"])] == ["create"]
+    row = crm.timeline("deal", d["id"])[0]
     assert (row["action"], row["by"], row["changes"], row["text"]) == (
         "move",
         "anna",
@@ -188,6 +190,9 @@ def test_move_records_stage_and_note(crm, base) -> None:
         "звонок",
     )
     assert row["at"] == moved["updated_at"]
+    # and the client's timeline shows the move of its deal, through the link
+    seen = [(e["action"], e["via"]) for e in crm.timeline("client", base["client"]) if e["record_id"] == d["id"]]
+    assert ("move", "deals") in seen
 
 
 def test_delete_records_cascade(crm, base) -> None:

@@ -190,7 +190,7 @@ class CRM(UsersMixin, ReportsMixin, SearchMixin):
         may not do ``action`` on it."""
         table = self.storage.table(entity.name)
         record_id = _as_id(entity, record_id)
-        row = conn.execute(select(table).where(table.c.id == record_id)).mappings().first()
+        row = conn.execute(rec.row_by_id(table), {"_id": record_id}).mappings().first()
         if row is None:
             raise NotFound(f"{entity.name} {record_id} not found")
         if self.user is not None:
@@ -563,7 +563,7 @@ class CRM(UsersMixin, ReportsMixin, SearchMixin):
             for row in rows:
                 row["reached"] = bits[(ent.name, row["pipeline"])][row["stage"]]
         if len(rows) == 1:
-            ids = [conn.execute(insert(table).returning(table.c.id), rows[0]).scalar_one()]
+            ids = [conn.execute(rec.insert_returning_id(table), rows[0]).scalar_one()]
         else:  # ids taken up front, then one plain executemany (RETURNING in order costs a statement per row)
             ids = rec.allocate_ids(conn, table, len(rows))
             for row, record_id in zip(rows, ids, strict=True):
@@ -578,7 +578,7 @@ class CRM(UsersMixin, ReportsMixin, SearchMixin):
             if pairs:
                 conn.execute(insert(self.storage.join_table(ent.name, link.name)), pairs)
         if ent.has_stages:
-            conn.execute(insert(self.storage.history_table), self._history_rows(ent, rows, ids))
+            conn.execute(rec.insert_into(self.storage.history_table), self._history_rows(ent, rows, ids))
             rows = self._place(conn, ent, rows, ids, stages)
         out = []
         for record_id, row, many in zip(ids, rows, manys, strict=True):

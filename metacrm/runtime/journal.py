@@ -1,13 +1,15 @@
 """The journal: who changed what and when, and the activities added to records.
 
-One table, ``metacrm_journal``: a row per created, updated, deleted, moved, linked or
-unlinked record, and per activity (a note, call, email or meeting). ``changes`` maps each
+One table, ``metacrm_journal``: a row per created, updated, deleted, linked or unlinked
+record, and per activity (a note, call, email or meeting). ``changes`` maps each
 changed field or link to ``[old, new]`` in JSON-safe values (decimals, dates and times as
 strings; many-links as sorted id lists). Rows are written with one executemany in the
 transaction of the operation they record, so a refused operation leaves none.
 
-:func:`timeline` merges, newest first, the journal of a record, its stage history rows the
-journal does not already hold, and the journal of the records linked to it (a deal's tasks).
+:func:`timeline` merges, newest first, the journal of a record, its stage history rows (a
+move is recorded once, in ``metacrm_history``; journal rows of moves written by earlier
+versions are shown once), and the journal and stage history of the records linked to it (a
+deal's tasks, a client's deals).
 """
 
 from __future__ import annotations
@@ -17,12 +19,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, select
 
 from ..model.metamodel import Entity
 from ..storage import naming
 from ..storage.tables import Storage
-from .records import SYSTEM_OUT
+from .records import SYSTEM_OUT, insert_into
 
 ACTIONS = ("create", "update", "delete", "move", "link", "unlink", "note")
 KINDS = ("note", "call", "email", "meeting")
@@ -93,9 +95,12 @@ def entry(
 
 
 def write(conn: Connection, storage: Storage, entries: Sequence[Mapping]) -> None:
-    """The entries in one statement (executemany), in the caller's transaction."""
+    """The entries in one statement (executemany), in the caller's transaction. Moves are
+    not written here: the stage history holds them (one row per move, with its note), and
+    :func:`timeline` reads them from there."""
+    entries = [e for e in entries if e["action"] != "move"]
     if entries:
-        conn.execute(insert(storage.journal_table), list(entries))
+        conn.execute(insert_into(storage.journal_table), entries)
 
 
 def _journal_out(row: Mapping, *, via: str | None = None) -> dict:
@@ -205,7 +210,19 @@ def timeline(
             .order_by(journal.c.at.desc(), journal.c.id.desc())
             .limit(limit)
         ).mappings()
-        items += [_journal_out(r, via=via) for r in rows]
+        linked = [_journal_out(r, via=via) for r in rows]
+        items += linked
+        if storage.model.entities[source].has_stages:  # their moves live in the stage history
+            held = {(r["record_id"], r["at"]) for r in linked if r["action"] in ("create", "move")}
+            moves = conn.execute(
+                select(history)
+                .where(history.c.entity == source, history.c.record_id.in_(ids))
+                .order_by(history.c.at.desc(), history.c.id.desc())
+                .limit(limit)
+            ).mappings()
+            items += [
+                {**_history_out(r), "via": via} for r in moves if (r["record_id"], r["at"]) not in held
+            ]
     items.sort(key=lambda i: i["_order"], reverse=True)
     out, seen = [], set()
     for item in items:

@@ -82,6 +82,22 @@ class UTCDateTime(TypeDecorator):
         value = value.astimezone(UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
+    def bind_processor(self, dialect):
+        """The bind processing, remembering the last value: the rows of a batch share their
+        ``created_at``/``updated_at`` (one datetime object), converted once instead of per row."""
+        inner = super().bind_processor(dialect)
+        memo = [(None, None)]
+
+        def process(value):
+            seen = memo[0]  # one tuple, replaced whole: safe across threads
+            if value is not None and value is seen[0]:
+                return seen[1]
+            out = inner(value) if inner is not None else value
+            memo[0] = (value, out)
+            return out
+
+        return process
+
     def process_result_value(self, value, dialect):
         if value is None:
             return None
