@@ -6,6 +6,7 @@ The public API is what this module exports; ``tests/test_api.py`` freezes it.
 from __future__ import annotations
 
 from .errors import (
+    AutomationError,
     ConflictError,
     DataError,
     DuplicateWarning,
@@ -33,6 +34,7 @@ def connect(model, url: str = "sqlite:///crm.db", *, user: str | None = None):
 __version__ = "0.1.0"
 
 __all__ = [
+    "AutomationError",
     "ConflictError",
     "DataError",
     "DuplicateWarning",

@@ -10,7 +10,8 @@
     │   ├── TransitionError         a stage move is not allowed
     │   ├── PermissionDenied        the user may not do this
     │   ├── ConflictError           another writer changed the record first
-    │   └── NotFound                no such record
+    │   ├── NotFound                no such record
+    │   └── AutomationError         an automation's action failed: the triggering operation is refused
     └── MigrationError              the database does not hold this model, or a migration failed
 
 Library code raises these (wrapping yaml, jsonschema, SQLAlchemy errors with ``raise ... from``);
@@ -175,3 +176,16 @@ class DuplicateWarning(UserWarning):
 
 
 __all__.append("DuplicateWarning")
+
+
+class AutomationError(DataError):
+    """An automation's action failed (or its chain ran too deep); the whole operation that
+    triggered it was rolled back. ``automation`` names it, ``action`` is the 1-based index of
+    the failing action (None for a chain too deep), ``chain`` the automations that led to it."""
+
+    def __init__(self, message: str, *, automation: str, action: int | None = None, chain: tuple = ()):
+        super().__init__(message)
+        self.automation, self.action, self.chain = automation, action, tuple(chain)
+
+
+__all__.append("AutomationError")

@@ -20,6 +20,7 @@ runner = CliRunner()
 def test_public_api_is_frozen() -> None:
     assert sorted(metacrm.__all__) == sorted(
         [
+            "AutomationError",
             "ConflictError",
             "DataError",
             "DuplicateWarning",
@@ -48,6 +49,7 @@ def test_public_api_is_frozen() -> None:
         "ConflictError",
         "NotFound",
         "MigrationError",
+        "AutomationError",
     ):
         assert issubclass(getattr(metacrm, name), metacrm.MetaCRMError)
 

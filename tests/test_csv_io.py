@@ -402,3 +402,24 @@ def test_cli_import_and_export(db_url, tmp_path) -> None:
     assert run("export", "client", "-o", str(out), *opts).exit_code == 0
     assert out.read_text(encoding="utf-8").splitlines()[0] == "id,name,email,phone,city,source,owner"
     assert run("export", "deal", "--where", "nope = 1", *opts).exit_code == 1
+
+
+def test_derived_columns_are_exported_and_ignored_on_import(db_url, tmp_path) -> None:
+    """An export carries computed and roll-up values; importing it back does not refuse
+    them (they cannot be set) but recomputes them in the new database."""
+    model = Path(__file__).parent.parent / "examples" / "trade.yaml"
+    crm = metacrm.connect(model, db_url)
+    crm.migrate()
+    c = crm.create("client", {"name": "ООО Ромашка"})
+    crm.create("deal", {"title": "Поставка", "amount": "1000", "discount": "10", "client": c["id"]})
+    path = tmp_path / "client.csv"
+    export_csv(crm, "client", path)
+    header = path.read_text(encoding="utf-8").splitlines()[0].split(",")
+    assert "open_deals" in header and "won_total" in header
+    crm.delete("deal", crm.find("deal")[0]["id"])
+    crm.delete("client", c["id"])
+    result = import_csv(crm, "client", path)
+    assert result.created == 1 and not result.rejected
+    back = crm.find("client")[0]
+    assert back["open_deals"] == 0 and back["won_total"] == Decimal("0")  # recomputed, not read from the file
+    crm.close()

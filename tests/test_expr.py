@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import create_engine, delete, event, func, insert, inspect, select
+from sqlalchemy import BigInteger, Numeric, create_engine, delete, event, func, insert, inspect, select, type_coerce
 from sqlalchemy.dialects import postgresql, sqlite
 
 import metacrm
@@ -627,8 +627,13 @@ def test_lab_type_errors() -> None:
         ("person", "score = 1.5", "person.score: 1.5 is not a whole number"),
         ("person", "score = 99999999999999999999", "out of range"),
         ("person", "rate = 0.0000001", "more than 6 decimal places"),
-        ("person", "salary > rate", "cannot be compared"),
         ("person", "score = name", "cannot be compared"),
+        ("person", "salary > name", "person.salary (money) and person.name (string) cannot be compared"),
+        ("person", "salary * 2 > name", "compares a number with person.name (string)"),
+        ("person", "name + 1 > 2", "'+' needs numbers, not person.name (string)"),
+        ("person", "salary > :x * 2", "cannot be used in arithmetic"),
+        ("person", "sum(salary) > 2", "unknown function 'sum'; functions: coalesce, round"),
+        ("person", "coalesce(salary, name) > 2", "coalesce mixes"),
         ("note", "about.text = 'x'", "cannot be followed"),
     ]
     for entity, text, message in cases:
@@ -975,3 +980,91 @@ def test_injection_strings_on_both_dialects(contract_db) -> None:
     engine, storage = contract_db
     for value in INJECTIONS:
         _injection_check(engine, storage, value)
+
+
+# -- arithmetic: SQL and Python compute the same exact values ---------------------------------
+NUMERIC_LEAVES = st.sampled_from(["score", "rate", "salary", "bonus", "0", "1", "-2", "0.5", "3.25", "100", "7"])
+
+
+def _arith(children):
+    return st.one_of(
+        st.tuples(children, st.sampled_from(["+", "-", "*", "/"]), children).map(lambda t: f"({t[0]} {t[1]} {t[2]})"),
+        children.map(lambda c: f"-({c})"),
+        st.tuples(children, children).map(lambda t: f"coalesce({t[0]}, {t[1]})"),
+        children.map(lambda c: f"round({c}, 1)"),
+    )
+
+
+ARITHMETIC = st.recursive(NUMERIC_LEAVES, _arith, max_leaves=3)
+_ARITH_DB: dict = {}
+
+
+def _arith_people():
+    values = [
+        (10, "1.5", "100.00", "50.00"),
+        (None, "0.001", None, "10"),
+        (-7, None, "50.55", None),
+        (0, "-2", "0", "0"),
+        (3, "0.125", "-1999.99", "0.05"),
+        (-1, "-0.333", "0.01", "-0.05"),
+        (49, "1.999", "1234.56", "-0.5"),
+        (2, "0", "-0.05", "0.15"),
+    ]
+    return [
+        dict(
+            id=i + 1,
+            name=None,
+            score=s,
+            rate=None if r is None else Decimal(r),
+            salary=None if m is None else Decimal(m),
+            bonus=None if b is None else Decimal(b),
+            seen=None,
+            company_id=None,
+        )
+        for i, (s, r, m, b) in enumerate(values)
+    ]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=ARITHMETIC, op=st.sampled_from(["=", "!=", "<", ">=", ">"]), bound=st.sampled_from(["0", "1.5", "-2"]))
+def test_arithmetic_agrees_in_sql_and_python(db_url: str, text: str, op: str, bound: str) -> None:
+    from metacrm.expr.parser import parse_value
+    from metacrm.expr.to_sql import ValueSQL
+    from metacrm.expr.values import bind_value, python_value, scaled
+
+    model = lab()
+    storage = build_storage(model)
+    if db_url not in _ARITH_DB:
+        _ARITH_DB.clear()
+        engine = _engine(db_url)
+        storage.metadata.create_all(engine)
+        with engine.begin() as conn:
+            _load(conn, storage, {"person": _arith_people()}, {})
+        _ARITH_DB[db_url] = engine
+    engine = _ARITH_DB[db_url]
+    try:
+        value = bind_value(model, "person", parse_value(text), "formula")
+    except ExpressionError as exc:
+        assert "decimal places" in str(exc), (text, str(exc))
+        return
+    person = storage.table("person")
+    fn = python_value(value, lambda r: lambda values: values[r.path])
+    rows = {r["id"]: r for r in _arith_people()}
+    raw = ValueSQL(storage).value(value, person)
+    raw = type_coerce(raw, BigInteger() if engine.dialect.name == "sqlite" else Numeric())
+    condition = f"{text} {op} {bound}"
+    try:
+        clause, predicate = compile_sql(storage, "person", condition), compile_python(model, "person", condition)
+    except ExpressionError as exc:  # a bare name against a value that does not fit it, or no name at all
+        assert "whole number" in str(exc) or "compares two values" in str(exc), (condition, str(exc))
+        clause = predicate = None
+    with engine.connect() as conn:
+        got = dict(conn.execute(select(person.c.id, raw)).all())
+        sql_ids = set(conn.execute(select(person.c.id).where(clause)).scalars()) if clause is not None else set()
+    for i, row in rows.items():
+        want, have = fn(row), got[i]
+        if have is not None and engine.dialect.name != "sqlite":  # NUMERIC: the value itself
+            have = scaled(Decimal(have), value.scale)
+        assert have == want, (text, i, have, want)
+        if predicate is not None:
+            assert (i in sql_ids) == predicate(row), (condition, i)

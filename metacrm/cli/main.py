@@ -5,15 +5,18 @@ from __future__ import annotations
 import typer
 
 from . import (
+    automation_cmds,
     data_cmds,
     demo_cmd,
     io_cmds,
     migrate_cmds,
     model_cmds,
     note_cmd,
+    notify_cmds,
     report_cmds,
     search_cmd,
     stage_cmds,
+    task_cmds,
     user_cmds,
 )
 
@@ -34,6 +37,9 @@ io_cmds.register(app)
 demo_cmd.register(app)
 report_cmds.register(app)
 search_cmd.register(app)
+notify_cmds.register(app)
+task_cmds.register(app)
+automation_cmds.register(app)
 
 
 @app.callback()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from enum import StrEnum
 from typing import Annotated
 
@@ -69,7 +70,8 @@ def migrate(
 
     with opened(model, db) as crm:
         try:
-            plan = crm.migrate(dry_run=dry_run, allow_data_loss=allow_data_loss, lock_wait=lock_wait)
+            with _progress_bar(enabled=not dry_run and format == PlanFormat.table):
+                plan = crm.migrate(dry_run=dry_run, allow_data_loss=allow_data_loss, lock_wait=lock_wait)
         except MigrationError as exc:
             fail(str(exc))
         _emit(plan, format, counts=True, sql=dry_run)
@@ -77,6 +79,31 @@ def migrate(
             fail(plan.reason())
         if not dry_run and format == PlanFormat.table and plan:
             typer.echo(f"migrated {crm.model.name} to {crm.model.sha256[:12]}: {len(plan)} steps applied")
+
+
+@contextmanager
+def _progress_bar(*, enabled: bool):
+    """A progress bar over the steps being applied, on stderr when it is a terminal."""
+    import sys
+
+    if not enabled or not sys.stderr.isatty():
+        yield
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ..migrate.apply import reporting
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("migrating", total=None)
+
+        def show(done: int, total: int, step) -> None:
+            what = f"{step.kind.replace('_', ' ')} {step.where}" if step is not None else "recording the model"
+            bar.update(task, completed=done, total=total, description=what)
+
+        with reporting(show):
+            yield
 
 
 def register(app: typer.Typer) -> None:

@@ -16,6 +16,7 @@ users = typer.Typer(
 RoleOpt = Annotated[list[str] | None, typer.Option("--role", "-r", help="A role from the model; repeatable.")]
 TeamOpt = Annotated[str | None, typer.Option("--team", help="The user's team (for `team` scopes).")]
 NameOpt = Annotated[str | None, typer.Option("--name", help="The user's name.")]
+EmailOpt = Annotated[str | None, typer.Option("--email", help="The user's e-mail (for notifications).")]
 
 
 @users.command("add")
@@ -24,13 +25,14 @@ def add(
     role: RoleOpt = None,
     team: TeamOpt = None,
     name: NameOpt = None,
+    email: EmailOpt = None,
     model: ModelOpt = DEFAULT_MODEL,
     db: DbOpt = DEFAULT_DB,
     format: FormatOpt = Format.table,
 ) -> None:
     """Add a user with roles."""
     with opened(model, db) as crm:
-        emit_record(crm.add_user(login, roles=role or [], team=team, name=name), format)
+        emit_record(crm.add_user(login, roles=role or [], team=team, name=name, email=email), format)
 
 
 @users.command("set")
@@ -39,20 +41,21 @@ def set_(
     role: RoleOpt = None,
     team: TeamOpt = None,
     name: NameOpt = None,
+    email: EmailOpt = None,
     model: ModelOpt = DEFAULT_MODEL,
     db: DbOpt = DEFAULT_DB,
     format: FormatOpt = Format.table,
 ) -> None:
-    """Change a user's roles (all of them, when --role is given), team or name."""
+    """Change a user's roles (all of them, when --role is given), team, name or e-mail."""
     with opened(model, db) as crm:
-        emit_record(crm.set_user(login, roles=role, team=team, name=name), format)
+        emit_record(crm.set_user(login, roles=role, team=team, name=name, email=email), format)
 
 
 @users.command("list")
 def list_(model: ModelOpt = DEFAULT_MODEL, db: DbOpt = DEFAULT_DB, format: FormatOpt = Format.table) -> None:
     """The users, with their roles and teams."""
     with opened(model, db) as crm:
-        emit_records(crm.users(), format, ["login", "name", "roles", "team"])
+        emit_records(crm.users(), format, ["login", "name", "roles", "team", "email"])
 
 
 def register(app: typer.Typer) -> None:

@@ -58,12 +58,81 @@ class Param:
 
 Operand = Literal | Name | Param
 
+_PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2}
+
+
+@dataclass(frozen=True, slots=True)
+class Arith:
+    """``left op right`` with op one of + - * / (a number)."""
+
+    op: str
+    left: Value
+    right: Value
+    pos: int = field(default=0, compare=False)
+
+    def __str__(self) -> str:
+        prec = _PRECEDENCE[self.op]
+        left = _operand_text(self.left, prec, right_side=False)
+        right = _operand_text(self.right, prec, right_side=True)
+        return f"{left} {self.op} {right}"
+
+
+@dataclass(frozen=True, slots=True)
+class Neg:
+    """Unary minus of a value that is not a written number (``-amount``)."""
+
+    item: Value
+    pos: int = field(default=0, compare=False)
+
+    def __str__(self) -> str:
+        inner = str(self.item)
+        return f"-({inner})" if isinstance(self.item, Arith | Neg) else f"-{inner}"
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """A function of values: ``coalesce(discount, 0)``."""
+
+    name: str
+    args: tuple[Value, ...]
+    pos: int = field(default=0, compare=False)
+
+    def __str__(self) -> str:
+        return f"{self.name}({', '.join(map(str, self.args))})"
+
+
+@dataclass(frozen=True, slots=True)
+class Aggregate:
+    """A roll-up: ``sum(lines.qty * lines.price)``, ``count(deals where stage = 'won')``."""
+
+    func: str  # count, sum, min, max
+    arg: Value
+    where: Expr | None = None
+    pos: int = field(default=0, compare=False)
+
+    def __str__(self) -> str:
+        return f"{self.func}({self.arg}" + (f" where {self.where}" if self.where is not None else "") + ")"
+
+
+def _operand_text(node, prec: int, *, right_side: bool) -> str:
+    text = str(node)
+    if isinstance(node, Arith):
+        inner = _PRECEDENCE[node.op]
+        if inner < prec or (right_side and inner == prec):
+            return f"({text})"
+    if isinstance(node, Literal) and right_side and text.startswith("-"):
+        return f"({text})"
+    return text
+
+
+Value = Literal | Name | Param | Arith | Neg | Call
+
 
 @dataclass(frozen=True, slots=True)
 class Compare:
     op: str  # one of COMPARISONS ('<>' is read as '!=')
-    left: Operand
-    right: Operand
+    left: Value
+    right: Value
 
     def __str__(self) -> str:
         return f"{self.left} {self.op} {self.right}"
@@ -143,9 +212,12 @@ def _wrap(node, kinds) -> str:
 Expr = Compare | In | Between | Match | IsNull | And | Or | Not
 
 __all__ = [
+    "Aggregate",
     "And",
+    "Arith",
     "Between",
     "COMPARISONS",
+    "Call",
     "Compare",
     "Expr",
     "In",
@@ -153,8 +225,10 @@ __all__ = [
     "Literal",
     "Match",
     "Name",
+    "Neg",
     "Not",
     "Operand",
     "Or",
     "Param",
+    "Value",
 ]

@@ -24,6 +24,7 @@ from ..errors import ExpressionError
 from ..model.metamodel import Model
 from . import ast
 from .names import BOOLEAN, DECIMAL, INTEGER, JSON, MULTICHOICE, ORDERED, REF, TEXT, Resolved, ValueType, resolve
+from .values import NUMBER, VALUE_NODES, bind_compare, column_kind
 
 FLIP = {"=": "=", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
 OPS = {"=": operator.eq, "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
@@ -319,9 +320,27 @@ class _Binder:
         hint = " (use 'contains' for multichoice)" if vt.kind == MULTICHOICE else ""
         raise vt.error(f"'{op}' does not apply to {what} values{at}{hint}", pos)
 
+    def numbers(self, left, right) -> bool:
+        """Two single-valued numeric names stored differently (money and integer) or read
+        through links: compared as values."""
+        if not (isinstance(left, ast.Name) and isinstance(right, ast.Name)):
+            return False
+        a = resolve(self.model, self.entity, left.path, left.pos)
+        c = resolve(self.model, self.entity, right.path, right.pos)
+        if a.multi or c.multi:
+            return False
+        ka, kc = column_kind(a), column_kind(c)
+        if ka is None or kc is None or ka[0] != NUMBER or kc[0] != NUMBER:
+            return False
+        return a.vtype.storage != c.vtype.storage or bool(a.hops or c.hops)
+
     # -- atoms
     def compare(self, e: ast.Compare) -> Bound:
         left, right, op = e.left, e.right, e.op
+        if isinstance(left, VALUE_NODES) or isinstance(right, VALUE_NODES) or self.numbers(left, right):
+            positive = "=" if op == "!=" else op
+            atom = bind_compare(self.model, self.entity, ast.Compare(positive, left, right), self.what)
+            return Negate(atom) if op == "!=" else atom
         if not isinstance(left, ast.Name) and isinstance(right, ast.Name):
             left, right, op = right, left, FLIP[op]
         if not isinstance(left, ast.Name):

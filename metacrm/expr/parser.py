@@ -14,31 +14,65 @@ from lark import Lark, Token, Transformer
 from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
 from ..errors import ExpressionError
-from .ast import And, Between, Compare, Expr, In, IsNull, Literal, Match, Name, Not, Or, Param
+from .ast import (
+    Aggregate,
+    And,
+    Arith,
+    Between,
+    Call,
+    Compare,
+    Expr,
+    In,
+    IsNull,
+    Literal,
+    Match,
+    Name,
+    Neg,
+    Not,
+    Or,
+    Param,
+)
 
 MAX_LENGTH = 10_000  # characters
 MAX_DEPTH = 64  # nesting of parentheses and 'not'
 
 GRAMMAR = r"""
 ?start: or_expr
+value: sum
+rollup: NAME "(" sum (_WHERE or_expr)? ")"
 
 ?or_expr: and_expr (_OR and_expr)*
 ?and_expr: not_expr (_AND not_expr)*
 ?not_expr: _NOT not_expr                            -> not_
          | atom
 ?atom: "(" or_expr ")"
-     | operand COMP operand                         -> compare
+     | sum COMP sum                                 -> compare
      | operand _IN items                            -> in_
      | operand _NOT _IN items                       -> not_in
-     | operand _BETWEEN operand _AND operand        -> between
-     | operand _NOT _BETWEEN operand _AND operand   -> not_between
+     | operand _BETWEEN signed _AND signed          -> between
+     | operand _NOT _BETWEEN signed _AND signed     -> not_between
      | operand _CONTAINS operand                    -> contains
      | operand _STARTSWITH operand                  -> startswith
      | operand _IS NULL                             -> is_null
      | operand _IS _NOT NULL                        -> is_not_null
 
-items: "(" operand ("," operand)* ")"
+items: "(" signed ("," signed)* ")"
      | PARAM
+
+?sum: product
+    | sum PLUS product                              -> arith
+    | sum MINUS product                             -> arith
+?product: unary
+    | product STAR unary                            -> arith
+    | product SLASH unary                           -> arith
+?unary: primary
+      | MINUS unary                                 -> neg
+?primary: operand
+        | "(" sum ")"
+        | NAME "(" sum ("," sum)* ")"               -> call
+
+?signed: operand
+       | MINUS NUMBER                               -> negative
 
 ?operand: NAME       -> name
         | STRING     -> string
@@ -56,23 +90,29 @@ _BETWEEN.2: /between\b/i
 _CONTAINS.2: /contains\b/i
 _STARTSWITH.2: /startswith\b/i
 _IS.2: /is\b/i
+_WHERE.2: /where\b/i
 NULL.2: /null\b/i
 TRUE.2: /true\b/i
 FALSE.2: /false\b/i
 
 COMP: "!=" | "<>" | "<=" | ">=" | "=" | "<" | ">"
+PLUS: "+"
+MINUS: "-"
+STAR: "*"
+SLASH: "/"
 NAME: /[^\W\d]\w*(\.[^\W\d]\w*)*/
 PARAM: /:[^\W\d]\w*/
-NUMBER: /-?\d+(\.\d+)?/
+NUMBER: /\d+(\.\d+)?/
 STRING: /'([^']|'')*'/
 
 %ignore /\s+/
 """
 
-KEYWORDS = ("and", "or", "not", "in", "between", "contains", "startswith", "is", "null", "true", "false")
+KEYWORDS = ("and", "or", "not", "in", "between", "contains", "startswith", "is", "null", "true", "false", "where")
 
 _VALUES = {"NAME", "STRING", "NUMBER", "PARAM", "TRUE", "FALSE", "NULL"}
 _OPERATORS = {"COMP", "_IN", "_BETWEEN", "_CONTAINS", "_STARTSWITH", "_IS"}
+_ARITHMETIC = {"PLUS", "MINUS", "STAR", "SLASH"}
 _WORDS = {
     "_AND": "'and'",
     "_OR": "'or'",
@@ -84,6 +124,7 @@ _WORDS = {
     "RPAR": "')'",
     "COMMA": "','",
     "PARAM": "a parameter",
+    "_WHERE": "'where'",
     "$END": "the end",
 }
 OPERATOR_LIST = "=, !=, <, <=, >, >=, in, not in, between, contains, startswith, is null, is not null"
@@ -157,6 +198,28 @@ class _Build(Transformer):
     def not_(self, c):
         return Not(c[0])
 
+    def negative(self, c):
+        number = self.number([c[1]])
+        return Literal(-number.value, _pos(c[0]))
+
+    def neg(self, c):
+        item = c[1]
+        if isinstance(item, Literal) and isinstance(item.value, int | Decimal) and not isinstance(item.value, bool):
+            return Literal(-item.value, _pos(c[0]))
+        return Neg(item, _pos(c[0]))
+
+    def arith(self, c):
+        return Arith(str(c[1]), c[0], c[2], _pos(c[1]))
+
+    def call(self, c):
+        return Call(str(c[0]).lower(), tuple(c[1:]), _pos(c[0]))
+
+    def value(self, c):
+        return c[0]
+
+    def rollup(self, c):
+        return Aggregate(str(c[0]).lower(), c[1], c[2] if len(c) > 2 else None, _pos(c[0]))
+
     def and_expr(self, c):
         return And(tuple(c))
 
@@ -171,7 +234,16 @@ _PARSER_LOCK = threading.Lock()
 def _parser() -> Lark:
     with _PARSER_LOCK:
         if not _PARSER:
-            _PARSER.append(Lark(GRAMMAR, parser="lalr", lexer="basic", transformer=_Build(), maybe_placeholders=False))
+            _PARSER.append(
+                Lark(
+                    GRAMMAR,
+                    parser="lalr",
+                    lexer="basic",
+                    transformer=_Build(),
+                    maybe_placeholders=False,
+                    start=["start", "value", "rollup"],
+                )
+            )
         return _PARSER[0]
 
 
@@ -179,17 +251,26 @@ def _expected(names) -> str:
     names = set(names)
     if names and names <= {"NULL", "_NOT"}:
         return "'null' or 'not null'"
+    if names & _VALUES:  # a value may start with a minus sign
+        names.discard("MINUS")
+    if names & {"_AND", "_OR", "COMP", "_WHERE"}:
+        names -= _ARITHMETIC  # a value may go on with + - * /, but say what the condition needs
+    elif names & _ARITHMETIC:
+        names = (names - _ARITHMETIC - {"LPAR"}) | {"ARITHMETIC"}
     parts: list[str] = []
     if names & _VALUES - {"PARAM"} or ("PARAM" in names and "LPAR" not in names):
         parts.append("a value")
         names -= _VALUES
     if "COMP" in names:
         parts.append(f"an operator ({OPERATOR_LIST})")
-        names -= _OPERATORS | {"_NOT"}
-    if "_NOT" in names and parts == ["a value"]:
+        names -= _OPERATORS | {"_NOT", "LPAR"}
+    if "ARITHMETIC" in names:
+        parts.append("an arithmetic operator (+, -, *, /)")
+        names.discard("ARITHMETIC")
+    if parts == ["a value"]:
         names.discard("_NOT")  # a condition may also start with 'not' or '(': say "a value"
         names.discard("LPAR")
-    order = ["_NOT", "_IN", "_BETWEEN", "NULL", "LPAR", "PARAM", "COMMA", "_AND", "_OR", "RPAR", "$END"]
+    order = ["_NOT", "_IN", "_BETWEEN", "NULL", "LPAR", "PARAM", "COMMA", "_WHERE", "_AND", "_OR", "RPAR", "$END"]
     parts += [_WORDS[n] for n in order if n in names]
     parts += sorted(n for n in names if n not in _WORDS)
     if len(parts) <= 1:
@@ -244,19 +325,27 @@ def _depth(expr: Expr) -> int:
         deepest = max(deepest, depth)
         if isinstance(node, And | Or):
             stack.extend((item, depth + 1) for item in node.items)
-        elif isinstance(node, Not):
+        elif isinstance(node, Not | Neg):
             stack.append((node.item, depth + 1))
+        elif isinstance(node, Compare | Arith):
+            stack.extend(((node.left, depth + 1), (node.right, depth + 1)))
+        elif isinstance(node, Call):
+            stack.extend((a, depth + 1) for a in node.args)
+        elif isinstance(node, Aggregate):
+            stack.append((node.arg, depth + 1))
+            if node.where is not None:
+                stack.append((node.where, depth + 1))
     return deepest
 
 
 @lru_cache(maxsize=2048)
-def _parse(text: str, what: str) -> Expr:
+def _parse(text: str, what: str, start: str = "start") -> Expr:
     if not text.strip():
         raise ExpressionError(f"{what}: the expression is empty", 1)
     if len(text) > MAX_LENGTH:
         raise ExpressionError(f"{what}: the expression is longer than {MAX_LENGTH} characters", MAX_LENGTH + 1)
     try:
-        tree = _parser().parse(text)
+        tree = _parser().parse(text, start=start)
     except ExpressionError as exc:
         raise ExpressionError(f"{what}: {exc}", exc.position) from None
     except UnexpectedInput as exc:
@@ -280,4 +369,18 @@ def parse(text: str, *, what: str = "filter") -> Expr:
     return _parse(text, what)
 
 
-__all__ = ["GRAMMAR", "KEYWORDS", "MAX_DEPTH", "MAX_LENGTH", "parse"]
+def parse_value(text: str, *, what: str = "formula"):
+    """The tree of a value expression (arithmetic over names: ``qty * price``)."""
+    if not isinstance(text, str):
+        raise ExpressionError(f"{what}: expected the text of an expression, got {type(text).__name__}")
+    return _parse(text, what, "value")
+
+
+def parse_rollup(text: str, *, what: str = "rollup") -> Aggregate:
+    """The tree of a roll-up: ``sum(lines.qty * lines.price)``, ``count(deals where stage = 'won')``."""
+    if not isinstance(text, str):
+        raise ExpressionError(f"{what}: expected the text of an expression, got {type(text).__name__}")
+    return _parse(text, what, "rollup")
+
+
+__all__ = ["GRAMMAR", "KEYWORDS", "MAX_DEPTH", "MAX_LENGTH", "parse", "parse_rollup", "parse_value"]

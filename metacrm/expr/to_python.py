@@ -16,6 +16,7 @@ from decimal import Decimal
 
 from ..errors import ExpressionError
 from . import bind as b
+from . import values as vals
 from .names import DATE, DATETIME, DECIMAL, INTEGER, JSON, MULTICHOICE, REF, TEXT, Resolved, ValueType
 
 _EXACT = {
@@ -92,6 +93,14 @@ class _Compiler:
         self.params: set[str] = set()
 
     def node(self, n) -> Callable:
+        if isinstance(n, vals.CmpExpr):
+            left, right = vals.python_value(n.left, self.reader), vals.python_value(n.right, self.reader)
+            op, sl, sr = n.op, n.left.scale, n.right.scale
+
+            def compare(values, params):
+                return vals.compare3(op, left(values), sl, right(values), sr)
+
+            return compare
         if isinstance(n, b.All):
             fns = [self.node(i) for i in n.items]
 

@@ -17,14 +17,17 @@ links are existential (some linked value satisfies the atom) and exactly two-val
 from __future__ import annotations
 
 from collections.abc import Mapping
+from decimal import Decimal
 
-from sqlalchemy import String, and_, false, literal, not_, or_, select
+from sqlalchemy import Boolean, Numeric, String, and_, false, func, literal, literal_column, not_, null, or_, select
+from sqlalchemy import type_coerce as _type_coerce
 from sqlalchemy.sql.elements import ColumnElement
 
 from ..storage import naming
 from ..storage.tables import Storage
 from . import bind as b
-from .functions import binary_text, casefold, json_has, json_null
+from . import values as v
+from .functions import binary_text, casefold, dialect_pick, json_has, json_null
 from .names import JSON, MULTICHOICE, TEXT, Resolved
 
 _LIKE_ESCAPE = "/"
@@ -39,6 +42,90 @@ def _ordered(column, vt, op: str):
     return binary_text(column) if vt.kind == TEXT and op not in ("=", "!=") else column
 
 
+_PG_WIDEN = literal_column("1." + "0" * 60)  # PostgreSQL divides with 60+ decimals, then rounds
+
+
+def _num(x):
+    return _type_coerce(x, Numeric())
+
+
+class ValueSQL:
+    """Bound values -> SQL on a table (see values.py for the exact arithmetic)."""
+
+    def __init__(self, storage: Storage):
+        self.storage = storage
+
+    def column(self, r: Resolved, table) -> ColumnElement:
+        return self._path(r, 0, table)
+
+    def _path(self, r: Resolved, i: int, table):
+        if i == len(r.hops):
+            return table.c[r.column]
+        hop = r.hops[i]
+        target = self.storage.table(hop.target).alias()
+        inner = self._path(r, i + 1, target)
+        return select(inner).where(target.c.id == table.c[naming.link_column(hop.link)]).scalar_subquery()
+
+    def at(self, node, table, scale: int) -> ColumnElement:
+        """The value at ``scale`` decimal places (exactly when it grows, rounded half away
+        from zero when it shrinks)."""
+        return rescale_sql(self.value(node, table), node.scale if node.kind == v.NUMBER else scale, scale)
+
+    def value(self, node, table) -> ColumnElement:
+        if isinstance(node, v.VCol):
+            return self.column(node.resolved, table)
+        if isinstance(node, v.VLit):
+            if node.value is None:
+                return null()
+            if node.kind == v.NUMBER:
+                return number_sql(node.value, node.scale)
+            if node.kind == v.BOOLEAN:
+                return literal(node.value, Boolean())
+            return literal(node.value, String())
+        if isinstance(node, v.VNeg):
+            return -_num(self.value(node.item, table))
+        if isinstance(node, v.VRound):
+            return self.at(node.item, table, node.scale)
+        if isinstance(node, v.VCoalesce):
+            if node.kind == v.NUMBER:
+                return func.coalesce(*(self.at(i, table, node.scale) for i in node.items))
+            return func.coalesce(*(self.value(i, table) for i in node.items))
+        if isinstance(node, v.VArith):
+            left, right = node.left, node.right
+            if node.op in "+-":
+                a, c = _num(self.at(left, table, node.scale)), _num(self.at(right, table, node.scale))
+                return a + c if node.op == "+" else a - c
+            a, c = _num(self.value(left, table)), _num(self.value(right, table))
+            if node.op == "*":
+                return dialect_pick(func.metacrm_mul(a, c), a * c)
+            m = node.scale + right.scale - left.scale
+            return dialect_pick(
+                func.metacrm_div(a, c, literal_column(str(m))),
+                func.round((a * _PG_WIDEN) / func.nullif(c, literal_column("0")), literal_column(str(node.scale))),
+            )
+        raise AssertionError(f"not a bound value: {node!r}")  # pragma: no cover
+
+
+def number_sql(n: int, scale: int) -> ColumnElement:
+    """A number given as an integer count of 10**-scale."""
+    sqlite = str(n)
+    pg = str(Decimal(n).scaleb(-scale)) if scale else str(n)
+    if n < 0:
+        sqlite, pg = f"({sqlite})", f"({pg})"
+    return dialect_pick(literal_column(sqlite), literal_column(pg))
+
+
+def rescale_sql(x, source: int, target: int) -> ColumnElement:
+    if target > source:
+        return dialect_pick(_num(x) * literal_column(str(10 ** (target - source))), x)
+    if target < source:
+        return dialect_pick(
+            func.metacrm_div(x, literal_column("1"), literal_column(str(target - source))),
+            func.round(_num(x), literal_column(str(target))),
+        )
+    return x
+
+
 class _Compiler:
     def __init__(self, storage: Storage, params: Mapping | None, what: str):
         self.storage = storage
@@ -46,6 +133,10 @@ class _Compiler:
         self.what = what
 
     def node(self, n, table, positive: bool) -> ColumnElement:
+        if isinstance(n, v.CmpExpr):
+            scale = max(n.left.scale, n.right.scale)
+            values = ValueSQL(self.storage)
+            return _cmp(n.op, values.at(n.left, table, scale), values.at(n.right, table, scale))
         if isinstance(n, b.All):
             return and_(*(self.node(i, table, positive) for i in n.items))
         if isinstance(n, b.Any_):
@@ -157,4 +248,4 @@ def compile_condition(storage: Storage, entity: str, expr, params: Mapping | Non
     return _Compiler(storage, params, what).node(bound, storage.table(entity), True)
 
 
-__all__ = ["compile_condition"]
+__all__ = ["ValueSQL", "compile_condition", "number_sql", "rescale_sql"]

@@ -18,6 +18,9 @@ from __future__ import annotations
 import getpass
 import socket
 import sqlite3
+from collections.abc import Callable
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 from sqlalchemy import inspect
@@ -86,16 +89,51 @@ def _refuse(plan: Plan) -> None:
         raise MigrationError(plan.reason())
 
 
+# (steps done, steps in all, the step starting or None when all are done): silent unless set
+_PROGRESS: ContextVar[Callable[[int, int, object], None] | None] = ContextVar("metacrm_migrate_progress", default=None)
+
+
+@contextmanager
+def reporting(callback: Callable[[int, int, object], None]):
+    """Call ``callback(done, total, step)`` as the steps of migrations applied inside the block
+    start (``step`` None once they are all done). The command line draws its progress bar with
+    it; the Python API stays silent without it."""
+    token = _PROGRESS.set(callback)
+    try:
+        yield
+    finally:
+        _PROGRESS.reset(token)
+
+
+def fill_derived(conn, model: Model) -> None:
+    """Computed and roll-up fields for every record, after the steps (the plan may have added
+    one, changed its formula, or changed what it reads): one UPDATE per derived field, in
+    dependency order (metacrm.runtime.derived). Nothing when the model has none."""
+    from ..runtime.derived import recompute_statements
+    from ..storage.tables import build_storage
+
+    for statement in recompute_statements(model, build_storage(model)):
+        conn.execute(statement)
+
+
 def apply_plan(conn, plan: Plan) -> None:
     """Run every step of ``plan`` on ``conn`` (inside the caller's transaction)."""
     current: list = [None]
+    progress = _PROGRESS.get()
+    steps_run = [s for s in plan if s.actions]
+    started: set[int] = set()
 
     def before(index, step):
+        if progress is not None and id(step) not in started:
+            progress(len(started), len(steps_run), step)
+            started.add(id(step))
         current[0] = (index, step)
 
     try:
         with online(conn) as ex:
             run_actions(list(plan), ex, before=before)
+        if progress is not None:
+            progress(len(steps_run), len(steps_run), None)
     except MetaCRMError:
         raise
     except Exception as exc:
@@ -114,6 +152,7 @@ def _apply_postgresql(engine, model: Model, *, allow_data_loss: bool, user: str,
                 return plan
             _refuse(plan)
             apply_plan(conn, plan)
+            fill_derived(conn, model)
             record(conn, model, user=user)
     return plan
 
@@ -137,6 +176,7 @@ def _apply_sqlite(engine, model: Model, *, allow_data_loss: bool, user: str) -> 
                     before = _fingerprint(conn)
                     backup = _backup(path)
                 apply_plan(conn, plan)
+                fill_derived(conn, model)
                 _foreign_key_check(conn)
                 record(conn, model, user=user)
         except Exception:

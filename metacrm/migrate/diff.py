@@ -198,11 +198,26 @@ def _entity_changes(ctx: Ctx, old: Entity, new: Entity) -> None:
 
 
 def _system_tables(ctx: Ctx) -> None:
-    missing = [
-        t
-        for t in ctx.sn.metadata.sorted_tables
-        if t.name.startswith(naming.SYSTEM_PREFIX) and not ctx.live_has_table(t.name)
-    ]
+    """metacrm's own tables: created when missing; a table the database has without a column
+    this version of metacrm declares gets it (nullable, or NOT NULL with its server default)."""
+    system = [t for t in ctx.sn.metadata.sorted_tables if t.name.startswith(naming.SYSTEM_PREFIX)]
+    for t in system:
+        if not ctx.live_has_table(t.name):
+            continue
+        columns = [c for c in t.c if c.name not in ctx.live_columns(t.name)]
+        if not columns:
+            continue
+        step = ctx.step(
+            "add_system_columns",
+            None,
+            t.name,
+            SAFE,
+            f"add column{'s' if len(columns) > 1 else ''} {', '.join(c.name for c in columns)} to metacrm's table "
+            f"{t.name}",
+        )
+        members.add_columns(ctx, step, t.name, columns)
+        step.measure = ctx.count_rows(t.name)
+    missing = [t for t in system if not ctx.live_has_table(t.name)]
     if not missing:
         return
     step = ctx.step(

@@ -24,7 +24,7 @@ import re
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 
-from sqlalchemy import create_engine, event, inspect, text
+from sqlalchemy import create_engine, event, inspect, literal_column, text
 from sqlalchemy.pool import StaticPool
 
 from .steps import Contribution, Phase, Plan, Step
@@ -44,6 +44,7 @@ class Exec:
         self.op = op
         self.conn = conn
         self.dialect = dialect
+        self.conversions: dict[str, str] = {}  # SQLite rebuild: column -> conversion SQL
 
     @property
     def sqlite(self) -> bool:
@@ -132,11 +133,27 @@ def rebuild_step(table: str, entity: str | None, contributions: list[Contributio
             .scalars()
             .all()
         )
-        with ex.op.batch_alter_table(
-            table, recreate="always", naming_convention=NAMING, reflect_args=_foreign_key_columns(ex.conn, table)
-        ) as batch:
-            for c in sorted(contributions, key=lambda c: c.order):
-                c.run(batch, ex)
+        ex.conversions = {}  # column -> the SQL converting its values in the copy (a type change)
+        impl = ex.op.impl
+        plain_cast = impl.cast_for_batch_migrate
+
+        def convert(existing, transfer, new_type):
+            expr = ex.conversions.get(existing.name)
+            if expr is None:
+                plain_cast(existing, transfer, new_type)
+            else:
+                transfer["expr"] = literal_column(expr)
+
+        impl.cast_for_batch_migrate = convert
+        try:
+            with ex.op.batch_alter_table(
+                table, recreate="always", naming_convention=NAMING, reflect_args=_foreign_key_columns(ex.conn, table)
+            ) as batch:
+                for c in sorted(contributions, key=lambda c: c.order):
+                    c.run(batch, ex)
+        finally:
+            del impl.cast_for_batch_migrate  # back to the class's method
+            ex.conversions = {}
         for sql in triggers:
             ex.conn.exec_driver_sql(sql)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import CheckConstraint, Column, ForeignKey, func, literal, select
+from dataclasses import replace
+
+from sqlalchemy import CheckConstraint, Column, ForeignKey, func, insert, literal, select
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.sql import column as sql_column
 from sqlalchemy.sql import table as sql_table
@@ -176,18 +178,14 @@ def _field_changes(ctx: Ctx, old: Entity, new: Entity, of: Field, f: Field, vaca
         step.act(Phase.RENAME_COLUMN, lambda ex: ex.op.alter_column(n, of.name, new_column_name=f.name))
         ctx.clash(step, o, [f.name], vacated)
         step.measure = ctx.count_values(o, [of.name])
-    if of.type != f.type:
-        ctx.unsupported(
-            "change_type",
-            n,
-            f.name,
-            f"type of {n}.{f.name} changes from {of.type} to {f.type}",
-            ctx.count_values(o, [of.name]),
-        )
-        return False
     old_col = ctx.so.table(o).c[of.name]
     new_col = ctx.sn.table(n).c[f.name]
-    if of.max_length != f.max_length:
+    if of.type != f.type:
+        from .typechange import change_type
+
+        if not change_type(ctx, old, new, of, f):
+            return False
+    elif of.max_length != f.max_length:
         _max_length(ctx, o, n, of, f, old_col, new_col)
     if of.required != f.required:
         if f.required:
@@ -220,7 +218,7 @@ def _field_changes(ctx: Ctx, old: Entity, new: Entity, of: Field, f: Field, vaca
             step = ctx.step("optional_field", n, f.name, SAFE, f"{n}.{f.name} becomes optional")
             set_nullable(step, n, o, f.name, True, f"make {f.name} optional", new_col.type)
             step.measure = ctx.count_rows(o)
-    if f.type in ("choice", "multichoice") and of.option_values != f.option_values:
+    if f.type == of.type and f.type in ("choice", "multichoice") and of.option_values != f.option_values:
         _options(ctx, o, n, of, f)
     return True
 
@@ -245,20 +243,40 @@ def _max_length(ctx: Ctx, o: str, n: str, of: Field, f: Field, old_col, new_col)
             )
         step.measure = ctx.count_values(o, [of.name])
         return
-    t = sql_table(o, sql_column(of.name))
-
-    def measure(conn, step):
-        step.count = conn.execute(
-            select(func.count()).select_from(t).where(func.length(t.c[of.name]) > now)
-        ).scalar_one()
-
-    ctx.unsupported(
+    step = ctx.step(
         "shrink_field",
         n,
         f.name,
-        f"max_length of {n}.{f.name} shrinks ({shown}); values longer than {now} would not fit",
-        measure,
+        NEEDS_DATA,
+        f"max_length of {n}.{f.name}: {shown} (refused while longer values exist)"
+        + (" (SQLite does not enforce lengths: the model does)" if ctx.sqlite else ""),
     )
+    if not ctx.sqlite and str(old_col.type) != str(new_col.type):
+        step.contribute(
+            n,
+            o,
+            f"shorten {f.name}",
+            lambda b, ex: b.alter_column(f.name, type_=new_col.type, existing_type=old_col.type),
+            ALTER_COLUMN,
+        )
+    t = sql_table(o, sql_column("id"), sql_column(of.name))
+    too_long = func.length(t.c[of.name]) > now
+
+    def measure(conn, step):
+        from ..validation.values import show
+
+        step.count = conn.execute(select(func.count()).select_from(t).where(too_long)).scalar_one()
+        if step.count:
+            rows = conn.execute(select(t.c.id, t.c[of.name]).where(too_long).order_by(t.c.id).limit(3)).all()
+            step.examples = [{"id": i, "value": v} for i, v in rows]
+            shown_rows = ", ".join(f"id {i}: {show(v)} ({len(v)} characters)" for i, v in rows)
+            s = "s" if step.count > 1 else ""
+            step.refusal = (
+                f"needs data: {step.count} value{s} of {n}.{f.name} {'are' if s else 'is'} longer than {now} "
+                f"characters, e.g. {shown_rows}; shorten them first"
+            )
+
+    step.measure = measure
 
 
 def _options(ctx: Ctx, o: str, n: str, of: Field, f: Field) -> None:
@@ -269,19 +287,57 @@ def _options(ctx: Ctx, o: str, n: str, of: Field, f: Field) -> None:
     removed = [v for v in of.option_values if v not in omap.values()]
     t = sql_table(o, sql_column(of.name))
     where = f"{n}.{f.name}"
+    multi = f.type == "multichoice"
+    steps = []
     for value in removed:
+        holding = _holding(ctx, o, of, value)
+        if value in f.option_map:
+            target = f.option_map[value]
+            gets = f"'{target}'" if target is not None else ("no value" if not multi else "it removed")
+            step = ctx.step(
+                "remove_option", n, f.name, SAFE, f"remove option '{value}' of {where}: records holding it get {gets}"
+            )
+            if not multi:
+                stmt = values_table(n, ctx.sn.table(n).c[f.name]).update()
+                stmt = stmt.where(stmt.table.c[f.name] == value).values({f.name: target})
+
+                def run(ex, stmt=stmt):
+                    sqlite_pragma(ex, "ignore_check_constraints = ON")  # the new CHECK comes with the rebuild
+                    ex.execute(stmt)
+                    sqlite_pragma(ex, "ignore_check_constraints = OFF")
+
+                step.act(Phase.DATA, run, sub=5)
+            step.measure = holding
+            steps.append(step)
+            continue
         hint = f" (if it was renamed to one of {', '.join(added)}, declare renamed_from: {value})" if added else ""
-        measure = None
-        if f.type == "choice":
-            measure = _count_where(t, t.c[of.name] == value)
-        ctx.unsupported(
-            "remove_option", n, f.name, f"option '{value}' of {where} removed; records may hold it{hint}", measure
+        step = ctx.step(
+            "remove_option", n, f.name, SAFE, f"remove option '{value}' of {where} (refused while records hold it)"
         )
-    if f.type == "multichoice":
+
+        def measure(conn, step, holding=holding, value=value, hint=hint):
+            holding(conn, step)
+            if step.count:
+                step.klass = NEEDS_DATA
+                step.refusal = (
+                    f"needs data: option '{value}' of {where} removed while {step.count} records hold it; declare "
+                    f"`option_map: {{{value}: OPTION}}` on {where} to give them another{hint}"
+                )
+
+        step.measure = measure
+        steps.append(step)
+    if multi:
+        mapping = {a: b for a, b in renamed}
+        mapping.update({v: f.option_map[v] for v in removed if v in f.option_map})
         for a, b in renamed:
-            ctx.unsupported("rename_option", n, f.name, f"renaming option '{a}' → '{b}' of multichoice {where}")
+            step = ctx.step("rename_option", n, f.name, SAFE, f"rename option of {where}: '{a}' → '{b}'")
+            step.measure = _holding(ctx, o, of, a)
         for value in added:
             ctx.step("add_option", n, f.name, SAFE, f"add option '{value}' to {where}").measure = _zero
+        if mapping:
+            owner = next(s for s in ctx.steps[::-1] if s.entity == n and s.target == f.name)
+            order = list(f.option_values)
+            owner.act(Phase.DATA, lambda ex: _rewrite_multichoice(ex, ctx.sn.table(n), f.name, mapping, order), sub=5)
         return
     steps = []
     col = ctx.sn.table(n).c[f.name]
@@ -304,6 +360,49 @@ def _options(ctx: Ctx, o: str, n: str, of: Field, f: Field) -> None:
         steps.append(step)
     if steps:
         _replace_check(ctx, steps[0], o, n, of.name, f.name)
+
+
+def _contains(dialect: str, column: str, value: str):
+    """SQL: the multichoice (JSON list) ``column`` holds ``value``."""
+    import json
+
+    from sqlalchemy import text
+
+    def quote(s: str) -> str:
+        return "'" + s.replace("'", "''") + "'"
+
+    if dialect == "sqlite":
+        return text(f'EXISTS (SELECT 1 FROM json_each("{column}") WHERE json_each.value = {quote(value)})')
+    return text(f'"{column}" @> CAST({quote(json.dumps([value]))} AS jsonb)')
+
+
+def _holding(ctx: Ctx, o: str, of: Field, value: str):
+    """Measure: the records holding option ``value``."""
+    t = sql_table(o, sql_column(of.name))
+    if of.type == "choice":
+        return _count_where(t, t.c[of.name] == value)
+    return _count_where(t, _contains(ctx.dialect, of.name, value))
+
+
+def _rewrite_multichoice(ex, table, column: str, mapping: dict, order: list) -> None:
+    """Multichoice values holding a renamed or removed option, rewritten record by record
+    (online only: the rows depend on the data). A list left empty becomes no value."""
+    if ex.conn is None:
+        return
+    from sqlalchemy import bindparam, or_
+
+    t = values_table(table.name, table.c.id, table.c[column])
+    found = or_(*[_contains(ex.dialect, column, v) for v in mapping])
+    rank = {v: i for i, v in enumerate(order)}
+    updates = []
+    for record_id, values in ex.conn.execute(select(t.c.id, t.c[column]).where(found)).all():
+        chosen = {mapping.get(v, v) for v in values or ()}
+        chosen.discard(None)
+        new = sorted(chosen, key=lambda v: rank.get(v, len(rank))) or None
+        updates.append({"_id": record_id, "_value": new})
+    if updates:
+        stmt = t.update().where(t.c.id == bindparam("_id")).values({column: bindparam("_value")})
+        ex.conn.execute(stmt, updates)
 
 
 def _replace_check(ctx: Ctx, step: Step, o: str, n: str, old_col: str, new_col: str) -> None:
@@ -427,8 +526,21 @@ def _link_changes(
     o, n = old.name, new.name
     where = f"{n}.{link.name}"
     if ol.many != link.many:
-        what = "many" if link.many else "single"
-        ctx.unsupported("change_link", n, link.name, f"link {where} becomes {what}", _count_link(ctx, o, ol))
+        if link.many and not ol.polymorphic and not link.polymorphic and _same_link(ctx, ol, replace(link, many=False)):
+            _becomes_many(ctx, old, new, ol, link)
+        elif link.many:
+            what = "a polymorphic link" if ol.polymorphic or link.polymorphic else "a link that changes its target"
+            ctx.unsupported("change_link", n, link.name, f"link {where} becomes many: {what}", _count_link(ctx, o, ol))
+        else:
+            step = ctx.unsupported(
+                "change_link",
+                n,
+                link.name,
+                f"link {where} becomes single (a many-link's records may hold several targets)",
+                _several_targets(naming.join_table_name(o, ol.name)),
+            )
+            step.klass = DESTRUCTIVE
+            add_columns(ctx, step, n, [ctx.new_column(n, c) for c in link_columns(link)])  # what its index needs
         return None
     if {ctx.entity_names.get(t, t) for t in ol.targets} != set(link.targets):
         ctx.unsupported(
@@ -502,6 +614,52 @@ def _link_changes(
     return mapped
 
 
+def _becomes_many(ctx: Ctx, old: Entity, new: Entity, ol: Link, link: Link) -> None:
+    """N:1 → N:M: the join table is created and every non-empty link copied into it; the old
+    column is then treated as a removed link's (kept without its foreign key, or dropped
+    with --allow-data-loss)."""
+    o, n = old.name, new.name
+    join = ctx.sn.join_table(n, link.name)
+    column = naming.link_column(ol.name)
+    step = ctx.step(
+        "link_becomes_many",
+        n,
+        link.name,
+        SAFE,
+        f"link {n}.{link.name} becomes many: create join table {join.name} and copy the values of {column} into it",
+    )
+    from .diff import _create
+
+    _create(ctx, step, join)
+    if ctx.live_has_table(join.name):
+        step.klass = DESTRUCTIVE
+        step.refusal = f"not supported yet: table {join.name} already exists in the database (kept from an earlier model version)"
+    jt = values_table(join.name, join.c[naming.JOIN_SOURCE], join.c[naming.JOIN_TARGET])
+    src = sql_table(n, sql_column("id"), sql_column(column))
+    copy = insert(jt).from_select(
+        [naming.JOIN_SOURCE, naming.JOIN_TARGET], select(src.c.id, src.c[column]).where(src.c[column].is_not(None))
+    )
+    step.act(Phase.DATA, lambda ex: ex.execute(copy), sub=6)
+    step.measure = ctx.count_values(o, [column])
+    kept = _remove_link(ctx, old, new, ol, [])
+    kept.kind = "old_link_column"
+    kept.target = column
+    kept.description = f"{link.name} is now many: " + kept.description.replace(
+        "no longer part of the model", f"no longer part of the model (copied into {join.name})"
+    )
+
+
+def _several_targets(join: str):
+    t = sql_table(join, sql_column(naming.JOIN_SOURCE))
+
+    def measure(conn, step):
+        several = select(t.c[naming.JOIN_SOURCE]).group_by(t.c[naming.JOIN_SOURCE]).having(func.count() > 1)
+        step.count = conn.execute(select(func.count()).select_from(several.subquery())).scalar_one()
+        step.refusal += f"; {step.count} records have more than one"
+
+    return measure
+
+
 def _on_delete(ctx: Ctx, n: str, table: str, old_table: str, column: str, link: Link, ol: Link, action: str):
     step = ctx.step(
         "change_on_delete",
@@ -573,7 +731,7 @@ def _add_link(ctx: Ctx, old: Entity, new: Entity, link: Link, vacated: set) -> N
     step.measure = measure
 
 
-def _remove_link(ctx: Ctx, old: Entity, new: Entity, ol: Link, similar: list[str]) -> None:
+def _remove_link(ctx: Ctx, old: Entity, new: Entity, ol: Link, similar: list[str]) -> Step:
     o, n = old.name, new.name
     cols = link_columns(ol)
     join = naming.join_table_name(o, ol.name)
@@ -618,6 +776,7 @@ def _remove_link(ctx: Ctx, old: Entity, new: Entity, ol: Link, similar: list[str
                 for c in cols:
                     set_nullable(step, n, o, c, True, f"keep {c} as an optional column")
     step.measure = _count_link(ctx, o, ol)
+    return step
 
 
 # -- owner ----------------------------------------------------------------------------------------

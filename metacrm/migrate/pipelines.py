@@ -3,7 +3,8 @@
 A record's stage is a text column; the stage history is a table of moves. Adding a stage or
 a pipeline changes no table. Renaming one rewrites the value in the entity's table only:
 the history keeps the names the moves had when they happened. Removing one is safe while no
-record is in it, and refused (not supported yet) while records are.
+record is in it; while records are, it needs a map (``stage_map`` on the pipeline,
+``pipeline_map`` on the entity) saying where they go, and is refused (needs data) without.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from sqlalchemy.sql import table as sql_table
 from ..model.metamodel import Entity, Pipeline
 from ..storage import tables as storage_tables
 from ..storage.types import UTCDateTime
-from .context import DESTRUCTIVE, SAFE, Ctx, Phase, match, values_table
+from .context import DESTRUCTIVE, NEEDS_DATA, SAFE, Ctx, Phase, match, values_table
 from .members import add_columns, drop_column, link_columns, set_nullable
 
 BASE_COLUMNS = ("id", "created_at", "updated_at", "version", "owner")
@@ -49,11 +50,16 @@ def stage_changes(ctx: Ctx, old: Entity, new: Entity) -> dict[str, str]:
     t = sql_table(o, sql_column("pipeline"), sql_column("stage"))
     pmap = match(old.pipelines, new.pipelines, lambda p: p.renamed_from)
     vt = values_table(n, *[ctx.sn.table(n).c[c] for c in ("pipeline", "stage")])
+    mt = values_table(n, *[ctx.sn.table(n).c[c] for c in ("pipeline", "stage", "closed_at")])
     multi = new.multi_pipeline or old.multi_pipeline
+    gone = [p for p in old.pipelines if p not in pmap.values()]
+    receiving = {new.pipeline_map[p].partition(".")[0] for p in gone if p in new.pipeline_map}
     for name, pipeline in new.pipelines.items():
         if name not in pmap:
             step = ctx.step("add_pipeline", n, name, SAFE, f"add pipeline {n}.{name} ({len(pipeline.stages)} stages)")
             step.measure = _zero
+            if name in receiving:  # records of a removed pipeline move in (pipeline_map)
+                _recompute_reached(ctx, n, o, pipeline, pipeline, {s: s for s in pipeline.stages}, force=True)
             continue
         op_name = pmap[name]
         if op_name != name:
@@ -70,7 +76,7 @@ def stage_changes(ctx: Ctx, old: Entity, new: Entity) -> dict[str, str]:
         old_pipeline = old.pipelines[op_name]
         smap = match(old_pipeline.stages, pipeline.stages, lambda s: s.renamed_from)
         added = [s for s in pipeline.stages if s not in smap]
-        _recompute_reached(ctx, n, o, old_pipeline, pipeline, smap)
+        _recompute_reached(ctx, n, o, old_pipeline, pipeline, smap, force=name in receiving)
         label = (lambda s, name=name: f"{name}.{s}") if multi else (lambda s: s)
         for stage in pipeline.stages:
             if stage not in smap:
@@ -90,6 +96,25 @@ def stage_changes(ctx: Ctx, old: Entity, new: Entity) -> dict[str, str]:
         for stage in old_pipeline.stages:
             if stage in smap.values():
                 continue
+            target = pipeline.stage_map.get(stage)
+            in_it = (t.c.pipeline == op_name) & (t.c.stage == stage)
+            if target in pipeline.stages:
+                step = ctx.step(
+                    "remove_stage",
+                    n,
+                    label(stage),
+                    SAFE,
+                    f"remove stage {n}.{label(stage)}: its records move to {target} (stage_map; the history keeps "
+                    "the old name)",
+                )
+                stmt = (
+                    mt.update()
+                    .where(mt.c.pipeline == name, mt.c.stage == stage)
+                    .values(stage=target, closed_at=_closed_at(mt, pipeline, target, ctx.now))
+                )
+                step.act(Phase.DATA, lambda ex, stmt=stmt: ex.execute(stmt), sub=2)
+                step.measure = _count(t, in_it)
+                continue
             hint = f"; if it was renamed to {', '.join(added)}, declare renamed_from: {stage}" if added else ""
             step = ctx.step(
                 "remove_stage",
@@ -100,31 +125,91 @@ def stage_changes(ctx: Ctx, old: Entity, new: Entity) -> dict[str, str]:
             )
             step.measure = _refuse_if_any(
                 t,
-                (t.c.pipeline == op_name) & (t.c.stage == stage),
-                f"not supported yet: stage {label(stage)} of {n} removed while {{count}} records are in it{hint}",
+                in_it,
+                f"needs data: stage {label(stage)} of {n} removed while {{count}} records are in it; declare "
+                f"`stage_map: {{{{{stage}: STAGE}}}}` on the pipeline to move them to STAGE{hint}",
             )
-    for op_name in old.pipelines:
-        if op_name in pmap.values():
-            continue
+    for op_name in gone:
+        _remove_pipeline(ctx, old, new, op_name, t, mt)
+    return {c.name: c.name for c in stage_columns(ctx.sn, new) if c.name in ctx.so.table(o).c}
+
+
+def _closed_at(mt, pipeline: Pipeline, stage, now):
+    """closed_at of a record put into ``stage`` (an SQL expression) by a migration: kept (or
+    now) in a won or lost stage, empty in an open one."""
+    closed = [s.name for s in pipeline.stages.values() if s.closed]
+    keep = func.coalesce(mt.c.closed_at, literal(now, UTCDateTime()))
+    if isinstance(stage, str):  # one known stage
+        return keep if stage in closed else null()
+    if not closed:
+        return null()
+    return case((stage.in_(closed), func.coalesce(mt.c.closed_at, literal(now, UTCDateTime()))), else_=null())
+
+
+def _remove_pipeline(ctx: Ctx, old: Entity, new: Entity, op_name: str, t, mt) -> None:
+    """A removed pipeline: refused while records are in it, unless ``pipeline_map`` sends
+    them to another pipeline (same-named stages kept, the others to the mapped stage)."""
+    n = new.name
+    in_it = t.c.pipeline == op_name
+    mapped = new.pipeline_map.get(op_name)
+    if mapped is None:
         step = ctx.step(
             "remove_pipeline", n, op_name, SAFE, f"remove pipeline {n}.{op_name} (refused while records are in it)"
         )
         step.measure = _refuse_if_any(
             t,
-            t.c.pipeline == op_name,
-            f"not supported yet: pipeline {op_name} of {n} removed while {{count}} records are in it",
+            in_it,
+            f"needs data: pipeline {op_name} of {n} removed while {{count}} records are in it; declare "
+            f"`pipeline_map: {{{{{op_name}: PIPELINE.STAGE}}}}` on {n} to move them",
         )
-    return {c.name: c.name for c in stage_columns(ctx.sn, new) if c.name in ctx.so.table(o).c}
+        return
+    name, _, stage = mapped.partition(".")
+    pipeline = new.pipelines[name]
+    kept = [s for s in old.pipelines[op_name].stages if s in pipeline.stages]
+    others = "the others to " + stage if stage else "records in other stages refused"
+    step = ctx.step(
+        "remove_pipeline",
+        n,
+        op_name,
+        SAFE,
+        f"remove pipeline {n}.{op_name}: its records move to pipeline {name} (pipeline_map; same-named stages kept, "
+        f"{others}; the history keeps the old names)",
+    )
+    new_stage = case((mt.c.stage.in_(kept), mt.c.stage), else_=literal(stage)) if stage else mt.c.stage
+    stmt = (
+        mt.update()
+        .where(mt.c.pipeline == op_name)
+        .values(pipeline=name, stage=new_stage, closed_at=_closed_at(mt, pipeline, new_stage, ctx.now))
+    )
+    step.act(Phase.DATA, lambda ex: ex.execute(stmt), sub=1)
+    count = _count(t, in_it)
+    stray = in_it & t.c.stage.not_in(kept)
+
+    def measure(conn, step):
+        count(conn, step)
+        if stage:
+            return
+        missing = conn.execute(select(func.count()).select_from(t).where(stray)).scalar_one()
+        if missing:
+            step.refusal = (
+                f"needs data: {missing} records of pipeline {op_name} of {n} are in stages pipeline {name} does not "
+                f"have; map it to a stage: `pipeline_map: {{{op_name}: {name}.STAGE}}`"
+            )
+
+    step.measure = measure
 
 
-def _recompute_reached(ctx: Ctx, n: str, o: str, old_pipeline: Pipeline, pipeline: Pipeline, smap: dict) -> None:
+def _recompute_reached(
+    ctx: Ctx, n: str, o: str, old_pipeline: Pipeline, pipeline: Pipeline, smap: dict, *, force: bool = False
+) -> None:
     """The ``reached`` mask has one bit per stage, by position in the pipeline: when stages
     are added, renamed or removed, each record's mask is recomputed from its history (the
     stages it entered, under any of their names) and its current stage."""
     table = ctx.sn.table(n)
     if "reached" not in table.c or "reached" not in ctx.so.table(o).c:
         return
-    if set(pipeline.stages) == set(old_pipeline.stages) and all(a == b for a, b in smap.items()):
+    unchanged = set(pipeline.stages) == set(old_pipeline.stages) and all(a == b for a, b in smap.items())
+    if unchanged and not force:
         return
     bits = _bits(pipeline)
     history = ctx.sn.history_table
@@ -247,7 +332,7 @@ def _refuse_if_any(t, clause, message: str):
     def measure(conn, step):
         step.count = conn.execute(select(func.count()).select_from(t).where(clause)).scalar_one()
         if step.count:
-            step.klass = DESTRUCTIVE
+            step.klass = NEEDS_DATA
             step.refusal = message.format(count=step.count)
 
     return measure

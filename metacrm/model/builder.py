@@ -28,6 +28,7 @@ from .metamodel import (
     Pipeline,
     Role,
     Stage,
+    TaskSpec,
     Transition,
 )
 from .suggest import did_you_mean, listing
@@ -152,6 +153,33 @@ class _Builder:
             renamed_from=_names(decl.get("renamed_from")),
             loc=self.loc(path, key=True),
             pipeline_field=_str(decl.get("pipeline_field")),
+            pipeline_map=_frozen({k: v for k, v in _dict(decl.get("pipeline_map")).items() if isinstance(v, str)}),
+            task=self.task(path, decl, fields, links),
+        )
+
+    def task(self, path: tuple, decl: dict, fields: dict, links: dict) -> TaskSpec | None:
+        """``task:`` names its members; one not named takes its conventional name when the
+        entity has a member of that name (``due`` always: checked)."""
+        spec = decl.get("task")
+        if not isinstance(spec, dict):
+            return None
+        members = {**fields, **links}
+
+        def member(key: str, default: str | None) -> str | None:
+            if key in spec:
+                return _str(spec[key])
+            return default if default in members else None
+
+        status = member("status", None)
+        return TaskSpec(
+            due=_str(spec.get("due")) or "due",
+            done=member("done", None if status else "done"),
+            status=status,
+            closed=_names(spec.get("closed")),
+            priority=member("priority", "priority"),
+            subject=member("subject", "subject"),
+            blocked_by=member("blocked_by", "blocked_by"),
+            loc=self.loc((*path, "task"), key=True),
         )
 
     def duplicates(self, path: tuple, decl: dict) -> tuple[DuplicateRule, ...]:
@@ -200,6 +228,11 @@ class _Builder:
             help=_str(decl.get("help")),
             renamed_from=_names(decl.get("renamed_from")),
             loc=self.loc(path, key=True),
+            option_map=_frozen(
+                {k: v for k, v in _dict(decl.get("option_map")).items() if v is None or isinstance(v, str)}
+            ),
+            formula=_str(decl.get("formula")),
+            rollup=_str(decl.get("rollup")),
         )
 
     def link(self, path: tuple, entity: str, name: str, decl: dict) -> Link:
@@ -298,6 +331,7 @@ class _Builder:
             renamed_from=_names(decl.get("renamed_from")),
             loc=self.loc(path, key=True),
             adjacency=_frozen({s: _frozen(t) for s, t in adjacency.items()}),
+            stage_map=_frozen({k: v for k, v in _dict(decl.get("stage_map")).items() if isinstance(v, str)}),
         )
 
     def stage(self, path: tuple, name: str, decl: dict) -> Stage:

@@ -99,6 +99,8 @@ class _Checker:
             yield from self.duplicate_rules(entity)
             yield from self.pipeline_field(entity)
             yield from self.stage_refs(entity)
+            yield from self.migration_maps(entity)
+            yield from self.task_list(entity)
 
     def fields(self, entity: Entity) -> Iterator[Problem]:
         for f in entity.fields.values():
@@ -324,6 +326,97 @@ class _Checker:
             hint = did_you_mean(stray[0], pipelines)
         yield self.problem("entity.pipeline_field_invalid", message, path, hint=hint)
 
+    def task_list(self, entity: Entity) -> Iterator[Problem]:
+        """``task:`` names members of the right kinds, and the entity has an owner."""
+        spec = entity.task
+        if spec is None:
+            return
+        path = ("entities", entity.name, "task")
+        decl = self._decl(path)
+        where = f"entity '{entity.name}': task"
+        if not entity.owner:
+            yield self.problem(
+                "task.owner_missing",
+                f"{where} lists need 'owner: true' on the entity (a task's responsible user is its owner)",
+                path,
+                key=True,
+            )
+
+        def at(key: str) -> dict:
+            """Where to point: the member's declaration, else the ``task`` key."""
+            return {"path": (*path, key)} if key in decl else {"path": path, "key": True}
+
+        def fields_of(*types: str) -> list[str]:
+            return [f.name for f in entity.fields.values() if f.type in types]
+
+        def want_field(key: str, name: str | None, types: tuple[str, ...], what: str) -> Iterator[Problem]:
+            if name is None:
+                return
+            f = entity.fields.get(name)
+            if f is None or f.type not in types:
+                fitting = fields_of(*types)
+                found = f"is a {f.type} field" if f is not None else "is not a field"
+                yield self.problem(
+                    "task.member_invalid",
+                    f"{where} {key} '{name}' {found}; it must be {what} (candidates: {listing(fitting)})",
+                    **at(key),
+                    hint=did_you_mean(name, fitting) if f is None else None,
+                )
+
+        yield from want_field("due", spec.due, ("date", "datetime"), "a date or datetime field")
+        yield from want_field("done", spec.done, ("boolean",), "a boolean field (true: the task is closed)")
+        yield from want_field("status", spec.status, ("choice",), "a choice field")
+        yield from want_field("priority", spec.priority, ("choice", "integer"), "a choice or integer field")
+        if spec.done and spec.status:
+            yield self.problem(
+                "task.state_ambiguous",
+                f"{where}: name either 'done' (a boolean) or 'status' with 'closed' (a choice), not both",
+                **at("status"),
+            )
+        if spec.status and not spec.closed:
+            yield self.problem(
+                "task.closed_missing",
+                f"{where} status '{spec.status}' needs 'closed': the values that close a task",
+                **at("status"),
+            )
+        if spec.closed and not spec.status:
+            yield self.problem(
+                "task.closed_without_status", f"{where} 'closed' applies only with 'status' (a choice field)", **at("closed")
+            )
+        status = entity.fields.get(spec.status or "")
+        if status is not None and status.type == "choice":
+            for i, value in enumerate(spec.closed):
+                if value not in status.option_values:
+                    yield self.problem(
+                        "task.member_invalid",
+                        f"{where} closed value '{value}' is not an option of '{status.name}' "
+                        f"(options: {listing(status.option_values)})",
+                        **({"path": (*path, "closed", i)} if isinstance(decl.get("closed"), list) else at("closed")),
+                        hint=did_you_mean(value, status.option_values),
+                    )
+        for key, name in (("subject", spec.subject), ("blocked_by", spec.blocked_by)):
+            if name is None:
+                continue
+            link = entity.links.get(name)
+            many = key == "blocked_by"
+            need = f"a many-link to '{entity.name}'" if many else "a single link (to one or several entities)"
+            if link is None:
+                links = list(entity.links)
+                yield self.problem(
+                    "task.member_invalid",
+                    f"{where} {key} '{name}' is not a link; it must be {need} (links: {listing(links)})",
+                    **at(key),
+                    hint=did_you_mean(name, links),
+                )
+            elif many and (not link.many or link.targets != (entity.name,)):
+                yield self.problem(
+                    "task.member_invalid",
+                    f"{where} blocked_by '{name}' must be {need} (declare {{to: {entity.name}, many: true}})",
+                    **at(key),
+                )
+            elif not many and link.many:
+                yield self.problem("task.member_invalid", f"{where} subject '{name}' must be {need}", **at(key))
+
     def stage_refs(self, entity: Entity) -> Iterator[Problem]:
         members = [*entity.fields, *entity.links]
         roles = self.model.roles
@@ -374,6 +467,96 @@ class _Checker:
                             col,
                             hint=did_you_mean(role, roles),
                         )
+
+    def migration_maps(self, entity: Entity) -> Iterator[Problem]:
+        """``option_map``, ``stage_map`` and ``pipeline_map`` (read by migrations): each maps a
+        name that is no longer declared to one that is."""
+        path = ("entities", entity.name)
+        for f in entity.fields.values():
+            if not f.option_map:
+                continue
+            at = (*path, "fields", f.name, "option_map")
+            where = f"field '{entity.name}.{f.name}': option_map"
+            if f.type not in ("choice", "multichoice"):
+                yield self.problem(
+                    "field.option_not_applicable",
+                    f"{where} applies to choice and multichoice fields only",
+                    at,
+                    key=True,
+                )
+                continue
+            values = f.option_values
+            for old, new in f.option_map.items():
+                if old in values:
+                    yield self.problem(
+                        "field.option_map_invalid",
+                        f"{where}: '{old}' is still an option; map only removed options",
+                        (*at, old),
+                        key=True,
+                    )
+                elif new is None and f.required and f.type == "choice":
+                    yield self.problem(
+                        "field.option_map_invalid",
+                        f"{where}: '{old}' maps to null but the field is required; map it to an option "
+                        f"({listing(values)})",
+                        (*at, old),
+                    )
+                elif new is not None and new not in values:
+                    yield self.problem(
+                        "field.option_map_invalid",
+                        f"{where}: '{old}' maps to '{new}', which is not an option ({listing(values)})",
+                        (*at, old),
+                        hint=did_you_mean(new, values),
+                    )
+        for pipeline in entity.pipelines.values():
+            if not pipeline.stage_map:
+                continue
+            base = (*path, "stages") if "stages" in self.doc["entities"][entity.name] else (
+                *path,
+                "pipelines",
+                pipeline.name,
+            )
+            stages = list(pipeline.stages)
+            for old, new in pipeline.stage_map.items():
+                where = f"entity '{entity.name}', pipeline '{pipeline.name}': stage_map"
+                if old in pipeline.stages:
+                    yield self.problem(
+                        "stage.map_invalid",
+                        f"{where}: '{old}' is still a stage; map only removed stages",
+                        (*base, "stage_map", old),
+                        key=True,
+                    )
+                elif new not in pipeline.stages:
+                    yield self.problem(
+                        "stage.map_invalid",
+                        f"{where}: '{old}' maps to '{new}', which is not a stage of the pipeline ({listing(stages)})",
+                        (*base, "stage_map", old),
+                        hint=did_you_mean(new, stages),
+                    )
+        pipelines = list(entity.pipelines)
+        for old, new in entity.pipeline_map.items():
+            at = (*path, "pipeline_map", old)
+            where = f"entity '{entity.name}': pipeline_map"
+            name, _, stage = new.partition(".")
+            if old in entity.pipelines:
+                yield self.problem(
+                    "stage.map_invalid", f"{where}: '{old}' is still a pipeline; map only removed pipelines", at, key=True
+                )
+            elif name not in entity.pipelines:
+                yield self.problem(
+                    "stage.map_invalid",
+                    f"{where}: '{old}' maps to '{new}': '{name}' is not a pipeline (pipelines: {listing(pipelines)})",
+                    at,
+                    hint=did_you_mean(name, pipelines),
+                )
+            elif stage and stage not in entity.pipelines[name].stages:
+                stages = list(entity.pipelines[name].stages)
+                yield self.problem(
+                    "stage.map_invalid",
+                    f"{where}: '{old}' maps to '{new}': '{stage}' is not a stage of {name} ({listing(stages)})",
+                    at,
+                    hint=did_you_mean(stage, stages),
+                )
 
     def expression(self, entity: str, text: str, what: str) -> str | None:
         """Why an expression (a guard or a condition) is invalid on an entity, or None."""
@@ -475,6 +658,10 @@ class _Checker:
                 if problem:
                     yield self.problem("automation.if_invalid", problem, (*path, "if"))
             yield from self.actions(auto, entity)
+            from ..automation.checks import check_automation  # values, templates, recipients, schedules
+
+            for type_, message, where in check_automation(self.model, auto, entity):
+                yield self.problem(type_, message, (*path, *where))
 
     def actions(self, auto, entity: Entity) -> Iterator[Problem]:
         entities = self.model.entities
@@ -510,9 +697,25 @@ class _Checker:
                     )
 
 
+def _derived_problems(checker: _Checker) -> Iterator[Problem]:
+    """Computed and roll-up fields (formula, rollup): names, types, links, cycles (expr/derive.py)."""
+    from ..expr.derive import analyse, has_derived
+
+    if not has_derived(checker.model):
+        return
+    try:
+        problems = analyse(checker.model).problems
+    except (KeyError, AttributeError):  # a broken reference reported by the other checks
+        return
+    for type_, entity, name, key, message in problems:
+        path = ("entities", entity, "fields", name)
+        found = key in checker._decl(path)
+        yield checker.problem(type_, message, (*path, key) if found else path, key=not found)
+
+
 def check_model(model: Model, doc: dict, locator) -> list[Problem]:
     checker = _Checker(model, doc, locator)
-    return [*checker.entities(), *checker.roles(), *checker.automations()]
+    return [*checker.entities(), *checker.roles(), *checker.automations(), *_derived_problems(checker)]
 
 
 __all__ = ["RESERVED_WORDS", "SYSTEM_COLUMNS", "check_model"]

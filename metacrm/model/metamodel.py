@@ -55,6 +55,15 @@ class Field:
     help: str | None = None
     renamed_from: tuple[str, ...] = ()
     loc: Loc = NOWHERE
+    # removed option -> the option (or None) a migration gives the records holding it
+    option_map: Mapping[str, str | None] = field(default_factory=lambda: EMPTY)
+    formula: str | None = None  # a computed field: an expression over the record and its single links
+    rollup: str | None = None  # a roll-up field: count/sum/min/max over an inverse or many link
+
+    @property
+    def derived(self) -> str | None:
+        """The formula or roll-up the field is computed from (None for an ordinary field)."""
+        return self.formula or self.rollup
 
     @property
     def field_type(self) -> FieldType:
@@ -158,6 +167,8 @@ class Pipeline:
     loc: Loc = NOWHERE
     # from-stage -> {to-stage: Transition}; the hot-path view of the graph
     adjacency: Mapping[str, Mapping[str, Transition]] = field(default_factory=lambda: EMPTY)
+    # removed stage -> the stage a migration moves its records to
+    stage_map: Mapping[str, str] = field(default_factory=lambda: EMPTY)
 
     @property
     def caption(self) -> str:
@@ -200,6 +211,23 @@ class DuplicateRule:
 
 
 @dataclass(frozen=True, slots=True)
+class TaskSpec:
+    """What makes an entity a task list (``task:``): the members holding a task's deadline,
+    state, priority, subject and blockers. A task is closed when its ``done`` boolean is
+    true, or (with ``status``) when the choice field holds one of the ``closed`` values;
+    its responsible user is the record's ``owner``."""
+
+    due: str
+    done: str | None = None
+    status: str | None = None
+    closed: tuple[str, ...] = ()
+    priority: str | None = None
+    subject: str | None = None
+    blocked_by: str | None = None
+    loc: Loc = NOWHERE
+
+
+@dataclass(frozen=True, slots=True)
 class Entity:
     name: str
     fields: Mapping[str, Field]
@@ -218,6 +246,9 @@ class Entity:
     loc: Loc = NOWHERE
     inverses: Mapping[str, InverseLink] = field(default_factory=lambda: EMPTY)  # filled in by the builder
     pipeline_field: str | None = None  # a choice field whose value picks a new record's pipeline
+    # removed pipeline -> "pipeline" or "pipeline.stage" a migration moves its records to
+    pipeline_map: Mapping[str, str] = field(default_factory=lambda: EMPTY)
+    task: TaskSpec | None = None  # ``task:``: the entity is a task list
 
     @property
     def has_stages(self) -> bool:
@@ -308,5 +339,6 @@ __all__ = [
     "Pipeline",
     "Role",
     "Stage",
+    "TaskSpec",
     "Transition",
 ]

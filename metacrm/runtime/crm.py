@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from ..errors import FieldIssue, MigrationError, NotFound, ValidationError
 from ..model.metamodel import Entity, Model
 from ..model.suggest import did_you_mean, listing
+from ..notify import DeliveryMixin
 from ..storage import naming
 from ..storage.tables import build_storage
 from ..storage.types import now_utc
@@ -29,6 +30,7 @@ from .engine import make_engine, reading, writing
 from .react import build_reactors
 from .reports import ReportsMixin
 from .search import SearchMixin
+from .tasks import TasksMixin
 from .users import UsersMixin
 
 
@@ -45,7 +47,7 @@ def connect(model: Model | str | os.PathLike, url: str = "sqlite:///crm.db", *, 
     return CRM(model, make_engine(url), user=user)
 
 
-class CRM(UsersMixin, ReportsMixin, SearchMixin):
+class CRM(UsersMixin, ReportsMixin, SearchMixin, TasksMixin, DeliveryMixin):
     def __init__(self, model: Model, engine, *, user: str | None = None):
         from ..validation import build_validators
 
@@ -60,6 +62,7 @@ class CRM(UsersMixin, ReportsMixin, SearchMixin):
         self._tx = None  # the connection of an open crm.transaction()
         self._team: str | None = None
         self._reactors = build_reactors(model)
+        self._by: str | None = None  # the journal's `by` while an automation acts (metacrm.automation)
         if user is not None:
             info = self.user_info(user)
             self._roles, self._team = frozenset(info["roles"]), info["team"]
@@ -101,10 +104,15 @@ class CRM(UsersMixin, ReportsMixin, SearchMixin):
         all-or-nothing even when an outer transaction goes on after its refusal."""
         return _savepoint(self._tx) if self._tx is not None else writing(self.engine)
 
-    def _log(self, conn, entries) -> None:
+    def _log(self, conn, entries, extra=()) -> None:
         """Journal what a write changed, then react to it (derived fields, automations) in
-        the same transaction: see :mod:`metacrm.runtime.react`."""
+        the same transaction: see :mod:`metacrm.runtime.react`. ``extra``: entries the
+        reactors see but the journal does not keep (the record a merge removed)."""
+        if self._by is not None:  # an automation's write: `alice (automation contract_review)`
+            entries = [{**e, "by": self._by} for e in entries]
         journal.write(conn, self.storage, entries)
+        if extra and self._reactors:
+            entries = [*extra, *entries]
         if self._reactors and entries:
             outer = self._tx
             self._tx = conn  # what the reactors write joins this transaction
@@ -116,6 +124,14 @@ class CRM(UsersMixin, ReportsMixin, SearchMixin):
 
     def _reading(self):
         return _joined(self._tx) if self._tx is not None else reading(self.engine)
+
+    def _derived_values(self, conn, ent: Entity, records) -> None:
+        """Put the computed and roll-up values, which the reactors set after the write, into
+        the records a write returns (one query; nothing when the entity has none)."""
+        if self._reactors and any(f.derived for f in ent.fields.values()):
+            from .derived import refresh
+
+            refresh(self, conn, ent, records)
 
     # -- the recorded model -------------------------------------------------------------------
     def recorded_model(self) -> dict | None:
@@ -527,6 +543,8 @@ class CRM(UsersMixin, ReportsMixin, SearchMixin):
             if kept["id"] == gone["id"]:
                 raise ValidationError(f"cannot merge {ent.name} {kept['id']} into itself")
             before = rec.rows_to_records(conn, self.storage, ent, [kept])[0]
+            # the reactors (not the journal) see the removal of `other` with its values
+            removed = rec.rows_to_records(conn, self.storage, ent, [gone])[0] if self._reactors else None
             moved = merge_into(conn, self.storage, ent, kept["id"], gone["id"])
             columns = [*ent.fields]
             for link in ent.links.values():
@@ -547,9 +565,13 @@ class CRM(UsersMixin, ReportsMixin, SearchMixin):
             after = rec.rows_to_records(conn, self.storage, ent, [row])[0]
             changes = journal.diff(ent, before, after)
             text = f"merged {ent.name} {gone['id']}" + "".join(f"; {k}: {v}" for k, v in moved.items())
-            self._log(
-                conn, [journal.entry(ent.name, kept["id"], "merge", now, self.user, changes, text=text)]
-            )
+            extra = ()
+            if removed is not None:
+                merged = f"merged into {ent.name} {kept['id']}"
+                gone_values = journal.diff(ent, removed, None)
+                extra = [journal.entry(ent.name, gone["id"], "delete", now, self.user, gone_values, text=merged)]
+            self._log(conn, [journal.entry(ent.name, kept["id"], "merge", now, self.user, changes, text=text)], extra)
+            self._derived_values(conn, ent, [after])
         return after
 
     def _insert_batch(
@@ -586,6 +608,7 @@ class CRM(UsersMixin, ReportsMixin, SearchMixin):
             stored = {**row, "id": record_id}
             out.append(rec.row_to_record(ent, stored, {k: sorted(v) for k, v in many.items()}))
         self._log(conn, journal.created_entries(ent, out, now, self.user))  # one executemany
+        self._derived_values(conn, ent, out)
         return out if returning else []
 
     def update(
@@ -633,6 +656,7 @@ class CRM(UsersMixin, ReportsMixin, SearchMixin):
                 fresh = self._get_row(conn, ent, current["id"])
                 after = rec.rows_to_records(conn, self.storage, ent, [fresh])[0]
                 self._journal_change(conn, ent, before, after, _action)
+                self._derived_values(conn, ent, [after])
                 return after
         except IntegrityError as exc:
             raise rec.translate_integrity(exc, self.storage, ent, values) from exc
@@ -646,12 +670,18 @@ class CRM(UsersMixin, ReportsMixin, SearchMixin):
             row = self._get_row(conn, ent, record_id, "delete")
             before = rec.rows_to_records(conn, self.storage, ent, [row])[0]
             cleared: list = []
-            deleted = delete_records(conn, self.storage, ent.name, {row["id"]}, cleared=cleared)
+            removed: dict | None = {} if self._reactors else None  # cascaded records' values, for the reactors
+            deleted = delete_records(conn, self.storage, ent.name, {row["id"]}, cleared=cleared, removed=removed)
             now, cause = now_utc(), f"cascaded from {ent.name} {row['id']}"
+
+            def values_of(name: str, deleted_id: int) -> dict | None:
+                got = (removed or {}).get(name, {}).get(deleted_id)
+                return None if got is None else journal.diff(self.model.entities[name], got, None)
+
             entries = [
                 journal.entry(ent.name, row["id"], "delete", now, self.user, journal.diff(ent, before, None))
                 if (name, deleted_id) == (ent.name, row["id"])
-                else journal.entry(name, deleted_id, "delete", now, self.user, text=cause)
+                else journal.entry(name, deleted_id, "delete", now, self.user, values_of(name, deleted_id), text=cause)
                 for name, ids in deleted.items()
                 for deleted_id in sorted(ids)
             ]
@@ -727,6 +757,7 @@ class CRM(UsersMixin, ReportsMixin, SearchMixin):
             fresh = self._get_row(conn, ent, row["id"])
             after = rec.rows_to_records(conn, self.storage, ent, [fresh])[0]
             self._journal_change(conn, ent, before, after, "link" if add else "unlink")
+            self._derived_values(conn, ent, [after])
             return after
 
     def _journal_change(self, conn, ent: Entity, before: Mapping, after: Mapping, action: str) -> None:
@@ -759,7 +790,18 @@ class CRM(UsersMixin, ReportsMixin, SearchMixin):
             self._log(
                 conn, [journal.entry(ent.name, row["id"], "move", at, self.user, changes, text=note)]
             )
-            return moved_record(conn, self.storage, ent, fresh)
+            out = moved_record(conn, self.storage, ent, fresh)
+            self._derived_values(conn, ent, [out])
+            return out
+
+    def tick(self, now=None) -> list[dict]:
+        """Fire the time-based automations (overdue, sla, at, before) that are due at ``now``
+        (default: the current time), each once however often this runs; returns what fired.
+        See :mod:`metacrm.automation.tick`."""
+        from ..automation.tick import tick
+
+        self._ready()
+        return tick(self, now)
 
     def allowed_moves(self, entity: str, record_id: int) -> list[dict]:
         """Every outgoing move of the record's stage: ``{"stage", "label", "kind", "possible",

@@ -63,13 +63,21 @@ def _referrers(conn: Connection, storage: Storage, ref: _Ref, ids) -> list[tuple
 
 
 def delete_records(
-    conn: Connection, storage: Storage, entity: str, ids: set[int], *, cleared: list | None = None
+    conn: Connection,
+    storage: Storage,
+    entity: str,
+    ids: set[int],
+    *,
+    cleared: list | None = None,
+    removed: dict | None = None,
 ) -> dict[str, set[int]]:
     """Delete records and what cascades from them; returns every deleted id by entity.
 
     ``cleared``, when given, receives ``(entity, record id, link, old value)`` for each link of
     a surviving record that the delete emptied (set_null links, many-link rows), so that the
-    caller can journal those changes too."""
+    caller can journal those changes too. ``removed``, when given, receives ``{entity: {id:
+    record}}``: the values of every deleted record as they were (one query per table and
+    many-link), so that cascaded deletes can be journaled with their values."""
     model = storage.model
     refs = incoming(model)
     doomed: dict[str, set[int]] = defaultdict(set)
@@ -113,6 +121,15 @@ def delete_records(
         raise ValidationError(
             f"cannot delete {first.message}" + (f" (and {len(issues) - 1} more)" if len(issues) > 1 else ""), issues
         )
+    if removed is not None:
+        from .records import rows_to_records
+
+        for name in order:
+            table = storage.table(name)
+            for chunk in _chunks(doomed[name]):
+                rows = conn.execute(select(table).where(table.c.id.in_(chunk))).mappings().all()
+                for record in rows_to_records(conn, storage, model.entities[name], rows):
+                    removed.setdefault(name, {})[record["id"]] = record
     # 3. clear set_null links and remove many-link rows pointing at doomed records
     for target, target_ids in list(doomed.items()):
         for ref in refs.get(target, ()):

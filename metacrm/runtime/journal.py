@@ -138,13 +138,15 @@ def _history_out(row: Mapping) -> dict:
 def linking_sources(storage: Storage, entity: Entity) -> list[tuple[str, str, Any]]:
     """(source entity, inverse or link name, subquery of the ids of its records linked to
     ``record_id`` bound later) for every link pointing at ``entity``: its inverse links and
-    the polymorphic links that may target it."""
+    the polymorphic links that may target it, and the ``subject`` links of task lists (a
+    task shows in its subject's timeline, inverse or not)."""
     model = storage.model
     out, seen = [], set()
     pairs = [(inv.source, inv.link, name) for name, inv in entity.inverses.items()]
     for source in model.entities.values():
+        subject = source.task.subject if source.task is not None else None
         for link in source.links.values():
-            if link.polymorphic and entity.name in link.targets:
+            if (link.polymorphic or link.name == subject) and entity.name in link.targets:
                 pairs.append((source.name, link.name, f"{source.name}.{link.name}"))
     for source, link_name, via in pairs:
         if (source, link_name) not in seen:

@@ -5,6 +5,8 @@ journaling what it changed, in its transaction. :meth:`CRM._log` writes those en
 then hands them to the model's *reactors*, in order, on the same connection and inside the
 same transaction:
 
+0. the task rules (``metacrm.runtime.tasks``: no closing a blocked task, no cycle of
+   ``blocked_by``), which only refuse;
 1. derived values (computed and roll-up fields, ``metacrm.runtime.derived``), so that
    what follows sees them correct;
 2. automations (``metacrm.automation``): triggers matched against the entries, actions run.
@@ -29,6 +31,11 @@ Reactor = Callable[[Any, Any, Sequence[Mapping]], None]
 def build_reactors(model: Model) -> tuple[Reactor, ...]:
     """The reactors of a model, in the order they run (compiled once per CRM)."""
     reactors: list[Reactor] = []
+    from .tasks import task_reactor
+
+    reactor = task_reactor(model)  # first: a refused task write goes no further
+    if reactor is not None:
+        reactors.append(reactor)
     try:
         from .derived import derived_reactor
     except ImportError:  # pragma: no cover - not built yet

@@ -21,20 +21,35 @@ def _roles_text(model, roles) -> str:
     return ",".join(dict.fromkeys(roles))
 
 
+def _email(value: str | None) -> str | None:
+    """A user's e-mail address, checked like an ``email`` field (None stays None)."""
+    if value is None:
+        return None
+    from email_validator import EmailNotValidError, validate_email
+
+    try:
+        return validate_email(value.strip(), check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise ValidationError(f"user: {value!r} is not an e-mail address ({exc})") from None
+
+
 def _user_dict(row) -> dict:
     return {
         "login": row["login"],
         "name": row["name"],
         "roles": [r for r in (row["roles"] or "").split(",") if r],
         "team": row["team"],
+        "email": row.get("email"),
     }
 
 
 class UsersMixin:
     """User management for the CRM facade."""
 
-    def add_user(self, login: str, *, roles=(), team: str | None = None, name: str | None = None) -> dict:
-        """Store a user with roles declared in the model."""
+    def add_user(
+        self, login: str, *, roles=(), team: str | None = None, name: str | None = None, email: str | None = None
+    ) -> dict:
+        """Store a user with roles declared in the model (``email``: where notifications go)."""
         self._ready()
         login = (login or "").strip()
         if not login:
@@ -50,13 +65,16 @@ class UsersMixin:
                     "name": name,
                     "roles": _roles_text(self.model, roles),
                     "team": team,
+                    "email": _email(email),
                     "created_at": now_utc(),
                 },
             )
         return self.user_info(login)
 
-    def set_user(self, login: str, *, roles=None, team: str | None = None, name: str | None = None) -> dict:
-        """Change a user's roles, team or name (what is given)."""
+    def set_user(
+        self, login: str, *, roles=None, team: str | None = None, name: str | None = None, email: str | None = None
+    ) -> dict:
+        """Change a user's roles, team, name or e-mail (what is given; an empty e-mail removes it)."""
         self._ready()
         values = {}
         if roles is not None:
@@ -65,6 +83,8 @@ class UsersMixin:
             values["team"] = team or None
         if name is not None:
             values["name"] = name
+        if email is not None:
+            values["email"] = _email(email) if email.strip() else None
         table = self.storage.user_table
         with self._writing() as conn:
             if (

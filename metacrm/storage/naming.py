@@ -18,6 +18,7 @@ LOCK_TABLE = "metacrm_lock"
 USER_TABLE = "metacrm_user"
 JOURNAL_TABLE = "metacrm_journal"
 OUTBOX_TABLE = "metacrm_outbox"
+FIRED_TABLE = "metacrm_fired"
 MAX_NAME = 63
 
 

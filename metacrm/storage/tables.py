@@ -70,6 +70,7 @@ class Storage:
     user_table: Table | None = None
     outbox_table: Table | None = None
     journal_table: Table | None = None
+    fired_table: Table | None = None
     # (entity, pipeline) -> {stage: bit of the ``reached`` mask}
     reached_bits: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
 
@@ -362,6 +363,7 @@ def _system_tables(storage: Storage) -> None:
         Column("roles", Text(), nullable=False, server_default=""),  # comma-separated role names
         Column("team", String(100), nullable=True),
         Column("created_at", UTCDateTime(), nullable=False),
+        Column("email", String(254), nullable=True),  # where notifications to the user go
     )
     storage.journal_table = Table(
         naming.JOURNAL_TABLE,
@@ -398,6 +400,24 @@ def _system_tables(storage: Storage) -> None:
         Column("last_error", Text(), nullable=True),
         Column("sent_at", UTCDateTime(), nullable=True),
         Index("ix_metacrm_outbox_due", "status", "next_attempt_at"),
+    )
+    # what `metacrm tick` fired: one row per automation, record and occurrence (the due value,
+    # the stage entry, the scheduled minute); the unique key makes a second firing impossible.
+    # Unused occurrence columns hold 1970-01-01 (NULLs would not collide in a unique key).
+    storage.fired_table = Table(
+        naming.FIRED_TABLE,
+        md,
+        Column("id", id_type(), primary_key=True, autoincrement=True),
+        Column("automation", String(100), nullable=False),
+        Column("entity", String(30), nullable=False),
+        Column("record_id", id_type(), nullable=False),  # 0: the schedule of an `at` automation
+        Column("key", String(100), nullable=False),  # the kind and field, or the stage (sla)
+        Column("occurrence_at", UTCDateTime(), nullable=False),
+        Column("occurrence_on", Date(), nullable=False),
+        Column("fired_at", UTCDateTime(), nullable=False),
+        UniqueConstraint(
+            "automation", "entity", "record_id", "key", "occurrence_at", "occurrence_on", name="uq_metacrm_fired"
+        ),
     )
     storage.lock_table = Table(
         naming.LOCK_TABLE,

@@ -140,7 +140,9 @@ class RecordValidator:
         if entity.has_stages:
             members.append(_Member("pipeline", f"m{len(members)}", pipeline_coercer(entity), "pipeline"))
         self._members = {m.name: m for m in members}
-        self._create_keys = frozenset(self._members)
+        # computed and roll-up fields: stored, never given (create() still returns them as None)
+        self._derived = {f.name: f.derived for f in entity.fields.values() if f.derived}
+        self._create_keys = frozenset(self._members) - set(self._derived)
         self._patch_keys = self._create_keys - {"pipeline"}
         self._field_pairs = tuple((m.internal, m.name) for m in members if m.kind == "field")
         self._given_pairs = tuple((m.name, m.internal, m.kind) for m in members if m.kind != "field")
@@ -229,6 +231,8 @@ class RecordValidator:
 
     def _key_issue(self, key, value, index, keys: frozenset, patch: bool) -> FieldIssue:
         entity = self.entity
+        if key in self._derived:
+            return FieldIssue(self.name, key, f"is computed from {self._derived[key]}; it cannot be set", value, index)
         if key in SET_BY_SYSTEM:
             return FieldIssue(self.name, key, "is set by the system; leave it out", value, index)
         if key == "stage" and entity.has_stages:

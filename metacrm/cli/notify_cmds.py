@@ -1,0 +1,102 @@
+"""``metacrm deliver`` (send the outbox by SMTP and webhooks) and ``metacrm outbox`` (list it)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from .data_cmds import DEFAULT_DB, DEFAULT_MODEL, DbOpt, FormatOpt, ModelOpt, opened
+from .output import Format, emit_records, to_json
+
+SENT_COLUMNS = ["id", "channel", "recipient", "status", "attempts", "next_attempt_at", "error"]
+OUTBOX_COLUMNS = [
+    "id",
+    "created_at",
+    "channel",
+    "recipient",
+    "subject",
+    "status",
+    "attempts",
+    "next_attempt_at",
+    "sent_at",
+    "last_error",
+]
+
+
+def deliver(
+    smtp: Annotated[
+        str | None,
+        typer.Option(
+            "--smtp",
+            envvar="METACRM_SMTP_URL",
+            help="SMTP server: smtp://[user:password@]host[:port], smtp+starttls://... or smtps://...",
+        ),
+    ] = None,
+    sender: Annotated[
+        str | None, typer.Option("--from", envvar="METACRM_MAIL_FROM", help="The sender address of e-mail.")
+    ] = None,
+    starttls: Annotated[bool, typer.Option("--starttls", help="Upgrade a smtp:// connection with STARTTLS.")] = False,
+    limit: Annotated[
+        int | None, typer.Option("--limit", "-n", min=1, help="Handle at most this many messages.")
+    ] = None,
+    max_attempts: Annotated[
+        int, typer.Option("--max-attempts", min=1, help="Give a message up (status failed) after this many attempts.")
+    ] = 8,
+    timeout: Annotated[float, typer.Option("--timeout", min=0.1, help="Seconds to wait for a server.")] = 30.0,
+    model: ModelOpt = DEFAULT_MODEL,
+    db: DbOpt = DEFAULT_DB,
+    format: FormatOpt = Format.table,
+) -> None:
+    """Send the due notifications of the outbox: e-mail over SMTP, webhooks as an HTTP POST of
+    JSON. A failed attempt is retried later with backoff (1, 2, 4 ... minutes); each message
+    has a status (pending, sending, sent, failed). Delivery is at least once: receivers can
+    drop repeats by the Message-ID / Idempotency-Key."""
+    with opened(model, db) as crm:
+        summary = crm.deliver(
+            smtp=smtp or None,
+            sender=sender or None,
+            starttls=starttls or None,
+            limit=limit,
+            max_attempts=max_attempts,
+            timeout=timeout,
+        )
+    if format is Format.json:
+        typer.echo(to_json(summary))
+        return
+    if summary["messages"] or format is Format.csv:
+        emit_records(summary["messages"], format, SENT_COLUMNS)
+    if format is Format.table:
+        line = f"sent {summary['sent']}, to retry {summary['retry']}, failed {summary['failed']}"
+        if summary["waiting"]:
+            line += f"; {summary['waiting']} e-mail waiting: no SMTP server (--smtp or METACRM_SMTP_URL)"
+        typer.echo(line)
+
+
+def outbox(
+    status: Annotated[
+        str | None, typer.Option("--status", "-s", help="Only messages in this status: pending, sending, sent, failed.")
+    ] = None,
+    limit: Annotated[int | None, typer.Option("--limit", "-n", min=0, help="At most this many, newest first.")] = None,
+    model: ModelOpt = DEFAULT_MODEL,
+    db: DbOpt = DEFAULT_DB,
+    format: FormatOpt = Format.table,
+) -> None:
+    """The notifications in the outbox, newest first, with their delivery status."""
+    from ..notify import STATUSES
+    from .common import usage_error
+
+    if status is not None and status not in STATUSES:
+        usage_error(f"unknown status '{status}'; statuses: {', '.join(STATUSES)}")
+    with opened(model, db) as crm:
+        rows = crm.outbox(status=status, limit=limit)
+    if format is Format.json:
+        typer.echo(to_json(rows))
+    else:
+        columns = OUTBOX_COLUMNS if format is Format.table else None
+        emit_records(rows, format, columns)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(deliver)
+    app.command()(outbox)

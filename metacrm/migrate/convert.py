@@ -1,0 +1,311 @@
+"""Field type changes: which conversions exist, the SQL that converts a column, and the check
+that counts the values that would not convert.
+
+Two families:
+
+- **from text** (string, text, email, phone, url, choice): what the value means is decided by
+  the same coercer the validators use (``metacrm.validation.values``). SQL recognises the
+  *canonical* spellings it converts exactly (``-12``, ``12.50``, ``2024-05-01``, ``true``...);
+  only the other distinct values are read and run through the coercer: the ones it refuses are
+  the values that would not convert, the ones it accepts (``12,5``, ``01.05.2024``, ``Yes``)
+  are rewritten to their canonical spelling before the column is converted in SQL.
+- **from numbers and dates**: SQL decides alone (a money amount with cents does not become an
+  integer, a decimal too large for money...).
+
+Money and decimals are scaled integers on SQLite (cents, millionths) and NUMERIC on
+PostgreSQL (see ``storage/types.py``); a date is ``YYYY-MM-DD`` text on SQLite, a datetime
+``YYYY-MM-DD HH:MM:SS.ffffff`` UTC text.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+
+from ..model.metamodel import Field
+
+TEXTS = frozenset({"string", "text", "email", "phone", "url", "choice"})
+SCALE = {"integer": 0, "money": 2, "decimal": 6, "percent": 6}  # decimals kept
+DIGITS = {"integer": 18, "money": 16, "decimal": 12, "percent": 12}  # digits before the point
+TRUE_WORDS = ("true", "yes", "1", "да")
+FALSE_WORDS = ("false", "no", "0", "нет")
+UTC = dt.UTC
+
+
+@dataclass
+class Conversion:
+    """How one column converts. ``expr(c)``: the SQL of the new value from the stored one
+    (None: the stored value is kept as it is); ``canonical(c)`` (text sources): a predicate
+    true for the values that SQL converts exactly, the others go through ``coerce`` (None:
+    every value does); ``bad(c)`` (other sources): a predicate true for the values that do not
+    convert. ``c`` is the quoted column."""
+
+    src: Field
+    dst: Field
+    dialect: str
+    expr: Callable[[str], str | None]
+    canonical: Callable[[str], str | None] | None = None
+    bad: Callable[[str], str | None] | None = None
+    coerce: Callable | None = None  # value -> canonical text of the new value (raises Invalid)
+
+    @property
+    def from_text(self) -> bool:
+        return self.src.type in TEXTS
+
+
+def conversion(src: Field, dst: Field, dialect: str, region: str | None = None) -> Conversion | str:
+    """The conversion of a column from ``src``'s type to ``dst``'s, or why there is none."""
+    a, b = src.type, dst.type
+    sqlite = dialect == "sqlite"
+    if a in TEXTS:
+        if b in TEXTS or b in SCALE or b in ("boolean", "date", "datetime"):
+            return Conversion(
+                src, dst, dialect, _text_expr(dst, sqlite), _canonical(dst, sqlite), coerce=_canonical_text(dst, region)
+            )
+    elif a in SCALE:
+        if b in SCALE:
+            return Conversion(src, dst, dialect, *_number_to_number(src, dst, sqlite))
+        if b in ("string", "text"):
+            return Conversion(src, dst, dialect, *_number_to_text(src, dst, sqlite))
+    elif a == "date":
+        if b == "datetime":
+            if sqlite:
+                return Conversion(src, dst, dialect, lambda c: f"{c} || ' 00:00:00.000000'", bad=lambda c: None)
+            return Conversion(
+                src, dst, dialect, lambda c: f"CAST({c} AS TIMESTAMP) AT TIME ZONE 'UTC'", bad=lambda c: None
+            )
+        if b in ("string", "text"):
+            expr = (lambda c: None) if sqlite else (lambda c: f"CAST({c} AS TEXT)")
+            limit = dst.max_length
+            return Conversion(src, dst, dialect, expr, bad=lambda c: f"{limit} < 10" if limit else None)
+    if a == "datetime" and b == "date":
+        return "a datetime would lose its time of day; add a date field and fill it instead"
+    return f"there is no conversion from {a} to {b}; add a new field, fill it, then remove the old one"
+
+
+# -- from text ------------------------------------------------------------------------------------
+
+
+def _text_expr(dst: Field, sqlite: bool) -> Callable[[str], str | None]:
+    b = dst.type
+    if b in TEXTS:
+        return lambda c: None
+    if b == "integer":
+        return lambda c: f"CAST({c} AS {'INTEGER' if sqlite else 'BIGINT'})"
+    if b in SCALE:
+        scale = SCALE[b]
+        if sqlite:  # '12.5' -> '1250' (digits moved past the point, padded), then an integer
+            pad = "0" * scale
+            return lambda c: (
+                f"CAST(CASE WHEN instr({c}, '.') > 0 THEN replace({c}, '.', '') || "
+                f"substr('{pad}', 1, {scale} - (length({c}) - instr({c}, '.'))) ELSE {c} || '{pad}' END AS INTEGER)"
+            )
+        return lambda c: f"CAST({c} AS NUMERIC(18, {scale}))"
+    if b == "boolean":
+        words = _in(TRUE_WORDS)
+        yes, no = ("1", "0") if sqlite else ("true", "false")
+        return lambda c: f"CASE WHEN {c} IN ({words}) THEN {yes} WHEN {c} IS NOT NULL THEN {no} END"
+    if b == "date":
+        return (lambda c: None) if sqlite else (lambda c: f"CAST({c} AS DATE)")
+    # datetime: every value is rewritten to 'YYYY-MM-DD HH:MM:SS.ffffff' (UTC) first
+    return (lambda c: None) if sqlite else (lambda c: f"CAST({c} AS TIMESTAMP) AT TIME ZONE 'UTC'")
+
+
+def _canonical(dst: Field, sqlite: bool) -> Callable[[str], str | None]:
+    """The values SQL converts exactly (None: none, the coercer sees every value)."""
+    b = dst.type
+    if b in ("email", "phone", "url", "datetime") or (b in ("string", "text") and dst.pattern):
+        return lambda c: None
+    if b == "choice":
+        options = _in(dst.option_values)
+        return lambda c: f"{c} IN ({options})"
+    if b in ("string", "text"):
+        limit = dst.max_length
+        return lambda c: f"length({c}) <= {limit}" if limit else "1 = 1"
+    if b == "boolean":
+        words = _in(TRUE_WORDS + FALSE_WORDS)
+        return lambda c: f"{c} IN ({words})"
+    if b == "date":
+        if sqlite:
+            return lambda c: (
+                f"({c} GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]' AND date({c}, '+0 days') = {c} AND {c} >= '0001')"
+            )
+        # days past the 28th are left to the coercer (SQL would fail on 2024-02-30)
+        return lambda c: (
+            f"({c} ~ '^[0-9]{{4}}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])$' AND {c} >= '0001')"
+        )
+    scale, digits = SCALE[b], DIGITS[b]
+    convert = _text_expr(dst, sqlite)
+    if sqlite:
+
+        def form(c: str) -> str:
+            s = f"(CASE WHEN {c} GLOB '-*' THEN substr({c}, 2) ELSE {c} END)"
+            whole = f"({s} <> '' AND {s} NOT GLOB '*[^0-9]*' AND length({s}) <= {digits})"
+            if not scale:
+                return whole
+            dot = f"instr({s}, '.')"
+            part = (
+                f"({s} NOT GLOB '*[^0-9.]*' AND {dot} BETWEEN 2 AND {digits + 1} "
+                f"AND length({s}) - {dot} BETWEEN 1 AND {scale} AND substr({s}, {dot} + 1) NOT GLOB '*[^0-9]*')"
+            )
+            return f"({whole} OR {part})"
+
+    else:
+
+        def form(c: str) -> str:
+            fraction = f"(\\.[0-9]{{1,{scale}}})?" if scale else ""
+            return f"{c} ~ '^-?[0-9]{{1,{digits}}}{fraction}$'"
+
+    low, high = _bounds(dst)
+    if low is None and high is None:
+        return form
+
+    def bounded(c: str) -> str:
+        value = f"(CASE WHEN {form(c)} THEN {convert(c)} END)"
+        parts = [form(c)]
+        if low is not None:
+            parts.append(f"{value} >= {_scaled(low, scale if sqlite else 0)}")
+        if high is not None:
+            parts.append(f"{value} <= {_scaled(high, scale if sqlite else 0)}")
+        return "(" + " AND ".join(parts) + ")"
+
+    return bounded
+
+
+def _canonical_text(dst: Field, region: str | None) -> Callable:
+    """value -> the canonical spelling of what the coercer makes of it (raises Invalid)."""
+    from ..validation.values import field_coercer
+
+    coerce = field_coercer(dst, region=region)
+    b = dst.type
+
+    def spell(value):
+        result = coerce(value)
+        if result is None:
+            return None
+        if b == "boolean":
+            return "true" if result else "false"
+        if b in SCALE and b != "integer":
+            return format(result, "f")
+        if b == "date":
+            return result.isoformat()
+        if b == "datetime":
+            return result.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+        return str(result)
+
+    return spell
+
+
+# -- from numbers ---------------------------------------------------------------------------------
+
+
+def _number_to_number(src: Field, dst: Field, sqlite: bool):
+    s, d = SCALE[src.type], SCALE[dst.type]
+    limit = 10 ** DIGITS[dst.type]
+    low, high = _bounds(dst)
+    if sqlite:  # stored: value * 10**s (integers)
+        if d >= s:
+            factor = 10 ** (d - s)
+
+            def expr(c):
+                return f"{c} * {factor}" if factor != 1 else None
+
+            lossy = None
+        else:
+            factor = 10 ** (s - d)
+
+            def expr(c):
+                return f"{c} / {factor}"
+
+            def lossy(c):
+                return f"{c} % {factor} <> 0"
+
+        unit = 10**s
+
+        def bad(c):
+            parts = [f"abs({c}) >= {limit * unit}"]
+            if lossy:
+                parts.append(lossy(c))
+            if low is not None:
+                parts.append(f"{c} < {_scaled(low, s)}")
+            if high is not None:
+                parts.append(f"{c} > {_scaled(high, s)}")
+            return " OR ".join(parts)
+
+        return expr, None, bad
+
+    target = "BIGINT" if dst.type == "integer" else f"NUMERIC(18, {d})"
+
+    def pg_expr(c):
+        return f"CAST({c} AS {target})"
+
+    def pg_bad(c):
+        parts = [f"abs({c}) >= {limit}"]
+        if d < s:
+            parts.append(f"{c} <> round({c}, {d})")
+        if low is not None:
+            parts.append(f"{c} < {_scaled(low, 0)}")
+        if high is not None:
+            parts.append(f"{c} > {_scaled(high, 0)}")
+        return " OR ".join(parts)
+
+    return pg_expr, None, pg_bad
+
+
+def _number_to_text(src: Field, dst: Field, sqlite: bool):
+    s = SCALE[src.type]
+    limit = dst.max_length
+    if sqlite and s:
+        unit = 10**s
+        pad = "0" * s
+
+        def expr(c):
+            return (
+                f"(CASE WHEN {c} < 0 THEN '-' ELSE '' END || (abs({c}) / {unit}) || '.' || "
+                f"substr('{pad}' || (abs({c}) % {unit}), -{s}))"
+            )
+
+    else:
+
+        def expr(c):
+            return f"CAST({c} AS TEXT)"
+
+    def bad(c):
+        return f"length({expr(c)}) > {limit}" if limit else None
+
+    return expr, None, bad
+
+
+# -- helpers --------------------------------------------------------------------------------------
+
+
+def _bounds(f: Field):
+    low, high = f.min, f.max
+    if f.type == "percent":
+        low = 0 if low is None else low
+        high = 100 if high is None else high
+    return low, high
+
+
+def _scaled(bound, scale: int) -> str:
+    value = Decimal(repr(bound)) * (Decimal(10) ** scale)
+    return str(int(value)) if value == value.to_integral_value() else str(value)
+
+
+def _in(values) -> str:
+    return ", ".join("'" + v.replace("'", "''") + "'" for v in values)
+
+
+def canonical_spelling(conv: Conversion, value) -> tuple[bool, str | None]:
+    """(converts, its canonical text) of one stored text value."""
+    from ..validation.values import Invalid
+
+    try:
+        return True, conv.coerce(value)
+    except Invalid:
+        return False, None
+
+
+__all__ = ["Conversion", "conversion", "canonical_spelling", "TEXTS"]

@@ -1,0 +1,48 @@
+"""Notifications, the sending side: the outbox (``metacrm_outbox``) delivered by e-mail over
+SMTP and by webhook, with retries, backoff and a status per message.
+
+Automations write outbox rows in the transaction of the operation that triggered them
+(:func:`metacrm.notify.outbox.enqueue`); ``metacrm deliver`` / :func:`deliver` (also
+``crm.deliver``, and ``metacrm tick``) sends them. Delivery is at least once: see
+:mod:`metacrm.notify.outbox` for the guarantees and docs/notifications.md for the whole story.
+"""
+
+from __future__ import annotations
+
+from .delivery import deliver, smtp_settings
+from .outbox import CHANNELS, STATUSES, enqueue
+from .senders import DeliveryError, SmtpSettings
+
+
+class DeliveryMixin:
+    """``crm.deliver(...)`` and ``crm.outbox(...)`` on the CRM facade."""
+
+    def deliver(self, **options) -> dict:
+        """Send the due outbox messages: see :func:`metacrm.notify.deliver`."""
+        return deliver(self, **options)
+
+    def outbox(self, *, status: str | None = None, limit: int | None = None) -> list[dict]:
+        """Outbox messages, newest first (``status``: pending, sending, sent or failed)."""
+        from . import outbox
+
+        self._ready()
+        return outbox.messages(self.engine, self.storage, status=status, limit=limit)
+
+    def outbox_counts(self) -> dict[str, int]:
+        """How many outbox messages there are in each status."""
+        from . import outbox
+
+        self._ready()
+        return outbox.counts(self.engine, self.storage)
+
+
+__all__ = [
+    "CHANNELS",
+    "DeliveryError",
+    "DeliveryMixin",
+    "STATUSES",
+    "SmtpSettings",
+    "deliver",
+    "enqueue",
+    "smtp_settings",
+]
