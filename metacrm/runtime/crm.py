@@ -423,8 +423,20 @@ class CRM(UsersMixin, ReportsMixin, SearchMixin, TasksMixin, DeliveryMixin):
                     raise rec.refused(issues)
         except IntegrityError as exc:
             single = records[0] if _single and isinstance(records, list | tuple) else None
+            if single is not None and self.user is None:
+                self._explain_links(ent, single, exc)
             raise rec.translate_integrity(exc, self.storage, ent, single) from exc
         return out if returning else created
+
+    def _explain_links(self, ent: Entity, data: Mapping, exc: IntegrityError) -> None:
+        """A single create refused by a foreign key (its links were left to the keys): the
+        full link check says which link points at nothing, as it would have before."""
+        with self._reading() as conn:
+            values = self.validators[ent.name].create(data)
+            try:
+                rec.check_links_exist(conn, self.storage, ent, [values])
+            except ValidationError as refused:
+                raise refused from exc
 
     def _validate_batch(
         self,
@@ -448,7 +460,15 @@ class CRM(UsersMixin, ReportsMixin, SearchMixin, TasksMixin, DeliveryMixin):
             owners = {v.get("owner") or self.user for v in values}
             check_create(conn, self.storage, ent, self.actor, owners, action=permission)
         if check_db:
-            rec.check_links_exist(conn, self.storage, ent, values, indexed=not single, actor=self._actor_or_none)
+            rec.check_links_exist(
+                conn,
+                self.storage,
+                ent,
+                values,
+                indexed=not single,
+                actor=self._actor_or_none,
+                trust_keys=single and self.user is None,  # the foreign keys answer; explained below
+            )
             if not single:  # a single record: the unique constraint itself answers (translated)
                 problems = rec.unique_prechecks(conn, self.storage, ent, values)
                 if problems:
