@@ -267,7 +267,10 @@ def test_rename_entity(db_url, tmp_path) -> None:
     rename = step(plan, "rename_entity")
     assert rename.entity == "customer" and rename.count == 3 and rename.klass == "safe"
     after = dump(db_url)
-    untouched(before, after, but=("client", "task", "metacrm_history"))
+    untouched(before, after, but=("client", "task", "metacrm_history", "metacrm_journal"))
+    assert after["metacrm_journal"] == [  # the journal of the clients follows them
+        {**r, "entity": "customer" if r["entity"] == "client" else r["entity"]} for r in before["metacrm_journal"]
+    ]
     assert "client" not in after and after["customer"] == before["client"]
     assert [t["subject_entity"] for t in after["task"]] == ["customer", "deal"]
     assert [{**t, "subject_entity": None} for t in after["task"]] == [
@@ -293,10 +296,13 @@ def test_rename_entity_with_stages_moves_its_history(db_url, tmp_path) -> None:
     crm, plan = migrate(db_url, tmp_path, doc)
     after = dump(db_url)
     assert after["sale"] == before["deal"] and after["sale__products"] == before["deal__products"]
-    assert after["metacrm_history"] == [
-        {**h, "entity": "sale" if h["entity"] == "deal" else h["entity"]} for h in before["metacrm_history"]
-    ]
+    for system in ("metacrm_history", "metacrm_journal"):  # the record's past follows it
+        assert after[system] == [
+            {**h, "entity": "sale" if h["entity"] == "deal" else h["entity"]} for h in before[system]
+        ], system
+    assert any(r["entity"] == "deal" for r in before["metacrm_journal"])
     assert [h["to_stage"] for h in crm.history("sale", 3)] == ["new", "proposal", "won"]
+    assert [e["action"] for e in crm.timeline("sale", 1)][-1] == "create"
     assert crm.get("sale", 1)["products"] == [1, 2]
     assert crm.get("task", 2)["subject"] == {"entity": "sale", "id": 2}
     assert_schema_like_fresh(db_url, tmp_path, crm)

@@ -22,6 +22,7 @@ from ..storage import naming
 from ..storage.types import now_utc
 from . import members, names, pipelines
 from .context import DESTRUCTIVE, SAFE, Ctx, Live, Phase, Step, match, values_table
+from .derived import recompute_steps
 from .execute import inline_contributions, rebuild_step
 
 
@@ -52,6 +53,7 @@ def diff_models(
         _remove_entity(ctx, old.entities[name], similar)
     _system_tables(ctx)
     _finish(ctx)
+    recompute_steps(ctx)
     _record(ctx)
     return sorted(ctx.steps, key=lambda step: step.phase)  # stable: the model's order within a phase
 
@@ -157,14 +159,16 @@ def _entity_changes(ctx: Ctx, old: Entity, new: Entity) -> None:
             n,
             None,
             SAFE,
-            f"rename entity {o} → {n}: table {o} → {n}; its history and the polymorphic links naming it follow",
+            f"rename entity {o} → {n}: table {o} → {n}; its stage history, journal, notifications and the "
+            "polymorphic links naming it follow",
         )
         rename.act(Phase.RENAME_TABLE, lambda ex: ex.op.rename_table(o, n))
-        history = values_table(naming.HISTORY_TABLE, ctx.sn.history_table.c.entity)
-        rename.act(
-            Phase.DATA,
-            lambda ex: ex.execute(history.update().where(history.c.entity == literal(o)).values(entity=literal(n))),
-        )
+        for system in (ctx.sn.history_table, ctx.sn.journal_table, ctx.sn.outbox_table, ctx.sn.fired_table):
+            named = values_table(system.name, system.c.entity)
+            rename.act(
+                Phase.DATA,
+                lambda ex, t=named: ex.execute(t.update().where(t.c.entity == literal(o)).values(entity=literal(n))),
+            )
         for entity in ctx.new.entities.values():
             for link in entity.links.values():
                 if link.polymorphic and n in link.targets:
