@@ -29,27 +29,12 @@ Reactor = Callable[[Any, Any, Sequence[Mapping]], None]
 
 
 def build_reactors(model: Model) -> tuple[Reactor, ...]:
-    """The reactors of a model, in the order they run (compiled once per CRM)."""
-    reactors: list[Reactor] = []
+    """The reactors of a model, in the order they run (compiled once per CRM): task rules
+    first (a refused task write goes no further), then derived values, then automations.
+    Each factory returns None when the model gives it nothing to do."""
+    from ..automation import automation_reactor
+    from .derived import derived_reactor
     from .tasks import task_reactor
 
-    reactor = task_reactor(model)  # first: a refused task write goes no further
-    if reactor is not None:
-        reactors.append(reactor)
-    try:
-        from .derived import derived_reactor
-    except ImportError:  # pragma: no cover - not built yet
-        derived_reactor = None
-    if derived_reactor is not None:
-        reactor = derived_reactor(model)
-        if reactor is not None:
-            reactors.append(reactor)
-    try:
-        from ..automation import automation_reactor
-    except ImportError:  # pragma: no cover - not built yet
-        automation_reactor = None
-    if automation_reactor is not None:
-        reactor = automation_reactor(model)
-        if reactor is not None:
-            reactors.append(reactor)
-    return tuple(reactors)
+    made = (factory(model) for factory in (task_reactor, derived_reactor, automation_reactor))
+    return tuple(reactor for reactor in made if reactor is not None)
