@@ -14,6 +14,7 @@ from sqlalchemy import delete
 
 import metacrm
 from metacrm.errors import ModelError, ValidationError
+from metacrm.expr import compile_python
 
 MODEL = """
 metacrm: 1
@@ -27,12 +28,14 @@ entities:
       deal_count: {type: integer, rollup: "count(deals)"}
       max_amount: {type: money, rollup: "max(deals.amount)"}
       best_net: {type: money, rollup: "max(deals.net)"}
+      busy: {type: boolean, formula: "deal_count > 1 and not (won_total = max_amount - 0) or name in ('a', 'VIP')"}
   deal:
     fields:
       title: {type: string, required: true}
       amount: {type: money, rollup: "sum(lines.qty * lines.price)"}
       net: {type: money, formula: "amount - coalesce(client.discount, 0)"}
       client_name: {type: string, formula: "client.name"}
+      big: {type: boolean, formula: "amount >= 10 and (client.discount is null or net > amount - 5) or stage = 'won' and client.name startswith 'C'"}
     links:
       client: {to: client, inverse: deals, on_delete: cascade}
       tags: {to: tag, many: true, inverse: deals}
@@ -97,6 +100,7 @@ def expected(crm) -> dict:
         client = rows["client"].get(deal["client"])
         discount = client["discount"] if client and client["discount"] is not None else Decimal(0)
         out["deal"][i] = {"amount": amount, "net": amount - discount, "client_name": client and client["name"]}
+        out["deal"][i]["big"] = _holds(crm, "deal", rows, out, deal)
     for i in rows["client"]:
         deals = [(d, out["deal"][j]) for j, d in rows["deal"].items() if d["client"] == i]
         amounts = [v["amount"] for _, v in deals]
@@ -106,6 +110,7 @@ def expected(crm) -> dict:
             "max_amount": max(amounts) if amounts else None,
             "best_net": max(v["net"] for _, v in deals) if deals else None,
         }
+        out["client"][i]["busy"] = _holds(crm, "client", rows, out, rows["client"][i])
     for i in rows["tag"]:
         deals = [(d, out["deal"][j]) for j, d in rows["deal"].items() if i in d["tags"]]
         out["tag"][i] = {
@@ -116,6 +121,30 @@ def expected(crm) -> dict:
     return out
 
 
+def _holds(crm, entity: str, rows: dict, out: dict, record: dict) -> bool:
+    """A boolean formula (a condition) on ``record``, with the Python predicate compiler: the
+    paths it reads come from the rows, derived values from the oracle (never from storage)."""
+    field = {"deal": "big", "client": "busy"}[entity]
+    predicate = compile_python(crm.model, entity, crm.model.entities[entity].fields[field].formula)
+    links = {"deal": {"client": "client"}}.get(entity, {})
+
+    def value(ent: str, rec: dict | None, name: str):
+        if rec is None:
+            return None
+        derived = out[ent].get(rec["id"], {})
+        return derived[name] if name in derived else rec[name]
+
+    values = {}
+    for path in predicate.paths:
+        head, _, rest = path.partition(".")
+        if rest:
+            target = links[head]
+            values[path] = value(target, rows[target].get(record[head]), rest)
+        else:
+            values[path] = value(entity, record, head)
+    return predicate(values)  # a condition that is not true (false or unknown) is stored false
+
+
 def stored(crm) -> dict:
     names = {e: list(expected_fields(e)) for e in ENTITIES}
     return {e: {r["id"]: {n: r[n] for n in names[e]} for r in crm.find(e)} for e in ENTITIES}
@@ -124,8 +153,8 @@ def stored(crm) -> dict:
 def expected_fields(entity: str):
     return {
         "line": ("total", "share"),
-        "deal": ("amount", "net", "client_name"),
-        "client": ("won_total", "deal_count", "max_amount", "best_net"),
+        "deal": ("amount", "net", "client_name", "big"),
+        "client": ("won_total", "deal_count", "max_amount", "best_net", "busy"),
         "tag": ("deal_count", "won_amount", "lines_value"),
     }[entity]
 
@@ -209,6 +238,38 @@ def test_merge_moves_children_and_recomputes(crm) -> None:
     assert merged["amount"] == Decimal("105.00")
     assert crm.get("client", c["id"])["deal_count"] == 0
     assert crm.get("tag", t["id"])["lines_value"] == Decimal("115.00")
+    assert_consistent(crm)
+
+
+def test_boolean_formula_is_a_condition_stored_and_kept_current(crm) -> None:
+    a = crm.create("client", {"name": "Acme", "discount": "1"})
+    d = crm.create("deal", {"title": "D", "client": a["id"]})
+    assert d["big"] is False  # amount 0 < 10
+    line = crm.create("line", {"qty": 2, "price": "5", "deal": d["id"]})  # a child write: the roll-up, then big
+    assert crm.get("deal", d["id"])["big"] is True  # 10 >= 10 and net 9 > 10 - 5
+    crm.update("client", a["id"], {"discount": "6"})  # through the single link: net 4 > 5 is false
+    assert crm.get("deal", d["id"])["big"] is False
+    assert crm.move("deal", d["id"], "won")["big"] is False  # 'Acme' does not start with 'C'
+    crm.update("client", a["id"], {"name": "Contoso"})
+    assert crm.get("deal", d["id"])["big"] is True  # or stage = 'won' and client.name startswith 'C'
+    crm.update("line", line["id"], {"qty": None})  # still won: true
+    assert crm.get("deal", d["id"])["big"] is True
+    crm.update("deal", d["id"], {"client": None})  # client.name is null: unknown, stored false (never null)
+    assert crm.get("deal", d["id"])["big"] is False
+    assert [r["id"] for r in crm.find("deal", where="big = false")] == [d["id"]]
+    # a roll-up it reads changes with a child write: deal_count > 1 and not (won_total = max_amount - 0)
+    b = crm.create("client", {"name": "B"})
+    assert b["busy"] is False
+    d1 = crm.create("deal", {"title": "1", "client": b["id"]})
+    crm.create("line", {"qty": 1, "price": "3", "deal": d1["id"]})
+    assert crm.get("client", b["id"])["busy"] is False  # one deal
+    d2 = crm.create("deal", {"title": "2", "client": b["id"]})
+    assert crm.get("client", b["id"])["busy"] is True  # two deals, nothing won: 0 != 3
+    crm.move("deal", d1["id"], "won")
+    assert crm.get("client", b["id"])["busy"] is False  # won_total 3 = max_amount 3
+    crm.create("line", {"qty": 1, "price": "4", "deal": d2["id"]})  # max_amount 4
+    assert crm.get("client", b["id"])["busy"] is True
+    assert crm.create("client", {"name": "VIP"})["busy"] is True  # name in ('a', 'VIP')
     assert_consistent(crm)
 
 
@@ -306,6 +367,41 @@ def test_model_check_errors(tmp_path: Path, client_field: str, deal_field: str, 
     assert any(message in p for p in problems), problems
     assert all(p.startswith(str(tmp_path / "bad.yaml") + ":") or "bad.yaml:" in p for p in problems)
     assert any(":8:" in p or ":13:" in p for p in problems), problems  # the field's line
+
+
+BOOLEAN = """
+metacrm: 1
+name: bad
+entities:
+  purchase:
+    fields:
+      name: {type: string}
+      qty: {type: integer, rollup: "count(lines)"}
+      ok: {type: %s, formula: "%s"}
+  line:
+    fields:
+      qty: {type: integer}
+    links:
+      purchase: {to: purchase, inverse: lines}
+"""
+
+
+@pytest.mark.parametrize(
+    ("type_", "formula", "message"),
+    [
+        ("boolean", "qyt > 0", "purchase: unknown name 'qyt' at column 1 (did you mean 'qty'?); names: name, qty, ok"),
+        ("boolean", "qty >", "formula: unexpected end of the expression at column 6; expected a value"),
+        ("boolean", "qty > :limit", "formula: parameter ':limit' cannot be used in a formula"),
+        ("boolean", "lines.qty > 1", "'lines.qty' goes through a many or inverse link"),
+        ("boolean", "qty > 'a'", "purchase.qty: 'a' is not a number"),
+        ("boolean", "qty > 1 and ok = true", "cycle: purchase.ok -> purchase.ok"),
+        ("money", "qty > 1", "the formula is a condition (true or false), which does not fit a money field"),
+    ],
+)
+def test_boolean_formula_model_checks(tmp_path: Path, type_: str, formula: str, message: str) -> None:
+    problems = _problems(tmp_path, BOOLEAN % (type_, formula))
+    assert any(message in p for p in problems), problems
+    assert all("bad.yaml:9:" in p for p in problems), problems  # file:line of the field
 
 
 # -- random sequences: the stored values equal a from-scratch recomputation ----------------------
@@ -435,3 +531,56 @@ def test_migrate_fills_an_added_derived_field(db_url, tmp_path: Path) -> None:
         assert [r["total"] for r in crm.find("line", order_by="id")] == [Decimal("2.50"), Decimal("3.00")]
         assert crm.get("deal", d["id"])["amount"] == Decimal("5.50")  # a field that became a roll-up
         assert_consistent(crm)
+
+
+def _corrupt(crm, entity: str, field: str, value) -> None:
+    table = crm.storage.table(entity)
+    with crm.engine.begin() as conn:
+        conn.execute(table.update().values({field: value}))
+
+
+def test_migrate_recomputes_only_the_derived_fields_it_can_make_stale(db_url, tmp_path: Path) -> None:
+    path = tmp_path / "model.yaml"
+    path.write_text(MODEL)
+    with metacrm.connect(path, db_url) as crm:
+        crm.migrate()
+        c = crm.create("client", {"name": "Acme", "discount": "1"})
+        d = crm.create("deal", {"title": "x", "client": c["id"]})
+        crm.create_many(
+            "line", [{"qty": 2, "price": "1.25", "deal": d["id"]}, {"qty": 1, "price": "3", "deal": d["id"]}]
+        )
+        _corrupt(crm, "line", "share", Decimal("7"))  # a stale value: only a recompute of share would fix it
+    # nothing a derived field reads changes: no recompute, the stale value stays
+    path.write_text(
+        MODEL.replace("label: {type: string}", "label: {type: string, index: true}\n      note: {type: text}")
+    )
+    with metacrm.connect(path, db_url) as crm:
+        assert [s.kind for s in crm.migrate(dry_run=True)] == ["add_field", "add_index", "record_model"]
+        crm.migrate()
+        assert {r["share"] for r in crm.find("line")} == {Decimal("7")}
+    # client.discount changes type: what reads it (deal.net, deal.big) and what reads those (client.best_net)
+    path.write_text(MODEL.replace("discount: {type: money}", "discount: {type: decimal}"))
+    with metacrm.connect(path, db_url) as crm:
+        plan = crm.migrate(dry_run=True)
+        steps = [s for s in plan if s.kind == "recompute_derived"]
+        assert [(s.entity, s.target) for s in steps] == [("deal", "net"), ("client", "best_net"), ("deal", "big")]
+        assert all(s.klass == "safe" for s in steps) and [s.count for s in steps] == [1, 1, 1]
+        assert "reads client.discount, which the migration changes" in steps[0].description
+        assert steps[0].sql[0].startswith("UPDATE deal SET net=") and len(steps[0].sql) == 1
+        assert plan.statements.index(steps[0].sql[0]) < len(plan.statements) - 1  # before the model is recorded
+        assert plan.statements[-1].startswith("INSERT INTO metacrm_model")
+        assert "recompute derived" in plan.format(sql=True)
+        _corrupt(crm, "deal", "net", Decimal("-1"))
+        crm.migrate()
+        assert crm.get("deal", d["id"])["net"] == Decimal("4.50")  # 5.50 - 1
+        assert crm.get("client", c["id"])["best_net"] == Decimal("4.50")
+        assert {r["share"] for r in crm.find("line")} == {Decimal("7")}  # still not recomputed
+    # a formula changes: that field, and nothing else
+    changed = MODEL.replace("discount: {type: money}", "discount: {type: decimal}").replace("price / 3", "price / 4")
+    path.write_text(changed)
+    with metacrm.connect(path, db_url) as crm:
+        plan = crm.migrate(dry_run=True)
+        assert [(s.entity, s.target, s.count) for s in plan if s.kind == "recompute_derived"] == [("line", "share", 2)]
+        assert "its formula changed" in plan[0].description
+        crm.migrate()
+        assert sorted(r["share"] for r in crm.find("line")) == [Decimal("0.312500"), Decimal("0.750000")]

@@ -5,7 +5,9 @@
 - logistics: every stage change of a shipment notifies its manager and the client; customs
   gives the broker a task, which `tick` reports once it is overdue;
 - service desk: a ticket past its stage's SLA is flagged, escalated and reported;
-- SRM: a contract 30 days before its renewal decision gets a reminder task for its owner.
+- SRM: a contract 30 days before its renewal decision gets a reminder task for its owner; a
+  supplier invoice is matched against its order's ordered, received and invoiced roll-ups (the
+  3-way match): a mismatch is flagged and the accountant told.
 """
 
 from __future__ import annotations
@@ -187,27 +189,71 @@ def test_srm_contract_renewal_reminder(db_url, close):
     assert crm.tick(now + dt.timedelta(days=1)) == []
 
 
-def test_srm_new_invoice_goes_to_check(db_url, close):
+def _srm_order(crm, number: str, supplier: int, product: int, lines) -> dict:
+    order = crm.create("purchase_order", {"number": number, "supplier": supplier})
+    crm.create_many(
+        "purchase_order_line",
+        [
+            {"line_no": i, "qty": qty, "price": price, "product": product, "purchase_order": order["id"]}
+            for i, (qty, price) in enumerate(lines, 1)
+        ],
+    )
+    return crm.get("purchase_order", order["id"])
+
+
+def _srm_invoice(crm, number: str, supplier: int, order: int, amount: str, **more) -> dict:
+    values = {"number": number, "invoice_date": "2030-05-01", "amount": amount, "supplier": supplier}
+    return crm.create("supplier_invoice", {**values, "purchase_order": order, **more})
+
+
+def test_srm_new_invoice_on_an_empty_order_is_a_mismatch(db_url, close):
     crm = opened(db_url, "srm", {"petr": ("buyer", "petr@srm.ru"), "acc": ("accountant", "acc@srm.ru")})
     close(crm)
     supplier = crm.create("supplier", {"name": "ООО Металл", "inn": "7701234567", "email": "sales@metall.ru"})
     order = crm.create("purchase_order", {"number": "PO-2030-0001", "supplier": supplier["id"]})
-    invoice = crm.create(
-        "supplier_invoice",
-        {
-            "number": "СФ-7",
-            "invoice_date": "2030-05-01",
-            "amount": "100000",
-            "supplier": supplier["id"],
-            "purchase_order": order["id"],
-        },
-    )
-    assert crm.get("supplier_invoice", invoice["id"])["match_status"] == "to_check"
-    messages = [m for m in outbox(crm) if m["automation"] == "three_way_match"]
+    assert order["three_way_ok"] is False  # nothing ordered: never null
+    invoice = _srm_invoice(crm, "СФ-7", supplier["id"], order["id"], "100000")
+    assert crm.get("supplier_invoice", invoice["id"])["match_status"] == "mismatch"
+    messages = [m for m in outbox(crm) if m["automation"] == "three_way_mismatch"]
     assert [m["recipient"] for m in messages] == ["acc@srm.ru"]
-    assert messages[0]["body"] == "Поступил счёт СФ-7 на 100000.00: сверьте с заказом и приёмкой"
+    assert messages[0]["body"] == (
+        "Счёт СФ-7 на 100000.00 не сходится с заказом PO-2030-0001: заказано на 0.00, выставлено счетов на "
+        "100000.00; сверьте количество с приёмкой"
+    )
 
 
-@pytest.mark.skip(reason="TODO: the 3-way match (order, receipt, invoice) flags by roll-ups, being built separately")
-def test_srm_three_way_match_flags_a_mismatch(db_url):  # pragma: no cover
-    pass
+def test_srm_three_way_match_flags_a_mismatch(db_url, close):
+    crm = opened(db_url, "srm", {"petr": ("buyer", "petr@srm.ru"), "acc": ("accountant", "acc@srm.ru")})
+    close(crm)
+    supplier = crm.create("supplier", {"name": "ООО Металл", "inn": "7701234567", "email": "sales@metall.ru"})
+    product = crm.create("product", {"name": "Лист стальной", "sku": "ST-100"})
+    s, p = supplier["id"], product["id"]
+    order = _srm_order(crm, "PO-2030-0001", s, p, [("10", "100.00"), ("5", "200.00")])
+    assert (order["ordered_qty"], order["ordered_total"], order["three_way_ok"]) == (15, 2000, False)
+    short = crm.create("goods_receipt", {"number": "ТН-1", "purchase_order": order["id"], "received_qty": "12"})
+    invoice = _srm_invoice(crm, "СФ-1", s, order["id"], "2000.00")
+    order = crm.get("purchase_order", order["id"])
+    assert (order["received_qty"], order["invoiced_total"], order["three_way_ok"]) == (12, 2000, False)
+    assert crm.get("supplier_invoice", invoice["id"])["match_status"] == "mismatch"
+    (message,) = outbox(crm)
+    assert (message["automation"], message["recipient"]) == ("three_way_mismatch", "acc@srm.ru")
+    assert message["body"].startswith("Счёт СФ-1 на 2000.00 не сходится с заказом PO-2030-0001: заказано на 2000.00")
+    # the rest arrives; linking the receipt to the invoice re-checks it: matched, nobody notified
+    rest = crm.create("goods_receipt", {"number": "ТН-2", "purchase_order": order["id"], "received_qty": "3"})
+    assert crm.get("purchase_order", order["id"])["three_way_ok"] is True
+    assert crm.get("supplier_invoice", invoice["id"])["match_status"] == "mismatch"  # not journaled: no trigger
+    crm.update("supplier_invoice", invoice["id"], {"goods_receipt": rest["id"]})
+    assert crm.get("supplier_invoice", invoice["id"])["match_status"] == "matched"
+    assert len(outbox(crm)) == 1
+    # a matching order from the start: matched on creation, nobody notified
+    order2 = _srm_order(crm, "PO-2030-0002", s, p, [("4", "25.50")])
+    crm.create("goods_receipt", {"number": "ТН-3", "purchase_order": order2["id"], "received_qty": "4"})
+    invoice2 = _srm_invoice(crm, "СФ-2", s, order2["id"], "102.00")
+    assert crm.get("supplier_invoice", invoice2["id"])["match_status"] == "matched" and len(outbox(crm)) == 1
+    # a changed amount re-checks: a mismatch now, the accountant told
+    crm.update("supplier_invoice", invoice2["id"], {"amount": "110.00"})
+    assert crm.get("supplier_invoice", invoice2["id"])["match_status"] == "mismatch"
+    assert [m["body"].split(":")[0] for m in outbox(crm)][1:] == [
+        "Счёт СФ-2 на 110.00 не сходится с заказом PO-2030-0002"
+    ]
+    assert crm.get("goods_receipt", short["id"])["received_qty"] == 12

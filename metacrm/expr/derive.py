@@ -66,6 +66,7 @@ class Derived:
     where: object = None  # the filter's tree (over ``child``)
     reads: tuple[Read, ...] = ()
     depends: tuple[tuple[str, str], ...] = ()  # derived fields it reads, (entity, field)
+    condition: object = None  # a boolean formula that is a condition: its bound tree (bind.py)
 
     @property
     def label(self) -> str:
@@ -91,8 +92,12 @@ def member_of(model: Model, entity: str, column: str) -> str:
 
 
 def _reads_of_value(model: Model, entity: str, value) -> list[Read]:
+    return _reads_of(model, entity, columns(value))
+
+
+def _reads_of(model: Model, entity: str, resolved) -> list[Read]:
     reads: list[Read] = []
-    for r in columns(value):
+    for r in resolved:
         here = entity
         for i, hop in enumerate(r.hops):
             reads.append(Read(here, hop.link, r.hops[:i]))
@@ -166,6 +171,31 @@ def _strip_where(node, prefix: str):
     return node
 
 
+def _walk(tree):
+    """Every node of an expression tree (conditions and values)."""
+    stack = [tree]
+    while stack:
+        n = stack.pop()
+        yield n
+        if isinstance(n, ast.And | ast.Or):
+            stack += list(n.items)
+        elif isinstance(n, ast.Not | ast.Neg):
+            stack.append(n.item)
+        elif isinstance(n, ast.Compare | ast.Arith):
+            stack += [n.left, n.right]
+        elif isinstance(n, ast.In):
+            stack.append(n.subject)
+            stack += [n.items] if isinstance(n.items, ast.Param) else list(n.items)
+        elif isinstance(n, ast.Between):
+            stack += [n.subject, n.low, n.high]
+        elif isinstance(n, ast.Match):
+            stack += [n.subject, n.pattern]
+        elif isinstance(n, ast.IsNull):
+            stack.append(n.subject)
+        elif isinstance(n, ast.Call):
+            stack += list(n.args)
+
+
 def _where_columns(model: Model, child: str, tree) -> list[Resolved]:
     """Every name a filter reads, resolved on the child."""
     out: list[Resolved] = []
@@ -234,15 +264,50 @@ class _Analyser:
         return NUMERIC_TYPES.get(f.type) if kind == NUMBER else None
 
     def formula(self, ent: Entity, f) -> Derived:
-        from .parser import parse_value
+        from .parser import parse, parse_value
 
-        tree = parse_value(f.formula, what="formula")
+        try:
+            tree = parse_value(f.formula, what="formula")
+        except ExpressionError as exc:
+            try:  # a condition (comparisons, and/or/not...): true or false
+                tree = parse(f.formula, what="formula")
+            except ExpressionError as cond_exc:  # a boolean field's formula is meant as a condition
+                raise (cond_exc if f.type == "boolean" else exc) from None
+            if f.type != "boolean":
+                raise ExpressionError(
+                    f"the formula is a condition (true or false), which does not fit a {f.type} field (use boolean)"
+                ) from None
+            return self.condition(ent, f, tree)
         value = ValueBinder(self.model, ent.name, "formula").bind(tree)
         if value.kind == NULL:
             raise ExpressionError("formula: the value is always null")
         scale = self.fit(ent, f, value.kind, "the formula")
         reads = _reads_of_value(self.model, ent.name, value)
         return Derived(ent.name, f.name, "formula", f.formula, scale, value=value, reads=tuple(reads))
+
+    def condition(self, ent: Entity, f, tree) -> Derived:
+        """A boolean formula written as a condition: true when it holds, false otherwise (also
+        when it is unknown: a comparison with null), never null."""
+        from .bind import bind
+
+        what = "formula"
+        for node in _walk(tree):
+            if isinstance(node, ast.Param):
+                raise ExpressionError(
+                    f"{what}: parameter ':{node.name}' cannot be used in a formula; write the value (column {node.pos})",
+                    node.pos,
+                )
+        bound = bind(self.model, ent.name, tree, what)
+        resolved = _where_columns(self.model, ent.name, tree)
+        for r in resolved:
+            if r.multi:
+                raise ExpressionError(
+                    f"{what}: '{r.path}' goes through a many or inverse link; a formula reads the record's own "
+                    "fields and its single links; aggregate many values with a roll-up field (rollup: count(...), "
+                    "sum(...)) and compare that"
+                )
+        reads = _reads_of(self.model, ent.name, resolved)
+        return Derived(ent.name, f.name, "formula", f.formula, None, reads=tuple(dict.fromkeys(reads)), condition=bound)
 
     def rollup(self, ent: Entity, f) -> Derived:
         from .bind import bind

@@ -105,14 +105,18 @@ def reporting(callback: Callable[[int, int, object], None]):
         _PROGRESS.reset(token)
 
 
-def fill_derived(conn, model: Model) -> None:
-    """Computed and roll-up fields for every record, after the steps (the plan may have added
-    one, changed its formula, or changed what it reads): one UPDATE per derived field, in
-    dependency order (metacrm.runtime.derived). Nothing when the model has none."""
+def fill_derived(conn, model: Model, plan: Plan) -> None:
+    """The plan's ``recompute_derived`` steps, after the others: one UPDATE for every record
+    per derived field the migration can have made stale (added, changed, or reading something
+    the plan changes; see migrate/derived.py), in dependency order (metacrm.runtime.derived).
+    Nothing when there are none."""
+    fields = [(step.entity, step.target) for step in plan if step.kind == "recompute_derived"]
+    if not fields:
+        return
     from ..runtime.derived import recompute_statements
     from ..storage.tables import build_storage
 
-    for statement in recompute_statements(model, build_storage(model)):
+    for statement in recompute_statements(model, build_storage(model), fields):
         conn.execute(statement)
 
 
@@ -152,7 +156,7 @@ def _apply_postgresql(engine, model: Model, *, allow_data_loss: bool, user: str,
                 return plan
             _refuse(plan)
             apply_plan(conn, plan)
-            fill_derived(conn, model)
+            fill_derived(conn, model, plan)
             record(conn, model, user=user)
     return plan
 
@@ -176,7 +180,7 @@ def _apply_sqlite(engine, model: Model, *, allow_data_loss: bool, user: str) -> 
                     before = _fingerprint(conn)
                     backup = _backup(path)
                 apply_plan(conn, plan)
-                fill_derived(conn, model)
+                fill_derived(conn, model, plan)
                 _foreign_key_check(conn)
                 record(conn, model, user=user)
         except Exception:

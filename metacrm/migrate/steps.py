@@ -35,6 +35,7 @@ class Phase:
     ALTER = 60  # PostgreSQL: ALTER in place; SQLite: one table rebuild per table (batch mode)
     INDEX = 75
     DROP = 80
+    DERIVED = 85  # recompute_derived steps: run by apply.fill_derived once the others are done
     RECORD = 90
 
 
@@ -72,6 +73,8 @@ class Step:
         """Where the step stands in execution order (its first action's phase)."""
         if self.kind == "record_model":
             return 1000
+        if self.kind == "recompute_derived":
+            return Phase.DERIVED
         if self.actions:
             return min(key[0] for key, _ in self.actions)
         return Phase.ALTER if self.contributions else Phase.DATA
@@ -155,7 +158,8 @@ class Plan(list):
         ordered = getattr(self, "ordered_sql", None)
         if ordered is None:
             return [sql for step in self for sql in step.sql]
-        return [*ordered, *[sql for step in self if step.kind == "record_model" for sql in step.sql]]
+        last = ("recompute_derived", "record_model")  # run after the actions, in this order
+        return [*ordered, *[sql for step in self if step.kind in last for sql in step.sql]]
 
     def reason(self) -> str:
         """The one-line reason a refused plan gives (empty when nothing is refused)."""

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
-from sqlalchemy import bindparam, func, literal, select, update
+from sqlalchemy import bindparam, case, false, func, literal, select, true, update
 
 from ..expr.derive import Analysis, Derived, Read, analyse, has_derived
 from ..expr.names import Hop
@@ -94,6 +94,9 @@ class _Statements:
         return stmt
 
     def _formula(self, d: Derived, table):
+        if d.condition is not None:  # true when the condition holds, else false (never null)
+            cond = _Compiler(self.storage, None, "formula").node(d.condition, table, True)
+            return case((cond, true()), else_=false())
         if d.value.kind == NUMBER:
             return self.values.at(d.value, table, d.scale)
         return self.values.value(d.value, table)
@@ -299,6 +302,12 @@ def recompute_statements(model: Model, storage: Storage, fields=None) -> list:
     """The UPDATE statements (no WHERE: every record) that recompute ``fields`` ((entity,
     field) pairs; None: every derived field) and what depends on them, in dependency order:
     what ``metacrm migrate`` runs after adding or changing a derived field."""
+    return [statement for _, statement in recompute_plan(model, storage, fields)]
+
+
+def recompute_plan(model: Model, storage: Storage, fields=None) -> list[tuple[Derived, object]]:
+    """``(derived field, its UPDATE for every record)`` for ``fields`` ((entity, field) pairs;
+    None: every derived field) and every derived field depending on them, in dependency order."""
     reactor = derived_reactor(model)
     if reactor is None:
         return []
@@ -311,8 +320,8 @@ def recompute_statements(model: Model, storage: Storage, fields=None) -> list:
             continue
         if wanted is not None:
             wanted.add(key)
-        out.append(st.full[i])
+        out.append((d, st.full[i]))
     return out
 
 
-__all__ = ["DerivedReactor", "derived_reactor", "recompute_statements", "refresh"]
+__all__ = ["DerivedReactor", "derived_reactor", "recompute_plan", "recompute_statements", "refresh"]
