@@ -75,9 +75,10 @@ def test_add_nullable_field_keeps_every_row(db_url, tmp_path) -> None:
     doc = edit(base())
     doc["entities"]["deal"]["fields"]["channel"] = {"type": "choice", "options": ["web", "phone"]}
     doc["entities"]["client"]["fields"]["segment"] = {"type": "string", "fill": "smb"}
+    assert step(migrate_plan(db_url, tmp_path, doc), "add_field", "channel").count == 4  # the dry run counts
     crm, plan = migrate(db_url, tmp_path, doc)
     channel = step(plan, "add_field", "channel")
-    assert channel.klass == "safe" and channel.count == 4
+    assert channel.klass == "safe" and channel.count is None  # applying skips a count that decides nothing
     assert any("ADD COLUMN channel" in s for s in channel.sql)
     if db_url.startswith("sqlite"):
         assert "rebuild_table" not in kinds(plan)  # ALTER TABLE ADD COLUMN, not a rebuild

@@ -16,6 +16,7 @@ copy is put back. The copy is removed once the migration is over.
 from __future__ import annotations
 
 import getpass
+import os
 import socket
 import sqlite3
 from collections.abc import Callable
@@ -43,8 +44,12 @@ def default_user() -> str:
     return f"{who}@{socket.gethostname()}"
 
 
-def plan_for_database(conn, model: Model, *, allow_data_loss: bool = False, user: str | None = None) -> Plan:
-    """The plan from the model the database records to ``model`` (empty when they agree)."""
+def plan_for_database(
+    conn, model: Model, *, allow_data_loss: bool = False, user: str | None = None, count_all: bool = True
+) -> Plan:
+    """The plan from the model the database records to ``model`` (empty when they agree).
+    ``count_all=False`` (applying) skips the counts that only inform (rows of a table that
+    gains an optional field) and keeps those that decide a refusal."""
     row = recorded_row(conn)
     if row is not None and row["sha256"] == model.sha256:
         return Plan(
@@ -56,7 +61,7 @@ def plan_for_database(conn, model: Model, *, allow_data_loss: bool = False, user
             counted=True,
         )
     old = model_from_record(row) if row is not None else None
-    return plan_migration(old, model, conn, allow_data_loss=allow_data_loss, user=user)
+    return plan_migration(old, model, conn, allow_data_loss=allow_data_loss, user=user, count_all=count_all)
 
 
 def migrate_database(
@@ -151,7 +156,7 @@ def _apply_postgresql(engine, model: Model, *, allow_data_loss: bool, user: str,
     with engine.connect() as conn:
         with conn.begin():
             pg_lock(conn, holder, wait=wait)
-            plan = plan_for_database(conn, model, allow_data_loss=allow_data_loss, user=user)
+            plan = plan_for_database(conn, model, allow_data_loss=allow_data_loss, user=user, count_all=False)
             if not plan:
                 return plan
             _refuse(plan)
@@ -172,7 +177,7 @@ def _apply_sqlite(engine, model: Model, *, allow_data_loss: bool, user: str) -> 
         try:
             conn.execution_options(**{WRITE: True})
             with conn.begin():
-                plan = plan_for_database(conn, model, allow_data_loss=allow_data_loss, user=user)
+                plan = plan_for_database(conn, model, allow_data_loss=allow_data_loss, user=user, count_all=False)
                 if not plan:
                     return plan
                 _refuse(plan)
@@ -181,7 +186,8 @@ def _apply_sqlite(engine, model: Model, *, allow_data_loss: bool, user: str) -> 
                     backup = _backup(path)
                 apply_plan(conn, plan)
                 fill_derived(conn, model, plan)
-                _foreign_key_check(conn)
+                if not all(step.kind in LINK_SAFE for step in plan):
+                    _foreign_key_check(conn)  # reads every linking row: only when links may have moved
                 record(conn, model, user=user)
         except Exception:
             if backup is not None:
@@ -195,6 +201,29 @@ def _apply_sqlite(engine, model: Model, *, allow_data_loss: bool, user: str) -> 
             if not conn.invalidated:
                 raw.execute("PRAGMA foreign_keys=ON")
     return plan
+
+
+# steps that cannot leave a link pointing at nothing (new empty columns or tables, field values,
+# indexes): a plan made of these alone skips the foreign key check, which reads every linking row
+# (adding an optional field stays O(1) whatever the table's size)
+LINK_SAFE = frozenset(
+    {
+        "add_field",
+        "add_entity",
+        "add_index",
+        "drop_index",
+        "add_stage",
+        "add_option",
+        "add_pipeline",
+        "add_system_tables",
+        "add_system_columns",
+        "rename_field",
+        "widen_field",
+        "optional_field",
+        "recompute_derived",
+        "record_model",
+    }
+)
 
 
 def _foreign_key_check(conn) -> None:
@@ -212,10 +241,16 @@ def backup_path(path: str) -> Path:
 
 
 def _backup(path: str) -> Path:
+    """Copy the database to ``crm.db.pre-migrate``. The copy is written without a journal and
+    without fsync: it only serves a restore by this process after a failed migration (which
+    syncs it first); after a crash SQLite's own journal brings the database back."""
     target = backup_path(path)
+    target.unlink(missing_ok=True)  # a copy left by a killed migration: start afresh
     source = sqlite3.connect(path)
     copy = sqlite3.connect(target)
     try:
+        copy.execute("PRAGMA journal_mode=OFF")
+        copy.execute("PRAGMA synchronous=OFF")
         source.backup(copy)
     finally:
         copy.close()
@@ -244,6 +279,7 @@ def _restore_if_needed(engine, path: str, backup: Path, before: dict | None) -> 
         if before is not None and rolled_back(engine, before):
             return
         engine.dispose()
+        _sync(backup)
         copy = sqlite3.connect(backup)
         target = sqlite3.connect(path)
         try:
@@ -254,3 +290,12 @@ def _restore_if_needed(engine, path: str, backup: Path, before: dict | None) -> 
         engine.dispose()
     finally:
         backup.unlink(missing_ok=True)
+
+
+def _sync(path: Path) -> None:
+    """Flush the copy to disk before it is restored (it was written without fsync)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

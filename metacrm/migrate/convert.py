@@ -141,22 +141,31 @@ def _canonical(dst: Field, sqlite: bool) -> Callable[[str], str | None]:
     if sqlite:
 
         def form(c: str) -> str:
+            # first a cheap test that most integers pass (their text is what SQLite's integer
+            # gives back: no leading zero, no sign but '-'); the GLOB tests decide the others
+            fast = f"(CAST(CAST({c} AS INTEGER) AS TEXT) = {c} AND length({c}) <= {digits})"
             s = f"(CASE WHEN {c} GLOB '-*' THEN substr({c}, 2) ELSE {c} END)"
             whole = f"({s} <> '' AND {s} NOT GLOB '*[^0-9]*' AND length({s}) <= {digits})"
             if not scale:
-                return whole
+                return f"({fast} OR {whole})"
             dot = f"instr({s}, '.')"
             part = (
                 f"({s} NOT GLOB '*[^0-9.]*' AND {dot} BETWEEN 2 AND {digits + 1} "
                 f"AND length({s}) - {dot} BETWEEN 1 AND {scale} AND substr({s}, {dot} + 1) NOT GLOB '*[^0-9]*')"
             )
-            return f"({whole} OR {part})"
+            return f"({fast} OR {whole} OR {part})"
 
     else:
 
         def form(c: str) -> str:
-            fraction = f"(\\.[0-9]{{1,{scale}}})?" if scale else ""
-            return f"{c} ~ '^-?[0-9]{{1,{digits}}}{fraction}$'"
+            # ^-?[0-9]{1,D}(\.[0-9]{1,S})?$, with the lengths checked apart: PostgreSQL's regex
+            # engine is several times slower with bounded repetitions
+            if not scale:
+                return f"({c} ~ '^-?[0-9]+$' AND length(ltrim({c}, '-')) <= {digits})"
+            return (
+                f"({c} ~ '^-?[0-9]+(\\.[0-9]+)?$' AND length(split_part(ltrim({c}, '-'), '.', 1)) <= {digits} "
+                f"AND length(split_part({c}, '.', 2)) <= {scale})"
+            )
 
     low, high = _bounds(dst)
     if low is None and high is None:

@@ -471,6 +471,7 @@ def _add_field(ctx: Ctx, old: Entity, new: Entity, f: Field, vacated: set) -> No
             )
 
     step.measure = measure
+    step.informational = not required and not has_fill  # an optional empty column: the count decides nothing
 
 
 def _remove_field(ctx: Ctx, old: Entity, new: Entity, of: Field, similar: list[str]) -> None:

@@ -29,13 +29,16 @@ def plan_migration(
     user: str | None = None,
     now: dt.datetime | None = None,
     sql: bool = True,
+    count_all: bool = True,
 ) -> Plan:
     """The steps from ``old`` (None: an empty database) to ``new``.
 
     With ``conn`` (a connection to the database holding ``old``) every step is counted on the
     live data (rows affected, duplicates, NULLs...) and refused where the data does not allow
     it; without it the plan is the model diff alone, for ``dialect`` (default sqlite).
-    Nothing is written. ``sql=False`` skips compiling the SQL.
+    Nothing is written. ``sql=False`` skips compiling the SQL; ``count_all=False`` skips the
+    counts that decide nothing (a step's ``informational`` measure), which keeps applying an
+    optional new field O(1) whatever the size of its table.
     """
     if conn is not None:
         dialect = conn.dialect.name
@@ -65,7 +68,7 @@ def plan_migration(
     )
     if conn is not None:
         for step in plan:
-            if step.measure is not None:
+            if step.measure is not None and (count_all or not step.informational):
                 try:
                     step.measure(conn, step)
                 except SQLAlchemyError as exc:

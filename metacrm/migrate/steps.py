@@ -67,6 +67,7 @@ class Step:
     actions: list[tuple[tuple[int, int], Callable]] = field(default_factory=list, repr=False)
     contributions: list[Contribution] = field(default_factory=list, repr=False)
     measure: Callable | None = field(default=None, repr=False)  # conn -> None; sets count/refusal
+    informational: bool = field(default=False, repr=False)  # the measure only counts: skipped when applying
 
     @property
     def phase(self) -> int:
