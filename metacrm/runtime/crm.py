@@ -11,12 +11,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, inspect, select, update
+from sqlalchemy import bindparam, insert, inspect, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..errors import FieldIssue, MigrationError, NotFound, ValidationError
 from ..model.metamodel import Entity, Model
-from ..model.suggest import did_you_mean, listing
+from ..model.suggest import listing
 from ..notify import DeliveryMixin
 from ..storage import naming
 from ..storage.tables import build_storage
@@ -28,8 +28,12 @@ from .deletes import delete_records
 from .duplicates import duplicate_groups, find_duplicates, merge_into
 from .engine import make_engine, reading, writing
 from .react import build_reactors
+from .reads import ReadsMixin
+from .records import as_id as _as_id
+from .records import link_member as _link_member
 from .reports import ReportsMixin
 from .search import SearchMixin
+from .stages_api import StagesMixin
 from .tasks import TasksMixin
 from .users import UsersMixin
 
@@ -47,7 +51,7 @@ def connect(model: Model | str | os.PathLike, url: str = "sqlite:///crm.db", *, 
     return CRM(model, make_engine(url), user=user)
 
 
-class CRM(UsersMixin, ReportsMixin, SearchMixin, TasksMixin, DeliveryMixin):
+class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksMixin, DeliveryMixin):
     def __init__(self, model: Model, engine, *, user: str | None = None):
         from ..validation import build_validators
 
@@ -789,285 +793,6 @@ class CRM(UsersMixin, ReportsMixin, SearchMixin, TasksMixin, DeliveryMixin):
                 [journal.entry(ent.name, after["id"], action, after["updated_at"], self.user, changes)],
             )
 
-    # -- stages -------------------------------------------------------------------------------
-    def move(
-        self, entity: str, record_id: int, stage: str, *, note: str | None = None, version: int | None = None
-    ) -> dict:
-        """Move a record to a stage through an allowed transition (TransitionError says why
-        not, and lists the allowed moves). With ``version``, refuse (ConflictError) when the
-        record changed since that version was read."""
-        from .moves import move, moved_record
-
-        self._ready()
-        ent = self._staged(entity)
-        with self._writing() as conn:
-            row = self._get_row(conn, ent, record_id, "move")
-            fresh = move(
-                conn, self.storage, ent, row, stage, by=self.user, roles=self._roles, note=note, version=version
-            )
-            changes = {"stage": [row["stage"], fresh["stage"]]}
-            at = fresh["stage_entered_at"]  # the history row's time: the timeline shows the move once
-            self._log(
-                conn, [journal.entry(ent.name, row["id"], "move", at, self.user, changes, text=note)]
-            )
-            out = moved_record(conn, self.storage, ent, fresh)
-            self._derived_values(conn, ent, [out])
-            return out
-
-    def tick(self, now=None) -> list[dict]:
-        """Fire the time-based automations (overdue, sla, at, before) that are due at ``now``
-        (default: the current time), each once however often this runs; returns what fired.
-        See :mod:`metacrm.automation.tick`."""
-        from ..automation.tick import tick
-
-        self._ready()
-        return tick(self, now)
-
-    def allowed_moves(self, entity: str, record_id: int) -> list[dict]:
-        """Every outgoing move of the record's stage: ``{"stage", "label", "kind", "possible",
-        "reasons"}``, in declaration order."""
-        from .moves import options
-
-        self._ready()
-        ent = self._staged(entity)
-        with self._reading() as conn:
-            row = self._get_row(conn, ent, record_id)
-            return options(conn, self.storage, ent, row, self._roles)
-
-    def history(self, entity: str, record_id: int) -> list[dict]:
-        """The record's stage moves, oldest first."""
-        self._ready()
-        ent = self._entity(entity)
-        table = self.storage.history_table
-        with self._reading() as conn:
-            self._get_row(conn, ent, record_id)
-            rows = conn.execute(
-                select(table)
-                .where(table.c.entity == ent.name, table.c.record_id == _as_id(ent, record_id))
-                .order_by(table.c.at, table.c.id)
-            ).mappings()
-            return [{k: v for k, v in r.items() if k not in ("id", "entity")} for r in rows]
-
-    def note(self, entity: str, record_id: int, text: str, *, kind: str = "note") -> dict:
-        """Add an activity (a note, call, email or meeting) to a record's journal; reading the
-        record is permission enough. Returns the journal entry."""
-        self._ready()
-        ent = self._entity(entity)
-        if kind not in journal.KINDS:
-            hint = did_you_mean(str(kind), journal.KINDS)
-            raise ValidationError(
-                f"unknown activity kind {kind!r}"
-                + (f" ({hint})" if hint else "")
-                + f"; kinds: {listing(journal.KINDS)}"
-            )
-        text = "" if text is None else str(text).strip()
-        if not text:
-            raise ValidationError(f"{ent.name}: a {kind} needs a text")
-        with self._writing() as conn:
-            row = self._get_row(conn, ent, record_id, "read")
-            added = journal.entry(ent.name, row["id"], "note", now_utc(), self.user, kind=kind, text=text)
-            self._log(conn, [added])
-        return added
-
-    def timeline(self, entity: str, record_id: int, *, limit: int = 100) -> list[dict]:
-        """What happened to a record, newest first: its journal (changes, moves, links,
-        activities), stage history the journal does not hold, and the journal of the records
-        linked to it (a deal's tasks; ``entity``, ``record_id`` and ``via`` say which).
-        Each entry: at, entity, record_id, action, by, changes ({name: [old, new]}), kind,
-        text, via, source. Linked records the acting user may not read stay hidden."""
-        self._ready()
-        ent = self._entity(entity)
-        limit = _non_negative(limit, "limit")
-
-        def allowed(source: str):
-            return row_clause(self.storage, self.model.entities[source], self.actor)
-
-        with self._reading() as conn:
-            row = self._get_row(conn, ent, record_id)
-            return journal.timeline(conn, self.storage, ent, row["id"], limit=limit, allowed=allowed)
-
-    def _staged(self, entity: str) -> Entity:
-        ent = self._entity(entity)
-        if not ent.has_stages:
-            raise ValidationError(f"{ent.name} has no stages")
-        return ent
-
-    # -- reads --------------------------------------------------------------------------------
-    def get(self, entity: str, record_id: int) -> dict:
-        """One record (NotFound when there is none)."""
-        self._ready()
-        ent = self._entity(entity)
-        with self._reading() as conn:
-            row = self._get_row(conn, ent, record_id)
-            return rec.rows_to_records(conn, self.storage, ent, [row])[0]
-
-    def _select(self, ent: Entity, where, params, *, action: str = "read"):
-        table = self.storage.table(ent.name)
-        query = select(table)
-        allowed = row_clause(self.storage, ent, self.actor, action)
-        if allowed is not None:
-            query = query.where(allowed)
-        if where:
-            from ..errors import ExpressionError
-            from ..expr import compile_sql
-
-            try:
-                query = query.where(compile_sql(self.storage, ent.name, where, params))
-            except ExpressionError as exc:
-                if str(exc).startswith(f"{ent.name}"):
-                    raise
-                raise ExpressionError(f"{ent.name}: {exc}", exc.position, exc.issues) from exc
-        return query
-
-    def find(
-        self,
-        entity: str,
-        where: str | None = None,
-        params: Mapping[str, Any] | None = None,
-        *,
-        order_by: str | Sequence[str] | None = None,
-        limit: int | None = None,
-        offset: int | None = None,
-        action: str = "read",
-    ) -> list[dict]:
-        """Records matching a filter in the expression language (``"amount > 1000 and
-        client.city = 'Москва'"``), ordered by fields (``"-amount"``), paged. ``action`` is
-        the permission whose scope limits the rows (``"export"`` for exports)."""
-        self._ready()
-        ent = self._entity(entity)
-        query = self._select(ent, where, params).order_by(*rec.order_clause(self.storage, ent, order_by))
-        if action != "read":
-            extra = row_clause(self.storage, ent, self.actor, action)
-            if extra is not None:
-                query = query.where(extra)
-        if limit is not None:
-            query = query.limit(_non_negative(limit, "limit"))
-        if offset:
-            query = query.offset(_non_negative(offset, "offset"))
-        with self._reading() as conn:
-            rows = conn.execute(query).mappings().all()
-            return rec.rows_to_records(conn, self.storage, ent, rows)
-
-    def count(self, entity: str, where: str | None = None, params: Mapping[str, Any] | None = None) -> int:
-        self._ready()
-        ent = self._entity(entity)
-        query = (
-            self._select(ent, where, params).with_only_columns(func.count(), maintain_column_froms=True).order_by(None)
-        )
-        with self._reading() as conn:
-            return conn.execute(query).scalar_one()
-
-    def related(
-        self,
-        entity: str,
-        record_id: int,
-        name: str,
-        *,
-        where: str | None = None,
-        params: Mapping[str, Any] | None = None,
-        order_by: str | Sequence[str] | None = None,
-        limit: int | None = None,
-    ) -> list[dict]:
-        """The records at the other end of a link or an inverse link (a deal's ``products``,
-        a client's ``deals``)."""
-        self._ready()
-        ent = self._entity(entity)
-        _link_member(ent, name)
-        with self._reading() as conn:
-            row = self._get_row(conn, ent, record_id)
-        rid = row["id"]
-        if name in ent.links:
-            link = ent.links[name]
-            if link.many:
-                join = self.storage.join_table(ent.name, name)
-                target, ids = link.target, select(join.c.target_id).where(join.c.source_id == rid)
-            elif link.polymorphic:
-                target_id = row[naming.link_column(name)]
-                if target_id is None:
-                    return []
-                target, ids = row[naming.link_entity_column(name)], [target_id]
-            else:
-                target_id = row[naming.link_column(name)]
-                if target_id is None:
-                    return []
-                target, ids = link.target, [target_id]
-        else:
-            inv = ent.inverses[name]
-            source = self.model.entities[inv.source]
-            link = source.links[inv.link]
-            target = inv.source
-            if link.many:
-                join = self.storage.join_table(inv.source, inv.link)
-                ids = select(join.c.source_id).where(join.c.target_id == rid)
-            else:
-                table = self.storage.table(inv.source)
-                ids = select(table.c.id).where(table.c[naming.link_column(inv.link)] == rid)
-                if link.polymorphic:
-                    ids = ids.where(table.c[naming.link_entity_column(inv.link)] == ent.name)
-        target_ent = self.model.entities[target]
-        table = self.storage.table(target)
-        query = self._select(target_ent, where, params).where(table.c.id.in_(ids))
-        query = query.order_by(*rec.order_clause(self.storage, target_ent, order_by))
-        if limit is not None:
-            query = query.limit(_non_negative(limit, "limit"))
-        with self._reading() as conn:
-            rows = conn.execute(query).mappings().all()
-            return rec.rows_to_records(conn, self.storage, target_ent, rows)
-
-    def titles(self, entity: str, ids: Iterable[int]) -> dict[int, str]:
-        """id -> the record's title (its title field, else '<entity> <id>'), in one query."""
-        ent = self._entity(entity)
-        ids = sorted({i for i in ids if i is not None})
-        if not ids:
-            return {}
-        table = self.storage.table(ent.name)
-        column = table.c[ent.title] if ent.title else table.c.id
-        query = select(table.c.id, column).where(table.c.id.in_(ids))
-        allowed = row_clause(self.storage, ent, self.actor)
-        if allowed is not None:  # titles of records the user may not read stay hidden
-            query = query.where(allowed)
-        with self._reading() as conn:
-            rows = conn.execute(query).all()
-        return {i: (str(t) if t not in (None, "") else f"{ent.name} {i}") for i, t in rows}
-
-    def card(self, entity: str, record_id: int, *, limit: int = 50) -> dict:
-        """A record with its links both ways: the record, each link's target(s) with titles,
-        and each inverse list (a client's deals) with titles, up to ``limit`` per list."""
-        ent = self._entity(entity)
-        record = self.get(entity, record_id)
-        links: dict = {}
-        for link in ent.links.values():
-            value = record[link.name]
-            if link.many:
-                names = self.titles(link.target, value)
-                links[link.name] = [{"entity": link.target, "id": i, "title": names.get(i)} for i in value]
-            elif link.polymorphic:
-                links[link.name] = (
-                    None
-                    if value is None
-                    else {**value, "title": self.titles(value["entity"], [value["id"]]).get(value["id"])}
-                )
-            else:
-                links[link.name] = (
-                    None
-                    if value is None
-                    else {"entity": link.target, "id": value, "title": self.titles(link.target, [value]).get(value)}
-                )
-        related: dict = {}
-        for name, inv in ent.inverses.items():
-            source = self.model.entities[inv.source]
-            rows = self.related(entity, record["id"], name, limit=limit)
-            related[name] = [
-                {
-                    "entity": inv.source,
-                    "id": r["id"],
-                    "title": (r.get(source.title) if source.title else None) or f"{inv.source} {r['id']}",
-                    **({"stage": r["stage"]} if source.has_stages else {}),
-                }
-                for r in rows
-            ]
-        return {"entity": ent.name, "record": record, "links": links, "related": related}
-
 
 def _pipeline_of(entity: Entity, values: Mapping) -> str:
     """The pipeline a new record joins: ``pipeline`` when given, else the value of the
@@ -1093,19 +818,6 @@ def _joined(conn):
     yield conn
 
 
-def _link_member(ent: Entity, name: str):
-    """The link or inverse link of that name; ValidationError listing the valid ones."""
-    member = ent.member(name)
-    if member is None or name in ent.fields:
-        links = [*ent.links, *ent.inverses]
-        hint = did_you_mean(name, links)
-        raise ValidationError(
-            f"{ent.name}: unknown link '{name}'" + (f" ({hint})" if hint else "") + f"; links: {listing(links)}",
-            [FieldIssue(ent.name, name, "unknown link")],
-        )
-    return member
-
-
 def _batches(records: Iterable, size: int):
     batch: list = []
     for record in records:
@@ -1124,23 +836,3 @@ def _shift(issue: FieldIssue, offset: int | None) -> FieldIssue:
     if offset is None:
         return replace(issue, index=None)
     return replace(issue, index=(issue.index or 0) + offset)
-
-
-def _as_id(entity: Entity, record_id) -> int:
-    try:
-        value = int(str(record_id).strip())
-    except (TypeError, ValueError):
-        raise ValidationError(f"{entity.name}: {record_id!r} is not a record id (a whole number)") from None
-    if value < 1:
-        raise NotFound(f"{entity.name} {value} not found")
-    return value
-
-
-def _non_negative(value, what: str) -> int:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        number = -1
-    if number < 0:
-        raise ValidationError(f"{what} must be a whole number >= 0, not {value!r}")
-    return number

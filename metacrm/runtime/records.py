@@ -14,7 +14,7 @@ from sqlalchemy import and_, bindparam, insert, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from ..errors import ConflictError, FieldIssue, ValidationError
+from ..errors import ConflictError, FieldIssue, NotFound, ValidationError
 from ..model.metamodel import Entity, Link
 from ..model.suggest import did_you_mean, listing
 from ..storage import naming
@@ -343,3 +343,36 @@ def where_id(table, record_id: int, version: int | None = None):
     if version is not None:
         clause = and_(clause, table.c.version == version)
     return clause
+
+
+def link_member(ent: Entity, name: str):
+    """The link or inverse link of that name; ValidationError listing the valid ones."""
+    member = ent.member(name)
+    if member is None or name in ent.fields:
+        links = [*ent.links, *ent.inverses]
+        hint = did_you_mean(name, links)
+        raise ValidationError(
+            f"{ent.name}: unknown link '{name}'" + (f" ({hint})" if hint else "") + f"; links: {listing(links)}",
+            [FieldIssue(ent.name, name, "unknown link")],
+        )
+    return member
+
+
+def as_id(entity: Entity, record_id) -> int:
+    try:
+        value = int(str(record_id).strip())
+    except (TypeError, ValueError):
+        raise ValidationError(f"{entity.name}: {record_id!r} is not a record id (a whole number)") from None
+    if value < 1:
+        raise NotFound(f"{entity.name} {value} not found")
+    return value
+
+
+def non_negative(value, what: str) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = -1
+    if number < 0:
+        raise ValidationError(f"{what} must be a whole number >= 0, not {value!r}")
+    return number

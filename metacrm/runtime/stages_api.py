@@ -1,0 +1,119 @@
+"""Stages and activity on a record: ``move``, ``allowed_moves``, ``history``, ``tick``,
+``note`` and ``timeline``; a mixin of the CRM facade (metacrm.runtime.crm). The move itself
+(guards, compare-and-swap, history row) is metacrm.runtime.moves."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from ..errors import ValidationError
+from ..model.metamodel import Entity
+from ..model.suggest import did_you_mean, listing
+from ..storage.types import now_utc
+from . import journal
+from .access import row_clause
+from .records import as_id as _as_id
+from .records import non_negative as _non_negative
+
+
+class StagesMixin:
+    # -- stages -------------------------------------------------------------------------------
+    def move(
+        self, entity: str, record_id: int, stage: str, *, note: str | None = None, version: int | None = None
+    ) -> dict:
+        """Move a record to a stage through an allowed transition (TransitionError says why
+        not, and lists the allowed moves). With ``version``, refuse (ConflictError) when the
+        record changed since that version was read."""
+        from .moves import move, moved_record
+
+        self._ready()
+        ent = self._staged(entity)
+        with self._writing() as conn:
+            row = self._get_row(conn, ent, record_id, "move")
+            fresh = move(
+                conn, self.storage, ent, row, stage, by=self.user, roles=self._roles, note=note, version=version
+            )
+            changes = {"stage": [row["stage"], fresh["stage"]]}
+            at = fresh["stage_entered_at"]  # the history row's time: the timeline shows the move once
+            self._log(conn, [journal.entry(ent.name, row["id"], "move", at, self.user, changes, text=note)])
+            out = moved_record(conn, self.storage, ent, fresh)
+            self._derived_values(conn, ent, [out])
+            return out
+
+    def tick(self, now=None) -> list[dict]:
+        """Fire the time-based automations (overdue, sla, at, before) that are due at ``now``
+        (default: the current time), each once however often this runs; returns what fired.
+        See :mod:`metacrm.automation.tick`."""
+        from ..automation.tick import tick
+
+        self._ready()
+        return tick(self, now)
+
+    def allowed_moves(self, entity: str, record_id: int) -> list[dict]:
+        """Every outgoing move of the record's stage: ``{"stage", "label", "kind", "possible",
+        "reasons"}``, in declaration order."""
+        from .moves import options
+
+        self._ready()
+        ent = self._staged(entity)
+        with self._reading() as conn:
+            row = self._get_row(conn, ent, record_id)
+            return options(conn, self.storage, ent, row, self._roles)
+
+    def history(self, entity: str, record_id: int) -> list[dict]:
+        """The record's stage moves, oldest first."""
+        self._ready()
+        ent = self._entity(entity)
+        table = self.storage.history_table
+        with self._reading() as conn:
+            self._get_row(conn, ent, record_id)
+            rows = conn.execute(
+                select(table)
+                .where(table.c.entity == ent.name, table.c.record_id == _as_id(ent, record_id))
+                .order_by(table.c.at, table.c.id)
+            ).mappings()
+            return [{k: v for k, v in r.items() if k not in ("id", "entity")} for r in rows]
+
+    def note(self, entity: str, record_id: int, text: str, *, kind: str = "note") -> dict:
+        """Add an activity (a note, call, email or meeting) to a record's journal; reading the
+        record is permission enough. Returns the journal entry."""
+        self._ready()
+        ent = self._entity(entity)
+        if kind not in journal.KINDS:
+            hint = did_you_mean(str(kind), journal.KINDS)
+            raise ValidationError(
+                f"unknown activity kind {kind!r}"
+                + (f" ({hint})" if hint else "")
+                + f"; kinds: {listing(journal.KINDS)}"
+            )
+        text = "" if text is None else str(text).strip()
+        if not text:
+            raise ValidationError(f"{ent.name}: a {kind} needs a text")
+        with self._writing() as conn:
+            row = self._get_row(conn, ent, record_id, "read")
+            added = journal.entry(ent.name, row["id"], "note", now_utc(), self.user, kind=kind, text=text)
+            self._log(conn, [added])
+        return added
+
+    def timeline(self, entity: str, record_id: int, *, limit: int = 100) -> list[dict]:
+        """What happened to a record, newest first: its journal (changes, moves, links,
+        activities), stage history the journal does not hold, and the journal of the records
+        linked to it (a deal's tasks; ``entity``, ``record_id`` and ``via`` say which).
+        Each entry: at, entity, record_id, action, by, changes ({name: [old, new]}), kind,
+        text, via, source. Linked records the acting user may not read stay hidden."""
+        self._ready()
+        ent = self._entity(entity)
+        limit = _non_negative(limit, "limit")
+
+        def allowed(source: str):
+            return row_clause(self.storage, self.model.entities[source], self.actor)
+
+        with self._reading() as conn:
+            row = self._get_row(conn, ent, record_id)
+            return journal.timeline(conn, self.storage, ent, row["id"], limit=limit, allowed=allowed)
+
+    def _staged(self, entity: str) -> Entity:
+        ent = self._entity(entity)
+        if not ent.has_stages:
+            raise ValidationError(f"{ent.name} has no stages")
+        return ent
