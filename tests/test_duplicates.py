@@ -242,3 +242,16 @@ def test_warn_rule_warns_on_create_and_reports_on_import(crm, tmp_path, model_pa
         app, ["create", "client", "name=Globex", "city=Berlin", "--model", str(model_path), "--db", db_url]
     )
     assert out.exit_code == 0 and "warning: client: duplicate of client" in out.stderr
+
+
+def test_block_refuses_an_update_that_makes_a_duplicate(crm):
+    before = crm.get("client", 4)
+    with pytest.raises(ValidationError) as info:
+        crm.update("client", 4, {"email": "Info@Romashka.ru"})
+    assert "client.email" in str(info.value) and "client 1" in str(info.value)
+    assert crm.get("client", 4) == before  # nothing written
+    # a record keeps its own value, and a change elsewhere is not checked against old duplicates
+    assert crm.update("client", 1, {"email": "info@romashka.ru", "note": "x"})["note"] == "x"
+    assert crm.update("client", 2, {"note": "same phone as 1, as before"})["note"].startswith("same")
+    with pytest.warns(metacrm.DuplicateWarning):  # a warn rule warns on update too
+        crm.update("client", 6, {"phone": "+7 495 123 45 67"})

@@ -481,15 +481,19 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
                 self._check_duplicates(conn, ent, values, single, offset)
         return values, stages
 
-    def _check_duplicates(self, conn, ent: Entity, values: list[dict], single: bool, offset: int = 0) -> None:
+    def _check_duplicates(
+        self, conn, ent: Entity, values: list[dict], single: bool, offset: int = 0, *, exclude: int | None = None
+    ) -> None:
         """Refuse records that a ``block`` duplicate rule matches, and warn (DuplicateWarning)
-        about those a ``warn`` rule matches. Every stored record counts; the existing record's
-        id is named only when the acting user may read it."""
+        about those a ``warn`` rule matches. Every stored record counts (but ``exclude``, the
+        record being updated); the existing record's id is named only when the acting user
+        may read it."""
         import warnings
 
         from ..errors import DuplicateWarning
 
-        found = find_duplicates(conn, self.storage, ent, values)
+        others = None if exclude is None else self.storage.table(ent.name).c.id != exclude
+        found = find_duplicates(conn, self.storage, ent, values, clause=others)
         blocked = [m for m in found if m.rule.action == "block"]
         if not blocked:
             for m in found:
@@ -679,6 +683,9 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
                 self._write_join(conn, ent, current["id"], many, replace=True)
                 fresh = self._get_row(conn, ent, current["id"])
                 after = rec.rows_to_records(conn, self.storage, ent, [fresh])[0]
+                if any(r.field in values or (r.within and r.within in values) for r in ent.duplicates):
+                    # a changed value may make the record a duplicate, as a create would
+                    self._check_duplicates(conn, ent, [after], True, exclude=current["id"])
                 self._journal_change(conn, ent, before, after, _action)
                 self._derived_values(conn, ent, [after])
                 return after
