@@ -449,3 +449,25 @@ def test_outbox_rows_claimed_by_postgres_skip_locked(crm) -> None:
         conn.execute(update(table).where(table.c.id == ids[0]).values(status="failed"))
     c = outbox.claim(crm.engine, crm.storage, now=at(0), limit=10)
     assert len(c) == 1 and c[0]["attempts"] == 0 and c[0]["status"] == "sending"
+
+
+def test_failed_messages_can_be_retried(crm, http_server, db_url, model_path) -> None:
+    hook = Hook(statuses=[404, 404])
+    url = http_server(hook)
+    first, second = (put(crm, "webhook", f"{url}/{i}", payload={"i": i}) for i in (1, 2))
+    assert crm.deliver(now=at(0))["failed"] == 2
+    assert crm.retry_outbox([first], now=at(10)) == 1  # only that one
+    stored = row(crm, first)
+    assert (stored["status"], stored["attempts"]) == ("pending", 0) and row(crm, second)["status"] == "failed"
+    summary = crm.deliver(now=at(10))
+    assert summary["sent"] == 1 and row(crm, first)["status"] == "sent"
+    assert crm.retry_outbox(now=at(20)) == 1 and crm.retry_outbox(now=at(20)) == 0  # sent ones stay sent
+    runner = CliRunner()
+    args = ["--model", str(model_path), "--db", db_url]
+    assert row(crm, second)["status"] == "pending"
+    crm.deliver(now=at(20))
+    assert row(crm, second)["status"] == "sent"
+    result = runner.invoke(app, ["outbox", "--retry", *args])
+    assert result.exit_code == 0 and "requeued 0" in result.output
+    result = runner.invoke(app, ["outbox", "--id", "1", *args])
+    assert result.exit_code == 2

@@ -78,17 +78,28 @@ def outbox(
         str | None, typer.Option("--status", "-s", help="Only messages in this status: pending, sending, sent, failed.")
     ] = None,
     limit: Annotated[int | None, typer.Option("--limit", "-n", min=0, help="At most this many, newest first.")] = None,
+    retry: Annotated[
+        bool, typer.Option("--retry", help="Give the failed messages (or those of --id) a new series of attempts.")
+    ] = False,
+    ids: Annotated[list[int] | None, typer.Option("--id", help="With --retry: only this message (repeatable).")] = None,
     model: ModelOpt = DEFAULT_MODEL,
     db: DbOpt = DEFAULT_DB,
     format: FormatOpt = Format.table,
 ) -> None:
-    """The notifications in the outbox, newest first, with their delivery status."""
+    """The notifications in the outbox, newest first, with their delivery status; `--retry`
+    requeues failed ones (`metacrm deliver` then sends them)."""
     from ..notify import STATUSES
     from .common import usage_error
 
     if status is not None and status not in STATUSES:
         usage_error(f"unknown status '{status}'; statuses: {', '.join(STATUSES)}")
+    if ids and not retry:
+        usage_error("--id goes with --retry")
     with opened(model, db) as crm:
+        if retry:
+            count = crm.retry_outbox(ids or None)
+            typer.echo(to_json({"requeued": count}) if format is Format.json else f"requeued {count} failed message(s)")
+            return
         rows = crm.outbox(status=status, limit=limit)
     if format is Format.json:
         typer.echo(to_json(rows))

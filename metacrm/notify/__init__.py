@@ -28,6 +28,13 @@ class DeliveryMixin:
         self._ready()
         return outbox.messages(self.engine, self.storage, status=status, limit=limit)
 
+    def retry_outbox(self, ids=None, *, now=None) -> int:
+        """Send failed messages (all, or those of ``ids``) again: see :func:`outbox.retry`."""
+        from . import outbox
+
+        self._ready()
+        return outbox.retry(self.engine, self.storage, ids=ids, now=now)
+
     def outbox_counts(self) -> dict[str, int]:
         """How many outbox messages there are in each status."""
         from . import outbox

@@ -201,6 +201,22 @@ def messages(engine, storage, *, status: str | None = None, limit: int | None = 
         return [dict(r) for r in conn.execute(query).mappings()]
 
 
+def retry(engine, storage, *, ids: Sequence[int] | None = None, now: dt.datetime | None = None) -> int:
+    """Give failed messages (all, or those of ``ids``) a new series of attempts: back to
+    ``pending``, due at ``now``, attempts counted from 0 (``last_error`` is kept until the next
+    outcome). Messages in any other status are left alone. Returns how many were requeued."""
+    table = storage.outbox_table
+    stmt = (
+        update(table)
+        .where(table.c.status == "failed")
+        .values(status="pending", attempts=0, next_attempt_at=now or now_utc(), claimed_until=None)
+    )
+    if ids is not None:
+        stmt = stmt.where(table.c.id.in_(list(ids)))
+    with writing(engine) as conn:
+        return conn.execute(stmt).rowcount
+
+
 def counts(engine, storage) -> dict[str, int]:
     """How many messages there are in each status."""
     from ..runtime.engine import reading
