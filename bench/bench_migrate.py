@@ -53,7 +53,7 @@ from sqlalchemy import Column, MetaData, Table, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_records import fresh_url, pg_reachable, print_table, shown_pg_url  # noqa: E402
+from bench_records import dialects_to_run, fresh_url, print_table  # noqa: E402
 
 import metacrm  # noqa: E402
 
@@ -450,14 +450,7 @@ def main() -> None:
     if args.quick:
         args.repeat = min(args.repeat, 1)
 
-    dialects = ["sqlite", "postgresql"] if args.db == "both" else [args.db]
-    if "postgresql" in dialects:
-        problem = pg_reachable()
-        if problem:
-            if args.db == "postgresql":
-                sys.exit(f"PostgreSQL at {shown_pg_url()} is unreachable: {problem}")
-            print(f"skipping PostgreSQL ({shown_pg_url()} unreachable: {problem})")
-            dialects.remove("postgresql")
+    dialects = dialects_to_run(args.db)
 
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores; medians; ratio = metacrm / raw (times)")
     print(f"load average at start: {os.getloadavg()[0]:.1f} (other processes on the machine skew absolute numbers)")

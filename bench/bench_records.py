@@ -75,6 +75,20 @@ def pg_reachable() -> str | None:
     return None
 
 
+def dialects_to_run(db: str) -> list[str]:
+    """The dialects ``--db`` asks for; with ``both``, PostgreSQL is skipped (said) when it is
+    unreachable, and with ``postgresql`` an unreachable server ends the run."""
+    dialects = ["sqlite", "postgresql"] if db == "both" else [db]
+    if "postgresql" in dialects:
+        problem = pg_reachable()
+        if problem:
+            if db == "postgresql":
+                sys.exit(f"PostgreSQL at {shown_pg_url()} is unreachable: {problem}")
+            print(f"skipping PostgreSQL ({shown_pg_url()} unreachable: {problem})")
+            dialects.remove("postgresql")
+    return dialects
+
+
 @contextmanager
 def fresh_url(dialect: str, tmp: Path):
     """The URL of an empty database; removed afterwards."""
@@ -510,14 +524,7 @@ def main() -> None:
     if quick:
         args.repeat = min(args.repeat, 1)
 
-    dialects = ["sqlite", "postgresql"] if args.db == "both" else [args.db]
-    if "postgresql" in dialects:
-        problem = pg_reachable()
-        if problem:
-            if args.db == "postgresql":
-                sys.exit(f"PostgreSQL at {shown_pg_url()} is unreachable: {problem}")
-            print(f"skipping PostgreSQL ({shown_pg_url()} unreachable: {problem})")
-            dialects.remove("postgresql")
+    dialects = dialects_to_run(args.db)
 
     print(
         f"python {sys.version.split()[0]}, {os.cpu_count()} cores; medians; ratio = metacrm / raw "

@@ -51,10 +51,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_records import (  # noqa: E402
     MODEL,
+    dialects_to_run,
     fresh_url,
     per_op_medians,  # noqa: E402
-    pg_reachable,
-    pg_url,
 )
 from bench_records import print_table as records_table  # noqa: E402
 
@@ -592,14 +591,7 @@ def main() -> None:
     args.history_repeat = 1 if quick else 3
     args.board_repeat = 20 if quick else 100
 
-    dialects = ["sqlite", "postgresql"] if args.db == "both" else [args.db]
-    if "postgresql" in dialects:
-        problem = pg_reachable()
-        if problem:
-            if args.db == "postgresql":
-                sys.exit(f"PostgreSQL at {pg_url()} is unreachable: {problem}")
-            print(f"skipping PostgreSQL ({pg_url()} unreachable: {problem})")
-            dialects.remove("postgresql")
+    dialects = dialects_to_run(args.db)
 
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores; medians; ratio = metacrm / raw (lower is better)")
     print(f"load average at start: {os.getloadavg()[0]:.1f} (other processes on the machine skew absolute numbers)")
