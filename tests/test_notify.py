@@ -422,7 +422,7 @@ def test_cli_deliver_and_outbox(db_url, model_path, smtp_server, http_server) ->
     result = runner.invoke(app, ["outbox", "--status", "lost", *common])
     assert result.exit_code == 2 and "statuses: pending, sending, sent, failed" in result.output
     result = runner.invoke(app, ["deliver", "--smtp", "http://nope", *common])
-    assert result.exit_code == 1 and "SMTP URL" in result.output and "Traceback" not in result.output
+    assert result.exit_code == 2 and "SMTP URL" in result.output and "Traceback" not in result.output
     result = runner.invoke(app, ["deliver", "--format", "json", *common], env={"METACRM_SMTP_URL": ""})
     assert result.exit_code == 0 and json.loads(result.stdout)["sent"] == 0  # the webhook waits for its retry
 

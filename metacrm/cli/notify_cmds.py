@@ -52,6 +52,15 @@ def deliver(
     JSON. A failed attempt is retried later with backoff (1, 2, 4 ... minutes); each message
     has a status (pending, sending, sent, failed). Delivery is at least once: receivers can
     drop repeats by the Message-ID / Idempotency-Key."""
+    from ..errors import ValidationError
+    from ..notify import SmtpSettings
+    from .common import usage_error
+
+    if smtp:
+        try:  # a malformed URL is bad usage (exit 2), found before the database is opened
+            SmtpSettings.from_url(smtp)
+        except ValidationError as exc:
+            usage_error(str(exc))
     with opened(model, db) as crm:
         summary = crm.deliver(
             smtp=smtp or None,
