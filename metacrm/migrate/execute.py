@@ -323,7 +323,8 @@ def _clone_schema(rehearsal, conn, old_metadata) -> None:
         order = {"table": 0, "index": 1, "view": 2, "trigger": 3}
         for _type, _name, sql in sorted(rows, key=lambda r: order.get(r[0], 4)):
             rehearsal.exec_driver_sql(sql)
-        if conn.exec_driver_sql("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'").first() is not None:
+        has_sequence = "SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'"
+        if conn.exec_driver_sql(has_sequence).first() and rehearsal.exec_driver_sql(has_sequence).first():
             sequences = conn.exec_driver_sql("SELECT name, seq FROM sqlite_sequence").all()
             if sequences:  # the highest ids ever used, which a rebuild keeps (see ids.py)
                 rehearsal.exec_driver_sql("DELETE FROM sqlite_sequence")
