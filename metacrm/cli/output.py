@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import io
 import json
@@ -48,12 +47,17 @@ def to_json(doc) -> str:
 
 
 def to_csv(rows: list[dict], columns: list[str] | None = None) -> str:
+    """Rows as CSV; no cell a spreadsheet would run as a formula (a number keeps its minus)."""
+    from ..io.csv_cells import is_number, neutralise
+    from ..io.csv_cells import writer as csv_writer
+
     columns = columns or (list(rows[0]) if rows else [])
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(columns)
+    writer = csv_writer(buf)
+    writer.writerow([neutralise(str(c)) for c in columns])
     for row in rows:
-        writer.writerow([plain(row.get(c)) for c in columns])
+        values = [row.get(c) for c in columns]
+        writer.writerow([plain(v) if is_number(v) else neutralise(plain(v)) for v in values])
     return buf.getvalue()
 
 

@@ -48,6 +48,8 @@ original cells; kinds are ``rejected`` and ``unresolved`` (the row was not impor
 Writing. ``export_csv`` writes ``id``, the fields, the links (target ids; many-links ``1,4``,
 polymorphic ``deal:5``), ``owner``, ``pipeline`` (entities with several), ``stage``, one page
 of records at a time. Import it back with ``import_stages=True`` when it has a stage column.
+No cell starts as a spreadsheet formula: a text starting with ``= + - @``, tab or carriage
+return is written with a quote in front, which the import removes (``csv_cells.py``).
 """
 
 from __future__ import annotations
@@ -70,6 +72,8 @@ from typing import Any
 from ..errors import DuplicateWarning, FieldIssue, NotFound, ValidationError
 from ..model.metamodel import Entity, Link
 from ..model.suggest import did_you_mean, listing
+from .csv_cells import NUMERIC_TYPES, neutralise, restore, unterminated_quote
+from .csv_cells import writer as csv_writer
 
 PAGE_SIZE = 1000  # records per page of an export
 PROGRESS_STEP = 500  # records between progress calls
@@ -185,11 +189,12 @@ class ImportResult:
         """The report CSV: row, kind, column, value, reason, then the row's original cells."""
         issues = sorted([*self.rejected, *self.notes], key=lambda i: (i.row, _KIND_ORDER.get(i.kind, 9)))
         with open(path, "w", encoding="utf-8", newline="") as out:
-            writer = csv.writer(out, lineterminator="\n")
+            writer = csv_writer(out)
             writer.writerow([*REPORT_HEADER, *self.header])
             for issue in issues:
                 cells = self.cells.get(issue.row, [])
-                writer.writerow([issue.row, issue.kind, issue.column or "", issue.value or "", issue.reason, *cells])
+                texts = [issue.column or "", issue.value or "", issue.reason, *cells]
+                writer.writerow([issue.row, issue.kind, *map(neutralise, texts)])
         self.report_path = os.fspath(path)
 
 
@@ -224,8 +229,30 @@ def sniff_delimiter(line: str) -> str:
     return best if counts[best] else ","
 
 
+class _Lines:
+    """The lines handed to the csv reader, those of the record being read kept (the reader
+    reads no further than the record it returns)."""
+
+    def __init__(self, lines):
+        self.lines = lines
+        self.record: list[str] = []
+
+    def __iter__(self):
+        for line in self.lines:
+            self.record.append(line)
+            yield line
+
+    def taken(self) -> list[str]:
+        record, self.record = self.record, []
+        return record
+
+
 def read_csv(source) -> tuple[str, list[str], list[tuple[int, list[str]]]]:
-    """(file name, header, [(line, cells)]) of a path or a text or binary file object."""
+    """(file name, header, [(line, cells)]) of a path or a text or binary file object.
+
+    Cells are read back as :func:`export_csv` wrote them (``'=1+2`` is ``=1+2``: see
+    ``csv_cells.py``). A quoted value whose closing quote is missing (it would swallow the
+    rest of the file) is refused, naming the line where it opens."""
     wrapper = None
     if isinstance(source, str | os.PathLike):
         name = os.fspath(source)
@@ -246,14 +273,23 @@ def read_csv(source) -> tuple[str, list[str], list[tuple[int, list[str]]]]:
         first = first.removeprefix("\ufeff")
         if not first.strip():
             raise ValidationError(f"{name} is empty: its first line must name the columns")
-        reader = csv.reader(itertools.chain([first], stream), delimiter=sniff_delimiter(first))
+        delimiter = sniff_delimiter(first)
+        lines = _Lines(itertools.chain([first], stream))
+        reader = csv.reader(lines, delimiter=delimiter)
         header = [cell.strip() for cell in next(reader)]
         rows: list[tuple[int, list[str]]] = []
-        last = reader.line_num
+        start, last, record = 1, reader.line_num, lines.taken()
         for cells in reader:
-            line, last = last + 1, reader.line_num
+            line, last, record = last + 1, reader.line_num, lines.taken()
+            start = line
             if any(cell.strip() for cell in cells):
-                rows.append((line, cells))
+                rows.append((line, [restore(cell) for cell in cells]))
+        opened = unterminated_quote(record, delimiter)  # only the last record can run to the end of the file
+        if opened is not None:
+            raise ValidationError(
+                f"{name}:{start + opened}: a quoted value opened on this line is never closed, so the rest of the "
+                'file would be read as one cell: add the closing quote (a quote inside a quoted value is written "")'
+            )
     except UnicodeDecodeError as exc:
         raise ValidationError(
             f"{name} is not UTF-8 text (byte {exc.object[exc.start : exc.start + 1]!r} at offset {exc.start}); "
@@ -1119,10 +1155,14 @@ def export_csv(
     try:
         pages = _pages(crm, ent.name, where, params, order_by, max(1, int(page_size)))
         first = next(pages, [])  # a bad filter fails before the header is written
-        writer = csv.writer(out, lineterminator="\n")
+        writer = csv_writer(out)
         writer.writerow([name for name, _ in columns])
-        for page in itertools.chain([first], pages):
-            writer.writerows([fmt(record.get(name)) for name, fmt in columns] for record in page)
+        numeric = [name in ent.fields and ent.fields[name].type in NUMERIC_TYPES for name, _ in columns]
+        cells = list(zip(columns, numeric, strict=True))
+        for page in itertools.chain([first], pages):  # no cell a spreadsheet would run as a formula
+            writer.writerows(
+                [neutralise(fmt(record.get(name)), numeric=num) for (name, fmt), num in cells] for record in page
+            )
             count += len(page)
     finally:
         if wrapper is not None:

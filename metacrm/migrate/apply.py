@@ -31,6 +31,7 @@ from ..model.metamodel import Model
 from ..runtime.engine import WRITE, reading
 from .execute import online, run_actions
 from .history import model_from_record, record, recorded_row
+from .ids import reusing_tables
 from .lock import holder_text, pg_lock, sqlite_lock
 from .plan import plan_migration
 from .steps import Plan
@@ -47,11 +48,12 @@ def default_user() -> str:
 def plan_for_database(
     conn, model: Model, *, allow_data_loss: bool = False, user: str | None = None, count_all: bool = True
 ) -> Plan:
-    """The plan from the model the database records to ``model`` (empty when they agree).
+    """The plan from the model the database records to ``model`` (empty when they agree and
+    no entity table can reuse ids, see ``ids.py``).
     ``count_all=False`` (applying) skips the counts that only inform (rows of a table that
     gains an optional field) and keeps those that decide a refusal."""
     row = recorded_row(conn)
-    if row is not None and row["sha256"] == model.sha256:
+    if row is not None and row["sha256"] == model.sha256 and not reusing_tables(conn, model):
         return Plan(
             model=model.name,
             old_sha256=row["sha256"],

@@ -26,16 +26,21 @@ DROP_CONSTRAINT, DROP_COLUMN, ALTER_COLUMN, ADD_CONSTRAINT = 0, 1, 2, 3
 
 @dataclass
 class Live:
-    """The tables and columns the database holds (from the inspector, or the old model)."""
+    """The tables and columns the database holds (from the inspector, or the old model), and
+    the SQLite tables created without AUTOINCREMENT (``plain_ids``, see ``ids.py``)."""
 
     tables: dict[str, set[str]] = field(default_factory=dict)
+    plain_ids: set[str] = field(default_factory=set)
 
     @classmethod
     def from_connection(cls, conn) -> Live:
         from sqlalchemy import inspect
 
+        from .ids import plain_id_tables
+
         insp = inspect(conn)
-        return cls({name: {c["name"] for c in insp.get_columns(name)} for name in insp.get_table_names()})
+        tables = {name: {c["name"] for c in insp.get_columns(name)} for name in insp.get_table_names()}
+        return cls(tables, plain_id_tables(conn))
 
     @classmethod
     def from_storage(cls, storage: Storage | None) -> Live:

@@ -20,7 +20,7 @@ from sqlalchemy import delete, literal
 from ..model.metamodel import Entity, Model
 from ..storage import naming
 from ..storage.types import now_utc
-from . import members, names, pipelines
+from . import ids, members, names, pipelines
 from .context import DESTRUCTIVE, SAFE, Ctx, Live, Phase, Step, match, values_table
 from .derived import recompute_steps
 from .execute import inline_contributions, rebuild_step
@@ -52,6 +52,7 @@ def diff_models(
         similar = [n for n in added if _similar(old.entities[name], new.entities[n])]
         _remove_entity(ctx, old.entities[name], similar)
     _system_tables(ctx)
+    ids.plan_steps(ctx)
     _finish(ctx)
     recompute_steps(ctx)
     _record(ctx)
@@ -85,6 +86,7 @@ def _add_entity(ctx: Ctx, entity: Entity) -> None:
             "model version); give the entity another name"
         )
     step.measure = _zero
+    ids.seed_new_entity(ctx, step, entity.name)
 
 
 def _zero(conn, step: Step) -> None:
@@ -244,8 +246,11 @@ def _finish(ctx: Ctx) -> None:
         for c in step.contributions:
             by_table.setdefault(c.table, []).append(c)
             entity_of.setdefault(c.table, step.entity)
+    entity_tables = {naming.table_name(e): e for e in ctx.new.entities}
     for table, contributions in by_table.items():
-        step = ctx.add(rebuild_step(table, entity_of[table], contributions))
+        entity = entity_tables.get(table)
+        ids_of = (entity, ids.references(ctx.new, entity)) if entity else None
+        step = ctx.add(rebuild_step(table, entity_of[table], contributions, ids_of=ids_of))
         old = next((c.old_table for c in contributions if c.old_table), None)
         step.measure = ctx.count_rows(old) if old and ctx.live_has_table(old) else _zero
 

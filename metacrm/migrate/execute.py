@@ -112,8 +112,13 @@ class TableOps:
         self.op.drop_index(name, table_name=self.table)
 
 
-def rebuild_step(table: str, entity: str | None, contributions: list[Contribution]) -> Step:
-    """The one SQLite rebuild of ``table`` carrying every contribution made to it."""
+def rebuild_step(table: str, entity: str | None, contributions: list[Contribution], *, ids_of=None) -> Step:
+    """The one SQLite rebuild of ``table`` carrying every contribution made to it.
+
+    ``ids_of`` (an entity's table: the entity and the places naming its records by id, see
+    ``ids.references``): the table is rebuilt with AUTOINCREMENT and its sequence set to the
+    highest id ever used, so that a rebuild never lets a deleted record's id be given again."""
+    from . import ids
     from .steps import SAFE
 
     reasons = "; ".join(dict.fromkeys(c.why for c in contributions))
@@ -145,9 +150,14 @@ def rebuild_step(table: str, entity: str | None, contributions: list[Contributio
                 transfer["expr"] = literal_column(expr)
 
         impl.cast_for_batch_migrate = convert
+        used = ids.sequence_value(ex.conn, table) if ids_of else 0  # dropped with the old table
         try:
             with ex.op.batch_alter_table(
-                table, recreate="always", naming_convention=NAMING, reflect_args=_foreign_key_columns(ex.conn, table)
+                table,
+                recreate="always",
+                naming_convention=NAMING,
+                reflect_args=_foreign_key_columns(ex.conn, table),
+                table_kwargs={"sqlite_autoincrement": True} if ids_of else {},
             ) as batch:
                 for c in sorted(contributions, key=lambda c: c.order):
                     c.run(batch, ex)
@@ -156,6 +166,8 @@ def rebuild_step(table: str, entity: str | None, contributions: list[Contributio
             ex.conversions = {}
         for sql in triggers:
             ex.conn.exec_driver_sql(sql)
+        if ids_of:
+            ids.seed_sqlite(ex, table, *ids_of, floor=used)
 
     step.act(Phase.ALTER, run)
     return step
@@ -311,6 +323,13 @@ def _clone_schema(rehearsal, conn, old_metadata) -> None:
         order = {"table": 0, "index": 1, "view": 2, "trigger": 3}
         for _type, _name, sql in sorted(rows, key=lambda r: order.get(r[0], 4)):
             rehearsal.exec_driver_sql(sql)
+        has_sequence = "SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'"
+        if conn.exec_driver_sql(has_sequence).first() and rehearsal.exec_driver_sql(has_sequence).first():
+            sequences = conn.exec_driver_sql("SELECT name, seq FROM sqlite_sequence").all()
+            if sequences:  # the highest ids ever used, which a rebuild keeps (see ids.py)
+                rehearsal.exec_driver_sql("DELETE FROM sqlite_sequence")
+                rows = [tuple(r) for r in sequences]
+                rehearsal.exec_driver_sql("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", rows)
     elif old_metadata is not None:
         old_metadata.create_all(rehearsal)
 

@@ -14,6 +14,7 @@ from ..storage.types import now_utc
 from .context import Live
 from .diff import diff_models
 from .execute import render
+from .ids import reusing_tables
 from .steps import Plan
 
 DIALECTS = ("sqlite", "postgresql")
@@ -36,7 +37,8 @@ def plan_migration(
     With ``conn`` (a connection to the database holding ``old``) every step is counted on the
     live data (rows affected, duplicates, NULLs...) and refused where the data does not allow
     it; without it the plan is the model diff alone, for ``dialect`` (default sqlite).
-    Nothing is written. ``sql=False`` skips compiling the SQL; ``count_all=False`` skips the
+    The same model on a database that can still reuse ids (``ids.py``) gets the rebuilds
+    that stop it. Nothing is written. ``sql=False`` skips compiling the SQL; ``count_all=False`` skips the
     counts that decide nothing (a step's ``informational`` measure), which keeps applying an
     optional new field O(1) whatever the size of its table.
     """
@@ -45,7 +47,7 @@ def plan_migration(
     dialect = dialect or "sqlite"
     if dialect not in DIALECTS:
         raise MigrationError(f"unsupported dialect '{dialect}': use {' or '.join(DIALECTS)}")
-    if old is not None and old.sha256 == new.sha256:
+    if old is not None and old.sha256 == new.sha256 and (conn is None or not reusing_tables(conn, new)):
         return Plan(
             model=new.name,
             old_sha256=old.sha256,

@@ -161,7 +161,24 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
                 f"applied {recorded['applied_at']:%Y-%m-%d %H:%M}) than {self.model.name} "
                 f"(sha256 {self.model.sha256[:12]}): run `metacrm migrate` (`metacrm migrate --dry-run` shows the plan)"
             )
+        self._reusing_ids()
         self._state = "current"
+
+    def _reusing_ids(self) -> None:
+        """SQLite: refuse a database whose entity tables were created without AUTOINCREMENT (by
+        an earlier metacrm): a new record could get a deleted one's id and inherit its past."""
+        if self.engine.dialect.name != "sqlite":
+            return
+        from ..migrate.ids import reusing_tables
+
+        with self._reading() as conn:
+            tables = reusing_tables(conn, self.model)
+        if tables:
+            self._state = "other"
+            raise MigrationError(
+                f"the database was made by an earlier metacrm: its tables {', '.join(tables)} can give the id of a "
+                "deleted record to a new one: run `metacrm migrate` (`metacrm migrate --dry-run` shows the plan)"
+            )
 
     def migrate(self, *, dry_run: bool = False, allow_data_loss: bool = False, lock_wait: float = 30.0):
         """Bring the database to the model and record it; returns the plan (a list of steps;

@@ -21,6 +21,10 @@ The history table is indexed by record (``entity, record_id, at``), by the stage
 times in order from the index alone). A staged table has, besides ``(stage, pipeline)`` and
 ``(stage, <amount>)`` for the board, ``([pipeline,] stage, reached[, <amount>])``: the
 funnel's GROUP BY reads only that index.
+
+Entity tables are created with ``AUTOINCREMENT`` on SQLite, so that the id of a deleted record
+is never given to a new one (which would inherit its journal, notes and stage history; see
+``migrate/ids.py``); PostgreSQL's BIGSERIAL sequences never give a value twice.
 """
 
 from __future__ import annotations
@@ -213,7 +217,8 @@ def _entity_table(entity: Entity, model: Model, storage: Storage) -> Table:
         uq = naming.unique_name(name, cols)
         constraints.append(UniqueConstraint(*cols, name=uq))
         storage.unique_constraints[uq] = (entity.name, tuple(names))
-    table = Table(name, storage.metadata, *columns, *constraints)
+    # AUTOINCREMENT on SQLite: a deleted record's id is never given to a new one (migrate/ids.py)
+    table = Table(name, storage.metadata, *columns, *constraints, sqlite_autoincrement=True)
     seen = set()
     for cols in indexes:
         if cols in seen:
