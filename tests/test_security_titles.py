@@ -178,6 +178,11 @@ def test_notifications_are_rendered_for_each_user(world) -> None:
     assert anna["body"] == "Deal Anna one for (hidden) ((hidden)); partners: (hidden), Visible Ltd"
     assert boss["body"] == "Deal Anna one for Hidden Corp (s3cr3t-value); partners: Hidden Corp, Visible Ltd"
     assert metacrm.HIDDEN == "(hidden)"
+    # the outbox as a user: only the messages rendered for that user (boss's names the client)
+    mine = crm.as_user("anna").outbox()
+    assert [m["recipient"] for m in mine] == ["anna@example.com"] and leaks(mine) == []
+    assert crm.as_user("gleb").outbox() == []
+    assert {m["recipient"] for m in crm.outbox()} == {"anna@example.com", "boss@example.com"}
 
 
 def cli(url: str, *args: str) -> str:
