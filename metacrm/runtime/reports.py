@@ -72,7 +72,8 @@ the same way from the history.
 
 The group report (``crm.report_group``, ``metacrm report group``) counts records, and sums a
 money or number field, grouped by a field (choice, text, boolean, integer, ``owner``,
-``stage``, ``pipeline``, or a single link, shown by the target's title), optionally by period
+``stage``, ``pipeline``, or a single link, shown by the target's title; the targets the acting
+user may not read are one group, ``"hidden": true``: docs/hidden.md), optionally by period
 (``month`` "2024-03" or ``quarter`` "2024-Q1") of ``created_at`` or of another date or
 datetime (``date``: a field, or ``closed_at``, ``stage_entered_at``, ``updated_at``), in UTC.
 ``date_from`` / ``date_to`` filter on that same date. Rows come ordered by period (records
