@@ -31,6 +31,14 @@ def connect(model, url: str = "sqlite:///crm.db", *, user: str | None = None):
     return _connect(model, url, user=user)
 
 
+def __getattr__(name: str):
+    if name == "HIDDEN":  # what text output shows for the title of a record the user may not read
+        from .runtime.titles import HIDDEN
+
+        return HIDDEN
+    raise AttributeError(f"module 'metacrm' has no attribute {name!r}")
+
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -39,6 +47,7 @@ __all__ = [
     "DataError",
     "DuplicateWarning",
     "ExpressionError",
+    "HIDDEN",
     "MetaCRMError",
     "MigrationError",
     "Model",

@@ -25,6 +25,7 @@ def test_public_api_is_frozen() -> None:
             "DataError",
             "DuplicateWarning",
             "ExpressionError",
+            "HIDDEN",
             "MetaCRMError",
             "MigrationError",
             "Model",

@@ -25,7 +25,7 @@ from ..runtime import journal
 from ..storage.types import now_utc
 from . import DEFAULT_DEPTH
 from .compiled import Compiled, Rule, recipient_kind
-from .context import linked, load_links, load_records, path_values, render, resolve
+from .context import hidden_from, linked, load_links, load_records, path_values, render, resolve
 
 DEPTH_ENV = "METACRM_AUTOMATION_DEPTH"
 
@@ -74,18 +74,31 @@ class _Run:
 
     @property
     def users(self) -> dict[str, dict]:
-        """login -> {"email", "roles"}: the users table, read once per batch (it is small)."""
+        """login -> {"email", "roles", "team"}: the users table, read once per batch (it is small)."""
         if self._users is None:
             table = self.storage.user_table
             rows = self.conn.execute(select(table).order_by(table.c.login)).mappings()
             self._users = {
-                r["login"]: {"email": r.get("email"), "roles": {x for x in (r["roles"] or "").split(",") if x}}
+                r["login"]: {
+                    "email": r.get("email"),
+                    "roles": {x for x in (r["roles"] or "").split(",") if x},
+                    "team": r.get("team"),
+                }
                 for r in rows
             }
         return self._users
 
     def with_role(self, role: str) -> list[str]:
         return [login for login, u in self.users.items() if role in u["roles"]]
+
+    def hidden_for(self, login: str, links: Mapping) -> frozenset:
+        """The linked records (``(entity, id)``) user ``login`` may not read."""
+        from ..runtime.access import Actor
+
+        user = self.users[login]
+        actor = Actor(login, frozenset(user["roles"]), user["team"])
+        members = {u for u, info in self.users.items() if user["team"] and info["team"] == user["team"]} | {login}
+        return hidden_from(self.model, actor, links, members)
 
 
 def fire(crm, conn, compiled: Compiled, firings: Sequence[Firing], *, checked: bool = False, now=None) -> int:
@@ -303,17 +316,32 @@ def _move(run: _Run, actor, f: Firing, entity: Entity, record, spec) -> dict | N
 def _notify(run: _Run, f: Firing, entity: Entity, record, links, index, spec, notes) -> None:
     auto = f.automation
     parts = run.compiled.templates[(auto.name, index, "template")]
-    body = render(run.model, entity, parts, record, links)
     subject_parts = run.compiled.templates.get((auto.name, index, "subject"))
-    subject = render(run.model, entity, subject_parts, record, links) if subject_parts else (auto.label or auto.name)
+    rendered: dict[frozenset, tuple[str, str]] = {}
+
+    def texts(hidden: frozenset) -> tuple[str, str]:
+        """Subject and body with the ``hidden`` linked records shown as hidden (once per set)."""
+        if hidden not in rendered:
+            body = render(run.model, entity, parts, record, links, hidden)
+            subject = (
+                render(run.model, entity, subject_parts, record, links, hidden)
+                if subject_parts
+                else (auto.label or auto.name)
+            )
+            rendered[hidden] = (subject, body)
+        return rendered[hidden]
+
     rows: list[dict] = []
     seen: set[tuple[str, str]] = set()
     stamp = now_utc()  # the real time, also under a tick told another `now`
 
-    def add(channel: str, recipient: str) -> None:
+    def add(channel: str, recipient: str, login: str | None = None) -> None:
+        """A message to a user (``login``) shows no title or field of a linked record the user
+        may not read; one to an address the model names (or a webhook) is rendered in full."""
         if (channel, recipient) in seen:
             return
         seen.add((channel, recipient))
+        subject, body = texts(run.hidden_for(login, links) if login is not None else frozenset())
         payload = None
         if channel == "webhook":
             payload = {
@@ -352,21 +380,22 @@ def _notify(run: _Run, f: Firing, entity: Entity, record, links, index, spec, no
             elif not (run.users.get(owner) or {}).get("email"):
                 skipped(to, f"user '{owner}' has no e-mail")
             else:
-                add("email", run.users[owner]["email"])
+                add("email", run.users[owner]["email"], owner)
         elif kind == "role":
             logins = run.with_role(value)
             addresses = [run.users[u]["email"] for u in logins if run.users[u]["email"]]
             if not addresses:
                 skipped(to, f"no user with role '{value}' has an e-mail")
-            for address in addresses:
-                add("email", address)
+            for login in logins:
+                if run.users[login]["email"]:
+                    add("email", run.users[login]["email"], login)
         elif kind == "user":
             if value not in run.users:
                 skipped(to, f"no user '{value}'")
             elif not run.users[value]["email"]:
                 skipped(to, f"user '{value}' has no e-mail")
             else:
-                add("email", run.users[value]["email"])
+                add("email", run.users[value]["email"], value)
         elif kind == "email_path":
             addresses = [str(a) for a in path_values(record, links, value)]
             if not addresses:

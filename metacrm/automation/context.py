@@ -18,10 +18,13 @@ from sqlalchemy import select
 
 from ..model.metamodel import Entity, Model
 from ..runtime import records as rec
+from ..runtime.access import readable
+from ..runtime.titles import HIDDEN, title_text
 from ..storage import naming
 from .compiled import TITLE, relative_seconds
 
 EMPTY = "—"  # what a placeholder shows for no value
+OWNER = "_owner"  # a linked record's owner, as a key of the linked dicts
 _SYSTEM = ("id", "owner", "stage", "pipeline", "created_at", "updated_at")
 
 
@@ -46,6 +49,8 @@ def _columns(model: Model, storage, target: str, fields: Iterable[str]) -> list:
     ent = model.entities[target]
     table = storage.table(target)
     cols = [table.c.id.label("id")]
+    if ent.owner:  # whose it is: a notification to a user hides what the user may not read
+        cols.append(table.c.owner.label(OWNER))
     for name in sorted(set(fields)):
         if name == TITLE:
             if ent.title:
@@ -160,18 +165,24 @@ def show(model: Model, entity: Entity, name: str, value, record: Mapping | None 
     return str(value)
 
 
-def _titles(items: list, model: Model) -> str:
+def _titles(items: list, hidden: frozenset) -> str:
     if not items:
         return EMPTY
     out = []
     for item in items:
-        title = item.get(TITLE)
-        out.append(str(title) if title not in (None, "") else f"{item['_entity']} {item['id']}")
+        if (item["_entity"], item["id"]) in hidden:
+            out.append(HIDDEN)
+        else:
+            out.append(title_text(item["_entity"], item["id"], item.get(TITLE)))
     return ", ".join(out)
 
 
-def render(model: Model, entity: Entity, parts: tuple, record: Mapping, links: Mapping) -> str:
-    """A parsed template filled from the record and its linked records."""
+def render(
+    model: Model, entity: Entity, parts: tuple, record: Mapping, links: Mapping, hidden: frozenset = frozenset()
+) -> str:
+    """A parsed template filled from the record and its linked records; a linked record in
+    ``hidden`` (``(entity, id)`` pairs: what the recipient may not read) shows as HIDDEN,
+    its title and its fields alike."""
     out = []
     for part in parts:
         if isinstance(part, str):
@@ -181,17 +192,32 @@ def render(model: Model, entity: Entity, parts: tuple, record: Mapping, links: M
             if name in entity.fields or name in _SYSTEM:
                 out.append(show(model, entity, name, record.get(name), record))
             else:  # a link or inverse: the titles of what it reaches
-                out.append(_titles(links.get(name, []), model))
+                out.append(_titles(links.get(name, []), hidden))
         else:
             link, name = part
             items = links.get(link, [])
             values = [
-                show(model, model.entities[i["_entity"]], name, i.get(name), i)
+                HIDDEN
+                if (i["_entity"], i["id"]) in hidden
+                else show(model, model.entities[i["_entity"]], name, i.get(name), i)
                 for i in items
-                if i.get(name) not in (None, "", [])
+                if (i["_entity"], i["id"]) in hidden or i.get(name) not in (None, "", [])
             ]
             out.append(", ".join(values) if values else EMPTY)
     return "".join(out)
+
+
+def hidden_from(model: Model, actor, links: Mapping, members: set[str]) -> frozenset:
+    """The ``(entity, id)`` of the linked records (dicts of :func:`linked`) that ``actor`` may
+    not read, decided from their owners as metacrm.runtime.access decides it (``members``:
+    the logins of the actor's team, the actor included)."""
+    out = set()
+    for items in links.values():
+        for item in items:
+            ent = model.entities[item["_entity"]]
+            if not readable(model, actor, ent, item.get(OWNER), members):
+                out.add((ent.name, item["id"]))
+    return frozenset(out)
 
 
 def path_values(record: Mapping, links: Mapping, path: str) -> list:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from .common import refusals, usage_error
-from .output import Format, emit_record, emit_records, to_json, to_pairs
+from .output import Format, emit_record, emit_records, reference_text, to_json, to_pairs
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m", envvar="METACRM_MODEL", help="The model file.")]
 DbOpt = Annotated[str, typer.Option("--db", envvar="METACRM_DB", help="SQLAlchemy database URL.")]
@@ -90,13 +90,13 @@ def get(
     typer.echo(to_pairs(list(card["record"].items())), nl=False)
     for name, value in card["links"].items():
         targets = value if isinstance(value, list) else [value] if value else []
-        shown = ", ".join(f"{t['entity']} {t['id']} «{t['title']}»" for t in targets) or "-"
+        shown = ", ".join(reference_text(t) for t in targets) or "-"
         typer.echo(f"-> {name}: {shown}")
     for name, items in card["related"].items():
         typer.echo(f"<- {name} ({len(items)}):")
         for item in items:
             stage = f" [{item['stage']}]" if "stage" in item else ""
-            typer.echo(f"   {item['entity']} {item['id']} «{item['title']}»{stage}")
+            typer.echo(f"   {reference_text(item)}{stage}")
 
 
 def list_(

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from .common import fail, refusals
-from .output import to_pairs, to_table
+from .output import reference_text, to_pairs, to_table
 
 HIDDEN = ("created_at", "updated_at", "version", "stage_entered_at", "closed_at")
 RELATED_SHOWN = 3
@@ -66,14 +66,14 @@ def _show(trade, flags: str, commands: set[str]) -> None:
     for name, value in card["links"].items():
         targets = value if isinstance(value, list) else [value] if value else []
         if targets:
-            typer.echo(f"-> {name}: " + ", ".join(f"{t['entity']} {t['id']} «{t['title']}»" for t in targets))
+            typer.echo(f"-> {name}: " + ", ".join(reference_text(t) for t in targets))
     for name, items in card["related"].items():
         if not items:
             continue
         typer.echo(f"<- {name} ({len(items)}):")
         for item in items[:RELATED_SHOWN]:
             stage = f" [{item['stage']}]" if "stage" in item else ""
-            typer.echo(f"   {item['entity']} {item['id']} «{item['title']}»{stage}")
+            typer.echo(f"   {reference_text(item)}{stage}")
         if len(items) > RELATED_SHOWN:
             typer.echo(f"   … and {len(items) - RELATED_SHOWN} more")
 

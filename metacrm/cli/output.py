@@ -34,6 +34,23 @@ def plain(value) -> str:
     return str(value)
 
 
+def label_text(label, hidden: bool = False, none: str = "(none)") -> str:
+    """A title or group label as text output shows it: ``(hidden)`` for a record the user may
+    not read (metacrm.runtime.titles.HIDDEN), ``none`` where there is no value."""
+    if hidden:
+        from ..runtime.titles import HIDDEN
+
+        return HIDDEN
+    return none if label is None else str(label)
+
+
+def reference_text(ref: dict) -> str:
+    """A linked record as text: ``client 7 «Acme»``, or ``client 7 (hidden)``."""
+    if ref.get("hidden"):
+        return f"{ref['entity']} {ref['id']} {label_text(None, True)}"
+    return f"{ref['entity']} {ref['id']} «{ref['title']}»"
+
+
 def _json_default(value):
     if isinstance(value, Decimal):
         return str(value)

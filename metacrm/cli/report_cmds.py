@@ -16,7 +16,7 @@ import typer
 
 from .common import fail, usage_error
 from .data_cmds import DEFAULT_DB, DEFAULT_MODEL, AsOpt, DbOpt, ModelOpt, opened
-from .output import Format, plain, to_csv, to_json
+from .output import Format, label_text, plain, to_csv, to_json
 
 WIDTH = 100
 
@@ -104,13 +104,18 @@ def funnel(
     elif format is ReportFormat.csv:
         lead = ["by", "value", "value_label"] if by else []
         rows = [
-            {**({"by": d["by"], "value": d["value"], "value_label": d["label"]} if by else {}), **s}
+            {**({"by": d["by"], "value": d["value"], "value_label": _csv_label(d)} if by else {}), **s}
             for d in docs
             for s in d["stages"]
         ]
         deliver(to_csv(rows, lead + FUNNEL_COLUMNS), output)
     else:
         deliver("\n".join(funnel_table(d) for d in docs) if docs else "(no records)\n", output)
+
+
+def _csv_label(item: dict):
+    """A group's label in CSV: ``(hidden)`` for the group of the link targets the user may not read."""
+    return label_text(None, True) if item.get("hidden") else item["label"]
 
 
 FUNNEL_COLUMNS = [
@@ -122,7 +127,7 @@ FUNNEL_COLUMNS = [
 def funnel_table(doc: dict) -> str:
     head = f"{doc['entity']} · pipeline {doc['pipeline']} · {doc['count']} records"
     if "by" in doc:
-        head = f"{doc['by']}: {doc['label'] if doc['label'] is not None else '(none)'} · " + head
+        head = f"{doc['by']}: {label_text(doc['label'], doc.get('hidden', False))} · " + head
     for key, name in (("from", "from"), ("to", "to"), ("as_of", "as of")):
         if doc[key] is not None:
             head += f" · {name} {plain(doc[key])}"
@@ -172,12 +177,12 @@ def group(
     elif format is ReportFormat.json:
         deliver(to_json(doc) + "\n", output)
     elif format is ReportFormat.csv:
-        deliver(to_csv(doc["rows"], columns), output)
+        deliver(to_csv([{**r, "label": _csv_label(r)} for r in doc["rows"]], columns), output)
     else:
         headers = (["period"] if period else []) + [by, "count"] + ([f"sum of {sum_field}"] if sum_field else [])
         rows = []
         for r in doc["rows"]:
-            label = r["label"] if r["label"] is not None else "(none)"
+            label = label_text(r["label"], r.get("hidden", False))
             row = ([r["period"] or "(no date)"] if period else []) + [_cut(str(label), 40), str(r["count"])]
             rows.append(row + [_money(r["sum"])] if sum_field else row)
         total = ([""] if period else []) + ["total", str(doc["total"]["count"])]

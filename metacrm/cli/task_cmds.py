@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from .data_cmds import DEFAULT_DB, DEFAULT_MODEL, AsOpt, DbOpt, FormatOpt, ModelOpt, opened
-from .output import Format, emit_records, to_json
+from .output import Format, emit_records, label_text, to_json
 
 COLUMNS = ["entity", "id", "title", "due", "priority", "owner", "subject", "state"]
 FLAT = [
@@ -24,6 +24,7 @@ FLAT = [
     "blocked_by",
     "subject",
     "subject_title",
+    "subject_hidden",
 ]
 
 
@@ -41,6 +42,8 @@ def _subject(task: dict) -> str:
     if subject is None:
         return ""
     where = f"{subject['entity']}:{subject['id']}"
+    if task.get("subject_hidden"):
+        return f"{where} {label_text(None, True)}"
     return f"{where} «{task['subject_title']}»" if task["subject_title"] else where
 
 

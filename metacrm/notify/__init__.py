@@ -22,11 +22,16 @@ class DeliveryMixin:
         return deliver(self, **options)
 
     def outbox(self, *, status: str | None = None, limit: int | None = None) -> list[dict]:
-        """Outbox messages, newest first (``status``: pending, sending, sent or failed)."""
+        """Outbox messages, newest first (``status``: pending, sending, sent or failed). A user
+        (not the system) sees only the e-mails addressed to them: each message was rendered for
+        its recipient, and another's may name records this user may not read."""
         from . import outbox
 
         self._ready()
-        return outbox.messages(self.engine, self.storage, status=status, limit=limit)
+        recipient = None
+        if not self.actor.system:
+            recipient = self.user_info(self.user)["email"] or ""
+        return outbox.messages(self.engine, self.storage, status=status, limit=limit, recipient=recipient)
 
     def retry_outbox(self, ids=None, *, now=None) -> int:
         """Send failed messages (all, or those of ``ids``) again: see :func:`outbox.retry`."""

@@ -185,8 +185,11 @@ def mark_failed(
     return status if result.rowcount else "taken"
 
 
-def messages(engine, storage, *, status: str | None = None, limit: int | None = None) -> list[dict]:
-    """Outbox messages, newest first (``status`` filters)."""
+def messages(
+    engine, storage, *, status: str | None = None, limit: int | None = None, recipient: str | None = None
+) -> list[dict]:
+    """Outbox messages, newest first (``status`` filters; ``recipient``: only the e-mails to
+    that address)."""
     from ..runtime.engine import reading
 
     if status is not None and status not in STATUSES:
@@ -195,6 +198,8 @@ def messages(engine, storage, *, status: str | None = None, limit: int | None = 
     query = select(table).order_by(table.c.id.desc())
     if status is not None:
         query = query.where(table.c.status == status)
+    if recipient is not None:
+        query = query.where(table.c.channel == "email", table.c.recipient == recipient)
     if limit is not None:
         query = query.limit(limit)
     with reading(engine) as conn:

@@ -67,6 +67,18 @@ def row_clause(storage, ent: Entity, actor: Actor, action: str = "read"):
     return owner == actor.login
 
 
+def readable(model: Model, actor: Actor, ent: Entity, owner, members: set[str]) -> bool:
+    """Whether ``actor`` may read a record of ``ent`` owned by ``owner``: the rule of
+    :func:`row_clause` in Python (``members``: the logins of the actor's team, the actor
+    included, as :func:`team_members` gives them)."""
+    granted = scope(model, actor, ent.name, "read")
+    if granted == "all":
+        return True
+    if granted == "none" or not ent.owner or owner is None:
+        return False
+    return owner == actor.login if granted == "own" or not actor.team else owner in members
+
+
 def team_members(conn, storage, actor: Actor) -> set[str]:
     if not actor.team:
         return {actor.login} if actor.login else set()

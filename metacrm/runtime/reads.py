@@ -16,6 +16,7 @@ from . import records as rec
 from .access import row_clause
 from .records import link_member as _link_member
 from .records import non_negative as _non_negative
+from .titles import read_titles, reference, title_text
 
 
 class ReadsMixin:
@@ -142,44 +143,43 @@ class ReadsMixin:
             return rec.rows_to_records(conn, self.storage, target_ent, rows)
 
     def titles(self, entity: str, ids: Iterable[int]) -> dict[int, str]:
-        """id -> the record's title (its title field, else '<entity> <id>'), in one query."""
+        """id -> the record's title (its title field, else '<entity> <id>') for the records among
+        ``ids`` the acting user may read; the others (hidden or missing) are left out. One query
+        per batch of ids (metacrm.runtime.titles)."""
         ent = self._entity(entity)
-        ids = sorted({i for i in ids if i is not None})
-        if not ids:
-            return {}
-        table = self.storage.table(ent.name)
-        column = table.c[ent.title] if ent.title else table.c.id
-        query = select(table.c.id, column).where(table.c.id.in_(ids))
-        allowed = row_clause(self.storage, ent, self.actor)
-        if allowed is not None:  # titles of records the user may not read stay hidden
-            query = query.where(allowed)
         with self._reading() as conn:
-            rows = conn.execute(query).all()
-        return {i: (str(t) if t not in (None, "") else f"{ent.name} {i}") for i, t in rows}
+            return read_titles(conn, self.storage, self.actor, ent.name, ids)
 
     def card(self, entity: str, record_id: int, *, limit: int = 50) -> dict:
-        """A record with its links both ways: the record, each link's target(s) with titles,
-        and each inverse list (a client's deals) with titles, up to ``limit`` per list."""
+        """A record with its links both ways: the record, each link's target(s) as
+        ``{"entity", "id", "title", "hidden"}`` (a target the acting user may not read is
+        hidden: title None, hidden True), and each inverse list (a client's deals) with titles,
+        up to ``limit`` per list (only the records the user may read). One title query per
+        target entity."""
         ent = self._entity(entity)
         record = self.get(entity, record_id)
+        wanted: dict[str, set] = {}
+        for link in ent.links.values():
+            value = record[link.name]
+            if link.many:
+                wanted.setdefault(link.target, set()).update(value)
+            elif link.polymorphic and value is not None:
+                wanted.setdefault(value["entity"], set()).add(value["id"])
+            elif value is not None:
+                wanted.setdefault(link.target, set()).add(value)
+        with self._reading() as conn:
+            names = {target: read_titles(conn, self.storage, self.actor, target, ids) for target, ids in wanted.items()}
         links: dict = {}
         for link in ent.links.values():
             value = record[link.name]
             if link.many:
-                names = self.titles(link.target, value)
-                links[link.name] = [{"entity": link.target, "id": i, "title": names.get(i)} for i in value]
+                links[link.name] = [reference(link.target, i, names[link.target]) for i in value]
+            elif value is None:
+                links[link.name] = None
             elif link.polymorphic:
-                links[link.name] = (
-                    None
-                    if value is None
-                    else {**value, "title": self.titles(value["entity"], [value["id"]]).get(value["id"])}
-                )
+                links[link.name] = reference(value["entity"], value["id"], names[value["entity"]])
             else:
-                links[link.name] = (
-                    None
-                    if value is None
-                    else {"entity": link.target, "id": value, "title": self.titles(link.target, [value]).get(value)}
-                )
+                links[link.name] = reference(link.target, value, names[link.target])
         related: dict = {}
         for name, inv in ent.inverses.items():
             source = self.model.entities[inv.source]
@@ -188,7 +188,8 @@ class ReadsMixin:
                 {
                     "entity": inv.source,
                     "id": r["id"],
-                    "title": (r.get(source.title) if source.title else None) or f"{inv.source} {r['id']}",
+                    "title": title_text(inv.source, r["id"], r.get(source.title) if source.title else None),
+                    "hidden": False,
                     **({"stage": r["stage"]} if source.has_stages else {}),
                 }
                 for r in rows

@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 
-from sqlalchemy import false, literal, or_, select, true
+from sqlalchemy import false, or_, select, true
 
 from ..errors import FieldIssue, ValidationError
 from ..model.metamodel import Entity, Model, TaskSpec
@@ -89,7 +89,8 @@ class TasksMixin:
         those whose owner (the responsible user) is that login, ``entity`` only that task
         list. Each: ``{"entity", "id", "title", "due", "priority", "owner", "done",
         "overdue", "blocked", "blocked_by" (the open blockers' ids), "subject" ({"entity",
-        "id"} or None), "subject_title", "record"}``."""
+        "id"} or None), "subject_title", "subject_hidden" (the subject is a record the acting user
+        may not read: no title), "record"}``."""
         self._ready()
         lists = task_entities(self.model)
         if entity is not None:
@@ -156,6 +157,7 @@ class TasksMixin:
                     "blocked_by": waiting,
                     "subject": subject,
                     "subject_title": None,
+                    "subject_hidden": False,
                     "record": record,
                 }
             )
@@ -183,14 +185,20 @@ class TasksMixin:
         return found
 
     def _subject_titles(self, tasks: list[dict]) -> None:
+        """Each task's ``subject_title`` and ``subject_hidden`` (a subject the acting user may not
+        read shows no title: metacrm.runtime.titles); one query per subject entity."""
+        from .titles import read_titles
+
         by_entity: dict[str, set[int]] = {}
         for task in tasks:
             if task["subject"] is not None:
                 by_entity.setdefault(task["subject"]["entity"], set()).add(task["subject"]["id"])
-        titles = {name: self.titles(name, ids) for name, ids in by_entity.items()}  # one query per entity
+        with self._reading() as conn:
+            titles = {name: read_titles(conn, self.storage, self.actor, name, ids) for name, ids in by_entity.items()}
         for task in tasks:
             if task["subject"] is not None:
                 task["subject_title"] = titles[task["subject"]["entity"]].get(task["subject"]["id"])
+                task["subject_hidden"] = task["subject_title"] is None
 
 
 # -- the rules on writes ---------------------------------------------------------------------------
@@ -239,19 +247,24 @@ def _refuse_blocked(crm, conn, ent: Entity, closed: list[tuple[int, str]]) -> No
     join = crm.storage.join_table(ent.name, spec.blocked_by)
     table = crm.storage.table(ent.name)
     ids = [i for i, _ in closed]
-    title = table.c[ent.title] if ent.title else literal(None)
     rows = conn.execute(
-        select(join.c.source_id, join.c.target_id, title)
+        select(join.c.source_id, join.c.target_id)
         .join(table, table.c.id == join.c.target_id)
         .where(join.c.source_id.in_(ids), open_clause(table, spec))
         .order_by(join.c.source_id, join.c.target_id)
     ).all()
     if not rows:
         return
+    from .titles import HIDDEN, read_titles
+
+    # a blocker the acting user may not read is named by its id alone, never by its title
+    names = read_titles(conn, crm.storage, crm.actor, ent.name, [t for _, t in rows]) if ent.title else {}
     member = dict(closed)
     waiting: dict[int, list[str]] = {}
-    for source, target, name in rows:
-        waiting.setdefault(source, []).append(f"{target}" + (f" «{name}»" if name else ""))
+    for source, target in rows:
+        name = names.get(target) if ent.title else None
+        shown = f" «{name}»" if name is not None else f" {HIDDEN}" if ent.title else ""
+        waiting.setdefault(source, []).append(f"{target}{shown}")
     first = next(iter(waiting))
     issues = [
         FieldIssue(
