@@ -53,18 +53,34 @@ def scope(model: Model, actor: Actor, entity: str, action: str) -> str:
     return best
 
 
-def row_clause(storage, ent: Entity, actor: Actor, action: str = "read"):
-    """A WHERE condition selecting the records the actor may act on (None: every record)."""
+def row_clause(storage, ent: Entity, actor: Actor, action: str = "read", *, table=None):
+    """A WHERE condition selecting the records the actor may act on (None: every record);
+    ``table``: an alias of the entity's table to write it on (default: the table itself)."""
     granted = scope(storage.model, actor, ent.name, action)
     if granted == "all":
         return None
     if granted == "none" or not ent.owner:
         return false()
-    owner = storage.table(ent.name).c.owner
+    owner = (storage.table(ent.name) if table is None else table).c.owner
     if granted == "team" and actor.team:
         users = storage.user_table
         return owner.in_(select(users.c.login).where(users.c.team == actor.team))
     return owner == actor.login
+
+
+def path_access(storage, actor: Actor):
+    """What a filter may see through links, for ``compile_sql(..., access=...)``: a function
+    ``(entity, table) -> the actor's read condition on that table (None: every record)``, so a
+    path through a link reaches only records the actor may read; None for the system user (no
+    extra SQL)."""
+    if actor.system:
+        return None
+    model = storage.model
+
+    def readable(entity: str, table):
+        return row_clause(storage, model.entities[entity], actor, table=table)
+
+    return readable
 
 
 def team_members(conn, storage, actor: Actor) -> set[str]:
