@@ -27,8 +27,8 @@ compiling to SQL, so load-time checks (``check_names``) stay cheap.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ExpressionError
 from .ast import And, Between, Compare, Expr, In, IsNull, Literal, Match, Name, Not, Or, Param
@@ -52,17 +52,28 @@ def _guard(call, what: str):
 
 
 def compile_sql(
-    storage: Storage, entity: str, expr: str | Expr, params: Mapping | None = None, *, what: str = "filter"
+    storage: Storage,
+    entity: str,
+    expr: str | Expr,
+    params: Mapping | None = None,
+    *,
+    what: str = "filter",
+    access: Callable[[str, Any], ColumnElement[bool] | None] | None = None,
 ) -> ColumnElement[bool]:
     """A condition on ``storage.table(entity)``: ``select(table).where(compile_sql(...))``.
 
     Literals and ``params`` become bound parameters of the column's type. Raises
     ExpressionError for syntax errors, unknown names or parameters, and values that do not fit
     the field (``deal.amount: 'abc' is not a number``).
+
+    ``access``: for a filter run by a user, ``(entity, table) -> the user's read condition on
+    that table or alias (None: every record)`` (metacrm.runtime.access.path_access): paths
+    through links then reach only records the user may read, a hidden record being exactly an
+    absent one. The condition on ``entity``'s own table is the caller's to add.
     """
     from .to_sql import compile_condition
 
-    return _guard(lambda: compile_condition(storage, entity, expr, params, what), what)
+    return _guard(lambda: compile_condition(storage, entity, expr, params, what, access), what)
 
 
 def compile_python(model: Model, entity: str, expr: str | Expr, *, what: str = "filter") -> Predicate:

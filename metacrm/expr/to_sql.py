@@ -12,11 +12,20 @@ compiled for its polarity (a condition only counts when it is TRUE, and and/or a
 under an even number of ``not`` the subquery selects the records where the atom is TRUE;
 under an odd number it excludes those where the atom is FALSE. Paths through many and inverse
 links are existential (some linked value satisfies the atom) and exactly two-valued.
+
+Access: given ``access`` (``(entity, table) -> condition or None``, the acting user's read
+filter written on a table or alias), every subquery a path walks into keeps only the records the
+user may read, at every hop, so a record the user may not read is exactly as if it were not
+linked: a hidden client is no client (``client.city = 'X'`` and ``not (client.city = 'X')`` are
+both not true; ``client.city is null`` is true, as for a deal without a client) and hidden deals
+are no deals (``deals.amount > 5`` is false, ``deals is null`` true). What the record itself
+holds stays readable: its link columns and its many-links' ids (``client = 3``, ``products =
+4``). Without ``access`` (the system user) no condition is added.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 
 from sqlalchemy import Boolean, Numeric, String, and_, false, func, literal, literal_column, not_, null, or_, select
@@ -31,6 +40,8 @@ from .functions import binary_text, casefold, dialect_pick, json_has, json_null
 from .names import JSON, MULTICHOICE, TEXT, Resolved
 
 _LIKE_ESCAPE = "/"
+
+Access = Callable[[str, object], ColumnElement | None]  # (entity, table or alias) -> its read filter
 
 
 def _escape_like(text: str) -> str:
@@ -52,8 +63,9 @@ def _num(x):
 class ValueSQL:
     """Bound values -> SQL on a table (see values.py for the exact arithmetic)."""
 
-    def __init__(self, storage: Storage):
+    def __init__(self, storage: Storage, access: Access | None = None):
         self.storage = storage
+        self.access = access
 
     def column(self, r: Resolved, table) -> ColumnElement:
         return self._path(r, 0, table)
@@ -64,7 +76,8 @@ class ValueSQL:
         hop = r.hops[i]
         target = self.storage.table(hop.target).alias()
         inner = self._path(r, i + 1, target)
-        return select(inner).where(target.c.id == table.c[naming.link_column(hop.link)]).scalar_subquery()
+        where = [target.c.id == table.c[naming.link_column(hop.link)], *readable(self.access, hop.target, target)]
+        return select(inner).where(*where).scalar_subquery()
 
     def at(self, node, table, scale: int) -> ColumnElement:
         """The value at ``scale`` decimal places (exactly when it grows, rounded half away
@@ -106,6 +119,19 @@ class ValueSQL:
         raise AssertionError(f"not a bound value: {node!r}")  # pragma: no cover
 
 
+def readable(access: Access | None, entity: str, table) -> list:
+    """The conditions keeping the rows of ``table`` (an alias of ``entity``'s table) that the
+    acting user may read: none without ``access`` or when every record is readable."""
+    if access is None:
+        return []
+    clause = access(entity, table)
+    if clause is None:
+        return []
+    if not isinstance(clause, ColumnElement):  # fail closed: never a path through unfiltered rows
+        raise TypeError(f"access for {entity} must give a condition or None, not {clause!r}")
+    return [clause]
+
+
 def number_sql(n: int, scale: int) -> ColumnElement:
     """A number given as an integer count of 10**-scale."""
     sqlite = str(n)
@@ -127,15 +153,19 @@ def rescale_sql(x, source: int, target: int) -> ColumnElement:
 
 
 class _Compiler:
-    def __init__(self, storage: Storage, params: Mapping | None, what: str):
+    def __init__(self, storage: Storage, params: Mapping | None, what: str, access: Access | None = None):
         self.storage = storage
         self.params = params
         self.what = what
+        self.access = access
+
+    def readable(self, entity: str, table) -> list:
+        return readable(self.access, entity, table)
 
     def node(self, n, table, positive: bool) -> ColumnElement:
         if isinstance(n, v.CmpExpr):
             scale = max(n.left.scale, n.right.scale)
-            values = ValueSQL(self.storage)
+            values = ValueSQL(self.storage, self.access)
             return _cmp(n.op, values.at(n.left, table, scale), values.at(n.right, table, scale))
         if isinstance(n, b.All):
             return and_(*(self.node(i, table, positive) for i in n.items))
@@ -159,32 +189,44 @@ class _Compiler:
         if hop.kind == "link":
             column = table.c[naming.link_column(hop.link)]
             target = self.storage.table(hop.target).alias()
+            seen = self.readable(hop.target, target)  # a hidden target is no target
             if mode == "neg":
                 inner = self.walk(r, i + 1, target, test, "neg")
-                where = not_(column.in_(select(target.c.id).where(not_(inner))))
-                return and_(column.is_not(None), where) if test.check(None) is False else where
+                where = not_(column.in_(select(target.c.id).where(not_(inner), *seen)))
+                if test.check(None) is not False:
+                    return where
+                present = [column.is_not(None)]  # the atom is FALSE on a missing target
+                if seen:
+                    shown = self.storage.table(hop.target).alias()
+                    present.append(column.in_(select(shown.c.id).where(*self.readable(hop.target, shown))))
+                return and_(*present, where)
             inner = self.walk(r, i + 1, target, test, "pos")
-            where = column.in_(select(target.c.id).where(inner))
+            where = column.in_(select(target.c.id).where(inner, *seen))
             return and_(column.is_not(None), where) if mode == "exact" else where
         if hop.kind == "many":
             join = self.storage.join_table(hop.entity, hop.link).alias()
-            if last:
+            if last:  # the linked ids are the record's own (its many-link's value)
                 inner = self.terminal(r, join.c[naming.JOIN_TARGET], join, test)
             else:
                 target = self.storage.table(hop.target).alias()
                 inner = join.c[naming.JOIN_TARGET].in_(
-                    select(target.c.id).where(self.walk(r, i + 1, target, test, "pos"))
+                    select(target.c.id).where(
+                        self.walk(r, i + 1, target, test, "pos"), *self.readable(hop.target, target)
+                    )
                 )
             return table.c.id.in_(select(join.c[naming.JOIN_SOURCE]).where(inner))
         # inverse: the link is declared on hop.target and points at hop.entity
         if hop.many_to_many:
             join = self.storage.join_table(hop.target, hop.link).alias()
+            source = self.storage.table(hop.target).alias()
+            seen = self.readable(hop.target, source)  # the join rows of hidden sources are hidden
             if last:
                 inner = self.terminal(r, join.c[naming.JOIN_SOURCE], join, test)
+                if seen:
+                    inner = and_(inner, join.c[naming.JOIN_SOURCE].in_(select(source.c.id).where(*seen)))
             else:
-                source = self.storage.table(hop.target).alias()
                 inner = join.c[naming.JOIN_SOURCE].in_(
-                    select(source.c.id).where(self.walk(r, i + 1, source, test, "pos"))
+                    select(source.c.id).where(self.walk(r, i + 1, source, test, "pos"), *seen)
                 )
             return table.c.id.in_(select(join.c[naming.JOIN_TARGET]).where(inner))
         source = self.storage.table(hop.target).alias()
@@ -193,6 +235,7 @@ class _Compiler:
         if hop.polymorphic:
             where.append(source.c[naming.link_entity_column(hop.link)] == literal(hop.entity, String()))
         where.append(self.walk(r, i + 1, source, test, "pos"))
+        where += self.readable(hop.target, source)
         return table.c.id.in_(select(column).where(*where))
 
     # -- one test on one column, exact three-valued logic
@@ -236,7 +279,9 @@ def _cmp(op: str, left, right) -> ColumnElement:
     return left >= right
 
 
-def compile_condition(storage: Storage, entity: str, expr, params: Mapping | None, what: str) -> ColumnElement:
+def compile_condition(
+    storage: Storage, entity: str, expr, params: Mapping | None, what: str, access: Access | None = None
+) -> ColumnElement:
     from .parser import parse
 
     tree = parse(expr, what=what) if isinstance(expr, str) else expr
@@ -245,7 +290,7 @@ def compile_condition(storage: Storage, entity: str, expr, params: Mapping | Non
 
         raise ExpressionError(f"{what}: params must be a mapping of name to value")
     bound = b.bind(storage.model, entity, tree, what)
-    return _Compiler(storage, params, what).node(bound, storage.table(entity), True)
+    return _Compiler(storage, params, what, access).node(bound, storage.table(entity), True)
 
 
-__all__ = ["ValueSQL", "compile_condition", "number_sql", "rescale_sql"]
+__all__ = ["Access", "ValueSQL", "compile_condition", "number_sql", "readable", "rescale_sql"]

@@ -59,8 +59,10 @@ def build_board(
     order_by: str | None = None,
     where: str | None = None,
     access=None,
+    path_access=None,
 ) -> dict:
-    """``access``: the acting user's row filter (metacrm.runtime.access.row_clause), if any."""
+    """``access``: the acting user's row filter (metacrm.runtime.access.row_clause), if any;
+    ``path_access``: what the ``where`` may see through links (metacrm.runtime.access.path_access)."""
     p = choose_pipeline(entity, pipeline)
     if limit_per_stage is not None and (not isinstance(limit_per_stage, int) or limit_per_stage < 0):
         raise BadReportOption(f"limit per stage must be a whole number >= 0, not {limit_per_stage!r}")
@@ -68,8 +70,10 @@ def build_board(
     amount = table.c[p.amount] if p.amount else None
     order = graph_order(p)
     key = (storage.model.sha256, entity.name, p.name, where)
-    cached = _cached if access is None else (lambda _key, build: build())  # a user's filter is not shared
-    totals = cached(key, lambda: _totals(storage, entity, table, p, amount, where, access))
+    shared = access is None and (path_access is None or where is None)
+    cached = _cached if shared else (lambda _key, build: build())  # a user's filter is not shared
+    filters = (access, path_access)
+    totals = cached(key, lambda: _totals(storage, entity, table, p, amount, where, filters))
     counts = {row.stage: row for row in conn.execute(totals)}
     _, descending, _ = _order(entity, table, p.amount, order_by)  # a bad order_by is refused first
     records: dict[str, list[dict]] = {s: [] for s in order}
@@ -78,7 +82,7 @@ def build_board(
     if wanted:
         query = cached(
             (*key, order_by, limit_per_stage, wanted),
-            lambda: _cards(storage, entity, table, p, amount, where, order_by, limit_per_stage, wanted, access),
+            lambda: _cards(storage, entity, table, p, amount, where, order_by, limit_per_stage, wanted, filters),
         )
         rows = conn.execute(query).mappings().all()
     by_stage: dict[str, list] = {}
@@ -150,18 +154,20 @@ def _cached(key: tuple, build):
     return statement
 
 
-def _filters(storage: Storage, entity: Entity, table, p, where: str | None, access=None) -> list:
+def _filters(storage: Storage, entity: Entity, table, p, where: str | None, access=(None, None)) -> list:
+    """``access``: (the user's row filter, what the ``where`` may see through links)."""
+    rows, paths = access
     filters = [table.c.pipeline == p.name] if entity.multi_pipeline else []
-    if access is not None:
-        filters.append(access)
+    if rows is not None:
+        filters.append(rows)
     if where:
         from ..expr import compile_sql
 
-        filters.append(compile_sql(storage, entity.name, where))
+        filters.append(compile_sql(storage, entity.name, where, access=paths))
     return filters
 
 
-def _totals(storage: Storage, entity: Entity, table, p, amount, where: str | None, access=None):
+def _totals(storage: Storage, entity: Entity, table, p, amount, where: str | None, access=(None, None)):
     """Count and sum per stage (the covering (stage, amount) index)."""
     columns = [
         table.c.stage,
@@ -171,7 +177,9 @@ def _totals(storage: Storage, entity: Entity, table, p, amount, where: str | Non
     return select(*columns).where(*_filters(storage, entity, table, p, where, access)).group_by(table.c.stage)
 
 
-def _cards(storage: Storage, entity: Entity, table, p, amount, where, order_by, limit_per_stage, wanted, access=None):
+def _cards(
+    storage: Storage, entity: Entity, table, p, amount, where, order_by, limit_per_stage, wanted, access=(None, None)
+):
     """The records shown: per stage, the first ones in index order."""
     filters = _filters(storage, entity, table, p, where, access)
     title = table.c[entity.title] if entity.title else None

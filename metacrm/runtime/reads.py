@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from ..model.metamodel import Entity
 from ..storage import naming
 from . import records as rec
-from .access import row_clause
+from .access import path_access, row_clause
 from .records import link_member as _link_member
 from .records import non_negative as _non_negative
 from .titles import read_titles, reference, title_text
@@ -40,7 +40,8 @@ class ReadsMixin:
             from ..expr import compile_sql
 
             try:
-                query = query.where(compile_sql(self.storage, ent.name, where, params))
+                access = path_access(self.storage, self.actor)  # paths see only readable records
+                query = query.where(compile_sql(self.storage, ent.name, where, params, access=access))
             except ExpressionError as exc:
                 if str(exc).startswith(f"{ent.name}"):
                     raise

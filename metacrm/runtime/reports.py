@@ -911,6 +911,7 @@ class ReportsMixin:
         where: str | None = None,
     ) -> dict:
         """The kanban of a pipeline: a column per stage with its count, amount and records."""
+        from .access import path_access
         from .board import build_board
 
         self._ready()
@@ -925,4 +926,5 @@ class ReportsMixin:
                 order_by=order_by,
                 where=where,
                 access=self._access(ent),
+                path_access=path_access(self.storage, self.actor),
             )
