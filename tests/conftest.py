@@ -75,3 +75,18 @@ def pg_schema_url():
         with admin.connect() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+def dump_database(engine) -> dict[str, list]:
+    """Every row of every table the database holds (reflected, so the CRM's own tables, join
+    tables, journal, history, outbox and the recorded model included), sorted: two dumps are
+    equal when nothing was written in between."""
+    from sqlalchemy import MetaData, select
+
+    metadata = MetaData()
+    with engine.connect() as conn:
+        metadata.reflect(conn)
+        return {
+            name: sorted(repr(tuple(row)) for row in conn.execute(select(table)))
+            for name, table in sorted(metadata.tables.items())
+        }
