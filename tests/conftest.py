@@ -10,6 +10,36 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PG_URL = os.environ.get("METACRM_TEST_PG_URL")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+MAVEN_DATA = ROOT / "tests" / "data" / "maven-crm"  # the public sample the tests carry (its README: source, licence)
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require_module(name: str, *, why: str):
+    """The module, imported; when it is missing the tests that need it skip, except in CI
+    (``CI=true``), where they fail: CI must run every test. At module level (pytest.importorskip
+    there) a failure is a collection error, which fails the run."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        reason = f"{name} is not installed ({why}): {exc}"
+        if in_ci():
+            pytest.fail(f"CI requires {reason}", pytrace=False)
+        pytest.skip(reason, allow_module_level=True)
+
+
+def require_path(path: Path, *, what: str) -> Path:
+    """``path``, which must exist: missing, the tests that read it skip, in CI they fail."""
+    if not path.exists():
+        reason = f"{what} is not at {path}"
+        if in_ci():
+            pytest.fail(f"CI requires {reason}", pytrace=False)
+        pytest.skip(reason, allow_module_level=True)
+    return path
 
 
 @pytest.fixture
