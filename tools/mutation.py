@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # name -> (module or package to mutate, the test files that cover it)
 TARGETS: dict[str, tuple[str, list[str]]] = {
-    "access": ("metacrm/runtime/access.py", ["tests/test_access.py"]),
+    "access": ("metacrm/runtime/access.py", ["tests/test_access.py", "tests/test_access_scopes.py"]),
     "moves": ("metacrm/runtime/moves.py", ["tests/test_moves.py", "tests/test_logistics_walk.py"]),
     "csv_io": ("metacrm/io/csv_io.py", ["tests/test_csv_io.py", "tests/test_csv_levels.py"]),
     "duplicates": (
