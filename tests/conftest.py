@@ -120,3 +120,30 @@ def dump_database(engine) -> dict[str, list]:
             name: sorted(repr(tuple(row)) for row in conn.execute(select(table)))
             for name, table in sorted(metadata.tables.items())
         }
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter, config) -> None:
+    """After pytest-cov's table: line and branch coverage apart (its TOTAL is the two combined)."""
+    import json
+    import tempfile
+
+    plugin = config.pluginmanager.getplugin("_cov")
+    controller = getattr(plugin, "cov_controller", None)
+    cov = getattr(controller, "cov", None)
+    if cov is None:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "coverage.json"
+        try:
+            cov.json_report(outfile=str(out))
+        except Exception as exc:  # noqa: BLE001 - no data (e.g. --collect-only): say so, never fail the run
+            terminalreporter.write_line(f"coverage: no line/branch figures ({exc.__class__.__name__}: {exc})")
+            return
+        totals = json.loads(out.read_text(encoding="utf-8"))["totals"]
+    lines = f"{totals['percent_statements_covered']:.2f}% ({totals['covered_lines']}/{totals['num_statements']})"
+    line = f"coverage of metacrm: lines {lines}"
+    if totals.get("num_branches"):
+        branches = f"{totals['percent_branches_covered']:.2f}% ({totals['covered_branches']}/{totals['num_branches']})"
+        line += f", branches {branches}, combined {totals['percent_covered']:.2f}%"
+    terminalreporter.write_line(line)

@@ -159,6 +159,18 @@ def test_console_script_starts_fast_and_lazily() -> None:
     assert wrong.returncode == 2 and "No such command 'no-such-command'" in wrong.stderr
 
 
+def test_python_dash_m_metacrm_runs_the_command_line(monkeypatch, capsys) -> None:
+    """metacrm/__main__.py, in this process (so it is measured): `python -m metacrm check MODEL`."""
+    import runpy
+
+    monkeypatch.setattr(sys, "argv", ["metacrm", "check", str(CONTRACT)])
+    try:
+        runpy.run_module("metacrm", run_name="__main__")
+    except SystemExit as exc:
+        assert exc.code in (0, None)
+    assert capsys.readouterr().out.startswith(f"{CONTRACT}: ok (")
+
+
 def test_every_command_is_documented_in_the_readme() -> None:
     import typer.main
 
