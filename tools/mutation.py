@@ -43,7 +43,10 @@ ROOT = Path(__file__).resolve().parent.parent
 # name -> (module or package to mutate, the test files that cover it)
 TARGETS: dict[str, tuple[str, list[str]]] = {
     "access": ("metacrm/runtime/access.py", ["tests/test_access.py", "tests/test_access_scopes.py"]),
-    "moves": ("metacrm/runtime/moves.py", ["tests/test_moves.py", "tests/test_logistics_walk.py"]),
+    "moves": (
+        "metacrm/runtime/moves.py",
+        ["tests/test_moves.py", "tests/test_logistics_walk.py", "tests/test_moves_edges.py"],
+    ),
     "csv_io": ("metacrm/io/csv_io.py", ["tests/test_csv_io.py", "tests/test_csv_levels.py"]),
     "duplicates": (
         "metacrm/runtime/duplicates.py",
@@ -53,6 +56,7 @@ TARGETS: dict[str, tuple[str, list[str]]] = {
     "migrate": (
         "metacrm/migrate",
         [
+            "tests/test_migrate_rehearsal.py",
             "tests/test_migrate.py",
             "tests/test_migrate_kinds.py",
             "tests/test_migrate_safety.py",
