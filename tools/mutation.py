@@ -166,7 +166,7 @@ def survivors(session: Path, work: Path) -> tuple[list[str], dict[str, int]]:
                 except (OSError, IndexError):
                     source = "?"
                 operator = m.operator_name.removeprefix("core/")
-                after = changed[0] if changed else "?"
+                after = changed[0] if changed else "(the line is removed)"
                 lines.append(f"{rel}:{line}: {operator}\n    - {source}\n    + {after}")
     return sorted(lines, key=_natural), counts
 
