@@ -10,6 +10,36 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PG_URL = os.environ.get("METACRM_TEST_PG_URL")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+MAVEN_DATA = ROOT / "tests" / "data" / "maven-crm"  # the public sample the tests carry (its README: source, licence)
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require_module(name: str, *, why: str):
+    """The module, imported; when it is missing the tests that need it skip, except in CI
+    (``CI=true``), where they fail: CI must run every test. At module level (pytest.importorskip
+    there) a failure is a collection error, which fails the run."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        reason = f"{name} is not installed ({why}): {exc}"
+        if in_ci():
+            pytest.fail(f"CI requires {reason}", pytrace=False)
+        pytest.skip(reason, allow_module_level=True)
+
+
+def require_path(path: Path, *, what: str) -> Path:
+    """``path``, which must exist: missing, the tests that read it skip, in CI they fail."""
+    if not path.exists():
+        reason = f"{what} is not at {path}"
+        if in_ci():
+            pytest.fail(f"CI requires {reason}", pytrace=False)
+        pytest.skip(reason, allow_module_level=True)
+    return path
 
 
 @pytest.fixture
@@ -75,3 +105,64 @@ def pg_schema_url():
         with admin.connect() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+def dump_database(engine) -> dict[str, list]:
+    """Every row of every table the database holds (reflected, so the CRM's own tables, join
+    tables, journal, history, outbox and the recorded model included), sorted: two dumps are
+    equal when nothing was written in between."""
+    from sqlalchemy import MetaData, select
+
+    metadata = MetaData()
+    with engine.connect() as conn:
+        metadata.reflect(conn)
+        return {
+            name: sorted(repr(tuple(row)) for row in conn.execute(select(table)))
+            for name, table in sorted(metadata.tables.items())
+        }
+
+
+def pytest_configure(config) -> None:
+    """The coverage floor (pyproject's fail_under) is for the whole suite, run as README says:
+    a run of some files or some tests (paths, -k, -m, --lf, --deselect) prints the coverage but
+    does not fail on it. Add --no-cov for a quicker run of a few tests."""
+    plugin = config.pluginmanager.getplugin("_cov")
+    options = getattr(plugin, "options", None)
+    if options is None or getattr(options, "cov_fail_under", None) is None:
+        return
+    whole = (
+        config.args_source == pytest.Config.ArgsSource.TESTPATHS
+        and not config.option.keyword
+        and not config.option.markexpr
+        and not getattr(config.option, "lf", False)
+        and not getattr(config.option, "deselect", None)
+    )
+    if not whole:
+        options.cov_fail_under = None
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter, config) -> None:
+    """After pytest-cov's table: line and branch coverage apart (its TOTAL is the two combined)."""
+    import json
+    import tempfile
+
+    plugin = config.pluginmanager.getplugin("_cov")
+    controller = getattr(plugin, "cov_controller", None)
+    cov = getattr(controller, "cov", None)
+    if cov is None:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "coverage.json"
+        try:
+            cov.json_report(outfile=str(out))
+        except Exception as exc:  # noqa: BLE001 - no data (e.g. --collect-only): say so, never fail the run
+            terminalreporter.write_line(f"coverage: no line/branch figures ({exc.__class__.__name__}: {exc})")
+            return
+        totals = json.loads(out.read_text(encoding="utf-8"))["totals"]
+    lines = f"{totals['percent_statements_covered']:.2f}% ({totals['covered_lines']}/{totals['num_statements']})"
+    line = f"coverage of metacrm: lines {lines}"
+    if totals.get("num_branches"):
+        branches = f"{totals['percent_branches_covered']:.2f}% ({totals['covered_branches']}/{totals['num_branches']})"
+        line += f", branches {branches}, combined {totals['percent_covered']:.2f}%"
+    terminalreporter.write_line(line)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -128,14 +130,46 @@ def test_invalid_model_for_graph_exits_2(tmp_path: Path) -> None:
 
 
 def test_console_script_starts_fast_and_lazily() -> None:
-    """`metacrm --help` must not import the heavy libraries (sqlalchemy, networkx, jsonschema)."""
+    """`python -m metacrm --help` prints the usage and every command, exits 0, and imports none of
+    the heavy libraries (sqlalchemy, networkx, jsonschema, pydantic)."""
+    import typer.main
+
     code = (
-        "import sys; from metacrm.cli.main import app; "
-        "heavy = [m for m in ('networkx', 'jsonschema', 'sqlalchemy', 'pydantic') if m in sys.modules]; "
-        "print(','.join(heavy))"
+        "import runpy, sys\n"
+        "sys.argv = ['metacrm', '--help']\n"
+        "try:\n"
+        "    runpy.run_module('metacrm', run_name='__main__')\n"
+        "except SystemExit as exc:\n"
+        "    status = exc.code\n"
+        "heavy = [m for m in ('networkx', 'jsonschema', 'sqlalchemy', 'pydantic') if m in sys.modules]\n"
+        "print('exit', status, 'heavy', ','.join(heavy) or '-')\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
-    assert out == ""
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert done.stdout.splitlines()[-1] == "exit 0 heavy -", done.stdout + done.stderr
+    assert "Usage: metacrm [OPTIONS] COMMAND [ARGS]..." in done.stdout
+    for name in typer.main.get_command(app).commands:
+        assert re.search(rf"│ {name} +\S", done.stdout), name
+    direct = subprocess.run([sys.executable, "-m", "metacrm", "--help"], capture_output=True, text=True, env=env)
+    assert direct.returncode == 0 and "Usage: python -m metacrm" in direct.stdout and not direct.stderr
+    version = subprocess.run([sys.executable, "-m", "metacrm", "--version"], capture_output=True, text=True, env=env)
+    assert version.returncode == 0 and version.stdout.strip().endswith(metacrm.__version__)
+    wrong = subprocess.run(
+        [sys.executable, "-m", "metacrm", "no-such-command"], capture_output=True, text=True, env=env
+    )
+    assert wrong.returncode == 2 and "No such command 'no-such-command'" in wrong.stderr
+
+
+def test_python_dash_m_metacrm_runs_the_command_line(monkeypatch, capsys) -> None:
+    """metacrm/__main__.py, in this process (so it is measured): `python -m metacrm check MODEL`."""
+    import runpy
+
+    monkeypatch.setattr(sys, "argv", ["metacrm", "check", str(CONTRACT)])
+    try:
+        runpy.run_module("metacrm", run_name="__main__")
+    except SystemExit as exc:
+        assert exc.code in (0, None)
+    assert capsys.readouterr().out.startswith(f"{CONTRACT}: ok (")
 
 
 def test_every_command_is_documented_in_the_readme() -> None:

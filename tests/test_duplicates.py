@@ -12,7 +12,7 @@ import metacrm
 from metacrm.cli.main import app
 from metacrm.errors import ValidationError
 
-pytestmark = pytest.mark.filterwarnings("ignore::metacrm.DuplicateWarning")  # the data has duplicates on purpose
+pytestmark = pytest.mark.filterwarnings("error::metacrm.DuplicateWarning")  # every expected warning is asserted
 
 MODEL = """\
 metacrm: 1
@@ -90,7 +90,13 @@ def model_path(tmp_path):
 def crm(db_url, model_path):
     crm = metacrm.connect(model_path, db_url)
     crm.migrate()
-    crm.create_many("client", CLIENTS)
+    with pytest.warns(metacrm.DuplicateWarning) as caught:  # the data has duplicates on purpose
+        crm.create_many("client", CLIENTS)
+    assert sorted((w.message.index, w.message.field, w.message.existing) for w in caught) == [
+        (1, "name", None),  # record 2 of the list: name of record 1
+        (1, "phone", None),  # and its phone
+        (4, "name", None),  # record 5: name of record 4
+    ]
     yield crm
     crm.close()
 
@@ -118,7 +124,8 @@ def test_block_refuses_create_naming_rule_field_and_record(crm):
 
 
 def test_warn_lets_through_and_is_listed(crm):
-    record = crm.create("client", {"name": "Globex", "city": "Berlin"})
+    with pytest.warns(metacrm.DuplicateWarning, match=r"client: duplicate of client 6 \(rule: name on name"):
+        record = crm.create("client", {"name": "Globex", "city": "Berlin"})
     assert record["id"] == 9
     found = crm.find_duplicates("client", {"name": "globex", "city": "Berlin"})
     assert {(f["match"], f["action"], f["id"]) for f in found} == {("name", "warn", 6)}
@@ -251,7 +258,10 @@ def test_block_refuses_an_update_that_makes_a_duplicate(crm):
     assert "client.email" in str(info.value) and "client 1" in str(info.value)
     assert crm.get("client", 4) == before  # nothing written
     # a record keeps its own value, and a change elsewhere is not checked against old duplicates
-    assert crm.update("client", 1, {"email": "info@romashka.ru", "note": "x"})["note"] == "x"
+    with pytest.warns(metacrm.DuplicateWarning) as caught:
+        # the patch names a rule's field, so every rule is checked: client 1's phone and name are client 2's
+        assert crm.update("client", 1, {"email": "info@romashka.ru", "note": "x"})["note"] == "x"
+    assert sorted((w.message.field, w.message.existing) for w in caught) == [("name", 2), ("phone", 2)]
     assert crm.update("client", 2, {"note": "same phone as 1, as before"})["note"].startswith("same")
     with pytest.warns(metacrm.DuplicateWarning):  # a warn rule warns on update too
         crm.update("client", 6, {"phone": "+7 495 123 45 67"})

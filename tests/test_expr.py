@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import event as hypothesis_event
 from hypothesis import strategies as st
 from sqlalchemy import BigInteger, Numeric, create_engine, delete, event, func, insert, inspect, select, type_coerce
 from sqlalchemy.dialects import postgresql, sqlite
@@ -681,28 +682,70 @@ TOKENS = st.sampled_from(
         "-1.5", "amount", "client.city", "products.name", "deals", "x.", ".y", "\n", "\\", ";", "--", "/*", "\x00",
     ]
 )  # fmt: skip
+ATOMS = st.sampled_from(
+    [
+        "amount > 5", "client.city = 'Москва'", "stage in ('new', 'won')", "title contains 'а'", "owner is null",
+        "deals.amount >= 1000", "name startswith 'ООО'", "products.price < :p", "not city is null", "email = :p",
+        "id between 2 and :p", "deals.products.name = 'Сервер'", "(amount + 1) * 2 > 100", "source != 'site'",
+    ]
+)  # fmt: skip
+COMPOSED = st.lists(st.tuples(st.sampled_from(["and", "or", "and not"]), ATOMS), min_size=1, max_size=4).map(
+    lambda parts: " ".join(f"{op} ({atom})" for op, atom in parts).split(" ", 1)[1].removeprefix("not ")
+)
 
 
-@settings(max_examples=300, deadline=None)
+@pytest.fixture(scope="module")
+def contract_sqlite(tmp_path_factory):
+    """The contract model's tables on SQLite with the rows of _contract_rows, and a World over them."""
+    storage = build_storage(contract())
+    engine = _engine(f"sqlite:///{tmp_path_factory.mktemp('contract') / 'contract.db'}")
+    storage.metadata.create_all(engine)
+    with engine.begin() as conn:
+        _load(conn, storage, *_contract_rows())
+    with engine.connect() as conn:
+        world = World(contract(), conn, storage)
+    yield engine, storage, world
+    engine.dispose()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     st.one_of(
-        st.text(max_size=60), st.lists(TOKENS, max_size=14).map(" ".join), st.lists(TOKENS, max_size=14).map("".join)
+        st.text(max_size=60),
+        st.lists(TOKENS, max_size=14).map(" ".join),
+        st.lists(TOKENS, max_size=14).map("".join),
+        COMPOSED,
     )
 )
-def test_any_text_parses_or_raises_expression_error(text: str) -> None:
+def test_any_text_parses_or_raises_expression_error(contract_sqlite, text: str) -> None:
+    """Any text parses or raises ExpressionError (with a position inside it); what parses and
+    compiles runs as SQL, and selects the records the Python predicate accepts."""
+    engine, storage, world = contract_sqlite
     try:
         tree = parse(text)
     except ExpressionError as exc:
-        assert exc.position is None or 1 <= exc.position <= len(text) + 1
+        assert str(exc) and (exc.position is None or 1 <= exc.position <= len(text) + 1)
         return
     assert isinstance(tree, Expr)
     assert parse(str(tree)) == tree
+    hypothesis_event("parsed")
     for entity in ("deal", "client"):
+        params = {"p": "1"}
         try:
             compile_python(contract(), entity, tree)
-            compile_sql(build_storage(contract()), entity, tree, {"p": "1"})
-        except ExpressionError:
-            pass
+        except ExpressionError as exc:
+            with pytest.raises(ExpressionError):  # names and types are checked alike
+                compile_sql(storage, entity, tree, params)
+            assert str(exc)
+            continue
+        try:
+            with engine.connect() as conn:
+                sql = _sql_ids(conn, storage, entity, tree, params)
+        except ExpressionError as exc:  # a parameter's value the SQL cannot bind
+            assert ":p" in text and str(exc), (text, str(exc))
+            continue
+        assert sql == world.python_ids(entity, tree, params), (entity, text)
+        hypothesis_event("ran as SQL and agreed with Python")
 
 
 ANY_VALUE = st.one_of(
@@ -717,21 +760,28 @@ ANY_PARAM_EXPRESSIONS = [
 ]  # fmt: skip
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=st.sampled_from(ANY_PARAM_EXPRESSIONS), value=ANY_VALUE, record=ANY_VALUE)
-def test_any_parameter_or_record_value_gives_a_bool_or_expression_error(case, value, record) -> None:
+def test_any_parameter_or_record_value_gives_a_bool_or_expression_error(contract_sqlite, case, value, record) -> None:
+    """A parameter's value is bound or refused (ExpressionError), never passed to the database
+    to fail there: what compiles runs and selects what the Python predicate selects."""
+    engine, storage, world = contract_sqlite
     entity, text = case
-    storage = build_storage(contract())
     try:
-        compile_sql(storage, entity, text, {"v": value})
-    except ExpressionError:
-        pass
+        with engine.connect() as conn:
+            sql = _sql_ids(conn, storage, entity, text, {"v": value})
+    except ExpressionError as exc:
+        assert str(exc)
+        sql = None
+    if sql is not None:
+        assert sql == world.python_ids(entity, text, {"v": value}), (text, value)
+        hypothesis_event("ran as SQL and agreed with Python")
     predicate = compile_python(contract(), entity, text)
     values = {p: ([record] if p in predicate.lists else record) for p in predicate.paths}
     try:
         assert predicate(values, {"v": value}) in (True, False)
-    except ExpressionError:
-        pass
+    except ExpressionError as exc:
+        assert str(exc)
 
 
 MARK = st.text(alphabet="abcxyzАБВгдё'%_;-/ ", min_size=2, max_size=10).map(lambda s: "Zq" + s)

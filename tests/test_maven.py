@@ -1,4 +1,4 @@
-"""The Maven Analytics CRM data set (/work/shared/data/maven-crm) imported into
+"""The Maven Analytics CRM data set (tests/data/maven-crm, a copy of the public sample) imported into
 examples/maven.yaml with the commands its header documents, on SQLite and PostgreSQL: every row
 arrives, and every flaw of the data is in the import report (see the comment in maven.yaml)."""
 
@@ -11,6 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from conftest import MAVEN_DATA, require_path
 from typer.testing import CliRunner
 
 import metacrm
@@ -19,15 +20,13 @@ from metacrm.io import ImportRefused, import_csv
 
 ROOT = Path(__file__).parent.parent
 MODEL = ROOT / "examples" / "maven.yaml"
-DATA = Path("/work/shared/data/maven-crm")
+DATA = require_path(MAVEN_DATA, what="the Maven CRM data set")
 FILES = {  # entity -> (file, extra import options), as the header of maven.yaml documents
     "account": ("accounts.csv", ["--near-matches"]),
     "product": ("products.csv", []),
     "sales_agent": ("sales_teams.csv", []),
     "opportunity": ("sales_pipeline.csv", ["--map", "deal_stage=stage", "--with-stages", "--near-matches"]),
 }
-
-pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"the Maven CRM data set is not at {DATA}")
 
 
 def rows(name: str) -> list[dict]:

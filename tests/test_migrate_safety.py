@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import event
-from test_migrate_support import base, dump, edit, migrate, schema, start, write_model
+from sqlalchemy.engine import Engine
+from test_migrate_support import assert_schema_like_fresh, base, dump, edit, migrate, schema, start, write_model
 from typer.testing import CliRunner
 
 import metacrm
@@ -268,8 +269,32 @@ def test_stale_sqlite_lock_is_taken_over(tmp_path) -> None:
             .values(name="migrate", holder=f"bob@{socket.gethostname()} pid 999999999", since=now_utc())
         )
     engine.dispose()
-    crm, plan = migrate(url, tmp_path, big_change(), lock_wait=0.2)
-    assert plan
+    stale = f"bob@{socket.gethostname()} pid 999999999"
+    seen: list[tuple[str, object]] = []
+
+    def lock_statements(conn, cursor, statement, parameters, context, executemany) -> None:
+        if "metacrm_lock" in statement and statement.lstrip().upper().startswith(("INSERT", "DELETE")):
+            seen.append((statement.lstrip().split()[0].upper(), parameters))
+
+    before = schema(url)
+    event.listen(Engine, "before_cursor_execute", lock_statements)
+    try:
+        crm, plan = migrate(url, tmp_path, big_change(), lock_wait=0.2)
+    finally:
+        event.remove(Engine, "before_cursor_execute", lock_statements)
+    assert plan and not plan.refusals
+    ours = f"@{socket.gethostname()} pid {os.getpid()}"
+    # the stale row is deleted, ours inserted (the migration ran under it), and ours deleted at the end
+    assert [verb for verb, _ in seen] == ["DELETE", "INSERT", "DELETE"]
+    assert stale in seen[0][1] and any(ours in str(p) for p in seen[1][1]) and any(ours in str(p) for p in seen[2][1])
+    after = schema(url)
+    assert "client" in before and "customer" not in before and "customer" in after and "client" not in after
+    assert_schema_like_fresh(url, tmp_path, crm)  # the whole big change was applied
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        assert conn.execute(_lock_table().select()).all() == []  # released
+    engine.dispose()
+    assert crm.count("customer") > 0
     crm.close()
 
 

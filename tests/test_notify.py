@@ -14,6 +14,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from conftest import require_module
 from sqlalchemy import insert, select, update
 from typer.testing import CliRunner
 
@@ -22,7 +23,7 @@ from metacrm.cli.main import app
 from metacrm.notify import SmtpSettings, outbox
 from metacrm.notify.senders import build_email
 
-aiosmtpd_controller = pytest.importorskip("aiosmtpd.controller")
+aiosmtpd_controller = require_module("aiosmtpd.controller", why="the tests send e-mail to a real SMTP server")
 
 MODEL = """\
 metacrm: 1

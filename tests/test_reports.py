@@ -501,9 +501,8 @@ MAVEN = ROOT / "examples" / "maven.yaml"
 
 
 def test_maven_funnel_matches_plain_sql(db_url, tmp_path) -> None:
-    test_maven = pytest.importorskip("test_maven")
-    if not test_maven.DATA.is_dir():
-        pytest.skip(f"the Maven CRM data set is not at {test_maven.DATA}")
+    import test_maven  # its import fails in CI (skips elsewhere) when the data set is missing
+
     test_maven.import_all(db_url, tmp_path)
     crm = metacrm.connect(MAVEN, db_url)
     table = crm.storage.table("opportunity")

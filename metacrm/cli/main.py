@@ -42,15 +42,22 @@ task_cmds.register(app)
 automation_cmds.register(app)
 
 
-@app.callback()
-def _root(
-    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
-) -> None:
-    if version:
+def _version(value: bool) -> None:
+    """Parsed before the command is looked for (eager), so ``metacrm --version`` needs none."""
+    if value:
         from .. import __version__
 
         typer.echo(f"metacrm {__version__}")
         raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", help="Print the version and exit.", is_eager=True, callback=_version
+    ),
+) -> None:
+    pass
 
 
 def main() -> None:  # the console script

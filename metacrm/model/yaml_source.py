@@ -118,7 +118,7 @@ def _convert(node, path: tuple, source: Source, constructor: _Constructor):
                     Problem("yaml.key", "a mapping key must be a plain value", source.file, line, col, loc=path)
                 )
                 continue
-            key = constructor.construct_object(key_node)
+            key = _scalar(key_node, source, constructor)
             if not isinstance(key, str):
                 key = str(key).lower() if isinstance(key, bool) else str(key)
             child = (*path, key)
@@ -141,7 +141,27 @@ def _convert(node, path: tuple, source: Source, constructor: _Constructor):
         return result
     if isinstance(node, yaml.SequenceNode):
         return [_convert(item, (*path, i), source, constructor) for i, item in enumerate(node.value)]
-    return constructor.construct_object(node)
+    return _scalar(node, source, constructor)
+
+
+def _scalar(node, source: Source, constructor: _Constructor):
+    """A scalar's value; one that its tag cannot build (``2020-13-01`` read as a date,
+    ``!!int abc``) is a problem at the value, and stays text."""
+    try:
+        return constructor.construct_object(node)
+    except (ValueError, OverflowError) as exc:
+        line, col = _mark(node)
+        kind = node.tag.rsplit(":", 1)[-1]
+        source.problems.append(
+            Problem(
+                "yaml.syntax",
+                f"YAML error: {node.value!r} is not a valid {kind} ({exc}); quote it to keep it as text",
+                source.file,
+                line,
+                col,
+            )
+        )
+        return node.value
 
 
 __all__ = ["Path_", "Source", "parse_source", "read_source"]

@@ -32,18 +32,3 @@ def forward_graph(pipeline: Pipeline) -> nx.DiGraph:
     graph = build_graph(pipeline)
     graph.remove_edges_from([(t.source, t.target) for t in pipeline.transitions if t.reopen])
     return graph
-
-
-def paths_to_won(pipeline: Pipeline, *, limit: int = 100) -> dict[str, list[list[str]]]:
-    """Simple paths from the initial stage to each won stage (at most ``limit`` per stage)."""
-    graph = forward_graph(pipeline)
-    result: dict[str, list[list[str]]] = {}
-    for won in pipeline.won:
-        paths = []
-        if pipeline.initial in graph and won in graph:
-            for path in nx.all_simple_paths(graph, pipeline.initial, won):
-                paths.append(path)
-                if len(paths) >= limit:
-                    break
-        result[won] = paths
-    return result

@@ -1,0 +1,236 @@
+#!/usr/bin/env python
+"""Mutation testing of metacrm's core modules with cosmic-ray; prints the mutants that survive.
+
+A mutant is the source with one small change (``==`` made ``!=``, ``and`` made ``or``, ``True``
+made ``False``, a loop that runs zero times, a number off by one, an ``except`` that catches
+something else...). The tests that cover the module run against each mutant; a mutant they
+still pass ("survives") is a behaviour no test pins down. Kill it with a test, or explain it.
+
+Not part of CI (minutes per module). Run it before resolving an issue that touches these
+modules, on those modules, and put the survivors (killed or explained) in the note:
+
+    pip install -e ".[test]" cosmic-ray
+    python tools/mutation.py access moves               # named targets (see TARGETS)
+    python tools/mutation.py --all                       # every core module (an hour or more)
+    python tools/mutation.py metacrm/runtime/access.py --tests tests/test_access.py
+    python tools/mutation.py access --sqlite-only        # halve the time: tests on SQLite only
+
+PostgreSQL tests run when METACRM_TEST_PG_URL is set (as for pytest). The work happens in a
+temporary copy of the working tree (cosmic-ray rewrites files in place), so the checkout is never
+touched; ``--keep`` keeps the copy and its session database (``cr-report`` reads it).
+
+Only a chosen set of operators runs (OPERATORS): each comparison becomes its opposite (not every
+other comparison), ``and``/``or`` swap, ``not`` is added or dropped, booleans flip, loops run
+zero times, ``break``/``continue`` swap, numbers move by one, ``+``/``-`` swap, exceptions
+change, decorators go. The binary-operator and variable operators multiply the count for
+little news; add them with ``--operators '.*'``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# name -> (module or package to mutate, the test files that cover it)
+TARGETS: dict[str, tuple[str, list[str]]] = {
+    "access": ("metacrm/runtime/access.py", ["tests/test_access.py", "tests/test_access_scopes.py"]),
+    "moves": (
+        "metacrm/runtime/moves.py",
+        ["tests/test_moves.py", "tests/test_logistics_walk.py", "tests/test_moves_edges.py"],
+    ),
+    "csv_io": ("metacrm/io/csv_io.py", ["tests/test_csv_io.py", "tests/test_csv_levels.py"]),
+    "duplicates": (
+        "metacrm/runtime/duplicates.py",
+        ["tests/test_duplicates.py", "tests/test_duplicate_thresholds.py"],
+    ),
+    "outbox": ("metacrm/notify/outbox.py", ["tests/test_notify.py", "tests/test_outbox_claim.py"]),
+    "migrate": (
+        "metacrm/migrate",
+        [
+            "tests/test_migrate_rehearsal.py",
+            "tests/test_migrate.py",
+            "tests/test_migrate_kinds.py",
+            "tests/test_migrate_safety.py",
+            "tests/test_migrate_support.py",
+        ],
+    ),
+}
+
+OPERATORS = [
+    r"core/ReplaceComparisonOperator_(Eq_NotEq|NotEq_Eq|Lt_GtE|GtE_Lt|Gt_LtE|LtE_Gt|Lt_LtE|LtE_Lt|Gt_GtE|GtE_Gt)$",
+    r"core/ReplaceComparisonOperator_(Is_IsNot|IsNot_Is)$",
+    r"core/ReplaceAndWithOr$",
+    r"core/ReplaceOrWithAnd$",
+    r"core/AddNot$",
+    r"core/ReplaceUnaryOperator_Delete_Not$",
+    r"core/ReplaceTrueWithFalse$",
+    r"core/ReplaceFalseWithTrue$",
+    r"core/ZeroIterationForLoop$",
+    r"core/ReplaceBreakWithContinue$",
+    r"core/ReplaceContinueWithBreak$",
+    r"core/NumberReplacer$",
+    r"core/ReplaceBinaryOperator_(Add_Sub|Sub_Add)$",
+    r"core/ExceptionReplacer$",
+    r"core/RemoveDecorator$",
+]
+
+
+def copy_tree(dest: Path) -> None:
+    """The working tree as it is (tracked and untracked files, not ignored ones)."""
+    files = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    ).stdout.split(b"\0")
+    for name in filter(None, files):
+        src = ROOT / os.fsdecode(name)
+        if src.is_file():
+            (dest / src.relative_to(ROOT)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / src.relative_to(ROOT))
+
+
+def pytest_command(tests: list[str], *, sqlite_only: bool) -> str:
+    select = ' -k "not postgresql"' if sqlite_only else ""
+    return f"{sys.executable} -m pytest -x -q -p no:cacheprovider -o addopts=-ra{select} {' '.join(tests)}"
+
+
+def config_text(module: str, command: str, *, timeout: float) -> str:
+    return (
+        "[cosmic-ray]\n"
+        f"module-path = {module!r}\n"
+        f"timeout = {timeout}\n"
+        "excluded-modules = []\n"
+        f"test-command = {command!r}\n"
+        "\n[cosmic-ray.distributor]\n"
+        'name = "local"\n'
+    )
+
+
+def keep_only(session: Path, patterns: list[str]) -> tuple[int, int]:
+    """Mark the mutants of other operators as skipped; returns (kept, skipped)."""
+    from cosmic_ray.work_db import WorkDB, use_db
+    from cosmic_ray.work_item import WorkerOutcome, WorkResult
+
+    wanted = re.compile("|".join(f"(?:{p})" for p in patterns))
+    kept = skipped = 0
+    with use_db(str(session), WorkDB.Mode.open) as db:
+        for item in list(db.pending_work_items):
+            if all(wanted.match(m.operator_name) for m in item.mutations):
+                kept += 1
+                continue
+            db.set_result(item.job_id, WorkResult(output="operator not chosen", worker_outcome=WorkerOutcome.SKIPPED))
+            skipped += 1
+    return kept, skipped
+
+
+def survivors(session: Path, work: Path) -> tuple[list[str], dict[str, int]]:
+    """One line per survivor (file:line, operator, the changed line before and after) and counts."""
+    from cosmic_ray.work_db import WorkDB, use_db
+    from cosmic_ray.work_item import TestOutcome, WorkerOutcome
+
+    lines: list[str] = []
+    counts = {"killed": 0, "survived": 0, "incompetent": 0, "timeout or error": 0}
+    with use_db(str(session), WorkDB.Mode.open) as db:
+        for item, result in db.completed_work_items:
+            if result.worker_outcome == WorkerOutcome.SKIPPED:
+                continue
+            if result.worker_outcome != WorkerOutcome.NORMAL:
+                counts["timeout or error"] += 1
+                continue
+            if result.test_outcome == TestOutcome.KILLED:
+                counts["killed"] += 1
+                continue
+            if result.test_outcome == TestOutcome.INCOMPETENT:
+                counts["incompetent"] += 1
+                continue
+            counts["survived"] += 1
+            for m in item.mutations:
+                path = Path(m.module_path)
+                rel = path.relative_to(work) if path.is_absolute() else path
+                line = m.start_pos[0]
+                changed = [
+                    d[1:].strip() for d in (result.diff or "").splitlines() if d.startswith("+") and d[1:2] != "+"
+                ]
+                try:
+                    source = (work / rel).read_text(encoding="utf-8").splitlines()[line - 1].strip()
+                except (OSError, IndexError):
+                    source = "?"
+                operator = m.operator_name.removeprefix("core/")
+                after = changed[0] if changed else "(the line is removed)"
+                lines.append(f"{rel}:{line}: {operator}\n    - {source}\n    + {after}")
+    return sorted(lines, key=_natural), counts
+
+
+def _natural(text: str):
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", text)]
+
+
+def run_target(name: str, module: str, tests: list[str], args, work: Path) -> dict[str, int]:
+    session = work / f".mutation-{name}.sqlite"
+    config = work / f".mutation-{name}.toml"
+    command = pytest_command(tests, sqlite_only=args.sqlite_only)
+    config.write_text(config_text(module, command, timeout=args.timeout), encoding="utf-8")
+    env = dict(os.environ, PYTHONPATH=str(work), PYTHONDONTWRITEBYTECODE="1")
+    baseline = subprocess.run(command, shell=True, cwd=work, env=env, capture_output=True, text=True)
+    if baseline.returncode != 0:
+        print(f"{name}: the tests fail before any mutation; fix them first:\n{baseline.stdout[-2000:]}")
+        return {"baseline failed": 1}
+    subprocess.run(["cosmic-ray", "init", str(config), str(session)], cwd=work, env=env, check=True)
+    kept, skipped = keep_only(session, args.operators)
+    print(f"{name}: {module}: {kept} mutants ({skipped} of other operators left out); tests: {' '.join(tests)}")
+    started = time.monotonic()
+    subprocess.run(["cosmic-ray", "exec", str(config), str(session)], cwd=work, env=env, check=True)
+    found, counts = survivors(session, work)
+    minutes = (time.monotonic() - started) / 60
+    print(f"{name}: " + ", ".join(f"{v} {k}" for k, v in counts.items()) + f" ({minutes:.1f} min)")
+    for line in found:
+        print(line)
+    return counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("targets", nargs="*", help=f"names ({', '.join(TARGETS)}) or a module path with --tests")
+    parser.add_argument("--all", action="store_true", help="every target in TARGETS")
+    parser.add_argument("--tests", nargs="+", help="test files for a module path given as the target")
+    parser.add_argument("--sqlite-only", action="store_true", help="skip the PostgreSQL half of the tests")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant before it counts as killed")
+    parser.add_argument("--operators", nargs="+", default=OPERATORS, help="regular expressions of operator names")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary copy and its session databases")
+    args = parser.parse_args(argv)
+    if shutil.which("cosmic-ray") is None:
+        parser.error("cosmic-ray is not installed: pip install cosmic-ray")
+    chosen: list[tuple[str, str, list[str]]] = []
+    for target in list(TARGETS) if args.all else args.targets:
+        if target in TARGETS:
+            chosen.append((target, *TARGETS[target]))
+        elif (ROOT / target).exists() and args.tests:
+            chosen.append((Path(target).stem, target, args.tests))
+        else:
+            parser.error(f"unknown target {target!r}: one of {', '.join(TARGETS)}, or a path with --tests")
+    if not chosen:
+        parser.error("name a target, or --all")
+    work = Path(tempfile.mkdtemp(prefix="metacrm-mutation-"))
+    try:
+        copy_tree(work)
+        totals = [run_target(name, module, tests, args, work) for name, module, tests in chosen]
+    finally:
+        if args.keep:
+            print(f"kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0 if all("baseline failed" not in t for t in totals) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
