@@ -8,6 +8,7 @@ from __future__ import annotations
 from .errors import (
     AutomationError,
     ConflictError,
+    DatabaseUnavailable,
     DataError,
     DuplicateWarning,
     ExpressionError,
@@ -37,6 +38,7 @@ __all__ = [
     "AutomationError",
     "ConflictError",
     "DataError",
+    "DatabaseUnavailable",
     "DuplicateWarning",
     "ExpressionError",
     "MetaCRMError",

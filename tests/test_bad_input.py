@@ -103,3 +103,177 @@ def test_yaml_limits_leave_real_models_alone(root) -> None:
         assert parse_source(path.read_text(encoding="utf-8"), str(path)).problems == []
     nested = "x: " + "[" * 99 + "]" * 99 + "\n"  # just inside the nesting limit
     assert parse_source(nested).problems == []
+
+
+# -- opening the database --------------------------------------------------------------------------
+def _pg_url(rest: str) -> str:
+    return f"postgresql+psycopg://postgres:s3cret@127.0.0.1:{rest}"
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("sqlite:///{tmp}/missing/dir/crm.db", "cannot open the database sqlite:///"),
+        ("sqlite:///{tmp}/not-a-db.db", "file is not a database"),
+        (_pg_url("1/test"), "cannot open the database postgresql+psycopg://postgres:***@127.0.0.1:1/test"),
+        ("not a url", "not a database URL: 'not a url'"),
+        ("postgresql://postgres:s3cret@host:port:x/db", "not a database URL: 'postgresql://postgres:***@host"),
+        ("mysql://u@h/db", "unsupported database 'mysql'"),
+        ("sqlite:///{tmp}/crm.db?timeout=soon", "timeout must be a number of seconds"),
+    ],
+    ids=[
+        "missing-dir",
+        "not-a-database",
+        "pg-unreachable",
+        "malformed",
+        "malformed-password",
+        "unsupported",
+        "timeout",
+    ],
+)
+def test_a_database_that_does_not_open_is_bad_usage(tmp_path, url, says) -> None:
+    (tmp_path / "not-a-db.db").write_text("hello, I am a text file\n" * 100)
+    url = url.replace("{tmp}", str(tmp_path))
+    for command in (["list", "client"], ["migrate"]):
+        line = cli(*command, "--model", CONTRACT, "--db", url, code=2)
+        assert line.startswith("error: ") and says in line and "s3cret" not in line
+    assert (tmp_path / "not-a-db.db").read_text() == "hello, I am a text file\n" * 100
+
+
+def test_an_unknown_postgresql_database_is_bad_usage() -> None:
+    from conftest import PG_URL, pg_reason
+
+    if pg_reason():
+        pytest.skip(pg_reason())
+    url = PG_URL.rsplit("/", 1)[0] + "/metacrm_no_such_database"
+    line = cli("list", "client", "--model", CONTRACT, "--db", url, code=2)
+    assert "cannot open the database" in line and 'database "metacrm_no_such_database" does not exist' in line
+
+
+def test_a_locked_sqlite_database_says_who_and_how_long(tmp_path) -> None:
+    import sqlite3
+
+    import metacrm
+
+    path = tmp_path / "crm.db"
+    with metacrm.connect(CONTRACT, f"sqlite:///{path}") as crm:
+        crm.migrate()
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process writing
+    try:
+        line = refused(f"sqlite:///{path}?timeout=0.2", "create", "client", "name=Ромашка")
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert "is locked by another process (waited 0." in line and "try again" in line
+    with pytest.raises(metacrm.ConflictError, match="locked by another process"):
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            metacrm.connect(CONTRACT, f"sqlite:///{path}?timeout=0.1").create("client", {"name": "Ромашка"})
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+
+
+# -- numbers beyond 64 bits --------------------------------------------------------------------------
+HUGE = "99999999999999999999"
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "says"),
+    [
+        (["get", "deal", HUGE], 1, f"deal {HUGE} not found"),
+        (["update", "deal", HUGE, "title=x"], 1, f"deal {HUGE} not found"),
+        (["move", "deal", HUGE, "qualified"], 1, f"deal {HUGE} not found"),
+        (["delete", "deal", HUGE], 1, f"deal {HUGE} not found"),
+        (["history", "deal", HUGE], 1, f"deal {HUGE} not found"),
+        (["create", "deal", "title=x", f"client={HUGE}"], 1, "deal.client: "),
+        (["list", "deal", "--where", f"id = {HUGE}"], 1, "deal.id: "),
+        (["list", "deal", "--where", "amount * 1000000000000 * 1000000000000 > 1"], None, "out of range"),
+        (["list", "deal", "--where", "id * 1000000000000 * 1000000000000 > 1"], 1, "out of range"),
+    ],
+    ids=["get", "update", "move", "delete", "history", "link", "filter-literal", "money-product", "id-product"],
+)
+def test_numbers_beyond_64_bits_are_refused(crm_db, args, code, says) -> None:
+    if code is None:  # SQLite computes money in 64-bit cents (refused); PostgreSQL in NUMERIC
+        if crm_db.startswith("postgresql"):
+            result = CliRunner().invoke(app, [*args, "--model", CONTRACT, "--db", crm_db])
+            assert result.exit_code == 0 and "Поставка" in result.stdout
+            return
+        code = 1
+    line = refused(crm_db, *args, code=code)
+    assert line.startswith("error: ") and says in line
+
+
+def test_limit_and_offset_beyond_64_bits_mean_no_limit(crm_db) -> None:
+    import metacrm
+
+    result = CliRunner().invoke(app, ["list", "deal", "--limit", HUGE, "--model", CONTRACT, "--db", crm_db])
+    assert result.exit_code == 0 and "Поставка" in result.stdout
+    result = CliRunner().invoke(app, ["list", "deal", "--offset", HUGE, "--model", CONTRACT, "--db", crm_db])
+    assert result.exit_code == 0 and "Поставка" not in result.stdout
+    with metacrm.connect(CONTRACT, crm_db) as crm:
+        assert len(crm.find("deal", limit=10**30)) == 1 and crm.find("deal", offset=10**30) == []
+        with pytest.raises(metacrm.NotFound):
+            crm.get("deal", 10**20)
+
+
+# -- text no database stores alike -------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["create", "client", "name=\udcff"], "client.name: '\\udcff' is not valid text: character 1 is a lone"),
+        (["update", "client", "1", "city=Мос\udcffква"], "client.city: 'Мос\\udcffква' is not valid text"),
+        (["note", "client", "1", "ab\udcff"], "client: note: 'ab\\udcff' is not valid text"),
+        (["move", "deal", "1", "qualified", "--note", "\udcff"], "deal: note: '\\udcff' is not valid text"),
+    ],
+    ids=["create", "update", "note", "move-note"],
+)
+def test_invalid_utf8_arguments_are_refused_naming_the_field(crm_db, args, says) -> None:
+    line = refused(crm_db, *args)
+    assert line.startswith("error: ") and says in line
+
+
+def test_invalid_utf8_argv_from_a_real_shell(crm_db) -> None:
+    import os
+    import subprocess
+    import sys
+
+    before = dump(crm_db)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+    args = [sys.executable, "-m", "metacrm", "create", "client", b"name=\xff\xfe", "--model", CONTRACT, "--db", crm_db]
+    done = subprocess.run(args, capture_output=True, env=env, timeout=60)
+    assert done.returncode == 1 and b"Traceback" not in done.stderr
+    assert done.stderr.decode("utf-8", "replace").splitlines() == [
+        "error: client.name: '\\udcff\\udcfe' is not valid text: character 1 is a lone surrogate "
+        "(U+DCFF; invalid UTF-8 input?)"
+    ]
+    assert dump(crm_db) == before
+
+
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [({"name": "a\x00b"}, "name"), ({"name": "a\ud800"}, "name"), ({"name": "a", "city": "x\x00"}, "city")],
+    ids=["nul", "lone-surrogate", "nul-other-field"],
+)
+def test_nul_and_lone_surrogates_are_refused_alike_by_the_library(crm_db, values, field) -> None:
+    import metacrm
+
+    before = dump(crm_db)
+    with metacrm.connect(CONTRACT, crm_db) as crm:
+        with pytest.raises(metacrm.ValidationError, match=f"^client.{field}: ") as info:
+            crm.create("client", values)
+        assert [i.field for i in info.value.issues] == [field]
+        with pytest.raises(metacrm.ValidationError, match=f"^client.{field}: "):
+            crm.update("client", 1, values)
+        with pytest.raises(metacrm.ValidationError, match="^client: note: "):
+            crm.note("client", 1, "a\x00")
+    assert dump(crm_db) == before
+
+
+def test_nul_in_an_imported_csv_is_refused_alike(crm_db, tmp_path) -> None:
+    csv = tmp_path / "clients.csv"
+    csv.write_bytes('name,city\nА,"Мос\x00ква"\n'.encode())
+    line = refused(crm_db, "import", "client", str(csv))
+    assert "line 2, city: 'Мос\\x00ква' contains a NUL character" in line

@@ -37,7 +37,8 @@ def _mul(a, b):
         return None
     product = int(a) * int(b)
     if not -_INT64 <= product < _INT64:
-        raise OverflowError("metacrm: a product is out of range (more than 18 digits)")
+        # not OverflowError: sqlite3 reports that one as "string or blob too big"
+        raise ValueError("metacrm: a product is out of range (more than 18 digits)")
     return product
 
 
