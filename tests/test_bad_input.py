@@ -277,3 +277,41 @@ def test_nul_in_an_imported_csv_is_refused_alike(crm_db, tmp_path) -> None:
     csv.write_bytes('name,city\nА,"Мос\x00ква"\n'.encode())
     line = refused(crm_db, "import", "client", str(csv))
     assert "line 2, city: 'Мос\\x00ква' contains a NUL character" in line
+
+
+# -- sums near the money limit -----------------------------------------------------------------------
+def test_sums_near_the_money_limit_are_exact(db_url) -> None:
+    import json
+    from decimal import Decimal
+
+    import metacrm
+
+    top = Decimal("9999999999999999.99")  # the largest money value (NUMERIC(18,2))
+    with metacrm.connect(CONTRACT, db_url) as crm:
+        crm.migrate()
+        client = crm.create("client", {"name": "Ромашка"})
+        crm.create_many("deal", [{"title": f"d{i}", "amount": top, "client": client["id"]} for i in range(12)])
+        crm.create("deal", {"title": "no amount", "client": client["id"]})
+        exact = top * 12
+        funnel = crm.funnel("deal")
+        assert funnel["stages"][0]["amount"] == exact
+        assert crm.funnel("deal", as_of="2999-01-01")["stages"][0]["amount"] == exact  # from the history
+        assert crm.funnel("deal", by="owner")[0]["stages"][0]["amount"] == exact
+        board = crm.board("deal")
+        assert board["amount"] == exact and board["columns"][0]["amount"] == exact
+        group = crm.report_group("deal", by="stage", sum="amount")
+        assert group["rows"][0]["sum"] == exact and group["total"]["sum"] == exact
+    for args in (["report", "funnel", "deal"], ["report", "group", "deal", "--by", "client", "--sum", "amount"]):
+        result = CliRunner().invoke(app, [*args, "--format", "json", "--model", CONTRACT, "--db", db_url])
+        assert result.exit_code == 0, result.output
+        assert str(exact) in result.stdout and json.loads(result.stdout)
+    result = CliRunner().invoke(app, ["board", "deal", "--model", CONTRACT, "--db", db_url])
+    assert result.exit_code == 0 and "Traceback" not in result.output
+
+
+def test_exact_sum_joins_halves_of_negative_and_huge_values() -> None:
+    from metacrm.expr.functions import _join64
+
+    for values in ([2**62, 2**62, 2**62], [-(2**63), -(2**63), 5], [-1, -2, 3], [2**63 - 1, 1]):
+        hi, lo = sum(v >> 32 for v in values), sum(v & 0xFFFFFFFF for v in values)
+        assert int(_join64(hi, lo)) == sum(values)
