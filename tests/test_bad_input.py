@@ -315,3 +315,18 @@ def test_exact_sum_joins_halves_of_negative_and_huge_values() -> None:
     for values in ([2**62, 2**62, 2**62], [-(2**63), -(2**63), 5], [-1, -2, 3], [2**63 - 1, 1]):
         hi, lo = sum(v >> 32 for v in values), sum(v & 0xFFFFFFFF for v in values)
         assert int(_join64(hi, lo)) == sum(values)
+
+
+# -- tick at the ends of the calendar -----------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("example", "now"),
+    [("service_desk", "0001-01-01"), ("srm", "9999-12-31T23:59:59"), ("trade", "0001-01-01T00:00:00+14:00")],
+)
+def test_tick_at_the_ends_of_the_calendar(db_url, root, example, now) -> None:
+    import metacrm
+
+    model = str(root / "examples" / f"{example}.yaml")
+    with metacrm.connect(model, db_url) as crm:
+        crm.migrate()
+    line = refused(db_url, "tick", "--now", now, model=model)
+    assert line.startswith("error: tick: now ") and "too close to the end of the calendar" in line

@@ -136,8 +136,10 @@ _PG_OUT_OF_RANGE = {"22003", "22008"}  # numeric value out of range, datetime fi
 
 def translate(exc: BaseException, engine: Engine | None = None, started: float | None = None) -> MetaCRMError | None:
     """The metacrm error for a driver error caused by input or by another process, or None."""
-    if isinstance(exc, OverflowError):
-        return ValidationError("a number is out of range: integers have at most 18 digits")
+    if isinstance(exc, OverflowError):  # Python's own: a date past the calendar, an int past 64 bits
+        if "date" in str(exc):
+            return ValidationError("a date is out of range: the calendar runs from year 1 to 9999")
+        return ValidationError("a number is out of range: more than 64 bits")
     if isinstance(exc, UnicodeError):
         return ValidationError("text is not valid Unicode (a lone surrogate, from invalid UTF-8 input?)")
     if not isinstance(exc, DBAPIError):
