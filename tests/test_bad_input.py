@@ -330,3 +330,43 @@ def test_tick_at_the_ends_of_the_calendar(db_url, root, example, now) -> None:
         crm.migrate()
     line = refused(db_url, "tick", "--now", now, model=model)
     assert line.startswith("error: tick: now ") and "too close to the end of the calendar" in line
+
+
+# -- files a command writes ------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("report", "says"),
+    [("missing/report.csv", "does not exist"), (".", "is a directory"), ("locked/report.csv", "no permission")],
+    ids=["missing-directory", "a-directory", "no-permission"],
+)
+def test_import_refuses_a_report_it_cannot_write_before_importing(crm_db, tmp_path, report, says) -> None:
+    import os
+
+    import metacrm
+
+    if says == "no permission":
+        if os.geteuid() == 0:
+            pytest.skip("root may write anywhere")
+        (tmp_path / "locked").mkdir(mode=0o500)
+    data = tmp_path / "clients.csv"
+    data.write_text("name,city\nВасилёк,Тверь\n,Нет имени\n", encoding="utf-8")
+    path = str(tmp_path / report)
+    args = ("import", "client", str(data), "--skip-invalid", "--report", path)
+    line = refused(crm_db, *args, code=2)
+    assert line.startswith("error: --report: cannot write") and says in line and "nothing was imported" in line
+    with metacrm.connect(CONTRACT, crm_db) as crm:
+        from metacrm.io.csv_io import import_csv
+
+        with pytest.raises(metacrm.ValidationError, match=f"client: cannot write the report: .*{says}"):
+            import_csv(crm, "client", str(data), skip_invalid=True, report_path=path)
+        assert crm.count("client") == 1
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["export", "client", "--output"], ["report", "group", "deal", "--by", "stage", "--output"]],
+    ids=["export", "report"],
+)
+@pytest.mark.parametrize("where", ["missing/out.csv", "."], ids=["missing-directory", "a-directory"])
+def test_an_output_file_that_cannot_be_written_is_bad_usage(crm_db, tmp_path, args, where) -> None:
+    line = refused(crm_db, *args, str(tmp_path / where), code=2)
+    assert line.startswith("error: --output: cannot write")

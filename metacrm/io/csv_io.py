@@ -70,6 +70,7 @@ from typing import Any
 from ..errors import DuplicateWarning, FieldIssue, NotFound, ValidationError
 from ..model.metamodel import Entity, Link
 from ..model.suggest import did_you_mean, listing
+from .paths import unwritable
 
 PAGE_SIZE = 1000  # records per page of an export
 PROGRESS_STEP = 500  # records between progress calls
@@ -1010,6 +1011,8 @@ def import_csv(
     to the database.
     """
     ent = crm.model.entity(entity)
+    if report_path is not None and (why := unwritable(report_path)) is not None:
+        raise ValidationError(f"{ent.name}: cannot write the report: {why}; nothing was imported")
     name, header, rows = read_csv(path_or_file)
     columns = map_columns(ent, header, mapping, import_stages=import_stages, name=name)
     options = {
