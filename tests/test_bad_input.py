@@ -370,3 +370,62 @@ def test_import_refuses_a_report_it_cannot_write_before_importing(crm_db, tmp_pa
 def test_an_output_file_that_cannot_be_written_is_bad_usage(crm_db, tmp_path, args, where) -> None:
     line = refused(crm_db, *args, str(tmp_path / where), code=2)
     assert line.startswith("error: --output: cannot write")
+
+
+# -- huge search fields ------------------------------------------------------------------------------
+SEARCHABLE = """
+metacrm: 1
+name: docs
+entities:
+  doc:
+    fields:
+      title: {type: string, required: true}
+      body: {type: text}
+    search: [title, body]
+"""
+
+
+def test_a_huge_search_field_is_stored_and_found_by_its_beginning(db_url, tmp_path) -> None:
+    import random
+    import string
+
+    import metacrm
+
+    model = tmp_path / "docs.yaml"
+    model.write_text(SEARCHABLE, encoding="utf-8")
+    rng = random.Random(15)
+    words = [
+        "".join(rng.choices(string.ascii_lowercase + "абвгдежзиклмнопрстуфхцчшщэюя", k=rng.randint(3, 10)))
+        for _ in range(400_000)
+    ]
+    body = " ".join(words)[:3_000_000]  # 3 MB: a tsvector of it would pass PostgreSQL's 1 MB
+    with metacrm.connect(str(model), db_url) as crm:
+        crm.migrate()
+        record = crm.create("doc", {"title": "Отчёт", "body": body})
+        assert len(crm.get("doc", record["id"])["body"]) == len(body)
+        assert [r["id"] for r in crm.search(words[0])] == [record["id"]]
+        assert [r["id"] for r in crm.search(words[10_000])] == [record["id"]]
+        crm.update("doc", record["id"], {"body": body[::-1]})
+        assert crm.search("Отчёт")[0]["id"] == record["id"]
+    result = CliRunner().invoke(app, ["search", "отчёт", "--model", str(model), "--db", db_url])
+    assert result.exit_code == 0 and "Отчёт" in result.stdout
+
+
+def test_an_older_unbounded_search_index_is_replaced_by_migrate(db_url, tmp_path) -> None:
+    import metacrm
+    from metacrm.runtime.engine import make_engine, writing
+    from metacrm.storage import naming
+
+    model = tmp_path / "docs.yaml"
+    model.write_text(SEARCHABLE, encoding="utf-8")
+    with metacrm.connect(str(model), db_url) as crm:
+        crm.migrate()
+    engine = make_engine(db_url)
+    with writing(engine) as conn:  # what an older metacrm created: a B-tree on the long text
+        conn.exec_driver_sql(f'CREATE INDEX "{naming.index_name("doc", ["body"])}" ON doc (body)')
+    engine.dispose()
+    body = " ".join(f"{i:x}{i * 7919 % 100_003:x}" for i in range(10_000))  # 120 kB, incompressible enough
+    with metacrm.connect(str(model), db_url) as crm:
+        assert crm.migrate() == []
+        crm.create("doc", {"title": "long", "body": body})
+        assert crm.search("long")[0]["title"] == "long"

@@ -191,8 +191,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
             )
         if not dry_run:
             self._state = "current"
-            if plan:  # a changed schema: search indexes for new or changed search fields
-                self.ensure_search_index()
+            self.ensure_search_index()  # new or changed search fields, or indexes of an older metacrm
         return plan
 
     # -- helpers ------------------------------------------------------------------------------
