@@ -131,7 +131,6 @@ def driver_errors(engine: Engine, started: float | None = None):
 
 _LOCKED = ("database is locked", "database table is locked", "database schema is locked")
 _OVERFLOW = ("integer overflow", "user-defined function raised exception")
-_PG_OUT_OF_RANGE = {"22003", "22008"}  # numeric value out of range, datetime field overflow
 
 
 def translate(exc: BaseException, engine: Engine | None = None, started: float | None = None) -> MetaCRMError | None:
@@ -150,7 +149,9 @@ def translate(exc: BaseException, engine: Engine | None = None, started: float |
         waited = f" (waited {time.monotonic() - started:.1f} s)" if started is not None else ""
         where = shown_url(engine.url) if engine is not None else "the database"
         return ConflictError(f"{where} is locked by another process{waited}; try again when it is done")
-    if code in _PG_OUT_OF_RANGE or any(text in reason for text in _OVERFLOW):
+    if code == "22008":  # datetime field overflow
+        return ValidationError("a date is out of range: the calendar runs from year 1 to 9999")
+    if code == "22003" or any(text in reason for text in _OVERFLOW):
         return ValidationError("a number is out of range: a sum or product has more than 18 digits")
     if "NUL (0x00)" in reason or code in ("22021", "22P05"):
         return ValidationError("text cannot contain NUL characters (\\x00)")
