@@ -429,3 +429,35 @@ def test_an_older_unbounded_search_index_is_replaced_by_migrate(db_url, tmp_path
         assert crm.migrate() == []
         crm.create("doc", {"title": "long", "body": body})
         assert crm.search("long")[0]["title"] == "long"
+
+
+# -- the last resort: whatever the library let through is still one line ---------------------------
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["report", "funnel", "deal", "--to", "9999-12-31"], "a date is out of range"),
+        (["list", "client", "--where", "name = 'a\udcff'"], "text is not valid Unicode"),
+        (["create", "task", "title=x", "due=9999-12-31T23:59:59-14:00"], "task.due: "),
+    ],
+    ids=["report-to-end-of-calendar", "filter-lone-surrogate", "datetime-past-9999-in-utc"],
+)
+def test_driver_and_python_errors_become_one_line(crm_db, args, says) -> None:
+    line = refused(crm_db, *args)
+    assert line.startswith("error: ") and says in line
+
+
+def test_library_users_get_metacrm_errors_too(crm_db) -> None:
+    import metacrm
+
+    with metacrm.connect(CONTRACT, crm_db) as crm:
+        with pytest.raises(metacrm.ValidationError, match="not valid Unicode"):
+            crm.find("client", where="name = 'a\ud800'")
+        with pytest.raises(metacrm.ValidationError, match="out of range"):
+            crm.find("deal", where="id * 1000000000000 * 1000000000000 > 1")
+        with pytest.raises(metacrm.NotFound):
+            crm.get("client", 2**64)
+        with crm.transaction():  # inside a transaction too, and the transaction goes on
+            with pytest.raises(metacrm.ValidationError, match="city: "):
+                crm.create("client", {"name": "x", "city": "\x00"})
+            crm.create("client", {"name": "Василёк"})
+        assert crm.count("client") == 2
