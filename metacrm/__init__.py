@@ -8,6 +8,7 @@ from __future__ import annotations
 from .errors import (
     AutomationError,
     ConflictError,
+    DatabaseUnavailable,
     DataError,
     DuplicateWarning,
     ExpressionError,
@@ -45,6 +46,7 @@ __all__ = [
     "AutomationError",
     "ConflictError",
     "DataError",
+    "DatabaseUnavailable",
     "DuplicateWarning",
     "ExpressionError",
     "HIDDEN",

@@ -12,7 +12,8 @@
     │   ├── ConflictError           another writer changed the record first
     │   ├── NotFound                no such record
     │   └── AutomationError         an automation's action failed: the triggering operation is refused
-    └── MigrationError              the database does not hold this model, or a migration failed
+    ├── MigrationError              the database does not hold this model, or a migration failed
+    └── DatabaseUnavailable         the database URL is malformed, or names no database that opens
 
 Library code raises these (wrapping yaml, jsonschema, SQLAlchemy errors with ``raise ... from``);
 the CLI maps them to one line on stderr and an exit code. Nothing else should reach a user.
@@ -189,3 +190,12 @@ class AutomationError(DataError):
 
 
 __all__.append("AutomationError")
+
+
+class DatabaseUnavailable(MetaCRMError):
+    """The database cannot be opened: a malformed or unsupported URL, a SQLite file in a
+    missing directory or that is not a database, a PostgreSQL server that does not answer or
+    has no such database. The message names the URL (without its password)."""
+
+
+__all__.append("DatabaseUnavailable")

@@ -25,6 +25,7 @@ def test_public_api_is_frozen() -> None:
             "AutomationError",
             "ConflictError",
             "DataError",
+            "DatabaseUnavailable",
             "DuplicateWarning",
             "ExpressionError",
             "HIDDEN",

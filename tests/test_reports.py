@@ -474,8 +474,9 @@ def test_cli_exit_codes(cli, tmp_path) -> None:
     out = tmp_path / "funnel.json"
     assert cli("report", "funnel", "deal", "-f", "json", "--output", str(out)).stdout == ""
     assert json.loads(out.read_text(encoding="utf-8"))["count"] == 6
+    # an --output that cannot be written is bad usage, said before any work
     missing = str(tmp_path / "no" / "such" / "dir" / "f.png")
-    assert "cannot write" in cli("report", "funnel", "deal", "-f", "png", "-O", missing, code=1).stderr
+    assert "cannot write" in cli("report", "funnel", "deal", "-f", "png", "-O", missing, code=2).stderr
 
 
 def test_png_charts_with_cyrillic_labels(cli, crm, tmp_path) -> None:

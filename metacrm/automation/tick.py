@@ -69,7 +69,17 @@ def _moment(now) -> dt.datetime:
         now = dt.datetime(now.year, now.month, now.day)
     if not isinstance(now, dt.datetime):
         raise ValidationError(f"tick: now must be a datetime, not {now!r}")
-    return now.replace(tzinfo=dt.UTC) if now.tzinfo is None else now.astimezone(dt.UTC)
+    try:
+        return now.replace(tzinfo=dt.UTC) if now.tzinfo is None else now.astimezone(dt.UTC)
+    except OverflowError:
+        raise _calendar_end(now) from None
+
+
+def _calendar_end(now: dt.datetime) -> ValidationError:
+    return ValidationError(
+        f"tick: now {now.isoformat()} is too close to the end of the calendar (years 1 to 9999) "
+        "for the delays of the model's automations; give a moment between them"
+    )
 
 
 def tick(crm, now=None) -> list[dict]:
@@ -77,13 +87,22 @@ def tick(crm, now=None) -> list[dict]:
     event, occurrence, status (``fired`` or ``failed`` with ``error``)."""
     now = _moment(now)
     compiled = compiled_for(crm.model)
+    try:  # every delay added to or taken from now fits the calendar: checked before firing any
+        for rule in compiled.timed:
+            if rule.event != "at":
+                _query(crm, compiled, rule, now)
+    except OverflowError:
+        raise _calendar_end(now) from None
     out: list[dict] = []
-    for rule in compiled.timed:
-        kind = rule.event
-        if kind == "at":
-            out += _schedule(crm, compiled, rule, now)
-        else:
-            out += [r for r in _candidates(crm, compiled, rule, now) if r is not None]
+    try:
+        for rule in compiled.timed:
+            kind = rule.event
+            if kind == "at":
+                out += _schedule(crm, compiled, rule, now)
+            else:
+                out += [r for r in _candidates(crm, compiled, rule, now) if r is not None]
+    except OverflowError:  # a schedule's next occurrence past the year 9999
+        raise _calendar_end(now) from None
     return out
 
 

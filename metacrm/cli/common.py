@@ -25,16 +25,35 @@ def print_problems(problems, *, stream=None) -> None:
 
 @contextmanager
 def refusals() -> Iterator[None]:
-    """Map metacrm errors to one line on stderr and the contract's exit codes."""
-    from ..errors import MetaCRMError, ModelError
+    """Map metacrm errors to one line on stderr and the contract's exit codes: 2 for an
+    invalid model or a database URL that does not open, 1 for every refused operation.
+
+    Driver errors the library did not translate (a path outside a transaction) are mapped
+    here as a last resort by the same rules (:func:`metacrm.runtime.engine.translate`)."""
+    from ..errors import DatabaseUnavailable, MetaCRMError, ModelError
 
     try:
         yield
     except ModelError as exc:
         print_problems(exc.problems, stream=sys.stderr)
         raise typer.Exit(EXIT_USAGE) from None
+    except DatabaseUnavailable as exc:
+        fail(str(exc), EXIT_USAGE)
     except MetaCRMError as exc:
         fail(str(exc))
+    except (OverflowError, UnicodeError, _driver_error()) as exc:
+        from ..runtime.engine import translate
+
+        error = translate(exc)
+        if error is None:
+            raise
+        fail(str(error), EXIT_USAGE if isinstance(error, DatabaseUnavailable) else EXIT_REFUSED)
+
+
+def _driver_error() -> type[BaseException]:
+    from sqlalchemy.exc import DBAPIError
+
+    return DBAPIError
 
 
 def load(model_path: str):

@@ -80,8 +80,11 @@ def import_(
 ) -> None:
     """Import records from a CSV file: all rows or none (unless --skip-invalid)."""
     from ..io.csv_io import import_csv
+    from ..io.paths import unwritable
 
     mapping = parse_mapping(map_ or [])
+    if report is not None and (why := unwritable(report)) is not None:
+        usage_error(f"--report: cannot write {report}: {why}; nothing was imported")
     source = sys.stdin.buffer if file == "-" else file
     with opened(model, db, as_user) as crm, progress_bar(entity) as progress:
         result = import_csv(
@@ -96,7 +99,11 @@ def import_(
             progress=progress,
         )
     if report is None and (result.rejected or result.notes) and file != "-":
-        result.write_report(Path(file).with_suffix(".report.csv"))  # skipped rows are never only on screen
+        default = Path(file).with_suffix(".report.csv")
+        try:
+            result.write_report(default)  # skipped rows are never only on screen
+        except OSError as exc:  # the import is done: say where the report could not go
+            typer.echo(f"warning: cannot write the report {default}: {exc.strerror or exc}", err=True)
     if format is Format.json:
         typer.echo(to_json(result.to_dict()))
         return
@@ -122,7 +129,10 @@ def export(
 ) -> None:
     """Export records as CSV: what `metacrm import` reads back (ids, links as ids, stage)."""
     from ..io.csv_io import export_csv
+    from ..io.paths import unwritable
 
+    if output is not None and (why := unwritable(output)) is not None:
+        usage_error(f"--output: cannot write {output}: {why}")
     with opened(model, db, as_user) as crm:
         count = export_csv(crm, entity, output if output is not None else sys.stdout, where=where, order_by=order_by)
     if output is not None:

@@ -45,11 +45,20 @@ def report_session(model: str, db: str, fmt: ReportFormat, output: Path | None, 
 
     if fmt is ReportFormat.png and output is None:
         usage_error("png is a picture, not text for a terminal: give --output FILE.png")
+    _writable(output)
     with opened(model, db, as_user) as crm:
         try:
             yield crm
         except BadReportOption as exc:
             usage_error(str(exc))
+
+
+def _writable(output: Path | None) -> None:
+    """Exit 2 before any work when --output cannot be written."""
+    from ..io.paths import unwritable
+
+    if output is not None and (why := unwritable(output)) is not None:
+        usage_error(f"--output: cannot write {output}: {why}")
 
 
 def deliver(text: str, output: Path | None) -> None:

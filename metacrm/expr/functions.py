@@ -13,6 +13,12 @@
   computes on the scaled integers it stores, PostgreSQL on NUMERIC).
 - ``metacrm_mul(a, b)`` (SQLite): the exact product, an error beyond 64 bits (SQLite's own
   ``*`` would silently turn into a float).
+- ``exact_sum(x)``: SUM typed as its column. SQLite's SUM of integers fails past 64 bits
+  ("integer overflow"; money is stored there in cents), so a query whose sum overflows runs
+  again through :func:`split_sums`: every ``exact_sum`` becomes the sums of the high and the
+  low 32 bits (neither overflows below 2**31 rows) joined by ``metacrm_join64(hi, lo)``, the
+  exact sum as an integer, or as decimal text past 64 bits (the column's type reads both).
+  Twice the work of a plain SUM, hence only on overflow.
 - ``metacrm_div(n, d, m)`` (SQLite): ``n * 10**m / d`` rounded half away from zero (``m`` may
   be negative: ``n / (d * 10**-m)``); null when ``d`` is 0 or a value is null.
 """
@@ -21,13 +27,15 @@ from __future__ import annotations
 
 import sqlite3
 
-from sqlalchemy import Boolean, Text
+from sqlalchemy import BigInteger, Boolean, Text
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
+from sqlalchemy.types import TypeDecorator
 
 SQLITE_CASEFOLD = "metacrm_casefold"
 SQLITE_DIV = "metacrm_div"
 SQLITE_MUL = "metacrm_mul"
+SQLITE_JOIN64 = "metacrm_join64"
 _INT64 = 2**63
 
 
@@ -37,8 +45,17 @@ def _mul(a, b):
         return None
     product = int(a) * int(b)
     if not -_INT64 <= product < _INT64:
-        raise OverflowError("metacrm: a product is out of range (more than 18 digits)")
+        # not OverflowError: sqlite3 reports that one as "string or blob too big"
+        raise ValueError("metacrm: a product is out of range (more than 18 digits)")
     return product
+
+
+def _join64(hi, lo):
+    """``hi * 2**32 + lo``: an integer when SQLite can hold it, else its decimal text."""
+    if hi is None or lo is None:
+        return None
+    total = int(hi) * 4294967296 + int(lo)
+    return total if -_INT64 <= total < _INT64 else str(total)
 
 
 def _casefold(value):
@@ -67,10 +84,12 @@ def install_sqlite_functions(dbapi_connection) -> None:
         dbapi_connection.create_function(SQLITE_CASEFOLD, 1, _casefold, deterministic=True)
         dbapi_connection.create_function(SQLITE_DIV, 3, _div, deterministic=True)
         dbapi_connection.create_function(SQLITE_MUL, 2, _mul, deterministic=True)
+        dbapi_connection.create_function(SQLITE_JOIN64, 2, _join64, deterministic=True)
     except sqlite3.NotSupportedError:  # pragma: no cover - SQLite older than 3.8.3
         dbapi_connection.create_function(SQLITE_CASEFOLD, 1, _casefold)
         dbapi_connection.create_function(SQLITE_DIV, 3, _div)
         dbapi_connection.create_function(SQLITE_MUL, 2, _mul)
+        dbapi_connection.create_function(SQLITE_JOIN64, 2, _join64)
 
 
 class casefold(FunctionElement):  # noqa: N801 - reads like the SQL function it is
@@ -161,4 +180,69 @@ def _pick_sqlite(element, compiler, **kw):
     return compiler.process(element.clauses.clauses[0], **kw)
 
 
-__all__ = ["binary_text", "casefold", "dialect_pick", "install_sqlite_functions", "json_has", "json_null"]
+class _WholeSum(TypeDecorator):
+    """The sum of an integer column: an int, read from SQLite's decimal text past 64 bits."""
+
+    impl = BigInteger
+    cache_ok = True
+
+    def process_result_value(self, value, dialect):
+        return None if value is None else int(value)
+
+
+class exact_sum(FunctionElement):  # noqa: N801
+    """SUM(x) of the column's type (see the module's docstring and :func:`split_sums`)."""
+
+    name = "exact_sum"
+    inherit_cache = True
+
+    def __init__(self, column):
+        super().__init__(column)
+        self.type = column.type if column.type.python_type is not int else _WholeSum()
+
+
+class _split_sum(exact_sum):  # noqa: N801
+    name = "split_sum"
+    inherit_cache = True
+
+
+@compiles(exact_sum)
+def _exact_sum(element, compiler, **kw):
+    return f"sum({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(_split_sum, "sqlite")
+def _split_sum_sqlite(element, compiler, **kw):
+    x = compiler.process(element.clauses, **kw)
+    return f"{SQLITE_JOIN64}(sum(({x}) >> 32), sum(({x}) & 4294967295))"
+
+
+def split_sums(query):
+    """The query with every :class:`exact_sum` computed in 32-bit halves (exact on SQLite
+    however large; the same SQL elsewhere)."""
+    from sqlalchemy.sql.visitors import replacement_traverse
+
+    def replace(element):
+        if isinstance(element, exact_sum) and not isinstance(element, _split_sum):
+            return _split_sum(*element.clauses.clauses)
+        return None
+
+    return replacement_traverse(query, {}, replace)
+
+
+def overflowed(exc: BaseException) -> bool:
+    """Whether a database error is SQLite's "integer overflow" of a SUM."""
+    return "integer overflow" in str(getattr(exc, "orig", exc))
+
+
+__all__ = [
+    "binary_text",
+    "casefold",
+    "dialect_pick",
+    "exact_sum",
+    "overflowed",
+    "split_sums",
+    "install_sqlite_functions",
+    "json_has",
+    "json_null",
+]

@@ -74,6 +74,7 @@ from ..model.metamodel import Entity, Link
 from ..model.suggest import did_you_mean, listing
 from .csv_cells import NUMERIC_TYPES, neutralise, restore, unterminated_quote
 from .csv_cells import writer as csv_writer
+from .paths import unwritable
 
 PAGE_SIZE = 1000  # records per page of an export
 PROGRESS_STEP = 500  # records between progress calls
@@ -1046,6 +1047,8 @@ def import_csv(
     to the database.
     """
     ent = crm.model.entity(entity)
+    if report_path is not None and (why := unwritable(report_path)) is not None:
+        raise ValidationError(f"{ent.name}: cannot write the report: {why}; nothing was imported")
     name, header, rows = read_csv(path_or_file)
     columns = map_columns(ent, header, mapping, import_stages=import_stages, name=name)
     options = {

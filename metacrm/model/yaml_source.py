@@ -4,6 +4,12 @@
 and a location index from paths inside the document (``("entities", "deal", "fields")``) to
 ``(line, col)`` of the value and of its key, both 1-based. The C parser of libyaml builds the
 node tree when it is available; only the conversion to Python runs here.
+
+Before the tree is built, one pass over the parser's events bounds what a hostile file can
+cost: nesting deeper than :data:`MAX_DEPTH` levels (libyaml's composer recurses in C and
+would crash the process; the conversion would hit Python's recursion limit) and more than
+:data:`MAX_NODES` nodes once aliases are expanded (a "billion laughs" alias bomb: nine lines
+that expand to 10**9 nodes) are refused as problems naming the line, in milliseconds.
 """
 
 from __future__ import annotations
@@ -22,6 +28,9 @@ except ImportError:  # pragma: no cover - depends on how PyYAML was built
 
 
 Path_ = tuple  # a path inside a document: keys and list indexes
+
+MAX_DEPTH = 100  # nested mappings and sequences; real models stay under 15
+MAX_NODES = 200_000  # nodes of a document with every alias expanded; the examples have under 2,000
 
 
 @dataclass
@@ -58,6 +67,10 @@ def read_source(path: str | Path, *, display: str | None = None) -> Source:
 def parse_source(text: str, display: str = "<string>") -> Source:
     source = Source(file=display)
     try:
+        limit = _over_limits(text, display)
+        if limit is not None:
+            source.problems.append(limit)
+            return source
         node = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
         source.problems.append(_syntax_problem(exc, display))
@@ -76,6 +89,63 @@ def parse_source(text: str, display: str = "<string>") -> Source:
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         source.problems.append(Problem("yaml.syntax", f"YAML error: {exc.problem or exc}", display, line, col))
     return source
+
+
+def _over_limits(text: str, display: str) -> Problem | None:
+    """A problem when the document nests deeper than MAX_DEPTH, expands (through aliases)
+    to more than MAX_NODES nodes or holds an alias to a node that contains it; else None.
+
+    Walks the parser's events (libyaml's parser keeps its own stack: no recursion) keeping,
+    per anchor, the size of its node with aliases expanded, so an alias costs one addition
+    and a bomb is refused at the first alias that crosses the limit."""
+    sizes: dict[str, int] = {}  # anchor -> nodes under it, aliases expanded
+    stack: list[list] = []  # open collections: [anchor, nodes so far]
+    total = 0
+    for event in yaml.parse(text, Loader=_Loader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            if len(stack) >= MAX_DEPTH:
+                return _limit_problem(
+                    "yaml.too_deep", f"nesting deeper than {MAX_DEPTH} levels is not allowed", event, display
+                )
+            stack.append([event.anchor, 1])
+            total += 1
+            continue
+        if isinstance(event, yaml.CollectionEndEvent):
+            anchor, size = stack.pop()
+            if anchor is not None:
+                sizes[anchor] = size
+            if stack:
+                stack[-1][1] += size
+            continue
+        if isinstance(event, yaml.ScalarEvent):
+            size = 1
+            if event.anchor is not None:
+                sizes[event.anchor] = 1
+        elif isinstance(event, yaml.AliasEvent):
+            if any(frame[0] == event.anchor for frame in stack):
+                return _limit_problem(
+                    "yaml.recursive_alias", f"alias *{event.anchor} refers to a node that contains it", event, display
+                )
+            size = sizes.get(event.anchor, 1)  # an unknown anchor: the composer reports it
+        else:
+            continue
+        total += size
+        if total > MAX_NODES:
+            what = f"alias *{event.anchor} expands" if isinstance(event, yaml.AliasEvent) else "nodes expand"
+            return _limit_problem(
+                "yaml.too_large",
+                f"{what} the document beyond {MAX_NODES:,} nodes (a YAML alias bomb?); use fewer or smaller aliases",
+                event,
+                display,
+            )
+        if stack:
+            stack[-1][1] += size
+    return None
+
+
+def _limit_problem(kind: str, message: str, event, display: str) -> Problem:
+    mark = event.start_mark
+    return Problem(kind, message, display, mark.line + 1, mark.column + 1)
 
 
 _UNCLOSED = {

@@ -24,9 +24,10 @@ from decimal import Decimal
 from sqlalchemy import func, literal, select, union_all
 from sqlalchemy.engine import Connection
 
+from ..expr.functions import exact_sum
 from ..model.metamodel import Entity
 from ..storage.tables import Storage
-from .reports import BadReportOption, _bad, choose_pipeline, graph_order, probability
+from .reports import BadReportOption, _bad, choose_pipeline, graph_order, probability, summed
 
 ORDER_COLUMNS = ("id", "created_at", "updated_at", "stage_entered_at")
 ORDERABLE = ("string", "email", "phone", "url", "choice", "integer", "money", "decimal", "percent", "date", "datetime")
@@ -74,7 +75,7 @@ def build_board(
     cached = _cached if shared else (lambda _key, build: build())  # a user's filter is not shared
     filters = (access, path_access)
     totals = cached(key, lambda: _totals(storage, entity, table, p, amount, where, filters))
-    counts = {row.stage: row for row in conn.execute(totals)}
+    counts = {row.stage: row for row in summed(conn, totals, mappings=False)}
     _, descending, _ = _order(entity, table, p.amount, order_by)  # a bad order_by is refused first
     records: dict[str, list[dict]] = {s: [] for s in order}
     wanted = tuple(s for s in order if s in counts and limit_per_stage != 0)
@@ -172,7 +173,7 @@ def _totals(storage: Storage, entity: Entity, table, p, amount, where: str | Non
     columns = [
         table.c.stage,
         func.count().label("n"),
-        *([func.sum(amount).label("amount")] if amount is not None else []),
+        *([exact_sum(amount).label("amount")] if amount is not None else []),
     ]
     return select(*columns).where(*_filters(storage, entity, table, p, where, access)).group_by(table.c.stage)
 

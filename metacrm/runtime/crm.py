@@ -26,7 +26,7 @@ from . import records as rec
 from .access import SYSTEM, Actor, check_create, check_row, row_clause
 from .deletes import delete_records
 from .duplicates import duplicate_groups, find_duplicates, merge_into
-from .engine import make_engine, reading, writing
+from .engine import driver_errors, make_engine, reading, writing
 from .react import build_reactors
 from .reads import ReadsMixin
 from .records import as_id as _as_id
@@ -195,18 +195,20 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         """
         from ..migrate import migrate_database
 
-        plan = migrate_database(
-            self.engine,
-            self.model,
-            dry_run=dry_run,
-            allow_data_loss=allow_data_loss,
-            user=self.user,
-            lock_wait=lock_wait,
-        )
+        with reading(self.engine):  # a database that does not open: DatabaseUnavailable, said first
+            pass
+        with driver_errors(self.engine):
+            plan = migrate_database(
+                self.engine,
+                self.model,
+                dry_run=dry_run,
+                allow_data_loss=allow_data_loss,
+                user=self.user,
+                lock_wait=lock_wait,
+            )
         if not dry_run:
             self._state = "current"
-            if plan:  # a changed schema: search indexes for new or changed search fields
-                self.ensure_search_index()
+            self.ensure_search_index()  # new or changed search fields, or indexes of an older metacrm
         return plan
 
     # -- helpers ------------------------------------------------------------------------------
@@ -832,14 +834,15 @@ def _pipeline_of(entity: Entity, values: Mapping) -> str:
 
 @contextmanager
 def _savepoint(conn):
-    with conn.begin_nested():
+    with driver_errors(conn.engine), conn.begin_nested():
         yield conn
 
 
 @contextmanager
 def _joined(conn):
     """The open transaction's connection, left for its owner to commit or roll back."""
-    yield conn
+    with driver_errors(conn.engine):
+        yield conn
 
 
 def _batches(records: Iterable, size: int):

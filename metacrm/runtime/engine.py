@@ -1,21 +1,34 @@
-"""Engines set up the same way for every CRM object.
+"""Engines set up the same way for every CRM object, and the driver errors they can raise
+translated into metacrm's own.
 
 SQLite: foreign keys on, WAL journal with ``synchronous=NORMAL`` (a committed transaction
 survives a crash of the process; a power loss may lose the last transactions, never corrupt
-the file), a 30 s busy timeout, and write transactions opened with ``BEGIN IMMEDIATE`` so two
-writers queue instead of failing half-way. PostgreSQL: psycopg 3, pre-ping.
+the file), a 30 s busy timeout (``sqlite:///crm.db?timeout=5`` sets another), and write
+transactions opened with ``BEGIN IMMEDIATE`` so two writers queue instead of failing
+half-way. PostgreSQL: psycopg 3, pre-ping.
+
+Every transaction (:func:`reading`, :func:`writing`, and the savepoints of
+``crm.transaction()``) runs inside :func:`driver_errors`: a database that cannot be opened
+raises DatabaseUnavailable naming the URL (never its password); "database is locked" after
+the busy timeout raises ConflictError saying how long it waited; a number out of range
+(SQLite's 64-bit integers, PostgreSQL's NUMERIC and BIGINT), text the database cannot hold
+and PostgreSQL's program limits raise ValidationError. Anything else is a bug and propagates.
 """
 
 from __future__ import annotations
 
+import re
+import time
 from contextlib import contextmanager
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import DBAPIError
 
-from ..errors import MigrationError
+from ..errors import ConflictError, DatabaseUnavailable, MetaCRMError, ValidationError
 
 WRITE = "metacrm_write"
+BUSY_TIMEOUT = 30.0  # seconds a SQLite writer waits for another one before "database is locked"
 
 
 def normalise_url(url: str):
@@ -25,21 +38,39 @@ def normalise_url(url: str):
     return parsed
 
 
+def shown_url(url) -> str:
+    """A database URL as it may be shown: without its password."""
+    if not isinstance(url, str):
+        return url.render_as_string(hide_password=True)
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
 def make_engine(url: str) -> Engine:
     try:
         parsed = normalise_url(url)
+        backend = parsed.get_backend_name()
     except Exception as exc:  # sqlalchemy.exc.ArgumentError and friends
-        raise MigrationError(f"not a database URL: {url!r} ({exc})") from exc
-    if parsed.get_backend_name() == "sqlite":
-        engine = create_engine(parsed, connect_args={"timeout": 30, "check_same_thread": False})
-        _setup_sqlite(engine)
+        raise DatabaseUnavailable(
+            f"not a database URL: {shown_url(str(url))!r} (expected sqlite:///FILE or postgresql://HOST/DATABASE)"
+        ) from exc
+    if backend == "sqlite":
+        try:
+            timeout = float(parsed.query.get("timeout", BUSY_TIMEOUT))
+        except ValueError:
+            timeout = -1.0
+        if not 0 <= timeout <= 86400:
+            raise DatabaseUnavailable(f"{shown_url(parsed)}: timeout must be a number of seconds (0 to 86400)")
+        engine = create_engine(parsed, connect_args={"timeout": timeout, "check_same_thread": False})
+        _setup_sqlite(engine, timeout)
         return engine
-    if parsed.get_backend_name() != "postgresql":
-        raise MigrationError(f"unsupported database '{parsed.get_backend_name()}': use sqlite:/// or postgresql://")
+    if backend != "postgresql":
+        raise DatabaseUnavailable(
+            f"unsupported database '{backend}' in {shown_url(parsed)}: use sqlite:/// or postgresql://"
+        )
     return create_engine(parsed, pool_pre_ping=True)
 
 
-def _setup_sqlite(engine: Engine) -> None:
+def _setup_sqlite(engine: Engine, timeout: float = BUSY_TIMEOUT) -> None:
     from ..expr.functions import install_sqlite_functions
 
     @event.listens_for(engine, "connect")
@@ -47,7 +78,7 @@ def _setup_sqlite(engine: Engine) -> None:
         dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (see below)
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
         if engine.url.database and engine.url.database != ":memory:":
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
@@ -63,11 +94,76 @@ def _setup_sqlite(engine: Engine) -> None:
 @contextmanager
 def writing(engine: Engine):
     """A write transaction: BEGIN IMMEDIATE on SQLite, a plain transaction on PostgreSQL."""
-    with engine.connect().execution_options(**{WRITE: True}) as conn, conn.begin():
-        yield conn
+    started = time.monotonic()
+    with _open(engine, started) as conn, driver_errors(engine, started):
+        with conn.execution_options(**{WRITE: True}).begin():
+            yield conn
 
 
 @contextmanager
 def reading(engine: Engine):
-    with engine.connect() as conn, conn.begin():
+    started = time.monotonic()
+    with _open(engine, started) as conn, driver_errors(engine, started), conn.begin():
         yield conn
+
+
+def _open(engine: Engine, started: float) -> Connection:
+    try:
+        return engine.connect()
+    except DBAPIError as exc:
+        error = translate(exc, engine, started)
+        if not isinstance(error, ConflictError):
+            error = DatabaseUnavailable(f"cannot open the database {shown_url(engine.url)}: {_reason(exc)}")
+        raise error from exc
+
+
+@contextmanager
+def driver_errors(engine: Engine, started: float | None = None):
+    """Driver errors of the block raised as metacrm errors (see the module's docstring)."""
+    try:
+        yield
+    except (DBAPIError, OverflowError, UnicodeError) as exc:
+        error = translate(exc, engine, started)
+        if error is None:
+            raise
+        raise error from exc
+
+
+_LOCKED = ("database is locked", "database table is locked", "database schema is locked")
+_OVERFLOW = ("integer overflow", "user-defined function raised exception")
+
+
+def translate(exc: BaseException, engine: Engine | None = None, started: float | None = None) -> MetaCRMError | None:
+    """The metacrm error for a driver error caused by input or by another process, or None."""
+    if isinstance(exc, OverflowError):  # Python's own: a date past the calendar, an int past 64 bits
+        if "date" in str(exc):
+            return ValidationError("a date is out of range: the calendar runs from year 1 to 9999")
+        return ValidationError("a number is out of range: more than 64 bits")
+    if isinstance(exc, UnicodeError):
+        return ValidationError("text is not valid Unicode (a lone surrogate, from invalid UTF-8 input?)")
+    if not isinstance(exc, DBAPIError):
+        return None
+    reason = _reason(exc)
+    code = getattr(exc.orig, "sqlstate", None)
+    if any(text in reason for text in _LOCKED):
+        waited = f" (waited {time.monotonic() - started:.1f} s)" if started is not None else ""
+        where = shown_url(engine.url) if engine is not None else "the database"
+        return ConflictError(f"{where} is locked by another process{waited}; try again when it is done")
+    if code == "22008":  # datetime field overflow
+        return ValidationError("a date is out of range: the calendar runs from year 1 to 9999")
+    if code == "22003" or any(text in reason for text in _OVERFLOW):
+        return ValidationError("a number is out of range: a sum or product has more than 18 digits")
+    if "NUL (0x00)" in reason or code in ("22021", "22P05"):
+        return ValidationError("text cannot contain NUL characters (\\x00)")
+    if code == "54000" or "string or blob too big" in reason:  # e.g. a tsvector over 1 MB
+        return ValidationError(f"a value is too large for the database: {reason}")
+    if exc.connection_invalidated or code in ("08001", "08006", "3D000", "28000", "28P01"):
+        where = shown_url(engine.url) if engine is not None else "the database"
+        return DatabaseUnavailable(f"cannot use the database {where}: {reason}")
+    return None
+
+
+def _reason(exc: DBAPIError) -> str:
+    """The driver's message, first line only."""
+    text = str(exc.orig).strip() or exc.orig.__class__.__name__
+    return text.splitlines()[0]

@@ -363,16 +363,21 @@ def as_id(entity: Entity, record_id) -> int:
         value = int(str(record_id).strip())
     except (TypeError, ValueError):
         raise ValidationError(f"{entity.name}: {record_id!r} is not a record id (a whole number)") from None
-    if value < 1:
+    if not 1 <= value <= MAX_INT:  # ids are 64-bit: a larger one names no record
         raise NotFound(f"{entity.name} {value} not found")
     return value
 
 
+MAX_INT = 2**63 - 1  # the largest integer both databases store (BIGINT, SQLite INTEGER)
+
+
 def non_negative(value, what: str) -> int:
+    """A limit or offset: a whole number >= 0; one past 64 bits means "no limit" and is
+    capped (the database could not take it, and no table holds that many rows)."""
     try:
         number = int(value)
     except (TypeError, ValueError):
         number = -1
     if number < 0:
         raise ValidationError(f"{what} must be a whole number >= 0, not {value!r}")
-    return number
+    return min(number, MAX_INT)

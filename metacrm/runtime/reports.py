@@ -105,8 +105,10 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 from ..errors import ValidationError
+from ..expr.functions import exact_sum, overflowed, split_sums
 from ..model.metamodel import Entity, Pipeline, Stage
 from ..model.suggest import did_you_mean, listing
 from ..storage import naming
@@ -412,11 +414,11 @@ def _from_masks(conn, table, p: Pipeline, order, bits, filters, grouping, tally)
     stage and ``reached`` mask (a few dozen distinct pairs), the bits read here."""
     columns = [table.c.stage, table.c.reached, func.count().label("n"), *[c.label("grp") for c in grouping]]
     if p.amount:
-        columns.append(func.sum(table.c[p.amount]).label("amount"))
+        columns.append(exact_sum(table.c[p.amount]).label("amount"))
     query = select(*columns).where(*filters).group_by(table.c.stage, table.c.reached, *grouping)
     ahead = {s: sum(bits[t] for t in stages_ahead(p, s)) for s in order if not p.stages[s].closed}
     won = set(p.won)
-    for row in conn.execute(query).mappings():
+    for row in summed(conn, query):
         stage, mask, n = row["stage"], row["reached"], row["n"]
         reached = {s: n for s in order if mask & bits[s]}
         advanced = {s: n for s, later in ahead.items() if mask & later and (s == p.initial or s in reached)}
@@ -440,9 +442,9 @@ def _from_history(conn, storage: Storage, entity: Entity, table, p: Pipeline, or
         # rows entering a stage after the initial one (every record entered that)
         snapshot = [table.c.stage, func.count().label("n"), *[c.label("grp") for c in grouping]]
         if p.amount:
-            snapshot.append(func.sum(table.c[p.amount]).label("amount"))
+            snapshot.append(exact_sum(table.c[p.amount]).label("amount"))
         query = select(*snapshot).where(*filters).group_by(table.c.stage, *grouping)
-        for row in conn.execute(query).mappings():
+        for row in summed(conn, query):
             of(row).add_now(row["stage"], row["n"], row["amount"] if p.amount else None)
         where.append(hist.c.to_stage != p.initial)
         per_record = select(hist.c.record_id, *_flags(hist.c, flag)).where(*where).group_by(hist.c.record_id)
@@ -461,7 +463,7 @@ def _from_history(conn, storage: Storage, entity: Entity, table, p: Pipeline, or
     if cutoff is not None:
         columns.append(func.count().label("n"))
         if p.amount:
-            columns.append(func.sum(table.c[p.amount]).label("amount"))
+            columns.append(exact_sum(table.c[p.amount]).label("amount"))
     columns += [func.sum(r.c[flag[s]]).label(f"reached_{flag[s]}") for s in order]
     for s in order:
         if p.stages[s].closed:
@@ -472,12 +474,25 @@ def _from_history(conn, storage: Storage, entity: Entity, table, p: Pipeline, or
         columns.append(func.sum(case((moved_on, 1), else_=0)).label(f"advanced_{flag[s]}"))
     query = select(*columns).select_from(r.join(table, table.c.id == r.c.record_id)).where(*filters)
     won = set(p.won)
-    for row in conn.execute(query.group_by(stage_col, *grouping)).mappings():
+    for row in summed(conn, query.group_by(stage_col, *grouping)):
         if cutoff is not None:  # the stages as they were: now and amounts come from here too
             of(row).add_now(row["stage"], row["n"], row["amount"] if p.amount else None)
         reached = {s: int(row[f"reached_{flag[s]}"] or 0) for s in order}
         advanced = {s: int(row[f"advanced_{flag[s]}"] or 0) for s in order if f"advanced_{flag[s]}" in row}
         of(row).add_reach(row["stage"] in won, reached, advanced)
+
+
+def summed(conn: Connection, query, *, mappings: bool = True) -> list:
+    """The rows of a query summing with :class:`exact_sum`: when a sum overflows SQLite's
+    64-bit integers, the query runs again with exact sums in halves (see split_sums)."""
+    try:
+        result = conn.execute(query)
+        return result.mappings().all() if mappings else result.all()
+    except DBAPIError as exc:
+        if conn.dialect.name != "sqlite" or not overflowed(exc):
+            raise
+    result = conn.execute(split_sums(query))
+    return result.mappings().all() if mappings else result.all()
 
 
 def rebuild_reached(conn: Connection, storage: Storage, entity: Entity) -> int:
@@ -675,7 +690,7 @@ def build_group(
     columns = [column.label("value"), func.count().label("count")]
     grouping = [column]
     if sum is not None:
-        columns.append(func.sum(sum_column(storage, entity, sum)).label("sum"))
+        columns.append(exact_sum(sum_column(storage, entity, sum)).label("sum"))
     if period is not None:
         expr = period_expr(conn, date_col, period, is_date)
         columns.append(expr.label("period"))
@@ -687,7 +702,7 @@ def build_group(
         query = query.where(date_col >= _edge(lower_bound(date_from), is_date))
     if date_to is not None:
         query = query.where(date_col < _edge(upper_bound(date_to), is_date))
-    rows = conn.execute(query).mappings().all()
+    rows = summed(conn, query)
     labels = key.labels(conn, [r["value"] for r in rows])
     if key.link:
         rows = _merge_hidden(rows, labels)

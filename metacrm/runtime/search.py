@@ -11,7 +11,9 @@ SQLite
     DELETE triggers. Every word of the query is a prefix term: ``постав`` finds
     ``поставки``, ``acme`` finds ``Acme Ltd``; no stemming. Ranked by bm25.
 PostgreSQL
-    a GIN index on ``to_tsvector('russian', <fields joined by spaces>)``. The ``russian``
+    a GIN index on ``to_tsvector('russian', left(<fields joined by spaces>, 200000))`` (a
+    tsvector holds at most 1 MB: longer text is indexed by its first 200,000 characters;
+    words longer than 2,047 bytes are skipped by PostgreSQL). The ``russian``
     configuration stems Russian words (``поставка`` finds ``поставки``) and keeps Latin
     words as they are (lower-cased); every word of the query is a stemmed prefix term
     (``to_tsquery('russian', 'w1:* & w2:*')``), so ``постав`` finds ``поставки`` too.
@@ -30,7 +32,8 @@ from sqlalchemy import bindparam, column, func, literal, literal_column, select,
 from ..errors import ValidationError
 from ..model.metamodel import Entity
 from ..model.suggest import listing
-from ..storage.tables import SEARCH_CONFIG, fts_table_name, search_ddl, search_index_name
+from ..storage import naming
+from ..storage.tables import SEARCH_CONFIG, fts_table_name, search_ddl, search_document, search_index_name
 from .access import row_clause
 
 WORD = re.compile(r"[^\W_]+")  # letters and digits: what both tokenizers keep as a word
@@ -54,8 +57,7 @@ def tsquery(words: list[str]) -> str:
 
 
 def _document(tbl, ent: Entity) -> str:
-    quoted = f'"{tbl.name}"'
-    return " || ' ' || ".join(f"coalesce({quoted}.\"{f}\", '')" for f in ent.search)
+    return search_document(tuple(ent.search), tbl.name)
 
 
 def _sqlite_query(storage, ent: Entity, words: list[str], limit: int, access):
@@ -121,6 +123,9 @@ def ensure_search_index(conn, storage) -> list[str]:
             continue
         name = storage.table(ent.name).name
         statements = search_ddl(dialect, name, tuple(ent.search))
+        for f in ent.search:  # long text has no B-tree index (PostgreSQL's fail past ~2.7 kB)
+            if ent.fields[f].type == "text" and not ent.fields[f].index:
+                conn.exec_driver_sql(f'DROP INDEX IF EXISTS "{naming.index_name(name, [f])}"')
         if dialect == "sqlite":
             fts = fts_table_name(name)
             present = dict(

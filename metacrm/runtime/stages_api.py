@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from ..errors import ValidationError
+from ..errors import FieldIssue, ValidationError
 from ..model.metamodel import Entity
 from ..model.suggest import did_you_mean, listing
 from ..storage.types import now_utc
@@ -28,6 +28,7 @@ class StagesMixin:
 
         self._ready()
         ent = self._staged(entity)
+        _storable(ent, note, "note")
         with self._writing() as conn:
             row = self._get_row(conn, ent, record_id, "move")
             fresh = move(
@@ -89,6 +90,7 @@ class StagesMixin:
         text = "" if text is None else str(text).strip()
         if not text:
             raise ValidationError(f"{ent.name}: a {kind} needs a text")
+        _storable(ent, text, kind)
         with self._writing() as conn:
             row = self._get_row(conn, ent, record_id, "read")
             added = journal.entry(ent.name, row["id"], "note", now_utc(), self.user, kind=kind, text=text)
@@ -117,3 +119,12 @@ class StagesMixin:
         if not ent.has_stages:
             raise ValidationError(f"{ent.name} has no stages")
         return ent
+
+
+def _storable(ent: Entity, text, what: str) -> None:
+    """Refuse text no database stores alike (NUL, lone surrogates), naming what it is."""
+    from ..validation.values import unstorable_text
+
+    bad = unstorable_text(text)
+    if bad is not None:
+        raise ValidationError(f"{ent.name}: {what}: {bad}", [FieldIssue(ent.name, what, bad)])

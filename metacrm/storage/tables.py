@@ -187,8 +187,8 @@ def _entity_table(entity: Entity, model: Model, storage: Storage) -> Table:
             uq = naming.unique_name(name, [f.name])
             constraints.append(UniqueConstraint(f.name, name=uq))
             storage.unique_constraints[uq] = (entity.name, (f.name,))
-        elif f.index or f.name in entity.search:
-            indexes.append((f.name,))
+        elif f.index or (f.name in entity.search and f.type != "text"):
+            indexes.append((f.name,))  # long text is found through the search index only
     for link in entity.links.values():
         if link.many:
             continue
@@ -232,6 +232,10 @@ def _entity_table(entity: Entity, model: Model, storage: Storage) -> Table:
 
 # -- the full-text search index (kept in sync by the database itself) ---------------------------
 SEARCH_CONFIG = "russian"  # PostgreSQL text search configuration: stems Russian, keeps Latin words
+# PostgreSQL indexes the first SEARCH_PREFIX characters of a record's search fields: a tsvector
+# holds at most 1 MB ("string is too long for tsvector"), up to ~3.5 bytes per character of
+# short distinct words, so 200,000 characters always fit (about 30,000 words: a long document).
+SEARCH_PREFIX = 200_000
 
 
 def fts_table_name(table: str) -> str:
@@ -244,13 +248,16 @@ def search_index_name(table: str, fields: tuple[str, ...] = ()) -> str:
     (its name carries a digest of the fields, so a changed list is a different index)."""
     import hashlib
 
-    digest = hashlib.sha1(",".join(fields).encode()).hexdigest()[:8]
+    digest = hashlib.sha1((",".join(fields) + f"|left {SEARCH_PREFIX}").encode()).hexdigest()[:8]
     return naming.short(f"ix_{table}__search_{digest}")
 
 
-def search_document(fields: tuple[str, ...]) -> str:
-    """PostgreSQL: the text indexed (and matched: it must be the same expression)."""
-    return " || ' ' || ".join(f"coalesce(\"{f}\", '')" for f in fields)
+def search_document(fields: tuple[str, ...], table: str | None = None) -> str:
+    """PostgreSQL: the text indexed (and matched: it must be the same expression): the first
+    SEARCH_PREFIX characters of the fields joined by spaces (``table``: columns qualified)."""
+    prefix = f'"{table}".' if table else ""
+    joined = " || ' ' || ".join(f"coalesce({prefix}\"{f}\", '')" for f in fields)
+    return f"left({joined}, {SEARCH_PREFIX})"
 
 
 def search_ddl(dialect: str, table: str, fields: tuple[str, ...]) -> list[str]:

@@ -25,7 +25,7 @@ from ..model.checks import SYSTEM_COLUMNS
 from ..model.metamodel import Entity, Field, Model
 from ..model.suggest import did_you_mean, listing
 from .links import link_coercer, owner_coercer, pipeline_coercer
-from .values import Coercer, Invalid, field_coercer, show, type_name
+from .values import Coercer, Invalid, field_coercer, show, type_name, unstorable_text
 
 # Keys a caller may never give: the database or the runtime sets them.
 SET_BY_SYSTEM = SYSTEM_COLUMNS - {"owner", "pipeline", "stage"}
@@ -102,6 +102,9 @@ def _guarded(coerce: Coercer) -> Coercer:
     """The coercer, turning an exception it did not foresee (an odd object) into Invalid."""
 
     def run(value):
+        bad = unstorable_text(value)
+        if bad is not None:
+            raise Invalid(bad)
         try:
             return coerce(value)
         except Invalid:

@@ -63,6 +63,33 @@ def number(value: float | int | None) -> str:
     return str(value)
 
 
+def unstorable_text(value: object, depth: int = 0) -> str | None:
+    """Why text in ``value`` (a string, or strings inside lists and mappings) cannot be stored
+    alike on both databases, or None: a NUL character (PostgreSQL refuses it, SQLite would
+    keep it) or a lone surrogate (not Unicode: invalid UTF-8 read from the command line, or
+    "\\ud800" from code), which no database encodes."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return f"{show(value)} contains a NUL character (\\x00), which cannot be stored"
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                bad = value[exc.start]
+                return (
+                    f"{show(value)} is not valid text: character {exc.start + 1} is a lone surrogate "
+                    f"(U+{ord(bad):04X}; invalid UTF-8 input?)"
+                )
+        return None
+    if depth < 64 and isinstance(value, list | tuple | dict):
+        items = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+        for item in items:
+            found = unstorable_text(item, depth + 1)
+            if found:
+                return found
+    return None
+
+
 def _empty(value: object) -> bool:
     return value is None or value == ""
 
@@ -580,4 +607,13 @@ def field_coercer(f: Field, *, region: str | None = None) -> Coercer:
     raise Invalid(f"field type '{kind}' has no validator")  # the model checks make this unreachable
 
 
-__all__ = ["Coercer", "Invalid", "field_coercer", "parse_date", "parse_datetime", "parse_decimal", "show"]
+__all__ = [
+    "Coercer",
+    "Invalid",
+    "field_coercer",
+    "unstorable_text",
+    "parse_date",
+    "parse_datetime",
+    "parse_decimal",
+    "show",
+]
