@@ -4,8 +4,9 @@ automations. Each check yields located problems; the loader raises once with all
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
+
+import regex
 
 from ..errors import Problem
 from .field_types import ALL_TYPE_OPTIONS, FIELD_TYPES, default_problem
@@ -141,8 +142,8 @@ class _Checker:
                 )
             if f.pattern is not None:
                 try:
-                    re.compile(f.pattern)
-                except re.error as exc:
+                    regex.compile(f.pattern, flags=regex.VERSION0)  # the engine validation uses
+                except regex.error as exc:
                     yield self.problem(
                         "field.pattern_invalid",
                         f"field '{entity.name}.{f.name}': pattern is not a valid regular expression: {exc}",
