@@ -27,6 +27,7 @@ aiosmtpd_controller = pytest.importorskip("aiosmtpd.controller")
 MODEL = """\
 metacrm: 1
 name: notify_test
+webhooks: {allow_private: true}  # the test servers listen on 127.0.0.1
 entities:
   deal:
     fields:
