@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import regex
 
 from ..errors import Problem
+from .bounds import bound_problems
 from .field_types import ALL_TYPE_OPTIONS, FIELD_TYPES, default_problem
 from .metamodel import DEFAULT_PIPELINE, Entity, Model
 from .suggest import did_you_mean, listing
@@ -134,6 +135,8 @@ class _Checker:
                         f"field '{entity.name}.{f.name}': option '{value}' is listed twice",
                         (*path, "options", i),
                     )
+            for type_, message, option in bound_problems(f, decl, f"field '{entity.name}.{f.name}'"):
+                yield self.problem(type_, message, (*path, option))
             if f.min is not None and f.max is not None and f.min > f.max:
                 yield self.problem(
                     "field.range_empty",
