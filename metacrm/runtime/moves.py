@@ -188,17 +188,32 @@ def moved_record(conn: Connection, storage: Storage, entity: Entity, row: Mappin
 
 def seen_stage(crm, entity: Entity, record_id) -> str | None:
     """The record's stage as committed now, read outside the move's write transaction (None
-    when there is no such record: the move itself says NotFound)."""
+    when there is no such record: the move itself says NotFound). One SELECT on a pooled DBAPI
+    connection: no SQLAlchemy transaction around it (on SQLite it runs in autocommit), so the
+    hot path of a move pays about one indexed read."""
     from .records import as_id
 
-    table = crm.storage.table(entity.name)
-    with crm._reading() as conn:
-        return conn.execute(_stage_query(table), {"_id": as_id(entity, record_id)}).scalar()
+    record_id = as_id(entity, record_id)
+    engine = crm.engine
+    sql = _stage_sql(engine.dialect, crm.storage.table(entity.name))
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        try:
+            cursor.execute(sql, (record_id,))
+            found = cursor.fetchone()
+        finally:
+            cursor.close()
+    finally:
+        raw.close()  # back to the pool, which ends the read's transaction (rollback on return)
+    return None if found is None else found[0]
 
 
 @lru_cache(maxsize=256)
-def _stage_query(table: Table):
-    return select(table.c.stage).where(table.c.id == bindparam("_id"))
+def _stage_sql(dialect, table: Table) -> str:
+    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    prep = dialect.identifier_preparer
+    return f"SELECT {prep.quote('stage')} FROM {prep.format_table(table)} WHERE {prep.quote('id')} = {mark}"
 
 
 @lru_cache(maxsize=256)
