@@ -40,6 +40,8 @@ entities:
 def crm(db_url):
     crm = metacrm.connect(CONTRACT, db_url)
     crm.migrate()
+    for login in ("anna", "boris"):  # an owner must be a user
+        crm.add_user(login, roles=["manager"])
     client = crm.create("client", {"name": "ООО Ромашка"})["id"]
     amounts = ["100", "250.50", None, "250.50", "90", "1000", "5", None]
     for i, amount in enumerate(amounts, start=1):

@@ -28,6 +28,7 @@ aiosmtpd_controller = require_module("aiosmtpd.controller", why="the tests send 
 MODEL = """\
 metacrm: 1
 name: notify_test
+webhooks: {allow_private: true}  # the test servers listen on 127.0.0.1
 entities:
   deal:
     fields:

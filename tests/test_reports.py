@@ -90,6 +90,8 @@ def clock(monkeypatch) -> Clock:
 def crm(db_url):
     crm = metacrm.connect(CONTRACT, db_url)
     crm.migrate()
+    for login in ("anna", "boris"):  # an owner must be a user
+        crm.add_user(login, roles=["manager"])
     yield crm
     crm.close()
 

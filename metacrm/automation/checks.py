@@ -184,6 +184,17 @@ def check_automation(model: Model, auto: Automation, entity: Entity) -> Iterator
             yield from _notify(model, auto, entity, notify, (*at, "notify"))
 
 
+def _webhook_host_problem(url: str) -> str | None:
+    from urllib.parse import urlsplit
+
+    from ..notify.addresses import literal_host_problem
+
+    try:
+        return literal_host_problem(urlsplit(url).hostname)
+    except ValueError:
+        return None
+
+
 def _notify(model: Model, auto: Automation, entity: Entity, notify: dict, at: tuple) -> Iterator[Issue]:
     for part in ("template", "subject"):
         text = notify.get(part)
@@ -219,6 +230,15 @@ def _notify(model: Model, auto: Automation, entity: Entity, notify: dict, at: tu
                 f"automation '{auto.name}': notify: '{entity.name}' has no owner (declare owner: true)",
                 where,
             )
+        elif kind == "webhook" and not model.webhooks_allow_private:
+            why = _webhook_host_problem(value)
+            if why:
+                yield (
+                    "automation.webhook_private",
+                    f"automation '{auto.name}': notify: webhook {value}: {why}; "
+                    "allow such addresses with webhooks: {allow_private: true} at the top of the model",
+                    where,
+                )
         elif kind == "email_path":
             path = tuple(value.split("."))
             problem = (

@@ -103,6 +103,7 @@ class _Builder:
             label=_str(self.doc.get("label")),
             description=_str(self.doc.get("description")),
             region=_str(self.doc.get("region")),
+            webhooks_allow_private=_dict(self.doc.get("webhooks")).get("allow_private") is True,
             entities=_frozen(entities),
             roles=_frozen(roles),
             automations=_frozen(automations),

@@ -4,10 +4,12 @@ automations. Each check yields located problems; the loader raises once with all
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 
+import regex
+
 from ..errors import Problem
+from .bounds import bound_problems
 from .field_types import ALL_TYPE_OPTIONS, FIELD_TYPES, default_problem
 from .metamodel import DEFAULT_PIPELINE, Entity, Model
 from .suggest import did_you_mean, listing
@@ -133,6 +135,8 @@ class _Checker:
                         f"field '{entity.name}.{f.name}': option '{value}' is listed twice",
                         (*path, "options", i),
                     )
+            for type_, message, option in bound_problems(f, decl, f"field '{entity.name}.{f.name}'"):
+                yield self.problem(type_, message, (*path, option))
             if f.min is not None and f.max is not None and f.min > f.max:
                 yield self.problem(
                     "field.range_empty",
@@ -141,8 +145,8 @@ class _Checker:
                 )
             if f.pattern is not None:
                 try:
-                    re.compile(f.pattern)
-                except re.error as exc:
+                    regex.compile(f.pattern, flags=regex.VERSION0)  # the engine validation uses
+                except regex.error as exc:
                     yield self.problem(
                         "field.pattern_invalid",
                         f"field '{entity.name}.{f.name}': pattern is not a valid regular expression: {exc}",

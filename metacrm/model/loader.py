@@ -64,6 +64,7 @@ def read_model_sources(path: str | os.PathLike) -> tuple[list[Source], list[Prob
     sources: list[Source] = []
     problems: list[Problem] = []
     seen: dict[Path, str] = {}
+    folder = Path(path).resolve().parent  # includes stay inside it unless a file says otherwise
 
     def visit(file: Path, *, fragment: bool, stack: tuple[Path, ...]) -> None:
         source = read_source(file, display=display_path(file))
@@ -77,6 +78,7 @@ def read_model_sources(path: str | os.PathLike) -> tuple[list[Source], list[Prob
         includes = data.get("include") or []
         if not isinstance(includes, list):
             return
+        outside_allowed = data.get("include_outside") is True
         for i, item in enumerate(includes):
             if not isinstance(item, str) or not item:
                 continue
@@ -93,8 +95,31 @@ def read_model_sources(path: str | os.PathLike) -> tuple[list[Source], list[Prob
                         loc=("include", i),
                     )
                 )
+            elif not outside_allowed and not target.is_relative_to(folder):
+                problems.append(
+                    Problem(
+                        "include.outside",
+                        f"included file '{item}' is outside the model's folder {display_path(folder)}; "
+                        f"to allow it, set 'include_outside: true' at the top of {source.file}",
+                        source.file,
+                        line,
+                        col,
+                        loc=("include", i),
+                    )
+                )
             elif target in seen:
                 continue  # included twice along different paths: read once
+            elif target.exists() and not target.is_file():
+                problems.append(
+                    Problem(
+                        "include.not_a_file",
+                        f"included '{item}' is not a regular file",
+                        source.file,
+                        line,
+                        col,
+                        loc=("include", i),
+                    )
+                )
             elif not target.is_file():
                 problems.append(
                     Problem(
@@ -122,7 +147,7 @@ def merge_sources(sources: list[Source]) -> tuple[dict, Locator, list[Problem]]:
     doc: dict = {}
     root_data = root.data if isinstance(root.data, dict) else {}
     for key, value in root_data.items():
-        if key not in SECTIONS and key != "include":
+        if key not in SECTIONS and key not in ("include", "include_outside"):  # layout, not meaning
             doc[key] = value
     locator.add(root)
     for section in SECTIONS:

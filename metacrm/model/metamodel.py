@@ -302,6 +302,7 @@ class Model:
     label: str | None = None
     description: str | None = None
     region: str | None = None  # ISO country for phone numbers written without '+'
+    webhooks_allow_private: bool = False  # webhooks: {allow_private: true}
     files: tuple[str, ...] = ()
     canonical: str = "{}"  # canonical JSON of the merged declarations
     sha256: str = ""

@@ -57,8 +57,12 @@ def read_source(path: str | Path, *, display: str | None = None) -> Source:
     except FileNotFoundError:
         source.problems.append(Problem("file.not_found", f"no such file: {display}", display, 1, 1))
         return source
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    except UnicodeDecodeError as exc:  # say where, never what: the bytes may be another file's secrets
+        reason = f"not UTF-8 text (an undecodable byte at position {exc.start})"
+        source.problems.append(Problem("file.unreadable", f"cannot read {display}: {reason}", display, 1, 1))
+        return source
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
         source.problems.append(Problem("file.unreadable", f"cannot read {display}: {reason}", display, 1, 1))
         return source
     return parse_source(text, display)

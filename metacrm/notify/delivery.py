@@ -115,6 +115,7 @@ def deliver(
                         backoff=backoff,
                         backoff_cap=backoff_cap,
                         summary=summary,
+                        allow_private=crm.model.webhooks_allow_private,
                     )
                 )
             if remaining is not None:
@@ -127,13 +128,26 @@ def deliver(
     return summary
 
 
-def _send_one(engine, storage, message: Mapping, mailer, *, now, timeout, max_attempts, backoff, backoff_cap, summary):
+def _send_one(
+    engine,
+    storage,
+    message: Mapping,
+    mailer,
+    *,
+    now,
+    timeout,
+    max_attempts,
+    backoff,
+    backoff_cap,
+    summary,
+    allow_private,
+):
     attempts = int(message["attempts"] or 0) + 1
     try:
         if message["channel"] == "email":
             mailer.send(message)
         elif message["channel"] == "webhook":
-            post_webhook(message, timeout=timeout)
+            post_webhook(message, timeout=timeout, allow_private=allow_private)
         else:
             raise DeliveryError(f"unknown channel {message['channel']!r}", permanent=True)
     except Exception as exc:  # noqa: BLE001 - every failure is recorded on the message

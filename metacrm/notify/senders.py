@@ -27,6 +27,7 @@ from email.utils import format_datetime, formatdate
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..errors import ValidationError
+from .addresses import resolved_problem
 
 DEFAULT_SENDER = "metacrm@localhost"
 TIMEOUT = 30.0
@@ -102,13 +103,19 @@ def message_key(message: Mapping) -> str:
 def build_email(message: Mapping, sender: str) -> EmailMessage:
     """The mail for an outbox message: UTF-8 subject and body, stable Message-ID."""
     recipient = str(message["recipient"] or "").strip()
+    subject = str(message.get("subject") or "")
+    for what, value in (("sender", sender), ("recipient", recipient), ("subject", subject)):
+        _no_header_injection(what, value)
     if "@" not in recipient or any(c.isspace() for c in recipient.replace(", ", ",")):
         raise DeliveryError(f"recipient {recipient!r} is not an e-mail address", permanent=True)
     domain = sender.rpartition("@")[2].strip("> ") or "localhost"
     mail = EmailMessage()
-    mail["From"] = sender
-    mail["To"] = recipient
-    mail["Subject"] = message.get("subject") or ""
+    try:
+        mail["From"] = sender
+        mail["To"] = recipient
+        mail["Subject"] = subject
+    except (ValueError, TypeError) as exc:  # the email package refuses the header: so would every retry
+        raise DeliveryError(f"the mail's headers are not valid: {exc}", permanent=True) from None
     created = message.get("created_at")
     mail["Date"] = format_datetime(created) if created is not None else formatdate(usegmt=True)
     mail["Message-ID"] = f"<{message_key(message)}@{domain}>"
@@ -119,6 +126,22 @@ def build_email(message: Mapping, sender: str) -> EmailMessage:
     else:  # base64: survives any relay, 8BITMIME or not
         mail.set_content(body, charset="utf-8", cte="base64")
     return mail
+
+
+_HEADER_BREAKS = frozenset("\r\n\x00\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
+
+
+def _no_header_injection(what: str, value: str) -> None:
+    """A line break in a header value (a subject or address rendered from record data) would
+    start a new header or the body: refused for good, never retried (every attempt would be the
+    same), with the reason and without the value's tail."""
+    for i, char in enumerate(value):
+        if char in _HEADER_BREAKS:
+            raise DeliveryError(
+                f"the {what} contains a line break ({char!r} after {value[:i][:60]!r}): "
+                "refused, a header cannot hold one (header injection)",
+                permanent=True,
+            )
 
 
 class Mailer:
@@ -208,11 +231,25 @@ def webhook_body(message: Mapping) -> object:
     }
 
 
-def post_webhook(message: Mapping, *, timeout: float = TIMEOUT) -> int:
-    """POST the message's JSON to its URL; returns the HTTP status (2xx)."""
+def post_webhook(message: Mapping, *, timeout: float = TIMEOUT, allow_private: bool = False) -> int:
+    """POST the message's JSON to its URL; returns the HTTP status (2xx). Unless
+    ``allow_private``, a host that is or resolves to a non-public address (loopback,
+    link-local, private, reserved) is refused for good."""
     url = str(message["recipient"] or "").strip()
-    if urlsplit(url).scheme.lower() not in ("http", "https") or not urlsplit(url).hostname:
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        parts, host, port = None, None, None
+    if parts is None or parts.scheme.lower() not in ("http", "https") or not host:
         raise DeliveryError(f"webhook recipient {url!r} is not an http(s) URL", permanent=True)
+    if not allow_private:
+        why = resolved_problem(host, port or (443 if parts.scheme.lower() == "https" else 80))
+        if why:
+            raise DeliveryError(
+                f"webhook {url} refused: {why}; the model allows such addresses with webhooks: {{allow_private: true}}",
+                permanent=True,
+            )
     data = json.dumps(webhook_body(message), ensure_ascii=False, default=str).encode("utf-8")
     from .. import __version__
 

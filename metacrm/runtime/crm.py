@@ -35,7 +35,7 @@ from .reports import ReportsMixin
 from .search import SearchMixin
 from .stages_api import StagesMixin
 from .tasks import TasksMixin
-from .users import UsersMixin
+from .users import UsersMixin, check_owners_exist
 
 
 def connect(model: Model | str | os.PathLike, url: str = "sqlite:///crm.db", *, user: str | None = None) -> CRM:
@@ -483,6 +483,8 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
             owners = {v.get("owner") or self.user for v in values}
             check_create(conn, self.storage, ent, self.actor, owners, action=permission)
         if check_db:
+            if ent.owner:
+                check_owners_exist(conn, self.storage, ent, values, indexed=not single)
             rec.check_links_exist(
                 conn,
                 self.storage,
@@ -686,6 +688,8 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
                             )
                         ]
                     )
+                if values.get("owner") is not None and values["owner"] != current.get("owner"):
+                    check_owners_exist(conn, self.storage, ent, [values])
                 rec.check_links_exist(conn, self.storage, ent, [values], actor=self._actor_or_none)
                 before = rec.rows_to_records(conn, self.storage, ent, [current])[0]
                 row, many = rec.split_values(ent, values)

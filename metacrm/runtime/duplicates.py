@@ -2,9 +2,9 @@
 
 ``email`` and ``phone`` rules compare the stored normalised values (the validators normalise
 them; e-mail addresses compare case-insensitively), ``name`` rules compare casefolded names
-with rapidfuzz's token sort ratio. A ``within`` field restricts comparison to records with an
-equal, non-empty value of it. Candidates are read in one query per batch (per rule and chunk),
-never one per record.
+with rapidfuzz's token sort ratio, within blocks of names sharing a key (runtime/fuzzy.py: not
+every pair). A ``within`` field restricts comparison to records with an equal, non-empty value
+of it. Candidates are read in one query per batch (per rule and chunk), never one per record.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from rapidfuzz import fuzz, process
 from sqlalchemy import func, select
 
 from ..model.metamodel import DuplicateRule, Entity
 from ..storage.tables import Storage
+from .fuzzy import Blocks
 
 CHUNK = 500
 
@@ -67,7 +67,7 @@ def find_duplicates(
         if not keyed:
             continue
         cols = [table.c.id, column] + ([table.c[rule.within]] if rule.within else [])
-        stored: dict = {}  # within value -> {id: key}
+        stored: dict = {}  # within value -> Blocks of names (name rules), or {key: first id}
         if rule.match == "name":
             lookup = sorted({w for _, _, w in keyed}, key=repr) if rule.within else [True]
         else:
@@ -85,29 +85,36 @@ def find_duplicates(
             for row in conn.execute(query.order_by(table.c.id)):
                 within = row[2] if rule.within else True
                 key = _key(rule, row[1])
-                if key is not None:
-                    stored.setdefault(within, {})[row[0]] = key
-        seen: dict = {}  # within value -> {batch index: key}
+                if key is None:
+                    continue
+                if rule.match == "name":  # compared within blocks, not with every name (runtime/fuzzy.py)
+                    stored.setdefault(within, Blocks(rule.threshold)).add(row[0], key)
+                else:  # rows come by id: the first id of each key stays
+                    stored.setdefault(within, {}).setdefault(key, row[0])
+        seen: dict = {}  # within value -> Blocks of the batch's names, or {key: first batch index}
         for i, key, within in keyed:
-            found = _match(rule, key, stored.get(within, {}))
+            found = _match(rule, key, stored.get(within))
             if found is not None:
                 matches.append(Match(i, rule, existing=found))
             else:
-                other = _match(rule, key, seen.get(within, {}))
+                other = _match(rule, key, seen.get(within))
                 if other is not None:
                     matches.append(Match(i, rule, other=other))
-            seen.setdefault(within, {})[i] = key
+            if rule.match == "name":
+                seen.setdefault(within, Blocks(rule.threshold)).add(i, key)
+            else:
+                seen.setdefault(within, {}).setdefault(key, i)
     return sorted(matches, key=lambda m: m.index)
 
 
-def _match(rule: DuplicateRule, key, candidates: Mapping):
-    """The first candidate id matching ``key`` under ``rule``, or None."""
-    if not candidates:
+def _match(rule: DuplicateRule, key, candidates):
+    """The first candidate id matching ``key`` under ``rule``, or None. ``candidates``: the
+    Blocks of the names for a name rule, else a mapping of key -> first id."""
+    if candidates is None:
         return None
-    if rule.match != "name":
-        return next((cid for cid, ckey in candidates.items() if ckey == key), None)
-    hit = process.extractOne(key, candidates, scorer=fuzz.token_sort_ratio, score_cutoff=rule.threshold)
-    return None if hit is None else hit[2]
+    if rule.match == "name":
+        return candidates.best(key)
+    return candidates.get(key)
 
 
 def _root(parent: dict, x):
@@ -142,13 +149,8 @@ def duplicate_groups(conn, storage: Storage, entity: Entity, *, clause=None) -> 
                 found += [ids for ids in exact.values() if len(ids) > 1]
                 continue
             parent = {rid: rid for rid, _ in rows}
-
-            for n, (rid, key) in enumerate(rows[:-1]):
-                rest = {oid: okey for oid, okey in rows[n + 1 :]}
-                for _, _, oid in process.extract(
-                    key, rest, scorer=fuzz.token_sort_ratio, score_cutoff=rule.threshold, limit=None
-                ):
-                    parent[_root(parent, oid)] = _root(parent, rid)
+            for rid, oid in Blocks(rule.threshold, rows).pairs():  # within blocks, not all pairs
+                parent[_root(parent, oid)] = _root(parent, rid)
             clusters: dict = {}
             for rid, _ in rows:
                 clusters.setdefault(_root(parent, rid), []).append(rid)

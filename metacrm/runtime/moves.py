@@ -126,15 +126,22 @@ def move(
     roles: frozenset[str] | None,
     note: str | None = None,
     version: int | None = None,
+    seen_stage: str | None = None,
 ) -> dict:
     """Check and apply one move inside the caller's write transaction; raises on refusal.
-    Returns the row as it is after the move (the caller need not read it again)."""
+    Returns the row as it is after the move (the caller need not read it again).
+    ``seen_stage``: the stage read just before the transaction waited for the write lock; a
+    record that left it meanwhile was moved by a concurrent writer (ConflictError)."""
     what = f"{entity.name} {row['id']}"
     pipeline = entity.pipelines[row["pipeline"]]
     current = row["stage"]
     if version is not None and row["version"] != version:
         raise ConflictError(
             f"{what} was changed by someone else (now version {row['version']}, you had {version}); read it again"
+        )
+    if seen_stage is not None and current != seen_stage:
+        raise ConflictError(
+            f"{what} was moved by someone else meanwhile (from '{seen_stage}' to '{current}'); read it again"
         )
     if stage not in pipeline.stages:
         hint = did_you_mean(stage, pipeline.stages)
@@ -177,6 +184,36 @@ def moved_record(conn: Connection, storage: Storage, entity: Entity, row: Mappin
         query = _links_query(storage.join_table(entity.name, link.name))
         many[link.name] = list(conn.execute(query, {"_id": row["id"]}).scalars())
     return row_to_record(entity, row, many)
+
+
+def seen_stage(crm, entity: Entity, record_id) -> str | None:
+    """The record's stage as committed now, read outside the move's write transaction (None
+    when there is no such record: the move itself says NotFound). One SELECT on a pooled DBAPI
+    connection: no SQLAlchemy transaction around it (on SQLite it runs in autocommit), so the
+    hot path of a move pays about one indexed read."""
+    from .records import as_id
+
+    record_id = as_id(entity, record_id)
+    engine = crm.engine
+    sql = _stage_sql(engine.dialect, crm.storage.table(entity.name))
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        try:
+            cursor.execute(sql, (record_id,))
+            found = cursor.fetchone()
+        finally:
+            cursor.close()
+    finally:
+        raw.close()  # back to the pool, which ends the read's transaction (rollback on return)
+    return None if found is None else found[0]
+
+
+@lru_cache(maxsize=256)
+def _stage_sql(dialect, table: Table) -> str:
+    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    prep = dialect.identifier_preparer
+    return f"SELECT {prep.quote('stage')} FROM {prep.format_table(table)} WHERE {prep.quote('id')} = {mark}"
 
 
 @lru_cache(maxsize=256)

@@ -23,16 +23,30 @@ class StagesMixin:
     ) -> dict:
         """Move a record to a stage through an allowed transition (TransitionError says why
         not, and lists the allowed moves). With ``version``, refuse (ConflictError) when the
-        record changed since that version was read."""
-        from .moves import move, moved_record
+        record changed since that version was read; without it, when another writer moved the
+        record while this move waited for the write lock (two moves from the same stage: one
+        wins, the other gets ConflictError, never TransitionError)."""
+        from .moves import move, moved_record, seen_stage
 
         self._ready()
         ent = self._staged(entity)
         _storable(ent, note, "note")
+        seen = None
+        if version is None and self._tx is None:
+            seen = seen_stage(self, ent, record_id)  # before waiting for the write lock
         with self._writing() as conn:
             row = self._get_row(conn, ent, record_id, "move")
             fresh = move(
-                conn, self.storage, ent, row, stage, by=self.user, roles=self._roles, note=note, version=version
+                conn,
+                self.storage,
+                ent,
+                row,
+                stage,
+                by=self.user,
+                roles=self._roles,
+                note=note,
+                version=version,
+                seen_stage=seen,
             )
             changes = {"stage": [row["stage"], fresh["stage"]]}
             at = fresh["stage_entered_at"]  # the history row's time: the timeline shows the move once

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import insert, select, update
 
-from ..errors import NotFound, ValidationError
+from ..errors import FieldIssue, NotFound, ValidationError
 from ..model.suggest import did_you_mean, listing
 from ..storage.types import now_utc
 
@@ -41,6 +41,33 @@ def _user_dict(row) -> dict:
         "team": row["team"],
         "email": row.get("email"),
     }
+
+
+def check_owners_exist(conn, storage, entity, records, *, indexed: bool = False) -> None:
+    """Refuse an ``owner`` that is not a stored user, naming the field and the login: one
+    query for the batch (per 500 distinct logins)."""
+    wanted = sorted({v["owner"] for v in records if v.get("owner") is not None})
+    if not wanted:
+        return
+    table = storage.user_table
+    found: set = set()
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        found.update(conn.execute(select(table.c.login).where(table.c.login.in_(chunk))).scalars())
+    issues = [
+        FieldIssue(
+            entity.name,
+            "owner",
+            f"no user '{v['owner']}' (an owner must be a user: metacrm user add {v['owner']})",
+            v["owner"],
+            index if indexed else None,
+        )
+        for index, v in enumerate(records)
+        if v.get("owner") is not None and v["owner"] not in found
+    ]
+    if issues:
+        more = f" (and {len(issues) - 1} more)" if len(issues) > 1 else ""
+        raise ValidationError(issues[0].format() + more, issues)
 
 
 class UsersMixin:

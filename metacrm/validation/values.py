@@ -17,6 +17,8 @@ from decimal import Decimal
 from functools import lru_cache
 from urllib.parse import urlsplit
 
+import regex
+
 from ..model.metamodel import Field
 
 Coercer = Callable[[object], object]
@@ -99,7 +101,7 @@ def _empty(value: object) -> bool:
 
 def text_coercer(f: Field, *, strip: bool) -> Coercer:
     max_length = f.max_length
-    pattern = re.compile(f.pattern) if f.pattern else None
+    pattern = compile_pattern(f.pattern) if f.pattern else None
 
     def coerce(value):
         if value is None:
@@ -117,11 +119,30 @@ def text_coercer(f: Field, *, strip: bool) -> Coercer:
     return coerce
 
 
-def check_text(f: Field, text: str, max_length: int | None, pattern: re.Pattern | None) -> str:
+# A field's ``pattern`` runs on the ``regex`` engine (the syntax and meaning of ``re``) with a
+# time limit per value: a pattern that backtracks catastrophically (``^(a|aa)+$`` on a long
+# non-matching value) refuses the value after this many seconds instead of hanging the process.
+PATTERN_TIMEOUT = 0.1
+
+
+def compile_pattern(text: str) -> regex.Pattern:
+    """A field's pattern, compiled as ``re`` would read it (``regex`` in its version-0 mode)."""
+    return regex.compile(text, flags=regex.VERSION0)
+
+
+def check_text(f: Field, text: str, max_length: int | None, pattern: regex.Pattern | None) -> str:
     if max_length is not None and len(text) > max_length:
         raise Invalid(f"{show(text)} is {len(text)} characters long; the maximum is {max_length}")
-    if pattern is not None and pattern.fullmatch(text) is None:
-        raise Invalid(f"{show(text)} does not match the pattern {f.pattern}")
+    if pattern is not None:
+        try:
+            matched = pattern.fullmatch(text, timeout=PATTERN_TIMEOUT)
+        except TimeoutError:
+            raise Invalid(
+                f"{show(text)} could not be checked against the pattern {f.pattern} within {PATTERN_TIMEOUT} s "
+                "(the pattern backtracks too much on this value; simplify the pattern)"
+            ) from None
+        if matched is None:
+            raise Invalid(f"{show(text)} does not match the pattern {f.pattern}")
     return text
 
 
@@ -425,7 +446,7 @@ def check_phone(text: str, region: str | None) -> str | None:
 
 def phone_coercer(f: Field, region: str | None) -> Coercer:
     max_length = f.max_length
-    pattern = re.compile(f.pattern) if f.pattern else None
+    pattern = compile_pattern(f.pattern) if f.pattern else None
     if region:
         hint = f"numbers without '+' are read as {region} numbers; others need '+' and the country code"
     else:
@@ -451,7 +472,7 @@ def phone_coercer(f: Field, region: str | None) -> Coercer:
 
 def url_coercer(f: Field) -> Coercer:
     max_length = f.max_length
-    pattern = re.compile(f.pattern) if f.pattern else None
+    pattern = compile_pattern(f.pattern) if f.pattern else None
 
     def coerce(value):
         if value is None:
