@@ -28,11 +28,13 @@ def test_public_api_is_frozen() -> None:
             "HIDDEN",
             "MetaCRMError",
             "MigrationError",
+            "MissingExtra",
             "Model",
             "ModelError",
             "NotFound",
             "PermissionDenied",
             "Problem",
+            "SetupError",
             "TransitionError",
             "ValidationError",
             "__version__",
@@ -51,6 +53,8 @@ def test_public_api_is_frozen() -> None:
         "NotFound",
         "MigrationError",
         "AutomationError",
+        "SetupError",
+        "MissingExtra",
     ):
         assert issubclass(getattr(metacrm, name), metacrm.MetaCRMError)
 

@@ -26,13 +26,15 @@ def print_problems(problems, *, stream=None) -> None:
 @contextmanager
 def refusals() -> Iterator[None]:
     """Map metacrm errors to one line on stderr and the contract's exit codes."""
-    from ..errors import MetaCRMError, ModelError
+    from ..errors import MetaCRMError, ModelError, SetupError
 
     try:
         yield
     except ModelError as exc:
         print_problems(exc.problems, stream=sys.stderr)
         raise typer.Exit(EXIT_USAGE) from None
+    except SetupError as exc:  # a missing extra, a bad setting: fixed by the user, as bad usage is
+        fail(str(exc), EXIT_USAGE)
     except MetaCRMError as exc:
         fail(str(exc))
 

@@ -14,6 +14,7 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine, make_url
 
 from ..errors import MigrationError
+from ..extras import POSTGRES, import_extra
 
 WRITE = "metacrm_write"
 
@@ -36,6 +37,8 @@ def make_engine(url: str) -> Engine:
         return engine
     if parsed.get_backend_name() != "postgresql":
         raise MigrationError(f"unsupported database '{parsed.get_backend_name()}': use sqlite:/// or postgresql://")
+    if parsed.get_driver_name() == "psycopg":
+        import_extra(POSTGRES)  # the driver is the [postgres] extra: say so rather than ModuleNotFoundError
     return create_engine(parsed, pool_pre_ping=True)
 
 
