@@ -5,6 +5,8 @@ The public API is what this module exports; ``tests/test_api.py`` freezes it.
 
 from __future__ import annotations
 
+import logging
+
 from .errors import (
     AutomationError,
     ConflictError,
@@ -24,6 +26,8 @@ from .errors import (
 )
 from .model.loader import load_model
 from .model.metamodel import Model
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())  # silent unless the host configures logging
 
 
 def connect(model, url: str = "sqlite:///crm.db", *, user: str | None = None):

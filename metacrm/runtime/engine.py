@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 
 from ..errors import MigrationError
 from ..extras import POSTGRES, import_extra
+from ..logs import log_slow_queries, slow_query_ms
 
 WRITE = "metacrm_write"
 
@@ -31,15 +32,19 @@ def make_engine(url: str) -> Engine:
         parsed = normalise_url(url)
     except Exception as exc:  # sqlalchemy.exc.ArgumentError and friends
         raise MigrationError(f"not a database URL: {url!r} ({exc})") from exc
+    threshold = slow_query_ms()  # a bad $METACRM_SLOW_QUERY_MS is refused before anything connects
     if parsed.get_backend_name() == "sqlite":
         engine = create_engine(parsed, connect_args={"timeout": 30, "check_same_thread": False})
         _setup_sqlite(engine)
+        log_slow_queries(engine, threshold)
         return engine
     if parsed.get_backend_name() != "postgresql":
         raise MigrationError(f"unsupported database '{parsed.get_backend_name()}': use sqlite:/// or postgresql://")
     if parsed.get_driver_name() == "psycopg":
         import_extra(POSTGRES)  # the driver is the [postgres] extra: say so rather than ModuleNotFoundError
-    return create_engine(parsed, pool_pre_ping=True)
+    engine = create_engine(parsed, pool_pre_ping=True)
+    log_slow_queries(engine, threshold)
+    return engine
 
 
 def _setup_sqlite(engine: Engine) -> None:
