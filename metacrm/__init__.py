@@ -5,6 +5,8 @@ The public API is what this module exports; ``tests/test_api.py`` freezes it.
 
 from __future__ import annotations
 
+import logging
+
 from .errors import (
     AutomationError,
     ConflictError,
@@ -14,15 +16,19 @@ from .errors import (
     ExpressionError,
     MetaCRMError,
     MigrationError,
+    MissingExtra,
     ModelError,
     NotFound,
     PermissionDenied,
     Problem,
+    SetupError,
     TransitionError,
     ValidationError,
 )
 from .model.loader import load_model
 from .model.metamodel import Model
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())  # silent unless the host configures logging
 
 
 def connect(model, url: str = "sqlite:///crm.db", *, user: str | None = None):
@@ -52,11 +58,13 @@ __all__ = [
     "HIDDEN",
     "MetaCRMError",
     "MigrationError",
+    "MissingExtra",
     "Model",
     "ModelError",
     "NotFound",
     "PermissionDenied",
     "Problem",
+    "SetupError",
     "TransitionError",
     "ValidationError",
     "__version__",

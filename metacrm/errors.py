@@ -13,7 +13,9 @@
     │   ├── NotFound                no such record
     │   └── AutomationError         an automation's action failed: the triggering operation is refused
     ├── MigrationError              the database does not hold this model, or a migration failed
-    └── DatabaseUnavailable         the database URL is malformed, or names no database that opens
+    ├── DatabaseUnavailable         the database URL is malformed, or names no database that opens
+    └── SetupError                  this installation or its settings cannot do what was asked
+        └── MissingExtra            an optional dependency is not installed; .extra names the pip extra
 
 Library code raises these (wrapping yaml, jsonschema, SQLAlchemy errors with ``raise ... from``);
 the CLI maps them to one line on stderr and an exit code. Nothing else should reach a user.
@@ -199,3 +201,28 @@ class DatabaseUnavailable(MetaCRMError):
 
 
 __all__.append("DatabaseUnavailable")
+
+
+class SetupError(MetaCRMError):
+    """This installation or its settings cannot do what was asked: an optional dependency is
+    missing (MissingExtra) or a setting (an environment variable) has a bad value. The command
+    line exits 2 for these, as for bad usage."""
+
+
+class MissingExtra(SetupError):
+    """An optional dependency is not installed. ``extra`` names the extra that brings it
+    (``pip install 'metacrm[png]'``), ``module`` the module that could not be imported."""
+
+    def __init__(self, message: str, *, extra: str, module: str):
+        super().__init__(message)
+        self.extra, self.module = extra, module
+
+    def __reduce__(self):
+        return _missing_extra, (str(self), self.extra, self.module)
+
+
+def _missing_extra(message: str, extra: str, module: str) -> MissingExtra:
+    return MissingExtra(message, extra=extra, module=module)
+
+
+__all__ += ["MissingExtra", "SetupError"]

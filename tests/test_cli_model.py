@@ -31,11 +31,13 @@ def test_public_api_is_frozen() -> None:
             "HIDDEN",
             "MetaCRMError",
             "MigrationError",
+            "MissingExtra",
             "Model",
             "ModelError",
             "NotFound",
             "PermissionDenied",
             "Problem",
+            "SetupError",
             "TransitionError",
             "ValidationError",
             "__version__",
@@ -54,6 +56,8 @@ def test_public_api_is_frozen() -> None:
         "NotFound",
         "MigrationError",
         "AutomationError",
+        "SetupError",
+        "MissingExtra",
     ):
         assert issubclass(getattr(metacrm, name), metacrm.MetaCRMError)
 

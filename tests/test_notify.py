@@ -9,6 +9,7 @@ import datetime as dt
 import email
 import email.policy
 import json
+import logging
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -473,3 +474,40 @@ def test_failed_messages_can_be_retried(crm, http_server, db_url, model_path) ->
     assert result.exit_code == 0 and "requeued 0" in result.output
     result = runner.invoke(app, ["outbox", "--id", "1", *args])
     assert result.exit_code == 2
+
+
+def test_deliveries_retries_and_failures_are_logged(crm, http_server, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="metacrm")
+    hook = Hook(statuses=[503, 404])
+    mid = put(crm, "webhook", http_server(hook) + "/h", payload={"name": "Иванов"})
+    port = free_port()  # nothing listens there
+    mail = put(crm, "email", "anna.secret@example.org", subject="s", body="b")
+    crm.deliver(now=at(0), smtp=f"smtp://127.0.0.1:{port}", timeout=5)  # 503, refused: both retried
+    crm.deliver(now=at(60))  # 404: failed for good (the e-mail waits: no SMTP server this time)
+    assert crm.retry_outbox([mid], now=at(70)) == 1
+    crm.deliver(now=at(70))  # sent
+    logged = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "metacrm.notify"]
+    assert [level for level, _ in logged] == [
+        "WARNING",  # the webhook's 503
+        "WARNING",  # the e-mail's refused connection
+        "INFO",  # the run
+        "ERROR",  # the 404
+        "WARNING",  # the e-mail waits for an SMTP server
+        "INFO",  # the run
+        "INFO",  # requeued
+        "INFO",  # sent
+        "WARNING",  # the e-mail still waits
+        "INFO",  # the run
+    ], logged
+    messages = [text for _, text in logged]
+    assert messages[0].startswith(f"message {mid} (webhook): attempt 1 failed, next at 2026-03-01 09:01:00: webhook")
+    assert messages[0].endswith("answered HTTP 503: not now")
+    assert messages[1].startswith(f"message {mail} (email): attempt 1 failed, next at 2026-03-01 09:01:00: SMTP")
+    assert messages[2] == "delivery run: 0 sent, 2 to retry, 0 failed"
+    assert messages[3].startswith(f"message {mid} (webhook): attempt 2 failed for good: webhook")
+    assert messages[3].endswith("answered HTTP 404: not now")
+    assert messages[4] == "1 due e-mails wait: no SMTP server is set (smtp=, $METACRM_SMTP_URL)"
+    assert messages[6] == "1 failed messages queued for a new series of attempts"
+    assert messages[7] == f"message {mid} (webhook): sent at attempt 1"
+    assert messages[9] == "delivery run: 1 sent, 0 to retry, 0 failed"
+    assert not [text for text in messages if "anna.secret" in text or "Иванов" in text]  # no recipient, no payload

@@ -26,18 +26,19 @@ def print_problems(problems, *, stream=None) -> None:
 @contextmanager
 def refusals() -> Iterator[None]:
     """Map metacrm errors to one line on stderr and the contract's exit codes: 2 for an
-    invalid model or a database URL that does not open, 1 for every refused operation.
+    invalid model, a database URL that does not open, a missing extra or a bad setting; 1 for
+    every refused operation.
 
     Driver errors the library did not translate (a path outside a transaction) are mapped
     here as a last resort by the same rules (:func:`metacrm.runtime.engine.translate`)."""
-    from ..errors import DatabaseUnavailable, MetaCRMError, ModelError
+    from ..errors import DatabaseUnavailable, MetaCRMError, ModelError, SetupError
 
     try:
         yield
     except ModelError as exc:
         print_problems(exc.problems, stream=sys.stderr)
         raise typer.Exit(EXIT_USAGE) from None
-    except DatabaseUnavailable as exc:
+    except (DatabaseUnavailable, SetupError) as exc:  # fixed by the user, as bad usage is
         fail(str(exc), EXIT_USAGE)
     except MetaCRMError as exc:
         fail(str(exc))

@@ -53,11 +53,23 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: bool = typer.Option(
         False, "--version", help="Print the version and exit.", is_eager=True, callback=_version
     ),
+    log_level: str | None = typer.Option(
+        None,
+        "--log-level",
+        envvar="METACRM_LOG",
+        help="Print metacrm's log on stderr from this level: debug, info, warning or error.",
+    ),
 ) -> None:
-    pass
+    if log_level:
+        from ..logs import log_to_stderr
+        from .common import refusals
+
+        with refusals():
+            ctx.call_on_close(log_to_stderr(log_level))
 
 
 def main() -> None:  # the console script

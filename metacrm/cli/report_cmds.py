@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from .common import fail, usage_error
+from .common import fail, refusals, usage_error
 from .data_cmds import DEFAULT_DB, DEFAULT_MODEL, AsOpt, DbOpt, ModelOpt, opened
 from .output import Format, label_text, plain, to_csv, to_json
 
@@ -41,11 +41,15 @@ report_app = typer.Typer(help="Reports: the funnel from the stage history; resul
 @contextmanager
 def report_session(model: str, db: str, fmt: ReportFormat, output: Path | None, as_user: str | None = None):
     """``opened`` plus: png needs --output, and bad report options are usage errors (exit 2)."""
+    from ..extras import PNG, import_extra
     from ..runtime.reports import BadReportOption
 
     if fmt is ReportFormat.png and output is None:
         usage_error("png is a picture, not text for a terminal: give --output FILE.png")
     _writable(output)
+    if fmt is ReportFormat.png:
+        with refusals():
+            import_extra(PNG)  # before any query: without matplotlib, exit 2 naming the [png] extra
     with opened(model, db, as_user) as crm:
         try:
             yield crm
@@ -77,9 +81,8 @@ def draw(chart: str, doc, output: Path) -> None:
     from ..runtime import reports
 
     try:
-        getattr(reports, chart)(doc, output)
-    except ImportError as exc:
-        fail(f"png charts need matplotlib ({exc}): pip install 'matplotlib>=3.7'")
+        with refusals():  # MissingExtra: exit 2 naming the [png] extra
+            getattr(reports, chart)(doc, output)
     except OSError as exc:
         fail(f"cannot write {output}: {exc.strerror or exc}")
     typer.echo(f"wrote {output}", err=True)

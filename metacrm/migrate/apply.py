@@ -16,9 +16,12 @@ copy is put back. The copy is removed once the migration is over.
 from __future__ import annotations
 
 import getpass
+import logging
 import os
 import socket
 import sqlite3
+import time
+from collections import Counter
 from collections.abc import Callable
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -34,7 +37,9 @@ from .history import model_from_record, record, recorded_row
 from .ids import reusing_tables
 from .lock import holder_text, pg_lock, sqlite_lock
 from .plan import plan_migration
-from .steps import Plan
+from .steps import DESTRUCTIVE, Plan
+
+log = logging.getLogger("metacrm.migrate")
 
 
 def default_user() -> str:
@@ -85,10 +90,39 @@ def migrate_database(
         with reading(engine) as conn:
             return plan_for_database(conn, model, allow_data_loss=allow_data_loss, user=user)
     holder = holder_text()
-    if engine.dialect.name == "sqlite":
-        with sqlite_lock(engine, holder, wait=lock_wait):
-            return _apply_sqlite(engine, model, allow_data_loss=allow_data_loss, user=user)
-    return _apply_postgresql(engine, model, allow_data_loss=allow_data_loss, user=user, holder=holder, wait=lock_wait)
+    started = time.perf_counter()
+    try:
+        if engine.dialect.name == "sqlite":
+            with sqlite_lock(engine, holder, wait=lock_wait):
+                plan = _apply_sqlite(engine, model, allow_data_loss=allow_data_loss, user=user)
+        else:
+            plan = _apply_postgresql(
+                engine, model, allow_data_loss=allow_data_loss, user=user, holder=holder, wait=lock_wait
+            )
+    except MetaCRMError as exc:  # a failed step (raised from the driver's error) or a refusal
+        log.log(logging.ERROR if exc.__cause__ is not None else logging.WARNING, "migration not applied: %s", exc)
+        raise
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0]
+        log.error("migration not applied: %s: %s", type(exc).__name__, first)
+        raise
+    if plan:
+        log.info("migration applied: %s in %.2f s by %s", summary(plan), time.perf_counter() - started, user)
+    else:
+        log.debug("nothing to migrate: the database holds model %s (%s)", model.name, (model.sha256 or "")[:12])
+    return plan
+
+
+def summary(plan: Plan) -> str:
+    """One line for the log: model, from -> to, dialect, the steps by kind."""
+    kinds = Counter(step.kind.replace("_", " ") for step in plan)
+    destructive = sum(step.klass == DESTRUCTIVE for step in plan)
+    steps = ", ".join(f"{kind} ×{n}" if n > 1 else kind for kind, n in kinds.items())
+    return (
+        f"model {plan.model} {(plan.old_sha256 or '')[:12] or 'new database'} -> {plan.new_sha256[:12]} "
+        f"on {plan.dialect}: {len(plan)} step{'s' if len(plan) != 1 else ''} ({steps})"
+        + (f", {destructive} destructive (data loss allowed)" if destructive else "")
+    )
 
 
 def _refuse(plan: Plan) -> None:
@@ -135,8 +169,11 @@ def apply_plan(conn, plan: Plan) -> None:
     started: set[int] = set()
 
     def before(index, step):
-        if progress is not None and id(step) not in started:
-            progress(len(started), len(steps_run), step)
+        if id(step) not in started:
+            where = f" {step.where}" if step.entity or step.target else ""
+            log.debug("step %d/%d: %s%s", len(started) + 1, len(steps_run), step.kind.replace("_", " "), where)
+            if progress is not None:
+                progress(len(started), len(steps_run), step)
             started.add(id(step))
         current[0] = (index, step)
 

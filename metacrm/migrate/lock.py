@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import getpass
 import hashlib
+import logging
 import os
 import re
 import socket
@@ -30,6 +31,7 @@ from ..storage.types import now_utc
 
 LOCK_NAME = "migrate"
 POLL = 0.1
+log = logging.getLogger("metacrm.migrate")
 
 
 def holder_text(user: str | None = None) -> str:
@@ -80,13 +82,18 @@ def sqlite_lock(engine, holder: str, *, wait: float):
     with writing(engine) as conn:
         table.create(conn, checkfirst=True)
     deadline = time.monotonic() + wait
+    waiting = False
     while True:
         with reading(engine) as conn:
             row = conn.execute(select(table.c.holder, table.c.since).where(table.c.name == LOCK_NAME)).first()
         if row is not None and not _alive(row.holder):
+            log.warning("taking over the migration lock left by %s: that process is gone", row.holder)
             with writing(engine) as conn:
                 conn.execute(delete(table).where(table.c.name == LOCK_NAME, table.c.holder == row.holder))
             continue
+        if row is not None and not waiting:
+            log.info("waiting up to %gs for the migration lock held by %s", wait, row.holder)
+            waiting = True
         if row is None:
             try:
                 with _short_busy(engine, deadline) as conn, conn.begin():
@@ -139,7 +146,11 @@ def pg_lock(conn, holder: str, *, wait: float) -> None:
     key = pg_lock_key(conn)
     conn.execute(select(func.set_config("application_name", f"metacrm migrate {holder}"[:63], True)))
     deadline = time.monotonic() + wait
+    waiting = False
     while not conn.execute(select(func.pg_try_advisory_xact_lock(key))).scalar_one():
+        if not waiting:
+            log.info("waiting up to %gs for the migration lock: another migration of this schema is running", wait)
+            waiting = True
         if time.monotonic() >= deadline:
             who, since = _pg_holder(conn, key)
             raise _refused(who, since, wait)

@@ -9,6 +9,8 @@ Automations write outbox rows in the transaction of the operation that triggered
 
 from __future__ import annotations
 
+import logging
+
 from .delivery import deliver, smtp_settings
 from .outbox import CHANNELS, STATUSES, enqueue
 from .senders import DeliveryError, SmtpSettings
@@ -38,7 +40,10 @@ class DeliveryMixin:
         from . import outbox
 
         self._ready()
-        return outbox.retry(self.engine, self.storage, ids=ids, now=now)
+        count = outbox.retry(self.engine, self.storage, ids=ids, now=now)
+        if count:
+            logging.getLogger("metacrm.notify").info("%d failed messages queued for a new series of attempts", count)
+        return count
 
     def outbox_counts(self) -> dict[str, int]:
         """How many outbox messages there are in each status."""

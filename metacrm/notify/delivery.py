@@ -9,6 +9,7 @@ time the run acts at: what is due, the lease, the next attempt's time.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 from collections.abc import Mapping
 
@@ -22,6 +23,7 @@ from .senders import TIMEOUT, DeliveryError, Mailer, SmtpSettings, post_webhook
 SMTP_ENV = "METACRM_SMTP_URL"
 FROM_ENV = "METACRM_MAIL_FROM"
 BATCH = 20
+log = logging.getLogger("metacrm.notify")
 
 
 def smtp_settings(
@@ -125,6 +127,10 @@ def deliver(
             mailer.close()
     if settings is None:
         summary["waiting"] = _due_email(engine, storage, now)
+        if summary["waiting"]:
+            log.warning("%d due e-mails wait: no SMTP server is set (smtp=, $%s)", summary["waiting"], SMTP_ENV)
+    if summary["messages"]:
+        log.info("delivery run: %d sent, %d to retry, %d failed", summary["sent"], summary["retry"], summary["failed"])
     return summary
 
 
@@ -166,14 +172,20 @@ def _send_one(
         )
         error = str(exc)
         next_at = now + dt.timedelta(seconds=outbox.backoff_seconds(attempts, base=backoff, cap=backoff_cap))
+        what = f"message {message['id']} ({message['channel']}): attempt {attempts} failed"
         if status == "pending":
             summary["retry"] += 1
+            log.warning("%s, next at %s: %s", what, f"{next_at:%Y-%m-%d %H:%M:%S}", error)
         elif status == "failed":
             summary["failed"] += 1
+            log.error("%s: %s", what + (" for good" if exc.permanent else ", the last allowed"), error)
+        else:
+            log.info("%s after its lease ran out (another sender has the message): %s", what, error)
     else:
         outbox.mark_sent(engine, storage, message, now=now)
         status, error, next_at = "sent", None, None
         summary["sent"] += 1
+        log.info("message %s (%s): sent at attempt %d", message["id"], message["channel"], attempts)
     return {
         "id": message["id"],
         "channel": message["channel"],

@@ -26,6 +26,8 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError
 
 from ..errors import ConflictError, DatabaseUnavailable, MetaCRMError, ValidationError
+from ..extras import POSTGRES, import_extra
+from ..logs import log_slow_queries, slow_query_ms
 
 WRITE = "metacrm_write"
 BUSY_TIMEOUT = 30.0  # seconds a SQLite writer waits for another one before "database is locked"
@@ -53,6 +55,7 @@ def make_engine(url: str) -> Engine:
         raise DatabaseUnavailable(
             f"not a database URL: {shown_url(str(url))!r} (expected sqlite:///FILE or postgresql://HOST/DATABASE)"
         ) from exc
+    threshold = slow_query_ms()  # a bad $METACRM_SLOW_QUERY_MS is refused before anything connects
     if backend == "sqlite":
         try:
             timeout = float(parsed.query.get("timeout", BUSY_TIMEOUT))
@@ -62,12 +65,17 @@ def make_engine(url: str) -> Engine:
             raise DatabaseUnavailable(f"{shown_url(parsed)}: timeout must be a number of seconds (0 to 86400)")
         engine = create_engine(parsed, connect_args={"timeout": timeout, "check_same_thread": False})
         _setup_sqlite(engine, timeout)
+        log_slow_queries(engine, threshold)
         return engine
     if backend != "postgresql":
         raise DatabaseUnavailable(
             f"unsupported database '{backend}' in {shown_url(parsed)}: use sqlite:/// or postgresql://"
         )
-    return create_engine(parsed, pool_pre_ping=True)
+    if parsed.get_driver_name() == "psycopg":
+        import_extra(POSTGRES)  # the driver is the [postgres] extra: say so rather than ModuleNotFoundError
+    engine = create_engine(parsed, pool_pre_ping=True)
+    log_slow_queries(engine, threshold)
+    return engine
 
 
 def _setup_sqlite(engine: Engine, timeout: float = BUSY_TIMEOUT) -> None:

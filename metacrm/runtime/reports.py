@@ -753,7 +753,10 @@ def _zero(entity: Entity, name: str):
 
 # -- charts --------------------------------------------------------------------------------------
 def _figure(width: float, height: float):
-    from matplotlib.figure import Figure  # lazily: only png needs matplotlib
+    from ..extras import PNG, import_extra
+
+    import_extra(PNG)  # lazily: only png needs matplotlib (the [png] extra)
+    from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
