@@ -4,16 +4,22 @@ SQLite: foreign keys on, WAL journal with ``synchronous=NORMAL`` (a committed tr
 survives a crash of the process; a power loss may lose the last transactions, never corrupt
 the file), a 30 s busy timeout, and write transactions opened with ``BEGIN IMMEDIATE`` so two
 writers queue instead of failing half-way. PostgreSQL: psycopg 3, pre-ping.
+
+Threads: a file database or PostgreSQL gets a pool (each thread's operation checks out its
+own connection). ``sqlite:///:memory:`` is one connection's private database, so it is kept
+to the thread that first opened it: another thread is refused with a MetaCRMError saying so
+(sharing one connection between threads would mix their transactions).
 """
 
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine, make_url
 
-from ..errors import MigrationError
+from ..errors import MetaCRMError, MigrationError
 
 WRITE = "metacrm_write"
 
@@ -41,6 +47,19 @@ def make_engine(url: str) -> Engine:
 
 def _setup_sqlite(engine: Engine) -> None:
     from ..expr.functions import install_sqlite_functions
+
+    if engine.url.database in (None, "", ":memory:"):
+        opener: list[int] = []  # the thread that opened the in-memory database
+
+        @event.listens_for(engine, "do_connect")
+        def _one_thread(dialect, conn_rec, cargs, cparams):
+            if not opener:
+                opener.append(threading.get_ident())
+            elif opener[0] != threading.get_ident():
+                raise MetaCRMError(
+                    "sqlite:///:memory: is private to the thread that opened it (another thread would see an empty "
+                    "database): use a file (sqlite:///crm.db) or PostgreSQL to share a CRM between threads"
+                )
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, record):
