@@ -237,14 +237,17 @@ class DerivedReactor:
                     todo[i].update(_ids_in(changes[link], self.order[i].entity))
         for (entity, members, created), ids in events.items():
             self._reach(conn, st, todo, entity, ids, members, created, -1)
+        locked: dict[str, set[int]] = defaultdict(set)  # PostgreSQL: the parents locked for their roll-ups
         for i, d in enumerate(self.order):
             ids = todo[i]
             if not ids:
                 continue
             lock = st.locks[i] if conn.dialect.name == "postgresql" else None  # SQLite: one writer at a time
-            for chunk in _chunks(ids):
-                if lock is not None:
+            if lock is not None and ids - locked[d.entity]:  # once per parent and write
+                for chunk in _chunks(ids - locked[d.entity]):
                     conn.execute(lock, {"ids": chunk})
+                locked[d.entity] |= ids
+            for chunk in _chunks(ids):
                 conn.execute(st.updates[i], {"ids": chunk})
             self._reach(conn, st, todo, d.entity, ids, frozenset((d.field,)), False, i)
 
