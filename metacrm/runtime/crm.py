@@ -46,7 +46,7 @@ _OPEN: ContextVar[Mapping[object, Any] | None] = ContextVar("metacrm_open_transa
 
 
 class _Scope:
-    """The identity transactions are kept under: one per CRM made by connect(), shared by its
+    """The identity transactions are kept under: one per CRM object, shared by its
     as_user() views (so a view joins the transaction its thread or task has open)."""
 
     __slots__ = ()
@@ -109,7 +109,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         ``with crm.transaction(): crm.create(...); crm.create_many(...)``. Operations inside
         see each other's writes; a nested ``transaction()`` joins the outer one. The
         transaction belongs to the thread or asyncio task that opened it: the same CRM used
-        meanwhile from another thread or task works in its own transactions, as before.
+        meanwhile from another thread or task works in its own transactions.
         """
         if self._tx is not None:
             yield self
