@@ -186,10 +186,11 @@ def _by(origin: str | None, auto: Automation) -> str:
 
 
 def _actor(run: _Run, f: Firing, chain: tuple, origin: str | None, by: str):
-    """The CRM that runs the actions: the system user, on the triggering connection, one
-    level deeper in the chain."""
+    """The CRM that runs the actions: the system user, one level deeper in the chain, its
+    journal entries by ``by``. A view private to this firing (its ``_by`` and chain are this
+    operation's), sharing the caller's scope: run under ``actor._within(run.conn)`` its
+    writes join the triggering transaction."""
     actor = run.crm.as_user(None)
-    actor._tx = run.conn
     actor._by = by
     actor._automation_chain = (*chain, (*f.key, by))
     actor._automation_origin = origin
@@ -207,32 +208,33 @@ def _run_actions(run: _Run, f: Firing, record: dict, links: dict, chain: tuple) 
     actor = _actor(run, f, chain, origin, by)
     entity = run.model.entities[f.entity]
     notes: list[str] = []
-    for index, action in enumerate(auto.actions):
-        verb = _verb(action)
-        try:
-            if verb == "create":
-                _create(run, actor, f, entity, record, links, action, origin, notes)
-            elif verb == "update":
-                fresh = _update(run, actor, f, entity, record, links, action["update"])
-                if fresh is not None:
-                    record = fresh
-            elif verb == "move":
-                fresh = _move(run, actor, f, entity, record, action["move"])
-                if fresh is not None:
-                    record = fresh
-            elif verb == "notify":
-                _notify(run, f, entity, record, links, index, action["notify"], notes)
-        except AutomationError:
-            raise
-        except Exception as exc:  # every failure refuses the whole operation, named
-            cause = " ".join(str(exc).split()) or type(exc).__name__
-            raise AutomationError(
-                f"automation '{auto.name}' on {f.entity} {f.record_id} ({f.event}): action {index + 1} ({verb}) "
-                f"failed: {cause}",
-                automation=auto.name,
-                action=index + 1,
-                chain=tuple(step[0] for step in chain),
-            ) from exc
+    with actor._within(run.conn):  # the actions' writes join the triggering transaction
+        for index, action in enumerate(auto.actions):
+            verb = _verb(action)
+            try:
+                if verb == "create":
+                    _create(run, actor, f, entity, record, links, action, origin, notes)
+                elif verb == "update":
+                    fresh = _update(run, actor, f, entity, record, links, action["update"])
+                    if fresh is not None:
+                        record = fresh
+                elif verb == "move":
+                    fresh = _move(run, actor, f, entity, record, action["move"])
+                    if fresh is not None:
+                        record = fresh
+                elif verb == "notify":
+                    _notify(run, f, entity, record, links, index, action["notify"], notes)
+            except AutomationError:
+                raise
+            except Exception as exc:  # every failure refuses the whole operation, named
+                cause = " ".join(str(exc).split()) or type(exc).__name__
+                raise AutomationError(
+                    f"automation '{auto.name}' on {f.entity} {f.record_id} ({f.event}): action {index + 1} ({verb}) "
+                    f"failed: {cause}",
+                    automation=auto.name,
+                    action=index + 1,
+                    chain=tuple(step[0] for step in chain),
+                ) from exc
     if notes:  # what an action skipped, in the record's journal
         journal.write(
             run.conn,

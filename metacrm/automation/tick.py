@@ -232,11 +232,8 @@ def _fire_one(crm, compiled, rule: Rule, record_id: int, key, at, on, recheck, n
                 )
             except IntegrityError:
                 raise _Duplicate from None
-            crm._tx = conn
-            try:
+            with crm._within(conn):  # what the actions write joins this event's transaction
                 fire(crm, conn, compiled, [Firing(rule, auto.entity, record_id, rule.event)], checked=True, now=now)
-            finally:
-                crm._tx = outer
     except _Duplicate:
         return None
     except MetaCRMError as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from sqlalchemy import bindparam, insert, inspect, select, update
@@ -37,6 +38,19 @@ from .stages_api import StagesMixin
 from .tasks import TasksMixin
 from .users import UsersMixin, check_owners_exist
 
+# The open transactions of this thread or asyncio task, by CRM scope (a CRM object and its
+# as_user() views share one): never stored on the CRM object, which threads and tasks share.
+# A thread starts with none; an asyncio task (and asyncio.to_thread) starts with a copy of its
+# creator's, so work it awaits from inside a transaction joins that transaction.
+_OPEN: ContextVar[Mapping[object, Any] | None] = ContextVar("metacrm_open_transactions", default=None)
+
+
+class _Scope:
+    """The identity transactions are kept under: one per CRM object, shared by its
+    as_user() views (so a view joins the transaction its thread or task has open)."""
+
+    __slots__ = ()
+
 
 def connect(model: Model | str | os.PathLike, url: str = "sqlite:///crm.db", *, user: str | None = None) -> CRM:
     """A CRM on the database at ``url`` for ``model`` (a Model or a path to one).
@@ -63,10 +77,12 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         self._state: str | None = None  # "empty", "current", "other"
         self._roles: frozenset[str] | None = None
         self._owns_engine = True
-        self._tx = None  # the connection of an open crm.transaction()
+        self._scope = _Scope()  # keys this thread's or task's open transaction in _OPEN
         self._team: str | None = None
         self._reactors = build_reactors(model)
-        self._by: str | None = None  # the journal's `by` while an automation acts (metacrm.automation)
+        # the journal's `by` while an automation acts: set only on the private view an automation
+        # acts through (metacrm.automation.actions._actor), never on a CRM the caller shares
+        self._by: str | None = None
         if user is not None:
             info = self.user_info(user)
             self._roles, self._team = frozenset(info["roles"]), info["team"]
@@ -91,22 +107,38 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         """Several operations as one: all of them are written, or (on any error) none.
 
         ``with crm.transaction(): crm.create(...); crm.create_many(...)``. Operations inside
-        see each other's writes; a nested ``transaction()`` joins the outer one.
+        see each other's writes; a nested ``transaction()`` joins the outer one. The
+        transaction belongs to the thread or asyncio task that opened it: the same CRM used
+        meanwhile from another thread or task works in its own transactions.
         """
         if self._tx is not None:
             yield self
             return
-        with writing(self.engine) as conn:
-            self._tx = conn
-            try:
-                yield self
-            finally:
-                self._tx = None
+        with writing(self.engine) as conn, self._within(conn):
+            yield self
+
+    @property
+    def _tx(self):
+        """The connection of the transaction this thread or task has open on this CRM (or on
+        a view of it), or None."""
+        open_now = _OPEN.get()
+        return None if open_now is None else open_now.get(self._scope)
+
+    @contextmanager
+    def _within(self, conn):
+        """While the block runs, this thread's or task's operations on this CRM (and on its
+        as_user() views) join ``conn``'s transaction, each as a savepoint."""
+        token = _OPEN.set({**(_OPEN.get() or {}), self._scope: conn})
+        try:
+            yield conn
+        finally:
+            _OPEN.reset(token)
 
     def _writing(self):
         """A write transaction, or inside crm.transaction() a savepoint: each operation stays
         all-or-nothing even when an outer transaction goes on after its refusal."""
-        return _savepoint(self._tx) if self._tx is not None else writing(self.engine)
+        outer = self._tx
+        return _savepoint(outer) if outer is not None else writing(self.engine)
 
     def _log(self, conn, entries, extra=()) -> None:
         """Journal what a write changed, then react to it (derived fields, automations) in
@@ -118,16 +150,13 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         if extra and self._reactors:
             entries = [*extra, *entries]
         if self._reactors and entries:
-            outer = self._tx
-            self._tx = conn  # what the reactors write joins this transaction
-            try:
+            with self._within(conn):  # what the reactors write joins this transaction
                 for reactor in self._reactors:
                     reactor(self, conn, entries)
-            finally:
-                self._tx = outer
 
     def _reading(self):
-        return _joined(self._tx) if self._tx is not None else reading(self.engine)
+        outer = self._tx
+        return _joined(outer) if outer is not None else reading(self.engine)
 
     def _derived_values(self, conn, ent: Entity, records) -> None:
         """Put the computed and roll-up values, which the reactors set after the write, into

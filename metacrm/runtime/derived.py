@@ -83,7 +83,22 @@ class _Statements:
         self.values = ValueSQL(storage)
         self.updates = [self._update(d) for d in order]
         self.full = [self._update(d, every=True) for d in order]
+        self.locks = [self._lock(d) if d.kind == "rollup" else None for d in order]
         self._queries: dict = {}
+
+    def _lock(self, d: Derived):
+        """PostgreSQL: lock the parents before recomputing their roll-up, in id order. Under
+        READ COMMITTED an UPDATE that waited for another writer's lock keeps its old snapshot
+        for the sub-select (it would miss that writer's children); the recompute, a statement
+        run after the lock, sees them. The id order keeps two writers from deadlocking, and
+        NO KEY UPDATE does not wait for a child's foreign-key share lock."""
+        table = self.storage.table(d.entity)
+        return (
+            select(table.c.id)
+            .where(table.c.id.in_(bindparam("ids", expanding=True)))
+            .order_by(table.c.id)
+            .with_for_update(key_share=True)
+        )
 
     def _update(self, d: Derived, *, every: bool = False):
         table = self.storage.table(d.entity)
@@ -222,10 +237,16 @@ class DerivedReactor:
                     todo[i].update(_ids_in(changes[link], self.order[i].entity))
         for (entity, members, created), ids in events.items():
             self._reach(conn, st, todo, entity, ids, members, created, -1)
+        locked: dict[str, set[int]] = defaultdict(set)  # PostgreSQL: the parents locked for their roll-ups
         for i, d in enumerate(self.order):
             ids = todo[i]
             if not ids:
                 continue
+            lock = st.locks[i] if conn.dialect.name == "postgresql" else None  # SQLite: one writer at a time
+            if lock is not None and ids - locked[d.entity]:  # once per parent and write
+                for chunk in _chunks(ids - locked[d.entity]):
+                    conn.execute(lock, {"ids": chunk})
+                locked[d.entity] |= ids
             for chunk in _chunks(ids):
                 conn.execute(st.updates[i], {"ids": chunk})
             self._reach(conn, st, todo, d.entity, ids, frozenset((d.field,)), False, i)

@@ -13,11 +13,17 @@ raises DatabaseUnavailable naming the URL (never its password); "database is loc
 the busy timeout raises ConflictError saying how long it waited; a number out of range
 (SQLite's 64-bit integers, PostgreSQL's NUMERIC and BIGINT), text the database cannot hold
 and PostgreSQL's program limits raise ValidationError. Anything else is a bug and propagates.
+
+Threads: a file database or PostgreSQL gets a pool (each thread's operation checks out its
+own connection). ``sqlite:///:memory:`` is one connection's private database, so it is kept
+to the thread that first opened it: another thread is refused with a MetaCRMError saying so
+(sharing one connection between threads would mix their transactions).
 """
 
 from __future__ import annotations
 
 import re
+import threading
 import time
 from contextlib import contextmanager
 
@@ -80,6 +86,19 @@ def make_engine(url: str) -> Engine:
 
 def _setup_sqlite(engine: Engine, timeout: float = BUSY_TIMEOUT) -> None:
     from ..expr.functions import install_sqlite_functions
+
+    if engine.url.database in (None, "", ":memory:"):
+        opener: list[int] = []  # the thread that opened the in-memory database
+
+        @event.listens_for(engine, "do_connect")
+        def _one_thread(dialect, conn_rec, cargs, cparams):
+            if not opener:
+                opener.append(threading.get_ident())
+            elif opener[0] != threading.get_ident():
+                raise MetaCRMError(
+                    "sqlite:///:memory: is private to the thread that opened it (another thread would see an empty "
+                    "database): use a file (sqlite:///crm.db) or PostgreSQL to share a CRM between threads"
+                )
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, record):

@@ -12,10 +12,10 @@ same transaction:
 2. automations (``metacrm.automation``): triggers matched against the entries, actions run.
 
 A reactor is a callable ``reactor(crm, conn, entries)``; it may call the CRM's own methods:
-while reactors run, ``crm._tx`` is the triggering connection, so those calls join the
-transaction (each as a savepoint) and their own entries are reacted to in turn. Whatever a
-reactor raises rolls the whole operation back. A model without derived fields or
-automations has no reactors: a write then costs nothing more.
+while reactors run, ``crm._tx`` is the triggering connection (for this thread or task only:
+see ``CRM._within``), so those calls join the transaction (each as a savepoint) and their own
+entries are reacted to in turn. Whatever a reactor raises rolls the whole operation back. A
+model without derived fields or automations has no reactors: a write then costs nothing more.
 """
 
 from __future__ import annotations

@@ -137,7 +137,9 @@ class UsersMixin:
             return [_user_dict(r) for r in conn.execute(select(table).order_by(table.c.login)).mappings()]
 
     def as_user(self, login: str | None):
-        """The same CRM acting as ``login`` (``None``: the system user). Shares the engine."""
+        """The same CRM acting as ``login`` (``None``: the system user). Shares the engine, and
+        the transactions: inside ``crm.transaction()`` a view's operations, in the same thread
+        or task, join it (elsewhere, each is its own)."""
         clone = object.__new__(type(self))
         clone.__dict__.update(self.__dict__)
         clone.user = login
