@@ -210,7 +210,7 @@ def _left_out(conn, storage: Storage) -> list[str]:
     database missing a column the model has (it needs `metacrm migrate` first)."""
     insp = inspect(conn)
     dialect = conn.dialect.name
-    ours = {t.name: t for t in storage.metadata.sorted_tables}
+    ours = {t.name: t for t in dumped_tables(storage)}
     out = []
     for name in sorted(insp.get_table_names()):
         if derived_table(dialect, name):
@@ -331,8 +331,12 @@ def _restore(engine, folder: Path, manifest: dict, model, storage: Storage) -> N
         tables = dumped_tables(storage)
         position = {t.name: i for i, t in enumerate(tables)}
         try:
+            later: list = []
             for table in tables:
-                _insert(conn, table, _rows(folder, manifest, table.name, table), position)
+                later += _insert(conn, table, _rows(folder, manifest, table.name, table), position)
+            for table, column, values in later:  # the links held back, now that every row is in
+                update = table.update().where(table.c.id == bindparam("_id")).values({column: bindparam("_v")})
+                conn.execute(update, values)
             for table in tables:
                 _set_sequence(conn, table, int(manifest["tables"][table.name]["sequence"]))
             for table in tables:
@@ -362,11 +366,12 @@ def _rows(folder: Path, manifest: dict, name: str, table) -> list[dict]:
     return out
 
 
-def _insert(conn, table, rows: list[dict], position: dict[str, int]) -> None:
+def _insert(conn, table, rows: list[dict], position: dict[str, int]) -> list:
     """Insert the rows; the columns linking to a table not inserted yet (a cycle) or to this
-    one (a record may link to a later one) go in as NULL and are set once all rows are in."""
+    one (a record may link to a later one) go in as NULL. Returns those links, (table, column,
+    [{"_id": id, "_v": target}]), to set once every row is in."""
     if not rows:
-        return
+        return []
     here = position[table.name]
     deferred = [
         fk.parent.name
@@ -376,10 +381,12 @@ def _insert(conn, table, rows: list[dict], position: dict[str, int]) -> None:
     first = [{**r, **dict.fromkeys(deferred)} for r in rows] if deferred else rows
     for start in range(0, len(first), 1000):
         conn.execute(table.insert(), first[start : start + 1000])
+    later = []
     for column in deferred:
-        later = [{"_id": r["id"], "_v": r[column]} for r in rows if r.get(column) is not None]
-        if later:
-            conn.execute(table.update().where(table.c.id == bindparam("_id")).values({column: bindparam("_v")}), later)
+        values = [{"_id": r["id"], "_v": r[column]} for r in rows if r.get(column) is not None]
+        if values:
+            later.append((table, column, values))
+    return later
 
 
 def _set_sequence(conn, table, value: int) -> None:
