@@ -231,3 +231,23 @@ def test_links_in_a_cycle_between_entities_are_restored(db_url, tmp_path) -> Non
     dump(source, tmp_path / "d")
     restore(tmp_path / "d", db_url)
     assert rows(db_url) == before
+
+
+def test_what_the_model_no_longer_has_is_named_and_left_out(tmp_path) -> None:
+    """A table or column the database holds beyond the recorded model (kept by a migration that
+    removed it without --allow-data-loss) is listed in the manifest and warned about."""
+    source = f"sqlite:///{tmp_path / 'src.db'}"
+    crm = metacrm.connect(MAVEN, source)
+    crm.migrate()
+    crm.close()
+    engine = metacrm_engine(source)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE stray (x INTEGER)")
+        conn.exec_driver_sql("ALTER TABLE account ADD COLUMN old_note TEXT")
+    engine.dispose()
+    result = CliRunner().invoke(app, ["dump", str(tmp_path / "d"), "--db", source])
+    assert result.exit_code == 0, result.output
+    assert "warning: left out" in result.stderr and "account.old_note" in result.stderr and "stray" in result.stderr
+    manifest = json.loads((tmp_path / "d" / "manifest.json").read_text())
+    assert manifest["left_out"] == ["account.old_note", "stray"]
+    assert "stray" not in manifest["tables"]
