@@ -6,6 +6,7 @@ import typer
 
 from . import (
     automation_cmds,
+    backup_cmds,
     data_cmds,
     demo_cmd,
     io_cmds,
@@ -40,6 +41,7 @@ search_cmd.register(app)
 notify_cmds.register(app)
 task_cmds.register(app)
 automation_cmds.register(app)
+backup_cmds.register(app)
 
 
 def _version(value: bool) -> None:

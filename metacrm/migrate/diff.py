@@ -62,13 +62,45 @@ def diff_models(
 # -- entities -----------------------------------------------------------------------------------
 
 
+def sorted_tables(metadata) -> list:
+    """The tables in dependency order; links forming a cycle between tables (company.main_contact
+    -> person, person.employer -> company) break the order somewhere, silently (see _create)."""
+    import warnings
+
+    from sqlalchemy.exc import SAWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SAWarning)
+        return list(metadata.sorted_tables)
+
+
 def _sorted_index(ctx: Ctx, table_name: str) -> int:
-    order = [t.name for t in ctx.sn.metadata.sorted_tables]
+    order = [t.name for t in sorted_tables(ctx.sn.metadata)]
     return order.index(table_name) if table_name in order else len(order)
 
 
 def _create(ctx: Ctx, step: Step, table) -> None:
-    step.act(Phase.CREATE, lambda ex, t=table: ex.op.impl.create_table(t), sub=_sorted_index(ctx, table.name))
+    """Create ``table``. Its foreign keys to tables created after it (a cycle of links between
+    entities) are added once every table exists: PostgreSQL checks that the table referred to
+    exists (SQLite does not, and cannot add a constraint later: they stay in CREATE TABLE)."""
+    here = _sorted_index(ctx, table.name)
+    later = [
+        fk
+        for fk in table.foreign_key_constraints
+        if not ctx.sqlite and fk.referred_table is not table and _sorted_index(ctx, fk.referred_table.name) > here
+    ]
+    if not later:
+        step.act(Phase.CREATE, lambda ex, t=table: ex.op.impl.create_table(t), sub=here)
+        return
+    keep = [fk for fk in table.foreign_key_constraints if fk not in later]
+    step.act(
+        Phase.CREATE,
+        lambda ex, t=table, k=keep: ex.op.impl.create_table(t, include_foreign_key_constraints=k),
+        sub=here,
+    )
+    after = len(ctx.sn.metadata.tables)  # after every table of the plan
+    for fk in later:
+        step.act(Phase.CREATE, lambda ex, c=fk: ex.op.impl.add_constraint(c), sub=after + here)
 
 
 def _add_entity(ctx: Ctx, entity: Entity) -> None:
@@ -124,7 +156,7 @@ def _remove_entity(ctx: Ctx, entity: Entity, similar: list[str]) -> None:
         )
         for i, join in enumerate(joins):
             step.act(Phase.DROP, lambda ex, n=join.name: ex.op.drop_table(n), sub=i)
-        order = [t.name for t in ctx.so.metadata.sorted_tables]
+        order = [t.name for t in sorted_tables(ctx.so.metadata)]
         step.act(Phase.DROP, lambda ex: ex.op.drop_table(o), sub=1000 - order.index(o))
         history = values_table(naming.HISTORY_TABLE, ctx.sn.history_table.c.entity)
         step.act(Phase.DATA, lambda ex: ex.execute(delete(history).where(history.c.entity == literal(o))))
@@ -206,7 +238,7 @@ def _entity_changes(ctx: Ctx, old: Entity, new: Entity) -> None:
 def _system_tables(ctx: Ctx) -> None:
     """metacrm's own tables: created when missing; a table the database has without a column
     this version of metacrm declares gets it (nullable, or NOT NULL with its server default)."""
-    system = [t for t in ctx.sn.metadata.sorted_tables if t.name.startswith(naming.SYSTEM_PREFIX)]
+    system = [t for t in sorted_tables(ctx.sn.metadata) if t.name.startswith(naming.SYSTEM_PREFIX)]
     for t in system:
         if not ctx.live_has_table(t.name):
             continue

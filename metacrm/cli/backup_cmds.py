@@ -1,0 +1,55 @@
+"""``metacrm dump DIR`` and ``metacrm restore DIR``: a whole CRM into a directory and back,
+into an empty database of either dialect (see metacrm/io/dump.py)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from .common import refusals
+from .data_cmds import DEFAULT_DB, DbOpt
+
+
+def dump(
+    directory: Annotated[str, typer.Argument(help="A new or empty directory to write the dump to.")],
+    db: DbOpt = DEFAULT_DB,
+) -> None:
+    """Write a consistent snapshot of the whole CRM (model, records, links, history, journal,
+    users, outbox) to DIR: a manifest and one JSON Lines file per table."""
+    from ..io.dump import dump as dump_to
+
+    with refusals():
+        manifest = dump_to(db, directory)
+    tables = manifest["tables"]
+    rows = sum(info["rows"] for info in tables.values())
+    model = manifest["model"]
+    typer.echo(f"dumped {model['name']} ({model['sha256'][:12]}): {len(tables)} tables, {rows} rows to {directory}")
+    if manifest["left_out"]:
+        left = manifest["left_out"]
+        typer.echo(
+            f"warning: left out what the model no longer has ({len(left)}: {', '.join(left[:5])}"
+            f"{', ...' if len(left) > 5 else ''}); drop it with `metacrm migrate --allow-data-loss`",
+            err=True,
+        )
+
+
+def restore(
+    directory: Annotated[str, typer.Argument(help="A directory written by `metacrm dump`.")],
+    db: DbOpt = DEFAULT_DB,
+) -> None:
+    """Rebuild a dump into an EMPTY database (SQLite or PostgreSQL) with the model it recorded,
+    in one transaction: all of it or, on any error, nothing."""
+    from ..io.dump import restore as restore_from
+
+    with refusals():
+        manifest = restore_from(directory, db)
+    tables = manifest["tables"]
+    rows = sum(info["rows"] for info in tables.values())
+    model = manifest["model"]
+    typer.echo(f"restored {model['name']} ({model['sha256'][:12]}): {len(tables)} tables, {rows} rows")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(dump)
+    app.command()(restore)
