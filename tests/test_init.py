@@ -5,6 +5,7 @@ without --force."""
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -81,25 +82,30 @@ def test_init_into_a_path_that_is_a_file_is_one_line(tmp_path) -> None:
     assert result.stderr.count("\n") == 1
 
 
-def test_the_starter_runs_on_both_dialects(tmp_path: Path, db_url: str) -> None:
-    """init, check, migrate, create, move as the README says, and the automation fires."""
+def readme_commands() -> list[list[str]]:
+    """The commands the starter README tells the consultant to run next, in order."""
+    text = starter_text("README.md")
+    block = re.findall(r"^```sh\n(.*?)^```$", text, re.S | re.M)[-1]
+    return [shlex.split(line, comments=True) for line in block.splitlines() if line.strip()]
+
+
+def test_the_starter_readme_commands_run_on_both_dialects(tmp_path: Path, db_url: str, monkeypatch) -> None:
+    """init, then every command of the README's "what to run next", as written: each succeeds,
+    and the deal ends where the README leads it, with the automation's task."""
     runner.invoke(app, ["init", str(tmp_path / "crm")])
-    env = {"METACRM_MODEL": str(tmp_path / "crm" / "model.yaml"), "METACRM_DB": db_url}
-    steps = [
-        ["migrate"],
-        ["create", "client", "name=Acme Ltd", "email=info@acme.com"],
-        ["create", "deal", "title=Website redesign", "client=1"],
-        ["move", "deal", "1", "qualified"],
-        ["update", "deal", "1", "amount=5000"],
-        ["move", "deal", "1", "proposal"],
-    ]
-    for args in steps:
-        result = runner.invoke(app, args, env=env)
-        assert result.exit_code == 0, (args, result.output)
+    monkeypatch.chdir(tmp_path / "crm")  # where the README is; the model is ./model.yaml by default
+    env = {"METACRM_MODEL": None, "METACRM_DB": db_url, "METACRM_USER": None}
+    commands = readme_commands()
+    assert [c[1] for c in commands[:3]] == ["check", "migrate", "migrate"]
+    assert {"create", "move", "report", "tasks"} <= {c[1] for c in commands}
+    for words in commands:
+        assert words[0] == "metacrm"
+        result = runner.invoke(app, words[1:], env=env)
+        assert result.exit_code == 0, (words, result.output)
     refused = runner.invoke(app, ["move", "deal", "1", "lost"], env=env)
     assert refused.exit_code == 1
     assert "lost_reason is required" in refused.stderr
-    with metacrm.connect(env["METACRM_MODEL"], db_url) as crm:
+    with metacrm.connect("model.yaml", db_url) as crm:
         assert crm.get("deal", 1)["stage"] == "proposal"
         tasks = crm.find("task")
         assert [(t["title"], t["subject"]) for t in tasks] == [
