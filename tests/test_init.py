@@ -8,6 +8,7 @@ import re
 import shlex
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 import metacrm
@@ -112,3 +113,8 @@ def test_the_starter_readme_commands_run_on_both_dialects(tmp_path: Path, db_url
             ("Call the client about the proposal", {"entity": "deal", "id": 1})
         ]
         assert crm.funnel("deal")["stages"][2]["now"] == 1
+
+
+def test_starter_text_names_the_starter_files_when_asked_for_another() -> None:
+    with pytest.raises(metacrm.MetaCRMError, match=r"no starter file 'crm.db'; starter files: model.yaml, README.md"):
+        starter_text("crm.db")
