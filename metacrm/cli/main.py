@@ -9,6 +9,7 @@ from . import (
     backup_cmds,
     data_cmds,
     demo_cmd,
+    init_cmd,
     io_cmds,
     migrate_cmds,
     model_cmds,
@@ -36,6 +37,7 @@ note_cmd.register(app)
 user_cmds.register(app)
 io_cmds.register(app)
 demo_cmd.register(app)
+init_cmd.register(app)
 report_cmds.register(app)
 search_cmd.register(app)
 notify_cmds.register(app)

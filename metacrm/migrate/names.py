@@ -37,11 +37,13 @@ def reconcile(ctx: Ctx, entity: str, old_table, new_table, colmap: dict[str, str
     renames: list[tuple[str, str, str]] = []  # (kind, old name, new name)
     # -- indexes
     old_ix = {}
-    for ix in old_table.indexes:
+    for ix in sorted(old_table.indexes, key=lambda ix: ix.name or ""):  # a set: sorted, so plans repeat
         cols = _mapped([c.name for c in ix.columns], colmap)
         if cols is not None:
             old_ix[cols] = ix.name
-    new_ix = {tuple(c.name for c in ix.columns): ix.name for ix in new_table.indexes}
+    new_ix = {
+        tuple(c.name for c in ix.columns): ix.name for ix in sorted(new_table.indexes, key=lambda ix: ix.name or "")
+    }
     for cols, name in new_ix.items():
         if cols not in old_ix:
             step = ctx.step("add_index", entity, ", ".join(cols), SAFE, f"add index {name} on {n} ({', '.join(cols)})")
