@@ -61,7 +61,7 @@ def test_a_good_default_loads(tmp_path, ftype, default) -> None:
 
 MODEL = "metacrm: 1\nname: edges\n"
 BAD_SOURCES = [  # (the file's bytes, the problems: type, line, col, part of the message)
-    ("metacrm: 1\nname: café\n".encode("latin-1"), [("file.unreadable", 1, 1, "'utf-8' codec can't decode")]),
+    ("metacrm: 1\nname: café\n".encode("latin-1"), [("file.unreadable", 1, 1, "not UTF-8 text (an undecodable byte at position 20)")]),
     (MODEL + "label: !secret x\n", [("yaml.syntax", 3, 8, "could not determine a constructor for the tag '!secret'")]),
     (MODEL + "label: !!int abc\n", [("yaml.syntax", 3, 8, "'abc' is not a valid int")]),
     (MODEL + "description: 2026-13-01\n", [("yaml.syntax", 3, 14, "'2026-13-01' is not a valid timestamp")]),
