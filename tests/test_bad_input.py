@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sqlalchemy import MetaData, select
 from typer.testing import CliRunner
 
 from metacrm.cli.main import app
@@ -26,20 +25,15 @@ def cli(*args: str, code: int) -> str:
     return lines[0]
 
 
-def dump(db_url: str) -> dict[str, list[dict]]:
-    """Every row of every table, ordered by primary key."""
+def dump(db_url: str) -> dict[str, list]:
+    """Every row of every table (conftest.dump_database on a fresh engine)."""
+    from conftest import dump_database
+
     from metacrm.runtime.engine import make_engine
 
     engine = make_engine(db_url)
     try:
-        md = MetaData()
-        with engine.connect() as conn:
-            md.reflect(conn)
-            out = {}
-            for name, table in md.tables.items():
-                key = list(table.primary_key.columns) or list(table.c)
-                out[name] = [dict(r) for r in conn.execute(select(table).order_by(*key)).mappings()]
-            return out
+        return dump_database(engine)
     finally:
         engine.dispose()
 
