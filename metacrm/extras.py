@@ -5,6 +5,7 @@ extras add what only some users need::
 
     png       matplotlib        PNG charts (``report ... --format png``, ``funnel_png``)
     postgres  psycopg[binary]   PostgreSQL databases (``postgresql://`` URLs)
+    web       fastapi, uvicorn  the HTTP API and the web app (``metacrm serve``)
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from .errors import MissingExtra
 
 PNG = ("matplotlib", "png", "PNG charts need matplotlib")
 POSTGRES = ("psycopg", "postgres", "PostgreSQL needs psycopg")
+WEB = ("fastapi", "web", "the HTTP server needs FastAPI and uvicorn")
 
 
 def import_extra(need: tuple[str, str, str]) -> ModuleType:

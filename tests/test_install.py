@@ -37,7 +37,8 @@ def test_the_default_install_leaves_charts_and_postgresql_to_extras(pyproject) -
     assert "phonenumberslite" in names  # parsing and formatting only: no geocoder or carrier data
     extras = project["optional-dependencies"]
     assert extras["png"] == ["matplotlib>=3.7"] and extras["postgres"] == ["psycopg[binary]>=3.1"]
-    assert "metacrm[png,postgres]" in extras["test"]  # the test suite draws charts and runs on PostgreSQL
+    assert extras["web"] and not names & {"fastapi", "uvicorn"}  # the HTTP server is an extra too
+    assert "metacrm[png,postgres,web]" in extras["test"]  # the tests draw charts, run on PostgreSQL, serve HTTP
 
 
 def test_the_license_file_ships_in_the_sdist_and_the_wheel(pyproject) -> None:

@@ -17,8 +17,10 @@ from . import (
     notify_cmds,
     report_cmds,
     search_cmd,
+    serve_cmd,
     stage_cmds,
     task_cmds,
+    token_cmds,
     user_cmds,
 )
 
@@ -44,6 +46,8 @@ notify_cmds.register(app)
 task_cmds.register(app)
 automation_cmds.register(app)
 backup_cmds.register(app)
+serve_cmd.register(app)
+token_cmds.register(app)
 
 
 def _version(value: bool) -> None:

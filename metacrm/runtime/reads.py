@@ -29,9 +29,11 @@ class ReadsMixin:
             row = self._get_row(conn, ent, record_id)
             return rec.rows_to_records(conn, self.storage, ent, [row])[0]
 
-    def _select(self, ent: Entity, where, params, *, action: str = "read"):
+    def _select(self, ent: Entity, where, params, *, action: str = "read", ids: Iterable[int] | None = None):
         table = self.storage.table(ent.name)
         query = select(table)
+        if ids is not None:
+            query = query.where(table.c.id.in_([rec.as_id(ent, i) for i in ids]))
         allowed = row_clause(self.storage, ent, self.actor, action)
         if allowed is not None:
             query = query.where(allowed)
@@ -58,13 +60,19 @@ class ReadsMixin:
         limit: int | None = None,
         offset: int | None = None,
         action: str = "read",
+        after: int | None = None,
+        ids: Iterable[int] | None = None,
     ) -> list[dict]:
         """Records matching a filter in the expression language (``"amount > 1000 and
         client.city = 'Москва'"``), ordered by fields (``"-amount"``), paged. ``action`` is
-        the permission whose scope limits the rows (``"export"`` for exports)."""
+        the permission whose scope limits the rows (``"export"`` for exports). ``after``: only
+        records with a greater id (keyset paging in id order, when ``order_by`` is not given);
+        ``ids``: only records among these ids (e.g. the hits of a search)."""
         self._ready()
         ent = self._entity(entity)
-        query = self._select(ent, where, params).order_by(*rec.order_clause(self.storage, ent, order_by))
+        query = self._select(ent, where, params, ids=ids).order_by(*rec.order_clause(self.storage, ent, order_by))
+        if after is not None:
+            query = query.where(self.storage.table(ent.name).c.id > rec.as_id(ent, after))
         if action != "read":
             extra = row_clause(self.storage, ent, self.actor, action)
             if extra is not None:
@@ -77,11 +85,20 @@ class ReadsMixin:
             rows = conn.execute(query).mappings().all()
             return rec.rows_to_records(conn, self.storage, ent, rows)
 
-    def count(self, entity: str, where: str | None = None, params: Mapping[str, Any] | None = None) -> int:
+    def count(
+        self,
+        entity: str,
+        where: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        *,
+        ids: Iterable[int] | None = None,
+    ) -> int:
         self._ready()
         ent = self._entity(entity)
         query = (
-            self._select(ent, where, params).with_only_columns(func.count(), maintain_column_froms=True).order_by(None)
+            self._select(ent, where, params, ids=ids)
+            .with_only_columns(func.count(), maintain_column_froms=True)
+            .order_by(None)
         )
         with self._reading() as conn:
             return conn.execute(query).scalar_one()

@@ -19,6 +19,7 @@ USER_TABLE = "metacrm_user"
 JOURNAL_TABLE = "metacrm_journal"
 OUTBOX_TABLE = "metacrm_outbox"
 FIRED_TABLE = "metacrm_fired"
+TOKEN_TABLE = "metacrm_token"
 MAX_NAME = 63
 
 

@@ -75,6 +75,7 @@ class Storage:
     outbox_table: Table | None = None
     journal_table: Table | None = None
     fired_table: Table | None = None
+    token_table: Table | None = None
     # (entity, pipeline) -> {stage: bit of the ``reached`` mask}
     reached_bits: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
 
@@ -430,6 +431,20 @@ def _system_tables(storage: Storage) -> None:
         UniqueConstraint(
             "automation", "entity", "record_id", "key", "occurrence_at", "occurrence_on", name="uq_metacrm_fired"
         ),
+    )
+    # API tokens (metacrm token create): only a hash of the secret is kept
+    storage.token_table = Table(
+        naming.TOKEN_TABLE,
+        md,
+        Column("id", id_type(), primary_key=True, autoincrement=True),
+        Column("login", String(100), nullable=False),
+        Column("name", String(100), nullable=True),
+        Column("hash", String(64), nullable=False, unique=True),
+        Column("created_at", UTCDateTime(), nullable=False),
+        Column("last_used_at", UTCDateTime(), nullable=True),
+        Column("expires_at", UTCDateTime(), nullable=True),
+        Column("revoked_at", UTCDateTime(), nullable=True),
+        sqlite_autoincrement=True,
     )
     storage.lock_table = Table(
         naming.LOCK_TABLE,

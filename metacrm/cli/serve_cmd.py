@@ -1,0 +1,50 @@
+"""``metacrm serve``: the HTTP API (and later the web app) on uvicorn."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from .common import refusals, usage_error
+from .data_cmds import DEFAULT_DB, DEFAULT_MODEL, DbOpt, ModelOpt
+
+
+def serve(
+    host: Annotated[str, typer.Option("--host", help="The address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="The port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option("--workers", help="Worker processes.")] = 1,
+    max_body: Annotated[
+        int, typer.Option("--max-body", envvar="METACRM_MAX_BODY", help="The largest request body, in bytes.")
+    ] = 1 << 20,
+    model: ModelOpt = DEFAULT_MODEL,
+    db: DbOpt = DEFAULT_DB,
+) -> None:
+    """Serve the HTTP API (/api/v1, docs/http.md) until SIGTERM or Ctrl-C."""
+    import os
+
+    from ..extras import WEB, import_extra
+    from .common import load
+
+    if not 0 < port < 65536:
+        usage_error(f"--port: {port} is not a port (1 to 65535)")
+    if not 1 <= workers <= 64:
+        usage_error(f"--workers: {workers} is not between 1 and 64")
+    if max_body < 1:
+        usage_error("--max-body: give a positive number of bytes")
+    loaded = load(model)  # an invalid model: its problems and exit 2, before anything listens
+    with refusals():
+        import_extra(WEB)
+        from ..runtime.engine import make_engine
+
+        make_engine(db).dispose()  # a URL that cannot work: exit 2 now
+    del loaded
+    os.environ["METACRM_MAX_BODY"] = str(max_body)
+    from ..web.server import serve as run
+
+    typer.echo(f"metacrm: serving {model} on http://{host}:{port}/api/v1 ({workers} worker(s))", err=True)
+    run(model, db, host=host, port=port, workers=workers)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(serve)

@@ -1,0 +1,102 @@
+"""Errors as RFC 9457 problem details (``application/problem+json``).
+
+Every refusal of the library has a status and a ``type`` slug named after its error class
+(``/problems/validation-error``); the document carries ``title``, ``status``, ``detail`` (the
+library's one-line message) and, where it has them, ``errors: [{loc, field, message, type}]``
+(every bad field of every row), ``position`` (of a bad expression), ``allowed`` (a refused
+move's possible stages and what each lacks). An error that is not a refusal is a 500 carrying
+only a request id: the traceback goes to the server's log under that id.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from starlette.responses import Response
+
+from .. import errors as E
+
+PROBLEM = "application/problem+json"
+
+_TITLES = {
+    400: "Bad request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    412: "Precondition failed",
+    413: "Content too large",
+    415: "Unsupported media type",
+    422: "Unprocessable content",
+    429: "Too many requests",
+    500: "Internal server error",
+    503: "Service unavailable",
+}
+
+
+class HTTPProblem(Exception):
+    """A problem the web layer itself raises (401, 412, 413, 415, bad JSON...)."""
+
+    def __init__(self, status: int, slug: str, detail: str, *, headers: dict | None = None, **extra: Any):
+        super().__init__(detail)
+        self.status, self.slug, self.detail, self.headers, self.extra = status, slug, detail, headers or {}, extra
+
+
+def slug(cls: type) -> str:
+    """``ValidationError`` -> ``validation-error``: the problem type of a library error."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "-", cls.__name__).lower()
+
+
+def problem(status: int, kind: str, detail: str, *, headers: dict | None = None, **extra: Any) -> Response:
+    doc = {"type": f"/problems/{kind}", "title": _TITLES.get(status, "Error"), "status": status, "detail": detail}
+    doc.update({k: v for k, v in extra.items() if v is not None})
+    body = json.dumps(doc, ensure_ascii=False, default=str)
+    return Response(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def _issues(exc: E.ValidationError) -> list[dict]:
+    out = []
+    for issue in exc.issues:
+        loc: list = []
+        if issue.index is not None:
+            loc.append(issue.index)
+        if issue.field:
+            loc.append(issue.field)
+        out.append(
+            {"loc": loc, "field": issue.field, "entity": issue.entity, "message": issue.message, "type": "invalid"}
+        )
+    return out
+
+
+def from_error(exc: E.MetaCRMError) -> Response:
+    """The problem document of a library error."""
+    kind = slug(type(exc))
+    detail = str(exc)
+    if isinstance(exc, E.ModelError):
+        return problem(500, kind, "the server's model is invalid")  # serve refuses to start on one
+    if isinstance(exc, E.ExpressionError):
+        return problem(400, kind, detail, position=exc.position, errors=_issues(exc) or None)
+    if isinstance(exc, E.ValidationError):
+        return problem(422, kind, detail, errors=_issues(exc))
+    if isinstance(exc, E.TransitionError):
+        return problem(409, kind, detail, allowed=list(exc.allowed))
+    if isinstance(exc, E.NotFound):
+        return problem(404, kind, detail)
+    if isinstance(exc, E.PermissionDenied):
+        return problem(403, kind, detail)
+    if isinstance(exc, E.ConflictError):
+        if getattr(exc, "retryable", False) or "locked" in detail:
+            return problem(503, kind, detail, headers={"Retry-After": "1"})
+        return problem(409, kind, detail)
+    if isinstance(exc, E.MigrationError):
+        return problem(503, "migration-needed", detail, headers={"Retry-After": "60"})
+    if isinstance(exc, E.DatabaseUnavailable):
+        return problem(503, kind, detail, headers={"Retry-After": "5"})
+    if isinstance(exc, E.AutomationError):
+        return problem(422, kind, detail)
+    if isinstance(exc, E.DataError):
+        return problem(422, kind, detail)
+    return problem(400, kind, detail)
