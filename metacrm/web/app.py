@@ -193,7 +193,7 @@ def if_match(request: Request) -> int | None:
 
 # -- the application -----------------------------------------------------------------------------
 def build_app(crm, **settings: Any) -> FastAPI:
-    from . import routes
+    from . import apidocs, openapi, routes
 
     conf = Settings(**settings)
     app = FastAPI(
@@ -210,6 +210,8 @@ def build_app(crm, **settings: Any) -> FastAPI:
     acting = make_acting(crm)
     User = Annotated[Any, Depends(acting)]
     routes.install(app, crm, conf, User)
+    openapi.install(app, crm.model)
+    apidocs.install(app, app.openapi_url)
     return app
 
 
