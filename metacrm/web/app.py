@@ -222,7 +222,7 @@ def _handlers(app: FastAPI) -> None:
 
         if isinstance(exc, BadReportOption):
             return problem(400, "bad-report-option", str(exc))
-        return from_error(exc)
+        return from_error(exc, query=request.method in ("GET", "HEAD"))
 
     @app.exception_handler(HTTPProblem)
     async def _ours(request: Request, exc: HTTPProblem):

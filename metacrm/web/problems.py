@@ -71,8 +71,9 @@ def _issues(exc: E.ValidationError) -> list[dict]:
     return out
 
 
-def from_error(exc: E.MetaCRMError) -> Response:
-    """The problem document of a library error."""
+def from_error(exc: E.MetaCRMError, *, query: bool = False) -> Response:
+    """The problem document of a library error; ``query``: the request has no body (GET), so
+    invalid values can only be its query parameters: 400, not 422."""
     kind = slug(type(exc))
     detail = str(exc)
     if isinstance(exc, E.ModelError):
@@ -80,7 +81,7 @@ def from_error(exc: E.MetaCRMError) -> Response:
     if isinstance(exc, E.ExpressionError):
         return problem(400, kind, detail, position=exc.position, errors=_issues(exc) or None)
     if isinstance(exc, E.ValidationError):
-        return problem(422, kind, detail, errors=_issues(exc))
+        return problem(400 if query else 422, kind, detail, errors=_issues(exc))
     if isinstance(exc, E.TransitionError):
         return problem(409, kind, detail, allowed=list(exc.allowed))
     if isinstance(exc, E.NotFound):
