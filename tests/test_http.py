@@ -337,3 +337,11 @@ def test_a_bad_query_parameter_is_400_and_a_bad_body_422(api):
     problem_of(api.call("GET", "/client/export", params={"order_by": "-nope"}), 400, "validation-error")
     problem_of(api.call("GET", "/supplier", user="dir", params={"q": "*"}), 400, "validation-error")
     problem_of(api.call("POST", "/client", json={"name": "x", "email": "нет"}), 422, "validation-error")
+
+
+def test_a_delete_the_links_forbid_is_a_conflict(api):
+    """A DELETE has no body: the model's rules refusing it (on_delete: restrict) are a 409."""
+    before = api.snapshot()
+    doc = problem_of(api.call("DELETE", f"/client/{api.ids['c_ann']}", user="dir"), 409, "validation-error")
+    assert "restrict" in doc["detail"] and doc["errors"]
+    assert api.snapshot() == before

@@ -222,7 +222,7 @@ def _handlers(app: FastAPI) -> None:
 
         if isinstance(exc, BadReportOption):
             return problem(400, "bad-report-option", str(exc))
-        return from_error(exc, query=request.method in ("GET", "HEAD"))
+        return from_error(exc, method=request.method)
 
     @app.exception_handler(HTTPProblem)
     async def _ours(request: Request, exc: HTTPProblem):
@@ -257,7 +257,7 @@ def _handlers(app: FastAPI) -> None:
 
         error = translate(exc) if not isinstance(exc, E.MetaCRMError) else exc
         if error is not None:
-            return from_error(error)
+            return from_error(error, method=request.method)
         rid = request.scope.get("state", {}).get("request_id", "-")
         log.error("request %s %s %s failed", rid, request.method, request.url.path, exc_info=exc)
         return problem(  # answered outside the request-id middleware: the header is set here

@@ -71,9 +71,11 @@ def _issues(exc: E.ValidationError) -> list[dict]:
     return out
 
 
-def from_error(exc: E.MetaCRMError, *, query: bool = False) -> Response:
-    """The problem document of a library error; ``query``: the request has no body (GET), so
-    invalid values can only be its query parameters: 400, not 422."""
+def from_error(exc: E.MetaCRMError, *, method: str = "POST") -> Response:
+    """The problem document of a library error, answering a request of ``method``. Refused
+    values are 422 in a body; a GET has none, so there they are its query parameters (400); a
+    DELETE has none either, so there the refusal is the model's rules against the record's
+    links (on_delete: restrict, a required link): a conflict (409)."""
     kind = slug(type(exc))
     detail = str(exc)
     if isinstance(exc, E.ModelError):
@@ -81,7 +83,8 @@ def from_error(exc: E.MetaCRMError, *, query: bool = False) -> Response:
     if isinstance(exc, E.ExpressionError):
         return problem(400, kind, detail, position=exc.position, errors=_issues(exc) or None)
     if isinstance(exc, E.ValidationError):
-        return problem(400 if query else 422, kind, detail, errors=_issues(exc))
+        status = {"GET": 400, "HEAD": 400, "DELETE": 409}.get(method, 422)
+        return problem(status, kind, detail, errors=_issues(exc))
     if isinstance(exc, E.TransitionError):
         return problem(409, kind, detail, allowed=list(exc.allowed))
     if isinstance(exc, E.NotFound):
