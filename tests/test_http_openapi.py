@@ -94,6 +94,7 @@ def test_entity_schemas_follow_the_model(served):
     assert create["properties"]["pipeline"]["enum"] == ["default"]
     assert "required" not in patch and "pipeline" not in patch["properties"]
     assert patch["properties"]["title"]["type"] == "string"  # a required field cannot be cleared
+    assert patch["properties"]["title"]["minLength"] == 1 and "minLength" not in props["title"]
     client_props = schemas["client.create"]["properties"]
     assert client_props["email"]["format"] == "email" and client_props["website"]["format"] == "uri"
     assert client_props["inn"]["pattern"] == "^[0-9]{10}([0-9]{2})?$"
@@ -130,6 +131,10 @@ def test_every_operation_says_its_parameters_body_and_problems(served):
     move = paths["/api/v1/deal/{record_id}/move"]["post"]
     assert move["requestBody"]["content"]["application/json"]["schema"]["properties"]["stage"]["enum"][-1] == "lost"
     assert "409" in move["responses"]
+    funnel = paths["/api/v1/reports/funnel/{entity}"]["get"]["parameters"]
+    assert next(p for p in funnel if p["name"] == "entity")["schema"]["enum"] == ["deal"]
+    group = paths["/api/v1/reports/group/{entity}"]["get"]["parameters"]
+    assert next(p for p in group if p["name"] == "entity")["schema"]["enum"] == list(crm.model.entities)
     assert "text/csv" in paths["/api/v1/deal/import"]["post"]["requestBody"]["content"]
     assert "text/csv" in paths["/api/v1/deal/export"]["get"]["responses"]["200"]["content"]
     for path, item in paths.items():

@@ -74,6 +74,10 @@ def _value_schema(f: Field, *, writing: bool) -> dict:
             schema["maxLength"] = f.max_length
         if f.pattern and _portable(f.pattern):
             schema["pattern"] = f.pattern
+        elif f.required and writing:
+            schema["pattern"] = r"\S"  # blank text is no value
+        if f.required and writing:
+            schema["minLength"] = 1
     elif kind == "integer":
         low, high = RANGES["integer"]
         schema = {"type": "integer", "format": "int64"}
@@ -733,8 +737,30 @@ def _list_parameters(ent: Entity, params: list[dict]) -> list[dict]:
     return out
 
 
-def _apply(op: dict, spec: Operation, ent: Entity | None) -> None:
-    params = [_clean_parameter(p) for p in op.get("parameters", [])]
+def _choices(model: Model, op_id: str, params: list[dict]) -> list[dict]:
+    """Parameters naming an entity or a pipeline, as enums of the names the model has."""
+    staged = [e.name for e in model.entities.values() if e.has_stages]
+    names = {
+        ("funnel", "entity"): staged,
+        ("group", "entity"): list(model.entities),
+        ("search", "entity"): list(model.entities),
+        ("tasks", "entity"): [e.name for e in model.entities.values() if e.task is not None],
+        ("funnel", "pipeline"): sorted({p for e in model.entities.values() for p in e.pipelines}),
+    }
+    for ent in model.entities.values():
+        if ent.has_stages:
+            names[(f"board_{ent.name}", "pipeline")] = list(ent.pipelines)
+    out = []
+    for param in params:
+        allowed = names.get((op_id, param["name"]))
+        if allowed:
+            param = {**param, "schema": {**param["schema"], "enum": allowed}}
+        out.append(param)
+    return out
+
+
+def _apply(model: Model, op: dict, spec: Operation, ent: Entity | None) -> None:
+    params = _choices(model, op["operationId"], [_clean_parameter(p) for p in op.get("parameters", [])])
     if ent is not None and op["operationId"] == f"list_{ent.name}":
         params = _list_parameters(ent, params)
     op["parameters"] = params + list(spec.params)
@@ -774,7 +800,7 @@ def build_openapi(app, model: Model) -> dict:
         for op in item.values():
             spec = specs.get(op.get("operationId", ""))
             if spec is not None:
-                _apply(op, spec, owners.get(op["operationId"]))
+                _apply(model, op, spec, owners.get(op["operationId"]))
     schemas = shared_schemas()
     for ent in model.entities.values():
         schemas.update(entity_schemas(ent))
