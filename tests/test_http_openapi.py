@@ -231,3 +231,21 @@ def test_docs_follow_the_mount_point(served):
         page = mounted.get("/api/docs")
         assert '"/crm/api/docs/assets/swagger-ui-bundle.js"' in page.text
         assert '"/crm/api/v1/openapi.json"' in mounted.get("/api/docs/init.js").text
+
+
+@pytest.mark.parametrize("example", sorted(p.name for p in TRADE.parent.glob("*.yaml")))
+def test_every_example_gives_a_valid_document(example, tmp_path):
+    model = metacrm.load_model(TRADE.parent / example)
+    crm = metacrm.connect(model, f"sqlite:///{tmp_path / 'crm.db'}")
+    try:
+        doc = build_openapi(create_app(crm), model)
+    finally:
+        crm.close()
+    validator.validate(doc)
+    for ent in model.entities.values():
+        read = doc["components"]["schemas"][f"{ent.name}.read"]["properties"]
+        assert ("pipeline" in read) == ent.multi_pipeline, ent.name
+        if ent.multi_pipeline:
+            assert read["pipeline"]["enum"] == list(ent.pipelines)
+            stages = {s for p in ent.pipelines.values() for s in p.stages}
+            assert set(read["stage"]["enum"]) == stages
