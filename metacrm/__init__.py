@@ -1,11 +1,15 @@
 """metacrm: a business described in YAML becomes a working CRM.
 
-The public API is what this module exports; ``tests/test_api.py`` freezes it.
+The public API is what this module exports; ``tests/test_cli_model.py`` freezes it. The
+package is typed (``py.typed``): the documents the CRM returns are TypedDicts in
+:mod:`metacrm.types`.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+from typing import TYPE_CHECKING, Any
 
 from .errors import (
     AutomationError,
@@ -14,6 +18,7 @@ from .errors import (
     DataError,
     DuplicateWarning,
     ExpressionError,
+    FieldIssue,
     MetaCRMError,
     MigrationError,
     MissingExtra,
@@ -28,17 +33,25 @@ from .errors import (
 from .model.loader import load_model
 from .model.metamodel import Model
 
+if TYPE_CHECKING:
+    from .runtime.crm import CRM
+    from .runtime.titles import HIDDEN
+
 logging.getLogger(__name__).addHandler(logging.NullHandler())  # silent unless the host configures logging
 
 
-def connect(model, url: str = "sqlite:///crm.db", *, user: str | None = None):
+def connect(model: Model | str | os.PathLike[str], url: str = "sqlite:///crm.db", *, user: str | None = None) -> CRM:
     """A CRM on the database at ``url`` for ``model`` (a Model or a path to one); see CRM."""
     from .runtime.crm import connect as _connect
 
     return _connect(model, url, user=user)
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
+    if name == "CRM":  # imported on first use: `import metacrm` stays light (no SQLAlchemy)
+        from .runtime.crm import CRM
+
+        return CRM
     if name == "HIDDEN":  # what text output shows for the title of a record the user may not read
         from .runtime.titles import HIDDEN
 
@@ -50,11 +63,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AutomationError",
+    "CRM",
     "ConflictError",
     "DataError",
     "DatabaseUnavailable",
     "DuplicateWarning",
     "ExpressionError",
+    "FieldIssue",
     "HIDDEN",
     "MetaCRMError",
     "MigrationError",
