@@ -23,11 +23,13 @@ def test_public_api_is_frozen() -> None:
     assert sorted(metacrm.__all__) == sorted(
         [
             "AutomationError",
+            "CRM",
             "ConflictError",
             "DataError",
             "DatabaseUnavailable",
             "DuplicateWarning",
             "ExpressionError",
+            "FieldIssue",
             "HIDDEN",
             "MetaCRMError",
             "MigrationError",
