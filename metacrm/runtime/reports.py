@@ -88,7 +88,7 @@ import statistics
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import overload
+from typing import Any, overload
 
 from sqlalchemy import (
     BigInteger,
@@ -369,7 +369,7 @@ def build_funnel(
     by: str | None = None,
     access=None,
     actor: Actor = SYSTEM,
-) -> dict | list[dict]:
+) -> Funnel | list[FunnelGroup]:
     p = choose_pipeline(entity, pipeline)
     date_from, date_to = parse_when(date_from, "from"), parse_when(date_to, "to")
     as_of = parse_when(as_of, "as of")
@@ -588,7 +588,7 @@ def _middles(conn, hist, where):
         yield stage, None, sum(values) / len(values)
 
 
-def _document(p: Pipeline, order: list[str], tally: _Tally, meta: dict) -> dict:
+def _document(p: Pipeline, order: list[str], tally: _Tally, meta: dict[str, Any]) -> Funnel:
     total = sum(tally.now.get(s, 0) for s in order)
     won = sum(tally.now.get(s, 0) for s in p.won)
     lost = sum(tally.now.get(s, 0) for s in p.lost)
@@ -682,7 +682,7 @@ def build_group(
     date_to=None,
     access=None,
     actor: Actor = SYSTEM,
-) -> dict:
+) -> GroupReport:
     key = group_key(storage, entity, by, actor=actor)
     if period is not None and period not in PERIODS:
         raise _bad(f"{entity.name}: unknown period '{period}'", period, PERIODS)
