@@ -163,7 +163,9 @@ def move(
             return _apply(conn, storage, entity, row, pipeline, transition, by=by, note=note)
     moves = options(conn, storage, entity, row, roles)  # refused: say why, with every way out
     if stage == current:
-        raise TransitionError(f"{what} is already in stage '{stage}'; allowed next: {_describe(moves)}", moves, **refused)
+        raise TransitionError(
+            f"{what} is already in stage '{stage}'; allowed next: {_describe(moves)}", moves, **refused
+        )
     if transition is None:
         closed = pipeline.stages[current]
         if closed.closed:
