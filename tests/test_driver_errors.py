@@ -328,6 +328,7 @@ def test_driver_errors_are_translated() -> None:
         error("server closed the connection unexpectedly"),
         error("the connection is closed"),
         error("terminating connection due to administrator command", "57P01"),
+        error("could not receive data from server: Connection reset by peer"),
         error("whatever", invalidated=True),
     ):
         assert type(translate(exc)) is metacrm.ConnectionLost

@@ -177,6 +177,9 @@ _LOST = (
     "consuming input failed",
     "connection was closed",
     "ssl connection has been closed",
+    "could not receive data from server",
+    "could not send data to server",
+    "connection reset by peer",
 )
 _OVERFLOW = ("integer overflow", "user-defined function raised exception")
 
