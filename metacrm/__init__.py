@@ -10,6 +10,7 @@ import logging
 from .errors import (
     AutomationError,
     ConflictError,
+    ConnectionLost,
     DatabaseUnavailable,
     DataError,
     DuplicateWarning,
@@ -51,6 +52,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AutomationError",
     "ConflictError",
+    "ConnectionLost",
     "DataError",
     "DatabaseUnavailable",
     "DuplicateWarning",

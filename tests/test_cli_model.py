@@ -24,6 +24,7 @@ def test_public_api_is_frozen() -> None:
         [
             "AutomationError",
             "ConflictError",
+            "ConnectionLost",
             "DataError",
             "DatabaseUnavailable",
             "DuplicateWarning",

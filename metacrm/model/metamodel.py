@@ -322,7 +322,8 @@ class Model:
 
             hint = did_you_mean(name, self.entities)
             raise NotFound(
-                f"unknown entity '{name}'; entities: {', '.join(self.entities)}" + (f" ({hint})" if hint else "")
+                f"unknown entity '{name}'; entities: {', '.join(self.entities)}" + (f" ({hint})" if hint else ""),
+                entity=name,
             ) from None
 
 

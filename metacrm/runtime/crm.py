@@ -117,6 +117,20 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         with writing(self.engine) as conn, self._within(conn):
             yield self
 
+    def retrying(self, fn, *args, attempts: int = 3, delay: float = 0.05, max_delay: float = 1.0, **kw):
+        """``fn(*args, **kw)``, called again while it fails on a transient database failure
+        (a retryable ConflictError: deadlock, serialization failure, lock wait ran out; or
+        ConnectionLost), up to ``attempts`` calls in all with a growing, jittered wait between
+        them; then the last error is raised. For idempotent operations only:
+        ``crm.retrying(crm.move, "deal", 5, "won")``. Inside ``crm.transaction()`` it calls
+        ``fn`` once (the failure aborted the whole transaction, which only its opener can
+        retry). See :mod:`metacrm.runtime.retry`."""
+        from .retry import retrying
+
+        if self._tx is not None:
+            attempts = 1
+        return retrying(fn, *args, attempts=attempts, delay=delay, max_delay=max_delay, **kw)
+
     @property
     def _tx(self):
         """The connection of the transaction this thread or task has open on this CRM (or on
@@ -260,7 +274,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         record_id = _as_id(entity, record_id)
         row = conn.execute(rec.row_by_id(table), {"_id": record_id}).mappings().first()
         if row is None:
-            raise NotFound(f"{entity.name} {record_id} not found")
+            raise NotFound(f"{entity.name} {record_id} not found", entity=entity.name, record_id=record_id)
         if self.user is not None:
             check_row(conn, self.storage, entity, self.actor, action, row)
         return row
@@ -730,7 +744,11 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
 
                     raise ConflictError(
                         f"{ent.name} {current['id']} was changed by someone else (version {current['version']}, "
-                        f"you had {version}); read it again and retry"
+                        f"you had {version}); read it again and retry",
+                        entity=ent.name,
+                        record_id=current["id"],
+                        expected_version=version,
+                        actual_version=current["version"],
                     )
                 self._write_join(conn, ent, current["id"], many, replace=True)
                 fresh = self._get_row(conn, ent, current["id"])
