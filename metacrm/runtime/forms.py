@@ -9,8 +9,9 @@ write transaction as the system user:
    PostgreSQL; SQLite's write transaction is already exclusive), so the submissions of one
    form are serialised: duplicates are found reliably and round robin turns rotate fairly;
 2. the values (the sender's plus the fixed ``values``) are validated like any create;
-3. the entity's duplicate rules run: a match adds a note to the existing record and the
-   submission answers ``{"status": "duplicate", "id": existing}`` instead of creating noise;
+3. the entity's duplicate rules run (and its unique fields are looked up): a match adds a
+   note to the existing record and the submission answers ``{"status": "duplicate", "id":
+   existing}`` instead of creating noise (or refusing);
 4. the first assignment rule whose ``if`` holds picks the owner (a login, or the next user
    holding a role, by login, after the one the form gave its last record);
 5. the record is created (automations fire, in the same transaction).
@@ -259,9 +260,15 @@ class FormsMixin:
         return values
 
     def _form_duplicate(self, conn, ent: Entity, clean: dict) -> int | None:
-        if not ent.duplicates:
-            return None
-        found = [m.existing for m in find_duplicates(conn, self.storage, ent, [clean]) if m.existing is not None]
+        """The existing record a submission repeats: by the entity's duplicate rules, or by
+        the value of a unique field (which would otherwise refuse the create)."""
+        found = []
+        if ent.duplicates:
+            found += [m.existing for m in find_duplicates(conn, self.storage, ent, [clean]) if m.existing is not None]
+        table = self.storage.table(ent.name)
+        for f in ent.fields.values():
+            if f.unique and clean.get(f.name) is not None:
+                found += conn.execute(select(table.c.id).where(table.c[f.name] == clean[f.name])).scalars().all()
         return min(found) if found else None
 
     def _form_owner(self, conn, form: Form, clean: dict, turns: dict) -> tuple[str | None, str | None]:
