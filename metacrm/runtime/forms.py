@@ -224,6 +224,7 @@ class FormsMixin:
         ent = self.model.entity(form.entity)
         values = self._form_values(form, ent, data)
         system = self.as_user(None)
+        system._by = f"form {form.name}"  # the journal's `by` (automations it fires name themselves)
         with system.transaction():
             conn = system._tx
             table = self.storage.form_state_table
