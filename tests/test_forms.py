@@ -450,3 +450,9 @@ def test_http_serves_the_html_form_of_public_forms_only(web):
         doc = problem_of(web.get(f"/forms/{name}"), 404, "not-found")
         assert doc["detail"] == f"no public form '{name}' here"
     problem_of(web.post("/forms/nope", json={"name": "x"}), 404, "not-found")
+    model = web.get("/api/v1/model", headers={"Authorization": f"Bearer {web.token}"}).json()
+    assert [(f["name"], f["path"], f["token"]) for f in model["forms"]] == [
+        ("callback", "/forms/callback", False),
+        ("routed", "/forms/routed", False),
+        ("gateway", "/forms/gateway", True),
+    ]

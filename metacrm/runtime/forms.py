@@ -251,7 +251,7 @@ class FormsMixin:
         if unknown:
             hint = did_you_mean(unknown[0], list(form.fields))
             raise ValidationError(
-                f"form '{form.name}': unknown field '{unknown[0]}'"
+                f"form '{form.name}': unknown field '{_shown(unknown[0])[:60]}'"
                 + (f" ({hint})" if hint else "")
                 + f"; the form takes: {listing(form.fields)}",
                 [FieldIssue(ent.name, k, "not a field of this form", data[k]) for k in unknown],
