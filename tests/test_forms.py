@@ -64,6 +64,7 @@ forms:
     fields: [name, city]
     values: {source: mail}
     honeypot: homepage
+    redirect: /thanks
     assign:
       - {if: "city = 'Москва'", user: moscow}
       - {if: "city = 'Казань'", user: ghost}
@@ -385,6 +386,18 @@ def test_http_json_and_urlencoded_submissions_answer_only_received(web, crm):
     r = web.post("/forms/callback", json={"name": "Ромашка", "phone": "8 495 123 45 67"})  # a repeat
     assert (r.status_code, r.json()) == (200, {"status": "received"})  # no id, no hint it exists
     assert crm.count("lead") == 2 and snapshot(crm) != before  # the note was written
+
+
+def test_http_a_browser_is_sent_on_to_the_forms_redirect(web, crm):
+    r = web.post("/forms/routed", data={"name": "Браузер", "city": "Тверь"}, follow_redirects=False)
+    assert (r.status_code, r.headers["location"]) == (303, "/thanks")
+    assert crm.find("lead")[0]["name"] == "Браузер"
+    before = snapshot(crm)
+    spam = web.post("/forms/routed", data={"name": "Bot", "homepage": "x"}, follow_redirects=False)
+    assert (spam.status_code, spam.headers["location"]) == (303, "/thanks")  # spam looks accepted here too
+    assert snapshot(crm) == before
+    r = web.post("/forms/routed", json={"name": "Скрипт"})  # JSON callers get JSON
+    assert (r.status_code, r.json()) == (200, {"status": "received"})
 
 
 def test_http_spam_looks_accepted_and_writes_nothing(web, crm):

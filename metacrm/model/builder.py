@@ -492,6 +492,7 @@ class _Builder:
             rate=(int(count) if count.isdigit() and int(count) > 0 else 10, seconds),
             token=decl.get("token") is True,
             label=_str(decl.get("label")),
+            redirect=_str(decl.get("redirect")),
             loc=self.loc(("forms", name), key=True),
         )
 

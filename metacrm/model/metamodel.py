@@ -317,6 +317,7 @@ class Form:
     rate: tuple[int, int] = (10, 60)  # submissions per seconds, per sender IP
     token: bool = False
     label: str | None = None
+    redirect: str | None = None  # where a browser goes after posting the HTML form
     loc: Loc = NOWHERE
 
     @property

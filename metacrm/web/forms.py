@@ -20,7 +20,7 @@ from urllib.parse import parse_qs
 
 from fastapi import APIRouter, FastAPI, Request
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from .. import errors as E
 from .app import (
@@ -80,21 +80,24 @@ def install(app: FastAPI, crm, conf: Settings) -> None:
                 raise unauthorized("the token is unknown, revoked or expired")
             authenticated = True
         body = await read_body(request, conf, JSON_TYPE, FORM_TYPE)
-        if request.headers.get("content-type", "").split(";")[0].strip().lower() == JSON_TYPE:
+        is_json = request.headers.get("content-type", "").split(";")[0].strip().lower() == JSON_TYPE
+        if is_json:
             data = json_object(parse_json(body))
         else:
             data = parse_urlencoded(body)
         ip = request.client.host if request.client else None
+        # a browser posting the HTML form goes on to the form's `redirect`
+        received = RedirectResponse(form.redirect, 303) if form.redirect and not is_json else json_response(RECEIVED)
         try:
             result = await run_in_threadpool(
                 crm.submit_form, form.name, data, source_ip=ip, authenticated=authenticated
             )
         except E.SpamError:
-            return json_response(RECEIVED)  # looks accepted: the bot learns nothing
+            return received  # looks accepted: the bot learns nothing
         except E.RateLimited as exc:
             return problem(429, "rate-limited", str(exc), headers={"Retry-After": str(exc.retry_after)})
         if not form.token:
-            return json_response(RECEIVED)
+            return received
         return json_response(result, 201 if result["status"] == "created" else 200)
 
     @router.get("/{name}", operation_id="form_html")
