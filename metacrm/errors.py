@@ -12,7 +12,9 @@
     │   ├── ConflictError           another writer changed the record first, or a deadlock, a
     │   │                           serialization failure or a lock wait ran out (.retryable)
     │   ├── NotFound                no such record
-    │   └── AutomationError         an automation's action failed: the triggering operation is refused
+    │   ├── AutomationError         an automation's action failed: the triggering operation is refused
+    │   ├── SpamError               a form submission filled the honeypot field
+    │   └── RateLimited             too many form submissions from one address; .retry_after seconds
     ├── MigrationError              the database does not hold this model, or a migration failed
     ├── DatabaseUnavailable         the database URL is malformed, or names no database that opens
     │   └── ConnectionLost          the connection broke during an operation (retryable)
@@ -305,6 +307,23 @@ class AutomationError(DataError):
 
 
 __all__.append("AutomationError")
+
+
+class SpamError(DataError):
+    """A form submission filled the form's honeypot field (a hidden field people leave empty):
+    it is dropped, nothing is written."""
+
+
+class RateLimited(DataError):
+    """Too many submissions of a form from one address within its ``rate`` period;
+    ``retry_after`` is the number of seconds until one more is accepted."""
+
+    def __init__(self, message: str, *, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+__all__ += ["RateLimited", "SpamError"]
 
 
 class DatabaseUnavailable(MetaCRMError):

@@ -28,6 +28,7 @@ from .access import SYSTEM, Actor, check_create, check_row, row_clause
 from .deletes import delete_records
 from .duplicates import duplicate_groups, find_duplicates, merge_into
 from .engine import driver_errors, make_engine, reading, writing
+from .forms import FormsMixin
 from .react import build_reactors
 from .reads import ReadsMixin
 from .records import as_id as _as_id
@@ -65,7 +66,7 @@ def connect(model: Model | str | os.PathLike, url: str = "sqlite:///crm.db", *, 
     return CRM(model, make_engine(url), user=user)
 
 
-class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksMixin, DeliveryMixin):
+class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksMixin, DeliveryMixin, FormsMixin):
     def __init__(self, model: Model, engine, *, user: str | None = None):
         from ..validation import build_validators
 
