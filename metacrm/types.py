@@ -239,6 +239,30 @@ class Task(TypedDict):
     record: Record
 
 
+class FormInfo(TypedDict):
+    """An entry of ``crm.forms()``: a form of the model."""
+
+    name: str
+    label: str | None
+    entity: str
+    fields: list[str]
+    values: dict[str, Any]
+    assign: list[str]
+    token: bool  # token-bound: only a caller with an API token may submit
+    rate: str | None  # "10/minute" (None for a token-bound form)
+    honeypot: str | None
+
+
+class FormSubmission(TypedDict):
+    """What ``crm.submit_form(name, data)`` did: created a record, or noted a duplicate."""
+
+    status: str  # "created" or "duplicate"
+    id: int
+    form: str
+    entity: str
+    owner: NotRequired[str | None]  # when created: who the assignment chose
+
+
 class Fired(TypedDict):
     """An entry of ``crm.tick()``: an automation that fired."""
 
@@ -352,6 +376,8 @@ __all__ = [
     "DuplicateGroup",
     "DuplicateMatch",
     "Fired",
+    "FormInfo",
+    "FormSubmission",
     "Funnel",
     "FunnelGroup",
     "FunnelStage",

@@ -181,6 +181,9 @@ def test_documents_match_their_typeddicts(db_url: str) -> None:
             ("duplicates", crm.duplicates("client"), list[documents.DuplicateGroup]),
             ("recorded_model", crm.recorded_model(), documents.RecordedModel),
             ("delete", crm.delete("task", task["id"]), dict[str, list[int]]),
+            ("forms", crm.forms(), list[documents.FormInfo]),
+            ("submit_form", client.forms(crm), documents.FormSubmission),
+            ("submit_form again", crm.submit_form("callback", {"name": "Delta"}), documents.FormSubmission),
         ]
         found = {name: problems(value, tp, name) for name, value, tp in checks}
         assert {name: p for name, p in found.items() if p} == {}

@@ -14,8 +14,8 @@ from ..errors import ModelError, Problem
 from .metamodel import Model
 from .yaml_source import Source, read_source
 
-SECTIONS = ("entities", "roles", "automations")
-SINGULAR = {"entities": "entity", "roles": "role", "automations": "automation"}
+SECTIONS = ("entities", "roles", "automations", "forms")
+SINGULAR = {"entities": "entity", "roles": "role", "automations": "automation", "forms": "form"}
 
 
 @dataclass

@@ -7,10 +7,10 @@ leaves the database exactly as it was. Records are plain dicts.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, Literal, Self, overload
+from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar, overload
 
 from sqlalchemy import bindparam, insert, inspect, select, update
 from sqlalchemy.engine import Engine
@@ -30,6 +30,7 @@ from .access import SYSTEM, Actor, check_create, check_row, row_clause
 from .deletes import delete_records
 from .duplicates import duplicate_groups, find_duplicates, merge_into
 from .engine import driver_errors, make_engine, reading, writing
+from .forms import FormsMixin
 from .react import build_reactors
 from .reads import ReadsMixin
 from .records import as_id as _as_id
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
 # A thread starts with none; an asyncio task (and asyncio.to_thread) starts with a copy of its
 # creator's, so work it awaits from inside a transaction joins that transaction.
 _OPEN: ContextVar[Mapping[object, Any] | None] = ContextVar("metacrm_open_transactions", default=None)
+T = TypeVar("T")
 
 
 class _Scope:
@@ -71,7 +73,7 @@ def connect(model: Model | str | os.PathLike[str], url: str = "sqlite:///crm.db"
     return CRM(model, make_engine(url), user=user)
 
 
-class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksMixin, DeliveryMixin):
+class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksMixin, DeliveryMixin, FormsMixin):
     model: Model
     engine: Engine
     user: str | None
@@ -128,6 +130,28 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
             return
         with writing(self.engine) as conn, self._within(conn):
             yield self
+
+    def retrying(
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        attempts: int = 3,
+        delay: float = 0.05,
+        max_delay: float = 1.0,
+        **kw: Any,
+    ) -> T:
+        """``fn(*args, **kw)``, called again while it fails on a transient database failure
+        (a retryable ConflictError: deadlock, serialization failure, lock wait ran out; or
+        ConnectionLost), up to ``attempts`` calls in all with a growing, jittered wait between
+        them; then the last error is raised. For idempotent operations only:
+        ``crm.retrying(crm.move, "deal", 5, "won")``. Inside ``crm.transaction()`` it calls
+        ``fn`` once (the failure aborted the whole transaction, which only its opener can
+        retry). See :mod:`metacrm.runtime.retry`."""
+        from .retry import retrying
+
+        if self._tx is not None:
+            attempts = 1
+        return retrying(fn, *args, attempts=attempts, delay=delay, max_delay=max_delay, **kw)
 
     @property
     def _tx(self):
@@ -272,7 +296,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         record_id = _as_id(entity, record_id)
         row = conn.execute(rec.row_by_id(table), {"_id": record_id}).mappings().first()
         if row is None:
-            raise NotFound(f"{entity.name} {record_id} not found")
+            raise NotFound(f"{entity.name} {record_id} not found", entity=entity.name, record_id=record_id)
         if self.user is not None:
             check_row(conn, self.storage, entity, self.actor, action, row)
         return row
@@ -784,7 +808,11 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
 
                     raise ConflictError(
                         f"{ent.name} {current['id']} was changed by someone else (version {current['version']}, "
-                        f"you had {version}); read it again and retry"
+                        f"you had {version}); read it again and retry",
+                        entity=ent.name,
+                        record_id=current["id"],
+                        expected_version=version,
+                        actual_version=current["version"],
                     )
                 self._write_join(conn, ent, current["id"], many, replace=True)
                 fresh = self._get_row(conn, ent, current["id"])

@@ -9,8 +9,11 @@ half-way. PostgreSQL: psycopg 3, pre-ping.
 
 Every transaction (:func:`reading`, :func:`writing`, and the savepoints of
 ``crm.transaction()``) runs inside :func:`driver_errors`: a database that cannot be opened
-raises DatabaseUnavailable naming the URL (never its password); "database is locked" after
-the busy timeout raises ConflictError saying how long it waited; a number out of range
+raises DatabaseUnavailable naming the URL (never its password); a deadlock, a serialization
+failure, a lock that is not available (PostgreSQL 40P01, 40001, 55P03) and SQLite's "database is
+locked" after the busy timeout raise ``ConflictError(retryable=True)`` (nothing was written; the
+same call may be tried again, see ``crm.retrying``); a connection lost during an operation (the
+server ended the session or went away) raises ConnectionLost, retryable too; a number out of range
 (SQLite's 64-bit integers, PostgreSQL's NUMERIC and BIGINT), text the database cannot hold
 and PostgreSQL's program limits raise ValidationError. Anything else is a bug and propagates.
 
@@ -31,7 +34,7 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError
 
-from ..errors import ConflictError, DatabaseUnavailable, MetaCRMError, ValidationError
+from ..errors import ConflictError, ConnectionLost, DatabaseUnavailable, MetaCRMError, ValidationError
 from ..extras import POSTGRES, import_extra
 from ..logs import log_slow_queries, slow_query_ms
 
@@ -157,6 +160,27 @@ def driver_errors(engine: Engine, started: float | None = None):
 
 
 _LOCKED = ("database is locked", "database table is locked", "database schema is locked")
+# PostgreSQL's transient conflicts between transactions: what the server says, for the message
+_TRANSIENT = {
+    "40P01": "a deadlock with another transaction",
+    "40001": "a serialization failure (another transaction changed the same rows)",
+    "55P03": "a lock another transaction holds",
+}
+# the session ended under an operation: admin shutdown, crash shutdown, connection failure or gone
+_LOST_STATES = ("57P01", "57P02", "08003", "08006")
+_LOST = (
+    "server closed the connection",
+    "connection is closed",
+    "the connection is closed",
+    "connection already closed",
+    "terminating connection",
+    "consuming input failed",
+    "connection was closed",
+    "ssl connection has been closed",
+    "could not receive data from server",
+    "could not send data to server",
+    "connection reset by peer",
+)
 _OVERFLOW = ("integer overflow", "user-defined function raised exception")
 
 
@@ -172,10 +196,22 @@ def translate(exc: BaseException, engine: Engine | None = None, started: float |
         return None
     reason = _reason(exc)
     code = getattr(exc.orig, "sqlstate", None)
+    where = shown_url(engine.url) if engine is not None else "the database"
     if any(text in reason for text in _LOCKED):
         waited = f" (waited {time.monotonic() - started:.1f} s)" if started is not None else ""
-        where = shown_url(engine.url) if engine is not None else "the database"
-        return ConflictError(f"{where} is locked by another process{waited}; try again when it is done")
+        return ConflictError(
+            f"{where} is locked by another process{waited}; nothing was written, try again when it is done",
+            retryable=True,
+        )
+    if code in _TRANSIENT:
+        return ConflictError(
+            f"the operation was stopped by {_TRANSIENT[code]} ({code}: {reason}); nothing was written, try again",
+            retryable=True,
+        )
+    if lost(exc):
+        return ConnectionLost(
+            f"the connection to {where} was lost during the operation ({reason}); it was not committed, try again"
+        )
     if code == "22008":  # datetime field overflow
         return ValidationError("a date is out of range: the calendar runs from year 1 to 9999")
     if code == "22003" or any(text in reason for text in _OVERFLOW):
@@ -184,10 +220,17 @@ def translate(exc: BaseException, engine: Engine | None = None, started: float |
         return ValidationError("text cannot contain NUL characters (\\x00)")
     if code == "54000" or "string or blob too big" in reason:  # e.g. a tsvector over 1 MB
         return ValidationError(f"a value is too large for the database: {reason}")
-    if exc.connection_invalidated or code in ("08001", "08006", "3D000", "28000", "28P01"):
-        where = shown_url(engine.url) if engine is not None else "the database"
+    if code in ("08001", "3D000", "28000", "28P01"):
         return DatabaseUnavailable(f"cannot use the database {where}: {reason}")
     return None
+
+
+def lost(exc: DBAPIError) -> bool:
+    """Whether the driver error says the connection broke (rather than the statement failed)."""
+    if exc.connection_invalidated or getattr(exc.orig, "sqlstate", None) in _LOST_STATES:
+        return True
+    text = str(exc.orig).lower()
+    return any(marker in text for marker in _LOST)
 
 
 def _reason(exc: DBAPIError) -> str:

@@ -1,5 +1,5 @@
 """What the CRM facade's mixins (ReadsMixin, StagesMixin, UsersMixin, ReportsMixin,
-SearchMixin, TasksMixin, DeliveryMixin) use of the CRM object they are mixed into, as a
+SearchMixin, TasksMixin, DeliveryMixin, FormsMixin) use of the CRM object they are mixed into, as a
 Protocol: type checkers read each mixin as a subclass of :class:`CRMHost`, so ``self.engine``,
 ``self.model``, ``self._reading()``... are known in the mixins. At run time the mixins derive
 from ``object`` (see ``Host`` below) and :class:`metacrm.runtime.crm.CRM` provides it all.
@@ -7,7 +7,7 @@ from ``object`` (see ``Host`` below) and :class:`metacrm.runtime.crm.CRM` provid
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 
     from ..model.metamodel import Entity, Model
     from ..storage.tables import Storage
-    from ..types import Record, UserInfo
+    from ..types import JournalEntry, Record, UserInfo
+    from ..validation.records import RecordValidator
     from .access import Actor
 
 
@@ -32,6 +33,8 @@ class CRMHost(Protocol):
     _roles: frozenset[str] | None
     _team: str | None
     _owns_engine: bool
+    _by: str | None
+    validators: Mapping[str, RecordValidator]
 
     @property
     def actor(self) -> Actor: ...
@@ -65,7 +68,17 @@ class CRMHost(Protocol):
         ids: Iterable[int] | None = None,
     ) -> Select[Any]: ...
 
+    def _within(self, conn: Connection) -> AbstractContextManager[Connection]: ...
+
+    def transaction(self) -> AbstractContextManager[Self]: ...
+
     def user_info(self, login: str) -> UserInfo: ...
+
+    def as_user(self, login: str | None) -> Self: ...
+
+    def create(self, entity: str, data: Mapping[str, Any]) -> Record: ...
+
+    def note(self, entity: str, record_id: int, text: str, *, kind: str = "note") -> JournalEntry: ...
 
 
 if TYPE_CHECKING:

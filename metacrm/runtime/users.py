@@ -149,7 +149,7 @@ class UsersMixin(Host):
         with self._reading() as conn:
             row = conn.execute(select(table).where(table.c.login == login)).mappings().first()
         if row is None:
-            raise NotFound(f"no user '{login}'")
+            raise NotFound(f"no user '{login}'", record_id=login)
         return _user_dict(row)
 
     def users(self) -> list[UserInfo]:

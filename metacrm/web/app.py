@@ -193,7 +193,7 @@ def if_match(request: Request) -> int | None:
 
 # -- the application -----------------------------------------------------------------------------
 def build_app(crm, **settings: Any) -> FastAPI:
-    from . import routes
+    from . import forms, routes
 
     conf = Settings(**settings)
     app = FastAPI(
@@ -210,6 +210,7 @@ def build_app(crm, **settings: Any) -> FastAPI:
     acting = make_acting(crm)
     User = Annotated[Any, Depends(acting)]
     routes.install(app, crm, conf, User)
+    forms.install(app, crm, conf)
     return app
 
 

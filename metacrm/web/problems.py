@@ -95,6 +95,8 @@ def from_error(exc: E.MetaCRMError) -> Response:
         return problem(503, "migration-needed", detail, headers={"Retry-After": "60"})
     if isinstance(exc, E.DatabaseUnavailable):
         return problem(503, kind, detail, headers={"Retry-After": "5"})
+    if isinstance(exc, E.RateLimited):
+        return problem(429, kind, detail, headers={"Retry-After": str(exc.retry_after)})
     if isinstance(exc, E.AutomationError):
         return problem(422, kind, detail)
     if isinstance(exc, E.DataError):

@@ -17,6 +17,7 @@ from pathlib import Path
 import metacrm
 from metacrm import CRM, FieldIssue, Model
 from metacrm.migrate.steps import Plan
+from metacrm.model.metamodel import Form
 from metacrm.runtime.access import Actor
 from metacrm.types import (
     AllowedMove,
@@ -27,6 +28,8 @@ from metacrm.types import (
     DuplicateGroup,
     DuplicateMatch,
     Fired,
+    FormInfo,
+    FormSubmission,
     Funnel,
     FunnelGroup,
     FunnelStage,
@@ -163,6 +166,17 @@ def notifications(crm: CRM) -> None:
     assert sent >= 0 and requeued == 0 and set(counts) >= {"pending", "sent"}
 
 
+def forms(crm: CRM) -> FormSubmission:
+    listed: list[FormInfo] = crm.forms()
+    form: Form = crm.form(listed[0]["name"])
+    page: str = crm.form_html(form.name, f"/api/v1/forms/{form.name}")
+    assert "<form" in page
+    sent: FormSubmission = crm.submit_form(form.name, {"name": "Delta", "phone": "+7 900 000-00-00"}, source_ip="192.0.2.1")
+    lead: Record = crm.retrying(crm.get, sent["entity"], sent["id"], attempts=2)
+    assert lead["name"] == "Delta" and sent["status"] == "created"
+    return sent
+
+
 def refusals(crm: CRM) -> list[str]:
     try:
         crm.create_many("client", [{"name": ""}, {"city": "Tver"}])
@@ -180,6 +194,7 @@ def main(url: str) -> None:
         reports(crm)
         tasks(crm, deal)
         notifications(crm)
+        forms(crm)
         assert refusals(crm) and anna.user == "anna"
         hidden: str = metacrm.HIDDEN
         version: str = metacrm.__version__

@@ -27,6 +27,8 @@ def mistakes(crm: CRM, rows: list[dict[str, object]]) -> None:
     hit: SearchHit = crm.search("acme")  # E: assignment
     crm.retry_outbox(ids=5)  # E: arg-type
     when = crm.timeline("deal", 1)[0]["when"]  # E: typeddict-item
+    again: int = crm.retrying(crm.get, "deal", 1)  # E: assignment
+    form_id: str = crm.submit_form("callback", {"name": "Delta"})["id"]  # E: assignment
     with crm.transaction() as tx:
         same: int = tx  # E: assignment
-    print(created, records, funnel, groups, stages, rate, name, total, hit, when, same)
+    print(created, records, funnel, groups, stages, rate, name, total, hit, when, again, form_id, same)
