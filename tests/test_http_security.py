@@ -369,6 +369,15 @@ def test_writes_outside_the_scope_change_nothing(world) -> None:
 
 
 # -- actions the role lacks: 403 ---------------------------------------------------------------------
+def test_export_without_the_export_action_is_403(world) -> None:
+    """A role with no export scope on an entity is refused (as import is), not given a
+    header-only file; one with a scope gets its rows only."""
+    problem_of(world.call("GET", "/deal/export", "nil"), 403, "permission-denied")
+    problem_of(world.call("GET", "/client/export", "dee"), 403, "permission-denied")
+    rows = world.call("GET", "/deal/export", "ann").text.splitlines()
+    assert len(rows) == 3  # the header and ann's two deals
+
+
 # -- tokens: 401 -------------------------------------------------------------------------------------
 def test_no_bad_revoked_or_expired_token_is_401(world) -> None:
     revoked = create_token(world.crm, "ann")

@@ -195,7 +195,10 @@ def entity_routes(router: APIRouter, ent: Entity, conf: Settings, User) -> None:
     @router.get(f"{base}/export", tags=tag, operation_id=f"export_{name}", response_class=Response)
     def export(request: Request, user: User, where: str | None = None, order_by: str | None = None) -> Response:
         from ..io.csv_io import export_csv
+        from ..runtime.access import scope
 
+        if scope(user.model, user.actor, name, "export") == "none":  # as an import is refused, not emptied
+            raise E.PermissionDenied(f"user '{user.user}' may not export {name} records (scope for export: none)")
         # a large export goes to a file first (memory stays bounded), then streams out
         spool = tempfile.SpooledTemporaryFile(max_size=4 << 20, mode="w+", encoding="utf-8", newline="")  # noqa: SIM115
         try:
