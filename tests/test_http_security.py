@@ -369,6 +369,29 @@ def test_writes_outside_the_scope_change_nothing(world) -> None:
 
 
 # -- actions the role lacks: 403 ---------------------------------------------------------------------
+def test_an_action_the_role_lacks_is_403_and_changes_nothing(world) -> None:
+    ids = world.ids
+    before = world.snapshot()
+    d, c = ids["D_bob"], ids["C_ann"]
+    for method, path, body in (
+        ("PATCH", f"/deal/{d}", {"note": "x"}),
+        ("DELETE", f"/deal/{d}", None),
+        ("POST", f"/deal/{d}/move", {"stage": "won"}),
+        ("PUT", f"/deal/{d}/products/{ids['P_ann']}", None),
+        ("DELETE", f"/deal/{d}/products/{ids['P_ann']}", None),
+        ("PUT", f"/client/{c}/deals/{ids['D_ann1']}", None),
+        ("POST", "/deal", {"title": "t"}),
+        ("GET", "/deal/export", None),
+    ):
+        problem_of(world.call(method, path, "lou", **({"json": body} if body else {})), 403, "permission-denied")
+    r = world.call("POST", "/client/import", "lou", content=b"name\nx\n", headers={"Content-Type": "text/csv"})
+    problem_of(r, 403, "permission-denied")
+    assert world.snapshot() == before
+    assert world.call("GET", f"/deal/{d}", "lou").status_code == 200  # lou reads it: 403, not 404
+    moves = world.call("GET", f"/deal/{d}/moves", "lou").json()
+    assert moves and not any(m["possible"] for m in moves)
+
+
 def test_export_without_the_export_action_is_403(world) -> None:
     """A role with no export scope on an entity is refused (as import is), not given a
     header-only file; one with a scope gets its rows only."""
