@@ -162,7 +162,12 @@ def decode_cursor(text: str) -> dict:
         doc = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
     except (binascii.Error, ValueError, UnicodeDecodeError):
         doc = None
-    if not isinstance(doc, dict) or not all(isinstance(v, int) and 0 <= v < 2**63 for v in doc.values()):
+    if (
+        not isinstance(doc, dict)
+        or len(doc) != 1
+        or not set(doc) <= {"a", "o"}  # after an id, or an offset (the cursors encode_cursor writes)
+        or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**63 for v in doc.values())
+    ):
         raise HTTPProblem(400, "bad-cursor", "after: not a cursor this API gave (use the `next` link as it is)")
     return doc
 
