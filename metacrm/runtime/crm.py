@@ -823,12 +823,14 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
                 if self.model.entities[inv.source].links[inv.link].polymorphic
                 else _as_id(ent, record_id)
             )
-            self._relink(
-                inv.source, target, inv.link, value if add else (record_id if inv.many_to_many else None), add=add
-            )
+            self._relink(inv.source, target, inv.link, value, add=add)  # an unlink checks it points here
             return self.get(entity, record_id)
         link = ent.links[name]
         if not link.many:
+            if not add and target is not None:
+                given = self.validators[ent.name].patch({name: target})[name]
+                if self.get(entity, record_id)[name] != given:
+                    raise NotFound(_not_linked(ent, record_id, name, given))
             return self.update(entity, record_id, {name: target if add else None}, _action="link" if add else "unlink")
         from sqlalchemy import delete
 
@@ -852,7 +854,8 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
                 clause = join.c.source_id == row["id"]
                 if target is not None:
                     clause = clause & join.c.target_id.in_(targets)
-                conn.execute(delete(join).where(clause))
+                if not conn.execute(delete(join).where(clause)).rowcount and target is not None:
+                    raise NotFound(_not_linked(ent, row["id"], name, targets[0]))
             conn.execute(
                 update(table).where(table.c.id == row["id"]).values(updated_at=now_utc(), version=table.c.version + 1)
             )
@@ -870,6 +873,11 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
                 conn,
                 [journal.entry(ent.name, after["id"], action, after["updated_at"], self.user, changes)],
             )
+
+
+def _not_linked(ent: Entity, record_id, name: str, target) -> str:
+    shown = f"{target['entity']} {target['id']}" if isinstance(target, dict) else f"{ent.links[name].target} {target}"
+    return f"{ent.name} {record_id} is not linked to {shown} through {name}: nothing to unlink"
 
 
 def _pipeline_of(entity: Entity, values: Mapping) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from ..errors import FieldIssue, ValidationError
+from ..errors import FieldIssue, PermissionDenied, ValidationError
 from ..model.metamodel import Entity
 from ..model.suggest import did_you_mean, listing
 from ..storage.types import now_utc
@@ -73,7 +73,13 @@ class StagesMixin:
         ent = self._staged(entity)
         with self._reading() as conn:
             row = self._get_row(conn, ent, record_id)
-            return options(conn, self.storage, ent, row, self._roles)
+            moves = options(conn, self.storage, ent, row, self._roles)
+            try:  # a user who may read the record but not move it: no move is possible
+                self._get_row(conn, ent, record_id, "move")
+            except PermissionDenied as exc:
+                for move in moves:
+                    move["possible"], move["reasons"] = False, [str(exc), *move["reasons"]]
+            return moves
 
     def history(self, entity: str, record_id: int) -> list[dict]:
         """The record's stage moves, oldest first."""
