@@ -26,7 +26,8 @@ def adopt(engine: Engine, *, busy_timeout: float | None = None) -> Engine:
     dialect = engine.dialect
     name, driver = dialect.name, dialect.driver
     if (name, driver) not in (("sqlite", "pysqlite"), ("postgresql", "psycopg")) or dialect.is_async:
-        raise SetupError(f"metacrm cannot use an engine with the driver {name}+{driver}: use {SUPPORTED}")
+        label = f"{name}+{driver}{' (async)' if dialect.is_async else ''}"
+        raise SetupError(f"metacrm cannot use an engine with the driver {label}: use {SUPPORTED}")
     level = engine.get_execution_options().get("isolation_level") or dialect._on_connect_isolation_level
     if str(level).upper() == "AUTOCOMMIT":
         raise SetupError(
