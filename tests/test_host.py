@@ -195,6 +195,9 @@ def test_joined_refusals(crm, model, host, tmp_path) -> None:
     conn.close()
     with pytest.raises(SetupError, match="closed connection"), crm.joined(conn):
         pass
+    with host.connect() as conn, pytest.raises(SetupError, match="AUTOCOMMIT: there is no transaction"):
+        with crm.joined(conn.execution_options(isolation_level="AUTOCOMMIT")):
+            pass
     with host.connect() as first, host.connect() as second, crm.joined(first):
         with pytest.raises(SetupError, match="inside another transaction"), crm.joined(second):
             pass

@@ -163,6 +163,8 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
             raise SetupError(f"crm.joined() takes a SQLAlchemy Connection, not {type(conn).__name__}")
         if conn.closed or conn.invalidated:
             raise SetupError("crm.joined() was given a closed connection")
+        if str(conn.get_execution_options().get("isolation_level", "")).upper() == "AUTOCOMMIT":
+            raise SetupError("crm.joined() cannot use a connection in AUTOCOMMIT: there is no transaction to join")
         if conn.engine.pool is not self.engine.pool:
             raise SetupError(
                 "crm.joined() takes a connection of the CRM's own engine: connect with metacrm.connect(model, engine)"

@@ -163,6 +163,8 @@ def configure_sqlite(engine: Engine, timeout: float = BUSY_TIMEOUT) -> None:
     @event.listens_for(engine, "checkout")
     def _ready(dbapi_conn, record, proxy):
         if record.info.get(_READY):
+            if dbapi_conn.isolation_level is not None:  # reset by SQLAlchemy after an isolation_level option
+                dbapi_conn.isolation_level = None
             return
         dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (see below)
         cursor = dbapi_conn.cursor()
