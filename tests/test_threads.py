@@ -231,13 +231,18 @@ def test_threads_share_one_crm(crm) -> None:
     stress(crm)
 
 
-def test_threads_share_one_memory_crm(tmp_path) -> None:
-    """sqlite:///:memory: is one connection: the threads take turns on it, and see one database."""
+@pytest.fixture
+def memory_crm(tmp_path):
     path = tmp_path / "threads.yaml"
     path.write_text(MODEL, encoding="utf-8")
     with metacrm.connect(path, "sqlite:///:memory:") as crm:
         crm.migrate()
-        stress(crm)
+        yield crm
+
+
+def test_threads_share_one_memory_crm(memory_crm) -> None:
+    """sqlite:///:memory: is one connection: the threads take turns on it, and see one database."""
+    stress(memory_crm)
 
 
 def test_tasks_share_one_crm(crm) -> None:
@@ -275,6 +280,12 @@ def test_tasks_share_one_crm(crm) -> None:
     if crm.engine.dialect.name == "postgresql":
         assert crm.engine.pool.checkedout() == 0
         assert _idle_in_transaction(crm) == []
+
+
+def test_tasks_share_one_memory_crm(memory_crm) -> None:
+    """The same on sqlite:///:memory:: the holder's thread keeps the one connection while its
+    transaction is open; the workers' threads wait for their turn."""
+    test_tasks_share_one_crm(memory_crm)
 
 
 def test_a_task_holding_a_transaction_absorbs_no_other_write(crm) -> None:
