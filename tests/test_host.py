@@ -120,6 +120,20 @@ def test_two_crms_share_one_host_engine(model, host) -> None:
         assert first.find("client", where="name contains 'клиент'")  # still set up once, still working
 
 
+def test_host_transactions_still_roll_back(model, host) -> None:
+    """Set up through an engine.execution_options() copy, the host's own engine still runs real
+    transactions (on SQLite metacrm turns the driver's implicit BEGIN off and emits BEGIN itself)."""
+    with metacrm.connect(model, host.execution_options(logging_token="metacrm")) as crm:
+        crm.migrate()
+        crm.create("client", {"name": "Клиент"})
+        with host.connect() as conn:
+            conn.execute(text("UPDATE client SET name = 'changed'"))
+            with conn.begin_nested():
+                conn.execute(text("DELETE FROM client"))
+            conn.rollback()
+        assert [c["name"] for c in crm.find("client")] == ["Клиент"]
+
+
 # -- joined() -----------------------------------------------------------------------------------
 
 

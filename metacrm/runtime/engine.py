@@ -157,6 +157,7 @@ def configure_sqlite(engine: Engine, timeout: float = BUSY_TIMEOUT) -> None:
     savepoints work. Configuring an engine twice does nothing."""
     from ..expr.functions import install_sqlite_functions
 
+    engine = getattr(engine, "_proxied", engine)  # engine.execution_options(...): set up the engine it wraps
     if engine in _CONFIGURED:
         return
     _CONFIGURED[engine] = timeout
@@ -181,11 +182,6 @@ def configure_sqlite(engine: Engine, timeout: float = BUSY_TIMEOUT) -> None:
     def _on_begin(conn: Connection):
         immediate = conn.get_execution_options().get(WRITE)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-
-def busy_timeout_of(engine: Engine) -> float:
-    """The busy timeout (seconds) configure_sqlite gave the engine's connections."""
-    return _CONFIGURED.get(engine, BUSY_TIMEOUT)
 
 
 def ready(conn: Connection) -> bool:
