@@ -146,7 +146,7 @@ def in_memory(url) -> bool:
     )
 
 
-_CONFIGURED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # engine -> its busy timeout
+_CONFIGURED: weakref.WeakSet = weakref.WeakSet()  # the engines configure_sqlite set up
 _READY = "metacrm_ready"  # in a pooled connection's info once configure_sqlite set it up
 
 
@@ -160,7 +160,7 @@ def configure_sqlite(engine: Engine, timeout: float = BUSY_TIMEOUT) -> None:
     engine = getattr(engine, "_proxied", engine)  # engine.execution_options(...): set up the engine it wraps
     if engine in _CONFIGURED:
         return
-    _CONFIGURED[engine] = timeout
+    _CONFIGURED.add(engine)
     @event.listens_for(engine, "checkout")
     def _ready(dbapi_conn, record, proxy):
         if record.info.get(_READY):
