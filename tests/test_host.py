@@ -234,7 +234,7 @@ def test_connection_opened_before_adoption_is_refused(model, tmp_path) -> None:
     "make, message",
     [
         (lambda: create_engine("mysql+pymysql://u@h/db", module=sqlite3), "driver mysql\\+pymysql: use sqlite"),
-        (lambda: create_engine("mssql+pyodbc://u@h/db", module=sqlite3), "driver mssql\\+pyodbc: use sqlite"),
+        (lambda: create_engine("postgresql+pg8000://u@h/db", module=sqlite3), "driver postgresql\\+pg8000: use"),
         (lambda: create_engine("postgresql+psycopg_async://u@h/db"), "driver postgresql\\+psycopg \\(async\\): use"),
         (lambda: create_engine("sqlite://"), "SingletonThreadPool cannot be shared between threads"),
         (lambda: create_engine("sqlite://", poolclass=StaticPool), "StaticPool cannot be shared between threads"),
