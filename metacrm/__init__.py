@@ -37,17 +37,30 @@ from .model.loader import load_model
 from .model.metamodel import Model
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
     from .runtime.crm import CRM
     from .runtime.titles import HIDDEN
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())  # silent unless the host configures logging
 
 
-def connect(model: Model | str | os.PathLike[str], url: str = "sqlite:///crm.db", *, user: str | None = None) -> CRM:
-    """A CRM on the database at ``url`` for ``model`` (a Model or a path to one); see CRM."""
+def connect(
+    model: Model | str | os.PathLike[str],
+    url_or_engine: str | Engine = "sqlite:///crm.db",
+    *,
+    user: str | None = None,
+    busy_timeout: float | None = None,
+    pool_size: int | None = None,
+    max_overflow: int | None = None,
+) -> CRM:
+    """A CRM on the database at ``url_or_engine`` (a URL or the host's SQLAlchemy Engine) for
+    ``model`` (a Model or a path to one); see metacrm.runtime.crm.connect and docs/embedding.md."""
     from .runtime.crm import connect as _connect
 
-    return _connect(model, url, user=user)
+    return _connect(
+        model, url_or_engine, user=user, busy_timeout=busy_timeout, pool_size=pool_size, max_overflow=max_overflow
+    )
 
 
 def __getattr__(name: str) -> Any:

@@ -97,6 +97,7 @@ SAMPLES: dict[str, object] = {
     "expected_version": 3,
     "actual_version": 4,
     "retryable": True,
+    "retry_after": 30,
     "automation": "boom",
     "chain": ("first", "second"),
     "index": 1,

@@ -56,12 +56,17 @@ class Api:
             headers["Authorization"] = f"Bearer {self.tokens[user]}"
         return self.client.request(method, f"/api/v1{path}", headers=headers, **kwargs)
 
-    def snapshot(self):
+    def snapshot(self, *, tokens: bool = False):
+        """Every row; the tokens' only with ``tokens`` (a request may stamp a token's
+        last_used_at, once a minute: whether it does depends on which test ran before)."""
         engine = create_engine(self.url)
         try:
-            return dump_database(engine)
+            dump = dump_database(engine)
         finally:
             engine.dispose()
+        if not tokens:
+            dump.pop(self.crm.storage.token_table.name)
+        return dump
 
     def close(self):
         self.client.close()
@@ -107,7 +112,7 @@ def test_no_bad_revoked_or_expired_token_is_401(api):
 
 def test_tokens_keep_only_a_hash(api):
     made = create_token(api.crm, "bob", name="site")
-    dump = json.dumps(api.snapshot(), ensure_ascii=False)
+    dump = json.dumps(api.snapshot(tokens=True), ensure_ascii=False)
     assert made["token"] not in dump and digest(made["token"]) in dump
     listed = [t for t in list_tokens(api.crm) if t["id"] == made["id"]]
     assert listed[0]["name"] == "site" and "token" not in listed[0] and "hash" not in listed[0]
@@ -190,8 +195,8 @@ def test_bad_inputs_are_problems_and_change_nothing(api):
     assert doc["position"] == 9
     problem_of(
         api.call("POST", "/client", json={"name": "Дубль", "inn": "7701234567", "owner": "ann"}),
-        422,
-        "validation-error",
+        409,
+        "unique-conflict",
     )
     big = {"name": "x" * (2 << 20)}
     problem_of(api.call("POST", "/client", json=big), 413, "content-too-large")

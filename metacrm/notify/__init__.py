@@ -14,7 +14,7 @@ import logging
 from collections.abc import Sequence
 from typing import Unpack
 
-from ..runtime.host import Host
+from ..runtime.protocol import Host
 from ..types import DeliverOptions, DeliveryReport, OutboxMessage
 from .delivery import deliver, smtp_settings
 from .outbox import CHANNELS, STATUSES, enqueue

@@ -13,10 +13,10 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar, overload
 
 from sqlalchemy import bindparam, insert, inspect, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from ..errors import FieldIssue, MigrationError, NotFound, ValidationError
+from ..errors import FieldIssue, MigrationError, NotFound, SetupError, ValidationError
 from ..model.metamodel import Entity, Model
 from ..model.suggest import listing
 from ..notify import DeliveryMixin
@@ -29,7 +29,7 @@ from . import records as rec
 from .access import SYSTEM, Actor, check_create, check_row, row_clause
 from .deletes import delete_records
 from .duplicates import duplicate_groups, find_duplicates, merge_into
-from .engine import driver_errors, make_engine, reading, writing
+from .engine import driver_errors, make_engine, reading, ready, writing
 from .forms import FormsMixin
 from .react import build_reactors
 from .reads import ReadsMixin
@@ -50,6 +50,8 @@ if TYPE_CHECKING:
 # A thread starts with none; an asyncio task (and asyncio.to_thread) starts with a copy of its
 # creator's, so work it awaits from inside a transaction joins that transaction.
 _OPEN: ContextVar[Mapping[object, Any] | None] = ContextVar("metacrm_open_transactions", default=None)
+# The host connections joined by crm.joined(), by CRM scope (the same connection is in _OPEN).
+_HOST: ContextVar[Mapping[object, Any] | None] = ContextVar("metacrm_host_connections", default=None)
 T = TypeVar("T")
 
 
@@ -60,17 +62,41 @@ class _Scope:
     __slots__ = ()
 
 
-def connect(model: Model | str | os.PathLike[str], url: str = "sqlite:///crm.db", *, user: str | None = None) -> CRM:
-    """A CRM on the database at ``url`` for ``model`` (a Model or a path to one).
+def connect(
+    model: Model | str | os.PathLike[str],
+    url_or_engine: str | Engine = "sqlite:///crm.db",
+    *,
+    user: str | None = None,
+    busy_timeout: float | None = None,
+    pool_size: int | None = None,
+    max_overflow: int | None = None,
+) -> CRM:
+    """A CRM on the database at ``url_or_engine`` for ``model`` (a Model or a path to one).
 
-    Never changes the schema: on a new database call ``migrate()`` first; on a database
-    holding another version of the model every data operation raises MigrationError.
+    ``url_or_engine``: a database URL, or the host application's SQLAlchemy Engine (set up for
+    metacrm by :func:`metacrm.runtime.host.adopt`; the CRM never disposes it). Options:
+    ``busy_timeout`` (SQLite, seconds a writer waits for another), ``pool_size`` and
+    ``max_overflow`` (the pool of a URL's engine). Never changes the schema: on a new database
+    call ``migrate()`` first; on a database holding another version of the model every data
+    operation raises MigrationError.
     """
     if not isinstance(model, Model):
         from ..model.loader import load_model
 
         model = load_model(model)
-    return CRM(model, make_engine(url), user=user)
+    if isinstance(url_or_engine, str | os.PathLike):
+        engine, owned = make_engine(
+            str(url_or_engine), busy_timeout=busy_timeout, pool_size=pool_size, max_overflow=max_overflow
+        ), True
+    else:
+        from .host import adopt
+
+        if pool_size is not None or max_overflow is not None:
+            raise SetupError("pool_size and max_overflow apply to a URL: a host engine keeps the pool it was made with")
+        engine, owned = adopt(url_or_engine, busy_timeout=busy_timeout), False
+    crm = CRM(model, engine, user=user)
+    crm._owns_engine = owned
+    return crm
 
 
 class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksMixin, DeliveryMixin, FormsMixin):
@@ -125,7 +151,12 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         transaction belongs to the thread or asyncio task that opened it: the same CRM used
         meanwhile from another thread or task works in its own transactions.
         """
-        if self._tx is not None:
+        outer = self._tx
+        if outer is not None and self._host_conn() is outer:  # in joined(): a savepoint of the host's
+            with _savepoint(outer):
+                yield self
+            return
+        if outer is not None:
             yield self
             return
         with writing(self.engine) as conn, self._within(conn):
@@ -152,6 +183,46 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         if self._tx is not None:
             attempts = 1
         return retrying(fn, *args, attempts=attempts, delay=delay, max_delay=max_delay, **kw)
+
+    @contextmanager
+    def joined(self, conn: Connection) -> Iterator[Self]:
+        """Run metacrm's operations in the host application's own connection and transaction.
+
+        ``with engine.begin() as conn, crm.joined(conn): crm.create(...)``: while the block
+        runs, this thread's or task's operations on this CRM (and its as_user() views) use
+        ``conn``, each as a savepoint of the host's transaction (``crm.transaction()`` too);
+        metacrm commits nothing: the host's commit or rollback decides. ``conn`` must come from
+        the engine this CRM was connected with (``metacrm.connect(model, engine)``).
+        """
+        if not isinstance(conn, Connection):
+            raise SetupError(f"crm.joined() takes a SQLAlchemy Connection, not {type(conn).__name__}")
+        if conn.closed or conn.invalidated:
+            raise SetupError("crm.joined() was given a closed connection")
+        if str(conn.get_execution_options().get("isolation_level", "")).upper() == "AUTOCOMMIT":
+            raise SetupError("crm.joined() cannot use a connection in AUTOCOMMIT: there is no transaction to join")
+        if conn.engine.pool is not self.engine.pool:
+            raise SetupError(
+                "crm.joined() takes a connection of the CRM's own engine: connect with metacrm.connect(model, engine)"
+            )
+        if not ready(conn):
+            raise SetupError(
+                "this connection was opened before metacrm.connect() set up its engine: open a new one "
+                "(engine.connect() or engine.begin())"
+            )
+        outer = self._tx
+        if outer is not None and outer is not conn:
+            raise SetupError("crm.joined() inside another transaction of this CRM: finish that one first")
+        token = _HOST.set({**(_HOST.get() or {}), self._scope: conn})
+        try:
+            with self._within(conn):
+                yield self
+        finally:
+            _HOST.reset(token)
+
+    def _host_conn(self):
+        """The host connection this thread or task joined with crm.joined(), or None."""
+        hosts = _HOST.get()
+        return None if hosts is None else hosts.get(self._scope)
 
     @property
     def _tx(self):
@@ -886,12 +957,14 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
                 if self.model.entities[inv.source].links[inv.link].polymorphic
                 else _as_id(ent, record_id)
             )
-            self._relink(
-                inv.source, target, inv.link, value if add else (record_id if inv.many_to_many else None), add=add
-            )
+            self._relink(inv.source, target, inv.link, value, add=add)  # an unlink checks it points here
             return self.get(entity, record_id)
         link = ent.links[name]
         if not link.many:
+            if not add and target is not None:
+                given = self.validators[ent.name].patch({name: target})[name]
+                if self.get(entity, record_id)[name] != given:
+                    raise NotFound(_not_linked(ent, record_id, name, given))
             return self.update(entity, record_id, {name: target if add else None}, _action="link" if add else "unlink")
         from sqlalchemy import delete
 
@@ -915,7 +988,8 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
                 clause = join.c.source_id == row["id"]
                 if target is not None:
                     clause = clause & join.c.target_id.in_(targets)
-                conn.execute(delete(join).where(clause))
+                if not conn.execute(delete(join).where(clause)).rowcount and target is not None:
+                    raise NotFound(_not_linked(ent, row["id"], name, targets[0]))
             conn.execute(
                 update(table).where(table.c.id == row["id"]).values(updated_at=now_utc(), version=table.c.version + 1)
             )
@@ -933,6 +1007,11 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
                 conn,
                 [journal.entry(ent.name, after["id"], action, after["updated_at"], self.user, changes)],
             )
+
+
+def _not_linked(ent: Entity, record_id, name: str, target) -> str:
+    shown = f"{target['entity']} {target['id']}" if isinstance(target, dict) else f"{ent.links[name].target} {target}"
+    return f"{ent.name} {record_id} is not linked to {shown} through {name}: nothing to unlink"
 
 
 def _pipeline_of(entity: Entity, values: Mapping) -> str:

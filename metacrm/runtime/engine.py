@@ -18,9 +18,10 @@ server ended the session or went away) raises ConnectionLost, retryable too; a n
 and PostgreSQL's program limits raise ValidationError. Anything else is a bug and propagates.
 
 Threads: a file database or PostgreSQL gets a pool (each thread's operation checks out its
-own connection). ``sqlite:///:memory:`` is one connection's private database, so it is kept
-to the thread that first opened it: another thread is refused with a MetaCRMError saying so
-(sharing one connection between threads would mix their transactions).
+own connection). ``sqlite:///:memory:`` is one connection's private database: it gets a
+StaticPool (that one connection) handed to one thread at a time, so threads queue for it
+instead of mixing their transactions. An engine made elsewhere is set up by
+:func:`metacrm.runtime.host.adopt`.
 """
 
 from __future__ import annotations
@@ -28,13 +29,16 @@ from __future__ import annotations
 import re
 import threading
 import time
+import weakref
 from contextlib import contextmanager
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import StaticPool
+from sqlalchemy.pool.base import _ConnectionFairy
 
-from ..errors import ConflictError, ConnectionLost, DatabaseUnavailable, MetaCRMError, ValidationError
+from ..errors import ConflictError, ConnectionLost, DatabaseUnavailable, MetaCRMError, SetupError, ValidationError
 from ..extras import POSTGRES, import_extra
 from ..logs import log_slow_queries, slow_query_ms
 
@@ -56,7 +60,17 @@ def shown_url(url) -> str:
     return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(
+    url: str,
+    *,
+    busy_timeout: float | None = None,
+    pool_size: int | None = None,
+    max_overflow: int | None = None,
+) -> Engine:
+    """The engine for ``url``, set up for metacrm. ``busy_timeout`` (SQLite, seconds): how long a
+    writer waits for another one (overrides the URL's ``?timeout=``). ``pool_size`` and
+    ``max_overflow`` (PostgreSQL or a SQLite file): the connections the pool keeps and the ones
+    it may open beyond them (0 when only ``pool_size`` is given)."""
     try:
         parsed = normalise_url(url)
         backend = parsed.get_backend_name()
@@ -65,6 +79,12 @@ def make_engine(url: str) -> Engine:
             f"not a database URL: {shown_url(str(url))!r} (expected sqlite:///FILE or postgresql://HOST/DATABASE)"
         ) from exc
     threshold = slow_query_ms()  # a bad $METACRM_SLOW_QUERY_MS is refused before anything connects
+    if backend not in ("sqlite", "postgresql"):
+        raise DatabaseUnavailable(
+            f"unsupported database '{backend}' in {shown_url(parsed)}: use sqlite:/// or postgresql://"
+        )
+    check_options(backend, busy_timeout=busy_timeout, pool_size=pool_size, max_overflow=max_overflow)
+    pool = pool_options(pool_size, max_overflow)
     if backend == "sqlite":
         try:
             timeout = float(parsed.query.get("timeout", BUSY_TIMEOUT))
@@ -72,53 +92,131 @@ def make_engine(url: str) -> Engine:
             timeout = -1.0
         if not 0 <= timeout <= 86400:
             raise DatabaseUnavailable(f"{shown_url(parsed)}: timeout must be a number of seconds (0 to 86400)")
-        engine = create_engine(parsed, connect_args={"timeout": timeout, "check_same_thread": False})
-        _setup_sqlite(engine, timeout)
+        if busy_timeout is not None:
+            timeout = float(busy_timeout)
+        options: dict = {"connect_args": {"timeout": timeout, "check_same_thread": False}}
+        if in_memory(parsed):
+            if pool:
+                raise SetupError(
+                    "pool_size and max_overflow do not apply to sqlite:///:memory: (one shared connection)"
+                )
+            options["poolclass"] = TurnPool  # one connection, handed to one thread at a time
+        engine = create_engine(parsed, **options, **pool)
+        configure_sqlite(engine, timeout)
         log_slow_queries(engine, threshold)
         return engine
-    if backend != "postgresql":
-        raise DatabaseUnavailable(
-            f"unsupported database '{backend}' in {shown_url(parsed)}: use sqlite:/// or postgresql://"
-        )
     if parsed.get_driver_name() == "psycopg":
         import_extra(POSTGRES)  # the driver is the [postgres] extra: say so rather than ModuleNotFoundError
-    engine = create_engine(parsed, pool_pre_ping=True)
+    engine = create_engine(parsed, pool_pre_ping=True, **pool)
     log_slow_queries(engine, threshold)
     return engine
 
 
-def _setup_sqlite(engine: Engine, timeout: float = BUSY_TIMEOUT) -> None:
+POOL_LIMIT = 1000  # connections: more is a typo (PostgreSQL's max_connections defaults to 100)
+
+
+def check_options(
+    backend: str, *, busy_timeout: float | None = None, pool_size: int | None = None, max_overflow: int | None = None
+) -> None:
+    """Refuse, in one line, an option value that is out of range or does not apply to ``backend``."""
+    if busy_timeout is not None:
+        if isinstance(busy_timeout, bool) or not isinstance(busy_timeout, int | float) or not 0 <= busy_timeout <= 86400:
+            raise SetupError(f"busy_timeout must be a number of seconds from 0 to 86400, not {busy_timeout!r}")
+        if backend != "sqlite":
+            raise SetupError(
+                "busy_timeout applies to SQLite only (how long a writer waits for another); on PostgreSQL set "
+                "lock_timeout instead, e.g. postgresql://HOST/DB?options=-c%20lock_timeout%3D5000"
+            )
+    for name, value, least in (("pool_size", pool_size, 1), ("max_overflow", max_overflow, 0)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not least <= value <= POOL_LIMIT):
+            raise SetupError(f"{name} must be a whole number from {least} to {POOL_LIMIT}, not {value!r}")
+
+
+def pool_options(pool_size: int | None, max_overflow: int | None) -> dict:
+    """create_engine()'s arguments for the pool options (max_overflow 0 when only pool_size is given)."""
+    options: dict = {}
+    if pool_size is not None:
+        options.update(pool_size=pool_size, max_overflow=0)
+    if max_overflow is not None:
+        options["max_overflow"] = max_overflow
+    return options
+
+
+def in_memory(url) -> bool:
+    """Whether a SQLite URL names an in-memory database (``sqlite://``, ``:memory:``, ``mode=memory``)."""
+    return url.database in (None, "", ":memory:") or url.query.get("mode") == "memory" or (
+        str(url.database).startswith("file::memory:")
+    )
+
+
+_CONFIGURED: weakref.WeakSet = weakref.WeakSet()  # the engines configure_sqlite set up
+_READY = "metacrm_ready"  # in a pooled connection's info once configure_sqlite set it up
+
+
+def configure_sqlite(engine: Engine, timeout: float = BUSY_TIMEOUT) -> None:
+    """Set up a pysqlite engine for metacrm: on every connection the pool hands out (those it
+    already holds as well as new ones) foreign keys, the busy timeout, WAL on a file, metacrm's
+    SQL functions and ``BEGIN`` emitted by SQLAlchemy (``BEGIN IMMEDIATE`` for writes), so
+    savepoints work. Configuring an engine twice does nothing."""
     from ..expr.functions import install_sqlite_functions
 
-    if engine.url.database in (None, "", ":memory:"):
-        opener: list[int] = []  # the thread that opened the in-memory database
-
-        @event.listens_for(engine, "do_connect")
-        def _one_thread(dialect, conn_rec, cargs, cparams):
-            if not opener:
-                opener.append(threading.get_ident())
-            elif opener[0] != threading.get_ident():
-                raise MetaCRMError(
-                    "sqlite:///:memory: is private to the thread that opened it (another thread would see an empty "
-                    "database): use a file (sqlite:///crm.db) or PostgreSQL to share a CRM between threads"
-                )
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn, record):
+    engine = getattr(engine, "_proxied", engine)  # engine.execution_options(...): set up the engine it wraps
+    if engine in _CONFIGURED:
+        return
+    _CONFIGURED.add(engine)
+    @event.listens_for(engine, "checkout")
+    def _ready(dbapi_conn, record, proxy):
+        if record.info.get(_READY):
+            if dbapi_conn.isolation_level is not None:  # reset by SQLAlchemy after an isolation_level option
+                dbapi_conn.isolation_level = None
+            return
         dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (see below)
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
-        if engine.url.database and engine.url.database != ":memory:":
+        if not in_memory(engine.url):
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
         install_sqlite_functions(dbapi_conn)
+        record.info[_READY] = True
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection):
         immediate = conn.get_execution_options().get(WRITE)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def ready(conn: Connection) -> bool:
+    """Whether a connection was set up by configure_sqlite (or needs none: PostgreSQL)."""
+    return conn.dialect.name != "sqlite" or bool(conn.connection._connection_record.info.get(_READY))
+
+
+class TurnPool(StaticPool):
+    """The one connection of an in-memory SQLite database, handed to one thread at a time: a
+    thread's nested checkouts share it (as SQLAlchemy's SingletonThreadPool does); another
+    thread waits until the first gives it back, so their transactions never mix."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._fairy = threading.local()  # this thread's checked-out connection, if any
+        self._turn = threading.Lock()  # held from a thread's first checkout to its last checkin
+
+    def connect(self):
+        current = getattr(self._fairy, "current", None)
+        fairy = current() if current is not None else None
+        if fairy is not None:
+            return fairy._checkout_existing()
+        self._turn.acquire()
+        try:
+            return _ConnectionFairy._checkout(self, self._fairy)
+        except BaseException:
+            self._turn.release()
+            raise
+
+    def _do_return_conn(self, record) -> None:
+        self._fairy.__dict__.pop("current", None)
+        self._turn.release()
 
 
 @contextmanager

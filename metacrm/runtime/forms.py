@@ -41,7 +41,7 @@ from ..model.suggest import did_you_mean, listing
 from ..storage.types import now_utc
 from ..types import FormInfo, FormSubmission
 from .duplicates import find_duplicates
-from .host import Host
+from .protocol import Host
 
 log = logging.getLogger("metacrm.forms")
 

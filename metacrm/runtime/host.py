@@ -1,89 +1,59 @@
-"""What the CRM facade's mixins (ReadsMixin, StagesMixin, UsersMixin, ReportsMixin,
-SearchMixin, TasksMixin, DeliveryMixin, FormsMixin) use of the CRM object they are mixed into, as a
-Protocol: type checkers read each mixin as a subclass of :class:`CRMHost`, so ``self.engine``,
-``self.model``, ``self._reading()``... are known in the mixins. At run time the mixins derive
-from ``object`` (see ``Host`` below) and :class:`metacrm.runtime.crm.CRM` provides it all.
+"""Engines made by the host application: :func:`adopt` checks that metacrm can work on one
+and sets it up (the SQLite functions and pragmas metacrm needs), or refuses it in one line.
+
+Supported: ``sqlite+pysqlite`` (a file, or ``:memory:`` from metacrm's own engine) and
+``postgresql+psycopg`` (psycopg 3). Refused: other drivers, an AsyncEngine (its sync_engine
+cannot run outside the event loop's greenlet either), an engine in AUTOCOMMIT (metacrm's
+operations are transactions), an in-memory SQLite engine metacrm did not make (its pool
+would give each thread its own empty database, or mix their transactions on one connection). A CRM on an adopted engine never disposes it: the host does.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol, Self
+from sqlalchemy.engine import Engine
 
-if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping, Sequence
-    from contextlib import AbstractContextManager
+from ..errors import SetupError
+from .engine import BUSY_TIMEOUT, TurnPool, check_options, configure_sqlite, in_memory
 
-    from sqlalchemy.engine import Connection, Engine
-    from sqlalchemy.sql import Select
-
-    from ..model.metamodel import Entity, Model
-    from ..storage.tables import Storage
-    from ..types import JournalEntry, Record, UserInfo
-    from ..validation.records import RecordValidator
-    from .access import Actor
+SUPPORTED = "sqlite+pysqlite or postgresql+psycopg (psycopg 3)"
 
 
-class CRMHost(Protocol):
-    """The attributes and helpers of metacrm.runtime.crm.CRM that its mixins rely on."""
-
-    model: Model
-    engine: Engine
-    user: str | None
-    storage: Storage
-    _roles: frozenset[str] | None
-    _team: str | None
-    _owns_engine: bool
-    _by: str | None
-    validators: Mapping[str, RecordValidator]
-
-    @property
-    def actor(self) -> Actor: ...
-
-    @property
-    def _tx(self) -> Connection | None: ...
-
-    def _ready(self) -> None: ...
-
-    def _entity(self, name: str) -> Entity: ...
-
-    def _reading(self) -> AbstractContextManager[Connection]: ...
-
-    def _writing(self) -> AbstractContextManager[Connection]: ...
-
-    def _get_row(self, conn: Connection, entity: Entity, record_id: Any, action: str = "read") -> Mapping[str, Any]: ...
-
-    def _log(
-        self, conn: Connection, entries: Sequence[Mapping[str, Any]], extra: Sequence[Mapping[str, Any]] = ()
-    ) -> None: ...
-
-    def _derived_values(self, conn: Connection, ent: Entity, records: Sequence[Record]) -> None: ...
-
-    def _select(
-        self,
-        ent: Entity,
-        where: str | None,
-        params: Mapping[str, Any] | None,
-        *,
-        action: str = "read",
-        ids: Iterable[int] | None = None,
-    ) -> Select[Any]: ...
-
-    def _within(self, conn: Connection) -> AbstractContextManager[Connection]: ...
-
-    def transaction(self) -> AbstractContextManager[Self]: ...
-
-    def user_info(self, login: str) -> UserInfo: ...
-
-    def as_user(self, login: str | None) -> Self: ...
-
-    def create(self, entity: str, data: Mapping[str, Any]) -> Record: ...
-
-    def note(self, entity: str, record_id: int, text: str, *, kind: str = "note") -> JournalEntry: ...
+def adopt(engine: Engine, *, busy_timeout: float | None = None) -> Engine:
+    """The host's ``engine``, set up for metacrm (see the module's docstring)."""
+    _refuse_async(engine)
+    if not isinstance(engine, Engine):
+        raise SetupError(f"metacrm.connect() takes a database URL or a SQLAlchemy Engine, not {type(engine).__name__}")
+    dialect = engine.dialect
+    name, driver = dialect.name, dialect.driver
+    if (name, driver) not in (("sqlite", "pysqlite"), ("postgresql", "psycopg")) or dialect.is_async:
+        label = f"{name}+{driver}{' (async)' if dialect.is_async else ''}"
+        raise SetupError(f"metacrm cannot use an engine with the driver {label}: use {SUPPORTED}")
+    level = engine.get_execution_options().get("isolation_level") or dialect._on_connect_isolation_level
+    if str(level).upper() == "AUTOCOMMIT":
+        raise SetupError(
+            "metacrm cannot use an engine in AUTOCOMMIT: its operations are transactions "
+            "(create the engine without isolation_level='AUTOCOMMIT')"
+        )
+    check_options(name, busy_timeout=busy_timeout)
+    if name == "sqlite":
+        if in_memory(engine.url) and not isinstance(engine.pool, TurnPool):
+            raise SetupError(
+                f"an in-memory SQLite engine on a {type(engine.pool).__name__} cannot be shared between threads "
+                "(each would see its own empty database, or mix their transactions on one connection): "
+                "use metacrm.connect(model, 'sqlite:///:memory:') and share its crm.engine, or a file"
+            )
+        configure_sqlite(engine, BUSY_TIMEOUT if busy_timeout is None else float(busy_timeout))
+    return engine
 
 
-if TYPE_CHECKING:
-    Host = CRMHost
-else:
-    Host = object  # the mixins' run-time base: CRM itself holds what CRMHost describes
-
-__all__ = ["CRMHost", "Host"]
+def _refuse_async(engine) -> None:
+    try:
+        from sqlalchemy.ext.asyncio import AsyncEngine
+    except ImportError:  # pragma: no cover - part of SQLAlchemy; greenlet may be missing
+        return
+    if isinstance(engine, AsyncEngine):
+        raise SetupError(
+            "metacrm cannot use an AsyncEngine (nor its sync_engine, which runs only inside the event loop): "
+            "give it a sync engine, create_engine() on the same database with sqlite+pysqlite or "
+            "postgresql+psycopg, and call metacrm from async code through a thread (see docs/embedding.md)"
+        )

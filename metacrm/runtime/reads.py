@@ -16,7 +16,7 @@ from ..storage import naming
 from ..types import Card, Record, RecordRef
 from . import records as rec
 from .access import path_access, row_clause
-from .host import Host
+from .protocol import Host
 from .records import link_member as _link_member
 from .records import non_negative as _non_negative
 from .titles import read_titles, reference, title_text

@@ -116,7 +116,7 @@ from ..storage import naming
 from ..storage.tables import Storage
 from ..types import Board, Funnel, FunnelGroup, GroupReport, When
 from .access import SYSTEM, Actor
-from .host import Host
+from .protocol import Host
 from .titles import HIDDEN, HIDDEN_KEY, read_titles, visible_key
 
 UTC = dt.UTC

@@ -36,7 +36,7 @@ from ..storage import naming
 from ..storage.tables import SEARCH_CONFIG, fts_table_name, search_ddl, search_document, search_index_name
 from ..types import SearchHit
 from .access import row_clause
-from .host import Host
+from .protocol import Host
 
 WORD = re.compile(r"[^\W_]+")  # letters and digits: what both tokenizers keep as a word
 SNIPPET_WORDS = 12

@@ -9,14 +9,14 @@ import datetime as dt
 from sqlalchemy import select
 from sqlalchemy.sql import ColumnElement
 
-from ..errors import FieldIssue, ValidationError
+from ..errors import FieldIssue, PermissionDenied, ValidationError
 from ..model.metamodel import Entity
 from ..model.suggest import did_you_mean, listing
 from ..storage.types import now_utc
 from ..types import AllowedMove, Fired, HistoryEntry, JournalEntry, Record, TimelineEntry
 from . import journal
 from .access import row_clause
-from .host import Host
+from .protocol import Host
 from .records import as_id as _as_id
 from .records import non_negative as _non_negative
 
@@ -78,7 +78,13 @@ class StagesMixin(Host):
         ent = self._staged(entity)
         with self._reading() as conn:
             row = self._get_row(conn, ent, record_id)
-            return options(conn, self.storage, ent, row, self._roles)
+            moves = options(conn, self.storage, ent, row, self._roles)
+            try:  # a user who may read the record but not move it: no move is possible
+                self._get_row(conn, ent, record_id, "move")
+            except PermissionDenied as exc:
+                for move in moves:
+                    move["possible"], move["reasons"] = False, [str(exc), *move["reasons"]]
+            return moves
 
     def history(self, entity: str, record_id: int) -> list[HistoryEntry]:
         """The record's stage moves, oldest first."""

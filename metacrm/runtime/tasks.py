@@ -25,7 +25,7 @@ from ..model.metamodel import Entity, Model, TaskSpec
 from ..model.suggest import did_you_mean, listing
 from ..storage.types import now_utc
 from ..types import Task
-from .host import Host
+from .protocol import Host
 
 _FAR = dt.datetime.max.replace(tzinfo=dt.UTC)
 

@@ -15,7 +15,7 @@ from ..model.suggest import did_you_mean, listing
 from ..storage.tables import Storage
 from ..storage.types import now_utc
 from ..types import UserInfo
-from .host import Host
+from .protocol import Host
 
 
 def _roles_text(model, roles) -> str:

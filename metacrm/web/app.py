@@ -25,7 +25,7 @@ from starlette.responses import Response
 
 from .. import errors as E
 from .encode import dumps
-from .problems import HTTPProblem, from_error, problem
+from .problems import HTTPProblem, from_error, problem, unique_conflict, unique_issues
 
 log = logging.getLogger("metacrm.web")
 
@@ -93,9 +93,11 @@ def make_acting(crm) -> Callable:
         if login is None:
             raise unauthorized("the token is unknown, revoked or expired")
         try:
-            return crm.as_user(login)
+            user = crm.as_user(login)
         except E.NotFound:  # the token's user was removed
             raise unauthorized("the token's user no longer exists") from None
+        request.state.user = user  # the error handlers answer as this user (unique conflicts)
+        return user
 
     return acting
 
@@ -162,7 +164,12 @@ def decode_cursor(text: str) -> dict:
         doc = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
     except (binascii.Error, ValueError, UnicodeDecodeError):
         doc = None
-    if not isinstance(doc, dict) or not all(isinstance(v, int) and 0 <= v < 2**63 for v in doc.values()):
+    if (
+        not isinstance(doc, dict)
+        or len(doc) != 1
+        or not set(doc) <= {"a", "o"}  # after an id, or an offset (the cursors encode_cursor writes)
+        or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**63 for v in doc.values())
+    ):
         raise HTTPProblem(400, "bad-cursor", "after: not a cursor this API gave (use the `next` link as it is)")
     return doc
 
@@ -221,6 +228,11 @@ def _handlers(app: FastAPI) -> None:
 
         if isinstance(exc, BadReportOption):
             return problem(400, "bad-report-option", str(exc))
+        user = getattr(request.state, "user", None)
+        if user is not None and isinstance(exc, E.ValidationError) and unique_issues(exc):
+            from starlette.concurrency import run_in_threadpool
+
+            return await run_in_threadpool(unique_conflict, user, exc)
         return from_error(exc)
 
     @app.exception_handler(HTTPProblem)

@@ -90,6 +90,9 @@ def records(crm: CRM) -> tuple[Record, Record]:
     with crm.transaction() as tx:
         same: CRM = tx
         same.update("deal", deal["id"], {"margin": 12}, version=deal["version"])
+    with crm.engine.begin() as conn, crm.joined(conn) as host:  # in the host's own transaction
+        joined: CRM = host
+        joined.update("deal", deal["id"], {"discount": 5})
     deal = crm.get("deal", deal["id"])
     found: list[Record] = crm.find("deal", "amount > :least", {"least": 100}, order_by="-amount", limit=10)
     counted: int = crm.count("client", "city = 'Tver'")
