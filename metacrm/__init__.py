@@ -31,11 +31,21 @@ from .model.metamodel import Model
 logging.getLogger(__name__).addHandler(logging.NullHandler())  # silent unless the host configures logging
 
 
-def connect(model, url: str = "sqlite:///crm.db", *, user: str | None = None):
-    """A CRM on the database at ``url`` for ``model`` (a Model or a path to one); see CRM."""
+def connect(
+    model,
+    url: str = "sqlite:///crm.db",
+    *,
+    user: str | None = None,
+    busy_timeout: float | None = None,
+    pool_size: int | None = None,
+    max_overflow: int | None = None,
+):
+    """A CRM on the database at ``url`` for ``model`` (a Model or a path to one); see CRM.
+    ``busy_timeout``: seconds a SQLite writer waits for another (overrides ``?timeout=``);
+    ``pool_size``/``max_overflow``: the PostgreSQL connection pool of this process."""
     from .runtime.crm import connect as _connect
 
-    return _connect(model, url, user=user)
+    return _connect(model, url, user=user, busy_timeout=busy_timeout, pool_size=pool_size, max_overflow=max_overflow)
 
 
 def __getattr__(name: str):

@@ -17,6 +17,22 @@ def serve(
     max_body: Annotated[
         int, typer.Option("--max-body", envvar="METACRM_MAX_BODY", help="The largest request body, in bytes.")
     ] = 1 << 20,
+    pool_size: Annotated[
+        int | None,
+        typer.Option(
+            "--pool-size",
+            envvar="METACRM_POOL_SIZE",
+            help="PostgreSQL: connections per worker (no overflow). Default: SQLAlchemy's 5 + 10 overflow.",
+        ),
+    ] = None,
+    busy_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--busy-timeout",
+            envvar="METACRM_BUSY_TIMEOUT",
+            help="SQLite: seconds a write waits for another before answering 503 (default 30).",
+        ),
+    ] = None,
     model: ModelOpt = DEFAULT_MODEL,
     db: DbOpt = DEFAULT_DB,
 ) -> None:
@@ -33,13 +49,21 @@ def serve(
     if max_body < 1:
         usage_error("--max-body: give a positive number of bytes")
     loaded = load(model)  # an invalid model: its problems and exit 2, before anything listens
-    with refusals():
+    with refusals():  # a database that cannot be opened, or an option it has no use for: exit 2
         import_extra(WEB)
-        from ..runtime.engine import make_engine
+        from ..runtime.crm import connect
 
-        make_engine(db).dispose()  # a URL that cannot work: exit 2 now
+        with connect(loaded, db, busy_timeout=busy_timeout, pool_size=pool_size) as crm:
+            recorded = crm.recorded_model()  # opens the database now, before anything listens
+    if recorded is None or recorded["sha256"] != loaded.sha256:
+        typer.echo("metacrm: warning: the database needs `metacrm migrate`; requests answer 503 until then", err=True)
     del loaded
     os.environ["METACRM_MAX_BODY"] = str(max_body)
+    for name, value in (("METACRM_POOL_SIZE", pool_size), ("METACRM_BUSY_TIMEOUT", busy_timeout)):
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = str(value)
     from ..web.server import serve as run
 
     typer.echo(f"metacrm: serving {model} on http://{host}:{port}/api/v1 ({workers} worker(s))", err=True)

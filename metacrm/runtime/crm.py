@@ -52,17 +52,27 @@ class _Scope:
     __slots__ = ()
 
 
-def connect(model: Model | str | os.PathLike, url: str = "sqlite:///crm.db", *, user: str | None = None) -> CRM:
+def connect(
+    model: Model | str | os.PathLike,
+    url: str = "sqlite:///crm.db",
+    *,
+    user: str | None = None,
+    busy_timeout: float | None = None,
+    pool_size: int | None = None,
+    max_overflow: int | None = None,
+) -> CRM:
     """A CRM on the database at ``url`` for ``model`` (a Model or a path to one).
 
     Never changes the schema: on a new database call ``migrate()`` first; on a database
     holding another version of the model every data operation raises MigrationError.
+    ``busy_timeout`` (SQLite), ``pool_size`` and ``max_overflow`` (PostgreSQL): see make_engine.
     """
     if not isinstance(model, Model):
         from ..model.loader import load_model
 
         model = load_model(model)
-    return CRM(model, make_engine(url), user=user)
+    engine = make_engine(url, busy_timeout=busy_timeout, pool_size=pool_size, max_overflow=max_overflow)
+    return CRM(model, engine, user=user)
 
 
 class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksMixin, DeliveryMixin):

@@ -30,8 +30,9 @@ from contextlib import contextmanager
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from ..errors import ConflictError, DatabaseUnavailable, MetaCRMError, ValidationError
+from ..errors import ConflictError, DatabaseUnavailable, MetaCRMError, SetupError, ValidationError
 from ..extras import POSTGRES, import_extra
 from ..logs import log_slow_queries, slow_query_ms
 
@@ -53,7 +54,17 @@ def shown_url(url) -> str:
     return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(
+    url: str, *, busy_timeout: float | None = None, pool_size: int | None = None, max_overflow: int | None = None
+) -> Engine:
+    """An engine for ``url`` set up as the module's docstring says.
+
+    ``busy_timeout`` (SQLite only): seconds a writer waits for another before "database is
+    locked"; it overrides the URL's ``?timeout=``. ``pool_size`` / ``max_overflow``
+    (PostgreSQL only): the connection pool of this process (``max_overflow`` is 0 when
+    ``pool_size`` is given without it); a checkout that waits past the pool's timeout raises
+    DatabaseUnavailable. An option the dialect has no use for is refused (SetupError), never
+    ignored."""
     try:
         parsed = normalise_url(url)
         backend = parsed.get_backend_name()
@@ -63,12 +74,12 @@ def make_engine(url: str) -> Engine:
         ) from exc
     threshold = slow_query_ms()  # a bad $METACRM_SLOW_QUERY_MS is refused before anything connects
     if backend == "sqlite":
-        try:
-            timeout = float(parsed.query.get("timeout", BUSY_TIMEOUT))
-        except ValueError:
-            timeout = -1.0
-        if not 0 <= timeout <= 86400:
-            raise DatabaseUnavailable(f"{shown_url(parsed)}: timeout must be a number of seconds (0 to 86400)")
+        if pool_size is not None or max_overflow is not None:
+            raise SetupError(
+                "pool_size/max_overflow: SQLite has no connection pool to size (a file database opens one "
+                "connection per thread); give them for PostgreSQL only"
+            )
+        timeout = _busy_timeout(parsed, busy_timeout)
         engine = create_engine(parsed, connect_args={"timeout": timeout, "check_same_thread": False})
         _setup_sqlite(engine, timeout)
         log_slow_queries(engine, threshold)
@@ -77,11 +88,42 @@ def make_engine(url: str) -> Engine:
         raise DatabaseUnavailable(
             f"unsupported database '{backend}' in {shown_url(parsed)}: use sqlite:/// or postgresql://"
         )
+    if busy_timeout is not None:
+        raise SetupError("busy_timeout: only SQLite waits for a busy database file; PostgreSQL locks rows instead")
     if parsed.get_driver_name() == "psycopg":
         import_extra(POSTGRES)  # the driver is the [postgres] extra: say so rather than ModuleNotFoundError
-    engine = create_engine(parsed, pool_pre_ping=True)
+    engine = create_engine(parsed, pool_pre_ping=True, **_pool(pool_size, max_overflow))
     log_slow_queries(engine, threshold)
     return engine
+
+
+def _busy_timeout(parsed, busy_timeout: float | None) -> float:
+    """The SQLite busy timeout: the keyword, else the URL's ``?timeout=``, else BUSY_TIMEOUT."""
+    given = busy_timeout if busy_timeout is not None else parsed.query.get("timeout", BUSY_TIMEOUT)
+    try:
+        timeout = float(given)
+    except (TypeError, ValueError):
+        timeout = -1.0
+    if not 0 <= timeout <= 86400:  # also refuses NaN
+        what = "busy_timeout" if busy_timeout is not None else f"{shown_url(parsed)}: timeout"
+        raise (SetupError if busy_timeout is not None else DatabaseUnavailable)(
+            f"{what} must be a number of seconds (0 to 86400), not {given!r}"
+        )
+    return timeout
+
+
+def _pool(pool_size: int | None, max_overflow: int | None) -> dict:
+    """create_engine's pool arguments (none: SQLAlchemy's default of 5 + 10 overflow)."""
+    pool: dict = {}
+    for name, value, least in (("pool_size", pool_size, 1), ("max_overflow", max_overflow, 0)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= 10_000:
+            raise SetupError(f"{name} must be a whole number from {least} to 10000, not {value!r}")
+        pool[name] = value
+    if pool_size is not None:
+        pool.setdefault("max_overflow", 0)
+    return pool
 
 
 def _setup_sqlite(engine: Engine, timeout: float = BUSY_TIMEOUT) -> None:
@@ -137,6 +179,8 @@ def reading(engine: Engine):
 def _open(engine: Engine, started: float) -> Connection:
     try:
         return engine.connect()
+    except PoolTimeout as exc:
+        raise translate(exc, engine) from exc
     except DBAPIError as exc:
         error = translate(exc, engine, started)
         if not isinstance(error, ConflictError):
@@ -168,6 +212,9 @@ def translate(exc: BaseException, engine: Engine | None = None, started: float |
         return ValidationError("a number is out of range: more than 64 bits")
     if isinstance(exc, UnicodeError):
         return ValidationError("text is not valid Unicode (a lone surrogate, from invalid UTF-8 input?)")
+    if isinstance(exc, PoolTimeout):  # every connection of this process's pool stayed busy
+        where = shown_url(engine.url) if engine is not None else "the database"
+        return DatabaseUnavailable(f"{where}: every pooled connection is busy (the pool is full); try again shortly")
     if not isinstance(exc, DBAPIError):
         return None
     reason = _reason(exc)
