@@ -23,6 +23,7 @@ from conftest import dump_database, require_module
 from sqlalchemy import create_engine, text
 
 import metacrm
+from metacrm.runtime.tokens import create_token
 
 require_module("fastapi", why="the HTTP API is the [web] extra")
 require_module("uvicorn", why="metacrm serve runs on uvicorn (the [web] extra)")
@@ -48,11 +49,13 @@ def cli(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.
     )
 
 
-def prepare(url: str) -> str:
-    """A migrated trade database with the director ann; her token, made by the CLI."""
+def prepare(url: str, *, by_cli: bool) -> str:
+    """A migrated trade database with the director ann; her token (made by the CLI or the library)."""
     with metacrm.connect(TRADE, url) as crm:
         crm.migrate()
         crm.add_user("ann", roles=["director"])
+        if not by_cli:
+            return create_token(crm, "ann")["token"]
     made = cli("token", "create", "ann", "--format", "json", env={"METACRM_MODEL": str(TRADE), "METACRM_DB": url})
     assert made.returncode == 0, made.stderr
     return json.loads(made.stdout)["token"]
@@ -107,10 +110,10 @@ class Server:
 @pytest.fixture
 def served(db_url, tmp_path):
     """Start servers on a prepared database; every one still running is stopped at the end."""
-    token = prepare(db_url)
     started: list[Server] = []
 
-    def start(*options: str, url: str | None = None) -> Server:
+    def start(*options: str, url: str | None = None, token_by_cli: bool = False) -> Server:
+        token = prepare(db_url, by_cli=token_by_cli)
         server = Server(url or db_url, tmp_path / f"serve{len(started)}.log", *options)
         server.token = token
         started.append(server)
@@ -135,7 +138,7 @@ def recv_until(sock: socket.socket, marker: bytes, data: bytes = b"") -> bytes:
 
 
 def test_sigterm_lets_the_request_in_flight_finish(served, db_url):
-    server = served()
+    server = served(token_by_cli=True)
     body = "name,city\nСигтерм Один,Тула\nСигтерм Два,Тверь\n".encode()
     head = (
         f"POST /api/v1/client/import HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
@@ -179,7 +182,7 @@ def test_two_workers_write_concurrently_without_errors(served, db_url):
 
     def writer(n: int) -> None:
         with httpx.Client(base_url=server.base, headers=headers(server.token), timeout=60) as client:
-            for i in range(8):
+            for i in range(5):
                 title = f"w{n}-{i}"
                 r = client.post("/api/v1/deal", json={"title": title, "client": client_id})
                 deal_id = r.json().get("id") if r.status_code in (200, 201) else None
@@ -196,7 +199,7 @@ def test_two_workers_write_concurrently_without_errors(served, db_url):
     for t in threads:
         t.join()
     assert server.stop() == 0, server.log.read_text()
-    assert len(outcomes) >= 48
+    assert len(outcomes) >= 30
     # a write that cannot proceed may answer 503 with Retry-After; nothing else may fail
     assert all(s < 300 or (s == 503 and retry) for *_, s, retry in outcomes), outcomes
     created = {title: deal_id for kind, title, deal_id, s, _ in outcomes if kind == "create" and s < 300}
@@ -215,7 +218,7 @@ def test_two_workers_write_concurrently_without_errors(served, db_url):
     assert dict(history) == dict.fromkeys(moved, 1)  # one history row per 2xx move
 
 
-def test_a_held_sqlite_write_lock_answers_503_and_writes_nothing(served, db_url, request):
+def test_a_held_sqlite_write_lock_answers_503_and_writes_nothing(served, db_url):
     if not db_url.startswith("sqlite"):
         pytest.skip("a SQLite file lock")
     server = served("--busy-timeout", "0.3")
@@ -277,9 +280,7 @@ def test_postgresql_pool_size_bounds_each_worker(served, db_url):
     [
         ((), "metacrm: 1\nname: x\nentities: {}\nbogus: 1\n", None, "bogus"),
         (("--pool-size", "4"), None, "sqlite:///{tmp}/crm.db", "SQLite has no connection pool"),
-        (("--busy-timeout", "-1"), None, "sqlite:///{tmp}/crm.db", "busy_timeout must be a number of seconds"),
         ((), None, "sqlite:///{tmp}/no/such/dir/crm.db", "cannot open the database"),
-        ((), None, "mysql://db/crm", "unsupported database 'mysql'"),
     ],
 )
 def test_serve_refuses_before_listening(tmp_path, options, model_text, db, message):
