@@ -281,6 +281,7 @@ def test_postgresql_pool_size_bounds_each_worker(served, db_url):
         ((), "metacrm: 1\nname: x\nentities: {}\nbogus: 1\n", None, "bogus"),
         (("--pool-size", "4"), None, "sqlite:///{tmp}/crm.db", "SQLite has no connection pool"),
         ((), None, "sqlite:///{tmp}/no/such/dir/crm.db", "cannot open the database"),
+        (("--token-ttl", "-1"), None, None, "--token-ttl: -1.0 is not between 0 and 3600 seconds"),
     ],
 )
 def test_serve_refuses_before_listening(tmp_path, options, model_text, db, message):

@@ -33,6 +33,14 @@ def serve(
             help="SQLite: seconds a write waits for another before answering 503 (default 30).",
         ),
     ] = None,
+    token_ttl: Annotated[
+        float,
+        typer.Option(
+            "--token-ttl",
+            envvar="METACRM_TOKEN_TTL",
+            help="Seconds a valid token is trusted without a lookup (a revoked one works that long); 0: never.",
+        ),
+    ] = 5.0,
     model: ModelOpt = DEFAULT_MODEL,
     db: DbOpt = DEFAULT_DB,
 ) -> None:
@@ -48,6 +56,8 @@ def serve(
         usage_error(f"--workers: {workers} is not between 1 and 64")
     if max_body < 1:
         usage_error("--max-body: give a positive number of bytes")
+    if not 0 <= token_ttl <= 3600:
+        usage_error(f"--token-ttl: {token_ttl} is not between 0 and 3600 seconds")
     loaded = load(model)  # an invalid model: its problems and exit 2, before anything listens
     with refusals():  # a database that cannot be opened, or an option it has no use for: exit 2
         import_extra(WEB)
@@ -59,6 +69,7 @@ def serve(
         typer.echo("metacrm: warning: the database needs `metacrm migrate`; requests answer 503 until then", err=True)
     del loaded
     os.environ["METACRM_MAX_BODY"] = str(max_body)
+    os.environ["METACRM_TOKEN_TTL"] = str(token_ttl)
     for name, value in (("METACRM_POOL_SIZE", pool_size), ("METACRM_BUSY_TIMEOUT", busy_timeout)):
         if value is None:
             os.environ.pop(name, None)
