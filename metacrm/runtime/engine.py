@@ -3,9 +3,10 @@ translated into metacrm's own.
 
 SQLite: foreign keys on, WAL journal with ``synchronous=NORMAL`` (a committed transaction
 survives a crash of the process; a power loss may lose the last transactions, never corrupt
-the file), a 30 s busy timeout (``sqlite:///crm.db?timeout=5`` sets another), and write
-transactions opened with ``BEGIN IMMEDIATE`` so two writers queue instead of failing
-half-way. PostgreSQL: psycopg 3, pre-ping.
+the file), a 30 s busy timeout (``sqlite:///crm.db?timeout=5`` or ``busy_timeout=5`` sets
+another), and write transactions opened with ``BEGIN IMMEDIATE`` so two writers queue instead
+of failing half-way. PostgreSQL: psycopg 3, pre-ping, a pool sized by ``pool_size`` /
+``max_overflow`` (a checkout waiting past the pool's timeout raises DatabaseUnavailable).
 
 Every transaction (:func:`reading`, :func:`writing`, and the savepoints of
 ``crm.transaction()``) runs inside :func:`driver_errors`: a database that cannot be opened
