@@ -180,3 +180,42 @@ def test_a_full_pool_answers_503_with_retry_after(api_factory, db_url):
     assert r.headers["retry-after"] and r.json()["type"] == "/problems/database-unavailable"
     assert "pool is full" in r.json()["detail"]
     assert api.me().status_code == 200
+
+
+def test_sqlite_writers_of_one_process_queue_and_time_out_as_locked(tmp_path):
+    """Writers of one process wait in turn (not in SQLite's busy polling); one that waits past
+    the busy timeout is refused as "locked" (503 over HTTP), writing nothing."""
+    import threading
+
+    from metacrm.runtime.engine import writing
+
+    with metacrm.connect(TRADE, f"sqlite:///{tmp_path}/q.db", busy_timeout=0.2) as crm:
+        crm.migrate()
+        holding, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with writing(crm.engine):
+                holding.set()
+                release.wait(30)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        try:
+            assert holding.wait(30)
+            with pytest.raises(metacrm.ConflictError, match="locked by another writer"):
+                crm.create("client", {"name": "Ждёт"})
+        finally:
+            release.set()
+            holder.join()
+        assert crm.find("client") == []
+    with metacrm.connect(TRADE, f"sqlite:///{tmp_path}/q.db") as crm:  # the default 30 s: all of them pass
+        done: list[int] = []
+        threads = [
+            threading.Thread(target=lambda i=i: done.append(crm.create("client", {"name": f"К{i}"})["id"]))
+            for i in range(8)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(done) == [c["id"] for c in crm.find("client", order_by="id")] and len(done) == 8

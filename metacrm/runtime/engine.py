@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+import weakref
 from contextlib import contextmanager
 
 from sqlalchemy import create_engine, event
@@ -143,6 +144,9 @@ def _setup_sqlite(engine: Engine, timeout: float = BUSY_TIMEOUT) -> None:
                     "database): use a file (sqlite:///crm.db) or PostgreSQL to share a CRM between threads"
                 )
 
+    if engine.url.database not in (None, "", ":memory:"):
+        _QUEUES[engine] = (threading.Lock(), timeout)
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, record):
         dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (see below)
@@ -165,9 +169,34 @@ def _setup_sqlite(engine: Engine, timeout: float = BUSY_TIMEOUT) -> None:
 def writing(engine: Engine):
     """A write transaction: BEGIN IMMEDIATE on SQLite, a plain transaction on PostgreSQL."""
     started = time.monotonic()
-    with _open(engine, started) as conn, driver_errors(engine, started):
+    with _queued(engine, started), _open(engine, started) as conn, driver_errors(engine, started):
         with conn.execution_options(**{WRITE: True}).begin():
             yield conn
+
+
+# SQLite file engine -> (lock, busy timeout): the writers of one process queue on a lock and are
+# woken in turn when it is released, instead of polling the file lock with SQLite's busy handler
+# (which sleeps up to 100 ms between tries and lets newcomers overtake: seconds of tail latency
+# under a burst of writes). The file lock stays the authority between processes.
+_QUEUES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+@contextmanager
+def _queued(engine: Engine, started: float):
+    queue = _QUEUES.get(engine)
+    if queue is None:
+        yield
+        return
+    lock, timeout = queue
+    if not (lock.acquire(timeout=timeout) if timeout > 0 else lock.acquire(blocking=False)):
+        raise ConflictError(
+            f"{shown_url(engine.url)} is locked by another writer (waited {time.monotonic() - started:.1f} s); "
+            "try again when it is done"
+        )
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 @contextmanager
