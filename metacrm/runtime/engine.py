@@ -3,9 +3,10 @@ translated into metacrm's own.
 
 SQLite: foreign keys on, WAL journal with ``synchronous=NORMAL`` (a committed transaction
 survives a crash of the process; a power loss may lose the last transactions, never corrupt
-the file), a 30 s busy timeout (``sqlite:///crm.db?timeout=5`` sets another), and write
-transactions opened with ``BEGIN IMMEDIATE`` so two writers queue instead of failing
-half-way. PostgreSQL: psycopg 3, pre-ping.
+the file), a 30 s busy timeout (``sqlite:///crm.db?timeout=5`` or ``busy_timeout=5`` sets
+another), and write transactions opened with ``BEGIN IMMEDIATE`` so two writers queue instead
+of failing half-way. PostgreSQL: psycopg 3, pre-ping, a pool sized by ``pool_size`` /
+``max_overflow`` (a checkout waiting past the pool's timeout raises DatabaseUnavailable).
 
 Every transaction (:func:`reading`, :func:`writing`, and the savepoints of
 ``crm.transaction()``) runs inside :func:`driver_errors`: a database that cannot be opened
@@ -35,6 +36,7 @@ from contextlib import contextmanager
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.pool.base import _ConnectionFairy
 
@@ -164,6 +166,9 @@ def configure_sqlite(engine: Engine, timeout: float = BUSY_TIMEOUT) -> None:
     if engine in _CONFIGURED:
         return
     _CONFIGURED.add(engine)
+    if not in_memory(engine.url):  # the writers of this process queue (see _queued); re-entrant for nested writes
+        _QUEUES[engine] = (threading.RLock(), timeout)
+
     @event.listens_for(engine, "checkout")
     def _ready(dbapi_conn, record, proxy):
         if record.info.get(_READY):
@@ -223,9 +228,35 @@ class TurnPool(StaticPool):
 def writing(engine: Engine):
     """A write transaction: BEGIN IMMEDIATE on SQLite, a plain transaction on PostgreSQL."""
     started = time.monotonic()
-    with _open(engine, started) as conn, driver_errors(engine, started):
+    with _queued(engine, started), _open(engine, started) as conn, driver_errors(engine, started):
         with conn.execution_options(**{WRITE: True}).begin():
             yield conn
+
+
+# SQLite file engine -> (lock, busy timeout): the writers of one process queue on a lock and are
+# woken in turn when it is released, instead of polling the file lock with SQLite's busy handler
+# (which sleeps up to 100 ms between tries and lets newcomers overtake: seconds of tail latency
+# under a burst of writes). The file lock stays the authority between processes.
+_QUEUES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+@contextmanager
+def _queued(engine: Engine, started: float):
+    queue = _QUEUES.get(engine)
+    if queue is None:
+        yield
+        return
+    lock, timeout = queue
+    if not (lock.acquire(timeout=timeout) if timeout > 0 else lock.acquire(blocking=False)):
+        raise ConflictError(
+            f"{shown_url(engine.url)} is locked by another writer (waited {time.monotonic() - started:.1f} s); "
+            "try again when it is done",
+            retryable=True,
+        )
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 @contextmanager
@@ -238,6 +269,8 @@ def reading(engine: Engine):
 def _open(engine: Engine, started: float) -> Connection:
     try:
         return engine.connect()
+    except PoolTimeout as exc:
+        raise translate(exc, engine) from exc
     except DBAPIError as exc:
         error = translate(exc, engine, started)
         if not isinstance(error, ConflictError):
@@ -290,6 +323,9 @@ def translate(exc: BaseException, engine: Engine | None = None, started: float |
         return ValidationError("a number is out of range: more than 64 bits")
     if isinstance(exc, UnicodeError):
         return ValidationError("text is not valid Unicode (a lone surrogate, from invalid UTF-8 input?)")
+    if isinstance(exc, PoolTimeout):  # every connection of this process's pool stayed busy
+        where = shown_url(engine.url) if engine is not None else "the database"
+        return DatabaseUnavailable(f"{where}: every pooled connection is busy (the pool is full); try again shortly")
     if not isinstance(exc, DBAPIError):
         return None
     reason = _reason(exc)
