@@ -23,12 +23,14 @@ def test_public_api_is_frozen() -> None:
     assert sorted(metacrm.__all__) == sorted(
         [
             "AutomationError",
+            "CRM",
             "ConflictError",
             "ConnectionLost",
             "DataError",
             "DatabaseUnavailable",
             "DuplicateWarning",
             "ExpressionError",
+            "FieldIssue",
             "HIDDEN",
             "MetaCRMError",
             "MigrationError",

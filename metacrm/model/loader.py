@@ -187,7 +187,7 @@ def canonical_json(doc: dict) -> str:
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
-def load_model(path: str | os.PathLike, *, strict: bool = False) -> Model:
+def load_model(path: str | os.PathLike[str], *, strict: bool = False) -> Model:
     """Load, validate and check a model. Raises ModelError with every problem found.
 
     Warnings do not fail the load (they are kept in ``model.warnings``) unless ``strict``.

@@ -9,10 +9,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 
 from .field_types import FIELD_TYPES, FieldType
 
-EMPTY: Mapping = MappingProxyType({})
+if TYPE_CHECKING:
+    from ..errors import Problem
+
+EMPTY: Mapping[Any, Any] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,9 +290,9 @@ ACTIONS = ("read", "create", "update", "delete", "move", "export", "import", "re
 class Automation:
     name: str
     entity: str
-    trigger: Mapping
+    trigger: Mapping[str, Any]
     condition: str | None
-    actions: tuple[Mapping, ...]
+    actions: tuple[Mapping[str, Any], ...]
     label: str | None = None
     loc: Loc = NOWHERE
 
@@ -339,7 +343,7 @@ class Model:
     files: tuple[str, ...] = ()
     canonical: str = "{}"  # canonical JSON of the merged declarations
     sha256: str = ""
-    warnings: tuple = field(default=(), compare=False)
+    warnings: tuple[Problem, ...] = field(default=(), compare=False)
 
     @property
     def caption(self) -> str:

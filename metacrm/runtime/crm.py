@@ -7,10 +7,10 @@ leaves the database exactly as it was. Records are plain dicts.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar, overload
 
 from sqlalchemy import bindparam, insert, inspect, select, update
 from sqlalchemy.engine import Connection, Engine
@@ -21,8 +21,9 @@ from ..model.metamodel import Entity, Model
 from ..model.suggest import listing
 from ..notify import DeliveryMixin
 from ..storage import naming
-from ..storage.tables import build_storage
+from ..storage.tables import Storage, build_storage
 from ..storage.types import now_utc
+from ..types import DuplicateGroup, DuplicateMatch, Record, RecordedModel
 from . import journal
 from . import records as rec
 from .access import SYSTEM, Actor, check_create, check_row, row_clause
@@ -40,6 +41,10 @@ from .stages_api import StagesMixin
 from .tasks import TasksMixin
 from .users import UsersMixin, check_owners_exist
 
+if TYPE_CHECKING:
+    from ..migrate.steps import Plan
+    from ..validation.records import RecordValidator
+
 # The open transactions of this thread or asyncio task, by CRM scope (a CRM object and its
 # as_user() views share one): never stored on the CRM object, which threads and tasks share.
 # A thread starts with none; an asyncio task (and asyncio.to_thread) starts with a copy of its
@@ -47,6 +52,7 @@ from .users import UsersMixin, check_owners_exist
 _OPEN: ContextVar[Mapping[object, Any] | None] = ContextVar("metacrm_open_transactions", default=None)
 # The host connections joined by crm.joined(), by CRM scope (the same connection is in _OPEN).
 _HOST: ContextVar[Mapping[object, Any] | None] = ContextVar("metacrm_host_connections", default=None)
+T = TypeVar("T")
 
 
 class _Scope:
@@ -57,7 +63,7 @@ class _Scope:
 
 
 def connect(
-    model: Model | str | os.PathLike,
+    model: Model | str | os.PathLike[str],
     url_or_engine: str | Engine = "sqlite:///crm.db",
     *,
     user: str | None = None,
@@ -94,7 +100,13 @@ def connect(
 
 
 class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksMixin, DeliveryMixin, FormsMixin):
-    def __init__(self, model: Model, engine, *, user: str | None = None):
+    model: Model
+    engine: Engine
+    user: str | None
+    storage: Storage
+    validators: Mapping[str, RecordValidator]
+
+    def __init__(self, model: Model, engine: Engine, *, user: str | None = None) -> None:
         from ..validation import build_validators
 
         self.model = model
@@ -120,10 +132,10 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         if self._owns_engine:
             self.engine.dispose()
 
-    def __enter__(self) -> CRM:
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:
@@ -131,7 +143,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
 
     # -- transactions ---------------------------------------------------------------------------
     @contextmanager
-    def transaction(self):
+    def transaction(self) -> Iterator[Self]:
         """Several operations as one: all of them are written, or (on any error) none.
 
         ``with crm.transaction(): crm.create(...); crm.create_many(...)``. Operations inside
@@ -150,7 +162,15 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         with writing(self.engine) as conn, self._within(conn):
             yield self
 
-    def retrying(self, fn, *args, attempts: int = 3, delay: float = 0.05, max_delay: float = 1.0, **kw):
+    def retrying(
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        attempts: int = 3,
+        delay: float = 0.05,
+        max_delay: float = 1.0,
+        **kw: Any,
+    ) -> T:
         """``fn(*args, **kw)``, called again while it fails on a transient database failure
         (a retryable ConflictError: deadlock, serialization failure, lock wait ran out; or
         ConnectionLost), up to ``attempts`` calls in all with a growing, jittered wait between
@@ -165,7 +185,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         return retrying(fn, *args, attempts=attempts, delay=delay, max_delay=max_delay, **kw)
 
     @contextmanager
-    def joined(self, conn: Connection):
+    def joined(self, conn: Connection) -> Iterator[Self]:
         """Run metacrm's operations in the host application's own connection and transaction.
 
         ``with engine.begin() as conn, crm.joined(conn): crm.create(...)``: while the block
@@ -254,7 +274,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
             refresh(self, conn, ent, records)
 
     # -- the recorded model -------------------------------------------------------------------
-    def recorded_model(self) -> dict | None:
+    def recorded_model(self) -> RecordedModel | None:
         """The model version the database holds (sha256, name, applied_at...), or None."""
         table = self.storage.model_table
         with self._reading() as conn:
@@ -296,7 +316,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
                 "deleted record to a new one: run `metacrm migrate` (`metacrm migrate --dry-run` shows the plan)"
             )
 
-    def migrate(self, *, dry_run: bool = False, allow_data_loss: bool = False, lock_wait: float = 30.0):
+    def migrate(self, *, dry_run: bool = False, allow_data_loss: bool = False, lock_wait: float = 30.0) -> Plan:
         """Bring the database to the model and record it; returns the plan (a list of steps;
         empty when the database already holds this model).
 
@@ -502,9 +522,45 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
                 conn.execute(insert(join), [{"source_id": record_id, "target_id": t} for t in ids])
 
     # -- writes -------------------------------------------------------------------------------
-    def create(self, entity: str, data: Mapping[str, Any]) -> dict:
+    def create(self, entity: str, data: Mapping[str, Any]) -> Record:
         """Validate and store one record; returns it with its id."""
-        return self.create_many(entity, [data], _single=True)[0]
+        return self.create_many(entity, [data], returning=True, _single=True)[0]
+
+    @overload
+    def create_many(
+        self,
+        entity: str,
+        records: Iterable[Mapping[str, Any]],
+        *,
+        import_stages: bool = False,
+        returning: Literal[True] = True,
+        permission: str = "create",
+        _single: bool = False,
+    ) -> list[Record]: ...
+
+    @overload
+    def create_many(
+        self,
+        entity: str,
+        records: Iterable[Mapping[str, Any]],
+        *,
+        import_stages: bool = False,
+        returning: Literal[False],
+        permission: str = "create",
+        _single: bool = False,
+    ) -> int: ...
+
+    @overload
+    def create_many(
+        self,
+        entity: str,
+        records: Iterable[Mapping[str, Any]],
+        *,
+        import_stages: bool = False,
+        returning: bool,
+        permission: str = "create",
+        _single: bool = False,
+    ) -> list[Record] | int: ...
 
     def create_many(
         self,
@@ -515,7 +571,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         returning: bool = True,
         permission: str = "create",
         _single: bool = False,
-    ) -> list[dict] | int:
+    ) -> list[Record] | int:
         """Store many records in one transaction: all of them, or none. Every bad record is
         reported (index, field, reason) in one ValidationError.
 
@@ -666,7 +722,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
             ]
         )
 
-    def find_duplicates(self, entity: str, data: Mapping[str, Any]) -> list[dict]:
+    def find_duplicates(self, entity: str, data: Mapping[str, Any]) -> list[DuplicateMatch]:
         """The stored records a prospective record would duplicate, by rule (``block`` and
         ``warn`` alike): ``[{"rule", "match", "action", "field", "id"}]``; nothing is written."""
         self._ready()
@@ -686,7 +742,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
             for m in found
         ]
 
-    def duplicates(self, entity: str) -> list[dict]:
+    def duplicates(self, entity: str) -> list[DuplicateGroup]:
         """Groups of stored records that duplicate each other under the entity's rules:
         ``[{"rule", "match", "action", "records": [ids...]}]`` (only records the user may read)."""
         self._ready()
@@ -695,7 +751,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
             clause = None if self.user is None else row_clause(self.storage, ent, self.actor)
             return duplicate_groups(conn, self.storage, ent, clause=clause)
 
-    def merge(self, entity: str, keep: int, other: int) -> dict:
+    def merge(self, entity: str, keep: int, other: int) -> Record:
         """Merge record ``other`` into record ``keep`` in one transaction: every link, join
         row, stage history entry and journal entry of ``other`` moves to ``keep``; ``keep``'s
         empty fields and single links take ``other``'s values; ``other`` is removed and a
@@ -777,8 +833,14 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         return out if returning else []
 
     def update(
-        self, entity: str, record_id: int, data: Mapping[str, Any], *, version: int | None = None, _action="update"
-    ) -> dict:
+        self,
+        entity: str,
+        record_id: int,
+        data: Mapping[str, Any],
+        *,
+        version: int | None = None,
+        _action: str = "update",
+    ) -> Record:
         """Change fields and links of one record. With ``version``, refuse (ConflictError)
         when the record changed since that version was read. The journal records the fields
         and links whose value changed."""
@@ -874,11 +936,11 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
             self._log(conn, entries)
         return {name: sorted(ids) for name, ids in deleted.items()}
 
-    def link(self, entity: str, record_id: int, name: str, target) -> dict:
+    def link(self, entity: str, record_id: int, name: str, target: Any) -> Record:
         """Link a record to a target through a link or an inverse link (a client's ``deals``)."""
         return self._relink(entity, record_id, name, target, add=True)
 
-    def unlink(self, entity: str, record_id: int, name: str, target=None) -> dict:
+    def unlink(self, entity: str, record_id: int, name: str, target: Any = None) -> Record:
         """Remove a link (for a many-link or an inverse, the one to ``target``)."""
         return self._relink(entity, record_id, name, target, add=False)
 

@@ -36,10 +36,12 @@ from typing import Any
 from sqlalchemy import select, update
 
 from ..errors import FieldIssue, NotFound, PermissionDenied, RateLimited, SpamError, ValidationError
-from ..model.metamodel import Entity, Form
+from ..model.metamodel import Entity, Form, Model
 from ..model.suggest import did_you_mean, listing
 from ..storage.types import now_utc
+from ..types import FormInfo, FormSubmission
 from .duplicates import find_duplicates
+from .protocol import Host
 
 log = logging.getLogger("metacrm.forms")
 
@@ -152,7 +154,7 @@ def find_form(model, name: str) -> Form:
     return form
 
 
-def describe_forms(model) -> list[dict]:
+def describe_forms(model: Model) -> list[FormInfo]:
     out = []
     for form in model.forms.values():
         rules = []
@@ -183,20 +185,20 @@ def form_html(model, name: str, action_url: str) -> str:
 
 
 # -- the facade's methods ----------------------------------------------------------------------
-class FormsMixin:
+class FormsMixin(Host):
     """Inbound requests for the CRM facade: ``forms()``, ``submit_form()``, ``form_html()``."""
 
     def form(self, name: str) -> Form:
         """The form of that name; NotFound names the forms the model declares."""
         return find_form(self.model, name)
 
-    def forms(self) -> list[dict]:
+    def forms(self) -> list[FormInfo]:
         """One dict per form of the model: name, label, entity, fields, values, assign, token, rate."""
         return describe_forms(self.model)
 
     def submit_form(
         self, name: str, data: Mapping[str, Any], *, source_ip: str | None = None, authenticated: bool = False
-    ) -> dict:
+    ) -> FormSubmission:
         """Create a record through form ``name`` from a sender's ``data`` (only the form's
         fields): ``{"status": "created", "id", "form", "entity", "owner"}``, or, when the
         entity's duplicate rules find an existing record, ``{"status": "duplicate", "id":

@@ -22,6 +22,7 @@ from ..model.suggest import did_you_mean, listing
 from ..storage import naming
 from ..storage.tables import Storage
 from ..storage.types import now_utc
+from ..types import AllowedMove
 
 
 def missing_requires(
@@ -86,7 +87,7 @@ def reasons(
     return out
 
 
-def options(conn, storage, entity: Entity, row: Mapping, roles) -> list[dict]:
+def options(conn, storage, entity: Entity, row: Mapping, roles) -> list[AllowedMove]:
     """Every outgoing move from the record's stage, possible now or not, with reasons."""
     pipeline = entity.pipelines[row["pipeline"]]
     result = []

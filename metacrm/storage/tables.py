@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -86,7 +87,7 @@ class Storage:
     def join_table(self, entity: str, link: str) -> Table:
         return self.join_tables[(entity, link)]
 
-    def column(self, entity: str, name: str) -> Column:
+    def column(self, entity: str, name: str) -> Column[Any]:
         """The column holding a field, a system column, or a single link's id."""
         table = self.tables[entity]
         if name in table.c:
