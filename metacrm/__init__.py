@@ -1,19 +1,25 @@
 """metacrm: a business described in YAML becomes a working CRM.
 
-The public API is what this module exports; ``tests/test_api.py`` freezes it.
+The public API is what this module exports; ``tests/test_cli_model.py`` freezes it. The
+package is typed (``py.typed``): the documents the CRM returns are TypedDicts in
+:mod:`metacrm.types`.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+from typing import TYPE_CHECKING, Any
 
 from .errors import (
     AutomationError,
     ConflictError,
+    ConnectionLost,
     DatabaseUnavailable,
     DataError,
     DuplicateWarning,
     ExpressionError,
+    FieldIssue,
     MetaCRMError,
     MigrationError,
     MissingExtra,
@@ -21,24 +27,47 @@ from .errors import (
     NotFound,
     PermissionDenied,
     Problem,
+    RateLimited,
     SetupError,
+    SpamError,
     TransitionError,
     ValidationError,
 )
 from .model.loader import load_model
 from .model.metamodel import Model
 
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from .runtime.crm import CRM
+    from .runtime.titles import HIDDEN
+
 logging.getLogger(__name__).addHandler(logging.NullHandler())  # silent unless the host configures logging
 
 
-def connect(model, url: str = "sqlite:///crm.db", *, user: str | None = None):
-    """A CRM on the database at ``url`` for ``model`` (a Model or a path to one); see CRM."""
+def connect(
+    model: Model | str | os.PathLike[str],
+    url_or_engine: str | Engine = "sqlite:///crm.db",
+    *,
+    user: str | None = None,
+    busy_timeout: float | None = None,
+    pool_size: int | None = None,
+    max_overflow: int | None = None,
+) -> CRM:
+    """A CRM on the database at ``url_or_engine`` (a URL or the host's SQLAlchemy Engine) for
+    ``model`` (a Model or a path to one); see metacrm.runtime.crm.connect and docs/embedding.md."""
     from .runtime.crm import connect as _connect
 
-    return _connect(model, url, user=user)
+    return _connect(
+        model, url_or_engine, user=user, busy_timeout=busy_timeout, pool_size=pool_size, max_overflow=max_overflow
+    )
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
+    if name == "CRM":  # imported on first use: `import metacrm` stays light (no SQLAlchemy)
+        from .runtime.crm import CRM
+
+        return CRM
     if name == "HIDDEN":  # what text output shows for the title of a record the user may not read
         from .runtime.titles import HIDDEN
 
@@ -50,11 +79,14 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AutomationError",
+    "CRM",
     "ConflictError",
+    "ConnectionLost",
     "DataError",
     "DatabaseUnavailable",
     "DuplicateWarning",
     "ExpressionError",
+    "FieldIssue",
     "HIDDEN",
     "MetaCRMError",
     "MigrationError",
@@ -64,7 +96,9 @@ __all__ = [
     "NotFound",
     "PermissionDenied",
     "Problem",
+    "RateLimited",
     "SetupError",
+    "SpamError",
     "TransitionError",
     "ValidationError",
     "__version__",

@@ -9,16 +9,26 @@
     │   │   └── ExpressionError     a filter or condition is malformed or names something unknown
     │   ├── TransitionError         a stage move is not allowed
     │   ├── PermissionDenied        the user may not do this
-    │   ├── ConflictError           another writer changed the record first
+    │   ├── ConflictError           another writer changed the record first, or a deadlock, a
+    │   │                           serialization failure or a lock wait ran out (.retryable)
     │   ├── NotFound                no such record
-    │   └── AutomationError         an automation's action failed: the triggering operation is refused
+    │   ├── AutomationError         an automation's action failed: the triggering operation is refused
+    │   ├── SpamError               a form submission filled the honeypot field
+    │   └── RateLimited             too many form submissions from one address; .retry_after seconds
     ├── MigrationError              the database does not hold this model, or a migration failed
     ├── DatabaseUnavailable         the database URL is malformed, or names no database that opens
+    │   └── ConnectionLost          the connection broke during an operation (retryable)
     └── SetupError                  this installation or its settings cannot do what was asked
         └── MissingExtra            an optional dependency is not installed; .extra names the pip extra
 
 Library code raises these (wrapping yaml, jsonschema, SQLAlchemy errors with ``raise ... from``);
 the CLI maps them to one line on stderr and an exit code. Nothing else should reach a user.
+
+Exceptions are data: each carries structured attributes besides its message (``entity``,
+``record_id``, ``field`` on every DataError; the versions of a ConflictError, the stages and
+reasons of a TransitionError, ...; docs/errors.md lists them), ``retryable`` says whether the
+same call may succeed when simply tried again, and every one pickles and unpickles to an
+equal object of the same class (an error raised in a worker process reaches its parent whole).
 """
 
 from __future__ import annotations
@@ -66,8 +76,33 @@ class Problem:
         return self.severity == "error"
 
 
-class MetaCRMError(Exception):
-    """Root of every error metacrm raises on purpose."""
+def _rebuild(cls: type, args: tuple, state: dict) -> BaseException:
+    """An exception of ``cls`` with these args and attributes, without calling its __init__
+    (whose signature, keyword-only arguments included, then does not matter to pickle)."""
+    error = cls.__new__(cls, *args)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
+
+class _Pickles:
+    """Pickles an exception as its class, args and attributes (BaseException's own reduce
+    calls ``cls(*args)``, which fails for an __init__ with required keyword arguments)."""
+
+    __slots__ = ()
+
+    def __reduce__(self):
+        return _rebuild, (type(self), tuple(self.args), dict(vars(self)))  # type: ignore[attr-defined]
+
+
+class MetaCRMError(_Pickles, Exception):
+    """Root of every error metacrm raises on purpose.
+
+    ``retryable``: the same call may succeed when tried again unchanged (a deadlock, a
+    serialization failure, a lock wait that ran out, a lost connection); ``crm.retrying``
+    retries those. False for everything the caller must change first."""
+
+    retryable: bool = False
 
 
 class ModelError(MetaCRMError):
@@ -103,35 +138,102 @@ class FieldIssue:
 
 
 class DataError(MetaCRMError):
-    """An operation on records was refused; nothing was written."""
+    """An operation on records was refused; nothing was written.
+
+    ``entity``, ``record_id`` and ``field`` say where, when known (None otherwise)."""
+
+    def __init__(self, message: str, *, entity: str | None = None, record_id=None, field: str | None = None):
+        super().__init__(message)
+        self.entity, self.record_id, self.field = entity, record_id, field
 
 
 class ValidationError(DataError):
-    """A value is wrong. ``issues`` lists every bad value (FieldIssue)."""
+    """A value is wrong. ``issues`` lists every bad value (FieldIssue). ``entity`` and
+    ``field`` default to those all the issues share."""
 
-    def __init__(self, message: str, issues: list[FieldIssue] | tuple[FieldIssue, ...] = ()):
+    def __init__(
+        self,
+        message: str,
+        issues: list[FieldIssue] | tuple[FieldIssue, ...] = (),
+        *,
+        entity: str | None = None,
+        record_id=None,
+        field: str | None = None,
+    ):
         self.issues = tuple(issues)
-        super().__init__(message)
+        entities = {issue.entity for issue in self.issues}
+        fields = {issue.field for issue in self.issues}
+        if entity is None and len(entities) == 1:
+            entity = next(iter(entities))
+        if field is None and len(fields) == 1:
+            field = next(iter(fields))
+        super().__init__(message, entity=entity, record_id=record_id, field=field)
 
 
 class TransitionError(DataError):
-    """A stage move is not allowed. ``allowed`` lists the possible moves and what each lacks."""
+    """A stage move is not allowed. ``allowed`` lists the possible moves and what each lacks;
+    ``stage`` is the stage asked for, ``current`` the record's stage, ``reasons`` what the
+    asked move lacks (empty when there is no such move)."""
 
-    def __init__(self, message: str, allowed: list | tuple = ()):
+    def __init__(
+        self,
+        message: str,
+        allowed: list | tuple = (),
+        *,
+        entity: str | None = None,
+        record_id=None,
+        stage: str | None = None,
+        current: str | None = None,
+        reasons: list | tuple = (),
+    ):
+        super().__init__(message, entity=entity, record_id=record_id)
         self.allowed = tuple(allowed)
-        super().__init__(message)
+        self.stage, self.current, self.reasons = stage, current, tuple(reasons)
 
 
 class PermissionDenied(DataError):
-    """The acting user may not do this."""
+    """The acting user may not do this: ``user`` (login) may not ``action`` (read, create,
+    update, delete, move, reassign, ...) on ``entity`` (record ``record_id`` when one)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        action: str | None = None,
+        user: str | None = None,
+        entity: str | None = None,
+        record_id=None,
+    ):
+        super().__init__(message, entity=entity, record_id=record_id)
+        self.action, self.user = action, user
 
 
 class ConflictError(DataError):
-    """Another writer changed the record first (optimistic locking)."""
+    """Another writer got there first. With ``retryable`` False (optimistic locking: the
+    record's version is ``actual_version``, the caller had ``expected_version``; or the record
+    moved meanwhile) read the record again before deciding; with ``retryable`` True (a deadlock,
+    a serialization failure, a lock wait that ran out) nothing was written and the same call
+    may simply be tried again (``crm.retrying``)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        entity: str | None = None,
+        record_id=None,
+        field: str | None = None,
+        expected_version: int | None = None,
+        actual_version: int | None = None,
+        retryable: bool = False,
+    ):
+        super().__init__(message, entity=entity, record_id=record_id, field=field)
+        self.expected_version, self.actual_version = expected_version, actual_version
+        self.retryable = bool(retryable)
 
 
 class NotFound(DataError):
-    """No record (or entity, pipeline, stage) of that name or id."""
+    """No record (or entity, pipeline, stage) of that name or id; ``entity`` and
+    ``record_id`` name the record asked for, when it was one."""
 
 
 class MigrationError(MetaCRMError):
@@ -159,15 +261,15 @@ class ExpressionError(ValidationError):
     ``position`` is the 1-based column in the expression text where the problem is, if known.
     """
 
-    def __init__(self, message: str, position: int | None = None, issues=()):
+    def __init__(self, message: str, position: int | None = None, issues=(), **where):
         self.position = position
-        super().__init__(message, issues)
+        super().__init__(message, issues, **where)
 
 
 __all__.append("ExpressionError")
 
 
-class DuplicateWarning(UserWarning):
+class DuplicateWarning(_Pickles, UserWarning):
     """A record was stored although a ``warn`` duplicate rule matched it (a ``block`` rule
     refuses instead). ``entity``, ``index`` (in the input of create/create_many), ``field`` and
     ``existing`` (the matching record's id, None when it is another record of the same input
@@ -184,14 +286,44 @@ __all__.append("DuplicateWarning")
 class AutomationError(DataError):
     """An automation's action failed (or its chain ran too deep); the whole operation that
     triggered it was rolled back. ``automation`` names it, ``action`` is the 1-based index of
-    the failing action (None for a chain too deep), ``chain`` the automations that led to it."""
+    the failing action (None for a chain too deep), ``chain`` the automations that led to it,
+    ``entity`` and ``record_id`` the record it acted for; ``retryable`` when the action failed
+    on a retryable error (a deadlock, a lost connection)."""
 
-    def __init__(self, message: str, *, automation: str, action: int | None = None, chain: tuple = ()):
-        super().__init__(message)
+    def __init__(
+        self,
+        message: str,
+        *,
+        automation: str,
+        action: int | None = None,
+        chain: tuple = (),
+        entity: str | None = None,
+        record_id=None,
+        retryable: bool = False,
+    ):
+        super().__init__(message, entity=entity, record_id=record_id)
         self.automation, self.action, self.chain = automation, action, tuple(chain)
+        self.retryable = bool(retryable)
 
 
 __all__.append("AutomationError")
+
+
+class SpamError(DataError):
+    """A form submission filled the form's honeypot field (a hidden field people leave empty):
+    it is dropped, nothing is written."""
+
+
+class RateLimited(DataError):
+    """Too many submissions of a form from one address within its ``rate`` period;
+    ``retry_after`` is the number of seconds until one more is accepted."""
+
+    def __init__(self, message: str, *, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+__all__ += ["RateLimited", "SpamError"]
 
 
 class DatabaseUnavailable(MetaCRMError):
@@ -200,7 +332,15 @@ class DatabaseUnavailable(MetaCRMError):
     has no such database. The message names the URL (without its password)."""
 
 
-__all__.append("DatabaseUnavailable")
+class ConnectionLost(DatabaseUnavailable):
+    """The connection to the database broke during an operation (the server restarted or
+    ended the session, the network dropped): the operation's transaction was not committed.
+    Retryable: a new operation opens a new connection."""
+
+    retryable = True
+
+
+__all__ += ["ConnectionLost", "DatabaseUnavailable"]
 
 
 class SetupError(MetaCRMError):
@@ -216,13 +356,6 @@ class MissingExtra(SetupError):
     def __init__(self, message: str, *, extra: str, module: str):
         super().__init__(message)
         self.extra, self.module = extra, module
-
-    def __reduce__(self):
-        return _missing_extra, (str(self), self.extra, self.module)
-
-
-def _missing_extra(message: str, extra: str, module: str) -> MissingExtra:
-    return MissingExtra(message, extra=extra, module=module)
 
 
 __all__ += ["MissingExtra", "SetupError"]

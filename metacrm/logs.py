@@ -11,6 +11,7 @@
                      WARNING  an attempt failed and will be retried (when, and the reason)
                      ERROR    a message failed for good (the reason)
     metacrm.sql      WARNING  a statement slower than $METACRM_SLOW_QUERY_MS (default 1000 ms)
+    metacrm.retry    WARNING  crm.retrying calls an operation again after a transient failure
 
 Records carry no field values: a slow statement is logged as SQL text (whitespace collapsed,
 cut at 300 characters) without its parameters, which may be personal data; a delivery names

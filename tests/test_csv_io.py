@@ -139,8 +139,10 @@ def test_export_filters_orders_and_writes_to_streams(crm) -> None:
     paged = io.StringIO()
     assert export_csv(crm, "client", paged, page_size=1) == 2  # keyset pages of one record
     assert [r["name"] for r in csv.DictReader(io.StringIO(paged.getvalue()))] == ["ООО Ромашка", "АО «Василёк», филиал"]
-    with pytest.raises(metacrm.ValidationError):
-        export_csv(crm, "deal", io.StringIO(), where="amount >")
+    for where, position in (("amount >", 9), ("colour = 1", 1)):  # positions in the text given
+        with pytest.raises(metacrm.ExpressionError) as caught:
+            export_csv(crm, "deal", io.StringIO(), where=where)
+        assert caught.value.position == position and "metacrm_after" not in str(caught.value)
 
 
 # --------------------------------------------------------------------------- links

@@ -56,12 +56,17 @@ class Api:
             headers["Authorization"] = f"Bearer {self.tokens[user]}"
         return self.client.request(method, f"/api/v1{path}", headers=headers, **kwargs)
 
-    def snapshot(self):
+    def snapshot(self, *, tokens: bool = False):
+        """Every row; the tokens' only with ``tokens`` (a request may stamp a token's
+        last_used_at, once a minute: whether it does depends on which test ran before)."""
         engine = create_engine(self.url)
         try:
-            return dump_database(engine)
+            dump = dump_database(engine)
         finally:
             engine.dispose()
+        if not tokens:
+            dump.pop(self.crm.storage.token_table.name)
+        return dump
 
     def close(self):
         self.client.close()
@@ -85,7 +90,7 @@ def problem_of(response, status: int, kind: str) -> dict:
 
 
 # -- tokens -----------------------------------------------------------------------------------------
-def test_no_bad_revoked_or_expired_token_is_401(api):
+def test_no_bad_revoked_or_expired_token_is_401(api, monkeypatch):
     for headers in ({}, {"Authorization": "Bearer mcrm_nope"}, {"Authorization": "Basic eDp5"}):
         r = api.call("GET", "/deal", user=None, headers=headers)
         problem_of(r, 401, "unauthorized")
@@ -93,6 +98,11 @@ def test_no_bad_revoked_or_expired_token_is_401(api):
     revoked = create_token(api.crm, "ann")
     assert api.call("GET", "/me", user=None, headers={"Authorization": f"Bearer {revoked['token']}"}).status_code == 200
     revoke_token(api.crm, revoked["id"])
+    # a token seen in the last token_ttl seconds (5) is trusted without a lookup: past them, refused
+    import metacrm.web.app as web_app
+
+    now = web_app.clock()
+    monkeypatch.setattr(web_app, "clock", lambda: now + 5.01)
     r = api.call("GET", "/me", user=None, headers={"Authorization": f"Bearer {revoked['token']}"})
     problem_of(r, 401, "unauthorized")
     expired = create_token(api.crm, "ann", expires="1m")
@@ -107,7 +117,7 @@ def test_no_bad_revoked_or_expired_token_is_401(api):
 
 def test_tokens_keep_only_a_hash(api):
     made = create_token(api.crm, "bob", name="site")
-    dump = json.dumps(api.snapshot(), ensure_ascii=False)
+    dump = json.dumps(api.snapshot(tokens=True), ensure_ascii=False)
     assert made["token"] not in dump and digest(made["token"]) in dump
     listed = [t for t in list_tokens(api.crm) if t["id"] == made["id"]]
     assert listed[0]["name"] == "site" and "token" not in listed[0] and "hash" not in listed[0]
@@ -190,8 +200,8 @@ def test_bad_inputs_are_problems_and_change_nothing(api):
     assert doc["position"] == 9
     problem_of(
         api.call("POST", "/client", json={"name": "Дубль", "inn": "7701234567", "owner": "ann"}),
-        422,
-        "validation-error",
+        409,
+        "unique-conflict",
     )
     big = {"name": "x" * (2 << 20)}
     problem_of(api.call("POST", "/client", json=big), 413, "content-too-large")

@@ -29,7 +29,7 @@ from metacrm.web import create_app  # noqa: E402
 from metacrm.web.openapi import build_openapi  # noqa: E402
 
 TRADE = Path(__file__).parent.parent / "examples" / "trade.yaml"
-PROBLEM_STATUSES = {"400", "401", "403", "404", "409", "412", "413", "415", "422", "503"}
+PROBLEM_STATUSES = {"400", "401", "403", "404", "409", "412", "413", "415", "422", "429", "503"}
 
 
 @pytest.fixture
@@ -140,12 +140,17 @@ def test_every_operation_says_its_parameters_body_and_problems(served):
     for path, item in paths.items():
         for method, op in item.items():
             statuses = set(op["responses"])
-            success = [s for s in statuses if s.startswith("2")]
-            assert len(success) == 1 and op["summary"], (method, path)
+            success = sorted(s for s in statuses if s.startswith(("2", "3")))
+            assert success and op["summary"], (method, path)
             problems = statuses - set(success)
             assert problems <= PROBLEM_STATUSES, (method, path)
-            if path != "/healthz":
-                assert {"400", "401", "403", "503"} <= problems, (method, path)
+            assert op["responses"][success[0]]["description"] != "Successful Response", (method, path)  # described
+            if path == "/healthz":
+                assert op["security"] == []
+            elif path.startswith("/forms/"):  # public, or token-bound
+                assert {"404", "503"} <= problems and op["security"] in ([], [{}, {"bearer": []}]), (method, path)
+            else:
+                assert {"400", "401", "403", "503"} <= problems and "security" not in op, (method, path)
             for status in problems:
                 assert op["responses"][status] == {"$ref": f"#/components/responses/{status}"}
     for status in PROBLEM_STATUSES:

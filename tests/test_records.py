@@ -122,6 +122,27 @@ def test_link_unlink(crm, filled) -> None:
         crm.unlink("deal", d2, "client")  # required link
 
 
+def test_unlinking_what_is_not_linked_is_not_found_and_writes_nothing(crm, filled) -> None:
+    """An unlink names the target it removes: one that is not linked there is refused (it
+    used to clear a single link whatever the target, and bump the version of a many-link)."""
+    c1, d1, d2 = (filled[k]["id"] for k in ("c1", "d1", "d2"))
+    t1 = filled["t1"]["id"]
+    before = {e: crm.find(e) for e in ("deal", "task")}
+    for call in (
+        lambda: crm.unlink("deal", d2, "client", c1),  # d2's client is c2
+        lambda: crm.unlink("deal", d2, "products", filled["p1"]["id"]),  # d2 has p2 only
+        lambda: crm.unlink("client", c1, "deals", d2),  # the inverse: d2 is c2's
+        lambda: crm.unlink("product", filled["p1"]["id"], "deals", d2),
+        lambda: crm.unlink("task", t1, "subject", {"entity": "deal", "id": d2}),  # t1's subject is d1
+    ):
+        with pytest.raises(metacrm.NotFound, match="is not linked to .* nothing to unlink"):
+            call()
+    assert {e: crm.find(e) for e in ("deal", "task")} == before
+    assert crm.unlink("task", t1, "subject", {"entity": "deal", "id": d1})["subject"] is None
+    crm.unlink("product", filled["p2"]["id"], "deals", d2)  # what is linked still unlinks, through the inverse
+    assert crm.get("deal", d2)["products"] == []
+
+
 def test_delete_restrict_cascade_and_polymorphic(crm, filled) -> None:
     before = snapshot(crm)
     with pytest.raises(metacrm.ValidationError, match="restrict"):

@@ -6,7 +6,10 @@ a clone of the triggering CRM acting as the system user, joined to the triggerin
 connection, whose journal entries say ``alice (automation contract_review)``. Its writes are
 reacted to in turn, one level deeper in the *chain*; past the depth limit the chain stops
 with an AutomationError naming it. Anything an action raises becomes an AutomationError
-naming the automation, the action and the cause, and rolls the whole operation back.
+naming the automation, the action and the cause, and rolls the whole operation back; except a
+transient database failure (a deadlock, a serialization failure, a lock wait that ran out, a
+lost connection), which is the database's and not the automation's: it propagates as the same
+retryable ConflictError or ConnectionLost the operation would raise without automations.
 """
 
 from __future__ import annotations
@@ -143,6 +146,8 @@ def fire(crm, conn, compiled: Compiled, firings: Sequence[Firing], *, checked: b
                 f"triggering automations",
                 automation=f.automation.name,
                 chain=tuple(step[0] for step in chain),
+                entity=f.entity,
+                record_id=f.record_id,
             )
         _run_actions(run, f, dict(record), links.get(f.automation.name, {}).get(f.record_id, {}), chain)
         count += 1
@@ -197,6 +202,15 @@ def _actor(run: _Run, f: Firing, chain: tuple, origin: str | None, by: str):
     return actor
 
 
+def _transient(exc: Exception):
+    """The retryable metacrm error a transient database failure is (itself when it already is
+    one), or None."""
+    from ..runtime.engine import translate
+
+    error = exc if getattr(exc, "retryable", False) else translate(exc)
+    return error if error is not None and error.retryable else None
+
+
 def _verb(action: Mapping) -> str:
     return next((v for v in ("create", "update", "move", "notify") if v in action), "?")
 
@@ -227,6 +241,9 @@ def _run_actions(run: _Run, f: Firing, record: dict, links: dict, chain: tuple) 
             except AutomationError:
                 raise
             except Exception as exc:  # every failure refuses the whole operation, named
+                transient = _transient(exc)
+                if transient is not None:
+                    raise transient from exc
                 cause = " ".join(str(exc).split()) or type(exc).__name__
                 raise AutomationError(
                     f"automation '{auto.name}' on {f.entity} {f.record_id} ({f.event}): action {index + 1} ({verb}) "
@@ -234,6 +251,8 @@ def _run_actions(run: _Run, f: Firing, record: dict, links: dict, chain: tuple) 
                     automation=auto.name,
                     action=index + 1,
                     chain=tuple(step[0] for step in chain),
+                    entity=f.entity,
+                    record_id=f.record_id,
                 ) from exc
     if notes:  # what an action skipped, in the record's journal
         journal.write(

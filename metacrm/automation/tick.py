@@ -35,6 +35,7 @@ from ..errors import MetaCRMError, ValidationError
 from ..model.builder import parse_duration
 from ..runtime.engine import writing
 from ..storage.types import UTCDateTime, now_utc
+from ..types import Fired
 from .actions import Firing, fire
 from .compiled import Compiled, Rule, compiled_for
 from .cron import first_at_or_after, occurrences
@@ -82,7 +83,7 @@ def _calendar_end(now: dt.datetime) -> ValidationError:
     )
 
 
-def tick(crm, now=None) -> list[dict]:
+def tick(crm, now=None) -> list[Fired]:
     """Fire what is due at ``now``; one dict per firing: automation, entity, record_id,
     event, occurrence, status (``fired`` or ``failed`` with ``error``)."""
     now = _moment(now)

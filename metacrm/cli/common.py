@@ -27,17 +27,20 @@ def print_problems(problems, *, stream=None) -> None:
 def refusals() -> Iterator[None]:
     """Map metacrm errors to one line on stderr and the contract's exit codes: 2 for an
     invalid model, a database URL that does not open, a missing extra or a bad setting; 1 for
-    every refused operation.
+    every refused operation, and for a connection lost during one (ConnectionLost: the
+    database was there, the command may simply be run again).
 
     Driver errors the library did not translate (a path outside a transaction) are mapped
     here as a last resort by the same rules (:func:`metacrm.runtime.engine.translate`)."""
-    from ..errors import DatabaseUnavailable, MetaCRMError, ModelError, SetupError
+    from ..errors import ConnectionLost, DatabaseUnavailable, MetaCRMError, ModelError, SetupError
 
     try:
         yield
     except ModelError as exc:
         print_problems(exc.problems, stream=sys.stderr)
         raise typer.Exit(EXIT_USAGE) from None
+    except ConnectionLost as exc:  # transient, as a conflict is: not the user's to fix
+        fail(str(exc))
     except (DatabaseUnavailable, SetupError) as exc:  # fixed by the user, as bad usage is
         fail(str(exc), EXIT_USAGE)
     except MetaCRMError as exc:
@@ -48,7 +51,8 @@ def refusals() -> Iterator[None]:
         error = translate(exc)
         if error is None:
             raise
-        fail(str(error), EXIT_USAGE if isinstance(error, DatabaseUnavailable) else EXIT_REFUSED)
+        usage = isinstance(error, DatabaseUnavailable) and not isinstance(error, ConnectionLost)
+        fail(str(error), EXIT_USAGE if usage else EXIT_REFUSED)
 
 
 def _driver_error() -> type[BaseException]:

@@ -9,6 +9,7 @@ from . import (
     backup_cmds,
     data_cmds,
     demo_cmd,
+    form_cmds,
     init_cmd,
     io_cmds,
     migrate_cmds,
@@ -48,6 +49,7 @@ automation_cmds.register(app)
 backup_cmds.register(app)
 serve_cmd.register(app)
 token_cmds.register(app)
+form_cmds.register(app)
 
 
 def _version(value: bool) -> None:

@@ -17,6 +17,30 @@ def serve(
     max_body: Annotated[
         int, typer.Option("--max-body", envvar="METACRM_MAX_BODY", help="The largest request body, in bytes.")
     ] = 1 << 20,
+    pool_size: Annotated[
+        int | None,
+        typer.Option(
+            "--pool-size",
+            envvar="METACRM_POOL_SIZE",
+            help="Connections per worker (no overflow; PostgreSQL or a SQLite file). Default: SQLAlchemy's 5 + 10 overflow.",
+        ),
+    ] = None,
+    busy_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--busy-timeout",
+            envvar="METACRM_BUSY_TIMEOUT",
+            help="SQLite: seconds a write waits for another before answering 503 (default 30).",
+        ),
+    ] = None,
+    token_ttl: Annotated[
+        float,
+        typer.Option(
+            "--token-ttl",
+            envvar="METACRM_TOKEN_TTL",
+            help="Seconds a valid token is trusted without a lookup (a revoked one works that long); 0: never.",
+        ),
+    ] = 5.0,
     model: ModelOpt = DEFAULT_MODEL,
     db: DbOpt = DEFAULT_DB,
 ) -> None:
@@ -32,14 +56,25 @@ def serve(
         usage_error(f"--workers: {workers} is not between 1 and 64")
     if max_body < 1:
         usage_error("--max-body: give a positive number of bytes")
+    if not 0 <= token_ttl <= 3600:
+        usage_error(f"--token-ttl: {token_ttl} is not between 0 and 3600 seconds")
     loaded = load(model)  # an invalid model: its problems and exit 2, before anything listens
-    with refusals():
+    with refusals():  # a database that cannot be opened, or an option it has no use for: exit 2
         import_extra(WEB)
-        from ..runtime.engine import make_engine
+        from ..runtime.crm import connect
 
-        make_engine(db).dispose()  # a URL that cannot work: exit 2 now
+        with connect(loaded, db, busy_timeout=busy_timeout, pool_size=pool_size) as crm:
+            recorded = crm.recorded_model()  # opens the database now, before anything listens
+    if recorded is None or recorded["sha256"] != loaded.sha256:
+        typer.echo("metacrm: warning: the database needs `metacrm migrate`; requests answer 503 until then", err=True)
     del loaded
     os.environ["METACRM_MAX_BODY"] = str(max_body)
+    os.environ["METACRM_TOKEN_TTL"] = str(token_ttl)
+    for name, value in (("METACRM_POOL_SIZE", pool_size), ("METACRM_BUSY_TIMEOUT", busy_timeout)):
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = str(value)
     from ..web.server import serve as run
 
     typer.echo(f"metacrm: serving {model} on http://{host}:{port}/api/v1 ({workers} worker(s))", err=True)

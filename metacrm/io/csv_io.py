@@ -1112,6 +1112,10 @@ def _pages(crm, entity: str, where, params, order_by, size: int):
     """Pages of records: by id (keyset) when no order is asked, else by offset."""
     params = dict(params or {})
     if order_by is None:
+        if where:  # its errors point into the text given, not into the paging condition around it
+            from ..expr import compile_sql
+
+            compile_sql(crm.storage, crm.model.entity(entity).name, where, params)
         after = 0
         condition = "id > :metacrm_after" + (f" and ({where})" if where else "")
         while True:

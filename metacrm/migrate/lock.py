@@ -123,12 +123,13 @@ def _short_busy(engine, deadline: float):
 
     with engine.connect().execution_options(**{WRITE: True}) as conn:
         raw = conn.connection.driver_connection
+        usual = raw.execute("PRAGMA busy_timeout").fetchone()[0]  # the engine's (busy_timeout=)
         remaining = max(0, int((deadline - time.monotonic()) * 1000))
         raw.execute(f"PRAGMA busy_timeout = {max(remaining, 50)}")
         try:
             yield conn
         finally:
-            raw.execute("PRAGMA busy_timeout = 30000")
+            raw.execute(f"PRAGMA busy_timeout = {int(usual)}")
 
 
 # -- PostgreSQL -------------------------------------------------------------------------------------

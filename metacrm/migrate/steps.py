@@ -13,7 +13,7 @@ migration, ``plan.statements`` is the SQL in execution order.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,11 +62,11 @@ class Step:
     count: int | None = None
     sql: list[str] = field(default_factory=list)
     refusal: str | None = None
-    examples: list = field(default_factory=list)
+    examples: list[Any] = field(default_factory=list)
     # -- private: how to do it and how to measure it --------------------------------------------
-    actions: list[tuple[tuple[int, int], Callable]] = field(default_factory=list, repr=False)
+    actions: list[tuple[tuple[int, int], Callable[..., Any]]] = field(default_factory=list, repr=False)
     contributions: list[Contribution] = field(default_factory=list, repr=False)
-    measure: Callable | None = field(default=None, repr=False)  # conn -> None; sets count/refusal
+    measure: Callable[..., Any] | None = field(default=None, repr=False)  # conn -> None; sets count/refusal
     informational: bool = field(default=False, repr=False)  # the measure only counts: skipped when applying
 
     @property
@@ -101,7 +101,7 @@ class Step:
             return f"destructive: {self.description} (pass --allow-data-loss to apply it)"
         return None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
             "entity": self.entity,
@@ -115,12 +115,12 @@ class Step:
         }
 
 
-class Plan(list):
+class Plan(list[Step]):
     """The steps of a migration (a list of :class:`Step`) and what it goes from and to."""
 
     def __init__(
         self,
-        steps=(),
+        steps: Iterable[Step] = (),
         *,
         model: str = "",
         old_sha256: str | None = None,
@@ -128,7 +128,7 @@ class Plan(list):
         dialect: str = "",
         allow_data_loss: bool = False,
         counted: bool = False,
-    ):
+    ) -> None:
         super().__init__(steps)
         self.model = model
         self.old_sha256 = old_sha256
@@ -170,7 +170,7 @@ class Plan(list):
         head = f"migration refused ({len(refusals)} step{'s' if len(refusals) > 1 else ''}): "
         return head + "; ".join(refusals)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "model": self.model,
             "from": self.old_sha256,

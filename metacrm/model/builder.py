@@ -16,10 +16,12 @@ from ..errors import Problem
 from .field_types import FIELD_TYPES
 from .metamodel import (
     DEFAULT_PIPELINE,
+    AssignRule,
     Automation,
     DuplicateRule,
     Entity,
     Field,
+    Form,
     InverseLink,
     Link,
     Loc,
@@ -98,6 +100,9 @@ class _Builder:
             for name, decl in _dict(self.doc.get("automations")).items()
             if isinstance(decl, dict)
         }
+        forms = {
+            name: self.form(name, decl) for name, decl in _dict(self.doc.get("forms")).items() if isinstance(decl, dict)
+        }
         return Model(
             name=_str(self.doc.get("name")) or "model",
             label=_str(self.doc.get("label")),
@@ -107,6 +112,7 @@ class _Builder:
             entities=_frozen(entities),
             roles=_frozen(roles),
             automations=_frozen(automations),
+            forms=_frozen(forms),
             files=files,
             canonical=canonical,
             sha256=hashlib.sha256(canonical.encode("utf-8")).hexdigest(),
@@ -464,6 +470,30 @@ class _Builder:
             actions=tuple(_frozen(a) for a in decl.get("do") or () if isinstance(a, dict)),
             label=_str(decl.get("label")),
             loc=self.loc(("automations", name), key=True),
+        )
+
+    def form(self, name: str, decl: dict) -> Form:
+        assign = decl.get("assign")
+        rules = [assign] if isinstance(assign, dict) else assign if isinstance(assign, list) else []
+        rate = _str(decl.get("rate")) or "10/minute"
+        count, _, period = rate.partition("/")
+        seconds = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}.get(period, 60)
+        return Form(
+            name=name,
+            entity=_str(decl.get("entity")) or "",
+            fields=_names(decl.get("fields")),
+            values=_frozen(_dict(decl.get("values"))),
+            assign=tuple(
+                AssignRule(user=_str(r.get("user")), round_robin=_str(r.get("round_robin")), condition=_str(r.get("if")))
+                for r in rules
+                if isinstance(r, dict)
+            ),
+            honeypot=_str(decl.get("honeypot")) or "website",
+            rate=(int(count) if count.isdigit() and int(count) > 0 else 10, seconds),
+            token=decl.get("token") is True,
+            label=_str(decl.get("label")),
+            redirect=_str(decl.get("redirect")),
+            loc=self.loc(("forms", name), key=True),
         )
 
 

@@ -701,6 +701,15 @@ class _Checker:
                     )
 
 
+def _form_problems(checker: _Checker) -> Iterator[Problem]:
+    """``forms:``: the entity, the fields a sender fills, the fixed values, the assignment rules."""
+    from .form_checks import check_form
+
+    for form in checker.model.forms.values():
+        for type_, message, where, key in check_form(checker.model, form):
+            yield checker.problem(type_, message, ("forms", form.name, *where), key=key)
+
+
 def _derived_problems(checker: _Checker) -> Iterator[Problem]:
     """Computed and roll-up fields (formula, rollup): names, types, links, cycles (expr/derive.py)."""
     from ..expr.derive import analyse, has_derived
@@ -719,7 +728,7 @@ def _derived_problems(checker: _Checker) -> Iterator[Problem]:
 
 def check_model(model: Model, doc: dict, locator) -> list[Problem]:
     checker = _Checker(model, doc, locator)
-    return [*checker.entities(), *checker.roles(), *checker.automations(), *_derived_problems(checker)]
+    return [*checker.entities(), *checker.roles(), *checker.automations(), *_derived_problems(checker), *_form_problems(checker)]
 
 
 __all__ = ["RESERVED_WORDS", "SYSTEM_COLUMNS", "check_model"]

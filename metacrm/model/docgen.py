@@ -34,6 +34,7 @@ SECTIONS: list[tuple[str, list[str]]] = [
     ("Stages", ["pipeline", "state", TRANSITIONS, "transition"]),
     ("Roles", ["role", "permissions", "scope"]),
     ("Automations", ["automation", "trigger", "action"]),
+    ("Forms", ["form", "assign_rule"]),
     ("Shared definitions", ["identifier", "label", "duration", "renamed_from", "stage_ref"]),
 ]
 

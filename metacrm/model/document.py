@@ -86,4 +86,15 @@ def model_document(model: Model) -> dict:
             {"name": r.name, "permissions": {k: dict(v) for k, v in r.permissions.items()}}
             for r in model.roles.values()
         ],
+        "forms": [
+            {
+                "name": f.name,
+                "label": f.label or f.name,
+                "entity": f.entity,
+                "fields": list(f.fields),
+                "token": f.token,
+                "path": f"/forms/{f.name}",
+            }
+            for f in model.forms.values()
+        ],
     }

@@ -19,7 +19,7 @@ CHOICE_OPTIONS = frozenset({"options"})
 class FieldType:
     name: str
     kind: str  # storage kind: string, text, integer, decimal, money, boolean, date, datetime, json
-    options: frozenset  # type-specific field options that apply (beyond the common ones)
+    options: frozenset[str]  # type-specific field options that apply (beyond the common ones)
     numeric: bool = False
     summable: bool = False  # reports may sum it
     description: str = ""

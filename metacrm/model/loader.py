@@ -14,8 +14,8 @@ from ..errors import ModelError, Problem
 from .metamodel import Model
 from .yaml_source import Source, read_source
 
-SECTIONS = ("entities", "roles", "automations")
-SINGULAR = {"entities": "entity", "roles": "role", "automations": "automation"}
+SECTIONS = ("entities", "roles", "automations", "forms")
+SINGULAR = {"entities": "entity", "roles": "role", "automations": "automation", "forms": "form"}
 
 
 @dataclass
@@ -187,7 +187,7 @@ def canonical_json(doc: dict) -> str:
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
-def load_model(path: str | os.PathLike, *, strict: bool = False) -> Model:
+def load_model(path: str | os.PathLike[str], *, strict: bool = False) -> Model:
     """Load, validate and check a model. Raises ModelError with every problem found.
 
     Warnings do not fail the load (they are kept in ``model.warnings``) unless ``strict``.

@@ -9,10 +9,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 
 from .field_types import FIELD_TYPES, FieldType
 
-EMPTY: Mapping = MappingProxyType({})
+if TYPE_CHECKING:
+    from ..errors import Problem
+
+EMPTY: Mapping[Any, Any] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,11 +290,43 @@ ACTIONS = ("read", "create", "update", "delete", "move", "export", "import", "re
 class Automation:
     name: str
     entity: str
-    trigger: Mapping
+    trigger: Mapping[str, Any]
     condition: str | None
-    actions: tuple[Mapping, ...]
+    actions: tuple[Mapping[str, Any], ...]
     label: str | None = None
     loc: Loc = NOWHERE
+
+
+@dataclass(frozen=True, slots=True)
+class AssignRule:
+    """One assignment rule of a form: ``user`` (a login) or ``round_robin`` (a role), when
+    ``condition`` (an expression on the submitted values) holds, or always without one."""
+
+    user: str | None = None
+    round_robin: str | None = None
+    condition: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Form:
+    """A public intake point (``forms:``): submissions create records of ``entity`` from the
+    listed ``fields`` plus the fixed ``values``; ``assign`` rules pick the owner."""
+
+    name: str
+    entity: str
+    fields: tuple[str, ...]
+    values: Mapping[str, object] = field(default_factory=lambda: EMPTY)
+    assign: tuple[AssignRule, ...] = ()
+    honeypot: str = "website"
+    rate: tuple[int, int] = (10, 60)  # submissions per seconds, per sender IP
+    token: bool = False
+    label: str | None = None
+    redirect: str | None = None  # where a browser goes after posting the HTML form
+    loc: Loc = NOWHERE
+
+    @property
+    def caption(self) -> str:
+        return self.label or self.name
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,6 +335,7 @@ class Model:
     entities: Mapping[str, Entity]
     roles: Mapping[str, Role] = field(default_factory=lambda: EMPTY)
     automations: Mapping[str, Automation] = field(default_factory=lambda: EMPTY)
+    forms: Mapping[str, Form] = field(default_factory=lambda: EMPTY)
     label: str | None = None
     description: str | None = None
     region: str | None = None  # ISO country for phone numbers written without '+'
@@ -306,7 +343,7 @@ class Model:
     files: tuple[str, ...] = ()
     canonical: str = "{}"  # canonical JSON of the merged declarations
     sha256: str = ""
-    warnings: tuple = field(default=(), compare=False)
+    warnings: tuple[Problem, ...] = field(default=(), compare=False)
 
     @property
     def caption(self) -> str:
@@ -322,16 +359,19 @@ class Model:
 
             hint = did_you_mean(name, self.entities)
             raise NotFound(
-                f"unknown entity '{name}'; entities: {', '.join(self.entities)}" + (f" ({hint})" if hint else "")
+                f"unknown entity '{name}'; entities: {', '.join(self.entities)}" + (f" ({hint})" if hint else ""),
+                entity=name,
             ) from None
 
 
 __all__ = [
     "ACTIONS",
+    "AssignRule",
     "Automation",
     "DEFAULT_PIPELINE",
     "Entity",
     "Field",
+    "Form",
     "InverseLink",
     "Link",
     "Loc",

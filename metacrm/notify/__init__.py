@@ -9,21 +9,26 @@ Automations write outbox rows in the transaction of the operation that triggered
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+from collections.abc import Sequence
+from typing import Unpack
 
+from ..runtime.protocol import Host
+from ..types import DeliverOptions, DeliveryReport, OutboxMessage
 from .delivery import deliver, smtp_settings
 from .outbox import CHANNELS, STATUSES, enqueue
 from .senders import DeliveryError, SmtpSettings
 
 
-class DeliveryMixin:
+class DeliveryMixin(Host):
     """``crm.deliver(...)`` and ``crm.outbox(...)`` on the CRM facade."""
 
-    def deliver(self, **options) -> dict:
+    def deliver(self, **options: Unpack[DeliverOptions]) -> DeliveryReport:
         """Send the due outbox messages: see :func:`metacrm.notify.deliver`."""
         return deliver(self, **options)
 
-    def outbox(self, *, status: str | None = None, limit: int | None = None) -> list[dict]:
+    def outbox(self, *, status: str | None = None, limit: int | None = None) -> list[OutboxMessage]:
         """Outbox messages, newest first (``status``: pending, sending, sent or failed). A user
         (not the system) sees only the e-mails addressed to them: each message was rendered for
         its recipient, and another's may name records this user may not read."""
@@ -35,7 +40,7 @@ class DeliveryMixin:
             recipient = self.user_info(self.user)["email"] or ""
         return outbox.messages(self.engine, self.storage, status=status, limit=limit, recipient=recipient)
 
-    def retry_outbox(self, ids=None, *, now=None) -> int:
+    def retry_outbox(self, ids: Sequence[int] | None = None, *, now: dt.datetime | None = None) -> int:
         """Send failed messages (all, or those of ``ids``) again: see :func:`outbox.retry`."""
         from . import outbox
 

@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 
 from ..errors import ValidationError
 from ..storage.types import now_utc
+from ..types import Delivered, DeliveryReport
 from . import outbox
 from .senders import TIMEOUT, DeliveryError, Mailer, SmtpSettings, post_webhook
 
@@ -75,7 +76,7 @@ def deliver(
     backoff_cap: float = outbox.BACKOFF_CAP,
     lease: float = outbox.LEASE,
     timeout: float = TIMEOUT,
-) -> dict:
+) -> DeliveryReport:
     """Send the due outbox messages; returns ``{"sent", "retry", "failed", "waiting",
     "messages": [{"id", "channel", "recipient", "status", "attempts", "error",
     "next_attempt_at"}]}``. ``retry`` counts messages that failed an attempt and wait for
@@ -96,7 +97,7 @@ def deliver(
     now = now or now_utc()
     engine, storage = crm.engine, crm.storage
     mailer = Mailer(settings) if settings is not None else None
-    summary: dict = {"sent": 0, "retry": 0, "failed": 0, "waiting": 0, "messages": []}
+    summary: DeliveryReport = {"sent": 0, "retry": 0, "failed": 0, "waiting": 0, "messages": []}
     remaining = limit
     try:
         while channels and (remaining is None or remaining > 0):
@@ -147,7 +148,7 @@ def _send_one(
     backoff_cap,
     summary,
     allow_private,
-):
+) -> Delivered:
     attempts = int(message["attempts"] or 0) + 1
     try:
         if message["channel"] == "email":

@@ -31,6 +31,7 @@ from sqlalchemy import and_, func, insert, or_, select, update
 from ..errors import ValidationError
 from ..runtime.engine import writing
 from ..storage.types import now_utc
+from ..types import OutboxMessage
 
 STATUSES = ("pending", "sending", "sent", "failed")
 CHANNELS = ("email", "webhook")
@@ -187,7 +188,7 @@ def mark_failed(
 
 def messages(
     engine, storage, *, status: str | None = None, limit: int | None = None, recipient: str | None = None
-) -> list[dict]:
+) -> list[OutboxMessage]:
     """Outbox messages, newest first (``status`` filters; ``recipient``: only the e-mails to
     that address)."""
     from ..runtime.engine import reading

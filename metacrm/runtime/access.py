@@ -125,7 +125,11 @@ def check_row(conn, storage, ent: Entity, actor: Actor, action: str, row) -> Non
     )
     if not allowed:
         raise PermissionDenied(
-            f"user '{actor.login}' may not {action} {ent.name} {row['id']} (scope for {action}: {granted})"
+            f"user '{actor.login}' may not {action} {ent.name} {row['id']} (scope for {action}: {granted})",
+            action=action,
+            user=actor.login,
+            entity=ent.name,
+            record_id=row["id"],
         )
 
 
@@ -135,11 +139,19 @@ def check_create(conn, storage, ent: Entity, actor: Actor, owners: set, *, actio
     if granted == "all":
         return
     if granted == "none" or not ent.owner:
-        raise PermissionDenied(f"user '{actor.login}' may not {action} {ent.name} records (scope: {granted})")
+        raise PermissionDenied(
+            f"user '{actor.login}' may not {action} {ent.name} records (scope: {granted})",
+            action=action,
+            user=actor.login,
+            entity=ent.name,
+        )
     allowed = {actor.login} if granted == "own" else team_members(conn, storage, actor)
     foreign = sorted(o for o in owners if o not in allowed)
     if foreign:
         raise PermissionDenied(
             f"user '{actor.login}' may not {action} {ent.name} records owned by {', '.join(map(str, foreign))} "
-            f"(scope: {granted})"
+            f"(scope: {granted})",
+            action=action,
+            user=actor.login,
+            entity=ent.name,
         )

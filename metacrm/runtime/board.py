@@ -27,6 +27,7 @@ from sqlalchemy.engine import Connection
 from ..expr.functions import exact_sum
 from ..model.metamodel import Entity
 from ..storage.tables import Storage
+from ..types import Board
 from .reports import BadReportOption, _bad, choose_pipeline, graph_order, probability, summed
 
 ORDER_COLUMNS = ("id", "created_at", "updated_at", "stage_entered_at")
@@ -61,7 +62,7 @@ def build_board(
     where: str | None = None,
     access=None,
     path_access=None,
-) -> dict:
+) -> Board:
     """``access``: the acting user's row filter (metacrm.runtime.access.row_clause), if any;
     ``path_access``: what the ``where`` may see through links (metacrm.runtime.access.path_access)."""
     p = choose_pipeline(entity, pipeline)

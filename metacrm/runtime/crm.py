@@ -7,27 +7,30 @@ leaves the database exactly as it was. Records are plain dicts.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar, overload
 
 from sqlalchemy import bindparam, insert, inspect, select, update
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from ..errors import FieldIssue, MigrationError, NotFound, ValidationError
+from ..errors import FieldIssue, MigrationError, NotFound, SetupError, ValidationError
 from ..model.metamodel import Entity, Model
 from ..model.suggest import listing
 from ..notify import DeliveryMixin
 from ..storage import naming
-from ..storage.tables import build_storage
+from ..storage.tables import Storage, build_storage
 from ..storage.types import now_utc
+from ..types import DuplicateGroup, DuplicateMatch, Record, RecordedModel
 from . import journal
 from . import records as rec
 from .access import SYSTEM, Actor, check_create, check_row, row_clause
 from .deletes import delete_records
 from .duplicates import duplicate_groups, find_duplicates, merge_into
-from .engine import driver_errors, make_engine, reading, writing
+from .engine import driver_errors, make_engine, reading, ready, writing
+from .forms import FormsMixin
 from .react import build_reactors
 from .reads import ReadsMixin
 from .records import as_id as _as_id
@@ -38,11 +41,18 @@ from .stages_api import StagesMixin
 from .tasks import TasksMixin
 from .users import UsersMixin, check_owners_exist
 
+if TYPE_CHECKING:
+    from ..migrate.steps import Plan
+    from ..validation.records import RecordValidator
+
 # The open transactions of this thread or asyncio task, by CRM scope (a CRM object and its
 # as_user() views share one): never stored on the CRM object, which threads and tasks share.
 # A thread starts with none; an asyncio task (and asyncio.to_thread) starts with a copy of its
 # creator's, so work it awaits from inside a transaction joins that transaction.
 _OPEN: ContextVar[Mapping[object, Any] | None] = ContextVar("metacrm_open_transactions", default=None)
+# The host connections joined by crm.joined(), by CRM scope (the same connection is in _OPEN).
+_HOST: ContextVar[Mapping[object, Any] | None] = ContextVar("metacrm_host_connections", default=None)
+T = TypeVar("T")
 
 
 class _Scope:
@@ -52,21 +62,51 @@ class _Scope:
     __slots__ = ()
 
 
-def connect(model: Model | str | os.PathLike, url: str = "sqlite:///crm.db", *, user: str | None = None) -> CRM:
-    """A CRM on the database at ``url`` for ``model`` (a Model or a path to one).
+def connect(
+    model: Model | str | os.PathLike[str],
+    url_or_engine: str | Engine = "sqlite:///crm.db",
+    *,
+    user: str | None = None,
+    busy_timeout: float | None = None,
+    pool_size: int | None = None,
+    max_overflow: int | None = None,
+) -> CRM:
+    """A CRM on the database at ``url_or_engine`` for ``model`` (a Model or a path to one).
 
-    Never changes the schema: on a new database call ``migrate()`` first; on a database
-    holding another version of the model every data operation raises MigrationError.
+    ``url_or_engine``: a database URL, or the host application's SQLAlchemy Engine (set up for
+    metacrm by :func:`metacrm.runtime.host.adopt`; the CRM never disposes it). Options:
+    ``busy_timeout`` (SQLite, seconds a writer waits for another), ``pool_size`` and
+    ``max_overflow`` (the pool of a URL's engine). Never changes the schema: on a new database
+    call ``migrate()`` first; on a database holding another version of the model every data
+    operation raises MigrationError.
     """
     if not isinstance(model, Model):
         from ..model.loader import load_model
 
         model = load_model(model)
-    return CRM(model, make_engine(url), user=user)
+    if isinstance(url_or_engine, str | os.PathLike):
+        engine, owned = make_engine(
+            str(url_or_engine), busy_timeout=busy_timeout, pool_size=pool_size, max_overflow=max_overflow
+        ), True
+    else:
+        from .host import adopt
+
+        if pool_size is not None or max_overflow is not None:
+            raise SetupError("pool_size and max_overflow apply to a URL: a host engine keeps the pool it was made with")
+        engine, owned = adopt(url_or_engine, busy_timeout=busy_timeout), False
+    crm = CRM(model, engine, user=user)
+    crm._owns_engine = owned
+    return crm
 
 
-class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksMixin, DeliveryMixin):
-    def __init__(self, model: Model, engine, *, user: str | None = None):
+class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksMixin, DeliveryMixin, FormsMixin):
+    model: Model
+    engine: Engine
+    user: str | None
+    storage: Storage
+    validators: Mapping[str, RecordValidator]
+
+    def __init__(self, model: Model, engine: Engine, *, user: str | None = None) -> None:
         from ..validation import build_validators
 
         self.model = model
@@ -92,10 +132,10 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         if self._owns_engine:
             self.engine.dispose()
 
-    def __enter__(self) -> CRM:
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:
@@ -103,7 +143,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
 
     # -- transactions ---------------------------------------------------------------------------
     @contextmanager
-    def transaction(self):
+    def transaction(self) -> Iterator[Self]:
         """Several operations as one: all of them are written, or (on any error) none.
 
         ``with crm.transaction(): crm.create(...); crm.create_many(...)``. Operations inside
@@ -111,11 +151,78 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         transaction belongs to the thread or asyncio task that opened it: the same CRM used
         meanwhile from another thread or task works in its own transactions.
         """
-        if self._tx is not None:
+        outer = self._tx
+        if outer is not None and self._host_conn() is outer:  # in joined(): a savepoint of the host's
+            with _savepoint(outer):
+                yield self
+            return
+        if outer is not None:
             yield self
             return
         with writing(self.engine) as conn, self._within(conn):
             yield self
+
+    def retrying(
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        attempts: int = 3,
+        delay: float = 0.05,
+        max_delay: float = 1.0,
+        **kw: Any,
+    ) -> T:
+        """``fn(*args, **kw)``, called again while it fails on a transient database failure
+        (a retryable ConflictError: deadlock, serialization failure, lock wait ran out; or
+        ConnectionLost), up to ``attempts`` calls in all with a growing, jittered wait between
+        them; then the last error is raised. For idempotent operations only:
+        ``crm.retrying(crm.move, "deal", 5, "won")``. Inside ``crm.transaction()`` it calls
+        ``fn`` once (the failure aborted the whole transaction, which only its opener can
+        retry). See :mod:`metacrm.runtime.retry`."""
+        from .retry import retrying
+
+        if self._tx is not None:
+            attempts = 1
+        return retrying(fn, *args, attempts=attempts, delay=delay, max_delay=max_delay, **kw)
+
+    @contextmanager
+    def joined(self, conn: Connection) -> Iterator[Self]:
+        """Run metacrm's operations in the host application's own connection and transaction.
+
+        ``with engine.begin() as conn, crm.joined(conn): crm.create(...)``: while the block
+        runs, this thread's or task's operations on this CRM (and its as_user() views) use
+        ``conn``, each as a savepoint of the host's transaction (``crm.transaction()`` too);
+        metacrm commits nothing: the host's commit or rollback decides. ``conn`` must come from
+        the engine this CRM was connected with (``metacrm.connect(model, engine)``).
+        """
+        if not isinstance(conn, Connection):
+            raise SetupError(f"crm.joined() takes a SQLAlchemy Connection, not {type(conn).__name__}")
+        if conn.closed or conn.invalidated:
+            raise SetupError("crm.joined() was given a closed connection")
+        if str(conn.get_execution_options().get("isolation_level", "")).upper() == "AUTOCOMMIT":
+            raise SetupError("crm.joined() cannot use a connection in AUTOCOMMIT: there is no transaction to join")
+        if conn.engine.pool is not self.engine.pool:
+            raise SetupError(
+                "crm.joined() takes a connection of the CRM's own engine: connect with metacrm.connect(model, engine)"
+            )
+        if not ready(conn):
+            raise SetupError(
+                "this connection was opened before metacrm.connect() set up its engine: open a new one "
+                "(engine.connect() or engine.begin())"
+            )
+        outer = self._tx
+        if outer is not None and outer is not conn:
+            raise SetupError("crm.joined() inside another transaction of this CRM: finish that one first")
+        token = _HOST.set({**(_HOST.get() or {}), self._scope: conn})
+        try:
+            with self._within(conn):
+                yield self
+        finally:
+            _HOST.reset(token)
+
+    def _host_conn(self):
+        """The host connection this thread or task joined with crm.joined(), or None."""
+        hosts = _HOST.get()
+        return None if hosts is None else hosts.get(self._scope)
 
     @property
     def _tx(self):
@@ -167,7 +274,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
             refresh(self, conn, ent, records)
 
     # -- the recorded model -------------------------------------------------------------------
-    def recorded_model(self) -> dict | None:
+    def recorded_model(self) -> RecordedModel | None:
         """The model version the database holds (sha256, name, applied_at...), or None."""
         table = self.storage.model_table
         with self._reading() as conn:
@@ -209,7 +316,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
                 "deleted record to a new one: run `metacrm migrate` (`metacrm migrate --dry-run` shows the plan)"
             )
 
-    def migrate(self, *, dry_run: bool = False, allow_data_loss: bool = False, lock_wait: float = 30.0):
+    def migrate(self, *, dry_run: bool = False, allow_data_loss: bool = False, lock_wait: float = 30.0) -> Plan:
         """Bring the database to the model and record it; returns the plan (a list of steps;
         empty when the database already holds this model).
 
@@ -260,7 +367,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         record_id = _as_id(entity, record_id)
         row = conn.execute(rec.row_by_id(table), {"_id": record_id}).mappings().first()
         if row is None:
-            raise NotFound(f"{entity.name} {record_id} not found")
+            raise NotFound(f"{entity.name} {record_id} not found", entity=entity.name, record_id=record_id)
         if self.user is not None:
             check_row(conn, self.storage, entity, self.actor, action, row)
         return row
@@ -415,9 +522,45 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
                 conn.execute(insert(join), [{"source_id": record_id, "target_id": t} for t in ids])
 
     # -- writes -------------------------------------------------------------------------------
-    def create(self, entity: str, data: Mapping[str, Any]) -> dict:
+    def create(self, entity: str, data: Mapping[str, Any]) -> Record:
         """Validate and store one record; returns it with its id."""
-        return self.create_many(entity, [data], _single=True)[0]
+        return self.create_many(entity, [data], returning=True, _single=True)[0]
+
+    @overload
+    def create_many(
+        self,
+        entity: str,
+        records: Iterable[Mapping[str, Any]],
+        *,
+        import_stages: bool = False,
+        returning: Literal[True] = True,
+        permission: str = "create",
+        _single: bool = False,
+    ) -> list[Record]: ...
+
+    @overload
+    def create_many(
+        self,
+        entity: str,
+        records: Iterable[Mapping[str, Any]],
+        *,
+        import_stages: bool = False,
+        returning: Literal[False],
+        permission: str = "create",
+        _single: bool = False,
+    ) -> int: ...
+
+    @overload
+    def create_many(
+        self,
+        entity: str,
+        records: Iterable[Mapping[str, Any]],
+        *,
+        import_stages: bool = False,
+        returning: bool,
+        permission: str = "create",
+        _single: bool = False,
+    ) -> list[Record] | int: ...
 
     def create_many(
         self,
@@ -428,7 +571,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         returning: bool = True,
         permission: str = "create",
         _single: bool = False,
-    ) -> list[dict] | int:
+    ) -> list[Record] | int:
         """Store many records in one transaction: all of them, or none. Every bad record is
         reported (index, field, reason) in one ValidationError.
 
@@ -579,7 +722,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
             ]
         )
 
-    def find_duplicates(self, entity: str, data: Mapping[str, Any]) -> list[dict]:
+    def find_duplicates(self, entity: str, data: Mapping[str, Any]) -> list[DuplicateMatch]:
         """The stored records a prospective record would duplicate, by rule (``block`` and
         ``warn`` alike): ``[{"rule", "match", "action", "field", "id"}]``; nothing is written."""
         self._ready()
@@ -599,7 +742,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
             for m in found
         ]
 
-    def duplicates(self, entity: str) -> list[dict]:
+    def duplicates(self, entity: str) -> list[DuplicateGroup]:
         """Groups of stored records that duplicate each other under the entity's rules:
         ``[{"rule", "match", "action", "records": [ids...]}]`` (only records the user may read)."""
         self._ready()
@@ -608,7 +751,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
             clause = None if self.user is None else row_clause(self.storage, ent, self.actor)
             return duplicate_groups(conn, self.storage, ent, clause=clause)
 
-    def merge(self, entity: str, keep: int, other: int) -> dict:
+    def merge(self, entity: str, keep: int, other: int) -> Record:
         """Merge record ``other`` into record ``keep`` in one transaction: every link, join
         row, stage history entry and journal entry of ``other`` moves to ``keep``; ``keep``'s
         empty fields and single links take ``other``'s values; ``other`` is removed and a
@@ -690,8 +833,14 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         return out if returning else []
 
     def update(
-        self, entity: str, record_id: int, data: Mapping[str, Any], *, version: int | None = None, _action="update"
-    ) -> dict:
+        self,
+        entity: str,
+        record_id: int,
+        data: Mapping[str, Any],
+        *,
+        version: int | None = None,
+        _action: str = "update",
+    ) -> Record:
         """Change fields and links of one record. With ``version``, refuse (ConflictError)
         when the record changed since that version was read. The journal records the fields
         and links whose value changed."""
@@ -730,7 +879,11 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
 
                     raise ConflictError(
                         f"{ent.name} {current['id']} was changed by someone else (version {current['version']}, "
-                        f"you had {version}); read it again and retry"
+                        f"you had {version}); read it again and retry",
+                        entity=ent.name,
+                        record_id=current["id"],
+                        expected_version=version,
+                        actual_version=current["version"],
                     )
                 self._write_join(conn, ent, current["id"], many, replace=True)
                 fresh = self._get_row(conn, ent, current["id"])
@@ -783,11 +936,11 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
             self._log(conn, entries)
         return {name: sorted(ids) for name, ids in deleted.items()}
 
-    def link(self, entity: str, record_id: int, name: str, target) -> dict:
+    def link(self, entity: str, record_id: int, name: str, target: Any) -> Record:
         """Link a record to a target through a link or an inverse link (a client's ``deals``)."""
         return self._relink(entity, record_id, name, target, add=True)
 
-    def unlink(self, entity: str, record_id: int, name: str, target=None) -> dict:
+    def unlink(self, entity: str, record_id: int, name: str, target: Any = None) -> Record:
         """Remove a link (for a many-link or an inverse, the one to ``target``)."""
         return self._relink(entity, record_id, name, target, add=False)
 
@@ -804,12 +957,14 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
                 if self.model.entities[inv.source].links[inv.link].polymorphic
                 else _as_id(ent, record_id)
             )
-            self._relink(
-                inv.source, target, inv.link, value if add else (record_id if inv.many_to_many else None), add=add
-            )
+            self._relink(inv.source, target, inv.link, value, add=add)  # an unlink checks it points here
             return self.get(entity, record_id)
         link = ent.links[name]
         if not link.many:
+            if not add and target is not None:
+                given = self.validators[ent.name].patch({name: target})[name]
+                if self.get(entity, record_id)[name] != given:
+                    raise NotFound(_not_linked(ent, record_id, name, given))
             return self.update(entity, record_id, {name: target if add else None}, _action="link" if add else "unlink")
         from sqlalchemy import delete
 
@@ -833,7 +988,8 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
                 clause = join.c.source_id == row["id"]
                 if target is not None:
                     clause = clause & join.c.target_id.in_(targets)
-                conn.execute(delete(join).where(clause))
+                if not conn.execute(delete(join).where(clause)).rowcount and target is not None:
+                    raise NotFound(_not_linked(ent, row["id"], name, targets[0]))
             conn.execute(
                 update(table).where(table.c.id == row["id"]).values(updated_at=now_utc(), version=table.c.version + 1)
             )
@@ -851,6 +1007,11 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
                 conn,
                 [journal.entry(ent.name, after["id"], action, after["updated_at"], self.user, changes)],
             )
+
+
+def _not_linked(ent: Entity, record_id, name: str, target) -> str:
+    shown = f"{target['entity']} {target['id']}" if isinstance(target, dict) else f"{ent.links[name].target} {target}"
+    return f"{ent.name} {record_id} is not linked to {shown} through {name}: nothing to unlink"
 
 
 def _pipeline_of(entity: Entity, values: Mapping) -> str:

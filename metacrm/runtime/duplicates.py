@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 
 from ..model.metamodel import DuplicateRule, Entity
 from ..storage.tables import Storage
+from ..types import DuplicateGroup
 from .fuzzy import Blocks
 
 CHUNK = 500
@@ -124,7 +125,7 @@ def _root(parent: dict, x):
     return x
 
 
-def duplicate_groups(conn, storage: Storage, entity: Entity, *, clause=None) -> list[dict]:
+def duplicate_groups(conn, storage: Storage, entity: Entity, *, clause=None) -> list[DuplicateGroup]:
     """Groups of stored records that are duplicates of each other, per rule:
     ``[{"rule": ..., "action": ..., "records": [ids...]}]``, ids ascending."""
     table = storage.table(entity.name)

@@ -24,6 +24,7 @@ from sqlalchemy import Connection, select
 from ..model.metamodel import Entity
 from ..storage import naming
 from ..storage.tables import Storage
+from ..types import JournalEntry, TimelineEntry
 from .records import SYSTEM_OUT, insert_into
 
 ACTIONS = ("create", "update", "delete", "move", "link", "unlink", "note")
@@ -81,7 +82,7 @@ def entry(
     *,
     kind: str | None = None,
     text: str | None = None,
-) -> dict:
+) -> JournalEntry:
     return {
         "entity": entity,
         "record_id": record_id,
@@ -176,7 +177,7 @@ def timeline(
     *,
     limit: int,
     allowed=None,
-) -> list[dict]:
+) -> list[TimelineEntry]:
     """Newest first: the record's journal and stage history (moves the journal holds shown
     once), and the journal of the records linked to it. ``allowed(source_entity)`` gives
     the row filter of what the acting user may read of a linked entity (None: all), or

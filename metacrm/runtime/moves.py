@@ -22,6 +22,7 @@ from ..model.suggest import did_you_mean, listing
 from ..storage import naming
 from ..storage.tables import Storage
 from ..storage.types import now_utc
+from ..types import AllowedMove
 
 
 def missing_requires(
@@ -86,7 +87,7 @@ def reasons(
     return out
 
 
-def options(conn, storage, entity: Entity, row: Mapping, roles) -> list[dict]:
+def options(conn, storage, entity: Entity, row: Mapping, roles) -> list[AllowedMove]:
     """Every outgoing move from the record's stage, possible now or not, with reasons."""
     pipeline = entity.pipelines[row["pipeline"]]
     result = []
@@ -135,19 +136,27 @@ def move(
     what = f"{entity.name} {row['id']}"
     pipeline = entity.pipelines[row["pipeline"]]
     current = row["stage"]
+    where = {"entity": entity.name, "record_id": row["id"]}
     if version is not None and row["version"] != version:
         raise ConflictError(
-            f"{what} was changed by someone else (now version {row['version']}, you had {version}); read it again"
+            f"{what} was changed by someone else (now version {row['version']}, you had {version}); read it again",
+            **where,
+            expected_version=version,
+            actual_version=row["version"],
         )
     if seen_stage is not None and current != seen_stage:
         raise ConflictError(
-            f"{what} was moved by someone else meanwhile (from '{seen_stage}' to '{current}'); read it again"
+            f"{what} was moved by someone else meanwhile (from '{seen_stage}' to '{current}'); read it again",
+            **where,
+            field="stage",
         )
+    refused = {**where, "stage": stage, "current": current}
     if stage not in pipeline.stages:
         hint = did_you_mean(stage, pipeline.stages)
         raise TransitionError(
             f"{what}: unknown stage '{stage}'" + (f" ({hint})" if hint else "") + f"; stages of pipeline "
-            f"'{pipeline.name}': {listing(pipeline.stages)}"
+            f"'{pipeline.name}': {listing(pipeline.stages)}",
+            **refused,
         )
     transition = pipeline.adjacency.get(current, {}).get(stage)
     if stage != current and transition is not None:  # the usual case: check only the move asked for
@@ -155,7 +164,9 @@ def move(
             return _apply(conn, storage, entity, row, pipeline, transition, by=by, note=note)
     moves = options(conn, storage, entity, row, roles)  # refused: say why, with every way out
     if stage == current:
-        raise TransitionError(f"{what} is already in stage '{stage}'; allowed next: {_describe(moves)}", moves)
+        raise TransitionError(
+            f"{what} is already in stage '{stage}'; allowed next: {_describe(moves)}", moves, **refused
+        )
     if transition is None:
         closed = pipeline.stages[current]
         if closed.closed:
@@ -163,13 +174,18 @@ def move(
                 f"{what} is {closed.kind} (stage '{current}'); it can leave only by a declared reopen "
                 f"(reopen moves: {_describe(moves)})",
                 moves,
+                **refused,
             )
-        raise TransitionError(f"{what}: no move from '{current}' to '{stage}'; allowed next: {_describe(moves)}", moves)
+        raise TransitionError(
+            f"{what}: no move from '{current}' to '{stage}'; allowed next: {_describe(moves)}", moves, **refused
+        )
     chosen = next(m for m in moves if m["stage"] == stage)
     raise TransitionError(
         f"{what}: cannot move from '{current}' to '{stage}': {'; '.join(chosen['reasons'])}; "
         f"allowed next: {_describe(moves)}",
         moves,
+        **refused,
+        reasons=chosen["reasons"],
     )
 
 
@@ -271,7 +287,12 @@ def _apply(
         },
     )
     if result.rowcount != 1:
-        raise ConflictError(f"{entity.name} {row['id']} was moved or changed by someone else meanwhile; read it again")
+        raise ConflictError(
+            f"{entity.name} {row['id']} was moved or changed by someone else meanwhile; read it again",
+            entity=entity.name,
+            record_id=row["id"],
+            expected_version=row["version"],
+        )
     entered = row["stage_entered_at"]
     conn.execute(
         add,

@@ -9,19 +9,22 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.sql import Select
 
 from ..model.metamodel import Entity
 from ..storage import naming
+from ..types import Card, Record, RecordRef
 from . import records as rec
 from .access import path_access, row_clause
+from .protocol import Host
 from .records import link_member as _link_member
 from .records import non_negative as _non_negative
 from .titles import read_titles, reference, title_text
 
 
-class ReadsMixin:
+class ReadsMixin(Host):
     # -- reads --------------------------------------------------------------------------------
-    def get(self, entity: str, record_id: int) -> dict:
+    def get(self, entity: str, record_id: int) -> Record:
         """One record (NotFound when there is none)."""
         self._ready()
         ent = self._entity(entity)
@@ -29,7 +32,15 @@ class ReadsMixin:
             row = self._get_row(conn, ent, record_id)
             return rec.rows_to_records(conn, self.storage, ent, [row])[0]
 
-    def _select(self, ent: Entity, where, params, *, action: str = "read", ids: Iterable[int] | None = None):
+    def _select(
+        self,
+        ent: Entity,
+        where: str | None,
+        params: Mapping[str, Any] | None,
+        *,
+        action: str = "read",
+        ids: Iterable[int] | None = None,
+    ) -> Select[Any]:
         table = self.storage.table(ent.name)
         query = select(table)
         if ids is not None:
@@ -62,7 +73,7 @@ class ReadsMixin:
         action: str = "read",
         after: int | None = None,
         ids: Iterable[int] | None = None,
-    ) -> list[dict]:
+    ) -> list[Record]:
         """Records matching a filter in the expression language (``"amount > 1000 and
         client.city = 'Москва'"``), ordered by fields (``"-amount"``), paged. ``action`` is
         the permission whose scope limits the rows (``"export"`` for exports). ``after``: only
@@ -113,7 +124,7 @@ class ReadsMixin:
         params: Mapping[str, Any] | None = None,
         order_by: str | Sequence[str] | None = None,
         limit: int | None = None,
-    ) -> list[dict]:
+    ) -> list[Record]:
         """The records at the other end of a link or an inverse link (a deal's ``products``,
         a client's ``deals``)."""
         self._ready()
@@ -168,7 +179,7 @@ class ReadsMixin:
         with self._reading() as conn:
             return read_titles(conn, self.storage, self.actor, ent.name, ids)
 
-    def card(self, entity: str, record_id: int, *, limit: int = 50) -> dict:
+    def card(self, entity: str, record_id: int, *, limit: int = 50) -> Card:
         """A record with its links both ways: the record, each link's target(s) as
         ``{"entity", "id", "title", "hidden"}`` (a target the acting user may not read is
         hidden: title None, hidden True), and each inverse list (a client's deals) with titles,
@@ -187,7 +198,7 @@ class ReadsMixin:
                 wanted.setdefault(link.target, set()).add(value)
         with self._reading() as conn:
             names = {target: read_titles(conn, self.storage, self.actor, target, ids) for target, ids in wanted.items()}
-        links: dict = {}
+        links: dict[str, RecordRef | list[RecordRef] | None] = {}
         for link in ent.links.values():
             value = record[link.name]
             if link.many:
@@ -198,7 +209,7 @@ class ReadsMixin:
                 links[link.name] = reference(value["entity"], value["id"], names[value["entity"]])
             else:
                 links[link.name] = reference(link.target, value, names[link.target])
-        related: dict = {}
+        related: dict[str, list[RecordRef]] = {}
         for name, inv in ent.inverses.items():
             source = self.model.entities[inv.source]
             rows = self.related(entity, record["id"], name, limit=limit)

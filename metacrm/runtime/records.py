@@ -277,7 +277,8 @@ def translate_integrity(exc: IntegrityError, storage: Storage, entity: Entity, v
         )
     if "foreign key" in text.lower():
         return ConflictError(
-            f"{entity.name}: a linked record was changed or deleted meanwhile ({text.splitlines()[0]})"
+            f"{entity.name}: a linked record was changed or deleted meanwhile ({text.splitlines()[0]})",
+            entity=entity.name,
         )
     return ValidationError(f"{entity.name}: refused by the database: {text.splitlines()[0]}")
 
@@ -362,9 +363,11 @@ def as_id(entity: Entity, record_id) -> int:
     try:
         value = int(str(record_id).strip())
     except (TypeError, ValueError):
-        raise ValidationError(f"{entity.name}: {record_id!r} is not a record id (a whole number)") from None
+        raise ValidationError(
+            f"{entity.name}: {record_id!r} is not a record id (a whole number)", entity=entity.name
+        ) from None
     if not 1 <= value <= MAX_INT:  # ids are 64-bit: a larger one names no record
-        raise NotFound(f"{entity.name} {value} not found")
+        raise NotFound(f"{entity.name} {value} not found", entity=entity.name, record_id=value)
     return value
 
 

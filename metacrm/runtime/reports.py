@@ -88,6 +88,7 @@ import statistics
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any, overload
 
 from sqlalchemy import (
     BigInteger,
@@ -113,7 +114,9 @@ from ..model.metamodel import Entity, Pipeline, Stage
 from ..model.suggest import did_you_mean, listing
 from ..storage import naming
 from ..storage.tables import Storage
+from ..types import Board, Funnel, FunnelGroup, GroupReport, When
 from .access import SYSTEM, Actor
+from .protocol import Host
 from .titles import HIDDEN, HIDDEN_KEY, read_titles, visible_key
 
 UTC = dt.UTC
@@ -366,7 +369,7 @@ def build_funnel(
     by: str | None = None,
     access=None,
     actor: Actor = SYSTEM,
-) -> dict | list[dict]:
+) -> Funnel | list[FunnelGroup]:
     p = choose_pipeline(entity, pipeline)
     date_from, date_to = parse_when(date_from, "from"), parse_when(date_to, "to")
     as_of = parse_when(as_of, "as of")
@@ -585,7 +588,7 @@ def _middles(conn, hist, where):
         yield stage, None, sum(values) / len(values)
 
 
-def _document(p: Pipeline, order: list[str], tally: _Tally, meta: dict) -> dict:
+def _document(p: Pipeline, order: list[str], tally: _Tally, meta: dict[str, Any]) -> Funnel:
     total = sum(tally.now.get(s, 0) for s in order)
     won = sum(tally.now.get(s, 0) for s in p.won)
     lost = sum(tally.now.get(s, 0) for s in p.lost)
@@ -679,7 +682,7 @@ def build_group(
     date_to=None,
     access=None,
     actor: Actor = SYSTEM,
-) -> dict:
+) -> GroupReport:
     key = group_key(storage, entity, by, actor=actor)
     if period is not None and period not in PERIODS:
         raise _bad(f"{entity.name}: unknown period '{period}'", period, PERIODS)
@@ -853,7 +856,7 @@ def group_png(doc: dict, path) -> None:
 
 
 # -- the facade ----------------------------------------------------------------------------------
-class ReportsMixin:
+class ReportsMixin(Host):
     """Reports and the board for the CRM facade (read-only: one read transaction each)."""
 
     def _access(self, ent: Entity):
@@ -862,16 +865,40 @@ class ReportsMixin:
 
         return row_clause(self.storage, ent, self.actor)
 
+    @overload
     def funnel(
         self,
         entity: str,
         pipeline: str | None = None,
         *,
-        date_from=None,
-        date_to=None,
-        as_of=None,
+        date_from: When | str | None = None,
+        date_to: When | str | None = None,
+        as_of: When | str | None = None,
+        by: None = None,
+    ) -> Funnel: ...
+
+    @overload
+    def funnel(
+        self,
+        entity: str,
+        pipeline: str | None = None,
+        *,
+        date_from: When | str | None = None,
+        date_to: When | str | None = None,
+        as_of: When | str | None = None,
+        by: str,
+    ) -> list[FunnelGroup]: ...
+
+    def funnel(
+        self,
+        entity: str,
+        pipeline: str | None = None,
+        *,
+        date_from: When | str | None = None,
+        date_to: When | str | None = None,
+        as_of: When | str | None = None,
         by: str | None = None,
-    ) -> dict | list[dict]:
+    ) -> Funnel | list[FunnelGroup]:
         """The funnel of a pipeline (see metacrm.runtime.reports for every number); with
         ``by``, a list of funnels, one per owner (or field value)."""
         self._ready()
@@ -898,9 +925,9 @@ class ReportsMixin:
         sum: str | None = None,  # noqa: A002
         period: str | None = None,
         date: str | None = None,
-        date_from=None,
-        date_to=None,
-    ) -> dict:
+        date_from: When | str | None = None,
+        date_to: When | str | None = None,
+    ) -> GroupReport:
         """Counts (and the sum of a money or number field) per value of ``by``, per period."""
         self._ready()
         ent = self._entity(entity)
@@ -927,7 +954,7 @@ class ReportsMixin:
         limit_per_stage: int | None = 20,
         order_by: str | None = None,
         where: str | None = None,
-    ) -> dict:
+    ) -> Board:
         """The kanban of a pipeline: a column per stage with its count, amount and records."""
         from .access import path_access
         from .board import build_board

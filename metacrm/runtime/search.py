@@ -34,7 +34,9 @@ from ..model.metamodel import Entity
 from ..model.suggest import listing
 from ..storage import naming
 from ..storage.tables import SEARCH_CONFIG, fts_table_name, search_ddl, search_document, search_index_name
+from ..types import SearchHit
 from .access import row_clause
+from .protocol import Host
 
 WORD = re.compile(r"[^\W_]+")  # letters and digits: what both tokenizers keep as a word
 SNIPPET_WORDS = 12
@@ -167,10 +169,10 @@ def ensure_search_index(conn, storage) -> list[str]:
     return done
 
 
-class SearchMixin:
+class SearchMixin(Host):
     """``crm.search``: full-text search for the CRM facade (one read transaction)."""
 
-    def search(self, text: str, *, entity: str | None = None, limit: int = 20) -> list[dict]:
+    def search(self, text: str, *, entity: str | None = None, limit: int = 20) -> list[SearchHit]:
         """Records whose ``search`` fields hold every word of ``text`` (each as a prefix; on
         PostgreSQL in any grammatical form of a Russian word), best first, at most ``limit``
         in all: ``{"entity", "id", "title", "snippet", "rank"}`` (``snippet``: the matching
@@ -206,7 +208,7 @@ class SearchMixin:
         build = {"sqlite": _sqlite_query, "postgresql": _postgresql_query}.get(dialect)
         if build is None:
             raise ValidationError(f"full-text search is not available on {dialect}")
-        found: list[dict] = []
+        found: list[SearchHit] = []
         with self._reading() as conn:
             for ent in searchable:
                 access = row_clause(self.storage, ent, self.actor)

@@ -4,23 +4,28 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+import datetime as dt
 
-from ..errors import FieldIssue, ValidationError
+from sqlalchemy import select
+from sqlalchemy.sql import ColumnElement
+
+from ..errors import FieldIssue, PermissionDenied, ValidationError
 from ..model.metamodel import Entity
 from ..model.suggest import did_you_mean, listing
 from ..storage.types import now_utc
+from ..types import AllowedMove, Fired, HistoryEntry, JournalEntry, Record, TimelineEntry
 from . import journal
 from .access import row_clause
+from .protocol import Host
 from .records import as_id as _as_id
 from .records import non_negative as _non_negative
 
 
-class StagesMixin:
+class StagesMixin(Host):
     # -- stages -------------------------------------------------------------------------------
     def move(
         self, entity: str, record_id: int, stage: str, *, note: str | None = None, version: int | None = None
-    ) -> dict:
+    ) -> Record:
         """Move a record to a stage through an allowed transition (TransitionError says why
         not, and lists the allowed moves). With ``version``, refuse (ConflictError) when the
         record changed since that version was read; without it, when another writer moved the
@@ -55,7 +60,7 @@ class StagesMixin:
             self._derived_values(conn, ent, [out])
             return out
 
-    def tick(self, now=None) -> list[dict]:
+    def tick(self, now: dt.datetime | None = None) -> list[Fired]:
         """Fire the time-based automations (overdue, sla, at, before) that are due at ``now``
         (default: the current time), each once however often this runs; returns what fired.
         See :mod:`metacrm.automation.tick`."""
@@ -64,7 +69,7 @@ class StagesMixin:
         self._ready()
         return tick(self, now)
 
-    def allowed_moves(self, entity: str, record_id: int) -> list[dict]:
+    def allowed_moves(self, entity: str, record_id: int) -> list[AllowedMove]:
         """Every outgoing move of the record's stage: ``{"stage", "label", "kind", "possible",
         "reasons"}``, in declaration order."""
         from .moves import options
@@ -73,9 +78,15 @@ class StagesMixin:
         ent = self._staged(entity)
         with self._reading() as conn:
             row = self._get_row(conn, ent, record_id)
-            return options(conn, self.storage, ent, row, self._roles)
+            moves = options(conn, self.storage, ent, row, self._roles)
+            try:  # a user who may read the record but not move it: no move is possible
+                self._get_row(conn, ent, record_id, "move")
+            except PermissionDenied as exc:
+                for move in moves:
+                    move["possible"], move["reasons"] = False, [str(exc), *move["reasons"]]
+            return moves
 
-    def history(self, entity: str, record_id: int) -> list[dict]:
+    def history(self, entity: str, record_id: int) -> list[HistoryEntry]:
         """The record's stage moves, oldest first."""
         self._ready()
         ent = self._entity(entity)
@@ -89,7 +100,7 @@ class StagesMixin:
             ).mappings()
             return [{k: v for k, v in r.items() if k not in ("id", "entity")} for r in rows]
 
-    def note(self, entity: str, record_id: int, text: str, *, kind: str = "note") -> dict:
+    def note(self, entity: str, record_id: int, text: str, *, kind: str = "note") -> JournalEntry:
         """Add an activity (a note, call, email or meeting) to a record's journal; reading the
         record is permission enough. Returns the journal entry."""
         self._ready()
@@ -111,7 +122,7 @@ class StagesMixin:
             self._log(conn, [added])
         return added
 
-    def timeline(self, entity: str, record_id: int, *, limit: int = 100) -> list[dict]:
+    def timeline(self, entity: str, record_id: int, *, limit: int = 100) -> list[TimelineEntry]:
         """What happened to a record, newest first: its journal (changes, moves, links,
         activities), stage history the journal does not hold, and the journal of the records
         linked to it (a deal's tasks; ``entity``, ``record_id`` and ``via`` say which).
@@ -121,7 +132,7 @@ class StagesMixin:
         ent = self._entity(entity)
         limit = _non_negative(limit, "limit")
 
-        def allowed(source: str):
+        def allowed(source: str) -> ColumnElement[bool] | None:
             return row_clause(self.storage, self.model.entities[source], self.actor)
 
         with self._reading() as conn:
@@ -135,7 +146,7 @@ class StagesMixin:
         return ent
 
 
-def _storable(ent: Entity, text, what: str) -> None:
+def _storable(ent: Entity, text: object, what: str) -> None:
     """Refuse text no database stores alike (NUL, lone surrogates), naming what it is."""
     from ..validation.values import unstorable_text
 

@@ -24,6 +24,8 @@ from ..errors import FieldIssue, ValidationError
 from ..model.metamodel import Entity, Model, TaskSpec
 from ..model.suggest import did_you_mean, listing
 from ..storage.types import now_utc
+from ..types import Task
+from .protocol import Host
 
 _FAR = dt.datetime.max.replace(tzinfo=dt.UTC)
 
@@ -67,7 +69,7 @@ def _overdue(due, now: dt.datetime) -> bool:
     return due < now.astimezone(dt.UTC).date()  # a date: overdue from the next day (UTC)
 
 
-class TasksMixin:
+class TasksMixin(Host):
     """``crm.tasks()``: open tasks across the model's task lists."""
 
     def task_entities(self) -> list[str]:
@@ -83,7 +85,7 @@ class TasksMixin:
         now: dt.datetime | None = None,
         include_done: bool = False,
         limit: int | None = None,
-    ) -> list[dict]:
+    ) -> list[Task]:
         """Open tasks (with ``include_done`` closed ones too), earliest deadline first (those
         without one last): ``overdue`` only those past their deadline, ``for_user`` only
         those whose owner (the responsible user) is that login, ``entity`` only that task
@@ -108,7 +110,7 @@ class TasksMixin:
         if limit is not None and (not isinstance(limit, int) or limit < 0):
             raise ValidationError(f"limit must be a whole number >= 0, not {limit!r}")
         now = _as_datetime(now) or now_utc()
-        out: list[dict] = []
+        out: list[Task] = []
         for ent in lists:
             out.extend(self._task_rows(ent, now, overdue=overdue, for_user=for_user, include_done=include_done))
         out.sort(key=lambda t: (_as_datetime(t["due"]) or _FAR, t["entity"], t["id"]))
@@ -117,7 +119,9 @@ class TasksMixin:
         self._subject_titles(out)
         return out
 
-    def _task_rows(self, ent: Entity, now, *, overdue: bool, for_user, include_done: bool) -> list[dict]:
+    def _task_rows(
+        self, ent: Entity, now: dt.datetime, *, overdue: bool, for_user: str | None, include_done: bool
+    ) -> list[Task]:
         from . import records as rec
 
         spec = ent.task
@@ -184,7 +188,7 @@ class TasksMixin:
                 found.setdefault(source, []).append(target)
         return found
 
-    def _subject_titles(self, tasks: list[dict]) -> None:
+    def _subject_titles(self, tasks: list[Task]) -> None:
         """Each task's ``subject_title`` and ``subject_hidden`` (a subject the acting user may not
         read shows no title: metacrm.runtime.titles); one query per subject entity."""
         from .titles import read_titles

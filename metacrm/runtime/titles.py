@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping
 from sqlalchemy import BigInteger, case, literal_column, select
 
 from ..storage.tables import Storage
+from ..types import RecordRef
 from .access import Actor, row_clause
 from .records import BATCH
 
@@ -52,7 +53,7 @@ def read_titles(conn, storage: Storage, actor: Actor, entity: str, ids: Iterable
     return out
 
 
-def reference(entity: str, record_id: int, titles: Mapping[int, str]) -> dict:
+def reference(entity: str, record_id: int, titles: Mapping[int, str]) -> RecordRef:
     """``{"entity", "id", "title", "hidden"}`` of one linked record, from :func:`read_titles`."""
     title = titles.get(record_id)
     return {"entity": entity, "id": record_id, "title": title, "hidden": title is None}

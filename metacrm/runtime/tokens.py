@@ -46,7 +46,11 @@ def parse_expiry(text: str | None, now: dt.datetime | None = None) -> dt.datetim
 
 def _system_only(crm, what: str) -> None:
     if crm.user is not None:
-        raise PermissionDenied(f"user '{crm.user}' may not {what}: tokens are managed by the operator (system user)")
+        raise PermissionDenied(
+            f"user '{crm.user}' may not {what}: tokens are managed by the operator (system user)",
+            action=what,
+            user=crm.user,
+        )
 
 
 def _table(crm, conn):
@@ -102,7 +106,7 @@ def revoke_token(crm, token_id: int) -> dict:
         table = _table(crm, conn)
         row = conn.execute(select(table).where(table.c.id == token_id)).mappings().first()
         if row is None:
-            raise NotFound(f"token {token_id} not found (metacrm token list shows them)")
+            raise NotFound(f"token {token_id} not found (metacrm token list shows them)", record_id=token_id)
         if row["revoked_at"] is None:
             conn.execute(update(table).where(table.c.id == token_id).values(revoked_at=now_utc()))
         return _row(conn.execute(select(table).where(table.c.id == token_id)).mappings().one())

@@ -3,11 +3,19 @@ CRM object's ``user``; ``None`` is the system user, who may do anything."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Self
+
 from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Connection
 
 from ..errors import FieldIssue, NotFound, ValidationError
+from ..model.metamodel import Entity
 from ..model.suggest import did_you_mean, listing
+from ..storage.tables import Storage
 from ..storage.types import now_utc
+from ..types import UserInfo
+from .protocol import Host
 
 
 def _roles_text(model, roles) -> str:
@@ -33,7 +41,7 @@ def _email(value: str | None) -> str | None:
         raise ValidationError(f"user: {value!r} is not an e-mail address ({exc})") from None
 
 
-def _user_dict(row) -> dict:
+def _user_dict(row: Mapping[str, Any]) -> UserInfo:
     return {
         "login": row["login"],
         "name": row["name"],
@@ -43,7 +51,9 @@ def _user_dict(row) -> dict:
     }
 
 
-def check_owners_exist(conn, storage, entity, records, *, indexed: bool = False) -> None:
+def check_owners_exist(
+    conn: Connection, storage: Storage, entity: Entity, records: Sequence[Mapping[str, Any]], *, indexed: bool = False
+) -> None:
     """Refuse an ``owner`` that is not a stored user, naming the field and the login: one
     query for the batch (per 500 distinct logins)."""
     wanted = sorted({v["owner"] for v in records if v.get("owner") is not None})
@@ -70,12 +80,18 @@ def check_owners_exist(conn, storage, entity, records, *, indexed: bool = False)
         raise ValidationError(issues[0].format() + more, issues)
 
 
-class UsersMixin:
+class UsersMixin(Host):
     """User management for the CRM facade."""
 
     def add_user(
-        self, login: str, *, roles=(), team: str | None = None, name: str | None = None, email: str | None = None
-    ) -> dict:
+        self,
+        login: str,
+        *,
+        roles: Iterable[str] | str = (),
+        team: str | None = None,
+        name: str | None = None,
+        email: str | None = None,
+    ) -> UserInfo:
         """Store a user with roles declared in the model (``email``: where notifications go)."""
         self._ready()
         login = (login or "").strip()
@@ -99,8 +115,14 @@ class UsersMixin:
         return self.user_info(login)
 
     def set_user(
-        self, login: str, *, roles=None, team: str | None = None, name: str | None = None, email: str | None = None
-    ) -> dict:
+        self,
+        login: str,
+        *,
+        roles: Iterable[str] | str | None = None,
+        team: str | None = None,
+        name: str | None = None,
+        email: str | None = None,
+    ) -> UserInfo:
         """Change a user's roles, team, name or e-mail (what is given; an empty e-mail removes it)."""
         self._ready()
         values = {}
@@ -122,21 +144,21 @@ class UsersMixin:
                 self.user_info(login)  # raises NotFound
         return self.user_info(login)
 
-    def user_info(self, login: str) -> dict:
+    def user_info(self, login: str) -> UserInfo:
         table = self.storage.user_table
         with self._reading() as conn:
             row = conn.execute(select(table).where(table.c.login == login)).mappings().first()
         if row is None:
-            raise NotFound(f"no user '{login}'")
+            raise NotFound(f"no user '{login}'", record_id=login)
         return _user_dict(row)
 
-    def users(self) -> list[dict]:
+    def users(self) -> list[UserInfo]:
         self._ready()
         table = self.storage.user_table
         with self._reading() as conn:
             return [_user_dict(r) for r in conn.execute(select(table).order_by(table.c.login)).mappings()]
 
-    def as_user(self, login: str | None):
+    def as_user(self, login: str | None) -> Self:
         """The same CRM acting as ``login`` (``None``: the system user). Shares the engine, and
         the transactions: inside ``crm.transaction()`` a view's operations, in the same thread
         or task, join it (elsewhere, each is its own)."""

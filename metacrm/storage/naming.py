@@ -20,6 +20,7 @@ JOURNAL_TABLE = "metacrm_journal"
 OUTBOX_TABLE = "metacrm_outbox"
 FIRED_TABLE = "metacrm_fired"
 TOKEN_TABLE = "metacrm_token"
+FORM_STATE_TABLE = "metacrm_form_state"
 MAX_NAME = 63
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -76,6 +77,7 @@ class Storage:
     journal_table: Table | None = None
     fired_table: Table | None = None
     token_table: Table | None = None
+    form_state_table: Table | None = None
     # (entity, pipeline) -> {stage: bit of the ``reached`` mask}
     reached_bits: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
 
@@ -85,7 +87,7 @@ class Storage:
     def join_table(self, entity: str, link: str) -> Table:
         return self.join_tables[(entity, link)]
 
-    def column(self, entity: str, name: str) -> Column:
+    def column(self, entity: str, name: str) -> Column[Any]:
         """The column holding a field, a system column, or a single link's id."""
         table = self.tables[entity]
         if name in table.c:
@@ -445,6 +447,16 @@ def _system_tables(storage: Storage) -> None:
         Column("expires_at", UTCDateTime(), nullable=True),
         Column("revoked_at", UTCDateTime(), nullable=True),
         sqlite_autoincrement=True,
+    )
+    # forms (runtime/forms.py): one row per form, locked by each submission; `turns` holds each
+    # round-robin role's last assigned login
+    storage.form_state_table = Table(
+        naming.FORM_STATE_TABLE,
+        md,
+        Column("form", String(100), primary_key=True),
+        Column("turns", json_type(), nullable=True),
+        Column("submissions", Integer(), nullable=False, server_default="0"),
+        Column("updated_at", UTCDateTime(), nullable=True),
     )
     storage.lock_table = Table(
         naming.LOCK_TABLE,

@@ -122,9 +122,9 @@ def _annotation(member: _Member, checks: tuple) -> object:
 class RecordValidator:
     """Validates and coerces the records of one entity (see the package docstring)."""
 
-    def __init__(self, model: Model, entity: Entity):
+    def __init__(self, model: Model, entity: Entity) -> None:
         self.entity = entity
-        self.name = entity.name
+        self.name: str = entity.name
         members: list[_Member] = []
         for f in entity.fields.values():
             coerce = field_coercer(f, region=model.region or None)
@@ -178,7 +178,7 @@ class RecordValidator:
 
     # ------------------------------------------------------------------ public
 
-    def create(self, data: Mapping, *, index: int | None = None) -> dict:
+    def create(self, data: Mapping[str, Any], *, index: int | None = None) -> dict[str, Any]:
         """A new record: every field (declared default or None), plus the links, owner and
         pipeline given. Raises ValidationError listing every bad value."""
         data, issues = self._prepare(data, index, self._create_keys, patch=False)
@@ -192,7 +192,7 @@ class RecordValidator:
                     record[name] = value
         return record
 
-    def patch(self, data: Mapping) -> dict:
+    def patch(self, data: Mapping[str, Any]) -> dict[str, Any]:
         """The changes to a record: only the keys given, validated and coerced."""
         data, issues = self._prepare(data, None, self._patch_keys, patch=True)
         instance = self._validate(self.patch_model, data, issues, None)
@@ -200,7 +200,7 @@ class RecordValidator:
         internal = self._internal
         return {name: values[internal[name]] for name in data}
 
-    def create_many(self, records: Iterable[Mapping]) -> list[dict]:
+    def create_many(self, records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """Validates every record; raises one ValidationError naming every bad one by index."""
         out: list[dict] = []
         issues: list[FieldIssue] = []

@@ -10,7 +10,8 @@ from typing import Any
 
 def create_app(crm, **settings: Any):
     """The ASGI app serving ``crm`` (a metacrm CRM acting as the system user); settings:
-    ``max_body`` (bytes, default 1 MiB), ``max_limit`` (rows per page, default 500)."""
+    ``max_body`` (bytes, default 1 MiB), ``max_limit`` (rows per page, default 500),
+    ``token_ttl`` (seconds a valid token is trusted without a lookup, default 5; 0: never)."""
     from ..extras import WEB, import_extra
 
     import_extra(WEB)

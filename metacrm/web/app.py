@@ -13,9 +13,11 @@ import base64
 import binascii
 import json
 import logging
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from time import monotonic as clock
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
@@ -25,7 +27,7 @@ from starlette.responses import Response
 
 from .. import errors as E
 from .encode import dumps
-from .problems import HTTPProblem, from_error, problem
+from .problems import HTTPProblem, from_error, problem, unique_conflict, unique_issues
 
 log = logging.getLogger("metacrm.web")
 
@@ -38,6 +40,7 @@ class Settings:
     max_body: int = 1 << 20  # bytes of a request body
     max_limit: int = 500  # rows of a page
     default_limit: int = 50
+    token_ttl: float = 5.0  # seconds an authenticated token is trusted before it is looked up again
 
 
 def json_response(data: Any, status: int = 200, headers: dict | None = None) -> Response:
@@ -80,8 +83,46 @@ def unauthorized(detail: str) -> HTTPProblem:
     )
 
 
-def make_acting(crm) -> Callable:
-    from ..runtime.tokens import authenticate
+class TokenCache:
+    """Bearer tokens authenticated in the last ``ttl`` seconds, with the user view each acts as:
+    a request with a recently seen token costs no database query. The price, documented in
+    docs/http.md: a token revoked (or expired, or its user changed or removed) keeps working for
+    at most ``ttl`` seconds in each worker. ``ttl=0`` looks every request up. Only tokens that
+    were valid are kept (an unknown token is looked up every time), keyed by their hash."""
+
+    LIMIT = 10_000  # entries; past it the expired ones are dropped, then the oldest
+
+    def __init__(self, ttl: float):
+        self.ttl = ttl
+        self._entries: dict[str, tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str):
+        if self.ttl <= 0:
+            return None
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or entry[0] <= clock():
+                self._entries.pop(key, None)
+                return None
+            return entry[1]
+
+    def put(self, key: str, user) -> None:
+        if self.ttl <= 0:
+            return
+        with self._lock:
+            if len(self._entries) >= self.LIMIT:
+                now = clock()
+                self._entries = {k: v for k, v in self._entries.items() if v[0] > now}
+                while len(self._entries) >= self.LIMIT:
+                    del self._entries[next(iter(self._entries))]
+            self._entries[key] = (clock() + self.ttl, user)
+
+
+def make_acting(crm, settings: Settings | None = None) -> Callable:
+    from ..runtime.tokens import authenticate, digest
+
+    cache = TokenCache((settings or Settings()).token_ttl)
 
     def acting(request: Request):
         """The CRM as the bearer token's user; 401 for no, a bad, a revoked or an expired token."""
@@ -89,13 +130,21 @@ def make_acting(crm) -> Callable:
         secret = _bearer(request)
         if secret is None:
             raise unauthorized("send an API token: Authorization: Bearer <token> (metacrm token create LOGIN)")
+        key = digest(secret)
+        user = cache.get(key)
+        if user is not None:
+            request.state.user = user  # the error handlers answer as this user (unique conflicts)
+            return user
         login = authenticate(crm, secret)
         if login is None:
             raise unauthorized("the token is unknown, revoked or expired")
         try:
-            return crm.as_user(login)
+            user = crm.as_user(login)
         except E.NotFound:  # the token's user was removed
             raise unauthorized("the token's user no longer exists") from None
+        request.state.user = user  # the error handlers answer as this user (unique conflicts)
+        cache.put(key, user)
+        return user
 
     return acting
 
@@ -162,7 +211,12 @@ def decode_cursor(text: str) -> dict:
         doc = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
     except (binascii.Error, ValueError, UnicodeDecodeError):
         doc = None
-    if not isinstance(doc, dict) or not all(isinstance(v, int) and 0 <= v < 2**63 for v in doc.values()):
+    if (
+        not isinstance(doc, dict)
+        or len(doc) != 1
+        or not set(doc) <= {"a", "o"}  # after an id, or an offset (the cursors encode_cursor writes)
+        or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**63 for v in doc.values())
+    ):
         raise HTTPProblem(400, "bad-cursor", "after: not a cursor this API gave (use the `next` link as it is)")
     return doc
 
@@ -193,7 +247,7 @@ def if_match(request: Request) -> int | None:
 
 # -- the application -----------------------------------------------------------------------------
 def build_app(crm, **settings: Any) -> FastAPI:
-    from . import apidocs, openapi, routes
+    from . import apidocs, forms, openapi, routes
 
     conf = Settings(**settings)
     app = FastAPI(
@@ -207,9 +261,10 @@ def build_app(crm, **settings: Any) -> FastAPI:
     app.state.settings = conf
     app.add_middleware(RequestId)
     _handlers(app)
-    acting = make_acting(crm)
+    acting = make_acting(crm, conf)
     User = Annotated[Any, Depends(acting)]
     routes.install(app, crm, conf, User)
+    forms.install(app, crm, conf)
     openapi.install(app, crm.model)
     apidocs.install(app, app.openapi_url)
     return app
@@ -222,6 +277,11 @@ def _handlers(app: FastAPI) -> None:
 
         if isinstance(exc, BadReportOption):
             return problem(400, "bad-report-option", str(exc))
+        user = getattr(request.state, "user", None)
+        if user is not None and isinstance(exc, E.ValidationError) and unique_issues(exc):
+            from starlette.concurrency import run_in_threadpool
+
+            return await run_in_threadpool(unique_conflict, user, exc)
         return from_error(exc, method=request.method)
 
     @app.exception_handler(HTTPProblem)

@@ -71,6 +71,39 @@ def _issues(exc: E.ValidationError) -> list[dict]:
     return out
 
 
+def unique_issues(exc: E.ValidationError) -> list[E.FieldIssue]:
+    """The issues of a refusal that are all values of unique fields a stored record holds
+    already (not duplicates inside a batch); empty when there is any other issue."""
+    stored = [
+        i
+        for i in exc.issues
+        if i.field and (i.message == "is already used" or i.message.endswith(f"is already used by another {i.entity}"))
+    ]
+    return stored if stored and len(stored) == len(exc.issues) else []
+
+
+def unique_conflict(user, exc: E.ValidationError) -> Response:
+    """409 for a value a unique field of a stored record holds: ``existing`` names that record
+    (id and title) when the acting user may read it; one they may not read stays unnamed (the
+    refusal itself cannot hide that the value is taken)."""
+    existing, errors = [], _issues(exc)
+    for issue, error in zip(exc.issues, errors, strict=True):
+        error["type"] = "unique"
+        found = []
+        if issue.value is not None:
+            found = user.find(issue.entity, f"{issue.field} = :value", {"value": issue.value}, limit=1)
+        if found:
+            title = user.titles(issue.entity, [found[0]["id"]]).get(found[0]["id"])
+            existing.append({"entity": issue.entity, "id": found[0]["id"], "title": title})
+            error["existing"] = existing[-1]
+    detail = str(exc)
+    if existing:
+        first = existing[0]
+        detail = f"{detail.split(' is already used')[0]} is already used by {first['entity']} {first['id']}"
+        detail += f" ({first['title']})" if first["title"] else ""
+    return problem(409, "unique-conflict", detail, errors=errors, existing=existing or None)
+
+
 def from_error(exc: E.MetaCRMError, *, method: str = "POST") -> Response:
     """The problem document of a library error, answering a request of ``method``. Refused
     values are 422 in a body; a GET has none, so there they are its query parameters (400); a
@@ -99,6 +132,8 @@ def from_error(exc: E.MetaCRMError, *, method: str = "POST") -> Response:
         return problem(503, "migration-needed", detail, headers={"Retry-After": "60"})
     if isinstance(exc, E.DatabaseUnavailable):
         return problem(503, kind, detail, headers={"Retry-After": "5"})
+    if isinstance(exc, E.RateLimited):
+        return problem(429, kind, detail, headers={"Retry-After": str(exc.retry_after)})
     if isinstance(exc, E.AutomationError):
         return problem(422, kind, detail)
     if isinstance(exc, E.DataError):

@@ -119,7 +119,7 @@ def entity_routes(router: APIRouter, ent: Entity, conf: Settings, User) -> None:
     name = ent.name
     base = f"/{name}"
     tag = [ent.label or name]
-    choosable = [*ent.fields, *ent.links, "owner", "stage", "version", "created_at", "updated_at"]
+    choosable = ["id", *ent.fields, *ent.links, "owner", "stage", "version", "created_at", "updated_at"]
 
     @router.get(base, tags=tag, summary=f"List {ent.plural or name}", operation_id=f"list_{name}")
     def list_records(
@@ -195,7 +195,10 @@ def entity_routes(router: APIRouter, ent: Entity, conf: Settings, User) -> None:
     @router.get(f"{base}/export", tags=tag, operation_id=f"export_{name}", response_class=Response)
     def export(request: Request, user: User, where: str | None = None, order_by: str | None = None) -> Response:
         from ..io.csv_io import export_csv
+        from ..runtime.access import scope
 
+        if scope(user.model, user.actor, name, "export") == "none":  # as an import is refused, not emptied
+            raise E.PermissionDenied(f"user '{user.user}' may not export {name} records (scope for export: none)")
         # a large export goes to a file first (memory stays bounded), then streams out
         spool = tempfile.SpooledTemporaryFile(max_size=4 << 20, mode="w+", encoding="utf-8", newline="")  # noqa: SIM115
         try:
@@ -359,14 +362,23 @@ def _link_routes(router: APIRouter, ent: Entity, link: str, tag, User) -> None:
             )
         return json_response({"items": rows})
 
+    # through an inverse the change is made on the target (a client's deals: the deal's
+    # client), which must then be visible too: a hidden one answers as a missing one
+    source = ent.inverses[link].source if link in ent.inverses else None
+
+    def both_visible(user, record_id: int, target: str) -> None:
+        visible(user, ent, record_id)
+        if source is not None:
+            visible(user, user.model.entities[source], target)
+
     @router.put(f"/{name}/{{record_id}}/{link}/{{target}}", tags=tag, operation_id=f"link_{name}_{link}")
     def add_link(user: User, record_id: int, target: str) -> Response:
-        visible(user, ent, record_id)
+        both_visible(user, record_id, target)
         return json_response(user.link(name, record_id, link, target))
 
     @router.delete(f"/{name}/{{record_id}}/{link}/{{target}}", tags=tag, operation_id=f"unlink_{name}_{link}")
     def remove_link(user: User, record_id: int, target: str) -> Response:
-        visible(user, ent, record_id)
+        both_visible(user, record_id, target)
         return json_response(user.unlink(name, record_id, link, target))
 
 

@@ -1,10 +1,18 @@
 """``metacrm serve``: the app on uvicorn. Workers are separate processes, so each builds its
-own app from the environment (``METACRM_MODEL``, ``METACRM_DB``): :func:`from_env` is the
-factory uvicorn calls in each of them."""
+own app from the environment (``METACRM_MODEL``, ``METACRM_DB``, and the optional
+``METACRM_MAX_BODY``, ``METACRM_POOL_SIZE``, ``METACRM_BUSY_TIMEOUT``, ``METACRM_TOKEN_TTL``):
+:func:`from_env` is the factory uvicorn calls in each of them, so a PostgreSQL pool is per
+worker."""
 
 from __future__ import annotations
 
 import os
+import signal
+
+
+def _env(name: str, kind: type):
+    value = os.environ.get(name, "").strip()
+    return kind(value) if value else None
 
 
 def from_env():
@@ -15,8 +23,15 @@ def from_env():
     from . import create_app
 
     model = load_model(os.environ["METACRM_MODEL"])
-    crm = CRM(model, make_engine(os.environ["METACRM_DB"]))
-    return create_app(crm, max_body=int(os.environ.get("METACRM_MAX_BODY", 1 << 20)))
+    engine = make_engine(
+        os.environ["METACRM_DB"],
+        busy_timeout=_env("METACRM_BUSY_TIMEOUT", float),
+        pool_size=_env("METACRM_POOL_SIZE", int),
+    )
+    settings: dict = {"max_body": int(os.environ.get("METACRM_MAX_BODY", 1 << 20))}
+    if (ttl := _env("METACRM_TOKEN_TTL", float)) is not None:
+        settings["token_ttl"] = ttl
+    return create_app(CRM(model, engine), **settings)
 
 
 def serve(model: str, db: str, *, host: str, port: int, workers: int, log_level: str = "info") -> None:
@@ -24,6 +39,11 @@ def serve(model: str, db: str, *, host: str, port: int, workers: int, log_level:
 
     os.environ["METACRM_MODEL"] = model
     os.environ["METACRM_DB"] = db
+    # uvicorn stops gracefully on SIGTERM/SIGINT, then raises the signal again for the handler
+    # it found: a quiet one here makes a stop on request exit 0 (not "killed by SIGTERM")
+    stopped: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda number, frame: stopped.append(number))
     uvicorn.run(
         "metacrm.web.server:from_env",
         factory=True,
