@@ -337,3 +337,21 @@ def test_unexpected_errors_are_500_with_a_request_id_only(api, caplog):
     doc = problem_of(r, 500, "internal-error")
     assert "secret" not in r.text and doc["request_id"] == r.headers["x-request-id"]
     assert any(doc["request_id"] in rec.getMessage() for rec in caplog.records)
+
+
+def test_a_bad_query_parameter_is_400_and_a_bad_body_422(api):
+    """A GET has no body: values the library refuses there came from the query string (400);
+    the same refusal of a body's values stays 422."""
+    doc = problem_of(api.call("GET", "/deal", params={"order_by": "nope"}), 400, "validation-error")
+    assert "nope" in doc["detail"] and doc["errors"][0]["field"] == "nope"
+    problem_of(api.call("GET", "/client/export", params={"order_by": "-nope"}), 400, "validation-error")
+    problem_of(api.call("GET", "/supplier", user="dir", params={"q": "*"}), 400, "validation-error")
+    problem_of(api.call("POST", "/client", json={"name": "x", "email": "нет"}), 422, "validation-error")
+
+
+def test_a_delete_the_links_forbid_is_a_conflict(api):
+    """A DELETE has no body: the model's rules refusing it (on_delete: restrict) are a 409."""
+    before = api.snapshot()
+    doc = problem_of(api.call("DELETE", f"/client/{api.ids['c_ann']}", user="dir"), 409, "validation-error")
+    assert "restrict" in doc["detail"] and doc["errors"]
+    assert api.snapshot() == before

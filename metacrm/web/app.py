@@ -247,7 +247,7 @@ def if_match(request: Request) -> int | None:
 
 # -- the application -----------------------------------------------------------------------------
 def build_app(crm, **settings: Any) -> FastAPI:
-    from . import forms, routes
+    from . import apidocs, forms, openapi, routes
 
     conf = Settings(**settings)
     app = FastAPI(
@@ -265,6 +265,8 @@ def build_app(crm, **settings: Any) -> FastAPI:
     User = Annotated[Any, Depends(acting)]
     routes.install(app, crm, conf, User)
     forms.install(app, crm, conf)
+    openapi.install(app, crm.model)
+    apidocs.install(app, app.openapi_url)
     return app
 
 
@@ -280,7 +282,7 @@ def _handlers(app: FastAPI) -> None:
             from starlette.concurrency import run_in_threadpool
 
             return await run_in_threadpool(unique_conflict, user, exc)
-        return from_error(exc)
+        return from_error(exc, method=request.method)
 
     @app.exception_handler(HTTPProblem)
     async def _ours(request: Request, exc: HTTPProblem):
@@ -315,7 +317,7 @@ def _handlers(app: FastAPI) -> None:
 
         error = translate(exc) if not isinstance(exc, E.MetaCRMError) else exc
         if error is not None:
-            return from_error(error)
+            return from_error(error, method=request.method)
         rid = request.scope.get("state", {}).get("request_id", "-")
         log.error("request %s %s %s failed", rid, request.method, request.url.path, exc_info=exc)
         return problem(  # answered outside the request-id middleware: the header is set here

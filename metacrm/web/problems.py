@@ -104,8 +104,11 @@ def unique_conflict(user, exc: E.ValidationError) -> Response:
     return problem(409, "unique-conflict", detail, errors=errors, existing=existing or None)
 
 
-def from_error(exc: E.MetaCRMError) -> Response:
-    """The problem document of a library error."""
+def from_error(exc: E.MetaCRMError, *, method: str = "POST") -> Response:
+    """The problem document of a library error, answering a request of ``method``. Refused
+    values are 422 in a body; a GET has none, so there they are its query parameters (400); a
+    DELETE has none either, so there the refusal is the model's rules against the record's
+    links (on_delete: restrict, a required link): a conflict (409)."""
     kind = slug(type(exc))
     detail = str(exc)
     if isinstance(exc, E.ModelError):
@@ -113,7 +116,8 @@ def from_error(exc: E.MetaCRMError) -> Response:
     if isinstance(exc, E.ExpressionError):
         return problem(400, kind, detail, position=exc.position, errors=_issues(exc) or None)
     if isinstance(exc, E.ValidationError):
-        return problem(422, kind, detail, errors=_issues(exc))
+        status = {"GET": 400, "HEAD": 400, "DELETE": 409}.get(method, 422)
+        return problem(status, kind, detail, errors=_issues(exc))
     if isinstance(exc, E.TransitionError):
         return problem(409, kind, detail, allowed=list(exc.allowed))
     if isinstance(exc, E.NotFound):
