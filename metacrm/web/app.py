@@ -247,7 +247,7 @@ def if_match(request: Request) -> int | None:
 
 # -- the application -----------------------------------------------------------------------------
 def build_app(crm, **settings: Any) -> FastAPI:
-    from . import forms, routes
+    from . import forms, pages, routes
 
     conf = Settings(**settings)
     app = FastAPI(
@@ -265,6 +265,7 @@ def build_app(crm, **settings: Any) -> FastAPI:
     User = Annotated[Any, Depends(acting)]
     routes.install(app, crm, conf, User)
     forms.install(app, crm, conf)
+    pages.install(app, crm, conf)
     return app
 
 
