@@ -29,7 +29,9 @@ def _hasher():
     try:
         from argon2 import PasswordHasher
     except ImportError:  # pragma: no cover - the [web] extra installs it
-        raise MissingExtra("passwords need argon2-cffi: pip install 'metacrm[web]'", extra="web", module="argon2") from None
+        raise MissingExtra(
+            "passwords need argon2-cffi: pip install 'metacrm[web]'", extra="web", module="argon2"
+        ) from None
     return PasswordHasher()  # argon2id, RFC 9106's low-memory profile
 
 

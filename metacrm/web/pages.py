@@ -84,7 +84,9 @@ class Throttle:
 
     LIMIT = 10_000
 
-    def __init__(self, free: int = 5, base: float = 1.0, cap: float = 900.0, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self, free: int = 5, base: float = 1.0, cap: float = 900.0, clock: Callable[[], float] = time.monotonic
+    ):
         self.free, self.base, self.cap, self.clock = free, base, cap, clock
         self._keys: dict[str, tuple[int, float]] = {}  # key -> (failures, locked until)
         self._lock = threading.Lock()
@@ -268,7 +270,9 @@ def install(app: FastAPI, crm, conf: Settings) -> None:
         return wrapped
 
     async def _login_required(request: Request, exc: LoginRequired) -> Response:
-        target = "/login?" + urlencode({"next": request.url.path + (f"?{request.url.query}" if request.url.query else "")})
+        target = "/login?" + urlencode(
+            {"next": request.url.path + (f"?{request.url.query}" if request.url.query else "")}
+        )
         if request.headers.get("hx-request"):
             return Response(status_code=401, headers={"HX-Redirect": target})
         return RedirectResponse(target, 303)
@@ -324,9 +328,7 @@ def install(app: FastAPI, crm, conf: Settings) -> None:
         keys = (f"login:{name}", f"address:{address}")
         wait = throttle.wait(*keys)
         if wait > 0:
-            response = login_page(
-                request, 429, f"too many failed sign-ins: try again in {int(wait) + 1} s", name
-            )
+            response = login_page(request, 429, f"too many failed sign-ins: try again in {int(wait) + 1} s", name)
             response.headers["Retry-After"] = str(int(wait) + 1)
             return response
         if not await run_in_threadpool(passwords.verify_password, crm, name, password):
@@ -334,7 +336,9 @@ def install(app: FastAPI, crm, conf: Settings) -> None:
             return login_page(request, 401, "wrong login or password", name)
         throttle.succeeded(keys[0])
         session = await run_in_threadpool(passwords.start_session, crm, name, ttl)
-        response = RedirectResponse(_safe_next(form.get("next") if isinstance(form.get("next"), str) else None, "/"), 303)
+        response = RedirectResponse(
+            _safe_next(form.get("next") if isinstance(form.get("next"), str) else None, "/"), 303
+        )
         response.set_cookie(
             SESSION_COOKIE,
             session["secret"],
@@ -417,8 +421,10 @@ def _entity_pages(router: APIRouter, ent: Entity, signed_in, check_csrf, posted,
         if more:
             cursor = decode_cursor(after) if after else {}
             nxt = {"o": cursor.get("o", 0) + PAGE_SIZE} if order_by else {"a": rows[-1]["id"]}
-            next_url = list_url(request) + ("&" if "?" in list_url(request) else "?") + urlencode(
-                {"after": encode_cursor(nxt)}
+            next_url = (
+                list_url(request)
+                + ("&" if "?" in list_url(request) else "?")
+                + urlencode({"after": encode_cursor(nxt)})
             )
         titles = _link_titles(user, single_links, rows)
         sorts = {}
@@ -458,7 +464,14 @@ def _entity_pages(router: APIRouter, ent: Entity, signed_in, check_csrf, posted,
             stages = [c["stage"] for c in board["columns"]]
             now = dt.datetime.now(dt.UTC)
             return render(
-                request, "board.html", session, ent=ent, board=board, amount=amount, stages=stages, now=now,
+                request,
+                "board.html",
+                session,
+                ent=ent,
+                board=board,
+                amount=amount,
+                stages=stages,
+                now=now,
                 pipelines=list(ent.pipelines.values()),
             )
 
