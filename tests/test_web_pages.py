@@ -130,6 +130,28 @@ def test_pages_redirect_to_login_without_a_session(site):
     assert site.client.get("/deal", headers={"HX-Request": "true"}).headers["HX-Redirect"] == "/login?next=%2Fdeal"
 
 
+def test_every_page_without_a_session_goes_to_sign_in_and_changes_nothing(site):
+    from fastapi.routing import APIRoute
+
+    from tests.test_http_security import _fill, walk
+
+    before = site.dump()
+    walked = 0
+    for path, route in walk(site.app.routes):
+        if not isinstance(route, APIRoute) or route.endpoint.__module__ != "metacrm.web.pages":
+            continue
+        if path == "/login":
+            continue
+        for method in sorted(route.methods - {"HEAD", "OPTIONS"}):
+            data = {"csrf": "x", "stage": "qualified", "name": "x", "text": "x"} if method == "POST" else None
+            response = site.client.request(method, _fill(path), data=data)
+            assert response.status_code == 303, (method, path, response.status_code)
+            assert response.headers["location"].startswith("/login?next="), (method, path)
+            walked += 1
+    assert walked > 5 * len(site.crm.model.entities)
+    assert site.dump() == before
+
+
 def test_sign_in_sets_a_safe_cookie_and_logout_ends_the_session(site):
     wrong = site.sign_in(password="wrong password")
     assert wrong.status_code == 401 and "wrong login or password" in wrong.text
