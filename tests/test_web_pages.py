@@ -375,3 +375,17 @@ def test_everything_is_escaped_and_static_files_are_served(site):
         response = site.client.get(path)
         assert response.status_code == 200 and "javascript" in response.headers["content-type"], path
     assert "cdn" not in page.text.lower()
+
+
+def test_vendored_files_carry_their_licences_and_are_listed():
+    vendor = Path(__file__).parent.parent / "metacrm" / "web" / "static" / "vendor"
+    readme = (vendor / "README.md").read_text(encoding="utf-8")
+    scripts = sorted(p.name for p in vendor.glob("*.js"))
+    assert scripts == ["Sortable.min.js", "htmx.min.js"]
+    for name in scripts:
+        licence = vendor / f"{name.split('.')[0]}.LICENSE"
+        assert licence.stat().st_size > 100, licence
+        assert f"`{name}`" in readme and f"`{licence.name}`" in readme
+    templates = Path(__file__).parent.parent / "metacrm" / "web" / "templates"
+    for page in templates.glob("*.html"):
+        assert "://" not in re.sub(r"https?://(htmx\.org|sortablejs)", "", page.read_text(encoding="utf-8")), page
