@@ -389,3 +389,31 @@ def test_vendored_files_carry_their_licences_and_are_listed():
     templates = Path(__file__).parent.parent / "metacrm" / "web" / "templates"
     for page in templates.glob("*.html"):
         assert "://" not in re.sub(r"https?://(htmx\.org|sortablejs)", "", page.read_text(encoding="utf-8")), page
+
+
+def test_a_database_older_than_passwords_gets_their_tables(db_url):
+    """A database migrated before passwords existed (the same model: `migrate` has nothing to
+    do): nobody can sign in, nothing fails, and the first password creates the two tables."""
+    from sqlalchemy import inspect
+
+    from metacrm.runtime.passwords import find_session, start_session, verify_password
+
+    crm = metacrm.connect(TRADE, db_url)
+    crm.migrate()
+    crm.add_user("ann", roles=["manager"])
+    client = crm.create("client", {"name": "Ромашка", "owner": "ann"})
+    names = {crm.storage.password_table.name, crm.storage.session_table.name}
+    with crm.engine.begin() as conn:
+        for table in (crm.storage.session_table, crm.storage.password_table):
+            table.drop(conn)
+    assert not names & set(inspect(crm.engine).get_table_names())
+    assert list(crm.migrate()) == []
+    assert not verify_password(crm, "ann", PASSWORD)
+    assert find_session(crm, "anything") is None
+    set_password(crm, "ann", PASSWORD)
+    assert names <= set(inspect(crm.engine).get_table_names())
+    assert verify_password(crm, "ann", PASSWORD)
+    session = start_session(crm, "ann")
+    assert find_session(crm, session["secret"])["login"] == "ann"
+    assert crm.get("client", client["id"])["name"] == "Ромашка"
+    crm.close()
