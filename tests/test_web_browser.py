@@ -159,6 +159,13 @@ def test_a_manager_with_own_scope_sees_only_their_deals(world, chromium):
     page.goto(url + "/deal")
     expect(page.locator("#list")).to_contain_text("Сделка Лютик")
     expect(page.locator("#list")).not_to_contain_text("Сделка Ромашка")
+    # quick search as you type (htmx swaps the records in): only bob's deals are found
+    page.fill("#q", "Сделка")
+    expect(page).to_have_url(re.compile(r"/deal\?q=%D0%A1"))
+    expect(page.locator("#count")).to_have_text("1 record")
+    expect(page.locator("#list")).to_contain_text("Сделка Лютик")
+    page.fill("#q", "Ромашка")
+    expect(page.locator("#count")).to_have_text("0 records")
     page.goto(url + "/deal/board")
     expect(page.locator(f'li.card[data-id="{site.ids["d_bob"]}"]')).to_be_visible()
     expect(page.locator(f'li.card[data-id="{site.ids["d_ann"]}"]')).to_have_count(0)
