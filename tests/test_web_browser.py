@@ -110,6 +110,12 @@ def test_a_manager_works_in_the_browser(world, chromium):
     # a deal from its card
     page.click("#rel-deals ~ p a.button")
     expect(page).to_have_url(re.compile(rf"/deal/new\?client={client_id}$"))
+    expect(page.locator("#f-client option")).to_have_count(3)  # none, Ромашка, Василёк
+    page.fill("#find-client", "Ромашка")  # the link's search (htmx) offers the matches, the choice kept first
+    expect(page.locator("#f-client option", has_text="Ромашка")).to_have_count(1)
+    page.fill("#find-client", "nothing like it")
+    expect(page.locator("#f-client option")).to_have_count(2)  # none, and the chosen Василёк
+    expect(page.locator("#f-client")).to_have_value(str(client_id))
     page.fill("#f-title", "Поставка из браузера")
     page.click("form.record button[type=submit]")
     expect(page).to_have_url(re.compile(r"/deal/\d+$"))

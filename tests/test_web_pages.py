@@ -417,3 +417,17 @@ def test_a_database_older_than_passwords_gets_their_tables(db_url):
     assert find_session(crm, session["secret"])["login"] == "ann"
     assert crm.get("client", client["id"])["name"] == "Ромашка"
     crm.close()
+
+
+def test_link_options_follow_the_search_and_the_users_access(site):
+    site.sign_in("ann")
+    form = site.client.get("/deal/new").text
+    assert 'hx-get="/client/options"' in form
+    found = site.client.get("/client/options", params={"q": "Ромашка", "field": "client", "empty": "1"}).text
+    assert f'<option value="{site.ids["c_ann"]}">Ромашка</option>' in found and found.startswith('<option value="">')
+    hidden = site.client.get("/client/options", params={"q": "Лютик"}).text  # bob's client: not offered
+    assert "Лютик" not in hidden and "<option" not in hidden
+    kept = site.client.get("/client/options", params={"q": "zzz", "field": "client", "client": str(site.ids["c_ann"])})
+    assert f'<option value="{site.ids["c_ann"]}" selected>Ромашка</option>' in kept.text
+    everyone = site.client.get("/client/options").text
+    assert "Ромашка" in everyone and "Лютик" not in everyone

@@ -497,6 +497,30 @@ def _entity_pages(router: APIRouter, ent: Entity, signed_in, check_csrf, posted,
                 return JSONResponse({"ok": True, "stage": record["stage"]})
             return RedirectResponse(back, 303)
 
+    @router.get(f"{base}/options")
+    @pages
+    def options(request: Request) -> Response:
+        """``<option>``s of this entity's records for a link's select (htmx swaps them in as the
+        user types): the search hits for ``q`` (the first records without it), the ids chosen so far
+        (``selected``, or the parameter ``field`` names) kept first; only what the user may read."""
+        session = signed_in(request)
+        user = session["user"]
+        q = (request.query_params.get("q") or "").strip()
+        given = request.query_params.getlist(request.query_params.get("field") or "selected")
+        selected = [int(v) for v in given if v.isdigit() and len(v) < 19]
+        try:
+            if q and ent.search:
+                ids = [hit["id"] for hit in user.search(q, entity=name, limit=OPTIONS_LIMIT)]
+            else:
+                ids = [r["id"] for r in user.find(name, limit=OPTIONS_LIMIT)]
+        except E.ValidationError:  # text without a word: no hits
+            ids = []
+        keep = [i for i in selected if i not in ids]
+        titles = user.titles(name, [*keep, *ids])
+        items = [(str(i), titles[i], i in selected) for i in [*keep, *ids] if i in titles]
+        empty = request.query_params.get("empty") == "1"
+        return render(request, "options.html", session, items=items, empty=empty)
+
     @router.get(f"{base}/new")
     @pages
     def new_page(request: Request) -> Response:
