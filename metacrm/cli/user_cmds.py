@@ -1,4 +1,4 @@
-"""Users: metacrm user add | list | set."""
+"""Users: metacrm user add | list | set | passwd."""
 
 from __future__ import annotations
 
@@ -56,6 +56,27 @@ def list_(model: ModelOpt = DEFAULT_MODEL, db: DbOpt = DEFAULT_DB, format: Forma
     """The users, with their roles and teams."""
     with opened(model, db) as crm:
         emit_records(crm.users(), format, ["login", "name", "roles", "team", "email"])
+
+
+@users.command("passwd")
+def passwd(
+    login: Annotated[str, typer.Argument(help="The login.")],
+    model: ModelOpt = DEFAULT_MODEL,
+    db: DbOpt = DEFAULT_DB,
+) -> None:
+    """Set a user's password for the browser app (argon2id): asked twice on a terminal, else
+    read from the first line of standard input. The user's open sessions end."""
+    import sys
+
+    from ..runtime.passwords import set_password
+
+    if sys.stdin.isatty():
+        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    with opened(model, db) as crm:
+        set_password(crm, login, password)
+    typer.echo(f"password set for {login}", err=True)
 
 
 def register(app: typer.Typer) -> None:

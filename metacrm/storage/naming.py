@@ -20,6 +20,8 @@ JOURNAL_TABLE = "metacrm_journal"
 OUTBOX_TABLE = "metacrm_outbox"
 FIRED_TABLE = "metacrm_fired"
 TOKEN_TABLE = "metacrm_token"
+PASSWORD_TABLE = "metacrm_password"
+SESSION_TABLE = "metacrm_session"
 FORM_STATE_TABLE = "metacrm_form_state"
 MAX_NAME = 63
 

@@ -77,6 +77,8 @@ class Storage:
     journal_table: Table | None = None
     fired_table: Table | None = None
     token_table: Table | None = None
+    password_table: Table | None = None
+    session_table: Table | None = None
     form_state_table: Table | None = None
     # (entity, pipeline) -> {stage: bit of the ``reached`` mask}
     reached_bits: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
@@ -447,6 +449,24 @@ def _system_tables(storage: Storage) -> None:
         Column("expires_at", UTCDateTime(), nullable=True),
         Column("revoked_at", UTCDateTime(), nullable=True),
         sqlite_autoincrement=True,
+    )
+    # sign-in to the browser app (runtime/passwords.py): an argon2id hash per login, and the
+    # sessions (only a hash of the cookie's secret is kept; the CSRF token is the session's)
+    storage.password_table = Table(
+        naming.PASSWORD_TABLE,
+        md,
+        Column("login", String(100), primary_key=True),
+        Column("hash", String(200), nullable=False),
+        Column("updated_at", UTCDateTime(), nullable=False),
+    )
+    storage.session_table = Table(
+        naming.SESSION_TABLE,
+        md,
+        Column("hash", String(64), primary_key=True),
+        Column("login", String(100), nullable=False),
+        Column("csrf", String(64), nullable=False),
+        Column("created_at", UTCDateTime(), nullable=False),
+        Column("expires_at", UTCDateTime(), nullable=False),
     )
     # forms (runtime/forms.py): one row per form, locked by each submission; `turns` holds each
     # round-robin role's last assigned login

@@ -247,7 +247,7 @@ def if_match(request: Request) -> int | None:
 
 # -- the application -----------------------------------------------------------------------------
 def build_app(crm, **settings: Any) -> FastAPI:
-    from . import apidocs, forms, openapi, routes
+    from . import apidocs, forms, openapi, pages, routes
 
     conf = Settings(**settings)
     app = FastAPI(
@@ -267,6 +267,7 @@ def build_app(crm, **settings: Any) -> FastAPI:
     forms.install(app, crm, conf)
     openapi.install(app, crm.model)
     apidocs.install(app, app.openapi_url)
+    pages.install(app, crm, conf)  # last: its /{entity}/{id} would otherwise catch /api/docs
     return app
 
 
