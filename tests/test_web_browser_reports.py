@@ -58,3 +58,41 @@ def test_funnel_and_model_in_the_browser(world, chromium):  # noqa: F811
     errors = [e for e in errors if not e.startswith("Failed to load resource")]  # the favicon
     assert errors == []  # nothing refused by the Content-Security-Policy, no script error
     context.close()
+
+
+def test_labels_with_quotes_markup_and_line_breaks_are_drawn(db_url, chromium, tmp_path):  # noqa: F811
+    """Every diagram of a model whose labels hold quotes, markup, ``;``, ``%``, ``#`` and line
+    breaks is drawn (no mermaid syntax error), and no label's markup runs."""
+    import metacrm
+    from metacrm.runtime.passwords import set_password
+    from metacrm.web import create_app
+    from tests.test_web_browser import Server
+    from tests.test_web_pages import PASSWORD
+    from tests.test_web_reports import MODEL
+
+    path = tmp_path / "tricky.yaml"
+    path.write_text(MODEL, encoding="utf-8")
+    crm = metacrm.connect(path, db_url)
+    crm.migrate()
+    crm.add_user("root")
+    set_password(crm, "root", PASSWORD)
+    server = Server(create_app(crm))
+    try:
+        context = chromium.new_context()
+        page = context.new_page()
+        alerts: list[str] = []
+        page.on("dialog", lambda d: (alerts.append(d.message), d.dismiss()))
+        sign_in(page, server.url, "root")
+        page.goto(server.url + "/model")
+        figures = page.locator("figure.diagram")
+        expect(figures).to_have_count(2)
+        for i in range(2):
+            expect(figures.nth(i)).to_have_attribute("data-rendered", "1", timeout=30_000)
+        expect(page.locator("#erd svg")).to_contain_text("Бюджет; 100% {a}")
+        expect(page.locator("#stages-lead-default svg")).to_contain_text("Отказ; 50% #1")
+        expect(page.locator("#stages-lead-default svg")).to_contain_text("Проигран совсем")
+        assert page.locator("figure.diagram script").count() == 0 and alerts == []
+        context.close()
+    finally:
+        server.stop()
+        crm.close()
