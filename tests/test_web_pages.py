@@ -5,6 +5,7 @@ pages in Chromium."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
 import warnings
 from pathlib import Path
@@ -381,11 +382,13 @@ def test_vendored_files_carry_their_licences_and_are_listed():
     vendor = Path(__file__).parent.parent / "metacrm" / "web" / "static" / "vendor"
     readme = (vendor / "README.md").read_text(encoding="utf-8")
     scripts = sorted(p.name for p in vendor.glob("*.js"))
-    assert scripts == ["Sortable.min.js", "htmx.min.js"]
+    assert scripts == ["Sortable.min.js", "chart.umd.min.js", "htmx.min.js", "mermaid.min.js"]
     for name in scripts:
         licence = vendor / f"{name.split('.')[0]}.LICENSE"
         assert licence.stat().st_size > 100, licence
         assert f"`{name}`" in readme and f"`{licence.name}`" in readme
+        digest = hashlib.sha256((vendor / name).read_bytes()).hexdigest()
+        assert f"`{name}`: {digest}" in readme, name
     templates = Path(__file__).parent.parent / "metacrm" / "web" / "templates"
     for page in templates.glob("*.html"):
         assert "://" not in re.sub(r"https?://(htmx\.org|sortablejs)", "", page.read_text(encoding="utf-8")), page

@@ -5,12 +5,29 @@ from __future__ import annotations
 from .metamodel import Model
 
 
+def one_line(text: str) -> str:
+    """A label as Mermaid text takes it: one line (a line break ends a statement), no double
+    quote (it ends a quoted label): line breaks and runs of white space become one space, ``"``
+    becomes ``'``. Markup needs no escaping here: mermaid sanitises labels (securityLevel strict)."""
+    return " ".join(str(text).split()).replace('"', "'")
+
+
+# Mermaid ends a statement at ``;`` and reads ``#name;`` as a character: both are written as
+# its character codes (drawn as themselves).
+MERMAID_CODES = str.maketrans({"#": "#35;", ";": "#59;"})
+
+
+def mermaid_label(text: str) -> str:
+    """A label for Mermaid text: on one line, without ``"``, with ``#`` and ``;`` coded."""
+    return one_line(text).translate(MERMAID_CODES)
+
+
 def _label(text: str | None) -> str:
-    return f' "{text.replace(chr(34), chr(39))}"' if text else ""
+    return f' "{mermaid_label(text)}"' if text else ""
 
 
 def to_mermaid_erd(model: Model) -> str:
-    lines = ["erDiagram", f"    %% {model.name}: {model.caption}"]
+    lines = ["erDiagram", f"    %% {model.name}: {one_line(model.caption)}"]
     for entity in model.entities.values():
         lines.append(f"    {entity.name} {{")
         lines.append("        int id PK")

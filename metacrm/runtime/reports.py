@@ -246,14 +246,30 @@ class GroupKey:
         return {"value": value, "label": _label(labels, value), "hidden": False}
 
 
+def group_names(entity: Entity) -> list[str]:
+    """What records of ``entity`` can be grouped by (``by`` of both reports), in this order."""
+    valid = [*(["owner"] if entity.owner else []), *(["stage"] if entity.has_stages else [])]
+    valid += ["pipeline"] if entity.multi_pipeline else []
+    valid += [f.name for f in entity.fields.values() if f.type in GROUP_TYPES]
+    return valid + [link.name for link in entity.links.values() if not link.many and not link.polymorphic]
+
+
+def sum_names(entity: Entity) -> list[str]:
+    """The money and number fields the group report can sum."""
+    return [f.name for f in entity.fields.values() if f.type in SUM_TYPES]
+
+
+def date_names(entity: Entity) -> list[str]:
+    """The dates a period or a date filter of the group report can read."""
+    valid = ["created_at", "updated_at"] + (["stage_entered_at", "closed_at"] if entity.has_stages else [])
+    return valid + [f.name for f in entity.fields.values() if f.type in ("date", "datetime")]
+
+
 def group_key(storage: Storage, entity: Entity, name: str, *, what: str = "by", actor: Actor = SYSTEM) -> GroupKey:
     """What records can be grouped by: owner, stage, pipeline, a plain field, a single link.
     A link's groups are its targets, by title; those ``actor`` may not read are one group."""
     table = storage.table(entity.name)
-    valid = [*(["owner"] if entity.owner else []), *(["stage"] if entity.has_stages else [])]
-    valid += ["pipeline"] if entity.multi_pipeline else []
-    valid += [f.name for f in entity.fields.values() if f.type in GROUP_TYPES]
-    valid += [link.name for link in entity.links.values() if not link.many and not link.polymorphic]
+    valid = group_names(entity)
     if name not in valid:
         reason = "cannot group by" if entity.member(name) or name in ("owner", "stage") else "unknown field"
         raise _bad(f"{entity.name}: {what}: {reason} '{name}'", name, valid)
@@ -635,8 +651,7 @@ def date_column(storage: Storage, entity: Entity, name: str | None):
     """The column a period or a date filter reads, and whether it holds dates (not datetimes)."""
     table = storage.table(entity.name)
     name = name or "created_at"
-    valid = ["created_at", "updated_at"] + (["stage_entered_at", "closed_at"] if entity.has_stages else [])
-    valid += [f.name for f in entity.fields.values() if f.type in ("date", "datetime")]
+    valid = date_names(entity)
     if name not in valid:
         raise _bad(f"{entity.name}: date: '{name}' is not a date or datetime field", name, valid)
     return table.c[name], name in entity.fields and entity.fields[name].type == "date"
@@ -662,7 +677,7 @@ def _period_text(value, period: str) -> str | None:
 
 
 def sum_column(storage: Storage, entity: Entity, name: str):
-    valid = [f.name for f in entity.fields.values() if f.type in SUM_TYPES]
+    valid = sum_names(entity)
     if name not in valid:
         reason = "cannot sum" if name in entity.fields else "unknown field"
         raise _bad(f"{entity.name}: sum: {reason} '{name}' (a money or number field)", name, valid)

@@ -3,6 +3,7 @@ probability on each open stage, the initial stage pointed at."""
 
 from __future__ import annotations
 
+from ..model.erd import mermaid_label, one_line
 from ..model.metamodel import Entity, Pipeline, Stage
 
 
@@ -18,7 +19,7 @@ def _caption(stage: Stage) -> str:
 
 
 def _quote(text: str) -> str:
-    return text.replace('"', "'")
+    return one_line(text)
 
 
 def _pipelines(entity: Entity, pipeline: str | None) -> list[Pipeline]:
@@ -30,15 +31,15 @@ def _pipelines(entity: Entity, pipeline: str | None) -> list[Pipeline]:
 def to_mermaid(entity: Entity, pipeline: str | None = None) -> str:
     pipelines = _pipelines(entity, pipeline)
     nested = len(pipelines) > 1
-    lines = ["stateDiagram-v2", f"    %% {entity.name}: {entity.caption}"]
+    lines = ["stateDiagram-v2", f"    %% {entity.name}: {one_line(entity.caption)}"]
     for p in pipelines:
         indent = "    "
         prefix = f"{p.name}_" if nested else ""
         if nested:
-            lines.append(f'    state "{_quote(p.caption)}" as {p.name} {{')
+            lines.append(f'    state "{mermaid_label(p.caption)}" as {p.name} {{')
             indent = "        "
         for stage in p.stages.values():
-            lines.append(f'{indent}state "{_quote(_caption(stage))}" as {prefix}{stage.name}')
+            lines.append(f'{indent}state "{mermaid_label(_caption(stage))}" as {prefix}{stage.name}')
         lines.append(f"{indent}[*] --> {prefix}{p.initial}")
         for t in p.transitions:
             label = t.label or ("reopen" if t.reopen else "")
@@ -46,7 +47,7 @@ def to_mermaid(entity: Entity, pipeline: str | None = None) -> str:
                 label = f"{label} if {t.when}".strip()
             if t.roles:
                 label = f"{label} [{', '.join(t.roles)}]".strip()
-            suffix = f" : {_quote(label)}" if label else ""
+            suffix = f" : {mermaid_label(label)}" if label else ""
             lines.append(f"{indent}{prefix}{t.source} --> {prefix}{t.target}{suffix}")
         for stage in p.stages.values():
             if stage.closed:

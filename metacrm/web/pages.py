@@ -34,6 +34,7 @@ from starlette.staticfiles import StaticFiles
 
 from .. import errors as E
 from ..model.metamodel import Entity, Field, Link
+from . import pages_reports
 from .app import HTTPProblem, Settings, decode_cursor, encode_cursor, read_body
 from .forms import FORM_TYPE, parse_urlencoded
 
@@ -371,6 +372,7 @@ def install(app: FastAPI, crm, conf: Settings) -> None:
         tasks = user.tasks(for_user=session["login"], limit=50) if user.task_entities() else []
         return render(request, "home.html", session, tasks=tasks)
 
+    pages_reports.install(router, crm, signed_in, render, pages)  # reports and /model
     for ent in entities:
         _entity_pages(router, ent, signed_in, check_csrf, posted, render, pages)
     app.include_router(router)
