@@ -33,7 +33,7 @@ def upload(site: Site, entity: str, data: bytes, token: str | None = None, filen
 def step(site: Site, entity: str, which: str, page: str, token: str | None = None, **options):
     key = re.search(r'name="upload" value="([^"]+)"', page).group(1)
     form = {"csrf": csrf_of(page) if token is None else token, "upload": key}
-    form.update({k: "1" for k, v in options.items() if v})
+    form.update({k: v if k.startswith("map.") else "1" for k, v in options.items() if v})
     return site.client.post(f"/{entity}/import/{which}", data=form)
 
 
@@ -133,21 +133,43 @@ def test_the_report_is_the_clis(site, tmp_path):
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        (b"foo,name\n1,2\n", "unknown column 'foo'; client fields: name"),
         ("name,city\nАльфа,Москва\n".encode("cp1251"), "clients.csv is not UTF-8 text"),
         (b"", "clients.csv is empty: its first line must name the columns"),
         (b'name,city\n"open,quote\n', "is never closed"),
-        (b"name,stage\nA,new\n", "holds the stage: importing stages needs import_stages=True"),
     ],
 )
 def test_a_bad_file_gets_the_librarys_message_and_nothing_is_kept(site, data, message):
     site.sign_in("dir")
     before = site.dump()
-    page = upload(site, "client" if b"stage" not in data else "deal", data)
+    page = upload(site, "client", data)
     assert page.status_code == 422
     assert message in problems(page.text) and "Nothing was imported." in problems(page.text)
     assert 'name="upload"' not in page.text and site.app.state.uploads._items == {}
     assert site.dump() == before
+
+
+def test_unknown_columns_are_named_and_can_be_mapped_or_ignored(site):
+    site.sign_in("dir")
+    before = site.dump()
+    data = "Название,Откуда,stage\nДельта,Казань,new\n".encode()
+    preview = upload(site, "client", data)
+    assert preview.status_code == 422
+    said = problems(preview.text)
+    assert "unknown column 'Откуда'; client fields: name" in said and "unknown column 'stage'" in said
+    assert re.findall(r'<select name="map\.([^"]+)"', preview.text) == ["Название", "Откуда", "stage"]
+    assert preview.text.count("not placed") == 2
+    wrong = step(site, "client", "check", preview.text, **{"map.Откуда": "town", "map.stage": "-"})
+    assert wrong.status_code == 422
+    assert "column 'Откуда' is mapped to 'town', which client does not have" in problems(wrong.text)
+    check = step(site, "client", "check", preview.text, **{"map.Откуда": "city", "map.stage": "-"})
+    assert summary(check.text) == "dry run: would have imported 1 client records; 0 rejected; nothing was written"
+    hidden = dict(re.findall(r'<input type="hidden" name="map\.([^"]+)" value="([^"]*)">', check.text))
+    assert hidden == {"Откуда": "city", "stage": "-"}  # the import goes with the same mapping
+    assert site.dump() == before
+    form = {"csrf": csrf_of(check.text), "upload": re.search(r'name="upload" value="([^"]+)"', check.text).group(1)}
+    done = site.client.post("/client/import/run", data={**form, **{f"map.{k}": v for k, v in hidden.items()}})
+    assert summary(done.text) == "imported 1 client records; 0 rejected"
+    assert [r["city"] for r in site.crm.find("client", "name = 'Дельта'")] == ["Казань"]
 
 
 def test_no_file_an_oversized_body_and_a_missing_csrf_token(site):

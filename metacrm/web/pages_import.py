@@ -40,11 +40,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from .. import errors as E
-from ..io.csv_io import ImportRefused, ImportResult, import_csv, map_columns, read_csv
+from ..io.csv_io import ID_COLUMN, ImportRefused, ImportResult, _members, import_csv, map_columns, read_csv
 from ..model.metamodel import Entity
 from ..runtime.access import scope
 from .app import HTTPProblem, Settings, read_body
 
+IGNORE = "-"  # a column mapped to nothing
 PREVIEW_ROWS = 10  # rows shown with the mapping
 MULTIPART = "multipart/form-data"
 OPTIONS = ("skip_invalid", "import_stages", "near_matches")  # the CLI's --skip-invalid, --with-stages, --near-matches
@@ -102,6 +103,16 @@ def parse_multipart(body: bytes, content_type: str) -> dict[str, tuple[str | Non
     return parts
 
 
+def _mapping(form: dict) -> dict[str, str]:
+    """The columns the user mapped: ``map.COLUMN`` = a member, or ``-`` to ignore the column
+    (the library's ``mapping``; a column left out is placed by its name or label)."""
+    mapping = {}
+    for key, value in form.items():
+        if key.startswith("map.") and isinstance(value, str) and value:
+            mapping[key[4:]] = "" if value == IGNORE else value
+    return mapping
+
+
 def _options(form: dict) -> dict[str, bool]:
     return {name: form.get(name) in ("1", "on", "true") for name in OPTIONS}
 
@@ -138,22 +149,58 @@ def _entity_import(router, ent, conf, uploads, allowed, owner_of, signed_in, che
         context.setdefault("options", dict.fromkeys(OPTIONS, False))
         return render(request, "import.html", session, status, ent=ent, step=step, **context)
 
-    def mapping_of(header: list[str], options: dict) -> tuple[list[dict], list[str]]:
-        """The library's column -> member mapping, or its messages naming the columns it cannot place."""
+    members = [*_members(ent), ID_COLUMN]
+
+    def mapping_of(header: list[str], options: dict, mapping: dict) -> tuple[list[dict], list[str]]:
+        """Each column with the member the library fills from it (``mapping`` as the user set it),
+        and the library's messages naming the columns it cannot place."""
         try:
-            columns = map_columns(ent, header, None, import_stages=options["import_stages"])
+            placed = {c.index: c for c in map_columns(ent, header, mapping, import_stages=options["import_stages"])}
+            problems: list[str] = []
         except E.ValidationError as exc:
-            return [], [issue.message for issue in exc.issues] or [str(exc)]
-        shown = []
-        for column in columns:
-            member = column.target
-            label = None
-            if member in ent.fields:
-                label = ent.fields[member].label
-            elif member in ent.links:
-                label = ent.links[member].label
-            shown.append({"column": column.name, "member": member, "label": label, "kind": column.kind})
-        return shown, []
+            problems = [issue.message for issue in exc.issues] or [str(exc)]
+            bad = {issue.value for issue in exc.issues if isinstance(issue.value, str)} & set(header)
+            try:  # where the other columns go
+                rest = map_columns(ent, header, {**mapping, **dict.fromkeys(bad, "")}, import_stages=True)
+                placed = {c.index: c for c in rest if c.name not in bad}
+            except E.ValidationError:
+                placed = {}
+        columns = []
+        for index, column in enumerate(header):
+            found = placed.get(index)
+            member = found.target if found else None
+            item = ent.fields.get(member or "") or ent.links.get(member or "")
+            chosen = mapping.get(column)
+            columns.append(
+                {
+                    "index": index,
+                    "column": column,
+                    "member": member,
+                    "label": item.label if item is not None else None,
+                    "kind": found.kind if found else "unknown",
+                    "chosen": "" if chosen is None else (chosen or IGNORE),
+                }
+            )
+        return columns, problems
+
+    def preview_page(request, session, key, filename, data, options, mapping, status=200, problems=()):
+        _, header, rows = read_csv(_named(data, filename))
+        columns, unplaced = mapping_of(header, options, mapping)
+        return page(
+            request,
+            session,
+            "preview",
+            422 if unplaced or problems else status,
+            options=options,
+            upload=key,
+            filename=filename,
+            columns=columns,
+            members=members,
+            header=header,
+            rows=rows[:PREVIEW_ROWS],
+            total=len(rows),
+            problems=[*problems, *unplaced],
+        )
 
     def upload_of(session: dict, form: dict) -> tuple[str, str, bytes]:
         key = form.get("upload")
@@ -195,22 +242,8 @@ def _entity_import(router, ent, conf, uploads, allowed, owner_of, signed_in, che
                 _, header, rows = read_csv(_named(data, label))
             except E.ValidationError as exc:
                 return page(request, session, "upload", 422, options=options, problems=[str(exc)])
-            columns, problems = mapping_of(header, options)
-            if problems:
-                return page(request, session, "upload", 422, options=options, problems=problems, header=header)
-            key = uploads.put(owner_of(session), label, data)
-            return page(
-                request,
-                session,
-                "preview",
-                options=options,
-                upload=key,
-                filename=label,
-                columns=columns,
-                header=header,
-                rows=rows[:PREVIEW_ROWS],
-                total=len(rows),
-            )
+            key = uploads.put(owner_of(session), label, data)  # kept even with unknown columns: they may be mapped
+            return preview_page(request, session, key, label, data, options, {})
 
         return await run_in_threadpool(attempt)
 
@@ -224,16 +257,17 @@ def _entity_import(router, ent, conf, uploads, allowed, owner_of, signed_in, che
         except E.ValidationError as exc:
             return page(request, session, "upload", 410, options=options, problems=[str(exc)])
         user = session["user"]
+        mapping = _mapping(form)
         refused = None
         try:
             if dry:
-                result = _dry_run(user, name, _named(data, filename), options)
+                result = _dry_run(user, name, _named(data, filename), options, mapping)
             else:
-                result = import_csv(user, name, _named(data, filename), **options)
+                result = import_csv(user, name, _named(data, filename), mapping=mapping, **options)
         except ImportRefused as exc:
             result, refused = exc.result, str(exc)
-        except E.ValidationError as exc:  # the file or its columns (cannot happen after step 1 but for the options)
-            return page(request, session, "upload", 422, options=options, problems=[str(exc)])
+        except E.ValidationError:  # the columns as mapped: the preview again, with the library's messages
+            return preview_page(request, session, key, filename, data, options, mapping)
         if not dry and refused is None:
             uploads.drop(key)
         issues = sorted([*result.rejected, *result.notes], key=lambda i: (i.row, i.kind != "rejected"))
@@ -245,6 +279,7 @@ def _entity_import(router, ent, conf, uploads, allowed, owner_of, signed_in, che
             options=options,
             upload=key,
             filename=filename,
+            mapping=mapping,
             result=result,
             refused=refused,
             issues=issues,
@@ -268,11 +303,11 @@ class _RolledBack(Exception):
         self.result = result
 
 
-def _dry_run(user, entity: str, source, options: dict) -> ImportResult:
+def _dry_run(user, entity: str, source, options: dict, mapping: dict) -> ImportResult:
     """The library's import in a transaction rolled back at its end: what it would do, nothing written."""
     try:
         with user.transaction():
-            raise _RolledBack(import_csv(user, entity, source, **options))
+            raise _RolledBack(import_csv(user, entity, source, mapping=mapping, **options))
     except _RolledBack as done:
         return done.result
 
