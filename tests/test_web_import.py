@@ -70,6 +70,7 @@ def test_the_list_links_to_the_import_page_and_its_form_needs_the_import_action(
     assert "<code>inn</code> (ИНН)" in form.text  # the fields a column may fill
     other = site.browser()
     site.sign_in("ann", client=other)  # a manager: no import on client
+    assert "/client/import" not in other.get("/client").text  # no link to a page refusing them
     refused = other.get("/client/import")
     assert refused.status_code == 403 and "ann may not import client records" in refused.text
     before = site.dump()

@@ -35,6 +35,7 @@ from starlette.staticfiles import StaticFiles
 
 from .. import errors as E
 from ..model.metamodel import Entity, Field, Link
+from ..runtime.access import scope
 from . import pages_import
 from .app import HTTPProblem, Settings, decode_cursor, encode_cursor, read_body
 from .forms import FORM_TYPE, parse_urlencoded
@@ -217,6 +218,9 @@ def install(app: FastAPI, crm, conf: Settings) -> None:
         loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True), trim_blocks=True
     )
     env.globals["shown"] = shown
+    env.globals["may"] = lambda session, entity, action: (
+        scope(crm.model, session["user"].actor, entity, action) != "none"
+    )
     model = crm.model
     entities = list(model.entities.values())
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
