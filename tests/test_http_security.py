@@ -464,7 +464,7 @@ def test_every_route_without_a_token_is_401(world) -> None:
     for path, route in walk(app.routes):
         if not isinstance(route, APIRoute) or path.startswith(PUBLIC):
             continue
-        if route.endpoint.__module__ == "metacrm.web.pages":  # a session, not a token: test_web_pages walks them
+        if route.endpoint.__module__.startswith("metacrm.web.pages"):  # a session, not a token: test_web_pages walks them
             continue
         for method in sorted(route.methods - {"HEAD", "OPTIONS"}):
             r = world.client.request(method, _fill(path), content=b"{}", headers={"Content-Type": "application/json"})

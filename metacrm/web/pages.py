@@ -9,7 +9,8 @@ https) whose hash the database keeps with the login, a CSRF token and an absolut
 the answer is 403. Failed sign-ins lock the login and the address out for a growing time.
 
 Addresses (part of the contract): ``/`` home, ``/login``, ``/logout``, ``/{entity}`` list,
-``/{entity}/new``, ``/{entity}/{id}`` card, ``/{entity}/{id}/edit``, ``/{entity}/board``.
+``/{entity}/new``, ``/{entity}/{id}`` card, ``/{entity}/{id}/edit``, ``/{entity}/board``,
+``/{entity}/import`` (pages_import.py).
 """
 
 # no `from __future__ import annotations`: FastAPI reads the handlers' annotations
@@ -34,7 +35,8 @@ from starlette.staticfiles import StaticFiles
 
 from .. import errors as E
 from ..model.metamodel import Entity, Field, Link
-from . import pages_reports
+from ..runtime.access import scope
+from . import pages_import, pages_reports
 from .app import HTTPProblem, Settings, decode_cursor, encode_cursor, read_body
 from .forms import FORM_TYPE, parse_urlencoded
 
@@ -216,6 +218,9 @@ def install(app: FastAPI, crm, conf: Settings) -> None:
         loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True), trim_blocks=True
     )
     env.globals["shown"] = shown
+    env.globals["may"] = lambda session, entity, action: (
+        scope(crm.model, session["user"].actor, entity, action) != "none"
+    )
     model = crm.model
     entities = list(model.entities.values())
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
@@ -373,6 +378,7 @@ def install(app: FastAPI, crm, conf: Settings) -> None:
         return render(request, "home.html", session, tasks=tasks)
 
     pages_reports.install(router, crm, signed_in, render, pages)  # reports and /model
+    app.state.uploads = pages_import.install(router, crm, conf, entities, signed_in, check_csrf, posted, render, pages)
     for ent in entities:
         _entity_pages(router, ent, signed_in, check_csrf, posted, render, pages)
     app.include_router(router)
