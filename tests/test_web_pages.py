@@ -5,6 +5,7 @@ pages in Chromium."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
 import warnings
 from pathlib import Path
@@ -386,6 +387,11 @@ def test_vendored_files_carry_their_licences_and_are_listed():
         licence = vendor / f"{name.split('.')[0]}.LICENSE"
         assert licence.stat().st_size > 100, licence
         assert f"`{name}`" in readme and f"`{licence.name}`" in readme
+    # axe-core, for the tests only: listed with its licence and checksum, never under static/
+    axe = Path(__file__).parent / "vendor" / "axe.min.js"
+    assert "`tests/vendor/axe.min.js`" in readme and "`tests/vendor/axe.LICENSE`" in readme
+    assert (axe.parent / "axe.LICENSE").read_text(encoding="utf-8").startswith("Mozilla Public License")
+    assert hashlib.sha256(axe.read_bytes()).hexdigest() in readme
     templates = Path(__file__).parent.parent / "metacrm" / "web" / "templates"
     for page in templates.glob("*.html"):
         assert "://" not in re.sub(r"https?://(htmx\.org|sortablejs)", "", page.read_text(encoding="utf-8")), page
