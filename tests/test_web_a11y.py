@@ -91,8 +91,9 @@ def test_axe_finds_no_serious_violation(signed_in, chromium):  # noqa: F811
     report = "\n".join(line for line in found if line)
     assert not report, "axe-core violations:\n" + report
     # the check itself can fail: an unlabelled input and an image without text are caught
-    page.evaluate("document.querySelector('main').insertAdjacentHTML('beforeend', "
-                  "'<input id=bare><img src=/static/none.png>')")
+    page.evaluate(
+        "document.querySelector('main').insertAdjacentHTML('beforeend', '<input id=bare><img src=/static/none.png>')"
+    )
     caught = {v["id"] for v in axe_violations(page)}
     assert {"label", "image-alt"} <= caught, caught
 
@@ -117,8 +118,15 @@ def test_keyboard_focus_is_visible(signed_in):
 @pytest.mark.parametrize("path", ["/", "/deal", "card", "/deal/board", "/deal/new"])
 def test_a_phone_screen_needs_no_horizontal_scroll(world, chromium, path):  # noqa: F811
     site, url = world
-    site.crm.create("deal", {"title": "Очень длинное название сделки " * 4, "client": site.ids["c_ann"],
-                             "owner": "ann", "amount": "123456789.00"})
+    site.crm.create(
+        "deal",
+        {
+            "title": "Очень длинное название сделки " * 4,
+            "client": site.ids["c_ann"],
+            "owner": "ann",
+            "amount": "123456789.00",
+        },
+    )
     context = chromium.new_context(viewport={"width": 375, "height": 800})
     page = context.new_page()
     sign_in(page, url)
@@ -126,7 +134,9 @@ def test_a_phone_screen_needs_no_horizontal_scroll(world, chromium, path):  # no
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 375, f"{path} is {width} px wide on a 375 px screen"
     if path == "/deal/board":  # the board scrolls inside its own container
-        board = page.evaluate("(() => { const b = document.querySelector('.board'); "
-                              "return [b.scrollWidth, b.clientWidth, getComputedStyle(b).overflowX]; })()")
+        board = page.evaluate(
+            "(() => { const b = document.querySelector('.board'); "
+            "return [b.scrollWidth, b.clientWidth, getComputedStyle(b).overflowX]; })()"
+        )
         assert board[0] > board[1] and board[2] == "auto", board
     context.close()
