@@ -3,7 +3,8 @@ SQLAlchemy Core and a trivial string render, in the same run.
 
     python bench/bench_pages.py [--quick] [--rows 100000] [--repeat 30]
 
-SQLite (a WAL file in a temporary directory), model tests/fixtures/valid/contract.yaml, the data
+SQLite (a WAL file in a temporary directory; ``--db postgresql`` or ``both``: a fresh schema in
+``METACRM_TEST_PG_URL``, dropped afterwards, as bench/bench_records.py does), model tests/fixtures/valid/contract.yaml, the data
 of bench/bench_http.py: 1,000 clients, 100 products, ``--rows`` deals (each with two products and
 a client), then spread over the pipeline's stages with one UPDATE (so the board has six columns).
 The director ``bench`` signs in through ``/login`` (a real session, its cookie and CSRF token);
@@ -32,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_http import prepare  # noqa: E402
+from bench_records import dialects_to_run, fresh_url  # noqa: E402
 from sqlalchemy import MetaData, event, func, select, union_all, update  # noqa: E402
 
 import metacrm  # noqa: E402
@@ -160,62 +162,68 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="10,000 deals, 5 requests per page: a smoke check")
     parser.add_argument("--rows", type=int, default=None, help="deals in the database (default 100,000)")
+    parser.add_argument("--db", choices=["sqlite", "postgresql", "both"], default="sqlite", help="default sqlite")
     parser.add_argument("--repeat", type=int, default=None, help="requests per page (default 30)")
     args = parser.parse_args()
     rows = args.rows or (10_000 if args.quick else 100_000)
     repeat = args.repeat or (5 if args.quick else 30)
 
     with tempfile.TemporaryDirectory() as tmp:
-        url = f"sqlite:///{Path(tmp) / 'bench.db'}"
-        prepare(url, rows)
-        with metacrm.connect(MODEL, url) as crm:
-            with crm.engine.begin() as conn:  # the stages spread: the board's six columns
-                deal = MetaData()
-                deal.reflect(crm.engine, only=["deal"])
-                table = deal.tables["deal"]
-                for i, stage in enumerate(STAGES[1:], 1):
-                    conn.execute(update(table).where(table.c.id % len(STAGES) == i).values(stage=stage))
-            set_password(crm, "bench", PASSWORD)
-            deal_id = rows // 2
-            client_id = crm.get("deal", deal_id)["client"]
-            app = create_app(crm)
-            browser = TestClient(app, follow_redirects=False)
-            form = browser.get("/login").text
-            csrf = form.split('name="csrf" value="', 1)[1].split('"', 1)[0]
-            signed = browser.post("/login", data={"login": "bench", "password": PASSWORD, "csrf": csrf, "next": "/"})
-            if signed.status_code != 303:
-                sys.exit(f"bench: sign-in answered {signed.status_code}")
-            pages = {
-                "home": "/",
-                "list": "/deal",
-                "list sorted": "/deal?order_by=-amount",
-                "list filtered": "/deal?where=amount%20%3E%20500000",
-                "card": f"/deal/{deal_id}",
-                "client card": f"/client/{client_id}",
-                "new form": "/deal/new",
-                "edit form": f"/deal/{deal_id}/edit",
-                "board": "/deal/board",
-            }
-            counter = Counter(crm.engine)
-            base = baselines(crm.engine, deal_id, client_id)
+        for dialect in dialects_to_run(args.db):
+            with fresh_url(dialect, Path(tmp)) as url:
+                run(url, dialect, rows, repeat)
 
-            def get(path):
-                def ask():
-                    response = browser.get(path)
-                    if response.status_code != 200:
-                        sys.exit(f"bench: {path} answered {response.status_code}")
 
-                return ask
+def run(url: str, dialect: str, rows: int, repeat: int) -> None:
+    prepare(url, rows)
+    with metacrm.connect(MODEL, url) as crm:
+        with crm.engine.begin() as conn:  # the stages spread: the board's six columns
+            deal = MetaData()
+            deal.reflect(crm.engine, only=["deal"])
+            table = deal.tables["deal"]
+            for i, stage in enumerate(STAGES[1:], 1):
+                conn.execute(update(table).where(table.c.id % len(STAGES) == i).values(stage=stage))
+        set_password(crm, "bench", PASSWORD)
+        deal_id = rows // 2
+        client_id = crm.get("deal", deal_id)["client"]
+        app = create_app(crm)
+        browser = TestClient(app, follow_redirects=False)
+        form = browser.get("/login").text
+        csrf = form.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        signed = browser.post("/login", data={"login": "bench", "password": PASSWORD, "csrf": csrf, "next": "/"})
+        if signed.status_code != 303:
+            sys.exit(f"bench: sign-in answered {signed.status_code}")
+        pages = {
+            "home": "/",
+            "list": "/deal",
+            "list sorted": "/deal?order_by=-amount",
+            "list filtered": "/deal?where=amount%20%3E%20500000",
+            "card": f"/deal/{deal_id}",
+            "client card": f"/client/{client_id}",
+            "new form": "/deal/new",
+            "edit form": f"/deal/{deal_id}/edit",
+            "board": "/deal/board",
+        }
+        counter = Counter(crm.engine)
+        base = baselines(crm.engine, deal_id, client_id)
 
-            print(f"{rows:,} deals on SQLite, {repeat} requests per page; median ms and SQL statements per request")
-            print(f"{'page':<14} {'metacrm ms':>10} {'queries':>7} {'baseline ms':>11} {'queries':>7} {'ratio':>6}")
-            for name, path in pages.items():
-                ms, queries = median_ms(get(path), repeat, counter)
-                if name in base:
-                    raw_ms, raw_queries = median_ms(base[name], repeat, counter)
-                    print(f"{name:<14} {ms:>10.1f} {queries:>7} {raw_ms:>11.1f} {raw_queries:>7} {ms / raw_ms:>5.1f}x")
-                else:
-                    print(f"{name:<14} {ms:>10.1f} {queries:>7} {'':>11} {'':>7} {'':>6}")
+        def get(path):
+            def ask():
+                response = browser.get(path)
+                if response.status_code != 200:
+                    sys.exit(f"bench: {path} answered {response.status_code}")
+
+            return ask
+
+        print(f"{rows:,} deals on {dialect}, {repeat} requests per page; median ms and SQL statements per request")
+        print(f"{'page':<14} {'metacrm ms':>10} {'queries':>7} {'baseline ms':>11} {'queries':>7} {'ratio':>6}")
+        for name, path in pages.items():
+            ms, queries = median_ms(get(path), repeat, counter)
+            if name in base:
+                raw_ms, raw_queries = median_ms(base[name], repeat, counter)
+                print(f"{name:<14} {ms:>10.1f} {queries:>7} {raw_ms:>11.1f} {raw_queries:>7} {ms / raw_ms:>5.1f}x")
+            else:
+                print(f"{name:<14} {ms:>10.1f} {queries:>7} {'':>11} {'':>7} {'':>6}")
 
 
 if __name__ == "__main__":
