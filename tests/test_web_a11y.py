@@ -29,6 +29,8 @@ def pages(site) -> dict[str, str]:
         "create form": "/deal/new",
         "edit form": f"/deal/{deal}/edit",
         "board": "/deal/board",
+        "list with a filter error": "/deal?where=amount%20%3E",
+        "error page": "/deal/999999",
     }
 
 
