@@ -389,6 +389,11 @@ def test_vendored_files_carry_their_licences_and_are_listed():
         assert f"`{name}`" in readme and f"`{licence.name}`" in readme
         digest = hashlib.sha256((vendor / name).read_bytes()).hexdigest()
         assert f"`{name}`: {digest}" in readme, name
+    # axe-core, for the tests only: listed with its licence and checksum, never under static/
+    axe = Path(__file__).parent / "vendor" / "axe.min.js"
+    assert "`tests/vendor/axe.min.js`" in readme and "`tests/vendor/axe.LICENSE`" in readme
+    assert (axe.parent / "axe.LICENSE").read_text(encoding="utf-8").startswith("Mozilla Public License")
+    assert hashlib.sha256(axe.read_bytes()).hexdigest() in readme
     templates = Path(__file__).parent.parent / "metacrm" / "web" / "templates"
     for page in templates.glob("*.html"):
         assert "://" not in re.sub(r"https?://(htmx\.org|sortablejs)", "", page.read_text(encoding="utf-8")), page
