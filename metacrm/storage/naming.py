@@ -23,6 +23,7 @@ TOKEN_TABLE = "metacrm_token"
 PASSWORD_TABLE = "metacrm_password"
 SESSION_TABLE = "metacrm_session"
 FORM_STATE_TABLE = "metacrm_form_state"
+PREFERENCE_TABLE = "metacrm_preference"
 MAX_NAME = 63
 
 

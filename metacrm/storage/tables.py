@@ -80,6 +80,7 @@ class Storage:
     password_table: Table | None = None
     session_table: Table | None = None
     form_state_table: Table | None = None
+    preference_table: Table | None = None
     # (entity, pipeline) -> {stage: bit of the ``reached`` mask}
     reached_bits: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
 
@@ -467,6 +468,15 @@ def _system_tables(storage: Storage) -> None:
         Column("csrf", String(64), nullable=False),
         Column("created_at", UTCDateTime(), nullable=False),
         Column("expires_at", UTCDateTime(), nullable=False),
+    )
+    # a user's own settings (runtime/preferences.py): interface language, time zone, list columns
+    storage.preference_table = Table(
+        naming.PREFERENCE_TABLE,
+        md,
+        Column("login", String(100), primary_key=True),
+        Column("key", String(100), primary_key=True),
+        Column("value", json_type(), nullable=True),
+        Column("updated_at", UTCDateTime(), nullable=False),
     )
     # forms (runtime/forms.py): one row per form, locked by each submission; `turns` holds each
     # round-robin role's last assigned login
