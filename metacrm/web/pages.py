@@ -215,8 +215,12 @@ def install(app: FastAPI, crm, conf: Settings) -> None:
     throttle = Throttle()
     app.state.throttle = throttle  # tests replace its clock
     env = Environment(
-        loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True), trim_blocks=True
+        loader=FileSystemLoader(HERE / "templates"),
+        autoescape=select_autoescape(default=True),
+        trim_blocks=True,
+        extensions=["jinja2.ext.i18n"],
     )
+    env.install_null_translations(newstyle=True)  # the interface's words: {{ _("New") }}, {% trans %}
     env.globals["shown"] = shown
     env.globals["may"] = lambda session, entity, action: (
         scope(crm.model, session["user"].actor, entity, action) != "none"
