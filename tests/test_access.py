@@ -49,7 +49,9 @@ def test_read_paths_by_scope(world) -> None:
     assert anna.count("client") == 1 and anna.count("deal") == 1
     assert names(vera.find("client")) == ["Клиент anna", "Клиент boris"]  # team north
     assert names(olga.find("client")) == ["Клиент anna", "Клиент boris", "Клиент gleb"]
-    assert olga.find("deal") == [] and olga.count("deal") == 0  # no deal permission at all
+    for read in (olga.find, olga.count):  # no deal permission at all: refused, not an empty answer
+        with pytest.raises(metacrm.PermissionDenied, match=r"may not read deal records \(scope for read: none\)"):
+            read("deal")
     assert boss.count("deal") == 4
     assert anna.find("product") == []  # `own` on an entity without owners: fail closed
 
@@ -133,9 +135,9 @@ def test_cli_users_and_as(world, db_url) -> None:
     result = runner.invoke(app, ["user", "add", "ira", "--role", "manager", "--team", "south", *base])
     assert result.exit_code == 0, result.output
     listed = runner.invoke(app, ["user", "list", "--format", "json", *base])
-    assert {"login": "ira", "name": None, "roles": ["manager"], "team": "south", "email": None} in __import__("json").loads(
-        listed.stdout
-    )
+    assert {"login": "ira", "name": None, "roles": ["manager"], "team": "south", "email": None} in __import__(
+        "json"
+    ).loads(listed.stdout)
     mine = runner.invoke(app, ["list", "client", "--as", "anna", "--format", "json", *base])
     assert [c["name"] for c in __import__("json").loads(mine.stdout)] == ["Клиент anna"]
     refused = runner.invoke(app, ["update", "client", str(world[1]["boris"][0]), "city=X", "--as", "anna", *base])
@@ -153,7 +155,8 @@ def test_export_and_import_scopes(world, tmp_path) -> None:
     crm.set_user("anna", roles=["manager"])
     out = tmp_path / "clients.csv"
     with out.open("w", encoding="utf-8", newline="") as fh:
-        assert export_csv(crm.as_user("olga"), "client", fh) == 0  # read: all, export: none
+        with pytest.raises(metacrm.PermissionDenied, match=r"may not export client records \(scope for export: none\)"):
+            export_csv(crm.as_user("olga"), "client", fh)  # read: all, export: none: refused, not empty
     with out.open("w", encoding="utf-8", newline="") as fh:
         assert export_csv(crm.as_user("dir"), "client", fh) == 3
     before = crm.count("client")

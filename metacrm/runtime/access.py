@@ -54,6 +54,21 @@ def scope(model: Model, actor: Actor, entity: str, action: str) -> str:
     return best
 
 
+def require(model: Model, actor: Actor, entity: str, action: str) -> None:
+    """Refuse at once an action the actor's roles grant on no record of the entity (scope
+    ``none``): checked before any value is validated or any row read, so the answer names the
+    missing right rather than a bad value or an empty result."""
+    if actor.system:
+        return
+    if scope(model, actor, entity, action) == "none":
+        raise PermissionDenied(
+            f"user '{actor.login}' may not {action} {entity} records (scope for {action}: none)",
+            action=action,
+            user=actor.login,
+            entity=entity,
+        )
+
+
 def row_clause(storage, ent: Entity, actor: Actor, action: str = "read", *, table=None):
     """A WHERE condition selecting the records the actor may act on (None: every record);
     ``table``: an alias of the entity's table to write it on (default: the table itself)."""

@@ -16,7 +16,7 @@ from sqlalchemy import bindparam, insert, inspect, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from ..errors import FieldIssue, MigrationError, NotFound, SetupError, ValidationError
+from ..errors import FieldIssue, MigrationError, NotFound, PermissionDenied, SetupError, ValidationError
 from ..model.metamodel import Entity, Model
 from ..model.suggest import listing
 from ..notify import DeliveryMixin
@@ -26,7 +26,7 @@ from ..storage.types import now_utc
 from ..types import DuplicateGroup, DuplicateMatch, Record, RecordedModel
 from . import journal
 from . import records as rec
-from .access import SYSTEM, Actor, check_create, check_row, row_clause
+from .access import SYSTEM, Actor, check_create, check_row, readable, require, row_clause, scope, team_members
 from .deletes import delete_records
 from .duplicates import duplicate_groups, find_duplicates, merge_into
 from .engine import driver_errors, make_engine, reading, ready, writing
@@ -585,6 +585,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         """
         self._ready()
         ent = self._entity(entity)
+        require(self.model, self.actor, ent.name, permission)  # before any value is validated
         out: list[dict] = []
         created = 0
         issues: list[FieldIssue] = []
@@ -846,6 +847,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         and links whose value changed."""
         self._ready()
         ent = self._entity(entity)
+        require(self.model, self.actor, ent.name, "update")  # before any value is validated
         values = self.validators[ent.name].patch(data)
         table = self.storage.table(ent.name)
         try:
@@ -853,6 +855,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
                 current = self._get_row(conn, ent, record_id, "update")
                 if "owner" in values and values["owner"] != current.get("owner") and self.user is not None:
                     check_row(conn, self.storage, ent, self.actor, "reassign", current)
+                    self._check_new_owner(conn, ent, current, values["owner"])
                 chosen = values.get(ent.pipeline_field) if ent.pipeline_field else None
                 if chosen is not None and chosen != current["pipeline"]:
                     raise rec.refused(
@@ -886,7 +889,8 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
                         actual_version=current["version"],
                     )
                 self._write_join(conn, ent, current["id"], many, replace=True)
-                fresh = self._get_row(conn, ent, current["id"])
+                # read back as written, even when a reassignment took it out of the user's sight
+                fresh = conn.execute(rec.row_by_id(table), {"_id": current["id"]}).mappings().one()
                 after = rec.rows_to_records(conn, self.storage, ent, [fresh])[0]
                 if any(r.field in values or (r.within and r.within in values) for r in ent.duplicates):
                     # a changed value may make the record a duplicate, as a create would
@@ -896,6 +900,28 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
                 return after
         except IntegrityError as exc:
             raise rec.translate_integrity(exc, self.storage, ent, values) from exc
+
+    def _check_new_owner(self, conn, ent: Entity, current: Mapping, owner) -> None:
+        """A reassignment may not take a record out of its user's sight: with a ``team`` scope the
+        new owner must be of the user's team, and the user must still be able to read the record
+        afterwards. Said as such (rather than a later "may not read" of the record just written)."""
+        if owner is None:
+            return
+        members = team_members(conn, self.storage, self.actor)
+        fault = None
+        if scope(self.model, self.actor, ent.name, "reassign") == "team" and self.actor.team and owner not in members:
+            fault = f"who is not in team '{self.actor.team}' (scope for reassign: team)"
+        elif not readable(self.model, self.actor, ent, owner, members):
+            granted = scope(self.model, self.actor, ent.name, "read")
+            fault = f"whose records user '{self.user}' may not read (scope for read: {granted})"
+        if fault:
+            raise PermissionDenied(
+                f"user '{self.user}' may not reassign {ent.name} {current['id']} to '{owner}', {fault}",
+                action="reassign",
+                user=self.user,
+                entity=ent.name,
+                record_id=current["id"],
+            )
 
     def delete(self, entity: str, record_id: int) -> dict[str, list[int]]:
         """Delete one record and what its links cascade to; refused when a ``restrict`` link

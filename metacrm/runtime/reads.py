@@ -15,7 +15,7 @@ from ..model.metamodel import Entity
 from ..storage import naming
 from ..types import Card, Record, RecordRef
 from . import records as rec
-from .access import path_access, row_clause
+from .access import path_access, require, row_clause
 from .protocol import Host
 from .records import link_member as _link_member
 from .records import non_negative as _non_negative
@@ -81,6 +81,9 @@ class ReadsMixin(Host):
         ``ids``: only records among these ids (e.g. the hits of a search)."""
         self._ready()
         ent = self._entity(entity)
+        require(self.model, self.actor, ent.name, "read")  # no right at all: refused, not an empty answer
+        if action != "read":
+            require(self.model, self.actor, ent.name, action)
         query = self._select(ent, where, params, ids=ids).order_by(*rec.order_clause(self.storage, ent, order_by))
         if after is not None:
             query = query.where(self.storage.table(ent.name).c.id > rec.as_id(ent, after))
@@ -106,6 +109,7 @@ class ReadsMixin(Host):
     ) -> int:
         self._ready()
         ent = self._entity(entity)
+        require(self.model, self.actor, ent.name, "read")
         query = (
             self._select(ent, where, params, ids=ids)
             .with_only_columns(func.count(), maintain_column_froms=True)

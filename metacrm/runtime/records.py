@@ -176,6 +176,8 @@ def check_links_exist(
             query = select(table.c.id).where(table.c.id.in_(chunk), visible)
             found.update(conn.execute(query).scalars())
         existing[target] = found
+    # a record the user may not read is named exactly as a missing one, and the text says both
+    unseen = "" if actor is None or actor.system else f" that user '{actor.login}' may read"
     issues = []
     for index, values in enumerate(records):
         for link in entity.links.values():
@@ -194,7 +196,7 @@ def check_links_exist(
                         FieldIssue(
                             entity.name,
                             link.name,
-                            f"no {target} with id {target_id}",
+                            f"no {target} with id {target_id}{unseen}",
                             target_id,
                             index if indexed else None,
                         )

@@ -15,7 +15,7 @@ from ..model.suggest import did_you_mean, listing
 from ..storage.types import now_utc
 from ..types import AllowedMove, Fired, HistoryEntry, JournalEntry, Record, TimelineEntry
 from . import journal
-from .access import row_clause
+from .access import require, row_clause
 from .protocol import Host
 from .records import as_id as _as_id
 from .records import non_negative as _non_negative
@@ -35,6 +35,7 @@ class StagesMixin(Host):
 
         self._ready()
         ent = self._staged(entity)
+        require(self.model, self.actor, ent.name, "move")  # before the note is checked
         _storable(ent, note, "note")
         seen = None
         if version is None and self._tx is None:
