@@ -164,11 +164,34 @@ def function_lines(work: Path, module: str | list[str], names: list[str]) -> dic
     return lines
 
 
+def _mutant_key(m, work: Path) -> tuple[str, str, int]:
+    path = Path(m.module_path)
+    return ((path.relative_to(work) if path.is_absolute() else path).as_posix(), m.operator_name, m.occurrence)
+
+
+def survivor_keys(session: Path) -> set[tuple[str, str, int]]:
+    """The mutants (file, operator, occurrence) that survived in an earlier, kept session."""
+    from cosmic_ray.work_db import WorkDB, use_db
+    from cosmic_ray.work_item import TestOutcome, WorkerOutcome
+
+    with use_db(str(session), WorkDB.Mode.open) as db:
+        return {
+            _mutant_key(m, session.parent)
+            for item, result in db.completed_work_items
+            if result.worker_outcome == WorkerOutcome.NORMAL and result.test_outcome == TestOutcome.SURVIVED
+            for m in item.mutations
+        }
+
+
 def keep_only(
-    session: Path, work: Path, patterns: list[str], lines: dict[Path, set[int]] | None = None
+    session: Path,
+    work: Path,
+    patterns: list[str],
+    lines: dict[Path, set[int]] | None = None,
+    only: set[tuple[str, str, int]] | None = None,
 ) -> tuple[int, int]:
-    """Mark the mutants of other operators (or, with ``lines``, outside those lines) as skipped;
-    returns (kept, skipped)."""
+    """Mark the mutants of other operators (or, with ``lines``, outside those lines; with
+    ``only``, not among those mutants) as skipped; returns (kept, skipped)."""
     from cosmic_ray.work_db import WorkDB, use_db
     from cosmic_ray.work_item import WorkerOutcome, WorkResult
 
@@ -179,6 +202,8 @@ def keep_only(
             inside = lines is None or all(
                 m.start_pos[0] in lines.get((work / m.module_path).resolve(), ()) for m in item.mutations
             )
+            if only is not None and not all(_mutant_key(m, work) in only for m in item.mutations):
+                inside = False
             if inside and all(wanted.match(m.operator_name) for m in item.mutations):
                 kept += 1
                 continue
@@ -242,10 +267,11 @@ def run_target(name: str, module: str | list[str], tests: list[str], args, work:
         return {"baseline failed": 1}
     subprocess.run(["cosmic-ray", "init", str(config), str(session)], cwd=work, env=env, check=True)
     lines = function_lines(work, module, args.only) if args.only else None
-    kept, skipped = keep_only(session, work, args.operators, lines)
+    only = survivor_keys(Path(args.rerun).resolve()) if args.rerun else None
+    kept, skipped = keep_only(session, work, args.operators, lines, only)
     shown = module if isinstance(module, str) else " ".join(module)
     print(
-        f"{name}: {shown}: {kept} mutants ({skipped} of other operators{' or outside --only' if lines else ''} left out); tests: {' '.join(tests)}"
+        f"{name}: {shown}: {kept} mutants ({skipped} of other operators{' or outside --only/--rerun' if lines or only else ''} left out); tests: {' '.join(tests)}"
     )
     started = time.monotonic()
     subprocess.run(["cosmic-ray", "exec", str(config), str(session)], cwd=work, env=env, check=True)
@@ -269,6 +295,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--operators", nargs="+", default=OPERATORS, help="regular expressions of operator names")
     parser.add_argument(
         "--only", nargs="+", help="mutate only inside these functions or methods (name or Class.method)"
+    )
+    parser.add_argument(
+        "--rerun",
+        metavar="SESSION",
+        help="only the mutants that survived in this kept session (.mutation-NAME.sqlite of --keep): after new tests",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary copy and its session databases")
     args = parser.parse_args(argv)
