@@ -60,15 +60,24 @@ def test_a_claim_of_one_takes_one_message_with_the_default_lease(crm) -> None:
 
 def test_a_message_is_given_up_after_eight_attempts_by_default(crm) -> None:
     [mid] = put(crm, ("email", "a@x.example"))
-    statuses = []
+    statuses, waits = [], []
     now = T0
     for _ in range(8):
         [message] = outbox.claim(crm.engine, crm.storage, now=now, limit=10)
         statuses.append(outbox.mark_failed(crm.engine, crm.storage, message, "421 try later", now=now))
+        [row] = outbox.messages(crm.engine, crm.storage)
+        waits.append((aware(row["next_attempt_at"]) - now).total_seconds())
         now = now + dt.timedelta(hours=2)  # past any backoff
     assert statuses == ["pending"] * 7 + ["failed"]
+    assert waits == [60, 120, 240, 480, 960, 1920, 3600, 0]  # doubled, capped at an hour; none once failed
     [row] = outbox.messages(crm.engine, crm.storage)
     assert (row["id"], row["status"], row["attempts"]) == (mid, "failed", 8)
+
+
+def test_one_attempt_allowed_gives_up_at_the_first_failure(crm) -> None:
+    put(crm, ("email", "a@x.example"))
+    [message] = outbox.claim(crm.engine, crm.storage, now=T0, limit=10)
+    assert outbox.mark_failed(crm.engine, crm.storage, message, "421", now=T0, max_attempts=1) == "failed"
 
 
 def test_a_long_error_is_stored_to_its_first_2000_characters(crm) -> None:
