@@ -27,6 +27,7 @@ entities:
       region: {type: string}
     links:
       parent: {to: account, inverse: subsidiaries, on_delete: set_null}
+      peers: {to: account, many: true}
     unique:
       - [number, region]
     duplicates:
@@ -165,3 +166,9 @@ def test_a_stored_unique_value_is_found_before_any_write_when_another_key_is_emp
     [issue] = info.value.result.rejected
     assert (issue.row, issue.column) == (2, "email")
     assert issue.reason == f"'taken@stored.example' is already used by account {stored}"
+
+
+def test_a_many_link_cell_names_a_stored_record_and_a_row_of_the_file(crm, tmp_path) -> None:
+    run(crm, tmp_path, 'name,peers\nLinked,"Stored, Later"\nLater,\n')
+    by_name = {r["name"]: r for r in crm.find("account")}
+    assert by_name["Linked"]["peers"] == [by_name["Stored"]["id"], by_name["Later"]["id"]]

@@ -14,6 +14,13 @@ modules, on those modules, and put the survivors (killed or explained) in the no
     python tools/mutation.py --all                       # every core module (an hour or more)
     python tools/mutation.py metacrm/runtime/access.py --tests tests/test_access.py
     python tools/mutation.py access --sqlite-only        # halve the time: tests on SQLite only
+    python tools/mutation.py csv_io --only import_csv _Importer.write   # these functions only
+    python tools/mutation.py csv_io --keep               # keep the session for --rerun
+    python tools/mutation.py csv_io --rerun /tmp/.../.mutation-csv_io.sqlite --tests tests/test_csv_edges.py
+
+``--rerun`` runs only the mutants that survived a kept session, after new tests were written:
+those mutants passed the old tests, so the new test files alone (``--tests``) say whether they
+are killed now, in seconds instead of the whole run. See docs/mutation.md for the results.
 
 PostgreSQL tests run when METACRM_TEST_PG_URL is set (as for pytest). The work happens in a
 temporary copy of the working tree (cosmic-ray rewrites files in place), so the checkout is never
