@@ -172,3 +172,12 @@ def test_a_many_link_cell_names_a_stored_record_and_a_row_of_the_file(crm, tmp_p
     run(crm, tmp_path, 'name,peers\nLinked,"Stored, Later"\nLater,\n')
     by_name = {r["name"]: r for r in crm.find("account")}
     assert by_name["Linked"]["peers"] == [by_name["Stored"]["id"], by_name["Later"]["id"]]
+
+
+def test_a_row_linking_to_several_rejected_rows_names_the_first(crm, tmp_path) -> None:
+    text = 'name,email,peers\nA,bad,\nB,worse,\nX,,"A, B"\nY,,\n'
+    result = run(crm, tmp_path, text, skip_invalid=True)
+    assert [(r.row, r.column, r.reason) for r in result.rejected if r.row == 4] == [
+        (4, "peers", "links to line 2, which is rejected")
+    ]
+    assert names(crm) == ["Stored", "Y"]
