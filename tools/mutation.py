@@ -14,6 +14,13 @@ modules, on those modules, and put the survivors (killed or explained) in the no
     python tools/mutation.py --all                       # every core module (an hour or more)
     python tools/mutation.py metacrm/runtime/access.py --tests tests/test_access.py
     python tools/mutation.py access --sqlite-only        # halve the time: tests on SQLite only
+    python tools/mutation.py csv_io --only import_csv _Importer.write   # these functions only
+    python tools/mutation.py csv_io --keep               # keep the session for --rerun
+    python tools/mutation.py csv_io --rerun /tmp/.../.mutation-csv_io.sqlite --tests tests/test_csv_edges.py
+
+``--rerun`` runs only the mutants that survived a kept session, after new tests were written:
+those mutants passed the old tests, so the new test files alone (``--tests``) say whether they
+are killed now, in seconds instead of the whole run. See docs/mutation.md for the results.
 
 PostgreSQL tests run when METACRM_TEST_PG_URL is set (as for pytest). The work happens in a
 temporary copy of the working tree (cosmic-ray rewrites files in place), so the checkout is never
@@ -29,6 +36,7 @@ little news; add them with ``--operators '.*'``.
 from __future__ import annotations
 
 import argparse
+import ast
 import os
 import re
 import shutil
@@ -40,19 +48,30 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# name -> (module or package to mutate, the test files that cover it)
-TARGETS: dict[str, tuple[str, list[str]]] = {
+# name -> (module(s) or package to mutate, the test files that cover it)
+TARGETS: dict[str, tuple[str | list[str], list[str]]] = {
     "access": ("metacrm/runtime/access.py", ["tests/test_access.py", "tests/test_access_scopes.py"]),
     "moves": (
         "metacrm/runtime/moves.py",
         ["tests/test_moves.py", "tests/test_logistics_walk.py", "tests/test_moves_edges.py"],
     ),
-    "csv_io": ("metacrm/io/csv_io.py", ["tests/test_csv_io.py", "tests/test_csv_levels.py"]),
-    "duplicates": (
-        "metacrm/runtime/duplicates.py",
-        ["tests/test_duplicates.py", "tests/test_duplicate_thresholds.py"],
+    "csv_io": (
+        "metacrm/io/csv_io.py",
+        ["tests/test_csv_io.py", "tests/test_csv_levels.py", "tests/test_csv_edges.py"],
     ),
-    "outbox": ("metacrm/notify/outbox.py", ["tests/test_notify.py", "tests/test_outbox_claim.py"]),
+    "duplicates": (
+        ["metacrm/runtime/duplicates.py", "metacrm/runtime/fuzzy.py"],
+        [
+            "tests/test_duplicates.py",
+            "tests/test_duplicate_thresholds.py",
+            "tests/test_duplicates_scale.py",
+            "tests/test_duplicates_edges.py",
+        ],
+    ),
+    "outbox": (
+        "metacrm/notify/outbox.py",
+        ["tests/test_notify.py", "tests/test_outbox_claim.py", "tests/test_outbox_edges.py"],
+    ),
     "migrate": (
         "metacrm/migrate",
         [
@@ -61,6 +80,17 @@ TARGETS: dict[str, tuple[str, list[str]]] = {
             "tests/test_migrate_kinds.py",
             "tests/test_migrate_safety.py",
             "tests/test_migrate_support.py",
+            "tests/test_migrate_edges.py",
+        ],
+    ),
+    # the package is large (an hour or more on two cores): its core, planning, applying, locking
+    "migrate-core": (
+        ["metacrm/migrate/plan.py", "metacrm/migrate/apply.py", "metacrm/migrate/lock.py"],
+        [
+            "tests/test_migrate_safety.py",
+            "tests/test_migrate_rehearsal.py",
+            "tests/test_migrate.py",
+            "tests/test_migrate_edges.py",
         ],
     ),
 }
@@ -104,7 +134,7 @@ def pytest_command(tests: list[str], *, sqlite_only: bool) -> str:
     return f"{sys.executable} -m pytest -x -q -p no:cacheprovider -o addopts=-ra{select} {' '.join(tests)}"
 
 
-def config_text(module: str, command: str, *, timeout: float) -> str:
+def config_text(module: str | list[str], command: str, *, timeout: float) -> str:
     return (
         "[cosmic-ray]\n"
         f"module-path = {module!r}\n"
@@ -116,8 +146,59 @@ def config_text(module: str, command: str, *, timeout: float) -> str:
     )
 
 
-def keep_only(session: Path, patterns: list[str]) -> tuple[int, int]:
-    """Mark the mutants of other operators as skipped; returns (kept, skipped)."""
+def function_lines(work: Path, module: str | list[str], names: list[str]) -> dict[Path, set[int]]:
+    """The lines of the functions, methods or classes named (``name`` or ``Class.method``) in
+    the module(s), by file; an error for a name found nowhere."""
+    paths = [work / m for m in ([module] if isinstance(module, str) else module)]
+    files = [f for p in paths for f in (sorted(p.rglob("*.py")) if p.is_dir() else [p])]
+    lines: dict[Path, set[int]] = {}
+    found: set[str] = set()
+
+    def visit(node, prefix: str, path: Path) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                qualified = prefix + child.name
+                if qualified in names:
+                    found.add(qualified)
+                    lines.setdefault(path, set()).update(range(child.lineno, child.end_lineno + 1))
+                visit(child, qualified + ".", path)
+
+    for path in files:
+        visit(ast.parse(path.read_text(encoding="utf-8")), "", path.resolve())
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise SystemExit(f"--only: no function {', '.join(missing)} in {module}")
+    return lines
+
+
+def _mutant_key(m, work: Path) -> tuple[str, str, int]:
+    path = Path(m.module_path)
+    return ((path.relative_to(work) if path.is_absolute() else path).as_posix(), m.operator_name, m.occurrence)
+
+
+def survivor_keys(session: Path) -> set[tuple[str, str, int]]:
+    """The mutants (file, operator, occurrence) that survived in an earlier, kept session."""
+    from cosmic_ray.work_db import WorkDB, use_db
+    from cosmic_ray.work_item import TestOutcome, WorkerOutcome
+
+    with use_db(str(session), WorkDB.Mode.open) as db:
+        return {
+            _mutant_key(m, session.parent)
+            for item, result in db.completed_work_items
+            if result.worker_outcome == WorkerOutcome.NORMAL and result.test_outcome == TestOutcome.SURVIVED
+            for m in item.mutations
+        }
+
+
+def keep_only(
+    session: Path,
+    work: Path,
+    patterns: list[str],
+    lines: dict[Path, set[int]] | None = None,
+    only: set[tuple[str, str, int]] | None = None,
+) -> tuple[int, int]:
+    """Mark the mutants of other operators (or, with ``lines``, outside those lines; with
+    ``only``, not among those mutants) as skipped; returns (kept, skipped)."""
     from cosmic_ray.work_db import WorkDB, use_db
     from cosmic_ray.work_item import WorkerOutcome, WorkResult
 
@@ -125,7 +206,12 @@ def keep_only(session: Path, patterns: list[str]) -> tuple[int, int]:
     kept = skipped = 0
     with use_db(str(session), WorkDB.Mode.open) as db:
         for item in list(db.pending_work_items):
-            if all(wanted.match(m.operator_name) for m in item.mutations):
+            inside = lines is None or all(
+                m.start_pos[0] in lines.get((work / m.module_path).resolve(), ()) for m in item.mutations
+            )
+            if only is not None and not all(_mutant_key(m, work) in only for m in item.mutations):
+                inside = False
+            if inside and all(wanted.match(m.operator_name) for m in item.mutations):
                 kept += 1
                 continue
             db.set_result(item.job_id, WorkResult(output="operator not chosen", worker_outcome=WorkerOutcome.SKIPPED))
@@ -175,9 +261,10 @@ def _natural(text: str):
     return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", text)]
 
 
-def run_target(name: str, module: str, tests: list[str], args, work: Path) -> dict[str, int]:
+def run_target(name: str, module: str | list[str], tests: list[str], args, work: Path) -> dict[str, int]:
     session = work / f".mutation-{name}.sqlite"
     config = work / f".mutation-{name}.toml"
+    tests = [t for t in tests if (work / t).exists()]  # an edges file may not be written yet
     command = pytest_command(tests, sqlite_only=args.sqlite_only)
     config.write_text(config_text(module, command, timeout=args.timeout), encoding="utf-8")
     env = dict(os.environ, PYTHONPATH=str(work), PYTHONDONTWRITEBYTECODE="1")
@@ -186,8 +273,13 @@ def run_target(name: str, module: str, tests: list[str], args, work: Path) -> di
         print(f"{name}: the tests fail before any mutation; fix them first:\n{baseline.stdout[-2000:]}")
         return {"baseline failed": 1}
     subprocess.run(["cosmic-ray", "init", str(config), str(session)], cwd=work, env=env, check=True)
-    kept, skipped = keep_only(session, args.operators)
-    print(f"{name}: {module}: {kept} mutants ({skipped} of other operators left out); tests: {' '.join(tests)}")
+    lines = function_lines(work, module, args.only) if args.only else None
+    only = survivor_keys(Path(args.rerun).resolve()) if args.rerun else None
+    kept, skipped = keep_only(session, work, args.operators, lines, only)
+    shown = module if isinstance(module, str) else " ".join(module)
+    print(
+        f"{name}: {shown}: {kept} mutants ({skipped} of other operators{' or outside --only/--rerun' if lines or only else ''} left out); tests: {' '.join(tests)}"
+    )
     started = time.monotonic()
     subprocess.run(["cosmic-ray", "exec", str(config), str(session)], cwd=work, env=env, check=True)
     found, counts = survivors(session, work)
@@ -202,18 +294,30 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("targets", nargs="*", help=f"names ({', '.join(TARGETS)}) or a module path with --tests")
     parser.add_argument("--all", action="store_true", help="every target in TARGETS")
-    parser.add_argument("--tests", nargs="+", help="test files for a module path given as the target")
+    parser.add_argument(
+        "--tests", nargs="+", help="test files for a module path given as the target (or instead of a named target's)"
+    )
     parser.add_argument("--sqlite-only", action="store_true", help="skip the PostgreSQL half of the tests")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant before it counts as killed")
     parser.add_argument("--operators", nargs="+", default=OPERATORS, help="regular expressions of operator names")
+    parser.add_argument(
+        "--only", nargs="+", help="mutate only inside these functions or methods (name or Class.method)"
+    )
+    parser.add_argument(
+        "--rerun",
+        metavar="SESSION",
+        help="only the mutants that survived in this kept session (.mutation-NAME.sqlite of --keep): after new tests",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary copy and its session databases")
     args = parser.parse_args(argv)
+    sys.stdout.reconfigure(line_buffering=True)  # progress shows in a log as it happens
     if shutil.which("cosmic-ray") is None:
         parser.error("cosmic-ray is not installed: pip install cosmic-ray")
     chosen: list[tuple[str, str, list[str]]] = []
     for target in list(TARGETS) if args.all else args.targets:
         if target in TARGETS:
-            chosen.append((target, *TARGETS[target]))
+            module, tests = TARGETS[target]
+            chosen.append((target, module, args.tests or tests))
         elif (ROOT / target).exists() and args.tests:
             chosen.append((Path(target).stem, target, args.tests))
         else:

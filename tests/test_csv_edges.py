@@ -1,0 +1,183 @@
+"""CSV imports at their edges (killed survivors of tools/mutation.py on io/csv_io.py): rejections
+that travel down a chain of linked rows, a cycle's message, progress across levels, rows refused
+only at write under skip_invalid, `warn` duplicates noted on their row, the uniqueness checks of
+the file before any write, and the refusal's one-line message; on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import dump_database
+
+import metacrm
+from metacrm.io import ImportRefused, import_csv
+
+MODEL = """\
+metacrm: 1
+name: edges
+entities:
+  account:
+    title: name
+    fields:
+      name: {type: string, required: true}
+      code: {type: string, unique: true}
+      email: {type: email, unique: true}
+      billing: {type: email}
+      contact: {type: email}
+      number: {type: string}
+      region: {type: string}
+    links:
+      parent: {to: account, inverse: subsidiaries, on_delete: set_null}
+      peers: {to: account, many: true}
+    unique:
+      - [number, region]
+    duplicates:
+      - {match: email, field: billing, action: block}
+      - {match: email, field: contact, action: warn}
+"""
+
+
+@pytest.fixture
+def crm(db_url, tmp_path):
+    path = tmp_path / "edges.yaml"
+    path.write_text(MODEL, encoding="utf-8")
+    crm = metacrm.connect(path, db_url)
+    crm.migrate()
+    crm.create(
+        "account",
+        {
+            "name": "Stored",
+            "email": "taken@stored.example",
+            "billing": "info@stored.example",
+            "contact": "hello@stored.example",
+        },
+    )
+    yield crm
+    crm.close()
+
+
+def run(crm, tmp_path, text: str, **options):
+    path = tmp_path / "accounts.csv"
+    path.write_text(text, encoding="utf-8")
+    return import_csv(crm, "account", path, **options)
+
+
+def names(crm) -> list[str]:
+    return sorted(r["name"] for r in crm.find("account"))
+
+
+def test_a_rejection_travels_down_a_chain_of_linked_rows(crm, tmp_path) -> None:
+    # C links to B links to A; A is rejected: B for linking to A, then C for linking to B
+    text = "name,email,parent\nA,not-an-email,\nB,,A\nC,,B\nD,,\n"
+    result = run(crm, tmp_path, text, skip_invalid=True)
+    chain = [(r.row, r.column, r.reason) for r in result.rejected if r.row != 2]
+    assert chain == [
+        (3, "parent", "links to line 2, which is rejected"),
+        (4, "parent", "links to line 3, which is rejected"),
+    ]
+    assert [r.row for r in result.rejected if r.row == 2] == [2]
+    assert names(crm) == ["D", "Stored"]
+
+
+def test_a_cycle_names_its_first_ten_lines(crm, tmp_path) -> None:
+    n = 12  # row i links to row i+1, the last to the first: lines 2..13
+    rows = [f"N{i},N{(i + 1) % n}" for i in range(n)]
+    before = dump_database(crm.engine)
+    with pytest.raises(ImportRefused) as info:
+        run(crm, tmp_path, "name,parent\n" + "\n".join(rows) + "\n")
+    reasons = {(r.column, r.reason) for r in info.value.result.rejected}
+    assert reasons == {("parent", "rows link to each other in a cycle (lines 2, 3, 4, 5, 6, 7, 8, 9, 10, 11)")}
+    assert len(info.value.result.rejected) == n
+    assert dump_database(crm.engine) == before
+
+
+def test_progress_counts_every_level_to_the_total(crm, tmp_path) -> None:
+    calls: list[tuple[int, int]] = []
+    text = "name,parent\nP1,\nP2,\nC1,P1\nP3,\nC2,P2\n"  # level 1: P1 P2 P3; level 2: C1 C2
+    result = run(crm, tmp_path, text, progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(0, 5), (3, 5), (5, 5)]
+    assert len(result.ids) == 5
+
+
+def test_rows_refused_at_write_are_skipped_with_what_links_to_them(crm, tmp_path) -> None:
+    # level 1: Parent; level 2: Child (refused by the block rule when written) and Sibling;
+    # level 3: Grandchild, linking to Child, which was not imported
+    text = "name,billing,parent\nChild,INFO@stored.example,Parent\nParent,,\nGrandchild,,Child\nSibling,,Parent\n"
+    result = run(crm, tmp_path, text, skip_invalid=True)
+    assert [(r.row, r.field) for r in result.rejected] == [(2, "billing"), (4, "parent")]
+    assert result.rejected[1].reason == "links to line 2, which was not imported"
+    assert names(crm) == ["Parent", "Sibling", "Stored"]
+    by_name = {r["name"]: r for r in crm.find("account")}
+    assert result.ids == [by_name["Parent"]["id"], by_name["Sibling"]["id"]]
+    assert by_name["Sibling"]["parent"] == by_name["Parent"]["id"]
+
+
+def test_a_warn_duplicate_is_imported_and_noted_on_its_row(crm, tmp_path) -> None:
+    stored = crm.find("account")[0]["id"]
+    result = run(crm, tmp_path, "name,contact\nDup,HELLO@stored.example\nFresh,fresh@x.example\n")
+    assert names(crm) == ["Dup", "Fresh", "Stored"]
+    assert [(n.row, n.column, n.field, n.value, n.kind) for n in result.notes] == [
+        (2, "contact", "contact", "HELLO@stored.example", "duplicate")
+    ]
+    assert result.notes[0].reason == f"duplicate of account {stored} (rule: email on contact, warn)"
+    assert result.rejected == []
+
+
+def test_a_refusal_counts_the_other_rejected_rows(crm, tmp_path) -> None:
+    with pytest.raises(ImportRefused) as one:
+        run(crm, tmp_path, "name,email\nA,bad\nB,b@x.example\n")
+    assert "more)" not in str(one.value)
+    assert str(one.value).startswith("account: line 2, email: ")
+    assert str(one.value).endswith("; nothing was imported")
+    with pytest.raises(ImportRefused) as two:
+        run(crm, tmp_path, "name,email\nA,bad\nB,worse\n")
+    assert " (and 1 more); nothing was imported" in str(two.value)
+
+
+def test_a_row_rejected_for_its_link_does_not_claim_its_unique_value(crm, tmp_path) -> None:
+    text = "name,email,parent\nA,same@x.example,Nobody\nB,same@x.example,\n"
+    result = run(crm, tmp_path, text, skip_invalid=True)
+    assert [r.row for r in result.rejected] == [2]
+    assert names(crm) == ["B", "Stored"]
+
+
+def test_rows_without_a_unique_value_do_not_stop_the_check(crm, tmp_path) -> None:
+    before = dump_database(crm.engine)
+    with pytest.raises(ImportRefused) as info:
+        run(crm, tmp_path, "name,email\nX,\nY,dup@x.example\nZ,dup@x.example\n")
+    assert [(r.row, r.column, r.reason) for r in info.value.result.rejected] == [
+        (4, "email", "'dup@x.example' is already used on line 3")
+    ]
+    assert dump_database(crm.engine) == before
+
+
+def test_a_composite_key_repeated_in_the_file_is_rejected_on_its_first_column(crm, tmp_path) -> None:
+    with pytest.raises(ImportRefused) as info:
+        run(crm, tmp_path, "name,region,number\nA,north,7\nB,north,7\n")
+    [issue] = info.value.result.rejected
+    assert (issue.row, issue.column, issue.field) == (3, "number", "number+region")
+
+
+def test_a_stored_unique_value_is_found_before_any_write_when_another_key_is_empty(crm, tmp_path) -> None:
+    # `code` (the first unique field) is empty on every row; `email` is still checked against
+    # the stored records before any write
+    stored = crm.find("account")[0]["id"]
+    with pytest.raises(ImportRefused) as info:
+        run(crm, tmp_path, "name,email\nA,taken@stored.example\n")
+    [issue] = info.value.result.rejected
+    assert (issue.row, issue.column) == (2, "email")
+    assert issue.reason == f"'taken@stored.example' is already used by account {stored}"
+
+
+def test_a_many_link_cell_names_a_stored_record_and_a_row_of_the_file(crm, tmp_path) -> None:
+    run(crm, tmp_path, 'name,peers\nLinked,"Stored, Later"\nLater,\n')
+    by_name = {r["name"]: r for r in crm.find("account")}
+    assert by_name["Linked"]["peers"] == [by_name["Stored"]["id"], by_name["Later"]["id"]]
+
+
+def test_a_row_linking_to_several_rejected_rows_names_the_first(crm, tmp_path) -> None:
+    text = 'name,email,peers\nA,bad,\nB,worse,\nX,,"A, B"\nY,,\n'
+    result = run(crm, tmp_path, text, skip_invalid=True)
+    assert [(r.row, r.column, r.reason) for r in result.rejected if r.row == 4] == [
+        (4, "peers", "links to line 2, which is rejected")
+    ]
+    assert names(crm) == ["Stored", "Y"]

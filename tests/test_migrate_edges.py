@@ -1,0 +1,79 @@
+"""Migrations at their edges (killed survivors of tools/mutation.py on migrate/lock.py and
+migrate/apply.py): a SQLite database kept busy by another writer while the migration lock is
+being taken is refused with the one-line lock error, not a driver error, and left as it was; a
+lock held by a live process of this host is kept and named with its start. SQLite only: these
+are the SQLite lock's paths (PostgreSQL's advisory lock is tested in test_migrate_safety.py)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+import sqlite3
+
+import pytest
+from sqlalchemy import event, inspect
+
+import metacrm
+
+MODEL = """\
+metacrm: 1
+name: edges
+entities:
+  deal:
+    fields:
+      title: {type: string, required: true}
+"""
+
+
+def test_a_database_busy_while_the_lock_is_taken_refuses_with_the_lock_error(tmp_path) -> None:
+    path = tmp_path / "model.yaml"
+    path.write_text(MODEL, encoding="utf-8")
+    db = tmp_path / "crm.db"
+    crm = metacrm.connect(path, f"sqlite:///{db}")
+    blocker = sqlite3.connect(db, isolation_level=None)
+
+    @event.listens_for(crm.engine, "before_cursor_execute")
+    def _busy(conn, cursor, statement, parameters, context, executemany) -> None:
+        # another process starts writing just before the lock row goes in, and keeps on
+        if statement.lstrip().upper().startswith("INSERT INTO METACRM_LOCK") and not blocker.in_transaction:
+            blocker.execute("BEGIN IMMEDIATE")
+
+    try:
+        with pytest.raises(metacrm.MigrationError) as info:
+            crm.migrate(lock_wait=0.5)
+        assert str(info.value) == (
+            "another migration is running: the migration lock is held by another process; waited 0.5s"
+        )
+    finally:
+        blocker.rollback()
+        blocker.close()
+    event.remove(crm.engine, "before_cursor_execute", _busy)
+    assert "deal" not in inspect(crm.engine).get_table_names()  # nothing was migrated
+    crm.migrate()  # and the database is usable once the writer is gone
+    assert "deal" in inspect(crm.engine).get_table_names()
+    crm.close()
+
+
+def test_a_live_holder_on_this_host_keeps_the_lock_and_is_named_with_its_start(tmp_path) -> None:
+    from metacrm.migrate.lock import _lock_table
+
+    path = tmp_path / "model.yaml"
+    path.write_text(MODEL, encoding="utf-8")
+    db = tmp_path / "crm.db"
+    crm = metacrm.connect(path, f"sqlite:///{db}")
+    holder = f"alice@{socket.gethostname()} pid {os.getpid()}"  # this very process: alive
+    since = dt.datetime(2026, 3, 1, 9, 30, 5)
+    with crm.engine.begin() as conn:
+        _lock_table().create(conn, checkfirst=True)
+        conn.execute(_lock_table().insert().values(name="migrate", holder=holder, since=since))
+    with pytest.raises(metacrm.MigrationError) as info:
+        crm.migrate(lock_wait=0.2)
+    assert str(info.value) == (
+        f"another migration is running: the migration lock is held by {holder} since 2026-03-01 09:30:05 UTC; "
+        "waited 0.2s"
+    )
+    assert "deal" not in inspect(crm.engine).get_table_names()
+    with crm.engine.connect() as conn:  # not taken over: its process is alive
+        assert [r.holder for r in conn.execute(_lock_table().select())] == [holder]
+    crm.close()
