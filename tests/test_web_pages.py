@@ -366,6 +366,27 @@ def test_keyset_paging(site):
     assert 'rel="next"' not in second
 
 
+def test_a_list_counts_up_to_the_cap_and_says_so_beyond(site, monkeypatch):
+    from metacrm.web import pages
+
+    site.crm.create_many("supplier", [{"name": f"Поставщик {i:03}"} for i in range(12)])
+    site.sign_in("dir")
+    assert re.search(r'id="count">12 records<', site.client.get("/supplier").text)  # under the cap: exact
+    monkeypatch.setattr(pages, "COUNT_CAP", 12)
+    assert re.search(r'id="count">12 records<', site.client.get("/supplier").text)  # at the cap: exact
+    monkeypatch.setattr(pages, "COUNT_CAP", 10)
+    capped = site.client.get("/supplier").text
+    assert re.search(r'id="count">10\+ records <small>\(counted up to 10\)</small><', capped)
+    filtered = site.client.get("/supplier", params={"where": "name > 'Поставщик 005'"}).text
+    assert re.search(r'id="count">6 records<', filtered)  # the cap counts what the filter keeps
+    monkeypatch.setattr(pages, "COUNT_CAP", 1_000)
+    site.crm.create_many("supplier", [{"name": f"Ещё {i:04}"} for i in range(1_000)], returning=False)
+    assert re.search(r'id="count">1,000\+ records <small>\(counted up to 1,000\)', site.client.get("/supplier").text)
+    site.sign_in("ann")  # a manager's count is of the records they may read, capped the same way
+    own = site.client.get("/deal").text
+    assert re.search(r'id="count">1 record<', own)
+
+
 def test_everything_is_escaped_and_static_files_are_served(site):
     site.crm.update("client", site.ids["c_ann"], {"city": "<script>alert(1)</script>"})
     site.sign_in()
