@@ -39,6 +39,7 @@ from sqlalchemy import MetaData, event, func, select, union_all, update  # noqa:
 import metacrm  # noqa: E402
 from metacrm.runtime.passwords import set_password  # noqa: E402
 from metacrm.web import create_app  # noqa: E402
+from metacrm.web.pages import COUNT_CAP  # noqa: E402
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -91,11 +92,11 @@ def baselines(engine, deal_id: int, client_id: int) -> dict:
         def page():
             with engine.connect() as c:
                 q = select(deal).limit(PAGE + 1).order_by(*(order or (deal.c.id,)))
-                count = select(func.count()).select_from(deal)
+                counted = select(deal.c.id).limit(COUNT_CAP + 1)  # the page counts up to its cap too
                 if where is not None:
-                    q, count = q.where(where), count.where(where)
+                    q, counted = q.where(where), counted.where(where)
                 rows = c.execute(q).all()
-                total = c.execute(count).scalar()
+                total = c.execute(select(func.count()).select_from(counted.subquery())).scalar()
                 names = dict(
                     c.execute(
                         select(client.c.id, client.c.name).where(client.c.id.in_({r.client_id for r in rows}))
@@ -183,9 +184,11 @@ def run(url: str, dialect: str, rows: int, repeat: int) -> None:
             table = deal.tables["deal"]
             for i, stage in enumerate(STAGES[1:], 1):
                 conn.execute(update(table).where(table.c.id % len(STAGES) == i).values(stage=stage))
-        if dialect == "postgresql":  # what autovacuum does after a bulk load; stale statistics mislead the planner
+        if dialect == "postgresql":  # what autovacuum does after a bulk load and a mass UPDATE: stale
+            # statistics mislead the planner, and until a VACUUM sets the visibility map no index-only
+            # scan skips the table (the test server runs with autovacuum off)
             with crm.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                conn.exec_driver_sql("ANALYZE")
+                conn.exec_driver_sql("VACUUM ANALYZE")
         set_password(crm, "bench", PASSWORD)
         deal_id = rows // 2
         client_id = crm.get("deal", deal_id)["client"]

@@ -89,6 +89,11 @@ def test_find_filters_and_orders(crm, filled) -> None:
     assert crm.count("deal") == 2 and crm.count("product") == 2
     assert crm.count("deal", where="amount > 1000000") == 0
     assert crm.count("client", where="name contains 'ромашка'") == 1
+    # a count capped at `limit` stops reading there: min(count, limit), the filter still applied
+    assert [crm.count("deal", limit=n) for n in (0, 1, 2, 3)] == [0, 1, 2, 2]
+    assert crm.count("deal", where="amount > 1000", limit=5) == 1
+    with pytest.raises(metacrm.ValidationError, match="limit"):
+        crm.count("deal", limit=-1)
     assert crm.find("deal", order_by="title", limit=1, offset=1)[0]["title"] == "Поставка серверов"
     with pytest.raises(metacrm.ExpressionError):
         crm.find("deal", where="amount >")

@@ -30,6 +30,7 @@ from metacrm.web import create_app  # noqa: E402
 from metacrm.web.pages import LOGIN_CSRF_COOKIE, SESSION_COOKIE, Throttle  # noqa: E402
 
 TRADE = Path(__file__).parent.parent / "examples" / "trade.yaml"
+CONTRACT = Path(__file__).parent / "fixtures" / "valid" / "contract.yaml"  # a pipeline summing `amount`
 PASSWORD = "correct horse battery"
 
 
@@ -44,9 +45,9 @@ def field_errors(html: str) -> list[str]:
 class Site:
     """The app on one database: users with passwords, a client and a deal per manager."""
 
-    def __init__(self, url: str, base_url: str = "http://testserver"):
+    def __init__(self, url: str, base_url: str = "http://testserver", model: Path = TRADE):
         self.url = url
-        self.crm = crm = metacrm.connect(TRADE, url)
+        self.crm = crm = metacrm.connect(model, url)
         crm.migrate()
         for login, role in (("ann", "manager"), ("bob", "manager"), ("dir", "director")):
             crm.add_user(login, roles=[role])
@@ -364,6 +365,86 @@ def test_keyset_paging(site):
     second = site.client.get(nxt).text
     assert "Поставщик 050" in second and "Поставщик 059" in second and "Поставщик 049" not in second
     assert 'rel="next"' not in second
+
+
+def test_a_list_counts_up_to_the_cap_and_says_so_beyond(site, monkeypatch):
+    from metacrm.web import pages
+
+    site.crm.create_many("supplier", [{"name": f"Поставщик {i:03}"} for i in range(12)])
+    site.sign_in("dir")
+    assert re.search(r'id="count">12 records<', site.client.get("/supplier").text)  # under the cap: exact
+    monkeypatch.setattr(pages, "COUNT_CAP", 12)
+    assert re.search(r'id="count">12 records<', site.client.get("/supplier").text)  # at the cap: exact
+    monkeypatch.setattr(pages, "COUNT_CAP", 10)
+    capped = site.client.get("/supplier").text
+    assert re.search(r'id="count">10\+ records <small>\(counted up to 10\)</small><', capped)
+    filtered = site.client.get("/supplier", params={"where": "name > 'Поставщик 005'"}).text
+    assert re.search(r'id="count">6 records<', filtered)  # the cap counts what the filter keeps
+    monkeypatch.setattr(pages, "COUNT_CAP", 1_000)
+    site.crm.create_many("supplier", [{"name": f"Ещё {i:04}"} for i in range(1_000)], returning=False)
+    assert re.search(r'id="count">1,000\+ records <small>\(counted up to 1,000\)', site.client.get("/supplier").text)
+    site.sign_in("ann")  # a manager's count is of the records they may read, capped the same way
+    own = site.client.get("/deal").text
+    assert re.search(r'id="count">1 record<', own)
+
+
+def test_list_and_board_queries_do_not_grow_with_rows_and_the_board_sums_are_the_librarys(db_url):
+    site = Site(db_url, model=CONTRACT)
+    try:
+        _queries_and_sums(site)
+    finally:
+        site.close()
+
+
+def _queries_and_sums(site: Site) -> None:
+    from decimal import Decimal
+
+    from sqlalchemy import event
+
+    from metacrm.web.pages import shown
+
+    statements: list[str] = []
+    event.listen(site.crm.engine, "before_cursor_execute", lambda _c, _cur, sql, *_: statements.append(sql))
+
+    def queries(path: str) -> int:
+        statements.clear()
+        assert site.client.get(path).status_code == 200
+        return len([s for s in statements if s.strip().upper() != "BEGIN"])
+
+    def add(n: int, start: int) -> None:
+        rows = [
+            {
+                "title": f"Сделка {i}",
+                "client": site.ids["c_ann"],
+                "amount": f"{i * 37 % 1000}.{i % 100:02d}",
+                "owner": "ann",
+            }
+            for i in range(start, start + n)
+        ]
+        made = site.crm.create_many("deal", rows)
+        for row in made[::3]:
+            site.crm.move("deal", row["id"], "qualified")
+
+    site.sign_in("dir")
+    add(6, 0)
+    few = {path: queries(path) for path in ("/deal", "/deal?order_by=-amount", "/deal/board")}
+    add(120, 6)
+    many = {path: queries(path) for path in few}
+    assert many == few  # no query per row or per card
+
+    board = site.crm.board("deal", limit_per_stage=50)
+    assert [c["count"] > 0 and c["amount"] > 0 for c in board["columns"]][:2] == [True, True]  # new, qualified
+    page = site.client.get("/deal/board").text
+    for column in board["columns"]:
+        deals = site.crm.find("deal", where=f"stage = '{column['stage']}'")
+        assert column["count"] == len(deals)
+        assert column["amount"] == sum((d["amount"] or Decimal(0) for d in deals), Decimal("0.00"))
+        shown_sum = shown(column["amount"], site.crm.model.entities["deal"].fields["amount"])
+        assert re.search(
+            rf'data-stage="{column["stage"]}">\s*<h2[^>]*>[^<]*</h2>\s*<p class="sum"><span class="n" '
+            rf'data-count="{column["count"]}">{column["count"]}</span> · {re.escape(shown_sum)}',
+            page,
+        ), column["stage"]
 
 
 def test_everything_is_escaped_and_static_files_are_served(site):
