@@ -561,14 +561,14 @@ def _entity_pages(router: APIRouter, ent: Entity, signed_in, check_csrf, posted,
     def card_page(request: Request, record_id: int) -> Response:
         session = signed_in(request)
         user = session["user"]
-        card = user.card(name, record_id)
+        card = user.card(name, record_id, moves=True, timeline=50)  # one read of the record
         record = card["record"]
         path = moves = None
         if ent.pipelines:
             pipeline = ent.pipelines.get(record.get("pipeline") or "") or ent.default_pipeline
             path = list(pipeline.stages.values())
-            moves = user.allowed_moves(name, record_id)
-        timeline = user.timeline(name, record_id, limit=50)
+            moves = card.get("moves")
+        timeline = card.get("timeline", [])
         return render(
             request,
             "card.html",
