@@ -36,7 +36,7 @@ from starlette.staticfiles import StaticFiles
 from .. import errors as E
 from ..model.metamodel import Entity, Field, Link
 from ..runtime.access import scope
-from . import pages_import, pages_reports
+from . import pages_import, pages_links, pages_reports
 from .app import HTTPProblem, Settings, decode_cursor, encode_cursor, read_body
 from .forms import FORM_TYPE, parse_urlencoded
 
@@ -383,6 +383,7 @@ def install(app: FastAPI, crm, conf: Settings) -> None:
 
     pages_reports.install(router, crm, signed_in, render, pages)  # reports and /model
     app.state.uploads = pages_import.install(router, crm, conf, entities, signed_in, check_csrf, posted, render, pages)
+    pages_links.install(app, router, crm, entities, signed_in, check_csrf, posted, render, pages)  # links on cards
     for ent in entities:
         _entity_pages(router, ent, signed_in, check_csrf, posted, render, pages)
     app.include_router(router)
@@ -519,6 +520,8 @@ def _entity_pages(router: APIRouter, ent: Entity, signed_in, check_csrf, posted,
         user = session["user"]
         q = (request.query_params.get("q") or "").strip()
         given = request.query_params.getlist(request.query_params.get("field") or "selected")
+        prefix = f"{name}:" if request.query_params.get("poly") == "1" else ""  # a polymorphic link's values
+        given = [v.removeprefix(prefix) for v in given if v.startswith(prefix)]
         selected = [int(v) for v in given if v.isdigit() and len(v) < 19]
         try:
             if q and ent.search:
@@ -529,7 +532,7 @@ def _entity_pages(router: APIRouter, ent: Entity, signed_in, check_csrf, posted,
             ids = []
         keep = [i for i in selected if i not in ids]
         titles = user.titles(name, [*keep, *ids])
-        items = [(str(i), titles[i], i in selected) for i in [*keep, *ids] if i in titles]
+        items = [(f"{prefix}{i}", titles[i], i in selected) for i in [*keep, *ids] if i in titles]
         empty = request.query_params.get("empty") == "1"
         return render(request, "options.html", session, items=items, empty=empty)
 
@@ -580,6 +583,7 @@ def _entity_pages(router: APIRouter, ent: Entity, signed_in, check_csrf, posted,
             moves=moves,
             timeline=timeline,
             title=_title(record, title_field, ent),
+            link_blocks=pages_links.blocks(request, user, ent, card),
         )
 
     @router.get(f"{base}/{{record_id}}/edit")
@@ -672,7 +676,8 @@ def _form(request, render, session, ent: Entity, values, issues: dict, general, 
     user = session["user"]
     options: dict[str, list] = {}
     for link in ent.links.values():
-        if link.polymorphic:
+        if link.polymorphic:  # by entity, then record (pages_links.poly_options)
+            options[link.name] = pages_links.poly_options(user, link, values.get(link.name))
             continue
         rows = user.find(link.target, limit=OPTIONS_LIMIT)
         titles = user.titles(link.target, [r["id"] for r in rows])
