@@ -58,8 +58,12 @@ def blocks(request: Request, user, ent: Entity, card: dict, only: str | None = N
     params = request.query_params
     out = []
 
-    def may(entity: str, action: str) -> bool:
-        return scope(model, user.actor, entity, action) != "none"
+    def may(entity: str, action: str, record: dict | None = None) -> bool:
+        """Whether the controls are shown (the library decides what is done)."""
+        granted = scope(model, user.actor, entity, action)
+        if granted == "own" and record is not None and ent.owner:
+            return record.get("owner") == user.actor.login
+        return granted != "none"
 
     for link in ent.links.values():
         if only not in (None, link.name):
@@ -74,7 +78,7 @@ def blocks(request: Request, user, ent: Entity, card: dict, only: str | None = N
                 "polymorphic": link.polymorphic,
                 "targets": [model.entities[t] for t in link.targets],
                 "items": value if isinstance(value, list) else ([] if value is None else [value]),
-                "editable": may(ent.name, "update"),
+                "editable": may(ent.name, "update", card["record"]),
                 "new_url": None,
             }
         )
