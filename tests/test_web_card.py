@@ -268,3 +268,21 @@ def test_the_card_reads_a_fixed_number_of_queries(site):  # noqa: F811
     # the record is read once: one SELECT of the deal's row by id
     deal_reads = [s for s in many if re.match(r"\s*SELECT deal\.id, deal\.created_at", s)]
     assert len(deal_reads) == 1, deal_reads
+
+
+def test_the_library_card_gives_moves_and_timeline_as_their_own_calls(site):  # noqa: F811
+    crm = site.crm
+    ann = crm.as_user("ann")
+    deal = site.ids["d_ann"]
+    ann.note("deal", deal, "позвонить")
+    crm.create(
+        "task", {"title": "Задача", "subject": {"entity": "deal", "id": deal}, "owner": "bob"}
+    )  # hidden from ann
+    card = ann.card("deal", deal, moves=True, timeline=10)
+    assert card["moves"] == ann.allowed_moves("deal", deal)
+    assert card["timeline"] == ann.timeline("deal", deal, limit=10)
+    assert card["related"]["tasks"] == [] and card["related"] == crm.as_user("ann").card("deal", deal)["related"]
+    assert set(ann.card("deal", deal)) == {"entity", "record", "links", "related"}
+    assert "moves" not in ann.card("client", site.ids["c_ann"], moves=True)  # no stages
+    # the system user reads the task: its inverse list has it, with its title
+    assert [t["title"] for t in crm.card("deal", deal)["related"]["tasks"]] == ["Задача"]
