@@ -67,9 +67,7 @@ def test_mypy_strict_passes_on_the_client_and_catches_each_misuse() -> None:
     done = _mypy(misuse)
     reported = {
         (int(m["line"]), m["code"])
-        for m in re.finditer(
-            r"^tests/typing/misuse\.py:(?P<line>\d+): error: .*\[(?P<code>[a-z-]+)\]$", done.stdout, re.M
-        )
+        for m in re.finditer(r"^tests/typing/misuse\.py:(?P<line>\d+): error: .*\[(?P<code>[a-z-]+)\]$", done.stdout, re.M)
     }
     assert done.returncode == 1, done.stdout + done.stderr
     assert reported == expected, f"missing: {sorted(expected - reported)}, unexpected: {sorted(reported - expected)}"
@@ -157,9 +155,7 @@ def test_documents_match_their_typeddicts(db_url: str) -> None:
         crm.as_user("boss").move("deal", deal["id"], "new")  # a reopen
         crm.move("deal", deal["id"], "lost")
         crm.note("deal", deal["id"], "called", kind="call")
-        task = crm.create(
-            "task", {"title": "Call", "subject": {"entity": "deal", "id": deal["id"]}, "due": "2020-01-02"}
-        )
+        task = crm.create("task", {"title": "Call", "subject": {"entity": "deal", "id": deal["id"]}, "due": "2020-01-02"})
         checks: list[tuple[str, Any, Any]] = [
             ("user_info", crm.user_info("anna"), documents.UserInfo),
             ("users", crm.users(), list[documents.UserInfo]),
@@ -196,10 +192,7 @@ def test_documents_match_their_typeddicts(db_url: str) -> None:
         assert [m["stage"] for m in crm.allowed_moves("deal", deal["id"]) if m.get("reopen")] == ["new"]
         assert any(g.get("hidden") for g in anna.funnel("deal", by="client"))
         assert any(r.get("hidden") for r in anna.report_group("deal", "client")["rows"])
-        assert all(
-            "period" in r and "sum" in r
-            for r in crm.report_group("deal", "stage", sum="amount", period="month")["rows"]
-        )
+        assert all("period" in r and "sum" in r for r in crm.report_group("deal", "stage", sum="amount", period="month")["rows"])
     finally:
         crm.close()
 
