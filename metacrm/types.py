@@ -203,6 +203,8 @@ class Card(TypedDict):
     record: Record
     links: dict[str, RecordRef | list[RecordRef] | None]
     related: dict[str, list[RecordRef]]
+    moves: NotRequired[list[AllowedMove]]  # with ``moves=True`` on an entity with stages
+    timeline: NotRequired[list[TimelineEntry]]  # with ``timeline=N``
 
 
 class SearchHit(TypedDict):

@@ -172,6 +172,7 @@ def test_documents_match_their_typeddicts(db_url: str) -> None:
             ("board", crm.board("deal"), documents.Board),
             ("card", crm.card("deal", deal["id"]), documents.Card),
             ("card related", crm.card("client", first["id"]), documents.Card),
+            ("card whole", crm.card("deal", deal["id"], moves=True, timeline=5), documents.Card),
             ("search", crm.search("acme"), list[documents.SearchHit]),
             ("tasks", crm.tasks(include_done=True), list[documents.Task]),
             ("tick", crm.tick(now=dt.datetime.now(dt.UTC)), list[documents.Fired]),

@@ -31,6 +31,10 @@ def pages(site) -> dict[str, str]:
         "board": "/deal/board",
         "list with a filter error": "/deal?where=amount%20%3E",
         "error page": "/deal/999999",
+        "card with a link refused": f"/deal/{deal}?link=client&link_error=refused#links-client",
+        "card after a search without JavaScript": f"/deal/{deal}?find=products&q=x",
+        "task card (a polymorphic link)": f"/task/{site.crm.find('task', limit=1)[0]['id']}",
+        "task form (a polymorphic picker)": "/task/new",
     }
 
 

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     from ..model.metamodel import Entity, Model
     from ..storage.tables import Storage
-    from ..types import JournalEntry, Record, UserInfo
+    from ..types import AllowedMove, JournalEntry, Record, TimelineEntry, UserInfo
     from ..validation.records import RecordValidator
     from .access import Actor
 
@@ -57,6 +57,10 @@ class CRMHost(Protocol):
     ) -> None: ...
 
     def _derived_values(self, conn: Connection, ent: Entity, records: Sequence[Record]) -> None: ...
+
+    def _moves_of(self, conn: Connection, ent: Entity, row: Mapping[str, Any]) -> list[AllowedMove]: ...
+
+    def _timeline_of(self, conn: Connection, ent: Entity, rid: int, limit: int) -> list[TimelineEntry]: ...
 
     def _select(
         self,

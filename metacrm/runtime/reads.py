@@ -190,14 +190,44 @@ class ReadsMixin(Host):
         with self._reading() as conn:
             return read_titles(conn, self.storage, self.actor, ent.name, ids)
 
-    def card(self, entity: str, record_id: int, *, limit: int = 50) -> Card:
+    def card(
+        self,
+        entity: str,
+        record_id: int,
+        *,
+        limit: int = 50,
+        moves: bool = False,
+        timeline: int | None = None,
+    ) -> Card:
         """A record with its links both ways: the record, each link's target(s) as
         ``{"entity", "id", "title", "hidden"}`` (a target the acting user may not read is
         hidden: title None, hidden True), and each inverse list (a client's deals) with titles,
-        up to ``limit`` per list (only the records the user may read). One title query per
-        target entity."""
+        up to ``limit`` per list (only the records the user may read). With ``moves`` (an
+        entity with stages) also ``"moves"``, what ``allowed_moves`` gives; with ``timeline``
+        (a number of entries) also ``"timeline"``, what ``timeline(limit=timeline)`` gives.
+
+        Everything is read in one transaction, the record once: one query for its row (plus one
+        per many-link), one title query per target entity, one per inverse list, and the
+        timeline's queries; never one per linked record."""
+        self._ready()
         ent = self._entity(entity)
-        record = self.get(entity, record_id)
+        with self._reading() as conn:
+            row = self._get_row(conn, ent, record_id)
+            record = rec.rows_to_records(conn, self.storage, ent, [row])[0]
+            out: Card = {
+                "entity": ent.name,
+                "record": record,
+                "links": self._link_refs(conn, ent, record),
+                "related": {name: self._related_refs(conn, ent, row["id"], name, limit) for name in ent.inverses},
+            }
+            if moves and ent.has_stages:
+                out["moves"] = self._moves_of(conn, ent, row)
+            if timeline:
+                out["timeline"] = self._timeline_of(conn, ent, row["id"], timeline)
+            return out
+
+    def _link_refs(self, conn, ent: Entity, record: Mapping) -> dict[str, RecordRef | list[RecordRef] | None]:
+        """Each link's target(s) as references: one title query per target entity."""
         wanted: dict[str, set] = {}
         for link in ent.links.values():
             value = record[link.name]
@@ -207,8 +237,7 @@ class ReadsMixin(Host):
                 wanted.setdefault(value["entity"], set()).add(value["id"])
             elif value is not None:
                 wanted.setdefault(link.target, set()).add(value)
-        with self._reading() as conn:
-            names = {target: read_titles(conn, self.storage, self.actor, target, ids) for target, ids in wanted.items()}
+        names = {target: read_titles(conn, self.storage, self.actor, target, ids) for target, ids in wanted.items()}
         links: dict[str, RecordRef | list[RecordRef] | None] = {}
         for link in ent.links.values():
             value = record[link.name]
@@ -220,18 +249,31 @@ class ReadsMixin(Host):
                 links[link.name] = reference(value["entity"], value["id"], names[value["entity"]])
             else:
                 links[link.name] = reference(link.target, value, names[link.target])
-        related: dict[str, list[RecordRef]] = {}
-        for name, inv in ent.inverses.items():
-            source = self.model.entities[inv.source]
-            rows = self.related(entity, record["id"], name, limit=limit)
-            related[name] = [
-                {
-                    "entity": inv.source,
-                    "id": r["id"],
-                    "title": title_text(inv.source, r["id"], r.get(source.title) if source.title else None),
-                    "hidden": False,
-                    **({"stage": r["stage"]} if source.has_stages else {}),
-                }
-                for r in rows
-            ]
-        return {"entity": ent.name, "record": record, "links": links, "related": related}
+        return links
+
+    def _related_refs(self, conn, ent: Entity, rid: int, name: str, limit: int) -> list[RecordRef]:
+        """The readable records of an inverse list as references (with their stage), in id
+        order, at most ``limit``: one query (id, title and stage only)."""
+        from .journal import linked_ids
+
+        inv = ent.inverses[name]
+        source = self.model.entities[inv.source]
+        table = self.storage.table(inv.source)
+        columns = [table.c.id]
+        if source.title:
+            columns.append(table.c[source.title])
+        if source.has_stages:
+            columns.append(table.c.stage)
+        query = self._select(source, None, None).with_only_columns(*columns)
+        query = query.where(table.c.id.in_(linked_ids(self.storage, ent, inv.source, inv.link, rid)))
+        query = query.order_by(table.c.id).limit(_non_negative(limit, "limit"))
+        return [
+            {
+                "entity": inv.source,
+                "id": r["id"],
+                "title": title_text(inv.source, r["id"], r[source.title] if source.title else None),
+                "hidden": False,
+                **({"stage": r["stage"]} if source.has_stages else {}),
+            }
+            for r in conn.execute(query).mappings()
+        ]

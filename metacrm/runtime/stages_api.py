@@ -15,7 +15,7 @@ from ..model.suggest import did_you_mean, listing
 from ..storage.types import now_utc
 from ..types import AllowedMove, Fired, HistoryEntry, JournalEntry, Record, TimelineEntry
 from . import journal
-from .access import require, row_clause
+from .access import check_row, require, row_clause
 from .protocol import Host
 from .records import as_id as _as_id
 from .records import non_negative as _non_negative
@@ -73,19 +73,23 @@ class StagesMixin(Host):
     def allowed_moves(self, entity: str, record_id: int) -> list[AllowedMove]:
         """Every outgoing move of the record's stage: ``{"stage", "label", "kind", "possible",
         "reasons"}``, in declaration order."""
-        from .moves import options
-
         self._ready()
         ent = self._staged(entity)
         with self._reading() as conn:
-            row = self._get_row(conn, ent, record_id)
-            moves = options(conn, self.storage, ent, row, self._roles)
+            return self._moves_of(conn, ent, self._get_row(conn, ent, record_id))
+
+    def _moves_of(self, conn, ent: Entity, row) -> list[AllowedMove]:
+        """``allowed_moves`` of a row already read (and readable)."""
+        from .moves import options
+
+        moves = options(conn, self.storage, ent, row, self._roles)
+        if self.user is not None:
             try:  # a user who may read the record but not move it: no move is possible
-                self._get_row(conn, ent, record_id, "move")
+                check_row(conn, self.storage, ent, self.actor, "move", row)
             except PermissionDenied as exc:
                 for move in moves:
                     move["possible"], move["reasons"] = False, [str(exc), *move["reasons"]]
-            return moves
+        return moves
 
     def history(self, entity: str, record_id: int) -> list[HistoryEntry]:
         """The record's stage moves, oldest first."""
@@ -132,13 +136,17 @@ class StagesMixin(Host):
         self._ready()
         ent = self._entity(entity)
         limit = _non_negative(limit, "limit")
+        with self._reading() as conn:
+            row = self._get_row(conn, ent, record_id)
+            return self._timeline_of(conn, ent, row["id"], limit)
+
+    def _timeline_of(self, conn, ent: Entity, rid: int, limit: int) -> list[TimelineEntry]:
+        """``timeline`` of a record already read (and readable)."""
 
         def allowed(source: str) -> ColumnElement[bool] | None:
             return row_clause(self.storage, self.model.entities[source], self.actor)
 
-        with self._reading() as conn:
-            row = self._get_row(conn, ent, record_id)
-            return journal.timeline(conn, self.storage, ent, row["id"], limit=limit, allowed=allowed)
+        return journal.timeline(conn, self.storage, ent, rid, limit=_non_negative(limit, "limit"), allowed=allowed)
 
     def _staged(self, entity: str) -> Entity:
         ent = self._entity(entity)

@@ -36,7 +36,7 @@ from starlette.staticfiles import StaticFiles
 from .. import errors as E
 from ..model.metamodel import Entity, Field, Link
 from ..runtime.access import scope
-from . import pages_import, pages_reports
+from . import pages_import, pages_links, pages_reports
 from .app import HTTPProblem, Settings, decode_cursor, encode_cursor, read_body
 from .forms import FORM_TYPE, parse_urlencoded
 
@@ -387,6 +387,7 @@ def install(app: FastAPI, crm, conf: Settings) -> None:
 
     pages_reports.install(router, crm, signed_in, render, pages)  # reports and /model
     app.state.uploads = pages_import.install(router, crm, conf, entities, signed_in, check_csrf, posted, render, pages)
+    pages_links.install(app, router, crm, entities, signed_in, check_csrf, posted, render, pages)  # links on cards
     for ent in entities:
         _entity_pages(router, ent, signed_in, check_csrf, posted, render, pages)
     app.include_router(router)
@@ -524,6 +525,8 @@ def _entity_pages(router: APIRouter, ent: Entity, signed_in, check_csrf, posted,
         user = session["user"]
         q = (request.query_params.get("q") or "").strip()
         given = request.query_params.getlist(request.query_params.get("field") or "selected")
+        prefix = f"{name}:" if request.query_params.get("poly") == "1" else ""  # a polymorphic link's values
+        given = [v.removeprefix(prefix) for v in given if v.startswith(prefix)]
         selected = [int(v) for v in given if v.isdigit() and len(v) < 19]
         try:
             if q and ent.search:
@@ -534,7 +537,7 @@ def _entity_pages(router: APIRouter, ent: Entity, signed_in, check_csrf, posted,
             ids = []
         keep = [i for i in selected if i not in ids]
         titles = user.titles(name, [*keep, *ids])
-        items = [(str(i), titles[i], i in selected) for i in [*keep, *ids] if i in titles]
+        items = [(f"{prefix}{i}", titles[i], i in selected) for i in [*keep, *ids] if i in titles]
         empty = request.query_params.get("empty") == "1"
         return render(request, "options.html", session, items=items, empty=empty)
 
@@ -566,14 +569,14 @@ def _entity_pages(router: APIRouter, ent: Entity, signed_in, check_csrf, posted,
     def card_page(request: Request, record_id: int) -> Response:
         session = signed_in(request)
         user = session["user"]
-        card = user.card(name, record_id)
+        card = user.card(name, record_id, moves=True, timeline=50)  # one read of the record
         record = card["record"]
         path = moves = None
         if ent.pipelines:
             pipeline = ent.pipelines.get(record.get("pipeline") or "") or ent.default_pipeline
             path = list(pipeline.stages.values())
-            moves = user.allowed_moves(name, record_id)
-        timeline = user.timeline(name, record_id, limit=50)
+            moves = card.get("moves")
+        timeline = card.get("timeline", [])
         return render(
             request,
             "card.html",
@@ -585,6 +588,7 @@ def _entity_pages(router: APIRouter, ent: Entity, signed_in, check_csrf, posted,
             moves=moves,
             timeline=timeline,
             title=_title(record, title_field, ent),
+            link_blocks=pages_links.blocks(request, user, ent, card),
         )
 
     @router.get(f"{base}/{{record_id}}/edit")
@@ -677,7 +681,8 @@ def _form(request, render, session, ent: Entity, values, issues: dict, general, 
     user = session["user"]
     options: dict[str, list] = {}
     for link in ent.links.values():
-        if link.polymorphic:
+        if link.polymorphic:  # by entity, then record (pages_links.poly_options)
+            options[link.name] = pages_links.poly_options(user, link, values.get(link.name))
             continue
         rows = user.find(link.target, limit=OPTIONS_LIMIT)
         titles = user.titles(link.target, [r["id"] for r in rows])
