@@ -30,6 +30,7 @@ def pages(site) -> dict[str, str]:
         "edit form": f"/deal/{deal}/edit",
         "board": "/deal/board",
         "list with a filter error": "/deal?where=amount%20%3E",
+        "list with the filter builder open": "/deal?bf=amount&bo=%3E&bv=x&error=Сумма%20(amount)%20takes%20a%20number",
         "error page": "/deal/999999",
         "card with a link refused": f"/deal/{deal}?link=client&link_error=refused#links-client",
         "card after a search without JavaScript": f"/deal/{deal}?find=products&q=x",
@@ -94,6 +95,15 @@ def test_axe_finds_no_serious_violation(signed_in, chromium):  # noqa: F811
     page.click("form.record button[type=submit]")
     page.wait_for_selector("#err-email")
     found.append(describe("form with errors", axe_violations(page)))
+    # the list's column picker open, then a bulk move's report
+    page.goto(url + "/deal")
+    page.click("details.picker summary")
+    found.append(describe("list with the column picker open", axe_violations(page)))
+    page.check("#select-all")
+    page.select_option("#bulk-stage", "won")
+    page.click("#bulk-move")
+    page.wait_for_selector("#bulk-results")
+    found.append(describe("bulk report", axe_violations(page)))
     report = "\n".join(line for line in found if line)
     assert not report, "axe-core violations:\n" + report
     # the check itself can fail: an unlabelled input and an image without text are caught

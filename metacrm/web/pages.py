@@ -10,7 +10,8 @@ the answer is 403. Failed sign-ins lock the login and the address out for a grow
 
 Addresses (part of the contract): ``/`` home, ``/login``, ``/logout``, ``/{entity}`` list,
 ``/{entity}/new``, ``/{entity}/{id}`` card, ``/{entity}/{id}/edit``, ``/{entity}/board``,
-``/{entity}/import`` (pages_import.py).
+``/{entity}/import`` (pages_import.py), the list's ``/{entity}/columns``, ``/{entity}/filter``,
+``/{entity}/export.csv`` and ``/{entity}/bulk`` (pages_list.py).
 """
 
 # no `from __future__ import annotations`: FastAPI reads the handlers' annotations
@@ -36,7 +37,7 @@ from starlette.staticfiles import StaticFiles
 from .. import errors as E
 from ..model.metamodel import Entity, Field, Link
 from ..runtime.access import scope
-from . import pages_import, pages_links, pages_reports
+from . import pages_import, pages_links, pages_list, pages_reports
 from .app import HTTPProblem, Settings, decode_cursor, encode_cursor, read_body
 from .forms import FORM_TYPE, parse_urlencoded
 
@@ -388,17 +389,16 @@ def install(app: FastAPI, crm, conf: Settings) -> None:
     pages_reports.install(router, crm, signed_in, render, pages)  # reports and /model
     app.state.uploads = pages_import.install(router, crm, conf, entities, signed_in, check_csrf, posted, render, pages)
     pages_links.install(app, router, crm, entities, signed_in, check_csrf, posted, render, pages)  # links on cards
+    pages_list.install(router, crm, entities, signed_in, check_csrf, posted, render, pages)  # columns, export, bulk
     for ent in entities:
-        _entity_pages(router, ent, signed_in, check_csrf, posted, render, pages)
+        _entity_pages(router, crm, ent, signed_in, check_csrf, posted, render, pages)
     app.include_router(router)
 
 
-def _entity_pages(router: APIRouter, ent: Entity, signed_in, check_csrf, posted, render, pages) -> None:
+def _entity_pages(router: APIRouter, crm, ent: Entity, signed_in, check_csrf, posted, render, pages) -> None:
     name = ent.name
     base = f"/{name}"
     title_field = ent.title if ent.title in ent.fields else next(iter(ent.fields), None)
-    columns = [f for f in ent.fields.values() if f.type != "text"]
-    single_links = [link for link in ent.links.values() if not link.many]
 
     def list_url(request: Request, **changes) -> str:
         params = {k: v for k, v in request.query_params.items() if k != "after"}
@@ -445,9 +445,10 @@ def _entity_pages(router: APIRouter, ent: Entity, signed_in, check_csrf, posted,
                 + ("&" if "?" in list_url(request) else "?")
                 + urlencode({"after": encode_cursor(nxt)})
             )
-        titles = _link_titles(user, single_links, rows)
+        columns, own = pages_list.chosen_columns(user, ent)
+        titles = _link_titles(user, [c.member for c in columns if c.kind == "link"], rows)
         sorts = {}
-        for column in [*(f.name for f in columns), "id"]:
+        for column in [*(c.key for c in columns if c.sortable), "id"]:
             sorts[column] = list_url(request, order_by=f"-{column}" if order_by == column else column)
         return render(
             request,
@@ -458,7 +459,6 @@ def _entity_pages(router: APIRouter, ent: Entity, signed_in, check_csrf, posted,
             count=min(count, COUNT_CAP),
             capped=count > COUNT_CAP,
             columns=columns,
-            links=single_links,
             titles=titles,
             title_field=title_field,
             q=q,
@@ -468,6 +468,7 @@ def _entity_pages(router: APIRouter, ent: Entity, signed_in, check_csrf, posted,
             next_url=next_url,
             sorts=sorts,
             first_url=list_url(request) if after else None,
+            **pages_list.list_context(crm, session, ent, request, rows, columns, own),
         )
 
     if ent.pipelines:
@@ -651,13 +652,15 @@ def _title(record: dict, title_field: str | None, ent: Entity) -> str:
 
 
 def _link_titles(user, links: list[Link], rows: list[dict]) -> dict[str, dict]:
-    """Target entity -> {id: title} for the single links of these rows: one query per target."""
+    """Target entity -> {id: title} for the links of these rows: one query per target."""
     wanted: dict[str, set] = {}
     for link in links:
         for row in rows:
             value = row.get(link.name)
             if isinstance(value, dict):
                 wanted.setdefault(value["entity"], set()).add(value["id"])
+            elif isinstance(value, list):
+                wanted.setdefault(link.target, set()).update(value)
             elif value is not None:
                 wanted.setdefault(link.target, set()).add(value)
     return {target: user.titles(target, ids) for target, ids in wanted.items()}
