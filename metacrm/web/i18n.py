@@ -81,7 +81,11 @@ def translations(code: str) -> NullTranslations:
 
 @functools.cache
 def _zones() -> frozenset[str]:
-    return frozenset(zoneinfo.available_timezones())
+    """The IANA names (not the system's aliases of its own clock or the database's variants)."""
+    odd = {"localtime", "posixrules", "Factory"}
+    return frozenset(
+        z for z in zoneinfo.available_timezones() if z not in odd and not z.startswith(("posix/", "right/"))
+    )
 
 
 def zone(name: Any) -> zoneinfo.ZoneInfo | None:
@@ -103,10 +107,10 @@ def negotiate(header: str | None) -> str | None:
         tag, *params = (p.strip() for p in part.split(";"))
         quality = 1.0
         for param in params:
-            match = _QUALITY.match(param)
-            if match:
+            if param.startswith("q="):  # a malformed weight is no vote
+                match = _QUALITY.match(param)
                 try:
-                    quality = float(match.group(1))
+                    quality = float(match.group(1)) if match else 0.0
                 except ValueError:
                     quality = 0.0
         if tag and quality > 0:
