@@ -246,7 +246,12 @@ def choose(model, prefs: dict | None, accept_language: str | None) -> Lang:
     code = prefs.get("locale") if prefs.get("locale") in LOCALES else None
     code = code or negotiate(accept_language) or DEFAULT_LOCALE
     tz = zone(prefs.get("timezone")) or zone(getattr(model, "timezone", None)) or UTC
-    return Lang(code, tz, getattr(model, "currency", None))
+    return _lang(code, tz, getattr(model, "currency", None))
+
+
+@functools.lru_cache(maxsize=256)
+def _lang(code: str, tz: dt.tzinfo, currency: str | None) -> Lang:
+    return Lang(code, tz, currency)
 
 
 __all__ = [

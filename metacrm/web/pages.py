@@ -39,7 +39,10 @@ from ..runtime.access import scope
 from . import i18n, pages_import, pages_reports
 from .app import HTTPProblem, Settings, decode_cursor, encode_cursor, read_body
 from .forms import FORM_TYPE, parse_urlencoded
-from .i18n import _
+from .i18n import N_, _
+
+# the timeline's actions (runtime.journal.ACTIONS; its kinds are words of the card's note form)
+N_("create"), N_("update"), N_("delete"), N_("move"), N_("link"), N_("unlink")
 
 HERE = Path(__file__).parent
 SESSION_COOKIE = "metacrm_session"
