@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -117,6 +118,36 @@ def test_accept_language_is_negotiated():
     assert i18n.zone("Europe/Moscow").key == "Europe/Moscow"
     for bad in ("Mars/Base", "../etc/passwd", "/etc/localtime", "", "localtime", None, 3, "Europe/Moscow "):
         assert i18n.zone(bad) is None, bad
+
+
+def test_the_formats_of_a_language():
+    ru = i18n.Lang("ru", i18n.zone("Europe/Moscow"))
+    en = i18n.Lang("en")
+    assert i18n.Lang("de").code == "en"  # a language without a catalogue: English
+    assert ru.number(Decimal("1234567.125")) == f"1{NBSP}234{NBSP}567,125"  # every digit kept
+    assert en.number(Decimal("1.234567")) == "1.234567" and en.number(None) == ""
+    assert en.number(1234.5, 0) == "1,234" and ru.number(0.25, 1) == "0,2"
+    assert ru.money(Decimal("1234.5")) == f"1{NBSP}234,50" and en.money(Decimal("-5")) == "-5.00"
+    assert ru.money(Decimal("1234.5"), "RUB") == f"1{NBSP}234,50{NBSP}₽" and en.money(Decimal("2"), "USD") == "$2.00"
+    assert i18n.Lang("ru", currency="EUR").money(Decimal("3")) == f"3,00{NBSP}€"
+    assert (
+        ru.date(dt.date(2026, 3, 8)).replace("\u202f", " ") == "8 мар. 2026 г."
+        and en.date(dt.date(2026, 3, 8)) == "Mar 8, 2026"
+    )
+    naive = dt.datetime(2026, 7, 1, 21, 0)  # stored datetimes are UTC
+    assert ru.moment(naive).replace("\u202f", " ") == "2 июл. 2026 г., 00:00 MSK"
+    assert ru.local_input(naive) == "2026-07-02T00:00" and en.local_input(naive) == "2026-07-01T21:00"
+    assert ru.from_local_input("2026-07-02T00:00") == "2026-07-01T21:00:00+00:00"
+    assert ru.from_local_input("2026-07-02T00:00+05:00") == "2026-07-02T00:00+05:00"  # a zone given: kept
+    assert ru.from_local_input("вчера") == "вчера"  # for the library's message
+    assert ru.decimal_input(Decimal("1234.50")) == "1234,50" and en.decimal_input(Decimal("1234.50")) == "1234.50"
+    assert ru.ngettext("%(num)s record", "%(num)s records", 21) == "21 запись"
+    assert ru.ngettext("%(num)s record", "%(num)s records", 3) == "3 записи"
+    assert ru.ngettext("%(num)s record", "%(num)s records", 11) == "11 записей"
+    assert en.gettext("no such words") == "no such words" and repr(ru) == "Lang('ru', 'Europe/Moscow')"
+    with i18n.using(ru):
+        assert i18n.gettext("Save") == "Сохранить" and i18n.ngettext("%(num)s row", "%(num)s rows", 5) == "5 строк"
+    assert i18n.current() is i18n.ENGLISH and i18n.gettext("Save") == "Save"
 
 
 # -- the pages' words ---------------------------------------------------------------------------------
