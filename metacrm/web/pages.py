@@ -8,9 +8,12 @@ https) whose hash the database keeps with the login, a CSRF token and an absolut
 ``csrf`` input, or the ``X-CSRF-Token`` header htmx and the board's script send): without it
 the answer is 403. Failed sign-ins lock the login and the address out for a growing time.
 
-Addresses (part of the contract): ``/`` home, ``/login``, ``/logout``, ``/{entity}`` list,
+Addresses (part of the contract): ``/`` home, ``/login``, ``/logout``, ``/settings``, ``/{entity}`` list,
 ``/{entity}/new``, ``/{entity}/{id}`` card, ``/{entity}/{id}/edit``, ``/{entity}/board``,
 ``/{entity}/import`` (pages_import.py).
+
+The interface's words, numbers, money and dates follow the user's language and times their time
+zone (i18n.py): ``signed_in`` chooses them for the request, ``render`` renders in them.
 """
 
 # no `from __future__ import annotations`: FastAPI reads the handlers' annotations
