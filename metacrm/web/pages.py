@@ -8,10 +8,13 @@ https) whose hash the database keeps with the login, a CSRF token and an absolut
 ``csrf`` input, or the ``X-CSRF-Token`` header htmx and the board's script send): without it
 the answer is 403. Failed sign-ins lock the login and the address out for a growing time.
 
-Addresses (part of the contract): ``/`` home, ``/login``, ``/logout``, ``/{entity}`` list,
+Addresses (part of the contract): ``/`` home, ``/login``, ``/logout``, ``/settings``, ``/{entity}`` list,
 ``/{entity}/new``, ``/{entity}/{id}`` card, ``/{entity}/{id}/edit``, ``/{entity}/board``,
 ``/{entity}/import`` (pages_import.py), the list's ``/{entity}/columns``, ``/{entity}/filter``,
 ``/{entity}/export.csv`` and ``/{entity}/bulk`` (pages_list.py).
+
+The interface's words, numbers, money and dates follow the user's language and times their time
+zone (i18n.py): ``signed_in`` chooses them for the request, ``render`` renders in them.
 """
 
 # no `from __future__ import annotations`: FastAPI reads the handlers' annotations
@@ -37,9 +40,13 @@ from starlette.staticfiles import StaticFiles
 from .. import errors as E
 from ..model.metamodel import Entity, Field, Link
 from ..runtime.access import scope
-from . import pages_import, pages_links, pages_list, pages_reports
+from . import i18n, pages_import, pages_links, pages_list, pages_reports
 from .app import HTTPProblem, Settings, decode_cursor, encode_cursor, read_body
 from .forms import FORM_TYPE, parse_urlencoded
+from .i18n import N_, _
+
+# the timeline's actions (runtime.journal.ACTIONS; its kinds are words of the card's note form)
+N_("create"), N_("update"), N_("delete"), N_("move"), N_("link"), N_("unlink")
 
 HERE = Path(__file__).parent
 SESSION_COOKIE = "metacrm_session"
@@ -124,33 +131,43 @@ class Throttle:
 
 # -- values shown and read ---------------------------------------------------------------------------
 def shown(value: Any, field: Field | None = None) -> str:
-    """A value as the page shows it (labels for choices)."""
+    """A value as the page shows it, in the language of the request (i18n.current()): labels for
+    choices, numbers and money with the locale's separators, dates in its words, datetimes in
+    the user's time zone."""
     if value is None:
         return ""
+    lang = i18n.current()
     if isinstance(value, bool):
-        return "yes" if value else "no"
+        return _("yes") if value else _("no")
     if field is not None and field.options:
         labels = {o.value: o.label or o.value for o in field.options}
         if isinstance(value, list):
             return ", ".join(labels.get(v, str(v)) for v in value)
         return labels.get(value, str(value))
     if isinstance(value, dt.datetime):
-        return value.strftime("%Y-%m-%d %H:%M")
-    if isinstance(value, Decimal):
-        return f"{value:,.2f}".replace(",", "\u202f") if field is not None and field.type == "money" else str(value)
+        return lang.moment(value)
+    if isinstance(value, dt.date):
+        return lang.date(value)
+    if field is not None and field.type == "money" and isinstance(value, Decimal | int | float):
+        return lang.money(value, getattr(field, "currency", None))
+    if isinstance(value, Decimal | float) or (isinstance(value, int) and field is not None):
+        return lang.number(value)
     if isinstance(value, list):
         return ", ".join(str(v) for v in value)
     return str(value)
 
 
 def input_value(value: Any, field: Field) -> Any:
-    """A stored value as a form input holds it."""
+    """A stored value as a form input holds it (a datetime in the user's time zone, a decimal with
+    the locale's decimal sign)."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, dt.datetime):
-        return value.strftime("%Y-%m-%dT%H:%M")
+        return i18n.current().local_input(value)
+    if isinstance(value, Decimal):
+        return i18n.current().decimal_input(value)
     if isinstance(value, dt.date):
         return value.isoformat()
     if isinstance(value, list):
@@ -162,9 +179,11 @@ def editable(ent: Entity) -> list[Field]:
     return [f for f in ent.fields.values() if not f.formula and not f.rollup]
 
 
-def form_values(ent: Entity, form: dict, *, creating: bool) -> dict:
+def form_values(ent: Entity, form: dict, *, creating: bool, lang: i18n.Lang | None = None) -> dict:
     """The record a submitted form describes: blank inputs are left out on create (defaults
-    apply) and clear the value on edit; the library converts and checks the rest."""
+    apply) and clear the value on edit; a datetime-local input is the user's wall-clock time
+    (``lang``'s zone), sent on with its offset; the library converts and checks the rest."""
+    lang = lang or i18n.current()
     data: dict[str, Any] = {}
     for field in editable(ent):
         if field.type == "multichoice":
@@ -180,7 +199,7 @@ def form_values(ent: Entity, form: dict, *, creating: bool) -> dict:
             if not creating:
                 data[field.name] = None
             continue
-        data[field.name] = value
+        data[field.name] = lang.from_local_input(value) if field.type == "datetime" else value
     for link in ent.links.values():
         given = form.get(link.name)
         if link.many:
@@ -215,6 +234,7 @@ def install(app: FastAPI, crm, conf: Settings) -> None:
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
     from ..runtime import passwords
+    from ..runtime.preferences import preferences, set_preference
 
     ttl = float(os.environ.get("METACRM_SESSION_TTL") or passwords.SESSION_TTL)
     throttle = Throttle()
@@ -225,8 +245,14 @@ def install(app: FastAPI, crm, conf: Settings) -> None:
         trim_blocks=True,
         extensions=["jinja2.ext.i18n"],
     )
-    env.install_null_translations(newstyle=True)  # the interface's words: {{ _("New") }}, {% trans %}
+    # the interface's words, {{ _("New") }}, in the language of the request (i18n.use)
+    env.install_gettext_callables(
+        lambda message: i18n.current().gettext(message),
+        lambda singular, plural, n: i18n.current().ngettext(singular, plural, n),
+        newstyle=True,
+    )
     env.globals["shown"] = shown
+    env.globals["number"] = lambda value, digits=None: i18n.current().number(value, digits)
     env.globals["may"] = lambda session, entity, action: (
         scope(crm.model, session["user"].actor, entity, action) != "none"
     )
@@ -246,12 +272,23 @@ def install(app: FastAPI, crm, conf: Settings) -> None:
             session["user"] = crm.as_user(session["login"])
         except E.NotFound:  # the user was removed
             raise LoginRequired() from None
+        session["lang"] = i18n.choose(model, preferences(session["user"]), request.headers.get("accept-language"))
+        i18n.use(session["lang"])  # for the rest of this handler (a sync one runs in this context)
         return session
+
+    def browser_lang(request: Request) -> i18n.Lang:
+        """The language before sign-in: the browser's."""
+        return i18n.choose(model, None, request.headers.get("accept-language"))
 
     def check_csrf(request: Request, session: dict, form: dict) -> None:
         given = request.headers.get("x-csrf-token") or form.get("csrf") or ""
         if not isinstance(given, str) or not hmac.compare_digest(given.encode(), session["csrf"].encode()):
-            raise Refused(403, "the form is stale or came from elsewhere (no valid CSRF token): reload the page")
+            raise Refused(
+                403,
+                session["lang"].gettext(
+                    "the form is stale or came from elsewhere (no valid CSRF token): reload the page"
+                ),
+            )
 
     async def posted(request: Request) -> dict:
         if not request.headers.get("content-type") and request.headers.get("content-length", "0") == "0":
@@ -259,15 +296,18 @@ def install(app: FastAPI, crm, conf: Settings) -> None:
         return parse_urlencoded(await read_body(request, conf, FORM_TYPE))
 
     def render(request: Request, template: str, session: dict | None, status: int = 200, **context) -> HTMLResponse:
-        text = env.get_template(template).render(
-            request=request,
-            session=session,
-            csrf=session["csrf"] if session else None,
-            model=model,
-            entities=entities,
-            error=request.query_params.get("error"),
-            **context,
-        )
+        lang = session.get("lang") if session else None
+        with i18n.using(lang or browser_lang(request)) as lang:
+            text = env.get_template(template).render(
+                request=request,
+                session=session,
+                csrf=session["csrf"] if session else None,
+                model=model,
+                entities=entities,
+                error=request.query_params.get("error"),
+                lang=lang,
+                **context,
+            )
         return HTMLResponse(text, status, headers=SECURITY_HEADERS)
 
     def pages(fn):
@@ -335,22 +375,26 @@ def install(app: FastAPI, crm, conf: Settings) -> None:
         cookie = request.cookies.get(LOGIN_CSRF_COOKIE, "")
         given = form.get("csrf", "")
         if not cookie or not isinstance(given, str) or not hmac.compare_digest(cookie.encode(), given.encode()):
-            raise Refused(403, "the sign-in form is stale (no valid CSRF token): reload the page")
+            raise Refused(
+                403, browser_lang(request).gettext("the sign-in form is stale (no valid CSRF token): reload the page")
+            )
+        lang = browser_lang(request)
         name = form.get("login", "")
         password = form.get("password", "")
         if not isinstance(name, str) or not isinstance(password, str):
-            return login_page(request, 400, "send one login and one password", "")
+            return login_page(request, 400, lang.gettext("send one login and one password"), "")
         name = name.strip()
         address = request.client.host if request.client else "-"
         keys = (f"login:{name}", f"address:{address}")
         wait = throttle.wait(*keys)
         if wait > 0:
-            response = login_page(request, 429, f"too many failed sign-ins: try again in {int(wait) + 1} s", name)
+            message = lang.gettext("too many failed sign-ins: try again in %(seconds)d s", seconds=int(wait) + 1)
+            response = login_page(request, 429, message, name)
             response.headers["Retry-After"] = str(int(wait) + 1)
             return response
         if not await run_in_threadpool(passwords.verify_password, crm, name, password):
             throttle.failed(*keys)
-            return login_page(request, 401, "wrong login or password", name)
+            return login_page(request, 401, lang.gettext("wrong login or password"), name)
         throttle.succeeded(keys[0])
         session = await run_in_threadpool(passwords.start_session, crm, name, ttl)
         response = RedirectResponse(
@@ -385,6 +429,72 @@ def install(app: FastAPI, crm, conf: Settings) -> None:
         user = session["user"]
         tasks = user.tasks(for_user=session["login"], limit=50) if user.task_entities() else []
         return render(request, "home.html", session, tasks=tasks)
+
+    # -- the user's settings: language and time zone ------------------------------------------------
+    def settings_form(request: Request, session: dict, locale: str, zone: str, status: int = 200, **context):
+        default_zone = i18n.zone(getattr(model, "timezone", None))
+        zones = list(i18n.COMMON_ZONES)
+        return render(
+            request,
+            "settings.html",
+            session,
+            status,
+            locales=[(code, i18n.NAMES[code]) for code in i18n.LOCALES],
+            locale=locale,
+            zone=zone,
+            zones=zones,
+            default_zone=default_zone.key if default_zone else "UTC",
+            **context,
+        )
+
+    @router.get("/settings")
+    @pages
+    def settings_page(request: Request) -> Response:
+        session = signed_in(request)
+        prefs = preferences(session["user"])
+        locale = prefs.get("locale") if prefs.get("locale") in i18n.LOCALES else ""
+        zone = prefs.get("timezone") if isinstance(prefs.get("timezone"), str) else ""
+        return settings_form(request, session, locale, zone, saved=request.query_params.get("saved") == "1")
+
+    @router.post("/settings")
+    async def save_settings(request: Request) -> Response:
+        form = await posted(request)
+        session = await run_in_threadpool(signed_in, request)
+        check_csrf(request, session, form)
+        lang = session["lang"]
+        locale = form.get("locale", "")
+        other = form.get("timezone_other", "")
+        zone = (other.strip() if isinstance(other, str) else other) or form.get("timezone", "")
+        problems: dict[str, str] = {}
+        if not isinstance(locale, str) or locale not in ("", *i18n.LOCALES):
+            problems["locale"] = lang.gettext(
+                "language %(given)s: choose one of %(choices)s",
+                given=repr(locale),
+                choices=", ".join(i18n.LOCALES),
+            )
+        if not isinstance(zone, str) or (zone and i18n.zone(zone) is None):
+            problems["timezone"] = lang.gettext(
+                "time zone %(given)s is not an IANA time zone name (such as Europe/Moscow or UTC)",
+                given=repr(zone),
+            )
+        if problems:
+            return await run_in_threadpool(
+                lambda: settings_form(
+                    request,
+                    session,
+                    locale if isinstance(locale, str) else "",
+                    zone if isinstance(zone, str) else "",
+                    400,
+                    problems=problems,
+                )
+            )
+
+        def store() -> None:
+            set_preference(session["user"], "locale", locale or None)
+            set_preference(session["user"], "timezone", zone or None)
+
+        await run_in_threadpool(store)
+        return RedirectResponse("/settings?saved=1", 303)
 
     pages_reports.install(router, crm, signed_in, render, pages)  # reports and /model
     app.state.uploads = pages_import.install(router, crm, conf, entities, signed_in, check_csrf, posted, render, pages)
@@ -479,7 +589,15 @@ def _entity_pages(router: APIRouter, crm, ent: Entity, signed_in, check_csrf, po
             session = signed_in(request)
             pipeline = request.query_params.get("pipeline") or None
             if pipeline is not None and pipeline not in ent.pipelines:
-                raise Refused(404, f"{name}: no pipeline '{pipeline}'; pipelines: {', '.join(ent.pipelines)}")
+                raise Refused(
+                    404,
+                    _(
+                        "%(entity)s: no pipeline '%(pipeline)s'; pipelines: %(pipelines)s",
+                        entity=name,
+                        pipeline=pipeline,
+                        pipelines=", ".join(ent.pipelines),
+                    ),
+                )
             board = session["user"].board(name, pipeline, limit_per_stage=50)
             amount = ent.fields.get(board.get("amount_field") or "")
             stages = [c["stage"] for c in board["columns"]]
@@ -556,7 +674,7 @@ def _entity_pages(router: APIRouter, crm, ent: Entity, signed_in, check_csrf, po
         check_csrf(request, session, form)
 
         def attempt():
-            data = form_values(ent, form, creating=True)
+            data = form_values(ent, form, creating=True, lang=session["lang"])
             try:
                 record = session["user"].create(name, data)
             except (E.ValidationError, E.PermissionDenied) as exc:
@@ -618,7 +736,7 @@ def _entity_pages(router: APIRouter, crm, ent: Entity, signed_in, check_csrf, po
         def attempt():
             user = session["user"]
             record = user.get(name, record_id)
-            data = form_values(ent, form, creating=False)
+            data = form_values(ent, form, creating=False, lang=session["lang"])
             version = form.get("version")
             try:
                 user.update(name, record_id, data, version=int(version) if str(version).isdigit() else None)

@@ -129,7 +129,14 @@ def install(
 
     def allowed(session: dict, ent: Entity) -> None:
         if scope(crm.model, session["user"].actor, ent.name, "import") == "none":
-            raise Refused(403, f"{session['login']} may not import {ent.name} records (no import permission)")
+            raise Refused(
+                403,
+                session["lang"].gettext(
+                    "%(login)s may not import %(entity)s records (no import permission)",
+                    login=session["login"],
+                    entity=ent.name,
+                ),
+            )
 
     def owner_of(session: dict) -> str:
         return f"{session['login']}\x00{session['csrf']}"
@@ -206,7 +213,11 @@ def _entity_import(router, ent, conf, uploads, allowed, owner_of, signed_in, che
         key = form.get("upload")
         found = uploads.get(owner_of(session), key) if isinstance(key, str) else None
         if found is None:
-            raise E.ValidationError("the uploaded file is no longer here (it expired or was imported): upload it again")
+            raise E.ValidationError(
+                session["lang"].gettext(
+                    "the uploaded file is no longer here (it expired or was imported): upload it again"
+                )
+            )
         return key, *found
 
     @router.get(base)
@@ -234,7 +245,14 @@ def _entity_import(router, ent, conf, uploads, allowed, owner_of, signed_in, che
         options = _options(form)
         filename, data = parts.get("file", (None, b""))
         if not filename:
-            return page(request, session, "upload", 422, options=options, problems=["choose a CSV file to upload"])
+            return page(
+                request,
+                session,
+                "upload",
+                422,
+                options=options,
+                problems=[session["lang"].gettext("choose a CSV file to upload")],
+            )
 
         def attempt() -> Response:
             label = filename.replace("\\", "/").rsplit("/", 1)[-1] or "the file"
@@ -283,7 +301,7 @@ def _entity_import(router, ent, conf, uploads, allowed, owner_of, signed_in, che
             result=result,
             refused=refused,
             issues=issues,
-            summary=_summary(result, dry=dry, refused=refused is not None),
+            summary=_summary(result, dry=dry, refused=refused is not None, lang=session["lang"]),
         )
 
     @router.post(f"{base}/check")
@@ -318,13 +336,22 @@ def _named(data: bytes, name: str) -> io.BytesIO:
     return stream
 
 
-def _summary(result: ImportResult, *, dry: bool, refused: bool) -> str:
-    """The CLI's line (``ImportResult.summary``); a dry run says what the import would do."""
+def _summary(result: ImportResult, *, dry: bool, refused: bool, lang) -> str:
+    """The CLI's line (``ImportResult.summary``, the library's words); a dry run says what the
+    import would do, in the page's language."""
     if refused:
         rows = len(result.rejected_rows)
-        return f"nothing {'would be' if dry else 'was'} imported: {rows} row{'s' if rows != 1 else ''} rejected"
+        if dry:
+            return lang.ngettext(
+                "nothing would be imported: %(num)d row rejected",
+                "nothing would be imported: %(num)d rows rejected",
+                rows,
+            )
+        return lang.ngettext(
+            "nothing was imported: %(num)d row rejected", "nothing was imported: %(num)d rows rejected", rows
+        )
     text = result.summary()
-    return "dry run: would have " + text + "; nothing was written" if dry else text
+    return lang.gettext("dry run: would have %(summary)s; nothing was written", summary=text) if dry else text
 
 
 __all__ = ["Uploads", "install", "parse_multipart"]

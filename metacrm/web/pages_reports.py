@@ -29,6 +29,9 @@ from ..model.metamodel import Entity
 from ..runtime import reports
 from ..runtime.titles import HIDDEN
 from ..stages.diagrams import to_mermaid
+from .i18n import N_, _
+
+N_("month"), N_("quarter")  # reports.PERIODS, named in the group report's select
 
 
 def _param(request: Request, name: str) -> str | None:
@@ -67,8 +70,8 @@ def funnel_chart(doc: dict | list[dict]) -> dict:
     return {
         "labels": labels,
         "datasets": [
-            {"label": "reached", "data": [s["reached"] for s in doc["stages"]]},
-            {"label": "now", "data": [s["now"] for s in doc["stages"]]},
+            {"label": _("reached"), "data": [s["reached"] for s in doc["stages"]]},
+            {"label": _("now"), "data": [s["now"] for s in doc["stages"]]},
         ],
         "stacked": False,
     }
@@ -81,7 +84,7 @@ def group_chart(doc: dict) -> dict:
     if not doc["period"]:
         return {
             "labels": [_group_label(r) for r in rows],
-            "datasets": [{"label": doc["sum"] or "count", "data": [_number(r[measure]) for r in rows]}],
+            "datasets": [{"label": doc["sum"] or _("count"), "data": [_number(r[measure]) for r in rows]}],
             "stacked": False,
         }
     periods = sorted({r["period"] or "—" for r in rows})
@@ -102,8 +105,10 @@ def install(router: APIRouter, crm, signed_in, render, pages) -> None:
         choices = staged if stages else list(model.entities.values())
         ent = model.entities.get(name)
         if ent is None or ent not in choices:
-            what = "an entity with stages" if stages else "an entity"
-            raise E.NotFound(f"'{name}' is not {what}; valid: {', '.join(e.name for e in choices) or 'none'}")
+            valid = ", ".join(e.name for e in choices) or _("none")
+            if stages:
+                raise E.NotFound(_("'%(name)s' is not an entity with stages; valid: %(valid)s", name=name, valid=valid))
+            raise E.NotFound(_("'%(name)s' is not an entity; valid: %(valid)s", name=name, valid=valid))
         return ent
 
     @router.get("/reports/funnel/{entity}")
@@ -155,7 +160,7 @@ def install(router: APIRouter, crm, signed_in, render, pages) -> None:
         doc = problem = None
         try:
             if params["by"] is None:
-                raise E.ValidationError(f"{ent.name} has no field to group by")
+                raise E.ValidationError(_("%(entity)s has no field to group by", entity=ent.name))
             doc = session["user"].report_group(
                 ent.name,
                 params["by"],

@@ -40,15 +40,15 @@
           }).then(function (response) {
             return response.json().then(function (body) {
               if (response.ok && body.ok) {
-                status.textContent = "moved to " + stage;
+                status.textContent = (board.dataset.moved || "moved to") + " " + stage;
                 status.className = "status moved";
                 window.location.reload();
               } else {
-                back(body.reason || ("refused (" + response.status + ")"));
+                back(body.reason || ((board.dataset.refused || "refused") + " (" + response.status + ")"));
               }
             });
           }).catch(function (err) {
-            back("the move was not sent: " + err);
+            back((board.dataset.unsent || "the move was not sent:") + " " + err);
           });
         }
       });

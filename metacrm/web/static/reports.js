@@ -41,7 +41,7 @@
         figure.innerHTML = out.svg;
         figure.dataset.rendered = "1";
       }, function (err) {
-        figure.textContent = "The diagram could not be drawn: " + err;
+        figure.textContent = ((document.querySelector("[data-diagram-failed]") || {dataset: {}}).dataset.diagramFailed || "The diagram could not be drawn:") + " " + err;
         figure.dataset.rendered = "error";
       });
     });
