@@ -49,7 +49,9 @@ def submit(
 @forms.command("html")
 def html(
     name: Annotated[str, typer.Argument(help="The form's name.")],
-    action: Annotated[str | None, typer.Option("--action", help="Where the form posts (default: /forms/NAME).")] = None,
+    action: Annotated[
+        str | None, typer.Option("--action", help="Where the form posts (default: /forms/NAME).")
+    ] = None,
     model: ModelOpt = DEFAULT_MODEL,
 ) -> None:
     """Print the form's embeddable HTML (no script, no external asset)."""

@@ -485,9 +485,7 @@ class _Builder:
             fields=_names(decl.get("fields")),
             values=_frozen(_dict(decl.get("values"))),
             assign=tuple(
-                AssignRule(
-                    user=_str(r.get("user")), round_robin=_str(r.get("round_robin")), condition=_str(r.get("if"))
-                )
+                AssignRule(user=_str(r.get("user")), round_robin=_str(r.get("round_robin")), condition=_str(r.get("if")))
                 for r in rules
                 if isinstance(r, dict)
             ),

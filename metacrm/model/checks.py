@@ -394,9 +394,7 @@ class _Checker:
             )
         if spec.closed and not spec.status:
             yield self.problem(
-                "task.closed_without_status",
-                f"{where} 'closed' applies only with 'status' (a choice field)",
-                **at("closed"),
+                "task.closed_without_status", f"{where} 'closed' applies only with 'status' (a choice field)", **at("closed")
             )
         status = entity.fields.get(spec.status or "")
         if status is not None and status.type == "choice":
@@ -526,14 +524,10 @@ class _Checker:
         for pipeline in entity.pipelines.values():
             if not pipeline.stage_map:
                 continue
-            base = (
-                (*path, "stages")
-                if "stages" in self.doc["entities"][entity.name]
-                else (
-                    *path,
-                    "pipelines",
-                    pipeline.name,
-                )
+            base = (*path, "stages") if "stages" in self.doc["entities"][entity.name] else (
+                *path,
+                "pipelines",
+                pipeline.name,
             )
             stages = list(pipeline.stages)
             for old, new in pipeline.stage_map.items():
@@ -559,10 +553,7 @@ class _Checker:
             name, _, stage = new.partition(".")
             if old in entity.pipelines:
                 yield self.problem(
-                    "stage.map_invalid",
-                    f"{where}: '{old}' is still a pipeline; map only removed pipelines",
-                    at,
-                    key=True,
+                    "stage.map_invalid", f"{where}: '{old}' is still a pipeline; map only removed pipelines", at, key=True
                 )
             elif name not in entity.pipelines:
                 yield self.problem(
@@ -746,13 +737,7 @@ def _derived_problems(checker: _Checker) -> Iterator[Problem]:
 
 def check_model(model: Model, doc: dict, locator) -> list[Problem]:
     checker = _Checker(model, doc, locator)
-    return [
-        *checker.entities(),
-        *checker.roles(),
-        *checker.automations(),
-        *_derived_problems(checker),
-        *_form_problems(checker),
-    ]
+    return [*checker.entities(), *checker.roles(), *checker.automations(), *_derived_problems(checker), *_form_problems(checker)]
 
 
 __all__ = ["RESERVED_WORDS", "SYSTEM_COLUMNS", "check_model"]

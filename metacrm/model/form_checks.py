@@ -119,12 +119,7 @@ def _rules(model: Model, form: Form, entity: Entity) -> Iterator[Issue]:
             predicate = compile_python(model, entity.name, rule.condition, what=f"{what}: assign: if")
         except ExpressionError as exc:
             text = str(exc)
-            yield (
-                "form.if_invalid",
-                text if text.startswith(what) else f"{what}: assign: if: {text}",
-                (*at, "if"),
-                False,
-            )
+            yield ("form.if_invalid", text if text.startswith(what) else f"{what}: assign: if: {text}", (*at, "if"), False)
             continue
         outside = sorted(p for p in predicate.paths if p not in known)
         if outside:
