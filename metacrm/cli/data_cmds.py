@@ -145,7 +145,7 @@ def list_(
 
     with opened(model, db, as_user) as crm:
         ent = crm.model.entity(entity)
-        shown = parse_columns(ent, columns)
+        shown = parse_columns(ent, columns, table=format is Format.table)
         rows = crm.find(entity, where, order_by=order_by, limit=limit, offset=offset)
         if format is Format.json and expand:
             rows = expanded_rows(crm, ent, rows, shown)

@@ -10,17 +10,17 @@ the acting user may see them (metacrm.runtime.titles): a hidden or missing targe
 from __future__ import annotations
 
 from collections.abc import Sequence
-from decimal import Decimal
 
 from .common import usage_error
 
 
-def parse_columns(ent, text: str | None, extra: Sequence[str] = ()) -> list[str]:
+def parse_columns(ent, text: str | None, extra: Sequence[str] = (), *, table: bool = True) -> list[str]:
     """The columns named by ``--columns a,b,client`` (``extra``: more names the command knows,
-    e.g. inverse links on ``get``), else the entity's ``list:``, else every column. An unknown
-    name is a usage error (exit 2) naming the allowed ones."""
+    e.g. inverse links on ``get``), else for a table the entity's ``list:``, else every column
+    (json and csv hold every column unless told). An unknown name is a usage error (exit 2)
+    naming the allowed ones."""
     if text is None:
-        return list(ent.list or ent.columns)
+        return list((ent.list if table else None) or ent.columns)
     from ..model.suggest import did_you_mean, listing
 
     allowed = [*ent.columns, *extra]
@@ -42,25 +42,14 @@ def number_kinds(ent) -> dict[str, str]:
     return {f.name: f.type for f in ent.fields.values() if f.type in ("money", "decimal", "percent")}
 
 
-def tidy_number(value, ftype: str):
-    """A number at its type's scale, the same in every command: money with its two decimals
-    (``54.30``), a decimal or percent without the zeros its storage pads it with (``54.3``,
-    ``12``). Other values pass through."""
-    if not isinstance(value, Decimal) or not value.is_finite():
-        return value
-    if ftype == "money":
-        return value.quantize(Decimal("0.01"))
-    if value == value.to_integral_value():
-        return value.quantize(Decimal(1))
-    return value.normalize()
-
-
 def tidy(ent, record: dict) -> dict:
-    """A record with its numbers at their type's scale (:func:`tidy_number`)."""
+    """A record with its numbers at their type's scale (metacrm.model.field_types.at_scale)."""
+    from ..model.field_types import at_scale
+
     kinds = number_kinds(ent)
     if not kinds:
         return record
-    return {k: tidy_number(v, kinds[k]) if k in kinds else v for k, v in record.items()}
+    return {k: at_scale(kinds[k], v) if k in kinds else v for k, v in record.items()}
 
 
 def link_titles(crm, ent, rows: Sequence[dict], columns: Sequence[str]) -> dict[str, dict]:

@@ -1094,10 +1094,20 @@ def _json_text(value) -> str:
     return "" if value is None else json.dumps(value, ensure_ascii=False, default=_plain)
 
 
-def export_columns(ent: Entity) -> list[tuple[str, Callable[[Any], str]]]:
-    """(column, formatter) pairs of an export, in order."""
+def _number(type_name: str) -> Callable[[Any], str]:
+    from ..model.field_types import at_scale
+
+    return lambda value: _plain(at_scale(type_name, value))
+
+
+def export_columns(ent: Entity, names: Sequence[str] | None = None) -> list[tuple[str, Callable[[Any], str]]]:
+    """(column, formatter) pairs of an export, in order (``names``: only these, in that order;
+    any column of a record may be named)."""
     columns: list[tuple[str, Callable[[Any], str]]] = [(ID_COLUMN, _plain)]
-    columns += [(f.name, _json_text if f.type == "json" else _plain) for f in ent.fields.values()]
+    columns += [
+        (f.name, _json_text if f.type == "json" else _number(f.type) if f.type in NUMERIC_TYPES else _plain)
+        for f in ent.fields.values()
+    ]
     columns += [(name, _plain) for name in ent.links]
     if ent.owner:
         columns.append(("owner", _plain))
@@ -1105,6 +1115,9 @@ def export_columns(ent: Entity) -> list[tuple[str, Callable[[Any], str]]]:
         columns.append(("pipeline", _plain))
     if ent.has_stages:
         columns.append(("stage", _plain))
+    if names is not None:
+        known = dict(columns)
+        return [(name, known.get(name, _plain)) for name in names]
     return columns
 
 
@@ -1146,11 +1159,16 @@ def export_csv(
     params: Mapping[str, Any] | None = None,
     order_by: str | Sequence[str] | None = None,
     page_size: int = PAGE_SIZE,
+    columns: Sequence[str] | None = None,
+    transform: Callable[[list[dict]], list[dict]] | None = None,
 ) -> int:
     """Write the records of ``entity`` (filtered by ``where``, ordered by ``order_by``) as CSV
-    to a path or a text (or binary) file; returns how many were written."""
+    to a path or a text (or binary) file; returns how many were written. ``columns``: only
+    these columns, in that order; ``transform``: applied to each page of records before it
+    is written (e.g. links replaced by their targets' titles)."""
     ent = crm.model.entity(entity)
-    columns = export_columns(ent)
+    names = columns
+    columns = export_columns(ent, names)
     wrapper = None
     if isinstance(file, str | os.PathLike):
         out = open(file, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed below
@@ -1167,6 +1185,8 @@ def export_csv(
         numeric = [name in ent.fields and ent.fields[name].type in NUMERIC_TYPES for name, _ in columns]
         cells = list(zip(columns, numeric, strict=True))
         for page in itertools.chain([first], pages):  # no cell a spreadsheet would run as a formula
+            if transform is not None:
+                page = transform(page)
             writer.writerows(
                 [neutralise(fmt(record.get(name)), numeric=num) for (name, fmt), num in cells] for record in page
             )
