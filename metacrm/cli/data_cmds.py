@@ -32,17 +32,20 @@ DEFAULT_DB = "sqlite:///crm.db"
 
 
 @contextmanager
-def opened(model: str, db: str, as_user: str | None = None):
+def opened(model: str, db: str, as_user: str | None = None, *, create: bool = False):
     """A CRM on the model and database (acting as ``as_user``, or the system user), closed
-    afterwards; refusals mapped to exit codes."""
+    afterwards; refusals mapped to exit codes. Without ``create``, an SQLite file that does
+    not exist is refused (exit 2), never created empty."""
     import warnings
 
-    from ..cli.common import load
+    from ..cli.common import load, missing_database
     from ..errors import DuplicateWarning
     from ..runtime.crm import CRM
     from ..runtime.engine import make_engine
 
     loaded = load(model)
+    if not create and (why := missing_database(db)) is not None:
+        usage_error(why)
     with refusals(), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DuplicateWarning)
         crm = CRM(loaded, make_engine(db), user=as_user)
@@ -160,6 +163,14 @@ def update(
     values: Annotated[
         list[str] | None, typer.Argument(help="FIELD=VALUE ... (an empty value clears the field).")
     ] = None,
+    version: Annotated[
+        int | None,
+        typer.Option(
+            "--version",
+            min=1,
+            help="Refuse (exit 1) when the record is no longer at this version: someone changed it since.",
+        ),
+    ] = None,
     model: ModelOpt = DEFAULT_MODEL,
     db: DbOpt = DEFAULT_DB,
     as_user: AsOpt = None,
@@ -170,7 +181,7 @@ def update(
     if not data:
         usage_error("nothing to update: give FIELD=VALUE pairs")
     with opened(model, db, as_user) as crm:
-        emit_record(crm.update(entity, record_id, data), format, crm.model.entity(entity))
+        emit_record(crm.update(entity, record_id, data, version=version), format, crm.model.entity(entity))
 
 
 def delete(

@@ -161,7 +161,8 @@ class ImportResult:
         return sum(1 for issue in [*self.rejected, *self.notes] if issue.kind == kind)
 
     def summary(self) -> str:
-        text = f"imported {self.created} {self.entity} records; {len(self.rejected_rows)} rejected"
+        text = f"imported {self.created} {self.entity} record{'s' if self.created != 1 else ''}; "
+        text += f"{len(self.rejected_rows)} rejected"
         near, empty = self.count(NEAR_MATCH), self.count(EMPTY_LINK)
         if near:
             text += f"; {near} near match{'es' if near != 1 else ''}"

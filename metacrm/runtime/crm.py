@@ -961,10 +961,17 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
             return self.get(entity, record_id)
         link = ent.links[name]
         if not link.many:
-            if not add and target is not None:
+            current = self.get(entity, record_id)
+            if not add and target is None and current[name] is None:
+                raise NotFound(_nothing_linked(ent, record_id, name))
+            if target is not None:
                 given = self.validators[ent.name].patch({name: target})[name]
-                if self.get(entity, record_id)[name] != given:
+                if not add and current[name] != given:
                     raise NotFound(_not_linked(ent, record_id, name, given))
+                if add and current[name] == given:
+                    with self._reading() as conn:
+                        self._get_row(conn, ent, record_id, "update")  # refused as the update would be
+                    return current  # already linked there: nothing changes, the version stays
             return self.update(entity, record_id, {name: target if add else None}, _action="link" if add else "unlink")
         from sqlalchemy import delete
 
@@ -982,13 +989,16 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
                     ).scalars()
                 )
                 missing = [t for t in targets if t not in present]
-                if missing:
-                    conn.execute(insert(join), [{"source_id": row["id"], "target_id": t} for t in missing])
+                if not missing:
+                    return before  # already linked: nothing changes, the version stays
+                conn.execute(insert(join), [{"source_id": row["id"], "target_id": t} for t in missing])
             else:
                 clause = join.c.source_id == row["id"]
                 if target is not None:
                     clause = clause & join.c.target_id.in_(targets)
-                if not conn.execute(delete(join).where(clause)).rowcount and target is not None:
+                if not conn.execute(delete(join).where(clause)).rowcount:
+                    if target is None:
+                        raise NotFound(_nothing_linked(ent, row["id"], name))
                     raise NotFound(_not_linked(ent, row["id"], name, targets[0]))
             conn.execute(
                 update(table).where(table.c.id == row["id"]).values(updated_at=now_utc(), version=table.c.version + 1)
@@ -1012,6 +1022,10 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
 def _not_linked(ent: Entity, record_id, name: str, target) -> str:
     shown = f"{target['entity']} {target['id']}" if isinstance(target, dict) else f"{ent.links[name].target} {target}"
     return f"{ent.name} {record_id} is not linked to {shown} through {name}: nothing to unlink"
+
+
+def _nothing_linked(ent: Entity, record_id, name: str) -> str:
+    return f"{ent.name} {record_id} is not linked to anything through {name}: nothing to unlink"
 
 
 def _pipeline_of(entity: Entity, values: Mapping) -> str:
