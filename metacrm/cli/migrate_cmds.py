@@ -68,7 +68,12 @@ def migrate(
 ) -> None:
     """Bring the database to the model: plan (counted on the data), refuse or apply, record."""
     from ..errors import MigrationError
+    from .common import missing_database
 
+    if dry_run and (why := missing_database(db)) is not None:
+        # the plan for a new database, made on an empty one in memory: no file is created
+        typer.echo(f"note: {why.split(':', 1)[0]} yet: the plan is for a new one; nothing was created", err=True)
+        db = "sqlite://"
     with opened(model, db, create=not dry_run) as crm:
         try:
             with _progress_bar(enabled=not dry_run and format == PlanFormat.table):

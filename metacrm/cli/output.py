@@ -79,20 +79,17 @@ def to_csv(rows: list[dict], columns: list[str] | None = None) -> str:
 
 
 def table_width() -> int | None:
-    """The width tables fit in: ``COLUMNS`` when set, else the terminal's when stdout is one;
+    """The width tables fit in when stdout is a terminal (its width; ``COLUMNS`` overrides);
     None (never cut) when the output goes to a file or a pipe."""
-    import os
+    import shutil
     import sys
 
-    env = os.environ.get("COLUMNS", "")
-    if env.isdigit() and int(env) > 0:
-        return int(env)
     try:
-        if sys.stdout.isatty():
-            return os.get_terminal_size(sys.stdout.fileno()).columns
-    except (OSError, ValueError, AttributeError):
+        if not sys.stdout.isatty():
+            return None
+    except (ValueError, AttributeError):
         return None
-    return None
+    return shutil.get_terminal_size().columns
 
 
 def _cut(text: str, width: int | None) -> str:

@@ -398,8 +398,8 @@ def map_columns(
             problems.append(
                 (
                     column,
-                    f"column {column!r} holds the stage: importing stages needs import_stages=True "
-                    "(--with-stages); or map the column to '' to ignore it",
+                    f"column {column!r} holds the stage: importing stages needs --with-stages "
+                    "(import_stages=True in Python); or map the column to '' to ignore it",
                 )
             )
             continue
@@ -977,12 +977,12 @@ class _Importer:
                     out = self.crm.create_many(
                         self.ent.name, stream(rows), import_stages=self.import_stages, permission="import"
                     )
-                for w in caught:  # a `warn` duplicate rule: imported, and reported on its row
-                    if isinstance(w.message, DuplicateWarning) and 0 <= w.message.index < len(rows):
-                        i = rows[w.message.index]
-                        field = w.message.field
-                        value = self.records[i].get(field)
-                        self.note(i, self.column_of(field), field, value, str(w.message).split(": ", 1)[-1], DUPLICATE)
+                matched = [m for w in caught if isinstance(w.message, DuplicateWarning) for m in w.message.matches]
+                for m in matched:  # a `warn` duplicate rule: imported, and reported on its row
+                    if 0 <= m.index < len(rows):
+                        i = rows[m.index]
+                        value = self.records[i].get(m.field)
+                        self.note(i, self.column_of(m.field), m.field, value, str(m).split(": ", 1)[-1], DUPLICATE)
             except ValidationError as exc:
                 bad = {rows[x.index] for x in exc.issues if x.index is not None and 0 <= x.index < len(rows)}
                 for x in exc.issues:

@@ -589,6 +589,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         created = 0
         issues: list[FieldIssue] = []
         indexed = not _single
+        flagged: list | None = None if _single else []  # `warn` duplicate matches: one warning at the end
         try:
             with self._writing() as conn:
                 offset = 0
@@ -603,6 +604,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
                             check_db=not issues,
                             permission=permission,
                             offset=offset,
+                            found=flagged,
                         )
                     except ValidationError as exc:
                         issues += [_shift(i, offset) if indexed else i for i in exc.issues]
@@ -621,6 +623,12 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
             if single is not None and self.user is None:
                 self._explain_links(ent, single, exc)
             raise rec.translate_integrity(exc, self.storage, ent, single) from exc
+        if flagged:
+            import warnings
+
+            from ..errors import DuplicateWarning
+
+            warnings.warn(DuplicateWarning.of_many(ent.name, flagged), stacklevel=2)
         return out if returning else created
 
     def _explain_links(self, ent: Entity, data: Mapping, exc: IntegrityError) -> None:
@@ -644,6 +652,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         check_db: bool,
         permission: str,
         offset: int = 0,
+        found: list | None = None,
     ):
         validator = self.validators[ent.name]
         stages: list[str | None] = [None] * len(batch)
@@ -671,11 +680,19 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
                 if problems:
                     raise rec.refused(problems)
             if ent.duplicates:
-                self._check_duplicates(conn, ent, values, single, offset)
+                self._check_duplicates(conn, ent, values, single, offset, sink=found)
         return values, stages
 
     def _check_duplicates(
-        self, conn, ent: Entity, values: list[dict], single: bool, offset: int = 0, *, exclude: int | None = None
+        self,
+        conn,
+        ent: Entity,
+        values: list[dict],
+        single: bool,
+        offset: int = 0,
+        *,
+        exclude: int | None = None,
+        sink: list | None = None,
     ) -> None:
         """Refuse records that a ``block`` duplicate rule matches, and warn (DuplicateWarning)
         about those a ``warn`` rule matches. Every stored record counts (but ``exclude``, the
@@ -690,18 +707,19 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         blocked = [m for m in found if m.rule.action == "block"]
         if not blocked:
             for m in found:
-                warnings.warn(
-                    DuplicateWarning(
-                        f"{ent.name}"
-                        + ("" if single else f" record {offset + m.index}")
-                        + f": {m.describe(ent.name, named=self.user is None)}",
-                        entity=ent.name,
-                        index=offset + m.index,
-                        field=m.rule.field,
-                        existing=m.existing if self.user is None else None,
-                    ),
-                    stacklevel=4,
+                warning = DuplicateWarning(
+                    f"{ent.name}"
+                    + ("" if single else f" record {offset + m.index}")
+                    + f": {m.describe(ent.name, named=self.user is None)}",
+                    entity=ent.name,
+                    index=offset + m.index,
+                    field=m.rule.field,
+                    existing=m.existing if self.user is None else None,
                 )
+                if sink is not None:  # create_many: one warning for the whole call
+                    sink.append(warning)
+                else:
+                    warnings.warn(warning, stacklevel=4)
             return
         readable = {m.existing for m in blocked}
         clause = None if self.user is None else row_clause(self.storage, ent, self.actor)
