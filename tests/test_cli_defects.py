@@ -166,3 +166,50 @@ def test_create_many_warns_once_for_all_its_duplicates(db_url, tmp_path: Path) -
         assert str(warning).startswith("39 matches of a warn duplicate rule, stored: client record 1:")
         assert str(warning).endswith("(and 36 more)")
         assert crm.count("client") == 40
+
+
+def test_user_disable_enable_and_remove(crm) -> None:
+    from metacrm.runtime.passwords import set_password, verify_password
+    from metacrm.runtime.tokens import authenticate, create_token
+
+    o = opts(crm)
+    for login in ("anna", "boris"):
+        invoke("user", "add", login, "--role", "manager", *o)
+    set_password(crm, "anna", "correct horse battery")
+    secret = create_token(crm, "anna")["token"]
+    for name in ("A", "B"):
+        crm.create("client", {"name": name, "owner": "anna"})
+    assert verify_password(crm, "anna", "correct horse battery")
+
+    invoke("user", "disable", "anna", *o)
+    assert not verify_password(crm, "anna", "correct horse battery")  # no sign-in
+    assert authenticate(crm, secret) == "anna"
+    with pytest.raises(metacrm.NotFound, match="user 'anna' is disabled"):
+        crm.as_user("anna")  # what the API and the browser app act through: 401, back to sign-in
+    refused = invoke("list", "client", "--as", "anna", *o, code=1)
+    assert "user 'anna' is disabled" in refused.stderr
+    listed = invoke("user", "list", "-f", "csv", *o).stdout
+    assert "anna,,manager,,,true" in listed and "boris,,manager,,,false" in listed
+    assert crm.count("client", "owner = 'anna'") == 2  # the records stay hers
+
+    invoke("user", "enable", "anna", *o)
+    assert verify_password(crm, "anna", "correct horse battery")
+    assert invoke("list", "client", "--as", "anna", "-f", "json", *o).stdout.count('"owner": "anna"') == 2
+
+    before = crm.find("client")
+    refused = invoke("user", "remove", "anna", *o, code=1)
+    assert refused.stderr == (
+        "error: user 'anna' owns 2 records (client 2): give --reassign-to LOGIN to hand them over, "
+        "or disable the user instead (metacrm user disable anna)\n"
+    )
+    assert crm.find("client") == before and "anna" in {u["login"] for u in crm.users()}
+    invoke("user", "remove", "anna", "--reassign-to", "nobody", *o, code=1)
+    assert crm.find("client") == before
+    done = invoke("user", "remove", "anna", "--reassign-to", "boris", *o)
+    assert done.stdout == "user anna removed; 2 records now owned by boris\n"
+    assert {c["owner"] for c in crm.find("client")} == {"boris"}
+    assert [u["login"] for u in crm.users()] == ["boris"]
+    assert authenticate(crm, secret) is None and not verify_password(crm, "anna", "correct horse battery")
+    invoke("user", "remove", "anna", *o, code=1)  # no such user any more
+    with pytest.raises(metacrm.PermissionDenied):
+        crm.as_user("boris").disable_user("boris")

@@ -125,6 +125,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         self._by: str | None = None
         if user is not None:
             info = self.user_info(user)
+            self._enabled(user)
             self._roles, self._team = frozenset(info["roles"]), info["team"]
 
     # -- life cycle ---------------------------------------------------------------------------
