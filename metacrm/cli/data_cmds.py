@@ -21,8 +21,8 @@ ColumnsOpt = Annotated[
     typer.Option(
         "--columns",
         "-c",
-        help="Columns to show, comma-separated: fields, links, id, stage, owner... "
-        "(default: the entity's list:, else every column).",
+        help="Columns, comma-separated: fields, links, id, stage, owner... "
+        "(a table's default: the entity's list:, else every column; json and csv: every column).",
     ),
 ]
 WideOpt = Annotated[bool, typer.Option("--wide", help="Never cut long cells to fit the terminal.")]
