@@ -133,7 +133,7 @@ def test_cli_users_and_as(world, db_url) -> None:
     result = runner.invoke(app, ["user", "add", "ira", "--role", "manager", "--team", "south", *base])
     assert result.exit_code == 0, result.output
     listed = runner.invoke(app, ["user", "list", "--format", "json", *base])
-    assert {"login": "ira", "name": None, "roles": ["manager"], "team": "south", "email": None} in __import__("json").loads(
+    assert {"login": "ira", "name": None, "roles": ["manager"], "team": "south", "email": None, "disabled": False} in __import__("json").loads(
         listed.stdout
     )
     mine = runner.invoke(app, ["list", "client", "--as", "anna", "--format", "json", *base])

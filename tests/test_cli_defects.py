@@ -50,14 +50,14 @@ def opts(crm) -> list[str]:
 )
 def test_a_mistyped_sqlite_file_is_refused_and_never_created(tmp_path: Path, command) -> None:
     typo = tmp_path / "typo.db"
-    result = invoke(*command, "--model", CONTRACT, "--db", f"sqlite:///{typo}", code=2)
+    result = invoke(*command, "--model", CONTRACT, "--db", f"sqlite:///{typo}", code=1)
     assert result.stderr == f"error: no database at {typo}: check --db (or $METACRM_DB); `metacrm migrate` creates it\n"
     assert not typo.exists()
 
 
 def test_dump_of_a_missing_file_creates_nothing(tmp_path: Path) -> None:
     typo = tmp_path / "typo.db"
-    result = invoke("dump", str(tmp_path / "out"), "--db", f"sqlite:///{typo}", code=2)
+    result = invoke("dump", str(tmp_path / "out"), "--db", f"sqlite:///{typo}", code=1)
     assert "no database at" in result.stderr and not typo.exists() and not (tmp_path / "out").exists()
 
 

@@ -19,10 +19,10 @@ def dump(
     """Write a consistent snapshot of the whole CRM (model, records, links, history, journal,
     users, outbox) to DIR: a manifest and one JSON Lines file per table."""
     from ..io.dump import dump as dump_to
-    from .common import missing_database, usage_error
+    from .common import fail, missing_database
 
     if (why := missing_database(db)) is not None:
-        usage_error(why)
+        fail(why)
     with refusals():
         manifest = dump_to(db, directory)
     tables = manifest["tables"]

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .common import refusals, usage_error
+from .common import fail, refusals, usage_error
 from .output import Format, emit_record, emit_records, reference_text, to_json, to_pairs
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m", envvar="METACRM_MODEL", help="The model file.")]
@@ -45,7 +45,7 @@ def opened(model: str, db: str, as_user: str | None = None, *, create: bool = Fa
 
     loaded = load(model)
     if not create and (why := missing_database(db)) is not None:
-        usage_error(why)
+        fail(why)  # not found: exit 1, as `metacrm dump` answers
     with refusals(), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DuplicateWarning)
         crm = CRM(loaded, make_engine(db), user=as_user)
