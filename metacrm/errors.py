@@ -273,11 +273,41 @@ class DuplicateWarning(_Pickles, UserWarning):
     """A record was stored although a ``warn`` duplicate rule matched it (a ``block`` rule
     refuses instead). ``entity``, ``index`` (in the input of create/create_many), ``field`` and
     ``existing`` (the matching record's id, None when it is another record of the same input
-    or not readable by the user) say which."""
+    or not readable by the user) say which.
 
-    def __init__(self, message: str, *, entity: str, index: int, field: str, existing: int | None):
+    ``create_many`` warns once for the whole call, however many records matched: ``matches``
+    holds one DuplicateWarning per match (the attributes above are the first one's); a single
+    create's warning is its own only match."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        entity: str,
+        index: int,
+        field: str,
+        existing: int | None,
+        matches: tuple[DuplicateWarning, ...] = (),
+    ):
         super().__init__(message)
         self.entity, self.index, self.field, self.existing = entity, index, field, existing
+        self.matches = matches or (self,)
+
+    @classmethod
+    def of_many(cls, entity: str, matches: list[DuplicateWarning]) -> DuplicateWarning:
+        """One warning for the matches of a ``create_many`` call: the first few named."""
+        first = matches[0]
+        shown = "; ".join(str(m) for m in matches[:3])
+        more = f" (and {len(matches) - 3} more)" if len(matches) > 3 else ""
+        count = "1 match" if len(matches) == 1 else f"{len(matches)} matches"
+        return cls(
+            f"{count} of a warn duplicate rule, stored: {shown}{more}",
+            entity=entity,
+            index=first.index,
+            field=first.field,
+            existing=first.existing,
+            matches=tuple(matches),
+        )
 
 
 __all__.append("DuplicateWarning")

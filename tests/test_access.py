@@ -135,9 +135,9 @@ def test_cli_users_and_as(world, db_url) -> None:
     result = runner.invoke(app, ["user", "add", "ira", "--role", "manager", "--team", "south", *base])
     assert result.exit_code == 0, result.output
     listed = runner.invoke(app, ["user", "list", "--format", "json", *base])
-    assert {"login": "ira", "name": None, "roles": ["manager"], "team": "south", "email": None} in __import__(
-        "json"
-    ).loads(listed.stdout)
+    assert {"login": "ira", "name": None, "roles": ["manager"], "team": "south", "email": None, "disabled": False} in __import__("json").loads(
+        listed.stdout
+    )
     mine = runner.invoke(app, ["list", "client", "--as", "anna", "--format", "json", *base])
     assert [c["name"] for c in __import__("json").loads(mine.stdout)] == ["Клиент anna"]
     refused = runner.invoke(app, ["update", "client", str(world[1]["boris"][0]), "city=X", "--as", "anna", *base])

@@ -114,14 +114,25 @@ def test_demo_shows_a_card_a_list_and_what_to_try(built) -> None:
     assert "Traceback" not in out
     assert len(out.splitlines()) <= 60
     assert "trade.db" in out and "client 30" in out and "deal 60" in out
-    card = out.split("$ metacrm get client 1", 1)[1].split("Latest deals", 1)[0]
+    card = out.split("$ metacrm get client 1", 1)[1].split("$ metacrm list deal", 1)[0]
     name = re.search(r"^name\s+(.+)$", card, re.M).group(1)
     assert CYRILLIC.search(name) and "<- deals (" in card
-    listing = out.split("Latest deals", 1)[1].split("Try next:", 1)[0]
+    listing = out.split("$ metacrm list deal", 1)[1].split("Try next:", 1)[0]
     assert "(8 records)" in listing
     rows = [line for line in listing.splitlines() if re.match(r"^\d+\s", line)]
     assert len(rows) == 8 and all(CYRILLIC.search(r) for r in rows)
     assert len(_try_next(out)) >= 3
+
+
+def test_the_latest_deals_are_a_list_command_a_user_can_repeat(built, monkeypatch) -> None:
+    where, result = built
+    monkeypatch.chdir(where)
+    shown = result.output.split("$ metacrm list deal", 1)[1].split("\n\nTry next:", 1)[0]
+    command, expected = shown.split("\n", 1)
+    ran = CliRunner().invoke(app, ["list", "deal", *shlex.split(command)])
+    assert ran.exit_code == 0, ran.output
+    assert ran.stdout == expected + "\n"
+    assert "client" in expected.splitlines()[0] and re.search(r"«", expected)  # the client's title, not its id
 
 
 def test_the_suggested_commands_work(built, monkeypatch) -> None:

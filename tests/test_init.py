@@ -33,7 +33,7 @@ def test_the_starter_model_passes_check_with_no_warning(tmp_path) -> None:
     model = tmp_path / "crm" / "model.yaml"
     result = runner.invoke(app, ["check", str(model)])
     assert result.exit_code == 0, result.output
-    assert result.output == f"{model}: ok (3 entities, 1 pipelines, 0 warnings)\n"
+    assert result.output == f"{model}: ok (3 entities, 1 pipeline, 0 warnings)\n"
     loaded = metacrm.load_model(model)
     assert set(loaded.entities) == {"client", "deal", "task"}
 

@@ -163,13 +163,13 @@ def test_unknown_columns_are_named_and_can_be_mapped_or_ignored(site):
     assert wrong.status_code == 422
     assert "column 'Откуда' is mapped to 'town', which client does not have" in problems(wrong.text)
     check = step(site, "client", "check", preview.text, **{"map.Откуда": "city", "map.stage": "-"})
-    assert summary(check.text) == "dry run: would have imported 1 client records; 0 rejected; nothing was written"
+    assert summary(check.text) == "dry run: would have imported 1 client record; 0 rejected; nothing was written"
     hidden = dict(re.findall(r'<input type="hidden" name="map\.([^"]+)" value="([^"]*)">', check.text))
     assert hidden == {"Откуда": "city", "stage": "-"}  # the import goes with the same mapping
     assert site.dump() == before
     form = {"csrf": csrf_of(check.text), "upload": re.search(r'name="upload" value="([^"]+)"', check.text).group(1)}
     done = site.client.post("/client/import/run", data={**form, **{f"map.{k}": v for k, v in hidden.items()}})
-    assert summary(done.text) == "imported 1 client records; 0 rejected"
+    assert summary(done.text) == "imported 1 client record; 0 rejected"
     assert [r["city"] for r in site.crm.find("client", "name = 'Дельта'")] == ["Казань"]
 
 
@@ -229,13 +229,13 @@ def test_an_import_sees_only_the_users_records(db_url, tmp_path, monkeypatch):
         before = site.dump()
         deals = "title,client,amount\nСвоя,Ромашка,100\nЧужая,Лютик,200\n".encode()
         check = step(site, "deal", "check", upload(site, "deal", deals).text, skip_invalid=True)
-        assert summary(check.text).startswith("dry run: would have imported 1 deal records; 1 rejected")
+        assert summary(check.text).startswith("dry run: would have imported 1 deal record; 1 rejected")
         rows = issue_rows(check.text)
         assert [(r[0], r[1], r[2], r[3]) for r in rows] == [("3", "unresolved", "client", "Лютик")]
         assert "no client titled 'Лютик'" in rows[0][4]
         assert site.dump() == before
         done = step(site, "deal", "run", check.text, skip_invalid=True)
-        assert summary(done.text).startswith("imported 1 deal records; 1 rejected")
+        assert summary(done.text).startswith("imported 1 deal record; 1 rejected")
         mine = site.crm.find("deal", "title = 'Своя'")
         assert [(d["client"], d["owner"]) for d in mine] == [(site.ids["c_ann"], "ann")]
         assert site.crm.find("deal", "title = 'Чужая'") == []

@@ -9,6 +9,7 @@ import typer
 
 from .common import refusals
 from .data_cmds import DEFAULT_DB, DbOpt
+from .output import plural
 
 
 def dump(
@@ -18,13 +19,18 @@ def dump(
     """Write a consistent snapshot of the whole CRM (model, records, links, history, journal,
     users, outbox) to DIR: a manifest and one JSON Lines file per table."""
     from ..io.dump import dump as dump_to
+    from .common import fail, missing_database
 
+    if (why := missing_database(db)) is not None:
+        fail(why)
     with refusals():
         manifest = dump_to(db, directory)
     tables = manifest["tables"]
     rows = sum(info["rows"] for info in tables.values())
     model = manifest["model"]
-    typer.echo(f"dumped {model['name']} ({model['sha256'][:12]}): {len(tables)} tables, {rows} rows to {directory}")
+    typer.echo(
+        f"dumped {model['name']} ({model['sha256'][:12]}): {plural(len(tables), 'table')}, {plural(rows, 'row')} to {directory}"
+    )
     if manifest["left_out"]:
         left = manifest["left_out"]
         typer.echo(
@@ -47,7 +53,9 @@ def restore(
     tables = manifest["tables"]
     rows = sum(info["rows"] for info in tables.values())
     model = manifest["model"]
-    typer.echo(f"restored {model['name']} ({model['sha256'][:12]}): {len(tables)} tables, {rows} rows")
+    typer.echo(
+        f"restored {model['name']} ({model['sha256'][:12]}): {plural(len(tables), 'table')}, {plural(rows, 'row')}"
+    )
 
 
 def register(app: typer.Typer) -> None:

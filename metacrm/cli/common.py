@@ -69,6 +69,28 @@ def load(model_path: str):
         return load_model(model_path)
 
 
+def missing_database(url: str) -> str | None:
+    """Why ``url`` names no database, for an SQLite file that does not exist (opening it
+    would create an empty one); None otherwise. Only commands that build a database
+    (``migrate``, ``restore``, ``demo``) may create the file."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        parsed = make_url(url)
+    except Exception:  # a malformed URL: make_engine says what is wrong with it
+        return None
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:") or database.startswith("file:"):
+        return None
+    if parsed.query.get("uri") in ("true", "1"):
+        return None
+    from pathlib import Path
+
+    if Path(database).exists():
+        return None
+    return f"no database at {database}: check --db (or $METACRM_DB); `metacrm migrate` creates it"
+
+
 def usage_error(message: str) -> NoReturn:
     fail(message, EXIT_USAGE)
 

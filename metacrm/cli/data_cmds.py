@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .common import refusals, usage_error
+from .common import fail, refusals, usage_error
 from .output import Format, emit_record, emit_records, reference_text, to_json, to_pairs
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m", envvar="METACRM_MODEL", help="The model file.")]
@@ -16,22 +16,36 @@ FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="table, json o
 AsOpt = Annotated[
     str | None, typer.Option("--as", envvar="METACRM_USER", help="Act as this user (roles and row-level access apply).")
 ]
+ColumnsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--columns",
+        "-c",
+        help="Columns, comma-separated: fields, links, id, stage, owner... "
+        "(a table's default: the entity's list:, else every column; json and csv: every column).",
+    ),
+]
+WideOpt = Annotated[bool, typer.Option("--wide", help="Never cut long cells to fit the terminal.")]
+ExpandOpt = Annotated[bool, typer.Option("--expand", help="json and csv: links as their targets' titles, not ids.")]
 DEFAULT_MODEL = "model.yaml"
 DEFAULT_DB = "sqlite:///crm.db"
 
 
 @contextmanager
-def opened(model: str, db: str, as_user: str | None = None):
+def opened(model: str, db: str, as_user: str | None = None, *, create: bool = False):
     """A CRM on the model and database (acting as ``as_user``, or the system user), closed
-    afterwards; refusals mapped to exit codes."""
+    afterwards; refusals mapped to exit codes. Without ``create``, an SQLite file that does
+    not exist is refused (exit 2), never created empty."""
     import warnings
 
-    from ..cli.common import load
+    from ..cli.common import load, missing_database
     from ..errors import DuplicateWarning
     from ..runtime.crm import CRM
     from ..runtime.engine import make_engine
 
     loaded = load(model)
+    if not create and (why := missing_database(db)) is not None:
+        fail(why)  # not found: exit 1, as `metacrm dump` answers
     with refusals(), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DuplicateWarning)
         crm = CRM(loaded, make_engine(db), user=as_user)
@@ -67,32 +81,43 @@ def create(
     """Create a record; prints it with its id."""
     data = parse_assignments(values or [])
     with opened(model, db, as_user) as crm:
-        emit_record(crm.create(entity, data), format)
+        emit_record(crm.create(entity, data), format, crm.model.entity(entity))
 
 
 def get(
     entity: Annotated[str, typer.Argument(help="Entity name.")],
     record_id: Annotated[str, typer.Argument(metavar="ID")],
+    columns: ColumnsOpt = None,
+    wide: WideOpt = False,
     model: ModelOpt = DEFAULT_MODEL,
     db: DbOpt = DEFAULT_DB,
     as_user: AsOpt = None,
     format: FormatOpt = Format.table,
 ) -> None:
     """One record's card: its fields, its links, and the records linking to it."""
+    from .listing import parse_columns, tidy
+    from .output import table_width
+
     with opened(model, db, as_user) as crm:
+        ent = crm.model.entity(entity)
+        shown = parse_columns(ent, columns, extra=list(ent.inverses)) if columns else list(ent.columns)
         card = crm.card(entity, record_id)
+    record = {k: v for k, v in tidy(ent, card["record"]).items() if k in shown}
+    links = {k: v for k, v in card["links"].items() if k in shown}
+    related = {k: v for k, v in card["related"].items() if not columns or k in shown}
     if format is Format.json:
-        typer.echo(to_json(card))
+        typer.echo(to_json({**card, "record": record, "links": links, "related": related}))
         return
     if format is Format.csv:
-        emit_record(card["record"], format)
+        emit_record(record, format)
         return
-    typer.echo(to_pairs(list(card["record"].items())), nl=False)
-    for name, value in card["links"].items():
+    pairs = [(k, v) for k, v in record.items() if k not in ent.links]  # links: the lines below
+    typer.echo(to_pairs(pairs, width=table_width(), wide=wide), nl=False)
+    for name, value in links.items():
         targets = value if isinstance(value, list) else [value] if value else []
-        shown = ", ".join(reference_text(t) for t in targets) or "-"
-        typer.echo(f"-> {name}: {shown}")
-    for name, items in card["related"].items():
+        text = ", ".join(reference_text(t) for t in targets) or "-"
+        typer.echo(f"-> {name}: {text}")
+    for name, items in related.items():
         typer.echo(f"<- {name} ({len(items)}):")
         for item in items:
             stage = f" [{item['stage']}]" if "stage" in item else ""
@@ -109,16 +134,27 @@ def list_(
     ] = None,
     limit: Annotated[int | None, typer.Option("--limit", "-n", min=0)] = None,
     offset: Annotated[int | None, typer.Option("--offset", min=0)] = None,
+    columns: ColumnsOpt = None,
+    wide: WideOpt = False,
+    expand: ExpandOpt = False,
     model: ModelOpt = DEFAULT_MODEL,
     db: DbOpt = DEFAULT_DB,
     as_user: AsOpt = None,
     format: FormatOpt = Format.table,
 ) -> None:
-    """Records of an entity, filtered, ordered and paged."""
+    """Records of an entity, filtered, ordered and paged. Tables show links by their
+    targets' titles and fit the terminal (--wide: never cut)."""
+    from .listing import expanded_rows, parse_columns, shown_rows
+
     with opened(model, db, as_user) as crm:
+        ent = crm.model.entity(entity)
+        shown = parse_columns(ent, columns, table=format is Format.table)
         rows = crm.find(entity, where, order_by=order_by, limit=limit, offset=offset)
-        columns = None if rows else ["id", *crm.model.entity(entity).fields]
-    emit_records(rows, format, columns)
+        if format is Format.json and expand:
+            rows = expanded_rows(crm, ent, rows, shown)
+        else:
+            rows = shown_rows(crm, ent, rows, shown, titles=format is Format.table or expand)
+    emit_records(rows, format, shown, wide=wide)
 
 
 def update(
@@ -126,6 +162,14 @@ def update(
     record_id: Annotated[str, typer.Argument(metavar="ID")],
     values: Annotated[
         list[str] | None, typer.Argument(help="FIELD=VALUE ... (an empty value clears the field).")
+    ] = None,
+    version: Annotated[
+        int | None,
+        typer.Option(
+            "--version",
+            min=1,
+            help="Refuse (exit 1) when the record is no longer at this version: someone changed it since.",
+        ),
     ] = None,
     model: ModelOpt = DEFAULT_MODEL,
     db: DbOpt = DEFAULT_DB,
@@ -137,7 +181,7 @@ def update(
     if not data:
         usage_error("nothing to update: give FIELD=VALUE pairs")
     with opened(model, db, as_user) as crm:
-        emit_record(crm.update(entity, record_id, data), format)
+        emit_record(crm.update(entity, record_id, data, version=version), format, crm.model.entity(entity))
 
 
 def delete(
@@ -183,7 +227,7 @@ def merge(
 ) -> None:
     """Merge OTHER into KEEP: links, history and activities move to KEEP, OTHER is removed."""
     with opened(model, db, as_user) as crm:
-        emit_record(crm.merge(entity, keep, other), format)
+        emit_record(crm.merge(entity, keep, other), format, crm.model.entity(entity))
 
 
 def _link_command(add: bool):
@@ -201,7 +245,7 @@ def _link_command(add: bool):
             usage_error("give the target id to link to")
         with opened(model, db, as_user) as crm:
             method = crm.link if add else crm.unlink
-            emit_record(method(entity, record_id, link, target), format)
+            emit_record(method(entity, record_id, link, target), format, crm.model.entity(entity))
 
     command.__doc__ = "Link a record to another." if add else "Remove a link."
     return command

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from .common import fail, refusals
-from .output import reference_text, to_pairs, to_table
+from .output import reference_text, to_pairs
 
 HIDDEN = ("created_at", "updated_at", "version", "stage_entered_at", "closed_at")
 RELATED_SHOWN = 3
@@ -44,17 +44,37 @@ def demo(
         return
     flags = f"--model {shlex.quote(trade.model.as_posix())} --db {shlex.quote(trade.url)}"
     with refusals():
-        _show(trade, flags, set(ctx.find_root().command.commands))
+        city, sample = _show(trade, flags)
+    typer.echo("")
+    typer.echo(f"$ metacrm list deal --order-by -id --limit {LATEST_DEALS} {flags}")
+    from .data_cmds import list_
+    from .output import Format
+
+    list_(  # the very command shown, as a user would run it
+        "deal",
+        where=None,
+        order_by="-id",
+        limit=LATEST_DEALS,
+        offset=None,
+        columns=None,
+        wide=False,
+        expand=False,
+        model=trade.model.as_posix(),
+        db=trade.url,
+        as_user=None,
+        format=Format.table,
+    )
+    _try(trade, flags, set(ctx.find_root().command.commands), city, sample)
 
 
-def _show(trade, flags: str, commands: set[str]) -> None:
+def _show(trade, flags: str) -> tuple[str | None, int]:
+    """The card of the first client; returns a city and a deal the suggestions name."""
     from ..runtime.crm import connect
 
     with connect(trade.model, trade.url) as crm:
         client_id = crm.find("client", order_by="id", limit=1)[0]["id"]
         card = crm.card("client", client_id)
-        deals = crm.find("deal", order_by="-id", limit=LATEST_DEALS)
-        clients = crm.titles("client", [d["client"] for d in deals])
+        deals = crm.find("deal", order_by="-id", limit=1)
         contract = crm.find("deal", where="stage = 'contract'", order_by="-amount", limit=1)
         sample = (contract or deals)[0]["id"]
     record = card["record"]
@@ -77,21 +97,11 @@ def _show(trade, flags: str, commands: set[str]) -> None:
         if len(items) > RELATED_SHOWN:
             typer.echo(f"   … and {len(items) - RELATED_SHOWN} more")
 
-    typer.echo("")
-    typer.echo(f"Latest deals ($ metacrm list deal --order-by -id --limit {LATEST_DEALS} ...):")
-    rows = [
-        {
-            "id": d["id"],
-            "title": d["title"],
-            "client": clients.get(d["client"]),
-            "amount": d["amount"],
-            "stage": d["stage"],
-        }
-        for d in deals
-    ]
-    typer.echo(to_table(rows, ["id", "title", "client", "amount", "stage"]), nl=False)
+    return record.get("city"), sample
 
-    city = record.get("city") or "Москва"
+
+def _try(trade, flags: str, commands: set[str], city: str | None, sample: int) -> None:
+    city = city or "Москва"
     tries = [
         f'metacrm list deal {flags} --where "amount > 100000" --order-by -amount --limit 10',
         f"metacrm list client {flags} --where \"city = '{city}'\"",

@@ -10,8 +10,8 @@ from typing import Annotated
 import typer
 
 from .common import usage_error
-from .data_cmds import DEFAULT_DB, DEFAULT_MODEL, AsOpt, DbOpt, FormatOpt, ModelOpt, opened
-from .output import Format, to_json
+from .data_cmds import DEFAULT_DB, DEFAULT_MODEL, AsOpt, ColumnsOpt, DbOpt, FormatOpt, ModelOpt, opened
+from .output import Format, plural, to_json
 
 
 def parse_mapping(pairs: list[str]) -> dict[str, str]:
@@ -123,20 +123,44 @@ def export(
         str | None, typer.Option("--order-by", help="Fields, '-' for descending: -amount,title.")
     ] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file (default: stdout).")] = None,
+    columns: ColumnsOpt = None,
+    expand: Annotated[
+        bool, typer.Option("--expand", help="Links as their targets' titles (import matches titles too), not ids.")
+    ] = False,
     model: ModelOpt = DEFAULT_MODEL,
     db: DbOpt = DEFAULT_DB,
     as_user: AsOpt = None,
 ) -> None:
-    """Export records as CSV: what `metacrm import` reads back (ids, links as ids, stage)."""
+    """Export records as CSV: what `metacrm import` reads back (ids, links as ids, stage).
+    --columns picks the columns (the entity's list: is not applied: an export is complete
+    unless told)."""
     from ..io.csv_io import export_csv
     from ..io.paths import unwritable
+    from .listing import parse_columns, shown_rows
 
     if output is not None and (why := unwritable(output)) is not None:
         usage_error(f"--output: cannot write {output}: {why}")
     with opened(model, db, as_user) as crm:
-        count = export_csv(crm, entity, output if output is not None else sys.stdout, where=where, order_by=order_by)
+        ent = crm.model.entity(entity)
+        names = parse_columns(ent, columns) if columns else None
+        transform = None
+        if expand:
+            shown = names or [c for c in ent.columns if c not in ("created_at", "updated_at", "version")]
+
+            def transform(page):
+                return shown_rows(crm, ent, page, shown, titles=True)
+
+        count = export_csv(
+            crm,
+            entity,
+            output if output is not None else sys.stdout,
+            where=where,
+            order_by=order_by,
+            columns=names,
+            transform=transform,
+        )
     if output is not None:
-        typer.echo(f"exported {count} {entity} records to {output}", err=True)
+        typer.echo(f"exported {plural(count, entity + ' record')} to {output}", err=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -25,6 +25,25 @@ from . import (
     user_cmds,
 )
 
+
+def _flags_without_type() -> None:
+    """``--help`` shows no value type on a flag (typer 0.2x prints ``<bool>`` next to
+    ``--wide``, as if it took a value)."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+    if getattr(shown, "_metacrm", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if self.is_flag else shown(self, ctx)
+
+    display_type_rich._metacrm = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_without_type()
+
 app = typer.Typer(
     name="metacrm",
     help="metacrm: a business described in YAML becomes a working CRM.",

@@ -10,6 +10,7 @@ import typer
 
 from .common import fail, load, refusals
 from .data_cmds import DEFAULT_DB, DEFAULT_MODEL, DbOpt, ModelOpt, opened
+from .output import plural
 
 
 class PlanFormat(StrEnum):
@@ -67,8 +68,13 @@ def migrate(
 ) -> None:
     """Bring the database to the model: plan (counted on the data), refuse or apply, record."""
     from ..errors import MigrationError
+    from .common import missing_database
 
-    with opened(model, db) as crm:
+    if dry_run and (why := missing_database(db)) is not None:
+        # the plan for a new database, made on an empty one in memory: no file is created
+        typer.echo(f"note: {why.split(':', 1)[0]} yet: the plan is for a new one; nothing was created", err=True)
+        db = "sqlite://"
+    with opened(model, db, create=not dry_run) as crm:
         try:
             with _progress_bar(enabled=not dry_run and format == PlanFormat.table):
                 plan = crm.migrate(dry_run=dry_run, allow_data_loss=allow_data_loss, lock_wait=lock_wait)
@@ -78,7 +84,7 @@ def migrate(
         if dry_run and plan.refusals:
             fail(plan.reason())
         if not dry_run and format == PlanFormat.table and plan:
-            typer.echo(f"migrated {crm.model.name} to {crm.model.sha256[:12]}: {len(plan)} steps applied")
+            typer.echo(f"migrated {crm.model.name} to {crm.model.sha256[:12]}: {plural(len(plan), 'step')} applied")
 
 
 @contextmanager

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from .common import EXIT_USAGE, choose, load, usage_error
+from .output import plural
 
 
 class CheckFormat(StrEnum):
@@ -57,12 +58,18 @@ def check(
                 typer.echo(problem.format())
             if model is not None and not bad:
                 pipelines = sum(len(e.pipelines) for e in model.entities.values())
-                typer.echo(
-                    f"{path}: ok ({len(model.entities)} entities, {pipelines} pipelines, {len(problems)} warnings)"
+                counts = ", ".join(
+                    plural(n, noun, nouns)
+                    for n, noun, nouns in (
+                        (len(model.entities), "entity", "entities"),
+                        (pipelines, "pipeline", None),
+                        (len(problems), "warning", None),
+                    )
                 )
+                typer.echo(f"{path}: ok ({counts})")
             else:
                 errors = sum(1 for p in problems if p.is_error or strict)
-                typer.echo(f"{path}: invalid ({errors} errors)")
+                typer.echo(f"{path}: invalid ({plural(errors, 'error')})")
     if failed:
         raise typer.Exit(EXIT_USAGE)
 

@@ -78,43 +78,99 @@ def to_csv(rows: list[dict], columns: list[str] | None = None) -> str:
     return buf.getvalue()
 
 
-def _cell(value, width: int = 40) -> str:
-    text = plain(value).replace("\n", " ")
-    return text if len(text) <= width else text[: width - 1] + "…"
+def table_width() -> int | None:
+    """The width tables fit in when stdout is a terminal (its width; ``COLUMNS`` overrides);
+    None (never cut) when the output goes to a file or a pipe."""
+    import shutil
+    import sys
+
+    try:
+        if not sys.stdout.isatty():
+            return None
+    except (ValueError, AttributeError):
+        return None
+    return shutil.get_terminal_size().columns
 
 
-def to_table(rows: list[dict], columns: list[str] | None = None) -> str:
+def _cut(text: str, width: int | None) -> str:
+    return text if width is None or len(text) <= width else text[: max(width - 1, 0)] + "…"
+
+
+def _text(value) -> str:
+    return plain(value).replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
+
+
+MIN_CELL = 8  # a cut column keeps at least this many characters (or its header's length)
+
+
+def fit_widths(natural: list[int], floors: list[int], room: int) -> list[int]:
+    """Column widths within ``room`` (separators excluded): the widest columns are cut first,
+    down to a common cap, none below its floor; the natural widths when they fit."""
+    if sum(natural) <= room:
+        return natural
+    low, high = 0, max(natural)
+    while low < high:  # the largest cap that fits
+        cap = (low + high + 1) // 2
+        if sum(min(n, max(cap, f)) for n, f in zip(natural, floors, strict=True)) <= room:
+            low = cap
+        else:
+            high = cap - 1
+    return [min(n, max(low, f)) for n, f in zip(natural, floors, strict=True)]
+
+
+def to_table(
+    rows: list[dict], columns: list[str] | None = None, *, width: int | None = None, wide: bool = False
+) -> str:
+    """Rows as an aligned table that fits in ``width`` characters (long cells cut with "…",
+    the widest first, only as far as needed); ``wide`` (or no width) never cuts."""
     columns = columns or (list(rows[0]) if rows else [])
     if not columns:
         return "(no records)\n"
-    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
-    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
+    cells = [[_text(row.get(c)) for c in columns] for row in rows]
+    natural = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    widths = natural
+    if width is not None and not wide:
+        floors = [min(n, max(len(c), MIN_CELL)) for n, c in zip(natural, columns, strict=True)]
+        widths = fit_widths(natural, floors, width - 2 * (len(columns) - 1))
+    lines = ["  ".join(_cut(c, w).ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))
     for r in cells:
-        lines.append("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
-    lines.append(f"({len(rows)} record{'s' if len(rows) != 1 else ''})")
+        lines.append("  ".join(_cut(v, w).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+    lines.append(f"({plural(len(rows), 'record')})")
     return "\n".join(lines) + "\n"
 
 
-def to_pairs(pairs: list[tuple[str, object]]) -> str:
-    width = max((len(k) for k, _ in pairs), default=0)
-    return "\n".join(f"{k.ljust(width)}  {_cell(v, 80)}".rstrip() for k, v in pairs) + "\n"
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """``1 record``, ``2 records`` (``nouns`` for an irregular plural)."""
+    return f"{count} {noun if count == 1 else nouns or noun + 's'}"
 
 
-def emit_records(rows: list[dict], fmt: Format, columns: list[str] | None = None) -> None:
+def to_pairs(pairs: list[tuple[str, object]], *, width: int | None = None, wide: bool = False) -> str:
+    """``key  value`` lines; a value longer than the room ``width`` leaves is cut (not with
+    ``wide``)."""
+    keys = max((len(k) for k, _ in pairs), default=0)
+    room = None if width is None or wide else max(width - keys - 2, MIN_CELL)
+    return "\n".join(f"{k.ljust(keys)}  {_cut(_text(v), room)}".rstrip() for k, v in pairs) + "\n"
+
+
+def emit_records(rows: list[dict], fmt: Format, columns: list[str] | None = None, *, wide: bool = False) -> None:
     if fmt is Format.json:
         typer.echo(to_json(rows))
     elif fmt is Format.csv:
         typer.echo(to_csv(rows, columns), nl=False)
     else:
-        typer.echo(to_table(rows, columns), nl=False)
+        typer.echo(to_table(rows, columns, width=table_width(), wide=wide), nl=False)
 
 
-def emit_record(record: dict, fmt: Format) -> None:
+def emit_record(record: dict, fmt: Format, entity=None) -> None:
+    """One record; with its ``entity`` (metacrm.model.Entity), numbers at their type's scale."""
+    if entity is not None:
+        from .listing import tidy
+
+        record = tidy(entity, record)
     if fmt is Format.json:
         typer.echo(to_json(record))
     elif fmt is Format.csv:
         typer.echo(to_csv([record]), nl=False)
     else:
-        typer.echo(to_pairs(list(record.items())), nl=False)
+        typer.echo(to_pairs(list(record.items()), width=table_width()), nl=False)

@@ -15,8 +15,8 @@ from typing import Annotated
 import typer
 
 from .common import fail, refusals, usage_error
-from .data_cmds import DEFAULT_DB, DEFAULT_MODEL, AsOpt, DbOpt, ModelOpt, opened
-from .output import Format, label_text, plain, to_csv, to_json
+from .data_cmds import DEFAULT_DB, DEFAULT_MODEL, AsOpt, ColumnsOpt, DbOpt, ModelOpt, WideOpt, opened
+from .output import Format, label_text, plain, table_width, to_csv, to_json
 
 WIDTH = 100
 
@@ -209,21 +209,76 @@ def board(
     limit: Annotated[int, typer.Option("--limit", "-n", min=0, help="Records shown per stage.")] = 10,
     order_by: Annotated[str | None, typer.Option("--order-by", "-o", help="A field, '-' for descending.")] = None,
     where: Annotated[str | None, typer.Option("--where", "-w", help="Only the records matching this filter.")] = None,
+    columns: ColumnsOpt = None,
+    wide: WideOpt = False,
     model: ModelOpt = DEFAULT_MODEL,
     db: DbOpt = DEFAULT_DB,
     as_user: AsOpt = None,
     format: Annotated[Format, typer.Option("--format", "-f", help="table, json or csv (the records).")] = Format.table,
 ) -> None:
-    """The kanban of a pipeline: a column per stage with its count, sum and first records."""
+    """The kanban of a pipeline: a column per stage with its count, sum and first records.
+    --columns shows those columns of each record (links by title in the table)."""
+    chosen = None
     with report_session(model, db, ReportFormat.table, None, as_user) as crm:
         doc = crm.board(entity, pipeline, limit_per_stage=limit, order_by=order_by, where=where)
+        if columns is not None:
+            chosen = _board_columns(crm, entity, doc, columns, titles=format is Format.table)
     if format is Format.json:
         typer.echo(to_json(doc))
     elif format is Format.csv:
         rows = [{"stage": c["stage"], **r} for c in doc["columns"] for r in c["records"]]
-        typer.echo(to_csv(rows, ["stage", "id", "title", "amount", "owner", "since"]), nl=False)
+        typer.echo(to_csv(rows, ["stage", *(chosen or ["id", "title", "amount", "owner", "since"])]), nl=False)
+    elif chosen is not None:
+        typer.echo(board_columns_text(doc, chosen, None if wide else table_width()), nl=False)
     else:
         typer.echo(board_text(doc), nl=False)
+
+
+def _board_columns(crm, entity: str, doc: dict, text: str, *, titles: bool) -> list[str]:
+    """Replace each shown record of the board by its ``--columns`` (one query for the
+    records, one per link column for titles); returns the columns."""
+    from .listing import parse_columns, shown_rows
+
+    ent = crm.model.entity(entity)
+    chosen = parse_columns(ent, text)
+    ids = [r["id"] for c in doc["columns"] for r in c["records"]]
+    found = {r["id"]: r for r in crm.find(entity, ids=ids)} if ids else {}
+    rows = shown_rows(crm, ent, [found[i] for i in ids if i in found], chosen, titles=titles)
+    by_id = {i: row for i, row in zip([i for i in ids if i in found], rows, strict=True)}
+    for column in doc["columns"]:
+        column["records"] = [by_id[r["id"]] for r in column["records"] if r["id"] in by_id]
+    return chosen
+
+
+def board_columns_text(doc: dict, columns: list[str], width: int | None) -> str:
+    """The board with the chosen columns of each record, aligned across the stages."""
+    from .output import MIN_CELL, fit_widths
+
+    money = doc["amount_field"] is not None
+    cells = {
+        id(r): [plain(r.get(c)).replace("\n", " ") for c in columns] for col in doc["columns"] for r in col["records"]
+    }
+    natural = [max([len(c)] + [len(v[i]) for v in cells.values()]) for i, c in enumerate(columns)]
+    widths = natural
+    if width is not None:
+        floors = [min(n, max(len(c), MIN_CELL)) for n, c in zip(natural, columns, strict=True)]
+        widths = fit_widths(natural, floors, width - 2 - 2 * (len(columns) - 1))
+    rule = width or (2 + sum(widths) + 2 * (len(columns) - 1))
+    lines = [f"{doc['entity']} · pipeline {doc['pipeline']} · {doc['count']} records"
+             + (f" · {_money(doc['amount'])}" if money else "")]  # fmt: skip
+    lines.append("  " + "  ".join(_cut(c, w).ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+    for column in doc["columns"]:
+        head = f"── {_caption(column['label'], column['stage'])}"
+        head += f" · {column['count']}" + (f" · {_money(column['amount'])}" if money else "") + " "
+        lines += ["", head.ljust(rule, "─")]
+        for r in column["records"]:
+            row = cells[id(r)]
+            lines.append("  " + "  ".join(_cut(v, w).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+        if column["more"]:
+            lines.append(f"  … and {column['more']} more")
+        if not column["count"]:
+            lines.append("  (empty)")
+    return "\n".join(lines) + "\n"
 
 
 def board_text(doc: dict) -> str:

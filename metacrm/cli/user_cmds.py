@@ -1,4 +1,4 @@
-"""Users: metacrm user add | list | set | passwd."""
+"""Users: metacrm user add | list | set | passwd | disable | enable | remove."""
 
 from __future__ import annotations
 
@@ -55,7 +55,9 @@ def set_(
 def list_(model: ModelOpt = DEFAULT_MODEL, db: DbOpt = DEFAULT_DB, format: FormatOpt = Format.table) -> None:
     """The users, with their roles and teams."""
     with opened(model, db) as crm:
-        emit_records(crm.users(), format, ["login", "name", "roles", "team", "email"])
+        disabled = crm.disabled_users()
+        rows = [{**u, "disabled": u["login"] in disabled} for u in crm.users()]
+    emit_records(rows, format, ["login", "name", "roles", "team", "email", "disabled"])
 
 
 @users.command("passwd")
@@ -77,6 +79,51 @@ def passwd(
     with opened(model, db) as crm:
         set_password(crm, login, password)
     typer.echo(f"password set for {login}", err=True)
+
+
+@users.command("disable")
+def disable(
+    login: Annotated[str, typer.Argument(help="The login.")],
+    model: ModelOpt = DEFAULT_MODEL,
+    db: DbOpt = DEFAULT_DB,
+) -> None:
+    """Disable a user: no sign-in to the browser app (open sessions end), no API token, no
+    --as; their records, tokens and password stay. `metacrm user enable` undoes it."""
+    with opened(model, db) as crm:
+        crm.disable_user(login)
+    typer.echo(f"user {login} disabled", err=True)
+
+
+@users.command("enable")
+def enable(
+    login: Annotated[str, typer.Argument(help="The login.")],
+    model: ModelOpt = DEFAULT_MODEL,
+    db: DbOpt = DEFAULT_DB,
+) -> None:
+    """Enable a disabled user again."""
+    with opened(model, db) as crm:
+        crm.enable_user(login)
+    typer.echo(f"user {login} enabled", err=True)
+
+
+@users.command("remove")
+def remove(
+    login: Annotated[str, typer.Argument(help="The login.")],
+    reassign_to: Annotated[
+        str | None,
+        typer.Option("--reassign-to", help="The user who takes over the records LOGIN owns (each update journaled)."),
+    ] = None,
+    model: ModelOpt = DEFAULT_MODEL,
+    db: DbOpt = DEFAULT_DB,
+) -> None:
+    """Remove a user with their password, sessions, tokens and settings. Refused (exit 1,
+    saying how many) while they own records, unless --reassign-to names who takes them over."""
+    from .output import plural
+
+    with opened(model, db) as crm:
+        moved = crm.remove_user(login, reassign_to=reassign_to)
+    total = sum(moved.values())
+    typer.echo(f"user {login} removed" + (f"; {plural(total, 'record')} now owned by {reassign_to}" if total else ""))
 
 
 def register(app: typer.Typer) -> None:

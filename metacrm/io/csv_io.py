@@ -161,7 +161,8 @@ class ImportResult:
         return sum(1 for issue in [*self.rejected, *self.notes] if issue.kind == kind)
 
     def summary(self) -> str:
-        text = f"imported {self.created} {self.entity} records; {len(self.rejected_rows)} rejected"
+        text = f"imported {self.created} {self.entity} record{'s' if self.created != 1 else ''}; "
+        text += f"{len(self.rejected_rows)} rejected"
         near, empty = self.count(NEAR_MATCH), self.count(EMPTY_LINK)
         if near:
             text += f"; {near} near match{'es' if near != 1 else ''}"
@@ -397,8 +398,8 @@ def map_columns(
             problems.append(
                 (
                     column,
-                    f"column {column!r} holds the stage: importing stages needs import_stages=True "
-                    "(--with-stages); or map the column to '' to ignore it",
+                    f"column {column!r} holds the stage: importing stages needs --with-stages "
+                    "(import_stages=True in Python); or map the column to '' to ignore it",
                 )
             )
             continue
@@ -976,12 +977,12 @@ class _Importer:
                     out = self.crm.create_many(
                         self.ent.name, stream(rows), import_stages=self.import_stages, permission="import"
                     )
-                for w in caught:  # a `warn` duplicate rule: imported, and reported on its row
-                    if isinstance(w.message, DuplicateWarning) and 0 <= w.message.index < len(rows):
-                        i = rows[w.message.index]
-                        field = w.message.field
-                        value = self.records[i].get(field)
-                        self.note(i, self.column_of(field), field, value, str(w.message).split(": ", 1)[-1], DUPLICATE)
+                matched = [m for w in caught if isinstance(w.message, DuplicateWarning) for m in w.message.matches]
+                for m in matched:  # a `warn` duplicate rule: imported, and reported on its row
+                    if 0 <= m.index < len(rows):
+                        i = rows[m.index]
+                        value = self.records[i].get(m.field)
+                        self.note(i, self.column_of(m.field), m.field, value, str(m).split(": ", 1)[-1], DUPLICATE)
             except ValidationError as exc:
                 bad = {rows[x.index] for x in exc.issues if x.index is not None and 0 <= x.index < len(rows)}
                 for x in exc.issues:
@@ -1094,10 +1095,20 @@ def _json_text(value) -> str:
     return "" if value is None else json.dumps(value, ensure_ascii=False, default=_plain)
 
 
-def export_columns(ent: Entity) -> list[tuple[str, Callable[[Any], str]]]:
-    """(column, formatter) pairs of an export, in order."""
+def _number(type_name: str) -> Callable[[Any], str]:
+    from ..model.field_types import at_scale
+
+    return lambda value: _plain(at_scale(type_name, value))
+
+
+def export_columns(ent: Entity, names: Sequence[str] | None = None) -> list[tuple[str, Callable[[Any], str]]]:
+    """(column, formatter) pairs of an export, in order (``names``: only these, in that order;
+    any column of a record may be named)."""
     columns: list[tuple[str, Callable[[Any], str]]] = [(ID_COLUMN, _plain)]
-    columns += [(f.name, _json_text if f.type == "json" else _plain) for f in ent.fields.values()]
+    columns += [
+        (f.name, _json_text if f.type == "json" else _number(f.type) if f.type in NUMERIC_TYPES else _plain)
+        for f in ent.fields.values()
+    ]
     columns += [(name, _plain) for name in ent.links]
     if ent.owner:
         columns.append(("owner", _plain))
@@ -1105,6 +1116,9 @@ def export_columns(ent: Entity) -> list[tuple[str, Callable[[Any], str]]]:
         columns.append(("pipeline", _plain))
     if ent.has_stages:
         columns.append(("stage", _plain))
+    if names is not None:
+        known = dict(columns)
+        return [(name, known.get(name, _plain)) for name in names]
     return columns
 
 
@@ -1146,11 +1160,16 @@ def export_csv(
     params: Mapping[str, Any] | None = None,
     order_by: str | Sequence[str] | None = None,
     page_size: int = PAGE_SIZE,
+    columns: Sequence[str] | None = None,
+    transform: Callable[[list[dict]], list[dict]] | None = None,
 ) -> int:
     """Write the records of ``entity`` (filtered by ``where``, ordered by ``order_by``) as CSV
-    to a path or a text (or binary) file; returns how many were written."""
+    to a path or a text (or binary) file; returns how many were written. ``columns``: only
+    these columns, in that order; ``transform``: applied to each page of records before it
+    is written (e.g. links replaced by their targets' titles)."""
     ent = crm.model.entity(entity)
-    columns = export_columns(ent)
+    names = columns
+    columns = export_columns(ent, names)
     wrapper = None
     if isinstance(file, str | os.PathLike):
         out = open(file, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed below
@@ -1167,6 +1186,8 @@ def export_csv(
         numeric = [name in ent.fields and ent.fields[name].type in NUMERIC_TYPES for name, _ in columns]
         cells = list(zip(columns, numeric, strict=True))
         for page in itertools.chain([first], pages):  # no cell a spreadsheet would run as a formula
+            if transform is not None:
+                page = transform(page)
             writer.writerows(
                 [neutralise(fmt(record.get(name)), numeric=num) for (name, fmt), num in cells] for record in page
             )

@@ -154,6 +154,7 @@ class _Builder:
             owner=decl.get("owner") is True,
             title=title,
             search=_names(decl.get("search")),
+            list=_names(decl["list"]) if isinstance(decl.get("list"), list) else None,
             indexes=tuple(_names(ix) for ix in decl.get("indexes") or () if _names(ix)),
             unique=tuple(_names(u) for u in decl.get("unique") or () if _names(u)),
             duplicates=self.duplicates(path, decl),

@@ -245,6 +245,15 @@ class _Checker:
                     f"entity '{entity.name}': search field '{name}' is a {f.type}; only text fields can be searched",
                     (*path, "search", i),
                 )
+        columns = entity.columns
+        for i, name in enumerate(entity.list or ()):
+            if name not in columns:
+                yield self.problem(
+                    "entity.list_unknown",
+                    f"entity '{entity.name}': list names unknown column '{name}' (columns: {listing(columns)})",
+                    (*path, "list", i),
+                    hint=did_you_mean(name, columns),
+                )
         members = {**fields, **entity.links}
         for key in ("indexes", "unique"):
             for i, names in enumerate(getattr(entity, key)):

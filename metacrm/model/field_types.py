@@ -102,4 +102,19 @@ def default_problem(ftype: FieldType, value, options: tuple[str, ...]) -> str | 
     return None
 
 
-__all__ = ["ALL_TYPE_OPTIONS", "FIELD_TYPES", "FieldType", "default_problem"]
+def at_scale(type_name: str, value):
+    """A number as every command prints it: money with its two decimals (``54.30``), a
+    decimal or percent without the zeros its storage pads it with (``54.3``, ``12``, never
+    ``54.300000``). Other values pass through."""
+    if not isinstance(value, Decimal) or not value.is_finite():
+        return value
+    if type_name == "money":
+        return value.quantize(Decimal("0.01"))
+    if type_name not in ("decimal", "percent"):
+        return value
+    if value == value.to_integral_value():
+        return value.quantize(Decimal(1))
+    return value.normalize()
+
+
+__all__ = ["ALL_TYPE_OPTIONS", "FIELD_TYPES", "FieldType", "at_scale", "default_problem"]

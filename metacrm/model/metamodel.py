@@ -253,6 +253,8 @@ class Entity:
     # removed pipeline -> "pipeline" or "pipeline.stage" a migration moves its records to
     pipeline_map: Mapping[str, str] = field(default_factory=lambda: EMPTY)
     task: TaskSpec | None = None  # ``task:``: the entity is a task list
+    # ``list:``: the default columns of a listing (CLI tables, web list page); None: every column
+    list: tuple[str, ...] | None = None
 
     @property
     def has_stages(self) -> bool:
@@ -269,6 +271,16 @@ class Entity:
     @property
     def caption(self) -> str:
         return self.label or self.name
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The keys of a record of this entity, in order: what ``list:`` and ``--columns`` name."""
+        out = ["id", *self.fields, *self.links]
+        if self.owner:
+            out.append("owner")
+        if self.has_stages:
+            out += ["pipeline", "stage"] if self.multi_pipeline else ["stage"]
+        return (*out, "created_at", "updated_at", "version")
 
     def member(self, name: str) -> Field | Link | InverseLink | None:
         """A field, link or inverse link by name."""

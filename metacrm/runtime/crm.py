@@ -125,6 +125,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         self._by: str | None = None
         if user is not None:
             info = self.user_info(user)
+            self._enabled(user)
             self._roles, self._team = frozenset(info["roles"]), info["team"]
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -590,6 +591,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         created = 0
         issues: list[FieldIssue] = []
         indexed = not _single
+        flagged: list | None = None if _single else []  # `warn` duplicate matches: one warning at the end
         try:
             with self._writing() as conn:
                 offset = 0
@@ -604,6 +606,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
                             check_db=not issues,
                             permission=permission,
                             offset=offset,
+                            found=flagged,
                         )
                     except ValidationError as exc:
                         issues += [_shift(i, offset) if indexed else i for i in exc.issues]
@@ -622,6 +625,12 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
             if single is not None and self.user is None:
                 self._explain_links(ent, single, exc)
             raise rec.translate_integrity(exc, self.storage, ent, single) from exc
+        if flagged:
+            import warnings
+
+            from ..errors import DuplicateWarning
+
+            warnings.warn(DuplicateWarning.of_many(ent.name, flagged), stacklevel=2)
         return out if returning else created
 
     def _explain_links(self, ent: Entity, data: Mapping, exc: IntegrityError) -> None:
@@ -645,6 +654,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         check_db: bool,
         permission: str,
         offset: int = 0,
+        found: list | None = None,
     ):
         validator = self.validators[ent.name]
         stages: list[str | None] = [None] * len(batch)
@@ -672,11 +682,19 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
                 if problems:
                     raise rec.refused(problems)
             if ent.duplicates:
-                self._check_duplicates(conn, ent, values, single, offset)
+                self._check_duplicates(conn, ent, values, single, offset, sink=found)
         return values, stages
 
     def _check_duplicates(
-        self, conn, ent: Entity, values: list[dict], single: bool, offset: int = 0, *, exclude: int | None = None
+        self,
+        conn,
+        ent: Entity,
+        values: list[dict],
+        single: bool,
+        offset: int = 0,
+        *,
+        exclude: int | None = None,
+        sink: list | None = None,
     ) -> None:
         """Refuse records that a ``block`` duplicate rule matches, and warn (DuplicateWarning)
         about those a ``warn`` rule matches. Every stored record counts (but ``exclude``, the
@@ -691,18 +709,19 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         blocked = [m for m in found if m.rule.action == "block"]
         if not blocked:
             for m in found:
-                warnings.warn(
-                    DuplicateWarning(
-                        f"{ent.name}"
-                        + ("" if single else f" record {offset + m.index}")
-                        + f": {m.describe(ent.name, named=self.user is None)}",
-                        entity=ent.name,
-                        index=offset + m.index,
-                        field=m.rule.field,
-                        existing=m.existing if self.user is None else None,
-                    ),
-                    stacklevel=4,
+                warning = DuplicateWarning(
+                    f"{ent.name}"
+                    + ("" if single else f" record {offset + m.index}")
+                    + f": {m.describe(ent.name, named=self.user is None)}",
+                    entity=ent.name,
+                    index=offset + m.index,
+                    field=m.rule.field,
+                    existing=m.existing if self.user is None else None,
                 )
+                if sink is not None:  # create_many: one warning for the whole call
+                    sink.append(warning)
+                else:
+                    warnings.warn(warning, stacklevel=4)
             return
         readable = {m.existing for m in blocked}
         clause = None if self.user is None else row_clause(self.storage, ent, self.actor)
@@ -987,10 +1006,17 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
             return self.get(entity, record_id)
         link = ent.links[name]
         if not link.many:
-            if not add and target is not None:
+            current = self.get(entity, record_id)
+            if not add and target is None and current[name] is None:
+                raise NotFound(_nothing_linked(ent, record_id, name))
+            if target is not None:
                 given = self.validators[ent.name].patch({name: target})[name]
-                if self.get(entity, record_id)[name] != given:
+                if not add and current[name] != given:
                     raise NotFound(_not_linked(ent, record_id, name, given))
+                if add and current[name] == given:
+                    with self._reading() as conn:
+                        self._get_row(conn, ent, record_id, "update")  # refused as the update would be
+                    return current  # already linked there: nothing changes, the version stays
             return self.update(entity, record_id, {name: target if add else None}, _action="link" if add else "unlink")
         from sqlalchemy import delete
 
@@ -1008,13 +1034,16 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
                     ).scalars()
                 )
                 missing = [t for t in targets if t not in present]
-                if missing:
-                    conn.execute(insert(join), [{"source_id": row["id"], "target_id": t} for t in missing])
+                if not missing:
+                    return before  # already linked: nothing changes, the version stays
+                conn.execute(insert(join), [{"source_id": row["id"], "target_id": t} for t in missing])
             else:
                 clause = join.c.source_id == row["id"]
                 if target is not None:
                     clause = clause & join.c.target_id.in_(targets)
-                if not conn.execute(delete(join).where(clause)).rowcount and target is not None:
+                if not conn.execute(delete(join).where(clause)).rowcount:
+                    if target is None:
+                        raise NotFound(_nothing_linked(ent, row["id"], name))
                     raise NotFound(_not_linked(ent, row["id"], name, targets[0]))
             conn.execute(
                 update(table).where(table.c.id == row["id"]).values(updated_at=now_utc(), version=table.c.version + 1)
@@ -1038,6 +1067,10 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
 def _not_linked(ent: Entity, record_id, name: str, target) -> str:
     shown = f"{target['entity']} {target['id']}" if isinstance(target, dict) else f"{ent.links[name].target} {target}"
     return f"{ent.name} {record_id} is not linked to {shown} through {name}: nothing to unlink"
+
+
+def _nothing_linked(ent: Entity, record_id, name: str) -> str:
+    return f"{ent.name} {record_id} is not linked to anything through {name}: nothing to unlink"
 
 
 def _pipeline_of(entity: Entity, values: Mapping) -> str:

@@ -119,7 +119,7 @@ def delete_records(
     if issues:
         first = issues[0]
         raise ValidationError(
-            f"cannot delete {first.message}" + (f" (and {len(issues) - 1} more)" if len(issues) > 1 else ""), issues
+            f"cannot delete: {first.message}" + (f" (and {len(issues) - 1} more)" if len(issues) > 1 else ""), issues
         )
     if removed is not None:
         from .records import rows_to_records

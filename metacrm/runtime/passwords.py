@@ -81,6 +81,8 @@ def verify_password(crm, login: str, password: str) -> bool:
                 row = conn.execute(select(table.c.hash).where(table.c.login == login)).first()
         except DBAPIError:  # no password table yet: nobody has a password
             row = None
+    if row is not None and login in crm.disabled_users():  # metacrm user disable: no sign-in
+        row = None
     if row is None:
         hasher.hash(password if isinstance(password, str) else "")
         return False

@@ -366,11 +366,23 @@ def as_id(entity: Entity, record_id) -> int:
         value = int(str(record_id).strip())
     except (TypeError, ValueError):
         raise ValidationError(
-            f"{entity.name}: {record_id!r} is not a record id (a whole number)", entity=entity.name
+            f"{entity.name}: {shown_value(record_id)} is not a record id (a whole number)", entity=entity.name
         ) from None
     if not 1 <= value <= MAX_INT:  # ids are 64-bit: a larger one names no record
         raise NotFound(f"{entity.name} {value} not found", entity=entity.name, record_id=value)
     return value
+
+
+def shown_value(value) -> str:
+    """A value in a message as the user wrote it, not as Python prints it: ``'abc'``,
+    ``deal:5`` for a polymorphic reference, ``1,2`` for a list."""
+    if isinstance(value, dict) and set(value) == {"entity", "id"}:
+        return f"{value['entity']}:{value['id']}"
+    if isinstance(value, list | tuple):
+        return ",".join(shown_value(v) for v in value)
+    if isinstance(value, str):
+        return f"'{value}'"
+    return str(value)
 
 
 MAX_INT = 2**63 - 1  # the largest integer both databases store (BIGINT, SQLite INTEGER)
@@ -384,5 +396,5 @@ def non_negative(value, what: str) -> int:
     except (TypeError, ValueError):
         number = -1
     if number < 0:
-        raise ValidationError(f"{what} must be a whole number >= 0, not {value!r}")
+        raise ValidationError(f"{what} must be a whole number >= 0, not {shown_value(value)}")
     return min(number, MAX_INT)

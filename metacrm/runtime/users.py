@@ -41,6 +41,20 @@ def _email(value: str | None) -> str | None:
         raise ValidationError(f"user: {value!r} is not an e-mail address ({exc})") from None
 
 
+def _info_columns(table) -> list:
+    """The columns of a UserInfo (not ``disabled_at``: a database whose user table predates it
+    still lists its users)."""
+    return [table.c.login, table.c.name, table.c.roles, table.c.team, table.c.email]
+
+
+def _has_table(conn: Connection, table) -> bool:
+    """Whether the database has this system table (one added by a later metacrm may be missing
+    until `metacrm migrate`)."""
+    from sqlalchemy import inspect
+
+    return inspect(conn).has_table(table.name)
+
+
 def _user_dict(row: Mapping[str, Any]) -> UserInfo:
     return {
         "login": row["login"],
@@ -147,7 +161,7 @@ class UsersMixin(Host):
     def user_info(self, login: str) -> UserInfo:
         table = self.storage.user_table
         with self._reading() as conn:
-            row = conn.execute(select(table).where(table.c.login == login)).mappings().first()
+            row = conn.execute(select(*_info_columns(table)).where(table.c.login == login)).mappings().first()
         if row is None:
             raise NotFound(f"no user '{login}'", record_id=login)
         return _user_dict(row)
@@ -156,7 +170,117 @@ class UsersMixin(Host):
         self._ready()
         table = self.storage.user_table
         with self._reading() as conn:
-            return [_user_dict(r) for r in conn.execute(select(table).order_by(table.c.login)).mappings()]
+            rows = conn.execute(select(*_info_columns(table)).order_by(table.c.login)).mappings()
+            return [_user_dict(r) for r in rows]
+
+    def disabled_users(self) -> set[str]:
+        """The logins disabled by :meth:`disable_user` (none on a database whose user table
+        predates the flag: `metacrm migrate` adds it)."""
+        from sqlalchemy.exc import DBAPIError
+
+        from .engine import reading
+
+        table = self.storage.user_table
+        try:
+            with reading(self.engine) as conn:
+                return set(conn.execute(select(table.c.login).where(table.c.disabled_at.is_not(None))).scalars())
+        except DBAPIError:
+            return set()
+
+    def disable_user(self, login: str) -> UserInfo:
+        """Disable a user: no sign-in to the browser app (open sessions end), no API token,
+        no acting as them; their records, tokens and password stay (:meth:`enable_user`
+        brings them back). Only the system user may."""
+        return self._set_disabled(login, now_utc())
+
+    def enable_user(self, login: str) -> UserInfo:
+        """Undo :meth:`disable_user`."""
+        return self._set_disabled(login, None)
+
+    def _set_disabled(self, login: str, at) -> UserInfo:
+        from sqlalchemy import delete
+
+        self._system_only("disable or enable users")
+        self._ready()
+        info = self.user_info(login)  # NotFound names the login
+        table = self.storage.user_table
+        with self._writing() as conn:
+            conn.execute(update(table).where(table.c.login == login).values(disabled_at=at))
+            if at is not None:
+                sessions = self.storage.session_table
+                if _has_table(conn, sessions):
+                    conn.execute(delete(sessions).where(sessions.c.login == login))
+        return info
+
+    def owned_records(self, login: str) -> dict[str, int]:
+        """entity -> how many of its records ``login`` owns (entities with owners; none left out)."""
+        from sqlalchemy import func
+
+        counts: dict[str, int] = {}
+        with self._reading() as conn:
+            for ent in self.model.entities.values():
+                if ent.owner:
+                    t = self.storage.table(ent.name)
+                    n = conn.execute(select(func.count()).select_from(t).where(t.c.owner == login)).scalar_one()
+                    if n:
+                        counts[ent.name] = n
+        return counts
+
+    def remove_user(self, login: str, *, reassign_to: str | None = None) -> dict[str, int]:
+        """Remove a user with their password, sessions, tokens and settings. A user who owns
+        records is refused (ConflictError naming how many of each entity) unless
+        ``reassign_to`` names the user who takes them over: each record is updated (journaled,
+        automations run) in the same transaction. Returns the reassigned counts."""
+        from sqlalchemy import delete
+
+        from ..errors import ConflictError
+
+        self._system_only("remove users")
+        self._ready()
+        self.user_info(login)  # NotFound names the login
+        if reassign_to is not None:
+            if reassign_to == login:
+                raise ValidationError(f"user: --reassign-to must name another user than '{login}'")
+            self.user_info(reassign_to)
+        with self.transaction():
+            owned = self.owned_records(login)
+            if owned and reassign_to is None:
+                total = sum(owned.values())
+                what = ", ".join(f"{name} {n}" for name, n in owned.items())
+                raise ConflictError(
+                    f"user '{login}' owns {total} record{'s' if total != 1 else ''} ({what}): give --reassign-to "
+                    f"LOGIN to hand them over, or disable the user instead (metacrm user disable {login})"
+                )
+            for name in owned:
+                t = self.storage.table(name)
+                with self._reading() as conn:
+                    ids = list(conn.execute(select(t.c.id).where(t.c.owner == login).order_by(t.c.id)).scalars())
+                for record_id in ids:
+                    self.update(name, record_id, {"owner": reassign_to})
+            with self._writing() as conn:
+                for table in (
+                    self.storage.token_table,
+                    self.storage.session_table,
+                    self.storage.password_table,
+                    self.storage.preference_table,
+                ):
+                    if _has_table(conn, table):
+                        conn.execute(delete(table).where(table.c.login == login))
+                users = self.storage.user_table
+                conn.execute(delete(users).where(users.c.login == login))
+        return owned
+
+    def _enabled(self, login: str) -> None:
+        """Refuse to act as a disabled user, as if there were none (NotFound: the browser app
+        and the API then answer as for a removed user)."""
+        if login in self.disabled_users():
+            raise NotFound(f"user '{login}' is disabled (metacrm user enable {login})", record_id=login)
+
+    def _system_only(self, what: str) -> None:
+        if self.user is not None:
+            from ..errors import PermissionDenied
+
+            raise PermissionDenied(f"user '{self.user}' may not {what}: only the system user may")
 
     def as_user(self, login: str | None) -> Self:
         """The same CRM acting as ``login`` (``None``: the system user). Shares the engine, and
@@ -170,6 +294,7 @@ class UsersMixin(Host):
         if login is not None:
             self._ready()
             info = self.user_info(login)
+            self._enabled(login)
             clone._roles, clone._team = frozenset(info["roles"]), info["team"]
         clone._owns_engine = False
         return clone

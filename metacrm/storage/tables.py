@@ -386,6 +386,7 @@ def _system_tables(storage: Storage) -> None:
         Column("team", String(100), nullable=True),
         Column("created_at", UTCDateTime(), nullable=False),
         Column("email", String(254), nullable=True),  # where notifications to the user go
+        Column("disabled_at", UTCDateTime(), nullable=True),  # `metacrm user disable`: no sign-in, no token
     )
     storage.journal_table = Table(
         naming.JOURNAL_TABLE,
