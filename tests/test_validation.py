@@ -281,7 +281,7 @@ REFUSED = [
     ("since", "05/01/2024", "use YYYY-MM-DD or DD.MM.YYYY"),
     ("since", dt.datetime(2024, 5, 1, 10), "is a date and time; a date is expected"),
     ("since", 20240501, "is not a date"),
-    ("seen", "tomorrow", "'tomorrow' is not a date and time; use ISO 8601"),
+    ("seen", "tomorrow", "'tomorrow' is not a date and time; use YYYY-MM-DD or DD.MM.YYYY"),
     ("seen", 5, "is not a date and time"),
     ("email", "foo@", "'foo@' is not a valid e-mail address: "),
     ("email", "a b@example.com", "is not a valid e-mail address"),

@@ -1,9 +1,10 @@
 """SQL functions the expression compiler needs, rendered per dialect.
 
-- ``casefold(x)``: case folding that works beyond ASCII. SQLite's own lower() and LIKE only
-  fold ASCII letters, so on SQLite it calls ``metacrm_casefold``, a Python function every
-  connection must register: the runtime calls :func:`install_sqlite_functions` from an engine
-  ``connect`` event. PostgreSQL's lower() folds by the database's locale (Cyrillic included).
+- ``casefold(x)``: case folding that works beyond ASCII, with ``ё`` read as ``е``
+  (:func:`metacrm.text.fold`). SQLite's own lower() and LIKE only fold ASCII letters, so on
+  SQLite it calls ``metacrm_casefold``, a Python function every connection must register: the
+  runtime calls :func:`install_sqlite_functions` from an engine ``connect`` event. PostgreSQL:
+  ``translate(lower(x), 'ё', 'е')`` (lower() folds by the database's locale, Cyrillic included).
 - ``binary_text(x)``: text ordered by code point (as Python orders str): ``COLLATE "C"`` on
   PostgreSQL; SQLite's default BINARY collation already is.
 - ``json_has(list, option)``: a JSON array contains the text option (2-valued; a null list
@@ -32,6 +33,8 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator
 
+from ..text import fold
+
 SQLITE_CASEFOLD = "metacrm_casefold"
 SQLITE_DIV = "metacrm_div"
 SQLITE_MUL = "metacrm_mul"
@@ -59,7 +62,7 @@ def _join64(hi, lo):
 
 
 def _casefold(value):
-    return value.casefold() if isinstance(value, str) else value
+    return fold(value) if isinstance(value, str) else value
 
 
 def _div(n, d, m):
@@ -100,7 +103,7 @@ class casefold(FunctionElement):  # noqa: N801 - reads like the SQL function it 
 
 @compiles(casefold)
 def _casefold_default(element, compiler, **kw):
-    return f"lower({compiler.process(element.clauses, **kw)})"
+    return f"translate(lower({compiler.process(element.clauses, **kw)}), 'ё', 'е')"
 
 
 @compiles(casefold, "sqlite")
