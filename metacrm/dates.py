@@ -79,7 +79,7 @@ def parse_date(value: object) -> dt.date:
     try:
         return dt.date(*_ymd(match))
     except ValueError as exc:
-        raise DateError(f"{_show(value)} is not a valid date: {exc}") from None
+        raise DateError(f"{_show(value)} is not a date: {exc} ({DATE_FORMATS})") from None
 
 
 def parse_datetime(value: object, zone: str | None = None) -> dt.datetime:
@@ -101,6 +101,13 @@ def parse_datetime(value: object, zone: str | None = None) -> dt.datetime:
         if isinstance(exc, DateError):
             raise
         raise DateError(f"{_show(value)} is out of range: {exc}") from None
+
+
+def read_datetime_text(value: str) -> dt.datetime:
+    """The date and time written in ``value``, as written: naive when it gives no zone, else
+    aware in its own offset (no conversion, so no calendar overflow); DateError otherwise.
+    For checking an option's syntax before the model (and its zone) is known."""
+    return _parse_text(value)
 
 
 def _parse_text(value: str) -> dt.datetime:
@@ -129,7 +136,7 @@ def _parse_text(value: str) -> dt.datetime:
             *_ymd(match), int(g["H"] or 0), int(g["M"] or 0), int(g["S"] or 0), int(fraction or 0), tzinfo=tz
         )
     except ValueError as exc:
-        raise DateError(f"{_show(value)} is not a valid date and time: {exc}") from None
+        raise DateError(f"{_show(value)} is not a date and time: {exc} ({DATE_FORMATS}, then HH:MM)") from None
 
 
 def parse_date_or_datetime(value: object, zone: str | None = None) -> dt.date | dt.datetime:
@@ -170,5 +177,6 @@ __all__ = [
     "parse_date",
     "parse_date_or_datetime",
     "parse_datetime",
+    "read_datetime_text",
     "zone_info",
 ]

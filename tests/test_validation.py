@@ -277,7 +277,7 @@ REFUSED = [
     ("discount", -1, "-1 is less than the minimum 0"),
     ("active", "maybe", "'maybe' is not a yes/no value; use true/false, yes/no, 1/0 or да/нет"),
     ("active", 2, "is not a yes/no value"),
-    ("since", "2024-02-30", "'2024-02-30' is not a valid date"),
+    ("since", "2024-02-30", "'2024-02-30' is not a date: day is out of range"),
     ("since", "05/01/2024", "use YYYY-MM-DD or DD.MM.YYYY"),
     ("since", dt.datetime(2024, 5, 1, 10), "is a date and time; a date is expected"),
     ("since", 20240501, "is not a date"),

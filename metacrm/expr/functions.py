@@ -20,6 +20,8 @@
   low 32 bits (neither overflows below 2**31 rows) joined by ``metacrm_join64(hi, lo)``, the
   exact sum as an integer, or as decimal text past 64 bits (the column's type reads both).
   Twice the work of a plain SUM, hence only on overflow.
+- ``metacrm_localtime(text, zone)`` (SQLite): a stored UTC datetime as the local time of an
+  IANA zone, ``YYYY-MM-DD HH:MM:SS`` text (for report periods in the model's time zone).
 - ``metacrm_div(n, d, m)`` (SQLite): ``n * 10**m / d`` rounded half away from zero (``m`` may
   be negative: ``n / (d * 10**-m)``); null when ``d`` is 0 or a value is null.
 """
@@ -39,6 +41,7 @@ SQLITE_CASEFOLD = "metacrm_casefold"
 SQLITE_DIV = "metacrm_div"
 SQLITE_MUL = "metacrm_mul"
 SQLITE_JOIN64 = "metacrm_join64"
+SQLITE_LOCALTIME = "metacrm_localtime"
 _INT64 = 2**63
 
 
@@ -65,6 +68,20 @@ def _casefold(value):
     return fold(value) if isinstance(value, str) else value
 
 
+def _localtime(value, zone):
+    if value is None or zone is None:
+        return None
+    import datetime as dt
+
+    from ..dates import local
+
+    try:
+        moment = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))
+        return local(moment, str(zone)).strftime("%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return None
+
+
 def _div(n, d, m):
     if n is None or d is None or m is None:
         return None
@@ -88,11 +105,13 @@ def install_sqlite_functions(dbapi_connection) -> None:
         dbapi_connection.create_function(SQLITE_DIV, 3, _div, deterministic=True)
         dbapi_connection.create_function(SQLITE_MUL, 2, _mul, deterministic=True)
         dbapi_connection.create_function(SQLITE_JOIN64, 2, _join64, deterministic=True)
+        dbapi_connection.create_function(SQLITE_LOCALTIME, 2, _localtime, deterministic=True)
     except sqlite3.NotSupportedError:  # pragma: no cover - SQLite older than 3.8.3
         dbapi_connection.create_function(SQLITE_CASEFOLD, 1, _casefold)
         dbapi_connection.create_function(SQLITE_DIV, 3, _div)
         dbapi_connection.create_function(SQLITE_MUL, 2, _mul)
         dbapi_connection.create_function(SQLITE_JOIN64, 2, _join64)
+        dbapi_connection.create_function(SQLITE_LOCALTIME, 2, _localtime)
 
 
 class casefold(FunctionElement):  # noqa: N801 - reads like the SQL function it is
