@@ -624,7 +624,7 @@ def test_lab_type_errors() -> None:
         ("company", "meta = 1", "'=' does not apply to json"),
         ("company", "vip > true", "'>' does not apply to boolean"),
         ("company", "vip = 'yes'", "company.vip: 'yes' is not true or false"),
-        ("company", "founded = '2020-13-01'", "company.founded: '2020-13-01' is not a date (YYYY-MM-DD)"),
+        ("company", "founded = '2020-13-01'", "company.founded: '2020-13-01' is not a date: month must be in 1..12"),
         ("person", "score = 1.5", "person.score: 1.5 is not a whole number"),
         ("person", "score = 99999999999999999999", "out of range"),
         ("person", "rate = 0.0000001", "more than 6 decimal places"),

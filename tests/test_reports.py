@@ -294,7 +294,7 @@ def test_funnel_refusals(crm, deals) -> None:
     with pytest.raises(BadReportOption, match="unknown field 'ownr'.*did you mean 'owner'"):
         crm.funnel("deal", by="ownr")
     with pytest.raises(BadReportOption, match="not a date"):
-        crm.funnel("deal", as_of="14.01.2024")
+        crm.funnel("deal", as_of="14/01/2024")
     with pytest.raises(BadReportOption, match="client has no stages"):
         crm.funnel("client")
     with pytest.raises(metacrm.NotFound, match="unknown entity 'dael'"):

@@ -59,7 +59,7 @@ def ids(results, entity="client"):
 def test_query_words_drop_operators() -> None:
     words = query_words('Поставка "OR" acme* -NEAR(x) a_b')
     assert words == ["поставка", "or", "acme", "near", "x", "a", "b"]
-    assert fts5_query(["постав", "or"]) == '"постав"* "or"*'
+    assert fts5_query(["постав", "or"]) == '"постав"* AND "or"*'
     assert tsquery(["постав", "or"]) == "постав:* & or:*"
 
 

@@ -315,7 +315,7 @@ def test_cli_tasks(db_url, crm, data, model_path) -> None:
         result = runner.invoke(app, ["tasks", *bad, *common])
         assert result.exit_code == 1 and why in result.output and "Traceback" not in result.output
     result = runner.invoke(app, ["tasks", "--as-of", "someday", *common[:4]])
-    assert result.exit_code == 2 and "not a date or time" in result.output
+    assert result.exit_code == 2 and "--as-of: 'someday' is not a date and time" in result.output
     result = runner.invoke(app, ["update", "task", str(data["sign"]["id"]), "done=true", *common[:4]])
     assert result.exit_code == 1 and "cannot set done: blocked by open task" in result.output
 

@@ -125,7 +125,7 @@ def test_overdue_fires_once_per_record_and_due_value(make):
     assert [(f["automation"], f["record_id"], f["status"]) for f in fired] == [("late", a["id"], "fired")]
     assert fired[0]["occurrence"] == (T0 - dt.timedelta(hours=1)).isoformat()
     (message,) = outbox(crm)
-    assert message["body"] == "Задача «Позвонить» просрочена (срок 2030-03-04 09:00)"
+    assert message["body"] == "Задача «Позвонить» просрочена (срок 2030-03-04 09:00 UTC)"
     assert message["recipient"] == "alice@example.ru" and message["automation"] == "late"
     assert crm.tick(T0) == [] and crm.tick(T0 + dt.timedelta(minutes=5)) == []
     assert len(outbox(crm)) == 1

@@ -120,9 +120,7 @@ def fire(crm, conn, compiled: Compiled, firings: Sequence[Firing], *, checked: b
     for f in firings:
         if f.old is None:
             by_entity[f.entity].add(f.record_id)
-    records = {
-        name: load_records(conn, run.storage, run.model.entities[name], ids) for name, ids in by_entity.items()
-    }
+    records = {name: load_records(conn, run.storage, run.model.entities[name], ids) for name, ids in by_entity.items()}
     links: dict[str, dict] = {}
     by_auto: dict[str, list[Firing]] = defaultdict(list)
     for f in firings:
@@ -274,7 +272,16 @@ def _targets(run: _Run, entity: Entity, record: Mapping, target: str | None, fie
 
 def _values(run: _Run, f: Firing, target: Entity, entity: Entity, record, links, values: Mapping) -> dict:
     return {
-        name: resolve(value, target=target, name=name, entity=entity, record=record, links=links, now=run.now)
+        name: resolve(
+            value,
+            target=target,
+            name=name,
+            entity=entity,
+            record=record,
+            links=links,
+            now=run.now,
+            zone=run.model.timezone,
+        )
         for name, value in (values or {}).items()
     }
 

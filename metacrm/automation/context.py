@@ -16,6 +16,7 @@ from decimal import Decimal
 
 from sqlalchemy import select
 
+from ..dates import local_today
 from ..model.metamodel import Entity, Model
 from ..runtime import records as rec
 from ..runtime.access import readable
@@ -153,9 +154,10 @@ def show(model: Model, entity: Entity, name: str, value, record: Mapping | None 
         return labels.get(value, str(value))
     if isinstance(value, bool):
         return "yes" if value else "no"
-    if isinstance(value, dt.datetime):
-        value = value.astimezone(dt.UTC) if value.tzinfo else value
-        return value.strftime("%Y-%m-%d %H:%M")
+    if isinstance(value, dt.datetime):  # local time of the model's zone, named: 2026-12-10 14:30 MSK
+        from ..dates import local
+
+        return local(value, model.timezone).strftime("%Y-%m-%d %H:%M %Z")
     if isinstance(value, dt.date):
         return value.isoformat()
     if isinstance(value, Decimal):
@@ -246,13 +248,25 @@ def _reference(entity: Entity, record: Mapping, member) -> object:
 
 
 def resolve(
-    value, *, target: Entity, name: str, entity: Entity, record: Mapping, links: Mapping, now: dt.datetime
+    value,
+    *,
+    target: Entity,
+    name: str,
+    entity: Entity,
+    record: Mapping,
+    links: Mapping,
+    now: dt.datetime,
+    zone: str | None = None,
 ):
     """A written value of an action: constants as they are; ``$record``, ``$record.field``,
     ``$record.link.field``, ``$now`` and relative times (``+2d``, ``-4h``) on date and
-    datetime fields; ``$$`` starts a literal ``$``."""
+    datetime fields (a date field gets the day in ``zone``, the model's time zone); ``$$``
+    starts a literal ``$``."""
     if isinstance(value, list):
-        return [resolve(v, target=target, name=name, entity=entity, record=record, links=links, now=now) for v in value]
+        return [
+            resolve(v, target=target, name=name, entity=entity, record=record, links=links, now=now, zone=zone)
+            for v in value
+        ]
     if not isinstance(value, str):
         return value
     f = target.fields.get(name)
@@ -261,7 +275,7 @@ def resolve(
     if value == "$record":
         return _reference(entity, record, target.member(name))
     if value == "$now":
-        return now.date() if f is not None and f.type == "date" else now
+        return local_today(zone, now) if f is not None and f.type == "date" else now
     if value.startswith("$record."):
         path = value[len("$record.") :]
         if "." not in path:
@@ -274,5 +288,5 @@ def resolve(
         seconds = relative_seconds(value)
         if seconds is not None:
             moment = now + dt.timedelta(seconds=seconds)
-            return moment.date() if f.type == "date" else moment
+            return local_today(zone, moment) if f.type == "date" else moment
     return value

@@ -1,5 +1,6 @@
-"""``at:`` schedules: strict 5-field cron (``minute hour day month weekday``), in UTC,
-computed with croniter."""
+"""``at:`` schedules: strict 5-field cron (``minute hour day month weekday``), read in the
+model's ``timezone:`` (UTC by default; ``0 9 * * *`` is 09:00 local time, daylight saving
+included), computed with croniter; the moments returned are in UTC."""
 
 from __future__ import annotations
 
@@ -25,13 +26,23 @@ def _aware(moment: dt.datetime) -> dt.datetime:
     return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
 
 
-def occurrences(expr: str, after: dt.datetime | None, now: dt.datetime, *, cap: int) -> list[dt.datetime]:
+def _start(moment: dt.datetime, zone: str | None) -> dt.datetime:
+    """``moment`` as local time of ``zone``: croniter reads the schedule in the start's zone."""
+    from ..dates import local
+
+    return local(_aware(moment), zone)
+
+
+def occurrences(
+    expr: str, after: dt.datetime | None, now: dt.datetime, *, cap: int, zone: str | None = None
+) -> list[dt.datetime]:
     """The scheduled minutes in ``(after, now]``, oldest first, at most the ``cap`` latest;
-    with no ``after`` only the latest one at or before ``now`` (history is not replayed)."""
+    with no ``after`` only the latest one at or before ``now`` (history is not replayed).
+    The schedule is read in ``zone`` (UTC when None)."""
     from croniter import croniter
 
     now = _aware(now)
-    it = croniter(expr, now.replace(second=0, microsecond=0) + _SECOND)
+    it = croniter(expr, _start(now.replace(second=0, microsecond=0) + _SECOND, zone))
     out: list[dt.datetime] = []
     while len(out) < (cap if after is not None else 1):
         moment = _aware(it.get_prev(dt.datetime))
@@ -41,9 +52,9 @@ def occurrences(expr: str, after: dt.datetime | None, now: dt.datetime, *, cap: 
     return out[::-1]
 
 
-def first_at_or_after(expr: str, moment: dt.datetime) -> dt.datetime:
-    """The first scheduled minute at or after ``moment``."""
+def first_at_or_after(expr: str, moment: dt.datetime, *, zone: str | None = None) -> dt.datetime:
+    """The first scheduled minute at or after ``moment`` (the schedule read in ``zone``)."""
     from croniter import croniter
 
     moment = _aware(moment)
-    return _aware(croniter(expr, moment - _SECOND).get_next(dt.datetime))
+    return _aware(croniter(expr, _start(moment - _SECOND, zone)).get_next(dt.datetime))

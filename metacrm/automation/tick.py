@@ -9,7 +9,7 @@
   passed; once per record and value of the field. With ``at`` as well, the reminder waits for
   the first scheduled minute at or after that moment (one that falls after the date itself
   sends none).
-- ``at: CRON`` — at each scheduled minute (5-field cron, UTC) the automation fires for every
+- ``at: CRON`` — at each scheduled minute (5-field cron, in the model's ``timezone:``) the automation fires for every
   record of its entity that satisfies ``if:``. Minutes missed since the last firing are made
   up (at most the latest 100); the first run fires only the latest due minute.
 
@@ -31,6 +31,7 @@ from collections.abc import Iterator
 from sqlalchemy import Date, String, and_, exists, func, insert, literal, or_, select
 from sqlalchemy.exc import IntegrityError
 
+from ..dates import DateError, local_today, parse_datetime, read_datetime_text
 from ..errors import MetaCRMError, ValidationError
 from ..model.builder import parse_duration
 from ..runtime.engine import writing
@@ -58,22 +59,27 @@ class _Duplicate(Exception):
     """Another tick fired this event first."""
 
 
-def _moment(now) -> dt.datetime:
+def _moment(now, zone: str | None = None) -> dt.datetime:
+    """``now`` (None: the current moment) in UTC; text and naive values are local time of the
+    model's zone (read by metacrm.dates, the one date parser)."""
     if now is None:
         return now_utc()
-    if isinstance(now, str):
-        try:
-            now = dt.datetime.fromisoformat(now.strip())
-        except ValueError:
-            raise ValidationError(f"tick: now must be an ISO date and time (2024-06-03T09:00), not {now!r}") from None
-    if isinstance(now, dt.date) and not isinstance(now, dt.datetime):
-        now = dt.datetime(now.year, now.month, now.day)
-    if not isinstance(now, dt.datetime):
+    if not isinstance(now, str | dt.date):
         raise ValidationError(f"tick: now must be a datetime, not {now!r}")
     try:
-        return now.replace(tzinfo=dt.UTC) if now.tzinfo is None else now.astimezone(dt.UTC)
-    except OverflowError:
-        raise _calendar_end(now) from None
+        return parse_datetime(now, zone)
+    except DateError as exc:
+        written = now if isinstance(now, dt.date) else _written(now)
+        if isinstance(written, dt.datetime):  # a moment UTC cannot hold: the calendar's end
+            raise _calendar_end(written) from None
+        raise ValidationError(f"tick: now: {exc}") from None
+
+
+def _written(text: str) -> dt.datetime | None:
+    try:
+        return read_datetime_text(text)
+    except DateError:
+        return None
 
 
 def _calendar_end(now: dt.datetime) -> ValidationError:
@@ -86,7 +92,7 @@ def _calendar_end(now: dt.datetime) -> ValidationError:
 def tick(crm, now=None) -> list[Fired]:
     """Fire what is due at ``now``; one dict per firing: automation, entity, record_id,
     event, occurrence, status (``fired`` or ``failed`` with ``error``)."""
-    now = _moment(now)
+    now = _moment(now, crm.model.timezone)
     compiled = compiled_for(crm.model)
     try:  # every delay added to or taken from now fits the calendar: checked before firing any
         for rule in compiled.timed:
@@ -149,12 +155,13 @@ def _query(crm, compiled: Compiled, rule: Rule, now: dt.datetime):
         is_date = entity.fields[name].type == "date"
         key = literal(f"{rule.event}:{name}", String())
         at, on = (_at(EPOCH), column) if is_date else (column, _on(EPOCH_DATE))
+        zone = crm.model.timezone  # a date field's day is the model's local day
         if rule.event == "overdue":
-            due = column < (now.date() if is_date else now)
+            due = column < (local_today(zone, now) if is_date else now)
         else:
             ahead = now + dt.timedelta(seconds=parse_duration(trigger["before"]["by"]) or 0)
             due = (
-                and_(column <= ahead.date(), column >= now.date())
+                and_(column <= local_today(zone, ahead), column >= local_today(zone, now))
                 if is_date
                 else and_(column <= ahead, column > now)
             )
@@ -180,8 +187,9 @@ def _candidates(crm, compiled: Compiled, rule: Rule, now: dt.datetime) -> Iterat
         at = _aware(at)
         on = on if isinstance(on, dt.date) else dt.date.fromisoformat(str(on))
         if cron:  # the reminder waits for the schedule's first minute after its moment
-            moment = (at if at != EPOCH else dt.datetime(on.year, on.month, on.day, tzinfo=dt.UTC)) - by
-            if first_at_or_after(cron, moment) > now:
+            zone = crm.model.timezone
+            moment = (at if at != EPOCH else parse_datetime(on, zone)) - by  # a date: its local midnight
+            if first_at_or_after(cron, moment, zone=zone) > now:
                 continue
         recheck = query.where(table.c.id == record_id)
         yield _fire_one(crm, compiled, rule, record_id, key, at, on, recheck, now)
@@ -257,7 +265,13 @@ def _schedule(crm, compiled: Compiled, rule: Rule, now: dt.datetime) -> list[dic
                 fired.c.key == SCHEDULE,
             )
         ).scalar()
-    due = occurrences(auto.trigger["at"], _aware(last) if last is not None else None, now, cap=MAX_CATCH_UP)
+    due = occurrences(
+        auto.trigger["at"],
+        _aware(last) if last is not None else None,
+        now,
+        cap=MAX_CATCH_UP,
+        zone=crm.model.timezone,
+    )
     out: list[dict] = []
     for moment in due:
         query = select(table.c.id).where(

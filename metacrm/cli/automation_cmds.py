@@ -15,7 +15,11 @@ COLUMNS = ["automation", "entity", "record_id", "event", "occurrence", "status",
 
 def tick(
     now: Annotated[
-        str | None, typer.Option("--now", help="Fire what is due at this ISO time (UTC unless it says), not now.")
+        str | None,
+        typer.Option(
+            "--now",
+            help="Fire what is due at this time (2026-12-10T09:00, 10.12.2026 09:00; no zone means the model's), not now.",
+        ),
     ] = None,
     no_deliver: Annotated[
         bool, typer.Option("--no-deliver", help="Only fire: leave the outbox for `metacrm deliver`.")
@@ -31,12 +35,12 @@ def tick(
     if format is Format.csv:
         usage_error("tick prints table or json")
     if now is not None:
-        import datetime as dt
+        from ..dates import DateError, read_datetime_text
 
         try:
-            dt.datetime.fromisoformat(now.strip())
-        except ValueError:
-            usage_error(f"--now must be an ISO date and time (2024-06-03T09:00), not {now!r}")
+            read_datetime_text(now)  # read again in the model's zone by tick
+        except DateError as exc:
+            usage_error(f"--now: {exc}")
     with opened(model, db) as crm:
         fired = crm.tick(now)
         delivered = None

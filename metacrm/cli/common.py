@@ -64,9 +64,12 @@ def _driver_error() -> type[BaseException]:
 def load(model_path: str):
     """The model at that path, or its problems on stderr and exit 2."""
     from ..model.loader import load_model
+    from .output import DISPLAY_ZONE
 
     with refusals():
-        return load_model(model_path)
+        model = load_model(model_path)
+    DISPLAY_ZONE.set(model.timezone if model.timezone != "UTC" else None)
+    return model
 
 
 def missing_database(url: str) -> str | None:

@@ -5,10 +5,15 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+from contextvars import ContextVar
 from decimal import Decimal
 from enum import StrEnum
 
 import typer
+
+# the model's time zone: tables and CSV show date-times as its local time with the offset
+# (set when a command loads its model; JSON keeps UTC)
+DISPLAY_ZONE: ContextVar[str | None] = ContextVar("metacrm_display_zone", default=None)
 
 
 class Format(StrEnum):
@@ -23,6 +28,10 @@ def plain(value) -> str:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, dt.datetime) and value.tzinfo is not None and DISPLAY_ZONE.get():
+        from ..dates import format_datetime
+
+        return format_datetime(value, DISPLAY_ZONE.get())
     if isinstance(value, (dt.datetime, dt.date)):
         return value.isoformat()
     if isinstance(value, dict) and set(value) == {"entity", "id"}:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated
 
 import typer
@@ -47,16 +46,6 @@ def _subject(task: dict) -> str:
     return f"{where} «{task['subject_title']}»" if task["subject_title"] else where
 
 
-def _moment(text: str) -> dt.datetime:
-    from .common import usage_error
-
-    try:
-        moment = dt.datetime.fromisoformat(text.strip())
-    except ValueError:
-        usage_error(f"--as-of {text!r} is not a date or time (ISO 8601: 2026-03-31 or 2026-03-31T18:00)")
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
-
-
 def tasks(
     overdue: Annotated[bool, typer.Option("--overdue", help="Only tasks past their deadline.")] = False,
     for_user: Annotated[
@@ -70,7 +59,8 @@ def tasks(
     as_of: Annotated[
         str | None,
         typer.Option(
-            "--as-of", help="Judge 'overdue' at this date or time (ISO 8601, UTC unless given; default: now)."
+            "--as-of",
+            help="Judge 'overdue' at this date or time (2026-12-10, 10.12.2026 14:30; no zone means the model's; default: now).",
         ),
     ] = None,
     model: ModelOpt = DEFAULT_MODEL,
@@ -80,9 +70,19 @@ def tasks(
 ) -> None:
     """Open tasks across the model's task lists, earliest deadline first, with their subject
     and whether they are overdue or blocked (only what the user may read)."""
-    now = _moment(as_of) if as_of else None
+    if as_of is not None:
+        from ..dates import DateError, read_datetime_text
+
+        try:
+            read_datetime_text(as_of)  # read again in the model's zone by crm.tasks
+        except DateError as exc:
+            from .common import usage_error
+
+            usage_error(f"--as-of: {exc}")
     with opened(model, db, as_user) as crm:
-        rows = crm.tasks(overdue=overdue, for_user=for_user, entity=entity, include_done=all_, limit=limit, now=now)
+        rows = crm.tasks(
+            overdue=overdue, for_user=for_user, entity=entity, include_done=all_, limit=limit, now=as_of or None
+        )
     if format is Format.json:
         typer.echo(to_json([{k: v for k, v in t.items() if k != "record"} for t in rows]))
     elif format is Format.csv:

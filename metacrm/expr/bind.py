@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from ..errors import ExpressionError
 from ..model.metamodel import Model
+from ..text import fold as _fold
 from . import ast
 from .names import BOOLEAN, DECIMAL, INTEGER, JSON, MULTICHOICE, ORDERED, REF, TEXT, Resolved, ValueType, resolve
 from .values import NUMBER, VALUE_NODES, bind_compare, column_kind
@@ -32,8 +33,9 @@ _EQUALITY_KINDS = frozenset({TEXT, INTEGER, DECIMAL, BOOLEAN}) | ORDERED
 
 
 def fold(text: str) -> str:
-    """Case folding for contains/startswith (the same function SQLite runs as metacrm_casefold)."""
-    return text.casefold()
+    """Case folding for contains/startswith, ``ё`` read as ``е`` (the same function SQLite
+    runs as metacrm_casefold; PostgreSQL's SQL does the same)."""
+    return _fold(text)
 
 
 # -- values written in the expression ---------------------------------------------------------

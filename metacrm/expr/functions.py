@@ -1,9 +1,10 @@
 """SQL functions the expression compiler needs, rendered per dialect.
 
-- ``casefold(x)``: case folding that works beyond ASCII. SQLite's own lower() and LIKE only
-  fold ASCII letters, so on SQLite it calls ``metacrm_casefold``, a Python function every
-  connection must register: the runtime calls :func:`install_sqlite_functions` from an engine
-  ``connect`` event. PostgreSQL's lower() folds by the database's locale (Cyrillic included).
+- ``casefold(x)``: case folding that works beyond ASCII, with ``ё`` read as ``е``
+  (:func:`metacrm.text.fold`). SQLite's own lower() and LIKE only fold ASCII letters, so on
+  SQLite it calls ``metacrm_casefold``, a Python function every connection must register: the
+  runtime calls :func:`install_sqlite_functions` from an engine ``connect`` event. PostgreSQL:
+  ``translate(lower(x), 'ё', 'е')`` (lower() folds by the database's locale, Cyrillic included).
 - ``binary_text(x)``: text ordered by code point (as Python orders str): ``COLLATE "C"`` on
   PostgreSQL; SQLite's default BINARY collation already is.
 - ``json_has(list, option)``: a JSON array contains the text option (2-valued; a null list
@@ -19,6 +20,8 @@
   low 32 bits (neither overflows below 2**31 rows) joined by ``metacrm_join64(hi, lo)``, the
   exact sum as an integer, or as decimal text past 64 bits (the column's type reads both).
   Twice the work of a plain SUM, hence only on overflow.
+- ``metacrm_localtime(text, zone)`` (SQLite): a stored UTC datetime as the local time of an
+  IANA zone, ``YYYY-MM-DD HH:MM:SS`` text (for report periods in the model's time zone).
 - ``metacrm_div(n, d, m)`` (SQLite): ``n * 10**m / d`` rounded half away from zero (``m`` may
   be negative: ``n / (d * 10**-m)``); null when ``d`` is 0 or a value is null.
 """
@@ -32,10 +35,13 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator
 
+from ..text import fold
+
 SQLITE_CASEFOLD = "metacrm_casefold"
 SQLITE_DIV = "metacrm_div"
 SQLITE_MUL = "metacrm_mul"
 SQLITE_JOIN64 = "metacrm_join64"
+SQLITE_LOCALTIME = "metacrm_localtime"
 _INT64 = 2**63
 
 
@@ -59,7 +65,21 @@ def _join64(hi, lo):
 
 
 def _casefold(value):
-    return value.casefold() if isinstance(value, str) else value
+    return fold(value) if isinstance(value, str) else value
+
+
+def _localtime(value, zone):
+    if value is None or zone is None:
+        return None
+    import datetime as dt
+
+    from ..dates import local
+
+    try:
+        moment = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))
+        return local(moment, str(zone)).strftime("%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return None
 
 
 def _div(n, d, m):
@@ -85,11 +105,13 @@ def install_sqlite_functions(dbapi_connection) -> None:
         dbapi_connection.create_function(SQLITE_DIV, 3, _div, deterministic=True)
         dbapi_connection.create_function(SQLITE_MUL, 2, _mul, deterministic=True)
         dbapi_connection.create_function(SQLITE_JOIN64, 2, _join64, deterministic=True)
+        dbapi_connection.create_function(SQLITE_LOCALTIME, 2, _localtime, deterministic=True)
     except sqlite3.NotSupportedError:  # pragma: no cover - SQLite older than 3.8.3
         dbapi_connection.create_function(SQLITE_CASEFOLD, 1, _casefold)
         dbapi_connection.create_function(SQLITE_DIV, 3, _div)
         dbapi_connection.create_function(SQLITE_MUL, 2, _mul)
         dbapi_connection.create_function(SQLITE_JOIN64, 2, _join64)
+        dbapi_connection.create_function(SQLITE_LOCALTIME, 2, _localtime)
 
 
 class casefold(FunctionElement):  # noqa: N801 - reads like the SQL function it is
@@ -100,7 +122,7 @@ class casefold(FunctionElement):  # noqa: N801 - reads like the SQL function it 
 
 @compiles(casefold)
 def _casefold_default(element, compiler, **kw):
-    return f"lower({compiler.process(element.clauses, **kw)})"
+    return f"translate(lower({compiler.process(element.clauses, **kw)}), 'ё', 'е')"
 
 
 @compiles(casefold, "sqlite")

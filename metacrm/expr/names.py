@@ -5,9 +5,10 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 
+from .. import dates
 from ..errors import ExpressionError
 from ..model.metamodel import Entity, Link, Model
 from ..model.suggest import did_you_mean, listing
@@ -43,6 +44,8 @@ class ValueType:
     limit: Decimal | None = None  # exclusive bound of the absolute value
     options: tuple[str, ...] | None = None  # allowed values for = and in (choices, stages, pipelines)
     options_word: str = "an option"
+    region: str | None = None  # phone fields: the model's region (numbers written without '+')
+    zone: str | None = None  # dates and times written without a zone: the model's time zone
 
     @property
     def storage(self) -> str:
@@ -66,6 +69,10 @@ class ValueType:
         kind = self.kind
         if kind == TEXT:
             if isinstance(value, str):
+                if self.type_name == "phone":  # compared by its stored (E.164) form when it is a phone
+                    from ..validation.values import check_phone
+
+                    return check_phone(value.strip(), self.region) or value
                 return value
             hint = f" (write text in quotes: '{value}')" if isinstance(value, int | Decimal) else ""
             raise self.error(f"{show(value)} is not text{hint}", pos)
@@ -80,30 +87,15 @@ class ValueType:
                 return value.lower() == "true"
             raise self.error(f"{show(value)} is not true or false", pos)
         if kind == DATE:
-            if isinstance(value, dt.datetime):
-                raise self.error(f"{show(value)} is a date and time, not a date", pos)
-            if isinstance(value, dt.date):
-                return value
-            if isinstance(value, str):
-                try:
-                    return dt.date.fromisoformat(value.strip())
-                except ValueError:
-                    pass
-            raise self.error(f"{show(value)} is not a date (YYYY-MM-DD)", pos)
+            try:
+                return dates.parse_date(value)
+            except dates.DateError as exc:
+                raise self.error(str(exc), pos) from None
         if kind == DATETIME:
-            if isinstance(value, str):
-                try:
-                    value = dt.datetime.fromisoformat(value.strip())
-                except ValueError:
-                    raise self.error(f"{show(value)} is not a date and time (ISO 8601)", pos) from None
-            if isinstance(value, dt.datetime):
-                try:
-                    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-                except (OverflowError, ValueError):
-                    raise self.error(f"{show(value)} is out of range", pos) from None
-            if isinstance(value, dt.date):
-                return dt.datetime(value.year, value.month, value.day, tzinfo=UTC)
-            raise self.error(f"{show(value)} is not a date and time (ISO 8601)", pos)
+            try:
+                return dates.parse_datetime(value, self.zone)
+            except dates.DateError as exc:
+                raise self.error(str(exc), pos) from None
         if kind == MULTICHOICE:  # the value is one option (contains)
             if isinstance(value, str):
                 return value
@@ -202,6 +194,16 @@ def field_type(entity: Entity, name: str) -> ValueType:
     return ValueType(kind, f"{entity.name}.{name}", f.type, scale, limit, options)
 
 
+def _localised(vt: ValueType, model: Model) -> ValueType:
+    """``vt`` reading written values as the model says: phones of its region, dates and
+    times without a zone in its time zone."""
+    if vt.type_name == "phone" and model.region:
+        return replace(vt, region=model.region)
+    if vt.kind == DATETIME and model.timezone != "UTC":
+        return replace(vt, zone=model.timezone)
+    return vt
+
+
 def system_columns(entity: Entity) -> dict[str, ValueType]:
     """The system columns of an entity's table, as storage/tables.py creates them."""
     label = entity.name
@@ -286,14 +288,14 @@ def resolve(model: Model, entity_name: str, path: str, pos: int | None = None) -
                 raise ExpressionError(
                     f"{entity.name}: '{part}' is a field, not a link, so '{part}.{rest}' cannot be followed", at
                 )
-            return Resolved(path, tuple(hops), entity.name, part, field_type(entity, part))
+            return Resolved(path, tuple(hops), entity.name, part, _localised(field_type(entity, part), model))
         system = system_columns(entity)
         if part in system and part not in entity.links and part not in entity.inverses:
             if not last:
                 raise ExpressionError(
                     f"{entity.name}: '{part}' is a system column, not a link, so '{part}.{rest}' cannot be followed", at
                 )
-            return Resolved(path, tuple(hops), entity.name, part, system[part])
+            return Resolved(path, tuple(hops), entity.name, part, _localised(system[part], model))
         link: Link | None = entity.links.get(part)
         if link is not None:
             if link.polymorphic:

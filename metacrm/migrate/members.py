@@ -98,7 +98,7 @@ def fill_value(ctx: Ctx, entity: Entity, f: Field):
     from ..validation.values import Invalid, field_coercer
 
     try:
-        value = field_coercer(f, region=ctx.new.region or None)(f.fill)
+        value = field_coercer(f, region=ctx.new.region or None, zone=ctx.new.timezone)(f.fill)
     except Invalid as exc:
         raise ValueError(f"fill {f.fill!r} is not a valid value of {entity.name}.{f.name}: {exc}") from None
     if value is None:

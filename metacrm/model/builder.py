@@ -66,6 +66,12 @@ def _num(value):
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
+def _zone_names() -> set[str]:
+    from zoneinfo import available_timezones
+
+    return available_timezones()
+
+
 def _frozen(d: dict) -> MappingProxyType:
     return MappingProxyType(dict(d))
 
@@ -108,6 +114,7 @@ class _Builder:
             label=_str(self.doc.get("label")),
             description=_str(self.doc.get("description")),
             region=_str(self.doc.get("region")),
+            timezone=self.timezone(),
             webhooks_allow_private=_dict(self.doc.get("webhooks")).get("allow_private") is True,
             entities=_frozen(entities),
             roles=_frozen(roles),
@@ -117,6 +124,28 @@ class _Builder:
             canonical=canonical,
             sha256=hashlib.sha256(canonical.encode("utf-8")).hexdigest(),
         )
+
+    def timezone(self) -> str:
+        """The model's ``timezone:`` (an IANA name), checked against the zone database."""
+        name = self.doc.get("timezone")
+        if not isinstance(name, str) or not name or name == "UTC":
+            return "UTC"  # a wrong type is reported by the JSON Schema
+        from ..dates import DateError, zone_info
+
+        try:
+            zone_info(name)
+        except DateError:
+            from .suggest import did_you_mean
+
+            hint = did_you_mean(name, _zone_names())
+            self.error(
+                "model.timezone",
+                f"timezone: unknown time zone {name!r}; use an IANA name such as 'Europe/Moscow' or 'UTC'"
+                + (f" ({hint})" if hint else ""),
+                ("timezone",),
+            )
+            return "UTC"
+        return name
 
     # -- entities ------------------------------------------------------------------------
     def entity(self, name: str, decl: dict) -> Entity:
@@ -485,7 +514,9 @@ class _Builder:
             fields=_names(decl.get("fields")),
             values=_frozen(_dict(decl.get("values"))),
             assign=tuple(
-                AssignRule(user=_str(r.get("user")), round_robin=_str(r.get("round_robin")), condition=_str(r.get("if")))
+                AssignRule(
+                    user=_str(r.get("user")), round_robin=_str(r.get("round_robin")), condition=_str(r.get("if"))
+                )
                 for r in rules
                 if isinstance(r, dict)
             ),

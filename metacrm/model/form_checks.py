@@ -88,7 +88,7 @@ def _values(model: Model, form: Form, entity: Entity, allowed: list[str]) -> Ite
             )
             continue
         try:
-            field_coercer(entity.fields[name], region=model.region)(value)
+            field_coercer(entity.fields[name], region=model.region, zone=model.timezone)(value)
         except Invalid as exc:
             yield ("form.value_invalid", f"{what}: values: {name}: {exc}", where, False)
 

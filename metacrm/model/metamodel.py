@@ -351,6 +351,7 @@ class Model:
     label: str | None = None
     description: str | None = None
     region: str | None = None  # ISO country for phone numbers written without '+'
+    timezone: str = "UTC"  # IANA zone: naive datetimes read here, datetimes shown here (metacrm.dates)
     webhooks_allow_private: bool = False  # webhooks: {allow_private: true}
     files: tuple[str, ...] = ()
     canonical: str = "{}"  # canonical JSON of the merged declarations

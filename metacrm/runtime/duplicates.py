@@ -2,7 +2,7 @@
 
 ``email`` and ``phone`` rules compare the stored normalised values (the validators normalise
 them; e-mail addresses compare case-insensitively), ``name`` rules compare casefolded names
-with rapidfuzz's token sort ratio, within blocks of names sharing a key (runtime/fuzzy.py: not
+(``ё`` read as ``е``: :func:`metacrm.text.fold`) with rapidfuzz's token sort ratio, within blocks of names sharing a key (runtime/fuzzy.py: not
 every pair). A ``within`` field restricts comparison to records with an equal, non-empty value
 of it. Candidates are read in one query per batch (per rule and chunk), never one per record.
 """
@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 
 from ..model.metamodel import DuplicateRule, Entity
 from ..storage.tables import Storage
+from ..text import fold
 from ..types import DuplicateGroup
 from .fuzzy import Blocks
 
@@ -44,7 +45,7 @@ def _key(rule: DuplicateRule, value):
     if value is None:
         return None
     if rule.match == "name":
-        text = " ".join(str(value).casefold().split())
+        text = " ".join(fold(str(value)).split())  # ё and е are one letter
         return text or None
     return str(value).casefold() if rule.match == "email" else value
 

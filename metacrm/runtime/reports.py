@@ -40,8 +40,9 @@ and cycles), then the won stages, then the lost ones. Per stage:
 Conversions and the document's ``win_rate`` (won / (won + lost) among the records closed now)
 are floats rounded to 4 places, ``None`` when the denominator is 0. ``date_from`` / ``date_to``
 select the records by their ``created_at`` (a cohort: every number above is computed over those
-records only); a date bound is a whole UTC day (``date_to`` inclusive), a datetime bound is an
-instant. ``as_of`` given as a date means the end of that UTC day.
+records only); a date bound is a whole day of the model's ``timezone:`` (UTC by default;
+``date_to`` inclusive), a datetime bound is an instant (without a zone: local time there).
+``as_of`` given as a date means the end of that local day.
 
 ``by="owner"`` (or a choice, text or single link field) returns a list of funnels, one per
 value that has records, each the same document plus ``"by"``, ``"value"`` and ``"label"``
@@ -75,7 +76,8 @@ money or number field, grouped by a field (choice, text, boolean, integer, ``own
 ``stage``, ``pipeline``, or a single link, shown by the target's title; the targets the acting
 user may not read are one group, ``"hidden": true``: docs/hidden.md), optionally by period
 (``month`` "2024-03" or ``quarter`` "2024-Q1") of ``created_at`` or of another date or
-datetime (``date``: a field, or ``closed_at``, ``stage_entered_at``, ``updated_at``), in UTC.
+datetime (``date``: a field, or ``closed_at``, ``stage_entered_at``, ``updated_at``), in the
+model's time zone (a deal created at 23:30 UTC on 31 March is an April deal in Moscow).
 ``date_from`` / ``date_to`` filter on that same date. Rows come ordered by period (records
 without the date last), then by the sum (or the count) descending, then by label.
 """
@@ -193,35 +195,38 @@ def probability(stage: Stage) -> float | None:
 
 
 # -- dates ---------------------------------------------------------------------------------------
-def parse_when(value, what: str) -> dt.date | dt.datetime | None:
-    """A date or an aware datetime (naive means UTC) from a date, datetime or ISO text."""
-    if value is None or isinstance(value, dt.datetime | dt.date):
-        parsed = value
-    else:
-        text = str(value).strip()
-        try:
-            parsed = dt.date.fromisoformat(text) if len(text) == 10 else dt.datetime.fromisoformat(text)
-        except ValueError:
-            raise BadReportOption(f"{what}: {value!r} is not a date (YYYY-MM-DD) or datetime (ISO 8601)") from None
-    if isinstance(parsed, dt.datetime):
-        parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-    return parsed
+def parse_when(value, what: str, zone: str | None = None) -> dt.date | dt.datetime | None:
+    """A date or an aware UTC datetime from a date, datetime or text (metacrm.dates, the one
+    date parser: ``2026-12-10``, ``10.12.2026``, with or without a time and a zone); a time
+    without a zone is local time of ``zone``."""
+    from ..dates import DateError, parse_date_or_datetime
+
+    if value is None:
+        return None
+    try:
+        return parse_date_or_datetime(value, zone)
+    except DateError as exc:
+        raise BadReportOption(f"{what}: {exc}") from None
 
 
-def lower_bound(value) -> dt.datetime | None:
-    """Inclusive: a date means the start of its UTC day."""
+def lower_bound(value, zone: str | None = None) -> dt.datetime | None:
+    """Inclusive: a date means the start of that day in ``zone`` (UTC when None)."""
     if value is None or isinstance(value, dt.datetime):
         return value
-    return dt.datetime.combine(value, dt.time(), UTC)
+    from ..dates import parse_datetime
+
+    return parse_datetime(value, zone)
 
 
-def upper_bound(value) -> dt.datetime | None:
-    """Exclusive: a date means the start of the next UTC day; a datetime, just after it."""
+def upper_bound(value, zone: str | None = None) -> dt.datetime | None:
+    """Exclusive: a date means the start of the next day in ``zone``; a datetime, just after it."""
     if value is None:
         return None
     if isinstance(value, dt.datetime):
         return value + dt.timedelta(microseconds=1)
-    return dt.datetime.combine(value + dt.timedelta(days=1), dt.time(), UTC)
+    from ..dates import parse_datetime
+
+    return parse_datetime(value + dt.timedelta(days=1), zone)
 
 
 def _ratio(part: int, whole: int) -> float | None:
@@ -387,15 +392,16 @@ def build_funnel(
     actor: Actor = SYSTEM,
 ) -> Funnel | list[FunnelGroup]:
     p = choose_pipeline(entity, pipeline)
-    date_from, date_to = parse_when(date_from, "from"), parse_when(date_to, "to")
-    as_of = parse_when(as_of, "as of")
+    zone = storage.model.timezone
+    date_from, date_to = parse_when(date_from, "from", zone), parse_when(date_to, "to", zone)
+    as_of = parse_when(as_of, "as of", zone)
     key = group_key(storage, entity, by, actor=actor) if by else None
     if key is not None and by == "stage":
         raise BadReportOption(f"{entity.name}: a funnel is already by stage; by: owner or a field")
     order = graph_order(p)
     table = storage.table(entity.name)
-    cutoff = upper_bound(as_of)
-    filters = _record_filters(entity, table, p, date_from, date_to)
+    cutoff = upper_bound(as_of, zone)
+    filters = _record_filters(entity, table, p, date_from, date_to, zone)
     if access is not None:  # the acting user's rows only
         filters.append(access)
     grouping = [key.column] if key is not None else []
@@ -545,14 +551,14 @@ def _flags(columns, flag: Mapping[str, str]) -> list:
     return [func.max(case((columns.to_stage == s, 1), else_=0)).label(name) for s, name in flag.items()]
 
 
-def _record_filters(entity: Entity, table, pipeline: Pipeline, date_from, date_to) -> list:
+def _record_filters(entity: Entity, table, pipeline: Pipeline, date_from, date_to, zone: str | None = None) -> list:
     filters = []
     if entity.multi_pipeline:  # with one pipeline every record is in it: keep the covering index usable
         filters.append(table.c.pipeline == pipeline.name)
     if date_from is not None:
-        filters.append(table.c.created_at >= lower_bound(date_from))
+        filters.append(table.c.created_at >= lower_bound(date_from, zone))
     if date_to is not None:
-        filters.append(table.c.created_at < upper_bound(date_to))
+        filters.append(table.c.created_at < upper_bound(date_to, zone))
     return filters
 
 
@@ -576,7 +582,7 @@ def _medians(conn, storage, entity, table, p, key, cutoff, date_from, date_to, a
     query = select(*columns).where(*where)
     if cutoff is not None:
         query = query.where(hist.c.at < cutoff)
-    filters = _record_filters(entity, table, p, date_from, date_to)
+    filters = _record_filters(entity, table, p, date_from, date_to, storage.model.timezone)
     if access is not None:
         filters.append(access)
     if key is not None or date_from is not None or date_to is not None or access is not None:
@@ -657,10 +663,14 @@ def date_column(storage: Storage, entity: Entity, name: str | None):
     return table.c[name], name in entity.fields and entity.fields[name].type == "date"
 
 
-def period_expr(conn: Connection, column, period: str, is_date: bool):
+def period_expr(conn: Connection, column, period: str, is_date: bool, zone: str | None = None):
+    """The period of a date, or of a datetime read as local time of ``zone`` (UTC when None)."""
+    zone = zone or "UTC"
     if conn.dialect.name == "postgresql":
-        moment = cast(column, DateTime()) if is_date else func.timezone("UTC", column)
+        moment = cast(column, DateTime()) if is_date else func.timezone(literal(zone, Text()), column)
         return func.date_trunc(period, moment, type_=DateTime())
+    if not is_date and zone != "UTC":  # SQLite stores UTC text: local time by a registered function
+        column = func.metacrm_localtime(column, literal(zone, Text()), type_=Text())
     year = func.strftime("%Y", column)
     if period == "month":
         return func.strftime("%Y-%m", column)
@@ -702,7 +712,8 @@ def build_group(
     if period is not None and period not in PERIODS:
         raise _bad(f"{entity.name}: unknown period '{period}'", period, PERIODS)
     date_col, is_date = date_column(storage, entity, date)
-    date_from, date_to = parse_when(date_from, "from"), parse_when(date_to, "to")
+    zone = storage.model.timezone
+    date_from, date_to = parse_when(date_from, "from", zone), parse_when(date_to, "to", zone)
     table = storage.table(entity.name)
     column = key.plain if key.link else key.column
     columns = [column.label("value"), func.count().label("count")]
@@ -710,16 +721,16 @@ def build_group(
     if sum is not None:
         columns.append(exact_sum(sum_column(storage, entity, sum)).label("sum"))
     if period is not None:
-        expr = period_expr(conn, date_col, period, is_date)
+        expr = period_expr(conn, date_col, period, is_date, zone)
         columns.append(expr.label("period"))
         grouping.insert(0, expr)
     query = select(*columns).select_from(table).group_by(*grouping)
     if access is not None:
         query = query.where(access)
     if date_from is not None:
-        query = query.where(date_col >= _edge(lower_bound(date_from), is_date))
+        query = query.where(date_col >= _edge(lower_bound(date_from, zone), is_date, zone))
     if date_to is not None:
-        query = query.where(date_col < _edge(upper_bound(date_to), is_date))
+        query = query.where(date_col < _edge(upper_bound(date_to, zone), is_date, zone))
     rows = summed(conn, query)
     labels = key.labels(conn, [r["value"] for r in rows])
     if key.link:
@@ -756,11 +767,14 @@ def build_group(
     }
 
 
-def _edge(moment: dt.datetime, is_date: bool):
-    """A bound for a date column is a date: the day of the moment, the next day when the
+def _edge(moment: dt.datetime, is_date: bool, zone: str | None = None):
+    """A bound for a date column is a date: the local day of the moment, the next day when the
     moment falls inside a day (an exclusive upper bound given as a datetime)."""
     if not is_date:
         return moment
+    from ..dates import local
+
+    moment = local(moment, zone)
     day = moment.date()
     return day if moment.time() == dt.time() else day + dt.timedelta(days=1)
 

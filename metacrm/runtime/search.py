@@ -19,7 +19,17 @@ PostgreSQL
     (``to_tsquery('russian', 'w1:* & w2:*')``), so ``постав`` finds ``поставки`` too.
     Russian stop words (``и``, ``в``...) are ignored. Ranked by ts_rank.
 
-Every word must match (AND). Results respect row-level access: a user finds only the
+Every word must match (AND). ``ё`` and ``е`` are one letter: on PostgreSQL the ``russian``
+configuration reads ``ё`` as ``е``; on SQLite each word with either letter is looked up in its
+spellings with ``ё`` at none or one of them (a word holding two ``ё`` is found only when
+written so).
+
+Phones: a search text that is a phone number in any common spelling (``9161234567``,
+``8 916 123-45-67``, ``+7 (916) 123-45-67``: digits with spaces, dashes, dots and brackets,
+at least seven digits) also finds the records whose ``search`` phone fields hold that number:
+it is normalised as phone fields are (E.164, the model's ``region`` for numbers without
+``+``) and compared with the stored value; a number that cannot be normalised (no region)
+finds the stored numbers ending with its digits. These hits rank first. Results respect row-level access: a user finds only the
 records the ``read`` scope of the user's roles lets them read.
 """
 
@@ -27,17 +37,20 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import bindparam, column, func, literal, literal_column, select, table, text
+from sqlalchemy import bindparam, column, func, literal, literal_column, or_, select, table, text
 
 from ..errors import ValidationError
 from ..model.metamodel import Entity
 from ..model.suggest import listing
 from ..storage import naming
 from ..storage.tables import SEARCH_CONFIG, fts_table_name, search_ddl, search_document, search_index_name
+from ..text import yo_variants
 from ..types import SearchHit
 from .access import row_clause
 from .protocol import Host
 
+PHONE_TEXT = re.compile(r"\s*\+?[\d\s().\-]+\s*")
+PHONE_RANK = 1000.0  # a phone hit ranks above any text hit
 WORD = re.compile(r"[^\W_]+")  # letters and digits: what both tokenizers keep as a word
 SNIPPET_WORDS = 12
 MARK = ("[", "]")
@@ -49,13 +62,57 @@ def query_words(text_: str) -> list[str]:
 
 
 def fts5_query(words: list[str]) -> str:
-    """SQLite FTS5: every word a quoted prefix term (implicit AND)."""
-    return " ".join(f'"{w}"*' for w in words)
+    """SQLite FTS5: every word a quoted prefix term, all required (AND); a word with ``е`` or ``ё``
+    is any of its spellings with ``ё`` at none or one of those letters (``елка`` finds
+    ``Ёлка``, ``ёлка`` finds ``елка``): FTS5 folds case but keeps ``ё`` apart from ``е``."""
+    terms = []
+    for w in words:
+        spellings = yo_variants(w)
+        if len(spellings) == 1:
+            terms.append(f'"{w}"*')
+        else:
+            terms.append("(" + " OR ".join(f'"{s}"*' for s in spellings) + ")")
+    return " AND ".join(terms)
 
 
 def tsquery(words: list[str]) -> str:
     """PostgreSQL to_tsquery text: every word a prefix term, all required."""
     return " & ".join(f"{w}:*" for w in words)
+
+
+def phone_query(text_: str, region: str | None) -> tuple[str, str] | None:
+    """``("=", E.164)`` or ``("suffix", digits)`` when the search text is a phone number."""
+    if not PHONE_TEXT.fullmatch(text_ or ""):
+        return None
+    digits = re.sub(r"\D", "", text_)
+    if len(digits) < 7:
+        return None
+    from ..validation.values import check_phone
+
+    number = check_phone(text_.strip(), region)
+    return ("=", number) if number else ("suffix", digits)
+
+
+def _phone_query(storage, ent: Entity, phone: tuple[str, str], limit: int, access):
+    """The records whose searchable phone fields hold the number, or None (no such field)."""
+    tbl = storage.table(ent.name)
+    fields = [f for f in ent.search if ent.fields[f].type == "phone"]
+    if not fields:
+        return None
+    how, value = phone
+    if how == "=":
+        tests = [tbl.c[f] == value for f in fields]
+    else:
+        tests = [tbl.c[f].like("%" + value) for f in fields]
+    title = tbl.c[ent.title] if ent.title else literal(None)
+    shown = func.coalesce(*[tbl.c[f] for f in fields]) if len(fields) > 1 else tbl.c[fields[0]]
+    query = (
+        select(tbl.c.id, title.label("title"), literal(PHONE_RANK).label("rank"), shown.label("snippet"))
+        .where(or_(*tests))
+        .order_by(tbl.c.id)
+        .limit(limit)
+    )
+    return query.where(access) if access is not None else query
 
 
 def _document(tbl, ent: Entity) -> str:
@@ -209,17 +266,30 @@ class SearchMixin(Host):
         if build is None:
             raise ValidationError(f"full-text search is not available on {dialect}")
         found: list[SearchHit] = []
+        phone = phone_query(text, self.model.region)
         with self._reading() as conn:
             for ent in searchable:
                 access = row_clause(self.storage, ent, self.actor)
-                for row in conn.execute(build(self.storage, ent, words, limit, access)).mappings():
+                queries = [build(self.storage, ent, words, limit, access)]
+                if phone is not None:
+                    queries.insert(0, _phone_query(self.storage, ent, phone, limit, access))
+                seen: set = set()
+                rows = [row for q in queries if q is not None for row in conn.execute(q).mappings()]
+                for row in rows:
+                    if row["id"] in seen:
+                        continue
+                    seen.add(row["id"])
                     title = row["title"]
                     found.append(
                         {
                             "entity": ent.name,
                             "id": row["id"],
                             "title": str(title) if title not in (None, "") else f"{ent.name} {row['id']}",
-                            "snippet": row["snippet"] or "",
+                            "snippet": (
+                                f"{MARK[0]}{row['snippet']}{MARK[1]}"
+                                if row["rank"] == PHONE_RANK and row["snippet"]
+                                else row["snippet"] or ""
+                            ),
                             "rank": float(row["rank"]),
                         }
                     )
@@ -234,4 +304,4 @@ class SearchMixin(Host):
             return ensure_search_index(conn, self.storage)
 
 
-__all__ = ["SearchMixin", "ensure_search_index", "fts5_query", "query_words", "tsquery"]
+__all__ = ["SearchMixin", "ensure_search_index", "fts5_query", "phone_query", "query_words", "tsquery"]

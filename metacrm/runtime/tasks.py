@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 
 from sqlalchemy import false, or_, select, true
 
+from ..dates import DateError, local_today, parse_datetime
 from ..errors import FieldIssue, ValidationError
 from ..model.metamodel import Entity, Model, TaskSpec
 from ..model.suggest import did_you_mean, listing
@@ -61,12 +62,12 @@ def _as_datetime(value) -> dt.datetime | None:
     return dt.datetime.combine(value, dt.time(), tzinfo=dt.UTC)
 
 
-def _overdue(due, now: dt.datetime) -> bool:
+def _overdue(due, now: dt.datetime, zone: str | None = None) -> bool:
     if due is None:
         return False
     if isinstance(due, dt.datetime):
         return _as_datetime(due) < now
-    return due < now.astimezone(dt.UTC).date()  # a date: overdue from the next day (UTC)
+    return due < local_today(zone, now)  # a date: overdue from the next day (the model's zone)
 
 
 class TasksMixin(Host):
@@ -82,7 +83,7 @@ class TasksMixin(Host):
         overdue: bool = False,
         for_user: str | None = None,
         entity: str | None = None,
-        now: dt.datetime | None = None,
+        now: dt.datetime | str | None = None,
         include_done: bool = False,
         limit: int | None = None,
     ) -> list[Task]:
@@ -109,7 +110,10 @@ class TasksMixin(Host):
             self.user_info(for_user)  # NotFound names the unknown login
         if limit is not None and (not isinstance(limit, int) or limit < 0):
             raise ValidationError(f"limit must be a whole number >= 0, not {limit!r}")
-        now = _as_datetime(now) or now_utc()
+        try:  # text as every date option reads it (metacrm.dates): no zone means the model's
+            now = now_utc() if now is None else parse_datetime(now, self.model.timezone)
+        except DateError as exc:
+            raise ValidationError(f"now: {exc}") from None
         out: list[Task] = []
         for ent in lists:
             out.extend(self._task_rows(ent, now, overdue=overdue, for_user=for_user, include_done=include_done))
@@ -133,7 +137,7 @@ class TasksMixin(Host):
             query = query.where(table.c.owner == for_user)
         if overdue:
             due = table.c[spec.due]
-            cutoff = now if ent.fields[spec.due].type == "datetime" else now.astimezone(dt.UTC).date()
+            cutoff = now if ent.fields[spec.due].type == "datetime" else local_today(self.model.timezone, now)
             query = query.where(due.is_not(None), due < cutoff)
         query = query.order_by(table.c[spec.due].is_(None), table.c[spec.due], table.c.id)
         with self._reading() as conn:
@@ -156,7 +160,7 @@ class TasksMixin(Host):
                     "priority": record.get(spec.priority) if spec.priority else None,
                     "owner": record.get("owner"),
                     "done": closed,
-                    "overdue": not closed and _overdue(record.get(spec.due), now),
+                    "overdue": not closed and _overdue(record.get(spec.due), now, self.model.timezone),
                     "blocked": bool(waiting),
                     "blocked_by": waiting,
                     "subject": subject,

@@ -127,7 +127,7 @@ class RecordValidator:
         self.name: str = entity.name
         members: list[_Member] = []
         for f in entity.fields.values():
-            coerce = field_coercer(f, region=model.region or None)
+            coerce = field_coercer(f, region=model.region or None, zone=model.timezone)
             checks = ()
             if f.required:
                 checks = (_required_choices if f.type == "multichoice" else _required,)

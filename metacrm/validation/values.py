@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import regex
 
+from .. import dates
 from ..model.metamodel import Field
 
 Coercer = Callable[[object], object]
@@ -321,34 +322,16 @@ def boolean_coercer(f: Field) -> Coercer:
     return coerce
 
 
-_ISO_DATE = re.compile(r"\s*([0-9]{4})-([0-9]{2})-([0-9]{2})\s*")
-_DOT_DATE = re.compile(r"\s*([0-9]{1,2})\.([0-9]{1,2})\.([0-9]{4})\s*")
-_DOT_DATETIME = re.compile(
-    r"\s*([0-9]{1,2})\.([0-9]{1,2})\.([0-9]{4})(?:[ T]([0-9]{1,2}):([0-9]{2})(?::([0-9]{2}))?)?\s*"
-)
-DATE_FORMATS = "use YYYY-MM-DD or DD.MM.YYYY"
-DATETIME_FORMATS = "use ISO 8601 like 2024-05-01T10:30:00+03:00 (no zone means UTC)"
+DATE_FORMATS = dates.DATE_FORMATS
+DATETIME_FORMATS = dates.DATETIME_FORMATS
 
 
 def parse_date(value: object) -> dt.date:
-    if isinstance(value, dt.datetime):
-        raise Invalid(f"{show(value)} is a date and time; a date is expected")
-    if isinstance(value, dt.date):
-        return value
-    if not isinstance(value, str):
-        raise Invalid(f"{show(value)} is not a date ({type_name(value)}); {DATE_FORMATS}")
-    match = _ISO_DATE.fullmatch(value)
-    if match:
-        year, month, day = match.groups()
-    else:
-        match = _DOT_DATE.fullmatch(value)
-        if match is None:
-            raise Invalid(f"{show(value)} is not a date; {DATE_FORMATS}")
-        day, month, year = match.groups()
+    """A date (metacrm.dates, the one date parser); Invalid naming the value otherwise."""
     try:
-        return dt.date(int(year), int(month), int(day))
-    except ValueError as exc:
-        raise Invalid(f"{show(value)} is not a valid date: {exc}") from None
+        return dates.parse_date(value)
+    except dates.DateError as exc:
+        raise Invalid(str(exc)) from None
 
 
 def date_coercer(f: Field) -> Coercer:
@@ -360,39 +343,19 @@ def date_coercer(f: Field) -> Coercer:
     return coerce
 
 
-def parse_datetime(value: object) -> dt.datetime:
-    if isinstance(value, dt.datetime):
-        moment = value
-    elif isinstance(value, dt.date):
-        moment = dt.datetime(value.year, value.month, value.day)
-    elif isinstance(value, str):
-        text = value.strip()
-        try:
-            moment = dt.datetime.fromisoformat(text)
-        except ValueError:
-            match = _DOT_DATETIME.fullmatch(text)
-            if match is None:
-                raise Invalid(f"{show(value)} is not a date and time; {DATETIME_FORMATS}") from None
-            day, month, year, hour, minute, second = (int(g or 0) for g in match.groups())
-            try:
-                moment = dt.datetime(year, month, day, hour, minute, second)
-            except ValueError as exc:
-                raise Invalid(f"{show(value)} is not a valid date and time: {exc}") from None
-    else:
-        raise Invalid(f"{show(value)} is not a date and time ({type_name(value)}); {DATETIME_FORMATS}")
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        return moment.replace(tzinfo=UTC)
+def parse_datetime(value: object, zone: str | None = None) -> dt.datetime:
+    """A moment in UTC (metacrm.dates); a value without a zone is local time of ``zone``."""
     try:
-        return moment.astimezone(UTC)
-    except (OverflowError, ValueError) as exc:
-        raise Invalid(f"{show(value)} is out of range: {exc}") from None
+        return dates.parse_datetime(value, zone)
+    except dates.DateError as exc:
+        raise Invalid(str(exc)) from None
 
 
-def datetime_coercer(f: Field) -> Coercer:
+def datetime_coercer(f: Field, zone: str | None = None) -> Coercer:
     def coerce(value):
         if value is None or value == "":
             return None
-        return parse_datetime(value)
+        return parse_datetime(value, zone)
 
     return coerce
 
@@ -594,8 +557,9 @@ def json_coercer(f: Field) -> Coercer:
 # --------------------------------------------------------------------------- registry
 
 
-def field_coercer(f: Field, *, region: str | None = None) -> Coercer:
-    """The coercer of one field, by its type."""
+def field_coercer(f: Field, *, region: str | None = None, zone: str | None = None) -> Coercer:
+    """The coercer of one field, by its type (``region``: phone numbers without '+';
+    ``zone``: the model's time zone, for dates and times written without one)."""
     kind = f.type
     if kind == "string":
         return text_coercer(f, strip=True)
@@ -612,7 +576,7 @@ def field_coercer(f: Field, *, region: str | None = None) -> Coercer:
     if kind == "date":
         return date_coercer(f)
     if kind == "datetime":
-        return datetime_coercer(f)
+        return datetime_coercer(f, zone)
     if kind == "email":
         return email_coercer(f)
     if kind == "phone":
