@@ -62,11 +62,12 @@ def _driver_error() -> type[BaseException]:
 
 
 def load(model_path: str):
-    """The model at that path, or its problems on stderr and exit 2."""
+    """The model at that path (from the compiled-model cache when its files are unchanged),
+    or its problems on stderr and exit 2."""
     from ..model.loader import load_model
 
     with refusals():
-        return load_model(model_path)
+        return load_model(model_path, cache=True)
 
 
 def usage_error(message: str) -> NoReturn:
