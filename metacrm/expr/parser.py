@@ -9,9 +9,7 @@ from __future__ import annotations
 import threading
 from decimal import Decimal
 from functools import lru_cache
-
-from lark import Lark, Token, Transformer
-from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedInput, UnexpectedToken
+from typing import TYPE_CHECKING
 
 from ..errors import ExpressionError
 from .ast import (
@@ -32,6 +30,10 @@ from .ast import (
     Or,
     Param,
 )
+
+if TYPE_CHECKING:  # pragma: no cover - lark is imported when the first expression is parsed
+    from lark import Lark, Token
+    from lark.exceptions import UnexpectedInput
 
 MAX_LENGTH = 10_000  # characters
 MAX_DEPTH = 64  # nesting of parentheses and 'not'
@@ -135,8 +137,9 @@ def _pos(token: Token) -> int:
     return (token.start_pos or 0) + 1
 
 
-class _Build(Transformer):
-    """Builds the frozen tree while the LALR parser reduces (no recursion, any depth)."""
+class _BuildRules:
+    """Builds the frozen tree while the LALR parser reduces (no recursion, any depth): the
+    rules of the lark Transformer made in :func:`_parser` (lark is imported only then)."""
 
     def name(self, c):
         return Name(str(c[0]), _pos(c[0]))
@@ -167,6 +170,8 @@ class _Build(Transformer):
         return Compare(op, c[0], c[2])
 
     def items(self, c):
+        from lark import Token
+
         if len(c) == 1 and isinstance(c[0], Token):
             return Param(str(c[0])[1:], _pos(c[0]))
         return tuple(c)
@@ -232,19 +237,56 @@ _PARSER_LOCK = threading.Lock()
 
 
 def _parser() -> Lark:
+    """The LALR parser, made once a process. Its tables come from lark's grammar cache, a file
+    in metacrm's cache directory (see metacrm.model.cache) keyed by the grammar and the lark
+    and Python versions: building them costs tens of milliseconds, loading them a few. The
+    file is written under a temporary name and renamed into place, so concurrent processes
+    never read half of it; without a usable cache directory the tables are built each time."""
     with _PARSER_LOCK:
         if not _PARSER:
-            _PARSER.append(
-                Lark(
-                    GRAMMAR,
-                    parser="lalr",
-                    lexer="basic",
-                    transformer=_Build(),
-                    maybe_placeholders=False,
-                    start=["start", "value", "rollup"],
-                )
+            from lark import Lark, Transformer
+
+            class _Build(_BuildRules, Transformer):
+                pass
+
+            options = dict(
+                parser="lalr",
+                lexer="basic",
+                transformer=_Build(),
+                maybe_placeholders=False,
+                start=["start", "value", "rollup"],
             )
+            _PARSER.append(_cached_lark(Lark, options) or Lark(GRAMMAR, **options))
         return _PARSER[0]
+
+
+def _cached_lark(lark_class, options: dict):
+    """The parser loaded from (or built and saved to) the grammar cache; None when there is
+    no usable cache directory."""
+    import hashlib
+    import os
+    import sys
+
+    from ..model.cache import cache_dir, enabled
+
+    if not enabled():
+        return None
+    try:
+        import lark
+
+        key = hashlib.sha256(f"{GRAMMAR}\0{lark.__version__}\0{sys.version}".encode()).hexdigest()[:32]
+        folder = cache_dir() / "grammar"
+        final = folder / f"{key}.lark"
+        if final.is_file():
+            return lark_class(GRAMMAR, cache=str(final), **options)
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        temp = folder / f".tmp-{os.getpid()}-{threading.get_ident()}-{key}.part"
+        parser = lark_class(GRAMMAR, cache=str(temp), **options)  # built, then saved under temp
+        if temp.is_file():
+            os.replace(temp, final)
+        return parser
+    except OSError:
+        return None
 
 
 def _expected(names) -> str:
@@ -288,6 +330,8 @@ def _describe(token: Token) -> str:
 
 
 def _syntax_error(text: str, exc: UnexpectedInput, what: str) -> ExpressionError:
+    from lark.exceptions import UnexpectedCharacters, UnexpectedToken
+
     if isinstance(exc, UnexpectedToken):
         token = exc.token
         if token.type == "$END":
@@ -344,8 +388,11 @@ def _parse(text: str, what: str, start: str = "start") -> Expr:
         raise ExpressionError(f"{what}: the expression is empty", 1)
     if len(text) > MAX_LENGTH:
         raise ExpressionError(f"{what}: the expression is longer than {MAX_LENGTH} characters", MAX_LENGTH + 1)
+    parser = _parser()
+    from lark.exceptions import LarkError, UnexpectedInput
+
     try:
-        tree = _parser().parse(text, start=start)
+        tree = parser.parse(text, start=start)
     except ExpressionError as exc:
         raise ExpressionError(f"{what}: {exc}", exc.position) from None
     except UnexpectedInput as exc:

@@ -89,7 +89,10 @@ def code_fingerprint() -> str:
             elif entry.name.endswith((".py", ".json")):
                 st = entry.stat()
                 stats.append(f"{entry.path}\0{st.st_size}\0{st.st_mtime_ns}")
-    for candidate in (_PACKAGE / "schemas" / "metacrm.schema.json", _PACKAGE.parent / "schemas" / "metacrm.schema.json"):
+    for candidate in (
+        _PACKAGE / "schemas" / "metacrm.schema.json",
+        _PACKAGE.parent / "schemas" / "metacrm.schema.json",
+    ):
         try:  # the JSON Schema the model is validated against (installed copy, or the checkout's)
             st = candidate.stat()
         except OSError:
@@ -179,7 +182,9 @@ def store(path: str | os.PathLike[str], model: Model, problems: list[Problem], f
             return
         digests.append((name, digest))
     try:
-        data = _dumps({"format": FORMAT, "code": code_fingerprint(), "files": digests, "model": model, "problems": problems})
+        data = _dumps(
+            {"format": FORMAT, "code": code_fingerprint(), "files": digests, "model": model, "problems": problems}
+        )
         target = entry_path(path)
         target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd, temp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".part")
