@@ -237,11 +237,12 @@ _PARSER_LOCK = threading.Lock()
 
 
 def _parser() -> Lark:
-    """The LALR parser, made once a process. Its tables come from lark's grammar cache, a file
-    in metacrm's cache directory (see metacrm.model.cache) keyed by the grammar and the lark
-    and Python versions: building them costs tens of milliseconds, loading them a few. The
-    file is written under a temporary name and renamed into place, so concurrent processes
-    never read half of it; without a usable cache directory the tables are built each time."""
+    """The LALR parser, made once a process. Its tables come from lark's own grammar cache
+    (its ``cache`` option), a file in metacrm's cache directory (see metacrm.model.cache)
+    keyed by the grammar, the lark and the Python versions: building them costs tens of
+    milliseconds, loading them a few. lark checks the file's digest and rebuilds (and rewrites)
+    it when it is missing, torn by a concurrent writer or corrupt, so a bad file is never an
+    error; without a usable cache directory the tables are built each time."""
     with _PARSER_LOCK:
         if not _PARSER:
             from lark import Lark, Transformer
@@ -256,37 +257,28 @@ def _parser() -> Lark:
                 maybe_placeholders=False,
                 start=["start", "value", "rollup"],
             )
-            _PARSER.append(_cached_lark(Lark, options) or Lark(GRAMMAR, **options))
+            _PARSER.append(Lark(GRAMMAR, **options, **_grammar_cache()))
         return _PARSER[0]
 
 
-def _cached_lark(lark_class, options: dict):
-    """The parser loaded from (or built and saved to) the grammar cache; None when there is
-    no usable cache directory."""
+def _grammar_cache() -> dict:
+    """``{"cache": path}`` for lark, or nothing when caching is off or impossible."""
     import hashlib
-    import os
     import sys
 
     from ..model.cache import cache_dir, enabled
 
     if not enabled():
-        return None
+        return {}
     try:
         import lark
 
         key = hashlib.sha256(f"{GRAMMAR}\0{lark.__version__}\0{sys.version}".encode()).hexdigest()[:32]
         folder = cache_dir() / "grammar"
-        final = folder / f"{key}.lark"
-        if final.is_file():
-            return lark_class(GRAMMAR, cache=str(final), **options)
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        temp = folder / f".tmp-{os.getpid()}-{threading.get_ident()}-{key}.part"
-        parser = lark_class(GRAMMAR, cache=str(temp), **options)  # built, then saved under temp
-        if temp.is_file():
-            os.replace(temp, final)
-        return parser
+        return {"cache": str(folder / f"{key}.lark")}
     except OSError:
-        return None
+        return {}
 
 
 def _expected(names) -> str:
