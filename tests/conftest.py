@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,6 +14,15 @@ ROOT = Path(__file__).resolve().parent.parent
 PG_URL = os.environ.get("METACRM_TEST_PG_URL")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 MAVEN_DATA = ROOT / "tests" / "data" / "maven-crm"  # the public sample the tests carry (its README: source, licence)
+
+# The compiled-model and grammar caches (metacrm.model.cache) of this test process and of the
+# commands it starts live in a temporary directory, never in the user's ~/.cache. Each xdist
+# worker has its own; entries are written under a temporary name and renamed, so concurrent
+# commands sharing one are safe too.
+_CACHE_DIR = tempfile.mkdtemp(prefix="metacrm-test-cache-")
+os.environ["METACRM_CACHE_DIR"] = _CACHE_DIR
+os.environ.pop("METACRM_NO_CACHE", None)
+atexit.register(shutil.rmtree, _CACHE_DIR, ignore_errors=True)
 
 
 def in_ci() -> bool:

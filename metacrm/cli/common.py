@@ -62,12 +62,13 @@ def _driver_error() -> type[BaseException]:
 
 
 def load(model_path: str):
-    """The model at that path, or its problems on stderr and exit 2."""
+    """The model at that path (from the compiled-model cache when its files are unchanged),
+    or its problems on stderr and exit 2."""
     from ..model.loader import load_model
     from .output import DISPLAY_ZONE
 
     with refusals():
-        model = load_model(model_path)
+        model = load_model(model_path, cache=True)
     DISPLAY_ZONE.set(model.timezone if model.timezone != "UTC" else None)
     return model
 

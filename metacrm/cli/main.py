@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from . import (
@@ -44,31 +46,53 @@ def _flags_without_type() -> None:
 
 _flags_without_type()
 
-app = typer.Typer(
-    name="metacrm",
-    help="metacrm: a business described in YAML becomes a working CRM.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
+MODULES = (
+    model_cmds,
+    data_cmds,
+    migrate_cmds,
+    stage_cmds,
+    note_cmd,
+    user_cmds,
+    io_cmds,
+    demo_cmd,
+    init_cmd,
+    report_cmds,
+    search_cmd,
+    notify_cmds,
+    task_cmds,
+    automation_cmds,
+    backup_cmds,
+    serve_cmd,
+    token_cmds,
+    form_cmds,
 )
-model_cmds.register(app)
-data_cmds.register(app)
-migrate_cmds.register(app)
-stage_cmds.register(app)
-note_cmd.register(app)
-user_cmds.register(app)
-io_cmds.register(app)
-demo_cmd.register(app)
-init_cmd.register(app)
-report_cmds.register(app)
-search_cmd.register(app)
-notify_cmds.register(app)
-task_cmds.register(app)
-automation_cmds.register(app)
-backup_cmds.register(app)
-serve_cmd.register(app)
-token_cmds.register(app)
-form_cmds.register(app)
+# The commands the console script runs through an app holding only their own module's
+# commands (see main()): typer builds a click command from the signature of every command of
+# the app it runs, and a one-record command should not pay for all of them.
+FAST = {
+    "create": data_cmds,
+    "get": data_cmds,
+    "list": data_cmds,
+    "update": data_cmds,
+    "delete": data_cmds,
+    "link": data_cmds,
+    "unlink": data_cmds,
+    "move": stage_cmds,
+    "moves": stage_cmds,
+    "history": stage_cmds,
+}
+
+
+def _new_app() -> typer.Typer:
+    new = typer.Typer(
+        name="metacrm",
+        help="metacrm: a business described in YAML becomes a working CRM.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+    new.callback()(_root)
+    return new
 
 
 def _version(value: bool) -> None:
@@ -80,7 +104,6 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def _root(
     ctx: typer.Context,
     version: bool = typer.Option(
@@ -101,5 +124,30 @@ def _root(
             ctx.call_on_close(log_to_stderr(log_level))
 
 
+app = _new_app()
+for _module in MODULES:
+    _module.register(app)
+
+
+def _command(args: list[str]) -> str | None:
+    """The command name in a command line (after the root options), or None."""
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--log-level":
+            i += 2
+        elif arg.startswith("-"):
+            i += 1
+        else:
+            return arg
+    return None
+
+
 def main() -> None:  # the console script
-    app()
+    module = FAST.get(_command(sys.argv[1:]) or "")
+    if module is None:
+        app()
+        return
+    fast = _new_app()  # the same command, options, help and errors: only the other commands are left out
+    module.register(fast)
+    fast()

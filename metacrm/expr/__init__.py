@@ -31,15 +31,34 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ExpressionError
-from .ast import And, Between, Compare, Expr, In, IsNull, Literal, Match, Name, Not, Or, Param
-from .parser import KEYWORDS, MAX_DEPTH, MAX_LENGTH, parse
-from .to_python import Predicate
 
 if TYPE_CHECKING:  # pragma: no cover
     from sqlalchemy.sql.elements import ColumnElement
 
     from ..model.metamodel import Model
     from ..storage.tables import Storage
+    from .ast import And, Between, Compare, Expr, In, IsNull, Literal, Match, Name, Not, Or, Param
+    from .parser import KEYWORDS, MAX_DEPTH, MAX_LENGTH, parse
+    from .to_python import Predicate
+
+# imported on first use: the runtime imports metacrm.expr.functions on every command, which
+# must not build the tree classes, the binder and the Python compiler of a command that
+# filters nothing
+_LAZY = {
+    **dict.fromkeys(("And", "Between", "Compare", "Expr", "In", "IsNull", "Literal", "Match", "Name", "Not"), "ast"),
+    **dict.fromkeys(("Or", "Param"), "ast"),
+    **dict.fromkeys(("KEYWORDS", "MAX_DEPTH", "MAX_LENGTH", "parse"), "parser"),
+    "Predicate": "to_python",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    return getattr(import_module(f"{__name__}.{module}"), name)
 
 
 def _guard(call, what: str):
@@ -87,6 +106,7 @@ def check_names(model: Model, entity: str, expr: str | Expr, *, what: str = "fil
     """Resolve every name, operator and written value without compiling (for load-time checks of
     ``when:`` and ``if:``); parameters are checked when their values are given."""
     from .bind import bind
+    from .parser import parse
 
     def run():
         tree = parse(expr, what=what) if isinstance(expr, str) else expr

@@ -9,9 +9,7 @@ from __future__ import annotations
 import threading
 from decimal import Decimal
 from functools import lru_cache
-
-from lark import Lark, Token, Transformer
-from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedInput, UnexpectedToken
+from typing import TYPE_CHECKING
 
 from ..errors import ExpressionError
 from .ast import (
@@ -32,6 +30,10 @@ from .ast import (
     Or,
     Param,
 )
+
+if TYPE_CHECKING:  # pragma: no cover - lark is imported when the first expression is parsed
+    from lark import Lark, Token
+    from lark.exceptions import UnexpectedInput
 
 MAX_LENGTH = 10_000  # characters
 MAX_DEPTH = 64  # nesting of parentheses and 'not'
@@ -135,8 +137,9 @@ def _pos(token: Token) -> int:
     return (token.start_pos or 0) + 1
 
 
-class _Build(Transformer):
-    """Builds the frozen tree while the LALR parser reduces (no recursion, any depth)."""
+class _BuildRules:
+    """Builds the frozen tree while the LALR parser reduces (no recursion, any depth): the
+    rules of the lark Transformer made in :func:`_parser` (lark is imported only then)."""
 
     def name(self, c):
         return Name(str(c[0]), _pos(c[0]))
@@ -167,6 +170,8 @@ class _Build(Transformer):
         return Compare(op, c[0], c[2])
 
     def items(self, c):
+        from lark import Token
+
         if len(c) == 1 and isinstance(c[0], Token):
             return Param(str(c[0])[1:], _pos(c[0]))
         return tuple(c)
@@ -232,19 +237,48 @@ _PARSER_LOCK = threading.Lock()
 
 
 def _parser() -> Lark:
+    """The LALR parser, made once a process. Its tables come from lark's own grammar cache
+    (its ``cache`` option), a file in metacrm's cache directory (see metacrm.model.cache)
+    keyed by the grammar, the lark and the Python versions: building them costs tens of
+    milliseconds, loading them a few. lark checks the file's digest and rebuilds (and rewrites)
+    it when it is missing, torn by a concurrent writer or corrupt, so a bad file is never an
+    error; without a usable cache directory the tables are built each time."""
     with _PARSER_LOCK:
         if not _PARSER:
-            _PARSER.append(
-                Lark(
-                    GRAMMAR,
-                    parser="lalr",
-                    lexer="basic",
-                    transformer=_Build(),
-                    maybe_placeholders=False,
-                    start=["start", "value", "rollup"],
-                )
+            from lark import Lark, Transformer
+
+            class _Build(_BuildRules, Transformer):
+                pass
+
+            options = dict(
+                parser="lalr",
+                lexer="basic",
+                transformer=_Build(),
+                maybe_placeholders=False,
+                start=["start", "value", "rollup"],
             )
+            _PARSER.append(Lark(GRAMMAR, **options, **_grammar_cache()))
         return _PARSER[0]
+
+
+def _grammar_cache() -> dict:
+    """``{"cache": path}`` for lark, or nothing when caching is off or impossible."""
+    import hashlib
+    import sys
+
+    from ..model.cache import cache_dir, enabled
+
+    if not enabled():
+        return {}
+    try:
+        import lark
+
+        key = hashlib.sha256(f"{GRAMMAR}\0{lark.__version__}\0{sys.version}".encode()).hexdigest()[:32]
+        folder = cache_dir() / "grammar"
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return {"cache": str(folder / f"{key}.lark")}
+    except OSError:
+        return {}
 
 
 def _expected(names) -> str:
@@ -288,6 +322,8 @@ def _describe(token: Token) -> str:
 
 
 def _syntax_error(text: str, exc: UnexpectedInput, what: str) -> ExpressionError:
+    from lark.exceptions import UnexpectedCharacters, UnexpectedToken
+
     if isinstance(exc, UnexpectedToken):
         token = exc.token
         if token.type == "$END":
@@ -344,8 +380,11 @@ def _parse(text: str, what: str, start: str = "start") -> Expr:
         raise ExpressionError(f"{what}: the expression is empty", 1)
     if len(text) > MAX_LENGTH:
         raise ExpressionError(f"{what}: the expression is longer than {MAX_LENGTH} characters", MAX_LENGTH + 1)
+    parser = _parser()
+    from lark.exceptions import LarkError, UnexpectedInput
+
     try:
-        tree = _parser().parse(text, start=start)
+        tree = parser.parse(text, start=start)
     except ExpressionError as exc:
         raise ExpressionError(f"{what}: {exc}", exc.position) from None
     except UnexpectedInput as exc:

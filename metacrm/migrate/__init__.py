@@ -10,9 +10,37 @@ See ``docs/migrations.md`` for every change kind and its plan.
 
 from __future__ import annotations
 
-from .apply import apply_plan, migrate_database, plan_for_database
-from .plan import diff_files, plan_migration
-from .steps import DESTRUCTIVE, NEEDS_DATA, SAFE, Plan, Step
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .apply import apply_plan, migrate_database, plan_for_database
+    from .plan import diff_files, plan_migration
+    from .steps import DESTRUCTIVE, NEEDS_DATA, SAFE, Plan, Step
+
+# imported on first use: the runtime reads metacrm.migrate.ids on every command, which must
+# not pull in the planner and the executor
+_LAZY = {
+    "apply_plan": "apply",
+    "migrate_database": "apply",
+    "plan_for_database": "apply",
+    "diff_files": "plan",
+    "plan_migration": "plan",
+    "DESTRUCTIVE": "steps",
+    "NEEDS_DATA": "steps",
+    "SAFE": "steps",
+    "Plan": "steps",
+    "Step": "steps",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    return getattr(import_module(f"{__name__}.{module}"), name)
+
 
 __all__ = [
     "DESTRUCTIVE",

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import regex
-
 from ..errors import Problem
 from .bounds import bound_problems
 from .field_types import ALL_TYPE_OPTIONS, FIELD_TYPES, default_problem
@@ -144,6 +142,8 @@ class _Checker:
                     (*path, "min"),
                 )
             if f.pattern is not None:
+                import regex  # only a model with a pattern pays for it
+
                 try:
                     regex.compile(f.pattern, flags=regex.VERSION0)  # the engine validation uses
                 except regex.error as exc:

@@ -9,10 +9,13 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import ModelError, Problem
 from .metamodel import Model
-from .yaml_source import Source, read_source
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .yaml_source import Source
 
 SECTIONS = ("entities", "roles", "automations", "forms")
 SINGULAR = {"entities": "entity", "roles": "role", "automations": "automation", "forms": "form"}
@@ -60,6 +63,7 @@ def display_path(path: Path) -> str:
 def read_model_sources(path: str | os.PathLike) -> tuple[list[Source], list[Problem]]:
     """The root file and every file it includes (depth first, each once), and include problems."""
     from .schema import schema_problems
+    from .yaml_source import read_source
 
     sources: list[Source] = []
     problems: list[Problem] = []
@@ -68,6 +72,7 @@ def read_model_sources(path: str | os.PathLike) -> tuple[list[Source], list[Prob
 
     def visit(file: Path, *, fragment: bool, stack: tuple[Path, ...]) -> None:
         source = read_source(file, display=display_path(file))
+        source.path = str(file)
         seen[file] = source.file
         sources.append(source)
         problems.extend(source.problems)
@@ -187,25 +192,48 @@ def canonical_json(doc: dict) -> str:
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
-def load_model(path: str | os.PathLike[str], *, strict: bool = False) -> Model:
+def load_model(path: str | os.PathLike[str], *, strict: bool = False, cache: bool = False) -> Model:
     """Load, validate and check a model. Raises ModelError with every problem found.
 
     Warnings do not fail the load (they are kept in ``model.warnings``) unless ``strict``.
+    With ``cache``, a model loaded before from the same unchanged files comes from the
+    compiled-model cache (:mod:`metacrm.model.cache`, used by the command line), and a model
+    without errors is stored there.
     """
-    problems, model = check_model_file(path)
+    if cache:
+        from .cache import lookup
+
+        hit = lookup(path)
+        if hit is not None:
+            model, problems = hit
+            if strict and problems:
+                raise ModelError(problems)
+            return model
+    problems, model, files = _check(path)
     errors = [p for p in problems if p.is_error or strict]
     if errors or model is None:
         raise ModelError(problems)
+    if cache:
+        from .cache import store
+
+        store(path, model, problems, files)
     return model
 
 
 def check_model_file(path: str | os.PathLike) -> tuple[list[Problem], Model | None]:
     """Every problem of a model file and, when it has no errors, the model itself."""
+    problems, model, _ = _check(path)
+    return problems, model
+
+
+def _check(path: str | os.PathLike) -> tuple[list[Problem], Model | None, list[str]]:
+    """check_model_file, and the resolved paths of the files read (the root first)."""
     from .builder import build_model
 
     sources, problems = read_model_sources(path)
+    files = [s.path for s in sources]
     if any(p.type in ("file.not_found", "file.unreadable") for p in problems) and len(sources) == 1:
-        return problems, None
+        return problems, None, files
     doc, locator, merge_problems = merge_sources(sources)
     problems.extend(merge_problems)
     structural = any(p.is_error for p in problems)
@@ -214,12 +242,12 @@ def check_model_file(path: str | os.PathLike) -> tuple[list[Problem], Model | No
         model, build_problems = build_model(doc, locator, canonical=canonical, files=tuple(s.file for s in sources))
     except Exception:
         if structural:  # the semantic checks met data the schema already refused
-            return _sorted(problems), None
+            return _sorted(problems), None, files
         raise
     problems.extend(build_problems)
     if any(p.is_error for p in problems):
-        return _sorted(problems), None
-    return _sorted(problems), model
+        return _sorted(problems), None, files
+    return _sorted(problems), model, files
 
 
 def _sorted(problems: list[Problem]) -> list[Problem]:

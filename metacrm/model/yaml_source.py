@@ -38,6 +38,7 @@ class Source:
     """One YAML file: its data, and where each part of it stands."""
 
     file: str
+    path: str = ""  # the resolved path it was read from (set by the loader)
     data: object = None
     values: dict = field(default_factory=dict)  # path -> (line, col) of the value
     keys: dict = field(default_factory=dict)  # path -> (line, col) of the mapping key

@@ -12,13 +12,36 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Sequence
-from typing import Unpack
+from typing import TYPE_CHECKING, Any, Unpack
 
 from ..runtime.protocol import Host
 from ..types import DeliverOptions, DeliveryReport, OutboxMessage
-from .delivery import deliver, smtp_settings
-from .outbox import CHANNELS, STATUSES, enqueue
-from .senders import DeliveryError, SmtpSettings
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .delivery import deliver, smtp_settings
+    from .outbox import CHANNELS, STATUSES, enqueue
+    from .senders import DeliveryError, SmtpSettings
+
+# imported on first use: the CRM facade carries DeliveryMixin, and a command that sends
+# nothing should not import smtplib, ssl and urllib.request
+_LAZY = {
+    "deliver": "delivery",
+    "smtp_settings": "delivery",
+    "CHANNELS": "outbox",
+    "STATUSES": "outbox",
+    "enqueue": "outbox",
+    "DeliveryError": "senders",
+    "SmtpSettings": "senders",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    return getattr(import_module(f"{__name__}.{module}"), name)
 
 
 class DeliveryMixin(Host):
@@ -26,6 +49,8 @@ class DeliveryMixin(Host):
 
     def deliver(self, **options: Unpack[DeliverOptions]) -> DeliveryReport:
         """Send the due outbox messages: see :func:`metacrm.notify.deliver`."""
+        from .delivery import deliver
+
         return deliver(self, **options)
 
     def outbox(self, *, status: str | None = None, limit: int | None = None) -> list[OutboxMessage]:

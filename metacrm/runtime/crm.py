@@ -85,9 +85,10 @@ def connect(
 
         model = load_model(model)
     if isinstance(url_or_engine, str | os.PathLike):
-        engine, owned = make_engine(
-            str(url_or_engine), busy_timeout=busy_timeout, pool_size=pool_size, max_overflow=max_overflow
-        ), True
+        engine, owned = (
+            make_engine(str(url_or_engine), busy_timeout=busy_timeout, pool_size=pool_size, max_overflow=max_overflow),
+            True,
+        )
     else:
         from .host import adopt
 
@@ -119,7 +120,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         self._owns_engine = True
         self._scope = _Scope()  # keys this thread's or task's open transaction in _OPEN
         self._team: str | None = None
-        self._reactors = build_reactors(model)
+        self._reactor_cell: list[tuple] = []  # the reactors, compiled on the first write (shared by views)
         # the journal's `by` while an automation acts: set only on the private view an automation
         # acts through (metacrm.automation.actions._actor), never on a CRM the caller shares
         self._by: str | None = None
@@ -127,6 +128,15 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
             info = self.user_info(user)
             self._enabled(user)
             self._roles, self._team = frozenset(info["roles"]), info["team"]
+
+    @property
+    def _reactors(self) -> tuple:
+        """What runs after a write (see metacrm.runtime.react), compiled on first use: a
+        command that only reads never compiles the model's formulas and automations."""
+        cell = self._reactor_cell
+        if not cell:
+            cell.append(build_reactors(self.model))
+        return cell[0]
 
     # -- life cycle ---------------------------------------------------------------------------
     def close(self) -> None:

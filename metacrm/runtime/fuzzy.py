@@ -27,8 +27,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 
-from rapidfuzz import fuzz, process
-
 LEGAL_FORMS = frozenset(
     """
     ооо оао зао пао нао ао ип чп тоо одо нко ано пк гк тд гуп муп фгуп ук
@@ -95,6 +93,8 @@ class Blocks:
     def best(self, name: str):
         """The id of the most similar name at or above the threshold (the first added among
         equals, as a scan of every name in order would choose), or None."""
+        from rapidfuzz import fuzz, process  # imported when a name is first compared
+
         query = sort_tokens(name)
         found = None  # (score, id)
         for key in self._keys(name):
@@ -113,6 +113,7 @@ class Blocks:
         """Every pair of ids whose names score at or above the threshold (some more than once,
         when they share several keys)."""
         import numpy as np
+        from rapidfuzz import fuzz, process
 
         for ids, names in self.blocks.values():
             for start in range(0, len(names) - 1, _ROWS):

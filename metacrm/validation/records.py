@@ -14,7 +14,6 @@ import datetime as dt
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from types import MappingProxyType
 from typing import Annotated, Any
 
 import pydantic
@@ -151,27 +150,47 @@ class RecordValidator:
         self._given_pairs = tuple((m.name, m.internal, m.kind) for m in members if m.kind != "field")
         self._internal = {m.name: m.internal for m in members}
         self._external = {m.internal: m.name for m in members}
-        base = "".join(part.capitalize() for part in entity.name.split("_"))
-        self.create_model = pydantic.create_model(
-            f"{base}Create",
-            __config__=_CONFIG,
-            **{
-                m.internal: (
-                    _annotation(m, m.checks),
-                    pydantic.Field(alias=m.name, validate_default=bool(m.checks), **m.default),
-                )
-                for m in members
-            },
-        )
-        self.patch_model = pydantic.create_model(
-            f"{base}Patch",
-            __config__=_CONFIG,
-            **{
-                m.internal: (_annotation(m, m.patch_checks), pydantic.Field(default=None, alias=m.name))
-                for m in members
-                if m.name in self._patch_keys
-            },
-        )
+        self._members_list = tuple(members)
+        self._create_model: type[pydantic.BaseModel] | None = None
+        self._patch_model: type[pydantic.BaseModel] | None = None
+
+    @property
+    def create_model(self) -> type[pydantic.BaseModel]:
+        """The pydantic model of a new record, generated on first use (a command that only
+        reads never pays for it)."""
+        if self._create_model is None:
+            members = self._members_list
+            self._create_model = pydantic.create_model(
+                f"{self._base}Create",
+                __config__=_CONFIG,
+                **{
+                    m.internal: (
+                        _annotation(m, m.checks),
+                        pydantic.Field(alias=m.name, validate_default=bool(m.checks), **m.default),
+                    )
+                    for m in members
+                },
+            )
+        return self._create_model
+
+    @property
+    def patch_model(self) -> type[pydantic.BaseModel]:
+        """The pydantic model of the changes to a record, generated on first use."""
+        if self._patch_model is None:
+            self._patch_model = pydantic.create_model(
+                f"{self._base}Patch",
+                __config__=_CONFIG,
+                **{
+                    m.internal: (_annotation(m, m.patch_checks), pydantic.Field(default=None, alias=m.name))
+                    for m in self._members_list
+                    if m.name in self._patch_keys
+                },
+            )
+        return self._patch_model
+
+    @property
+    def _base(self) -> str:
+        return "".join(part.capitalize() for part in self.entity.name.split("_"))
 
     def __repr__(self) -> str:
         return f"<RecordValidator {self.name}>"
@@ -292,8 +311,35 @@ _CACHE_SIZE = 32
 _LOCK = threading.Lock()
 
 
+class _Validators(Mapping[str, RecordValidator]):
+    """``{entity name: RecordValidator}``, each built on first use (thread-safe): a command
+    on one entity builds that entity's validator only."""
+
+    def __init__(self, model: Model) -> None:
+        self._model = model
+        self._built: dict[str, RecordValidator] = {}
+        self._lock = threading.Lock()
+
+    def __getitem__(self, name: str) -> RecordValidator:
+        validator = self._built.get(name)
+        if validator is None:
+            entity = self._model.entities[name]
+            with self._lock:
+                validator = self._built.get(name)
+                if validator is None:
+                    validator = self._built[name] = RecordValidator(self._model, entity)
+        return validator
+
+    def __iter__(self):
+        return iter(self._model.entities)
+
+    def __len__(self) -> int:
+        return len(self._model.entities)
+
+
 def build_validators(model: Model) -> Mapping[str, RecordValidator]:
-    """``{entity name: RecordValidator}`` for a model, built once per model hash (``sha256``).
+    """``{entity name: RecordValidator}`` for a model, one mapping per model hash (``sha256``);
+    each validator (and each of its pydantic models) is generated on first use.
 
     The mapping is read-only and shared: the same object comes back for the same model.
     """
@@ -302,7 +348,7 @@ def build_validators(model: Model) -> Mapping[str, RecordValidator]:
         if key and key in _CACHE:
             _CACHE.move_to_end(key)
             return _CACHE[key]
-        validators = MappingProxyType({name: RecordValidator(model, e) for name, e in model.entities.items()})
+        validators = _Validators(model)
         if key:
             _CACHE[key] = validators
             while len(_CACHE) > _CACHE_SIZE:

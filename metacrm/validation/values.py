@@ -15,9 +15,11 @@ import re
 from collections.abc import Callable
 from decimal import Decimal
 from functools import lru_cache
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import regex
+if TYPE_CHECKING:  # pragma: no cover
+    import regex
 
 from .. import dates
 from ..model.metamodel import Field
@@ -128,6 +130,8 @@ PATTERN_TIMEOUT = 0.1
 
 def compile_pattern(text: str) -> regex.Pattern:
     """A field's pattern, compiled as ``re`` would read it (``regex`` in its version-0 mode)."""
+    import regex  # imported when a validator of a field with a pattern is first built
+
     return regex.compile(text, flags=regex.VERSION0)
 
 
