@@ -110,7 +110,7 @@ def test_export_neutralises_formulas_and_reads_back_exactly(crm, fresh_url, tmp_
     assert by_name["'''-y"]["note"] == "'''-y"  # one more quote, removed on import
     assert by_name["'hello"]["note"] == "'hello"  # nothing to neutralise
     numbers = by_name["numbers"]
-    assert (numbers["qty"], numbers["price"], numbers["rate"]) == ("-5", "-12.50", "-0.125000")  # numeric columns
+    assert (numbers["qty"], numbers["price"], numbers["rate"]) == ("-5", "-12.50", "-0.125")  # numeric columns, as every command prints them
     assert by_name["phone"]["phone"] == "'+74951234567" and by_name["phone"]["data"] == '"=2+3"'
 
     fresh = metacrm.connect(crm.model, fresh_url)

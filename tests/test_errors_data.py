@@ -98,6 +98,7 @@ SAMPLES: dict[str, object] = {
     "actual_version": 4,
     "retryable": True,
     "retry_after": 30,
+    "matches": [{"entity": "client", "id": 3, "field": "email", "rule": "email"}],
     "automation": "boom",
     "chain": ("first", "second"),
     "index": 1,

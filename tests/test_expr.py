@@ -1022,7 +1022,8 @@ def contract_db(db_url):
         _load(conn, storage, rows, joins)
     yield engine, storage
     with engine.connect() as conn:
-        assert conn.execute(select(storage.table("deal").c.id)).scalars().all() == [1, 2, 3, 4, 5]
+        deal = storage.table("deal")
+        assert conn.execute(select(deal.c.id).order_by(deal.c.id)).scalars().all() == [1, 2, 3, 4, 5]
     engine.dispose()
 
 

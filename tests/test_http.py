@@ -329,11 +329,11 @@ def test_healthz_and_other_model_versions(api, tmp_path):
 def test_unexpected_errors_are_500_with_a_request_id_only(api, caplog):
     app = api.client.app
 
-    @app.get("/boom")
+    @app.get("/api/boom")
     def boom():
         raise RuntimeError("secret internals")
 
-    r = api.client.get("/boom")
+    r = api.client.get("/api/boom")
     doc = problem_of(r, 500, "internal-error")
     assert "secret" not in r.text and doc["request_id"] == r.headers["x-request-id"]
     assert any(doc["request_id"] in rec.getMessage() for rec in caplog.records)

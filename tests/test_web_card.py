@@ -163,7 +163,7 @@ def test_link_access_probes(site):  # noqa: F811
             f"/deal/{mine}/link", data={"csrf": token, "name": "client", "target": str(target)}, headers=HTMX
         )
         answers[target] = link_error(r.text, "client").replace(str(target), "ID")
-    assert answers[site.ids["c_bob"]] == answers[999999] == "deal.client: no client with id ID"
+    assert answers[site.ids["c_bob"]] == answers[999999] == "deal.client: no client with id ID that user &#39;ann&#39; may read"
     # ... and through an inverse, adding and removing
     for action in ("link", "unlink"):
         answers = {}

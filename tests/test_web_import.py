@@ -18,7 +18,6 @@ require_module("fastapi", why="the browser app is the [web] extra")
 require_module("argon2", why="passwords are hashed with argon2-cffi ([web] extra)")
 require_module("jinja2", why="pages are Jinja2 templates ([web] extra)")
 
-from tests import test_web_pages  # noqa: E402
 from tests.test_web_pages import TRADE, Site, csrf_of  # noqa: E402
 
 CLIENTS = "Название,city,phone\nАльфа,Москва,+7 495 123-45-67\nБета,Тверь,не телефон\nГамма,Сочи,\n"
@@ -221,8 +220,7 @@ def test_an_import_sees_only_the_users_records(db_url, tmp_path, monkeypatch):
     assert "import: all" in text
     model = tmp_path / "trade.yaml"
     model.write_text(text, encoding="utf-8")
-    monkeypatch.setattr(test_web_pages, "TRADE", model)
-    site = Site(db_url)
+    site = Site(db_url, model=model)
     try:
         site.sign_in("ann")
         assert site.client.get("/client/import").status_code == 403  # still no import on client

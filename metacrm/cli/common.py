@@ -90,8 +90,8 @@ def missing_database(url: str) -> str | None:
         return None
     from pathlib import Path
 
-    if Path(database).exists():
-        return None
+    if Path(database).exists() or not Path(database).parent.is_dir():
+        return None  # no folder: opening fails (DatabaseUnavailable) without creating anything
     return f"no database at {database}: check --db (or $METACRM_DB); `metacrm migrate` creates it"
 
 

@@ -44,11 +44,14 @@ def opened(model: str, db: str, as_user: str | None = None, *, create: bool = Fa
     from ..runtime.engine import make_engine
 
     loaded = load(model)
+    with refusals():
+        engine = make_engine(db)  # a malformed URL is said first; opening nothing yet
     if not create and (why := missing_database(db)) is not None:
+        engine.dispose()
         fail(why)  # not found: exit 1, as `metacrm dump` answers
     with refusals(), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DuplicateWarning)
-        crm = CRM(loaded, make_engine(db), user=as_user)
+        crm = CRM(loaded, engine, user=as_user)
         try:
             yield crm
         finally:

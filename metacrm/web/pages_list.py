@@ -94,8 +94,8 @@ def default_keys(ent: Entity) -> list[str]:
     """The entity's ``list`` when the model gives one, else every field but long text, the
     single links, the stage and the owner."""
     given = getattr(ent, "list", None)
-    if given:
-        return [str(k) for k in given]
+    if given:  # the id is the list's first column anyway (#)
+        return [str(k) for k in given if k != "id"]
     keys = [f.name for f in ent.fields.values() if f.type != "text"]
     keys += [link.name for link in ent.links.values() if not link.many]
     keys += [k for k, present in (("stage", ent.pipelines), ("owner", ent.owner)) if present]

@@ -73,6 +73,15 @@ def users(crm: CRM) -> CRM:
     everyone: list[UserInfo] = crm.users()
     info: UserInfo = crm.user_info("anna")
     assert roles == ["manager"] and team == "north" and info in everyone
+    crm.add_user("gone", roles=["manager"])
+    off: UserInfo = crm.disable_user("gone")
+    shut: set[str] = crm.disabled_users()
+    on: UserInfo = crm.enable_user("gone")
+    owned: dict[str, int] = crm.owned_records("gone")
+    assert sum(owned.values()) == 0
+    removed: dict[str, int] = crm.remove_user("gone")
+    assert off["login"] == on["login"] == "gone" and "gone" in shut and "gone" not in crm.disabled_users()
+    assert isinstance(removed, dict) and "gone" not in [u["login"] for u in crm.users()]
     anna: CRM = crm.as_user("anna")
     her_roles: frozenset[str] | None = anna.roles
     actor: Actor = anna.actor
