@@ -670,6 +670,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         stages: list[str | None] = [None] * len(batch)
         if import_stages and ent.has_stages:
             batch, stages = self._split_stages(ent, batch)
+        batch = _chosen_by_pipeline(ent, batch)
         values = [validator.create(batch[0])] if single else validator.create_many(batch)
         self._initial_requires(ent, values, indexed=not single)
         if self.user is not None:
@@ -1081,6 +1082,22 @@ def _not_linked(ent: Entity, record_id, name: str, target) -> str:
 
 def _nothing_linked(ent: Entity, record_id, name: str) -> str:
     return f"{ent.name} {record_id} is not linked to anything through {name}: nothing to unlink"
+
+
+def _chosen_by_pipeline(entity: Entity, batch: list) -> list:
+    """The records of a batch, those given a ``pipeline`` and no value for the entity's
+    ``pipeline_field`` with the pipeline's name in that field (before validation, so a
+    required field is filled, as the docs say)."""
+    chooser = entity.fields.get(entity.pipeline_field or "") if entity.has_stages else None
+    if chooser is None:
+        return batch
+    out = []
+    for data in batch:
+        name = data.get("pipeline") if isinstance(data, Mapping) else None
+        if isinstance(name, str) and name.strip() in chooser.option_values and data.get(chooser.name) in (None, ""):
+            data = {**data, chooser.name: name.strip()}
+        out.append(data)
+    return out
 
 
 def _pipeline_of(entity: Entity, values: Mapping) -> str:

@@ -1,0 +1,45 @@
+"""Defects of issue 14 item 7 still present after session 6, on SQLite and PostgreSQL: a required
+``pipeline_field`` filled from ``pipeline``; ``stage_map``/``pipeline_map`` moves in the stage
+history; a refused duplicate names the stored record; rendered text in webhook bodies and a
+subject from the text; ``graph --paths`` naming guards and roles; ``report group --by stage
+--pipeline``; integer ticks on the funnel PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import metacrm
+from metacrm.cli.main import app
+from metacrm.errors import ValidationError
+
+MODEL = Path(__file__).parent / "fixtures" / "valid" / "defects_left.yaml"
+
+
+def invoke(*args: str, code: int = 0):
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == code, f"{args}: exit {result.exit_code}\n{result.output}"
+    assert "Traceback" not in result.output
+    return result
+
+
+@pytest.fixture
+def crm(db_url):
+    crm = metacrm.connect(str(MODEL), db_url)
+    crm.migrate()
+    yield crm
+    crm.close()
+
+
+def test_a_required_pipeline_field_is_filled_from_pipeline(crm) -> None:
+    deal = crm.create("deal", {"title": "flat", "pipeline": "rental"})
+    assert (deal["kind"], deal["pipeline"], deal["stage"]) == ("rental", "rental", "asked")
+    [one, two] = crm.create_many("deal", [{"title": "a", "pipeline": "sales"}, {"title": "b", "kind": "rental"}])
+    assert (one["kind"], one["pipeline"]) == ("sales", "sales")
+    assert (two["kind"], two["pipeline"]) == ("rental", "rental")
+    with pytest.raises(ValidationError, match=r"deal\.kind: is required"):
+        crm.create("deal", {"title": "neither"})  # neither given: the required field says so
+    with pytest.raises(ValidationError, match="must agree"):
+        crm.create("deal", {"title": "both", "kind": "sales", "pipeline": "rental"})
