@@ -43,3 +43,20 @@ def test_a_required_pipeline_field_is_filled_from_pipeline(crm) -> None:
         crm.create("deal", {"title": "neither"})  # neither given: the required field says so
     with pytest.raises(ValidationError, match="must agree"):
         crm.create("deal", {"title": "both", "kind": "sales", "pipeline": "rental"})
+
+
+def test_a_refused_duplicate_names_the_stored_record(crm) -> None:
+    stored = crm.create("client", {"name": "Ann", "email": "ann@example.com", "code": "A1"})
+    with pytest.raises(ValidationError) as info:  # a unique field (the constraint answers)
+        crm.create("client", {"name": "Bob", "code": "A1"})
+    assert str(info.value) == f"client.code: 'A1' is already used by client {stored['id']}"
+    assert info.value.issues[0].field == "code"
+    with pytest.raises(ValidationError) as info:  # a batch (checked before writing)
+        crm.create_many("client", [{"name": "Bob", "code": "B1"}, {"name": "Cy", "code": "A1"}])
+    assert str(info.value) == f"record 1: client.code: 'A1' is already used by client {stored['id']}"
+    other = crm.create("client", {"name": "Dan", "code": "D1"})
+    with pytest.raises(ValidationError, match=f"'A1' is already used by client {stored['id']}$"):
+        crm.update("client", other["id"], {"code": "A1"})
+    with pytest.raises(ValidationError, match=f"duplicate of client {stored['id']}"):  # a `block` rule
+        crm.create("client", {"name": "Eve", "email": "ann@example.com"})
+    assert crm.count("client") == 2

@@ -6,6 +6,7 @@ leaves the database exactly as it was. Records are plain dicts.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -16,7 +17,7 @@ from sqlalchemy import bindparam, insert, inspect, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from ..errors import FieldIssue, MigrationError, NotFound, PermissionDenied, SetupError, ValidationError
+from ..errors import FieldIssue, MetaCRMError, MigrationError, NotFound, PermissionDenied, SetupError, ValidationError
 from ..model.metamodel import Entity, Model
 from ..model.suggest import listing
 from ..notify import DeliveryMixin
@@ -634,7 +635,14 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
             single = records[0] if _single and isinstance(records, list | tuple) else None
             if single is not None and self.user is None:
                 self._explain_links(ent, single, exc)
-            raise rec.translate_integrity(exc, self.storage, ent, single) from exc
+            if single is not None:
+                single = self._validated_or_raw(ent, single)
+            raise self._name_stored(ent, rec.translate_integrity(exc, self.storage, ent, single)) from exc
+        except ValidationError as exc:
+            named = self._name_stored(ent, exc)
+            if named is exc:
+                raise
+            raise named from None
         if flagged:
             import warnings
 
@@ -642,6 +650,31 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
 
             warnings.warn(DuplicateWarning.of_many(ent.name, flagged), stacklevel=2)
         return out if returning else created
+
+    def _validated_or_raw(self, ent: Entity, data: Mapping) -> Mapping:
+        """A record's values as validation leaves them (stored form), else as given."""
+        try:
+            return self.validators[ent.name].create(data)
+        except MetaCRMError:
+            return data
+
+    def _name_stored(self, ent: Entity, exc: ValidationError) -> ValidationError:
+        """A refusal for values of unique fields that stored records hold, each naming the
+        record that holds it (``client 3``) when the acting user may read it, as an import
+        does; the same error when no such record is named."""
+        issues, named = list(exc.issues), False
+        for k, issue in enumerate(issues):
+            taken = issue.message == "is already used" or issue.message.endswith(f"is already used by another {ent.name}")
+            if not (taken and issue.field and issue.entity == ent.name and issue.value is not None):
+                continue
+            try:
+                found = self.find(ent.name, f"{issue.field} = :value", {"value": issue.value}, limit=1)
+            except MetaCRMError:
+                continue
+            if found:
+                message = f"{issue.value!r} is already used by {ent.name} {found[0]['id']}"
+                issues[k], named = dataclasses.replace(issue, message=message), True
+        return rec.refused(issues) if named else exc
 
     def _explain_links(self, ent: Entity, data: Mapping, exc: IntegrityError) -> None:
         """A single create refused by a foreign key (its links were left to the keys): the
@@ -929,7 +962,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
                 self._derived_values(conn, ent, [after])
                 return after
         except IntegrityError as exc:
-            raise rec.translate_integrity(exc, self.storage, ent, values) from exc
+            raise self._name_stored(ent, rec.translate_integrity(exc, self.storage, ent, values)) from exc
 
     def _check_new_owner(self, conn, ent: Entity, current: Mapping, owner) -> None:
         """A reassignment may not take a record out of its user's sight: with a ``team`` scope the
