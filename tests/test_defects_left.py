@@ -60,3 +60,14 @@ def test_a_refused_duplicate_names_the_stored_record(crm) -> None:
     with pytest.raises(ValidationError, match=f"duplicate of client {stored['id']}"):  # a `block` rule
         crm.create("client", {"name": "Eve", "email": "ann@example.com"})
     assert crm.count("client") == 2
+
+
+def test_webhook_bodies_carry_the_text_and_a_subject_comes_from_it(crm) -> None:
+    deal = crm.create("deal", {"title": "Flat 7", "kind": "sales"})
+    crm.move("deal", deal["id"], "won")
+    messages = {m["channel"]: m for m in crm.outbox()}
+    text = "Deal Flat 7 won\nCongratulations"
+    mail, hook = messages["email"], messages["webhook"]
+    assert (mail["subject"], mail["body"]) == ("Deal Flat 7 won", text)  # no `subject:`: the first line
+    assert hook["payload"]["subject"] == "Deal Flat 7 won" and hook["payload"]["text"] == text
+    assert hook["payload"]["record"]["id"] == deal["id"] and hook["payload"]["event"] == "enters:won"
