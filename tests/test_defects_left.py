@@ -71,3 +71,23 @@ def test_webhook_bodies_carry_the_text_and_a_subject_comes_from_it(crm) -> None:
     assert (mail["subject"], mail["body"]) == ("Deal Flat 7 won", text)  # no `subject:`: the first line
     assert hook["payload"]["subject"] == "Deal Flat 7 won" and hook["payload"]["text"] == text
     assert hook["payload"]["record"]["id"] == deal["id"] and hook["payload"]["event"] == "enters:won"
+
+
+def opts(crm) -> list[str]:
+    return ["--model", str(MODEL), "--db", crm.engine.url.render_as_string(hide_password=False)]
+
+
+def test_report_group_by_stage_takes_one_pipeline(crm) -> None:
+    crm.create_many("deal", [{"title": "a", "kind": "sales"}, {"title": "b", "kind": "sales"}, {"title": "c", "kind": "rental"}])
+    result = invoke("report", "group", "deal", "--by", "stage", *opts(crm), code=2)
+    assert result.stderr == (
+        "error: deal: --by stage mixes the stages of pipelines sales, rental: give --pipeline (one of sales, rental)\n"
+    )
+    doc = crm.report_group("deal", "stage", pipeline="rental")
+    assert [(r["value"], r["count"]) for r in doc["rows"]] == [("asked", 1)] and doc["pipeline"] == "rental"
+    result = invoke("report", "group", "deal", "--by", "stage", "--pipeline", "sales", "-f", "csv", *opts(crm))
+    assert result.stdout.splitlines() == ["value,label,count", "new,new,2"]
+    result = invoke("report", "group", "deal", "--by", "kind", "--pipeline", "rental", "-f", "csv", *opts(crm))
+    assert result.stdout.splitlines() == ["value,label,count", "rental,rental,1"]
+    result = invoke("report", "group", "deal", "--by", "stage", "--pipeline", "rentl", *opts(crm), code=2)
+    assert "unknown pipeline 'rentl'" in result.stderr and "valid: " in result.stderr

@@ -270,16 +270,20 @@ def date_names(entity: Entity) -> list[str]:
     return valid + [f.name for f in entity.fields.values() if f.type in ("date", "datetime")]
 
 
-def group_key(storage: Storage, entity: Entity, name: str, *, what: str = "by", actor: Actor = SYSTEM) -> GroupKey:
+def group_key(
+    storage: Storage, entity: Entity, name: str, *, what: str = "by", actor: Actor = SYSTEM, pipeline: str | None = None
+) -> GroupKey:
     """What records can be grouped by: owner, stage, pipeline, a plain field, a single link.
-    A link's groups are its targets, by title; those ``actor`` may not read are one group."""
+    A link's groups are its targets, by title; those ``actor`` may not read are one group.
+    Stages are captioned from ``pipeline`` when given, else from every pipeline."""
     table = storage.table(entity.name)
     valid = group_names(entity)
     if name not in valid:
         reason = "cannot group by" if entity.member(name) or name in ("owner", "stage") else "unknown field"
         raise _bad(f"{entity.name}: {what}: {reason} '{name}'", name, valid)
     if name == "stage":
-        captions = {s.name: s.caption for p in reversed(entity.pipelines.values()) for s in p.stages.values()}
+        chosen = [choose_pipeline(entity, pipeline)] if pipeline is not None else reversed(entity.pipelines.values())
+        captions = {s.name: s.caption for p in chosen for s in p.stages.values()}
         return GroupKey(name, table.c.stage, lambda conn, values: captions)
     if name == "pipeline":
         captions = {p.name: p.caption for p in entity.pipelines.values()}
@@ -707,8 +711,9 @@ def build_group(
     date_to=None,
     access=None,
     actor: Actor = SYSTEM,
+    pipeline: str | None = None,
 ) -> GroupReport:
-    key = group_key(storage, entity, by, actor=actor)
+    key = group_key(storage, entity, by, actor=actor, pipeline=pipeline)
     if period is not None and period not in PERIODS:
         raise _bad(f"{entity.name}: unknown period '{period}'", period, PERIODS)
     date_col, is_date = date_column(storage, entity, date)
@@ -725,6 +730,8 @@ def build_group(
         columns.append(expr.label("period"))
         grouping.insert(0, expr)
     query = select(*columns).select_from(table).group_by(*grouping)
+    if pipeline is not None:
+        query = query.where(table.c.pipeline == choose_pipeline(entity, pipeline).name)
     if access is not None:
         query = query.where(access)
     if date_from is not None:
@@ -757,6 +764,7 @@ def build_group(
     return {
         "entity": entity.name,
         "by": by,
+        "pipeline": pipeline,
         "sum": sum,
         "period": period,
         "date": date or "created_at",
@@ -956,8 +964,10 @@ class ReportsMixin(Host):
         date: str | None = None,
         date_from: When | str | None = None,
         date_to: When | str | None = None,
+        pipeline: str | None = None,
     ) -> GroupReport:
-        """Counts (and the sum of a money or number field) per value of ``by``, per period."""
+        """Counts (and the sum of a money or number field) per value of ``by``, per period;
+        with ``pipeline``, of that pipeline's records only."""
         self._ready()
         ent = self._entity(entity)
         with self._reading() as conn:
@@ -973,6 +983,7 @@ class ReportsMixin(Host):
                 date_to=date_to,
                 access=self._access(ent),
                 actor=self.actor,
+                pipeline=pipeline,
             )
 
     def board(
