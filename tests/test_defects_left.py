@@ -91,3 +91,21 @@ def test_report_group_by_stage_takes_one_pipeline(crm) -> None:
     assert result.stdout.splitlines() == ["value,label,count", "rental,rental,1"]
     result = invoke("report", "group", "deal", "--by", "stage", "--pipeline", "rentl", *opts(crm), code=2)
     assert "unknown pipeline 'rentl'" in result.stderr and "valid: " in result.stderr
+
+
+def test_chart_ticks_of_counts_are_whole_numbers(crm, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")  # the [png] extra
+    from metacrm.runtime.reports import funnel_png, group_png
+
+    deals = crm.create_many("deal", [{"title": t, "kind": "sales"} for t in ("a", "b")])
+    crm.move("deal", deals[0]["id"], "talk")
+
+    def ticks(fig) -> list[str]:
+        return [t.get_text() for t in fig.axes[0].get_xticklabels() if t.get_text()]
+
+    funnel = ticks(funnel_png(crm.funnel("deal", "sales"), tmp_path / "funnel.png"))
+    assert funnel and len(set(funnel)) == len(funnel), funnel  # was 0 0 0 1 1 1 2 2
+    assert all(t.isdigit() for t in funnel), funnel
+    group = ticks(group_png(crm.report_group("deal", "stage", pipeline="sales"), tmp_path / "group.png"))
+    assert group and len(set(group)) == len(group) and all(t.isdigit() for t in group), group
+    assert (tmp_path / "funnel.png").stat().st_size > 0 and (tmp_path / "group.png").stat().st_size > 0
