@@ -152,6 +152,7 @@ GroupReport = TypedDict(
     {
         "entity": str,
         "by": str,
+        "pipeline": str | None,
         "sum": str | None,
         "period": str | None,
         "date": str,

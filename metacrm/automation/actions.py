@@ -341,6 +341,13 @@ def _move(run: _Run, actor, f: Firing, entity: Entity, record, spec) -> dict | N
     return fresh
 
 
+def _first_line(text: str, limit: int = 200) -> str:
+    """The first non-blank line of a message, the subject of an e-mail whose automation gives
+    none (cut at ``limit`` characters, with an ellipsis)."""
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
+
+
 def _notify(run: _Run, f: Firing, entity: Entity, record, links, index, spec, notes) -> None:
     auto = f.automation
     parts = run.compiled.templates[(auto.name, index, "template")]
@@ -354,7 +361,7 @@ def _notify(run: _Run, f: Firing, entity: Entity, record, links, index, spec, no
             subject = (
                 render(run.model, entity, subject_parts, record, links, hidden)
                 if subject_parts
-                else (auto.label or auto.name)
+                else (_first_line(body) or auto.label or auto.name)
             )
             rendered[hidden] = (subject, body)
         return rendered[hidden]
@@ -377,6 +384,8 @@ def _notify(run: _Run, f: Firing, entity: Entity, record, links, index, spec, no
                 "entity": f.entity,
                 "record_id": f.record_id,
                 "event": f.event,
+                "subject": subject,
+                "text": body,
                 "record": journal.safe(record),
             }
         rows.append(

@@ -172,16 +172,24 @@ def group(
     date: Annotated[str | None, typer.Option("--date", help="The date of the period (default created_at).")] = None,
     date_from: FromOpt = None,
     date_to: ToOpt = None,
+    pipeline: Annotated[
+        str | None, typer.Option("--pipeline", "-p", help="Only this pipeline's records (needed with --by stage).")
+    ] = None,
     model: ModelOpt = DEFAULT_MODEL,
     db: DbOpt = DEFAULT_DB,
     as_user: AsOpt = None,
     format: ReportFormatOpt = ReportFormat.table,
     output: OutputOpt = None,
 ) -> None:
-    """Counts and sums per value of a field (per manager with --by owner), per month or quarter."""
+    """Counts and sums per value of a field (per manager with --by owner), per month or quarter.
+    --pipeline counts one pipeline's records; --by stage needs it when there are several."""
     with report_session(model, db, format, output, as_user) as crm:
+        ent = crm.model.entities.get(entity)
+        if by == "stage" and pipeline is None and ent is not None and len(ent.pipelines) > 1:
+            names = ", ".join(ent.pipelines)
+            usage_error(f"{entity}: --by stage mixes the stages of pipelines {names}: give --pipeline (one of {names})")
         doc = crm.report_group(
-            entity, by, sum=sum_field, period=period, date=date, date_from=date_from, date_to=date_to
+            entity, by, sum=sum_field, period=period, date=date, date_from=date_from, date_to=date_to, pipeline=pipeline
         )
     columns = (["period"] if period else []) + ["value", "label", "count"] + (["sum"] if sum_field else [])
     if format is ReportFormat.png:

@@ -6,6 +6,7 @@ leaves the database exactly as it was. Records are plain dicts.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -16,7 +17,7 @@ from sqlalchemy import bindparam, insert, inspect, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from ..errors import FieldIssue, MigrationError, NotFound, PermissionDenied, SetupError, ValidationError
+from ..errors import FieldIssue, MetaCRMError, MigrationError, NotFound, PermissionDenied, SetupError, ValidationError
 from ..model.metamodel import Entity, Model
 from ..model.suggest import listing
 from ..notify import DeliveryMixin
@@ -634,7 +635,14 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
             single = records[0] if _single and isinstance(records, list | tuple) else None
             if single is not None and self.user is None:
                 self._explain_links(ent, single, exc)
-            raise rec.translate_integrity(exc, self.storage, ent, single) from exc
+            if single is not None:
+                single = self._validated_or_raw(ent, single)
+            raise self._name_stored(ent, rec.translate_integrity(exc, self.storage, ent, single)) from exc
+        except ValidationError as exc:
+            named = self._name_stored(ent, exc)
+            if named is exc:
+                raise
+            raise named from None
         if flagged:
             import warnings
 
@@ -642,6 +650,31 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
 
             warnings.warn(DuplicateWarning.of_many(ent.name, flagged), stacklevel=2)
         return out if returning else created
+
+    def _validated_or_raw(self, ent: Entity, data: Mapping) -> Mapping:
+        """A record's values as validation leaves them (stored form), else as given."""
+        try:
+            return self.validators[ent.name].create(data)
+        except MetaCRMError:
+            return data
+
+    def _name_stored(self, ent: Entity, exc: ValidationError) -> ValidationError:
+        """A refusal for values of unique fields that stored records hold, each naming the
+        record that holds it (``client 3``) when the acting user may read it, as an import
+        does; the same error when no such record is named."""
+        issues, named = list(exc.issues), False
+        for k, issue in enumerate(issues):
+            taken = issue.message == "is already used" or issue.message.endswith(f"is already used by another {ent.name}")
+            if not (taken and issue.field and issue.entity == ent.name and issue.value is not None):
+                continue
+            try:
+                found = self.find(ent.name, f"{issue.field} = :value", {"value": issue.value}, limit=1)
+            except MetaCRMError:
+                continue
+            if found:
+                message = f"{issue.value!r} is already used by {ent.name} {found[0]['id']}"
+                issues[k], named = dataclasses.replace(issue, message=message), True
+        return rec.refused(issues) if named else exc
 
     def _explain_links(self, ent: Entity, data: Mapping, exc: IntegrityError) -> None:
         """A single create refused by a foreign key (its links were left to the keys): the
@@ -670,6 +703,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         stages: list[str | None] = [None] * len(batch)
         if import_stages and ent.has_stages:
             batch, stages = self._split_stages(ent, batch)
+        batch = _chosen_by_pipeline(ent, batch)
         values = [validator.create(batch[0])] if single else validator.create_many(batch)
         self._initial_requires(ent, values, indexed=not single)
         if self.user is not None:
@@ -928,7 +962,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
                 self._derived_values(conn, ent, [after])
                 return after
         except IntegrityError as exc:
-            raise rec.translate_integrity(exc, self.storage, ent, values) from exc
+            raise self._name_stored(ent, rec.translate_integrity(exc, self.storage, ent, values)) from exc
 
     def _check_new_owner(self, conn, ent: Entity, current: Mapping, owner) -> None:
         """A reassignment may not take a record out of its user's sight: with a ``team`` scope the
@@ -1081,6 +1115,22 @@ def _not_linked(ent: Entity, record_id, name: str, target) -> str:
 
 def _nothing_linked(ent: Entity, record_id, name: str) -> str:
     return f"{ent.name} {record_id} is not linked to anything through {name}: nothing to unlink"
+
+
+def _chosen_by_pipeline(entity: Entity, batch: list) -> list:
+    """The records of a batch, those given a ``pipeline`` and no value for the entity's
+    ``pipeline_field`` with the pipeline's name in that field (before validation, so a
+    required field is filled, as the docs say)."""
+    chooser = entity.fields.get(entity.pipeline_field or "") if entity.has_stages else None
+    if chooser is None:
+        return batch
+    out = []
+    for data in batch:
+        name = data.get("pipeline") if isinstance(data, Mapping) else None
+        if isinstance(name, str) and name.strip() in chooser.option_values and data.get(chooser.name) in (None, ""):
+            data = {**data, chooser.name: name.strip()}
+        out.append(data)
+    return out
 
 
 def _pipeline_of(entity: Entity, values: Mapping) -> str:

@@ -270,16 +270,20 @@ def date_names(entity: Entity) -> list[str]:
     return valid + [f.name for f in entity.fields.values() if f.type in ("date", "datetime")]
 
 
-def group_key(storage: Storage, entity: Entity, name: str, *, what: str = "by", actor: Actor = SYSTEM) -> GroupKey:
+def group_key(
+    storage: Storage, entity: Entity, name: str, *, what: str = "by", actor: Actor = SYSTEM, pipeline: str | None = None
+) -> GroupKey:
     """What records can be grouped by: owner, stage, pipeline, a plain field, a single link.
-    A link's groups are its targets, by title; those ``actor`` may not read are one group."""
+    A link's groups are its targets, by title; those ``actor`` may not read are one group.
+    Stages are captioned from ``pipeline`` when given, else from every pipeline."""
     table = storage.table(entity.name)
     valid = group_names(entity)
     if name not in valid:
         reason = "cannot group by" if entity.member(name) or name in ("owner", "stage") else "unknown field"
         raise _bad(f"{entity.name}: {what}: {reason} '{name}'", name, valid)
     if name == "stage":
-        captions = {s.name: s.caption for p in reversed(entity.pipelines.values()) for s in p.stages.values()}
+        chosen = [choose_pipeline(entity, pipeline)] if pipeline is not None else reversed(entity.pipelines.values())
+        captions = {s.name: s.caption for p in chosen for s in p.stages.values()}
         return GroupKey(name, table.c.stage, lambda conn, values: captions)
     if name == "pipeline":
         captions = {p.name: p.caption for p in entity.pipelines.values()}
@@ -707,8 +711,9 @@ def build_group(
     date_to=None,
     access=None,
     actor: Actor = SYSTEM,
+    pipeline: str | None = None,
 ) -> GroupReport:
-    key = group_key(storage, entity, by, actor=actor)
+    key = group_key(storage, entity, by, actor=actor, pipeline=pipeline)
     if period is not None and period not in PERIODS:
         raise _bad(f"{entity.name}: unknown period '{period}'", period, PERIODS)
     date_col, is_date = date_column(storage, entity, date)
@@ -725,6 +730,8 @@ def build_group(
         columns.append(expr.label("period"))
         grouping.insert(0, expr)
     query = select(*columns).select_from(table).group_by(*grouping)
+    if pipeline is not None:
+        query = query.where(table.c.pipeline == choose_pipeline(entity, pipeline).name)
     if access is not None:
         query = query.where(access)
     if date_from is not None:
@@ -757,6 +764,7 @@ def build_group(
     return {
         "entity": entity.name,
         "by": by,
+        "pipeline": pipeline,
         "sum": sum,
         "period": period,
         "date": date or "created_at",
@@ -793,16 +801,23 @@ def _figure(width: float, height: float):
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 
-def _plain_numbers(axis) -> None:
-    """Tick labels as 1 250 000, not 1.25 x 1e6."""
-    from matplotlib.ticker import FuncFormatter
+def _plain_numbers(axis, *, whole: bool = False) -> None:
+    """Tick labels as 1 250 000, not 1.25 x 1e6; a fraction keeps its decimals (0.5, not 0).
+    ``whole`` (counts): ticks only at whole numbers, so small counts read 0 1 2, not 0 0 1 1."""
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}".replace(",", " ")))
+    def plain(value: float, _) -> str:
+        text = f"{value:,.0f}" if float(value).is_integer() else f"{value:,.2f}".rstrip("0")
+        return text.replace(",", " ")
+
+    if whole:
+        axis.set_major_locator(MaxNLocator(integer=True))
+    axis.set_major_formatter(FuncFormatter(plain))
 
 
-def funnel_png(doc: dict | list[dict], path) -> None:
+def funnel_png(doc: dict | list[dict], path):
     """Horizontal bars per stage: records that reached it and records in it now (one panel per
-    group of a ``by`` funnel, 12 at most)."""
+    group of a ``by`` funnel, 12 at most). Returns the matplotlib Figure written."""
     docs = doc if isinstance(doc, list) else [doc]
     hidden = max(len(docs) - 12, 0)
     docs = docs[:12] or [{"stages": [], "entity": "", "pipeline": "", "win_rate": None}]
@@ -829,15 +844,16 @@ def funnel_png(doc: dict | list[dict], path) -> None:
         ax.set_title(title, fontsize=10)
         ax.legend(loc="lower right", fontsize=8)
         ax.margins(x=0.12)
-        _plain_numbers(ax.xaxis)
+        _plain_numbers(ax.xaxis, whole=True)
     if hidden:
         fig.suptitle(f"the first 12 groups; {hidden} more not shown", fontsize=9)
     fig.savefig(path, format="png")
+    return fig
 
 
-def group_png(doc: dict, path) -> None:
+def group_png(doc: dict, path):
     """Bars of the sum (or the count) per group; with a period, stacked bars per period with
-    a series per group (the 10 largest; the rest as 'other')."""
+    a series per group (the 10 largest; the rest as 'other'). Returns the Figure written."""
     measure = "sum" if doc["sum"] else "count"
     rows = doc["rows"]
 
@@ -854,7 +870,7 @@ def group_png(doc: dict, path) -> None:
         ax.barh(ys, [float(i[measure]) for i in shown], color="#3182bd")
         ax.set_yticks(ys, [name(i) for i in shown])
         ax.invert_yaxis()
-        _plain_numbers(ax.xaxis)
+        _plain_numbers(ax.xaxis, whole=measure == "count")
     else:
         totals: dict = {}
         for item in rows:
@@ -878,10 +894,11 @@ def group_png(doc: dict, path) -> None:
             bottom = [a + b for a, b in zip(bottom, heights, strict=True)]
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1, 1))
         ax.tick_params(axis="x", labelrotation=45)
-        _plain_numbers(ax.yaxis)
+        _plain_numbers(ax.yaxis, whole=measure == "count")
     what = f"sum of {doc['sum']}" if doc["sum"] else "records"
     ax.set_title(f"{doc['entity']}: {what} by {doc['by']}" + (f" per {doc['period']}" if doc["period"] else ""))
     fig.savefig(path, format="png")
+    return fig
 
 
 # -- the facade ----------------------------------------------------------------------------------
@@ -956,8 +973,10 @@ class ReportsMixin(Host):
         date: str | None = None,
         date_from: When | str | None = None,
         date_to: When | str | None = None,
+        pipeline: str | None = None,
     ) -> GroupReport:
-        """Counts (and the sum of a money or number field) per value of ``by``, per period."""
+        """Counts (and the sum of a money or number field) per value of ``by``, per period;
+        with ``pipeline``, of that pipeline's records only."""
         self._ready()
         ent = self._entity(entity)
         with self._reading() as conn:
@@ -973,6 +992,7 @@ class ReportsMixin(Host):
                 date_to=date_to,
                 access=self._access(ent),
                 actor=self.actor,
+                pipeline=pipeline,
             )
 
     def board(

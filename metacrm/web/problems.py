@@ -77,7 +77,12 @@ def unique_issues(exc: E.ValidationError) -> list[E.FieldIssue]:
     stored = [
         i
         for i in exc.issues
-        if i.field and (i.message == "is already used" or i.message.endswith(f"is already used by another {i.entity}"))
+        if i.field
+        and (
+            i.message == "is already used"
+            or i.message.endswith(f"is already used by another {i.entity}")
+            or re.search(rf"is already used by {re.escape(i.entity)} \d+$", i.message)
+        )
     ]
     return stored if stored and len(stored) == len(exc.issues) else []
 

@@ -1,0 +1,111 @@
+"""Defects of issue 14 item 7 still present after session 6, on SQLite and PostgreSQL: a required
+``pipeline_field`` filled from ``pipeline``; ``stage_map``/``pipeline_map`` moves in the stage
+history; a refused duplicate names the stored record; rendered text in webhook bodies and a
+subject from the text; ``graph --paths`` naming guards and roles; ``report group --by stage
+--pipeline``; integer ticks on the funnel PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import metacrm
+from metacrm.cli.main import app
+from metacrm.errors import ValidationError
+
+MODEL = Path(__file__).parent / "fixtures" / "valid" / "defects_left.yaml"
+
+
+def invoke(*args: str, code: int = 0):
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == code, f"{args}: exit {result.exit_code}\n{result.output}"
+    assert "Traceback" not in result.output
+    return result
+
+
+@pytest.fixture
+def crm(db_url):
+    crm = metacrm.connect(str(MODEL), db_url)
+    crm.migrate()
+    yield crm
+    crm.close()
+
+
+def test_a_required_pipeline_field_is_filled_from_pipeline(crm) -> None:
+    deal = crm.create("deal", {"title": "flat", "pipeline": "rental"})
+    assert (deal["kind"], deal["pipeline"], deal["stage"]) == ("rental", "rental", "asked")
+    [one, two] = crm.create_many("deal", [{"title": "a", "pipeline": "sales"}, {"title": "b", "kind": "rental"}])
+    assert (one["kind"], one["pipeline"]) == ("sales", "sales")
+    assert (two["kind"], two["pipeline"]) == ("rental", "rental")
+    with pytest.raises(ValidationError, match=r"deal\.kind: is required"):
+        crm.create("deal", {"title": "neither"})  # neither given: the required field says so
+    with pytest.raises(ValidationError, match="must agree"):
+        crm.create("deal", {"title": "both", "kind": "sales", "pipeline": "rental"})
+
+
+def test_a_refused_duplicate_names_the_stored_record(crm) -> None:
+    stored = crm.create("client", {"name": "Ann", "email": "ann@example.com", "code": "A1"})
+    with pytest.raises(ValidationError) as info:  # a unique field (the constraint answers)
+        crm.create("client", {"name": "Bob", "code": "A1"})
+    assert str(info.value) == f"client.code: 'A1' is already used by client {stored['id']}"
+    assert info.value.issues[0].field == "code"
+    with pytest.raises(ValidationError) as info:  # a batch (checked before writing)
+        crm.create_many("client", [{"name": "Bob", "code": "B1"}, {"name": "Cy", "code": "A1"}])
+    assert str(info.value) == f"record 1: client.code: 'A1' is already used by client {stored['id']}"
+    other = crm.create("client", {"name": "Dan", "code": "D1"})
+    with pytest.raises(ValidationError, match=f"'A1' is already used by client {stored['id']}$"):
+        crm.update("client", other["id"], {"code": "A1"})
+    with pytest.raises(ValidationError, match=f"duplicate of client {stored['id']}"):  # a `block` rule
+        crm.create("client", {"name": "Eve", "email": "ann@example.com"})
+    assert crm.count("client") == 2
+
+
+def test_webhook_bodies_carry_the_text_and_a_subject_comes_from_it(crm) -> None:
+    deal = crm.create("deal", {"title": "Flat 7", "kind": "sales"})
+    crm.move("deal", deal["id"], "won")
+    messages = {m["channel"]: m for m in crm.outbox()}
+    text = "Deal Flat 7 won\nCongratulations"
+    mail, hook = messages["email"], messages["webhook"]
+    assert (mail["subject"], mail["body"]) == ("Deal Flat 7 won", text)  # no `subject:`: the first line
+    assert hook["payload"]["subject"] == "Deal Flat 7 won" and hook["payload"]["text"] == text
+    assert hook["payload"]["record"]["id"] == deal["id"] and hook["payload"]["event"] == "enters:won"
+
+
+def opts(crm) -> list[str]:
+    return ["--model", str(MODEL), "--db", crm.engine.url.render_as_string(hide_password=False)]
+
+
+def test_report_group_by_stage_takes_one_pipeline(crm) -> None:
+    crm.create_many("deal", [{"title": "a", "kind": "sales"}, {"title": "b", "kind": "sales"}, {"title": "c", "kind": "rental"}])
+    result = invoke("report", "group", "deal", "--by", "stage", *opts(crm), code=2)
+    assert result.stderr == (
+        "error: deal: --by stage mixes the stages of pipelines sales, rental: give --pipeline (one of sales, rental)\n"
+    )
+    doc = crm.report_group("deal", "stage", pipeline="rental")
+    assert [(r["value"], r["count"]) for r in doc["rows"]] == [("asked", 1)] and doc["pipeline"] == "rental"
+    result = invoke("report", "group", "deal", "--by", "stage", "--pipeline", "sales", "-f", "csv", *opts(crm))
+    assert result.stdout.splitlines() == ["value,label,count", "new,new,2"]
+    result = invoke("report", "group", "deal", "--by", "kind", "--pipeline", "rental", "-f", "csv", *opts(crm))
+    assert result.stdout.splitlines() == ["value,label,count", "rental,rental,1"]
+    result = invoke("report", "group", "deal", "--by", "stage", "--pipeline", "rentl", *opts(crm), code=2)
+    assert "unknown pipeline 'rentl'" in result.stderr and "valid: " in result.stderr
+
+
+def test_chart_ticks_of_counts_are_whole_numbers(crm, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")  # the [png] extra
+    from metacrm.runtime.reports import funnel_png, group_png
+
+    deals = crm.create_many("deal", [{"title": t, "kind": "sales"} for t in ("a", "b")])
+    crm.move("deal", deals[0]["id"], "talk")
+
+    def ticks(fig) -> list[str]:
+        return [t.get_text() for t in fig.axes[0].get_xticklabels() if t.get_text()]
+
+    funnel = ticks(funnel_png(crm.funnel("deal", "sales"), tmp_path / "funnel.png"))
+    assert funnel and len(set(funnel)) == len(funnel), funnel  # was 0 0 0 1 1 1 2 2
+    assert all(t.isdigit() for t in funnel), funnel
+    group = ticks(group_png(crm.report_group("deal", "stage", pipeline="sales"), tmp_path / "group.png"))
+    assert group and len(set(group)) == len(group) and all(t.isdigit() for t in group), group
+    assert (tmp_path / "funnel.png").stat().st_size > 0 and (tmp_path / "group.png").stat().st_size > 0
