@@ -10,7 +10,9 @@ else the one whose name or label matches it ignoring case, spaces, ``_`` and ``-
 "Close value" or "close-value" fills ``close_value``; "Subsidiary of" fills the link labelled
 so). ``mapping={"column": "field"}`` says it explicitly; ``{"column": ""}`` ignores a column.
 Any other column is an error naming it and listing the fields: nothing is dropped silently.
-A ``stage`` column needs ``import_stages=True``.
+A ``stage`` column needs ``import_stages=True``; each row must then fit its stage (the stage's
+``requires``; when every move into it has a ``when``, one of them true), as docs/csv.md says.
+``automations=False`` creates the records without firing the model's automations.
 
 The ``id`` column (what an export writes first) is the record's id in the source database.
 The import never reuses it: records get new ids, and ``ImportResult.id_map`` says which (source
@@ -41,9 +43,10 @@ stays bounded. Rows linking to other rows of the file need the new ids of those 
 file is written level by level (parents first), one call per level, all inside one
 ``crm.transaction()``: a refusal at any level rolls back every level.
 
-The report (``report_path``) is a CSV: ``row, kind, column, value, reason`` and then the row's
-original cells; kinds are ``rejected`` and ``unresolved`` (the row was not imported),
-``near_match`` and ``empty_link`` (imported; worth a look).
+The report (``report_path``; the CLI's default is FILE.report.csv, also for a refused import)
+is a CSV: ``row, kind, column, value, reason`` and then the row's original cells; kinds are
+``rejected`` and ``unresolved`` (the row was not imported), ``near_match`` and ``empty_link``
+(imported; worth a look).
 
 Writing. ``export_csv`` writes ``id``, the fields, the links (target ids; many-links ``1,4``,
 polymorphic ``deal:5``), ``owner``, ``pipeline`` (entities with several), ``stage``, one page
