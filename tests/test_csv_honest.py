@@ -11,6 +11,7 @@ import gc
 from pathlib import Path
 
 import pytest
+from conftest import require_module
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
@@ -33,6 +34,8 @@ entities:
       amount: {type: money}
       doubled: {type: money, formula: "amount * 2"}
       note: {type: string}
+roles:
+  boss: {"*": all}
 automations:
   stamp:
     when: {entity: deal, created: true}
@@ -201,6 +204,28 @@ def test_automations_fire_by_default_and_not_when_asked(db_url, tmp_path) -> Non
         assert out.exit_code == 0, out.output
         notes = [d["note"] for d in crm.find("deal", order_by="id")]
         assert notes == ["stamped", None, "stamped", None, None, "stamped"]
+    finally:
+        crm.close()
+
+
+def test_the_api_import_takes_the_automations_switch(db_url, tmp_path) -> None:
+    require_module("fastapi", why="the HTTP API is the [web] extra")
+    from fastapi.testclient import TestClient
+
+    from metacrm.runtime.tokens import create_token
+    from metacrm.web import create_app
+
+    path = tmp_path / "automated.yaml"
+    path.write_text(AUTOMATED, encoding="utf-8")
+    crm = connected(path, db_url)
+    try:
+        crm.add_user("boss", roles=["boss"])
+        headers = {"Authorization": f"Bearer {create_token(crm, 'boss')['token']}", "Content-Type": "text/csv"}
+        with TestClient(create_app(crm)) as client:
+            for query in ("?automations=false", ""):
+                r = client.post(f"/api/v1/deal/import{query}", content=b"title\nx\n", headers=headers)
+                assert r.status_code == 200, r.text
+        assert [d["note"] for d in crm.find("deal", order_by="id")] == [None, "stamped"]
     finally:
         crm.close()
 
