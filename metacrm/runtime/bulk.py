@@ -50,6 +50,10 @@ def firing(on: bool) -> Iterator[None]:
         QUIET.reset(token)
 
 
+class Misplaced(ValidationError):
+    """Imported records that do not fit the stage they were placed in (``issues`` by position)."""
+
+
 class Issues:
     """The issues of one batch, by the record's index in the batch (see the module docstring)."""
 

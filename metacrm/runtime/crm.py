@@ -28,7 +28,7 @@ from ..types import DuplicateGroup, DuplicateMatch, Record, RecordedModel
 from . import journal
 from . import records as rec
 from .access import SYSTEM, Actor, check_create, check_row, readable, require, row_clause, scope, team_members
-from .bulk import QUIET, Issues, firing, paused_gc
+from .bulk import QUIET, Issues, Misplaced, firing, paused_gc
 from .deletes import delete_records
 from .duplicates import duplicate_groups, find_duplicates, merge_into
 from .engine import driver_errors, make_engine, reading, ready, writing
@@ -647,7 +647,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
                             created += len(values)
                         elif import_stages and any(stages):  # nothing is written: placement checked in a savepoint
                             self._dry_placement(conn, ent, values, stages)
-                    except ValidationError as exc:
+                    except Misplaced as exc:
                         issues += [_shift(replace(i, index=positions[i.index or 0]), offset) for i in exc.issues]
                     offset += len(batch)
                 if issues:
@@ -673,8 +673,10 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
             with _savepoint(conn), firing(False):
                 self._insert_batch(conn, ent, values, stages, returning=False)
                 raise _Undone
-        except (_Undone, IntegrityError):
-            pass  # undone; an IntegrityError here comes from what the refusal already names
+        except Misplaced:
+            raise
+        except (_Undone, IntegrityError, ValidationError):
+            pass  # undone; anything else refused here is refused again once the other records are fixed
 
     def _explain_links(self, ent: Entity, data: Mapping, exc: IntegrityError) -> None:
         """A single create refused by a foreign key (its links were left to the keys): the
@@ -948,7 +950,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
             stored = [fresh.get(row["id"], row) for row in stored]
         problems = placement_problems(conn, self.storage, ent, stored)
         if problems:
-            raise rec.refused(
+            refused = rec.refused(
                 [
                     FieldIssue(
                         ent.name, name, reason, stored[n].get(name) if name != "stage" else stored[n]["stage"], n
@@ -956,6 +958,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
                     for n, name, reason in problems
                 ]
             )
+            raise Misplaced(str(refused), refused.issues)
 
     def update(
         self,
