@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar, overload
@@ -618,7 +618,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         require(self.model, self.actor, ent.name, permission)  # before any value is validated
         if _single:
             return self._create_many(ent, records, import_stages, returning, permission, True)
-        with paused_gc(), firing(automations):
+        with firing(automations):
             return self._create_many(ent, records, import_stages, returning, permission, False)
 
     def _create_many(self, ent: Entity, records, import_stages: bool, returning: bool, permission: str, single: bool):
@@ -630,25 +630,26 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
             with self._writing() as conn:
                 offset = 0
                 for batch in _batches(records, rec.BATCH):
-                    values, stages, positions, bad = self._validate_batch(
-                        conn,
-                        ent,
-                        batch,
-                        import_stages,
-                        single,
-                        permission=permission,
-                        offset=offset,
-                        found=flagged if not issues else [],
-                    )
-                    issues += [i if single else _shift(i, offset) for i in bad]
-                    try:
-                        if not issues:
-                            out.extend(self._insert_batch(conn, ent, values, stages, returning=returning))
-                            created += len(values)
-                        elif import_stages and any(stages):  # nothing is written: placement checked in a savepoint
-                            self._dry_placement(conn, ent, values, stages)
-                    except Misplaced as exc:
-                        issues += [_shift(replace(i, index=positions[i.index or 0]), offset) for i in exc.issues]
+                    with nullcontext() if single else paused_gc():  # the collector runs between batches
+                        values, stages, positions, bad = self._validate_batch(
+                            conn,
+                            ent,
+                            batch,
+                            import_stages,
+                            single,
+                            permission=permission,
+                            offset=offset,
+                            found=flagged if not issues else [],
+                        )
+                        issues += [i if single else _shift(i, offset) for i in bad]
+                        try:
+                            if not issues:
+                                out.extend(self._insert_batch(conn, ent, values, stages, returning=returning))
+                                created += len(values)
+                            elif import_stages and any(stages):  # nothing is written: placement checked in a savepoint
+                                self._dry_placement(conn, ent, values, stages)
+                        except Misplaced as exc:
+                            issues += [_shift(replace(i, index=positions[i.index or 0]), offset) for i in exc.issues]
                     offset += len(batch)
                 if issues:
                     raise rec.refused(sorted(issues, key=lambda i: i.index or 0))
