@@ -371,9 +371,12 @@ def test_cli_import_and_export(db_url, tmp_path) -> None:
     deals = write(tmp_path / "deals.csv", "title,client,amount\nA,Альфа,10\nB,Гамма,x\nC,Бета,5\n")
     refused = run("import", "deal", str(deals), *opts)
     assert refused.exit_code == 1
-    assert (
-        refused.stderr == "error: deal: line 3, client: no client titled 'Гамма' (and 1 more); nothing was imported\n"
+    report = tmp_path / "deals.report.csv"  # a refused import writes the report too
+    assert refused.stderr == (
+        f"error: deal: line 3, client: no client titled 'Гамма' (and 1 more); nothing was imported (report: {report})\n"
     )
+    assert report.exists()
+    report.unlink()
     skipped = run("import", "deal", str(deals), "--skip-invalid", *opts)
     assert skipped.exit_code == 0, skipped.output
     assert skipped.stdout.startswith("imported 2 deal records; 1 rejected (report: ")

@@ -169,7 +169,7 @@ def test_reached_mask_follows_every_way_into_a_stage(crm, ids) -> None:
     batch = crm.create_many(
         "deal",
         [
-            {"title": "Импорт", "client": ids["client"], "stage": "approval"},
+            {"title": "Импорт", "client": ids["client"], "amount": "150000", "stage": "approval"},  # its `when` holds
             {"title": "Импорт 2", "client": ids["client"]},
         ],
         import_stages=True,

@@ -61,6 +61,7 @@ def automation_reactor(model: Model):
         if firings:
             fire(crm, conn, compiled, firings)
 
+    react.automation = True  # type: ignore[attr-defined]  # left out by create_many(..., automations=False)
     return react
 
 

@@ -47,6 +47,15 @@ def progress_bar(entity: str):
         yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
+def default_report(result, file: str) -> None:
+    """Write the report next to the file (FILE.report.csv): skipped rows are never only on screen."""
+    path = Path(file).with_suffix(".report.csv")
+    try:
+        result.write_report(path)
+    except OSError as exc:  # say where the report could not go
+        typer.echo(f"warning: cannot write the report {path}: {exc.strerror or exc}", err=True)
+
+
 def import_(
     entity: Annotated[str, typer.Argument(help="Entity name.")],
     file: Annotated[
@@ -65,7 +74,20 @@ def import_(
             help="Write the rejected and noted rows to this CSV (default: FILE.report.csv when there are any).",
         ),
     ] = None,
-    with_stages: Annotated[bool, typer.Option("--with-stages", help="Accept a stage column (name or label).")] = False,
+    with_stages: Annotated[
+        bool,
+        typer.Option(
+            "--with-stages",
+            help="Accept a stage column (name or label); each row must fit its stage (requires, when).",
+        ),
+    ] = False,
+    automations: Annotated[
+        bool,
+        typer.Option(
+            "--automations/--no-automations",
+            help="Fire the model's automations (created, updated) for the imported records, as a create does.",
+        ),
+    ] = True,
     near_matches: Annotated[
         bool,
         typer.Option(
@@ -78,8 +100,11 @@ def import_(
     as_user: AsOpt = None,
     format: FormatOpt = Format.table,
 ) -> None:
-    """Import records from a CSV file: all rows or none (unless --skip-invalid)."""
-    from ..io.csv_io import import_csv
+    """Import records from a CSV file: all rows or none (unless --skip-invalid).
+
+    Rows that are rejected or worth a look go to the report (FILE.report.csv, or --report PATH),
+    also when the import is refused."""
+    from ..io.csv_io import ImportRefused, import_csv
     from ..io.paths import unwritable
 
     mapping = parse_mapping(map_ or [])
@@ -87,23 +112,27 @@ def import_(
         usage_error(f"--report: cannot write {report}: {why}; nothing was imported")
     source = sys.stdin.buffer if file == "-" else file
     with opened(model, db, as_user) as crm, progress_bar(entity) as progress:
-        result = import_csv(
-            crm,
-            entity,
-            source,
-            mapping=mapping,
-            skip_invalid=skip_invalid,
-            report_path=report,
-            import_stages=with_stages,
-            near_matches=near_matches,
-            progress=progress,
-        )
-    if report is None and (result.rejected or result.notes) and file != "-":
-        default = Path(file).with_suffix(".report.csv")
         try:
-            result.write_report(default)  # skipped rows are never only on screen
-        except OSError as exc:  # the import is done: say where the report could not go
-            typer.echo(f"warning: cannot write the report {default}: {exc.strerror or exc}", err=True)
+            result = import_csv(
+                crm,
+                entity,
+                source,
+                mapping=mapping,
+                skip_invalid=skip_invalid,
+                report_path=report,
+                import_stages=with_stages,
+                near_matches=near_matches,
+                automations=automations,
+                progress=progress,
+            )
+        except ImportRefused as exc:  # nothing was imported: the report says why, row by row
+            if report is None and file != "-":
+                default_report(exc.result, file)
+            if exc.result.report_path:
+                raise ImportRefused(f"{exc} (report: {exc.result.report_path})", exc.issues, exc.result) from exc
+            raise
+    if report is None and (result.rejected or result.notes) and file != "-":
+        default_report(result, file)
     if format is Format.json:
         typer.echo(to_json(result.to_dict()))
         return

@@ -10,7 +10,9 @@ else the one whose name or label matches it ignoring case, spaces, ``_`` and ``-
 "Close value" or "close-value" fills ``close_value``; "Subsidiary of" fills the link labelled
 so). ``mapping={"column": "field"}`` says it explicitly; ``{"column": ""}`` ignores a column.
 Any other column is an error naming it and listing the fields: nothing is dropped silently.
-A ``stage`` column needs ``import_stages=True``.
+A ``stage`` column needs ``import_stages=True``; each row must then fit its stage (the stage's
+``requires``; when every move into it has a ``when``, one of them true), as docs/csv.md says.
+``automations=False`` creates the records without firing the model's automations.
 
 The ``id`` column (what an export writes first) is the record's id in the source database.
 The import never reuses it: records get new ids, and ``ImportResult.id_map`` says which (source
@@ -41,9 +43,10 @@ stays bounded. Rows linking to other rows of the file need the new ids of those 
 file is written level by level (parents first), one call per level, all inside one
 ``crm.transaction()``: a refusal at any level rolls back every level.
 
-The report (``report_path``) is a CSV: ``row, kind, column, value, reason`` and then the row's
-original cells; kinds are ``rejected`` and ``unresolved`` (the row was not imported),
-``near_match`` and ``empty_link`` (imported; worth a look).
+The report (``report_path``; the CLI's default is FILE.report.csv, also for a refused import)
+is a CSV: ``row, kind, column, value, reason`` and then the row's original cells; kinds are
+``rejected`` and ``unresolved`` (the row was not imported), ``near_match`` and ``empty_link``
+(imported; worth a look).
 
 Writing. ``export_csv`` writes ``id``, the fields, the links (target ids; many-links ``1,4``,
 polymorphic ``deal:5``), ``owner``, ``pipeline`` (entities with several), ``stage``, one page
@@ -530,6 +533,7 @@ class _Importer:
         self.near: bool = options["near_matches"]
         self.id_maps: Mapping[str, Mapping[int, int]] = options["id_maps"] or {}
         self.progress: Progress | None = options["progress"]
+        self.automations: bool = options.get("automations", True)
         self.result = ImportResult(ent.name, name, list(header), rows=len(rows))
         self.issues: dict[int, list[RowIssue]] = defaultdict(list)  # row index -> rejections
         self.records: list[dict] = []
@@ -568,6 +572,7 @@ class _Importer:
         self.check_unique()
         levels = self.order()
         if self.issues and not self.skip_invalid:
+            self.rehearse(levels)
             raise self.refusal("nothing was imported")
         created = self.write(levels)
         self.finish(created)
@@ -820,12 +825,14 @@ class _Importer:
                     shown = self.cell(i, column).strip() if column else issue.value
                     self.reject(i, self.column_of(issue.field), issue.field, shown, issue.message)
                 self.values.append(None)
+                if self.ent.has_stages:  # what the row's stage needs too, but for the values already said
+                    self.check_stage(i, record, data, said={issue.field for issue in exc.issues})
                 continue
             self.values.append(values)
             if self.ent.has_stages:
                 self.check_stage(i, record, values)
 
-    def check_stage(self, i: int, record: dict, values: dict) -> None:
+    def check_stage(self, i: int, record: dict, values: dict, said: set | frozenset = frozenset()) -> None:
         name = values.get("pipeline") or (values.get(self.ent.pipeline_field) if self.ent.pipeline_field else None)
         pipeline = self.ent.pipelines.get(name) or next(iter(self.ent.pipelines.values()))  # as the CRM picks it
         stage = record.get("stage")
@@ -840,10 +847,16 @@ class _Importer:
                     f"{stage!r} is not a stage of pipeline '{pipeline.name}'; stages: "
                     + listing([f"{s.name} ({s.label})" if s.label else s.name for s in pipeline.stages.values()]),
                 )
+            else:
+                stage = labels[stage.casefold()]
         initial = pipeline.stages[pipeline.initial]
         for name in initial.requires:
-            if values.get(name) in (None, [], ""):
+            if values.get(name) in (None, [], "") and name not in said:
                 self.reject(i, self.column_of(name), name, "", f"is required to enter stage '{initial.name}'")
+        if stage in pipeline.stages and stage != initial.name:  # placed further: it must fit there
+            for name in pipeline.stages[stage].requires:
+                if values.get(name) in (None, [], "") and name not in initial.requires and name not in said:
+                    self.reject(i, self.column_of(name), name, "", f"is required to be in stage '{stage}'")
 
     def check_unique(self) -> None:
         keys: list[tuple[str, ...]] = [(f.name,) for f in self.ent.fields.values() if f.unique]
@@ -929,6 +942,40 @@ class _Importer:
         return levels
 
     # -- writing ----------------------------------------------------------------------------
+    def rehearse(self, levels: list[list[int]]) -> None:
+        """A refused import of rows placed in stages entered only under ``when`` conditions:
+        write the good rows in a transaction (or savepoint) rolled back at once, so the
+        refusal names the rows whose conditions do not hold too (the database reads them)."""
+        if not self.import_stages or not any(self.guarded(i) for level in levels for i in level):
+            return
+        notes, progress, automations = len(self.result.notes), self.progress, self.automations
+        self.progress, self.automations = None, False
+        try:
+            with self.crm._writing() as conn, self.crm._within(conn):
+                created: dict[int, int] = {}
+                total = sum(len(level) for level in levels)
+                for level in levels:
+                    self.write_level(level, created, total)
+                raise _Rehearsed
+        except (_Rehearsed, ImportRefused):
+            pass  # rolled back; the rows refused were rejected on the way
+        finally:
+            del self.result.notes[notes:]  # what a write noted (duplicates) did not happen
+            self.progress, self.automations = progress, automations
+
+    def guarded(self, i: int) -> bool:
+        """Row ``i`` is placed in a stage whose ways in all have a ``when``."""
+        from ..runtime.moves import entry_guards
+
+        stage = self.records[i].get("stage")
+        values = self.values[i] or {}
+        name = values.get("pipeline") or (values.get(self.ent.pipeline_field) if self.ent.pipeline_field else None)
+        pipeline = self.ent.pipelines.get(name) or next(iter(self.ent.pipelines.values()))
+        if stage not in pipeline.stages:
+            labels = {(s.label or "").casefold(): s.name for s in pipeline.stages.values() if s.label}
+            stage = labels.get(str(stage).casefold())
+        return stage is not None and bool(entry_guards(pipeline, stage))
+
     def write(self, levels: list[list[int]]) -> dict[int, int]:
         """One ``create_many`` (one transaction, batched inside the CRM) per level of rows."""
         created: dict[int, int] = {}  # row index -> new id, in creation order
@@ -975,7 +1022,11 @@ class _Importer:
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always", DuplicateWarning)
                     out = self.crm.create_many(
-                        self.ent.name, stream(rows), import_stages=self.import_stages, permission="import"
+                        self.ent.name,
+                        stream(rows),
+                        import_stages=self.import_stages,
+                        automations=self.automations,
+                        permission="import",
                     )
                 matched = [m for w in caught if isinstance(w.message, DuplicateWarning) for m in w.message.matches]
                 for m in matched:  # a `warn` duplicate rule: imported, and reported on its row
@@ -1023,6 +1074,10 @@ class _Importer:
         return ImportRefused(message, issues, self.result)
 
 
+class _Rehearsed(Exception):
+    """Rolls back the rehearsal of a refused import (see _Importer.rehearse)."""
+
+
 def _show(value: tuple) -> str:
     return ", ".join(repr(_plain(v)) for v in value)
 
@@ -1039,6 +1094,7 @@ def import_csv(
     near_matches: bool = False,
     id_maps: Mapping[str, Mapping[int, int]] | None = None,
     progress: Progress | None = None,
+    automations: bool = True,
 ) -> ImportResult:
     """Import the rows of a CSV file as records of ``entity`` (see the module docstring).
 
@@ -1058,6 +1114,7 @@ def import_csv(
         "near_matches": near_matches,
         "id_maps": id_maps,
         "progress": progress,
+        "automations": automations,
     }
     importer = _Importer(crm, ent, name, header, rows, columns, options=options)
     try:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar, overload
 
 from sqlalchemy import bindparam, insert, inspect, select, update
@@ -28,6 +29,7 @@ from ..types import DuplicateGroup, DuplicateMatch, Record, RecordedModel
 from . import journal
 from . import records as rec
 from .access import SYSTEM, Actor, check_create, check_row, readable, require, row_clause, scope, team_members
+from .bulk import QUIET, Issues, Misplaced, firing, paused_gc
 from .deletes import delete_records
 from .duplicates import duplicate_groups, find_duplicates, merge_into
 from .engine import driver_errors, make_engine, reading, ready, writing
@@ -266,11 +268,14 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         if self._by is not None:  # an automation's write: `alice (automation contract_review)`
             entries = [{**e, "by": self._by} for e in entries]
         journal.write(conn, self.storage, entries)
-        if extra and self._reactors:
+        reactors = self._reactors
+        if reactors and QUIET.get():  # create_many(..., automations=False)
+            reactors = tuple(r for r in reactors if not getattr(r, "automation", False))
+        if extra and reactors:
             entries = [*extra, *entries]
-        if self._reactors and entries:
+        if reactors and entries:
             with self._within(conn):  # what the reactors write joins this transaction
-                for reactor in self._reactors:
+                for reactor in reactors:
                     reactor(self, conn, entries)
 
     def _reading(self):
@@ -453,10 +458,15 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
             for row, record_id in zip(rows, ids, strict=True)
         ]
 
-    def _split_stages(self, ent: Entity, records: list[Mapping]) -> tuple[list[dict], list[str | None]]:
-        """Take ``stage`` out of imported records, checking it names a stage of the pipeline."""
+    def _split_stages(self, ent: Entity, records: list[Mapping]) -> tuple[list, list[str | None], list[FieldIssue]]:
+        """Take ``stage`` out of imported records, checking it names a stage of the pipeline
+        (by name or label): ``(records, stages, issues)``."""
         out, stages, issues = [], [], []
         for index, record in enumerate(records):
+            if not isinstance(record, Mapping):  # the validator says what a record must be
+                out.append(record)
+                stages.append(None)
+                continue
             record = dict(record)
             stage = record.pop("stage", None)
             stage = stage.strip() if isinstance(stage, str) else stage
@@ -479,9 +489,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
                     )
             out.append(record)
             stages.append(stage)
-        if issues:
-            raise rec.refused(issues)
-        return out, stages
+        return out, stages, issues
 
     def _place(self, conn, ent: Entity, rows, ids, stages) -> tuple:
         """Move imported records from the initial stage to their stage, recorded as imports."""
@@ -545,6 +553,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         records: Iterable[Mapping[str, Any]],
         *,
         import_stages: bool = False,
+        automations: bool = True,
         returning: Literal[True] = True,
         permission: str = "create",
         _single: bool = False,
@@ -557,6 +566,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         records: Iterable[Mapping[str, Any]],
         *,
         import_stages: bool = False,
+        automations: bool = True,
         returning: Literal[False],
         permission: str = "create",
         _single: bool = False,
@@ -569,6 +579,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         records: Iterable[Mapping[str, Any]],
         *,
         import_stages: bool = False,
+        automations: bool = True,
         returning: bool,
         permission: str = "create",
         _single: bool = False,
@@ -580,64 +591,76 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         records: Iterable[Mapping[str, Any]],
         *,
         import_stages: bool = False,
+        automations: bool = True,
         returning: bool = True,
         permission: str = "create",
         _single: bool = False,
     ) -> list[Record] | int:
         """Store many records in one transaction: all of them, or none. Every bad record is
-        reported (index, field, reason) in one ValidationError.
+        reported (index, field, reason) in one ValidationError: its values, and the checks
+        that need the database (owners, links, unique values, duplicate rules, placement) for
+        the records whose values are good.
 
         Records are validated and written in batches, so memory stays bounded by the batch:
         ``returning=False`` returns only the number of records created (for bulk loads).
         ``import_stages=True`` is the explicit path for imports of records that are already
         somewhere in their pipeline: each record may carry a ``stage`` (any stage of its
-        pipeline); the record starts in the initial stage and the placement is written to
-        the stage history as an ``import`` move. Without it, ``stage`` is refused.
+        pipeline, by name or label); the record starts in the initial stage and the placement
+        is written to the stage history as an ``import`` move. A placed record must fit its
+        stage: the stage's ``requires`` filled and, when every move into the stage has a
+        ``when``, one of those conditions true (roles are not checked). Without it, ``stage``
+        is refused. ``automations=False``: the model's automations do not fire for these
+        records (derived fields are computed all the same); by default they fire as for any
+        create (``created`` and ``updated`` triggers; a placement fires no ``enters``).
         ``permission`` is the action whose scope the acting user needs (``"import"`` for imports).
         """
         self._ready()
         ent = self._entity(entity)
         require(self.model, self.actor, ent.name, permission)  # before any value is validated
+        if _single:
+            return self._create_many(ent, records, import_stages, returning, permission, True)
+        with firing(automations):
+            return self._create_many(ent, records, import_stages, returning, permission, False)
+
+    def _create_many(self, ent: Entity, records, import_stages: bool, returning: bool, permission: str, single: bool):
         out: list[dict] = []
         created = 0
         issues: list[FieldIssue] = []
-        indexed = not _single
-        flagged: list | None = None if _single else []  # `warn` duplicate matches: one warning at the end
+        flagged: list | None = None if single else []  # `warn` duplicate matches: one warning at the end
         try:
             with self._writing() as conn:
                 offset = 0
                 for batch in _batches(records, rec.BATCH):
-                    try:
-                        values, stages = self._validate_batch(
+                    with nullcontext() if single else paused_gc():  # the collector runs between batches
+                        values, stages, positions, bad = self._validate_batch(
                             conn,
                             ent,
                             batch,
                             import_stages,
-                            _single,
-                            check_db=not issues,
+                            single,
                             permission=permission,
                             offset=offset,
-                            found=flagged,
+                            found=flagged if not issues else [],
                         )
-                    except ValidationError as exc:
-                        issues += [_shift(i, offset) if indexed else i for i in exc.issues]
-                        offset += len(batch)
-                        continue
+                        issues += [i if single else _shift(i, offset) for i in bad]
+                        try:
+                            if not issues:
+                                out.extend(self._insert_batch(conn, ent, values, stages, returning=returning))
+                                created += len(values)
+                            elif import_stages and any(stages):  # nothing is written: placement checked in a savepoint
+                                self._dry_placement(conn, ent, values, stages)
+                        except Misplaced as exc:
+                            issues += [_shift(replace(i, index=positions[i.index or 0]), offset) for i in exc.issues]
                     offset += len(batch)
-                    if issues:
-                        continue  # keep validating, to report every bad record; write nothing
-                    records_out = self._insert_batch(conn, ent, values, stages, returning=returning)
-                    created += len(values)
-                    out.extend(records_out)
                 if issues:
-                    raise rec.refused(issues)
+                    raise rec.refused(sorted(issues, key=lambda i: i.index or 0))
         except IntegrityError as exc:
-            single = records[0] if _single and isinstance(records, list | tuple) else None
-            if single is not None and self.user is None:
-                self._explain_links(ent, single, exc)
-            if single is not None:
-                single = self._validated_or_raw(ent, single)
-            raise self._name_stored(ent, rec.translate_integrity(exc, self.storage, ent, single)) from exc
+            one = records[0] if single and isinstance(records, list | tuple) else None
+            if one is not None and self.user is None:
+                self._explain_links(ent, one, exc)
+            if one is not None:
+                one = self._validated_or_raw(ent, one)
+            raise self._name_stored(ent, rec.translate_integrity(exc, self.storage, ent, one)) from exc
         except ValidationError as exc:
             named = self._name_stored(ent, exc)
             if named is exc:
@@ -648,7 +671,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
 
             from ..errors import DuplicateWarning
 
-            warnings.warn(DuplicateWarning.of_many(ent.name, flagged), stacklevel=2)
+            warnings.warn(DuplicateWarning.of_many(ent.name, flagged), stacklevel=3)
         return out if returning else created
 
     def _validated_or_raw(self, ent: Entity, data: Mapping) -> Mapping:
@@ -676,6 +699,19 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
                 issues[k], named = dataclasses.replace(issue, message=message), True
         return rec.refused(issues) if named else exc
 
+    def _dry_placement(self, conn, ent: Entity, values: list[dict], stages: list) -> None:
+        """The placement problems of good records that will not be written (another record was
+        refused): inserted in a savepoint that is rolled back at once, so the refusal names them
+        too. Automations do not fire for them."""
+        try:
+            with _savepoint(conn), firing(False):
+                self._insert_batch(conn, ent, values, stages, returning=False)
+                raise _Undone
+        except Misplaced:
+            raise
+        except (_Undone, IntegrityError, ValidationError):
+            pass  # undone; anything else refused here is refused again once the other records are fixed
+
     def _explain_links(self, ent: Entity, data: Mapping, exc: IntegrityError) -> None:
         """A single create refused by a foreign key (its links were left to the keys): the
         full link check says which link points at nothing, as it would have before."""
@@ -694,40 +730,76 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         import_stages: bool,
         single: bool,
         *,
-        check_db: bool,
         permission: str,
         offset: int = 0,
         found: list | None = None,
-    ):
+    ) -> tuple[list[dict], list, list[int], list[FieldIssue]]:
+        """``(values, stages, positions, issues)``: the good records' values and stages, their
+        positions in the batch, and every issue of the bad ones (by index in the batch). A
+        single record raises its issues instead. See :mod:`metacrm.runtime.bulk`."""
         validator = self.validators[ent.name]
         stages: list[str | None] = [None] * len(batch)
+        issues = Issues()
         if import_stages and ent.has_stages:
-            batch, stages = self._split_stages(ent, batch)
+            batch, stages, split = self._split_stages(ent, batch)
+            issues.items += split
         batch = _chosen_by_pipeline(ent, batch)
-        values = [validator.create(batch[0])] if single else validator.create_many(batch)
-        self._initial_requires(ent, values, indexed=not single)
+        if single:
+            if issues.items:
+                raise rec.refused(issues.items)
+            values = [validator.create(batch[0])]
+            self._initial_requires(ent, values, indexed=False)
+            positions = [0]
+        else:
+            values, positions = [], []
+            for index, data in enumerate(batch):
+                try:
+                    one = validator.create(data, index=index)
+                except ValidationError as exc:
+                    issues.items += exc.issues
+                    continue
+                values.append(one)
+                positions.append(index)
+            issues.collect(positions, lambda: self._initial_requires(ent, values, indexed=True))
+            values, positions = _good(values, positions, issues)
         if self.user is not None:
             owners = {v.get("owner") or self.user for v in values}
             check_create(conn, self.storage, ent, self.actor, owners, action=permission)
-        if check_db:
-            if ent.owner:
-                check_owners_exist(conn, self.storage, ent, values, indexed=not single)
-            rec.check_links_exist(
+        if single:
+            self._check_db(conn, ent, values, True, offset, found)
+            return values, stages, positions, []
+        issues.collect(positions, lambda: self._check_db(conn, ent, values, False, offset, found))
+        if issues.items:
+            values, positions = _good(values, positions, issues)
+            stages = [stages[n] for n in positions]
+            return values, stages, positions, issues.sorted()
+        return values, stages, positions, []
+
+    def _check_db(self, conn, ent: Entity, values: list[dict], single: bool, offset: int, found: list | None) -> None:
+        """The checks of new records that read the database: owners, links, unique values,
+        duplicate rules (one ValidationError with every issue found)."""
+        issues = Issues()
+        every = list(range(len(values)))
+        if ent.owner:
+            issues.collect(every, lambda: check_owners_exist(conn, self.storage, ent, values, indexed=not single))
+        issues.collect(
+            every,
+            lambda: rec.check_links_exist(
                 conn,
                 self.storage,
                 ent,
                 values,
                 indexed=not single,
                 actor=self._actor_or_none,
-                trust_keys=single and self.user is None,  # the foreign keys answer; explained below
-            )
-            if not single:  # a single record: the unique constraint itself answers (translated)
-                problems = rec.unique_prechecks(conn, self.storage, ent, values)
-                if problems:
-                    raise rec.refused(problems)
-            if ent.duplicates:
-                self._check_duplicates(conn, ent, values, single, offset, sink=found)
-        return values, stages
+                trust_keys=single and self.user is None,  # the foreign keys answer; explained in _explain_links
+            ),
+        )
+        if not single:  # a single record: the unique constraint itself answers (translated)
+            issues.items += rec.unique_prechecks(conn, self.storage, ent, values)
+        if ent.duplicates:
+            issues.collect(every, lambda: self._check_duplicates(conn, ent, values, single, offset, sink=found))
+        if issues.items:
+            raise rec.refused(issues.sorted())
 
     def _check_duplicates(
         self,
@@ -893,8 +965,35 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
             stored = {**row, "id": record_id}
             out.append(rec.row_to_record(ent, stored, {k: sorted(v) for k, v in many.items()}))
         self._log(conn, journal.created_entries(ent, out, now, self.user))  # one executemany
+        if ent.has_stages and any(stages):  # after the reactors: a guard may read a derived field
+            self._placed_fit(conn, ent, rows, ids)
         self._derived_values(conn, ent, out)
         return out if returning else []
+
+    def _placed_fit(self, conn, ent: Entity, rows, ids) -> None:
+        """Refuse imported records that do not fit the stage they were placed in (its
+        ``requires``, the ``when`` of the moves into it): see moves.placement_problems."""
+        from .moves import placement_problems
+
+        table = self.storage.table(ent.name)
+        stored = [{**row, "id": record_id} for row, record_id in zip(rows, ids, strict=True)]
+        if self._reactors:  # derived values (and automations) may have changed the rows
+            fresh = {}
+            for start in range(0, len(ids), rec.BATCH):
+                query = select(table).where(table.c.id.in_(ids[start : start + rec.BATCH]))
+                fresh.update({r["id"]: dict(r) for r in conn.execute(query).mappings()})
+            stored = [fresh.get(row["id"], row) for row in stored]
+        problems = placement_problems(conn, self.storage, ent, stored)
+        if problems:
+            refused = rec.refused(
+                [
+                    FieldIssue(
+                        ent.name, name, reason, stored[n].get(name) if name != "stage" else stored[n]["stage"], n
+                    )
+                    for n, name, reason in problems
+                ]
+            )
+            raise Misplaced(str(refused), refused.issues)
 
     def update(
         self,
@@ -1167,6 +1266,17 @@ def _batches(records: Iterable, size: int):
             batch = []
     if batch:
         yield batch
+
+
+class _Undone(Exception):
+    """Raised to roll back a savepoint whose writes only served to check something."""
+
+
+def _good(values: list[dict], positions: list[int], issues: Issues) -> tuple[list[dict], list[int]]:
+    """The values (and their positions in the batch) of the records with no issue."""
+    bad = issues.bad
+    kept = [(v, n) for v, n in zip(values, positions, strict=True) if n not in bad]
+    return [v for v, _ in kept], [n for _, n in kept]
 
 
 def _shift(issue: FieldIssue, offset: int | None) -> FieldIssue:

@@ -67,6 +67,82 @@ def condition_holds(conn: Connection, storage: Storage, entity: Entity, record_i
     return conn.execute(query, {"_id": record_id}).first() is not None
 
 
+def _holding(conn: Connection, storage: Storage, entity: Entity, ids: list[int], when: str) -> set[int]:
+    """Which of ``ids`` satisfy the condition ``when`` now (one query per chunk of ids)."""
+    from ..expr import compile_sql
+
+    table = storage.table(entity.name)
+    clause = compile_sql(storage, entity.name, when, what="when")
+    found: set[int] = set()
+    for start in range(0, len(ids), 1000):
+        chunk = ids[start : start + 1000]
+        found.update(conn.execute(select(table.c.id).where(table.c.id.in_(chunk), clause)).scalars())
+    return found
+
+
+def entry_guards(pipeline: Pipeline, stage: str) -> tuple[str, ...]:
+    """The ``when`` conditions of the moves into ``stage``, when every such move has one (a
+    record placed there must satisfy one of them); empty when some move in is unguarded."""
+    whens = [adj[stage].when for adj in pipeline.adjacency.values() if stage in adj]
+    if not whens or not all(whens):
+        return ()
+    return tuple(dict.fromkeys(w for w in whens if w))
+
+
+def placement_problems(
+    conn: Connection, storage: Storage, entity: Entity, rows: list[Mapping]
+) -> list[tuple[int, str, str]]:
+    """Why stored records cannot stand in the stage they were placed in (an import straight
+    into a later stage): ``[(position in rows, field or 'stage', reason)]``, empty when they
+    all can. The stage's ``requires`` must be filled, and when every move into the stage has a
+    ``when``, one of those conditions must hold (read by the database, as for a move).
+    Roles are not checked: an import needs the ``import`` permission instead. A record in its
+    pipeline's initial stage is not checked here (its create checks the initial requires)."""
+    out: list[tuple[int, str, str]] = []
+    placed = [(n, row) for n, row in enumerate(rows) if row["stage"] != entity.pipelines[row["pipeline"]].initial]
+    if not placed:
+        return out
+    many = {}
+    names = {name for _, row in placed for name in entity.pipelines[row["pipeline"]].stages[row["stage"]].requires}
+    for name in names:
+        link = entity.links.get(name)
+        if link is not None and link.many:
+            join = storage.join_table(entity.name, name)
+            ids = [row["id"] for _, row in placed]
+            filled: set[int] = set()
+            for start in range(0, len(ids), 1000):
+                query = select(join.c.source_id).where(join.c.source_id.in_(ids[start : start + 1000])).distinct()
+                filled.update(conn.execute(query).scalars())
+            many[name] = filled
+    guarded: dict[tuple[str, str], list[int]] = {}
+    for n, row in placed:
+        pipeline = entity.pipelines[row["pipeline"]]
+        stage = row["stage"]
+        for name in pipeline.stages[stage].requires:
+            if name in many:
+                empty = row["id"] not in many[name]
+            elif name in entity.fields:
+                empty = row[name] is None or row[name] == "" or row[name] == []
+            else:
+                empty = row[naming.link_column(name)] is None
+            if empty:
+                out.append((n, name, f"is required to be in stage '{stage}'"))
+        if entry_guards(pipeline, stage):
+            guarded.setdefault((pipeline.name, stage), []).append(n)
+    for (pipeline_name, stage), positions in guarded.items():
+        whens = entry_guards(entity.pipelines[pipeline_name], stage)
+        ids = [rows[n]["id"] for n in positions]
+        holding: set[int] = set()
+        for when in whens:
+            holding |= _holding(conn, storage, entity, ids, when)
+        for n in positions:
+            if rows[n]["id"] not in holding:
+                out.append(
+                    (n, "stage", f"cannot be placed in stage '{stage}': condition not met: {' or '.join(whens)}")
+                )
+    return sorted(out)
+
+
 def reasons(
     conn: Connection,
     storage: Storage,

@@ -225,6 +225,7 @@ def entity_routes(router: APIRouter, ent: Entity, conf: Settings, User) -> None:
         skip_invalid: bool = False,
         with_stages: bool = False,
         near_matches: bool = False,
+        automations: bool = True,
     ) -> Response:
         from starlette.concurrency import run_in_threadpool
 
@@ -239,6 +240,7 @@ def entity_routes(router: APIRouter, ent: Entity, conf: Settings, User) -> None:
                 skip_invalid=skip_invalid,
                 import_stages=with_stages,
                 near_matches=near_matches,
+                automations=automations,
             )
         )
         return json_response(result.to_dict())
