@@ -1,7 +1,9 @@
 """CSV imports at their edges (killed survivors of tools/mutation.py on io/csv_io.py): rejections
 that travel down a chain of linked rows, a cycle's message, progress across levels, rows refused
 only at write under skip_invalid, `warn` duplicates noted on their row, the uniqueness checks of
-the file before any write, and the refusal's one-line message; on SQLite and PostgreSQL."""
+the file before any write, the refusal's one-line message, a chain rejected in a round that
+writes nothing, a rejected cell shown without its spaces, progress every 500 records; on SQLite
+and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -181,3 +183,33 @@ def test_a_row_linking_to_several_rejected_rows_names_the_first(crm, tmp_path) -
         (4, "peers", "links to line 2, which is rejected")
     ]
     assert names(crm) == ["Stored", "Y"]
+
+
+def test_a_chain_rejected_with_nothing_else_to_write_is_not_called_a_cycle(crm, tmp_path) -> None:
+    # C comes before B: in the first round C waits for B, B is rejected for linking to A, and
+    # no row can be written; in the next C is rejected for linking to B, not as a cycle
+    text = "name,email,parent\nA,not-an-email,\nC,,B\nB,,A\n"
+    before = dump_database(crm.engine)
+    result = run(crm, tmp_path, text, skip_invalid=True)
+    assert sorted((r.row, r.column, r.reason) for r in result.rejected if r.row != 2) == [
+        (3, "parent", "links to line 4, which is rejected"),
+        (4, "parent", "links to line 2, which is rejected"),
+    ]
+    assert result.ids == []
+    assert dump_database(crm.engine) == before
+
+
+def test_a_rejected_value_is_shown_as_the_cell_without_its_spaces(crm, tmp_path) -> None:
+    with pytest.raises(ImportRefused) as info:
+        run(crm, tmp_path, 'name,email\nA,"  not-an-email "\n')
+    [issue] = info.value.result.rejected
+    assert (issue.row, issue.column, issue.value) == (2, "email", "not-an-email")
+    assert issue.reason.startswith("'  not-an-email ' is not a valid e-mail address")
+
+
+def test_progress_is_called_every_500_records_and_at_the_end_of_each_level(crm, tmp_path) -> None:
+    calls: list[tuple[int, int]] = []
+    rows = [f"R{i}," for i in range(1001)] + ["C1,R0", "C2,R1"]  # level 1: 1,001 rows; level 2: 2
+    result = run(crm, tmp_path, "name,parent\n" + "\n".join(rows) + "\n", progress=lambda *a: calls.append(a))
+    assert calls == [(0, 1003), (500, 1003), (1000, 1003), (1001, 1003), (1003, 1003)]
+    assert len(result.ids) == 1003

@@ -1,5 +1,6 @@
 """Duplicate rules at their edges (killed survivors of tools/mutation.py on runtime/duplicates.py
-and runtime/fuzzy.py): e-mail rules compare case-insensitively against stored records, groups
+and runtime/fuzzy.py): e-mail rules compare case-insensitively against stored records (also
+ones written in capitals outside the CRM), groups
 are found in every `within` value, a merge moves join rows without losing a third record's and
 moves the merged record's own many-links, the block keys of words of each length, the thresholds
 where blocking starts and where legal forms become keys, and the best match of a name found in
@@ -61,6 +62,19 @@ def test_an_email_rule_matches_a_stored_address_in_another_case(crm) -> None:
         crm.create("client", {"name": "B", "email": "INFO@romashka.example"})
     assert f"duplicate of client {stored['id']}" in str(info.value)
     assert [r["name"] for r in crm.find("client")] == ["A"]
+
+
+def test_an_email_rule_finds_a_stored_address_written_in_capitals_by_another_program(crm) -> None:
+    # the CRM stores addresses in lower case; a row written straight into the table (an older
+    # import, another program) keeps its capitals, and the rule still compares case-insensitively
+    stored = crm.create("client", {"name": "Raw"})["id"]
+    table = crm.storage.table("client")
+    with crm.engine.begin() as conn:
+        conn.execute(table.update().where(table.c.id == stored).values(email="Sales@Romashka.example"))
+    with pytest.raises(metacrm.ValidationError) as info:
+        crm.create("client", {"name": "B", "email": "sales@romashka.example"})
+    assert f"duplicate of client {stored}" in str(info.value)
+    assert [r["name"] for r in crm.find("client")] == ["Raw"]
 
 
 def test_groups_are_found_in_every_within_value(crm) -> None:

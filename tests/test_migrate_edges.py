@@ -1,8 +1,9 @@
 """Migrations at their edges (killed survivors of tools/mutation.py on migrate/lock.py and
 migrate/apply.py): a SQLite database kept busy by another writer while the migration lock is
 being taken is refused with the one-line lock error, not a driver error, and left as it was; a
-lock held by a live process of this host is kept and named with its start. SQLite only: these
-are the SQLite lock's paths (PostgreSQL's advisory lock is tested in test_migrate_safety.py)."""
+lock held by a live process of this host is kept and named with its start (SQLite only: these
+are the SQLite lock's paths; PostgreSQL's advisory lock is tested in test_migrate_safety.py); and
+(migrate/plan.py) a plan on a database counts what only informs, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -76,4 +77,26 @@ def test_a_live_holder_on_this_host_keeps_the_lock_and_is_named_with_its_start(t
     assert "deal" not in inspect(crm.engine).get_table_names()
     with crm.engine.connect() as conn:  # not taken over: its process is alive
         assert [r.holder for r in conn.execute(_lock_table().select())] == [holder]
+    crm.close()
+
+
+def test_a_plan_on_a_database_counts_what_an_optional_new_field_meets(db_url, tmp_path) -> None:
+    # plan_migration counts every step by default, also the counts that only inform (`metacrm
+    # plan` shows them); applying skips those with count_all=False
+    from metacrm.migrate.plan import plan_migration
+    from metacrm.model.loader import load_model
+
+    path = tmp_path / "model.yaml"
+    path.write_text(MODEL, encoding="utf-8")
+    new = tmp_path / "new.yaml"
+    new.write_text(MODEL + "      note: {type: string}\n", encoding="utf-8")
+    crm = metacrm.connect(path, db_url)
+    crm.migrate()
+    for title in ("A", "B", "C"):
+        crm.create("deal", {"title": title})
+    with crm.engine.connect() as conn:
+        counted = {s.where: s.count for s in plan_migration(crm.model, load_model(new), conn)}
+        skipped = {s.where: s.count for s in plan_migration(crm.model, load_model(new), conn, count_all=False)}
+    assert counted["deal.note"] == 3
+    assert skipped["deal.note"] is None
     crm.close()

@@ -81,6 +81,7 @@ TARGETS: dict[str, tuple[str | list[str], list[str]]] = {
             "tests/test_migrate_safety.py",
             "tests/test_migrate_support.py",
             "tests/test_migrate_edges.py",
+            "tests/test_ids.py",
         ],
     ),
     # the package is large (an hour or more on two cores): its core, planning, applying, locking
@@ -91,6 +92,7 @@ TARGETS: dict[str, tuple[str | list[str], list[str]]] = {
             "tests/test_migrate_rehearsal.py",
             "tests/test_migrate.py",
             "tests/test_migrate_edges.py",
+            "tests/test_ids.py",
         ],
     ),
 }
