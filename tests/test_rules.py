@@ -263,3 +263,59 @@ def test_bad_rules_are_model_errors_with_lines(tmp_path, extra, type_, part):
     assert found, info.value.problems
     assert part in found[0].message
     assert found[0].line >= 6
+
+
+def test_migration_adding_rules_counts_breaking_records_and_keeps_them(tmp_path, db_url):
+    v1 = textwrap.dedent(
+        """
+        metacrm: 1
+        name: mig
+        entities:
+          contract:
+            fields:
+              title: {type: string, required: true}
+              start_date: {type: date}
+              end_date: {type: date}
+              reason: {type: text}
+              closed: {type: boolean}
+        """
+    )
+    v2 = v1.replace(
+        "reason: {type: text}", 'reason: {type: text, required_if: "closed = true"}\n      extra: {type: integer}'
+    )
+    v2 += (
+        "    rules:\n"
+        '      - {name: dates_ordered, check: "end_date >= start_date", message: "dates in order"}\n'
+        '      - {name: extra_positive, check: "extra > 0", message: "extra must be positive"}\n'
+    )
+    path = tmp_path / "m.yaml"
+    path.write_text(v1, encoding="utf-8")
+    crm = metacrm.connect(path, db_url)
+    crm.migrate()
+    rows = [
+        {"title": "ok", "start_date": "2026-01-01", "end_date": "2026-02-01"},
+        {"title": "bad1", "start_date": "2026-03-01", "end_date": "2026-02-01", "closed": True},
+        {"title": "bad2", "start_date": "2026-03-01", "end_date": "2026-01-01", "closed": True, "reason": "r"},
+    ]
+    ids = [r["id"] for r in crm.create_many("contract", rows)]
+    crm.close()
+    path.write_text(v2, encoding="utf-8")
+    crm = metacrm.connect(path, db_url)
+    try:
+        plan = crm.migrate(dry_run=True)
+        steps = {(s.kind, s.target): s for s in plan}
+        assert steps[("check_rule", "dates_ordered")].count == 2
+        assert steps[("check_rule", "reason")].count == 1
+        assert "metacrm list contract --where" in steps[("check_rule", "dates_ordered")].description
+        # a rule over a field this migration adds has nothing to count yet
+        assert steps[("check_rule", "extra_positive")].count is None
+        assert not plan.refusals
+        crm.migrate()
+        assert crm.count("contract") == 3  # kept as they are
+        _refused(
+            lambda: crm.update("contract", ids[1], {"title": "x"}), f"contract {ids[1]} breaks rule 'dates_ordered'"
+        )
+        crm.update("contract", ids[2], {"end_date": "2026-04-01", "extra": 1})
+        assert crm.update("contract", ids[0], {"extra": 2})["extra"] == 2
+    finally:
+        crm.close()
