@@ -261,6 +261,7 @@ LINK_SAFE = frozenset(
         "optional_field",
         "recompute_derived",
         "record_model",
+        "check_rule",
     }
 )
 

@@ -45,6 +45,7 @@ _NOT_INPUTS = frozenset(
         "record_model",
         "add_system_columns",
         "add_system_tables",
+        "check_rule",
     }
 )
 

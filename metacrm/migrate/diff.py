@@ -24,6 +24,7 @@ from . import ids, members, names, pipelines
 from .context import DESTRUCTIVE, SAFE, Ctx, Live, Phase, Step, match, values_table
 from .derived import recompute_steps
 from .execute import inline_contributions, rebuild_step
+from .rules import rule_steps
 
 
 def diff_models(
@@ -55,6 +56,7 @@ def diff_models(
     ids.plan_steps(ctx)
     _finish(ctx)
     recompute_steps(ctx)
+    rule_steps(ctx)
     _record(ctx)
     return sorted(ctx.steps, key=lambda step: step.phase)  # stable: the model's order within a phase
 

@@ -29,6 +29,7 @@ from .metamodel import (
     Option,
     Pipeline,
     Role,
+    Rule,
     Stage,
     TaskSpec,
     Transition,
@@ -187,6 +188,7 @@ class _Builder:
             indexes=tuple(_names(ix) for ix in decl.get("indexes") or () if _names(ix)),
             unique=tuple(_names(u) for u in decl.get("unique") or () if _names(u)),
             duplicates=self.duplicates(path, decl),
+            rules=self.rules(path, decl),
             renamed_from=_names(decl.get("renamed_from")),
             loc=self.loc(path, key=True),
             pipeline_field=_str(decl.get("pipeline_field")),
@@ -240,6 +242,16 @@ class _Builder:
             )
         return tuple(rules)
 
+    def rules(self, path: tuple, decl: dict) -> tuple[Rule, ...]:
+        """``rules:``: items without a text ``check`` and ``message`` are left to the JSON Schema."""
+        out = []
+        for i, rdecl in enumerate(decl.get("rules") or ()):
+            if isinstance(rdecl, dict) and _str(rdecl.get("check")) and _str(rdecl.get("message")):
+                out.append(
+                    Rule(rdecl["check"], rdecl["message"], _str(rdecl.get("name")), self.loc((*path, "rules", i)))
+                )
+        return tuple(out)
+
     def field(self, path: tuple, name: str, decl: dict) -> Field:
         options = []
         for opt in decl.get("options") or ():
@@ -270,6 +282,8 @@ class _Builder:
             ),
             formula=_str(decl.get("formula")),
             rollup=_str(decl.get("rollup")),
+            required_if=_str(decl.get("required_if")),
+            readonly_if=_str(decl.get("readonly_if")),
         )
 
     def link(self, path: tuple, entity: str, name: str, decl: dict) -> Link:

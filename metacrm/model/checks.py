@@ -735,9 +735,25 @@ def _derived_problems(checker: _Checker) -> Iterator[Problem]:
         yield checker.problem(type_, message, (*path, key) if found else path, key=not found)
 
 
+def _rule_problems(checker: _Checker) -> Iterator[Problem]:
+    """``rules:``, ``required_if`` and ``readonly_if`` (model/rule_checks.py)."""
+    from .rule_checks import check_rules
+
+    for entity in checker.model.entities.values():
+        for type_, message, where, key in check_rules(checker.model, entity):
+            yield checker.problem(type_, message, ("entities", entity.name, *where), key=key)
+
+
 def check_model(model: Model, doc: dict, locator) -> list[Problem]:
     checker = _Checker(model, doc, locator)
-    return [*checker.entities(), *checker.roles(), *checker.automations(), *_derived_problems(checker), *_form_problems(checker)]
+    return [
+        *checker.entities(),
+        *checker.roles(),
+        *checker.automations(),
+        *_derived_problems(checker),
+        *_form_problems(checker),
+        *_rule_problems(checker),
+    ]
 
 
 __all__ = ["RESERVED_WORDS", "SYSTEM_COLUMNS", "check_model"]

@@ -63,6 +63,8 @@ class Field:
     option_map: Mapping[str, str | None] = field(default_factory=lambda: EMPTY)
     formula: str | None = None  # a computed field: an expression over the record and its single links
     rollup: str | None = None  # a roll-up field: count/sum/min/max over an inverse or many link
+    required_if: str | None = None  # an expression: when it holds, the field must have a value
+    readonly_if: str | None = None  # an expression: when it holds on the stored record, no change
 
     @property
     def derived(self) -> str | None:
@@ -215,6 +217,23 @@ class DuplicateRule:
 
 
 @dataclass(frozen=True, slots=True)
+class Rule:
+    """An entity's ``rules:`` item: ``check`` (an expression every stored record satisfies; an
+    unknown result, from an empty value, passes as in a SQL CHECK), the ``message`` a refusal
+    shows, an optional ``name``."""
+
+    check: str
+    message: str
+    name: str | None = None
+    loc: Loc = NOWHERE
+
+    @property
+    def title(self) -> str:
+        """How a refusal names the rule: its name, else its message."""
+        return self.name or self.message
+
+
+@dataclass(frozen=True, slots=True)
 class TaskSpec:
     """What makes an entity a task list (``task:``): the members holding a task's deadline,
     state, priority, subject and blockers. A task is closed when its ``done`` boolean is
@@ -246,6 +265,7 @@ class Entity:
     indexes: tuple[tuple[str, ...], ...] = ()
     unique: tuple[tuple[str, ...], ...] = ()
     duplicates: tuple[DuplicateRule, ...] = ()
+    rules: tuple[Rule, ...] = ()
     renamed_from: tuple[str, ...] = ()
     loc: Loc = NOWHERE
     inverses: Mapping[str, InverseLink] = field(default_factory=lambda: EMPTY)  # filled in by the builder
@@ -392,6 +412,7 @@ __all__ = [
     "Option",
     "Pipeline",
     "Role",
+    "Rule",
     "Stage",
     "TaskSpec",
     "Transition",

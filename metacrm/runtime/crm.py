@@ -645,7 +645,8 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
                         issues += [i if single else _shift(i, offset) for i in bad]
                         try:
                             if not issues:
-                                out.extend(self._insert_batch(conn, ent, values, stages, returning=returning))
+                                first = None if single else offset
+                                out.extend(self._insert_batch(conn, ent, values, stages, returning=returning, first=first))
                                 created += len(values)
                             elif import_stages and any(stages):  # nothing is written: placement checked in a savepoint
                                 self._dry_placement(conn, ent, values, stages)
@@ -932,7 +933,14 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         return after
 
     def _insert_batch(
-        self, conn, ent: Entity, values: list[dict], stages: list, *, returning: bool = True
+        self,
+        conn,
+        ent: Entity,
+        values: list[dict],
+        stages: list,
+        *,
+        returning: bool = True,
+        first: int | None = None,
     ) -> list[dict]:
         table = self.storage.table(ent.name)
         now = now_utc()
@@ -967,6 +975,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         self._log(conn, journal.created_entries(ent, out, now, self.user))  # one executemany
         if ent.has_stages and any(stages):  # after the reactors: a guard may read a derived field
             self._placed_fit(conn, ent, rows, ids)
+        self._check_rules(conn, ent, ids, first=first, created=True)
         self._derived_values(conn, ent, out)
         return out if returning else []
 
@@ -1015,6 +1024,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         try:
             with self._writing() as conn:
                 current = self._get_row(conn, ent, record_id, "update")
+                self._check_readonly(conn, ent, current, values)
                 if "owner" in values and values["owner"] != current.get("owner") and self.user is not None:
                     check_row(conn, self.storage, ent, self.actor, "reassign", current)
                     self._check_new_owner(conn, ent, current, values["owner"])
@@ -1058,6 +1068,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
                     # a changed value may make the record a duplicate, as a create would
                     self._check_duplicates(conn, ent, [after], True, exclude=current["id"])
                 self._journal_change(conn, ent, before, after, _action)
+                self._check_rules(conn, ent, [current["id"]], row=fresh, touched=list(values))
                 self._derived_values(conn, ent, [after])
                 return after
         except IntegrityError as exc:
@@ -1194,8 +1205,38 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
             fresh = self._get_row(conn, ent, row["id"])
             after = rec.rows_to_records(conn, self.storage, ent, [fresh])[0]
             self._journal_change(conn, ent, before, after, "link" if add else "unlink")
+            self._check_rules(conn, ent, [row["id"]], row=fresh, touched=[name])
             self._derived_values(conn, ent, [after])
             return after
+
+    def _check_rules(
+        self,
+        conn,
+        ent: Entity,
+        ids: Sequence[int],
+        *,
+        first: int | None = None,
+        created: bool = False,
+        row: Mapping | None = None,
+        touched: Sequence[str] = (),
+    ) -> None:
+        """The entity's rules, ``required_if`` fields and, for a stored ``row`` whose ``touched``
+        members a write set, the requires of the stage it sits in (metacrm.runtime.rules)."""
+        from . import rules
+
+        if row is not None:
+            rules.check_stage_keeps(conn, self.storage, ent, row, touched)
+        if created:
+            rules.check_created(conn, self.storage, ent, ids, first=first)
+        else:
+            rules.check_stored(conn, self.storage, ent, ids)
+
+    def _check_readonly(self, conn, ent: Entity, current: Mapping, values: Mapping) -> None:
+        """``readonly_if``: binds every caller but the model's own automations."""
+        if not getattr(self, "_automation_chain", ()) and any(f.readonly_if for f in ent.fields.values()):
+            from .rules import check_readonly
+
+            check_readonly(conn, self.storage, ent, current, values)
 
     def _journal_change(self, conn, ent: Entity, before: Mapping, after: Mapping, action: str) -> None:
         """A journal row with the fields and links that changed (none when nothing did)."""

@@ -58,6 +58,18 @@ class CRMHost(Protocol):
 
     def _derived_values(self, conn: Connection, ent: Entity, records: Sequence[Record]) -> None: ...
 
+    def _check_rules(
+        self,
+        conn: Connection,
+        ent: Entity,
+        ids: Sequence[int],
+        *,
+        first: int | None = None,
+        created: bool = False,
+        row: Mapping[str, Any] | None = None,
+        touched: Sequence[str] = (),
+    ) -> None: ...
+
     def _moves_of(self, conn: Connection, ent: Entity, row: Mapping[str, Any]) -> list[AllowedMove]: ...
 
     def _timeline_of(self, conn: Connection, ent: Entity, rid: int, limit: int) -> list[TimelineEntry]: ...

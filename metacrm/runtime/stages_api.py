@@ -57,6 +57,7 @@ class StagesMixin(Host):
             changes = {"stage": [row["stage"], fresh["stage"]]}
             at = fresh["stage_entered_at"]  # the history row's time: the timeline shows the move once
             self._log(conn, [journal.entry(ent.name, row["id"], "move", at, self.user, changes, text=note)])
+            self._check_rules(conn, ent, [row["id"]])
             out = moved_record(conn, self.storage, ent, fresh)
             self._derived_values(conn, ent, [out])
             return out

@@ -1,0 +1,151 @@
+"""An entity's ``rules:`` and its fields' ``required_if`` / ``readonly_if``, enforced on every
+write path of the facade.
+
+The checks run inside the write's transaction, after the write (and after what the reactors
+did with it: computed fields, automations), against the rows as stored: one query per rule
+and per ``required_if`` field for a whole batch of records, with the same compiled SQL as
+filters, so paths through links, the stage and computed fields are read exactly as a filter
+reads them. A refusal raises, the transaction rolls back, and nothing is written.
+
+- a rule is broken when its ``check`` is false (``NOT check`` holds); an unknown result (a value
+  it reads is empty) passes, as in a SQL CHECK;
+- a ``required_if`` field is missing when the condition holds and the field is empty;
+- a ``readonly_if`` field may not be changed by an update while the condition holds on the
+  record as stored before the update (automations' actions are exempt: the model's own logic);
+- a record sitting in a stage keeps what the stage ``requires``: an update or unlink that
+  empties such a field or link is refused, naming the stage.
+
+Queries are compiled once per model version, entity and expression.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from sqlalchemy import and_, bindparam, not_, select
+from sqlalchemy.engine import Connection
+
+from ..errors import FieldIssue, ValidationError
+from ..model.metamodel import Entity
+from ..storage.tables import Storage
+
+_QUERIES: dict[tuple, object] = {}
+
+
+def _query(storage: Storage, entity: Entity, kind: str, expr: str, field: str | None = None):
+    key = (storage.model.sha256, id(storage), entity.name, kind, expr, field)
+    query = _QUERIES.get(key)
+    if query is None:
+        from ..expr import compile_sql
+
+        table = storage.table(entity.name)
+        what = f"{entity.name}: {kind}"
+        clause = compile_sql(storage, entity.name, expr, what=what)
+        ids = table.c.id.in_(bindparam("_ids", expanding=True))
+        if kind == "rule":
+            query = select(table.c.id).where(and_(ids, not_(clause)))
+        elif kind == "required_if":
+            query = select(table.c.id, table.c[field]).where(and_(ids, clause))
+        else:  # readonly_if: does the condition hold
+            query = select(table.c.id).where(and_(ids, clause))
+        if len(_QUERIES) > 2048:
+            _QUERIES.clear()
+        _QUERIES[key] = query
+    return query
+
+
+def has_checks(entity: Entity) -> bool:
+    return bool(entity.rules) or any(f.required_if for f in entity.fields.values())
+
+
+def _empty(value) -> bool:
+    return value is None or value == "" or value == []
+
+
+def violations(
+    conn: Connection, storage: Storage, entity: Entity, ids: Sequence[int]
+) -> list[tuple[int, str | None, str]]:
+    """``(record id, field or None, why)`` for every broken rule and missing ``required_if``
+    value among the stored records ``ids``, in record order."""
+    if not ids or not has_checks(entity):
+        return []
+    found: list[tuple[int, str | None, str]] = []
+    params = {"_ids": list(ids)}
+    for rule in entity.rules:
+        for record_id in conn.execute(_query(storage, entity, "rule", rule.check), params).scalars():
+            named = f"rule '{rule.name}': {rule.message}" if rule.name else f"rule '{rule.message}'"
+            found.append((record_id, None, f"breaks {named}"))
+    for f in entity.fields.values():
+        if f.required_if:
+            for record_id, value in conn.execute(_query(storage, entity, "required_if", f.required_if, f.name), params):
+                if _empty(value):
+                    found.append((record_id, f.name, f"{f.name} is required when {f.required_if}"))
+    order = {record_id: i for i, record_id in enumerate(ids)}
+    found.sort(key=lambda v: order[v[0]])
+    return found
+
+
+def check_created(conn: Connection, storage: Storage, entity: Entity, ids: Sequence[int], *, first: int | None) -> None:
+    """Refuse new records that break a rule; ``first``: the index of ``ids[0]`` in the caller's
+    list of records (None for a single create)."""
+    found = violations(conn, storage, entity, ids)
+    if not found:
+        return
+    index = {record_id: i for i, record_id in enumerate(ids)}
+    issues = [
+        FieldIssue(entity.name, field, f"new record: {why}", index=None if first is None else first + index[rid])
+        for rid, field, why in found
+    ]
+    first_issue = issues[0].format()
+    more = f" (and {len(issues) - 1} more)" if len(issues) > 1 else ""
+    raise ValidationError(first_issue + more, issues, entity=entity.name)
+
+
+def check_stored(conn: Connection, storage: Storage, entity: Entity, ids: Sequence[int]) -> None:
+    """Refuse a change that leaves stored records breaking a rule (update, link, move...)."""
+    found = violations(conn, storage, entity, ids)
+    if not found:
+        return
+    record_id, field, why = found[0]
+    issues = [FieldIssue(entity.name, f, f"{entity.name} {rid} {w}", index=None) for rid, f, w in found]
+    more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+    raise ValidationError(f"{entity.name} {record_id} {why}{more}", issues, entity=entity.name, record_id=record_id)
+
+
+def check_readonly(conn: Connection, storage: Storage, entity: Entity, current: Mapping, values: Mapping) -> None:
+    """Refuse an update that changes a ``readonly_if`` field while its condition holds on the
+    record as stored (``current``: its row before the update)."""
+    for f in entity.fields.values():
+        if not f.readonly_if or f.name not in values or values[f.name] == current.get(f.name):
+            continue
+        query = _query(storage, entity, "readonly_if", f.readonly_if, f.name)
+        if conn.execute(query, {"_ids": [current["id"]]}).first() is not None:
+            raise ValidationError(
+                f"{entity.name} {current['id']}: {f.name} is read-only while {f.readonly_if}",
+                [FieldIssue(entity.name, f.name, f"is read-only while {f.readonly_if}", values[f.name])],
+                record_id=current["id"],
+            )
+
+
+def check_stage_keeps(conn: Connection, storage: Storage, entity: Entity, row: Mapping, touched: Sequence[str]) -> None:
+    """A record sitting in a stage keeps what the stage ``requires``: refuse a write that
+    emptied one of ``touched`` (the fields and links the write set) that the stage requires."""
+    if not entity.has_stages or not touched:
+        return
+    from .moves import missing_requires
+
+    pipeline = entity.pipelines[row["pipeline"]]
+    stage = pipeline.stages[row["stage"]]
+    if not set(touched) & set(stage.requires):
+        return
+    emptied = [n for n in missing_requires(conn, storage, entity, row, stage.name, pipeline) if n in touched]
+    if emptied:
+        names = ", ".join(emptied)
+        raise ValidationError(
+            f"{entity.name} {row['id']} is in stage '{stage.name}', which requires {names}; it cannot be emptied",
+            [FieldIssue(entity.name, n, f"is required in stage '{stage.name}'") for n in emptied],
+            record_id=row["id"],
+        )
+
+
+__all__ = ["check_created", "check_readonly", "check_stage_keeps", "check_stored", "has_checks", "violations"]
