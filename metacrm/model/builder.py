@@ -270,6 +270,8 @@ class _Builder:
             ),
             formula=_str(decl.get("formula")),
             rollup=_str(decl.get("rollup")),
+            readonly=decl.get("readonly") is True or _str(decl.get("autonumber")) is not None,
+            autonumber=_str(decl.get("autonumber")),
         )
 
     def link(self, path: tuple, entity: str, name: str, decl: dict) -> Link:

@@ -63,6 +63,8 @@ class Field:
     option_map: Mapping[str, str | None] = field(default_factory=lambda: EMPTY)
     formula: str | None = None  # a computed field: an expression over the record and its single links
     rollup: str | None = None  # a roll-up field: count/sum/min/max over an inverse or many link
+    readonly: bool = False  # set by the system, automations and imports only (runtime/sysfields.py)
+    autonumber: str | None = None  # "PO-{YYYY}-{####}": numbered at create (runtime/sysfields.py)
 
     @property
     def derived(self) -> str | None:

@@ -24,7 +24,7 @@ from ..storage import naming
 from ..storage.tables import Storage, build_storage
 from ..storage.types import now_utc
 from ..types import DuplicateGroup, DuplicateMatch, Record, RecordedModel
-from . import journal
+from . import journal, sysfields
 from . import records as rec
 from .access import SYSTEM, Actor, check_create, check_row, readable, require, row_clause, scope, team_members
 from .deletes import delete_records
@@ -670,6 +670,8 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         stages: list[str | None] = [None] * len(batch)
         if import_stages and ent.has_stages:
             batch, stages = self._split_stages(ent, batch)
+        if sysfields.user_bound(self.user, permission):
+            sysfields.refuse_readonly_values(ent, batch, indexed=not single)
         values = [validator.create(batch[0])] if single else validator.create_many(batch)
         self._initial_requires(ent, values, indexed=not single)
         if self.user is not None:
@@ -835,6 +837,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
             bits = self.storage.reached_bits
             for row in rows:
                 row["reached"] = bits[(ent.name, row["pipeline"])][row["stage"]]
+        sysfields.number_rows(conn, self.storage, ent, rows, self.model.timezone)
         if len(rows) == 1:
             ids = [conn.execute(rec.insert_returning_id(table), rows[0]).scalar_one()]
         else:  # ids taken up front, then one plain executemany (RETURNING in order costs a statement per row)
@@ -882,6 +885,8 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         try:
             with self._writing() as conn:
                 current = self._get_row(conn, ent, record_id, "update")
+                if sysfields.user_bound(self.user):
+                    sysfields.refuse_readonly_changes(ent, values, current)
                 if "owner" in values and values["owner"] != current.get("owner") and self.user is not None:
                     check_row(conn, self.storage, ent, self.actor, "reassign", current)
                     self._check_new_owner(conn, ent, current, values["owner"])
