@@ -163,6 +163,10 @@ def test_http_refuses_a_users_value(crm) -> None:
     assert r.status_code in (200, 201)
     assert r.json()["number"].startswith("PO-")
     assert crm.count("purchase") == 1
+    schemas = client.get("/api/v1/openapi.json", headers=headers).json()["components"]["schemas"]
+    assert "approved_by" not in schemas["purchase.create"]["properties"]
+    assert "number" not in schemas["purchase.patch"]["properties"]
+    assert schemas["purchase.read"]["properties"]["number"]["readOnly"] is True
 
 
 # -- autonumber ------------------------------------------------------------------------------------
