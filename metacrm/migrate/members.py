@@ -220,7 +220,31 @@ def _field_changes(ctx: Ctx, old: Entity, new: Entity, of: Field, f: Field, vaca
             step.measure = ctx.count_rows(o)
     if f.type == of.type and f.type in ("choice", "multichoice") and of.option_values != f.option_values:
         _options(ctx, o, n, of, f)
+    if f.autonumber and f.autonumber != of.autonumber:
+        step = ctx.step(
+            "autonumber_field",
+            n,
+            f.name,
+            SAFE,
+            f"{n}.{f.name} becomes an autonumber {f.autonumber!r}; records without a value are numbered in id order",
+        )
+        _number(ctx, step, n, f)
+        t = sql_table(o, sql_column(of.name))
+        step.measure = _count_where(t, t.c[of.name].is_(None))
     return True
+
+
+def _number(ctx: Ctx, step: Step, table: str, f: Field) -> None:
+    """Number the rows without a value of a field that becomes an autonumber (runtime/sysfields.py)."""
+    from ..runtime.sysfields import fill_existing
+
+    model = ctx.new
+
+    def run(ex):
+        if ex.conn is not None:  # offline (the SQL of a dry run): the plan says what will be numbered
+            fill_existing(ex.conn, model, table, f)
+
+    step.act(Phase.DATA, run)
 
 
 def _max_length(ctx: Ctx, o: str, n: str, of: Field, f: Field, old_col, new_col) -> None:
@@ -450,11 +474,15 @@ def _add_field(ctx: Ctx, old: Entity, new: Entity, f: Field, vacated: set) -> No
     text = f"add field {n}.{f.name} ({f.type}{', ' + ', '.join(flags) if flags else ''})"
     if f.fill is not None:
         text += f"; existing records get {f.fill!r}"
+    if f.autonumber:
+        text += f"; existing records are numbered {f.autonumber!r} in id order"
     step = ctx.step("add_field", n, f.name, NEEDS_DATA if f.required else SAFE, text)
     col = ctx.new_column(n, f.name)
     add_columns(ctx, step, n, [col])
     if f.fill is not None:
         _fill(ctx, step, new, f, n, only_null=False)
+    if f.autonumber:
+        _number(ctx, step, n, f)
     if f.required:
         set_nullable(step, n, o, f.name, False, f"make new {f.name} required", col.type)
     ctx.clash(step, o, [f.name], vacated)
@@ -471,7 +499,7 @@ def _add_field(ctx: Ctx, old: Entity, new: Entity, f: Field, vacated: set) -> No
             )
 
     step.measure = measure
-    step.informational = not required and not has_fill  # an optional empty column: the count decides nothing
+    step.informational = not required and not has_fill and not f.autonumber  # the count decides nothing
 
 
 def _remove_field(ctx: Ctx, old: Entity, new: Entity, of: Field, similar: list[str]) -> None:
@@ -634,7 +662,9 @@ def _becomes_many(ctx: Ctx, old: Entity, new: Entity, ol: Link, link: Link) -> N
     _create(ctx, step, join)
     if ctx.live_has_table(join.name):
         step.klass = DESTRUCTIVE
-        step.refusal = f"not supported yet: table {join.name} already exists in the database (kept from an earlier model version)"
+        step.refusal = (
+            f"not supported yet: table {join.name} already exists in the database (kept from an earlier model version)"
+        )
     jt = values_table(join.name, join.c[naming.JOIN_SOURCE], join.c[naming.JOIN_TARGET])
     src = sql_table(n, sql_column("id"), sql_column(column))
     copy = insert(jt).from_select(

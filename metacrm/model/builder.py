@@ -284,6 +284,8 @@ class _Builder:
             rollup=_str(decl.get("rollup")),
             required_if=_str(decl.get("required_if")),
             readonly_if=_str(decl.get("readonly_if")),
+            readonly=decl.get("readonly") is True or _str(decl.get("autonumber")) is not None,
+            autonumber=_str(decl.get("autonumber")),
         )
 
     def link(self, path: tuple, entity: str, name: str, decl: dict) -> Link:

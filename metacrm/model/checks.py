@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from ..errors import Problem
+from .autonumber import field_problems as autonumber_problems
 from .bounds import bound_problems
 from .field_types import ALL_TYPE_OPTIONS, FIELD_TYPES, default_problem
 from .metamodel import DEFAULT_PIPELINE, Entity, Model
@@ -167,6 +168,8 @@ class _Checker:
                     (*path, "unique"),
                     key=True,
                 )
+            for type_, message, key in autonumber_problems(entity, f, decl):  # readonly, autonumber
+                yield self.problem(type_, message, (*path, key), key=True)
 
     def links(self, entity: Entity) -> Iterator[Problem]:
         entities = self.model.entities

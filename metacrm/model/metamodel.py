@@ -65,6 +65,8 @@ class Field:
     rollup: str | None = None  # a roll-up field: count/sum/min/max over an inverse or many link
     required_if: str | None = None  # an expression: when it holds, the field must have a value
     readonly_if: str | None = None  # an expression: when it holds on the stored record, no change
+    readonly: bool = False  # set by the system, automations and imports only (runtime/sysfields.py)
+    autonumber: str | None = None  # "PO-{YYYY}-{####}": numbered at create (runtime/sysfields.py)
 
     @property
     def derived(self) -> str | None:

@@ -26,7 +26,7 @@ from ..storage import naming
 from ..storage.tables import Storage, build_storage
 from ..storage.types import now_utc
 from ..types import DuplicateGroup, DuplicateMatch, Record, RecordedModel
-from . import journal
+from . import journal, sysfields
 from . import records as rec
 from .access import SYSTEM, Actor, check_create, check_row, readable, require, row_clause, scope, team_members
 from .bulk import QUIET, Issues, Misplaced, firing, paused_gc
@@ -745,6 +745,13 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
             batch, stages, split = self._split_stages(ent, batch)
             issues.items += split
         batch = _chosen_by_pipeline(ent, batch)
+        if sysfields.user_bound(self.user, permission):
+            try:
+                sysfields.refuse_readonly_values(ent, batch, indexed=not single)
+            except ValidationError as exc:
+                if single:
+                    raise
+                issues.items += exc.issues
         if single:
             if issues.items:
                 raise rec.refused(issues.items)
@@ -949,6 +956,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
             bits = self.storage.reached_bits
             for row in rows:
                 row["reached"] = bits[(ent.name, row["pipeline"])][row["stage"]]
+        sysfields.number_rows(conn, self.storage, ent, rows, self.model.timezone)
         if len(rows) == 1:
             ids = [conn.execute(rec.insert_returning_id(table), rows[0]).scalar_one()]
         else:  # ids taken up front, then one plain executemany (RETURNING in order costs a statement per row)
@@ -1025,6 +1033,8 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
             with self._writing() as conn:
                 current = self._get_row(conn, ent, record_id, "update")
                 self._check_readonly(conn, ent, current, values)
+                if sysfields.user_bound(self.user):
+                    sysfields.refuse_readonly_changes(ent, values, current)
                 if "owner" in values and values["owner"] != current.get("owner") and self.user is not None:
                     check_row(conn, self.storage, ent, self.actor, "reassign", current)
                     self._check_new_owner(conn, ent, current, values["owner"])

@@ -24,6 +24,7 @@ PASSWORD_TABLE = "metacrm_password"
 SESSION_TABLE = "metacrm_session"
 FORM_STATE_TABLE = "metacrm_form_state"
 PREFERENCE_TABLE = "metacrm_preference"
+SEQUENCE_TABLE = "metacrm_sequence"
 MAX_NAME = 63
 
 

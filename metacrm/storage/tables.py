@@ -81,6 +81,7 @@ class Storage:
     session_table: Table | None = None
     form_state_table: Table | None = None
     preference_table: Table | None = None
+    sequence_table: Table | None = None
     # (entity, pipeline) -> {stage: bit of the ``reached`` mask}
     reached_bits: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
 
@@ -492,6 +493,13 @@ def _system_tables(storage: Storage) -> None:
         Column("turns", json_type(), nullable=True),
         Column("submissions", Integer(), nullable=False, server_default="0"),
         Column("updated_at", UTCDateTime(), nullable=True),
+    )
+    # autonumber sequences (runtime/sysfields.py): one row per field and prefix, its last number
+    storage.sequence_table = Table(
+        naming.SEQUENCE_TABLE,
+        md,
+        Column("name", String(255), primary_key=True),
+        Column("value", BigInteger(), nullable=False),
     )
     storage.lock_table = Table(
         naming.LOCK_TABLE,

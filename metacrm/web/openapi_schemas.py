@@ -127,6 +127,10 @@ def _field(f: Field, *, writing: bool, nullable: bool) -> dict:
     if f.derived:
         schema["readOnly"] = True
         schema["description"] = (f"{f.help} " if f.help else "") + f"Computed: {f.derived}."
+    elif f.readonly:
+        schema["readOnly"] = True
+        what = f"Numbered by the system: {f.autonumber}." if f.autonumber else "Set by the system."
+        schema["description"] = (f"{f.help} " if f.help else "") + what
     elif writing and f.default is not None and f.default not in ("today", "now"):
         schema["default"] = f.default
     return schema
@@ -216,7 +220,7 @@ def write_schema(ent: Entity, *, patch: bool) -> dict:
     props: dict[str, Any] = {}
     required = []
     for f in ent.fields.values():
-        if f.derived:
+        if f.derived or f.readonly:  # a user's value is refused
             continue
         props[f.name] = _field(f, writing=True, nullable=not f.required)
         if f.required and f.default is None and not patch:

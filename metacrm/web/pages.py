@@ -176,7 +176,8 @@ def input_value(value: Any, field: Field) -> Any:
 
 
 def editable(ent: Entity) -> list[Field]:
-    return [f for f in ent.fields.values() if not f.formula and not f.rollup]
+    """The fields a user's form edits: not the computed, nor the readonly ones (docs/sysfields.md)."""
+    return [f for f in ent.fields.values() if not f.formula and not f.rollup and not f.readonly]
 
 
 def form_values(ent: Entity, form: dict, *, creating: bool, lang: i18n.Lang | None = None) -> dict:
