@@ -122,9 +122,20 @@ def with_titles(ent, rows: Sequence[dict], titles: dict[str, dict], *, reference
     return out
 
 
+def _cut_to(ent, rows: Sequence[dict], columns: Sequence[str]) -> list[dict]:
+    """The rows cut to ``columns``, the numbers among them tidied (as :func:`tidy` does, for
+    the shown columns only: a listing of many rows pays for no other)."""
+    kinds = {c: k for c, k in number_kinds(ent).items() if c in columns}
+    if not kinds:
+        return [{c: row.get(c) for c in columns} for row in rows]
+    from ..model.field_types import at_scale
+
+    return [{c: at_scale(kinds[c], row.get(c)) if c in kinds else row.get(c) for c in columns} for row in rows]
+
+
 def shown_rows(crm, ent, rows: Sequence[dict], columns: Sequence[str], *, titles: bool) -> list[dict]:
     """The rows cut to ``columns``, numbers tidied, and with ``titles`` links by title."""
-    rows = [{c: row.get(c) for c in columns} for row in (tidy(ent, r) for r in rows)]
+    rows = _cut_to(ent, rows, columns)
     if titles:
         rows = with_titles(ent, rows, link_titles(crm, ent, rows, columns))
     return rows
@@ -132,5 +143,5 @@ def shown_rows(crm, ent, rows: Sequence[dict], columns: Sequence[str], *, titles
 
 def expanded_rows(crm, ent, rows: Sequence[dict], columns: Sequence[str]) -> list[dict]:
     """json ``--expand``: the rows with each link as ``{"entity", "id", "title", "hidden"}``."""
-    rows = [{c: row.get(c) for c in columns} for row in (tidy(ent, r) for r in rows)]
+    rows = _cut_to(ent, rows, columns)
     return with_titles(ent, rows, link_titles(crm, ent, rows, columns), references=True)

@@ -374,8 +374,40 @@ def _depth(expr: Expr) -> int:
     return deepest
 
 
-@lru_cache(maxsize=2048)
+# The trees parsed in this process, by (text, what, start), and those a compiled-model cache
+# entry brought (metacrm.model.cache: the trees of the model's own expressions, which its checks
+# parsed when it was stored): a command on a cached model imports no lark for them.
+TREES: dict[tuple[str, str, str], Expr] = {}
+_MAX_TREES = 4096
+
+
 def _parse(text: str, what: str, start: str = "start") -> Expr:
+    key = (text, what, start)
+    tree = TREES.get(key)
+    if tree is None:
+        from ..model import cache
+
+        if cache.PENDING:
+            TREES.update(cache.take_trees())
+            tree = TREES.get(key)
+    if tree is None:
+        tree = _parse_text(text, what, start)
+        if len(TREES) < _MAX_TREES:
+            TREES[key] = tree
+    return tree
+
+
+def _forget() -> None:
+    """Forget every tree parsed: the next parse of any text runs the parser (tests)."""
+    TREES.clear()
+    _parse_text.cache_clear()
+
+
+_parse.cache_clear = _forget  # type: ignore[attr-defined]
+
+
+@lru_cache(maxsize=2048)
+def _parse_text(text: str, what: str, start: str) -> Expr:
     if not text.strip():
         raise ExpressionError(f"{what}: the expression is empty", 1)
     if len(text) > MAX_LENGTH:

@@ -40,7 +40,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1  # the layout of an entry; bump when it changes
+FORMAT = 2  # the layout of an entry; bump when it changes
+# the pickled expression trees of the last entry read, until the parser asks for them
+# (metacrm.expr.parser.TREES): a command that parses nothing unpickles none
+PENDING: list[bytes] = []
 MAX_ENTRIES = 256  # the oldest entries beyond this are removed when one is written
 _PACKAGE = Path(__file__).resolve().parent.parent
 _OFF = ("", "0", "false", "no", "off")
@@ -163,10 +166,26 @@ def lookup(path: str | os.PathLike[str]) -> tuple[Model, list[Problem]] | None:
 
         if not isinstance(model, Model) or not isinstance(problems, list):
             return None
+        PENDING[:] = [entry["trees"]] if isinstance(entry.get("trees"), bytes) else []
         return model, problems
     except Exception as exc:  # noqa: BLE001 - a corrupt or foreign entry: load from the files
         log.debug("model cache entry %s ignored: %s: %s", file, exc.__class__.__name__, exc)
         return None
+
+
+def take_trees() -> dict:
+    """The expression trees the last entry read brought (see PENDING), once; {} when there
+    are none or they do not unpickle."""
+    if not PENDING:
+        return {}
+    data = PENDING.pop()
+    PENDING.clear()
+    try:
+        trees = pickle.loads(data)
+    except Exception as exc:  # noqa: BLE001 - parse the expressions again instead
+        log.debug("expression trees of the model cache ignored: %s: %s", exc.__class__.__name__, exc)
+        return {}
+    return trees if isinstance(trees, dict) else {}
 
 
 def store(path: str | os.PathLike[str], model: Model, problems: list[Problem], files: list[str]) -> None:
@@ -182,8 +201,17 @@ def store(path: str | os.PathLike[str], model: Model, problems: list[Problem], f
             return
         digests.append((name, digest))
     try:
+        parser = sys.modules.get("metacrm.expr.parser")  # loaded when the model has expressions
+        trees = _dumps(dict(parser.TREES)) if parser is not None else None
         data = _dumps(
-            {"format": FORMAT, "code": code_fingerprint(), "files": digests, "model": model, "problems": problems}
+            {
+                "format": FORMAT,
+                "code": code_fingerprint(),
+                "files": digests,
+                "model": model,
+                "problems": problems,
+                "trees": trees,
+            }
         )
         target = entry_path(path)
         target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -108,16 +108,13 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
     engine: Engine
     user: str | None
     storage: Storage
-    validators: Mapping[str, RecordValidator]
 
     def __init__(self, model: Model, engine: Engine, *, user: str | None = None) -> None:
-        from ..validation import build_validators
-
         self.model = model
         self.engine = engine
         self.user = user
         self.storage = build_storage(model)
-        self.validators = build_validators(model)
+        self._validator_cell: list[Mapping[str, RecordValidator]] = []  # built on first use (shared by views)
         self._state: str | None = None  # "empty", "current", "other"
         self._roles: frozenset[str] | None = None
         self._owns_engine = True
@@ -131,6 +128,17 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
             info = self.user_info(user)
             self._enabled(user)
             self._roles, self._team = frozenset(info["roles"]), info["team"]
+
+    @property
+    def validators(self) -> Mapping[str, RecordValidator]:
+        """``{entity: RecordValidator}`` (metacrm.validation), made on first use: a command
+        that only reads never imports pydantic."""
+        cell = self._validator_cell
+        if not cell:
+            from ..validation import build_validators
+
+            cell.append(build_validators(self.model))
+        return cell[0]
 
     @property
     def _reactors(self) -> tuple:

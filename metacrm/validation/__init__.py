@@ -13,7 +13,25 @@ value. Errors are ``metacrm.ValidationError`` with one ``FieldIssue`` per bad va
 
 from __future__ import annotations
 
-from .records import SET_BY_SYSTEM, RecordValidator, build_validators
-from .values import Invalid, field_coercer
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_attributes
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .records import SET_BY_SYSTEM, RecordValidator, build_validators
+    from .values import Invalid, field_coercer
+
+# imported on first use: metacrm.validation.values (no pydantic) is read by commands that never
+# validate a record, and importing the package must not import pydantic for them
+__getattr__ = lazy_attributes(
+    __name__,
+    {
+        "SET_BY_SYSTEM": "records",
+        "RecordValidator": "records",
+        "build_validators": "records",
+        "Invalid": "values",
+        "field_coercer": "values",
+    },
+)
 
 __all__ = ["Invalid", "RecordValidator", "SET_BY_SYSTEM", "build_validators", "field_coercer"]
