@@ -319,3 +319,35 @@ def test_migration_adding_rules_counts_breaking_records_and_keeps_them(tmp_path,
         assert crm.update("contract", ids[0], {"extra": 2})["extra"] == 2
     finally:
         crm.close()
+
+
+def test_delete_that_empties_a_link_a_rule_needs_is_refused(tmp_path, db_url):
+    text = """
+    metacrm: 1
+    name: del
+    entities:
+      client:
+        fields:
+          name: {type: string, required: true}
+      deal:
+        fields:
+          title: {type: string, required: true}
+          signed: {type: boolean}
+        links:
+          client: {to: client, on_delete: set_null}
+        rules:
+          - {name: signed_has_client, check: "signed = false or client is not null", message: "a signed deal needs a client"}
+    """
+    crm = metacrm.connect(_model(tmp_path, text), db_url)
+    crm.migrate()
+    try:
+        a = crm.create("client", {"name": "A"})
+        b = crm.create("client", {"name": "B"})
+        d = crm.create("deal", {"title": "d", "signed": True, "client": a["id"]})
+        crm.create("deal", {"title": "e", "signed": False, "client": b["id"]})
+        _refused(lambda: crm.delete("client", a["id"]), f"deal {d['id']} breaks rule 'signed_has_client'")
+        assert crm.count("client") == 2 and crm.get("deal", d["id"])["client"] == a["id"]
+        crm.delete("client", b["id"])  # the unsigned deal may lose its client
+        assert crm.count("client") == 1
+    finally:
+        crm.close()

@@ -93,7 +93,12 @@ def check_created(conn: Connection, storage: Storage, entity: Entity, ids: Seque
         return
     index = {record_id: i for i, record_id in enumerate(ids)}
     issues = [
-        FieldIssue(entity.name, field, f"new record: {why}", index=None if first is None else first + index[rid])
+        FieldIssue(
+            entity.name,
+            field,
+            f"new record {why}" if field is None else why.removeprefix(f"{field} "),
+            index=None if first is None else first + index[rid],
+        )
         for rid, field, why in found
     ]
     first_issue = issues[0].format()
@@ -106,10 +111,10 @@ def check_stored(conn: Connection, storage: Storage, entity: Entity, ids: Sequen
     found = violations(conn, storage, entity, ids)
     if not found:
         return
-    record_id, field, why = found[0]
-    issues = [FieldIssue(entity.name, f, f"{entity.name} {rid} {w}", index=None) for rid, f, w in found]
+    lines = [f"{entity.name} {rid}{' ' if f is None else ': '}{why}" for rid, f, why in found]
+    issues = [FieldIssue(entity.name, f, line) for (_, f, _), line in zip(found, lines, strict=True)]
     more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
-    raise ValidationError(f"{entity.name} {record_id} {why}{more}", issues, entity=entity.name, record_id=record_id)
+    raise ValidationError(lines[0] + more, issues, entity=entity.name, record_id=found[0][0])
 
 
 def check_readonly(conn: Connection, storage: Storage, entity: Entity, current: Mapping, values: Mapping) -> None:
