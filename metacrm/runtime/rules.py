@@ -153,4 +153,40 @@ def check_stage_keeps(conn: Connection, storage: Storage, entity: Entity, row: M
         )
 
 
-__all__ = ["check_created", "check_readonly", "check_stage_keeps", "check_stored", "has_checks", "violations"]
+_PREDICATES: dict[tuple, object] = {}
+
+
+def move_reasons(storage: Storage, entity: Entity, row: Mapping, target: str) -> list[str]:
+    """The ``required_if`` fields a move to ``target`` would leave missing, as reasons for
+    ``allowed_moves`` (``"lost_reason is required when stage = 'lost'"``). Only conditions over
+    the record's own columns are answered here; one reading through links is left to the move
+    itself, which checks every rule after the write."""
+    out = []
+    for f in entity.fields.values():
+        if not f.required_if or not _empty(row.get(f.name)):
+            continue
+        key = (storage.model.sha256, entity.name, f.name)
+        predicate = _PREDICATES.get(key)
+        if predicate is None:
+            from ..expr import compile_python
+
+            predicate = _PREDICATES[key] = compile_python(storage.model, entity.name, f.required_if, what="required_if")
+        if predicate.lists or not all(p in row for p in predicate.paths):
+            continue
+        values = {p: row[p] for p in predicate.paths}
+        if "stage" in values:
+            values["stage"] = target
+        if predicate(values):
+            out.append(f"{f.name} is required when {f.required_if}")
+    return out
+
+
+__all__ = [
+    "check_created",
+    "check_readonly",
+    "check_stage_keeps",
+    "check_stored",
+    "has_checks",
+    "move_reasons",
+    "violations",
+]
