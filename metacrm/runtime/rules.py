@@ -32,8 +32,9 @@ from ..storage.tables import Storage
 _QUERIES: dict[tuple, object] = {}
 
 
-def _query(storage: Storage, entity: Entity, kind: str, expr: str, field: str | None = None):
-    key = (storage.model.sha256, id(storage), entity.name, kind, expr, field)
+def _query(storage: Storage, entity: Entity, kind: str, expr: str, field: str | None = None, *, span: bool = False):
+    """The query of one check over the records ``_ids`` (with ``span``: ``_lo`` to ``_hi``)."""
+    key = (storage.model.sha256, id(storage), entity.name, kind, expr, field, span)
     query = _QUERIES.get(key)
     if query is None:
         from ..expr import compile_sql
@@ -41,7 +42,10 @@ def _query(storage: Storage, entity: Entity, kind: str, expr: str, field: str | 
         table = storage.table(entity.name)
         what = f"{entity.name}: {kind}"
         clause = compile_sql(storage, entity.name, expr, what=what)
-        ids = table.c.id.in_(bindparam("_ids", expanding=True))
+        if span:  # a batch of consecutive ids: a range, not a thousand bound parameters
+            ids = table.c.id.between(bindparam("_lo"), bindparam("_hi"))
+        else:
+            ids = table.c.id.in_(bindparam("_ids", expanding=True))
         if kind == "rule":
             query = select(table.c.id).where(and_(ids, not_(clause)))
         elif kind == "required_if":
@@ -70,14 +74,17 @@ def violations(
     if not ids or not has_checks(entity):
         return []
     found: list[tuple[int, str | None, str]] = []
-    params = {"_ids": list(ids)}
+    lo, hi = min(ids), max(ids)
+    span = hi - lo + 1 == len(set(ids))  # exactly the ids of the range
+    params = {"_lo": lo, "_hi": hi} if span else {"_ids": list(ids)}
     for rule in entity.rules:
-        for record_id in conn.execute(_query(storage, entity, "rule", rule.check), params).scalars():
+        for record_id in conn.execute(_query(storage, entity, "rule", rule.check, span=span), params).scalars():
             named = f"rule '{rule.name}': {rule.message}" if rule.name else f"rule '{rule.message}'"
             found.append((record_id, None, f"breaks {named}"))
     for f in entity.fields.values():
         if f.required_if:
-            for record_id, value in conn.execute(_query(storage, entity, "required_if", f.required_if, f.name), params):
+            query = _query(storage, entity, "required_if", f.required_if, f.name, span=span)
+            for record_id, value in conn.execute(query, params):
                 if _empty(value):
                     found.append((record_id, f.name, f"{f.name} is required when {f.required_if}"))
     order = {record_id: i for i, record_id in enumerate(ids)}
