@@ -349,7 +349,11 @@ def test_delete_that_empties_a_link_a_rule_needs_is_refused(tmp_path, db_url):
         b = crm.create("client", {"name": "B"})
         d = crm.create("deal", {"title": "d", "signed": True, "client": a["id"]})
         crm.create("deal", {"title": "e", "signed": False, "client": b["id"]})
-        _refused(lambda: crm.delete("client", a["id"]), f"deal {d['id']} breaks rule 'signed_has_client'")
+        d2 = crm.create("deal", {"title": "f", "signed": True, "client": a["id"]})  # ids not consecutive
+        err = _refused(
+            lambda: crm.delete("client", a["id"]), f"deal {d['id']} breaks rule 'signed_has_client'", "(and 1 more)"
+        )
+        assert [i.message.split()[1] for i in err.issues] == [str(d["id"]), str(d2["id"])]
         assert crm.count("client") == 2 and crm.get("deal", d["id"])["client"] == a["id"]
         crm.delete("client", b["id"])  # the unsigned deal may lose its client
         assert crm.count("client") == 1
