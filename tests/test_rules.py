@@ -392,3 +392,37 @@ def test_required_if_through_a_link_is_checked_after_the_move(tmp_path, db_url):
         assert crm.move("deal", d["id"], "won")["stage"] == "won"
     finally:
         crm.close()
+
+
+def test_delete_that_empties_a_link_a_stage_requires_is_refused(tmp_path, db_url):
+    text = """
+    metacrm: 1
+    name: keep
+    entities:
+      client:
+        fields:
+          name: {type: string, required: true}
+      deal:
+        fields:
+          title: {type: string, required: true}
+        links:
+          client: {to: client, on_delete: set_null}
+        stages:
+          initial: new
+          states: {new: {}, signed: {requires: [client]}, done: {kind: won}}
+          transitions: {new: [signed], signed: [done]}
+    """
+    crm = metacrm.connect(_model(tmp_path, text), db_url)
+    crm.migrate()
+    try:
+        a = crm.create("client", {"name": "A"})
+        d = crm.create("deal", {"title": "d", "client": a["id"]})
+        free = crm.create("deal", {"title": "e", "client": a["id"]})
+        crm.move("deal", d["id"], "signed")
+        _refused(lambda: crm.delete("client", a["id"]), f"deal {d['id']} is in stage 'signed', which requires client")
+        assert crm.get("deal", free["id"])["client"] == a["id"]
+        crm.move("deal", d["id"], "done")  # 'done' requires nothing: the client may go
+        crm.delete("client", a["id"])
+        assert crm.get("deal", d["id"])["client"] is None
+    finally:
+        crm.close()

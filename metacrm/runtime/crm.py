@@ -1000,11 +1000,10 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
                 for source, source_id, link, old in cleared
             ]
             self._log(conn, entries)
-            emptied: dict[str, list[int]] = {}  # records whose link the delete emptied (set_null)
-            for source, source_id, _link, _old in cleared:
-                emptied.setdefault(source, []).append(source_id)
-            for source, source_ids in emptied.items():
-                self._check_rules(conn, self.model.entities[source], source_ids)
+            if cleared:  # surviving records whose link the delete emptied keep their rules and stages
+                from .rules import check_emptied
+
+                check_emptied(conn, self.storage, cleared)
         return {name: sorted(ids) for name, ids in deleted.items()}
 
     def link(self, entity: str, record_id: int, name: str, target: Any) -> Record:

@@ -160,6 +160,24 @@ def check_stage_keeps(conn: Connection, storage: Storage, entity: Entity, row: M
         )
 
 
+def check_emptied(conn: Connection, storage: Storage, cleared: Sequence[tuple]) -> None:
+    """After a delete: the surviving records whose link it emptied (``(entity, id, link, old)``
+    each) still satisfy their rules, and keep a link their stage requires."""
+    from .records import row_by_id
+
+    emptied: dict[str, dict[int, list[str]]] = {}
+    for source, source_id, link, _old in cleared:
+        emptied.setdefault(source, {}).setdefault(source_id, []).append(link)
+    for source, records in emptied.items():
+        entity = storage.model.entities[source]
+        if entity.has_stages and any(s.requires for p in entity.pipelines.values() for s in p.stages.values()):
+            table = storage.table(source)
+            for record_id, links in records.items():
+                row = conn.execute(row_by_id(table), {"_id": record_id}).mappings().one()
+                check_stage_keeps(conn, storage, entity, row, links)
+        check_stored(conn, storage, entity, sorted(records))
+
+
 _PREDICATES: dict[tuple, object] = {}
 
 
@@ -190,6 +208,7 @@ def move_reasons(storage: Storage, entity: Entity, row: Mapping, target: str) ->
 
 __all__ = [
     "check_created",
+    "check_emptied",
     "check_readonly",
     "check_stage_keeps",
     "check_stored",
