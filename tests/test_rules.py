@@ -12,7 +12,7 @@ import pytest
 from conftest import require_module
 
 import metacrm
-from metacrm.errors import AutomationError, ModelError, ValidationError
+from metacrm.errors import AutomationError, ModelError, TransitionError, ValidationError
 
 MODEL = """
 metacrm: 1
@@ -152,7 +152,11 @@ def test_rule_through_a_many_link(crm):
 def test_required_if_on_create_update_and_move(crm):
     c = crm.create("contract", {"title": "b"})
     # the move that makes the condition hold is refused while the field is empty
-    _refused(lambda: crm.move("contract", c["id"], "lost"), f"contract {c['id']}", "lost_reason is required")
+    with pytest.raises(TransitionError) as info:
+        crm.move("contract", c["id"], "lost")
+    assert "lost_reason is required when stage = 'lost'" in str(info.value)
+    lost = next(m for m in crm.allowed_moves("contract", c["id"]) if m["stage"] == "lost")
+    assert not lost["possible"] and lost["reasons"] == ["lost_reason is required when stage = 'lost'"]
     assert crm.get("contract", c["id"])["stage"] == "new"
     crm.update("contract", c["id"], {"lost_reason": "price"})
     assert crm.move("contract", c["id"], "lost")["stage"] == "lost"
@@ -317,5 +321,108 @@ def test_migration_adding_rules_counts_breaking_records_and_keeps_them(tmp_path,
         )
         crm.update("contract", ids[2], {"end_date": "2026-04-01", "extra": 1})
         assert crm.update("contract", ids[0], {"extra": 2})["extra"] == 2
+    finally:
+        crm.close()
+
+
+def test_delete_that_empties_a_link_a_rule_needs_is_refused(tmp_path, db_url):
+    text = """
+    metacrm: 1
+    name: del
+    entities:
+      client:
+        fields:
+          name: {type: string, required: true}
+      deal:
+        fields:
+          title: {type: string, required: true}
+          signed: {type: boolean}
+        links:
+          client: {to: client, on_delete: set_null}
+        rules:
+          - {name: signed_has_client, check: "signed = false or client is not null", message: "a signed deal needs a client"}
+    """
+    crm = metacrm.connect(_model(tmp_path, text), db_url)
+    crm.migrate()
+    try:
+        a = crm.create("client", {"name": "A"})
+        b = crm.create("client", {"name": "B"})
+        d = crm.create("deal", {"title": "d", "signed": True, "client": a["id"]})
+        crm.create("deal", {"title": "e", "signed": False, "client": b["id"]})
+        d2 = crm.create("deal", {"title": "f", "signed": True, "client": a["id"]})  # ids not consecutive
+        err = _refused(
+            lambda: crm.delete("client", a["id"]), f"deal {d['id']} breaks rule 'signed_has_client'", "(and 1 more)"
+        )
+        assert [i.message.split()[1] for i in err.issues] == [str(d["id"]), str(d2["id"])]
+        assert crm.count("client") == 2 and crm.get("deal", d["id"])["client"] == a["id"]
+        crm.delete("client", b["id"])  # the unsigned deal may lose its client
+        assert crm.count("client") == 1
+    finally:
+        crm.close()
+
+
+def test_required_if_through_a_link_is_checked_after_the_move(tmp_path, db_url):
+    text = """
+    metacrm: 1
+    name: via
+    entities:
+      client:
+        fields:
+          name: {type: string, required: true}
+          vip: {type: boolean}
+      deal:
+        fields:
+          title: {type: string, required: true}
+          manager_note: {type: text, required_if: "stage = 'won' and client.vip = true"}
+        links:
+          client: {to: client}
+        stages:
+          initial: new
+          states: {new: {}, won: {kind: won}}
+          transitions: {new: [won]}
+    """
+    crm = metacrm.connect(_model(tmp_path, text), db_url)
+    crm.migrate()
+    try:
+        vip = crm.create("client", {"name": "V", "vip": True})
+        d = crm.create("deal", {"title": "d", "client": vip["id"]})
+        _refused(lambda: crm.move("deal", d["id"], "won"), f"deal {d['id']}: manager_note is required when")
+        assert crm.get("deal", d["id"])["stage"] == "new"
+        crm.update("deal", d["id"], {"manager_note": "ok"})
+        assert crm.move("deal", d["id"], "won")["stage"] == "won"
+    finally:
+        crm.close()
+
+
+def test_delete_that_empties_a_link_a_stage_requires_is_refused(tmp_path, db_url):
+    text = """
+    metacrm: 1
+    name: keep
+    entities:
+      client:
+        fields:
+          name: {type: string, required: true}
+      deal:
+        fields:
+          title: {type: string, required: true}
+        links:
+          client: {to: client, on_delete: set_null}
+        stages:
+          initial: new
+          states: {new: {}, signed: {requires: [client]}, done: {kind: won}}
+          transitions: {new: [signed], signed: [done]}
+    """
+    crm = metacrm.connect(_model(tmp_path, text), db_url)
+    crm.migrate()
+    try:
+        a = crm.create("client", {"name": "A"})
+        d = crm.create("deal", {"title": "d", "client": a["id"]})
+        free = crm.create("deal", {"title": "e", "client": a["id"]})
+        crm.move("deal", d["id"], "signed")
+        _refused(lambda: crm.delete("client", a["id"]), f"deal {d['id']} is in stage 'signed', which requires client")
+        assert crm.get("deal", free["id"])["client"] == a["id"]
+        crm.move("deal", d["id"], "done")  # 'done' requires nothing: the client may go
+        crm.delete("client", a["id"])
+        assert crm.get("deal", d["id"])["client"] is None
     finally:
         crm.close()

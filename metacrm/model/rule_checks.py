@@ -23,7 +23,7 @@ def _expression(model: Model, entity: Entity, text: str, what: str) -> str | Non
     try:
         predicate = compile_python(model, entity.name, text, what=what)
     except ExpressionError as exc:
-        return str(exc)
+        return f"{what}: {str(exc).removeprefix(f'{entity.name}: ')}"
     if predicate.params:
         names = ", ".join(f":{p}" for p in sorted(predicate.params))
         return f"{what}: parameters ({names}) are not available in a rule; write the values"

@@ -1151,6 +1151,10 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
                 for source, source_id, link, old in cleared
             ]
             self._log(conn, entries)
+            if cleared:  # surviving records whose link the delete emptied keep their rules and stages
+                from .rules import check_emptied
+
+                check_emptied(conn, self.storage, cleared)
         return {name: sorted(ids) for name, ids in deleted.items()}
 
     def link(self, entity: str, record_id: int, name: str, target: Any) -> Record:

@@ -158,6 +158,10 @@ def reasons(
         out.append(f"only for roles: {', '.join(transition.roles)}")
     for name in missing_requires(conn, storage, entity, row, transition.target, pipeline):
         out.append(f"{name} is required")
+    if any(f.required_if for f in entity.fields.values()):
+        from .rules import move_reasons
+
+        out += move_reasons(storage, entity, row, transition.target)
     if transition.when and not condition_holds(conn, storage, entity, row["id"], transition.when):
         out.append(f"condition not met: {transition.when}")
     return out

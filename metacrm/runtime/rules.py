@@ -32,8 +32,9 @@ from ..storage.tables import Storage
 _QUERIES: dict[tuple, object] = {}
 
 
-def _query(storage: Storage, entity: Entity, kind: str, expr: str, field: str | None = None):
-    key = (storage.model.sha256, id(storage), entity.name, kind, expr, field)
+def _query(storage: Storage, entity: Entity, kind: str, expr: str, field: str | None = None, *, span: bool = False):
+    """The query of one check over the records ``_ids`` (with ``span``: ``_lo`` to ``_hi``)."""
+    key = (storage.model.sha256, id(storage), entity.name, kind, expr, field, span)
     query = _QUERIES.get(key)
     if query is None:
         from ..expr import compile_sql
@@ -41,7 +42,10 @@ def _query(storage: Storage, entity: Entity, kind: str, expr: str, field: str | 
         table = storage.table(entity.name)
         what = f"{entity.name}: {kind}"
         clause = compile_sql(storage, entity.name, expr, what=what)
-        ids = table.c.id.in_(bindparam("_ids", expanding=True))
+        if span:  # a batch of consecutive ids: a range, not a thousand bound parameters
+            ids = table.c.id.between(bindparam("_lo"), bindparam("_hi"))
+        else:
+            ids = table.c.id.in_(bindparam("_ids", expanding=True))
         if kind == "rule":
             query = select(table.c.id).where(and_(ids, not_(clause)))
         elif kind == "required_if":
@@ -70,14 +74,17 @@ def violations(
     if not ids or not has_checks(entity):
         return []
     found: list[tuple[int, str | None, str]] = []
-    params = {"_ids": list(ids)}
+    lo, hi = min(ids), max(ids)
+    span = hi - lo + 1 == len(set(ids))  # exactly the ids of the range
+    params = {"_lo": lo, "_hi": hi} if span else {"_ids": list(ids)}
     for rule in entity.rules:
-        for record_id in conn.execute(_query(storage, entity, "rule", rule.check), params).scalars():
+        for record_id in conn.execute(_query(storage, entity, "rule", rule.check, span=span), params).scalars():
             named = f"rule '{rule.name}': {rule.message}" if rule.name else f"rule '{rule.message}'"
             found.append((record_id, None, f"breaks {named}"))
     for f in entity.fields.values():
         if f.required_if:
-            for record_id, value in conn.execute(_query(storage, entity, "required_if", f.required_if, f.name), params):
+            query = _query(storage, entity, "required_if", f.required_if, f.name, span=span)
+            for record_id, value in conn.execute(query, params):
                 if _empty(value):
                     found.append((record_id, f.name, f"{f.name} is required when {f.required_if}"))
     order = {record_id: i for i, record_id in enumerate(ids)}
@@ -93,7 +100,12 @@ def check_created(conn: Connection, storage: Storage, entity: Entity, ids: Seque
         return
     index = {record_id: i for i, record_id in enumerate(ids)}
     issues = [
-        FieldIssue(entity.name, field, f"new record: {why}", index=None if first is None else first + index[rid])
+        FieldIssue(
+            entity.name,
+            field,
+            f"new record {why}" if field is None else why.removeprefix(f"{field} "),
+            index=None if first is None else first + index[rid],
+        )
         for rid, field, why in found
     ]
     first_issue = issues[0].format()
@@ -106,10 +118,10 @@ def check_stored(conn: Connection, storage: Storage, entity: Entity, ids: Sequen
     found = violations(conn, storage, entity, ids)
     if not found:
         return
-    record_id, field, why = found[0]
-    issues = [FieldIssue(entity.name, f, f"{entity.name} {rid} {w}", index=None) for rid, f, w in found]
+    lines = [f"{entity.name} {rid}{' ' if f is None else ': '}{why}" for rid, f, why in found]
+    issues = [FieldIssue(entity.name, f, line) for (_, f, _), line in zip(found, lines, strict=True)]
     more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
-    raise ValidationError(f"{entity.name} {record_id} {why}{more}", issues, entity=entity.name, record_id=record_id)
+    raise ValidationError(lines[0] + more, issues, entity=entity.name, record_id=found[0][0])
 
 
 def check_readonly(conn: Connection, storage: Storage, entity: Entity, current: Mapping, values: Mapping) -> None:
@@ -148,4 +160,59 @@ def check_stage_keeps(conn: Connection, storage: Storage, entity: Entity, row: M
         )
 
 
-__all__ = ["check_created", "check_readonly", "check_stage_keeps", "check_stored", "has_checks", "violations"]
+def check_emptied(conn: Connection, storage: Storage, cleared: Sequence[tuple]) -> None:
+    """After a delete: the surviving records whose link it emptied (``(entity, id, link, old)``
+    each) still satisfy their rules, and keep a link their stage requires."""
+    from .records import row_by_id
+
+    emptied: dict[str, dict[int, list[str]]] = {}
+    for source, source_id, link, _old in cleared:
+        emptied.setdefault(source, {}).setdefault(source_id, []).append(link)
+    for source, records in emptied.items():
+        entity = storage.model.entities[source]
+        if entity.has_stages and any(s.requires for p in entity.pipelines.values() for s in p.stages.values()):
+            table = storage.table(source)
+            for record_id, links in records.items():
+                row = conn.execute(row_by_id(table), {"_id": record_id}).mappings().one()
+                check_stage_keeps(conn, storage, entity, row, links)
+        check_stored(conn, storage, entity, sorted(records))
+
+
+_PREDICATES: dict[tuple, object] = {}
+
+
+def move_reasons(storage: Storage, entity: Entity, row: Mapping, target: str) -> list[str]:
+    """The ``required_if`` fields a move to ``target`` would leave missing, as reasons for
+    ``allowed_moves`` (``"lost_reason is required when stage = 'lost'"``). Only conditions over
+    the record's own columns are answered here; one reading through links is left to the move
+    itself, which checks every rule after the write."""
+    out = []
+    for f in entity.fields.values():
+        if not f.required_if or not _empty(row.get(f.name)):
+            continue
+        key = (storage.model.sha256, entity.name, f.name)
+        predicate = _PREDICATES.get(key)
+        if predicate is None:
+            from ..expr import compile_python
+
+            predicate = _PREDICATES[key] = compile_python(storage.model, entity.name, f.required_if, what="required_if")
+        if predicate.lists or not all(p in row for p in predicate.paths):
+            continue
+        values = {p: row[p] for p in predicate.paths}
+        if "stage" in values:
+            values["stage"] = target
+        if predicate(values):
+            out.append(f"{f.name} is required when {f.required_if}")
+    return out
+
+
+__all__ = [
+    "check_created",
+    "check_emptied",
+    "check_readonly",
+    "check_stage_keeps",
+    "check_stored",
+    "has_checks",
+    "move_reasons",
+    "violations",
+]
