@@ -278,3 +278,34 @@ def test_a_column_mapped_to_a_missing_field_is_refused_with_a_hint(lines, tmp_pa
         "fields: name, qty, price, total, part"
     )
     assert lines.find("line") == []
+
+
+def test_a_title_resolves_beside_an_id_that_names_no_record(crm, tmp_path) -> None:
+    stored = crm.find("account")[0]["id"]
+    result = run(crm, tmp_path, f"name,parent\nA,Stored\nB,{stored + 998}\n", skip_invalid=True)
+    assert [(r.row, r.kind) for r in result.rejected] == [(3, "unresolved")]
+    assert [crm.get("account", i)["parent"] for i in result.ids] == [stored]
+
+
+def test_a_near_match_is_noted_with_the_id_of_a_record_or_the_line_of_a_row(crm, tmp_path) -> None:
+    stored = crm.find("account")[0]["id"]
+    result = run(crm, tmp_path, "name,parent\nA,S-tored\nB,Par ent\nParent,\n", near_matches=True)
+    assert [n.reason for n in result.notes if n.kind == "near_match"] == [
+        f"near match: 'S-tored' taken as account 'Stored' (id {stored})",
+        "near match: 'Par ent' taken as the account of line 4",
+    ]
+    assert len(result.ids) == 3
+
+
+def test_a_column_mapped_to_nothing_does_not_stop_the_mapping(crm, tmp_path) -> None:
+    result = run(crm, tmp_path, "skip,name,region\nx,A,North\n", mapping={"skip": ""})
+    [record] = [crm.get("account", i) for i in result.ids]
+    assert (record["name"], record["region"]) == ("A", "North")
+
+
+def test_two_columns_filling_one_field_are_refused_with_the_other_problems(crm, tmp_path) -> None:
+    with pytest.raises(metacrm.ValidationError) as info:
+        run(crm, tmp_path, "name,Name,foo\nA,B,C\n")
+    assert str(info.value).startswith("account: ")
+    assert str(info.value).endswith(": columns 'name' and 'Name' both fill 'name' (and 1 more)")
+    assert names(crm) == ["Stored"]

@@ -109,7 +109,7 @@ def test_a_plan_on_a_database_counts_what_an_optional_new_field_meets(db_url, tm
     crm.close()
 
 
-@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"], ids=["sqlite-sql", "pg-sql"])  # no server needed
 def test_a_plan_records_the_model_at_the_time_it_is_given(dialect, tmp_path) -> None:
     from metacrm.migrate.plan import plan_migration
     from metacrm.model.loader import load_model
@@ -118,6 +118,7 @@ def test_a_plan_records_the_model_at_the_time_it_is_given(dialect, tmp_path) -> 
     path.write_text(MODEL, encoding="utf-8")
     when = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
     plan = plan_migration(None, load_model(path), dialect=dialect, now=when, user="alice")
+    assert plan.dialect == dialect
     [record] = [s for s in plan if s.kind == "record_model"]
     assert "'2026-01-02T03:04:05+00:00', 'alice'" in record.sql[0]
 
