@@ -2,8 +2,9 @@
 that travel down a chain of linked rows, a cycle's message, progress across levels, rows refused
 only at write under skip_invalid, `warn` duplicates noted on their row, the uniqueness checks of
 the file before any write, the refusal's one-line message, a chain rejected in a round that
-writes nothing, a rejected cell shown without its spaces, progress every 500 records; on SQLite
-and PostgreSQL."""
+writes nothing, a rejected cell shown without its spaces, progress every 500 records, a computed
+column ignored, links to an entity without a title, a mapping to a missing field; on SQLite and
+PostgreSQL."""
 
 from __future__ import annotations
 
@@ -213,3 +214,98 @@ def test_progress_is_called_every_500_records_and_at_the_end_of_each_level(crm, 
     result = run(crm, tmp_path, "name,parent\n" + "\n".join(rows) + "\n", progress=lambda *a: calls.append(a))
     assert calls == [(0, 1003), (500, 1003), (1000, 1003), (1001, 1003), (1003, 1003)]
     assert len(result.ids) == 1003
+
+
+LINES = """\
+metacrm: 1
+name: lines
+entities:
+  part:
+    fields:
+      size: {type: integer}
+  line:
+    title: name
+    fields:
+      name: {type: string, required: true}
+      qty: {type: integer}
+      price: {type: money}
+      total: {type: money, formula: qty * price}
+    links:
+      part: {to: part}
+"""
+
+
+@pytest.fixture
+def lines(db_url, tmp_path):
+    path = tmp_path / "lines.yaml"
+    path.write_text(LINES, encoding="utf-8")
+    crm = metacrm.connect(path, db_url)
+    crm.migrate()
+    yield crm
+    crm.close()
+
+
+def test_a_computed_column_is_ignored_and_the_columns_after_it_are_read(lines, tmp_path) -> None:
+    part = lines.create("part", {"size": 3})["id"]
+    path = tmp_path / "lines.csv"
+    path.write_text(f"name,total,qty,price,part\nA,999,2,3.50,{part}\n", encoding="utf-8")
+    [new] = import_csv(lines, "line", path).ids
+    record = lines.get("line", new)
+    assert (record["qty"], str(record["price"]), str(record["total"]), record["part"]) == (2, "3.50", "7.00", part)
+
+
+def test_a_link_to_an_entity_without_a_title_takes_ids_only(lines, tmp_path) -> None:
+    part = lines.create("part", {"size": 3})["id"]
+    path = tmp_path / "lines.csv"
+    path.write_text(f"name,part\nA,{part}\nB,abc\nC,{part + 76}\n", encoding="utf-8")
+    before = dump_database(lines.engine)
+    with pytest.raises(ImportRefused) as info:
+        import_csv(lines, "line", path)
+    assert [(r.row, r.kind, r.reason) for r in info.value.result.rejected] == [
+        (3, "unresolved", "no part with id 'abc' (part has no title field to look names up)"),
+        (4, "unresolved", f"no part with id '{part + 76}' (part has no title field to look names up)"),
+    ]
+    assert dump_database(lines.engine) == before
+
+
+def test_a_column_mapped_to_a_missing_field_is_refused_with_a_hint(lines, tmp_path) -> None:
+    path = tmp_path / "lines.csv"
+    path.write_text("nme,qty\nA,1\n", encoding="utf-8")
+    with pytest.raises(metacrm.ValidationError) as info:
+        import_csv(lines, "line", path, mapping={"nme": "nmae"})
+    assert str(info.value) == (
+        f"line: {path}: column 'nme' is mapped to 'nmae', which line does not have (did you mean 'name'?); "
+        "fields: name, qty, price, total, part"
+    )
+    assert lines.find("line") == []
+
+
+def test_a_title_resolves_beside_an_id_that_names_no_record(crm, tmp_path) -> None:
+    stored = crm.find("account")[0]["id"]
+    result = run(crm, tmp_path, f"name,parent\nA,Stored\nB,{stored + 998}\n", skip_invalid=True)
+    assert [(r.row, r.kind) for r in result.rejected] == [(3, "unresolved")]
+    assert [crm.get("account", i)["parent"] for i in result.ids] == [stored]
+
+
+def test_a_near_match_is_noted_with_the_id_of_a_record_or_the_line_of_a_row(crm, tmp_path) -> None:
+    stored = crm.find("account")[0]["id"]
+    result = run(crm, tmp_path, "name,parent\nA,S-tored\nB,Par ent\nParent,\n", near_matches=True)
+    assert [n.reason for n in result.notes if n.kind == "near_match"] == [
+        f"near match: 'S-tored' taken as account 'Stored' (id {stored})",
+        "near match: 'Par ent' taken as the account of line 4",
+    ]
+    assert len(result.ids) == 3
+
+
+def test_a_column_mapped_to_nothing_does_not_stop_the_mapping(crm, tmp_path) -> None:
+    result = run(crm, tmp_path, "skip,name,region\nx,A,North\n", mapping={"skip": ""})
+    [record] = [crm.get("account", i) for i in result.ids]
+    assert (record["name"], record["region"]) == ("A", "North")
+
+
+def test_two_columns_filling_one_field_are_refused_with_the_other_problems(crm, tmp_path) -> None:
+    with pytest.raises(metacrm.ValidationError) as info:
+        run(crm, tmp_path, "name,Name,foo\nA,B,C\n")
+    assert str(info.value).startswith("account: ")
+    assert str(info.value).endswith(": columns 'name' and 'Name' both fill 'name' (and 1 more)")
+    assert names(crm) == ["Stored"]

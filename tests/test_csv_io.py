@@ -428,3 +428,54 @@ def test_derived_columns_are_exported_and_ignored_on_import(db_url, tmp_path) ->
     back = crm.find("client")[0]
     assert back["open_deals"] == 0 and back["won_total"] == Decimal("0")  # recomputed, not read from the file
     crm.close()
+
+
+def test_a_polymorphic_cell_of_no_record_id_or_target_is_left_to_the_validator(crm) -> None:
+    # (killed mutation survivor of csv_io's link_value: only "target:number" is looked up)
+    text = "title,subject\nA,deal:abc\nB,ghost:5\n"
+    before = snapshot(crm)
+    with pytest.raises(ImportRefused) as info:
+        import_csv(crm, "task", io.StringIO(text))
+    assert [(i.row, i.column, i.kind, i.reason) for i in info.value.result.rejected] == [
+        (2, "subject", "rejected", "'abc' is not a record id; give the id of a deal record (a whole number)"),
+        (3, "subject", "rejected", "'ghost:5' links to 'ghost', which this link cannot reach; targets: deal, client"),
+    ]
+    assert snapshot(crm) == before
+
+
+def test_a_many_link_cell_naming_one_title_with_a_comma_links_that_record(crm) -> None:
+    client = crm.create("client", {"name": "Client"})["id"]
+    cable = crm.create("product", {"name": "Кабель, 2 м"})["id"]
+    server = crm.create("product", {"name": "Сервер"})["id"]
+    text = f'title,client,products\nOne,{client},"Кабель, 2 м"\nTwo,{client},"Сервер, {cable}"\n'
+    result = import_csv(crm, "deal", io.StringIO(text))
+    assert [sorted(crm.get("deal", i)["products"]) for i in result.ids] == [[cable], sorted([server, cable])]
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        ("title,due,title", "task: <stream>: column 'title' appears 2 times in the header"),
+        (
+            "title,foo,bar",
+            "task: <stream>: unknown column 'foo'; task fields: title, due, subject; map the column to a field, "
+            "or to '' to ignore it (and 1 more)",
+        ),
+    ],
+)
+def test_a_header_that_cannot_be_placed_is_refused_with_a_count_of_the_other_problems(
+    crm, header: str, message: str
+) -> None:
+    before = snapshot(crm)
+    with pytest.raises(metacrm.ValidationError) as info:
+        import_csv(crm, "task", io.StringIO(header + "\nA,2026-01-01,B\n"))
+    assert str(info.value) == message
+    assert snapshot(crm) == before
+
+
+def test_a_value_under_a_column_with_no_name_names_the_column_by_its_place(crm) -> None:
+    result = import_csv(crm, "task", io.StringIO("title,,due\nA,x,\nB,,\n"), skip_invalid=True)
+    assert [(i.row, i.column, i.value, i.reason) for i in result.rejected] == [
+        (2, "column 2", "x", "a value under a column with no name in the header")
+    ]
+    assert [crm.get("task", i)["title"] for i in result.ids] == ["B"]

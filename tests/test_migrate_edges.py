@@ -3,7 +3,9 @@ migrate/apply.py): a SQLite database kept busy by another writer while the migra
 being taken is refused with the one-line lock error, not a driver error, and left as it was; a
 lock held by a live process of this host is kept and named with its start (SQLite only: these
 are the SQLite lock's paths; PostgreSQL's advisory lock is tested in test_migrate_safety.py); and
-(migrate/plan.py) a plan on a database counts what only informs, on SQLite and PostgreSQL."""
+(migrate/plan.py) a plan on a database counts what only informs, records the model at the time
+given, and says in one line that a database does not hold the recorded model; on SQLite and
+PostgreSQL."""
 
 from __future__ import annotations
 
@@ -99,4 +101,46 @@ def test_a_plan_on_a_database_counts_what_an_optional_new_field_meets(db_url, tm
         skipped = {s.where: s.count for s in plan_migration(crm.model, load_model(new), conn, count_all=False)}
     assert counted["deal.note"] == 3
     assert skipped["deal.note"] is None
+    with crm.engine.connect() as conn:  # a plan says whether it was counted, also an empty one
+        assert plan_migration(crm.model, load_model(new), conn).counted is True
+        assert plan_migration(crm.model, crm.model, conn).counted is True
+    assert plan_migration(crm.model, load_model(new), dialect=crm.engine.dialect.name).counted is False
+    assert plan_migration(crm.model, crm.model, dialect=crm.engine.dialect.name).counted is False
     crm.close()
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"], ids=["sqlite-sql", "pg-sql"])  # no server needed
+def test_a_plan_records_the_model_at_the_time_it_is_given(dialect, tmp_path) -> None:
+    from metacrm.migrate.plan import plan_migration
+    from metacrm.model.loader import load_model
+
+    path = tmp_path / "model.yaml"
+    path.write_text(MODEL, encoding="utf-8")
+    when = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    plan = plan_migration(None, load_model(path), dialect=dialect, now=when, user="alice")
+    assert plan.dialect == dialect
+    [record] = [s for s in plan if s.kind == "record_model"]
+    assert "'2026-01-02T03:04:05+00:00', 'alice'" in record.sql[0]
+
+
+def test_a_plan_on_a_database_without_the_recorded_model_says_so_in_one_line(db_url, tmp_path) -> None:
+    from sqlalchemy import create_engine
+
+    from metacrm.migrate.plan import plan_migration
+    from metacrm.model.loader import load_model
+
+    old, new = tmp_path / "old.yaml", tmp_path / "new.yaml"
+    old.write_text(MODEL, encoding="utf-8")
+    new.write_text(MODEL + "      note: {type: string}\n", encoding="utf-8")
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn, pytest.raises(metacrm.MigrationError) as info:
+            plan_migration(load_model(old), load_model(new), conn)  # the database is empty: no deal table
+    finally:
+        engine.dispose()
+    missing = "no such table: deal" if db_url.startswith("sqlite") else 'relation "deal" does not exist'
+    message = str(info.value)
+    assert message.startswith(
+        "cannot measure step 'add_field deal.note' on the database (does it hold the recorded model?): "
+    )
+    assert "\n" not in message and message.endswith(missing)

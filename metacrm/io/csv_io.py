@@ -676,16 +676,9 @@ class _Importer:
                 self.reject(i, column.name, link.name, part, self.unresolved_reason(link, part, found), UNRESOLVED)
                 continue
             kind, ref, title = found[0]
-            if level == 2:
-                where = f"id {ref}" if kind == "id" else title
-                self.note(
-                    i,
-                    column.name,
-                    link.name,
-                    part,
-                    f"near match: {part!r} taken as {link.target} {title!r} ({where})",
-                    NEAR_MATCH,
-                )
+            if level == 2:  # a record: its title and id; a row of the file: its line ("line N")
+                taken = f"{link.target} {title!r} (id {ref})" if kind == "id" else f"the {link.target} of {title}"
+                self.note(i, column.name, link.name, part, f"near match: {part!r} taken as {taken}", NEAR_MATCH)
             (ids if kind == "id" else refs).append(ref)
         if failed:
             record[link.name] = [1] if link.many else 1  # the row is rejected; keep the validator quiet
