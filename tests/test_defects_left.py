@@ -109,3 +109,43 @@ def test_chart_ticks_of_counts_are_whole_numbers(crm, tmp_path: Path) -> None:
     group = ticks(group_png(crm.report_group("deal", "stage", pipeline="sales"), tmp_path / "group.png"))
     assert group and len(set(group)) == len(group) and all(t.isdigit() for t in group), group
     assert (tmp_path / "funnel.png").stat().st_size > 0 and (tmp_path / "group.png").stat().st_size > 0
+
+
+GUARDED = """\
+metacrm: 1
+name: guarded
+entities:
+  deal:
+    fields:
+      amount: {type: money}
+    stages:
+      initial: new
+      states:
+        new: {}
+        talk: {}
+        won: {kind: won}
+      transitions:
+        - {from: new, to: talk, when: "amount > 0"}
+        - {from: talk, to: won, roles: [boss]}
+        - {from: new, to: won, roles: [boss]}
+roles:
+  boss: {"*": all}
+"""
+
+
+def test_graph_paths_names_guards_and_roles(db_url, tmp_path: Path) -> None:
+    model = tmp_path / "guarded.yaml"
+    model.write_text(GUARDED, encoding="utf-8")
+    crm = metacrm.connect(str(model), db_url)  # the model works on the dialect (moves obey the guards)
+    crm.migrate()
+    deal = crm.create("deal", {})
+    with pytest.raises(Exception, match="amount > 0"):
+        crm.move("deal", deal["id"], "talk")
+    crm.close()
+    lines = invoke("graph", str(model), "deal", "--paths").stdout.splitlines()
+    assert "default: from talk, won needs: talk -> won (role boss)" in lines
+    assert (
+        "default: from new, won needs: no field, but every way passes a guarded move; "
+        "cheapest way (new -> won) needs: new -> won (role boss)"
+    ) in lines
+    assert not any("needs: nothing" in line for line in lines)
