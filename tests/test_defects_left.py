@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 import metacrm
 from metacrm.cli.main import app
 from metacrm.errors import ValidationError
+from metacrm.storage.types import now_utc
 
 MODEL = Path(__file__).parent / "fixtures" / "valid" / "defects_left.yaml"
 
@@ -149,3 +150,38 @@ def test_graph_paths_names_guards_and_roles(db_url, tmp_path: Path) -> None:
         "cheapest way (new -> won) needs: new -> won (role boss)"
     ) in lines
     assert not any("needs: nothing" in line for line in lines)
+
+
+def _without_talk(tmp_path: Path) -> Path:
+    """The model with stage talk of pipeline sales removed, its records sent to new."""
+    import yaml
+
+    doc = yaml.safe_load(MODEL.read_text(encoding="utf-8"))
+    sales = doc["entities"]["deal"]["pipelines"]["sales"]
+    del sales["states"]["talk"]
+    sales["transitions"] = {"new": ["won"]}
+    sales["stage_map"] = {"talk": "new"}
+    path = tmp_path / "without_talk.yaml"
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def test_a_stage_map_move_is_in_the_history_and_the_as_of_funnel(crm, tmp_path: Path) -> None:
+    deals = crm.create_many("deal", [{"title": t, "kind": "sales"} for t in ("a", "b", "c")])
+    crm.move("deal", deals[0]["id"], "talk")
+    moved = crm.get("deal", deals[0]["id"])
+    url = crm.engine.url.render_as_string(hide_password=False)
+    crm.close()
+    new = metacrm.connect(str(_without_talk(tmp_path)), url)
+    try:
+        new.migrate()
+        after = new.get("deal", moved["id"])
+        assert after["stage"] == "new" and after["version"] == moved["version"] + 1
+        *_, last = new.history("deal", moved["id"])
+        assert (last["pipeline"], last["from_stage"], last["to_stage"], last["source"]) == ("sales", "talk", "new", "migrate")
+        funnel = new.funnel("deal", "sales", as_of=now_utc())
+        assert {s["stage"]: s["now"] for s in funnel["stages"]}["new"] == 3  # none lost from the as-of funnel
+        with pytest.raises(Exception, match="changed"):  # an edit opened before the migration conflicts
+            new.update("deal", moved["id"], {"title": "late"}, version=moved["version"])
+    finally:
+        new.close()

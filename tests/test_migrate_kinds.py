@@ -281,17 +281,21 @@ def test_stage_removed_with_stage_map_moves_its_records(db_url, tmp_path, target
         assert row["stage"] == stage
         entered = {to for rid, _, to in moves if rid == row["id"]} | {stage}
         assert row["reached"] == sum(bits[s] for s in entered if s in bits)
-        assert row["stage_entered_at"] == old_row["stage_entered_at"]
-        if was == "proposal":
+        changed = ("stage", "reached", "closed_at", "stage_entered_at", "updated_at", "version")
+        if was == "proposal":  # moved: a new version, entered its stage now
             assert (row["closed_at"] is not None) == (target == "lost")
+            assert row["version"] == old_row["version"] + 1
+            assert row["stage_entered_at"] > old_row["stage_entered_at"] and row["updated_at"] > old_row["updated_at"]
         else:
-            assert row["closed_at"] == old_row["closed_at"]
-        assert {k: v for k, v in row.items() if k not in ("stage", "reached", "closed_at")} == {
-            k: v for k, v in old_row.items() if k not in ("stage", "reached", "closed_at")
+            assert {k: row[k] for k in changed if k != "reached"} == {k: old_row[k] for k in changed if k != "reached"}
+        assert {k: v for k, v in row.items() if k not in changed} == {
+            k: v for k, v in old_row.items() if k not in changed
         }
-    assert history(db_url) == moves  # the history keeps the old name
-    assert ("proposal" in {to for _, _, to in moves}) and after["metacrm_history"] == before["metacrm_history"]
     moved = next(r["id"] for r in before["deal"] if r["stage"] == "proposal")
+    # the history keeps the old name, and tells the move (source migrate)
+    assert history(db_url) == [*moves, (moved, "proposal", target)]
+    assert "proposal" in {to for _, _, to in moves}
+    assert after["metacrm_history"][-1]["source"] == "migrate" and after["metacrm_history"][-1]["pipeline"] == "default"
     assert crm.get("deal", moved)["stage"] == target
     crm.close()
 
@@ -338,8 +342,13 @@ def test_pipeline_removed_with_pipeline_map(db_url, tmp_path) -> None:
         assert (row["pipeline"], row["stage"]) == ("sales", stage)
         entered = {to for rid, _, to in moves if rid == row["id"]} | {stage}
         assert row["reached"] == sum(bits[s] for s in entered if s in bits)
-        assert row["closed_at"] == old_row["closed_at"]
-    assert history(db_url) == moves
+        assert row["closed_at"] == old_row["closed_at"] and row["version"] == old_row["version"] + 1
+    # a history row per record moved to the pipeline (the as-of funnel of sales finds them)
+    added = after["metacrm_history"][len(before["metacrm_history"]) :]
+    assert after["metacrm_history"][: len(moves)] == before["metacrm_history"]
+    assert sorted((r["record_id"], r["pipeline"], r["from_stage"], r["to_stage"], r["source"]) for r in added) == sorted(
+        (r["id"], "sales", r["stage"], "new" if r["stage"] == "proposal" else r["stage"], "migrate") for r in before["deal"]
+    )
     crm.close()
 
 
