@@ -244,7 +244,7 @@ def test_link_becomes_single_refused_counting_records_with_several(db_url, tmp_p
     doc = edit(base())
     doc["entities"]["deal"]["links"]["products"] = {"to": "product", "inverse": "deals"}
     reason = refused(db_url, tmp_path, doc, "becomes single", allow_data_loss=True)
-    assert "1 records have more than one" in reason
+    assert "1 record has more than one" in reason
 
 
 
@@ -268,7 +268,7 @@ def test_stage_removed_with_stage_map_moves_its_records(db_url, tmp_path, target
     start(db_url, tmp_path)
     before, moves = dump(db_url), history(db_url)
     doc = without_proposal(edit(base()))
-    reason = refused(db_url, tmp_path, doc, "needs data: stage proposal of deal removed while 1 records are in it")
+    reason = refused(db_url, tmp_path, doc, "needs data: stage proposal of deal removed while 1 record is in it")
     assert "stage_map: {proposal: STAGE}" in reason
     doc["entities"]["deal"]["stages"]["stage_map"] = {"proposal": target}
     crm, plan = migrate(db_url, tmp_path, doc)
@@ -331,7 +331,7 @@ def test_pipeline_removed_with_pipeline_map(db_url, tmp_path) -> None:
     before, moves = dump(db_url), history(db_url)
     reason = refused(db_url, tmp_path, pipelines_doc(None), "pipeline default of deal removed while 4 records")
     assert "pipeline_map: {default: PIPELINE.STAGE}" in reason
-    reason = refused(db_url, tmp_path, pipelines_doc("sales"), "1 records of pipeline default of deal are in stages")
+    reason = refused(db_url, tmp_path, pipelines_doc("sales"), "1 record of pipeline default of deal is in stages")
     assert "pipeline_map: {default: sales.STAGE}" in reason
     crm, plan = migrate(db_url, tmp_path, pipelines_doc("sales.new"))
     assert step(plan, "remove_pipeline", "default").count == 4
@@ -362,7 +362,7 @@ def test_choice_option_removed_with_option_map(db_url, tmp_path, target) -> None
     doc = edit(base())
     source = doc["entities"]["client"]["fields"]["source"]
     source["options"] = ["site", "referral"]
-    reason = refused(db_url, tmp_path, doc, "option 'call' of client.source removed while 1 records hold it")
+    reason = refused(db_url, tmp_path, doc, "option 'call' of client.source removed while 1 record holds it")
     assert "option_map: {call: OPTION}" in reason
     source["option_map"] = {"call": target}
     crm, plan = migrate(db_url, tmp_path, doc)

@@ -17,7 +17,7 @@ from sqlalchemy.sql import table as sql_table
 from ..model.metamodel import Entity, Pipeline
 from ..storage import tables as storage_tables
 from ..storage.types import UTCDateTime
-from .context import DESTRUCTIVE, NEEDS_DATA, SAFE, Ctx, Phase, match, values_table
+from .context import DESTRUCTIVE, NEEDS_DATA, SAFE, Ctx, Phase, counted, match, values_table
 from .members import add_columns, drop_column, link_columns, set_nullable
 
 BASE_COLUMNS = ("id", "created_at", "updated_at", "version", "owner")
@@ -129,7 +129,7 @@ def stage_changes(ctx: Ctx, old: Entity, new: Entity) -> dict[str, str]:
             step.measure = _refuse_if_any(
                 t,
                 in_it,
-                f"needs data: stage {label(stage)} of {n} removed while {{count}} records are in it; declare "
+                f"needs data: stage {label(stage)} of {n} removed while {{records}} in it; declare "
                 f"`stage_map: {{{{{stage}: STAGE}}}}` on the pipeline to move them to STAGE{hint}",
             )
     for op_name in gone:
@@ -208,7 +208,7 @@ def _remove_pipeline(ctx: Ctx, old: Entity, new: Entity, op_name: str, t, mt) ->
         step.measure = _refuse_if_any(
             t,
             in_it,
-            f"needs data: pipeline {op_name} of {n} removed while {{count}} records are in it; declare "
+            f"needs data: pipeline {op_name} of {n} removed while {{records}} in it; declare "
             f"`pipeline_map: {{{{{op_name}: PIPELINE.STAGE}}}}` on {n} to move them",
         )
         return
@@ -248,7 +248,8 @@ def _remove_pipeline(ctx: Ctx, old: Entity, new: Entity, op_name: str, t, mt) ->
         missing = conn.execute(select(func.count()).select_from(t).where(stray)).scalar_one()
         if missing:
             step.refusal = (
-                f"needs data: {missing} records of pipeline {op_name} of {n} are in stages pipeline {name} does not "
+                f"needs data: {counted(missing)} of pipeline {op_name} of {n} {'is' if missing == 1 else 'are'} in "
+                f"stages pipeline {name} does not "
                 f"have; map it to a stage: `pipeline_map: {{{op_name}: {name}.STAGE}}`"
             )
 
@@ -389,7 +390,7 @@ def _refuse_if_any(t, clause, message: str):
         step.count = conn.execute(select(func.count()).select_from(t).where(clause)).scalar_one()
         if step.count:
             step.klass = NEEDS_DATA
-            step.refusal = message.format(count=step.count)
+            step.refusal = message.format(records=counted(step.count, verbs=("is", "are")))
 
     return measure
 
