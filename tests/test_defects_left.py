@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import require_module
 from typer.testing import CliRunner
 
 import metacrm
@@ -185,3 +186,23 @@ def test_a_stage_map_move_is_in_the_history_and_the_as_of_funnel(crm, tmp_path: 
             new.update("deal", moved["id"], {"title": "late"}, version=moved["version"])
     finally:
         new.close()
+
+
+def test_the_http_group_report_takes_a_pipeline(crm) -> None:
+    require_module("fastapi", why="the HTTP API (the [web] extra)")
+    from fastapi.testclient import TestClient
+
+    from metacrm.runtime.tokens import create_token
+    from metacrm.web import create_app
+
+    crm.create_many("deal", [{"title": "a", "kind": "sales"}, {"title": "b", "kind": "rental"}])
+    crm.add_user("boss", roles=["boss"])
+    token = create_token(crm, "boss")["token"]
+    with TestClient(create_app(crm), raise_server_exceptions=False) as client:
+        answer = client.get(
+            "/api/v1/reports/group/deal",
+            params={"by": "stage", "pipeline": "rental"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    assert answer.status_code == 200, answer.text
+    assert [(r["value"], r["count"]) for r in answer.json()["rows"]] == [("asked", 1)]
