@@ -9,11 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import require_module
 from typer.testing import CliRunner
 
 import metacrm
 from metacrm.cli.main import app
 from metacrm.errors import ValidationError
+from metacrm.storage.types import now_utc
 
 MODEL = Path(__file__).parent / "fixtures" / "valid" / "defects_left.yaml"
 
@@ -109,3 +111,98 @@ def test_chart_ticks_of_counts_are_whole_numbers(crm, tmp_path: Path) -> None:
     group = ticks(group_png(crm.report_group("deal", "stage", pipeline="sales"), tmp_path / "group.png"))
     assert group and len(set(group)) == len(group) and all(t.isdigit() for t in group), group
     assert (tmp_path / "funnel.png").stat().st_size > 0 and (tmp_path / "group.png").stat().st_size > 0
+
+
+GUARDED = """\
+metacrm: 1
+name: guarded
+entities:
+  deal:
+    fields:
+      amount: {type: money}
+    stages:
+      initial: new
+      states:
+        new: {}
+        talk: {}
+        won: {kind: won}
+      transitions:
+        - {from: new, to: talk, when: "amount > 0"}
+        - {from: talk, to: won, roles: [boss]}
+        - {from: new, to: won, roles: [boss]}
+roles:
+  boss: {"*": all}
+"""
+
+
+def test_graph_paths_names_guards_and_roles(db_url, tmp_path: Path) -> None:
+    model = tmp_path / "guarded.yaml"
+    model.write_text(GUARDED, encoding="utf-8")
+    crm = metacrm.connect(str(model), db_url)  # the model works on the dialect (moves obey the guards)
+    crm.migrate()
+    deal = crm.create("deal", {})
+    with pytest.raises(Exception, match="amount > 0"):
+        crm.move("deal", deal["id"], "talk")
+    crm.close()
+    lines = invoke("graph", str(model), "deal", "--paths").stdout.splitlines()
+    assert "default: from talk, won needs: talk -> won (role boss)" in lines
+    assert (
+        "default: from new, won needs: no field, but every way passes a guarded move; "
+        "cheapest way (new -> won) needs: new -> won (role boss)"
+    ) in lines
+    assert not any("needs: nothing" in line for line in lines)
+
+
+def _without_talk(tmp_path: Path) -> Path:
+    """The model with stage talk of pipeline sales removed, its records sent to new."""
+    import yaml
+
+    doc = yaml.safe_load(MODEL.read_text(encoding="utf-8"))
+    sales = doc["entities"]["deal"]["pipelines"]["sales"]
+    del sales["states"]["talk"]
+    sales["transitions"] = {"new": ["won"]}
+    sales["stage_map"] = {"talk": "new"}
+    path = tmp_path / "without_talk.yaml"
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def test_a_stage_map_move_is_in_the_history_and_the_as_of_funnel(crm, tmp_path: Path) -> None:
+    deals = crm.create_many("deal", [{"title": t, "kind": "sales"} for t in ("a", "b", "c")])
+    crm.move("deal", deals[0]["id"], "talk")
+    moved = crm.get("deal", deals[0]["id"])
+    url = crm.engine.url.render_as_string(hide_password=False)
+    crm.close()
+    new = metacrm.connect(str(_without_talk(tmp_path)), url)
+    try:
+        new.migrate()
+        after = new.get("deal", moved["id"])
+        assert after["stage"] == "new" and after["version"] == moved["version"] + 1
+        *_, last = new.history("deal", moved["id"])
+        assert (last["pipeline"], last["from_stage"], last["to_stage"], last["source"]) == ("sales", "talk", "new", "migrate")
+        funnel = new.funnel("deal", "sales", as_of=now_utc())
+        assert {s["stage"]: s["now"] for s in funnel["stages"]}["new"] == 3  # none lost from the as-of funnel
+        with pytest.raises(Exception, match="changed"):  # an edit opened before the migration conflicts
+            new.update("deal", moved["id"], {"title": "late"}, version=moved["version"])
+    finally:
+        new.close()
+
+
+def test_the_http_group_report_takes_a_pipeline(crm) -> None:
+    require_module("fastapi", why="the HTTP API (the [web] extra)")
+    from fastapi.testclient import TestClient
+
+    from metacrm.runtime.tokens import create_token
+    from metacrm.web import create_app
+
+    crm.create_many("deal", [{"title": "a", "kind": "sales"}, {"title": "b", "kind": "rental"}])
+    crm.add_user("boss", roles=["boss"])
+    token = create_token(crm, "boss")["token"]
+    with TestClient(create_app(crm), raise_server_exceptions=False) as client:
+        answer = client.get(
+            "/api/v1/reports/group/deal",
+            params={"by": "stage", "pipeline": "rental"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    assert answer.status_code == 200, answer.text
+    assert [(r["value"], r["count"]) for r in answer.json()["rows"]] == [("asked", 1)]

@@ -416,7 +416,7 @@ def test_field_becomes_required_counts_nulls_and_needs_fill(db_url, tmp_path) ->
     plan = migrate_plan(db_url, tmp_path, doc)
     require = step(plan, "require_field", "city")
     assert require.klass == "needs data" and require.count == 1
-    assert "1 client records have no city" in require.refusal
+    assert "1 client record has no city" in require.refusal
     refused(db_url, tmp_path, doc, "declare `fill: VALUE` on client.city")
     before = dump(db_url)
     doc["entities"]["client"]["fields"]["city"]["fill"] = "Unknown"
@@ -625,7 +625,7 @@ def test_link_becomes_optional_then_required(db_url, tmp_path) -> None:
     crm.close()
     doc2 = edit(doc)
     doc2["entities"]["deal"]["links"]["client"]["required"] = True
-    reason = refused(db_url, tmp_path, doc2, "1 deal records have no client")
+    reason = refused(db_url, tmp_path, doc2, "1 deal record has no client")
     assert "deal.client" in reason
     crm = metacrm.connect(write_model(tmp_path, doc)[0], db_url)
     crm.update("deal", 4, {"client": 3})

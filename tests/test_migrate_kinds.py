@@ -244,7 +244,7 @@ def test_link_becomes_single_refused_counting_records_with_several(db_url, tmp_p
     doc = edit(base())
     doc["entities"]["deal"]["links"]["products"] = {"to": "product", "inverse": "deals"}
     reason = refused(db_url, tmp_path, doc, "becomes single", allow_data_loss=True)
-    assert "1 records have more than one" in reason
+    assert "1 record has more than one" in reason
 
 
 
@@ -268,7 +268,7 @@ def test_stage_removed_with_stage_map_moves_its_records(db_url, tmp_path, target
     start(db_url, tmp_path)
     before, moves = dump(db_url), history(db_url)
     doc = without_proposal(edit(base()))
-    reason = refused(db_url, tmp_path, doc, "needs data: stage proposal of deal removed while 1 records are in it")
+    reason = refused(db_url, tmp_path, doc, "needs data: stage proposal of deal removed while 1 record is in it")
     assert "stage_map: {proposal: STAGE}" in reason
     doc["entities"]["deal"]["stages"]["stage_map"] = {"proposal": target}
     crm, plan = migrate(db_url, tmp_path, doc)
@@ -281,17 +281,21 @@ def test_stage_removed_with_stage_map_moves_its_records(db_url, tmp_path, target
         assert row["stage"] == stage
         entered = {to for rid, _, to in moves if rid == row["id"]} | {stage}
         assert row["reached"] == sum(bits[s] for s in entered if s in bits)
-        assert row["stage_entered_at"] == old_row["stage_entered_at"]
-        if was == "proposal":
+        changed = ("stage", "reached", "closed_at", "stage_entered_at", "updated_at", "version")
+        if was == "proposal":  # moved: a new version, entered its stage now
             assert (row["closed_at"] is not None) == (target == "lost")
+            assert row["version"] == old_row["version"] + 1
+            assert row["stage_entered_at"] > old_row["stage_entered_at"] and row["updated_at"] > old_row["updated_at"]
         else:
-            assert row["closed_at"] == old_row["closed_at"]
-        assert {k: v for k, v in row.items() if k not in ("stage", "reached", "closed_at")} == {
-            k: v for k, v in old_row.items() if k not in ("stage", "reached", "closed_at")
+            assert {k: row[k] for k in changed if k != "reached"} == {k: old_row[k] for k in changed if k != "reached"}
+        assert {k: v for k, v in row.items() if k not in changed} == {
+            k: v for k, v in old_row.items() if k not in changed
         }
-    assert history(db_url) == moves  # the history keeps the old name
-    assert ("proposal" in {to for _, _, to in moves}) and after["metacrm_history"] == before["metacrm_history"]
     moved = next(r["id"] for r in before["deal"] if r["stage"] == "proposal")
+    # the history keeps the old name, and tells the move (source migrate)
+    assert history(db_url) == [*moves, (moved, "proposal", target)]
+    assert "proposal" in {to for _, _, to in moves}
+    assert after["metacrm_history"][-1]["source"] == "migrate" and after["metacrm_history"][-1]["pipeline"] == "default"
     assert crm.get("deal", moved)["stage"] == target
     crm.close()
 
@@ -327,7 +331,7 @@ def test_pipeline_removed_with_pipeline_map(db_url, tmp_path) -> None:
     before, moves = dump(db_url), history(db_url)
     reason = refused(db_url, tmp_path, pipelines_doc(None), "pipeline default of deal removed while 4 records")
     assert "pipeline_map: {default: PIPELINE.STAGE}" in reason
-    reason = refused(db_url, tmp_path, pipelines_doc("sales"), "1 records of pipeline default of deal are in stages")
+    reason = refused(db_url, tmp_path, pipelines_doc("sales"), "1 record of pipeline default of deal is in stages")
     assert "pipeline_map: {default: sales.STAGE}" in reason
     crm, plan = migrate(db_url, tmp_path, pipelines_doc("sales.new"))
     assert step(plan, "remove_pipeline", "default").count == 4
@@ -338,8 +342,13 @@ def test_pipeline_removed_with_pipeline_map(db_url, tmp_path) -> None:
         assert (row["pipeline"], row["stage"]) == ("sales", stage)
         entered = {to for rid, _, to in moves if rid == row["id"]} | {stage}
         assert row["reached"] == sum(bits[s] for s in entered if s in bits)
-        assert row["closed_at"] == old_row["closed_at"]
-    assert history(db_url) == moves
+        assert row["closed_at"] == old_row["closed_at"] and row["version"] == old_row["version"] + 1
+    # a history row per record moved to the pipeline (the as-of funnel of sales finds them)
+    added = after["metacrm_history"][len(before["metacrm_history"]) :]
+    assert after["metacrm_history"][: len(moves)] == before["metacrm_history"]
+    assert sorted((r["record_id"], r["pipeline"], r["from_stage"], r["to_stage"], r["source"]) for r in added) == sorted(
+        (r["id"], "sales", r["stage"], "new" if r["stage"] == "proposal" else r["stage"], "migrate") for r in before["deal"]
+    )
     crm.close()
 
 
@@ -353,7 +362,7 @@ def test_choice_option_removed_with_option_map(db_url, tmp_path, target) -> None
     doc = edit(base())
     source = doc["entities"]["client"]["fields"]["source"]
     source["options"] = ["site", "referral"]
-    reason = refused(db_url, tmp_path, doc, "option 'call' of client.source removed while 1 records hold it")
+    reason = refused(db_url, tmp_path, doc, "option 'call' of client.source removed while 1 record holds it")
     assert "option_map: {call: OPTION}" in reason
     source["option_map"] = {"call": target}
     crm, plan = migrate(db_url, tmp_path, doc)

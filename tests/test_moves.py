@@ -566,12 +566,13 @@ def test_graph_paths_lines_and_json(routes) -> None:
     assert result.stdout.splitlines() == [
         "default: new -> a -> signed -> won",
         "default: new -> b -> b2 -> signed -> won",
-        "default: from new, won needs: z; cheapest way (new -> a -> signed -> won) needs: x, z",
-        "default: from a, won needs: z",
-        "default: from b, won needs: z",
-        "default: from b2, won needs: z",
+        "default: from new, won needs: z, signed -> won (role boss); "
+        "cheapest way (new -> a -> signed -> won) needs: x, z, signed -> won (role boss)",
+        "default: from a, won needs: z, signed -> won (role boss)",
+        "default: from b, won needs: z, b -> b2 (when title != ''), signed -> won (role boss)",
+        "default: from b2, won needs: z, signed -> won (role boss)",
         "default: from hold, won is unreachable (only lost)",
-        "default: from signed, won needs: nothing",
+        "default: from signed, won needs: signed -> won (role boss)",  # was "nothing": guards count
     ]
     doc = json.loads(runner.invoke(app, ["graph", str(routes), "deal", "--paths", "--format", "json"]).stdout)
     (pipeline,) = doc["pipelines"]

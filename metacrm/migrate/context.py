@@ -180,6 +180,12 @@ class Ctx:
         return None
 
 
+def counted(count: int, noun: str = "record", verbs: tuple[str, str] | None = None) -> str:
+    """``1 record is``, ``2 records are``: a count with its noun (and verb) in the right number."""
+    text = f"{count} {noun}{'' if count == 1 else 's'}"
+    return f"{text} {verbs[count != 1]}" if verbs else text
+
+
 def values_table(name: str, *columns: Column):
     """A lightweight table for UPDATE/INSERT statements, with the columns' types (so that bound
     values are stored the way the runtime stores them)."""
@@ -190,4 +196,4 @@ def quoted(ex, name: str) -> str:
     return ex.op.impl.dialect.identifier_preparer.quote(name)
 
 
-__all__ += ["values_table", "quoted", "DROP_CONSTRAINT", "DROP_COLUMN", "ALTER_COLUMN", "ADD_CONSTRAINT", "SAFE"]
+__all__ += ["counted", "values_table", "quoted", "DROP_CONSTRAINT", "DROP_COLUMN", "ALTER_COLUMN", "ADD_CONSTRAINT", "SAFE"]

@@ -23,6 +23,7 @@ from .context import (
     Ctx,
     Phase,
     Step,
+    counted,
     match,
     values_table,
 )
@@ -209,7 +210,7 @@ def _field_changes(ctx: Ctx, old: Entity, new: Entity, of: Field, f: Field, vaca
                 ).scalar_one()
                 if step.count and not has_fill and not step.refusal:
                     step.refusal = (
-                        f"needs data: {step.count} {o} records have no {of.name}; declare `fill: VALUE` on "
+                        f"needs data: {counted(step.count, f'{o} record', ('has', 'have'))} no {of.name}; declare `fill: VALUE` on "
                         f"{n}.{f.name} to give them one"
                     )
 
@@ -344,7 +345,8 @@ def _options(ctx: Ctx, o: str, n: str, of: Field, f: Field) -> None:
             if step.count:
                 step.klass = NEEDS_DATA
                 step.refusal = (
-                    f"needs data: option '{value}' of {where} removed while {step.count} records hold it; declare "
+                    f"needs data: option '{value}' of {where} removed while {counted(step.count, verbs=('holds', 'hold'))} it; "
+                    "declare "
                     f"`option_map: {{{value}: OPTION}}` on {where} to give them another{hint}"
                 )
 
@@ -494,7 +496,7 @@ def _add_field(ctx: Ctx, old: Entity, new: Entity, f: Field, vacated: set) -> No
         rows(conn, step)
         if required and not has_fill and step.count and not step.refusal:
             step.refusal = (
-                f"needs data: {n}.{f.name} is required and the {step.count} existing {o} records would have no "
+                f"needs data: {n}.{f.name} is required and the {counted(step.count, f'existing {o} record')} would have no "
                 f"value; declare `fill: VALUE` on it"
             )
 
@@ -628,7 +630,7 @@ def _link_changes(
                 ).scalar_one()
                 if step.count:
                     step.refusal = (
-                        f"needs data: {step.count} {o} records have no {ol.name}; link them first "
+                        f"needs data: {counted(step.count, f'{o} record', ('has', 'have'))} no {ol.name}; link them first "
                         "(a link has no fill yet)"
                     )
 
@@ -686,7 +688,7 @@ def _several_targets(join: str):
     def measure(conn, step):
         several = select(t.c[naming.JOIN_SOURCE]).group_by(t.c[naming.JOIN_SOURCE]).having(func.count() > 1)
         step.count = conn.execute(select(func.count()).select_from(several.subquery())).scalar_one()
-        step.refusal += f"; {step.count} records have more than one"
+        step.refusal += f"; {counted(step.count, verbs=('has', 'have'))} more than one"
 
     return measure
 

@@ -5,6 +5,7 @@ a pipeline changes no table. Renaming one rewrites the value in the entity's tab
 the history keeps the names the moves had when they happened. Removing one is safe while no
 record is in it; while records are, it needs a map (``stage_map`` on the pipeline,
 ``pipeline_map`` on the entity) saying where they go, and is refused (needs data) without.
+A map's move is a move: a stage-history row (source ``migrate``) and a new version per record.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from sqlalchemy.sql import table as sql_table
 from ..model.metamodel import Entity, Pipeline
 from ..storage import tables as storage_tables
 from ..storage.types import UTCDateTime
-from .context import DESTRUCTIVE, NEEDS_DATA, SAFE, Ctx, Phase, match, values_table
+from .context import DESTRUCTIVE, NEEDS_DATA, SAFE, Ctx, Phase, counted, match, values_table
 from .members import add_columns, drop_column, link_columns, set_nullable
 
 BASE_COLUMNS = ("id", "created_at", "updated_at", "version", "owner")
@@ -50,7 +51,7 @@ def stage_changes(ctx: Ctx, old: Entity, new: Entity) -> dict[str, str]:
     t = sql_table(o, sql_column("pipeline"), sql_column("stage"))
     pmap = match(old.pipelines, new.pipelines, lambda p: p.renamed_from)
     vt = values_table(n, *[ctx.sn.table(n).c[c] for c in ("pipeline", "stage")])
-    mt = values_table(n, *[ctx.sn.table(n).c[c] for c in ("pipeline", "stage", "closed_at")])
+    mt = _move_table(ctx, n)
     multi = new.multi_pipeline or old.multi_pipeline
     gone = [p for p in old.pipelines if p not in pmap.values()]
     receiving = {new.pipeline_map[p].partition(".")[0] for p in gone if p in new.pipeline_map}
@@ -107,11 +108,13 @@ def stage_changes(ctx: Ctx, old: Entity, new: Entity) -> dict[str, str]:
                     f"remove stage {n}.{label(stage)}: its records move to {target} (stage_map; the history keeps "
                     "the old name)",
                 )
+                moved = _moved(ctx, mt, n, name, mt.c.stage == stage, literal(name), literal(target), "stage_map")
                 stmt = (
                     mt.update()
                     .where(mt.c.pipeline == name, mt.c.stage == stage)
-                    .values(stage=target, closed_at=_closed_at(mt, pipeline, target, ctx.now))
+                    .values(stage=target, closed_at=_closed_at(mt, pipeline, target, ctx.now), **_bumped(mt, ctx.now))
                 )
+                step.act(Phase.DATA, lambda ex, moved=moved: ex.execute(moved), sub=2)
                 step.act(Phase.DATA, lambda ex, stmt=stmt: ex.execute(stmt), sub=2)
                 step.measure = _count(t, in_it)
                 continue
@@ -126,12 +129,58 @@ def stage_changes(ctx: Ctx, old: Entity, new: Entity) -> dict[str, str]:
             step.measure = _refuse_if_any(
                 t,
                 in_it,
-                f"needs data: stage {label(stage)} of {n} removed while {{count}} records are in it; declare "
+                f"needs data: stage {label(stage)} of {n} removed while {{records}} in it; declare "
                 f"`stage_map: {{{{{stage}: STAGE}}}}` on the pipeline to move them to STAGE{hint}",
             )
     for op_name in gone:
         _remove_pipeline(ctx, old, new, op_name, t, mt)
     return {c.name: c.name for c in stage_columns(ctx.sn, new) if c.name in ctx.so.table(o).c}
+
+
+def _moved(ctx: Ctx, mt, n: str, pipeline: str, where, to_pipeline, to_stage, why: str):
+    """An INSERT of a stage-history row (source ``migrate``) per record of ``pipeline`` (and
+    ``where``, a clause on the entity's table ``mt``) that a map moves: from its stage to
+    ``to_stage`` of ``to_pipeline`` (SQL expressions over ``mt``), so that the history, the
+    as-of funnel and the reached masks know where it went and when."""
+    history = ctx.sn.history_table
+    ht = values_table(history.name, *history.c)
+    clause = mt.c.pipeline == pipeline
+    if where is not None:
+        clause = clause & where
+    rows = (
+        select(
+            literal(n),
+            mt.c.id,
+            to_pipeline,
+            mt.c.stage,
+            to_stage,
+            literal(ctx.now, UTCDateTime()),
+            literal(ctx.user) if ctx.user else null(),
+            literal(f"migration: {why}"),
+            null(),
+            literal("migrate"),
+        )
+        .select_from(mt)
+        .where(clause)
+    )
+    cols = ["entity", "record_id", "pipeline", "from_stage", "to_stage", "at", "by", "note", "seconds_in_stage", "source"]
+    return insert(ht).from_select(cols, rows)
+
+
+def _move_table(ctx: Ctx, n: str):
+    """The entity's table with the columns a map's move reads and writes."""
+    table = ctx.sn.table(n)
+    names = ("id", "pipeline", "stage", "closed_at", "stage_entered_at", "updated_at", "version")
+    return values_table(n, *[table.c[c] for c in names if c in table.c])
+
+
+def _bumped(mt, now) -> dict:
+    """The values a record moved by a migration gets besides its stage: a new version (an
+    edit opened before conflicts), the time of the change and of entering the stage."""
+    out: dict = {"version": mt.c.version + 1, "updated_at": literal(now, UTCDateTime())}
+    if "stage_entered_at" in mt.c:
+        out["stage_entered_at"] = literal(now, UTCDateTime())
+    return out
 
 
 def _closed_at(mt, pipeline: Pipeline, stage, now):
@@ -159,7 +208,7 @@ def _remove_pipeline(ctx: Ctx, old: Entity, new: Entity, op_name: str, t, mt) ->
         step.measure = _refuse_if_any(
             t,
             in_it,
-            f"needs data: pipeline {op_name} of {n} removed while {{count}} records are in it; declare "
+            f"needs data: pipeline {op_name} of {n} removed while {{records}} in it; declare "
             f"`pipeline_map: {{{{{op_name}: PIPELINE.STAGE}}}}` on {n} to move them",
         )
         return
@@ -176,11 +225,18 @@ def _remove_pipeline(ctx: Ctx, old: Entity, new: Entity, op_name: str, t, mt) ->
         f"{others}; the history keeps the old names)",
     )
     new_stage = case((mt.c.stage.in_(kept), mt.c.stage), else_=literal(stage)) if stage else mt.c.stage
+    moved = _moved(ctx, mt, n, op_name, None, literal(name), new_stage, "pipeline_map")
     stmt = (
         mt.update()
         .where(mt.c.pipeline == op_name)
-        .values(pipeline=name, stage=new_stage, closed_at=_closed_at(mt, pipeline, new_stage, ctx.now))
+        .values(
+            pipeline=name,
+            stage=new_stage,
+            closed_at=_closed_at(mt, pipeline, new_stage, ctx.now),
+            **_bumped(mt, ctx.now),
+        )
     )
+    step.act(Phase.DATA, lambda ex: ex.execute(moved), sub=1)
     step.act(Phase.DATA, lambda ex: ex.execute(stmt), sub=1)
     count = _count(t, in_it)
     stray = in_it & t.c.stage.not_in(kept)
@@ -192,7 +248,8 @@ def _remove_pipeline(ctx: Ctx, old: Entity, new: Entity, op_name: str, t, mt) ->
         missing = conn.execute(select(func.count()).select_from(t).where(stray)).scalar_one()
         if missing:
             step.refusal = (
-                f"needs data: {missing} records of pipeline {op_name} of {n} are in stages pipeline {name} does not "
+                f"needs data: {counted(missing)} of pipeline {op_name} of {n} {'is' if missing == 1 else 'are'} in "
+                f"stages pipeline {name} does not "
                 f"have; map it to a stage: `pipeline_map: {{{op_name}: {name}.STAGE}}`"
             )
 
@@ -333,7 +390,7 @@ def _refuse_if_any(t, clause, message: str):
         step.count = conn.execute(select(func.count()).select_from(t).where(clause)).scalar_one()
         if step.count:
             step.klass = NEEDS_DATA
-            step.refusal = message.format(count=step.count)
+            step.refusal = message.format(records=counted(step.count, verbs=("is", "are")))
 
     return measure
 

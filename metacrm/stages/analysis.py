@@ -195,7 +195,8 @@ def paths_document(entity: Entity, pipeline: str | None = None, *, limit: int = 
 
 def paths_lines(entity: Entity, pipeline: str | None = None, *, limit: int = LIMIT) -> list[str]:
     """``metacrm graph MODEL ENTITY --paths``: the ways from the initial stage to each won
-    stage (``PIPELINE: a -> b -> c``), then per open stage what reaching won needs."""
+    stage (``PIPELINE: a -> b -> c``), then per open stage what reaching won needs: the fields
+    every way requires and the guarded moves (``when``, ``roles``) every way passes."""
     lines = []
     for analysis in analyse_entity(entity, pipeline, limit=limit):
         p = analysis.pipeline
@@ -210,12 +211,37 @@ def paths_lines(entity: Entity, pipeline: str | None = None, *, limit: int = LIM
             if not outlook.can_win:
                 lines.append(f"{p}: from {outlook.stage}, won is unreachable (only lost)")
                 continue
-            line = f"{p}: from {outlook.stage}, won needs: {', '.join(outlook.needs) or 'nothing'}"
+            common = _common_guards(outlook.routes) if not outlook.truncated else ()
+            needed = ", ".join([*outlook.needs, *common])
+            if not needed:  # no field, no guard on every way: say so when each way has a guard of its own
+                guarded = outlook.routes and all(r.guards for r in outlook.routes)
+                needed = "no field, but every way passes a guarded move" if guarded else "nothing"
+            line = f"{p}: from {outlook.stage}, won needs: {needed}"
             cheapest = outlook.cheapest
-            if cheapest is not None and set(cheapest.requires) != set(outlook.needs):
-                line += f"; cheapest way ({' -> '.join(cheapest.stages)}) needs: {', '.join(cheapest.requires)}"
+            if cheapest is not None:
+                price = [*cheapest.requires, *map(_guard_text, cheapest.guards)]
+                if set(price) != {*outlook.needs, *common}:
+                    line += f"; cheapest way ({' -> '.join(cheapest.stages)}) needs: {', '.join(price)}"
             lines.append(line)
     return lines
+
+
+def _guard_text(guard: Mapping) -> str:
+    """A guarded move as the paths listing shows it: ``a -> b (when x > 0; role boss)``."""
+    parts = [f"when {guard['when']}"] if guard.get("when") else []
+    roles = list(guard.get("roles") or ())
+    if roles:
+        parts.append(f"{'role' if len(roles) == 1 else 'roles'} {' or '.join(roles)}")
+    return f"{guard['from']} -> {guard['to']} ({'; '.join(parts)})"
+
+
+def _common_guards(routes: Iterable[Route]) -> tuple[str, ...]:
+    """The guarded moves every listed way passes (a condition or a role reaching won needs)."""
+    texts = [[_guard_text(g) for g in r.guards] for r in routes]
+    if not texts:
+        return ()
+    shared = set(texts[0]).intersection(*texts[1:])
+    return tuple(t for t in texts[0] if t in shared)
 
 
 def graph_document(entity: Entity, pipeline: str | None = None) -> dict:

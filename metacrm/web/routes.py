@@ -452,9 +452,12 @@ def install(app: FastAPI, crm, conf: Settings, User) -> None:
         date: str | None = None,
         date_from: str | None = Query(None, alias="from"),
         date_to: str | None = Query(None, alias="to"),
+        pipeline: str | None = None,
     ) -> Response:
         return json_response(
-            user.report_group(entity, by, sum=sum, period=period, date=date, date_from=date_from, date_to=date_to)
+            user.report_group(
+                entity, by, sum=sum, period=period, date=date, date_from=date_from, date_to=date_to, pipeline=pipeline
+            )
         )
 
     for ent in model.entities.values():
