@@ -270,12 +270,12 @@ def test_a_link_to_an_entity_without_a_title_takes_ids_only(lines, tmp_path) -> 
 
 def test_a_column_mapped_to_a_missing_field_is_refused_with_a_hint(lines, tmp_path) -> None:
     path = tmp_path / "lines.csv"
-    path.write_text("nme,qty\nA,1\n", encoding="utf-8")
+    path.write_text("nme,qty,foo\nA,1,2\n", encoding="utf-8")  # foo: a second problem, reported too
     with pytest.raises(metacrm.ValidationError) as info:
         import_csv(lines, "line", path, mapping={"nme": "nmae"})
     assert str(info.value) == (
         f"line: {path}: column 'nme' is mapped to 'nmae', which line does not have (did you mean 'name'?); "
-        "fields: name, qty, price, total, part"
+        "fields: name, qty, price, total, part (and 1 more)"
     )
     assert lines.find("line") == []
 

@@ -473,9 +473,20 @@ def test_a_header_that_cannot_be_placed_is_refused_with_a_count_of_the_other_pro
     assert snapshot(crm) == before
 
 
+def test_a_stage_column_without_import_stages_does_not_stop_the_mapping(crm) -> None:
+    with pytest.raises(metacrm.ValidationError) as info:
+        import_csv(crm, "deal", io.StringIO("title,stage,foo\nA,won,B\n"))
+    assert str(info.value) == (
+        "deal: <stream>: column 'stage' holds the stage: importing stages needs --with-stages "
+        "(import_stages=True in Python); or map the column to '' to ignore it (and 1 more)"
+    )
+
+
 def test_a_value_under_a_column_with_no_name_names_the_column_by_its_place(crm) -> None:
-    result = import_csv(crm, "task", io.StringIO("title,,due\nA,x,\nB,,\n"), skip_invalid=True)
+    text = "title,,due\nA,x,2026-01-02\nB,,2026-03-04\n"  # (the column after it is read)
+    result = import_csv(crm, "task", io.StringIO(text), skip_invalid=True)
     assert [(i.row, i.column, i.value, i.reason) for i in result.rejected] == [
         (2, "column 2", "x", "a value under a column with no name in the header")
     ]
-    assert [crm.get("task", i)["title"] for i in result.ids] == ["B"]
+    [record] = [crm.get("task", i) for i in result.ids]
+    assert (record["title"], record["due"].date().isoformat()) == ("B", "2026-03-04")

@@ -144,3 +144,23 @@ def test_a_plan_on_a_database_without_the_recorded_model_says_so_in_one_line(db_
         "cannot measure step 'add_field deal.note' on the database (does it hold the recorded model?): "
     )
     assert "\n" not in message and message.endswith(missing)
+
+
+def test_a_plan_allows_no_data_loss_unless_asked(tmp_path) -> None:
+    from metacrm.migrate.plan import diff_files, plan_migration
+    from metacrm.model.loader import load_model
+
+    with_note, without = tmp_path / "with.yaml", tmp_path / "without.yaml"
+    with_note.write_text(MODEL + "      note: {type: string}\n", encoding="utf-8")
+    without.write_text(MODEL, encoding="utf-8")
+    plans = {
+        "plan": plan_migration(load_model(with_note), load_model(without)),
+        "diff": diff_files(with_note, without),
+        "diff, allowed": diff_files(with_note, without, allow_data_loss=True),
+    }
+    shown = {name: (plan.allow_data_loss, [s.kind for s in plan]) for name, plan in plans.items()}
+    assert shown == {
+        "plan": (False, ["remove_field", "record_model"]),
+        "diff": (False, ["remove_field", "record_model"]),
+        "diff, allowed": (True, ["remove_field", "rebuild_table", "record_model"]),
+    }
