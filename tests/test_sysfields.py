@@ -276,3 +276,107 @@ def test_a_migration_numbers_existing_records_in_id_order(db_url, tmp_path) -> N
         assert crm.create("purchase", {"title": "e"})["number"] == "N004"  # the sequence goes on
     finally:
         crm.close()
+
+
+# -- created_by / updated_by -----------------------------------------------------------------------
+
+STAGED = """\
+metacrm: 1
+name: desk
+entities:
+  case:
+    fields:
+      subject: {type: string, required: true}
+    links:
+      tags: {to: tag, many: true}
+    stages:
+      initial: new
+      states: {new: {}, done: {kind: won}}
+      transitions: {new: [done]}
+  tag:
+    fields:
+      name: {type: string, required: true}
+roles:
+  agent:
+    "*": all
+"""
+
+
+@pytest.fixture
+def desk(db_url, tmp_path):
+    crm = metacrm.connect(write_model(tmp_path, STAGED.replace("case", "ticket"), "desk.yaml"), db_url)
+    crm.migrate()
+    for login in ("ann", "bob"):
+        crm.add_user(login, roles=["agent"])
+    yield crm
+    crm.close()
+
+
+def test_who_created_and_who_changed_a_record(desk) -> None:
+    ann, bob = desk.as_user("ann"), desk.as_user("bob")
+    mine = ann.create("ticket", {"subject": "a"})
+    assert (mine["created_by"], mine["updated_by"]) == ("ann", "ann")
+    system = desk.create("ticket", {"subject": "b"})
+    assert (system["created_by"], system["updated_by"]) == (None, None)  # the system
+    theirs = bob.create_many("ticket", [{"subject": "c"}, {"subject": "d"}])
+    assert {t["created_by"] for t in theirs} == {"bob"}
+
+    changed = bob.update("ticket", mine["id"], {"subject": "a2"})
+    assert (changed["created_by"], changed["updated_by"]) == ("ann", "bob")
+    tag = desk.create("tag", {"name": "vip"})
+    assert ann.link("ticket", mine["id"], "tags", tag["id"])["updated_by"] == "ann"
+    bob.move("ticket", mine["id"], "done")
+    assert desk.get("ticket", mine["id"])["updated_by"] == "bob"
+    desk.update("ticket", mine["id"], {"subject": "a3"})
+    assert desk.get("ticket", mine["id"])["updated_by"] is None
+
+    # filters, lists and counts can use them; `:me` is the acting user
+    assert [t["subject"] for t in ann.find("ticket", "created_by = :me")] == ["a3"]
+    assert sorted(t["subject"] for t in bob.find("ticket", "created_by = :me", order_by="id")) == ["c", "d"]
+    assert desk.count("ticket", "created_by is null") == 1
+    assert ann.count("ticket", "updated_by = 'bob'") == 2
+    assert [t["subject"] for t in desk.find("ticket", "created_by = :who", {"who": "ann"})] == ["a3"]
+    ordered = desk.find("ticket", "created_by is not null", order_by=["-created_by", "id"])
+    assert [t["subject"] for t in ordered] == ["c", "d", "a3"]
+
+
+def test_a_database_without_the_columns_is_migrated(db_url, tmp_path) -> None:
+    from sqlalchemy import text
+
+    path = write_model(tmp_path, STAGED.replace("case", "ticket"), "desk.yaml")
+    crm = metacrm.connect(path, db_url)
+    crm.migrate()
+    crm.create("ticket", {"subject": "old"})
+    with crm.engine.begin() as conn:  # as an earlier metacrm made it
+        for table in ("ticket", "tag"):
+            for column in ("created_by", "updated_by"):
+                conn.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
+    crm.close()
+    crm = metacrm.connect(path, db_url)
+    try:
+        with pytest.raises(metacrm.MigrationError, match="no created_by/updated_by columns: run `metacrm migrate`"):
+            crm.find("ticket")
+        plan = crm.migrate(dry_run=True)
+        added = [s for s in plan if s.kind == "add_system_columns"]
+        assert sorted(s.entity for s in added) == ["tag", "ticket"]
+        assert {s.entity: s.count for s in added} == {"ticket": 1, "tag": 0}
+        crm.migrate()
+        (old,) = crm.find("ticket")
+        assert (old["subject"], old["created_by"], old["updated_by"]) == ("old", None, None)
+        assert crm.as_user(None).create("ticket", {"subject": "new"})["created_by"] is None
+        assert len(crm.migrate(dry_run=True)) == 0
+    finally:
+        crm.close()
+
+
+def test_cli_lists_my_records(desk, db_url, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from metacrm.cli.main import app
+
+    desk.as_user("ann").create("ticket", {"subject": "annas"})
+    desk.as_user("bob").create("ticket", {"subject": "bobs"})
+    args = ["list", "ticket", "--where", "created_by = :me", "--columns", "subject,created_by", "--format", "csv"]
+    out = CliRunner().invoke(app, [*args, "--model", str(tmp_path / "desk.yaml"), "--db", db_url, "--as", "bob"])
+    assert out.exit_code == 0, out.output
+    assert out.output.splitlines() == ["subject,created_by", "bobs,bob"]

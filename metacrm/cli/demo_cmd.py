@@ -10,7 +10,7 @@ import typer
 from .common import fail, refusals
 from .output import reference_text, to_pairs
 
-HIDDEN = ("created_at", "updated_at", "version", "stage_entered_at", "closed_at")
+HIDDEN = ("created_at", "updated_at", "version", "created_by", "updated_by", "stage_entered_at", "closed_at")
 RELATED_SHOWN = 3
 LATEST_DEALS = 8
 

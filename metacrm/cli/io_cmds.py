@@ -174,7 +174,8 @@ def export(
         names = parse_columns(ent, columns) if columns else None
         transform = None
         if expand:
-            shown = names or [c for c in ent.columns if c not in ("created_at", "updated_at", "version")]
+            system = ("created_at", "updated_at", "version", "created_by", "updated_by")
+            shown = names or [c for c in ent.columns if c not in system]
 
             def transform(page):
                 return shown_rows(crm, ent, page, shown, titles=True)

@@ -212,6 +212,8 @@ def system_columns(entity: Entity) -> dict[str, ValueType]:
         "created_at": ValueType(DATETIME, f"{label}.created_at", "datetime"),
         "updated_at": ValueType(DATETIME, f"{label}.updated_at", "datetime"),
         "version": ValueType(INTEGER, f"{label}.version", "integer"),
+        "created_by": ValueType(TEXT, f"{label}.created_by", "string"),
+        "updated_by": ValueType(TEXT, f"{label}.updated_by", "string"),
     }
     if entity.owner:
         cols["owner"] = ValueType(TEXT, f"{label}.owner", "string")

@@ -83,7 +83,9 @@ PAGE_SIZE = 1000  # records per page of an export
 PROGRESS_STEP = 500  # records between progress calls
 CHUNK = 500  # values per lookup query
 ID_COLUMN = "id"
-SYSTEM_COLUMNS = frozenset({"created_at", "updated_at", "version", "stage_entered_at", "closed_at"})
+SYSTEM_COLUMNS = frozenset(
+    {"created_at", "updated_at", "version", "created_by", "updated_by", "stage_entered_at", "closed_at"}
+)
 
 REJECTED, UNRESOLVED, NEAR_MATCH, EMPTY_LINK = "rejected", "unresolved", "near_match", "empty_link"
 DUPLICATE = "duplicate"  # imported, but a `warn` duplicate rule matched

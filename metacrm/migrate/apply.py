@@ -32,6 +32,7 @@ from sqlalchemy import inspect
 from ..errors import MetaCRMError, MigrationError
 from ..model.metamodel import Model
 from ..runtime.engine import WRITE, reading
+from .audit import missing_audit_columns
 from .execute import online, run_actions
 from .history import model_from_record, record, recorded_row
 from .ids import reusing_tables
@@ -58,7 +59,12 @@ def plan_for_database(
     ``count_all=False`` (applying) skips the counts that only inform (rows of a table that
     gains an optional field) and keeps those that decide a refusal."""
     row = recorded_row(conn)
-    if row is not None and row["sha256"] == model.sha256 and not reusing_tables(conn, model):
+    if (
+        row is not None
+        and row["sha256"] == model.sha256
+        and not reusing_tables(conn, model)
+        and not missing_audit_columns(conn, model)
+    ):
         return Plan(
             model=model.name,
             old_sha256=row["sha256"],

@@ -21,6 +21,7 @@ from ..model.metamodel import Entity, Model
 from ..storage import naming
 from ..storage.types import now_utc
 from . import ids, members, names, pipelines
+from .audit import audit_columns
 from .context import DESTRUCTIVE, SAFE, Ctx, Live, Phase, Step, match, values_table
 from .derived import recompute_steps
 from .execute import inline_contributions, rebuild_step
@@ -224,7 +225,7 @@ def _entity_changes(ctx: Ctx, old: Entity, new: Entity) -> None:
         rename.measure = ctx.count_rows(o)
     colmap, many = members.fields_and_links(ctx, old, new, rename)
     colmap.update(pipelines.stage_changes(ctx, old, new))
-    colmap.update({c: c for c in ("id", "created_at", "updated_at", "version")})
+    colmap.update({c: c for c in ("id", "created_at", "updated_at", "version", *audit_columns(ctx, o, n))})
     if old.owner and new.owner:
         colmap["owner"] = "owner"
     names.reconcile(ctx, n, ctx.so.table(o), ctx.sn.table(n), colmap)

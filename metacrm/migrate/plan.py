@@ -11,6 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from ..errors import MigrationError
 from ..model.metamodel import Model
 from ..storage.types import now_utc
+from .audit import missing_audit_columns
 from .context import Live
 from .diff import diff_models
 from .execute import render
@@ -47,7 +48,11 @@ def plan_migration(
     dialect = dialect or "sqlite"
     if dialect not in DIALECTS:
         raise MigrationError(f"unsupported dialect '{dialect}': use {' or '.join(DIALECTS)}")
-    if old is not None and old.sha256 == new.sha256 and (conn is None or not reusing_tables(conn, new)):
+    if (
+        old is not None
+        and old.sha256 == new.sha256
+        and (conn is None or not (reusing_tables(conn, new) or missing_audit_columns(conn, new)))
+    ):
         return Plan(
             model=new.name,
             old_sha256=old.sha256,

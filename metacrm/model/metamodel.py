@@ -302,7 +302,7 @@ class Entity:
             out.append("owner")
         if self.has_stages:
             out += ["pipeline", "stage"] if self.multi_pipeline else ["stage"]
-        return (*out, "created_at", "updated_at", "version")
+        return (*out, "created_at", "updated_at", "version", "created_by", "updated_by")
 
     def member(self, name: str) -> Field | Link | InverseLink | None:
         """A field, link or inverse link by name."""

@@ -323,6 +323,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
                 f"(sha256 {self.model.sha256[:12]}): run `metacrm migrate` (`metacrm migrate --dry-run` shows the plan)"
             )
         self._reusing_ids()
+        self._audit_columns()
         self._state = "current"
 
     def _reusing_ids(self) -> None:
@@ -339,6 +340,19 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
             raise MigrationError(
                 f"the database was made by an earlier metacrm: its tables {', '.join(tables)} can give the id of a "
                 "deleted record to a new one: run `metacrm migrate` (`metacrm migrate --dry-run` shows the plan)"
+            )
+
+    def _audit_columns(self) -> None:
+        """Refuse a database made by an earlier metacrm, whose tables lack created_by/updated_by."""
+        from ..migrate.audit import missing_audit_columns
+
+        with self._reading() as conn:
+            tables = missing_audit_columns(conn, self.model, first_only=True)
+        if tables:
+            self._state = "other"
+            raise MigrationError(
+                f"the database was made by an earlier metacrm: its table {tables[0]} has no created_by/updated_by "
+                "columns: run `metacrm migrate` (`metacrm migrate --dry-run` shows the plan)"
             )
 
     def migrate(self, *, dry_run: bool = False, allow_data_loss: bool = False, lock_wait: float = 30.0) -> Plan:
@@ -404,7 +418,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
                 row.setdefault(naming.link_column(link.name), None)
                 if link.polymorphic:
                     row.setdefault(naming.link_entity_column(link.name), None)
-        row.update(created_at=now, updated_at=now, version=1)
+        row.update(created_at=now, updated_at=now, version=1, created_by=self.user, updated_by=self.user)
         if entity.owner and row.get("owner") is None:
             row["owner"] = self.user
         if entity.has_stages:
@@ -932,7 +946,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
             conn.execute(
                 update(table)
                 .where(table.c.id == kept["id"])
-                .values(**fills, updated_at=now, version=table.c.version + 1)
+                .values(**fills, updated_at=now, updated_by=self.user, version=table.c.version + 1)
             )
             row = conn.execute(select(table).where(table.c.id == kept["id"])).mappings().one()
             after = rec.rows_to_records(conn, self.storage, ent, [row])[0]
@@ -1065,7 +1079,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
                 before = rec.rows_to_records(conn, self.storage, ent, [current])[0]
                 row, many = rec.split_values(ent, values)
                 row.pop("pipeline", None)
-                row.update(updated_at=now_utc(), version=table.c.version + 1)
+                row.update(updated_at=now_utc(), updated_by=self.user, version=table.c.version + 1)
                 result = conn.execute(update(table).where(rec.where_id(table, current["id"], version)).values(**row))
                 if result.rowcount == 0:
                     from ..errors import ConflictError
@@ -1222,7 +1236,9 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
                         raise NotFound(_nothing_linked(ent, row["id"], name))
                     raise NotFound(_not_linked(ent, row["id"], name, targets[0]))
             conn.execute(
-                update(table).where(table.c.id == row["id"]).values(updated_at=now_utc(), version=table.c.version + 1)
+                update(table)
+                .where(table.c.id == row["id"])
+                .values(updated_at=now_utc(), updated_by=self.user, version=table.c.version + 1)
             )
             fresh = self._get_row(conn, ent, row["id"])
             after = rec.rows_to_records(conn, self.storage, ent, [fresh])[0]

@@ -38,7 +38,7 @@ from ..storage.tables import Storage
 
 CHUNK = 1000  # ids per statement
 _STAGE_MEMBERS = ("stage_entered_at", "closed_at", "pipeline", "reached")
-_ALWAYS = ("updated_at", "version")
+_ALWAYS = ("updated_at", "version", "updated_by")
 
 
 def derived_reactor(model: Model):

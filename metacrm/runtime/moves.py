@@ -328,6 +328,7 @@ def _statements(table: Table, history: Table) -> tuple:
             stage=bindparam("_to"),
             version=table.c.version + 1,
             updated_at=bindparam("_now"),
+            updated_by=bindparam("_by"),
             stage_entered_at=bindparam("_now"),
             closed_at=bindparam("_closed"),
             reached=table.c.reached.op("|")(bindparam("_bit", type_=BigInteger())),
@@ -364,6 +365,7 @@ def _apply(
             "_now": now,
             "_closed": closed,
             "_bit": bit,
+            "_by": by,
         },
     )
     if result.rowcount != 1:
@@ -394,6 +396,7 @@ def _apply(
         "stage": stage,
         "version": row["version"] + 1,
         "updated_at": now,
+        "updated_by": by,
         "stage_entered_at": now,
         "closed_at": closed,
         "reached": row["reached"] | bit,

@@ -54,6 +54,7 @@ class ReadsMixin(Host):
 
             try:
                 access = path_access(self.storage, self.actor)  # paths see only readable records
+                params = {"me": self.user, **(params or {})}  # `created_by = :me`: the acting user's login
                 query = query.where(compile_sql(self.storage, ent.name, where, params, access=access))
             except ExpressionError as exc:
                 if str(exc).startswith(f"{ent.name}"):

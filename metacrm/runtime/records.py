@@ -20,12 +20,14 @@ from ..model.suggest import did_you_mean, listing
 from ..storage import naming
 from ..storage.tables import Storage
 
-SYSTEM_OUT = ("created_at", "updated_at", "version")
+SYSTEM_OUT = ("created_at", "updated_at", "version", "created_by", "updated_by")
 ORDERABLE_SYSTEM = (
     "id",
     "created_at",
     "updated_at",
     "version",
+    "created_by",
+    "updated_by",
     "owner",
     "pipeline",
     "stage",

@@ -144,6 +144,9 @@ def _system_columns(entity: Entity) -> list:
         Column("created_at", UTCDateTime(), nullable=False),
         Column("updated_at", UTCDateTime(), nullable=False),
         Column("version", Integer(), nullable=False, server_default="1"),
+        # the login of the user who created / last changed the record (null: the system)
+        Column("created_by", String(100), nullable=True),
+        Column("updated_by", String(100), nullable=True),
     ]
     if entity.owner:
         cols.append(Column("owner", String(100), nullable=True))

@@ -317,7 +317,8 @@ def _clean_parameter(param: dict) -> dict:
 def _list_parameters(ent: Entity, params: list[dict]) -> list[dict]:
     """The list's fields/expand/order_by as patterns of the names they accept."""
     choosable = [*ent.fields, *ent.links, "owner", "stage", "version", "created_at", "updated_at"]
-    system = {"id", "created_at", "updated_at", "version"}
+    choosable += ["created_by", "updated_by"]
+    system = {"id", "created_at", "updated_at", "version", "created_by", "updated_by"}
     system |= {"owner"} if ent.owner else set()
     system |= {"pipeline", "stage", "stage_entered_at", "closed_at"} if ent.has_stages else set()
     orderable = [*ent.fields, *[n for n in ent.links if not ent.links[n].many]]

@@ -183,6 +183,18 @@ _SYSTEM = {
         "title": "Version",
         "description": "Grows by one with every change; the record's ETag",
     },
+    "created_by": {
+        "type": ["string", "null"],
+        "readOnly": True,
+        "title": "Created by",
+        "description": "The login of the user who created the record (null: the system)",
+    },
+    "updated_by": {
+        "type": ["string", "null"],
+        "readOnly": True,
+        "title": "Updated by",
+        "description": "The login of the user who last changed the record (null: the system)",
+    },
 }
 
 

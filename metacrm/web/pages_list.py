@@ -372,10 +372,10 @@ def _entity_list_tools(router, crm, ent: Entity, signed_in, check_csrf, posted, 
         where = (request.query_params.get("where") or "").strip() or None
         q = (request.query_params.get("q") or "").strip()
         order_by = (request.query_params.get("order_by") or "").strip() or None
-        params: dict[str, Any] = {}
+        params: dict[str, Any] = {"me": user.user}  # `created_by = :me`
         try:
             if where:  # its errors point into the text the user gave
-                compile_sql(user.storage, name, where, {})
+                compile_sql(user.storage, name, where, params)
             if q and ent.search:
                 params["metacrm_hits"] = [hit["id"] for hit in user.search(q, entity=name, limit=10_000)]
                 where = f"id in :metacrm_hits and ({where})" if where else "id in :metacrm_hits"

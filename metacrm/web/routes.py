@@ -120,6 +120,7 @@ def entity_routes(router: APIRouter, ent: Entity, conf: Settings, User) -> None:
     base = f"/{name}"
     tag = [ent.label or name]
     choosable = ["id", *ent.fields, *ent.links, "owner", "stage", "version", "created_at", "updated_at"]
+    choosable += ["created_by", "updated_by"]
 
     @router.get(base, tags=tag, summary=f"List {ent.plural or name}", operation_id=f"list_{name}")
     def list_records(
