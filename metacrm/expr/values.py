@@ -2,7 +2,11 @@
 
 A value expression is built from names (fields, system columns, paths through single links),
 written numbers, text, ``true``/``false``/``null``, ``+ - * /``, unary minus, parentheses,
-``coalesce(a, b, ...)`` and ``round(x, n)``.
+``coalesce(a, b, ...)`` and ``round(x, n)``; text joined with ``||``, ``lower``, ``upper``,
+``trim``, ``length``, ``substring(s, start[, len])``; ``today()``, ``now()``,
+``days_between(a, b)``, ``date_add(d, '30d')``; ``if(condition, a, b)``. A function of a null
+is null (``if`` picks ``b`` when the condition is null); the text and date functions are
+defined once in :mod:`metacrm.expr.textdate`, which SQLite runs too.
 
 Numbers are exact, and Python and SQL agree to the last digit. Every numeric value has a
 *scale* (its decimal places): integer fields 0, money 2, decimal and percent 6, a written

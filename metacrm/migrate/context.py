@@ -15,6 +15,7 @@ from sqlalchemy.sql import column as sql_column
 from sqlalchemy.sql import table as sql_table
 
 from ..model.metamodel import Model
+from ..storage import naming
 from ..storage.tables import Storage, build_storage
 from .steps import DESTRUCTIVE, NEEDS_DATA, SAFE, Phase, Step
 
@@ -31,6 +32,7 @@ class Live:
 
     tables: dict[str, set[str]] = field(default_factory=dict)
     plain_ids: set[str] = field(default_factory=set)
+    lengths: dict[tuple[str, str], int] = field(default_factory=dict)  # system tables' VARCHAR(n) columns
 
     @classmethod
     def from_connection(cls, conn) -> Live:
@@ -39,8 +41,16 @@ class Live:
         from .ids import plain_id_tables
 
         insp = inspect(conn)
-        tables = {name: {c["name"] for c in insp.get_columns(name)} for name in insp.get_table_names()}
-        return cls(tables, plain_id_tables(conn))
+        tables: dict[str, set[str]] = {}
+        lengths: dict[tuple[str, str], int] = {}
+        for name in insp.get_table_names():
+            columns = insp.get_columns(name)
+            tables[name] = {c["name"] for c in columns}
+            if name.startswith(naming.SYSTEM_PREFIX):
+                for c in columns:
+                    if getattr(c["type"], "length", None):
+                        lengths[(name, c["name"])] = c["type"].length
+        return cls(tables, plain_id_tables(conn), lengths)
 
     @classmethod
     def from_storage(cls, storage: Storage | None) -> Live:

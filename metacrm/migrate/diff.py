@@ -255,6 +255,7 @@ def _system_tables(ctx: Ctx) -> None:
         )
         members.add_columns(ctx, step, t.name, columns)
         step.measure = ctx.count_rows(t.name)
+    _widen_system_columns(ctx, system)
     missing = [t for t in system if not ctx.live_has_table(t.name)]
     if not missing:
         return
@@ -264,6 +265,36 @@ def _system_tables(ctx: Ctx) -> None:
     for t in missing:
         _create(ctx, step, t)
     step.measure = _zero
+
+
+def _widen_system_columns(ctx: Ctx, system) -> None:
+    """PostgreSQL: a name column of metacrm's tables made by an older version (VARCHAR(30))
+    widened to what names may now be (63 characters). SQLite does not enforce lengths."""
+    if ctx.sqlite:
+        return
+    for t in system:
+        narrow = [
+            c
+            for c in t.c
+            if getattr(c.type, "length", None) and ctx.live.lengths.get((t.name, c.name), c.type.length) < c.type.length
+        ]
+        if not narrow:
+            continue
+        step = ctx.step(
+            "widen_system_columns",
+            None,
+            t.name,
+            SAFE,
+            f"widen column{'s' if len(narrow) > 1 else ''} {', '.join(c.name for c in narrow)} of metacrm's table "
+            f"{t.name} to {max(c.type.length for c in narrow)} characters",
+        )
+
+        def run(ex, table=t.name, columns=tuple((c.name, c.type) for c in narrow)):
+            for name, type_ in columns:
+                ex.op.alter_column(table, name, type_=type_)
+
+        step.act(Phase.ALTER, run)
+        step.measure = ctx.count_rows(t.name)
 
 
 def _finish(ctx: Ctx) -> None:
