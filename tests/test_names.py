@@ -191,13 +191,15 @@ def test_old_narrow_system_columns_are_widened(db_url: str, tmp_path: Path) -> N
             pytest.skip("SQLite does not enforce VARCHAR lengths")
         with engine.begin() as conn:
             conn.exec_driver_sql("ALTER TABLE metacrm_journal ALTER COLUMN entity TYPE VARCHAR(30)")
+            conn.exec_driver_sql('ALTER TABLE "order" ALTER COLUMN stage TYPE VARCHAR(30)')
     finally:
         engine.dispose()
-    path.write_text(LONG, encoding="utf-8")
+    path.write_text(RESERVED + LONG.split("entities:\n", 1)[1], encoding="utf-8")
     crm = metacrm.connect(path, db_url)
     try:
-        plan = crm.migrate(allow_data_loss=True)
-        assert any(s.kind == "widen_system_columns" and s.target == "metacrm_journal" for s in plan)
+        plan = crm.migrate()
+        widened = {s.target for s in plan if s.kind == "widen_system_columns"}
+        assert widened == {"metacrm_journal", "order"}, [s.description for s in plan]
         crm.create(LONG_ENTITY, {LONG_FIELD: "x"})
         assert list(crm.migrate(dry_run=True)) == []
     finally:

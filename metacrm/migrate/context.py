@@ -15,7 +15,6 @@ from sqlalchemy.sql import column as sql_column
 from sqlalchemy.sql import table as sql_table
 
 from ..model.metamodel import Model
-from ..storage import naming
 from ..storage.tables import Storage, build_storage
 from .steps import DESTRUCTIVE, NEEDS_DATA, SAFE, Phase, Step
 
@@ -32,7 +31,7 @@ class Live:
 
     tables: dict[str, set[str]] = field(default_factory=dict)
     plain_ids: set[str] = field(default_factory=set)
-    lengths: dict[tuple[str, str], int] = field(default_factory=dict)  # system tables' VARCHAR(n) columns
+    lengths: dict[tuple[str, str], int] = field(default_factory=dict)  # (table, column) -> n of VARCHAR(n)
 
     @classmethod
     def from_connection(cls, conn) -> Live:
@@ -46,10 +45,9 @@ class Live:
         for name in insp.get_table_names():
             columns = insp.get_columns(name)
             tables[name] = {c["name"] for c in columns}
-            if name.startswith(naming.SYSTEM_PREFIX):
-                for c in columns:
-                    if getattr(c["type"], "length", None):
-                        lengths[(name, c["name"])] = c["type"].length
+            for c in columns:
+                if getattr(c["type"], "length", None):
+                    lengths[(name, c["name"])] = c["type"].length
         return cls(tables, plain_id_tables(conn), lengths)
 
     @classmethod
