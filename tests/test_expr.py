@@ -1043,6 +1043,10 @@ def _arith(children):
         children.map(lambda c: f"-({c})"),
         st.tuples(children, children).map(lambda t: f"coalesce({t[0]}, {t[1]})"),
         children.map(lambda c: f"round({c}, 1)"),
+        st.tuples(st.sampled_from(["score > 3", "rate is null", "salary >= bonus"]), children, children).map(
+            lambda t: f"if({t[0]}, {t[1]}, {t[2]})"
+        ),
+        children.map(lambda c: f"length(coalesce(name, 'abc') || 'é') * {c}"),
     )
 
 

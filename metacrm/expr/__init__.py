@@ -15,7 +15,10 @@ false, null; names and dotted paths through links (``client.city``, ``products.n
 ``and or not`` and parentheses; ``in (...)``, ``not in (...)`` (or ``in :list``);
 ``between a and b``, ``not between``; ``contains`` and ``startswith`` (case-insensitive text;
 ``contains`` on a multichoice field: the list holds the option); ``is null``, ``is not null``.
-Keywords are case-insensitive and reserved.
+Values in comparisons may be computed: ``+ - * /``, ``coalesce``, ``round``, ``||`` joining
+text, ``lower``, ``upper``, ``trim``, ``length``, ``substring``, ``today()``, ``now()``,
+``days_between``, ``date_add`` and ``if(condition, a, b)`` (see values.py and
+docs/derived.md). Keywords are case-insensitive and reserved.
 
 Semantics: SQL's three-valued logic (a comparison with null is unknown; a record matches only
 when the whole expression is true). A link name alone is its id (``client = 3``). A path

@@ -58,12 +58,12 @@ class Param:
 
 Operand = Literal | Name | Param
 
-_PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2}
+_PRECEDENCE = {"+": 1, "-": 1, "||": 1, "*": 2, "/": 2}
 
 
 @dataclass(frozen=True, slots=True)
 class Arith:
-    """``left op right`` with op one of + - * / (a number)."""
+    """``left op right`` with op one of + - * / (numbers) or || (text joined)."""
 
     op: str
     left: Value

@@ -23,7 +23,7 @@ from ..model.suggest import did_you_mean, listing
 from ..storage import naming
 from . import ast
 from .names import BOOLEAN, DATE, DATETIME, TEXT, Hop, Resolved, resolve
-from .values import NULL, NUMBER, ValueBinder, columns
+from .values import CLOCK_FUNCTIONS, NULL, NUMBER, ValueBinder, columns
 
 AGGREGATES = ("count", "sum", "min", "max")
 NUMERIC_TYPES = {"integer": 0, "money": 2, "decimal": 6, "percent": 6}
@@ -125,8 +125,14 @@ def _strip(node, prefix: str, problems: list, what: str):
     if isinstance(node, ast.Neg):
         return ast.Neg(_strip(node.item, prefix, problems, what), node.pos)
     if isinstance(node, ast.Call):
-        return ast.Call(node.name, tuple(_strip(a, prefix, problems, what) for a in node.args), node.pos)
+        args = tuple(
+            _strip(a, prefix, problems, what) if isinstance(a, _VALUES) else _strip_where(a, prefix) for a in node.args
+        )
+        return ast.Call(node.name, args, node.pos)
     return node
+
+
+_VALUES = (ast.Name, ast.Literal, ast.Param, ast.Arith, ast.Neg, ast.Call)
 
 
 def _first_name(node) -> ast.Name | None:
@@ -194,6 +200,19 @@ def _walk(tree):
             stack.append(n.subject)
         elif isinstance(n, ast.Call):
             stack += list(n.args)
+
+
+def _no_clock(tree, what: str) -> None:
+    """Refuse today() and now() in a stored value: it would be computed at the last write and
+    go stale the next day."""
+    for node in _walk(tree):
+        if isinstance(node, ast.Call) and node.name in CLOCK_FUNCTIONS:
+            raise ExpressionError(
+                f"{what}: {node.name}() changes with time, but a {what} field is stored when its record is "
+                f"written and would go stale (column {node.pos}); use {node.name}() in filters, rules and "
+                "automation conditions, or store the date and compare it there",
+                node.pos,
+            )
 
 
 def _where_columns(model: Model, child: str, tree) -> list[Resolved]:
@@ -268,6 +287,7 @@ class _Analyser:
 
         try:
             tree = parse_value(f.formula, what="formula")
+            _no_clock(tree, "formula")
         except ExpressionError as exc:
             try:  # a condition (comparisons, and/or/not...): true or false
                 tree = parse(f.formula, what="formula")
@@ -291,6 +311,7 @@ class _Analyser:
         from .bind import bind
 
         what = "formula"
+        _no_clock(tree, what)
         for node in _walk(tree):
             if isinstance(node, ast.Param):
                 raise ExpressionError(
@@ -315,6 +336,9 @@ class _Analyser:
 
         tree = parse_rollup(f.rollup, what="rollup")
         what = "rollup"
+        _no_clock(tree.arg, what)
+        if tree.where is not None:
+            _no_clock(tree.where, what)
         if tree.func not in AGGREGATES:
             hint = did_you_mean(tree.func, AGGREGATES)
             raise ExpressionError(

@@ -30,18 +30,22 @@ from __future__ import annotations
 
 import sqlite3
 
-from sqlalchemy import BigInteger, Boolean, Text
+from sqlalchemy import BigInteger, Boolean, Date, Text
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator
 
 from ..text import fold
+from . import textdate
 
 SQLITE_CASEFOLD = "metacrm_casefold"
 SQLITE_DIV = "metacrm_div"
 SQLITE_MUL = "metacrm_mul"
 SQLITE_JOIN64 = "metacrm_join64"
 SQLITE_LOCALTIME = "metacrm_localtime"
+SQLITE_LOWER = "metacrm_lower"
+SQLITE_UPPER = "metacrm_upper"
+SQLITE_DATE_ADD = "metacrm_date_add"
 _INT64 = 2**63
 
 
@@ -106,12 +110,18 @@ def install_sqlite_functions(dbapi_connection) -> None:
         dbapi_connection.create_function(SQLITE_MUL, 2, _mul, deterministic=True)
         dbapi_connection.create_function(SQLITE_JOIN64, 2, _join64, deterministic=True)
         dbapi_connection.create_function(SQLITE_LOCALTIME, 2, _localtime, deterministic=True)
+        dbapi_connection.create_function(SQLITE_LOWER, 1, textdate.lower, deterministic=True)
+        dbapi_connection.create_function(SQLITE_UPPER, 1, textdate.upper, deterministic=True)
+        dbapi_connection.create_function(SQLITE_DATE_ADD, 3, textdate.sqlite_date_add, deterministic=True)
     except sqlite3.NotSupportedError:  # pragma: no cover - SQLite older than 3.8.3
         dbapi_connection.create_function(SQLITE_CASEFOLD, 1, _casefold)
         dbapi_connection.create_function(SQLITE_DIV, 3, _div)
         dbapi_connection.create_function(SQLITE_MUL, 2, _mul)
         dbapi_connection.create_function(SQLITE_JOIN64, 2, _join64)
         dbapi_connection.create_function(SQLITE_LOCALTIME, 2, _localtime)
+        dbapi_connection.create_function(SQLITE_LOWER, 1, textdate.lower)
+        dbapi_connection.create_function(SQLITE_UPPER, 1, textdate.upper)
+        dbapi_connection.create_function(SQLITE_DATE_ADD, 3, textdate.sqlite_date_add)
 
 
 class casefold(FunctionElement):  # noqa: N801 - reads like the SQL function it is
@@ -202,6 +212,81 @@ def _pick_sqlite(element, compiler, **kw):
     return compiler.process(element.clauses.clauses[0], **kw)
 
 
+class text_case(FunctionElement):  # noqa: N801
+    """``text_case(x, 'lower' | 'upper')``: metacrm_lower/metacrm_upper on SQLite (Python's
+    per-character mapping, see :mod:`metacrm.expr.textdate`), lower()/upper() elsewhere."""
+
+    type = Text()
+    name = "text_case"
+    inherit_cache = True
+
+
+def _case_parts(element, compiler, **kw):
+    value, which = element.clauses.clauses  # which: a literal_column, part of the cache key
+    return compiler.process(value, **kw), which.name
+
+
+@compiles(text_case)
+def _text_case_default(element, compiler, **kw):
+    value, which = _case_parts(element, compiler, **kw)
+    return f"{which}({value})"
+
+
+@compiles(text_case, "sqlite")
+def _text_case_sqlite(element, compiler, **kw):
+    value, which = _case_parts(element, compiler, **kw)
+    return f"{SQLITE_LOWER if which == 'lower' else SQLITE_UPPER}({value})"
+
+
+class days_between(FunctionElement):  # noqa: N801
+    """Whole days from the first date to the second."""
+
+    type = BigInteger()
+    name = "days_between"
+    inherit_cache = True
+
+
+@compiles(days_between)
+def _days_between_default(element, compiler, **kw):
+    a, b = (compiler.process(c, **kw) for c in element.clauses)
+    return f"(CAST({b} AS DATE) - CAST({a} AS DATE))"
+
+
+@compiles(days_between, "sqlite")
+def _days_between_sqlite(element, compiler, **kw):
+    a, b = (compiler.process(c, **kw) for c in element.clauses)
+    return f"CAST(julianday({b}) - julianday({a}) AS INTEGER)"
+
+
+class date_add(FunctionElement):  # noqa: N801
+    """``date_add(d, n, unit)`` with ``n`` a whole number and ``unit`` one of d, w, m, y
+    (both written in the SQL: they come from the expression's literal period)."""
+
+    type = Date()
+    name = "date_add"
+    inherit_cache = True
+
+
+def _date_add_parts(element, compiler, **kw):
+    value, n, unit = element.clauses.clauses  # n, unit: literal_columns, part of the cache key
+    return compiler.process(value, **kw), int(n.name), unit.name
+
+
+@compiles(date_add)
+def _date_add_default(element, compiler, **kw):
+    value, n, unit = _date_add_parts(element, compiler, **kw)
+    if unit in ("d", "w"):
+        return f"(CAST({value} AS DATE) + {n * (7 if unit == 'w' else 1)})"
+    months = n * 12 if unit == "y" else n
+    return f"CAST(CAST({value} AS DATE) + make_interval(months => {months}) AS DATE)"
+
+
+@compiles(date_add, "sqlite")
+def _date_add_sqlite(element, compiler, **kw):
+    value, n, unit = _date_add_parts(element, compiler, **kw)
+    return f"{SQLITE_DATE_ADD}({value}, {n}, '{unit}')"
+
+
 class _WholeSum(TypeDecorator):
     """The sum of an integer column: an int, read from SQLite's decimal text past 64 bits."""
 
@@ -260,6 +345,8 @@ def overflowed(exc: BaseException) -> bool:
 __all__ = [
     "binary_text",
     "casefold",
+    "date_add",
+    "days_between",
     "dialect_pick",
     "exact_sum",
     "overflowed",
@@ -267,4 +354,5 @@ __all__ = [
     "install_sqlite_functions",
     "json_has",
     "json_null",
+    "text_case",
 ]

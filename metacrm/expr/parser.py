@@ -63,6 +63,7 @@ items: "(" signed ("," signed)* ")"
 
 ?sum: product
     | sum PLUS product                              -> arith
+    | sum CONCAT product                            -> arith
     | sum MINUS product                             -> arith
 ?product: unary
     | product STAR unary                            -> arith
@@ -71,7 +72,10 @@ items: "(" signed ("," signed)* ")"
       | MINUS unary                                 -> neg
 ?primary: operand
         | "(" sum ")"
-        | NAME "(" sum ("," sum)* ")"               -> call
+        | NAME "(" (_arg ("," _arg)*)? ")"          -> call
+
+_arg: sum
+     | or_expr
 
 ?signed: operand
        | MINUS NUMBER                               -> negative
@@ -98,6 +102,7 @@ TRUE.2: /true\b/i
 FALSE.2: /false\b/i
 
 COMP: "!=" | "<>" | "<=" | ">=" | "=" | "<" | ">"
+CONCAT: "||"
 PLUS: "+"
 MINUS: "-"
 STAR: "*"
@@ -114,7 +119,7 @@ KEYWORDS = ("and", "or", "not", "in", "between", "contains", "startswith", "is",
 
 _VALUES = {"NAME", "STRING", "NUMBER", "PARAM", "TRUE", "FALSE", "NULL"}
 _OPERATORS = {"COMP", "_IN", "_BETWEEN", "_CONTAINS", "_STARTSWITH", "_IS"}
-_ARITHMETIC = {"PLUS", "MINUS", "STAR", "SLASH"}
+_ARITHMETIC = {"PLUS", "MINUS", "STAR", "SLASH", "CONCAT"}
 _WORDS = {
     "_AND": "'and'",
     "_OR": "'or'",
@@ -299,7 +304,7 @@ def _expected(names) -> str:
         parts.append(f"an operator ({OPERATOR_LIST})")
         names -= _OPERATORS | {"_NOT", "LPAR"}
     if "ARITHMETIC" in names:
-        parts.append("an arithmetic operator (+, -, *, /)")
+        parts.append("an arithmetic operator (+, -, *, /, || joining text)")
         names.discard("ARITHMETIC")
     if parts == ["a value"]:
         names.discard("_NOT")  # a condition may also start with 'not' or '(': say "a value"
@@ -346,7 +351,7 @@ def _syntax_error(text: str, exc: UnexpectedInput, what: str) -> ExpressionError
         hint = ""
         if char == '"':
             hint = " (write text in single quotes: 'like this')"
-        elif char in "!&|":
+        elif char in "!&" or (char == "|" and text[exc.pos_in_stream : exc.pos_in_stream + 2] != "||"):
             hint = " (use =, !=, and, or, not)"
         return ExpressionError(f"{what}: unexpected character {char!r} at column {col}{hint}", col)
     return ExpressionError(f"{what}: cannot read the expression: {exc}", None)  # pragma: no cover

@@ -25,18 +25,39 @@ holds stays readable: its link columns and its many-links' ids (``client = 3``, 
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 
-from sqlalchemy import Boolean, Numeric, String, and_, false, func, literal, literal_column, not_, null, or_, select
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Date,
+    Numeric,
+    String,
+    Text,
+    and_,
+    case,
+    cast,
+    false,
+    func,
+    literal,
+    literal_column,
+    not_,
+    null,
+    or_,
+    select,
+)
 from sqlalchemy import type_coerce as _type_coerce
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.elements import ColumnElement, Null
 
+from ..dates import local_today
 from ..storage import naming
 from ..storage.tables import Storage
+from ..storage.types import UTCDateTime
 from . import bind as b
 from . import values as v
-from .functions import binary_text, casefold, dialect_pick, json_has, json_null
+from .functions import binary_text, casefold, date_add, days_between, dialect_pick, json_has, json_null, text_case
 from .names import JSON, MULTICHOICE, TEXT, Resolved
 
 _LIKE_ESCAPE = "/"
@@ -94,6 +115,10 @@ class ValueSQL:
                 return number_sql(node.value, node.scale)
             if node.kind == v.BOOLEAN:
                 return literal(node.value, Boolean())
+            if node.kind == v.DATE:
+                return literal(node.value, Date())
+            if node.kind == v.DATETIME:
+                return literal(node.value, UTCDateTime())
             return literal(node.value, String())
         if isinstance(node, v.VNeg):
             return -_num(self.value(node.item, table))
@@ -103,6 +128,15 @@ class ValueSQL:
             if node.kind == v.NUMBER:
                 return func.coalesce(*(self.at(i, table, node.scale) for i in node.items))
             return func.coalesce(*(self.value(i, table) for i in node.items))
+        if isinstance(node, v.VFunc):
+            return self.func(node, table)
+        if isinstance(node, v.VIf):
+            test = _Compiler(self.storage, None, "if", self.access).node(node.cond, table, True)
+            if node.kind == v.NUMBER:
+                then, else_ = self.at(node.then, table, node.scale), self.at(node.else_, table, node.scale)
+            else:
+                then, else_ = self.value(node.then, table), self.value(node.else_, table)
+            return case((test, then), else_=else_)
         if isinstance(node, v.VArith):
             left, right = node.left, node.right
             if node.op in "+-":
@@ -117,6 +151,34 @@ class ValueSQL:
                 func.round((a * _PG_WIDEN) / func.nullif(c, literal_column("0")), literal_column(str(node.scale))),
             )
         raise AssertionError(f"not a bound value: {node!r}")  # pragma: no cover
+
+    def func(self, node, table) -> ColumnElement:
+        name = node.name
+        if name == "today":
+            return literal(local_today(node.extra[0]), Date())
+        if name == "now":
+            return literal(dt.datetime.now(dt.UTC), UTCDateTime())
+        args = [self.value(a, table) for a in node.args]
+        if name == "concat":
+            left, right = (cast(a, Text()) if isinstance(a, Null) else a for a in args)
+            return left.op("||", return_type=Text())(right)
+        if name in ("lower", "upper"):
+            return text_case(args[0], literal_column(name))
+        if name == "trim":
+            return func.trim(args[0], type_=Text())
+        if name == "length":
+            return func.length(args[0], type_=BigInteger())
+        if name == "substring":
+            start, count = node.extra
+            if count is None:
+                return func.substr(args[0], literal_column(str(start)), type_=Text())
+            return func.substr(args[0], literal_column(str(start)), literal_column(str(count)), type_=Text())
+        if name == "days_between":
+            return days_between(*args)
+        if name == "date_add":
+            n, unit = node.extra
+            return date_add(args[0], literal_column(str(n)), literal_column(unit))
+        raise AssertionError(f"not a bound function: {node!r}")  # pragma: no cover
 
 
 def readable(access: Access | None, entity: str, table) -> list:
@@ -164,8 +226,14 @@ class _Compiler:
 
     def node(self, n, table, positive: bool) -> ColumnElement:
         if isinstance(n, v.CmpExpr):
-            scale = max(n.left.scale, n.right.scale)
             values = ValueSQL(self.storage, self.access)
+            kind = n.left.kind
+            if kind != v.NUMBER:  # text (ordered by code point, as Python orders), dates, booleans
+                left, right = values.value(n.left, table), values.value(n.right, table)
+                if kind == TEXT and n.op != "=":
+                    left, right = binary_text(left), binary_text(right)
+                return _cmp(n.op, left, right)
+            scale = max(n.left.scale, n.right.scale)
             return _cmp(n.op, values.at(n.left, table, scale), values.at(n.right, table, scale))
         if isinstance(n, b.All):
             return and_(*(self.node(i, table, positive) for i in n.items))

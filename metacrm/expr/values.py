@@ -2,7 +2,11 @@
 
 A value expression is built from names (fields, system columns, paths through single links),
 written numbers, text, ``true``/``false``/``null``, ``+ - * /``, unary minus, parentheses,
-``coalesce(a, b, ...)`` and ``round(x, n)``.
+``coalesce(a, b, ...)`` and ``round(x, n)``; text joined with ``||``, ``lower``, ``upper``,
+``trim``, ``length``, ``substring(s, start[, len])``; ``today()``, ``now()``,
+``days_between(a, b)``, ``date_add(d, '30d')``; ``if(condition, a, b)``. A function of a null
+is null (``if`` picks ``b`` when the condition is null); the text and date functions are
+defined once in :mod:`metacrm.expr.textdate`, which SQLite runs too.
 
 Numbers are exact, and Python and SQL agree to the last digit. Every numeric value has a
 *scale* (its decimal places): integer fields 0, money 2, decimal and percent 6, a written
@@ -31,7 +35,21 @@ NUMBER = "number"
 NULL = "null"
 MAX_SCALE = 18
 DIV_SCALE = 6
-FUNCTIONS = ("coalesce", "round")
+FUNCTIONS = (
+    "coalesce",
+    "round",
+    "if",
+    "lower",
+    "upper",
+    "trim",
+    "length",
+    "substring",
+    "today",
+    "now",
+    "days_between",
+    "date_add",
+)
+CLOCK_FUNCTIONS = ("today", "now")
 _KIND_WORDS = {NUMBER: "a number", TEXT: "text", DATE: "a date", DATETIME: "a date and time", BOOLEAN: "true or false"}
 
 
@@ -83,6 +101,29 @@ class VRound:
 
 
 @dataclass(frozen=True, slots=True)
+class VFunc:
+    """A text or date function (``concat`` is ``a || b``): ``args`` are bound values, ``extra``
+    the written parameters (substring's start and length, date_add's amount and unit)."""
+
+    name: str
+    args: tuple
+    kind: str
+    scale: int = 0
+    extra: tuple = ()
+
+
+@dataclass(frozen=True, slots=True)
+class VIf:
+    """``if(condition, a, b)``: ``a`` when the condition is true, else (false or unknown) ``b``."""
+
+    cond: object  # a bound condition (bind.py)
+    then: object
+    else_: object
+    kind: str
+    scale: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class CmpExpr:
     """A comparison of two value expressions (bound condition atom), three-valued."""
 
@@ -108,6 +149,32 @@ def columns(v) -> list[Resolved]:
             stack.append(node.item)
         elif isinstance(node, VCoalesce):
             stack.extend(node.items)
+        elif isinstance(node, VFunc):
+            stack.extend(node.args)
+        elif isinstance(node, VIf):
+            stack += [node.then, node.else_]
+            out.extend(condition_columns(node.cond))
+    return out
+
+
+def condition_columns(cond) -> list[Resolved]:
+    """Every name a bound condition reads."""
+    from . import bind as b
+
+    out: list[Resolved] = []
+    stack = [cond]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, b.All | b.Any_):
+            stack.extend(node.items)
+        elif isinstance(node, b.Negate):
+            stack.append(node.item)
+        elif isinstance(node, CmpExpr):
+            out += columns(node.left) + columns(node.right)
+        elif isinstance(node, b.Atom):
+            out.append(node.subject)
+            if node.other is not None:
+                out.append(node.other)
     return out
 
 
@@ -182,9 +249,16 @@ class ValueBinder:
         if isinstance(node, ast.Neg):
             item = self.number(self.bind(node.item), "-", node.pos)
             return VNeg(item, NUMBER, item.scale)
+        if isinstance(node, ast.Arith) and node.op == "||":
+            left = self.text(self.bind(node.left), "||", node.pos)
+            right = self.text(self.bind(node.right), "||", node.pos)
+            return VFunc("concat", (left, right), TEXT)
         if isinstance(node, ast.Arith):
-            left = self.number(self.bind(node.left), node.op, node.pos)
-            right = self.number(self.bind(node.right), node.op, node.pos)
+            left, right = self.bind(node.left), self.bind(node.right)
+            for side in (left, right):
+                if node.op == "+" and side.kind == TEXT:
+                    raise self.error(f"'+' needs numbers, not {_describe(side)}; join text with ||", node.pos)
+            left, right = self.number(left, node.op, node.pos), self.number(right, node.op, node.pos)
             if node.op in "+-":
                 scale = max(left.scale, right.scale)
             elif node.op == "*":
@@ -206,8 +280,21 @@ class ValueBinder:
             return v if v.kind == NUMBER else VLit(None, NUMBER, 0)
         raise self.error(f"'{op}' needs numbers, not {_describe(v)}", pos)
 
+    def text(self, v, op: str, pos):
+        if v.kind in (TEXT, NULL):
+            return v if v.kind == TEXT else VLit(None, TEXT)
+        raise self.error(f"'{op}' needs text, not {_describe(v)}", pos)
+
+    def date(self, v, op: str, pos):
+        if v.kind in (DATE, NULL):
+            return v if v.kind == DATE else VLit(None, DATE)
+        raise self.error(f"'{op}' needs a date, not {_describe(v)}", pos)
+
     def call(self, node: ast.Call):
         name = node.name
+        extra = _CALLS.get(name)
+        if extra is not None:
+            return extra(self, node)
         if name == "coalesce":
             if not node.args:
                 raise self.error("coalesce needs at least one value", node.pos)
@@ -241,6 +328,111 @@ class ValueBinder:
         raise self.error(f"unknown function '{name}'; functions: {', '.join(FUNCTIONS)}{hint}", node.pos)
 
 
+def _arity(binder: ValueBinder, node: ast.Call, low: int, high: int, usage: str) -> None:
+    if not low <= len(node.args) <= high:
+        raise binder.error(f"{node.name} takes {usage}", node.pos)
+
+
+def _whole(binder: ValueBinder, node: ast.Call, arg, what: str, low: int) -> int:
+    if not (isinstance(arg, ast.Literal) and type(arg.value) is int and low <= arg.value <= 1_000_000):
+        raise binder.error(f"{node.name}: the {what} must be a written whole number {low} or more", node.pos)
+    return arg.value
+
+
+def _text_call(binder: ValueBinder, node: ast.Call):
+    _arity(binder, node, 1, 1, "one text value: " + f"{node.name}(name)")
+    return VFunc(node.name, (binder.text(binder.bind(node.args[0]), node.name, node.pos),), TEXT)
+
+
+def _length(binder: ValueBinder, node: ast.Call):
+    _arity(binder, node, 1, 1, "one text value: length(name)")
+    return VFunc("length", (binder.text(binder.bind(node.args[0]), "length", node.pos),), NUMBER)
+
+
+def _substring(binder: ValueBinder, node: ast.Call):
+    _arity(
+        binder, node, 2, 3, "text, a start (1 is the first character) and optionally a length: substring(code, 1, 3)"
+    )
+    item = binder.text(binder.bind(node.args[0]), "substring", node.pos)
+    start = _whole(binder, node, node.args[1], "start", 1)
+    length = _whole(binder, node, node.args[2], "length", 0) if len(node.args) == 3 else None
+    return VFunc("substring", (item,), TEXT, 0, (start, length))
+
+
+def _clock(binder: ValueBinder, node: ast.Call):
+    _arity(binder, node, 0, 0, f"no values: {node.name}()")
+    return VFunc(node.name, (), DATE if node.name == "today" else DATETIME, 0, (binder.model.timezone,))
+
+
+def _days_between(binder: ValueBinder, node: ast.Call):
+    _arity(binder, node, 2, 2, "two dates: days_between(start_date, end_date)")
+    a, c = (binder.date(binder.bind(arg), "days_between", node.pos) for arg in node.args)
+    return VFunc("days_between", (a, c), NUMBER)
+
+
+def _date_add(binder: ValueBinder, node: ast.Call):
+    from .textdate import parse_period
+
+    usage = "a date and a period in quotes: date_add(start_date, '30d') (d days, w weeks, m months, y years)"
+    _arity(binder, node, 2, 2, usage)
+    item = binder.date(binder.bind(node.args[0]), "date_add", node.pos)
+    arg = node.args[1]
+    period = parse_period(arg.value) if isinstance(arg, ast.Literal) and isinstance(arg.value, str) else None
+    if period is None:
+        raise binder.error(f"date_add takes {usage}, not {arg}", node.pos)
+    return VFunc("date_add", (item,), DATE, 0, period)
+
+
+def _if(binder: ValueBinder, node: ast.Call):
+    from .bind import bind
+
+    _arity(binder, node, 3, 3, "a condition and two values: if(amount > 1000, 'big', 'small')")
+    test, *branches = node.args
+    if isinstance(test, VALUE_NODES + (ast.Name, ast.Literal, ast.Param)):
+        test = ast.Compare("=", test, ast.Literal(True, getattr(test, "pos", 0)))  # a true-or-false value
+    for n in _nodes(test):
+        if isinstance(n, ast.Param):
+            raise binder.error(f"if: parameter ':{n.name}' cannot be used in if's condition", n.pos)
+    cond = bind(binder.model, binder.entity, test, binder.what)
+    for r in condition_columns(cond):
+        if r.multi:
+            raise binder.error(
+                f"if: '{r.path}' goes through a many or inverse link; if's condition reads single values", node.pos
+            )
+    then, else_ = (binder.bind(b) for b in branches)
+    kinds = {then.kind, else_.kind} - {NULL}
+    if len(kinds) > 1:
+        raise binder.error(
+            f"if gives {' or '.join(sorted(_KIND_WORDS.get(k, k) for k in kinds))}; both values must be of one kind",
+            node.pos,
+        )
+    kind = kinds.pop() if kinds else NULL
+    if kind == NUMBER:
+        then, else_ = (x if x.kind == NUMBER else VLit(None, NUMBER, 0) for x in (then, else_))
+    scale = max(then.scale, else_.scale) if kind == NUMBER else 0
+    return VIf(cond, then, else_, kind, scale)
+
+
+def _nodes(tree):
+    from .derive import _walk
+
+    return _walk(tree)
+
+
+_CALLS = {
+    "lower": _text_call,
+    "upper": _text_call,
+    "trim": _text_call,
+    "length": _length,
+    "substring": _substring,
+    "today": _clock,
+    "now": _clock,
+    "days_between": _days_between,
+    "date_add": _date_add,
+    "if": _if,
+}
+
+
 def _describe(v) -> str:
     if isinstance(v, VCol):
         return f"{v.resolved.vtype.label} ({v.resolved.vtype.type_name})"
@@ -256,15 +448,31 @@ def bind_compare(model: Model, entity: str, e: ast.Compare, what: str) -> CmpExp
     binder = ValueBinder(model, entity, what)
     left, right = binder.bind(e.left), binder.bind(e.right)
     pos = getattr(e.left, "pos", None)
+    left, right = _dated(binder, left, right.kind, pos), _dated(binder, right, left.kind, pos)
     kinds = {left.kind, right.kind} - {NULL}
     if len(kinds) > 1:
         raise binder.error(f"'{e}' compares {_describe(left)} with {_describe(right)}", pos)
     kind = kinds.pop() if kinds else NUMBER
     if kind == BOOLEAN and e.op not in ("=", "!="):
         raise binder.error(f"'{e.op}' does not apply to true or false values", pos)
-    if kind != NUMBER:
-        raise binder.error(f"'{e}': arithmetic applies to numbers only", pos)
+    if kind != NUMBER:  # text, dates, true or false: compared as they are
+        left, right = (x if x.kind != NULL else VLit(None, kind) for x in (left, right))
+        return CmpExpr(e.op, left, right)
     return CmpExpr(e.op, binder.number(left, e.op, pos), binder.number(right, e.op, pos))
+
+
+def _dated(binder: ValueBinder, v, other: str, pos):
+    """Written text compared with a date (or a date and time): read as one."""
+    if not (isinstance(v, VLit) and v.kind == TEXT and other in (DATE, DATETIME)):
+        return v
+    from .. import dates
+
+    try:
+        if other == DATE:
+            return VLit(dates.parse_date(v.value), DATE)
+        return VLit(dates.parse_datetime(v.value, binder.model.timezone), DATETIME)
+    except dates.DateError as exc:
+        raise binder.error(str(exc), pos) from None
 
 
 # -- Python --------------------------------------------------------------------------------------
@@ -328,6 +536,10 @@ def python_value(v, read: Callable[[Resolved], object]) -> Callable[[Mapping], o
             return None
 
         return coalesce
+    if isinstance(v, VFunc):
+        return _python_func(v, read)
+    if isinstance(v, VIf):
+        return _python_if(v, read)
     if isinstance(v, VArith):
         left, right = python_value(v.left, read), python_value(v.right, read)
         sl, sr, s, op = v.left.scale, v.right.scale, v.scale, v.op
@@ -350,6 +562,70 @@ def python_value(v, read: Callable[[Resolved], object]) -> Callable[[Mapping], o
     raise AssertionError(f"not a bound value: {v!r}")  # pragma: no cover
 
 
+def _python_func(v: VFunc, read) -> Callable[[Mapping], object]:
+    import datetime as dt
+
+    from ..dates import local_today
+    from . import textdate
+
+    args = [python_value(a, read) for a in v.args]
+    name = v.name
+    if name == "concat":
+        left, right = args
+
+        def concat(values):
+            a, b = left(values), right(values)
+            return None if a is None or b is None else a + b
+
+        return concat
+    if name in ("lower", "upper", "trim"):
+        fn, item = getattr(textdate, name), args[0]
+        return lambda values: fn(item(values))
+    if name == "length":
+        item = args[0]
+
+        def length(values):
+            x = item(values)
+            return None if x is None else len(x)
+
+        return length
+    if name == "substring":
+        item, (start, count) = args[0], v.extra
+        return lambda values: textdate.substring(item(values), start, count)
+    if name == "today":
+        zone = v.extra[0] if v.extra else None
+        return lambda values: local_today(zone)
+    if name == "now":
+        return lambda values: dt.datetime.now(dt.UTC)
+    if name == "days_between":
+        first, second = args
+        return lambda values: textdate.days_between(first(values), second(values))
+    if name == "date_add":
+        item, (n, unit) = args[0], v.extra
+        return lambda values: textdate.add_period(item(values), n, unit)
+    raise AssertionError(f"not a bound function: {v!r}")  # pragma: no cover
+
+
+def _python_if(v: VIf, read) -> Callable[[Mapping], object]:
+    from .to_python import _Compiler
+
+    compiler = _Compiler("if")
+    compiler.reader = read  # the names of the condition are read like those of the value
+    test = compiler.node(v.cond)
+    then, else_ = python_value(v.then, read), python_value(v.else_, read)
+    numeric = v.kind == NUMBER
+    st, se, target = v.then.scale, v.else_.scale, v.scale
+
+    def if_(values):
+        if test(values, None) is True:
+            x, source = then(values), st
+        else:
+            x, source = else_(values), se
+        return rescale(x, source, target) if numeric and x is not None else x
+
+    return if_
+
+
 def to_python(x, kind: str, scale: int):
     """A computed value as the field's Python value (a Decimal for scaled numbers)."""
     if x is None or kind != NUMBER:
@@ -360,6 +636,8 @@ def to_python(x, kind: str, scale: int):
 def compare3(op: str, a, sa: int, b, sb: int):
     if a is None or b is None:
         return None
+    if not isinstance(a, int) or isinstance(a, bool):  # text, dates, true or false: as they are
+        return {"=": a == b, "<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op]
     s = max(sa, sb)
     a, b = rescale(a, sa, s), rescale(b, sb, s)
     return {"=": a == b, "<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op]
@@ -374,11 +652,14 @@ __all__ = [
     "VArith",
     "VCoalesce",
     "VCol",
+    "VFunc",
+    "VIf",
     "VLit",
     "VNeg",
     "VRound",
     "bind_compare",
     "bind_value",
+    "condition_columns",
     "columns",
     "compare3",
     "python_value",

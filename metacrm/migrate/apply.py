@@ -262,6 +262,7 @@ LINK_SAFE = frozenset(
         "add_pipeline",
         "add_system_tables",
         "add_system_columns",
+        "widen_system_columns",
         "rename_field",
         "widen_field",
         "optional_field",

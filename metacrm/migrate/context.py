@@ -31,6 +31,7 @@ class Live:
 
     tables: dict[str, set[str]] = field(default_factory=dict)
     plain_ids: set[str] = field(default_factory=set)
+    lengths: dict[tuple[str, str], int] = field(default_factory=dict)  # (table, column) -> n of VARCHAR(n)
 
     @classmethod
     def from_connection(cls, conn) -> Live:
@@ -39,8 +40,15 @@ class Live:
         from .ids import plain_id_tables
 
         insp = inspect(conn)
-        tables = {name: {c["name"] for c in insp.get_columns(name)} for name in insp.get_table_names()}
-        return cls(tables, plain_id_tables(conn))
+        tables: dict[str, set[str]] = {}
+        lengths: dict[tuple[str, str], int] = {}
+        for name in insp.get_table_names():
+            columns = insp.get_columns(name)
+            tables[name] = {c["name"] for c in columns}
+            for c in columns:
+                if getattr(c["type"], "length", None):
+                    lengths[(name, c["name"])] = c["type"].length
+        return cls(tables, plain_id_tables(conn), lengths)
 
     @classmethod
     def from_storage(cls, storage: Storage | None) -> Live:

@@ -44,6 +44,7 @@ _NOT_INPUTS = frozenset(
         "possible_rename",
         "record_model",
         "add_system_columns",
+        "widen_system_columns",
         "add_system_tables",
         "check_rule",
     }

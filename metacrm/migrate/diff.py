@@ -258,6 +258,7 @@ def _system_tables(ctx: Ctx) -> None:
         )
         members.add_columns(ctx, step, t.name, columns)
         step.measure = ctx.count_rows(t.name)
+    _widen_system_columns(ctx, system)
     missing = [t for t in system if not ctx.live_has_table(t.name)]
     if not missing:
         return
@@ -267,6 +268,58 @@ def _system_tables(ctx: Ctx) -> None:
     for t in missing:
         _create(ctx, step, t)
     step.measure = _zero
+
+
+def _name_columns(ctx: Ctx) -> dict[str, set[str] | None]:
+    """table -> the columns holding names (None: every column of one of metacrm's tables)."""
+    out: dict[str, set[str] | None] = {}
+    for t in ctx.sn.metadata.tables.values():
+        if t.name.startswith(naming.SYSTEM_PREFIX):
+            out[t.name] = None
+    for ent in ctx.new.entities.values():
+        names = {"pipeline", "stage"} if ent.has_stages else set()
+        names |= {naming.link_entity_column(link.name) for link in ent.links.values() if link.polymorphic}
+        if names:
+            out[naming.table_name(ent.name)] = names
+    return out
+
+
+def _widen_system_columns(ctx: Ctx, system) -> None:
+    """PostgreSQL: a column holding names (of entities, pipelines, stages) made by an older
+    version as VARCHAR(30) is widened to what names may now be (63 characters), in metacrm's
+    tables and in an entity's pipeline, stage and polymorphic link columns. SQLite does not
+    enforce lengths."""
+    if ctx.sqlite:
+        return
+    for name, only in sorted(_name_columns(ctx).items()):
+        t = ctx.sn.metadata.tables.get(name)
+        if t is None or not ctx.live_has_table(name):
+            continue
+        narrow = [
+            c
+            for c in t.c
+            if (only is None or c.name in only)
+            and getattr(c.type, "length", None)
+            and ctx.live.lengths.get((t.name, c.name), c.type.length) < c.type.length
+        ]
+        if not narrow:
+            continue
+        owner = "metacrm's table " if only is None else ""
+        step = ctx.step(
+            "widen_system_columns",
+            None,
+            t.name,
+            SAFE,
+            f"widen column{'s' if len(narrow) > 1 else ''} {', '.join(c.name for c in narrow)} of "
+            f"{owner}{t.name} to {max(c.type.length for c in narrow)} characters",
+        )
+
+        def run(ex, table=t.name, columns=tuple((c.name, c.type) for c in narrow)):
+            for name, type_ in columns:
+                ex.op.alter_column(table, name, type_=type_)
+
+        step.act(Phase.ALTER, run)
+        step.measure = ctx.count_rows(t.name)
 
 
 def _finish(ctx: Ctx) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from ..errors import Problem
+from ..storage import naming
 from .autonumber import field_problems as autonumber_problems
 from .bounds import bound_problems
 from .field_types import ALL_TYPE_OPTIONS, FIELD_TYPES, default_problem
@@ -31,23 +32,13 @@ SYSTEM_COLUMNS = frozenset(
     }
 )
 
-# Words reserved in SQL (PostgreSQL and SQLite), and the keywords of the expression language.
+# The keywords of the expression language (a name spelled so could not be written in a filter)
+# and SQLite's aliases of a row's id. Other SQL words (order, case, group, user...) are fine as
+# names: every statement metacrm generates quotes its identifiers.
 RESERVED_WORDS = frozenset(
     """
-    abort action add all alter analyse analyze and any array as asc asymmetric attach
-    authorization autoincrement before begin between binary both by cascade case cast check
-    collate column commit concurrently conflict constraint contains create cross current_catalog
-    current_date current_role current_schema current_time current_timestamp current_user
-    database default deferrable deferred delete desc detach distinct do drop each else end
-    escape except exclusive exists explain false fetch for foreign freeze from full glob grant
-    group having ignore ilike immediate in index indexed initially inner insert instead
-    intersect into is isnull join key lateral leading left like limit localtime localtimestamp
-    match natural no not notnull null of offset on only or order outer overlaps placing plan
-    pragma primary query raise recursive references regexp reindex release rename replace
-    restrict returning right rollback row rows savepoint select session_user set similar some
-    startswith symmetric table temp temporary then to trailing transaction trigger true union
-    unique update user using vacuum values variadic verbose view virtual when where window with
-    without
+    and or not in between contains startswith is null true false where
+    rowid oid _rowid_
     """.split()
 )
 
@@ -70,7 +61,7 @@ class _Checker:
         if name in RESERVED_WORDS:
             yield self.problem(
                 "name.reserved",
-                f"{kind} name '{name}' is a reserved word in SQL or in the expression language; choose another",
+                f"{kind} name '{name}' is a keyword of the expression language or SQLite's row id; choose another",
                 path,
                 key=True,
             )
@@ -176,7 +167,7 @@ class _Checker:
         for link in entity.links.values():
             path = ("entities", entity.name, "links", link.name)
             yield from self.check_name(f"link '{entity.name}.{link.name}':", link.name, path)
-            column = f"{link.name}_id"
+            column = naming.link_column(link.name)
             if column in entity.fields:
                 yield self.problem(
                     "link.column_conflict",

@@ -225,8 +225,9 @@ def _translate(error, source: Source) -> list[Problem]:
 
 
 def _bad_identifier(name, path, problem, validator, *, key=False):
-    if validator == "maxLength" or (isinstance(name, str) and len(name) > 30 and name.isascii()):
-        return problem("name.too_long", f"name '{name}' is longer than 30 characters", path, key=key)
+    longest = load_schema()["$defs"]["identifier"]["maxLength"]
+    if validator == "maxLength" or (isinstance(name, str) and len(name) > longest and name.isascii()):
+        return problem("name.too_long", f"name '{name}' is longer than {longest} characters", path, key=key)
     return problem(
         "name.invalid",
         f"{_what(name)} is not a valid name: use ASCII snake_case "

@@ -207,9 +207,9 @@ def ensure_search_index(conn, storage) -> list[str]:
                 conn.execute(
                     text(
                         "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() AND tablename = :t "
-                        "AND indexname LIKE :p"
-                    ),
-                    {"t": name, "p": f"ix_{name}__search%"},
+                        "AND (indexname LIKE :p OR indexdef LIKE :d)"
+                    ),  # a long table's index name is shortened (naming.short): found by what it indexes
+                    {"t": name, "p": f"ix_{name}__search%", "d": "%USING gin (to_tsvector(%"},
                 )
                 .scalars()
                 .all()

@@ -3,8 +3,11 @@
 Table = entity name; column = field name; a single link is the column ``<link>_id`` (a
 polymorphic one adds ``<link>_entity``); a many-link is the join table ``<entity>__<link>``
 with the columns ``source_id`` and ``target_id``. System tables start with ``metacrm_``.
-Constraint and index names follow one convention, shortened with a hash past 63 characters
-(PostgreSQL's limit) so they stay stable across runs.
+Entity, field and link names are at most 63 characters; every name derived from them (a link's
+column, a join table, constraint and index names, the search index) is shortened with a hash
+past 63 bytes (PostgreSQL's limit) so it stays stable across runs. Any SQL word may be a name:
+statements are built with SQLAlchemy, which quotes what needs quoting, and the few written by
+hand quote every identifier.
 """
 
 from __future__ import annotations
@@ -33,16 +36,16 @@ def table_name(entity: str) -> str:
 
 
 def link_column(link: str) -> str:
-    return f"{link}_id"
+    return short(f"{link}_id")
 
 
 def link_entity_column(link: str) -> str:
     """The column naming the target entity of a polymorphic link."""
-    return f"{link}_entity"
+    return short(f"{link}_entity")
 
 
 def join_table_name(entity: str, link: str) -> str:
-    return f"{entity}__{link}"
+    return short(f"{entity}__{link}")
 
 
 JOIN_SOURCE = "source_id"
@@ -50,11 +53,13 @@ JOIN_TARGET = "target_id"
 
 
 def short(name: str) -> str:
-    """``name`` itself, or a stable shortened form when it is longer than 63 characters."""
-    if len(name) <= MAX_NAME:
+    """``name`` itself, or a stable shortened form when it is longer than 63 bytes
+    (PostgreSQL's limit; names are ASCII): its first 54 characters, ``_`` and 8 hex digits of
+    its SHA-1, so two long names sharing a beginning stay distinct."""
+    if len(name.encode()) <= MAX_NAME:
         return name
     digest = hashlib.sha1(name.encode()).hexdigest()[:8]
-    return f"{name[: MAX_NAME - 9]}_{digest}"
+    return f"{name.encode()[: MAX_NAME - 9].decode(errors='ignore')}_{digest}"
 
 
 def index_name(table: str, columns: list[str] | tuple[str, ...]) -> str:

@@ -152,8 +152,8 @@ def _system_columns(entity: Entity) -> list:
         cols.append(Column("owner", String(100), nullable=True))
     if entity.has_stages:
         cols += [
-            Column("pipeline", String(30), nullable=False),
-            Column("stage", String(30), nullable=False),
+            Column("pipeline", String(naming.MAX_NAME), nullable=False),
+            Column("stage", String(naming.MAX_NAME), nullable=False),
             Column("stage_entered_at", UTCDateTime(), nullable=False),
             Column("closed_at", UTCDateTime(), nullable=True),
             Column("reached", BigInteger(), nullable=False, server_default="0"),
@@ -165,7 +165,7 @@ def _link_columns(entity: Entity, link: Link, model: Model) -> list:
     column = naming.link_column(link.name)
     if link.polymorphic:
         return [
-            Column(naming.link_entity_column(link.name), String(30), nullable=not link.required),
+            Column(naming.link_entity_column(link.name), String(naming.MAX_NAME), nullable=not link.required),
             Column(column, id_type(), nullable=not link.required),
         ]
     target = naming.table_name(link.target)
@@ -254,7 +254,7 @@ SEARCH_PREFIX = 200_000
 
 def fts_table_name(table: str) -> str:
     """SQLite: the external-content FTS5 table indexing an entity's search fields."""
-    return f"{table}__fts"
+    return naming.short(f"{table}__fts")
 
 
 def search_index_name(table: str, fields: tuple[str, ...] = ()) -> str:
@@ -366,11 +366,11 @@ def _system_tables(storage: Storage) -> None:
         naming.HISTORY_TABLE,
         md,
         Column("id", id_type(), primary_key=True, autoincrement=True),
-        Column("entity", String(30), nullable=False),
+        Column("entity", String(naming.MAX_NAME), nullable=False),
         Column("record_id", id_type(), nullable=False),
-        Column("pipeline", String(30), nullable=False),
-        Column("from_stage", String(30), nullable=True),
-        Column("to_stage", String(30), nullable=False),
+        Column("pipeline", String(naming.MAX_NAME), nullable=False),
+        Column("from_stage", String(naming.MAX_NAME), nullable=True),
+        Column("to_stage", String(naming.MAX_NAME), nullable=False),
         Column("at", UTCDateTime(), nullable=False),
         Column("by", String(100), nullable=True),
         Column("note", Text(), nullable=True),
@@ -396,7 +396,7 @@ def _system_tables(storage: Storage) -> None:
         naming.JOURNAL_TABLE,
         md,
         Column("id", id_type(), primary_key=True, autoincrement=True),
-        Column("entity", String(30), nullable=False),
+        Column("entity", String(naming.MAX_NAME), nullable=False),
         Column("record_id", id_type(), nullable=False),
         Column("action", String(10), nullable=False),  # create update delete move link unlink note
         Column("at", UTCDateTime(), nullable=False),
@@ -413,7 +413,7 @@ def _system_tables(storage: Storage) -> None:
         Column("id", id_type(), primary_key=True, autoincrement=True),
         Column("created_at", UTCDateTime(), nullable=False),
         Column("automation", String(100), nullable=True),  # the automation that wrote it
-        Column("entity", String(30), nullable=True),  # the record it is about
+        Column("entity", String(naming.MAX_NAME), nullable=True),  # the record it is about
         Column("record_id", id_type(), nullable=True),
         Column("channel", String(10), nullable=False),  # email | webhook
         Column("recipient", Text(), nullable=False),  # an e-mail address or a URL
@@ -436,7 +436,7 @@ def _system_tables(storage: Storage) -> None:
         md,
         Column("id", id_type(), primary_key=True, autoincrement=True),
         Column("automation", String(100), nullable=False),
-        Column("entity", String(30), nullable=False),
+        Column("entity", String(naming.MAX_NAME), nullable=False),
         Column("record_id", id_type(), nullable=False),  # 0: the schedule of an `at` automation
         Column("key", String(100), nullable=False),  # the kind and field, or the stage (sla)
         Column("occurrence_at", UTCDateTime(), nullable=False),
