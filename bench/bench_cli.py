@@ -46,7 +46,9 @@ def run(args: list[str], env: dict, *, check: bool = True) -> float:
     """Wall seconds of one whole process (its CPU seconds go to CPU[-1])."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    done = subprocess.run(args, env=env, capture_output=True, text=True)
+    # run outside any checkout: `python -m metacrm` would import ./metacrm of the working
+    # directory before PYTHONPATH (--source)
+    done = subprocess.run(args, env=env, capture_output=True, text=True, cwd=tempfile.gettempdir())
     elapsed = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     CPU.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)

@@ -168,3 +168,73 @@ def test_the_environment_is_read_as_typer_reads_it(twins, capsys, monkeypatch) -
     assert fast.parse(["list", "deal", "--as", "x"])[1]["as_user"] == "x"  # the option wins
     monkeypatch.setenv("METACRM_LOG", "debug")
     assert fast.parse(["list", "deal"]) is None
+
+
+FORMULAS = """\
+metacrm: 1
+name: shop
+entities:
+  client:
+    fields:
+      name: {type: string, required: true}
+      won_total: {type: money, rollup: "sum(deals.amount where stage = 'won')"}
+  deal:
+    fields:
+      title: {type: string, required: true}
+      amount: {type: money}
+      net: {type: money, formula: "amount - amount / 10"}
+    links:
+      client: {to: client, required: true, inverse: deals}
+    stages:
+      initial: new
+      states:
+        new: {}
+        won: {kind: won}
+      transitions:
+        - {from: new, to: won, when: "amount > 0"}
+"""
+
+
+def test_warm_commands_import_no_parser_no_graph_library_and_reads_no_pydantic(tmp_path: Path) -> None:
+    """With a warm cache: `get` and `list` import no pydantic; `create` and `move` on a model
+    with formulas, roll-ups and guards import no lark (the model's expression trees come from
+    the cache entry), no networkx, no YAML; and they compute what they must (net, won_total)."""
+    import json
+    import os
+    import subprocess
+
+    model = tmp_path / "shop.yaml"
+    model.write_text(FORMULAS, encoding="utf-8")
+    url = f"sqlite:///{tmp_path / 'shop.db'}"
+    with metacrm.connect(str(model), url) as crm:
+        crm.migrate()
+        crm.create("client", {"name": "Acme"})
+    env = {**os.environ, "METACRM_CACHE_DIR": str(tmp_path / "cache"), "COLUMNS": "200"}
+    env.pop("METACRM_NO_CACHE", None)
+    probe = (
+        "import runpy, sys\n"
+        "sys.argv = ['metacrm', *sys.argv[1:]]\n"
+        "try:\n"
+        "    runpy.run_module('metacrm', run_name='__main__')\n"
+        "except SystemExit as exc:\n"
+        "    assert not exc.code, exc.code\n"
+        "heavy = ('yaml', 'jsonschema', 'networkx', 'lark', 'pydantic', 'typer._adapters')\n"
+        "print('loaded', ','.join(m for m in heavy if m in sys.modules) or '-')\n"
+    )
+
+    def run(*args: str) -> tuple[str, str]:
+        argv = [sys.executable, "-c", probe, *args, "--model", str(model), "--db", url]
+        done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        *body, last = done.stdout.splitlines()
+        return "\n".join(body), last
+
+    assert run("get", "client", "1")[1] != "loaded -"  # cold: the model is read and checked
+    assert run("get", "client", "1")[1] == "loaded -"
+    assert run("list", "deal", "--limit", "20")[1] == "loaded -"
+    created, loaded = run("create", "deal", "title=Поставка", "amount=100", "client=1", "-f", "json")
+    assert loaded == "loaded pydantic" and json.loads(created)["net"] == "90.00"
+    moved, loaded = run("move", "deal", "1", "won", "-f", "json")
+    assert loaded == "loaded -" and json.loads(moved)["stage"] == "won"
+    card, _ = run("get", "client", "1", "-f", "json")
+    assert json.loads(card)["record"]["won_total"] == "100.00"

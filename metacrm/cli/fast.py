@@ -85,7 +85,7 @@ def parse(args: list[str]) -> tuple[str, dict] | None:
 
 
 def _keywords(command: str, args: list[str]) -> dict:
-    _module, _function, positional, variadic, options = COMMANDS[command]
+    positional, variadic, options = COMMANDS[command][2:]
     values: dict = {}
     given: list[str] = []
     i = 0

@@ -24,6 +24,11 @@ class Format(StrEnum):
 
 def plain(value) -> str:
     """A value as text: what CSV holds and what the CLI accepts back."""
+    kind = type(value)  # the common cells first: a listing of many rows makes many calls
+    if kind is str:
+        return value
+    if kind is int or kind is Decimal:
+        return str(value)
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -106,7 +111,10 @@ def _cut(text: str, width: int | None) -> str:
 
 
 def _text(value) -> str:
-    return plain(value).replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
+    text = plain(value)
+    if "\n" not in text and "\r" not in text:
+        return text
+    return text.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
 
 
 MIN_CELL = 8  # a cut column keeps at least this many characters (or its header's length)

@@ -379,15 +379,16 @@ def _depth(expr: Expr) -> int:
     return deepest
 
 
-# The trees parsed in this process, by (text, what, start), and those a compiled-model cache
-# entry brought (metacrm.model.cache: the trees of the model's own expressions, which its checks
-# parsed when it was stored): a command on a cached model imports no lark for them.
-TREES: dict[tuple[str, str, str], Expr] = {}
+# The trees parsed in this process, by (text, start rule) (``what`` only names the expression
+# in an error, and no error is kept), with those a compiled-model cache entry brought
+# (metacrm.model.cache: the trees of the model's own expressions, which its checks parsed when
+# it was stored): a command on a cached model imports no lark for them.
+TREES: dict[tuple[str, str], Expr] = {}
 _MAX_TREES = 4096
 
 
 def _parse(text: str, what: str, start: str = "start") -> Expr:
-    key = (text, what, start)
+    key = (text, start)
     tree = TREES.get(key)
     if tree is None:
         from ..model import cache
