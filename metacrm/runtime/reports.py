@@ -1001,4 +1001,5 @@ class ReportsMixin(Host):
                 where=where,
                 access=self._access(ent),
                 path_access=path_access(self.storage, self.actor),
+                me=self.user,
             )
