@@ -336,6 +336,8 @@ def test_who_created_and_who_changed_a_record(desk) -> None:
     assert desk.count("ticket", "created_by is null") == 1
     assert ann.count("ticket", "updated_by = 'bob'") == 2
     assert [t["subject"] for t in desk.find("ticket", "created_by = :who", {"who": "ann"})] == ["a3"]
+    board = bob.board("ticket", where="created_by = :me")
+    assert {c["stage"]: c["count"] for c in board["columns"]} == {"new": 2, "done": 0}
     ordered = desk.find("ticket", "created_by is not null", order_by=["-created_by", "id"])
     assert [t["subject"] for t in ordered] == ["c", "d", "a3"]
 

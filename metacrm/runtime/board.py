@@ -62,19 +62,21 @@ def build_board(
     where: str | None = None,
     access=None,
     path_access=None,
+    me: str | None = None,
 ) -> Board:
     """``access``: the acting user's row filter (metacrm.runtime.access.row_clause), if any;
-    ``path_access``: what the ``where`` may see through links (metacrm.runtime.access.path_access)."""
+    ``path_access``: what the ``where`` may see through links (metacrm.runtime.access.path_access);
+    ``me``: the acting user's login, the ``:me`` of the ``where``."""
     p = choose_pipeline(entity, pipeline)
     if limit_per_stage is not None and (not isinstance(limit_per_stage, int) or limit_per_stage < 0):
         raise BadReportOption(f"limit per stage must be a whole number >= 0, not {limit_per_stage!r}")
     table = storage.table(entity.name)
     amount = table.c[p.amount] if p.amount else None
     order = graph_order(p)
-    key = (storage.model.sha256, entity.name, p.name, where)
+    key = (storage.model.sha256, entity.name, p.name, where, me)
     shared = access is None and (path_access is None or where is None)
     cached = _cached if shared else (lambda _key, build: build())  # a user's filter is not shared
-    filters = (access, path_access)
+    filters = (access, path_access, me)
     totals = cached(key, lambda: _totals(storage, entity, table, p, amount, where, filters))
     counts = {row.stage: row for row in summed(conn, totals, mappings=False)}
     _, descending, _ = _order(entity, table, p.amount, order_by)  # a bad order_by is refused first
@@ -157,15 +159,15 @@ def _cached(key: tuple, build):
 
 
 def _filters(storage: Storage, entity: Entity, table, p, where: str | None, access=(None, None)) -> list:
-    """``access``: (the user's row filter, what the ``where`` may see through links)."""
-    rows, paths = access
+    """``access``: (the user's row filter, what the ``where`` may see through links[, the user's login])."""
+    rows, paths, *more = access
     filters = [table.c.pipeline == p.name] if entity.multi_pipeline else []
     if rows is not None:
         filters.append(rows)
     if where:
         from ..expr import compile_sql
 
-        filters.append(compile_sql(storage, entity.name, where, access=paths))
+        filters.append(compile_sql(storage, entity.name, where, {"me": more[0] if more else None}, access=paths))
     return filters
 
 

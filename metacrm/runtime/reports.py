@@ -1021,4 +1021,5 @@ class ReportsMixin(Host):
                 where=where,
                 access=self._access(ent),
                 path_access=path_access(self.storage, self.actor),
+                me=self.user,
             )
