@@ -107,6 +107,8 @@ def records(crm: CRM) -> tuple[Record, Record]:
     counted: int = crm.count("client", "city = 'Tver'")
     deals: list[Record] = crm.related("client", client_id, "deals")
     titles: dict[int, str] = crm.titles("client", [client_id, many[0]["id"]])
+    checked = crm.validators["deal"].create({"title": "checked", "client": client_id})  # made on first use
+    assert checked["title"] == "checked"
     assert found and counted == 1 and deals[0]["id"] == deal["id"] and titles[client_id] == "Acme"
     card: Card = crm.card("deal", deal["id"])
     target: RecordRef | list[RecordRef] | None = card["links"]["client"]
