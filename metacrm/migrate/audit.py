@@ -5,32 +5,9 @@ to work on it (:func:`missing_audit_columns`), as it does for a model that chang
 
 from __future__ import annotations
 
-from sqlalchemy import inspect
-
-from ..model.metamodel import Model
-from ..storage import naming
+from ..runtime.sysfields import AUDIT_COLUMNS, missing_audit_columns
 from .context import SAFE, Ctx
 from .members import add_columns
-
-AUDIT_COLUMNS = ("created_by", "updated_by")
-
-
-def missing_audit_columns(conn, model: Model, *, first_only: bool = False) -> list[str]:
-    """The entity tables of ``model`` in the database that lack the audit columns
-    (``first_only``: look at one table, enough to tell an earlier metacrm's database)."""
-    insp = inspect(conn)
-    present = set(insp.get_table_names())
-    out = []
-    for entity in model.entities:
-        table = naming.table_name(entity)
-        if table not in present:
-            continue
-        columns = {c["name"] for c in insp.get_columns(table)}
-        if not set(AUDIT_COLUMNS) <= columns:
-            out.append(table)
-        if first_only:
-            break
-    return out
 
 
 def audit_columns(ctx: Ctx, old_table: str, new_table: str) -> list[str]:

@@ -344,7 +344,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
 
     def _audit_columns(self) -> None:
         """Refuse a database made by an earlier metacrm, whose tables lack created_by/updated_by."""
-        from ..migrate.audit import missing_audit_columns
+        from .sysfields import missing_audit_columns
 
         with self._reading() as conn:
             tables = missing_audit_columns(conn, self.model, first_only=True)
