@@ -327,3 +327,18 @@ def test_an_empty_cell_of_an_optional_link_is_noted(crm, tmp_path) -> None:
         (2, "peers", "empty_link", "no account (empty cell)"),
     ]
     assert len(result.ids) == 1
+
+
+def test_an_unplaced_column_lists_the_first_40_fields(db_url, tmp_path) -> None:
+    fields = "".join(f"      f{n:02}: {{type: string}}\n" for n in range(1, 42))  # 41 fields
+    path = tmp_path / "wide.yaml"
+    path.write_text(f"metacrm: 1\nname: wide\nentities:\n  wide:\n    fields:\n{fields}", encoding="utf-8")
+    crm = metacrm.connect(path, db_url)
+    crm.migrate()
+    csv_path = tmp_path / "wide.csv"
+    csv_path.write_text("f01,nope\nA,B\n", encoding="utf-8")
+    with pytest.raises(metacrm.ValidationError) as info:
+        import_csv(crm, "wide", csv_path)
+    shown = ", ".join(f"f{n:02}" for n in range(1, 41))
+    assert f"wide fields: {shown}, ... (1 more);" in str(info.value)
+    crm.close()
