@@ -309,3 +309,36 @@ def test_two_columns_filling_one_field_are_refused_with_the_other_problems(crm, 
     assert str(info.value).startswith("account: ")
     assert str(info.value).endswith(": columns 'name' and 'Name' both fill 'name' (and 1 more)")
     assert names(crm) == ["Stored"]
+
+
+def test_every_unknown_part_of_a_many_link_cell_is_reported(crm, tmp_path) -> None:
+    with pytest.raises(ImportRefused) as info:
+        run(crm, tmp_path, 'name,peers\nA,"Nobody, Stored, Noone"\n')
+    assert [(r.row, r.value, r.reason) for r in info.value.result.rejected] == [
+        (2, "Nobody", "no account titled 'Nobody'"),
+        (2, "Noone", "no account titled 'Noone'"),
+    ]
+
+
+def test_an_empty_cell_of_an_optional_link_is_noted(crm, tmp_path) -> None:
+    result = run(crm, tmp_path, "name,parent,peers\nA,,\n")
+    assert [(n.row, n.column, n.kind, n.reason) for n in result.notes] == [
+        (2, "parent", "empty_link", "no account (empty cell)"),
+        (2, "peers", "empty_link", "no account (empty cell)"),
+    ]
+    assert len(result.ids) == 1
+
+
+def test_an_unplaced_column_lists_the_first_40_fields(db_url, tmp_path) -> None:
+    fields = "".join(f"      f{n:02}: {{type: string}}\n" for n in range(1, 42))  # 41 fields
+    path = tmp_path / "wide.yaml"
+    path.write_text(f"metacrm: 1\nname: wide\nentities:\n  wide:\n    fields:\n{fields}", encoding="utf-8")
+    crm = metacrm.connect(path, db_url)
+    crm.migrate()
+    csv_path = tmp_path / "wide.csv"
+    csv_path.write_text("f01,nope\nA,B\n", encoding="utf-8")
+    with pytest.raises(metacrm.ValidationError) as info:
+        import_csv(crm, "wide", csv_path)
+    shown = ", ".join(f"f{n:02}" for n in range(1, 41))
+    assert f"wide fields: {shown}, ... (1 more);" in str(info.value)
+    crm.close()
