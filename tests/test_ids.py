@@ -120,7 +120,7 @@ def old_style(tmp_path, monkeypatch, doc: dict) -> tuple[str, metacrm.Model, dic
     with monkeypatch.context() as patch:
         patch.setattr(tables, "Table", table)
         patch.setattr(tables, "_CACHE", {})
-        patch.setattr(CRM, "_reusing_ids", lambda self: None)
+        patch.setattr(CRM, "_earlier_metacrm", lambda self: None)
         model, _ = write_model(tmp_path, doc, "old")
         with metacrm.connect(model, db_url) as crm:
             crm.migrate()

@@ -31,11 +31,11 @@ from sqlalchemy import inspect
 
 from ..errors import MetaCRMError, MigrationError
 from ..model.metamodel import Model
+from ..runtime.earlier import reusing_tables
 from ..runtime.engine import WRITE, reading
 from .audit import missing_audit_columns
 from .execute import online, run_actions
 from .history import model_from_record, record, recorded_row
-from .ids import reusing_tables
 from .lock import holder_text, pg_lock, sqlite_lock
 from .plan import plan_migration
 from .steps import DESTRUCTIVE, Plan

@@ -5,7 +5,7 @@ to work on it (:func:`missing_audit_columns`), as it does for a model that chang
 
 from __future__ import annotations
 
-from ..runtime.sysfields import AUDIT_COLUMNS, missing_audit_columns
+from ..runtime.earlier import AUDIT_COLUMNS, missing_audit_columns
 from .context import SAFE, Ctx
 from .members import add_columns
 

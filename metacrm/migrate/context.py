@@ -37,7 +37,7 @@ class Live:
     def from_connection(cls, conn) -> Live:
         from sqlalchemy import inspect
 
-        from .ids import plain_id_tables
+        from ..runtime.earlier import plain_id_tables
 
         insp = inspect(conn)
         tables: dict[str, set[str]] = {}

@@ -38,25 +38,6 @@ _SYSTEM_REFERENCES = (
 )
 
 
-def plain_id_tables(conn) -> set[str]:
-    """SQLite: the tables whose CREATE TABLE has no AUTOINCREMENT (empty on other dialects)."""
-    if conn.dialect.name != "sqlite":
-        return set()
-    rows = conn.exec_driver_sql(
-        "SELECT name, sql FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite~_%' ESCAPE '~'"
-    ).all()
-    return {name for name, sql in rows if sql and "AUTOINCREMENT" not in sql.upper()}
-
-
-def reusing_tables(conn, model: Model) -> list[str]:
-    """The model's entity tables that can give a deleted record's id to a new one (SQLite
-    tables created by an earlier metacrm, without AUTOINCREMENT), in model order."""
-    plain = plain_id_tables(conn)
-    if not plain:
-        return []
-    return [t for t in (naming.table_name(e) for e in model.entities) if t in plain]
-
-
 def references(model: Model, entity: str) -> list[tuple[str, str, str]]:
     """(table, entity column, id column) of every place naming a record of ``entity`` by id
     without a foreign key: metacrm's tables and the polymorphic links that may point at it."""

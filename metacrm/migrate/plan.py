@@ -10,12 +10,12 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import MigrationError
 from ..model.metamodel import Model
+from ..runtime.earlier import reusing_tables
 from ..storage.types import now_utc
 from .audit import missing_audit_columns
 from .context import Live
 from .diff import diff_models
 from .execute import render
-from .ids import reusing_tables
 from .steps import Plan
 
 DIALECTS = ("sqlite", "postgresql")

@@ -322,36 +322,29 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
                 f"applied {recorded['applied_at']:%Y-%m-%d %H:%M}) than {self.model.name} "
                 f"(sha256 {self.model.sha256[:12]}): run `metacrm migrate` (`metacrm migrate --dry-run` shows the plan)"
             )
-        self._reusing_ids()
-        self._audit_columns()
+        self._earlier_metacrm()
         self._state = "current"
 
-    def _reusing_ids(self) -> None:
-        """SQLite: refuse a database whose entity tables were created without AUTOINCREMENT (by
-        an earlier metacrm): a new record could get a deleted one's id and inherit its past."""
-        if self.engine.dialect.name != "sqlite":
-            return
-        from ..migrate.ids import reusing_tables
+    def _earlier_metacrm(self) -> None:
+        """Refuse a database made by an earlier metacrm (one reading transaction, nothing of
+        metacrm.migrate imported): SQLite entity tables created without AUTOINCREMENT (a new
+        record could get a deleted one's id and inherit its past), or entity tables without
+        the created_by/updated_by columns."""
+        from .earlier import missing_audit_columns, reusing_tables
 
         with self._reading() as conn:
-            tables = reusing_tables(conn, self.model)
-        if tables:
+            reusing = reusing_tables(conn, self.model)
+            unaudited = [] if reusing else missing_audit_columns(conn, self.model, first_only=True)
+        if reusing:
             self._state = "other"
             raise MigrationError(
-                f"the database was made by an earlier metacrm: its tables {', '.join(tables)} can give the id of a "
+                f"the database was made by an earlier metacrm: its tables {', '.join(reusing)} can give the id of a "
                 "deleted record to a new one: run `metacrm migrate` (`metacrm migrate --dry-run` shows the plan)"
             )
-
-    def _audit_columns(self) -> None:
-        """Refuse a database made by an earlier metacrm, whose tables lack created_by/updated_by."""
-        from .sysfields import missing_audit_columns
-
-        with self._reading() as conn:
-            tables = missing_audit_columns(conn, self.model, first_only=True)
-        if tables:
+        if unaudited:
             self._state = "other"
             raise MigrationError(
-                f"the database was made by an earlier metacrm: its table {tables[0]} has no created_by/updated_by "
+                f"the database was made by an earlier metacrm: its table {unaudited[0]} has no created_by/updated_by "
                 "columns: run `metacrm migrate` (`metacrm migrate --dry-run` shows the plan)"
             )
 

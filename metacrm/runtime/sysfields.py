@@ -18,7 +18,7 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import bindparam, column, select, table, text
+from sqlalchemy import bindparam, column, select, table
 
 from ..errors import FieldIssue
 from ..model.autonumber import prefix, render
@@ -136,41 +136,9 @@ def fill_existing(conn, model: Model, entity: str, f: Field) -> int:
 
 
 
-# The created_by / updated_by columns: a database of an earlier metacrm lacks them (the
-# CRM refuses it until `migrate` adds them: metacrm.migrate.audit). Here, not in migrate/, so
-# that connecting imports nothing of the migration machinery.
-AUDIT_COLUMNS = ("created_by", "updated_by")
-
-
-def missing_audit_columns(conn, model: Model, *, first_only: bool = False) -> list[str]:
-    """The entity tables of ``model`` in the database that lack the audit columns
-    (``first_only``: look at one table, enough to tell an earlier metacrm's database). One
-    catalogue query per table, on the connection given (no inspector: it costs more queries)."""
-    if conn.dialect.name == "sqlite":
-        query = text("SELECT name FROM pragma_table_info(:t)")
-    else:
-        query = text(
-            "SELECT column_name FROM information_schema.columns "
-            "WHERE table_schema = current_schema() AND table_name = :t"
-        )
-    out = []
-    for entity in model.entities:
-        table = naming.table_name(entity)
-        columns = set(conn.execute(query, {"t": table}).scalars())
-        if not columns:  # not created yet
-            continue
-        if not set(AUDIT_COLUMNS) <= columns:
-            out.append(table)
-        if first_only:
-            break
-    return out
-
-
 __all__ = [
-    "AUDIT_COLUMNS",
     "READONLY",
     "fill_existing",
-    "missing_audit_columns",
     "number_rows",
     "refuse_readonly_changes",
     "refuse_readonly_values",
