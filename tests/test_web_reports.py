@@ -251,3 +251,40 @@ def test_model_page_escapes_labels(db_url, tmp_path):
     assert "new --> lost : Отказ#59; 50% #35;1" in blocks["stages-lead-default"]  # drawn as "Отказ; 50% #1"
     client.close()
     crm.close()
+
+
+def test_group_page_by_stage_keeps_to_one_pipeline(db_url):
+    """An entity with two pipelines: the group page by stage counts one pipeline's records (the
+    default pipeline unless one is chosen), as `report group --pipeline` does; by another field
+    it may count every pipeline together."""
+    from fastapi.testclient import TestClient
+
+    from metacrm.runtime.passwords import set_password
+    from metacrm.web import create_app
+    from tests.test_web_pages import csrf_of
+
+    model = Path(__file__).parent / "fixtures" / "valid" / "defects_left.yaml"
+    crm = metacrm.connect(model, db_url)
+    try:
+        crm.migrate()
+        crm.add_user("dir", roles=["boss"])
+        set_password(crm, "dir", PASSWORD)
+        for title, kind in (("s1", "sales"), ("s2", "sales"), ("r1", "rental")):
+            crm.create("deal", {"title": title, "kind": kind, "pipeline": kind})
+        client = TestClient(create_app(crm), base_url="http://testserver", follow_redirects=False)
+        token = csrf_of(client.get("/login").text)
+        client.post("/login", data={"login": "dir", "password": PASSWORD, "csrf": token, "next": "/"})
+
+        def rows(**params) -> dict[str, str]:
+            page = client.get("/reports/group/deal", params=params)
+            assert page.status_code == 200, (params, page.text[:300])
+            found = re.findall(r'class="label">([^<]*)</th><td class="num count">(\d+)</td>', page.text)
+            return {html.unescape(label): count for label, count in found}
+
+        assert rows() == {"new": "2"}  # the default pipeline (sales), not the rental deal
+        assert rows(by="stage", pipeline="rental") == {"asked": "1"}
+        assert rows(by="kind") == {"sales": "2", "rental": "1"}  # every pipeline together
+        assert rows(by="kind", pipeline="rental") == {"rental": "1"}
+        assert 'id="r-pipeline"' in client.get("/reports/group/deal").text
+    finally:
+        crm.close()

@@ -154,9 +154,11 @@ def install(router: APIRouter, crm, signed_in, render, pages) -> None:
         session = signed_in(request)
         ent = entity_of(entity)
         names = reports.group_names(ent)
-        params = {k: _param(request, k) for k in ("by", "sum", "period", "date", "from", "to")}
+        params = {k: _param(request, k) for k in ("by", "sum", "period", "date", "from", "to", "pipeline")}
         if params["by"] is None and names:
             params["by"] = "stage" if "stage" in names else names[0]
+        if params["by"] == "stage" and params["pipeline"] is None and len(ent.pipelines) > 1:
+            params["pipeline"] = ent.default_pipeline.name  # stages of two pipelines never share a table
         doc = problem = None
         try:
             if params["by"] is None:
@@ -169,6 +171,7 @@ def install(router: APIRouter, crm, signed_in, render, pages) -> None:
                 date=params["date"],
                 date_from=params["from"],
                 date_to=params["to"],
+                pipeline=params["pipeline"],
             )
         except E.ValidationError as exc:
             problem = str(exc)
