@@ -239,3 +239,29 @@ def test_an_import_sees_only_the_users_records(db_url, tmp_path, monkeypatch):
         assert site.crm.find("deal", "title = 'Чужая'") == []
     finally:
         site.close()
+
+
+def test_the_automations_box_is_the_clis_no_automations(db_url, tmp_path):
+    """"Do not run the automations" is `import --no-automations`: a `created` automation sets a
+    field on each imported client unless the box is ticked."""
+    text = TRADE.read_text(encoding="utf-8").replace(
+        "automations:\n",
+        "automations:\n  welcome:\n    when: {entity: client, created: true}\n"
+        "    do:\n      - update: {values: {city: Автоград}}\n",
+        1,
+    )
+    model = tmp_path / "trade.yaml"
+    model.write_text(text, encoding="utf-8")
+    s = Site(db_url, model=model)
+    try:
+        s.sign_in("dir")
+        for ticked, name in ((False, "Первый"), (True, "Второй")):
+            data = f"name\n{name}\n".encode()
+            preview = upload(s, "client", data)
+            done = step(s, "client", "run", preview.text, no_automations=ticked)
+            assert done.status_code == 200, done.text[:400]
+            (record,) = s.crm.find("client", "name = :n", {"n": name})
+            assert record["city"] == (None if ticked else "Автоград"), ticked
+        assert 'id="opt-no_automations"' in preview.text
+    finally:
+        s.close()

@@ -48,7 +48,8 @@ from .app import HTTPProblem, Settings, read_body
 IGNORE = "-"  # a column mapped to nothing
 PREVIEW_ROWS = 10  # rows shown with the mapping
 MULTIPART = "multipart/form-data"
-OPTIONS = ("skip_invalid", "import_stages", "near_matches")  # the CLI's --skip-invalid, --with-stages, --near-matches
+OPTIONS = ("skip_invalid", "import_stages", "near_matches", "no_automations")
+# the CLI's --skip-invalid, --with-stages, --near-matches, --no-automations
 
 
 class Uploads:
@@ -115,6 +116,12 @@ def _mapping(form: dict) -> dict[str, str]:
 
 def _options(form: dict) -> dict[str, bool]:
     return {name: form.get(name) in ("1", "on", "true") for name in OPTIONS}
+
+
+def _library(options: dict[str, bool]) -> dict[str, bool]:
+    """The form's boxes as import_csv's keywords (the box says "do not run the automations")."""
+    chosen = {k: v for k, v in options.items() if k != "no_automations"}
+    return {**chosen, "automations": not options.get("no_automations", False)}
 
 
 def install(
@@ -281,7 +288,7 @@ def _entity_import(router, ent, conf, uploads, allowed, owner_of, signed_in, che
             if dry:
                 result = _dry_run(user, name, _named(data, filename), options, mapping)
             else:
-                result = import_csv(user, name, _named(data, filename), mapping=mapping, **options)
+                result = import_csv(user, name, _named(data, filename), mapping=mapping, **_library(options))
         except ImportRefused as exc:
             result, refused = exc.result, str(exc)
         except E.ValidationError:  # the columns as mapped: the preview again, with the library's messages
@@ -325,7 +332,7 @@ def _dry_run(user, entity: str, source, options: dict, mapping: dict) -> ImportR
     """The library's import in a transaction rolled back at its end: what it would do, nothing written."""
     try:
         with user.transaction():
-            raise _RolledBack(import_csv(user, entity, source, mapping=mapping, **options))
+            raise _RolledBack(import_csv(user, entity, source, mapping=mapping, **_library(options)))
     except _RolledBack as done:
         return done.result
 
