@@ -41,9 +41,9 @@ def missing_audit_columns(conn, model: Model, *, first_only: bool = False) -> li
     if conn.dialect.name == "sqlite":
         query = text("SELECT name FROM pragma_table_info(:t)")
     else:
-        query = text(
-            "SELECT column_name FROM information_schema.columns "
-            "WHERE table_schema = current_schema() AND table_name = :t"
+        query = text(  # this table's catalogue rows only (information_schema reads every table's)
+            "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(quote_ident(current_schema()) || '.' || quote_ident(:t)) "
+            "AND attnum > 0 AND NOT attisdropped"
         )
     out = []
     for entity in model.entities:

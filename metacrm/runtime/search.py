@@ -206,9 +206,12 @@ def ensure_search_index(conn, storage) -> list[str]:
             stale = (
                 conn.execute(
                     text(
-                        "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() AND tablename = :t "
-                        "AND (indexname LIKE :p OR indexdef LIKE :d)"
-                    ),  # a long table's index name is shortened (naming.short): found by what it indexes
+                        "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                        "WHERE i.indrelid = to_regclass(quote_ident(current_schema()) || '.' || quote_ident(:t)) "
+                        "AND (c.relname LIKE :p OR pg_get_indexdef(i.indexrelid) LIKE :d)"
+                    ),  # a long table's index name is shortened (naming.short): found by what it indexes;
+                    # the catalogue of this table only (pg_indexes reads every schema's index definitions,
+                    # which fails when another session drops a table meanwhile)
                     {"t": name, "p": f"ix_{name}__search%", "d": "%USING gin (to_tsvector(%"},
                 )
                 .scalars()
