@@ -29,7 +29,7 @@ from ..types import DuplicateGroup, DuplicateMatch, Record, RecordedModel
 from . import journal, sysfields
 from . import records as rec
 from .access import SYSTEM, Actor, check_create, check_row, readable, require, row_clause, scope, team_members
-from .bulk import QUIET, Issues, Misplaced, firing, paused_gc
+from .bulk import QUIET, Issues, Misplaced, firing, insert_rows, paused_gc
 from .deletes import delete_records
 from .duplicates import duplicate_groups, find_duplicates, merge_into
 from .engine import driver_errors, make_engine, reading, ready, writing
@@ -978,7 +978,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
             ids = rec.allocate_ids(conn, table, len(rows))
             for row, record_id in zip(rows, ids, strict=True):
                 row["id"] = record_id
-            conn.execute(insert(table), list(rows))
+            insert_rows(conn, table, rows)
         for link in rec.many_links(ent):
             pairs = [
                 {"source_id": record_id, "target_id": t}
@@ -986,9 +986,9 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
                 for t in many.get(link.name, ())
             ]
             if pairs:
-                conn.execute(insert(self.storage.join_table(ent.name, link.name)), pairs)
+                insert_rows(conn, self.storage.join_table(ent.name, link.name), pairs)
         if ent.has_stages:
-            conn.execute(rec.insert_into(self.storage.history_table), self._history_rows(ent, rows, ids))
+            insert_rows(conn, self.storage.history_table, self._history_rows(ent, rows, ids))
             rows = self._place(conn, ent, rows, ids, stages)
         out = []
         for record_id, row, many in zip(ids, rows, manys, strict=True):
