@@ -224,9 +224,7 @@ def timeline(
                 .order_by(history.c.at.desc(), history.c.id.desc())
                 .limit(limit)
             ).mappings()
-            items += [
-                {**_history_out(r), "via": via} for r in moves if (r["record_id"], r["at"]) not in held
-            ]
+            items += [{**_history_out(r), "via": via} for r in moves if (r["record_id"], r["at"]) not in held]
     items.sort(key=lambda i: i["_order"], reverse=True)
     out, seen = [], set()
     for item in items:

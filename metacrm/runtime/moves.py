@@ -347,20 +347,6 @@ def _statements(table: Table, history: Table) -> tuple:
     return cas, insert(history)
 
 
-HISTORY_COLUMNS = (
-    "entity",
-    "record_id",
-    "pipeline",
-    "from_stage",
-    "to_stage",
-    "at",
-    "by",
-    "note",
-    "seconds_in_stage",
-    "source",
-)
-
-
 @lru_cache(maxsize=64)
 def _combined(table: Table, history: Table):
     """PostgreSQL: the compare-and-swap UPDATE and the history INSERT as one statement (one
@@ -368,11 +354,11 @@ def _combined(table: Table, history: Table):
     FROM moved``. The INSERT's row count says whether the compare-and-swap matched."""
     cas, _ = _statements(table, history)
     moved = cas.returning(table.c.id).cte("moved")
+    names = [column.name for column in history.c if not column.primary_key]
     values = [
-        moved.c.id if name == "record_id" else bindparam(f"h_{name}", type_=history.c[name].type)
-        for name in HISTORY_COLUMNS
+        moved.c.id if name == "record_id" else bindparam(f"h_{name}", type_=history.c[name].type) for name in names
     ]
-    add = insert(history).from_select(list(HISTORY_COLUMNS), select(*values).select_from(moved))
+    add = insert(history).from_select(names, select(*values).select_from(moved))
     return add.execution_options(preserve_rowcount=True)  # an INSERT's count is kept only when asked
 
 
