@@ -29,7 +29,7 @@ from ..types import DuplicateGroup, DuplicateMatch, Record, RecordedModel
 from . import journal, sysfields
 from . import records as rec
 from .access import SYSTEM, Actor, check_create, check_row, readable, require, row_clause, scope, team_members
-from .bulk import QUIET, Issues, Misplaced, firing, insert_rows, paused_gc
+from .bulk import QUIET, Issues, Misplaced, firing, insert_row, insert_rows, paused_gc
 from .deletes import delete_records
 from .duplicates import duplicate_groups, find_duplicates, merge_into
 from .engine import driver_errors, make_engine, reading, ready, writing
@@ -392,12 +392,13 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
     def _actor_or_none(self) -> Actor | None:
         return None if self.user is None else self.actor
 
-    def _get_row(self, conn, entity: Entity, record_id, action: str = "read") -> Mapping:
+    def _get_row(self, conn, entity: Entity, record_id, action: str = "read", query=None) -> Mapping:
         """The stored row; NotFound when there is none, PermissionDenied when the acting user
-        may not do ``action`` on it."""
+        may not do ``action`` on it. ``query``: another prebuilt SELECT by ``:_id`` of the row."""
         table = self.storage.table(entity.name)
         record_id = _as_id(entity, record_id)
-        row = conn.execute(rec.row_by_id(table), {"_id": record_id}).mappings().first()
+        query = rec.row_by_id(table) if query is None else query
+        row = conn.execute(query, {"_id": record_id}).mappings().first()
         if row is None:
             raise NotFound(f"{entity.name} {record_id} not found", entity=entity.name, record_id=record_id)
         if self.user is not None:
@@ -973,7 +974,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
                 row["reached"] = bits[(ent.name, row["pipeline"])][row["stage"]]
         sysfields.number_rows(conn, self.storage, ent, rows, self.model.timezone)
         if len(rows) == 1:
-            ids = [conn.execute(rec.insert_returning_id(table), rows[0]).scalar_one()]
+            ids = [insert_row(conn, table, rows[0])]
         else:  # ids taken up front, then one plain executemany (RETURNING in order costs a statement per row)
             ids = rec.allocate_ids(conn, table, len(rows))
             for row, record_id in zip(rows, ids, strict=True):
