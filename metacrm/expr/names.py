@@ -217,6 +217,9 @@ def system_columns(entity: Entity) -> dict[str, ValueType]:
     }
     if entity.owner:
         cols["owner"] = ValueType(TEXT, f"{label}.owner", "string")
+    if entity.archive:
+        cols["archived_at"] = ValueType(DATETIME, f"{label}.archived_at", "datetime")
+        cols["archived_by"] = ValueType(TEXT, f"{label}.archived_by", "string")
     if entity.has_stages:
         stages: dict[str, None] = {}
         for p in entity.pipelines.values():

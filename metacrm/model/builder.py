@@ -182,6 +182,7 @@ class _Builder:
             plural=_str(decl.get("plural")),
             description=_str(decl.get("description")),
             owner=decl.get("owner") is True,
+            archive=decl.get("archive") is True,
             title=title,
             search=_names(decl.get("search")),
             list=_names(decl["list"]) if isinstance(decl.get("list"), list) else None,

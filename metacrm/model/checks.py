@@ -22,6 +22,8 @@ SYSTEM_COLUMNS = frozenset(
         "updated_at",
         "created_by",
         "updated_by",
+        "archived_at",
+        "archived_by",
         "owner",
         "version",
         "pipeline",

@@ -262,6 +262,7 @@ class Entity:
     plural: str | None = None
     description: str | None = None
     owner: bool = False
+    archive: bool = False  # ``archive: true``: delete archives (archived_at/archived_by), purge removes
     title: str | None = None
     search: tuple[str, ...] = ()
     indexes: tuple[tuple[str, ...], ...] = ()
@@ -302,7 +303,10 @@ class Entity:
             out.append("owner")
         if self.has_stages:
             out += ["pipeline", "stage"] if self.multi_pipeline else ["stage"]
-        return (*out, "created_at", "updated_at", "version", "created_by", "updated_by")
+        out += ["created_at", "updated_at", "version", "created_by", "updated_by"]
+        if self.archive:
+            out += ["archived_at", "archived_by"]
+        return tuple(out)
 
     def member(self, name: str) -> Field | Link | InverseLink | None:
         """A field, link or inverse link by name."""

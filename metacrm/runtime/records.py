@@ -29,6 +29,8 @@ ORDERABLE_SYSTEM = (
     "created_by",
     "updated_by",
     "owner",
+    "archived_at",
+    "archived_by",
     "pipeline",
     "stage",
     "stage_entered_at",
@@ -92,6 +94,9 @@ def row_to_record(entity: Entity, row: Mapping, many: Mapping[str, list[int]] | 
         record["stage"] = row["stage"]
     for name in SYSTEM_OUT:
         record[name] = row[name]
+    if entity.archive:
+        record["archived_at"] = row["archived_at"]
+        record["archived_by"] = row["archived_by"]
     return record
 
 
@@ -152,19 +157,32 @@ def check_links_exist(
 
     ``trust_keys``: leave out the links a foreign key guards (all but polymorphic ones), for
     the system user, who may link to any record: the insert itself then refuses a missing
-    target, and the caller explains the refusal by running this check again in full."""
-    from .access import row_clause
+    target, and the caller explains the refusal by running this check again in full.
+
+    An archived target (``archive: true``) is refused too, said as such to whoever may read it
+    (a foreign key would let it through, so links to such entities are always checked here)."""
+    from .access import SYSTEM as SYSTEM_ACTOR
+    from .access import archive_clause, row_clause
+
+    entities = storage.model.entities
+
+    def checked(link: Link) -> bool:
+        return not trust_keys or link.polymorphic or any(entities[t].archive for t in link.targets)
 
     wanted: dict[str, set[int]] = defaultdict(set)
     for values in records:
-        for target, ids in link_targets(entity, values, polymorphic_only=trust_keys).items():
-            wanted[target] |= ids
+        for link in entity.links.values():
+            if checked(link):
+                for target, ids in link_targets(entity, {link.name: values.get(link.name)}).items():
+                    wanted[target] |= ids
     if trust_keys and not wanted:
         return
     existing: dict[str, set[int]] = {}
+    archived: dict[str, set[int]] = {}
     for target, ids in wanted.items():
         table = storage.table(target)
-        visible = row_clause(storage, storage.model.entities[target], actor) if actor is not None else None
+        ent = entities[target]
+        visible = row_clause(storage, ent, actor) if actor is not None else archive_clause(ent, table)
         found: set[int] = set()
         ordered = sorted(ids)
         for start in range(0, len(ordered), BATCH):
@@ -178,13 +196,21 @@ def check_links_exist(
             query = select(table.c.id).where(table.c.id.in_(chunk), visible)
             found.update(conn.execute(query).scalars())
         existing[target] = found
+        if ent.archive and len(found) < len(ordered):  # which of the others are archived (and readable)
+            missing = [i for i in ordered if i not in found]
+            shown = row_clause(storage, ent, actor or SYSTEM_ACTOR, archived="only")
+            archived[target] = {
+                i
+                for start in range(0, len(missing), BATCH)
+                for i in conn.execute(select(table.c.id).where(table.c.id.in_(missing[start : start + BATCH]), shown)).scalars()
+            }
     # a record the user may not read is named exactly as a missing one, and the text says both
     unseen = "" if actor is None or actor.system else f" that user '{actor.login}' may read"
     issues = []
     for index, values in enumerate(records):
         for link in entity.links.values():
             value = values.get(link.name)
-            if value is None or (trust_keys and not link.polymorphic):
+            if value is None or not checked(link):
                 continue
             if link.many:
                 pairs = [(link.target, v) for v in value]
@@ -194,11 +220,14 @@ def check_links_exist(
                 pairs = [(link.target, value)]
             for target, target_id in pairs:
                 if target_id not in existing.get(target, ()):
+                    gone = target_id in archived.get(target, ())
                     issues.append(
                         FieldIssue(
                             entity.name,
                             link.name,
-                            f"no {target} with id {target_id}{unseen}",
+                            f"{target} {target_id} is archived: restore it before linking to it"
+                            if gone
+                            else f"no {target} with id {target_id}{unseen}",
                             target_id,
                             index if indexed else None,
                         )

@@ -150,6 +150,8 @@ def _system_columns(entity: Entity) -> list:
     ]
     if entity.owner:
         cols.append(Column("owner", String(100), nullable=True))
+    if entity.archive:  # soft delete (docs/archive.md): set when archived, null while live
+        cols += [Column("archived_at", UTCDateTime(), nullable=True), Column("archived_by", String(100), nullable=True)]
     if entity.has_stages:
         cols += [
             Column("pipeline", String(naming.MAX_NAME), nullable=False),
