@@ -32,6 +32,7 @@ from .access import (
     SYSTEM,
     Actor,
     archive_clause,
+    archived_mode,
     check_create,
     check_row,
     readable,
@@ -1180,43 +1181,68 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
     def _remove(self, ent: Entity, record_id) -> dict[str, list[int]]:
         with self._writing() as conn:
             row = self._get_row(conn, ent, record_id, "delete", archived=True)
-            before = rec.rows_to_records(conn, self.storage, ent, [row])[0]
-            cleared: list = []
-            removed: dict | None = {} if self._reactors else None  # cascaded records' values, for the reactors
-            deleted = delete_records(conn, self.storage, ent.name, {row["id"]}, cleared=cleared, removed=removed)
-            now, cause = now_utc(), f"cascaded from {ent.name} {row['id']}"
+            return self._remove_rows(conn, ent, [row])
 
-            def values_of(name: str, deleted_id: int) -> dict | None:
-                got = (removed or {}).get(name, {}).get(deleted_id)
-                return None if got is None else journal.diff(self.model.entities[name], got, None)
+    def purge_archived(self, entity: str) -> dict[str, list[int]]:
+        """Purge every archived record of an entity with ``archive: true`` that the acting user
+        may delete (``metacrm purge ENTITY --archived``), in one transaction: refused as a
+        whole when a ``restrict`` link points at one. Returns the removed ids by entity."""
+        self._ready()
+        ent = self._entity(entity)
+        archived_mode(ent, "only")  # an entity without archive: refused, naming it
+        require(self.model, self.actor, ent.name, "delete")
+        table = self.storage.table(ent.name)
+        query = select(table).where(row_clause(self.storage, ent, self.actor, "delete", archived="only"))
+        with self._writing() as conn:
+            rows = conn.execute(query.order_by(table.c.id)).mappings().all()
+            return self._remove_rows(conn, ent, rows) if rows else {}
 
+    def _remove_rows(self, conn, ent: Entity, rows: Sequence[Mapping]) -> dict[str, list[int]]:
+        """Remove stored rows (already checked) for good with what their links cascade to,
+        journaled: a delete, a purge."""
+        roots = {row["id"]: row for row in rows}
+        before = {r["id"]: r for r in rec.rows_to_records(conn, self.storage, ent, rows)}
+        cleared: list = []
+        removed: dict | None = {} if self._reactors else None  # cascaded records' values, for the reactors
+        deleted = delete_records(conn, self.storage, ent.name, set(roots), cleared=cleared, removed=removed)
+        now = now_utc()
+        origin = f"{ent.name} {rows[0]['id']}" if len(rows) == 1 else f"{len(rows)} archived {ent.name} records"
+        cause = f"cascaded from {origin}"
+
+        def values_of(name: str, deleted_id: int) -> dict | None:
+            got = (removed or {}).get(name, {}).get(deleted_id)
+            return None if got is None else journal.diff(self.model.entities[name], got, None)
+
+        def root_entry(rid: int):
             # an archived record's delete was journaled (and fired `deleted`) when it was archived
-            action = "purge" if ent.archive and row["archived_at"] is not None else "delete"
-            entries = [
-                journal.entry(ent.name, row["id"], action, now, self.user, journal.diff(ent, before, None))
-                if (name, deleted_id) == (ent.name, row["id"])
-                else journal.entry(name, deleted_id, "delete", now, self.user, values_of(name, deleted_id), text=cause)
-                for name, ids in deleted.items()
-                for deleted_id in sorted(ids)
-            ]
-            entries += [  # links of surviving records that the delete emptied
-                journal.entry(
-                    source,
-                    source_id,
-                    "unlink",
-                    now,
-                    self.user,
-                    {link: [journal.safe(old), None]},
-                    text=f"by the delete of {ent.name} {row['id']}",
-                )
-                for source, source_id, link, old in cleared
-            ]
-            self._log(conn, entries)
-            if cleared:  # surviving records whose link the delete emptied keep their rules and stages
-                from .rules import check_emptied
+            action = "purge" if ent.archive and roots[rid]["archived_at"] is not None else "delete"
+            return journal.entry(ent.name, rid, action, now, self.user, journal.diff(ent, before[rid], None))
 
-                check_emptied(conn, self.storage, cleared)
-            self._removed(conn, deleted)
+        entries = [
+            root_entry(deleted_id)
+            if name == ent.name and deleted_id in roots
+            else journal.entry(name, deleted_id, "delete", now, self.user, values_of(name, deleted_id), text=cause)
+            for name, ids in deleted.items()
+            for deleted_id in sorted(ids)
+        ]
+        entries += [  # links of surviving records that the delete emptied
+            journal.entry(
+                source,
+                source_id,
+                "unlink",
+                now,
+                self.user,
+                {link: [journal.safe(old), None]},
+                text=f"by the delete of {origin}",
+            )
+            for source, source_id, link, old in cleared
+        ]
+        self._log(conn, entries)
+        if cleared:  # surviving records whose link the delete emptied keep their rules and stages
+            from .rules import check_emptied
+
+            check_emptied(conn, self.storage, cleared)
+        self._removed(conn, deleted)
         return {name: sorted(ids) for name, ids in deleted.items()}
 
     def _removed(self, conn, removed: Mapping[str, set[int]]) -> None:
