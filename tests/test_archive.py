@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import test_sysfields
 from conftest import dump_database
 
 import metacrm
@@ -36,6 +37,7 @@ entities:
     fields:
       title: {type: string, required: true}
       amount: {type: money}
+      due: {type: datetime}
     links:
       client: {to: client, inverse: deals}
     stages:
@@ -59,6 +61,11 @@ automations:
     do:
       - create: log
         values: {text: "client gone"}
+  late:
+    when: {entity: deal, overdue: due}
+    do:
+      - create: log
+        values: {text: "deal late"}
 roles:
   manager:
     client: {read: own, create: all, update: own, delete: own}
@@ -72,9 +79,7 @@ roles:
 
 
 def write_model(tmp_path: Path, text: str = MODEL, name: str = "model.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
-    return path
+    return test_sysfields.write_model(tmp_path, text, name)
 
 
 @pytest.fixture
@@ -277,6 +282,11 @@ def test_automations_see_the_archive_as_the_delete(crm) -> None:
     assert crm.count("log") == 2
     crm.purge("client", c["id"])
     assert crm.count("log") == 2  # the purge of an archived record fires nothing more
+    late = crm.create("deal", {"title": "late", "due": "2020-01-01T10:00:00Z"})
+    crm.create("deal", {"title": "later", "due": "2020-01-02T10:00:00Z"})
+    crm.delete("deal", late["id"])
+    crm.tick()
+    assert crm.count("log", "text = 'deal late'") == 1  # the archived deal is overdue no more
 
 
 # -- migrations ------------------------------------------------------------------------------------
