@@ -291,7 +291,7 @@ def test_automations_see_the_archive_as_the_delete(crm) -> None:
 
 # -- migrations ------------------------------------------------------------------------------------
 
-PLAIN = MODEL.replace("  client:\n    archive: true\n", "  client:\n")
+PLAIN = MODEL.replace("    archive: true\n", "")
 
 
 def test_migrations_switch_archive_on_and_off(db_url, tmp_path) -> None:
@@ -299,12 +299,15 @@ def test_migrations_switch_archive_on_and_off(db_url, tmp_path) -> None:
     plain.migrate()
     a = plain.create("client", {"name": "Ромашка"})
     plain.create("client", {"name": "Лютик"})
+    plain.create("deal", {"title": "Поставка", "amount": "10.00", "client": a["id"]})
     on = metacrm.connect(write_model(tmp_path), db_url)
     plan = on.migrate(dry_run=True)
-    step = next(s for s in plan if s.kind == "add_archive")
-    assert (step.entity, step.count, step.klass) == ("client", 2, "safe")
-    assert "add columns archived_at, archived_by" in step.description
+    added = {s.entity: s for s in plan if s.kind == "add_archive"}
+    assert {e: (s.count, s.klass) for e, s in added.items()} == {"client": (2, "safe"), "deal": (1, "safe")}
+    assert "add columns archived_at, archived_by" in added["client"].description
+    assert any(s.kind == "add_index" and s.entity == "deal" and "archived_at" in s.target for s in plan)
     on.migrate()
+    assert on.funnel("deal")["stages"][0]["now"] == 1
     assert [r["archived_at"] for r in on.find("client")] == [None, None]  # existing records stay live
     on.delete("client", a["id"])
     off = metacrm.connect(write_model(tmp_path, PLAIN, "plain.yaml"), db_url)
@@ -317,6 +320,7 @@ def test_migrations_switch_archive_on_and_off(db_url, tmp_path) -> None:
     on.restore("client", a["id"])
     off.migrate()
     assert [r["name"] for r in off.find("client")] == ["Ромашка", "Лютик"]
+    assert off.funnel("deal")["stages"][0]["amount"] == 10
     assert "archived_at" not in off.get("client", a["id"])
     for crm in (plain, on, off):
         crm.close()

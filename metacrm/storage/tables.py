@@ -211,13 +211,18 @@ def _entity_table(entity: Entity, model: Model, storage: Storage) -> Table:
             indexes.append((naming.link_column(link.name),))
     if entity.owner:
         indexes.append(("owner",))
+    # archive: true: counts, boards and funnels read live rows only (archived_at IS NULL): their
+    # covering indexes carry the column last, so that they stay covering. Never first, nor alone:
+    # SQLite's planner (no statistics) would take `archived_at IS NULL` for a selective equality
+    # and read a page of a list through it, sorting every live row (bench: 5x slower)
+    live = ("archived_at",) if entity.archive else ()
     if entity.has_stages:
         for pipeline in entity.pipelines.values():
             storage.reached_bits[(entity.name, pipeline.name)] = stage_bits(pipeline)
         indexes.append(("stage", "pipeline"))
         amounts = {p.amount for p in entity.pipelines.values() if p.amount}
         for amount in sorted(amounts):
-            indexes.append(("stage", amount))  # covering index for boards
+            indexes.append(("stage", amount, *live))  # covering index for boards
             # a list ordered by the pipeline's money field (``find(order_by="-amount")``, the
             # web list's sorted column) and filtered by it (``amount > 500000``, its capped
             # count): read from the index instead of sorting the whole table
@@ -225,7 +230,7 @@ def _entity_table(entity: Entity, model: Model, storage: Storage) -> Table:
         # covering index for the funnel's one scan: GROUP BY stage, reached (of one pipeline)
         scope = ("pipeline",) if entity.multi_pipeline else ()
         for amount in sorted({p.amount or "" for p in entity.pipelines.values()}):
-            indexes.append((*scope, "stage", "reached", *([amount] if amount else [])))
+            indexes.append((*scope, "stage", "reached", *([amount] if amount else []), *live))
     for names in entity.indexes:
         indexes.append(tuple(_member_column(entity, n) for n in names))
     for names in entity.unique:

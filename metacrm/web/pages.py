@@ -46,7 +46,7 @@ from .forms import FORM_TYPE, parse_urlencoded
 from .i18n import N_, _
 
 # the timeline's actions (runtime.journal.ACTIONS; its kinds are words of the card's note form)
-N_("create"), N_("update"), N_("delete"), N_("move"), N_("link"), N_("unlink")
+N_("create"), N_("update"), N_("delete"), N_("move"), N_("link"), N_("unlink"), N_("archive"), N_("restore"), N_("purge")
 
 HERE = Path(__file__).parent
 SESSION_COOKIE = "metacrm_session"
