@@ -77,6 +77,11 @@ class ValueType:
             hint = f" (write text in quotes: '{value}')" if isinstance(value, int | Decimal) else ""
             raise self.error(f"{show(value)} is not text{hint}", pos)
         if kind == INTEGER:
+            if self.type_name == "duration" and isinstance(value, str):  # '1h30m', 'PT2H': seconds
+                try:
+                    return dates.parse_duration_seconds(value)
+                except ValueError as exc:
+                    raise self.error(str(exc), pos) from None
             return self._integer(value, pos)
         if kind == DECIMAL:
             return self._decimal(value, pos)
@@ -173,7 +178,9 @@ _FIELD_KINDS = {
     "url": TEXT,
     "choice": TEXT,
     "integer": INTEGER,
+    "duration": INTEGER,  # whole seconds
     "money": DECIMAL,
+    "currency": DECIMAL,
     "decimal": DECIMAL,
     "percent": DECIMAL,
     "boolean": BOOLEAN,
@@ -182,14 +189,11 @@ _FIELD_KINDS = {
     "multichoice": MULTICHOICE,
     "json": JSON,
 }
-# (decimal places, exclusive bound) as storage/types.py stores them: NUMERIC(18, 2) and (18, 6)
-_SCALES = {"money": (2, Decimal(10) ** 16), "decimal": (6, Decimal(10) ** 12), "percent": (6, Decimal(10) ** 12)}
-
-
 def field_type(entity: Entity, name: str) -> ValueType:
     f = entity.fields[name]
     kind = _FIELD_KINDS.get(f.type, JSON)
-    scale, limit = _SCALES.get(f.type, (None, None))
+    # (decimal places, exclusive bound) as storage/tables.py stores them: NUMERIC(precision, scale)
+    scale, limit = (None, None) if f.decimals is None else (f.decimals, Decimal(10) ** f.whole_digits)
     options = f.option_values if f.type in ("choice", "multichoice") and f.options else None
     return ValueType(kind, f"{entity.name}.{name}", f.type, scale, limit, options)
 

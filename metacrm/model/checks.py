@@ -13,6 +13,7 @@ from .bounds import bound_problems
 from .field_types import ALL_TYPE_OPTIONS, FIELD_TYPES, default_problem
 from .metamodel import DEFAULT_PIPELINE, Entity, Model
 from .suggest import did_you_mean, listing
+from .type_checks import field_type_problems
 
 # Columns every table (or a staged / owned one) carries; a field or link may not take them.
 SYSTEM_COLUMNS = frozenset(
@@ -163,6 +164,8 @@ class _Checker:
                 )
             for type_, message, key in autonumber_problems(entity, f, decl):  # readonly, autonumber
                 yield self.problem(type_, message, (*path, key), key=True)
+            for type_, message, where, key in field_type_problems(entity, f, decl):  # scale, currency, colors
+                yield self.problem(type_, message, (*path, *where), key=key)
 
     def links(self, entity: Entity) -> Iterator[Problem]:
         entities = self.model.entities

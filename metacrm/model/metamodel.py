@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from .field_types import FIELD_TYPES, FieldType
+from .field_types import FIELD_TYPES, FieldType, decimal_shape
 
 if TYPE_CHECKING:
     from ..errors import Problem
@@ -39,6 +39,8 @@ class Option:
     value: str
     label: str | None = None
     renamed_from: str | None = None
+    color: str | None = None  # a CSS color: the option's badge in the web pages
+    order: int | None = None  # where the option sorts (lists, boards, reports); None: declaration order
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +69,24 @@ class Field:
     readonly_if: str | None = None  # an expression: when it holds on the stored record, no change
     readonly: bool = False  # set by the system, automations and imports only (runtime/sysfields.py)
     autonumber: str | None = None  # "PO-{YYYY}-{####}": numbered at create (runtime/sysfields.py)
+    # exact numbers (field_types.decimal_shape): decimals and total digits kept; None: the type's own
+    scale: int | None = None
+    precision: int | None = None
+    currency: str | None = None  # a currency field's fixed ISO 4217 code
+    currency_field: str | None = None  # ... or the choice field of the record naming its currency
+    round: bool = False  # a migration that lowers the scale rounds values instead of refusing them
+
+    @property
+    def decimals(self) -> int | None:
+        """Decimal places an exact number keeps (None: not an exact decimal type)."""
+        shape = decimal_shape(self)
+        return None if shape is None else shape[1]
+
+    @property
+    def whole_digits(self) -> int | None:
+        """Digits an exact number may have before the point (None: not an exact decimal type)."""
+        shape = decimal_shape(self)
+        return None if shape is None else shape[0] - shape[1]
 
     @property
     def derived(self) -> str | None:
@@ -85,6 +105,16 @@ class Field:
     @property
     def option_values(self) -> tuple[str, ...]:
         return tuple(o.value for o in self.options)
+
+    @property
+    def option_rank(self) -> dict[str, int]:
+        """Option value -> its place in sorted order: its ``order`` where declared, else its
+        place in the declaration (ties keep the declaration order)."""
+        keyed = sorted(
+            range(len(self.options)),
+            key=lambda i: (self.options[i].order if self.options[i].order is not None else i, i),
+        )
+        return {self.options[i].value: rank for rank, i in enumerate(keyed)}
 
     @property
     def caption(self) -> str:

@@ -54,7 +54,7 @@ from sqlalchemy.schema import DDL
 
 from ..model.metamodel import Entity, Field, Link, Model, Pipeline
 from . import naming
-from .types import UTCDateTime, decimal_type, id_type, json_type, money_type
+from .types import ExactDecimal, UTCDateTime, id_type, json_type
 
 ON_DELETE = {"restrict": "RESTRICT", "cascade": "CASCADE", "set_null": "SET NULL"}
 
@@ -109,12 +109,10 @@ def _column_type(f: Field):
         return String(f.max_length) if f.max_length else Text()
     if kind == "text":
         return Text()
-    if kind == "integer":
+    if kind in ("integer", "duration"):  # a duration: whole seconds
         return BigInteger()
-    if kind == "money":
-        return money_type()
-    if kind in ("decimal", "percent"):
-        return decimal_type()
+    if f.decimals is not None:  # money, currency, decimal, percent: their precision and scale
+        return ExactDecimal(f.decimals + f.whole_digits, f.decimals)
     if kind == "boolean":
         return Boolean(create_constraint=False)
     if kind == "date":
