@@ -8,7 +8,8 @@ import pytest
 from sqlalchemy import select
 
 import metacrm
-from metacrm.errors import ValidationError
+from metacrm.errors import ExpressionError, ValidationError
+from metacrm.expr import compile_python
 from metacrm.storage.valueindex import index_table
 
 MODEL = """\
@@ -25,6 +26,11 @@ entities:
     duplicates:
       - {match: email, field: emails}
       - {match: phone, field: phones, action: warn}
+  deal:
+    fields:
+      title: {type: string, required: true}
+    links:
+      client: {to: client, inverse: deals}
 """
 
 
@@ -107,3 +113,39 @@ def test_duplicate_rules_match_when_any_address_is_shared(crm) -> None:
         c = crm.create("client", {"name": "C", "phones": ["+7 495 000-00-02", "89161234567"]})
     groups = crm.duplicates("client")
     assert [(g["rule"], g["records"]) for g in groups] == [("phone on phones", [b["id"], c["id"]])]
+
+
+def test_filters_find_a_record_by_any_value_and_agree_with_python(crm) -> None:
+    a = crm.create("client", {"name": "A", "emails": ["info@romashka.ru", "sales@romashka.ru"], "phones": "+7 916 123-45-67"})
+    b = crm.create("client", {"name": "B", "emails": "boss@x.org"})
+    c = crm.create("client", {"name": "C"})
+    d = crm.create("deal", {"title": "D", "client": a["id"]})
+    cases = {
+        "emails contains 'SALES@romashka.ru'": [a["id"]],
+        "phones contains '8 (916) 123-45-67'": [a["id"]],
+        "emails contains 'nobody@x.org'": [],
+        "not (emails contains 'boss@x.org')": [a["id"], c["id"]],
+        "emails is null": [c["id"]],
+        "emails is not null and phones is null": [b["id"]],
+    }
+    records = crm.find("client", order_by="id")
+    for where, ids in cases.items():
+        assert [r["id"] for r in crm.find("client", where=where, order_by="id")] == ids, where
+        predicate = compile_python(crm.model, "client", where)
+        assert [r["id"] for r in records if predicate(r)] == ids, where
+    assert [r["id"] for r in crm.find("deal", where="client.emails contains 'info@romashka.ru'")] == [d["id"]]
+    assert [r["id"] for r in crm.find("client", where="deals.title = 'D' and emails contains :e", params={"e": "info@romashka.ru"})] == [a["id"]]
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("emails = 'a@b.org'", "client.emails: '=' does not apply to emails values (column 1) (use 'emails contains VALUE'"),
+        ("phones > 5", "client.phones: '>' does not apply to phones values"),
+        ("emails contains 5", "client.emails: 5 is not an e-mail address"),
+    ],
+)
+def test_bad_filters_name_the_field(crm, where, message) -> None:
+    with pytest.raises(ExpressionError) as info:
+        crm.find("client", where=where)
+    assert message in str(info.value)

@@ -44,11 +44,11 @@ from ..model.metamodel import Entity
 from ..model.suggest import listing
 from ..storage import naming
 from ..storage.tables import SEARCH_CONFIG, fts_table_name, search_ddl, search_document, search_index_name
+from ..storage.valueindex import holds_value
 from ..text import yo_variants
 from ..types import SearchHit
 from .access import row_clause
 from .protocol import Host
-from .valueindex import holds_value
 
 PHONE_TEXT = re.compile(r"\s*\+?[\d\s().\-]+\s*")
 PHONE_RANK = 1000.0  # a phone hit ranks above any text hit

@@ -25,7 +25,7 @@ before a migration changes tables and recreates tables, triggers and rows after 
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Index, Integer, MetaData, PrimaryKeyConstraint, Table, Text
+from sqlalchemy import Column, Index, Integer, MetaData, PrimaryKeyConstraint, Table, Text, func, literal, select
 
 from ..model.field_types import MULTI_VALUE_TYPES
 from ..model.metamodel import Entity, Field, Model
@@ -148,15 +148,32 @@ def fill_sql(dialect: str, index: str, table: str, column: str, f_type: str) -> 
     )
 
 
+def lookup_key(f: Field, value):
+    """The SQL expression of ``value`` as the index holds it (addresses lower-cased by the
+    database, as the triggers do)."""
+    return func.lower(literal(value)) if f.type == "emails" else literal(value)
+
+
+def holds_value(table, entity: str, f: Field, value, *, suffix: bool = False):
+    """``table.id IN (the records whose field f holds value)``: one subquery on the index's
+    ``value`` B-tree, never a scan of the JSON lists; ``suffix``: a number ending with the
+    digits ``value`` (a phone number written without its country)."""
+    index = index_table(entity, f.name)
+    test = index.c.value.like("%" + value) if suffix else index.c.value == lookup_key(f, value)
+    return table.c.id.in_(select(index.c.record_id).where(test))
+
+
 __all__ = [
     "PG_FUNCTION",
     "PG_FUNCTION_DDL",
     "PREFIX",
     "expected",
     "fill_sql",
+    "holds_value",
     "index_table",
     "index_table_name",
     "is_index_table",
+    "lookup_key",
     "trigger_ddl",
     "value_fields",
 ]
