@@ -101,10 +101,18 @@ class ValueType:
                 return dates.parse_datetime(value, self.zone)
             except dates.DateError as exc:
                 raise self.error(str(exc), pos) from None
-        if kind == MULTICHOICE:  # the value is one option (contains)
+        if kind == MULTICHOICE:  # the value is one option (contains), or one address / number
+            if self.type_name == "emails" and isinstance(value, str):
+                from ..validation.values import check_email
+
+                return check_email(value.strip())[0] or value.strip().lower()
+            if self.type_name == "phones" and isinstance(value, str | int) and not isinstance(value, bool):
+                from ..validation.values import check_phone
+
+                return check_phone(str(value).strip(), self.region) or str(value).strip()
             if isinstance(value, str):
                 return value
-            raise self.error(f"{show(value)} is not an option", pos)
+            raise self.error(f"{show(value)} is not {_ONE_OF.get(self.type_name, 'an option')}", pos)
         raise self.error(f"{show(value)} cannot be compared with a {self.type_name} field", pos)
 
     def _number(self, value, pos) -> Decimal:
@@ -188,7 +196,13 @@ _FIELD_KINDS = {
     "datetime": DATETIME,
     "multichoice": MULTICHOICE,
     "json": JSON,
+    # several values: 'contains' holds one of them (compiled to a lookup of the value index)
+    "emails": MULTICHOICE,
+    "phones": MULTICHOICE,
 }
+_ONE_OF = {"emails": "an e-mail address", "phones": "a phone number"}
+
+
 def field_type(entity: Entity, name: str) -> ValueType:
     f = entity.fields[name]
     kind = _FIELD_KINDS.get(f.type, JSON)
@@ -201,7 +215,7 @@ def field_type(entity: Entity, name: str) -> ValueType:
 def _localised(vt: ValueType, model: Model) -> ValueType:
     """``vt`` reading written values as the model says: phones of its region, dates and
     times without a zone in its time zone."""
-    if vt.type_name == "phone" and model.region:
+    if vt.type_name in ("phone", "phones") and model.region:
         return replace(vt, region=model.region)
     if vt.kind == DATETIME and model.timezone != "UTC":
         return replace(vt, zone=model.timezone)

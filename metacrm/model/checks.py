@@ -10,7 +10,7 @@ from ..errors import Problem
 from ..storage import naming
 from .autonumber import field_problems as autonumber_problems
 from .bounds import bound_problems
-from .field_types import ALL_TYPE_OPTIONS, FIELD_TYPES, default_problem
+from .field_types import ALL_TYPE_OPTIONS, FIELD_TYPES, MULTI_VALUE_TYPES, default_problem
 from .metamodel import DEFAULT_PIPELINE, Entity, Model
 from .suggest import did_you_mean, listing
 from .type_checks import field_type_problems
@@ -46,7 +46,7 @@ RESERVED_WORDS = frozenset(
 )
 
 SYSTEM_PREFIX = "metacrm_"
-TEXT_SEARCHABLE = frozenset({"string", "text", "email", "phone", "url", "choice"})
+TEXT_SEARCHABLE = frozenset({"string", "text", "email", "phone", "url", "choice", *MULTI_VALUE_TYPES})
 
 
 class _Checker:
@@ -155,7 +155,7 @@ class _Checker:
                         f"field '{entity.name}.{f.name}': default {f.default!r} {why}",
                         (*path, "default"),
                     )
-            if f.unique and f.type in ("json", "multichoice", "text"):
+            if f.unique and f.type in ("json", "multichoice", "text", *MULTI_VALUE_TYPES):
                 yield self.problem(
                     "field.unique_unsupported",
                     f"field '{entity.name}.{f.name}': a {f.type} field cannot be unique",
@@ -276,7 +276,7 @@ class _Checker:
         """Each duplicate rule names a field of a fitting type and an existing ``within`` field."""
         path = ("entities", entity.name)
         fields = entity.fields
-        fitting = {"email": ("email",), "phone": ("phone",), "name": ("string", "text")}
+        fitting = {"email": ("email", "emails"), "phone": ("phone", "phones"), "name": ("string", "text")}
         decls = [d for d in self.doc["entities"][entity.name].get("duplicates") or () if isinstance(d, dict)]
         for i, rule in enumerate(entity.duplicates):
             f = fields.get(rule.field)

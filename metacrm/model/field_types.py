@@ -69,7 +69,22 @@ _TYPES = (
     FieldType("choice", "string", CHOICE_OPTIONS, description="one of the declared options"),
     FieldType("multichoice", "json", CHOICE_OPTIONS, description="several of the declared options"),
     FieldType("json", "json", frozenset(), description="any structured value"),
+    # -- composite types (docs/types.md) --------------------------------------------------------
+    FieldType(
+        "emails",
+        "json",
+        frozenset(),
+        description="several e-mail addresses, the first the primary; each searchable",
+    ),
+    FieldType(
+        "phones",
+        "json",
+        frozenset(),
+        description="several phone numbers (E.164), the first the primary; each searchable",
+    ),
 )
+# several values in a JSON list on the row, each also in an index table (storage/valueindex.py)
+MULTI_VALUE_TYPES = frozenset({"emails", "phones"})
 
 FIELD_TYPES: dict[str, FieldType] = {t.name: t for t in _TYPES}
 ALL_TYPE_OPTIONS = NUMERIC_OPTIONS | TEXT_OPTIONS | CHOICE_OPTIONS | DECIMAL_OPTIONS | CURRENCY_OPTIONS
@@ -153,6 +168,10 @@ def default_problem(ftype: FieldType, value, options: tuple[str, ...]) -> str | 
         return "must be a date and time (ISO 8601) or 'now'"
     if kind == "choice":
         return None if value in options else f"must be one of the options: {', '.join(options)}"
+    if kind in MULTI_VALUE_TYPES:
+        if isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            return None
+        return "must be text or a list of texts"
     if kind == "multichoice":
         if not isinstance(value, list):
             return "must be a list of options"
@@ -185,6 +204,7 @@ __all__ = [
     "ALL_TYPE_OPTIONS",
     "FIELD_TYPES",
     "MAX_PRECISION",
+    "MULTI_VALUE_TYPES",
     "FieldType",
     "at_scale",
     "currency_precision",

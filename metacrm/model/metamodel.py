@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from .field_types import FIELD_TYPES, FieldType, decimal_shape
+from .field_types import FIELD_TYPES, MULTI_VALUE_TYPES, FieldType, decimal_shape
 
 if TYPE_CHECKING:
     from ..errors import Problem
@@ -308,6 +308,12 @@ class Entity:
     task: TaskSpec | None = None  # ``task:``: the entity is a task list
     # ``list:``: the default columns of a listing (CLI tables, web list page); None: every column
     list: tuple[str, ...] | None = None
+
+    @property
+    def text_search(self) -> tuple[str, ...]:
+        """The ``search`` fields in the full-text index: all but the multi-value ones
+        (``emails``, ``phones``), which search looks up in their value index."""
+        return tuple(n for n in self.search if n in self.fields and self.fields[n].type not in MULTI_VALUE_TYPES)
 
     @property
     def has_stages(self) -> bool:

@@ -52,6 +52,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.schema import DDL
 
+from ..model.field_types import MULTI_VALUE_TYPES
 from ..model.metamodel import Entity, Field, Link, Model, Pipeline
 from . import naming
 from .types import ExactDecimal, UTCDateTime, id_type, json_type
@@ -197,7 +198,9 @@ def _entity_table(entity: Entity, model: Model, storage: Storage) -> Table:
             uq = naming.unique_name(name, [f.name])
             constraints.append(UniqueConstraint(f.name, name=uq))
             storage.unique_constraints[uq] = (entity.name, (f.name,))
-        elif f.index or (f.name in entity.search and f.type != "text"):
+        elif f.type in MULTI_VALUE_TYPES:
+            continue  # found through its value index (storage/valueindex.py)
+        elif f.index or (f.name in entity.text_search and f.type != "text"):
             indexes.append((f.name,))  # long text is found through the search index only
     for link in entity.links.values():
         if link.many:
@@ -239,8 +242,8 @@ def _entity_table(entity: Entity, model: Model, storage: Storage) -> Table:
             continue
         seen.add(cols)
         Index(naming.index_name(name, cols), *[table.c[c] for c in cols])
-    if entity.search:
-        event.listen(table, "after_create", _SearchIndex(name, entity.search))
+    if entity.text_search:
+        event.listen(table, "after_create", _SearchIndex(name, entity.text_search))
     return table
 
 
