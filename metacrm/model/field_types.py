@@ -51,7 +51,11 @@ _TYPES = (
     FieldType("choice", "string", CHOICE_OPTIONS, description="one of the declared options"),
     FieldType("multichoice", "json", CHOICE_OPTIONS, description="several of the declared options"),
     FieldType("json", "json", frozenset(), description="any structured value"),
+    # declared as links (``links: {manager: {to: user}}``), held as fields: a login, a list of logins
+    FieldType("user", "string", frozenset(), description="a user of the CRM, by login (a `to: user` link)"),
+    FieldType("users", "json", frozenset(), description="several users of the CRM, by login (a `to: user` many-link)"),
 )
+USER_TYPES = frozenset({"user", "users"})
 
 FIELD_TYPES: dict[str, FieldType] = {t.name: t for t in _TYPES}
 ALL_TYPE_OPTIONS = NUMERIC_OPTIONS | TEXT_OPTIONS | CHOICE_OPTIONS
@@ -117,4 +121,4 @@ def at_scale(type_name: str, value):
     return value.normalize()
 
 
-__all__ = ["ALL_TYPE_OPTIONS", "FIELD_TYPES", "FieldType", "at_scale", "default_problem"]
+__all__ = ["ALL_TYPE_OPTIONS", "FIELD_TYPES", "USER_TYPES", "FieldType", "at_scale", "default_problem"]

@@ -67,6 +67,14 @@ class Field:
     readonly_if: str | None = None  # an expression: when it holds on the stored record, no change
     readonly: bool = False  # set by the system, automations and imports only (runtime/sysfields.py)
     autonumber: str | None = None  # "PO-{YYYY}-{####}": numbered at create (runtime/sysfields.py)
+    # a ``to: user`` link (type ``user``/``users``): what removing a linked user does to the record,
+    # ``restrict`` (refused while linked) or ``set_null`` (the user is taken off the record)
+    on_delete: str = "restrict"
+
+    @property
+    def user_link(self) -> bool:
+        """A ``to: user`` link, held as a field: ``user`` (one login) or ``users`` (a list)."""
+        return self.type in ("user", "users")
 
     @property
     def derived(self) -> str | None:
@@ -304,6 +312,11 @@ class Entity:
             out += ["pipeline", "stage"] if self.multi_pipeline else ["stage"]
         return (*out, "created_at", "updated_at", "version", "created_by", "updated_by")
 
+    @property
+    def user_links(self) -> tuple[Field, ...]:
+        """The entity's ``to: user`` links (held as fields of type ``user`` / ``users``)."""
+        return tuple(f for f in self.fields.values() if f.user_link)
+
     def member(self, name: str) -> Field | Link | InverseLink | None:
         """A field, link or inverse link by name."""
         return self.fields.get(name) or self.links.get(name) or self.inverses.get(name)
@@ -315,6 +328,9 @@ class Role:
     # entity name or "*" -> action -> scope
     permissions: Mapping[str, Mapping[str, str]]
     loc: Loc = NOWHERE
+    # entity name or "*" -> action -> the user links an ``{assigned: [links]}`` scope names
+    # (an action given as plain ``assigned`` is absent: every user link of the entity counts)
+    assigned: Mapping[str, Mapping[str, tuple[str, ...]]] = field(default_factory=lambda: EMPTY)
 
 
 ACTIONS = ("read", "create", "update", "delete", "move", "export", "import", "reassign")

@@ -109,6 +109,8 @@ def _column_type(f: Field):
         return String(f.max_length) if f.max_length else Text()
     if kind == "text":
         return Text()
+    if kind == "user":
+        return String(100)  # a login, as the users table holds it
     if kind == "integer":
         return BigInteger()
     if kind == "money":
@@ -197,7 +199,7 @@ def _entity_table(entity: Entity, model: Model, storage: Storage) -> Table:
             uq = naming.unique_name(name, [f.name])
             constraints.append(UniqueConstraint(f.name, name=uq))
             storage.unique_constraints[uq] = (entity.name, (f.name,))
-        elif f.index or (f.name in entity.search and f.type != "text"):
+        elif f.index or f.type == "user" or (f.name in entity.search and f.type != "text"):
             indexes.append((f.name,))  # long text is found through the search index only
     for link in entity.links.values():
         if link.many:
