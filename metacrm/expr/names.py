@@ -199,6 +199,8 @@ _FIELD_KINDS = {
     # several values: 'contains' holds one of them (compiled to a lookup of the value index)
     "emails": MULTICHOICE,
     "phones": MULTICHOICE,
+    "user": TEXT,  # a login: `manager = :me`
+    "users": MULTICHOICE,  # a list of logins: `assignees contains :me`
 }
 _ONE_OF = {"emails": "an e-mail address", "phones": "a phone number"}
 

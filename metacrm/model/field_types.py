@@ -82,9 +82,13 @@ _TYPES = (
         frozenset(),
         description="several phone numbers (E.164), the first the primary; each searchable",
     ),
+    # declared as links (``links: {manager: {to: user}}``), held as fields: a login, a list of logins
+    FieldType("user", "string", frozenset(), description="a user of the CRM, by login (a `to: user` link)"),
+    FieldType("users", "json", frozenset(), description="several users of the CRM, by login (a `to: user` many-link)"),
 )
 # several values in a JSON list on the row, each also in an index table (storage/valueindex.py)
 MULTI_VALUE_TYPES = frozenset({"emails", "phones"})
+USER_TYPES = frozenset({"user", "users"})
 
 FIELD_TYPES: dict[str, FieldType] = {t.name: t for t in _TYPES}
 ALL_TYPE_OPTIONS = NUMERIC_OPTIONS | TEXT_OPTIONS | CHOICE_OPTIONS | DECIMAL_OPTIONS | CURRENCY_OPTIONS
@@ -205,6 +209,7 @@ __all__ = [
     "FIELD_TYPES",
     "MAX_PRECISION",
     "MULTI_VALUE_TYPES",
+    "USER_TYPES",
     "FieldType",
     "at_scale",
     "currency_precision",

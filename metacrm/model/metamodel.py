@@ -87,6 +87,14 @@ class Field:
         """Digits an exact number may have before the point (None: not an exact decimal type)."""
         shape = decimal_shape(self)
         return None if shape is None else shape[0] - shape[1]
+    # a ``to: user`` link (type ``user``/``users``): what removing a linked user does to the record,
+    # ``restrict`` (refused while linked) or ``set_null`` (the user is taken off the record)
+    on_delete: str = "restrict"
+
+    @property
+    def user_link(self) -> bool:
+        """A ``to: user`` link, held as a field: ``user`` (one login) or ``users`` (a list)."""
+        return self.type in ("user", "users")
 
     @property
     def derived(self) -> str | None:
@@ -344,6 +352,11 @@ class Entity:
             out += ["archived_at", "archived_by"]
         return tuple(out)
 
+    @property
+    def user_links(self) -> tuple[Field, ...]:
+        """The entity's ``to: user`` links (held as fields of type ``user`` / ``users``)."""
+        return tuple(f for f in self.fields.values() if f.user_link)
+
     def member(self, name: str) -> Field | Link | InverseLink | None:
         """A field, link or inverse link by name."""
         return self.fields.get(name) or self.links.get(name) or self.inverses.get(name)
@@ -355,6 +368,9 @@ class Role:
     # entity name or "*" -> action -> scope
     permissions: Mapping[str, Mapping[str, str]]
     loc: Loc = NOWHERE
+    # entity name or "*" -> action -> the user links an ``{assigned: [links]}`` scope names
+    # (an action given as plain ``assigned`` is absent: every user link of the entity counts)
+    assigned: Mapping[str, Mapping[str, tuple[str, ...]]] = field(default_factory=lambda: EMPTY)
 
 
 ACTIONS = ("read", "create", "update", "delete", "move", "export", "import", "reassign")

@@ -75,8 +75,9 @@ def many_links(entity: Entity) -> list[Link]:
 def row_to_record(entity: Entity, row: Mapping, many: Mapping[str, list[int]] | None = None) -> dict:
     """A stored row as the public record dict."""
     record: dict = {"id": row["id"]}
-    for name in entity.fields:
-        record[name] = row[name]
+    for name, f in entity.fields.items():
+        value = row[name]
+        record[name] = [] if value is None and f.type == "users" else value  # a many-link: a list
     for link in entity.links.values():
         if link.many:
             record[link.name] = list((many or {}).get(link.name, ()))
@@ -423,10 +424,11 @@ def where_id(table, record_id: int, version: int | None = None):
 
 
 def link_member(ent: Entity, name: str):
-    """The link or inverse link of that name; ValidationError listing the valid ones."""
+    """The link, ``to: user`` link or inverse link of that name; ValidationError listing the
+    valid ones."""
     member = ent.member(name)
-    if member is None or name in ent.fields:
-        links = [*ent.links, *ent.inverses]
+    if member is None or name in ent.fields and not member.user_link:
+        links = [*ent.links, *(f.name for f in ent.user_links), *ent.inverses]
         hint = did_you_mean(name, links)
         raise ValidationError(
             f"{ent.name}: unknown link '{name}'" + (f" ({hint})" if hint else "") + f"; links: {listing(links)}",

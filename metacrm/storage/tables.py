@@ -110,6 +110,8 @@ def _column_type(f: Field):
         return String(f.max_length) if f.max_length else Text()
     if kind == "text":
         return Text()
+    if kind == "user":
+        return String(100)  # a login, as the users table holds it
     if kind in ("integer", "duration"):  # a duration: whole seconds
         return BigInteger()
     if f.decimals is not None:  # money, currency, decimal, percent: their precision and scale
@@ -200,7 +202,7 @@ def _entity_table(entity: Entity, model: Model, storage: Storage) -> Table:
             storage.unique_constraints[uq] = (entity.name, (f.name,))
         elif f.type in MULTI_VALUE_TYPES:
             continue  # found through its value index (storage/valueindex.py)
-        elif f.index or (f.name in entity.text_search and f.type != "text"):
+        elif f.index or f.type == "user" or (f.name in entity.text_search and f.type != "text"):
             indexes.append((f.name,))  # long text is found through the search index only
     for link in entity.links.values():
         if link.many:

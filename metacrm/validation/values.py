@@ -626,6 +626,47 @@ def multichoice_coercer(f: Field) -> Coercer:
     return coerce
 
 
+LOGIN_MAX = 100  # the users table's login column (storage/tables.py)
+
+
+def _login(value) -> str | None:
+    if not isinstance(value, str):
+        raise Invalid(f"{show(value)} is not a user login ({type_name(value)})")
+    login = value.strip()
+    if len(login) > LOGIN_MAX:
+        raise Invalid(f"{show(value)} is not a user login (longer than {LOGIN_MAX} characters)")
+    return login or None
+
+
+def user_coercer(f: Field) -> Coercer:
+    """A ``to: user`` link: a login (whether such a user exists is checked against the users
+    table, runtime/users.py); "" clears it."""
+
+    def coerce(value):
+        return None if value is None else _login(value)
+
+    return coerce
+
+
+def users_coercer(f: Field) -> Coercer:
+    """A ``to: user`` many-link: logins as a list or comma-separated, in the order given, each
+    once; an empty list clears it (None)."""
+
+    def coerce(value):
+        if value is None:
+            return None
+        if isinstance(value, str):
+            items = value.split(",")
+        elif isinstance(value, list | tuple):
+            items = list(value)
+        else:
+            raise Invalid(f"{show(value)} is not a list of user logins ({type_name(value)})")
+        logins = [login for login in map(_login, items) if login is not None]
+        return list(dict.fromkeys(logins)) or None
+
+    return coerce
+
+
 def _no_constants(name: str):
     raise ValueError(name)
 
@@ -689,6 +730,10 @@ def field_coercer(f: Field, *, region: str | None = None, zone: str | None = Non
         return multichoice_coercer(f)
     if kind == "json":
         return json_coercer(f)
+    if kind == "user":
+        return user_coercer(f)
+    if kind == "users":
+        return users_coercer(f)
     raise Invalid(f"field type '{kind}' has no validator")  # the model checks make this unreachable
 
 
