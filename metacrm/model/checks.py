@@ -10,9 +10,10 @@ from ..errors import Problem
 from ..storage import naming
 from .autonumber import field_problems as autonumber_problems
 from .bounds import bound_problems
-from .field_types import ALL_TYPE_OPTIONS, FIELD_TYPES, default_problem
+from .field_types import ALL_TYPE_OPTIONS, FIELD_TYPES, MULTI_VALUE_TYPES, default_problem
 from .metamodel import DEFAULT_PIPELINE, Entity, Model
 from .suggest import did_you_mean, listing
+from .type_checks import field_type_problems
 
 # Columns every table (or a staged / owned one) carries; a field or link may not take them.
 SYSTEM_COLUMNS = frozenset(
@@ -45,7 +46,7 @@ RESERVED_WORDS = frozenset(
 )
 
 SYSTEM_PREFIX = "metacrm_"
-TEXT_SEARCHABLE = frozenset({"string", "text", "email", "phone", "url", "choice"})
+TEXT_SEARCHABLE = frozenset({"string", "text", "email", "phone", "url", "choice", *MULTI_VALUE_TYPES})
 
 
 class _Checker:
@@ -85,6 +86,13 @@ class _Checker:
                     path,
                     key=True,
                 )
+            elif entity.name == "user":
+                yield self.problem(
+                    "name.reserved",
+                    "entity name 'user' is kept for the CRM's users (`to: user` links to them); choose another",
+                    path,
+                    key=True,
+                )
             else:
                 yield from self.check_name("entity", entity.name, path, system_columns=False)
             yield from self.fields(entity)
@@ -98,6 +106,10 @@ class _Checker:
 
     def fields(self, entity: Entity) -> Iterator[Problem]:
         for f in entity.fields.values():
+            if f.user_link:  # a `to: user` link: its options are checked as it is built
+                path = ("entities", entity.name, "links", f.name)
+                yield from self.check_name(f"link '{entity.name}.{f.name}':", f.name, path)
+                continue
             path = ("entities", entity.name, "fields", f.name)
             yield from self.check_name(f"field '{entity.name}.{f.name}':", f.name, path)
             ftype = FIELD_TYPES[f.type]
@@ -154,7 +166,7 @@ class _Checker:
                         f"field '{entity.name}.{f.name}': default {f.default!r} {why}",
                         (*path, "default"),
                     )
-            if f.unique and f.type in ("json", "multichoice", "text"):
+            if f.unique and f.type in ("json", "multichoice", "text", *MULTI_VALUE_TYPES):
                 yield self.problem(
                     "field.unique_unsupported",
                     f"field '{entity.name}.{f.name}': a {f.type} field cannot be unique",
@@ -163,6 +175,8 @@ class _Checker:
                 )
             for type_, message, key in autonumber_problems(entity, f, decl):  # readonly, autonumber
                 yield self.problem(type_, message, (*path, key), key=True)
+            for type_, message, where, key in field_type_problems(entity, f, decl):  # scale, currency, colors
+                yield self.problem(type_, message, (*path, *where), key=key)
 
     def links(self, entity: Entity) -> Iterator[Problem]:
         entities = self.model.entities
@@ -273,7 +287,7 @@ class _Checker:
         """Each duplicate rule names a field of a fitting type and an existing ``within`` field."""
         path = ("entities", entity.name)
         fields = entity.fields
-        fitting = {"email": ("email",), "phone": ("phone",), "name": ("string", "text")}
+        fitting = {"email": ("email", "emails"), "phone": ("phone", "phones"), "name": ("string", "text")}
         decls = [d for d in self.doc["entities"][entity.name].get("duplicates") or () if isinstance(d, dict)]
         for i, rule in enumerate(entity.duplicates):
             f = fields.get(rule.field)
@@ -390,7 +404,9 @@ class _Checker:
             )
         if spec.closed and not spec.status:
             yield self.problem(
-                "task.closed_without_status", f"{where} 'closed' applies only with 'status' (a choice field)", **at("closed")
+                "task.closed_without_status",
+                f"{where} 'closed' applies only with 'status' (a choice field)",
+                **at("closed"),
             )
         status = entity.fields.get(spec.status or "")
         if status is not None and status.type == "choice":
@@ -520,10 +536,14 @@ class _Checker:
         for pipeline in entity.pipelines.values():
             if not pipeline.stage_map:
                 continue
-            base = (*path, "stages") if "stages" in self.doc["entities"][entity.name] else (
-                *path,
-                "pipelines",
-                pipeline.name,
+            base = (
+                (*path, "stages")
+                if "stages" in self.doc["entities"][entity.name]
+                else (
+                    *path,
+                    "pipelines",
+                    pipeline.name,
+                )
             )
             stages = list(pipeline.stages)
             for old, new in pipeline.stage_map.items():
@@ -549,7 +569,10 @@ class _Checker:
             name, _, stage = new.partition(".")
             if old in entity.pipelines:
                 yield self.problem(
-                    "stage.map_invalid", f"{where}: '{old}' is still a pipeline; map only removed pipelines", at, key=True
+                    "stage.map_invalid",
+                    f"{where}: '{old}' is still a pipeline; map only removed pipelines",
+                    at,
+                    key=True,
                 )
             elif name not in entity.pipelines:
                 yield self.problem(
@@ -598,6 +621,23 @@ class _Checker:
                         key=True,
                         hint=did_you_mean(entity, entities),
                     )
+            yield from self.assigned_links(role)
+
+    def assigned_links(self, role) -> Iterator[Problem]:
+        """``{assigned: [links]}`` names ``to: user`` links of the entity (on ``"*"``: of some entity)."""
+        for entity, actions in role.assigned.items():
+            ents = self.model.entities.values() if entity == "*" else [self.model.entities.get(entity)]
+            links = sorted({f.name for e in ents if e is not None for f in e.user_links})
+            for action, names in actions.items():
+                for i, name in enumerate(names):
+                    if name not in links:
+                        yield self.problem(
+                            "role.assigned_link",
+                            f"role '{role.name}': {entity}.{action}: '{name}' is not a `to: user` link of "
+                            f"{'any entity' if entity == '*' else repr(entity)} (links to users: {listing(links)})",
+                            ("roles", role.name, entity, action, "assigned", i),
+                            hint=did_you_mean(name, links),
+                        )
 
     # -- automations -----------------------------------------------------------------------
     def automations(self) -> Iterator[Problem]:

@@ -54,7 +54,7 @@ from .reports import ReportsMixin
 from .search import SearchMixin
 from .stages_api import StagesMixin
 from .tasks import TasksMixin
-from .users import UsersMixin, check_owners_exist
+from .users import UsersMixin, check_owners_exist, check_users_exist
 
 if TYPE_CHECKING:
     from ..migrate.steps import Plan
@@ -680,7 +680,9 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
                         try:
                             if not issues:
                                 first = None if single else offset
-                                out.extend(self._insert_batch(conn, ent, values, stages, returning=returning, first=first))
+                                out.extend(
+                                    self._insert_batch(conn, ent, values, stages, returning=returning, first=first)
+                                )
                                 created += len(values)
                             elif import_stages and any(stages):  # nothing is written: placement checked in a savepoint
                                 self._dry_placement(conn, ent, values, stages)
@@ -722,7 +724,9 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         does; the same error when no such record is named."""
         issues, named = list(exc.issues), False
         for k, issue in enumerate(issues):
-            taken = issue.message == "is already used" or issue.message.endswith(f"is already used by another {ent.name}")
+            taken = issue.message == "is already used" or issue.message.endswith(
+                f"is already used by another {ent.name}"
+            )
             if not (taken and issue.field and issue.entity == ent.name and issue.value is not None):
                 continue
             try:
@@ -810,7 +814,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
             values, positions = _good(values, positions, issues)
         if self.user is not None:
             owners = {v.get("owner") or self.user for v in values}
-            check_create(conn, self.storage, ent, self.actor, owners, action=permission)
+            check_create(conn, self.storage, ent, self.actor, owners, action=permission, records=values)
         if single:
             self._check_db(conn, ent, values, True, offset, found)
             return values, stages, positions, []
@@ -826,7 +830,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         duplicate rules (one ValidationError with every issue found)."""
         issues = Issues()
         every = list(range(len(values)))
-        if ent.owner:
+        if ent.owner or ent.user_links:
             issues.collect(every, lambda: check_owners_exist(conn, self.storage, ent, values, indexed=not single))
         issues.collect(
             every,
@@ -1090,8 +1094,11 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
                             )
                         ]
                     )
-                if values.get("owner") is not None and values["owner"] != current.get("owner"):
-                    check_owners_exist(conn, self.storage, ent, [values])
+                new_owner = values.get("owner") is not None and values["owner"] != current.get("owner")
+                if new_owner or any(f.name in values for f in ent.user_links):
+                    check_users_exist(
+                        conn, self.storage, ent, [values if new_owner else {**values, "owner": None}], current=current
+                    )
                 rec.check_links_exist(conn, self.storage, ent, [values], actor=self._actor_or_none)
                 before = rec.rows_to_records(conn, self.storage, ent, [current])[0]
                 row, many = rec.split_values(ent, values)
@@ -1133,7 +1140,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         fault = None
         if scope(self.model, self.actor, ent.name, "reassign") == "team" and self.actor.team and owner not in members:
             fault = f"who is not in team '{self.actor.team}' (scope for reassign: team)"
-        elif not readable(self.model, self.actor, ent, owner, members):
+        elif not readable(self.model, self.actor, ent, owner, members, {**current, "owner": owner}):
             granted = scope(self.model, self.actor, ent.name, "read")
             fault = f"whose records user '{self.user}' may not read (scope for read: {granted})"
         if fault:
@@ -1274,8 +1281,10 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
             )
             self._relink(inv.source, target, inv.link, value, add=add)  # an unlink checks it points here
             return self.get(entity, record_id)
-        link = ent.links[name]
-        if not link.many:
+        user_link = ent.fields.get(name)  # a `to: user` link is held as a field
+        if user_link is not None and user_link.type == "users":
+            return self._relink_users(ent, record_id, name, target, add=add)
+        if user_link is not None or not ent.links[name].many:
             current = self.get(entity, record_id)
             if not add and target is None and current[name] is None:
                 raise NotFound(_nothing_linked(ent, record_id, name))
@@ -1327,6 +1336,30 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
             self._derived_values(conn, ent, [after])
             return after
 
+    def _relink_users(self, ent: Entity, record_id, name: str, target, *, add: bool) -> dict:
+        """Link or unlink users (logins) of a ``to: user`` many-link: an update of its list."""
+        current = self.get(ent.name, record_id)
+        held = list(current[name])
+        given = self.validators[ent.name].patch({name: target})[name] or []
+        if add:
+            if not given:
+                raise ValidationError(f"{ent.name}.{name}: which user to link? give a login", entity=ent.name)
+            chosen = held + [login for login in given if login not in held]
+        elif target is None:
+            if not held:
+                raise NotFound(_nothing_linked(ent, record_id, name))
+            chosen = []
+        else:
+            absent = [login for login in given if login not in held]
+            if absent:
+                raise NotFound(_not_linked(ent, record_id, name, absent[0]))
+            chosen = [login for login in held if login not in given]
+        if chosen == held:
+            with self._reading() as conn:
+                self._get_row(conn, ent, record_id, "update")  # refused as the update would be
+            return current  # already linked: nothing changes, the version stays
+        return self.update(ent.name, record_id, {name: chosen or None}, _action="link" if add else "unlink")
+
     def _check_rules(
         self,
         conn,
@@ -1367,7 +1400,12 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
 
 
 def _not_linked(ent: Entity, record_id, name: str, target) -> str:
-    shown = f"{target['entity']} {target['id']}" if isinstance(target, dict) else f"{ent.links[name].target} {target}"
+    if name in ent.fields:  # a `to: user` link
+        shown = f"user '{target}'"
+    elif isinstance(target, dict):
+        shown = f"{target['entity']} {target['id']}"
+    else:
+        shown = f"{ent.links[name].target} {target}"
     return f"{ent.name} {record_id} is not linked to {shown} through {name}: nothing to unlink"
 
 

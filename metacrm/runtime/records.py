@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from decimal import Decimal
 from functools import lru_cache
 
 from sqlalchemy import and_, bindparam, insert, select
@@ -74,8 +75,9 @@ def many_links(entity: Entity) -> list[Link]:
 def row_to_record(entity: Entity, row: Mapping, many: Mapping[str, list[int]] | None = None) -> dict:
     """A stored row as the public record dict."""
     record: dict = {"id": row["id"]}
-    for name in entity.fields:
-        record[name] = row[name]
+    for name, f in entity.fields.items():
+        value = row[name]
+        record[name] = [] if value is None and f.type == "users" else value  # a many-link: a list
     for link in entity.links.values():
         if link.many:
             record[link.name] = list((many or {}).get(link.name, ()))
@@ -97,7 +99,39 @@ def row_to_record(entity: Entity, row: Mapping, many: Mapping[str, list[int]] | 
     if entity.archive:
         record["archived_at"] = row["archived_at"]
         record["archived_by"] = row["archived_by"]
+    for name, source, quanta in currency_quanta(entity):
+        amount, code = record[name], record[source]
+        if amount is not None and code in quanta:
+            record[name] = amount.quantize(quanta[code])
     return record
+
+
+_QUANTA: dict[int, tuple[Entity, tuple]] = {}
+
+
+def currency_quanta(entity: Entity) -> tuple[tuple[str, str, dict[str, Decimal]], ...]:
+    """(field, its currency_field, {code: quantum}) of each currency field of ``entity`` whose
+    currency a record names: its amounts come back at their own currency's decimals (the
+    column keeps the most of them)."""
+    cached = _QUANTA.get(id(entity))
+    if cached is not None and cached[0] is entity:
+        return cached[1]
+    from ..model.field_types import currency_precision
+
+    found = []
+    for f in entity.fields.values():
+        source = entity.fields.get(f.currency_field or "") if f.type == "currency" else None
+        if source is not None:
+            quanta = {}
+            for code in source.option_values:
+                places = currency_precision(code)
+                if places is not None:
+                    quanta[code] = Decimal(1).scaleb(-places)
+            found.append((f.name, source.name, quanta))
+    if len(_QUANTA) > 1024:
+        _QUANTA.clear()
+    _QUANTA[id(entity)] = (entity, tuple(found))
+    return tuple(found)
 
 
 def fetch_many_links(conn: Connection, storage: Storage, entity: Entity, ids: Sequence[int]) -> dict[int, dict]:
@@ -285,9 +319,19 @@ def order_clause(storage: Storage, entity: Entity, order_by: str | Sequence[str]
                 [FieldIssue(entity.name, name, "unknown field")],
             )
         column = storage.column(entity.name, name)
+        f = entity.fields.get(name)
+        if f is not None and f.type == "choice" and any(o.order is not None for o in f.options):
+            column = option_order(f, column)
         terms.append(column.desc() if descending else column.asc())
     terms.append(table.c.id)
     return terms
+
+
+def option_order(f, column):
+    """A choice column as its options sort (their ``order``): a CASE giving each its rank."""
+    from sqlalchemy import case
+
+    return case(f.option_rank, value=column, else_=len(f.options))
 
 
 def translate_integrity(exc: IntegrityError, storage: Storage, entity: Entity, values: Mapping | None = None):
@@ -380,10 +424,11 @@ def where_id(table, record_id: int, version: int | None = None):
 
 
 def link_member(ent: Entity, name: str):
-    """The link or inverse link of that name; ValidationError listing the valid ones."""
+    """The link, ``to: user`` link or inverse link of that name; ValidationError listing the
+    valid ones."""
     member = ent.member(name)
-    if member is None or name in ent.fields:
-        links = [*ent.links, *ent.inverses]
+    if member is None or name in ent.fields and not member.user_link:
+        links = [*ent.links, *(f.name for f in ent.user_links), *ent.inverses]
         hint = did_you_mean(name, links)
         raise ValidationError(
             f"{ent.name}: unknown link '{name}'" + (f" ({hint})" if hint else "") + f"; links: {listing(links)}",

@@ -44,6 +44,18 @@ def _required_choices(value):
     return value
 
 
+def _required_user(value):
+    if value is None:
+        raise Invalid("is required; give a user's login")
+    return value
+
+
+def _required_users(value):
+    if not value:
+        raise Invalid("is required; give at least one user's login")
+    return value
+
+
 def _required_link(what: str) -> Callable:
     def check(value):
         if value is None:
@@ -129,7 +141,15 @@ class RecordValidator:
             coerce = field_coercer(f, region=model.region or None, zone=model.timezone)
             checks = ()
             if f.required:
-                checks = (_required_choices if f.type == "multichoice" else _required,)
+                checks = (
+                    _required_users
+                    if f.type == "users"
+                    else _required_choices
+                    if f.type == "multichoice"
+                    else _required_user
+                    if f.type == "user"
+                    else _required,
+                )
             members.append(_Member(f.name, f"m{len(members)}", coerce, "field", checks, _default(f, coerce)))
         for link in entity.links.values():
             checks = ()
