@@ -26,7 +26,7 @@ from ..storage import naming
 from ..storage.tables import Storage, build_storage
 from ..storage.types import now_utc
 from ..types import DuplicateGroup, DuplicateMatch, Record, RecordedModel
-from . import journal, sysfields
+from . import journal, linkrows, sysfields
 from . import records as rec
 from .access import SYSTEM, Actor, check_create, check_row, readable, require, row_clause, scope, team_members
 from .bulk import QUIET, Issues, Misplaced, firing, paused_gc
@@ -551,10 +551,17 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
 
         for link_name, ids in many.items():
             join = self.storage.join_table(entity.name, link_name)
+            link = entity.links[link_name]
+            if link.fields:  # a target listed again keeps its values unless new ones are given
+                kept = linkrows.fields_of(conn, self.storage, entity, link, [record_id]) if replace else {}
+                given = linkrows.given_of(ids)
+                pairs = linkrows.rows(self.model, entity, link, ((record_id, t, given.get(t)) for t in ids), kept)
+            else:
+                pairs = [{"source_id": record_id, "target_id": t} for t in ids]
             if replace:
                 conn.execute(delete(join).where(join.c.source_id == record_id))
-            if ids:
-                conn.execute(insert(join), [{"source_id": record_id, "target_id": t} for t in ids])
+            if pairs:
+                conn.execute(insert(join), pairs)
 
     # -- writes -------------------------------------------------------------------------------
     def create(self, entity: str, data: Mapping[str, Any]) -> Record:
@@ -661,7 +668,9 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
                         try:
                             if not issues:
                                 first = None if single else offset
-                                out.extend(self._insert_batch(conn, ent, values, stages, returning=returning, first=first))
+                                out.extend(
+                                    self._insert_batch(conn, ent, values, stages, returning=returning, first=first)
+                                )
                                 created += len(values)
                             elif import_stages and any(stages):  # nothing is written: placement checked in a savepoint
                                 self._dry_placement(conn, ent, values, stages)
@@ -703,7 +712,9 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         does; the same error when no such record is named."""
         issues, named = list(exc.issues), False
         for k, issue in enumerate(issues):
-            taken = issue.message == "is already used" or issue.message.endswith(f"is already used by another {ent.name}")
+            taken = issue.message == "is already used" or issue.message.endswith(
+                f"is already used by another {ent.name}"
+            )
             if not (taken and issue.field and issue.entity == ent.name and issue.value is not None):
                 continue
             try:
@@ -819,6 +830,8 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         )
         if not single:  # a single record: the unique constraint itself answers (translated)
             issues.items += rec.unique_prechecks(conn, self.storage, ent, values)
+        if any(link.unique for link in ent.links.values()):  # one-to-one: name the record holding it
+            issues.items += rec.unique_link_issues(conn, self.storage, ent, values, indexed=not single)
         if ent.duplicates:
             issues.collect(every, lambda: self._check_duplicates(conn, ent, values, single, offset, sink=found))
         if issues.items:
@@ -979,12 +992,31 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
             for row, record_id in zip(rows, ids, strict=True):
                 row["id"] = record_id
             conn.execute(insert(table), list(rows))
+        shown: dict[int, dict] = {}  # record id -> {"<link>.link": rows} for links with fields
         for link in rec.many_links(ent):
-            pairs = [
-                {"source_id": record_id, "target_id": t}
-                for record_id, many in zip(ids, manys, strict=True)
-                for t in many.get(link.name, ())
-            ]
+            if link.fields:
+                index = None if first is None else {record_id: first + n for n, record_id in enumerate(ids)}
+                pairs = linkrows.rows(
+                    self.model,
+                    ent,
+                    link,
+                    (
+                        (record_id, t, linkrows.given_of(many.get(link.name)).get(t))
+                        for record_id, many in zip(ids, manys, strict=True)
+                        for t in many.get(link.name, ())
+                    ),
+                    indexes=index,
+                )
+                for pair in pairs:
+                    shown.setdefault(pair["source_id"], {}).setdefault(linkrows.key(link.name), []).append(
+                        linkrows.shown(link, pair["target_id"], pair)
+                    )
+            else:
+                pairs = [
+                    {"source_id": record_id, "target_id": t}
+                    for record_id, many in zip(ids, manys, strict=True)
+                    for t in many.get(link.name, ())
+                ]
             if pairs:
                 conn.execute(insert(self.storage.join_table(ent.name, link.name)), pairs)
         if ent.has_stages:
@@ -994,7 +1026,10 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         for record_id, row, many in zip(ids, rows, manys, strict=True):
             # _new_row holds every field and link column already (executemany needs equal keys)
             stored = {**row, "id": record_id}
-            out.append(rec.row_to_record(ent, stored, {k: sorted(v) for k, v in many.items()}))
+            linked = {k: sorted(v) for k, v in many.items()}
+            for k, rows_ in shown.get(record_id, {}).items():
+                linked[k] = sorted(rows_, key=lambda r: r["id"])
+            out.append(rec.row_to_record(ent, stored, linked))
         self._log(conn, journal.created_entries(ent, out, now, self.user))  # one executemany
         if ent.has_stages and any(stages):  # after the reactors: a guard may read a derived field
             self._placed_fit(conn, ent, rows, ids)
@@ -1069,6 +1104,12 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
                 if values.get("owner") is not None and values["owner"] != current.get("owner"):
                     check_owners_exist(conn, self.storage, ent, [values])
                 rec.check_links_exist(conn, self.storage, ent, [values], actor=self._actor_or_none)
+                if any(ent.links[k].unique for k in values if k in ent.links):
+                    held = rec.unique_link_issues(
+                        conn, self.storage, ent, [values], indexed=False, exclude=current["id"]
+                    )
+                    if held:
+                        raise rec.refused(held)
                 before = rec.rows_to_records(conn, self.storage, ent, [current])[0]
                 row, many = rec.split_values(ent, values)
                 row.pop("pipeline", None)
@@ -1164,15 +1205,17 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
                 check_emptied(conn, self.storage, cleared)
         return {name: sorted(ids) for name, ids in deleted.items()}
 
-    def link(self, entity: str, record_id: int, name: str, target: Any) -> Record:
-        """Link a record to a target through a link or an inverse link (a client's ``deals``)."""
-        return self._relink(entity, record_id, name, target, add=True)
+    def link(self, entity: str, record_id: int, name: str, target: Any, values: Mapping | None = None) -> Record:
+        """Link a record to a target through a link or an inverse link (a client's ``deals``).
+        ``values``: the fields of a many-link that carries them (``{"qty": 3}``), set on the
+        new pair, or changed on a pair already linked (the fields not given keep theirs)."""
+        return self._relink(entity, record_id, name, target, add=True, values=values)
 
     def unlink(self, entity: str, record_id: int, name: str, target: Any = None) -> Record:
         """Remove a link (for a many-link or an inverse, the one to ``target``)."""
         return self._relink(entity, record_id, name, target, add=False)
 
-    def _relink(self, entity: str, record_id: int, name: str, target, *, add: bool) -> dict:
+    def _relink(self, entity: str, record_id: int, name: str, target, *, add: bool, values=None) -> dict:
         self._ready()
         ent = self._entity(entity)
         _link_member(ent, name)
@@ -1185,9 +1228,11 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
                 if self.model.entities[inv.source].links[inv.link].polymorphic
                 else _as_id(ent, record_id)
             )
-            self._relink(inv.source, target, inv.link, value, add=add)  # an unlink checks it points here
+            # an unlink checks it points here
+            self._relink(inv.source, target, inv.link, value, add=add, values=values)
             return self.get(entity, record_id)
         link = ent.links[name]
+        given = linkrows.validate(self.model, ent, link, values) if values else {}
         if not link.many:
             current = self.get(entity, record_id)
             if not add and target is None and current[name] is None:
@@ -1217,9 +1262,17 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
                     ).scalars()
                 )
                 missing = [t for t in targets if t not in present]
-                if not missing:
+                changed = 0
+                if given and present:  # the pairs already linked take the values given
+                    stored = linkrows.fields_of(conn, self.storage, ent, link, [row["id"]])
+                    for t in present:
+                        if any(stored.get((row["id"], t), {}).get(k) != v for k, v in given.items()):
+                            changed += linkrows.set_values(conn, self.storage, ent, link, row["id"], t, given)
+                if not missing and not changed:
                     return before  # already linked: nothing changes, the version stays
-                conn.execute(insert(join), [{"source_id": row["id"], "target_id": t} for t in missing])
+                if missing:
+                    pairs = linkrows.rows(self.model, ent, link, ((row["id"], t, given) for t in missing))
+                    conn.execute(insert(join), pairs)
             else:
                 clause = join.c.source_id == row["id"]
                 if target is not None:
