@@ -156,6 +156,9 @@ def fields_and_links(ctx: Ctx, old: Entity, new: Entity, rename: Step | None) ->
                 colmap.update(mapped)
                 if link.many:
                     many.append((ol.name, link.name))
+                    from .linkfields import link_field_steps
+
+                    link_field_steps(ctx, old, new, ol, link)  # the columns of its join table
             elif len(link_columns(ol)) == len(link_columns(link)):  # refused: its column stays as it is
                 colmap.update(dict(zip(link_columns(ol), link_columns(link), strict=True)))
         else:

@@ -395,6 +395,14 @@ class _Builder:
             help=_str(decl.get("help")),
             renamed_from=_names(decl.get("renamed_from")),
             loc=self.loc(path, key=True),
+            fields=_frozen(
+                {
+                    fname: self.field((*path, "fields", fname), fname, fdecl)
+                    for fname, fdecl in _dict(decl.get("fields")).items()
+                    if isinstance(fdecl, dict) and fdecl.get("type") in FIELD_TYPES
+                }
+            ),
+            unique=decl.get("unique") is True,
         )
 
     def attach_inverses(self, entities: dict[str, Entity]) -> dict[str, Entity]:

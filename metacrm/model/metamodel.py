@@ -142,6 +142,9 @@ class Link:
     help: str | None = None
     renamed_from: tuple[str, ...] = ()
     loc: Loc = NOWHERE
+    # a many-link's own data (``fields:``): columns of its join table, one value per linked pair
+    fields: Mapping[str, Field] = field(default_factory=lambda: EMPTY)
+    unique: bool = False  # a single link: no two records link the same target (1:1)
 
     @property
     def polymorphic(self) -> bool:

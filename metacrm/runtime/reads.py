@@ -252,6 +252,11 @@ class ReadsMixin(Host):
             value = record[link.name]
             if link.many:
                 links[link.name] = [reference(link.target, i, names[link.target]) for i in value]
+                if link.fields:  # each pair's values next to its target
+                    pairs = {r["id"]: r for r in record.get(f"{link.name}.link", ())}
+                    for ref in links[link.name]:
+                        values = pairs.get(ref["id"], {})
+                        ref["link"] = {name: values.get(name) for name in link.fields}
             elif value is None:
                 links[link.name] = None
             elif link.polymorphic:

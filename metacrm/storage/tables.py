@@ -125,6 +125,16 @@ def _column_type(f: Field):
     return json_type()  # json, multichoice
 
 
+def _choice_checks(table: str, fields) -> list:
+    """CHECK constraints keeping choice columns to their options."""
+    out = []
+    for f in fields:
+        if f.type == "choice" and f.options:
+            values = ", ".join("'" + v.replace("'", "''") + "'" for v in f.option_values)
+            out.append(CheckConstraint(f"{f.name} IN ({values})", name=naming.check_name(table, f.name)))
+    return out
+
+
 MASK_BITS = 62  # bits 0..61 of a signed 64-bit integer: no sign trouble on either database
 
 
@@ -191,11 +201,9 @@ def _entity_table(entity: Entity, model: Model, storage: Storage) -> Table:
     columns = _system_columns(entity)
     constraints: list = []
     indexes: list[tuple[str, ...]] = []
+    constraints += _choice_checks(name, entity.fields.values())
     for f in entity.fields.values():
         columns.append(Column(f.name, _column_type(f), nullable=not f.required))
-        if f.type == "choice" and f.options:
-            values = ", ".join("'" + v.replace("'", "''") + "'" for v in f.option_values)
-            constraints.append(CheckConstraint(f"{f.name} IN ({values})", name=naming.check_name(name, f.name)))
         if f.unique:
             uq = naming.unique_name(name, [f.name])
             constraints.append(UniqueConstraint(f.name, name=uq))
@@ -208,10 +216,13 @@ def _entity_table(entity: Entity, model: Model, storage: Storage) -> Table:
         if link.many:
             continue
         columns += _link_columns(entity, link, model)
-        if link.polymorphic:
-            indexes.append((naming.link_entity_column(link.name), naming.link_column(link.name)))
+        cols = _member_columns(entity, link.name)
+        if link.unique:  # one-to-one: one record per target (its unique index serves lookups too)
+            uq = naming.unique_name(name, cols)
+            constraints.append(UniqueConstraint(*cols, name=uq))
+            storage.unique_constraints[uq] = (entity.name, (link.name,))
         else:
-            indexes.append((naming.link_column(link.name),))
+            indexes.append(cols)
     if entity.owner:
         indexes.append(("owner",))
     # archive: true: counts, boards and funnels read live rows only (archived_at IS NULL): their
@@ -235,9 +246,9 @@ def _entity_table(entity: Entity, model: Model, storage: Storage) -> Table:
         for amount in sorted({p.amount or "" for p in entity.pipelines.values()}):
             indexes.append((*scope, "stage", "reached", *([amount] if amount else []), *live))
     for names in entity.indexes:
-        indexes.append(tuple(_member_column(entity, n) for n in names))
+        indexes.append(tuple(c for n in names for c in _member_columns(entity, n)))
     for names in entity.unique:
-        cols = [_member_column(entity, n) for n in names]
+        cols = [c for n in names for c in _member_columns(entity, n)]
         uq = naming.unique_name(name, cols)
         constraints.append(UniqueConstraint(*cols, name=uq))
         storage.unique_constraints[uq] = (entity.name, tuple(names))
@@ -331,8 +342,14 @@ class _SearchIndex:
                 connection.execute(DDL(statement))
 
 
-def _member_column(entity: Entity, name: str) -> str:
-    return name if name in entity.fields else naming.link_column(name)
+def _member_columns(entity: Entity, name: str) -> tuple[str, ...]:
+    """The columns of a field or single link (a polymorphic link's entity and id columns)."""
+    if name in entity.fields:
+        return (name,)
+    link = entity.links[name]
+    if link.polymorphic:
+        return (naming.link_entity_column(name), naming.link_column(name))
+    return (naming.link_column(name),)
 
 
 def _join_table(entity: Entity, link: Link, storage: Storage) -> Table:
@@ -353,6 +370,8 @@ def _join_table(entity: Entity, link: Link, storage: Storage) -> Table:
             ForeignKey(f"{link.target}.id", ondelete=target_delete, name=naming.fk_name(name, naming.JOIN_TARGET)),
             nullable=False,
         ),
+        *(Column(f.name, _column_type(f), nullable=not f.required) for f in link.fields.values()),
+        *_choice_checks(name, link.fields.values()),
         PrimaryKeyConstraint(naming.JOIN_SOURCE, naming.JOIN_TARGET, name=naming.pk_name(name)),
     )
     Index(naming.index_name(name, [naming.JOIN_TARGET]), table.c[naming.JOIN_TARGET])

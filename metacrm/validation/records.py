@@ -23,7 +23,7 @@ from ..errors import FieldIssue, MetaCRMError, ValidationError
 from ..model.checks import SYSTEM_COLUMNS
 from ..model.metamodel import Entity, Field, Model
 from ..model.suggest import did_you_mean, listing
-from .links import link_coercer, owner_coercer, pipeline_coercer
+from .links import LinkFieldInvalid, link_coercer, owner_coercer, pipeline_coercer
 from .values import Coercer, Invalid, field_coercer, show, type_name, unstorable_text
 
 # Keys a caller may never give: the database or the runtime sets them.
@@ -156,7 +156,8 @@ class RecordValidator:
             if link.required and not link.many:
                 what = " or ".join(f"a{'n' if t[:1] in 'aeiou' else ''} {t} record" for t in link.targets)
                 checks = (_required_link(what),)
-            members.append(_Member(link.name, f"m{len(members)}", link_coercer(link), "link", checks))
+            coerce = link_coercer(link, region=model.region or None, zone=model.timezone)
+            members.append(_Member(link.name, f"m{len(members)}", coerce, "link", checks))
         if entity.owner:
             members.append(_Member("owner", f"m{len(members)}", owner_coercer, "owner", (), None, (_owner_kept,)))
         if entity.has_stages:
@@ -317,6 +318,8 @@ class RecordValidator:
             name = self._external.get(name, name)  # a missing value is located by attribute name
             cause = (error.get("ctx") or {}).get("error")
             message = str(cause) if isinstance(cause, Invalid) else error.get("msg", "is not valid")
+            if isinstance(cause, LinkFieldInvalid):  # deal.products.qty
+                name = f"{name}.{cause.field}"
             issues.append(FieldIssue(self.name, name, message, error.get("input"), index))
         return issues
 
