@@ -5,6 +5,8 @@ filters, search and duplicate rules find a record by any of them)."""
 from __future__ import annotations
 
 import pytest
+import yaml
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import select
 
 import metacrm
@@ -116,7 +118,7 @@ def test_duplicate_rules_match_when_any_address_is_shared(crm) -> None:
 
 
 def test_filters_find_a_record_by_any_value_and_agree_with_python(crm) -> None:
-    a = crm.create("client", {"name": "A", "emails": ["info@romashka.ru", "sales@romashka.ru"], "phones": "+7 916 123-45-67"})
+    a = crm.create("client", {"name": "A", "emails": ["info@romashka.ru", "Sales@romashka.ru"], "phones": "+7 916 123-45-67"})
     b = crm.create("client", {"name": "B", "emails": "boss@x.org"})
     c = crm.create("client", {"name": "C"})
     d = crm.create("deal", {"title": "D", "client": a["id"]})
@@ -149,3 +151,73 @@ def test_bad_filters_name_the_field(crm, where, message) -> None:
     with pytest.raises(ExpressionError) as info:
         crm.find("client", where=where)
     assert message in str(info.value)
+
+
+# -- migrations ---------------------------------------------------------------------------------
+
+def _doc(fields: dict) -> dict:
+    return {"metacrm": 1, "name": "conv", "region": "RU", "entities": {"person": {"fields": {"name": {"type": "string"}, **fields}}}}
+
+
+def _connect(tmp_path, doc: dict, db_url: str, name: str):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    return metacrm.connect(metacrm.load_model(path), db_url)
+
+
+def test_email_and_phone_fields_become_emails_and_phones_keeping_the_value_as_primary(db_url, tmp_path) -> None:
+    old = _connect(tmp_path, _doc({"email": {"type": "email"}, "phone": {"type": "string"}}), db_url, "old")
+    old.migrate()
+    ids = [
+        old.create("person", {"name": "a", "email": "A@X.org", "phone": "8 916 123-45-67"})["id"],
+        old.create("person", {"name": "b", "phone": "+7 495 000-00-02, 8 (916) 000-00-03"})["id"],
+        old.create("person", {"name": "c", "phone": ""})["id"],
+        old.create("person", {"name": "d", "phone": "not a number"})["id"],
+    ]
+    old.close()
+    doc = _doc({"email": {"type": "emails"}, "phones": {"type": "phones", "renamed_from": "phone"}})
+    new = _connect(tmp_path, doc, db_url, "new")
+    plan = new.migrate(dry_run=True)
+    phones = next(s for s in plan if s.kind == "change_type" and s.target == "phones")
+    assert phones.count == 1 and "id 4: 'not a number'" in phones.refusal
+    with pytest.raises(metacrm.MigrationError, match="1 value of person.phones would not convert to phones"):
+        new.migrate()
+    new.close()
+    fix = _connect(tmp_path, _doc({"email": {"type": "email"}, "phone": {"type": "string"}}), db_url, "old")
+    fix.update("person", ids[3], {"phone": None})
+    fix.close()
+    new = _connect(tmp_path, doc, db_url, "new")
+    new.migrate()
+    got = [(r["email"], r["phones"]) for r in new.find("person", order_by="id")]
+    assert got == [
+        (["A@x.org"], ["+79161234567"]),  # the local part keeps its case; lookups ignore it
+        (None, ["+74950000002", "+79160000003"]),
+        (None, None),
+        (None, None),
+    ]
+    # the index was filled from the converted rows, and the triggers keep it
+    assert [r["id"] for r in new.find("person", where="phones contains '+7 916 000-00-03'")] == [ids[1]]
+    assert [r["id"] for r in new.find("person", where="email contains 'a@x.org'")] == [ids[0]]
+    new.update("person", ids[2], {"email": "c@x.org"})
+    assert [r["id"] for r in new.find("person", where="email contains 'C@x.org'")] == [ids[2]]
+    new.close()
+
+
+def test_an_emails_field_added_to_an_entity_with_rows_and_removed_again(db_url, tmp_path) -> None:
+    crm = _connect(tmp_path, _doc({}), db_url, "v1")
+    crm.migrate()
+    first = crm.create("person", {"name": "a"})["id"]
+    crm.close()
+    crm = _connect(tmp_path, _doc({"emails": {"type": "emails"}}), db_url, "v2")
+    plan = crm.migrate()
+    assert [s.kind for s in plan] == ["add_field", "record_model"]
+    assert crm.get("person", first)["emails"] is None
+    second = crm.create("person", {"name": "b", "emails": "b@x.org"})["id"]
+    assert [r["id"] for r in crm.find("person", where="emails contains 'b@x.org'")] == [second]
+    crm.close()
+    crm = _connect(tmp_path, _doc({}), db_url, "v3")
+    crm.migrate(allow_data_loss=True)
+    crm.create("person", {"name": "c"})  # no trigger names the dropped column
+    with crm.engine.connect() as conn:
+        assert not sa_inspect(conn).has_table(index_table("person", "emails").name)
+    crm.close()

@@ -105,7 +105,7 @@ class ValueType:
             if self.type_name == "emails" and isinstance(value, str):
                 from ..validation.values import check_email
 
-                return check_email(value.strip())[0] or value.strip().lower()
+                return (check_email(value.strip())[0] or value.strip()).lower()  # addresses match in any case
             if self.type_name == "phones" and isinstance(value, str | int) and not isinstance(value, bool):
                 from ..validation.values import check_phone
 

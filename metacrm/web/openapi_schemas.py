@@ -10,6 +10,7 @@ from typing import Any
 
 from ..model.bounds import RANGES
 from ..model.metamodel import Entity, Field, Link
+from ..validation.values import MAX_VALUES
 from .problems import _TITLES, PROBLEM
 
 INT64_MAX = 2**63 - 1
@@ -93,6 +94,12 @@ def _value_schema(f: Field, *, writing: bool) -> dict:
         schema = {"type": "string", "enum": list(f.option_values)}
     elif kind == "multichoice":
         schema = {"type": "array", "items": {"type": "string", "enum": list(f.option_values)}, "uniqueItems": True}
+    elif kind in ("emails", "phones"):  # the primary first; the API also reads one as text
+        item: dict[str, Any] = {"type": "string", "format": "email"} if kind == "emails" else {"type": "string"}
+        listed: dict[str, Any] = {"type": "array", "items": item, "maxItems": MAX_VALUES}
+        if f.required and writing:
+            listed["minItems"] = 1
+        schema = {"anyOf": [listed, {"type": "string"}]} if writing else listed
     else:  # json: any structured value
         schema = {}
     return schema

@@ -38,6 +38,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.staticfiles import StaticFiles
 
 from .. import errors as E
+from ..model.field_types import MULTI_VALUE_TYPES
 from ..model.metamodel import Entity, Field, Link
 from ..runtime.access import scope
 from . import i18n, pages_import, pages_links, pages_list, pages_reports
@@ -170,6 +171,8 @@ def input_value(value: Any, field: Field) -> Any:
         return i18n.current().decimal_input(value)
     if isinstance(value, dt.date):
         return value.isoformat()
+    if field.type in MULTI_VALUE_TYPES and isinstance(value, list):
+        return "\n".join(str(v) for v in value)  # one address / number a line, the primary first
     if isinstance(value, list):
         return [str(v) for v in value]
     return str(value)
