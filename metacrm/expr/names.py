@@ -181,6 +181,8 @@ _FIELD_KINDS = {
     "datetime": DATETIME,
     "multichoice": MULTICHOICE,
     "json": JSON,
+    "file": INTEGER,  # the id of the attached file (`contract is not null`)
+    "image": INTEGER,
 }
 # (decimal places, exclusive bound) as storage/types.py stores them: NUMERIC(18, 2) and (18, 6)
 _SCALES = {"money": (2, Decimal(10) ** 16), "decimal": (6, Decimal(10) ** 12), "percent": (6, Decimal(10) ** 12)}

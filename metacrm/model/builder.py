@@ -14,6 +14,7 @@ from types import MappingProxyType
 
 from ..errors import Problem
 from .field_types import FIELD_TYPES
+from .file_rules import accept_items, attachments_spec, parse_size
 from .metamodel import (
     DEFAULT_PIPELINE,
     AssignRule,
@@ -194,6 +195,7 @@ class _Builder:
             pipeline_field=_str(decl.get("pipeline_field")),
             pipeline_map=_frozen({k: v for k, v in _dict(decl.get("pipeline_map")).items() if isinstance(v, str)}),
             task=self.task(path, decl, fields, links),
+            attachments=attachments_spec(decl.get("attachments")),
         )
 
     def task(self, path: tuple, decl: dict, fields: dict, links: dict) -> TaskSpec | None:
@@ -286,6 +288,8 @@ class _Builder:
             readonly_if=_str(decl.get("readonly_if")),
             readonly=decl.get("readonly") is True or _str(decl.get("autonumber")) is not None,
             autonumber=_str(decl.get("autonumber")),
+            accept=accept_items(decl.get("accept")),
+            max_size=parse_size(decl.get("max_size")),
         )
 
     def link(self, path: tuple, entity: str, name: str, decl: dict) -> Link:

@@ -13,12 +13,13 @@ from decimal import Decimal, InvalidOperation
 NUMERIC_OPTIONS = frozenset({"min", "max"})
 TEXT_OPTIONS = frozenset({"max_length", "pattern"})
 CHOICE_OPTIONS = frozenset({"options"})
+FILE_OPTIONS = frozenset({"accept", "max_size"})
 
 
 @dataclass(frozen=True, slots=True)
 class FieldType:
     name: str
-    kind: str  # storage kind: string, text, integer, decimal, money, boolean, date, datetime, json
+    kind: str  # storage kind: string, text, integer, decimal, money, boolean, date, datetime, json, file
     options: frozenset[str]  # type-specific field options that apply (beyond the common ones)
     numeric: bool = False
     summable: bool = False  # reports may sum it
@@ -51,10 +52,13 @@ _TYPES = (
     FieldType("choice", "string", CHOICE_OPTIONS, description="one of the declared options"),
     FieldType("multichoice", "json", CHOICE_OPTIONS, description="several of the declared options"),
     FieldType("json", "json", frozenset(), description="any structured value"),
+    # the column holds the id of the file's row in metacrm_files (set by attach, cleared by detach)
+    FieldType("file", "file", FILE_OPTIONS, description="one attached file"),
+    FieldType("image", "file", FILE_OPTIONS, description="one attached image (PNG, JPEG, GIF or WebP)"),
 )
 
 FIELD_TYPES: dict[str, FieldType] = {t.name: t for t in _TYPES}
-ALL_TYPE_OPTIONS = NUMERIC_OPTIONS | TEXT_OPTIONS | CHOICE_OPTIONS
+ALL_TYPE_OPTIONS = NUMERIC_OPTIONS | TEXT_OPTIONS | CHOICE_OPTIONS | FILE_OPTIONS
 
 
 def default_problem(ftype: FieldType, value, options: tuple[str, ...]) -> str | None:

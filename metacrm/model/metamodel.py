@@ -67,6 +67,8 @@ class Field:
     readonly_if: str | None = None  # an expression: when it holds on the stored record, no change
     readonly: bool = False  # set by the system, automations and imports only (runtime/sysfields.py)
     autonumber: str | None = None  # "PO-{YYYY}-{####}": numbered at create (runtime/sysfields.py)
+    accept: tuple[str, ...] = ()  # file and image fields: MIME types ("image/*") or extensions (".pdf")
+    max_size: int | None = None  # file and image fields: the largest file, in bytes
 
     @property
     def derived(self) -> str | None:
@@ -89,6 +91,17 @@ class Field:
     @property
     def caption(self) -> str:
         return self.label or self.name
+
+
+@dataclass(frozen=True, slots=True)
+class FileSpec:
+    """What a file field or an entity's attachments accept (runtime/files.py): ``accept``, MIME
+    types (``image/*``) or extensions (``.pdf``), any when empty; ``max_size`` in bytes, any
+    size when None; ``image``: only PNG, JPEG, GIF or WebP content."""
+
+    accept: tuple[str, ...] = ()
+    max_size: int | None = None
+    image: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,6 +290,28 @@ class Entity:
     task: TaskSpec | None = None  # ``task:``: the entity is a task list
     # ``list:``: the default columns of a listing (CLI tables, web list page); None: every column
     list: tuple[str, ...] | None = None
+    # ``attachments:``: any number of files attached to a record (None: none)
+    attachments: FileSpec | None = None
+
+    @property
+    def file_fields(self) -> tuple[Field, ...]:
+        """The ``file`` and ``image`` fields."""
+        return tuple(f for f in self.fields.values() if f.kind == "file")
+
+    @property
+    def has_files(self) -> bool:
+        """Whether records of the entity can hold files (file fields or attachments)."""
+        return self.attachments is not None or bool(self.file_fields)
+
+    def file_spec(self, field: str | None) -> FileSpec | None:
+        """What a file field (``field``) or the attachments (None) accept; None when that is
+        no file field, or the entity has no attachments."""
+        if field is None:
+            return self.attachments
+        f = self.fields.get(field)
+        if f is None or f.kind != "file":
+            return None
+        return FileSpec(f.accept, f.max_size, f.type == "image")
 
     @property
     def has_stages(self) -> bool:
@@ -384,6 +419,11 @@ class Model:
     def caption(self) -> str:
         return self.label or self.name
 
+    @property
+    def uses_files(self) -> bool:
+        """Whether an entity has file fields or attachments (the files table exists then)."""
+        return any(e.has_files for e in self.entities.values())
+
     def entity(self, name: str) -> Entity:
         """The entity of that name; raises metacrm.NotFound naming the valid ones."""
         try:
@@ -406,6 +446,7 @@ __all__ = [
     "DEFAULT_PIPELINE",
     "Entity",
     "Field",
+    "FileSpec",
     "Form",
     "InverseLink",
     "Link",
