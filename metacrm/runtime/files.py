@@ -372,7 +372,9 @@ def disposition(info: Mapping) -> tuple[str, str]:
 
     mime = info["mime"]
     kind = "inline" if mime in INLINE_TYPES else "attachment"
-    ascii_name = info["name"].encode("ascii", "ignore").decode().replace('"', "").replace("\\", "") or "file"
+    ascii_name = info["name"].encode("ascii", "ignore").decode().replace('"', "").replace("\\", "").strip()
+    if not ascii_name or ascii_name.startswith("."):  # a name in another script: file.pdf
+        ascii_name = "file" + ascii_name
     header = f"{kind}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(info['name'], safe='')}"
     return mime, header
 
