@@ -14,6 +14,7 @@ from types import MappingProxyType
 
 from ..errors import Problem
 from .field_types import FIELD_TYPES
+from .file_rules import accept_items, attachments_spec, parse_size
 from .metamodel import (
     DEFAULT_PIPELINE,
     AssignRule,
@@ -229,6 +230,7 @@ class _Builder:
             pipeline_field=_str(decl.get("pipeline_field")),
             pipeline_map=_frozen({k: v for k, v in _dict(decl.get("pipeline_map")).items() if isinstance(v, str)}),
             task=self.task(path, decl, fields, links),
+            attachments=attachments_spec(decl.get("attachments")),
         )
 
     def task(self, path: tuple, decl: dict, fields: dict, links: dict) -> TaskSpec | None:
@@ -335,6 +337,8 @@ class _Builder:
             currency=_str(decl.get("currency")),
             currency_field=_str(decl.get("currency_field")),
             round=decl.get("round") is True,
+            accept=accept_items(decl.get("accept")),
+            max_size=parse_size(decl.get("max_size")),
         )
 
     def user_link(self, path: tuple, entity: str, name: str, decl: dict) -> Field:

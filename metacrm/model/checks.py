@@ -11,6 +11,8 @@ from ..storage import naming
 from .autonumber import field_problems as autonumber_problems
 from .bounds import bound_problems
 from .field_types import ALL_TYPE_OPTIONS, FIELD_TYPES, MULTI_VALUE_TYPES, default_problem
+from .file_rules import entity_problems as attachment_problems
+from .file_rules import field_problems as file_problems
 from .metamodel import DEFAULT_PIPELINE, Entity, Model
 from .suggest import did_you_mean, listing
 from .type_checks import field_type_problems
@@ -100,6 +102,8 @@ class _Checker:
             else:
                 yield from self.check_name("entity", entity.name, path, system_columns=False)
             yield from self.fields(entity)
+            for type_, message, key in attachment_problems(entity, self.doc["entities"][entity.name]):
+                yield self.problem(type_, message, (*path, "attachments", key), key=True)
             yield from self.links(entity)
             yield from self.entity_lists(entity)
             yield from self.duplicate_rules(entity)
@@ -187,6 +191,9 @@ class _Checker:
                 yield self.problem(type_, message, (*path, key), key=True)
             for type_, message, where, key in field_type_problems(entity, f, decl):  # scale, currency, colors
                 yield self.problem(type_, message, (*path, *where), key=key)
+            if f.kind == "file":
+                for type_, message, key in file_problems(entity, f, decl):  # accept, max_size
+                    yield self.problem(type_, message, (*path, key), key=True)
 
     def links(self, entity: Entity) -> Iterator[Problem]:
         entities = self.model.entities

@@ -45,6 +45,7 @@ from .bulk import QUIET, Issues, Misplaced, firing, paused_gc
 from .deletes import delete_records
 from .duplicates import duplicate_groups, find_duplicates, merge_into
 from .engine import driver_errors, make_engine, reading, ready, writing
+from .files import FilesMixin
 from .forms import FormsMixin
 from .react import build_reactors
 from .reads import ReadsMixin
@@ -85,13 +86,16 @@ def connect(
     busy_timeout: float | None = None,
     pool_size: int | None = None,
     max_overflow: int | None = None,
+    files: str | os.PathLike[str] | None = None,
 ) -> CRM:
     """A CRM on the database at ``url_or_engine`` for ``model`` (a Model or a path to one).
 
     ``url_or_engine``: a database URL, or the host application's SQLAlchemy Engine (set up for
     metacrm by :func:`metacrm.runtime.host.adopt`; the CRM never disposes it). Options:
     ``busy_timeout`` (SQLite, seconds a writer waits for another), ``pool_size`` and
-    ``max_overflow`` (the pool of a URL's engine). Never changes the schema: on a new database
+    ``max_overflow`` (the pool of a URL's engine), ``files`` (where attached files are kept: a
+    directory or ``s3://BUCKET/PREFIX``; default ``$METACRM_FILES``, else beside an SQLite file,
+    see docs/files.md). Never changes the schema: on a new database
     call ``migrate()`` first; on a database holding another version of the model every data
     operation raises MigrationError.
     """
@@ -112,10 +116,14 @@ def connect(
         engine, owned = adopt(url_or_engine, busy_timeout=busy_timeout), False
     crm = CRM(model, engine, user=user)
     crm._owns_engine = owned
+    if files is not None:
+        crm._files_location = os.fspath(files)
     return crm
 
 
-class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksMixin, DeliveryMixin, FormsMixin):
+class CRM(
+    ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksMixin, DeliveryMixin, FormsMixin, FilesMixin
+):
     model: Model
     engine: Engine
     user: str | None

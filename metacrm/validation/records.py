@@ -130,6 +130,12 @@ def _annotation(member: _Member, checks: tuple) -> object:
     return Annotated[(Any, BeforeValidator(_guarded(member.coerce)), *(AfterValidator(c) for c in checks))]
 
 
+FILE_FIELD = (
+    "is a file field: attach a file with `metacrm attach ENTITY ID FILE --field NAME` (crm.attach, "
+    "POST .../files) and empty it with detach"
+)
+
+
 class RecordValidator:
     """Validates and coerces the records of one entity (see the package docstring)."""
 
@@ -165,7 +171,9 @@ class RecordValidator:
         self._members = {m.name: m for m in members}
         # computed and roll-up fields: stored, never given (create() still returns them as None)
         self._derived = {f.name: f.derived for f in entity.fields.values() if f.derived}
-        self._create_keys = frozenset(self._members) - set(self._derived)
+        # file and image fields: set by attach and detach only (runtime/files.py)
+        self._files = frozenset(f.name for f in entity.file_fields)
+        self._create_keys = frozenset(self._members) - set(self._derived) - self._files
         self._patch_keys = self._create_keys - {"pipeline"}
         self._field_pairs = tuple((m.internal, m.name) for m in members if m.kind == "field")
         self._given_pairs = tuple((m.name, m.internal, m.kind) for m in members if m.kind != "field")
@@ -278,6 +286,8 @@ class RecordValidator:
             return FieldIssue(self.name, key, f"is computed from {self._derived[key]}; it cannot be set", value, index)
         if key in SET_BY_SYSTEM:
             return FieldIssue(self.name, key, "is set by the system; leave it out", value, index)
+        if key in self._files:
+            return FieldIssue(self.name, key, FILE_FIELD, value, index)
         if key == "stage" and entity.has_stages:
             return FieldIssue(self.name, key, "changes only through move (metacrm move / crm.move)", value, index)
         if key == "pipeline" and entity.has_stages and patch:

@@ -363,6 +363,10 @@ def entity_routes(router: APIRouter, ent: Entity, conf: Settings, User) -> None:
 
     for link_name in [*ent.links, *ent.inverses]:
         _link_routes(router, ent, link_name, tag, User)
+    if ent.has_files:
+        from .files_api import file_routes
+
+        file_routes(router, ent, conf, User, tag)
 
 
 def _link_routes(router: APIRouter, ent: Entity, link: str, tag, User) -> None:
