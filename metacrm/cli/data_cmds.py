@@ -114,7 +114,7 @@ def get(
     if format is Format.csv:
         emit_record(record, format)
         return
-    pairs = [(k, v) for k, v in record.items() if k not in ent.links]  # links: the lines below
+    pairs = [(k, v) for k, v in record.items() if k not in card["links"]]  # links: the lines below
     typer.echo(to_pairs(pairs, width=table_width(), wide=wide), nl=False)
     for name, value in links.items():
         targets = value if isinstance(value, list) else [value] if value else []

@@ -269,6 +269,7 @@ LINK_SAFE = frozenset(
         "recompute_derived",
         "record_model",
         "check_rule",
+        "check_fill",
     }
 )
 

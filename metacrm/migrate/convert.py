@@ -59,6 +59,10 @@ def conversion(src: Field, dst: Field, dialect: str, region: str | None = None) 
     """The conversion of a column from ``src``'s type to ``dst``'s, or why there is none."""
     a, b = src.type, dst.type
     sqlite = dialect == "sqlite"
+    if b == "user" and a in TEXTS:  # logins into a `to: user` link: each must name a stored user
+        return Conversion(src, dst, dialect, lambda c: None, _stored_login, coerce=_no_user)
+    if a == "user" and b in ("string", "text"):
+        a = "string"
     if a in TEXTS:
         if b in TEXTS or b in SCALE or b in ("boolean", "date", "datetime"):
             return Conversion(
@@ -205,6 +209,20 @@ def _canonical_text(dst: Field, region: str | None) -> Callable:
         return str(result)
 
     return spell
+
+
+def _stored_login(c: str) -> str:
+    """A text value that is the login of a stored user (what a `to: user` link may hold)."""
+    from ..storage import naming
+
+    return f'{c} IN (SELECT login FROM "{naming.USER_TABLE}")'
+
+
+def _no_user(value):
+    """A text value that is no stored user's login does not convert (it is not guessed)."""
+    from ..validation.values import Invalid
+
+    raise Invalid(f"no user {value!r}")
 
 
 # -- from numbers ---------------------------------------------------------------------------------
