@@ -68,6 +68,32 @@ def _num(value):
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
+def _count(value) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def currency_scales(fields: dict[str, Field]) -> dict[str, Field]:
+    """The fields, each currency field with the scale its currency gives: a fixed currency's
+    decimals, or the most decimals among the codes of its ``currency_field`` (unknown codes
+    count as 2; the model checks report them)."""
+    from dataclasses import replace
+
+    from .field_types import currency_precision
+
+    out = dict(fields)
+    for name, f in fields.items():
+        if f.type != "currency":
+            continue
+        if f.currency:
+            scale = currency_precision(f.currency)
+        else:
+            source = fields.get(f.currency_field or "")
+            codes = source.option_values if source is not None and source.type == "choice" else ()
+            scale = max((currency_precision(c) or 2 for c in codes), default=None)
+        out[name] = replace(f, scale=2 if scale is None else scale)
+    return out
+
+
 def _zone_names() -> set[str]:
     from zoneinfo import available_timezones
 
@@ -157,6 +183,7 @@ class _Builder:
             for fname, fdecl in _dict(decl.get("fields")).items()
             if isinstance(fdecl, dict) and fdecl.get("type") in FIELD_TYPES
         }
+        fields = currency_scales(fields)
         links = {
             lname: self.link((*path, "links", lname), name, lname, ldecl)
             for lname, ldecl in _dict(decl.get("links")).items()
@@ -189,6 +216,7 @@ class _Builder:
             plural=_str(decl.get("plural")),
             description=_str(decl.get("description")),
             owner=decl.get("owner") is True,
+            archive=decl.get("archive") is True,
             title=title,
             search=_names(decl.get("search")),
             list=_names(decl["list"]) if isinstance(decl.get("list"), list) else None,
@@ -265,7 +293,16 @@ class _Builder:
             if isinstance(opt, str):
                 options.append(Option(opt))
             elif isinstance(opt, dict) and isinstance(opt.get("value"), str):
-                options.append(Option(opt["value"], _str(opt.get("label")), _str(opt.get("renamed_from"))))
+                order = opt.get("order")
+                options.append(
+                    Option(
+                        opt["value"],
+                        _str(opt.get("label")),
+                        _str(opt.get("renamed_from")),
+                        color=_str(opt.get("color")),
+                        order=order if isinstance(order, int) and not isinstance(order, bool) else None,
+                    )
+                )
         max_length = decl.get("max_length")
         return Field(
             name=name,
@@ -293,6 +330,11 @@ class _Builder:
             readonly_if=_str(decl.get("readonly_if")),
             readonly=decl.get("readonly") is True or _str(decl.get("autonumber")) is not None,
             autonumber=_str(decl.get("autonumber")),
+            scale=_count(decl.get("scale")),
+            precision=_count(decl.get("precision")),
+            currency=_str(decl.get("currency")),
+            currency_field=_str(decl.get("currency_field")),
+            round=decl.get("round") is True,
         )
 
     def user_link(self, path: tuple, entity: str, name: str, decl: dict) -> Field:

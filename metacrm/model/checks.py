@@ -10,9 +10,10 @@ from ..errors import Problem
 from ..storage import naming
 from .autonumber import field_problems as autonumber_problems
 from .bounds import bound_problems
-from .field_types import ALL_TYPE_OPTIONS, FIELD_TYPES, default_problem
+from .field_types import ALL_TYPE_OPTIONS, FIELD_TYPES, MULTI_VALUE_TYPES, default_problem
 from .metamodel import DEFAULT_PIPELINE, Entity, Model
 from .suggest import did_you_mean, listing
+from .type_checks import field_type_problems
 
 # Columns every table (or a staged / owned one) carries; a field or link may not take them.
 SYSTEM_COLUMNS = frozenset(
@@ -22,6 +23,8 @@ SYSTEM_COLUMNS = frozenset(
         "updated_at",
         "created_by",
         "updated_by",
+        "archived_at",
+        "archived_by",
         "owner",
         "version",
         "pipeline",
@@ -43,7 +46,7 @@ RESERVED_WORDS = frozenset(
 )
 
 SYSTEM_PREFIX = "metacrm_"
-TEXT_SEARCHABLE = frozenset({"string", "text", "email", "phone", "url", "choice"})
+TEXT_SEARCHABLE = frozenset({"string", "text", "email", "phone", "url", "choice", *MULTI_VALUE_TYPES})
 
 
 class _Checker:
@@ -163,7 +166,7 @@ class _Checker:
                         f"field '{entity.name}.{f.name}': default {f.default!r} {why}",
                         (*path, "default"),
                     )
-            if f.unique and f.type in ("json", "multichoice", "text"):
+            if f.unique and f.type in ("json", "multichoice", "text", *MULTI_VALUE_TYPES):
                 yield self.problem(
                     "field.unique_unsupported",
                     f"field '{entity.name}.{f.name}': a {f.type} field cannot be unique",
@@ -172,6 +175,8 @@ class _Checker:
                 )
             for type_, message, key in autonumber_problems(entity, f, decl):  # readonly, autonumber
                 yield self.problem(type_, message, (*path, key), key=True)
+            for type_, message, where, key in field_type_problems(entity, f, decl):  # scale, currency, colors
+                yield self.problem(type_, message, (*path, *where), key=key)
 
     def links(self, entity: Entity) -> Iterator[Problem]:
         entities = self.model.entities
@@ -282,7 +287,7 @@ class _Checker:
         """Each duplicate rule names a field of a fitting type and an existing ``within`` field."""
         path = ("entities", entity.name)
         fields = entity.fields
-        fitting = {"email": ("email",), "phone": ("phone",), "name": ("string", "text")}
+        fitting = {"email": ("email", "emails"), "phone": ("phone", "phones"), "name": ("string", "text")}
         decls = [d for d in self.doc["entities"][entity.name].get("duplicates") or () if isinstance(d, dict)]
         for i, rule in enumerate(entity.duplicates):
             f = fields.get(rule.field)

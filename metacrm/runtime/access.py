@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Boolean, any_, false, func, literal, or_, select, type_coerce
+from sqlalchemy import Boolean, and_, any_, false, func, literal, or_, select, type_coerce
 
-from ..errors import PermissionDenied
+from ..errors import FieldIssue, PermissionDenied, ValidationError
 from ..expr.functions import dialect_pick, json_has
 from ..model.metamodel import Entity, Model
 
@@ -115,9 +115,49 @@ def require(model: Model, actor: Actor, entity: str, action: str) -> None:
         )
 
 
-def row_clause(storage, ent: Entity, actor: Actor, action: str = "read", *, table=None):
+ARCHIVED = ("exclude", "only", "include")  # what a read does with archived records (docs/archive.md)
+
+
+def archived_mode(ent: Entity, archived: str | None) -> str:
+    """The archive mode of a read, checked: ``exclude`` (the default: live records only),
+    ``only`` (archived records only) or ``include`` (both). Asking for archived records of an
+    entity without ``archive: true`` is refused (it has none)."""
+    mode = "exclude" if archived is None else archived
+    if mode not in ARCHIVED:
+        raise ValidationError(
+            f"{ent.name}: archived must be one of {', '.join(ARCHIVED)}, not {archived!r}",
+            [FieldIssue(ent.name, "archived", f"must be one of {', '.join(ARCHIVED)}", archived)],
+        )
+    if mode != "exclude" and not ent.archive:
+        raise ValidationError(
+            f"{ent.name} has no archive (the entity does not declare archive: true): archived={mode} has nothing to show",
+            [FieldIssue(ent.name, "archived", "the entity does not declare archive: true", archived)],
+        )
+    return mode
+
+
+def archive_clause(ent: Entity, table, archived: str = "exclude"):
+    """The WHERE condition of an archive mode on ``table`` (None: every record)."""
+    if not ent.archive or archived == "include":
+        return None
+    column = table.c.archived_at
+    return column.is_(None) if archived == "exclude" else column.is_not(None)
+
+
+def row_clause(storage, ent: Entity, actor: Actor, action: str = "read", *, table=None, archived: str = "exclude"):
     """A WHERE condition selecting the records the actor may act on (None: every record);
-    ``table``: an alias of the entity's table to write it on (default: the table itself)."""
+    ``table``: an alias of the entity's table to write it on (default: the table itself).
+    Archived records (an entity with ``archive: true``) are left out unless ``archived`` is
+    ``only`` or ``include``."""
+    table = storage.table(ent.name) if table is None else table
+    allowed = _scope_clause(storage, ent, actor, action, table)
+    hidden = archive_clause(ent, table, archived)
+    if hidden is None:
+        return allowed
+    return hidden if allowed is None else and_(allowed, hidden)
+
+
+def _scope_clause(storage, ent: Entity, actor: Actor, action: str, table):
     granted = scope(storage.model, actor, ent.name, action)
     if granted == "all":
         return None
@@ -168,11 +208,11 @@ def in_team(owner, users, team: str):
 def path_access(storage, actor: Actor):
     """What a filter may see through links, for ``compile_sql(..., access=...)``: a function
     ``(entity, table) -> the actor's read condition on that table (None: every record)``, so a
-    path through a link reaches only records the actor may read; None for the system user (no
-    extra SQL)."""
-    if actor.system:
-        return None
+    path through a link reaches only records the actor may read, and never an archived one;
+    None for the system user on a model without ``archive: true`` (no extra SQL)."""
     model = storage.model
+    if actor.system and not any(e.archive for e in model.entities.values()):
+        return None
 
     def readable(entity: str, table):
         return row_clause(storage, model.entities[entity], actor, table=table)

@@ -14,7 +14,7 @@ from contextvars import ContextVar
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar, overload
 
-from sqlalchemy import bindparam, insert, inspect, select, update
+from sqlalchemy import and_, bindparam, insert, inspect, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -28,7 +28,19 @@ from ..storage.types import now_utc
 from ..types import DuplicateGroup, DuplicateMatch, Record, RecordedModel
 from . import journal, sysfields
 from . import records as rec
-from .access import SYSTEM, Actor, check_create, check_row, readable, require, row_clause, scope, team_members
+from .access import (
+    SYSTEM,
+    Actor,
+    archive_clause,
+    archived_mode,
+    check_create,
+    check_row,
+    readable,
+    require,
+    row_clause,
+    scope,
+    team_members,
+)
 from .bulk import QUIET, Issues, Misplaced, firing, paused_gc
 from .deletes import delete_records
 from .duplicates import duplicate_groups, find_duplicates, merge_into
@@ -392,9 +404,10 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
     def _actor_or_none(self) -> Actor | None:
         return None if self.user is None else self.actor
 
-    def _get_row(self, conn, entity: Entity, record_id, action: str = "read") -> Mapping:
+    def _get_row(self, conn, entity: Entity, record_id, action: str = "read", *, archived: bool = False) -> Mapping:
         """The stored row; NotFound when there is none, PermissionDenied when the acting user
-        may not do ``action`` on it."""
+        may not do ``action`` on it. An archived record may be read; any other ``action`` on it
+        is refused (ConflictError: restore it first) unless ``archived`` (restore, purge)."""
         table = self.storage.table(entity.name)
         record_id = _as_id(entity, record_id)
         row = conn.execute(rec.row_by_id(table), {"_id": record_id}).mappings().first()
@@ -402,6 +415,10 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
             raise NotFound(f"{entity.name} {record_id} not found", entity=entity.name, record_id=record_id)
         if self.user is not None:
             check_row(conn, self.storage, entity, self.actor, action, row)
+        if entity.archive and action != "read" and not archived and row["archived_at"] is not None:
+            from .archive import refuse_archived
+
+            refuse_archived(entity, row, action)
         return row
 
     def _new_row(self, entity: Entity, values: Mapping, now) -> tuple[dict, dict]:
@@ -414,6 +431,8 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         row.update(created_at=now, updated_at=now, version=1, created_by=self.user, updated_by=self.user)
         if entity.owner and row.get("owner") is None:
             row["owner"] = self.user
+        if entity.archive:
+            row.update(archived_at=None, archived_by=None)
         if entity.has_stages:
             pipeline = entity.pipelines[_pipeline_of(entity, row)]
             row.update(pipeline=pipeline.name, stage=pipeline.initial, stage_entered_at=now, closed_at=None)
@@ -711,11 +730,15 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
             if not (taken and issue.field and issue.entity == ent.name and issue.value is not None):
                 continue
             try:
-                found = self.find(ent.name, f"{issue.field} = :value", {"value": issue.value}, limit=1)
+                archived = "include" if ent.archive else "exclude"  # an archived record keeps its unique values
+                found = self.find(ent.name, f"{issue.field} = :value", {"value": issue.value}, limit=1, archived=archived)
             except MetaCRMError:
                 continue
             if found:
-                message = f"{issue.value!r} is already used by {ent.name} {found[0]['id']}"
+                holder = f"{ent.name} {found[0]['id']}"
+                if found[0].get("archived_at") is not None:
+                    holder = f"archived {holder} (restore or purge it)"
+                message = f"{issue.value!r} is already used by {holder}"
                 issues[k], named = dataclasses.replace(issue, message=message), True
         return rec.refused(issues) if named else exc
 
@@ -847,8 +870,9 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
 
         from ..errors import DuplicateWarning
 
-        others = None if exclude is None else self.storage.table(ent.name).c.id != exclude
-        found = find_duplicates(conn, self.storage, ent, values, clause=others)
+        table = self.storage.table(ent.name)
+        others = [c for c in (archive_clause(ent, table), None if exclude is None else table.c.id != exclude) if c is not None]
+        found = find_duplicates(conn, self.storage, ent, values, clause=and_(*others) if others else None)
         blocked = [m for m in found if m.rule.action == "block"]
         if not blocked:
             for m in found:
@@ -892,7 +916,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         ent = self._entity(entity)
         values = self.validators[ent.name].create(data)
         with self._reading() as conn:
-            clause = None if self.user is None else row_clause(self.storage, ent, self.actor)
+            clause = row_clause(self.storage, ent, self.actor)  # archived records are no duplicates
             found = find_duplicates(conn, self.storage, ent, [values], clause=clause)
         return [
             {
@@ -911,7 +935,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         self._ready()
         ent = self._entity(entity)
         with self._reading() as conn:
-            clause = None if self.user is None else row_clause(self.storage, ent, self.actor)
+            clause = row_clause(self.storage, ent, self.actor)  # archived records are no duplicates
             return duplicate_groups(conn, self.storage, ent, clause=clause)
 
     def merge(self, entity: str, keep: int, other: int) -> Record:
@@ -1130,46 +1154,109 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
 
     def delete(self, entity: str, record_id: int) -> dict[str, list[int]]:
         """Delete one record and what its links cascade to; refused when a ``restrict`` link
-        points at it. Returns the deleted ids by entity."""
+        points at it. Returns the deleted ids by entity. On an entity with ``archive: true``
+        the record is archived instead (kept, hidden, links untouched: docs/archive.md) and
+        ``{entity: [id]}`` is returned; :meth:`purge` removes it for good."""
+        self._ready()
+        ent = self._entity(entity)
+        if ent.archive:
+            from .archive import archive
+
+            with self._writing() as conn:
+                return archive(self, conn, ent, record_id)
+        return self._remove(ent, record_id)
+
+    def restore(self, entity: str, record_id: int) -> Record:
+        """Bring an archived record back (an entity with ``archive: true``): it shows in lists,
+        reports and links again. Needs the ``delete`` right on the record; refused when it is
+        not archived, or when a ``block`` duplicate rule matches a live record. Returns it."""
+        from .archive import restore
+
         self._ready()
         ent = self._entity(entity)
         with self._writing() as conn:
-            row = self._get_row(conn, ent, record_id, "delete")
-            before = rec.rows_to_records(conn, self.storage, ent, [row])[0]
-            cleared: list = []
-            removed: dict | None = {} if self._reactors else None  # cascaded records' values, for the reactors
-            deleted = delete_records(conn, self.storage, ent.name, {row["id"]}, cleared=cleared, removed=removed)
-            now, cause = now_utc(), f"cascaded from {ent.name} {row['id']}"
+            return restore(self, conn, ent, record_id)
 
-            def values_of(name: str, deleted_id: int) -> dict | None:
-                got = (removed or {}).get(name, {}).get(deleted_id)
-                return None if got is None else journal.diff(self.model.entities[name], got, None)
+    def purge(self, entity: str, record_id: int) -> dict[str, list[int]]:
+        """Remove a record for good, as a delete without ``archive: true`` does (the links'
+        ``on_delete`` rules apply: cascades, restricts, set_null). On an entity with ``archive:
+        true`` the record may be archived or live. Needs the ``delete`` right. Returns the
+        removed ids by entity."""
+        self._ready()
+        return self._remove(self._entity(entity), record_id)
 
-            entries = [
-                journal.entry(ent.name, row["id"], "delete", now, self.user, journal.diff(ent, before, None))
-                if (name, deleted_id) == (ent.name, row["id"])
-                else journal.entry(name, deleted_id, "delete", now, self.user, values_of(name, deleted_id), text=cause)
-                for name, ids in deleted.items()
-                for deleted_id in sorted(ids)
-            ]
-            entries += [  # links of surviving records that the delete emptied
-                journal.entry(
-                    source,
-                    source_id,
-                    "unlink",
-                    now,
-                    self.user,
-                    {link: [journal.safe(old), None]},
-                    text=f"by the delete of {ent.name} {row['id']}",
-                )
-                for source, source_id, link, old in cleared
-            ]
-            self._log(conn, entries)
-            if cleared:  # surviving records whose link the delete emptied keep their rules and stages
-                from .rules import check_emptied
+    def _remove(self, ent: Entity, record_id) -> dict[str, list[int]]:
+        with self._writing() as conn:
+            row = self._get_row(conn, ent, record_id, "delete", archived=True)
+            return self._remove_rows(conn, ent, [row])
 
-                check_emptied(conn, self.storage, cleared)
+    def purge_archived(self, entity: str) -> dict[str, list[int]]:
+        """Purge every archived record of an entity with ``archive: true`` that the acting user
+        may delete (``metacrm purge ENTITY --archived``), in one transaction: refused as a
+        whole when a ``restrict`` link points at one. Returns the removed ids by entity."""
+        self._ready()
+        ent = self._entity(entity)
+        archived_mode(ent, "only")  # an entity without archive: refused, naming it
+        require(self.model, self.actor, ent.name, "delete")
+        table = self.storage.table(ent.name)
+        query = select(table).where(row_clause(self.storage, ent, self.actor, "delete", archived="only"))
+        with self._writing() as conn:
+            rows = conn.execute(query.order_by(table.c.id)).mappings().all()
+            return self._remove_rows(conn, ent, rows) if rows else {}
+
+    def _remove_rows(self, conn, ent: Entity, rows: Sequence[Mapping]) -> dict[str, list[int]]:
+        """Remove stored rows (already checked) for good with what their links cascade to,
+        journaled: a delete, a purge."""
+        roots = {row["id"]: row for row in rows}
+        before = {r["id"]: r for r in rec.rows_to_records(conn, self.storage, ent, rows)}
+        cleared: list = []
+        removed: dict | None = {} if self._reactors else None  # cascaded records' values, for the reactors
+        deleted = delete_records(conn, self.storage, ent.name, set(roots), cleared=cleared, removed=removed)
+        now = now_utc()
+        origin = f"{ent.name} {rows[0]['id']}" if len(rows) == 1 else f"{len(rows)} archived {ent.name} records"
+        cause = f"cascaded from {origin}"
+
+        def values_of(name: str, deleted_id: int) -> dict | None:
+            got = (removed or {}).get(name, {}).get(deleted_id)
+            return None if got is None else journal.diff(self.model.entities[name], got, None)
+
+        def root_entry(rid: int):
+            # an archived record's delete was journaled (and fired `deleted`) when it was archived
+            action = "purge" if ent.archive and roots[rid]["archived_at"] is not None else "delete"
+            return journal.entry(ent.name, rid, action, now, self.user, journal.diff(ent, before[rid], None))
+
+        entries = [
+            root_entry(deleted_id)
+            if name == ent.name and deleted_id in roots
+            else journal.entry(name, deleted_id, "delete", now, self.user, values_of(name, deleted_id), text=cause)
+            for name, ids in deleted.items()
+            for deleted_id in sorted(ids)
+        ]
+        entries += [  # links of surviving records that the delete emptied
+            journal.entry(
+                source,
+                source_id,
+                "unlink",
+                now,
+                self.user,
+                {link: [journal.safe(old), None]},
+                text=f"by the delete of {origin}",
+            )
+            for source, source_id, link, old in cleared
+        ]
+        self._log(conn, entries)
+        if cleared:  # surviving records whose link the delete emptied keep their rules and stages
+            from .rules import check_emptied
+
+            check_emptied(conn, self.storage, cleared)
+        self._removed(conn, deleted)
         return {name: sorted(ids) for name, ids in deleted.items()}
+
+    def _removed(self, conn, removed: Mapping[str, set[int]]) -> None:
+        """Called in the transaction of every removal for good (a delete without ``archive:
+        true``, a purge, with their cascades: ``{entity: ids}``), after the rows are gone: the
+        place for what must follow a record out (its files: marked for ``metacrm prune``).
+        Archiving is not a removal and does not come here."""
 
     def link(self, entity: str, record_id: int, name: str, target: Any) -> Record:
         """Link a record to a target through a link or an inverse link (a client's ``deals``)."""

@@ -222,7 +222,7 @@ def task_reactor(model: Model):
         linking: dict[str, dict[int, list[int]]] = {}
         for e in entries:
             ent = specs.get(e["entity"])
-            if ent is None or e["action"] == "delete":
+            if ent is None or e["action"] in ("delete", "purge", "archive"):
                 continue
             changes, spec = e.get("changes") or {}, ent.task
             member = spec.done or spec.status

@@ -52,9 +52,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.schema import DDL
 
+from ..model.field_types import MULTI_VALUE_TYPES
 from ..model.metamodel import Entity, Field, Link, Model, Pipeline
 from . import naming
-from .types import UTCDateTime, decimal_type, id_type, json_type, money_type
+from .types import ExactDecimal, UTCDateTime, id_type, json_type
 
 ON_DELETE = {"restrict": "RESTRICT", "cascade": "CASCADE", "set_null": "SET NULL"}
 
@@ -111,12 +112,10 @@ def _column_type(f: Field):
         return Text()
     if kind == "user":
         return String(100)  # a login, as the users table holds it
-    if kind == "integer":
+    if kind in ("integer", "duration"):  # a duration: whole seconds
         return BigInteger()
-    if kind == "money":
-        return money_type()
-    if kind in ("decimal", "percent"):
-        return decimal_type()
+    if f.decimals is not None:  # money, currency, decimal, percent: their precision and scale
+        return ExactDecimal(f.decimals + f.whole_digits, f.decimals)
     if kind == "boolean":
         return Boolean(create_constraint=False)
     if kind == "date":
@@ -152,6 +151,8 @@ def _system_columns(entity: Entity) -> list:
     ]
     if entity.owner:
         cols.append(Column("owner", String(100), nullable=True))
+    if entity.archive:  # soft delete (docs/archive.md): set when archived, null while live
+        cols += [Column("archived_at", UTCDateTime(), nullable=True), Column("archived_by", String(100), nullable=True)]
     if entity.has_stages:
         cols += [
             Column("pipeline", String(naming.MAX_NAME), nullable=False),
@@ -199,7 +200,9 @@ def _entity_table(entity: Entity, model: Model, storage: Storage) -> Table:
             uq = naming.unique_name(name, [f.name])
             constraints.append(UniqueConstraint(f.name, name=uq))
             storage.unique_constraints[uq] = (entity.name, (f.name,))
-        elif f.index or f.type == "user" or (f.name in entity.search and f.type != "text"):
+        elif f.type in MULTI_VALUE_TYPES:
+            continue  # found through its value index (storage/valueindex.py)
+        elif f.index or f.type == "user" or (f.name in entity.text_search and f.type != "text"):
             indexes.append((f.name,))  # long text is found through the search index only
     for link in entity.links.values():
         if link.many:
@@ -241,8 +244,8 @@ def _entity_table(entity: Entity, model: Model, storage: Storage) -> Table:
             continue
         seen.add(cols)
         Index(naming.index_name(name, cols), *[table.c[c] for c in cols])
-    if entity.search:
-        event.listen(table, "after_create", _SearchIndex(name, entity.search))
+    if entity.text_search:
+        event.listen(table, "after_create", _SearchIndex(name, entity.text_search))
     return table
 
 
