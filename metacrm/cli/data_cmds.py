@@ -115,7 +115,7 @@ def get(
     if format is Format.csv:
         emit_record(record, format)
         return
-    pairs = [(k, v) for k, v in record.items() if k not in ent.links and not k.endswith(".link")]  # links: below
+    pairs = [(k, v) for k, v in record.items() if k not in card["links"] and not k.endswith(".link")]  # links: below
     typer.echo(to_pairs(pairs, width=table_width(), wide=wide), nl=False)
     for name, value in links.items():
         targets = value if isinstance(value, list) else [value] if value else []

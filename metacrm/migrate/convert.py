@@ -62,6 +62,10 @@ def conversion(src: Field, dst: Field, dialect: str, region: str | None = None) 
     sqlite = dialect == "sqlite"
     if a in TEXTS and b in MULTI_VALUE_TYPES:  # email -> emails: the value becomes the primary
         return Conversion(src, dst, dialect, *_text_to_list(dst, sqlite, region))
+    if b == "user" and a in TEXTS:  # logins into a `to: user` link: each must name a stored user
+        return Conversion(src, dst, dialect, lambda c: None, _stored_login, coerce=_no_user)
+    if a == "user" and b in ("string", "text"):
+        a = "string"
     if a in TEXTS:
         if b in TEXTS or b in SCALE or b in ("boolean", "date", "datetime"):
             return Conversion(
@@ -230,6 +234,20 @@ def _text_to_list(dst: Field, sqlite: bool, region: str | None):
     if sqlite:
         return (lambda c: f"json({c})"), (lambda c: None), None, spell
     return (lambda c: f"to_jsonb(string_to_array({c}, ','))"), (lambda c: None), None, spell
+
+
+def _stored_login(c: str) -> str:
+    """A text value that is the login of a stored user (what a `to: user` link may hold)."""
+    from ..storage import naming
+
+    return f'{c} IN (SELECT login FROM "{naming.USER_TABLE}")'
+
+
+def _no_user(value):
+    """A text value that is no stored user's login does not convert (it is not guessed)."""
+    from ..validation.values import Invalid
+
+    raise Invalid(f"no user {value!r}")
 
 
 # -- from numbers ---------------------------------------------------------------------------------

@@ -383,9 +383,18 @@ class _Builder:
             renamed_from=_names(decl.get("renamed_from")),
             loc=self.loc(path, key=True),
             on_delete="set_null" if on_delete == "set_null" else "restrict",
+            fill=decl.get("fill"),
         )
 
     def link(self, path: tuple, entity: str, name: str, decl: dict) -> Link:
+        if "fill" in decl:
+            self.error(
+                "link.fill",
+                f"link '{entity}.{name}': 'fill' applies to links to users (`to: user`) only; a link to records is "
+                "given to existing records after the migration (metacrm link, or an import)",
+                (*path, "fill"),
+                key=True,
+            )
         on_delete = decl.get("on_delete")
         return Link(
             name=name,

@@ -272,7 +272,7 @@ def check_create(
             user=actor.login,
             entity=ent.name,
         )
-    allowed = {actor.login} if granted == "own" else team_members(conn, storage, actor)
+    allowed = team_members(conn, storage, actor) if granted == "team" else {actor.login}
     foreign = sorted(o for o in owners if o not in allowed)
     if foreign:
         raise PermissionDenied(

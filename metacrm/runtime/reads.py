@@ -20,6 +20,7 @@ from .protocol import Host
 from .records import link_member as _link_member
 from .records import non_negative as _non_negative
 from .titles import read_titles, reference, title_text
+from .users import user_refs
 
 
 class ReadsMixin(Host):
@@ -263,6 +264,8 @@ class ReadsMixin(Host):
                 links[link.name] = reference(value["entity"], value["id"], names[value["entity"]])
             else:
                 links[link.name] = reference(link.target, value, names[link.target])
+        if ent.user_links:
+            links.update(user_refs(conn, self.storage, ent, record))
         return links
 
     def _related_refs(self, conn, ent: Entity, rid: int, name: str, limit: int) -> list[RecordRef]:

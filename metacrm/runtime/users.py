@@ -125,6 +125,24 @@ def check_owners_exist(
     check_users_exist(conn, storage, entity, records, indexed=indexed)
 
 
+def user_refs(conn: Connection, storage: Storage, entity: Entity, record: Mapping[str, Any]) -> dict:
+    """Each ``to: user`` link of a record as references (``{"entity": "user", "id": login,
+    "title": name or login, "hidden": False}``): one query for all the logins."""
+    logins = {login for _, login in _given_logins(entity, {**record, "owner": None})}
+    table = storage.user_table
+    query = select(table.c.login, table.c.name).where(table.c.login.in_(sorted(logins)))
+    names = {login: name for login, name in conn.execute(query)} if logins else {}
+
+    def ref(login: str) -> dict:
+        return {"entity": "user", "id": login, "title": names.get(login) or login, "hidden": False}
+
+    out: dict = {}
+    for f in entity.user_links:
+        value = record.get(f.name)
+        out[f.name] = [ref(v) for v in value or ()] if f.type == "users" else None if value is None else ref(value)
+    return out
+
+
 class UsersMixin(Host):
     """User management for the CRM facade."""
 

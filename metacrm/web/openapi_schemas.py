@@ -100,6 +100,13 @@ def _value_schema(f: Field, *, writing: bool) -> dict:
         if f.required and writing:
             listed["minItems"] = 1
         schema = {"anyOf": [listed, {"type": "string"}]} if writing else listed
+    elif kind == "user":  # a `to: user` link: a login of the CRM's users
+        schema = {"type": "string", "maxLength": 100, "x-metacrm-link": "user"}
+    elif kind == "users":
+        login = {"type": "string", "minLength": 1, "maxLength": 100}
+        schema = {"type": "array", "items": login, "uniqueItems": True, "x-metacrm-link": "user"}
+        if f.required and writing:
+            schema["minItems"] = 1
     else:  # json: any structured value
         schema = {}
     return schema
@@ -121,6 +128,9 @@ def _describe(schema: dict, member) -> dict:
     schema = {**schema, "title": member.label or member.name}
     if getattr(member, "help", None):
         schema["description"] = member.help
+    elif getattr(member, "user_link", False):
+        many = member.type == "users"
+        schema["description"] = f"A link to users: {'the logins' if many else 'the login'} of the CRM's users"
     return schema
 
 

@@ -190,7 +190,7 @@ def form_values(ent: Entity, form: dict, *, creating: bool, lang: i18n.Lang | No
     lang = lang or i18n.current()
     data: dict[str, Any] = {}
     for field in editable(ent):
-        if field.type == "multichoice":
+        if field.type in ("multichoice", "users"):
             given = form.get(field.name, [])
             data[field.name] = [v for v in ([given] if isinstance(given, str) else given) if v]
             continue
@@ -838,6 +838,14 @@ def _form(request, render, session, ent: Entity, values, issues: dict, general, 
         given = values.get(name, [])
         return [given] if isinstance(given, str) else list(given)
 
+    people: list[tuple[str, str]] = []
+    if ent.user_links:  # the pick-list of a `to: user` link: enabled users, and those already chosen
+        held = {login for f in ent.user_links for login in chosen(f.name)}
+        off = user.disabled_users()
+        people = [
+            (u["login"], u["name"] or u["login"]) for u in user.users() if u["login"] not in off or u["login"] in held
+        ]
+
     return render(
         request,
         "form.html",
@@ -854,6 +862,7 @@ def _form(request, render, session, ent: Entity, values, issues: dict, general, 
         record=record,
         input_types=INPUT_TYPES,
         decimals=DECIMALS,
+        people=people,
     )
 
 

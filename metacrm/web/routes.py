@@ -367,6 +367,23 @@ def entity_routes(router: APIRouter, ent: Entity, conf: Settings, User) -> None:
         from .files_api import file_routes
 
         file_routes(router, ent, conf, User, tag)
+    for f in ent.user_links:
+        _user_link_routes(router, ent, f.name, tag, User)
+
+
+def _user_link_routes(router: APIRouter, ent: Entity, link: str, tag, User) -> None:
+    """PUT / DELETE ``/{entity}/{id}/{link}/{login}``: link or unlink a user of a ``to: user`` link."""
+    name = ent.name
+
+    @router.put(f"/{name}/{{record_id}}/{link}/{{login}}", tags=tag, operation_id=f"link_{name}_{link}")
+    def add_user(user: User, record_id: int, login: str) -> Response:
+        visible(user, ent, record_id)  # a hidden record answers as a missing one
+        return json_response(user.link(name, record_id, link, login))
+
+    @router.delete(f"/{name}/{{record_id}}/{link}/{{login}}", tags=tag, operation_id=f"unlink_{name}_{link}")
+    def remove_user(user: User, record_id: int, login: str) -> Response:
+        visible(user, ent, record_id)
+        return json_response(user.unlink(name, record_id, link, login))
 
 
 def _link_routes(router: APIRouter, ent: Entity, link: str, tag, User) -> None:
