@@ -41,7 +41,7 @@ from .access import (
     scope,
     team_members,
 )
-from .bulk import QUIET, Issues, Misplaced, firing, paused_gc
+from .bulk import QUIET, Issues, Misplaced, firing, insert_rows, paused_gc
 from .deletes import delete_records
 from .duplicates import duplicate_groups, find_duplicates, merge_into
 from .engine import driver_errors, make_engine, reading, ready, writing
@@ -1023,7 +1023,7 @@ class CRM(
             ids = rec.allocate_ids(conn, table, len(rows))
             for row, record_id in zip(rows, ids, strict=True):
                 row["id"] = record_id
-            conn.execute(insert(table), list(rows))
+            insert_rows(conn, table, rows)
         shown: dict[int, dict] = {}  # record id -> {"<link>.link": rows} for links with fields
         for link in rec.many_links(ent):
             if link.fields:
@@ -1050,9 +1050,9 @@ class CRM(
                     for t in many.get(link.name, ())
                 ]
             if pairs:
-                conn.execute(insert(self.storage.join_table(ent.name, link.name)), pairs)
+                insert_rows(conn, self.storage.join_table(ent.name, link.name), pairs)
         if ent.has_stages:
-            conn.execute(rec.insert_into(self.storage.history_table), self._history_rows(ent, rows, ids))
+            insert_rows(conn, self.storage.history_table, self._history_rows(ent, rows, ids))
             rows = self._place(conn, ent, rows, ids, stages)
         out = []
         for record_id, row, many in zip(ids, rows, manys, strict=True):

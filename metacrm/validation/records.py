@@ -14,6 +14,7 @@ import datetime as dt
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
+from decimal import Decimal
 from typing import Annotated, Any
 
 import pydantic
@@ -109,13 +110,23 @@ class _Member:
         self.default = default or {"default": None}
 
 
+_NO_TEXT = frozenset((int, float, bool, type(None), Decimal, dt.date, dt.datetime))  # nothing to check
+
+
 def _guarded(coerce: Coercer) -> Coercer:
     """The coercer, turning an exception it did not foresee (an odd object) into Invalid."""
 
     def run(value):
-        bad = unstorable_text(value)
-        if bad is not None:
-            raise Invalid(bad)
+        kind = type(value)
+        if kind is str:
+            if "\x00" in value or not value.isascii():  # the usual ASCII text needs no more
+                bad = unstorable_text(value)
+                if bad is not None:
+                    raise Invalid(bad)
+        elif kind not in _NO_TEXT:
+            bad = unstorable_text(value)
+            if bad is not None:
+                raise Invalid(bad)
         try:
             return coerce(value)
         except Invalid:
