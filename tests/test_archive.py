@@ -139,6 +139,7 @@ def test_archived_records_are_hidden_from_reads(crm) -> None:
     assert [r["id"] for r in crm.find("deal", "client = :c", {"c": c["id"]})] == [d1["id"]]  # its own value
     # the deal still names its archived client, by title
     assert crm.card("deal", d1["id"])["links"]["client"]["title"] == "Ромашка"
+    assert [r["id"] for r in crm.related("deal", d1["id"], "client")] == [c["id"]]
     assert crm.report_group("client", "city")["rows"][0]["count"] == 1
     crm.restore("deal", d2["id"])
     assert crm.get("client", c["id"])["total"] == 150
