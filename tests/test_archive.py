@@ -426,3 +426,8 @@ def test_web_list_hides_archived_records(crm) -> None:
     assert r.status_code == 303
     assert crm.get("client", gone["id"])["archived_at"] is None
     assert "Ромашка" in client.get("/client").text
+    deal = anna.create("deal", {"title": "Поставка"})
+    assert 'data-stage="won"' in client.get(f"/deal/{deal['id']}").text
+    anna.delete("deal", deal["id"])
+    card = client.get(f"/deal/{deal['id']}").text
+    assert 'id="archived"' in card and 'data-stage="won"' not in card  # no move offered
