@@ -50,6 +50,9 @@ entities:
       subject: {to: [deal, client]}
     unique:
       - [subject, kind]
+roles:
+  boss:
+    "*": all
 """
 
 
@@ -357,3 +360,52 @@ def test_csv_export_and_import_of_link_rows(crm, tmp_path):
     assert dump_database(crm.engine) == before
     with pytest.raises(ValidationError, match=r"deal: 'client' is not a many-link; many-links: products"):
         export_link_rows(crm, "deal", "client", out)
+
+
+# -- the HTTP API ---------------------------------------------------------------------------------------
+def test_http_link_values(crm):
+    from conftest import require_module
+
+    require_module("fastapi", why="the HTTP API is the [web] extra")
+    require_module("httpx", why="the API tests drive the app through httpx")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+
+    from metacrm.runtime.tokens import create_token
+    from metacrm.web import create_app
+
+    crm.add_user("boss", roles=["boss"])
+    token = create_token(crm, "boss")["token"]
+    client = TestClient(create_app(crm), raise_server_exceptions=False)
+    auth = {"Authorization": f"Bearer {token}"}
+    try:
+        made = client.post(
+            "/api/v1/deal", json={"title": "A", "products": [{"id": 1, "qty": 2, "price": "3.50"}, 2]}, headers=auth
+        )
+        assert made.status_code in (200, 201), made.text
+        rid = made.json()["id"]
+        assert made.json()["products.link"][0] == {"id": 1, "qty": 2, "price": "3.50", "note": None}
+        put = client.put(f"/api/v1/deal/{rid}/products/2", json={"qty": 5}, headers=auth)
+        assert put.status_code == 200, put.text
+        assert put.json()["products.link"][1]["qty"] == 5
+        plain = client.put(f"/api/v1/deal/{rid}/products/3", headers=auth)  # no body: defaults
+        assert plain.json()["products.link"][2] == {"id": 3, "qty": 1, "price": None, "note": None}
+        bad = client.put(f"/api/v1/deal/{rid}/products/2", json={"qty": 0}, headers=auth)
+        assert bad.status_code == 422
+        assert "deal.products.qty" in bad.text
+        got = client.get(f"/api/v1/deal/{rid}", headers=auth).json()
+        assert got["products.link"][1]["qty"] == 5
+        assert (
+            client.get("/api/v1/deal", params={"where": "products.link.qty > 4"}, headers=auth).json()["items"][0]["id"]
+            == rid
+        )
+        doc = client.get("/api/v1/openapi.json", headers=auth).json()
+        schemas = doc["components"]["schemas"]
+        assert "products.link" in schemas["deal.read"]["properties"]
+        link_op = doc["paths"]["/api/v1/deal/{record_id}/products/{target}"]["put"]
+        assert "qty" in link_op["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    finally:
+        client.close()
