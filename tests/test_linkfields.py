@@ -265,6 +265,7 @@ def test_cli_link_with_values(crm, tmp_path, db_url):
         ("qty: {type: integer, min: 1, default: 1}", "qty: {type: integer, default: x}", "field.default_invalid"),
         ("qty: {type: integer, min: 1, default: 1}", "target_id: {type: integer}", "name.system"),
         ("qty: {type: integer, min: 1, default: 1}", "qty: {type: integr}", "schema"),
+        ("qty: {type: integer, min: 1, default: 1}", "qty: {type: file}", "link.field_type"),
     ],
 )
 def test_model_checks(tmp_path, old, new, message):

@@ -230,7 +230,7 @@ def hidden_from(model: Model, actor, links: Mapping, members: set[str]) -> froze
     for items in links.values():
         for item in items:
             ent = model.entities[item["_entity"]]
-            if not readable(model, actor, ent, item.get(OWNER), members):
+            if not readable(model, actor, ent, item.get(OWNER), members, item):
                 out.add((ent.name, item["id"]))
     return frozenset(out)
 

@@ -26,7 +26,7 @@ from .names import BOOLEAN, DATE, DATETIME, TEXT, Hop, Resolved, resolve
 from .values import CLOCK_FUNCTIONS, NULL, NUMBER, ValueBinder, columns
 
 AGGREGATES = ("count", "sum", "min", "max")
-NUMERIC_TYPES = {"integer": 0, "money": 2, "decimal": 6, "percent": 6}
+NUMERIC_TYPES = {"integer": 0, "duration": 0, "money": 2, "currency": 2, "decimal": 6, "percent": 6}
 _FITS = {
     TEXT: ("string", "text", "email", "phone", "url"),
     DATE: ("date",),
@@ -280,7 +280,9 @@ class _Analyser:
                 f"{what} gives {_WORDS.get(kind, kind)}, which does not fit a {f.type} field"
                 + (f" (use {', '.join(fits)})" if fits else "")
             )
-        return NUMERIC_TYPES.get(f.type) if kind == NUMBER else None
+        if kind != NUMBER:
+            return None
+        return f.decimals if f.decimals is not None else NUMERIC_TYPES.get(f.type)
 
     def formula(self, ent: Entity, f) -> Derived:
         from .parser import parse, parse_value

@@ -77,6 +77,11 @@ class ValueType:
             hint = f" (write text in quotes: '{value}')" if isinstance(value, int | Decimal) else ""
             raise self.error(f"{show(value)} is not text{hint}", pos)
         if kind == INTEGER:
+            if self.type_name == "duration" and isinstance(value, str):  # '1h30m', 'PT2H': seconds
+                try:
+                    return dates.parse_duration_seconds(value)
+                except ValueError as exc:
+                    raise self.error(str(exc), pos) from None
             return self._integer(value, pos)
         if kind == DECIMAL:
             return self._decimal(value, pos)
@@ -96,10 +101,18 @@ class ValueType:
                 return dates.parse_datetime(value, self.zone)
             except dates.DateError as exc:
                 raise self.error(str(exc), pos) from None
-        if kind == MULTICHOICE:  # the value is one option (contains)
+        if kind == MULTICHOICE:  # the value is one option (contains), or one address / number
+            if self.type_name == "emails" and isinstance(value, str):
+                from ..validation.values import check_email
+
+                return (check_email(value.strip())[0] or value.strip()).lower()  # addresses match in any case
+            if self.type_name == "phones" and isinstance(value, str | int) and not isinstance(value, bool):
+                from ..validation.values import check_phone
+
+                return check_phone(str(value).strip(), self.region) or str(value).strip()
             if isinstance(value, str):
                 return value
-            raise self.error(f"{show(value)} is not an option", pos)
+            raise self.error(f"{show(value)} is not {_ONE_OF.get(self.type_name, 'an option')}", pos)
         raise self.error(f"{show(value)} cannot be compared with a {self.type_name} field", pos)
 
     def _number(self, value, pos) -> Decimal:
@@ -173,7 +186,9 @@ _FIELD_KINDS = {
     "url": TEXT,
     "choice": TEXT,
     "integer": INTEGER,
+    "duration": INTEGER,  # whole seconds
     "money": DECIMAL,
+    "currency": DECIMAL,
     "decimal": DECIMAL,
     "percent": DECIMAL,
     "boolean": BOOLEAN,
@@ -181,9 +196,15 @@ _FIELD_KINDS = {
     "datetime": DATETIME,
     "multichoice": MULTICHOICE,
     "json": JSON,
+    # several values: 'contains' holds one of them (compiled to a lookup of the value index)
+    "emails": MULTICHOICE,
+    "phones": MULTICHOICE,
+    "user": TEXT,  # a login: `manager = :me`
+    "users": MULTICHOICE,  # a list of logins: `assignees contains :me`
+    "file": INTEGER,  # the id of the attached file (`contract is not null`)
+    "image": INTEGER,
 }
-# (decimal places, exclusive bound) as storage/types.py stores them: NUMERIC(18, 2) and (18, 6)
-_SCALES = {"money": (2, Decimal(10) ** 16), "decimal": (6, Decimal(10) ** 12), "percent": (6, Decimal(10) ** 12)}
+_ONE_OF = {"emails": "an e-mail address", "phones": "a phone number"}
 
 
 def field_type(entity: Entity, name: str) -> ValueType:
@@ -192,7 +213,8 @@ def field_type(entity: Entity, name: str) -> ValueType:
 
 def _type_of(f, label: str) -> ValueType:
     kind = _FIELD_KINDS.get(f.type, JSON)
-    scale, limit = _SCALES.get(f.type, (None, None))
+    # (decimal places, exclusive bound) as storage/tables.py stores them: NUMERIC(precision, scale)
+    scale, limit = (None, None) if f.decimals is None else (f.decimals, Decimal(10) ** f.whole_digits)
     options = f.option_values if f.type in ("choice", "multichoice") and f.options else None
     return ValueType(kind, label, f.type, scale, limit, options)
 
@@ -219,7 +241,7 @@ def resolve_link_field(model: Model, link: Link, rest: list[str], path: str, hop
 def _localised(vt: ValueType, model: Model) -> ValueType:
     """``vt`` reading written values as the model says: phones of its region, dates and
     times without a zone in its time zone."""
-    if vt.type_name == "phone" and model.region:
+    if vt.type_name in ("phone", "phones") and model.region:
         return replace(vt, region=model.region)
     if vt.kind == DATETIME and model.timezone != "UTC":
         return replace(vt, zone=model.timezone)
@@ -239,6 +261,9 @@ def system_columns(entity: Entity) -> dict[str, ValueType]:
     }
     if entity.owner:
         cols["owner"] = ValueType(TEXT, f"{label}.owner", "string")
+    if entity.archive:
+        cols["archived_at"] = ValueType(DATETIME, f"{label}.archived_at", "datetime")
+        cols["archived_by"] = ValueType(TEXT, f"{label}.archived_by", "string")
     if entity.has_stages:
         stages: dict[str, None] = {}
         for p in entity.pipelines.values():

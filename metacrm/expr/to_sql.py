@@ -52,6 +52,7 @@ from sqlalchemy import type_coerce as _type_coerce
 from sqlalchemy.sql.elements import ColumnElement, Null
 
 from ..dates import local_today
+from ..model.field_types import MULTI_VALUE_TYPES
 from ..storage import naming
 from ..storage.tables import Storage
 from ..storage.types import UTCDateTime
@@ -334,6 +335,11 @@ class _Compiler:
             pattern = f"%{pattern}%" if test.op == "contains" else f"{pattern}%"
             return casefold(column).like(casefold(literal(pattern, String())), escape=_LIKE_ESCAPE)
         if isinstance(test, b.Has):
+            if vt.type_name in MULTI_VALUE_TYPES:  # emails / phones: a lookup of the value index
+                from ..storage.valueindex import holds_value
+
+                f = self.storage.model.entities[r.entity].fields[r.column]
+                return holds_value(table, r.entity, f, test.option)
             return json_has(column, literal(test.option, String()))
         if isinstance(test, b.NotNull):
             if vt.kind in (JSON, MULTICHOICE):

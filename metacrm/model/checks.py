@@ -10,9 +10,12 @@ from ..errors import Problem
 from ..storage import naming
 from .autonumber import field_problems as autonumber_problems
 from .bounds import bound_problems
-from .field_types import ALL_TYPE_OPTIONS, FIELD_TYPES, default_problem
+from .field_types import ALL_TYPE_OPTIONS, FIELD_TYPES, MULTI_VALUE_TYPES, default_problem
+from .file_rules import entity_problems as attachment_problems
+from .file_rules import field_problems as file_problems
 from .metamodel import DEFAULT_PIPELINE, Entity, Model
 from .suggest import did_you_mean, listing
+from .type_checks import field_type_problems
 
 # Columns every table (or a staged / owned one) carries; a field or link may not take them.
 SYSTEM_COLUMNS = frozenset(
@@ -22,6 +25,8 @@ SYSTEM_COLUMNS = frozenset(
         "updated_at",
         "created_by",
         "updated_by",
+        "archived_at",
+        "archived_by",
         "owner",
         "version",
         "pipeline",
@@ -46,8 +51,15 @@ SYSTEM_PREFIX = "metacrm_"
 # what a link's field may declare (docs/links.md): a plain stored value, with a fill for migrations
 LINK_FIELD_OPTIONS = frozenset(
     {"type", "required", "default", "fill", "min", "max", "max_length", "pattern", "options", "label", "help"}
+    | {"scale", "precision", "round"}
 )
-TEXT_SEARCHABLE = frozenset({"string", "text", "email", "phone", "url", "choice"})
+# the types a link's field may have: one plain column of the join table (no files, users,
+# several values or a currency read from another field)
+LINK_FIELD_TYPES = frozenset(
+    {"string", "text", "integer", "money", "decimal", "percent", "duration", "boolean", "date", "datetime"}
+    | {"email", "phone", "url", "choice", "multichoice", "json"}
+)
+TEXT_SEARCHABLE = frozenset({"string", "text", "email", "phone", "url", "choice", *MULTI_VALUE_TYPES})
 
 
 class _Checker:
@@ -87,9 +99,18 @@ class _Checker:
                     path,
                     key=True,
                 )
+            elif entity.name == "user":
+                yield self.problem(
+                    "name.reserved",
+                    "entity name 'user' is kept for the CRM's users (`to: user` links to them); choose another",
+                    path,
+                    key=True,
+                )
             else:
                 yield from self.check_name("entity", entity.name, path, system_columns=False)
             yield from self.fields(entity)
+            for type_, message, key in attachment_problems(entity, self.doc["entities"][entity.name]):
+                yield self.problem(type_, message, (*path, "attachments", key), key=True)
             yield from self.links(entity)
             yield from self.entity_lists(entity)
             yield from self.duplicate_rules(entity)
@@ -100,6 +121,10 @@ class _Checker:
 
     def fields(self, entity: Entity) -> Iterator[Problem]:
         for f in entity.fields.values():
+            if f.user_link:  # a `to: user` link: its options are checked as it is built
+                path = ("entities", entity.name, "links", f.name)
+                yield from self.check_name(f"link '{entity.name}.{f.name}':", f.name, path)
+                continue
             path = ("entities", entity.name, "fields", f.name)
             decl = self.doc["entities"][entity.name]["fields"][f.name]
             yield from self.field(entity, entity.name, f, path, decl)
@@ -161,7 +186,7 @@ class _Checker:
                     f"field '{owner}.{f.name}': default {f.default!r} {why}",
                     (*path, "default"),
                 )
-        if f.unique and f.type in ("json", "multichoice", "text"):
+        if f.unique and f.type in ("json", "multichoice", "text", *MULTI_VALUE_TYPES):
             yield self.problem(
                 "field.unique_unsupported",
                 f"field '{owner}.{f.name}': a {f.type} field cannot be unique",
@@ -171,6 +196,11 @@ class _Checker:
         if owner == entity.name:
             for type_, message, key in autonumber_problems(entity, f, decl):  # readonly, autonumber
                 yield self.problem(type_, message, (*path, key), key=True)
+            for type_, message, where, key in field_type_problems(entity, f, decl):  # scale, currency, colors
+                yield self.problem(type_, message, (*path, *where), key=key)
+            if f.kind == "file":
+                for type_, message, key in file_problems(entity, f, decl):  # accept, max_size
+                    yield self.problem(type_, message, (*path, key), key=True)
 
     def links(self, entity: Entity) -> Iterator[Problem]:
         entities = self.model.entities
@@ -258,6 +288,13 @@ class _Checker:
                     fpath,
                     key=True,
                 )
+            if f.type not in LINK_FIELD_TYPES:
+                yield self.problem(
+                    "link.field_type",
+                    f"field '{owner}.{f.name}': a link's field cannot be a {f.type} "
+                    f"(types: {', '.join(sorted(LINK_FIELD_TYPES))})",
+                    (*fpath, "type"),
+                )
             for key in decl:
                 if key not in LINK_FIELD_OPTIONS:
                     yield self.problem(
@@ -328,7 +365,7 @@ class _Checker:
         """Each duplicate rule names a field of a fitting type and an existing ``within`` field."""
         path = ("entities", entity.name)
         fields = entity.fields
-        fitting = {"email": ("email",), "phone": ("phone",), "name": ("string", "text")}
+        fitting = {"email": ("email", "emails"), "phone": ("phone", "phones"), "name": ("string", "text")}
         decls = [d for d in self.doc["entities"][entity.name].get("duplicates") or () if isinstance(d, dict)]
         for i, rule in enumerate(entity.duplicates):
             f = fields.get(rule.field)
@@ -662,6 +699,23 @@ class _Checker:
                         key=True,
                         hint=did_you_mean(entity, entities),
                     )
+            yield from self.assigned_links(role)
+
+    def assigned_links(self, role) -> Iterator[Problem]:
+        """``{assigned: [links]}`` names ``to: user`` links of the entity (on ``"*"``: of some entity)."""
+        for entity, actions in role.assigned.items():
+            ents = self.model.entities.values() if entity == "*" else [self.model.entities.get(entity)]
+            links = sorted({f.name for e in ents if e is not None for f in e.user_links})
+            for action, names in actions.items():
+                for i, name in enumerate(names):
+                    if name not in links:
+                        yield self.problem(
+                            "role.assigned_link",
+                            f"role '{role.name}': {entity}.{action}: '{name}' is not a `to: user` link of "
+                            f"{'any entity' if entity == '*' else repr(entity)} (links to users: {listing(links)})",
+                            ("roles", role.name, entity, action, "assigned", i),
+                            hint=did_you_mean(name, links),
+                        )
 
     # -- automations -----------------------------------------------------------------------
     def automations(self) -> Iterator[Problem]:

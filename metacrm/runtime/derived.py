@@ -138,6 +138,8 @@ class _Statements:
             source = child.join(join, join.c[far] == child.c.id)
             where = [join.c[near] == parent.c.id]
             values = ValueSQL(storage, link_table=join)  # link.FIELD: the join row's own values
+        if storage.model.entities[d.child].archive:  # archived children count no more (docs/archive.md)
+            where.append(child.c.archived_at.is_(None))
         if d.where is not None:
             bound = bind(storage.model, d.child, d.where, "rollup filter")
             where.append(_Compiler(storage, None, "rollup filter").node(bound, child, True))
@@ -225,8 +227,8 @@ class DerivedReactor:
                 continue
             rid = e["record_id"]
             changes = e.get("changes") or {}
-            if action in ("create", "delete", "merge"):
-                members = None  # everything about the record changed
+            if action in ("create", "delete", "merge", "archive", "restore", "purge"):
+                members = None  # everything about the record changed (archived: out of its parents' roll-ups)
             else:
                 members = {*changes, *_ALWAYS}
                 if "stage" in changes:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from decimal import Decimal
 from functools import lru_cache
 
 from sqlalchemy import and_, bindparam, insert, select
@@ -30,6 +31,8 @@ ORDERABLE_SYSTEM = (
     "created_by",
     "updated_by",
     "owner",
+    "archived_at",
+    "archived_by",
     "pipeline",
     "stage",
     "stage_entered_at",
@@ -74,8 +77,9 @@ def row_to_record(entity: Entity, row: Mapping, many: Mapping[str, list] | None 
     """A stored row as the public record dict (``many``: each many-link's ids, and for a link
     with fields its rows under ``"<link>.link"``)."""
     record: dict = {"id": row["id"]}
-    for name in entity.fields:
-        record[name] = row[name]
+    for name, f in entity.fields.items():
+        value = row[name]
+        record[name] = [] if value is None and f.type == "users" else value  # a many-link: a list
     for link in entity.links.values():
         if link.many:
             record[link.name] = list((many or {}).get(link.name, ()))
@@ -96,7 +100,42 @@ def row_to_record(entity: Entity, row: Mapping, many: Mapping[str, list] | None 
         record["stage"] = row["stage"]
     for name in SYSTEM_OUT:
         record[name] = row[name]
+    if entity.archive:
+        record["archived_at"] = row["archived_at"]
+        record["archived_by"] = row["archived_by"]
+    for name, source, quanta in currency_quanta(entity):
+        amount, code = record[name], record[source]
+        if amount is not None and code in quanta:
+            record[name] = amount.quantize(quanta[code])
     return record
+
+
+_QUANTA: dict[int, tuple[Entity, tuple]] = {}
+
+
+def currency_quanta(entity: Entity) -> tuple[tuple[str, str, dict[str, Decimal]], ...]:
+    """(field, its currency_field, {code: quantum}) of each currency field of ``entity`` whose
+    currency a record names: its amounts come back at their own currency's decimals (the
+    column keeps the most of them)."""
+    cached = _QUANTA.get(id(entity))
+    if cached is not None and cached[0] is entity:
+        return cached[1]
+    from ..model.field_types import currency_precision
+
+    found = []
+    for f in entity.fields.values():
+        source = entity.fields.get(f.currency_field or "") if f.type == "currency" else None
+        if source is not None:
+            quanta = {}
+            for code in source.option_values:
+                places = currency_precision(code)
+                if places is not None:
+                    quanta[code] = Decimal(1).scaleb(-places)
+            found.append((f.name, source.name, quanta))
+    if len(_QUANTA) > 1024:
+        _QUANTA.clear()
+    _QUANTA[id(entity)] = (entity, tuple(found))
+    return tuple(found)
 
 
 def fetch_many_links(conn: Connection, storage: Storage, entity: Entity, ids: Sequence[int]) -> dict[int, dict]:
@@ -162,19 +201,32 @@ def check_links_exist(
 
     ``trust_keys``: leave out the links a foreign key guards (all but polymorphic ones), for
     the system user, who may link to any record: the insert itself then refuses a missing
-    target, and the caller explains the refusal by running this check again in full."""
-    from .access import row_clause
+    target, and the caller explains the refusal by running this check again in full.
+
+    An archived target (``archive: true``) is refused too, said as such to whoever may read it
+    (a foreign key would let it through, so links to such entities are always checked here)."""
+    from .access import SYSTEM as SYSTEM_ACTOR
+    from .access import archive_clause, row_clause
+
+    entities = storage.model.entities
+
+    def checked(link: Link) -> bool:
+        return not trust_keys or link.polymorphic or any(entities[t].archive for t in link.targets)
 
     wanted: dict[str, set[int]] = defaultdict(set)
     for values in records:
-        for target, ids in link_targets(entity, values, polymorphic_only=trust_keys).items():
-            wanted[target] |= ids
+        for link in entity.links.values():
+            if checked(link):
+                for target, ids in link_targets(entity, {link.name: values.get(link.name)}).items():
+                    wanted[target] |= ids
     if trust_keys and not wanted:
         return
     existing: dict[str, set[int]] = {}
+    archived: dict[str, set[int]] = {}
     for target, ids in wanted.items():
         table = storage.table(target)
-        visible = row_clause(storage, storage.model.entities[target], actor) if actor is not None else None
+        ent = entities[target]
+        visible = row_clause(storage, ent, actor) if actor is not None else archive_clause(ent, table)
         found: set[int] = set()
         ordered = sorted(ids)
         for start in range(0, len(ordered), BATCH):
@@ -188,13 +240,21 @@ def check_links_exist(
             query = select(table.c.id).where(table.c.id.in_(chunk), visible)
             found.update(conn.execute(query).scalars())
         existing[target] = found
+        if ent.archive and len(found) < len(ordered):  # which of the others are archived (and readable)
+            missing = [i for i in ordered if i not in found]
+            shown = row_clause(storage, ent, actor or SYSTEM_ACTOR, archived="only")
+            archived[target] = {
+                i
+                for start in range(0, len(missing), BATCH)
+                for i in conn.execute(select(table.c.id).where(table.c.id.in_(missing[start : start + BATCH]), shown)).scalars()
+            }
     # a record the user may not read is named exactly as a missing one, and the text says both
     unseen = "" if actor is None or actor.system else f" that user '{actor.login}' may read"
     issues = []
     for index, values in enumerate(records):
         for link in entity.links.values():
             value = values.get(link.name)
-            if value is None or (trust_keys and not link.polymorphic):
+            if value is None or not checked(link):
                 continue
             if link.many:
                 pairs = [(link.target, v) for v in value]
@@ -204,11 +264,14 @@ def check_links_exist(
                 pairs = [(link.target, value)]
             for target, target_id in pairs:
                 if target_id not in existing.get(target, ()):
+                    gone = target_id in archived.get(target, ())
                     issues.append(
                         FieldIssue(
                             entity.name,
                             link.name,
-                            f"no {target} with id {target_id}{unseen}",
+                            f"{target} {target_id} is archived: restore it before linking to it"
+                            if gone
+                            else f"no {target} with id {target_id}{unseen}",
                             target_id,
                             index if indexed else None,
                         )
@@ -266,9 +329,19 @@ def order_clause(storage: Storage, entity: Entity, order_by: str | Sequence[str]
                 [FieldIssue(entity.name, name, "unknown field")],
             )
         column = storage.column(entity.name, name)
+        f = entity.fields.get(name)
+        if f is not None and f.type == "choice" and any(o.order is not None for o in f.options):
+            column = option_order(f, column)
         terms.append(column.desc() if descending else column.asc())
     terms.append(table.c.id)
     return terms
+
+
+def option_order(f, column):
+    """A choice column as its options sort (their ``order``): a CASE giving each its rank."""
+    from sqlalchemy import case
+
+    return case(f.option_rank, value=column, else_=len(f.options))
 
 
 def translate_integrity(exc: IntegrityError, storage: Storage, entity: Entity, values: Mapping | None = None):
@@ -436,10 +509,11 @@ def where_id(table, record_id: int, version: int | None = None):
 
 
 def link_member(ent: Entity, name: str):
-    """The link or inverse link of that name; ValidationError listing the valid ones."""
+    """The link, ``to: user`` link or inverse link of that name; ValidationError listing the
+    valid ones."""
     member = ent.member(name)
-    if member is None or name in ent.fields:
-        links = [*ent.links, *ent.inverses]
+    if member is None or name in ent.fields and not member.user_link:
+        links = [*ent.links, *(f.name for f in ent.user_links), *ent.inverses]
         hint = did_you_mean(name, links)
         raise ValidationError(
             f"{ent.name}: unknown link '{name}'" + (f" ({hint})" if hint else "") + f"; links: {listing(links)}",
