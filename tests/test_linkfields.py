@@ -410,3 +410,32 @@ def test_http_link_values(crm):
         assert "qty" in link_op["requestBody"]["content"]["application/json"]["schema"]["properties"]
     finally:
         client.close()
+
+
+# -- the web card -----------------------------------------------------------------------------------------
+def test_web_card_shows_and_sets_link_values(crm):
+    from conftest import require_module
+
+    require_module("fastapi", why="the web app is the [web] extra")
+    require_module("httpx", why="the pages are driven through httpx")
+    from tests.test_web_pages import PASSWORD, TestClient, create_app, csrf_of, set_password
+
+    crm.add_user("boss", roles=["boss"])
+    set_password(crm, "boss", PASSWORD)
+    d = crm.create("deal", {"title": "A", "products": [{"id": 1, "qty": 2, "price": "3.50"}]})
+    client = TestClient(create_app(crm), follow_redirects=False)
+    try:
+        token = csrf_of(client.get("/login").text)
+        client.post("/login", data={"login": "boss", "password": PASSWORD, "csrf": token, "next": "/"})
+        card = client.get(f"/deal/{d['id']}").text
+        assert 'data-link-values="1"> · qty: 2 · price: 3.50</span>' in card
+        assert 'name="link.qty" placeholder="1"' in card
+        token = csrf_of(card)
+        form = {"csrf": token, "name": "products", "target": "2", "link.qty": "4", "link.note": "срочно"}
+        added = client.post(f"/deal/{d['id']}/link", data=form, headers={"HX-Request": "true"})
+        assert added.status_code == 200 and 'data-link-values="2"> · qty: 4 · note: срочно</span>' in added.text
+        bad = client.post(f"/deal/{d['id']}/link", data={**form, "link.qty": "0"}, headers={"HX-Request": "true"})
+        assert "deal.products.qty: &#39;0&#39; is less than the minimum 1" in bad.text
+        assert rows(crm.get("deal", d["id"]))[2]["qty"] == 4
+    finally:
+        client.close()
