@@ -51,6 +51,13 @@ SYSTEM_PREFIX = "metacrm_"
 # what a link's field may declare (docs/links.md): a plain stored value, with a fill for migrations
 LINK_FIELD_OPTIONS = frozenset(
     {"type", "required", "default", "fill", "min", "max", "max_length", "pattern", "options", "label", "help"}
+    | {"scale", "precision", "round"}
+)
+# the types a link's field may have: one plain column of the join table (no files, users,
+# several values or a currency read from another field)
+LINK_FIELD_TYPES = frozenset(
+    {"string", "text", "integer", "money", "decimal", "percent", "duration", "boolean", "date", "datetime"}
+    | {"email", "phone", "url", "choice", "multichoice", "json"}
 )
 TEXT_SEARCHABLE = frozenset({"string", "text", "email", "phone", "url", "choice", *MULTI_VALUE_TYPES})
 
@@ -280,6 +287,13 @@ class _Checker:
                     f"field '{owner}.{f.name}': '{f.name}' is a column of every join table; choose another name",
                     fpath,
                     key=True,
+                )
+            if f.type not in LINK_FIELD_TYPES:
+                yield self.problem(
+                    "link.field_type",
+                    f"field '{owner}.{f.name}': a link's field cannot be a {f.type} "
+                    f"(types: {', '.join(sorted(LINK_FIELD_TYPES))})",
+                    (*fpath, "type"),
                 )
             for key in decl:
                 if key not in LINK_FIELD_OPTIONS:

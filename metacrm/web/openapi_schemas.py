@@ -168,8 +168,20 @@ def _link_value(link: Link) -> dict:
     return _id_schema()
 
 
-def _link(link: Link, *, expanded: bool = False, nullable: bool = True) -> dict:
+def _link_rows(link: Link, *, writing: bool) -> dict:
+    """A linked pair of a many-link with fields: the target's id and the link's values."""
+    props: dict[str, Any] = {"id": _id_schema()}
+    for f in link.fields.values():
+        props[f.name] = _field(f, writing=writing, nullable=not f.required or not writing)
+    schema: dict[str, Any] = {"type": "object", "properties": props, "additionalProperties": False}
+    schema["required"] = ["id"] if writing else ["id", *link.fields]
+    return schema
+
+
+def _link(link: Link, *, expanded: bool = False, nullable: bool = True, writing: bool = False) -> dict:
     one = _link_value(link)
+    if writing and link.fields:  # an id, or {"id": 4, "qty": 3}
+        one = {"anyOf": [one, _link_rows(link, writing=True)]}
     if expanded:  # a list's `expand=`: the id or the linked record's title inline
         one = {"anyOf": [one, {"$ref": REF + "LinkRef"}]}
     if link.many:
@@ -241,6 +253,14 @@ def read_schema(ent: Entity, *, item: bool = False) -> dict:
         props[f.name] = _field(f, writing=False, nullable=not f.required or bool(f.derived))
     for link in ent.links.values():
         props[link.name] = _link(link, expanded=item)
+        if link.many and link.fields:
+            props[f"{link.name}.link"] = {
+                "type": "array",
+                "items": _link_rows(link, writing=False),
+                "readOnly": True,
+                "title": f"{link.label or link.name}: values",
+                "description": f"Each linked {link.target} with the link's fields ({', '.join(link.fields)})",
+            }
     if ent.owner:
         props["owner"] = {"type": ["string", "null"], "title": "Owner", "description": "The responsible user's login"}
     if ent.has_stages:
@@ -274,7 +294,7 @@ def write_schema(ent: Entity, *, patch: bool) -> dict:
         if f.required and f.default is None and not patch:
             required.append(f.name)
     for link in ent.links.values():
-        props[link.name] = _link(link, nullable=not link.required)
+        props[link.name] = _link(link, nullable=not link.required, writing=True)
         if link.required and not link.many and not patch:
             required.append(link.name)
     if ent.owner:
