@@ -140,11 +140,14 @@ class GroupRow(TypedDict):
     hidden: NotRequired[bool]  # by a link: the targets the acting user may not read, as one row
     count: int
     sum: NotRequired[Decimal | int]  # with ``sum``
+    currency: NotRequired[str | None]  # summing a currency field: the currency of ``sum``
 
 
 class GroupTotal(TypedDict):
     count: int
-    sum: NotRequired[Decimal | int]
+    sum: NotRequired[Decimal | int | None]  # a currency field in several currencies: None (see sums)
+    currency: NotRequired[str | None]  # a currency field: the one currency of ``sum``
+    sums: NotRequired[dict[str | None, Decimal]]  # a currency field: the total of each currency
 
 
 GroupReport = TypedDict(

@@ -213,7 +213,7 @@ def test_currency_too_many_decimals_refused(crm):
     refused(crm, crm.create, "deal", {"title": "x", "cur": "JPY", "amount": "10.5"}, match=r"deal\.amount: 10\.5 JPY has more decimals than JPY keeps \(no decimals\)")
     refused(crm, crm.create, "deal", {"title": "x", "cur": "USD", "amount": "10.505"}, match=r"10\.505 USD .* \(2 decimals\)")
     refused(crm, crm.create, "deal", {"title": "x", "cur": "BHD", "amount": "1.0005"}, match=r"has more than 3 decimals; amount is kept to at most 3")
-    refused(crm, crm.create, "deal", {"title": "x", "amount": "5"}, match=r"amount 5 has no currency; set cur")
+    refused(crm, crm.create, "deal", {"title": "x", "amount": "5"}, match=r"deal\.amount: 5 has no currency; set cur")
     refused(
         crm,
         crm.create_many,
@@ -258,3 +258,99 @@ def test_choice_order_sorts_lists(crm):
         crm.create("deal", {"title": title, "priority": priority})
     assert [r["title"] for r in crm.find("deal", order_by="priority")][:3] == ["b", "c", "a"]
     assert [r["title"] for r in crm.find("deal", order_by="-priority,title") if r["priority"]] == ["a", "c", "b"]
+
+
+# -- migrations ------------------------------------------------------------------------------------
+
+BASE = """\
+metacrm: 1
+name: fx
+entities:
+  deal:
+    fields:
+      title: {type: string, required: true}
+"""
+
+
+def _model(tmp_path: Path, fields: str, name: str) -> Path:
+    return write(tmp_path, BASE + fields, name)
+
+
+def test_lower_scale_counted_refused_then_rounded(db_url, tmp_path):
+    old = _model(tmp_path, "      rate: {type: decimal, scale: 9}\n", "old.yaml")
+    crm = metacrm.connect(old, db_url)
+    crm.migrate()
+    for rate in ("1.234567891", "-1.235", "2.5", None):
+        crm.create("deal", {"title": "t", "rate": rate})
+    crm.close()
+    lower = _model(tmp_path, "      rate: {type: decimal, scale: 2}\n", "lower.yaml")
+    crm = metacrm.connect(lower, db_url)
+    plan = crm.migrate(dry_run=True)
+    assert any("scale of deal.rate: NUMERIC(18,9) → NUMERIC(18,2)" in s.description for s in plan)
+    before = dump_database(crm.engine)
+    with pytest.raises(metacrm.MigrationError, match=r"2 values of deal\.rate would not convert to decimal with 2 decimals.*declare `round: true` on deal\.rate"):
+        crm.migrate()
+    assert dump_database(crm.engine) == before
+    crm.close()
+    rounding = _model(tmp_path, "      rate: {type: decimal, scale: 2, round: true}\n", "round.yaml")
+    crm = metacrm.connect(rounding, db_url)
+    plan = crm.migrate(dry_run=True)
+    assert any("2 values of deal.rate lose digits and are rounded" in s.description for s in plan), plan.steps
+    crm.migrate()
+    assert [r["rate"] for r in crm.find("deal")] == [Decimal("1.23"), Decimal("-1.24"), Decimal("2.50"), None]
+    with pytest.raises(metacrm.ValidationError, match="has more than 2 decimals"):
+        crm.create("deal", {"title": "t", "rate": "1.001"})
+    crm.close()
+
+
+def test_raise_scale_keeps_values(db_url, tmp_path):
+    old = _model(tmp_path, "      rate: {type: decimal}\n", "old.yaml")
+    crm = metacrm.connect(old, db_url)
+    crm.migrate()
+    crm.create("deal", {"title": "t", "rate": "123456.123456"})
+    crm.close()
+    crm = metacrm.connect(_model(tmp_path, "      rate: {type: decimal, scale: 9, precision: 15}\n", "new.yaml"), db_url)
+    crm.migrate()
+    assert crm.find("deal")[0]["rate"] == Decimal("123456.123456")
+    assert crm.create("deal", {"title": "t", "rate": "0.123456789"})["rate"] == Decimal("0.123456789")
+    crm.close()
+
+
+def test_money_to_currency_and_adding_one(db_url, tmp_path):
+    old = _model(tmp_path, "      amount: {type: money}\n", "old.yaml")
+    crm = metacrm.connect(old, db_url)
+    crm.migrate()
+    crm.create("deal", {"title": "a", "amount": "1200"})
+    crm.create("deal", {"title": "b", "amount": "99.99"})
+    crm.close()
+    yen = "      amount: {type: currency, currency: JPY}\n"
+    crm = metacrm.connect(_model(tmp_path, yen, "yen.yaml"), db_url)
+    with pytest.raises(metacrm.MigrationError, match=r"1 value of deal\.amount would not convert to currency with 0 decimals, e\.g\. id 2: 99\.99"):
+        crm.migrate()
+    crm.close()
+    rub = "      amount: {type: currency, currency: RUB}\n      fee: {type: currency, currency: BHD, fill: '0.125'}\n"
+    crm = metacrm.connect(_model(tmp_path, rub, "rub.yaml"), db_url)
+    crm.migrate()
+    assert [(r["amount"], r["fee"]) for r in crm.find("deal")] == [(Decimal("1200.00"), Decimal("0.125"))] * 1 + [
+        (Decimal("99.99"), Decimal("0.125"))
+    ]
+    crm.close()
+    rounded = "      amount: {type: currency, currency: JPY, round: true}\n"
+    crm = metacrm.connect(_model(tmp_path, rounded, "yen2.yaml"), db_url)
+    crm.migrate(allow_data_loss=True)  # drops fee; rounds 99.99 to 100
+    assert [r["amount"] for r in crm.find("deal")] == [Decimal(1200), Decimal(100)]
+    crm.close()
+
+
+def test_duration_from_text_and_integer(db_url, tmp_path):
+    old = _model(tmp_path, "      spent: {type: string}\n      secs: {type: integer}\n", "old.yaml")
+    crm = metacrm.connect(old, db_url)
+    crm.migrate()
+    crm.create("deal", {"title": "a", "spent": "1h30m", "secs": 90})
+    crm.create("deal", {"title": "b", "spent": "PT2H", "secs": None})
+    crm.close()
+    new = _model(tmp_path, "      spent: {type: duration}\n      secs: {type: duration}\n", "new.yaml")
+    crm = metacrm.connect(new, db_url)
+    crm.migrate()
+    assert [(r["spent"], r["secs"]) for r in crm.find("deal")] == [(5400, 90), (7200, None)]
+    crm.close()

@@ -126,7 +126,7 @@ CENT = Decimal("0.01")
 MOVES_OUT = ("move", "reopen")
 PERIODS = ("month", "quarter")
 GROUP_TYPES = ("choice", "string", "email", "phone", "url", "boolean", "integer")
-SUM_TYPES = ("money", "integer", "decimal", "percent")
+SUM_TYPES = ("money", "currency", "integer", "duration", "decimal", "percent")
 
 
 class BadReportOption(ValidationError):
@@ -725,6 +725,11 @@ def build_group(
     grouping = [column]
     if sum is not None:
         columns.append(exact_sum(sum_column(storage, entity, sum)).label("sum"))
+    per_currency = sum is not None and entity.fields[sum].type == "currency" and bool(entity.fields[sum].currency_field)
+    if per_currency:  # one row per currency in each group: amounts in different currencies are never added
+        currency_col = table.c[entity.fields[sum].currency_field]
+        columns.append(currency_col.label("currency"))
+        grouping.append(currency_col)
     if period is not None:
         expr = period_expr(conn, date_col, period, is_date, zone)
         columns.append(expr.label("period"))
@@ -743,23 +748,29 @@ def build_group(
     if key.link:
         rows = _merge_hidden(rows, labels)
     out = []
+    fixed = entity.fields[sum].currency if sum is not None and entity.fields[sum].type == "currency" else None
     for row in rows:
         item = {"period": _period_text(row["period"], period)} if period else {}
         item.update(key.item(row["value"], labels), count=row["count"])
         if sum is not None:
-            item["sum"] = row["sum"] if row["sum"] is not None else _zero(entity, sum)
+            item["sum"] = _at_scale(entity, sum, row["sum"], row["currency"] if per_currency else fixed)
+        if per_currency or fixed:
+            item["currency"] = row["currency"] if per_currency else fixed
         out.append(item)
-    measure = "sum" if sum is not None else "count"
+    measure = "sum" if sum is not None and not per_currency else "count"
     out.sort(
         key=lambda i: (
             i.get("period") is None,
             i.get("period") or "",
             -i[measure],
             *_group_order((i["value"], i["label"]), i.get("hidden", False)),
+            i.get("currency") or "",
         )
     )
     total: dict = {"count": builtins.sum(i["count"] for i in out)}
-    if sum is not None:
+    if per_currency or fixed:
+        total.update(currency_totals(entity, sum, out))
+    elif sum is not None:
         total["sum"] = builtins.sum((i["sum"] for i in out), _zero(entity, sum))
     return {
         "entity": entity.name,
@@ -788,7 +799,43 @@ def _edge(moment: dt.datetime, is_date: bool, zone: str | None = None):
 
 
 def _zero(entity: Entity, name: str):
-    return Decimal("0.00") if entity.fields[name].type == "money" else 0
+    f = entity.fields[name]
+    if f.decimals is not None and f.type in ("money", "currency"):
+        return Decimal(0).quantize(Decimal(1).scaleb(-f.decimals))
+    return Decimal("0.00") if f.type == "money" else 0
+
+
+def _at_scale(entity: Entity, name: str, value, currency: str | None):
+    """A sum of ``name`` as its records hold it: a currency amount at its currency's decimals."""
+    if value is None:
+        value = _zero(entity, name)
+    if currency is not None and isinstance(value, Decimal):
+        from ..model.field_types import currency_precision
+
+        places = currency_precision(currency)
+        if places is not None:
+            return value.quantize(Decimal(1).scaleb(-places))
+    return value
+
+
+def currency_totals(entity: Entity, name: str, rows: list[dict]) -> dict:
+    """The totals of a currency field's sums, never adding two currencies: ``sums`` maps each
+    currency (by code; None: records without one) to its total; ``sum`` is the total when the
+    rows hold one currency only (None when they hold several), ``currency`` that currency."""
+    sums: dict = {}
+    for row in rows:
+        code = row.get("currency")
+        if code is None and not row.get("sum"):
+            continue  # records without an amount: nothing to add
+        sums[code] = sums.get(code, _zero(entity, name)) + row["sum"]
+    ordered = {
+        code: _at_scale(entity, name, total, code)
+        for code, total in sorted(sums.items(), key=lambda kv: (kv[0] is None, kv[0] or ""))
+    }
+    if len(ordered) > 1:
+        return {"sum": None, "currency": None, "sums": ordered}
+    (code, total), *_ = list(ordered.items()) or [(entity.fields[name].currency, _zero(entity, name))]
+    return {"sum": total, "currency": code, "sums": ordered}
 
 
 # -- charts --------------------------------------------------------------------------------------
