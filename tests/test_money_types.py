@@ -354,3 +354,177 @@ def test_duration_from_text_and_integer(db_url, tmp_path):
     crm.migrate()
     assert [(r["spent"], r["secs"]) for r in crm.find("deal")] == [(5400, 90), (7200, None)]
     crm.close()
+
+
+# -- reports ---------------------------------------------------------------------------------------
+
+STAGED = """\
+metacrm: 1
+name: fx
+entities:
+  deal:
+    fields:
+      title: {type: string, required: true}
+      cur: {type: choice, options: [RUB, USD, JPY, BHD]}
+      amount: {type: currency, currency_field: cur}
+      spent: {type: duration}
+      priority:
+        type: choice
+        options:
+          - {value: low, color: "#2e7d32", order: 3}
+          - {value: high, color: "#c62828", order: 1}
+          - {value: normal, color: yellow, order: 2}
+    stages:
+      initial: new
+      states:
+        new: {}
+        offer: {probability: 0.5}
+        won: {kind: won}
+        lost: {kind: lost}
+      transitions:
+        new: [offer, lost]
+        offer: [won, lost]
+  order:
+    fields:
+      title: {type: string}
+      total: {type: currency, currency: JPY}
+    stages:
+      initial: new
+      states:
+        new: {probability: 0.3}
+        done: {kind: won}
+      transitions:
+        new: [done]
+roles:
+  boss:
+    "*": all
+"""
+
+
+@pytest.fixture
+def staged(db_url, tmp_path):
+    crm = metacrm.connect(write(tmp_path, STAGED), db_url)
+    crm.migrate()
+    crm.create("deal", {"title": "a", "cur": "JPY", "amount": "1200", "priority": "low", "spent": "1h"})
+    offer = crm.create("deal", {"title": "b", "cur": "USD", "amount": "10.55", "priority": "high"})
+    crm.move("deal", offer["id"], "offer")
+    crm.create("deal", {"title": "c", "cur": "USD", "amount": "1", "priority": "high", "spent": "30m"})
+    crm.create("deal", {"title": "d", "priority": "normal"})
+    crm.create("order", {"title": "x", "total": "1000"})
+    yield crm
+    crm.close()
+
+
+def test_group_report_sums_per_currency(staged):
+    doc = staged.report_group("deal", "priority", sum="amount")
+    rows = [(r["value"], r["currency"], r["count"], r["sum"]) for r in doc["rows"]]
+    # options in their declared order; one row per currency in each group
+    assert rows == [
+        ("high", "USD", 2, Decimal("11.55")),
+        ("normal", None, 1, Decimal("0")),
+        ("low", "JPY", 1, Decimal("1200")),
+    ]
+    assert doc["total"] == {
+        "count": 4,
+        "sum": None,
+        "currency": None,
+        "sums": {"JPY": Decimal("1200"), "USD": Decimal("11.55")},
+    }
+    one = staged.report_group("deal", "priority", sum="amount", date_to="2000-01-01")
+    assert one["total"]["sums"] == {} and one["total"]["count"] == 0
+    usd = staged.report_group("order", "title", sum="total")
+    assert usd["rows"][0]["currency"] == "JPY" and usd["total"]["sum"] == Decimal(1000)
+    assert usd["total"]["currency"] == "JPY"
+    spent = staged.report_group("deal", "priority", sum="spent")
+    assert spent["total"]["sum"] == 5400
+
+
+def test_funnel_and_board_never_add_currencies(staged):
+    funnel = staged.funnel("deal")
+    assert funnel["currency"] is None and funnel["forecast"] is None
+    new, offer = funnel["stages"][:2]
+    assert new["amount"] is None and new["amounts"] == {"JPY": Decimal(1200), "USD": Decimal("1.00")}
+    assert offer["amounts"] == {"JPY": Decimal(0), "USD": Decimal("10.55")}
+    assert offer["forecasts"] == {"JPY": Decimal(0), "USD": Decimal("5.28")}
+    assert funnel["forecasts"] == {"JPY": Decimal(0), "USD": Decimal("5.28")}
+    assert staged.funnel("deal", as_of="2100-01-01")["stages"][0]["amounts"] == new["amounts"]
+    board = staged.board("deal")
+    assert board["amount"] is None and board["amounts"] == {"JPY": Decimal(1200), "USD": Decimal("11.55")}
+    cards = {r["title"]: (r["amount"], r["currency"]) for r in board["columns"][0]["records"]}
+    assert cards["a"] == (Decimal(1200), "JPY") and cards["c"] == (Decimal("1.00"), "USD")
+    yen = staged.funnel("order")
+    assert (yen["currency"], yen["forecast"], yen["stages"][0]["amount"]) == ("JPY", Decimal(300), Decimal(1000))
+    assert staged.board("order")["amount"] == Decimal(1000)
+
+
+def test_cli_group_report_lines_per_currency(staged, tmp_path, db_url):
+    from typer.testing import CliRunner
+
+    from metacrm.cli.main import app
+
+    args = ["report", "group", "deal", "--by", "priority", "--sum", "amount", "--model", str(tmp_path / "model.yaml")]
+    result = CliRunner().invoke(app, [*args, "--db", db_url])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert any(line.split()[-2:] == ["11.55", "USD"] for line in lines)
+    assert any(line.split()[-3:] == ["1", "200", "JPY"] for line in lines)  # no decimals for yen
+    total = [line for line in lines if line.startswith("total")][0]
+    assert total.split()[-3:] == ["1", "200", "JPY"] and lines[-1].split()[-2:] == ["11.55", "USD"]
+    listed = CliRunner().invoke(app, ["list", "deal", "--columns", "title,spent", "--model", str(tmp_path / "model.yaml"), "--db", db_url])
+    assert "1h" in listed.output and "30m" in listed.output
+
+
+def test_web_shows_currency_duration_and_badges(staged):
+    from conftest import require_module
+
+    require_module("fastapi", why="the web app (the [web] extra)")
+    from fastapi.testclient import TestClient
+
+    from metacrm.runtime.passwords import set_password
+    from metacrm.web import create_app
+
+    staged.add_user("boss", roles=["boss"])
+    set_password(staged, "boss", "correct horse battery")
+    with TestClient(create_app(staged), follow_redirects=False) as client:
+        token = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text).group(1)
+        client.post("/login", data={"login": "boss", "password": "correct horse battery", "csrf": token, "next": "/"})
+        page = client.get("/deal?order_by=priority").text
+        assert '<span class="badge" style="background:#c62828;color:#fff">high</span>' in page
+        assert '<span class="badge" style="background:#ffff00;color:#000">normal</span>' in page
+        assert "¥1,200" in page or "1 200 ¥" in page or "1 200 JPY" in page or "JP¥" in page
+        assert "1h" in page
+        card = client.get(f"/deal/{staged.find('deal', where=chr(116) + 'itle = ' + repr('a'))[0]['id']}").text
+        assert "1h" in card
+        funnel = client.get("/reports/funnel/deal").text
+        assert "10.55" in funnel or "10,55" in funnel
+        board = client.get("/deal/board").text
+        assert "¥1,200 · $1.00" in board and "$10.55" in board  # a column's sums per currency
+
+
+def test_openapi_types(tmp_path):
+    from conftest import require_module
+
+    validator = require_module("openapi_spec_validator", why="the document is checked against OpenAPI 3.1")
+    from jsonschema import Draft202012Validator
+
+    from metacrm.web import create_app
+    from metacrm.web.openapi import build_openapi
+
+    crm = metacrm.connect(write(tmp_path), f"sqlite:///{tmp_path / 'crm.db'}")
+    try:
+        doc = build_openapi(create_app(crm), crm.model)
+    finally:
+        crm.close()
+    validator.validate(doc)
+    schemas = doc["components"]["schemas"]
+    write_props = schemas["deal.create"]["properties"]
+    read_props = schemas["deal.read"]["properties"]
+
+    def accepts(props, name, value) -> bool:
+        return Draft202012Validator(props[name]).is_valid(value)
+
+    assert accepts(write_props, "yen", "1200") and not accepts(write_props, "yen", "1200.5")
+    assert accepts(write_props, "amount", "1.505") and not accepts(write_props, "amount", "1.5055")
+    assert accepts(write_props, "rate", "0.123456789") and not accepts(write_props, "rate", "0.1234567891")
+    assert accepts(write_props, "spent", "1h30m") and accepts(write_props, "spent", 5400)
+    assert accepts(read_props, "spent", 5400) and not accepts(read_props, "spent", "1h")
