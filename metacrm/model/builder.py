@@ -14,6 +14,7 @@ from types import MappingProxyType
 
 from ..errors import Problem
 from .field_types import FIELD_TYPES
+from .file_rules import accept_items, attachments_spec, parse_size
 from .metamodel import (
     DEFAULT_PIPELINE,
     AssignRule,
@@ -36,6 +37,7 @@ from .metamodel import (
 )
 from .suggest import did_you_mean, listing
 
+USER = "user"  # `to: user`: a link to the CRM's users (runtime/users.py), not to an entity
 _DURATION = re.compile(r"([0-9]+)\s*([wdhms])")
 _UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
 
@@ -186,9 +188,14 @@ class _Builder:
         links = {
             lname: self.link((*path, "links", lname), name, lname, ldecl)
             for lname, ldecl in _dict(decl.get("links")).items()
-            if isinstance(ldecl, dict) and _names(ldecl.get("to"))
+            if isinstance(ldecl, dict) and _names(ldecl.get("to")) and USER not in _names(ldecl.get("to"))
         }
-        for lname in links:
+        users = {  # `to: user` links are held as fields (a login, a list of logins)
+            lname: self.user_link((*path, "links", lname), name, lname, ldecl)
+            for lname, ldecl in _dict(decl.get("links")).items()
+            if isinstance(ldecl, dict) and USER in _names(ldecl.get("to"))
+        }
+        for lname in [*links, *users]:
             if lname in fields:
                 self.error(
                     "entity.name_conflict",
@@ -196,6 +203,7 @@ class _Builder:
                     (*path, "links", lname),
                     key=True,
                 )
+        fields.update((lname, f) for lname, f in users.items() if lname not in fields)
         pipelines = self.pipelines(name, decl, fields)
         title = _str(decl.get("title"))
         if title is None:
@@ -209,6 +217,7 @@ class _Builder:
             plural=_str(decl.get("plural")),
             description=_str(decl.get("description")),
             owner=decl.get("owner") is True,
+            archive=decl.get("archive") is True,
             title=title,
             search=_names(decl.get("search")),
             list=_names(decl["list"]) if isinstance(decl.get("list"), list) else None,
@@ -221,6 +230,7 @@ class _Builder:
             pipeline_field=_str(decl.get("pipeline_field")),
             pipeline_map=_frozen({k: v for k, v in _dict(decl.get("pipeline_map")).items() if isinstance(v, str)}),
             task=self.task(path, decl, fields, links),
+            attachments=attachments_spec(decl.get("attachments")),
         )
 
     def task(self, path: tuple, decl: dict, fields: dict, links: dict) -> TaskSpec | None:
@@ -327,9 +337,64 @@ class _Builder:
             currency=_str(decl.get("currency")),
             currency_field=_str(decl.get("currency_field")),
             round=decl.get("round") is True,
+            accept=accept_items(decl.get("accept")),
+            max_size=parse_size(decl.get("max_size")),
+        )
+
+    def user_link(self, path: tuple, entity: str, name: str, decl: dict) -> Field:
+        """A ``to: user`` link, held as a field: ``user`` (one login) or, with ``many: true``,
+        ``users`` (a list of logins). What does not apply to a link to users is reported here."""
+        where = f"link '{entity}.{name}'"
+        if _names(decl.get("to")) != (USER,):
+            self.error(
+                "link.user_polymorphic",
+                f"{where}: 'user' cannot be one of several targets; a link to users has `to: user` alone",
+                (*path, "to"),
+            )
+        for key, why in (
+            ("inverse", "users see their records through filters (`manager = :me`), not through an inverse"),
+            ("fields", "a link to users carries no fields"),
+        ):
+            if key in decl:
+                self.error(
+                    "link.user_option", f"{where}: '{key}' does not apply to a link to users: {why}", (*path, key)
+                )
+        on_delete = decl.get("on_delete", "restrict")
+        if on_delete == "cascade":
+            self.error(
+                "link.user_option",
+                f"{where}: on_delete 'cascade' does not apply to a link to users (removing a user never deletes "
+                "records); use 'restrict' (the default: the removal is refused while the user is linked) or 'set_null'",
+                (*path, "on_delete"),
+            )
+        elif on_delete == "set_null" and decl.get("required") is True:
+            self.error(
+                "link.set_null_required",
+                f"{where}: on_delete 'set_null' cannot clear a required link; use 'restrict'",
+                (*path, "on_delete"),
+            )
+        return Field(
+            name=name,
+            type="users" if decl.get("many") is True else "user",
+            required=decl.get("required") is True,
+            unique=decl.get("unique") is True and decl.get("many") is not True,
+            label=_str(decl.get("label")),
+            help=_str(decl.get("help")),
+            renamed_from=_names(decl.get("renamed_from")),
+            loc=self.loc(path, key=True),
+            on_delete="set_null" if on_delete == "set_null" else "restrict",
+            fill=decl.get("fill"),
         )
 
     def link(self, path: tuple, entity: str, name: str, decl: dict) -> Link:
+        if "fill" in decl:
+            self.error(
+                "link.fill",
+                f"link '{entity}.{name}': 'fill' applies to links to users (`to: user`) only; a link to records is "
+                "given to existing records after the migration (metacrm link, or an import)",
+                (*path, "fill"),
+                key=True,
+            )
         on_delete = decl.get("on_delete")
         return Link(
             name=name,
@@ -343,6 +408,14 @@ class _Builder:
             help=_str(decl.get("help")),
             renamed_from=_names(decl.get("renamed_from")),
             loc=self.loc(path, key=True),
+            fields=_frozen(
+                {
+                    fname: self.field((*path, "fields", fname), fname, fdecl)
+                    for fname, fdecl in _dict(decl.get("fields")).items()
+                    if isinstance(fdecl, dict) and fdecl.get("type") in FIELD_TYPES
+                }
+            ),
+            unique=decl.get("unique") is True,
         )
 
     def attach_inverses(self, entities: dict[str, Entity]) -> dict[str, Entity]:
@@ -541,12 +614,18 @@ class _Builder:
         from .metamodel import ACTIONS
 
         permissions = {}
+        assigned = {}
         for entity, spec in decl.items():
             if isinstance(spec, str):
                 permissions[entity] = _frozen({a: spec for a in ACTIONS})
             elif isinstance(spec, dict):
-                permissions[entity] = _frozen({a: spec.get(a, "none") for a in ACTIONS})
-        return Role(name, _frozen(permissions), self.loc(("roles", name), key=True))
+                scopes = {a: spec.get(a, "none") for a in ACTIONS}
+                # ``read: {assigned: [manager, assignees]}``: the scope ``assigned`` through those links
+                named = {a: _names(s.get("assigned")) for a, s in scopes.items() if isinstance(s, dict)}
+                permissions[entity] = _frozen({a: "assigned" if a in named else s for a, s in scopes.items()})
+                if named:
+                    assigned[entity] = _frozen(named)
+        return Role(name, _frozen(permissions), self.loc(("roles", name), key=True), _frozen(assigned))
 
     def automation(self, name: str, decl: dict) -> Automation:
         trigger = _dict(decl.get("when"))

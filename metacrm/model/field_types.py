@@ -17,12 +17,13 @@ CHOICE_OPTIONS = frozenset({"options"})
 DECIMAL_OPTIONS = NUMERIC_OPTIONS | {"scale", "precision", "round"}
 MONEY_OPTIONS = NUMERIC_OPTIONS | {"round"}
 CURRENCY_OPTIONS = NUMERIC_OPTIONS | {"currency", "currency_field", "round"}
+FILE_OPTIONS = frozenset({"accept", "max_size"})
 
 
 @dataclass(frozen=True, slots=True)
 class FieldType:
     name: str
-    kind: str  # storage kind: string, text, integer, decimal, money, boolean, date, datetime, json
+    kind: str  # storage kind: string, text, integer, decimal, money, boolean, date, datetime, json, file
     options: frozenset[str]  # type-specific field options that apply (beyond the common ones)
     numeric: bool = False
     summable: bool = False  # reports may sum it
@@ -69,10 +70,32 @@ _TYPES = (
     FieldType("choice", "string", CHOICE_OPTIONS, description="one of the declared options"),
     FieldType("multichoice", "json", CHOICE_OPTIONS, description="several of the declared options"),
     FieldType("json", "json", frozenset(), description="any structured value"),
+    # -- composite types (docs/types.md) --------------------------------------------------------
+    FieldType(
+        "emails",
+        "json",
+        frozenset(),
+        description="several e-mail addresses, the first the primary; each searchable",
+    ),
+    FieldType(
+        "phones",
+        "json",
+        frozenset(),
+        description="several phone numbers (E.164), the first the primary; each searchable",
+    ),
+    # declared as links (``links: {manager: {to: user}}``), held as fields: a login, a list of logins
+    FieldType("user", "string", frozenset(), description="a user of the CRM, by login (a `to: user` link)"),
+    FieldType("users", "json", frozenset(), description="several users of the CRM, by login (a `to: user` many-link)"),
+    # the column holds the id of the file's row in metacrm_files (set by attach, cleared by detach)
+    FieldType("file", "file", FILE_OPTIONS, description="one attached file"),
+    FieldType("image", "file", FILE_OPTIONS, description="one attached image (PNG, JPEG, GIF or WebP)"),
 )
+# several values in a JSON list on the row, each also in an index table (storage/valueindex.py)
+MULTI_VALUE_TYPES = frozenset({"emails", "phones"})
+USER_TYPES = frozenset({"user", "users"})
 
 FIELD_TYPES: dict[str, FieldType] = {t.name: t for t in _TYPES}
-ALL_TYPE_OPTIONS = NUMERIC_OPTIONS | TEXT_OPTIONS | CHOICE_OPTIONS | DECIMAL_OPTIONS | CURRENCY_OPTIONS
+ALL_TYPE_OPTIONS = NUMERIC_OPTIONS | TEXT_OPTIONS | CHOICE_OPTIONS | DECIMAL_OPTIONS | CURRENCY_OPTIONS | FILE_OPTIONS
 
 # Exact numbers are NUMERIC(precision, scale) on PostgreSQL and a BIGINT of 10**-scale on SQLite:
 # 18 digits in all fit both.
@@ -153,6 +176,10 @@ def default_problem(ftype: FieldType, value, options: tuple[str, ...]) -> str | 
         return "must be a date and time (ISO 8601) or 'now'"
     if kind == "choice":
         return None if value in options else f"must be one of the options: {', '.join(options)}"
+    if kind in MULTI_VALUE_TYPES:
+        if isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            return None
+        return "must be text or a list of texts"
     if kind == "multichoice":
         if not isinstance(value, list):
             return "must be a list of options"
@@ -187,6 +214,8 @@ __all__ = [
     "ALL_TYPE_OPTIONS",
     "FIELD_TYPES",
     "MAX_PRECISION",
+    "MULTI_VALUE_TYPES",
+    "USER_TYPES",
     "FieldType",
     "at_scale",
     "currency_precision",

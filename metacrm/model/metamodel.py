@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from .field_types import FIELD_TYPES, FieldType, decimal_shape
+from .field_types import FIELD_TYPES, MULTI_VALUE_TYPES, FieldType, decimal_shape
 
 if TYPE_CHECKING:
     from ..errors import Problem
@@ -87,6 +87,17 @@ class Field:
         """Digits an exact number may have before the point (None: not an exact decimal type)."""
         shape = decimal_shape(self)
         return None if shape is None else shape[0] - shape[1]
+    # a ``to: user`` link (type ``user``/``users``): what removing a linked user does to the record,
+    # ``restrict`` (refused while linked) or ``set_null`` (the user is taken off the record)
+    on_delete: str = "restrict"
+
+    @property
+    def user_link(self) -> bool:
+        """A ``to: user`` link, held as a field: ``user`` (one login) or ``users`` (a list)."""
+        return self.type in ("user", "users")
+
+    accept: tuple[str, ...] = ()  # file and image fields: MIME types ("image/*") or extensions (".pdf")
+    max_size: int | None = None  # file and image fields: the largest file, in bytes
 
     @property
     def derived(self) -> str | None:
@@ -122,6 +133,17 @@ class Field:
 
 
 @dataclass(frozen=True, slots=True)
+class FileSpec:
+    """What a file field or an entity's attachments accept (runtime/files.py): ``accept``, MIME
+    types (``image/*``) or extensions (``.pdf``), any when empty; ``max_size`` in bytes, any
+    size when None; ``image``: only PNG, JPEG, GIF or WebP content."""
+
+    accept: tuple[str, ...] = ()
+    max_size: int | None = None
+    image: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Link:
     name: str
     entity: str  # the entity declaring the link
@@ -134,6 +156,9 @@ class Link:
     help: str | None = None
     renamed_from: tuple[str, ...] = ()
     loc: Loc = NOWHERE
+    # a many-link's own data (``fields:``): columns of its join table, one value per linked pair
+    fields: Mapping[str, Field] = field(default_factory=lambda: EMPTY)
+    unique: bool = False  # a single link: no two records link the same target (1:1)
 
     @property
     def polymorphic(self) -> bool:
@@ -293,6 +318,7 @@ class Entity:
     plural: str | None = None
     description: str | None = None
     owner: bool = False
+    archive: bool = False  # ``archive: true``: delete archives (archived_at/archived_by), purge removes
     title: str | None = None
     search: tuple[str, ...] = ()
     indexes: tuple[tuple[str, ...], ...] = ()
@@ -308,6 +334,34 @@ class Entity:
     task: TaskSpec | None = None  # ``task:``: the entity is a task list
     # ``list:``: the default columns of a listing (CLI tables, web list page); None: every column
     list: tuple[str, ...] | None = None
+    # ``attachments:``: any number of files attached to a record (None: none)
+    attachments: FileSpec | None = None
+
+    @property
+    def file_fields(self) -> tuple[Field, ...]:
+        """The ``file`` and ``image`` fields."""
+        return tuple(f for f in self.fields.values() if f.kind == "file")
+
+    @property
+    def has_files(self) -> bool:
+        """Whether records of the entity can hold files (file fields or attachments)."""
+        return self.attachments is not None or bool(self.file_fields)
+
+    def file_spec(self, field: str | None) -> FileSpec | None:
+        """What a file field (``field``) or the attachments (None) accept; None when that is
+        no file field, or the entity has no attachments."""
+        if field is None:
+            return self.attachments
+        f = self.fields.get(field)
+        if f is None or f.kind != "file":
+            return None
+        return FileSpec(f.accept, f.max_size, f.type == "image")
+
+    @property
+    def text_search(self) -> tuple[str, ...]:
+        """The ``search`` fields in the full-text index: all but the multi-value ones
+        (``emails``, ``phones``), which search looks up in their value index."""
+        return tuple(n for n in self.search if n in self.fields and self.fields[n].type not in MULTI_VALUE_TYPES)
 
     @property
     def has_stages(self) -> bool:
@@ -333,7 +387,15 @@ class Entity:
             out.append("owner")
         if self.has_stages:
             out += ["pipeline", "stage"] if self.multi_pipeline else ["stage"]
-        return (*out, "created_at", "updated_at", "version", "created_by", "updated_by")
+        out += ["created_at", "updated_at", "version", "created_by", "updated_by"]
+        if self.archive:
+            out += ["archived_at", "archived_by"]
+        return tuple(out)
+
+    @property
+    def user_links(self) -> tuple[Field, ...]:
+        """The entity's ``to: user`` links (held as fields of type ``user`` / ``users``)."""
+        return tuple(f for f in self.fields.values() if f.user_link)
 
     def member(self, name: str) -> Field | Link | InverseLink | None:
         """A field, link or inverse link by name."""
@@ -346,6 +408,9 @@ class Role:
     # entity name or "*" -> action -> scope
     permissions: Mapping[str, Mapping[str, str]]
     loc: Loc = NOWHERE
+    # entity name or "*" -> action -> the user links an ``{assigned: [links]}`` scope names
+    # (an action given as plain ``assigned`` is absent: every user link of the entity counts)
+    assigned: Mapping[str, Mapping[str, tuple[str, ...]]] = field(default_factory=lambda: EMPTY)
 
 
 ACTIONS = ("read", "create", "update", "delete", "move", "export", "import", "reassign")
@@ -415,6 +480,11 @@ class Model:
     def caption(self) -> str:
         return self.label or self.name
 
+    @property
+    def uses_files(self) -> bool:
+        """Whether an entity has file fields or attachments (the files table exists then)."""
+        return any(e.has_files for e in self.entities.values())
+
     def entity(self, name: str) -> Entity:
         """The entity of that name; raises metacrm.NotFound naming the valid ones."""
         try:
@@ -437,6 +507,7 @@ __all__ = [
     "DEFAULT_PIPELINE",
     "Entity",
     "Field",
+    "FileSpec",
     "Form",
     "InverseLink",
     "Link",

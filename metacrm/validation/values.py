@@ -472,6 +472,61 @@ def phone_coercer(f: Field, region: str | None) -> Coercer:
     return coerce
 
 
+MAX_VALUES = 50  # addresses or numbers in one emails / phones field
+_LIST_SEPARATORS = re.compile(r"[,;\n]+")
+
+
+def _several(value, what: str, *, numbers: bool = False) -> list | None:
+    """The items of an emails / phones value: a list, or text holding them separated by
+    commas, semicolons or line breaks; None for no value."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        items: list = _LIST_SEPARATORS.split(value)
+    elif isinstance(value, list | tuple):
+        items = list(value)
+    elif numbers and isinstance(value, int) and not isinstance(value, bool):
+        items = [str(value)]
+    else:
+        raise Invalid(f"{show(value)} is not {what} ({type_name(value)}); give one as text or several as a list")
+    return items
+
+
+def several_coercer(what: str, one: Coercer, key: Callable[[str], str], *, numbers: bool = False) -> Coercer:
+    """A coercer of a list of values each checked by ``one`` (which maps blanks to None), kept
+    in order, duplicates (equal ``key``) dropped: the first is the primary. An empty list is no
+    value."""
+
+    def coerce(value):
+        items = _several(value, what, numbers=numbers)
+        if items is None:
+            return None
+        out, seen = [], set()
+        for item in items:
+            if isinstance(item, str):
+                item = item.strip()
+            elif not (numbers and isinstance(item, int) and not isinstance(item, bool)):
+                raise Invalid(f"{show(item)} is not {what} ({type_name(item)})")
+            checked = one(item)
+            if checked is None or key(checked) in seen:
+                continue
+            seen.add(key(checked))
+            out.append(checked)
+        if len(out) > MAX_VALUES:
+            raise Invalid(f"{len(out)} values given; at most {MAX_VALUES} are allowed")
+        return out or None
+
+    return coerce
+
+
+def emails_coercer(f: Field) -> Coercer:
+    return several_coercer("an e-mail address", email_coercer(f), str.lower)
+
+
+def phones_coercer(f: Field, region: str | None) -> Coercer:
+    return several_coercer("a phone number", phone_coercer(f, region), str, numbers=True)
+
+
 def url_coercer(f: Field) -> Coercer:
     max_length = f.max_length
     pattern = compile_pattern(f.pattern) if f.pattern else None
@@ -571,6 +626,47 @@ def multichoice_coercer(f: Field) -> Coercer:
     return coerce
 
 
+LOGIN_MAX = 100  # the users table's login column (storage/tables.py)
+
+
+def _login(value) -> str | None:
+    if not isinstance(value, str):
+        raise Invalid(f"{show(value)} is not a user login ({type_name(value)})")
+    login = value.strip()
+    if len(login) > LOGIN_MAX:
+        raise Invalid(f"{show(value)} is not a user login (longer than {LOGIN_MAX} characters)")
+    return login or None
+
+
+def user_coercer(f: Field) -> Coercer:
+    """A ``to: user`` link: a login (whether such a user exists is checked against the users
+    table, runtime/users.py); "" clears it."""
+
+    def coerce(value):
+        return None if value is None else _login(value)
+
+    return coerce
+
+
+def users_coercer(f: Field) -> Coercer:
+    """A ``to: user`` many-link: logins as a list or comma-separated, in the order given, each
+    once; an empty list clears it (None)."""
+
+    def coerce(value):
+        if value is None:
+            return None
+        if isinstance(value, str):
+            items = value.split(",")
+        elif isinstance(value, list | tuple):
+            items = list(value)
+        else:
+            raise Invalid(f"{show(value)} is not a list of user logins ({type_name(value)})")
+        logins = [login for login in map(_login, items) if login is not None]
+        return list(dict.fromkeys(logins)) or None
+
+    return coerce
+
+
 def _no_constants(name: str):
     raise ValueError(name)
 
@@ -591,6 +687,13 @@ def json_coercer(f: Field) -> Coercer:
         return value
 
     return coerce
+
+
+def _no_value(value):
+    """A file field's value: only ever the empty default (attach and detach set the column)."""
+    if value is None:
+        return None
+    raise Invalid("is a file field: set it with attach")
 
 
 # --------------------------------------------------------------------------- registry
@@ -624,12 +727,22 @@ def field_coercer(f: Field, *, region: str | None = None, zone: str | None = Non
         return phone_coercer(f, region)
     if kind == "url":
         return url_coercer(f)
+    if kind == "emails":
+        return emails_coercer(f)
+    if kind == "phones":
+        return phones_coercer(f, region)
     if kind == "choice":
         return choice_coercer(f)
     if kind == "multichoice":
         return multichoice_coercer(f)
     if kind == "json":
         return json_coercer(f)
+    if kind == "user":
+        return user_coercer(f)
+    if kind == "users":
+        return users_coercer(f)
+    if f.kind == "file":
+        return _no_value
     raise Invalid(f"field type '{kind}' has no validator")  # the model checks make this unreachable
 
 
