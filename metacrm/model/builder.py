@@ -485,7 +485,7 @@ class _Builder:
             adjacency[t.source].setdefault(t.target, t)
         amount = _str(decl.get("amount"))
         if amount is None:
-            money = [f.name for f in fields.values() if f.type == "money"]
+            money = [f.name for f in fields.values() if f.type in ("money", "currency")]
             amount = money[0] if len(money) == 1 else None
         return Pipeline(
             name=name,
@@ -495,6 +495,7 @@ class _Builder:
             transitions=tuple(transitions),
             label=_str(decl.get("label")),
             amount=amount,
+            money_field=fields.get(amount or "") if isinstance(fields, dict) else None,
             renamed_from=_names(decl.get("renamed_from")),
             loc=self.loc(path, key=True),
             adjacency=_frozen({s: _frozen(t) for s, t in adjacency.items()}),

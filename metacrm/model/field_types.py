@@ -199,6 +199,8 @@ def at_scale(field, value):
     if type_name == "money":
         return value.quantize(Decimal("0.01"))
     if type_name == "currency":
+        if not isinstance(field, str) and field.currency_field:
+            return value  # read at its record's own currency's decimals (runtime/records.py)
         places = 2 if isinstance(field, str) else field.decimals
         return value.quantize(Decimal(1).scaleb(-places))
     if type_name not in ("decimal", "percent"):

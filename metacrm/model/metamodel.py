@@ -226,6 +226,7 @@ class Pipeline:
     transitions: tuple[Transition, ...]
     label: str | None = None
     amount: str | None = None  # the money field reports sum
+    money_field: Field | None = None  # that field (its currency: funnels and boards sum per currency)
     renamed_from: tuple[str, ...] = ()
     loc: Loc = NOWHERE
     # from-stage -> {to-stage: Transition}; the hot-path view of the graph
