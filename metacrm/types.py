@@ -195,6 +195,7 @@ class RecordRef(TypedDict):
     title: str | None
     hidden: bool
     stage: NotRequired[str]  # in ``related`` lists of entities with stages
+    link: NotRequired[dict[str, Any]]  # a many-link with fields: this pair's values (``{"qty": 3}``)
 
 
 class Card(TypedDict):

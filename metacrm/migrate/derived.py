@@ -40,6 +40,8 @@ _NOT_INPUTS = frozenset(
         "remove_field",
         "remove_link",
         "remove_owner",
+        "add_archive",
+        "remove_archive",
         "remove_entity",
         "possible_rename",
         "record_model",

@@ -27,9 +27,9 @@ from ..storage.tables import Storage
 from ..types import JournalEntry, TimelineEntry
 from .records import SYSTEM_OUT, insert_into
 
-ACTIONS = ("create", "update", "delete", "move", "link", "unlink", "note")
+ACTIONS = ("create", "update", "delete", "move", "link", "unlink", "note", "archive", "restore", "purge")
 KINDS = ("note", "call", "email", "meeting")
-_SKIP = frozenset(("id", *SYSTEM_OUT))
+_SKIP = frozenset(("id", *SYSTEM_OUT, "archived_at", "archived_by"))
 
 
 def safe(value: Any) -> Any:

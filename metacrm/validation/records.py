@@ -23,7 +23,7 @@ from ..errors import FieldIssue, MetaCRMError, ValidationError
 from ..model.checks import SYSTEM_COLUMNS
 from ..model.metamodel import Entity, Field, Model
 from ..model.suggest import did_you_mean, listing
-from .links import link_coercer, owner_coercer, pipeline_coercer
+from .links import LinkFieldInvalid, link_coercer, owner_coercer, pipeline_coercer
 from .values import Coercer, Invalid, field_coercer, show, type_name, unstorable_text
 
 # Keys a caller may never give: the database or the runtime sets them.
@@ -41,6 +41,18 @@ def _required(value):
 def _required_choices(value):
     if not value:
         raise Invalid("is required; choose at least one option")
+    return value
+
+
+def _required_user(value):
+    if value is None:
+        raise Invalid("is required; give a user's login")
+    return value
+
+
+def _required_users(value):
+    if not value:
+        raise Invalid("is required; give at least one user's login")
     return value
 
 
@@ -129,14 +141,23 @@ class RecordValidator:
             coerce = field_coercer(f, region=model.region or None, zone=model.timezone)
             checks = ()
             if f.required:
-                checks = (_required_choices if f.type == "multichoice" else _required,)
+                checks = (
+                    _required_users
+                    if f.type == "users"
+                    else _required_choices
+                    if f.type == "multichoice"
+                    else _required_user
+                    if f.type == "user"
+                    else _required,
+                )
             members.append(_Member(f.name, f"m{len(members)}", coerce, "field", checks, _default(f, coerce)))
         for link in entity.links.values():
             checks = ()
             if link.required and not link.many:
                 what = " or ".join(f"a{'n' if t[:1] in 'aeiou' else ''} {t} record" for t in link.targets)
                 checks = (_required_link(what),)
-            members.append(_Member(link.name, f"m{len(members)}", link_coercer(link), "link", checks))
+            coerce = link_coercer(link, region=model.region or None, zone=model.timezone)
+            members.append(_Member(link.name, f"m{len(members)}", coerce, "link", checks))
         if entity.owner:
             members.append(_Member("owner", f"m{len(members)}", owner_coercer, "owner", (), None, (_owner_kept,)))
         if entity.has_stages:
@@ -297,6 +318,8 @@ class RecordValidator:
             name = self._external.get(name, name)  # a missing value is located by attribute name
             cause = (error.get("ctx") or {}).get("error")
             message = str(cause) if isinstance(cause, Invalid) else error.get("msg", "is not valid")
+            if isinstance(cause, LinkFieldInvalid):  # deal.products.qty
+                name = f"{name}.{cause.field}"
             issues.append(FieldIssue(self.name, name, message, error.get("input"), index))
         return issues
 

@@ -205,6 +205,23 @@ _SYSTEM = {
 }
 
 
+_ARCHIVE = {  # an entity with archive: true
+    "archived_at": {
+        "type": ["string", "null"],
+        "format": "date-time",
+        "readOnly": True,
+        "title": "Archived at",
+        "description": "When the record was archived (deleted, kept): null while it is live",
+    },
+    "archived_by": {
+        "type": ["string", "null"],
+        "readOnly": True,
+        "title": "Archived by",
+        "description": "The login of the user who archived it (null: the system, or live)",
+    },
+}
+
+
 # -- the schemas of one entity ---------------------------------------------------------------------
 def read_schema(ent: Entity, *, item: bool = False) -> dict:
     """A record as the API answers it; ``item``: as a list returns it (``fields=`` may leave
@@ -227,6 +244,8 @@ def read_schema(ent: Entity, *, item: bool = False) -> dict:
             "description": f"Changes only through POST /{ent.name}/{{id}}/move",
         }
     props.update(_SYSTEM)
+    if ent.archive:
+        props.update(_ARCHIVE)
     schema: dict[str, Any] = {"type": "object", "title": ent.label or ent.name, "properties": props}
     if ent.description:
         schema["description"] = ent.description
@@ -379,10 +398,24 @@ def shared_schemas() -> dict[str, dict]:
             ["entity", "id", "title"],
             description="A linked record with its title (expand=)",
         ),
-        "Deleted": _object(
-            {"deleted": {"type": "object", "additionalProperties": {"type": "array", "items": _INT}}},
-            ["deleted"],
-            description="Every record the delete removed (cascades included), by entity",
+        "Deleted": {
+            "anyOf": [
+                _object(
+                    {"deleted": {"type": "object", "additionalProperties": {"type": "array", "items": _INT}}},
+                    ["deleted"],
+                    description="Every record the delete removed (cascades included), by entity",
+                ),
+                _object(
+                    {"archived": {"type": "object", "additionalProperties": {"type": "array", "items": _INT}}},
+                    ["archived"],
+                    description="An entity with archive: true: the record archived (kept, hidden; restore brings it back)",
+                ),
+            ]
+        },
+        "Purged": _object(
+            {"purged": {"type": "object", "additionalProperties": {"type": "array", "items": _INT}}},
+            ["purged"],
+            description="Every record the purge removed for good (cascades included), by entity",
         ),
         "Move": _object(
             {**stage_row, "possible": _BOOL, "reasons": {"type": "array", "items": _STR}},

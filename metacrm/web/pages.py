@@ -47,7 +47,7 @@ from .forms import FORM_TYPE, parse_urlencoded
 from .i18n import N_, _
 
 # the timeline's actions (runtime.journal.ACTIONS; its kinds are words of the card's note form)
-N_("create"), N_("update"), N_("delete"), N_("move"), N_("link"), N_("unlink")
+N_("create"), N_("update"), N_("delete"), N_("move"), N_("link"), N_("unlink"), N_("archive"), N_("restore"), N_("purge")
 
 HERE = Path(__file__).parent
 SESSION_COOKIE = "metacrm_session"
@@ -530,6 +530,8 @@ def _entity_pages(router: APIRouter, crm, ent: Entity, signed_in, check_csrf, po
         where = (request.query_params.get("where") or "").strip()
         order_by = (request.query_params.get("order_by") or "").strip()
         after = request.query_params.get("after")
+        archived = request.query_params.get("archived") if ent.archive else None
+        archived = archived if archived in ("only", "include") else "exclude"
         problem = None
         rows: list[dict] = []
         count = 0
@@ -537,13 +539,13 @@ def _entity_pages(router: APIRouter, crm, ent: Entity, signed_in, check_csrf, po
         try:
             cursor = decode_cursor(after) if after else {}
             ids = [hit["id"] for hit in user.search(q, entity=name, limit=10_000)] if q and ent.search else None
-            kwargs: dict[str, Any] = {"order_by": order_by or None, "limit": PAGE_SIZE + 1}
+            kwargs: dict[str, Any] = {"order_by": order_by or None, "limit": PAGE_SIZE + 1, "archived": archived}
             if order_by:
                 kwargs["offset"] = cursor.get("o", 0)
             else:
                 kwargs["after"] = cursor.get("a")
             rows = user.find(name, where or None, ids=ids, **kwargs)
-            count = user.count(name, where or None, ids=ids, limit=COUNT_CAP + 1)
+            count = user.count(name, where or None, ids=ids, limit=COUNT_CAP + 1, archived=archived)
         except E.ValidationError as exc:
             problem = {"message": str(exc), "position": getattr(exc, "position", None)}
         except HTTPProblem as exc:
@@ -582,6 +584,8 @@ def _entity_pages(router: APIRouter, crm, ent: Entity, signed_in, check_csrf, po
             next_url=next_url,
             sorts=sorts,
             first_url=list_url(request) if after else None,
+            archived=archived,
+            archive_url=list_url(request, archived=None if archived == "only" else "only"),
             **pages_list.list_context(crm, session, ent, request, rows, columns, own),
         )
 
@@ -637,6 +641,19 @@ def _entity_pages(router: APIRouter, crm, ent: Entity, signed_in, check_csrf, po
             if wants_json:
                 return JSONResponse({"ok": True, "stage": record["stage"]})
             return RedirectResponse(back, 303)
+
+    if ent.archive:
+
+        @router.post(f"{base}/{{record_id}}/restore")
+        async def restore(request: Request, record_id: int) -> Response:
+            form = await posted(request)
+            session = await run_in_threadpool(signed_in, request)
+            check_csrf(request, session, form)
+            try:
+                await run_in_threadpool(pages(lambda: session["user"].restore(name, record_id)))
+            except (E.ValidationError, E.ConflictError) as exc:
+                return RedirectResponse(_with_error(f"{base}/{record_id}", str(exc)), 303)
+            return RedirectResponse(f"{base}/{record_id}", 303)
 
     @router.get(f"{base}/options")
     @pages
