@@ -8,8 +8,8 @@ import warnings
 
 import pytest
 from conftest import require_module
+from test_composite_types import migrated
 
-import metacrm
 from metacrm.errors import ValidationError
 from metacrm.io.csv_io import export_csv, import_csv
 from metacrm.runtime.passwords import set_password
@@ -44,10 +44,7 @@ PASSWORD = "correct horse battery"
 
 @pytest.fixture
 def app(db_url, tmp_path):
-    path = tmp_path / "model.yaml"
-    path.write_text(MODEL, encoding="utf-8")
-    crm = metacrm.connect(metacrm.load_model(path), db_url)
-    crm.migrate()
+    crm = migrated(db_url, tmp_path, MODEL)
     crm.add_user("ann", roles=["manager"])
     set_password(crm, "ann", PASSWORD)
     token = create_token(crm, "ann")["token"]
