@@ -294,3 +294,27 @@ def test_bad_parts_are_refused_naming_entity_field_and_part(people, values, mess
 def test_filters_name_a_part_not_the_whole(people) -> None:
     with pytest.raises(ExpressionError, match=r"'address' is made of parts; name one of them: address.street"):
         people.find("contact", where="address = 'Paris'")
+
+
+def test_composites_added_to_an_entity_with_rows_and_renamed(db_url, tmp_path) -> None:
+    v1 = "metacrm: 1\nname: people\nentities:\n  contact:\n    fields:\n      note: {type: string}\n"
+    crm = migrated(db_url, tmp_path, v1, "v1")
+    old = crm.create("contact", {"note": "before"})["id"]
+    crm.close()
+    v2 = v1 + "      name: {type: person_name}\n      address: {type: address}\n"
+    crm = migrated(db_url, tmp_path, v2, "v2")
+    got = crm.get("contact", old)
+    assert got["note"] == "before" and got["name.full"] is None and got["address.city"] is None
+    crm.update("contact", old, {"name": {"first": "Ann", "last": "Lee"}, "address": {"city": "Oslo", "country": "NO"}})
+    crm.close()
+    v3 = v2.replace("      address: {type: address}\n", "      home: {type: address, renamed_from: address}\n")
+    path = tmp_path / "v3.yaml"
+    path.write_text(v3, encoding="utf-8")
+    crm = metacrm.connect(metacrm.load_model(path), db_url)
+    plan = crm.migrate(dry_run=True)
+    assert sorted(s.target for s in plan if s.kind == "rename_field") == [f"home.{p}" for p in sorted(["street", "city", "region", "postcode", "country"])]
+    crm.migrate()
+    got = crm.get("contact", old)
+    assert (got["home.city"], got["home.country"], got["name.full"]) == ("Oslo", "NO", "Ann Lee")
+    assert [r["id"] for r in crm.find("contact", where="home.country = 'no'")] == [old]
+    crm.close()

@@ -73,6 +73,10 @@ class ValueType:
                     from ..validation.values import check_phone
 
                     return check_phone(value.strip(), self.region) or value
+                if self.type_name == "country":  # by its stored ISO code: 'fr', 'France' find 'FR'
+                    from ..validation.values import check_country
+
+                    return check_country(value) or value
                 return value
             hint = f" (write text in quotes: '{value}')" if isinstance(value, int | Decimal) else ""
             raise self.error(f"{show(value)} is not text{hint}", pos)
