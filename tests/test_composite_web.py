@@ -184,3 +184,21 @@ def test_composites_are_one_line_on_card_list_and_cli_and_parts_in_the_form(peop
     assert out.output.splitlines()[0].startswith("id,name.full,name.first,name.middle,name.last,address.street")
     table = CliRunner().invoke(cli, ["list", "contact", "--model", str(path), "--db", db_url, "--wide"])
     assert "Karl Johans gate 1, Oslo, NO" in table.output and "address.city" not in table.output
+
+
+def test_api_takes_a_composite_as_a_mapping_and_documents_it(people) -> None:
+    crm, client, _path = people
+    token = create_token(crm, "ann")["token"]
+    auth = {"Authorization": f"Bearer {token}"}
+    made = client.post("/api/v1/contact", headers=auth, json={"name": {"first": "Ann", "last": "Lee"}, "address": {"city": "Oslo"}})
+    assert made.status_code == 201, made.text
+    assert (made.json()["name.full"], made.json()["address.city"]) == ("Ann Lee", "Oslo")
+    bad = client.post("/api/v1/contact", headers=auth, json={"name": {"last": "X"}, "address": {"town": "Oslo"}})
+    assert bad.status_code == 422 and "unknown part 'town'" in bad.text
+    spec = client.get("/api/v1/openapi.json").json()
+    validate_spec = pytest.importorskip("openapi_spec_validator").validate
+    validate_spec(spec)  # a valid OpenAPI document with the composite's and the parts' schemas
+    schemas = spec["components"]["schemas"]
+    create = next(s for s in schemas.values() if s.get("title", "").endswith("a new record") and "address" in s["properties"])
+    assert set(create["properties"]["address"]["properties"]) == {"street", "city", "region", "postcode", "country"}
+    assert "name.last" not in create.get("required", [])

@@ -267,6 +267,17 @@ def write_schema(ent: Entity, *, patch: bool) -> dict:
         props[f.name] = _field(f, writing=True, nullable=not f.required)
         if f.required and f.default is None and not patch:
             required.append(f.name)
+    for c in ent.composites.values():  # the whole as a mapping, or its parts by name: either is required
+        props[c.name] = _nullable(
+            {
+                "type": "object",
+                "title": c.label or c.name,
+                "description": f"a {c.type}: its parts as a mapping (replacing them all), or each as '{c.name}.<part>'",
+                "properties": {part: props[name] for part, name in c.parts if name in props},
+                "additionalProperties": False,
+            }
+        )
+        required = [r for r in required if ent.fields[r].part_of != c.name]
     for link in ent.links.values():
         props[link.name] = _link(link, nullable=not link.required)
         if link.required and not link.many and not patch:
