@@ -108,6 +108,10 @@ def _value_schema(f: Field, *, writing: bool) -> dict:
         schema = {"type": "string", "enum": list(f.option_values)}
     elif kind == "multichoice":
         schema = {"type": "array", "items": {"type": "string", "enum": list(f.option_values)}, "uniqueItems": True}
+    elif kind == "country":
+        schema = {"type": "string", "pattern": "^[A-Za-z]{2}$" if writing else "^[A-Z]{2}$"}
+        if not writing:
+            schema["description"] = "ISO 3166-1 alpha-2"
     elif kind in ("emails", "phones"):  # the primary first; the API also reads one as text
         item: dict[str, Any] = {"type": "string", "format": "email"} if kind == "emails" else {"type": "string"}
         listed: dict[str, Any] = {"type": "array", "items": item, "maxItems": MAX_VALUES}
@@ -307,6 +311,17 @@ def write_schema(ent: Entity, *, patch: bool) -> dict:
         props[f.name] = _field(f, writing=True, nullable=not f.required)
         if f.required and f.default is None and not patch:
             required.append(f.name)
+    for c in ent.composites.values():  # the whole as a mapping, or its parts by name: either is required
+        props[c.name] = _nullable(
+            {
+                "type": "object",
+                "title": c.label or c.name,
+                "description": f"a {c.type}: its parts as a mapping (replacing them all), or each as '{c.name}.<part>'",
+                "properties": {part: props[name] for part, name in c.parts if name in props},
+                "additionalProperties": False,
+            }
+        )
+        required = [r for r in required if ent.fields[r].part_of != c.name]
     for link in ent.links.values():
         props[link.name] = _link(link, nullable=not link.required, writing=True)
         if link.required and not link.many and not patch:

@@ -191,6 +191,20 @@ def amount_text(value: Any, field: Field | None, sums: dict | None = None, curre
     return shown(value, field, {"currency": currency} if currency else None)
 
 
+def card_fields(ent: Entity, record: dict) -> list[tuple[str, str, str]]:
+    """(caption, name, text) of each field as the card shows it: a composite field (address,
+    person_name) once, on one line, in the place of its first part."""
+    rows = []
+    for f in ent.fields.values():
+        if f.part_of is None:
+            rows.append((f.label or f.name, f.name, shown(record.get(f.name), f, record)))
+            continue
+        composite = ent.composites[f.part_of]
+        if composite.parts[0][1] == f.name:
+            rows.append((composite.label or composite.name, composite.name, composite.one_line(record) or ""))
+    return rows
+
+
 def input_value(value: Any, field: Field) -> Any:
     """A stored value as a form input holds it (a datetime in the user's time zone, a decimal with
     the locale's decimal sign)."""
@@ -294,6 +308,7 @@ def install(app: FastAPI, crm, conf: Settings) -> None:
     )
     env.globals["shown"] = shown
     env.globals["amount_text"] = amount_text
+    env.globals["card_fields"] = card_fields
     env.globals["number"] = lambda value, digits=None: i18n.current().number(value, digits)
     env.globals["may"] = lambda session, entity, action: (
         scope(crm.model, session["user"].actor, entity, action) != "none"
