@@ -62,12 +62,18 @@ def write(tmp_path: Path, text: str = MODEL, name: str = "model.yaml") -> Path:
     return path
 
 
-@pytest.fixture
-def crm(db_url, tmp_path):
+def migrated(db_url: str, tmp_path: Path):
+    """A CRM on MODEL with its store in tmp_path/store, and two managers: anna and boris."""
     crm = metacrm.connect(write(tmp_path), db_url, files=tmp_path / "store")
     crm.migrate()
     crm.add_user("anna", roles=["manager"])
     crm.add_user("boris", roles=["manager"])
+    return crm
+
+
+@pytest.fixture
+def crm(db_url, tmp_path):
+    crm = migrated(db_url, tmp_path)
     yield crm
     crm.close()
 

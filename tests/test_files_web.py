@@ -8,20 +8,15 @@ from __future__ import annotations
 import re
 
 import pytest
-from test_files import MODEL, png
+from test_files import migrated, png
 
-import metacrm
 from tests.test_web_pages import PASSWORD, TestClient, create_app, csrf_of, set_password
 
 
 @pytest.fixture
 def web(db_url, tmp_path):
-    path = tmp_path / "model.yaml"
-    path.write_text(MODEL, encoding="utf-8")
-    crm = metacrm.connect(path, db_url, files=tmp_path / "store")
-    crm.migrate()
+    crm = migrated(db_url, tmp_path)
     for login in ("anna", "boris"):
-        crm.add_user(login, roles=["manager"])
         set_password(crm, login, PASSWORD)
     clients = {}
     for login in ("anna", "boris"):
