@@ -5,6 +5,7 @@ delete path, ``prune``, the model checks and the migration that adds file fields
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import zlib
@@ -329,3 +330,34 @@ def test_a_migration_adds_file_fields_and_the_files_table_to_an_entity_with_rows
 def test_connect_takes_a_path_for_the_store(tmp_path) -> None:
     with metacrm.connect(write(tmp_path), "sqlite://", files=os.fspath(tmp_path / "s")) as crm:
         assert crm.file_store.location == str(tmp_path / "s")
+
+
+def test_a_dump_carries_the_file_rows_and_the_store_keeps_the_content(crm, tmp_path) -> None:
+    from metacrm.io.dump import dump, restore
+
+    deal = crm.create("deal", {"title": "A"})
+    info = crm.attach("deal", deal["id"], b"%PDF-1.4", name="c.pdf", field="contract")
+    manifest = dump(crm, tmp_path / "backup")
+    assert manifest["tables"]["metacrm_files"]["rows"] == 1
+    target = f"sqlite:///{tmp_path / 'restored.db'}"
+    restore(tmp_path / "backup", target)
+    with metacrm.connect(write(tmp_path), target, files=tmp_path / "store") as restored:
+        assert restored.get("deal", deal["id"])["contract"] == info["id"]
+        _, stream = restored.open_file("deal", deal["id"], info["id"])
+        with stream:
+            assert stream.read() == b"%PDF-1.4"
+        again = restored.attach("deal", deal["id"], b"x", name="x.txt")
+        assert again["id"] > info["id"]
+
+
+def test_a_csv_round_trip_leaves_file_fields_to_attach(crm, tmp_path) -> None:
+    from metacrm.io.csv_io import export_csv, import_csv
+
+    deal = crm.create("deal", {"title": "A"})
+    crm.attach("deal", deal["id"], b"%PDF", name="c.pdf", field="contract")
+    out = io.StringIO()
+    export_csv(crm, "deal", out)
+    assert out.getvalue().splitlines()[0].startswith("id,title,contract,photo")
+    result = import_csv(crm, "deal", io.BytesIO(out.getvalue().encode()), import_stages=True)
+    assert len(result.ids) == 1 and not result.rejected
+    assert crm.find("deal", order_by="id")[-1]["contract"] is None
