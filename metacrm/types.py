@@ -188,13 +188,15 @@ class Board(TypedDict):
 
 
 class RecordRef(TypedDict):
-    """Another record as a card shows it (a hidden one has no title)."""
+    """Another record as a card shows it (a hidden one has no title); a user of a ``to: user``
+    link is ``{"entity": "user", "id": LOGIN, "title": their name or login, "hidden": False}``."""
 
     entity: str
-    id: int
+    id: int | str
     title: str | None
     hidden: bool
     stage: NotRequired[str]  # in ``related`` lists of entities with stages
+    link: NotRequired[dict[str, Any]]  # a many-link with fields: this pair's values (``{"qty": 3}``)
 
 
 class Card(TypedDict):

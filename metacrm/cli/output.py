@@ -62,7 +62,17 @@ def reference_text(ref: dict) -> str:
     """A linked record as text: ``client 7 «Acme»``, or ``client 7 (hidden)``."""
     if ref.get("hidden"):
         return f"{ref['entity']} {ref['id']} {label_text(None, True)}"
-    return f"{ref['entity']} {ref['id']} «{ref['title']}»"
+    text = f"{ref['entity']} {ref['id']} «{ref['title']}»"
+    if ref.get("link"):  # a link's fields: `qty=3 price=2.50`
+        shown = " ".join(f"{k}={_link_value(v)}" for k, v in ref["link"].items() if v is not None)
+        text += f" [{shown}]" if shown else ""
+    return text
+
+
+def _link_value(value) -> str:
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    return str(value)
 
 
 def _json_default(value):

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
+from ..model.field_types import MULTI_VALUE_TYPES
 from ..model.metamodel import Field
 
 TEXTS = frozenset({"string", "text", "email", "phone", "url", "choice"})
@@ -59,6 +60,12 @@ def conversion(src: Field, dst: Field, dialect: str, region: str | None = None) 
     """The conversion of a column from ``src``'s type to ``dst``'s, or why there is none."""
     a, b = src.type, dst.type
     sqlite = dialect == "sqlite"
+    if a in TEXTS and b in MULTI_VALUE_TYPES:  # email -> emails: the value becomes the primary
+        return Conversion(src, dst, dialect, *_text_to_list(dst, sqlite, region))
+    if b == "user" and a in TEXTS:  # logins into a `to: user` link: each must name a stored user
+        return Conversion(src, dst, dialect, lambda c: None, _stored_login, coerce=_no_user)
+    if a == "user" and b in ("string", "text"):
+        a = "string"
     if a in TEXTS:
         if b in TEXTS or b in SCALE or b in ("boolean", "date", "datetime"):
             return Conversion(
@@ -205,6 +212,42 @@ def _canonical_text(dst: Field, region: str | None) -> Callable:
         return str(result)
 
     return spell
+
+
+def _text_to_list(dst: Field, sqlite: bool, region: str | None):
+    """Text to an emails / phones list: every value goes through the field's coercer (so text
+    holding several, ``a@x.org, b@y.org``, gives them all) and is rewritten to its canonical
+    spelling first, the JSON list on SQLite (which does not enforce lengths), the values joined
+    by commas on PostgreSQL (never longer than the text it replaces); SQL then makes the list."""
+    import json
+
+    from ..validation.values import field_coercer
+
+    coerce = field_coercer(dst, region=region)
+
+    def spell(value):
+        result = coerce(value)
+        if result is None:
+            return None
+        return json.dumps(result, ensure_ascii=False) if sqlite else ",".join(result)
+
+    if sqlite:
+        return (lambda c: f"json({c})"), (lambda c: None), None, spell
+    return (lambda c: f"to_jsonb(string_to_array({c}, ','))"), (lambda c: None), None, spell
+
+
+def _stored_login(c: str) -> str:
+    """A text value that is the login of a stored user (what a `to: user` link may hold)."""
+    from ..storage import naming
+
+    return f'{c} IN (SELECT login FROM "{naming.USER_TABLE}")'
+
+
+def _no_user(value):
+    """A text value that is no stored user's login does not convert (it is not guessed)."""
+    from ..validation.values import Invalid
+
+    raise Invalid(f"no user {value!r}")
 
 
 # -- from numbers ---------------------------------------------------------------------------------

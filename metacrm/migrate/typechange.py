@@ -130,10 +130,16 @@ def _measure(ctx: Ctx, conv: Conversion, o: str, of: Field, old_type, quote, whe
             s = "s" if step.count > 1 else ""
             examples = ", ".join(f"id {first}: {show(value)}" for first, value in shown)
             step.examples = [{"id": first, "value": value} for first, value in shown]
-            step.refusal = (
-                f"needs data: {step.count} value{s} of {where} would not convert to {target}, e.g. {examples}; "
-                "correct or empty them first"
-            )
+            if target == "user":
+                step.refusal = (
+                    f"needs data: {step.count} value{s} of {where} name{'' if s else 's'} no user, e.g. {examples}; "
+                    "add the users (metacrm user add LOGIN), or correct or empty the values first"
+                )
+            else:
+                step.refusal = (
+                    f"needs data: {step.count} value{s} of {where} would not convert to {target}, e.g. {examples}; "
+                    "correct or empty them first"
+                )
 
     return measure
 

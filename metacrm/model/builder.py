@@ -37,6 +37,7 @@ from .metamodel import (
 )
 from .suggest import did_you_mean, listing
 
+USER = "user"  # `to: user`: a link to the CRM's users (runtime/users.py), not to an entity
 _DURATION = re.compile(r"([0-9]+)\s*([wdhms])")
 _UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
 
@@ -66,6 +67,32 @@ def _str(value) -> str | None:
 
 def _num(value):
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _count(value) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def currency_scales(fields: dict[str, Field]) -> dict[str, Field]:
+    """The fields, each currency field with the scale its currency gives: a fixed currency's
+    decimals, or the most decimals among the codes of its ``currency_field`` (unknown codes
+    count as 2; the model checks report them)."""
+    from dataclasses import replace
+
+    from .field_types import currency_precision
+
+    out = dict(fields)
+    for name, f in fields.items():
+        if f.type != "currency":
+            continue
+        if f.currency:
+            scale = currency_precision(f.currency)
+        else:
+            source = fields.get(f.currency_field or "")
+            codes = source.option_values if source is not None and source.type == "choice" else ()
+            scale = max((currency_precision(c) or 2 for c in codes), default=None)
+        out[name] = replace(f, scale=2 if scale is None else scale)
+    return out
 
 
 def _zone_names() -> set[str]:
@@ -157,12 +184,18 @@ class _Builder:
             for fname, fdecl in _dict(decl.get("fields")).items()
             if isinstance(fdecl, dict) and fdecl.get("type") in FIELD_TYPES
         }
+        fields = currency_scales(fields)
         links = {
             lname: self.link((*path, "links", lname), name, lname, ldecl)
             for lname, ldecl in _dict(decl.get("links")).items()
-            if isinstance(ldecl, dict) and _names(ldecl.get("to"))
+            if isinstance(ldecl, dict) and _names(ldecl.get("to")) and USER not in _names(ldecl.get("to"))
         }
-        for lname in links:
+        users = {  # `to: user` links are held as fields (a login, a list of logins)
+            lname: self.user_link((*path, "links", lname), name, lname, ldecl)
+            for lname, ldecl in _dict(decl.get("links")).items()
+            if isinstance(ldecl, dict) and USER in _names(ldecl.get("to"))
+        }
+        for lname in [*links, *users]:
             if lname in fields:
                 self.error(
                     "entity.name_conflict",
@@ -170,6 +203,7 @@ class _Builder:
                     (*path, "links", lname),
                     key=True,
                 )
+        fields.update((lname, f) for lname, f in users.items() if lname not in fields)
         pipelines = self.pipelines(name, decl, fields)
         title = _str(decl.get("title"))
         if title is None:
@@ -183,6 +217,7 @@ class _Builder:
             plural=_str(decl.get("plural")),
             description=_str(decl.get("description")),
             owner=decl.get("owner") is True,
+            archive=decl.get("archive") is True,
             title=title,
             search=_names(decl.get("search")),
             list=_names(decl["list"]) if isinstance(decl.get("list"), list) else None,
@@ -260,7 +295,16 @@ class _Builder:
             if isinstance(opt, str):
                 options.append(Option(opt))
             elif isinstance(opt, dict) and isinstance(opt.get("value"), str):
-                options.append(Option(opt["value"], _str(opt.get("label")), _str(opt.get("renamed_from"))))
+                order = opt.get("order")
+                options.append(
+                    Option(
+                        opt["value"],
+                        _str(opt.get("label")),
+                        _str(opt.get("renamed_from")),
+                        color=_str(opt.get("color")),
+                        order=order if isinstance(order, int) and not isinstance(order, bool) else None,
+                    )
+                )
         max_length = decl.get("max_length")
         return Field(
             name=name,
@@ -288,11 +332,69 @@ class _Builder:
             readonly_if=_str(decl.get("readonly_if")),
             readonly=decl.get("readonly") is True or _str(decl.get("autonumber")) is not None,
             autonumber=_str(decl.get("autonumber")),
+            scale=_count(decl.get("scale")),
+            precision=_count(decl.get("precision")),
+            currency=_str(decl.get("currency")),
+            currency_field=_str(decl.get("currency_field")),
+            round=decl.get("round") is True,
             accept=accept_items(decl.get("accept")),
             max_size=parse_size(decl.get("max_size")),
         )
 
+    def user_link(self, path: tuple, entity: str, name: str, decl: dict) -> Field:
+        """A ``to: user`` link, held as a field: ``user`` (one login) or, with ``many: true``,
+        ``users`` (a list of logins). What does not apply to a link to users is reported here."""
+        where = f"link '{entity}.{name}'"
+        if _names(decl.get("to")) != (USER,):
+            self.error(
+                "link.user_polymorphic",
+                f"{where}: 'user' cannot be one of several targets; a link to users has `to: user` alone",
+                (*path, "to"),
+            )
+        for key, why in (
+            ("inverse", "users see their records through filters (`manager = :me`), not through an inverse"),
+            ("fields", "a link to users carries no fields"),
+        ):
+            if key in decl:
+                self.error(
+                    "link.user_option", f"{where}: '{key}' does not apply to a link to users: {why}", (*path, key)
+                )
+        on_delete = decl.get("on_delete", "restrict")
+        if on_delete == "cascade":
+            self.error(
+                "link.user_option",
+                f"{where}: on_delete 'cascade' does not apply to a link to users (removing a user never deletes "
+                "records); use 'restrict' (the default: the removal is refused while the user is linked) or 'set_null'",
+                (*path, "on_delete"),
+            )
+        elif on_delete == "set_null" and decl.get("required") is True:
+            self.error(
+                "link.set_null_required",
+                f"{where}: on_delete 'set_null' cannot clear a required link; use 'restrict'",
+                (*path, "on_delete"),
+            )
+        return Field(
+            name=name,
+            type="users" if decl.get("many") is True else "user",
+            required=decl.get("required") is True,
+            unique=decl.get("unique") is True and decl.get("many") is not True,
+            label=_str(decl.get("label")),
+            help=_str(decl.get("help")),
+            renamed_from=_names(decl.get("renamed_from")),
+            loc=self.loc(path, key=True),
+            on_delete="set_null" if on_delete == "set_null" else "restrict",
+            fill=decl.get("fill"),
+        )
+
     def link(self, path: tuple, entity: str, name: str, decl: dict) -> Link:
+        if "fill" in decl:
+            self.error(
+                "link.fill",
+                f"link '{entity}.{name}': 'fill' applies to links to users (`to: user`) only; a link to records is "
+                "given to existing records after the migration (metacrm link, or an import)",
+                (*path, "fill"),
+                key=True,
+            )
         on_delete = decl.get("on_delete")
         return Link(
             name=name,
@@ -306,6 +408,14 @@ class _Builder:
             help=_str(decl.get("help")),
             renamed_from=_names(decl.get("renamed_from")),
             loc=self.loc(path, key=True),
+            fields=_frozen(
+                {
+                    fname: self.field((*path, "fields", fname), fname, fdecl)
+                    for fname, fdecl in _dict(decl.get("fields")).items()
+                    if isinstance(fdecl, dict) and fdecl.get("type") in FIELD_TYPES
+                }
+            ),
+            unique=decl.get("unique") is True,
         )
 
     def attach_inverses(self, entities: dict[str, Entity]) -> dict[str, Entity]:
@@ -503,12 +613,18 @@ class _Builder:
         from .metamodel import ACTIONS
 
         permissions = {}
+        assigned = {}
         for entity, spec in decl.items():
             if isinstance(spec, str):
                 permissions[entity] = _frozen({a: spec for a in ACTIONS})
             elif isinstance(spec, dict):
-                permissions[entity] = _frozen({a: spec.get(a, "none") for a in ACTIONS})
-        return Role(name, _frozen(permissions), self.loc(("roles", name), key=True))
+                scopes = {a: spec.get(a, "none") for a in ACTIONS}
+                # ``read: {assigned: [manager, assignees]}``: the scope ``assigned`` through those links
+                named = {a: _names(s.get("assigned")) for a, s in scopes.items() if isinstance(s, dict)}
+                permissions[entity] = _frozen({a: "assigned" if a in named else s for a, s in scopes.items()})
+                if named:
+                    assigned[entity] = _frozen(named)
+        return Role(name, _frozen(permissions), self.loc(("roles", name), key=True), _frozen(assigned))
 
     def automation(self, name: str, decl: dict) -> Automation:
         trigger = _dict(decl.get("when"))

@@ -293,13 +293,23 @@ def seen_stage(crm, entity: Entity, record_id) -> str | None:
     engine = crm.engine
     sql = _stage_sql(engine.dialect, crm.storage.table(entity.name))
     raw = engine.raw_connection()
+    # PostgreSQL: the read in autocommit, one round trip (not BEGIN, SELECT and the pool's ROLLBACK)
+    driver = raw.driver_connection if engine.dialect.name == "postgresql" else None
     try:
+        if driver is not None:
+            driver.autocommit = True
         cursor = raw.cursor()
         try:
             cursor.execute(sql, (record_id,))
             found = cursor.fetchone()
         finally:
             cursor.close()
+            if driver is not None:
+                try:
+                    driver.autocommit = False
+                except Exception:  # never back to the pool in autocommit: a fresh one instead
+                    raw.invalidate()
+                    raise
     finally:
         raw.close()  # back to the pool, which ends the read's transaction (rollback on return)
     return None if found is None else found[0]
@@ -337,6 +347,21 @@ def _statements(table: Table, history: Table) -> tuple:
     return cas, insert(history)
 
 
+@lru_cache(maxsize=64)
+def _combined(table: Table, history: Table):
+    """PostgreSQL: the compare-and-swap UPDATE and the history INSERT as one statement (one
+    round trip): ``WITH moved AS (UPDATE ... RETURNING id) INSERT INTO history SELECT ...
+    FROM moved``. The INSERT's row count says whether the compare-and-swap matched."""
+    cas, _ = _statements(table, history)
+    moved = cas.returning(table.c.id).cte("moved")
+    names = [column.name for column in history.c if not column.primary_key]
+    values = [
+        moved.c.id if name == "record_id" else bindparam(f"h_{name}", type_=history.c[name].type) for name in names
+    ]
+    add = insert(history).from_select(names, select(*values).select_from(moved))
+    return add.execution_options(preserve_rowcount=True)  # an INSERT's count is kept only when asked
+
+
 def _apply(
     conn: Connection,
     storage: Storage,
@@ -352,45 +377,47 @@ def _apply(
     returns the row after the move."""
     now = now_utc()
     stage = transition.target
-    cas, add = _statements(storage.table(entity.name), storage.history_table)
+    table, history = storage.table(entity.name), storage.history_table
     bit = storage.reached_bits[(entity.name, pipeline.name)][stage]
     closed = now if pipeline.stages[stage].closed else None
-    result = conn.execute(
-        cas,
-        {
-            "_id": row["id"],
-            "_from": row["stage"],
-            "_v": row["version"],
-            "_to": stage,
-            "_now": now,
-            "_closed": closed,
-            "_bit": bit,
-            "_by": by,
-        },
-    )
-    if result.rowcount != 1:
+    cas_values = {
+        "_id": row["id"],
+        "_from": row["stage"],
+        "_v": row["version"],
+        "_to": stage,
+        "_now": now,
+        "_closed": closed,
+        "_bit": bit,
+        "_by": by,
+    }
+    entered = row["stage_entered_at"]
+    history_values = {
+        "entity": entity.name,
+        "record_id": row["id"],
+        "pipeline": pipeline.name,
+        "from_stage": row["stage"],
+        "to_stage": stage,
+        "at": now,
+        "by": by,
+        "note": note,
+        "seconds_in_stage": max(0, int((now - entered).total_seconds())) if entered else None,
+        "source": "reopen" if transition.reopen else "move",
+    }
+    if conn.dialect.name == "postgresql":
+        both = {f"h_{name}": value for name, value in history_values.items() if name != "record_id"}
+        matched = conn.execute(_combined(table, history), {**cas_values, **both}).rowcount
+    else:
+        cas, add = _statements(table, history)
+        matched = conn.execute(cas, cas_values).rowcount
+        if matched == 1:
+            conn.execute(add, history_values)
+    if matched != 1:
         raise ConflictError(
             f"{entity.name} {row['id']} was moved or changed by someone else meanwhile; read it again",
             entity=entity.name,
             record_id=row["id"],
             expected_version=row["version"],
         )
-    entered = row["stage_entered_at"]
-    conn.execute(
-        add,
-        {
-            "entity": entity.name,
-            "record_id": row["id"],
-            "pipeline": pipeline.name,
-            "from_stage": row["stage"],
-            "to_stage": stage,
-            "at": now,
-            "by": by,
-            "note": note,
-            "seconds_in_stage": max(0, int((now - entered).total_seconds())) if entered else None,
-            "source": "reopen" if transition.reopen else "move",
-        },
-    )
     return {
         **row,
         "stage": stage,

@@ -145,7 +145,7 @@ class StagesMixin(Host):
         """``timeline`` of a record already read (and readable)."""
 
         def allowed(source: str) -> ColumnElement[bool] | None:
-            return row_clause(self.storage, self.model.entities[source], self.actor)
+            return row_clause(self.storage, self.model.entities[source], self.actor, archived="include")
 
         return journal.timeline(conn, self.storage, ent, rid, limit=_non_negative(limit, "limit"), allowed=allowed)
 

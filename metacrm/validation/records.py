@@ -14,6 +14,7 @@ import datetime as dt
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
+from decimal import Decimal
 from typing import Annotated, Any
 
 import pydantic
@@ -23,7 +24,7 @@ from ..errors import FieldIssue, MetaCRMError, ValidationError
 from ..model.checks import SYSTEM_COLUMNS
 from ..model.metamodel import Entity, Field, Model
 from ..model.suggest import did_you_mean, listing
-from .links import link_coercer, owner_coercer, pipeline_coercer
+from .links import LinkFieldInvalid, link_coercer, owner_coercer, pipeline_coercer
 from .values import Coercer, Invalid, field_coercer, show, type_name, unstorable_text
 
 # Keys a caller may never give: the database or the runtime sets them.
@@ -41,6 +42,18 @@ def _required(value):
 def _required_choices(value):
     if not value:
         raise Invalid("is required; choose at least one option")
+    return value
+
+
+def _required_user(value):
+    if value is None:
+        raise Invalid("is required; give a user's login")
+    return value
+
+
+def _required_users(value):
+    if not value:
+        raise Invalid("is required; give at least one user's login")
     return value
 
 
@@ -97,13 +110,23 @@ class _Member:
         self.default = default or {"default": None}
 
 
+_NO_TEXT = frozenset((int, float, bool, type(None), Decimal, dt.date, dt.datetime))  # nothing to check
+
+
 def _guarded(coerce: Coercer) -> Coercer:
     """The coercer, turning an exception it did not foresee (an odd object) into Invalid."""
 
     def run(value):
-        bad = unstorable_text(value)
-        if bad is not None:
-            raise Invalid(bad)
+        kind = type(value)
+        if kind is str:
+            if "\x00" in value or not value.isascii():  # the usual ASCII text needs no more
+                bad = unstorable_text(value)
+                if bad is not None:
+                    raise Invalid(bad)
+        elif kind not in _NO_TEXT:
+            bad = unstorable_text(value)
+            if bad is not None:
+                raise Invalid(bad)
         try:
             return coerce(value)
         except Invalid:
@@ -135,14 +158,23 @@ class RecordValidator:
             coerce = field_coercer(f, region=model.region or None, zone=model.timezone)
             checks = ()
             if f.required:
-                checks = (_required_choices if f.type == "multichoice" else _required,)
+                checks = (
+                    _required_users
+                    if f.type == "users"
+                    else _required_choices
+                    if f.type == "multichoice"
+                    else _required_user
+                    if f.type == "user"
+                    else _required,
+                )
             members.append(_Member(f.name, f"m{len(members)}", coerce, "field", checks, _default(f, coerce)))
         for link in entity.links.values():
             checks = ()
             if link.required and not link.many:
                 what = " or ".join(f"a{'n' if t[:1] in 'aeiou' else ''} {t} record" for t in link.targets)
                 checks = (_required_link(what),)
-            members.append(_Member(link.name, f"m{len(members)}", link_coercer(link), "link", checks))
+            coerce = link_coercer(link, region=model.region or None, zone=model.timezone)
+            members.append(_Member(link.name, f"m{len(members)}", coerce, "link", checks))
         if entity.owner:
             members.append(_Member("owner", f"m{len(members)}", owner_coercer, "owner", (), None, (_owner_kept,)))
         if entity.has_stages:
@@ -307,6 +339,8 @@ class RecordValidator:
             name = self._external.get(name, name)  # a missing value is located by attribute name
             cause = (error.get("ctx") or {}).get("error")
             message = str(cause) if isinstance(cause, Invalid) else error.get("msg", "is not valid")
+            if isinstance(cause, LinkFieldInvalid):  # deal.products.qty
+                name = f"{name}.{cause.field}"
             issues.append(FieldIssue(self.name, name, message, error.get("input"), index))
         return issues
 

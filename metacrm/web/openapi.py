@@ -157,6 +157,7 @@ def _entity_operations(ent: Entity) -> dict[str, Operation]:
             problems=(404, 409, 412),
             params=(_IF_MATCH,),
         ),
+        **(_archive_operations(ent) if ent.archive else {}),
         f"history_{name}": Operation(
             f"A {label} record's timeline",
             _json({"type": "array", "items": _ref("Activity")}, "Newest first"),
@@ -201,6 +202,23 @@ def _entity_operations(ent: Entity) -> dict[str, Operation]:
             problems=(404,),
         )
     return ops
+
+
+def _archive_operations(ent: Entity) -> dict[str, Operation]:
+    """restore and purge (an entity with ``archive: true``: its delete archives)."""
+    name, label = ent.name, ent.label or ent.name
+    return {
+        f"restore_{name}": Operation(
+            f"Bring an archived {label} record back",
+            _json(_ref(f"{name}.read"), "The record, live again", {**_ETAG}),
+            problems=(404, 409, 422),
+        ),
+        f"purge_{name}": Operation(
+            f"Remove a {label} record for good (archived or not)",
+            _json(_ref("Purged"), "What was removed"),
+            problems=(404, 409),
+        ),
+    }
 
 
 def _link_operations(model: Model, ent: Entity) -> dict[str, Operation]:
@@ -319,6 +337,9 @@ def _list_parameters(ent: Entity, params: list[dict]) -> list[dict]:
     choosable = [*ent.fields, *ent.links, "owner", "stage", "version", "created_at", "updated_at"]
     choosable += ["created_by", "updated_by"]
     system = {"id", "created_at", "updated_at", "version", "created_by", "updated_by"}
+    if ent.archive:
+        choosable += ["archived_at", "archived_by"]
+        system |= {"archived_at", "archived_by"}
     system |= {"owner"} if ent.owner else set()
     system |= {"pipeline", "stage", "stage_entered_at", "closed_at"} if ent.has_stages else set()
     orderable = [*ent.fields, *[n for n in ent.links if not ent.links[n].many]]

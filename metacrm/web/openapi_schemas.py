@@ -10,6 +10,7 @@ from typing import Any
 
 from ..model.bounds import RANGES
 from ..model.metamodel import Entity, Field, Link
+from ..validation.values import MAX_VALUES
 from .problems import _TITLES, PROBLEM
 
 INT64_MAX = 2**63 - 1
@@ -93,6 +94,19 @@ def _value_schema(f: Field, *, writing: bool) -> dict:
         schema = {"type": "string", "enum": list(f.option_values)}
     elif kind == "multichoice":
         schema = {"type": "array", "items": {"type": "string", "enum": list(f.option_values)}, "uniqueItems": True}
+    elif kind in ("emails", "phones"):  # the primary first; the API also reads one as text
+        item: dict[str, Any] = {"type": "string", "format": "email"} if kind == "emails" else {"type": "string"}
+        listed: dict[str, Any] = {"type": "array", "items": item, "maxItems": MAX_VALUES}
+        if f.required and writing:
+            listed["minItems"] = 1
+        schema = {"anyOf": [listed, {"type": "string"}]} if writing else listed
+    elif kind == "user":  # a `to: user` link: a login of the CRM's users
+        schema = {"type": "string", "maxLength": 100, "x-metacrm-link": "user"}
+    elif kind == "users":
+        login = {"type": "string", "minLength": 1, "maxLength": 100}
+        schema = {"type": "array", "items": login, "uniqueItems": True, "x-metacrm-link": "user"}
+        if f.required and writing:
+            schema["minItems"] = 1
     else:  # json: any structured value
         schema = {}
     return schema
@@ -114,6 +128,9 @@ def _describe(schema: dict, member) -> dict:
     schema = {**schema, "title": member.label or member.name}
     if getattr(member, "help", None):
         schema["description"] = member.help
+    elif getattr(member, "user_link", False):
+        many = member.type == "users"
+        schema["description"] = f"A link to users: {'the logins' if many else 'the login'} of the CRM's users"
     return schema
 
 
@@ -198,6 +215,23 @@ _SYSTEM = {
 }
 
 
+_ARCHIVE = {  # an entity with archive: true
+    "archived_at": {
+        "type": ["string", "null"],
+        "format": "date-time",
+        "readOnly": True,
+        "title": "Archived at",
+        "description": "When the record was archived (deleted, kept): null while it is live",
+    },
+    "archived_by": {
+        "type": ["string", "null"],
+        "readOnly": True,
+        "title": "Archived by",
+        "description": "The login of the user who archived it (null: the system, or live)",
+    },
+}
+
+
 # -- the schemas of one entity ---------------------------------------------------------------------
 def read_schema(ent: Entity, *, item: bool = False) -> dict:
     """A record as the API answers it; ``item``: as a list returns it (``fields=`` may leave
@@ -220,6 +254,8 @@ def read_schema(ent: Entity, *, item: bool = False) -> dict:
             "description": f"Changes only through POST /{ent.name}/{{id}}/move",
         }
     props.update(_SYSTEM)
+    if ent.archive:
+        props.update(_ARCHIVE)
     schema: dict[str, Any] = {"type": "object", "title": ent.label or ent.name, "properties": props}
     if ent.description:
         schema["description"] = ent.description
@@ -372,10 +408,24 @@ def shared_schemas() -> dict[str, dict]:
             ["entity", "id", "title"],
             description="A linked record with its title (expand=)",
         ),
-        "Deleted": _object(
-            {"deleted": {"type": "object", "additionalProperties": {"type": "array", "items": _INT}}},
-            ["deleted"],
-            description="Every record the delete removed (cascades included), by entity",
+        "Deleted": {
+            "anyOf": [
+                _object(
+                    {"deleted": {"type": "object", "additionalProperties": {"type": "array", "items": _INT}}},
+                    ["deleted"],
+                    description="Every record the delete removed (cascades included), by entity",
+                ),
+                _object(
+                    {"archived": {"type": "object", "additionalProperties": {"type": "array", "items": _INT}}},
+                    ["archived"],
+                    description="An entity with archive: true: the record archived (kept, hidden; restore brings it back)",
+                ),
+            ]
+        },
+        "Purged": _object(
+            {"purged": {"type": "object", "additionalProperties": {"type": "array", "items": _INT}}},
+            ["purged"],
+            description="Every record the purge removed for good (cascades included), by entity",
         ),
         "Move": _object(
             {**stage_row, "possible": _BOOL, "reasons": {"type": "array", "items": _STR}},

@@ -38,6 +38,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.staticfiles import StaticFiles
 
 from .. import errors as E
+from ..model.field_types import MULTI_VALUE_TYPES
 from ..model.metamodel import Entity, Field, Link
 from ..runtime.access import scope
 from . import i18n, pages_import, pages_links, pages_list, pages_reports
@@ -46,7 +47,8 @@ from .forms import FORM_TYPE, parse_urlencoded
 from .i18n import N_, _
 
 # the timeline's actions (runtime.journal.ACTIONS; its kinds are words of the card's note form)
-N_("create"), N_("update"), N_("delete"), N_("move"), N_("link"), N_("unlink"), N_("attach"), N_("detach")
+N_("create"), N_("update"), N_("delete"), N_("move"), N_("link"), N_("unlink"), N_("archive"), N_("restore")
+N_("purge"), N_("attach"), N_("detach")
 
 HERE = Path(__file__).parent
 SESSION_COOKIE = "metacrm_session"
@@ -172,6 +174,8 @@ def input_value(value: Any, field: Field) -> Any:
         return i18n.current().decimal_input(value)
     if isinstance(value, dt.date):
         return value.isoformat()
+    if field.type in MULTI_VALUE_TYPES and isinstance(value, list):
+        return "\n".join(str(v) for v in value)  # one address / number a line, the primary first
     if isinstance(value, list):
         return [str(v) for v in value]
     return str(value)
@@ -190,7 +194,7 @@ def form_values(ent: Entity, form: dict, *, creating: bool, lang: i18n.Lang | No
     lang = lang or i18n.current()
     data: dict[str, Any] = {}
     for field in editable(ent):
-        if field.type == "multichoice":
+        if field.type in ("multichoice", "users"):
             given = form.get(field.name, [])
             data[field.name] = [v for v in ([given] if isinstance(given, str) else given) if v]
             continue
@@ -534,6 +538,8 @@ def _entity_pages(router: APIRouter, crm, ent: Entity, signed_in, check_csrf, po
         where = (request.query_params.get("where") or "").strip()
         order_by = (request.query_params.get("order_by") or "").strip()
         after = request.query_params.get("after")
+        archived = request.query_params.get("archived") if ent.archive else None
+        archived = archived if archived in ("only", "include") else "exclude"
         problem = None
         rows: list[dict] = []
         count = 0
@@ -541,13 +547,13 @@ def _entity_pages(router: APIRouter, crm, ent: Entity, signed_in, check_csrf, po
         try:
             cursor = decode_cursor(after) if after else {}
             ids = [hit["id"] for hit in user.search(q, entity=name, limit=10_000)] if q and ent.search else None
-            kwargs: dict[str, Any] = {"order_by": order_by or None, "limit": PAGE_SIZE + 1}
+            kwargs: dict[str, Any] = {"order_by": order_by or None, "limit": PAGE_SIZE + 1, "archived": archived}
             if order_by:
                 kwargs["offset"] = cursor.get("o", 0)
             else:
                 kwargs["after"] = cursor.get("a")
             rows = user.find(name, where or None, ids=ids, **kwargs)
-            count = user.count(name, where or None, ids=ids, limit=COUNT_CAP + 1)
+            count = user.count(name, where or None, ids=ids, limit=COUNT_CAP + 1, archived=archived)
         except E.ValidationError as exc:
             problem = {"message": str(exc), "position": getattr(exc, "position", None)}
         except HTTPProblem as exc:
@@ -586,6 +592,8 @@ def _entity_pages(router: APIRouter, crm, ent: Entity, signed_in, check_csrf, po
             next_url=next_url,
             sorts=sorts,
             first_url=list_url(request) if after else None,
+            archived=archived,
+            archive_url=list_url(request, archived=None if archived == "only" else "only"),
             **pages_list.list_context(crm, session, ent, request, rows, columns, own),
         )
 
@@ -641,6 +649,19 @@ def _entity_pages(router: APIRouter, crm, ent: Entity, signed_in, check_csrf, po
             if wants_json:
                 return JSONResponse({"ok": True, "stage": record["stage"]})
             return RedirectResponse(back, 303)
+
+    if ent.archive:
+
+        @router.post(f"{base}/{{record_id}}/restore")
+        async def restore(request: Request, record_id: int) -> Response:
+            form = await posted(request)
+            session = await run_in_threadpool(signed_in, request)
+            check_csrf(request, session, form)
+            try:
+                await run_in_threadpool(pages(lambda: session["user"].restore(name, record_id)))
+            except (E.ValidationError, E.ConflictError) as exc:
+                return RedirectResponse(_with_error(f"{base}/{record_id}", str(exc)), 303)
+            return RedirectResponse(f"{base}/{record_id}", 303)
 
     @router.get(f"{base}/options")
     @pages
@@ -826,6 +847,14 @@ def _form(request, render, session, ent: Entity, values, issues: dict, general, 
         given = values.get(name, [])
         return [given] if isinstance(given, str) else list(given)
 
+    people: list[tuple[str, str]] = []
+    if ent.user_links:  # the pick-list of a `to: user` link: enabled users, and those already chosen
+        held = {login for f in ent.user_links for login in chosen(f.name)}
+        off = user.disabled_users()
+        people = [
+            (u["login"], u["name"] or u["login"]) for u in user.users() if u["login"] not in off or u["login"] in held
+        ]
+
     return render(
         request,
         "form.html",
@@ -842,6 +871,7 @@ def _form(request, render, session, ent: Entity, values, issues: dict, general, 
         record=record,
         input_types=INPUT_TYPES,
         decimals=DECIMALS,
+        people=people,
     )
 
 

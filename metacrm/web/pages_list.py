@@ -42,7 +42,7 @@ from ..runtime.preferences import preference, set_preference
 MAX_BULK = 500  # records one bulk action may name
 BUILDER_ROWS = 2  # empty condition rows offered below the ones given
 SYSTEM_COLUMNS = ("stage", "owner", "pipeline", "created_at", "updated_at")
-UNSORTABLE = ("text", "json", "multichoice")
+UNSORTABLE = ("text", "json", "multichoice", "users")
 NUMBER = re.compile(r"-?\d+(\.\d+)?")
 # operator -> how the builder shows it (the page translates it)
 OPERATORS = {
@@ -152,8 +152,10 @@ def operators_of(ent: Entity, key: str) -> tuple[str, ...]:
         return ("yes", "no")
     if f.type == "choice":
         return CHOICE_OPS
-    if f.type == "multichoice":
+    if f.type in ("multichoice", "users"):
         return ("contains",)
+    if f.type == "user":  # a login
+        return ("=", "!=", "in", "empty", "filled")
     if f.type == "json":
         return ()
     if f.kind == "file":
