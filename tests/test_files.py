@@ -361,3 +361,19 @@ def test_a_csv_round_trip_leaves_file_fields_to_attach(crm, tmp_path) -> None:
     result = import_csv(crm, "deal", io.BytesIO(out.getvalue().encode()), import_stages=True)
     assert len(result.ids) == 1 and not result.rejected
     assert crm.find("deal", order_by="id")[-1]["contract"] is None
+
+
+def test_concurrent_attaches_to_one_field_leave_one_file_in_it(crm) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    deal = crm.create("deal", {"title": "A"})["id"]
+
+    def attach(n: int):
+        return crm.retrying(crm.attach, "deal", deal, f"v{n}".encode(), name=f"v{n}.txt", field="contract", attempts=20)
+
+    with ThreadPoolExecutor(4) as pool:
+        done = list(pool.map(attach, range(8)))
+    files = crm.files("deal", deal)
+    assert len(files) == 1 and files[0]["id"] in {d["id"] for d in done}
+    record = crm.get("deal", deal)
+    assert record["contract"] == files[0]["id"] and record["version"] == 9

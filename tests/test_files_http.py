@@ -125,3 +125,15 @@ def test_an_upload_past_the_server_s_limit_is_413(api) -> None:
     )
     assert answer.status_code == 413 and "over 100 bytes" in answer.text
     small.close()
+
+
+def test_the_openapi_document_describes_the_file_routes(api) -> None:
+    from openapi_spec_validator import validate
+
+    document = api("GET", "/openapi.json").json()
+    validate(document)
+    upload = document["paths"]["/api/v1/deal/{record_id}/files"]["post"]
+    schema = upload["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert schema["properties"]["field"]["enum"] == ["contract", "photo"]
+    assert "/api/v1/deal/{record_id}/files/{file_id}" in document["paths"]
+    assert "/api/v1/note/{record_id}/files" not in document["paths"]

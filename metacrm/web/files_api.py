@@ -90,7 +90,25 @@ def file_routes(router: APIRouter, ent: Entity, conf: Settings, User, tag) -> No
         with hidden_as_absent(ent, record_id):
             return json_response({"items": user.files(name, record_id)})
 
-    @router.post(base, tags=tag, status_code=201, operation_id=f"attach_{name}")
+    fields = [f.name for f in ent.file_fields]
+    part = {"type": "string", "enum": fields, "description": "A file field (none: an attachment)"}
+    body = {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        **({"field": part} if fields else {}),
+                    },
+                }
+            }
+        },
+    }
+
+    @router.post(base, tags=tag, status_code=201, operation_id=f"attach_{name}", openapi_extra={"requestBody": body})
     async def attach_file(request: Request, user: User, record_id: int) -> Response:
         info = await upload(request, conf, user, ent, record_id)
         location = f"{API}/{name}/{record_id}/files/{info['id']}"
