@@ -377,3 +377,25 @@ def test_concurrent_attaches_to_one_field_leave_one_file_in_it(crm) -> None:
     assert len(files) == 1 and files[0]["id"] in {d["id"] for d in done}
     record = crm.get("deal", deal)
     assert record["contract"] == files[0]["id"] and record["version"] == 9
+
+
+def test_an_archived_record_keeps_its_files_read_only_and_purge_removes_them(db_url, tmp_path) -> None:
+    text = MODEL.replace("  deal:\n    owner: true\n", "  deal:\n    owner: true\n    archive: true\n")
+    with metacrm.connect(write(tmp_path, text), db_url, files=tmp_path / "store") as crm:
+        crm.migrate()
+        deal = crm.create("deal", {"title": "A"})["id"]
+        info = crm.attach("deal", deal, b"kept", name="k.txt")
+        crm.delete("deal", deal)  # archived: its files stay, readable as the record is
+        assert [f["id"] for f in crm.files("deal", deal)] == [info["id"]]
+        for write_ in (
+            lambda: crm.attach("deal", deal, b"x", name="x.txt"),
+            lambda: crm.detach("deal", deal, info["id"]),
+        ):
+            with pytest.raises(metacrm.ConflictError, match="archived"):
+                write_()
+        assert rows(crm) == 1 and crm.prune(grace=0)["removed"] == 0
+        crm.restore("deal", deal)
+        crm.attach("deal", deal, b"x", name="x.txt")
+        crm.delete("deal", deal)
+        crm.purge("deal", deal)
+        assert rows(crm) == 0 and crm.prune(grace=0)["removed"] == 2
