@@ -164,6 +164,8 @@ def operators_of(ent: Entity, key: str) -> tuple[str, ...]:
         return ("=", "!=", "in", "empty", "filled")
     if f.type == "json":
         return ()
+    if f.kind == "file":
+        return ("empty", "filled")
     if f.field_type.numeric or f.type in ("date", "datetime"):
         return ORDER_OPS
     return TEXT_OPS
