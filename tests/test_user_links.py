@@ -117,6 +117,10 @@ def test_filters_with_me(crm):
     assert crm.count("deal", where="manager is null") == 2
     board = crm.as_user("alice").board("deal", where="manager = :me")
     assert [(c["stage"], c["count"]) for c in board["columns"]][:1] == [("new", 1)]
+    # reports: grouped by a link to users (labelled by name), each user's sight honoured
+    rows = crm.report_group("deal", "manager")["rows"]
+    assert sorted((r["count"], r["value"] or "", r["label"] or "") for r in rows) == [(1, "alice", "Alice A."), (2, "", "")]
+    assert crm.as_user("bob").funnel("deal")["count"] == 1  # b: bob is an assignee
 
 
 def test_assigned_scope(crm):

@@ -125,13 +125,21 @@ def check_owners_exist(
     check_users_exist(conn, storage, entity, records, indexed=indexed)
 
 
+def user_names(conn: Connection, storage: Storage, logins) -> dict[str, str]:
+    """login -> the user's name (their login when they have none), for the stored ones among
+    ``logins``: one query."""
+    logins = sorted(v for v in logins if isinstance(v, str))
+    if not logins:
+        return {}
+    table = storage.user_table
+    query = select(table.c.login, table.c.name).where(table.c.login.in_(logins))
+    return {login: name or login for login, name in conn.execute(query)}
+
+
 def user_refs(conn: Connection, storage: Storage, entity: Entity, record: Mapping[str, Any]) -> dict:
     """Each ``to: user`` link of a record as references (``{"entity": "user", "id": login,
     "title": name or login, "hidden": False}``): one query for all the logins."""
-    logins = {login for _, login in _given_logins(entity, {**record, "owner": None})}
-    table = storage.user_table
-    query = select(table.c.login, table.c.name).where(table.c.login.in_(sorted(logins)))
-    names = {login: name for login, name in conn.execute(query)} if logins else {}
+    names = user_names(conn, storage, {login for _, login in _given_logins(entity, {**record, "owner": None})})
 
     def ref(login: str) -> dict:
         return {"entity": "user", "id": login, "title": names.get(login) or login, "hidden": False}
