@@ -119,7 +119,10 @@ def test_filters_with_me(crm):
     assert [(c["stage"], c["count"]) for c in board["columns"]][:1] == [("new", 1)]
     # reports: grouped by a link to users (labelled by name), each user's sight honoured
     rows = crm.report_group("deal", "manager")["rows"]
-    assert sorted((r["count"], r["value"] or "", r["label"] or "") for r in rows) == [(1, "alice", "Alice A."), (2, "", "")]
+    assert sorted((r["count"], r["value"] or "", r["label"] or "") for r in rows) == [
+        (1, "alice", "Alice A."),
+        (2, "", ""),
+    ]
     assert crm.as_user("bob").funnel("deal")["count"] == 1  # b: bob is an assignee
 
 

@@ -283,7 +283,7 @@ class UsersMixin(Host):
                         counts[ent.name] = n
         return counts
 
-    def linked_records(self, login: str) -> dict[tuple[str, str], list[int]]:
+    def _linked_records(self, login: str) -> dict[tuple[str, str], list[int]]:
         """(entity, link) -> the ids of the records whose ``to: user`` link names ``login``."""
         from ..expr.functions import json_has
 
@@ -319,7 +319,7 @@ class UsersMixin(Host):
             self.user_info(reassign_to)
         with self.transaction():
             owned = self.owned_records(login)
-            linked = self.linked_records(login)
+            linked = self._linked_records(login)
             held = {f"{e}.{link}": len(ids) for (e, link), ids in linked.items() if self._restricts(e, link)}
             if (owned or held) and reassign_to is None:
                 parts = []
