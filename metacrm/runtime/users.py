@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Self
 
-from sqlalchemy import insert, literal, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
 
 from ..errors import FieldIssue, NotFound, ValidationError
@@ -285,7 +285,7 @@ class UsersMixin(Host):
 
     def _linked_records(self, login: str) -> dict[tuple[str, str], list[int]]:
         """(entity, link) -> the ids of the records whose ``to: user`` link names ``login``."""
-        from ..expr.functions import json_has
+        from ..storage.valueindex import holds_value
 
         found: dict[tuple[str, str], list[int]] = {}
         with self._reading() as conn:
@@ -293,7 +293,7 @@ class UsersMixin(Host):
                 t = self.storage.table(ent.name) if ent.user_links else None
                 for f in ent.user_links:
                     column = t.c[f.name]
-                    clause = column == login if f.type == "user" else json_has(column, literal(login))
+                    clause = column == login if f.type == "user" else holds_value(t, ent.name, f, login)
                     ids = list(conn.execute(select(t.c.id).where(clause).order_by(t.c.id)).scalars())
                     if ids:
                         found[(ent.name, f.name)] = ids
