@@ -125,7 +125,7 @@ UTC = dt.UTC
 CENT = Decimal("0.01")
 MOVES_OUT = ("move", "reopen")
 PERIODS = ("month", "quarter")
-GROUP_TYPES = ("choice", "string", "email", "phone", "url", "boolean", "integer")
+GROUP_TYPES = ("choice", "string", "email", "phone", "url", "boolean", "integer", "user")
 SUM_TYPES = ("money", "currency", "integer", "duration", "decimal", "percent")
 
 
@@ -290,6 +290,10 @@ def group_key(
         return GroupKey(name, table.c.pipeline, lambda conn, values: captions)
     if name == "owner":
         return GroupKey(name, table.c.owner)
+    if name in entity.fields and entity.fields[name].type == "user":  # a link to users: by name
+        from .users import user_names
+
+        return GroupKey(name, table.c[name], lambda conn, values: user_names(conn, storage, values))
     if name in entity.fields:
         f = entity.fields[name]
         options = {o.value: o.label or o.value for o in f.options}
