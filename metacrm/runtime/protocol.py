@@ -51,7 +51,7 @@ class CRMHost(Protocol):
     def _writing(self) -> AbstractContextManager[Connection]: ...
 
     def _get_row(
-        self, conn: Connection, entity: Entity, record_id: Any, action: str = "read", *, archived: bool = False
+        self, conn: Connection, entity: Entity, record_id: Any, action: str = "read", query: Any = None, *, archived: bool = False
     ) -> Mapping[str, Any]: ...
 
     def _log(
