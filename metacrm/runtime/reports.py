@@ -316,9 +316,10 @@ def _merge_hidden(rows, labels: Mapping) -> list[dict]:
         value = row["value"]
         if value is not None and value not in labels:
             value = HIDDEN_KEY
-        merged = out.get((row.get("period"), value))
+        key = (row.get("period"), value, row.get("currency"))  # amounts in two currencies never add
+        merged = out.get(key)
         if merged is None:
-            out[(row.get("period"), value)] = {**row, "value": value}
+            out[key] = {**row, "value": value}
             continue
         merged["count"] += row["count"]
         if row.get("sum") is not None:
