@@ -160,6 +160,85 @@ def local_today(zone: str | None, now: dt.datetime | None = None) -> dt.date:
     return local(now or dt.datetime.now(UTC), zone).date()
 
 
+# -- durations ---------------------------------------------------------------------------------
+
+DURATION_FORMATS = "use 1h30m, 2d 4h, 45m, 90 (seconds), 1:30 (h:mm), or ISO 8601 (PT1H30M, P2D)"
+_DURATION_UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+_DURATION_PARTS = re.compile(r"\s*([0-9]+)\s*([wdhms])", re.IGNORECASE)
+_DURATION_TEXT = re.compile(r"(?:\s*[0-9]+\s*[wdhms])+\s*", re.IGNORECASE)
+_CLOCK = re.compile(r"\s*([0-9]+):([0-5][0-9])(?::([0-5][0-9]))?\s*")
+_ISO_CALENDAR = re.compile(r"\s*-?P[^T]*[YM]", re.IGNORECASE)
+DURATION_MAX = 10**15  # seconds (~31 million years): far inside a BIGINT
+
+
+def parse_duration_seconds(value: object) -> int:
+    """Whole seconds of a duration: ``1h30m``, ``2d 4h``, ``90`` (seconds), ``1:30`` or
+    ``1:30:15`` (hours and minutes), ISO 8601 ``PT1H30M``/``P2D``/``P1W`` (read by pydantic's
+    parser). Months and years are refused (no fixed length), as are negative durations and
+    fractions of a second. Raises ValueError naming the value and the accepted forms."""
+    if isinstance(value, bool):
+        raise ValueError(f"{_show(value)} is a yes/no value, not a duration; {DURATION_FORMATS}")
+    if isinstance(value, dt.timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, int):
+        seconds = value
+    elif isinstance(value, float):
+        seconds = value
+    elif isinstance(value, str):
+        seconds = _duration_text(value)
+    else:
+        raise ValueError(f"{_show(value)} is not a duration; {DURATION_FORMATS}")
+    if isinstance(seconds, float):
+        if seconds != seconds or not seconds.is_integer():
+            raise ValueError(f"{_show(value)} is not a whole number of seconds; {DURATION_FORMATS}")
+        seconds = int(seconds)
+    if seconds < 0:
+        raise ValueError(f"{_show(value)} is negative; a duration is 0 or more")
+    if seconds > DURATION_MAX:
+        raise ValueError(f"{_show(value)} is too long; a duration is at most {DURATION_MAX} seconds")
+    return seconds
+
+
+def _duration_text(value: str) -> int | float:
+    text = value.strip()
+    if text.isdigit():
+        return int(text)
+    if _DURATION_TEXT.fullmatch(text):
+        return sum(int(n) * _DURATION_UNITS[u.lower()] for n, u in _DURATION_PARTS.findall(text))
+    clock = _CLOCK.fullmatch(text)
+    if clock:
+        hours, minutes, secs = clock.groups()
+        return int(hours) * 3600 + int(minutes) * 60 + int(secs or 0)
+    if text[:1] in "Pp" or text[:2] in ("-P", "-p", "+P"):
+        if _ISO_CALENDAR.match(text):
+            raise ValueError(
+                f"{_show(value)} counts months or years, which have no fixed length; use days (P30D) or weeks (P4W)"
+            )
+        from pydantic import TypeAdapter
+        from pydantic import ValidationError as PydanticError
+
+        try:
+            return TypeAdapter(dt.timedelta).validate_python(text.upper()).total_seconds()
+        except PydanticError:
+            pass
+    raise ValueError(f"{_show(value)} is not a duration; {DURATION_FORMATS}")
+
+
+def format_duration(seconds: int | None) -> str | None:
+    """Seconds as a person reads a duration, exactly: ``1h 30m``, ``2d``, ``1d 2h 3m 4s``,
+    ``0s``; None stays None. :func:`parse_duration_seconds` reads it back."""
+    if seconds is None:
+        return None
+    seconds = int(seconds)
+    sign, rest = ("-", -seconds) if seconds < 0 else ("", seconds)
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, rest = divmod(rest, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return sign + (" ".join(parts) or "0s")
+
+
 def format_datetime(moment: dt.datetime, zone: str | None) -> str:
     """A moment as shown to a person: local time of ``zone`` in ISO 8601 with its offset
     (``2026-12-10T14:30:00+03:00``; ``+00:00`` in UTC)."""
@@ -170,13 +249,16 @@ __all__ = [
     "DATETIME_FORMATS",
     "DATE_FORMATS",
     "DEFAULT_ZONE",
+    "DURATION_FORMATS",
     "DateError",
     "format_datetime",
+    "format_duration",
     "local",
     "local_today",
     "parse_date",
     "parse_date_or_datetime",
     "parse_datetime",
+    "parse_duration_seconds",
     "read_datetime_text",
     "zone_info",
 ]

@@ -54,7 +54,7 @@ def automation_reactor(model: Model):
         for entry in entries:
             for rule, event in compiled.match(entry):
                 old = None
-                if event == "deleted":
+                if event == "deleted" and entry["action"] == "delete":  # an archived record is still there
                     old = {k: v[0] for k, v in (entry.get("changes") or {}).items()}
                     old["id"] = entry["record_id"]
                 firings.append(Firing(rule, entry["entity"], entry["record_id"], event, old))

@@ -26,6 +26,7 @@ ACTION_EVENT = {
     "unlink": "updated",
     "merge": "updated",
     "delete": "deleted",
+    "archive": "deleted",  # the delete of an entity with archive: true (a purge after it fires nothing)
 }
 # what a template may show besides the entity's fields and links
 SYSTEM_PLACEHOLDERS = ("id", "stage", "pipeline", "owner", "created_at", "updated_at")

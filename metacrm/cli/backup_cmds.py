@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 
 from .common import refusals
-from .data_cmds import DEFAULT_DB, DbOpt
-from .output import plural
+from .data_cmds import DEFAULT_DB, DEFAULT_MODEL, AsOpt, DbOpt, FormatOpt, ModelOpt
+from .output import Format, plural
 
 
 def dump(
@@ -41,11 +41,25 @@ def dump(
 
 
 def restore(
-    directory: Annotated[str, typer.Argument(help="A directory written by `metacrm dump`.")],
+    directory: Annotated[
+        str, typer.Argument(metavar="DIR | ENTITY", help="A directory written by `metacrm dump`, or an entity.")
+    ],
+    record_id: Annotated[
+        str | None, typer.Argument(metavar="[ID]", help="With an entity: the archived record to bring back.")
+    ] = None,
     db: DbOpt = DEFAULT_DB,
+    model: ModelOpt = DEFAULT_MODEL,
+    as_user: AsOpt = None,
+    format: FormatOpt = Format.table,
 ) -> None:
-    """Rebuild a dump into an EMPTY database (SQLite or PostgreSQL) with the model it recorded,
-    in one transaction: all of it or, on any error, nothing."""
+    """`restore DIR`: rebuild a dump into an EMPTY database (SQLite or PostgreSQL) with the
+    model it recorded, in one transaction: all of it or, on any error, nothing.
+    `restore ENTITY ID`: bring an archived record back (an entity with archive: true)."""
+    if record_id is not None:
+        from .data_cmds import restore_record
+
+        restore_record(model, db, as_user, directory, record_id, format)
+        return
     from ..io.dump import restore as restore_from
 
     with refusals():

@@ -104,6 +104,7 @@ def get(
     with opened(model, db, as_user) as crm:
         ent = crm.model.entity(entity)
         shown = parse_columns(ent, columns, extra=list(ent.inverses)) if columns else list(ent.columns)
+        shown += [f"{n}.link" for n in shown if n in ent.links and ent.links[n].fields]  # their rows' values
         card = crm.card(entity, record_id)
     record = {k: v for k, v in tidy(ent, card["record"]).items() if k in shown}
     links = {k: v for k, v in card["links"].items() if k in shown}
@@ -114,7 +115,10 @@ def get(
     if format is Format.csv:
         emit_record(record, format)
         return
-    pairs = [(k, v) for k, v in record.items() if k not in ent.links]  # links: the lines below
+    from .listing import human_durations
+
+    record = human_durations(ent, [record])[0]
+    pairs = [(k, v) for k, v in record.items() if k not in card["links"] and not k.endswith(".link")]  # links: below
     typer.echo(to_pairs(pairs, width=table_width(), wide=wide), nl=False)
     for name, value in links.items():
         targets = value if isinstance(value, list) else [value] if value else []
@@ -140,23 +144,35 @@ def list_(
     columns: ColumnsOpt = None,
     wide: WideOpt = False,
     expand: ExpandOpt = False,
+    archived: Annotated[
+        bool, typer.Option("--archived", help="Only the archived records (an entity with archive: true).")
+    ] = False,
+    with_archived: Annotated[
+        bool, typer.Option("--with-archived", help="The archived records too (an entity with archive: true).")
+    ] = False,
     model: ModelOpt = DEFAULT_MODEL,
     db: DbOpt = DEFAULT_DB,
     as_user: AsOpt = None,
     format: FormatOpt = Format.table,
 ) -> None:
     """Records of an entity, filtered, ordered and paged. Tables show links by their
-    targets' titles and fit the terminal (--wide: never cut)."""
-    from .listing import expanded_rows, parse_columns, shown_rows
+    targets' titles and fit the terminal (--wide: never cut). Archived records are left out
+    unless --archived or --with-archived."""
+    from .listing import expanded_rows, human_durations, parse_columns, shown_rows
 
+    if archived and with_archived:
+        usage_error("--archived (only the archived records) and --with-archived (all of them): give one")
+    mode = "only" if archived else "include" if with_archived else "exclude"
     with opened(model, db, as_user) as crm:
         ent = crm.model.entity(entity)
         shown = parse_columns(ent, columns, table=format is Format.table)
-        rows = crm.find(entity, where, order_by=order_by, limit=limit, offset=offset)
+        rows = crm.find(entity, where, order_by=order_by, limit=limit, offset=offset, archived=mode)
         if format is Format.json and expand:
             rows = expanded_rows(crm, ent, rows, shown)
         else:
             rows = shown_rows(crm, ent, rows, shown, titles=format is Format.table or expand)
+        if format is Format.table:
+            rows = human_durations(ent, rows)
     emit_records(rows, format, shown, wide=wide)
 
 
@@ -195,14 +211,48 @@ def delete(
     as_user: AsOpt = None,
     format: FormatOpt = Format.table,
 ) -> None:
-    """Delete a record (and what its links cascade to)."""
+    """Delete a record (and what its links cascade to). On an entity with archive: true the
+    record is archived instead: `metacrm restore` brings it back, `metacrm purge` removes it."""
     with opened(model, db, as_user) as crm:
         deleted = crm.delete(entity, record_id)
+        word = "archived" if crm.model.entity(entity).archive else "deleted"
+    _said(word, deleted, format)
+
+
+def _said(word: str, ids_by_entity: dict, format: Format) -> None:
     if format is Format.json:
-        typer.echo(to_json({"deleted": deleted}))
+        typer.echo(to_json({word: ids_by_entity}))
     else:
-        for name, ids in deleted.items():
-            typer.echo(f"deleted {name} {', '.join(map(str, ids))}")
+        for name, ids in ids_by_entity.items():
+            typer.echo(f"{word} {name} {', '.join(map(str, ids))}")
+
+
+def purge(
+    entity: Annotated[str, typer.Argument(help="Entity name.")],
+    record_id: Annotated[str | None, typer.Argument(metavar="[ID]", help="The record (omit with --archived).")] = None,
+    archived: Annotated[
+        bool, typer.Option("--archived", help="Every archived record of the entity (that you may delete).")
+    ] = False,
+    model: ModelOpt = DEFAULT_MODEL,
+    db: DbOpt = DEFAULT_DB,
+    as_user: AsOpt = None,
+    format: FormatOpt = Format.table,
+) -> None:
+    """Remove a record for good (archived or not), with what its links cascade to: what
+    delete does on an entity without archive: true. --archived: all archived records."""
+    if (record_id is None) == (not archived):
+        usage_error("purge: give a record ID, or --archived for every archived record (not both)")
+    with opened(model, db, as_user) as crm:
+        removed = crm.purge_archived(entity) if archived else crm.purge(entity, record_id)
+    _said("purged", removed, format)
+
+
+def restore_record(model: str, db: str, as_user: str | None, entity: str, record_id: str, format: Format) -> None:
+    """``metacrm restore ENTITY ID``: bring an archived record back and print it (called by
+    the restore command, which also restores dumps)."""
+    with opened(model, db, as_user) as crm:
+        record = crm.restore(entity, record_id)
+        emit_record(record, format, crm.model.entity(entity))
 
 
 def duplicates(
@@ -239,6 +289,10 @@ def _link_command(add: bool):
         record_id: Annotated[str, typer.Argument(metavar="ID")],
         link: Annotated[str, typer.Argument(help="Link (or inverse link) name.")],
         target: Annotated[str | None, typer.Argument(help="Target id (deal:5 for a polymorphic link).")] = None,
+        values: Annotated[
+            list[str] | None,
+            typer.Argument(help="FIELD=VALUE ...: the fields of a link that carries them (qty=3).", show_default=False),
+        ] = None,
         model: ModelOpt = DEFAULT_MODEL,
         db: DbOpt = DEFAULT_DB,
         as_user: AsOpt = None,
@@ -246,11 +300,22 @@ def _link_command(add: bool):
     ) -> None:
         if add and target is None:
             usage_error("give the target id to link to")
+        if values and not add:
+            usage_error("unlink takes no FIELD=VALUE pairs")
+        given = parse_assignments(values or [])
         with opened(model, db, as_user) as crm:
-            method = crm.link if add else crm.unlink
-            emit_record(method(entity, record_id, link, target), format, crm.model.entity(entity))
+            if add:
+                record = crm.link(entity, record_id, link, target, values=given or None)
+            else:
+                record = crm.unlink(entity, record_id, link, target)
+            emit_record(record, format, crm.model.entity(entity))
 
-    command.__doc__ = "Link a record to another." if add else "Remove a link."
+    command.__doc__ = (
+        "Link a record to another; FIELD=VALUE pairs set the link's fields (metacrm link deal 1 products 4 qty=3), "
+        "also on a pair already linked."
+        if add
+        else "Remove a link."
+    )
     return command
 
 
@@ -260,6 +325,7 @@ def register(app: typer.Typer) -> None:
     app.command("list")(list_)
     app.command()(update)
     app.command()(delete)
+    app.command()(purge)
     app.command("link")(_link_command(True))
     app.command("unlink")(_link_command(False))
     app.command()(duplicates)

@@ -111,19 +111,26 @@ def remove(
     login: Annotated[str, typer.Argument(help="The login.")],
     reassign_to: Annotated[
         str | None,
-        typer.Option("--reassign-to", help="The user who takes over the records LOGIN owns (each update journaled)."),
+        typer.Option(
+            "--reassign-to",
+            help="The user who takes over the records LOGIN owns and their `to: user` links (each update journaled).",
+        ),
     ] = None,
     model: ModelOpt = DEFAULT_MODEL,
     db: DbOpt = DEFAULT_DB,
 ) -> None:
     """Remove a user with their password, sessions, tokens and settings. Refused (exit 1,
-    saying how many) while they own records, unless --reassign-to names who takes them over."""
+    saying how many) while they own records or a `to: user` link (on_delete: restrict) names them,
+    unless --reassign-to names who takes them over; `set_null` links let them go."""
     from .output import plural
 
     with opened(model, db) as crm:
         moved = crm.remove_user(login, reassign_to=reassign_to)
-    total = sum(moved.values())
-    typer.echo(f"user {login} removed" + (f"; {plural(total, 'record')} now owned by {reassign_to}" if total else ""))
+    owned = sum(n for key, n in moved.items() if "." not in key)
+    links = sum(n for key, n in moved.items() if "." in key)
+    text = f"user {login} removed" + (f"; {plural(owned, 'record')} now owned by {reassign_to}" if owned else "")
+    passed = f" (passed to {reassign_to} where on_delete is restrict)" if reassign_to else ""
+    typer.echo(text + (f"; taken off {plural(links, 'link')} to users{passed}" if links else ""))
 
 
 def register(app: typer.Typer) -> None:

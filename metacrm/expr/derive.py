@@ -26,7 +26,7 @@ from .names import BOOLEAN, DATE, DATETIME, TEXT, Hop, Resolved, resolve
 from .values import CLOCK_FUNCTIONS, NULL, NUMBER, ValueBinder, columns
 
 AGGREGATES = ("count", "sum", "min", "max")
-NUMERIC_TYPES = {"integer": 0, "money": 2, "decimal": 6, "percent": 6}
+NUMERIC_TYPES = {"integer": 0, "duration": 0, "money": 2, "currency": 2, "decimal": 6, "percent": 6}
 _FITS = {
     TEXT: ("string", "text", "email", "phone", "url"),
     DATE: ("date",),
@@ -280,7 +280,9 @@ class _Analyser:
                 f"{what} gives {_WORDS.get(kind, kind)}, which does not fit a {f.type} field"
                 + (f" (use {', '.join(fits)})" if fits else "")
             )
-        return NUMERIC_TYPES.get(f.type) if kind == NUMBER else None
+        if kind != NUMBER:
+            return None
+        return f.decimals if f.decimals is not None else NUMERIC_TYPES.get(f.type)
 
     def formula(self, ent: Entity, f) -> Derived:
         from .parser import parse, parse_value
@@ -369,7 +371,12 @@ class _Analyser:
         if problems:
             raise ExpressionError(problems[0])
         hint = f"roll up a computed field of {child} instead"
-        binder = ValueBinder(self.model, child, what, many_hint=hint)
+        declaring = None  # the many-link relating parent and child: its fields read as link.FIELD
+        if hop.kind == "many":
+            declaring = ent.links[link_name]
+        elif hop.many_to_many:
+            declaring = self.model.entities[child].links[hop.link]
+        binder = ValueBinder(self.model, child, what, many_hint=hint, link=declaring)
         value = None
         if tree.func == "count":
             if not (isinstance(arg, ast.Name) and arg.path == "id"):
@@ -398,7 +405,13 @@ class _Analyser:
         kind = NUMBER if value is None else value.kind
         scale = self.fit(ent, f, kind, f"{tree.func}(...)")
         if value is not None:
-            reads += [Read(child, member_of(self.model, child, r.column), parent=True) for r in columns(value)]
+            for r in columns(value):
+                if not r.link_row:
+                    reads.append(Read(child, member_of(self.model, child, r.column), parent=True))
+                elif hop.kind == "many":  # the parent's own link rows changed
+                    reads.append(Read(ent.name, f"{hop.link}.link"))
+                else:  # a child's link rows to this parent changed
+                    reads.append(Read(child, f"{hop.link}.link", parent=True))
         if hop.kind == "many":
             reads.append(Read(ent.name, hop.link))  # the parent's own many-link
         else:

@@ -95,8 +95,12 @@ def dumped_tables(storage: Storage) -> list:
 
 def derived_table(dialect: str, name: str) -> bool:
     """Tables the database keeps by itself and a dump leaves out: SQLite's sequence table
-    (carried as each table's ``sequence``) and its full-text search tables (rebuilt by their
-    triggers as the rows are inserted)."""
+    (carried as each table's ``sequence``), its full-text search tables and the value indexes
+    of emails / phones fields (rebuilt by their triggers as the rows are inserted)."""
+    from ..storage.valueindex import is_index_table
+
+    if is_index_table(name):  # the lookup index of emails / phones: rebuilt by its triggers
+        return True
     return dialect == "sqlite" and (name.startswith("sqlite_") or "__fts" in name)
 
 
@@ -315,6 +319,7 @@ def restore(path: str | os.PathLike, url: str) -> dict:
 def _restore(engine, folder: Path, manifest: dict, model, storage: Storage) -> None:
     from ..migrate.apply import apply_plan, default_user, plan_for_database
     from ..migrate.lock import holder_text, pg_lock
+    from ..migrate.valueindex import sync_value_indexes
     from ..runtime.engine import WRITE
 
     with engine.connect().execution_options(**{WRITE: True}) as conn, conn.begin():
@@ -328,6 +333,7 @@ def _restore(engine, folder: Path, manifest: dict, model, storage: Storage) -> N
             )
         plan = plan_for_database(conn, model, user=default_user(), count_all=False)
         apply_plan(conn, plan)
+        sync_value_indexes(conn, model)  # the triggers fill them as the rows go in
         tables = dumped_tables(storage)
         position = {t.name: i for i, t in enumerate(tables)}
         try:

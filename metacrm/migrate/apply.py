@@ -39,6 +39,7 @@ from .history import model_from_record, record, recorded_row
 from .lock import holder_text, pg_lock, sqlite_lock
 from .plan import plan_migration
 from .steps import DESTRUCTIVE, Plan
+from .valueindex import drop_value_triggers, sync_value_indexes
 
 log = logging.getLogger("metacrm.migrate")
 
@@ -205,8 +206,10 @@ def _apply_postgresql(engine, model: Model, *, allow_data_loss: bool, user: str,
             if not plan:
                 return plan
             _refuse(plan)
+            drop_value_triggers(conn)
             apply_plan(conn, plan)
             fill_derived(conn, model, plan)
+            sync_value_indexes(conn, model)
             record(conn, model, user=user)
     return plan
 
@@ -229,8 +232,10 @@ def _apply_sqlite(engine, model: Model, *, allow_data_loss: bool, user: str) -> 
                 if on_file and any(step.kind == "rebuild_table" for step in plan):
                     before = _fingerprint(conn)
                     backup = _backup(path)
+                drop_value_triggers(conn)
                 apply_plan(conn, plan)
                 fill_derived(conn, model, plan)
+                sync_value_indexes(conn, model)
                 if not all(step.kind in LINK_SAFE for step in plan):
                     _foreign_key_check(conn)  # reads every linking row: only when links may have moved
                 record(conn, model, user=user)
@@ -269,6 +274,7 @@ LINK_SAFE = frozenset(
         "recompute_derived",
         "record_model",
         "check_rule",
+        "check_fill",
     }
 )
 

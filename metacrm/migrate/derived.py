@@ -24,6 +24,7 @@ KIND = "recompute_derived"
 _NOT_INPUTS = frozenset(
     {
         KIND,
+        "check_fill",
         "add_index",
         "drop_index",
         "rename_indexes",
@@ -40,6 +41,8 @@ _NOT_INPUTS = frozenset(
         "remove_field",
         "remove_link",
         "remove_owner",
+        "add_archive",
+        "remove_archive",
         "remove_entity",
         "possible_rename",
         "record_model",

@@ -228,6 +228,8 @@ def _entity_changes(ctx: Ctx, old: Entity, new: Entity) -> None:
     colmap.update({c: c for c in ("id", "created_at", "updated_at", "version", *audit_columns(ctx, o, n))})
     if old.owner and new.owner:
         colmap["owner"] = "owner"
+    if old.archive and new.archive:
+        colmap.update(archived_at="archived_at", archived_by="archived_by")
     names.reconcile(ctx, n, ctx.so.table(o), ctx.sn.table(n), colmap)
     for old_link, new_link in many:
         old_join = ctx.so.join_table(o, old_link)

@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from sqlalchemy import create_engine, event, inspect, literal_column, text
 from sqlalchemy.pool import StaticPool
 
+from ..storage.valueindex import is_index_table
 from .steps import Contribution, Phase, Plan, Step
 
 # Names SQLite gives the constraints it reflects without one (a column added with an inline
@@ -320,6 +321,8 @@ def _clone_schema(rehearsal, conn, old_metadata) -> None:
         # a virtual table (the FTS5 search index) creates its own shadow tables: skip theirs
         virtual = [name for _type, name, sql in rows if sql.upper().startswith("CREATE VIRTUAL TABLE")]
         rows = [r for r in rows if not (r[0] == "table" and any(r[1].startswith(f"{v}_") for v in virtual))]
+        # the value indexes' triggers are dropped before a migration runs (migrate/valueindex.py)
+        rows = [r for r in rows if not (r[0] == "trigger" and is_index_table(r[1]))]
         order = {"table": 0, "index": 1, "view": 2, "trigger": 3}
         for _type, _name, sql in sorted(rows, key=lambda r: order.get(r[0], 4)):
             rehearsal.exec_driver_sql(sql)

@@ -114,6 +114,8 @@ def _fill(ctx: Ctx, step: Step, entity: Entity, f: Field, table: str, *, only_nu
     except ValueError as exc:
         step.refusal = str(exc)
         return False
+    if f.user_link:
+        _fill_names_users(ctx, entity, f, [value] if isinstance(value, str) else value)
     col = ctx.new_column(table, f.name)
     t = values_table(table, col)
     stmt = t.update().values({f.name: value})
@@ -121,6 +123,24 @@ def _fill(ctx: Ctx, step: Step, entity: Entity, f: Field, table: str, *, only_nu
         stmt = stmt.where(t.c[f.name].is_(None))
     step.act(Phase.DATA, lambda ex: ex.execute(stmt))
     return True
+
+
+def _fill_names_users(ctx: Ctx, entity: Entity, f: Field, logins: list[str]) -> None:
+    """A step refused while the ``fill`` of a ``to: user`` link names a login no user has."""
+    step = ctx.step("check_fill", entity.name, f.name, SAFE, f"the fill of {entity.name}.{f.name} names stored users")
+    users = sql_table(naming.USER_TABLE, sql_column("login"))
+
+    def measure(conn, step):
+        found = set(conn.execute(select(users.c.login).where(users.c.login.in_(logins))).scalars())
+        missing = [login for login in logins if login not in found]
+        step.count = len(missing)
+        if missing:
+            step.refusal = (
+                f"fill of {entity.name}.{f.name} names no user '{missing[0]}': add the user first "
+                f"(metacrm user add {missing[0]}), or fill another"
+            )
+
+    step.measure = measure
 
 
 # -- fields ---------------------------------------------------------------------------------------
@@ -156,6 +176,9 @@ def fields_and_links(ctx: Ctx, old: Entity, new: Entity, rename: Step | None) ->
                 colmap.update(mapped)
                 if link.many:
                     many.append((ol.name, link.name))
+                    from .linkfields import link_field_steps
+
+                    link_field_steps(ctx, old, new, ol, link)  # the columns of its join table
             elif len(link_columns(ol)) == len(link_columns(link)):  # refused: its column stays as it is
                 colmap.update(dict(zip(link_columns(ol), link_columns(link), strict=True)))
         else:
@@ -165,6 +188,7 @@ def fields_and_links(ctx: Ctx, old: Entity, new: Entity, rename: Step | None) ->
             similar = [a for a in ladded if _same_link(ctx, ol, new.links[a])]
             _remove_link(ctx, old, new, ol, similar)
     _owner(ctx, old, new)
+    _archive(ctx, old, new)
     return colmap, many
 
 
@@ -181,8 +205,8 @@ def _field_changes(ctx: Ctx, old: Entity, new: Entity, of: Field, f: Field, vaca
         step.measure = ctx.count_values(o, [of.name])
     old_col = ctx.so.table(o).c[of.name]
     new_col = ctx.sn.table(n).c[f.name]
-    if of.type != f.type:
-        from .typechange import change_type
+    if of.type != f.type or (of.decimals, of.whole_digits) != (f.decimals, f.whole_digits):
+        from .typechange import change_type  # a type, or an exact number's scale or precision
 
         if not change_type(ctx, old, new, of, f):
             return False
@@ -839,6 +863,54 @@ def _owner(ctx: Ctx, old: Entity, new: Entity) -> None:
             f"kept: column {n}.owner stays in the database, no longer part of the model",
         )
         step.measure = ctx.count_values(o, ["owner"])
+
+
+# -- archive --------------------------------------------------------------------------------------
+
+ARCHIVE_COLUMNS = ("archived_at", "archived_by")
+
+
+def _archive(ctx: Ctx, old: Entity, new: Entity) -> None:
+    """``archive: true`` switched on: the two system columns are added (the records there stay
+    live). Switched off: the columns are dropped, refused while records are archived (counted;
+    restore or purge them first: docs/archive.md)."""
+    o, n = old.name, new.name
+    if old.archive == new.archive:
+        return
+    if new.archive:
+        step = ctx.step(
+            "add_archive",
+            n,
+            "archive",
+            SAFE,
+            f"{n} gets archive: add columns archived_at, archived_by (delete archives; existing records stay live)",
+        )
+        add_columns(ctx, step, n, [ctx.new_column(n, c) for c in ARCHIVE_COLUMNS])
+        ctx.clash(step, o, ARCHIVE_COLUMNS)
+        step.measure = ctx.count_rows(o)
+        return
+    step = ctx.step(
+        "remove_archive",
+        n,
+        "archive",
+        SAFE,
+        f"{n} loses archive: drop columns archived_at, archived_by (delete removes records for good)",
+    )
+    for c in ARCHIVE_COLUMNS:
+        drop_column(step, n, o, c, f"drop column {c}")
+    t = sql_table(o, sql_column("archived_at"))
+    archived = t.c.archived_at.is_not(None)
+
+    def measure(conn, step: Step) -> None:
+        step.count = conn.execute(select(func.count()).select_from(t).where(archived)).scalar_one()
+        if step.count:
+            step.klass = NEEDS_DATA
+            step.refusal = (
+                f"{counted(step.count, verbs=('is', 'are'))} archived; turning archive off would make them "
+                f"live again: restore them (metacrm restore {n} ID) or purge them (metacrm purge {n} --archived) first"
+            )
+
+    step.measure = measure
 
 
 __all__ = ["add_columns", "drop_column", "drop_fk", "fields_and_links", "literal", "set_nullable"]

@@ -20,7 +20,7 @@ from ..storage.types import UTCDateTime
 from .context import DESTRUCTIVE, NEEDS_DATA, SAFE, Ctx, Phase, counted, match, values_table
 from .members import add_columns, drop_column, link_columns, set_nullable
 
-BASE_COLUMNS = ("id", "created_at", "updated_at", "version", "created_by", "updated_by", "owner")
+BASE_COLUMNS = ("id", "created_at", "updated_at", "version", "created_by", "updated_by", "owner", "archived_at", "archived_by")
 
 
 def stage_columns(storage, entity: Entity) -> list:

@@ -38,22 +38,33 @@ def _article(word: str) -> str:
     return "an" if word[:1] in "aeiou" else "a"
 
 
+def field_range(f: Field) -> tuple[Decimal | int, Decimal | int, str] | None:
+    """(lowest, highest, column) a numeric field's column holds; None for other types."""
+    if f.type == "integer":
+        return (*INT64, STORED_AS["integer"])
+    if f.decimals is None:
+        return None
+    whole, scale = f.whole_digits, f.decimals
+    high = (Decimal(10) ** whole - Decimal(1).scaleb(-scale)).quantize(Decimal(1).scaleb(-scale))
+    return -high, high, f"NUMERIC({whole + scale},{scale})"
+
+
 def bound_problems(f: Field, decl: dict, where: str) -> Iterator[tuple[str, str, str]]:
     """``(type, message, option)`` for each bound or length of ``f`` the database cannot hold;
     messages start with ``where`` (the field, as the caller names it)."""
     for option in ("min", "max"):
         value = decl.get(option)
-        if not isinstance(value, int | float) or isinstance(value, bool) or f.type not in RANGES:
+        if not isinstance(value, int | float) or isinstance(value, bool) or field_range(f) is None:
             continue
         if isinstance(value, float) and not math.isfinite(value):
             yield "field.bound_invalid", f"{where}: {option} must be a finite number, not {value}", option
             continue
-        low, high = RANGES[f.type]
+        low, high, stored = field_range(f)
         if not low <= Decimal(str(value)) <= high:
             yield (
                 "field.bound_out_of_range",
                 f"{where}: {option} {_show(value)} is beyond what {_article(f.type)} {f.type} field holds "
-                f"({STORED_AS[f.type]}: {_show(low)} to {_show(high)})",
+                f"({stored}: {_show(low)} to {_show(high)})",
                 option,
             )
     length = decl.get("max_length")
@@ -67,4 +78,4 @@ def bound_problems(f: Field, decl: dict, where: str) -> Iterator[tuple[str, str,
             )
 
 
-__all__ = ["INT64", "TEXT_MAX", "VARCHAR_MAX", "bound_problems"]
+__all__ = ["INT64", "TEXT_MAX", "VARCHAR_MAX", "bound_problems", "field_range"]

@@ -13,7 +13,18 @@ import re
 from types import MappingProxyType
 
 from ..errors import Problem
+from .composite import (
+    COMPOSITE_TYPES,
+    PARTS,
+    REQUIRED_PART,
+    SEARCHED_PARTS,
+    SORT_PART,
+    Composite,
+    full_name_formula,
+    part_name,
+)
 from .field_types import FIELD_TYPES
+from .file_rules import accept_items, attachments_spec, parse_size
 from .metamodel import (
     DEFAULT_PIPELINE,
     AssignRule,
@@ -36,6 +47,7 @@ from .metamodel import (
 )
 from .suggest import did_you_mean, listing
 
+USER = "user"  # `to: user`: a link to the CRM's users (runtime/users.py), not to an entity
 _DURATION = re.compile(r"([0-9]+)\s*([wdhms])")
 _UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
 
@@ -45,6 +57,15 @@ def parse_duration(text: str) -> int | None:
     if not isinstance(text, str) or not re.fullmatch(r"\s*([0-9]+\s*[wdhms]\s*)+", text):
         return None
     return sum(int(n) * _UNITS[u] for n, u in _DURATION.findall(text))
+
+
+def _spread(names: tuple[str, ...], composites: dict, parts: dict) -> tuple[str, ...]:
+    """Names with each composite field replaced by its parts that ``parts`` names for its type."""
+    out: list[str] = []
+    for n in names:
+        c = composites.get(n)
+        out += [part_name(n, p) for p in parts[c.type]] if c else [n]
+    return tuple(dict.fromkeys(out))
 
 
 def _names(value) -> tuple[str, ...]:
@@ -65,6 +86,32 @@ def _str(value) -> str | None:
 
 def _num(value):
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _count(value) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def currency_scales(fields: dict[str, Field]) -> dict[str, Field]:
+    """The fields, each currency field with the scale its currency gives: a fixed currency's
+    decimals, or the most decimals among the codes of its ``currency_field`` (unknown codes
+    count as 2; the model checks report them)."""
+    from dataclasses import replace
+
+    from .field_types import currency_precision
+
+    out = dict(fields)
+    for name, f in fields.items():
+        if f.type != "currency":
+            continue
+        if f.currency:
+            scale = currency_precision(f.currency)
+        else:
+            source = fields.get(f.currency_field or "")
+            codes = source.option_values if source is not None and source.type == "choice" else ()
+            scale = max((currency_precision(c) or 2 for c in codes), default=None)
+        out[name] = replace(f, scale=2 if scale is None else scale)
+    return out
 
 
 def _zone_names() -> set[str]:
@@ -151,17 +198,27 @@ class _Builder:
     # -- entities ------------------------------------------------------------------------
     def entity(self, name: str, decl: dict) -> Entity:
         path = ("entities", name)
-        fields = {
-            fname: self.field((*path, "fields", fname), fname, fdecl)
-            for fname, fdecl in _dict(decl.get("fields")).items()
-            if isinstance(fdecl, dict) and fdecl.get("type") in FIELD_TYPES
-        }
+        fields: dict[str, Field] = {}
+        composites: dict[str, Composite] = {}
+        for fname, fdecl in _dict(decl.get("fields")).items():
+            if isinstance(fdecl, dict) and fdecl.get("type") in COMPOSITE_TYPES:
+                composite, parts = self.composite((*path, "fields", fname), fname, fdecl)
+                composites[fname] = composite
+                fields.update((f.name, f) for f in parts)
+            elif isinstance(fdecl, dict) and fdecl.get("type") in FIELD_TYPES:
+                fields[fname] = self.field((*path, "fields", fname), fname, fdecl)
+        fields = currency_scales(fields)
         links = {
             lname: self.link((*path, "links", lname), name, lname, ldecl)
             for lname, ldecl in _dict(decl.get("links")).items()
-            if isinstance(ldecl, dict) and _names(ldecl.get("to"))
+            if isinstance(ldecl, dict) and _names(ldecl.get("to")) and USER not in _names(ldecl.get("to"))
         }
-        for lname in links:
+        users = {  # `to: user` links are held as fields (a login, a list of logins)
+            lname: self.user_link((*path, "links", lname), name, lname, ldecl)
+            for lname, ldecl in _dict(decl.get("links")).items()
+            if isinstance(ldecl, dict) and USER in _names(ldecl.get("to"))
+        }
+        for lname in [*links, *users]:
             if lname in fields:
                 self.error(
                     "entity.name_conflict",
@@ -169,8 +226,11 @@ class _Builder:
                     (*path, "links", lname),
                     key=True,
                 )
+        fields.update((lname, f) for lname, f in users.items() if lname not in fields)
         pipelines = self.pipelines(name, decl, fields)
         title = _str(decl.get("title"))
+        if title in composites:  # a person's name is titled by its full name
+            title = part_name(title, SORT_PART[composites[title].type])
         if title is None:
             title = next((f.name for f in fields.values() if f.type == "string"), None)
         return Entity(
@@ -182,9 +242,11 @@ class _Builder:
             plural=_str(decl.get("plural")),
             description=_str(decl.get("description")),
             owner=decl.get("owner") is True,
+            archive=decl.get("archive") is True,
             title=title,
-            search=_names(decl.get("search")),
+            search=_spread(_names(decl.get("search")), composites, SEARCHED_PARTS),
             list=_names(decl["list"]) if isinstance(decl.get("list"), list) else None,
+            composites=_frozen(composites),
             indexes=tuple(_names(ix) for ix in decl.get("indexes") or () if _names(ix)),
             unique=tuple(_names(u) for u in decl.get("unique") or () if _names(u)),
             duplicates=self.duplicates(path, decl),
@@ -194,6 +256,7 @@ class _Builder:
             pipeline_field=_str(decl.get("pipeline_field")),
             pipeline_map=_frozen({k: v for k, v in _dict(decl.get("pipeline_map")).items() if isinstance(v, str)}),
             task=self.task(path, decl, fields, links),
+            attachments=attachments_spec(decl.get("attachments")),
         )
 
     def task(self, path: tuple, decl: dict, fields: dict, links: dict) -> TaskSpec | None:
@@ -258,7 +321,16 @@ class _Builder:
             if isinstance(opt, str):
                 options.append(Option(opt))
             elif isinstance(opt, dict) and isinstance(opt.get("value"), str):
-                options.append(Option(opt["value"], _str(opt.get("label")), _str(opt.get("renamed_from"))))
+                order = opt.get("order")
+                options.append(
+                    Option(
+                        opt["value"],
+                        _str(opt.get("label")),
+                        _str(opt.get("renamed_from")),
+                        color=_str(opt.get("color")),
+                        order=order if isinstance(order, int) and not isinstance(order, bool) else None,
+                    )
+                )
         max_length = decl.get("max_length")
         return Field(
             name=name,
@@ -286,9 +358,95 @@ class _Builder:
             readonly_if=_str(decl.get("readonly_if")),
             readonly=decl.get("readonly") is True or _str(decl.get("autonumber")) is not None,
             autonumber=_str(decl.get("autonumber")),
+            scale=_count(decl.get("scale")),
+            precision=_count(decl.get("precision")),
+            currency=_str(decl.get("currency")),
+            currency_field=_str(decl.get("currency_field")),
+            round=decl.get("round") is True,
+            accept=accept_items(decl.get("accept")),
+            max_size=parse_size(decl.get("max_size")),
+        )
+
+    def composite(self, path: tuple, name: str, decl: dict) -> tuple[Composite, list[Field]]:
+        """A composite field (model/composite.py) and its part fields ``<name>.<part>``."""
+        kind = decl["type"]
+        caption = _str(decl.get("label")) or name
+        loc = self.loc(path, key=True)
+        renamed = _names(decl.get("renamed_from"))
+        parts = []
+        for part in PARTS[kind]:
+            full = part_name(name, part.name)
+            parts.append(
+                Field(
+                    name=full,
+                    type=part.type,
+                    required=decl.get("required") is True and REQUIRED_PART[kind] == part.name,
+                    max_length=part.max_length,
+                    label=f"{caption}: {part.caption}",
+                    help=_str(decl.get("help")) if part is PARTS[kind][0] else None,
+                    renamed_from=tuple(part_name(old, part.name) for old in renamed),
+                    loc=loc,
+                    formula=full_name_formula(name) if (kind, part.name) == ("person_name", "full") else None,
+                    part_of=name,
+                )
+            )
+        composite = Composite(name, kind, _str(decl.get("label")), tuple((p.name, part_name(name, p.name)) for p in PARTS[kind]))
+        return composite, parts
+
+    def user_link(self, path: tuple, entity: str, name: str, decl: dict) -> Field:
+        """A ``to: user`` link, held as a field: ``user`` (one login) or, with ``many: true``,
+        ``users`` (a list of logins). What does not apply to a link to users is reported here."""
+        where = f"link '{entity}.{name}'"
+        if _names(decl.get("to")) != (USER,):
+            self.error(
+                "link.user_polymorphic",
+                f"{where}: 'user' cannot be one of several targets; a link to users has `to: user` alone",
+                (*path, "to"),
+            )
+        for key, why in (
+            ("inverse", "users see their records through filters (`manager = :me`), not through an inverse"),
+            ("fields", "a link to users carries no fields"),
+        ):
+            if key in decl:
+                self.error(
+                    "link.user_option", f"{where}: '{key}' does not apply to a link to users: {why}", (*path, key)
+                )
+        on_delete = decl.get("on_delete", "restrict")
+        if on_delete == "cascade":
+            self.error(
+                "link.user_option",
+                f"{where}: on_delete 'cascade' does not apply to a link to users (removing a user never deletes "
+                "records); use 'restrict' (the default: the removal is refused while the user is linked) or 'set_null'",
+                (*path, "on_delete"),
+            )
+        elif on_delete == "set_null" and decl.get("required") is True:
+            self.error(
+                "link.set_null_required",
+                f"{where}: on_delete 'set_null' cannot clear a required link; use 'restrict'",
+                (*path, "on_delete"),
+            )
+        return Field(
+            name=name,
+            type="users" if decl.get("many") is True else "user",
+            required=decl.get("required") is True,
+            unique=decl.get("unique") is True and decl.get("many") is not True,
+            label=_str(decl.get("label")),
+            help=_str(decl.get("help")),
+            renamed_from=_names(decl.get("renamed_from")),
+            loc=self.loc(path, key=True),
+            on_delete="set_null" if on_delete == "set_null" else "restrict",
+            fill=decl.get("fill"),
         )
 
     def link(self, path: tuple, entity: str, name: str, decl: dict) -> Link:
+        if "fill" in decl:
+            self.error(
+                "link.fill",
+                f"link '{entity}.{name}': 'fill' applies to links to users (`to: user`) only; a link to records is "
+                "given to existing records after the migration (metacrm link, or an import)",
+                (*path, "fill"),
+                key=True,
+            )
         on_delete = decl.get("on_delete")
         return Link(
             name=name,
@@ -302,6 +460,14 @@ class _Builder:
             help=_str(decl.get("help")),
             renamed_from=_names(decl.get("renamed_from")),
             loc=self.loc(path, key=True),
+            fields=_frozen(
+                {
+                    fname: self.field((*path, "fields", fname), fname, fdecl)
+                    for fname, fdecl in _dict(decl.get("fields")).items()
+                    if isinstance(fdecl, dict) and fdecl.get("type") in FIELD_TYPES
+                }
+            ),
+            unique=decl.get("unique") is True,
         )
 
     def attach_inverses(self, entities: dict[str, Entity]) -> dict[str, Entity]:
@@ -371,7 +537,7 @@ class _Builder:
             adjacency[t.source].setdefault(t.target, t)
         amount = _str(decl.get("amount"))
         if amount is None:
-            money = [f.name for f in fields.values() if f.type == "money"]
+            money = [f.name for f in fields.values() if f.type in ("money", "currency")]
             amount = money[0] if len(money) == 1 else None
         return Pipeline(
             name=name,
@@ -381,6 +547,7 @@ class _Builder:
             transitions=tuple(transitions),
             label=_str(decl.get("label")),
             amount=amount,
+            money_field=fields.get(amount or "") if isinstance(fields, dict) else None,
             renamed_from=_names(decl.get("renamed_from")),
             loc=self.loc(path, key=True),
             adjacency=_frozen({s: _frozen(t) for s, t in adjacency.items()}),
@@ -499,12 +666,18 @@ class _Builder:
         from .metamodel import ACTIONS
 
         permissions = {}
+        assigned = {}
         for entity, spec in decl.items():
             if isinstance(spec, str):
                 permissions[entity] = _frozen({a: spec for a in ACTIONS})
             elif isinstance(spec, dict):
-                permissions[entity] = _frozen({a: spec.get(a, "none") for a in ACTIONS})
-        return Role(name, _frozen(permissions), self.loc(("roles", name), key=True))
+                scopes = {a: spec.get(a, "none") for a in ACTIONS}
+                # ``read: {assigned: [manager, assignees]}``: the scope ``assigned`` through those links
+                named = {a: _names(s.get("assigned")) for a, s in scopes.items() if isinstance(s, dict)}
+                permissions[entity] = _frozen({a: "assigned" if a in named else s for a, s in scopes.items()})
+                if named:
+                    assigned[entity] = _frozen(named)
+        return Role(name, _frozen(permissions), self.loc(("roles", name), key=True), _frozen(assigned))
 
     def automation(self, name: str, decl: dict) -> Automation:
         trigger = _dict(decl.get("when"))

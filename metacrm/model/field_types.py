@@ -13,12 +13,17 @@ from decimal import Decimal, InvalidOperation
 NUMERIC_OPTIONS = frozenset({"min", "max"})
 TEXT_OPTIONS = frozenset({"max_length", "pattern"})
 CHOICE_OPTIONS = frozenset({"options"})
+# exact numbers: the declared shape, and rounding when a migration lowers the scale
+DECIMAL_OPTIONS = NUMERIC_OPTIONS | {"scale", "precision", "round"}
+MONEY_OPTIONS = NUMERIC_OPTIONS | {"round"}
+CURRENCY_OPTIONS = NUMERIC_OPTIONS | {"currency", "currency_field", "round"}
+FILE_OPTIONS = frozenset({"accept", "max_size"})
 
 
 @dataclass(frozen=True, slots=True)
 class FieldType:
     name: str
-    kind: str  # storage kind: string, text, integer, decimal, money, boolean, date, datetime, json
+    kind: str  # storage kind: string, text, integer, decimal, money, boolean, date, datetime, json, file
     options: frozenset[str]  # type-specific field options that apply (beyond the common ones)
     numeric: bool = False
     summable: bool = False  # reports may sum it
@@ -30,15 +35,29 @@ _TYPES = (
     FieldType("text", "text", TEXT_OPTIONS, description="text of any length"),
     FieldType("integer", "integer", NUMERIC_OPTIONS, numeric=True, summable=True, description="a whole number"),
     FieldType(
-        "decimal", "decimal", NUMERIC_OPTIONS, numeric=True, summable=True, description="an exact decimal number"
+        "decimal", "decimal", DECIMAL_OPTIONS, numeric=True, summable=True, description="an exact decimal number"
+    ),
+    FieldType("money", "money", MONEY_OPTIONS, numeric=True, summable=True, description="an amount with two decimals"),
+    FieldType(
+        "currency",
+        "money",
+        CURRENCY_OPTIONS,
+        numeric=True,
+        summable=True,
+        description="an amount in a currency (ISO 4217), kept to the currency's decimals",
     ),
     FieldType(
-        "money", "money", NUMERIC_OPTIONS, numeric=True, summable=True, description="an amount with two decimals"
+        "duration",
+        "integer",
+        frozenset(),
+        numeric=True,
+        summable=True,
+        description="a length of time (1h30m, 2d, PT1H30M), stored as seconds",
     ),
     FieldType(
         "percent",
         "decimal",
-        NUMERIC_OPTIONS,
+        DECIMAL_OPTIONS,
         numeric=True,
         description="a percentage, 0 to 100 unless min/max say otherwise",
     ),
@@ -51,10 +70,66 @@ _TYPES = (
     FieldType("choice", "string", CHOICE_OPTIONS, description="one of the declared options"),
     FieldType("multichoice", "json", CHOICE_OPTIONS, description="several of the declared options"),
     FieldType("json", "json", frozenset(), description="any structured value"),
+    # -- composite types (docs/types.md) --------------------------------------------------------
+    FieldType(
+        "emails",
+        "json",
+        frozenset(),
+        description="several e-mail addresses, the first the primary; each searchable",
+    ),
+    FieldType(
+        "phones",
+        "json",
+        frozenset(),
+        description="several phone numbers (E.164), the first the primary; each searchable",
+    ),
+    FieldType("country", "string", frozenset(), description="a country, as its ISO 3166-1 alpha-2 code"),
+    # declared as links (``links: {manager: {to: user}}``), held as fields: a login, a list of logins
+    FieldType("user", "string", frozenset(), description="a user of the CRM, by login (a `to: user` link)"),
+    FieldType("users", "json", frozenset(), description="several users of the CRM, by login (a `to: user` many-link)"),
+    # the column holds the id of the file's row in metacrm_files (set by attach, cleared by detach)
+    FieldType("file", "file", FILE_OPTIONS, description="one attached file"),
+    FieldType("image", "file", FILE_OPTIONS, description="one attached image (PNG, JPEG, GIF or WebP)"),
 )
+# several values in a JSON list on the row, each also in an index table (storage/valueindex.py)
+MULTI_VALUE_TYPES = frozenset({"emails", "phones"})
+USER_TYPES = frozenset({"user", "users"})
 
 FIELD_TYPES: dict[str, FieldType] = {t.name: t for t in _TYPES}
-ALL_TYPE_OPTIONS = NUMERIC_OPTIONS | TEXT_OPTIONS | CHOICE_OPTIONS
+ALL_TYPE_OPTIONS = NUMERIC_OPTIONS | TEXT_OPTIONS | CHOICE_OPTIONS | DECIMAL_OPTIONS | CURRENCY_OPTIONS | FILE_OPTIONS
+
+# Exact numbers are NUMERIC(precision, scale) on PostgreSQL and a BIGINT of 10**-scale on SQLite:
+# 18 digits in all fit both.
+MAX_PRECISION = 18
+DECIMAL_SCALE = 6  # a decimal's or percent's decimals when the model declares no ``scale``
+
+
+def currency_precision(code: str) -> int | None:
+    """The decimals of an ISO 4217 currency (JPY 0, RUB 2, BHD 3) from the CLDR data Babel
+    ships; None for a code that is not a currency."""
+    from babel.numbers import get_currency_precision, list_currencies
+
+    if not isinstance(code, str) or code not in list_currencies():
+        return None
+    return get_currency_precision(code)
+
+
+def decimal_shape(f) -> tuple[int, int] | None:
+    """(precision, scale) of an exact-number field: total digits and decimals its column keeps;
+    None for other types. A currency field's scale is its currency's decimals (with
+    ``currency_field``: the most of its options', which the model builder sets)."""
+    kind = f.type
+    if kind == "money":
+        return MAX_PRECISION, 2
+    if kind in ("decimal", "percent"):
+        scale = f.scale if f.scale is not None else DECIMAL_SCALE
+        return (f.precision if f.precision is not None else MAX_PRECISION), scale
+    if kind == "currency":
+        scale = f.scale
+        if scale is None:
+            scale = (currency_precision(f.currency) if f.currency else None) or 2
+        return MAX_PRECISION, scale
+    return None
 
 
 def default_problem(ftype: FieldType, value, options: tuple[str, ...]) -> str | None:
@@ -62,11 +137,19 @@ def default_problem(ftype: FieldType, value, options: tuple[str, ...]) -> str | 
     kind = ftype.name
     if value is None:
         return None
-    if kind in ("string", "text", "email", "phone", "url"):
+    if kind in ("string", "text", "email", "phone", "url", "country"):
         return None if isinstance(value, str) else "must be text"
     if kind == "integer":
         return None if isinstance(value, int) and not isinstance(value, bool) else "must be a whole number"
-    if kind in ("decimal", "money", "percent"):
+    if kind == "duration":
+        from ..dates import parse_duration_seconds
+
+        try:
+            parse_duration_seconds(value)
+        except ValueError as exc:
+            return str(exc)
+        return None
+    if kind in ("decimal", "money", "percent", "currency"):
         if isinstance(value, bool):
             return "must be a number"
         try:
@@ -94,6 +177,10 @@ def default_problem(ftype: FieldType, value, options: tuple[str, ...]) -> str | 
         return "must be a date and time (ISO 8601) or 'now'"
     if kind == "choice":
         return None if value in options else f"must be one of the options: {', '.join(options)}"
+    if kind in MULTI_VALUE_TYPES:
+        if isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            return None
+        return "must be text or a list of texts"
     if kind == "multichoice":
         if not isinstance(value, list):
             return "must be a list of options"
@@ -102,14 +189,21 @@ def default_problem(ftype: FieldType, value, options: tuple[str, ...]) -> str | 
     return None
 
 
-def at_scale(type_name: str, value):
+def at_scale(field, value):
     """A number as every command prints it: money with its two decimals (``54.30``), a
-    decimal or percent without the zeros its storage pads it with (``54.3``, ``12``, never
-    ``54.300000``). Other values pass through."""
+    currency amount with its currency's (``1200`` yen, ``1.250`` dinars), a decimal or percent
+    without the zeros its storage pads it with (``54.3``, ``12``, never ``54.300000``). Other
+    values pass through. ``field``: the Field, or a type name (its default scale)."""
     if not isinstance(value, Decimal) or not value.is_finite():
         return value
+    type_name = field if isinstance(field, str) else field.type
     if type_name == "money":
         return value.quantize(Decimal("0.01"))
+    if type_name == "currency":
+        if not isinstance(field, str) and field.currency_field:
+            return value  # read at its record's own currency's decimals (runtime/records.py)
+        places = 2 if isinstance(field, str) else field.decimals
+        return value.quantize(Decimal(1).scaleb(-places))
     if type_name not in ("decimal", "percent"):
         return value
     if value == value.to_integral_value():
@@ -117,4 +211,15 @@ def at_scale(type_name: str, value):
     return value.normalize()
 
 
-__all__ = ["ALL_TYPE_OPTIONS", "FIELD_TYPES", "FieldType", "at_scale", "default_problem"]
+__all__ = [
+    "ALL_TYPE_OPTIONS",
+    "FIELD_TYPES",
+    "MAX_PRECISION",
+    "MULTI_VALUE_TYPES",
+    "USER_TYPES",
+    "FieldType",
+    "at_scale",
+    "currency_precision",
+    "decimal_shape",
+    "default_problem",
+]

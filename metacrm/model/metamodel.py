@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from .field_types import FIELD_TYPES, FieldType
+from .field_types import FIELD_TYPES, MULTI_VALUE_TYPES, FieldType, decimal_shape
 
 if TYPE_CHECKING:
     from ..errors import Problem
+    from .composite import Composite
 
 EMPTY: Mapping[Any, Any] = MappingProxyType({})
 
@@ -39,6 +40,8 @@ class Option:
     value: str
     label: str | None = None
     renamed_from: str | None = None
+    color: str | None = None  # a CSS color: the option's badge in the web pages
+    order: int | None = None  # where the option sorts (lists, boards, reports); None: declaration order
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +70,36 @@ class Field:
     readonly_if: str | None = None  # an expression: when it holds on the stored record, no change
     readonly: bool = False  # set by the system, automations and imports only (runtime/sysfields.py)
     autonumber: str | None = None  # "PO-{YYYY}-{####}": numbered at create (runtime/sysfields.py)
+    # exact numbers (field_types.decimal_shape): decimals and total digits kept; None: the type's own
+    scale: int | None = None
+    precision: int | None = None
+    currency: str | None = None  # a currency field's fixed ISO 4217 code
+    currency_field: str | None = None  # ... or the choice field of the record naming its currency
+    round: bool = False  # a migration that lowers the scale rounds values instead of refusing them
+    part_of: str | None = None  # a part of a composite field (``address.city``): the composite's name
+
+    @property
+    def decimals(self) -> int | None:
+        """Decimal places an exact number keeps (None: not an exact decimal type)."""
+        shape = decimal_shape(self)
+        return None if shape is None else shape[1]
+
+    @property
+    def whole_digits(self) -> int | None:
+        """Digits an exact number may have before the point (None: not an exact decimal type)."""
+        shape = decimal_shape(self)
+        return None if shape is None else shape[0] - shape[1]
+    # a ``to: user`` link (type ``user``/``users``): what removing a linked user does to the record,
+    # ``restrict`` (refused while linked) or ``set_null`` (the user is taken off the record)
+    on_delete: str = "restrict"
+
+    @property
+    def user_link(self) -> bool:
+        """A ``to: user`` link, held as a field: ``user`` (one login) or ``users`` (a list)."""
+        return self.type in ("user", "users")
+
+    accept: tuple[str, ...] = ()  # file and image fields: MIME types ("image/*") or extensions (".pdf")
+    max_size: int | None = None  # file and image fields: the largest file, in bytes
 
     @property
     def derived(self) -> str | None:
@@ -87,8 +120,29 @@ class Field:
         return tuple(o.value for o in self.options)
 
     @property
+    def option_rank(self) -> dict[str, int]:
+        """Option value -> its place in sorted order: its ``order`` where declared, else its
+        place in the declaration (ties keep the declaration order)."""
+        keyed = sorted(
+            range(len(self.options)),
+            key=lambda i: (self.options[i].order if self.options[i].order is not None else i, i),
+        )
+        return {self.options[i].value: rank for rank, i in enumerate(keyed)}
+
+    @property
     def caption(self) -> str:
         return self.label or self.name
+
+
+@dataclass(frozen=True, slots=True)
+class FileSpec:
+    """What a file field or an entity's attachments accept (runtime/files.py): ``accept``, MIME
+    types (``image/*``) or extensions (``.pdf``), any when empty; ``max_size`` in bytes, any
+    size when None; ``image``: only PNG, JPEG, GIF or WebP content."""
+
+    accept: tuple[str, ...] = ()
+    max_size: int | None = None
+    image: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +158,9 @@ class Link:
     help: str | None = None
     renamed_from: tuple[str, ...] = ()
     loc: Loc = NOWHERE
+    # a many-link's own data (``fields:``): columns of its join table, one value per linked pair
+    fields: Mapping[str, Field] = field(default_factory=lambda: EMPTY)
+    unique: bool = False  # a single link: no two records link the same target (1:1)
 
     @property
     def polymorphic(self) -> bool:
@@ -171,6 +228,7 @@ class Pipeline:
     transitions: tuple[Transition, ...]
     label: str | None = None
     amount: str | None = None  # the money field reports sum
+    money_field: Field | None = None  # that field (its currency: funnels and boards sum per currency)
     renamed_from: tuple[str, ...] = ()
     loc: Loc = NOWHERE
     # from-stage -> {to-stage: Transition}; the hot-path view of the graph
@@ -262,6 +320,7 @@ class Entity:
     plural: str | None = None
     description: str | None = None
     owner: bool = False
+    archive: bool = False  # ``archive: true``: delete archives (archived_at/archived_by), purge removes
     title: str | None = None
     search: tuple[str, ...] = ()
     indexes: tuple[tuple[str, ...], ...] = ()
@@ -277,6 +336,36 @@ class Entity:
     task: TaskSpec | None = None  # ``task:``: the entity is a task list
     # ``list:``: the default columns of a listing (CLI tables, web list page); None: every column
     list: tuple[str, ...] | None = None
+    # ``attachments:``: any number of files attached to a record (None: none)
+    attachments: FileSpec | None = None
+
+    @property
+    def file_fields(self) -> tuple[Field, ...]:
+        """The ``file`` and ``image`` fields."""
+        return tuple(f for f in self.fields.values() if f.kind == "file")
+
+    @property
+    def has_files(self) -> bool:
+        """Whether records of the entity can hold files (file fields or attachments)."""
+        return self.attachments is not None or bool(self.file_fields)
+
+    def file_spec(self, field: str | None) -> FileSpec | None:
+        """What a file field (``field``) or the attachments (None) accept; None when that is
+        no file field, or the entity has no attachments."""
+        if field is None:
+            return self.attachments
+        f = self.fields.get(field)
+        if f is None or f.kind != "file":
+            return None
+        return FileSpec(f.accept, f.max_size, f.type == "image")
+    # composite fields (address, person_name: model/composite.py), built as their part fields
+    composites: Mapping[str, Composite] = field(default_factory=lambda: EMPTY)
+
+    @property
+    def text_search(self) -> tuple[str, ...]:
+        """The ``search`` fields in the full-text index: all but the multi-value ones
+        (``emails``, ``phones``), which search looks up in their value index."""
+        return tuple(n for n in self.search if n in self.fields and self.fields[n].type not in MULTI_VALUE_TYPES)
 
     @property
     def has_stages(self) -> bool:
@@ -302,7 +391,15 @@ class Entity:
             out.append("owner")
         if self.has_stages:
             out += ["pipeline", "stage"] if self.multi_pipeline else ["stage"]
-        return (*out, "created_at", "updated_at", "version", "created_by", "updated_by")
+        out += ["created_at", "updated_at", "version", "created_by", "updated_by"]
+        if self.archive:
+            out += ["archived_at", "archived_by"]
+        return tuple(out)
+
+    @property
+    def user_links(self) -> tuple[Field, ...]:
+        """The entity's ``to: user`` links (held as fields of type ``user`` / ``users``)."""
+        return tuple(f for f in self.fields.values() if f.user_link)
 
     def member(self, name: str) -> Field | Link | InverseLink | None:
         """A field, link or inverse link by name."""
@@ -315,6 +412,9 @@ class Role:
     # entity name or "*" -> action -> scope
     permissions: Mapping[str, Mapping[str, str]]
     loc: Loc = NOWHERE
+    # entity name or "*" -> action -> the user links an ``{assigned: [links]}`` scope names
+    # (an action given as plain ``assigned`` is absent: every user link of the entity counts)
+    assigned: Mapping[str, Mapping[str, tuple[str, ...]]] = field(default_factory=lambda: EMPTY)
 
 
 ACTIONS = ("read", "create", "update", "delete", "move", "export", "import", "reassign")
@@ -384,6 +484,11 @@ class Model:
     def caption(self) -> str:
         return self.label or self.name
 
+    @property
+    def uses_files(self) -> bool:
+        """Whether an entity has file fields or attachments (the files table exists then)."""
+        return any(e.has_files for e in self.entities.values())
+
     def entity(self, name: str) -> Entity:
         """The entity of that name; raises metacrm.NotFound naming the valid ones."""
         try:
@@ -406,6 +511,7 @@ __all__ = [
     "DEFAULT_PIPELINE",
     "Entity",
     "Field",
+    "FileSpec",
     "Form",
     "InverseLink",
     "Link",

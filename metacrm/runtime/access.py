@@ -2,8 +2,12 @@
 every write.
 
 A role grants per entity (or ``"*"``) a scope per action: ``all``, ``team`` (the record's
-owner is in the user's team), ``own`` (the record's owner is the user) or ``none``; with
-several roles the widest scope wins. The system user (no login) may do anything. A rule that
+owner is in the user's team), ``assigned`` (the record's owner is the user, or its ``to:
+user`` links name the user: an account manager, an assignee), ``own`` (the record's owner is
+the user) or ``none``; each scope takes in the records of the narrower ones (``team`` also
+the records the user is assigned to), and with several roles the widest scope wins.
+``{assigned: [links]}`` counts only the named ``to: user`` links (plain ``assigned``: all of
+the entity's; several roles granting it: the links of each). The system user (no login) may do anything. A rule that
 cannot be evaluated denies: ``own``/``team`` on an entity without ``owner: true``, or ``team``
 for a user without a team, grant nothing beyond the user's own records (and nothing at all
 where records have no owner).
@@ -13,13 +17,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Boolean, any_, false, func, select, type_coerce
+from sqlalchemy import Boolean, and_, any_, false, func, or_, select, type_coerce
 
-from ..errors import PermissionDenied
+from ..errors import FieldIssue, PermissionDenied, ValidationError
 from ..expr.functions import dialect_pick
 from ..model.metamodel import Entity, Model
 
-RANK = {"none": 0, "own": 1, "team": 2, "all": 3}
+RANK = {"none": 0, "own": 1, "assigned": 2, "team": 3, "all": 4}
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,50 @@ def scope(model: Model, actor: Actor, entity: str, action: str) -> str:
     return best
 
 
+def assigned_links(model: Model, actor: Actor, ent: Entity, action: str) -> tuple:
+    """The ``to: user`` links (fields) through which the actor's ``assigned`` (or ``team``)
+    scope for an action reaches records of ``ent``: the links each such role names, or all."""
+    every = ent.user_links
+    if not every or actor.system:
+        return ()
+    names: set[str] = set()
+    for name in actor.roles or ():
+        role = model.roles.get(name)
+        if role is None:
+            continue
+        key = ent.name if ent.name in role.permissions else "*"
+        perms = role.permissions.get(key)
+        if not perms or RANK[perms.get(action, "none")] < RANK["assigned"]:
+            continue
+        named = (role.assigned.get(key) or {}).get(action)
+        names.update(f.name for f in every) if named is None else names.update(named)
+    return tuple(f for f in every if f.name in names)
+
+
+def _assigned_sql(table, ent: Entity, links: tuple, login: str) -> list:
+    """The conditions "``login`` is the owner or in one of ``links``" on ``table`` (a list of
+    users through its value index: storage/valueindex.py)."""
+    from ..storage.valueindex import holds_value
+
+    terms = [table.c.owner == login] if ent.owner else []
+    for f in links:
+        terms.append(table.c[f.name] == login if f.type == "user" else holds_value(table, ent.name, f, login))
+    return terms
+
+
+def is_assigned(ent: Entity, links: tuple, login: str | None, record) -> bool:
+    """Python's :func:`_assigned_sql`: ``login`` is the record's owner or in one of ``links``."""
+    if login is None or record is None:
+        return False
+    if ent.owner and record.get("owner") == login:
+        return True
+    for f in links:
+        value = record.get(f.name)
+        if value == login or isinstance(value, list) and login in value:
+            return True
+    return False
+
+
 def require(model: Model, actor: Actor, entity: str, action: str) -> None:
     """Refuse at once an action the actor's roles grant on no record of the entity (scope
     ``none``): checked before any value is validated or any row read, so the answer names the
@@ -69,30 +117,85 @@ def require(model: Model, actor: Actor, entity: str, action: str) -> None:
         )
 
 
-def row_clause(storage, ent: Entity, actor: Actor, action: str = "read", *, table=None):
+ARCHIVED = ("exclude", "only", "include")  # what a read does with archived records (docs/archive.md)
+
+
+def archived_mode(ent: Entity, archived: str | None) -> str:
+    """The archive mode of a read, checked: ``exclude`` (the default: live records only),
+    ``only`` (archived records only) or ``include`` (both). Asking for archived records of an
+    entity without ``archive: true`` is refused (it has none)."""
+    mode = "exclude" if archived is None else archived
+    if mode not in ARCHIVED:
+        raise ValidationError(
+            f"{ent.name}: archived must be one of {', '.join(ARCHIVED)}, not {archived!r}",
+            [FieldIssue(ent.name, "archived", f"must be one of {', '.join(ARCHIVED)}", archived)],
+        )
+    if mode != "exclude" and not ent.archive:
+        raise ValidationError(
+            f"{ent.name} has no archive (the entity does not declare archive: true): archived={mode} has nothing to show",
+            [FieldIssue(ent.name, "archived", "the entity does not declare archive: true", archived)],
+        )
+    return mode
+
+
+def archive_clause(ent: Entity, table, archived: str = "exclude"):
+    """The WHERE condition of an archive mode on ``table`` (None: every record)."""
+    if not ent.archive or archived == "include":
+        return None
+    column = table.c.archived_at
+    return column.is_(None) if archived == "exclude" else column.is_not(None)
+
+
+def row_clause(storage, ent: Entity, actor: Actor, action: str = "read", *, table=None, archived: str = "exclude"):
     """A WHERE condition selecting the records the actor may act on (None: every record);
-    ``table``: an alias of the entity's table to write it on (default: the table itself)."""
+    ``table``: an alias of the entity's table to write it on (default: the table itself).
+    Archived records (an entity with ``archive: true``) are left out unless ``archived`` is
+    ``only`` or ``include``."""
+    table = storage.table(ent.name) if table is None else table
+    allowed = _scope_clause(storage, ent, actor, action, table)
+    hidden = archive_clause(ent, table, archived)
+    if hidden is None:
+        return allowed
+    return hidden if allowed is None else and_(allowed, hidden)
+
+
+def _scope_clause(storage, ent: Entity, actor: Actor, action: str, table):
     granted = scope(storage.model, actor, ent.name, action)
     if granted == "all":
         return None
-    if granted == "none" or not ent.owner:
+    table = storage.table(ent.name) if table is None else table
+    links = assigned_links(storage.model, actor, ent, action) if granted in ("assigned", "team") else ()
+    if granted == "none" or not ent.owner and not links:
         return false()
-    owner = (storage.table(ent.name) if table is None else table).c.owner
-    if granted == "team" and actor.team:
-        return in_team(owner, storage.user_table, actor.team)
-    return owner == actor.login
+    terms = _assigned_sql(table, ent, links, actor.login)
+    if granted == "team" and actor.team and ent.owner:
+        terms[0] = in_team(table.c.owner, storage.user_table, actor.team)
+    return terms[0] if len(terms) == 1 else or_(*terms)
 
 
-def readable(model: Model, actor: Actor, ent: Entity, owner, members: set[str]) -> bool:
+def readable(model: Model, actor: Actor, ent: Entity, owner, members: set[str], record=None) -> bool:
     """Whether ``actor`` may read a record of ``ent`` owned by ``owner``: the rule of
     :func:`row_clause` in Python (``members``: the logins of the actor's team, the actor
-    included, as :func:`team_members` gives them)."""
-    granted = scope(model, actor, ent.name, "read")
+    included, as :func:`team_members` gives them; ``record``: its values, for the ``to: user``
+    links of the ``assigned`` scope)."""
+    return _allowed(model, actor, ent, "read", owner, members, record)
+
+
+def _allowed(model: Model, actor: Actor, ent: Entity, action: str, owner, members, record) -> bool:
+    granted = scope(model, actor, ent.name, action)
     if granted == "all":
         return True
-    if granted == "none" or not ent.owner or owner is None:
+    if granted == "none":
         return False
-    return owner == actor.login if granted == "own" or not actor.team else owner in members
+    if granted in ("assigned", "team"):
+        links = assigned_links(model, actor, ent, action)
+        if is_assigned(ent, links, actor.login, record):
+            return True
+    if not ent.owner or owner is None:
+        return False
+    if granted == "team" and actor.team:
+        return owner in (members() if callable(members) else members)
+    return owner == actor.login
 
 
 def in_team(owner, users, team: str):
@@ -107,11 +210,11 @@ def in_team(owner, users, team: str):
 def path_access(storage, actor: Actor):
     """What a filter may see through links, for ``compile_sql(..., access=...)``: a function
     ``(entity, table) -> the actor's read condition on that table (None: every record)``, so a
-    path through a link reaches only records the actor may read; None for the system user (no
-    extra SQL)."""
-    if actor.system:
-        return None
+    path through a link reaches only records the actor may read, and never an archived one;
+    None for the system user on a model without ``archive: true`` (no extra SQL)."""
     model = storage.model
+    if actor.system and not any(e.archive for e in model.entities.values()):
+        return None
 
     def readable(entity: str, table):
         return row_clause(storage, model.entities[entity], actor, table=table)
@@ -132,13 +235,7 @@ def check_row(conn, storage, ent: Entity, actor: Actor, action: str, row) -> Non
     if granted == "all":
         return
     owner = row.get("owner") if ent.owner else None
-    allowed = (
-        granted != "none"
-        and ent.owner
-        and owner is not None
-        and (owner == actor.login if granted == "own" else owner in team_members(conn, storage, actor))
-    )
-    if not allowed:
+    if not _allowed(storage.model, actor, ent, action, owner, lambda: team_members(conn, storage, actor), row):
         raise PermissionDenied(
             f"user '{actor.login}' may not {action} {ent.name} {row['id']} (scope for {action}: {granted})",
             action=action,
@@ -148,11 +245,28 @@ def check_row(conn, storage, ent: Entity, actor: Actor, action: str, row) -> Non
         )
 
 
-def check_create(conn, storage, ent: Entity, actor: Actor, owners: set, *, action: str = "create") -> None:
-    """Refuse creating records (owned by ``owners``) outside the actor's create scope."""
+def check_create(
+    conn, storage, ent: Entity, actor: Actor, owners: set, *, action: str = "create", records=None
+) -> None:
+    """Refuse creating records (owned by ``owners``) outside the actor's create scope; with
+    ``assigned`` on an entity without owners, each of ``records`` must name the actor in a
+    ``to: user`` link."""
     granted = scope(storage.model, actor, ent.name, action)
     if granted == "all":
         return
+    if not ent.owner and granted in ("assigned", "team"):
+        links = assigned_links(storage.model, actor, ent, action)
+        if links and all(is_assigned(ent, links, actor.login, r) for r in records or ()):
+            return
+        if links:
+            names = ", ".join(f.name for f in links)
+            raise PermissionDenied(
+                f"user '{actor.login}' may not {action} {ent.name} records that do not name them in {names} "
+                f"(scope: {granted})",
+                action=action,
+                user=actor.login,
+                entity=ent.name,
+            )
     if granted == "none" or not ent.owner:
         raise PermissionDenied(
             f"user '{actor.login}' may not {action} {ent.name} records (scope: {granted})",
@@ -160,7 +274,7 @@ def check_create(conn, storage, ent: Entity, actor: Actor, owners: set, *, actio
             user=actor.login,
             entity=ent.name,
         )
-    allowed = {actor.login} if granted == "own" else team_members(conn, storage, actor)
+    allowed = team_members(conn, storage, actor) if granted == "team" else {actor.login}
     foreign = sorted(o for o in owners if o not in allowed)
     if foreign:
         raise PermissionDenied(

@@ -14,7 +14,7 @@ from contextvars import ContextVar
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar, overload
 
-from sqlalchemy import bindparam, insert, inspect, select, update
+from sqlalchemy import and_, bindparam, insert, inspect, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -26,13 +26,26 @@ from ..storage import naming
 from ..storage.tables import Storage, build_storage
 from ..storage.types import now_utc
 from ..types import DuplicateGroup, DuplicateMatch, Record, RecordedModel
-from . import journal, sysfields
+from . import journal, linkrows, sysfields
 from . import records as rec
-from .access import SYSTEM, Actor, check_create, check_row, readable, require, row_clause, scope, team_members
+from .access import (
+    SYSTEM,
+    Actor,
+    archive_clause,
+    archived_mode,
+    check_create,
+    check_row,
+    readable,
+    require,
+    row_clause,
+    scope,
+    team_members,
+)
 from .bulk import QUIET, Issues, Misplaced, create_one, firing, insert_row, insert_rows, paused_gc
 from .deletes import delete_records
 from .duplicates import duplicate_groups, find_duplicates, merge_into
 from .engine import driver_errors, make_engine, reading, ready, writing
+from .files import FilesMixin
 from .forms import FormsMixin
 from .react import build_reactors
 from .reads import ReadsMixin
@@ -42,7 +55,7 @@ from .reports import ReportsMixin
 from .search import SearchMixin
 from .stages_api import StagesMixin
 from .tasks import TasksMixin
-from .users import UsersMixin, check_owners_exist
+from .users import UsersMixin, check_owners_exist, check_users_exist
 
 if TYPE_CHECKING:
     from ..migrate.steps import Plan
@@ -73,13 +86,16 @@ def connect(
     busy_timeout: float | None = None,
     pool_size: int | None = None,
     max_overflow: int | None = None,
+    files: str | os.PathLike[str] | None = None,
 ) -> CRM:
     """A CRM on the database at ``url_or_engine`` for ``model`` (a Model or a path to one).
 
     ``url_or_engine``: a database URL, or the host application's SQLAlchemy Engine (set up for
     metacrm by :func:`metacrm.runtime.host.adopt`; the CRM never disposes it). Options:
     ``busy_timeout`` (SQLite, seconds a writer waits for another), ``pool_size`` and
-    ``max_overflow`` (the pool of a URL's engine). Never changes the schema: on a new database
+    ``max_overflow`` (the pool of a URL's engine), ``files`` (where attached files are kept: a
+    directory or ``s3://BUCKET/PREFIX``; default ``$METACRM_FILES``, else beside an SQLite file,
+    see docs/files.md). Never changes the schema: on a new database
     call ``migrate()`` first; on a database holding another version of the model every data
     operation raises MigrationError.
     """
@@ -100,10 +116,14 @@ def connect(
         engine, owned = adopt(url_or_engine, busy_timeout=busy_timeout), False
     crm = CRM(model, engine, user=user)
     crm._owns_engine = owned
+    if files is not None:
+        crm._files_location = os.fspath(files)
     return crm
 
 
-class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksMixin, DeliveryMixin, FormsMixin):
+class CRM(
+    ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksMixin, DeliveryMixin, FormsMixin, FilesMixin
+):
     model: Model
     engine: Engine
     user: str | None
@@ -394,9 +414,13 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
     def _actor_or_none(self) -> Actor | None:
         return None if self.user is None else self.actor
 
-    def _get_row(self, conn, entity: Entity, record_id, action: str = "read", query=None) -> Mapping:
+    def _get_row(
+        self, conn, entity: Entity, record_id, action: str = "read", query=None, *, archived: bool = False
+    ) -> Mapping:
         """The stored row; NotFound when there is none, PermissionDenied when the acting user
-        may not do ``action`` on it. ``query``: another prebuilt SELECT by ``:_id`` of the row."""
+        may not do ``action`` on it. An archived record may be read; any other ``action`` on it
+        is refused (ConflictError: restore it first) unless ``archived`` (restore, purge).
+        ``query``: another prebuilt SELECT by ``:_id`` of the row."""
         table = self.storage.table(entity.name)
         record_id = _as_id(entity, record_id)
         query = rec.row_by_id(table) if query is None else query
@@ -405,6 +429,10 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
             raise NotFound(f"{entity.name} {record_id} not found", entity=entity.name, record_id=record_id)
         if self.user is not None:
             check_row(conn, self.storage, entity, self.actor, action, row)
+        if entity.archive and action != "read" and not archived and row["archived_at"] is not None:
+            from .archive import refuse_archived
+
+            refuse_archived(entity, row, action)
         return row
 
     def _new_row(self, entity: Entity, values: Mapping, now) -> tuple[dict, dict]:
@@ -417,6 +445,8 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         row.update(created_at=now, updated_at=now, version=1, created_by=self.user, updated_by=self.user)
         if entity.owner and row.get("owner") is None:
             row["owner"] = self.user
+        if entity.archive:
+            row.update(archived_at=None, archived_by=None)
         if entity.has_stages:
             pipeline = entity.pipelines[_pipeline_of(entity, row)]
             row.update(pipeline=pipeline.name, stage=pipeline.initial, stage_entered_at=now, closed_at=None)
@@ -554,10 +584,17 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
 
         for link_name, ids in many.items():
             join = self.storage.join_table(entity.name, link_name)
+            link = entity.links[link_name]
+            if link.fields:  # a target listed again keeps its values unless new ones are given
+                kept = linkrows.fields_of(conn, self.storage, entity, link, [record_id]) if replace else {}
+                given = linkrows.given_of(ids)
+                pairs = linkrows.rows(self.model, entity, link, ((record_id, t, given.get(t)) for t in ids), kept)
+            else:
+                pairs = [{"source_id": record_id, "target_id": t} for t in ids]
             if replace:
                 conn.execute(delete(join).where(join.c.source_id == record_id))
-            if ids:
-                conn.execute(insert(join), [{"source_id": record_id, "target_id": t} for t in ids])
+            if pairs:
+                conn.execute(insert(join), pairs)
 
     # -- writes -------------------------------------------------------------------------------
     def create(self, entity: str, data: Mapping[str, Any]) -> Record:
@@ -714,11 +751,15 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
             if not (taken and issue.field and issue.entity == ent.name and issue.value is not None):
                 continue
             try:
-                found = self.find(ent.name, f"{issue.field} = :value", {"value": issue.value}, limit=1)
+                archived = "include" if ent.archive else "exclude"  # an archived record keeps its unique values
+                found = self.find(ent.name, f"{issue.field} = :value", {"value": issue.value}, limit=1, archived=archived)
             except MetaCRMError:
                 continue
             if found:
-                message = f"{issue.value!r} is already used by {ent.name} {found[0]['id']}"
+                holder = f"{ent.name} {found[0]['id']}"
+                if found[0].get("archived_at") is not None:
+                    holder = f"archived {holder} (restore or purge it)"
+                message = f"{issue.value!r} is already used by {holder}"
                 issues[k], named = dataclasses.replace(issue, message=message), True
         return rec.refused(issues) if named else exc
 
@@ -794,7 +835,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
             values, positions = _good(values, positions, issues)
         if self.user is not None:
             owners = {v.get("owner") or self.user for v in values}
-            check_create(conn, self.storage, ent, self.actor, owners, action=permission)
+            check_create(conn, self.storage, ent, self.actor, owners, action=permission, records=values)
         if single:
             self._check_db(conn, ent, values, True, offset, found)
             return values, stages, positions, []
@@ -810,7 +851,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         duplicate rules (one ValidationError with every issue found)."""
         issues = Issues()
         every = list(range(len(values)))
-        if ent.owner:
+        if ent.owner or ent.user_links:
             issues.collect(every, lambda: check_owners_exist(conn, self.storage, ent, values, indexed=not single))
         issues.collect(
             every,
@@ -826,6 +867,8 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         )
         if not single:  # a single record: the unique constraint itself answers (translated)
             issues.items += rec.unique_prechecks(conn, self.storage, ent, values)
+        if any(link.unique for link in ent.links.values()):  # one-to-one: name the record holding it
+            issues.items += rec.unique_link_issues(conn, self.storage, ent, values, indexed=not single)
         if ent.duplicates:
             issues.collect(every, lambda: self._check_duplicates(conn, ent, values, single, offset, sink=found))
         if issues.items:
@@ -850,8 +893,9 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
 
         from ..errors import DuplicateWarning
 
-        others = None if exclude is None else self.storage.table(ent.name).c.id != exclude
-        found = find_duplicates(conn, self.storage, ent, values, clause=others)
+        table = self.storage.table(ent.name)
+        others = [c for c in (archive_clause(ent, table), None if exclude is None else table.c.id != exclude) if c is not None]
+        found = find_duplicates(conn, self.storage, ent, values, clause=and_(*others) if others else None)
         blocked = [m for m in found if m.rule.action == "block"]
         if not blocked:
             for m in found:
@@ -895,7 +939,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         ent = self._entity(entity)
         values = self.validators[ent.name].create(data)
         with self._reading() as conn:
-            clause = None if self.user is None else row_clause(self.storage, ent, self.actor)
+            clause = row_clause(self.storage, ent, self.actor)  # archived records are no duplicates
             found = find_duplicates(conn, self.storage, ent, [values], clause=clause)
         return [
             {
@@ -914,7 +958,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         self._ready()
         ent = self._entity(entity)
         with self._reading() as conn:
-            clause = None if self.user is None else row_clause(self.storage, ent, self.actor)
+            clause = row_clause(self.storage, ent, self.actor)  # archived records are no duplicates
             return duplicate_groups(conn, self.storage, ent, clause=clause)
 
     def merge(self, entity: str, keep: int, other: int) -> Record:
@@ -979,7 +1023,12 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
             for row in rows:
                 row["reached"] = bits[(ent.name, row["pipeline"])][row["stage"]]
         sysfields.number_rows(conn, self.storage, ent, rows, self.model.timezone)
-        if len(rows) == 1 and conn.dialect.name == "postgresql" and not any(stages):
+        if (
+            len(rows) == 1
+            and conn.dialect.name == "postgresql"
+            and not any(stages)
+            and not any(link.fields for link in rec.many_links(ent))  # their rows are built apart
+        ):
             return self._insert_one(conn, ent, rows[0], manys[0], now, returning=returning)
         if len(rows) == 1:
             ids = [insert_row(conn, table, rows[0])]
@@ -988,12 +1037,31 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
             for row, record_id in zip(rows, ids, strict=True):
                 row["id"] = record_id
             insert_rows(conn, table, rows)
+        shown: dict[int, dict] = {}  # record id -> {"<link>.link": rows} for links with fields
         for link in rec.many_links(ent):
-            pairs = [
-                {"source_id": record_id, "target_id": t}
-                for record_id, many in zip(ids, manys, strict=True)
-                for t in many.get(link.name, ())
-            ]
+            if link.fields:
+                index = None if first is None else {record_id: first + n for n, record_id in enumerate(ids)}
+                pairs = linkrows.rows(
+                    self.model,
+                    ent,
+                    link,
+                    (
+                        (record_id, t, linkrows.given_of(many.get(link.name)).get(t))
+                        for record_id, many in zip(ids, manys, strict=True)
+                        for t in many.get(link.name, ())
+                    ),
+                    indexes=index,
+                )
+                for pair in pairs:
+                    shown.setdefault(pair["source_id"], {}).setdefault(linkrows.key(link.name), []).append(
+                        linkrows.shown(link, pair["target_id"], pair)
+                    )
+            else:
+                pairs = [
+                    {"source_id": record_id, "target_id": t}
+                    for record_id, many in zip(ids, manys, strict=True)
+                    for t in many.get(link.name, ())
+                ]
             if pairs:
                 insert_rows(conn, self.storage.join_table(ent.name, link.name), pairs)
         if ent.has_stages:
@@ -1003,7 +1071,10 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         for record_id, row, many in zip(ids, rows, manys, strict=True):
             # _new_row holds every field and link column already (executemany needs equal keys)
             stored = {**row, "id": record_id}
-            out.append(rec.row_to_record(ent, stored, {k: sorted(v) for k, v in many.items()}))
+            linked = {k: sorted(v) for k, v in many.items()}
+            for k, rows_ in shown.get(record_id, {}).items():
+                linked[k] = sorted(rows_, key=lambda r: r["id"])
+            out.append(rec.row_to_record(ent, stored, linked))
         self._log(conn, journal.created_entries(ent, out, now, self.user))  # one executemany
         if ent.has_stages and any(stages):  # after the reactors: a guard may read a derived field
             self._placed_fit(conn, ent, rows, ids)
@@ -1089,9 +1160,18 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
                             )
                         ]
                     )
-                if values.get("owner") is not None and values["owner"] != current.get("owner"):
-                    check_owners_exist(conn, self.storage, ent, [values])
+                new_owner = values.get("owner") is not None and values["owner"] != current.get("owner")
+                if new_owner or any(f.name in values for f in ent.user_links):
+                    check_users_exist(
+                        conn, self.storage, ent, [values if new_owner else {**values, "owner": None}], current=current
+                    )
                 rec.check_links_exist(conn, self.storage, ent, [values], actor=self._actor_or_none)
+                if any(ent.links[k].unique for k in values if k in ent.links):
+                    held = rec.unique_link_issues(
+                        conn, self.storage, ent, [values], indexed=False, exclude=current["id"]
+                    )
+                    if held:
+                        raise rec.refused(held)
                 before = rec.rows_to_records(conn, self.storage, ent, [current])[0]
                 row, many = rec.split_values(ent, values)
                 row.pop("pipeline", None)
@@ -1132,7 +1212,7 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         fault = None
         if scope(self.model, self.actor, ent.name, "reassign") == "team" and self.actor.team and owner not in members:
             fault = f"who is not in team '{self.actor.team}' (scope for reassign: team)"
-        elif not readable(self.model, self.actor, ent, owner, members):
+        elif not readable(self.model, self.actor, ent, owner, members, {**current, "owner": owner}):
             granted = scope(self.model, self.actor, ent.name, "read")
             fault = f"whose records user '{self.user}' may not read (scope for read: {granted})"
         if fault:
@@ -1146,56 +1226,121 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
 
     def delete(self, entity: str, record_id: int) -> dict[str, list[int]]:
         """Delete one record and what its links cascade to; refused when a ``restrict`` link
-        points at it. Returns the deleted ids by entity."""
+        points at it. Returns the deleted ids by entity. On an entity with ``archive: true``
+        the record is archived instead (kept, hidden, links untouched: docs/archive.md) and
+        ``{entity: [id]}`` is returned; :meth:`purge` removes it for good."""
+        self._ready()
+        ent = self._entity(entity)
+        if ent.archive:
+            from .archive import archive
+
+            with self._writing() as conn:
+                return archive(self, conn, ent, record_id)
+        return self._remove(ent, record_id)
+
+    def restore(self, entity: str, record_id: int) -> Record:
+        """Bring an archived record back (an entity with ``archive: true``): it shows in lists,
+        reports and links again. Needs the ``delete`` right on the record; refused when it is
+        not archived, or when a ``block`` duplicate rule matches a live record. Returns it."""
+        from .archive import restore
+
         self._ready()
         ent = self._entity(entity)
         with self._writing() as conn:
-            row = self._get_row(conn, ent, record_id, "delete")
-            before = rec.rows_to_records(conn, self.storage, ent, [row])[0]
-            cleared: list = []
-            removed: dict | None = {} if self._reactors else None  # cascaded records' values, for the reactors
-            deleted = delete_records(conn, self.storage, ent.name, {row["id"]}, cleared=cleared, removed=removed)
-            now, cause = now_utc(), f"cascaded from {ent.name} {row['id']}"
+            return restore(self, conn, ent, record_id)
 
-            def values_of(name: str, deleted_id: int) -> dict | None:
-                got = (removed or {}).get(name, {}).get(deleted_id)
-                return None if got is None else journal.diff(self.model.entities[name], got, None)
+    def purge(self, entity: str, record_id: int) -> dict[str, list[int]]:
+        """Remove a record for good, as a delete without ``archive: true`` does (the links'
+        ``on_delete`` rules apply: cascades, restricts, set_null). On an entity with ``archive:
+        true`` the record may be archived or live. Needs the ``delete`` right. Returns the
+        removed ids by entity."""
+        self._ready()
+        return self._remove(self._entity(entity), record_id)
 
-            entries = [
-                journal.entry(ent.name, row["id"], "delete", now, self.user, journal.diff(ent, before, None))
-                if (name, deleted_id) == (ent.name, row["id"])
-                else journal.entry(name, deleted_id, "delete", now, self.user, values_of(name, deleted_id), text=cause)
-                for name, ids in deleted.items()
-                for deleted_id in sorted(ids)
-            ]
-            entries += [  # links of surviving records that the delete emptied
-                journal.entry(
-                    source,
-                    source_id,
-                    "unlink",
-                    now,
-                    self.user,
-                    {link: [journal.safe(old), None]},
-                    text=f"by the delete of {ent.name} {row['id']}",
-                )
-                for source, source_id, link, old in cleared
-            ]
-            self._log(conn, entries)
-            if cleared:  # surviving records whose link the delete emptied keep their rules and stages
-                from .rules import check_emptied
+    def _remove(self, ent: Entity, record_id) -> dict[str, list[int]]:
+        with self._writing() as conn:
+            row = self._get_row(conn, ent, record_id, "delete", archived=True)
+            return self._remove_rows(conn, ent, [row])
 
-                check_emptied(conn, self.storage, cleared)
+    def purge_archived(self, entity: str) -> dict[str, list[int]]:
+        """Purge every archived record of an entity with ``archive: true`` that the acting user
+        may delete (``metacrm purge ENTITY --archived``), in one transaction: refused as a
+        whole when a ``restrict`` link points at one. Returns the removed ids by entity."""
+        self._ready()
+        ent = self._entity(entity)
+        archived_mode(ent, "only")  # an entity without archive: refused, naming it
+        require(self.model, self.actor, ent.name, "delete")
+        table = self.storage.table(ent.name)
+        query = select(table).where(row_clause(self.storage, ent, self.actor, "delete", archived="only"))
+        with self._writing() as conn:
+            rows = conn.execute(query.order_by(table.c.id)).mappings().all()
+            return self._remove_rows(conn, ent, rows) if rows else {}
+
+    def _remove_rows(self, conn, ent: Entity, rows: Sequence[Mapping]) -> dict[str, list[int]]:
+        """Remove stored rows (already checked) for good with what their links cascade to,
+        journaled: a delete, a purge."""
+        roots = {row["id"]: row for row in rows}
+        before = {r["id"]: r for r in rec.rows_to_records(conn, self.storage, ent, rows)}
+        cleared: list = []
+        removed: dict | None = {} if self._reactors else None  # cascaded records' values, for the reactors
+        deleted = delete_records(conn, self.storage, ent.name, set(roots), cleared=cleared, removed=removed)
+        now = now_utc()
+        origin = f"{ent.name} {rows[0]['id']}" if len(rows) == 1 else f"{len(rows)} archived {ent.name} records"
+        cause = f"cascaded from {origin}"
+
+        def values_of(name: str, deleted_id: int) -> dict | None:
+            got = (removed or {}).get(name, {}).get(deleted_id)
+            return None if got is None else journal.diff(self.model.entities[name], got, None)
+
+        def root_entry(rid: int):
+            # an archived record's delete was journaled (and fired `deleted`) when it was archived
+            action = "purge" if ent.archive and roots[rid]["archived_at"] is not None else "delete"
+            return journal.entry(ent.name, rid, action, now, self.user, journal.diff(ent, before[rid], None))
+
+        entries = [
+            root_entry(deleted_id)
+            if name == ent.name and deleted_id in roots
+            else journal.entry(name, deleted_id, "delete", now, self.user, values_of(name, deleted_id), text=cause)
+            for name, ids in deleted.items()
+            for deleted_id in sorted(ids)
+        ]
+        entries += [  # links of surviving records that the delete emptied
+            journal.entry(
+                source,
+                source_id,
+                "unlink",
+                now,
+                self.user,
+                {link: [journal.safe(old), None]},
+                text=f"by the delete of {origin}",
+            )
+            for source, source_id, link, old in cleared
+        ]
+        self._log(conn, entries)
+        if cleared:  # surviving records whose link the delete emptied keep their rules and stages
+            from .rules import check_emptied
+
+            check_emptied(conn, self.storage, cleared)
+        self._removed(conn, deleted)
         return {name: sorted(ids) for name, ids in deleted.items()}
 
-    def link(self, entity: str, record_id: int, name: str, target: Any) -> Record:
-        """Link a record to a target through a link or an inverse link (a client's ``deals``)."""
-        return self._relink(entity, record_id, name, target, add=True)
+    def _removed(self, conn, removed: Mapping[str, set[int]]) -> None:
+        """Called in the transaction of every removal for good (a delete without ``archive:
+        true``, a purge, with their cascades: ``{entity: ids}``), after the rows are gone: the
+        place for what must follow a record out (its files: marked for ``metacrm prune``).
+        Archiving is not a removal and does not come here."""
+
+    def link(self, entity: str, record_id: int, name: str, target: Any, values: Mapping | None = None) -> Record:
+        """Link a record to a target through a link or an inverse link (a client's ``deals``).
+        ``values``: the fields of a many-link that carries them (``{"qty": 3}``), set on the
+        new pair, or changed on a pair already linked (the fields not given keep theirs)."""
+        return self._relink(entity, record_id, name, target, add=True, values=values)
 
     def unlink(self, entity: str, record_id: int, name: str, target: Any = None) -> Record:
         """Remove a link (for a many-link or an inverse, the one to ``target``)."""
         return self._relink(entity, record_id, name, target, add=False)
 
-    def _relink(self, entity: str, record_id: int, name: str, target, *, add: bool) -> dict:
+    def _relink(self, entity: str, record_id: int, name: str, target, *, add: bool, values=None) -> dict:
         self._ready()
         ent = self._entity(entity)
         _link_member(ent, name)
@@ -1208,10 +1353,17 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
                 if self.model.entities[inv.source].links[inv.link].polymorphic
                 else _as_id(ent, record_id)
             )
-            self._relink(inv.source, target, inv.link, value, add=add)  # an unlink checks it points here
+            # an unlink checks it points here
+            self._relink(inv.source, target, inv.link, value, add=add, values=values)
             return self.get(entity, record_id)
-        link = ent.links[name]
-        if not link.many:
+        user_link = ent.fields.get(name)  # a `to: user` link is held as a field
+        if user_link is not None and values:
+            raise ValidationError(f"{ent.name}.{name}: a link to users carries no values")
+        if user_link is not None and user_link.type == "users":
+            return self._relink_users(ent, record_id, name, target, add=add)
+        link = ent.links.get(name)
+        given = linkrows.validate(self.model, ent, link, values) if values and link is not None else {}
+        if user_link is not None or not link.many:
             current = self.get(entity, record_id)
             if not add and target is None and current[name] is None:
                 raise NotFound(_nothing_linked(ent, record_id, name))
@@ -1240,9 +1392,17 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
                     ).scalars()
                 )
                 missing = [t for t in targets if t not in present]
-                if not missing:
+                changed = 0
+                if given and present:  # the pairs already linked take the values given
+                    stored = linkrows.fields_of(conn, self.storage, ent, link, [row["id"]])
+                    for t in present:
+                        if any(stored.get((row["id"], t), {}).get(k) != v for k, v in given.items()):
+                            changed += linkrows.set_values(conn, self.storage, ent, link, row["id"], t, given)
+                if not missing and not changed:
                     return before  # already linked: nothing changes, the version stays
-                conn.execute(insert(join), [{"source_id": row["id"], "target_id": t} for t in missing])
+                if missing:
+                    pairs = linkrows.rows(self.model, ent, link, ((row["id"], t, given) for t in missing))
+                    conn.execute(insert(join), pairs)
             else:
                 clause = join.c.source_id == row["id"]
                 if target is not None:
@@ -1262,6 +1422,30 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
             self._check_rules(conn, ent, [row["id"]], row=fresh, touched=[name])
             self._derived_values(conn, ent, [after])
             return after
+
+    def _relink_users(self, ent: Entity, record_id, name: str, target, *, add: bool) -> dict:
+        """Link or unlink users (logins) of a ``to: user`` many-link: an update of its list."""
+        current = self.get(ent.name, record_id)
+        held = list(current[name])
+        given = self.validators[ent.name].patch({name: target})[name] or []
+        if add:
+            if not given:
+                raise ValidationError(f"{ent.name}.{name}: which user to link? give a login", entity=ent.name)
+            chosen = held + [login for login in given if login not in held]
+        elif target is None:
+            if not held:
+                raise NotFound(_nothing_linked(ent, record_id, name))
+            chosen = []
+        else:
+            absent = [login for login in given if login not in held]
+            if absent:
+                raise NotFound(_not_linked(ent, record_id, name, absent[0]))
+            chosen = [login for login in held if login not in given]
+        if chosen == held:
+            with self._reading() as conn:
+                self._get_row(conn, ent, record_id, "update")  # refused as the update would be
+            return current  # already linked: nothing changes, the version stays
+        return self.update(ent.name, record_id, {name: chosen or None}, _action="link" if add else "unlink")
 
     def _check_rules(
         self,
@@ -1303,7 +1487,12 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
 
 
 def _not_linked(ent: Entity, record_id, name: str, target) -> str:
-    shown = f"{target['entity']} {target['id']}" if isinstance(target, dict) else f"{ent.links[name].target} {target}"
+    if name in ent.fields:  # a `to: user` link
+        shown = f"user '{target}'"
+    elif isinstance(target, dict):
+        shown = f"{target['entity']} {target['id']}"
+    else:
+        shown = f"{ent.links[name].target} {target}"
     return f"{ent.name} {record_id} is not linked to {shown} through {name}: nothing to unlink"
 
 

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select
 
+from ..model.field_types import MULTI_VALUE_TYPES
 from ..model.metamodel import DuplicateRule, Entity
 from ..storage.tables import Storage
+from ..storage.valueindex import index_table
 from ..text import fold
 from ..types import DuplicateGroup
 from .fuzzy import Blocks
@@ -47,11 +49,32 @@ def _key(rule: DuplicateRule, value):
     if rule.match == "name":
         text = " ".join(fold(str(value)).split())  # ё and е are one letter
         return text or None
-    return str(value).casefold() if rule.match == "email" else value
+    return str(value).lower() if rule.match == "email" else value  # lower(): as the database folds
+
+
+def _keys(rule: DuplicateRule, multi: bool, value) -> list:
+    """The keys of a value: one, or one per address / number of an emails / phones field."""
+    if not multi:
+        key = _key(rule, value)
+        return [] if key is None else [key]
+    return list(dict.fromkeys(k for v in value or () if (k := _key(rule, v)) is not None))
 
 
 def _within(rule: DuplicateRule, values: Mapping):
     return values.get(rule.within) if rule.within else True
+
+
+def _stored(storage: Storage, entity: Entity, rule: DuplicateRule, multi: bool):
+    """The query of stored (id, key-bearing value[, within]) rows of a rule; for an emails /
+    phones field one row per value, read from its value index."""
+    table = storage.table(entity.name)
+    within = [table.c[rule.within]] if rule.within else []
+    if not multi:
+        column = table.c[rule.field]
+        return select(table.c.id, column, *within).where(column.is_not(None)), column
+    index = index_table(entity.name, rule.field)
+    query = select(table.c.id, index.c.value, *within).select_from(table.join(index, index.c.record_id == table.c.id))
+    return query, index.c.value
 
 
 def find_duplicates(
@@ -59,27 +82,30 @@ def find_duplicates(
 ) -> list[Match]:
     """Every rule match of the validated records ``values_list`` against stored records and
     against earlier records of the same list, in record order. ``clause`` narrows the stored
-    candidates (row-level access)."""
+    candidates (row-level access). On an emails / phones field a record matches when any of
+    its values is one of the other's."""
     matches: list[Match] = []
     table = storage.table(entity.name)
     for rule in entity.duplicates:
-        column = table.c[rule.field]
-        keyed = [(i, _key(rule, v.get(rule.field)), _within(rule, v)) for i, v in enumerate(values_list)]
-        keyed = [(i, k, w) for i, k, w in keyed if k is not None and w is not None]
+        multi = entity.fields[rule.field].type in MULTI_VALUE_TYPES
+        keyed = [(i, _keys(rule, multi, v.get(rule.field)), _within(rule, v)) for i, v in enumerate(values_list)]
+        keyed = [(i, ks, w) for i, ks, w in keyed if ks and w is not None]
         if not keyed:
             continue
-        cols = [table.c.id, column] + ([table.c[rule.within]] if rule.within else [])
+        base, column = _stored(storage, entity, rule, multi)
         stored: dict = {}  # within value -> Blocks of names (name rules), or {key: first id}
         if rule.match == "name":
             lookup = sorted({w for _, _, w in keyed}, key=repr) if rule.within else [True]
         else:
-            lookup = sorted({k for _, k, _ in keyed}, key=repr)
+            lookup = sorted({k for _, ks, _ in keyed for k in ks}, key=repr)
         for start in range(0, len(lookup), CHUNK):
             chunk = lookup[start : start + CHUNK]
-            query = select(*cols).where(column.is_not(None))
+            query = base
             if rule.match == "name":
                 if rule.within:
                     query = query.where(table.c[rule.within].in_(chunk))
+            elif multi:  # the index holds the keys
+                query = query.where(column.in_(chunk))
             else:
                 query = query.where((func.lower(column) if rule.match == "email" else column).in_(chunk))
             if clause is not None:
@@ -94,19 +120,29 @@ def find_duplicates(
                 else:  # rows come by id: the first id of each key stays
                     stored.setdefault(within, {}).setdefault(key, row[0])
         seen: dict = {}  # within value -> Blocks of the batch's names, or {key: first batch index}
-        for i, key, within in keyed:
-            found = _match(rule, key, stored.get(within))
+        for i, keys, within in keyed:
+            found = _first(rule, keys, stored.get(within))
             if found is not None:
                 matches.append(Match(i, rule, existing=found))
             else:
-                other = _match(rule, key, seen.get(within))
+                other = _first(rule, keys, seen.get(within))
                 if other is not None:
                     matches.append(Match(i, rule, other=other))
-            if rule.match == "name":
-                seen.setdefault(within, Blocks(rule.threshold)).add(i, key)
-            else:
-                seen.setdefault(within, {}).setdefault(key, i)
+            for key in keys:
+                if rule.match == "name":
+                    seen.setdefault(within, Blocks(rule.threshold)).add(i, key)
+                else:
+                    seen.setdefault(within, {}).setdefault(key, i)
     return sorted(matches, key=lambda m: m.index)
+
+
+def _first(rule: DuplicateRule, keys: list, candidates):
+    """The first candidate matching any of ``keys`` (the primary first), or None."""
+    for key in keys:
+        found = _match(rule, key, candidates)
+        if found is not None:
+            return found
+    return None
 
 
 def _match(rule: DuplicateRule, key, candidates):
@@ -132,29 +168,28 @@ def duplicate_groups(conn, storage: Storage, entity: Entity, *, clause=None) -> 
     table = storage.table(entity.name)
     groups: list[dict] = []
     for rule in entity.duplicates:
-        cols = [table.c.id, table.c[rule.field]] + ([table.c[rule.within]] if rule.within else [])
-        query = select(*cols).where(table.c[rule.field].is_not(None)).order_by(table.c.id)
+        query, _column = _stored(storage, entity, rule, entity.fields[rule.field].type in MULTI_VALUE_TYPES)
         if clause is not None:
             query = query.where(clause)
         by_within: dict = {}
-        for row in conn.execute(query):
+        for row in conn.execute(query.order_by(table.c.id)):
             within = row[2] if rule.within else True
             key = _key(rule, row[1])
             if key is not None and within is not None:
                 by_within.setdefault(within, []).append((row[0], key))
         found: list[list[int]] = []
         for rows in by_within.values():
-            if rule.match != "name":
+            parent = {rid: rid for rid, _ in rows}
+            if rule.match != "name":  # records sharing a key (any address of an emails field)
                 exact: dict = {}
                 for rid, key in rows:
-                    exact.setdefault(key, []).append(rid)
-                found += [ids for ids in exact.values() if len(ids) > 1]
-                continue
-            parent = {rid: rid for rid, _ in rows}
-            for rid, oid in Blocks(rule.threshold, rows).pairs():  # within blocks, not all pairs
-                parent[_root(parent, oid)] = _root(parent, rid)
+                    first = exact.setdefault(key, rid)
+                    parent[_root(parent, rid)] = _root(parent, first)
+            else:
+                for rid, oid in Blocks(rule.threshold, rows).pairs():  # within blocks, not all pairs
+                    parent[_root(parent, oid)] = _root(parent, rid)
             clusters: dict = {}
-            for rid, _ in rows:
+            for rid in parent:
                 clusters.setdefault(_root(parent, rid), []).append(rid)
             found += [sorted(ids) for ids in clusters.values() if len(ids) > 1]
         for ids in sorted(found):

@@ -28,9 +28,9 @@ from ..types import JournalEntry, TimelineEntry
 from .bulk import insert_rows
 from .records import SYSTEM_OUT
 
-ACTIONS = ("create", "update", "delete", "move", "link", "unlink", "note")
+ACTIONS = ("create", "update", "delete", "move", "link", "unlink", "note", "archive", "restore", "purge")
 KINDS = ("note", "call", "email", "meeting")
-_SKIP = frozenset(("id", *SYSTEM_OUT))
+_SKIP = frozenset(("id", *SYSTEM_OUT, "archived_at", "archived_by"))
 
 
 def safe(value: Any) -> Any:

@@ -51,7 +51,7 @@ class CRMHost(Protocol):
     def _writing(self) -> AbstractContextManager[Connection]: ...
 
     def _get_row(
-        self, conn: Connection, entity: Entity, record_id: Any, action: str = "read", query: Any = None
+        self, conn: Connection, entity: Entity, record_id: Any, action: str = "read", query: Any = None, *, archived: bool = False
     ) -> Mapping[str, Any]: ...
 
     def _log(
@@ -84,6 +84,7 @@ class CRMHost(Protocol):
         *,
         action: str = "read",
         ids: Iterable[int] | None = None,
+        archived: str = "exclude",
     ) -> Select[Any]: ...
 
     def _within(self, conn: Connection) -> AbstractContextManager[Connection]: ...

@@ -15,11 +15,12 @@ from ..model.metamodel import Entity
 from ..storage import naming
 from ..types import Card, Record, RecordRef
 from . import records as rec
-from .access import path_access, require, row_clause
+from .access import archived_mode, path_access, require, row_clause
 from .protocol import Host
 from .records import link_member as _link_member
 from .records import non_negative as _non_negative
 from .titles import read_titles, reference, title_text
+from .users import user_refs
 
 
 class ReadsMixin(Host):
@@ -40,12 +41,13 @@ class ReadsMixin(Host):
         *,
         action: str = "read",
         ids: Iterable[int] | None = None,
+        archived: str = "exclude",
     ) -> Select[Any]:
         table = self.storage.table(ent.name)
         query = select(table)
         if ids is not None:
             query = query.where(table.c.id.in_([rec.as_id(ent, i) for i in ids]))
-        allowed = row_clause(self.storage, ent, self.actor, action)
+        allowed = row_clause(self.storage, ent, self.actor, action, archived=archived)
         if allowed is not None:
             query = query.where(allowed)
         if where:
@@ -74,22 +76,27 @@ class ReadsMixin(Host):
         action: str = "read",
         after: int | None = None,
         ids: Iterable[int] | None = None,
+        archived: str = "exclude",
     ) -> list[Record]:
         """Records matching a filter in the expression language (``"amount > 1000 and
         client.city = 'Москва'"``), ordered by fields (``"-amount"``), paged. ``action`` is
         the permission whose scope limits the rows (``"export"`` for exports). ``after``: only
         records with a greater id (keyset paging in id order, when ``order_by`` is not given);
-        ``ids``: only records among these ids (e.g. the hits of a search)."""
+        ``ids``: only records among these ids (e.g. the hits of a search). ``archived`` (an
+        entity with ``archive: true``): ``"exclude"`` (live records only, the default),
+        ``"only"`` or ``"include"``."""
         self._ready()
         ent = self._entity(entity)
         require(self.model, self.actor, ent.name, "read")  # no right at all: refused, not an empty answer
         if action != "read":
             require(self.model, self.actor, ent.name, action)
-        query = self._select(ent, where, params, ids=ids).order_by(*rec.order_clause(self.storage, ent, order_by))
+        archived = archived_mode(ent, archived)
+        query = self._select(ent, where, params, ids=ids, archived=archived)
+        query = query.order_by(*rec.order_clause(self.storage, ent, order_by))
         if after is not None:
             query = query.where(self.storage.table(ent.name).c.id > rec.as_id(ent, after))
         if action != "read":
-            extra = row_clause(self.storage, ent, self.actor, action)
+            extra = row_clause(self.storage, ent, self.actor, action, archived="include")
             if extra is not None:
                 query = query.where(extra)
         if limit is not None:
@@ -108,15 +115,17 @@ class ReadsMixin(Host):
         *,
         ids: Iterable[int] | None = None,
         limit: int | None = None,
+        archived: str = "exclude",
     ) -> int:
         """How many records match (those the acting user may read). ``limit``: count no further
         than that many (the answer is then ``min(count, limit)``): the database stops reading
         after ``limit`` rows instead of visiting every matching record, so a page can say
-        "10,000+" in a few milliseconds where an exact count of a large table reads all of it."""
+        "10,000+" in a few milliseconds where an exact count of a large table reads all of it.
+        ``archived``: as for :meth:`find`."""
         self._ready()
         ent = self._entity(entity)
         require(self.model, self.actor, ent.name, "read")
-        query = self._select(ent, where, params, ids=ids).order_by(None)
+        query = self._select(ent, where, params, ids=ids, archived=archived_mode(ent, archived)).order_by(None)
         if limit is not None:
             table = self.storage.table(ent.name)
             rows = query.with_only_columns(table.c.id).limit(_non_negative(limit, "limit")).subquery()
@@ -138,7 +147,8 @@ class ReadsMixin(Host):
         limit: int | None = None,
     ) -> list[Record]:
         """The records at the other end of a link or an inverse link (a deal's ``products``,
-        a client's ``deals``)."""
+        a client's ``deals``). Through an inverse link archived records are left out; a link's
+        own targets are given archived or not."""
         self._ready()
         ent = self._entity(entity)
         _link_member(ent, name)
@@ -175,7 +185,9 @@ class ReadsMixin(Host):
                     ids = ids.where(table.c[naming.link_entity_column(inv.link)] == ent.name)
         target_ent = self.model.entities[target]
         table = self.storage.table(target)
-        query = self._select(target_ent, where, params).where(table.c.id.in_(ids))
+        # a link's own targets are shown archived or not (as on the card); an inverse list hides them
+        archived = "include" if name in ent.links else "exclude"
+        query = self._select(target_ent, where, params, archived=archived).where(table.c.id.in_(ids))
         query = query.order_by(*rec.order_clause(self.storage, target_ent, order_by))
         if limit is not None:
             query = query.limit(_non_negative(limit, "limit"))
@@ -244,12 +256,19 @@ class ReadsMixin(Host):
             value = record[link.name]
             if link.many:
                 links[link.name] = [reference(link.target, i, names[link.target]) for i in value]
+                if link.fields:  # each pair's values next to its target
+                    pairs = {r["id"]: r for r in record.get(f"{link.name}.link", ())}
+                    for ref in links[link.name]:
+                        values = pairs.get(ref["id"], {})
+                        ref["link"] = {name: values.get(name) for name in link.fields}
             elif value is None:
                 links[link.name] = None
             elif link.polymorphic:
                 links[link.name] = reference(value["entity"], value["id"], names[value["entity"]])
             else:
                 links[link.name] = reference(link.target, value, names[link.target])
+        if ent.user_links:
+            links.update(user_refs(conn, self.storage, ent, record))
         return links
 
     def _related_refs(self, conn, ent: Entity, rid: int, name: str, limit: int) -> list[RecordRef]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from decimal import Decimal
 from functools import lru_cache
 
 from sqlalchemy import and_, bindparam, insert, select
@@ -19,6 +20,7 @@ from ..model.metamodel import Entity, Link
 from ..model.suggest import did_you_mean, listing
 from ..storage import naming
 from ..storage.tables import Storage
+from ..validation.links import LinkRows
 
 SYSTEM_OUT = ("created_at", "updated_at", "version", "created_by", "updated_by")
 ORDERABLE_SYSTEM = (
@@ -29,6 +31,8 @@ ORDERABLE_SYSTEM = (
     "created_by",
     "updated_by",
     "owner",
+    "archived_at",
+    "archived_by",
     "pipeline",
     "stage",
     "stage_entered_at",
@@ -69,14 +73,18 @@ def many_links(entity: Entity) -> list[Link]:
     return [link for link in entity.links.values() if link.many]
 
 
-def row_to_record(entity: Entity, row: Mapping, many: Mapping[str, list[int]] | None = None) -> dict:
-    """A stored row as the public record dict."""
+def row_to_record(entity: Entity, row: Mapping, many: Mapping[str, list] | None = None) -> dict:
+    """A stored row as the public record dict (``many``: each many-link's ids, and for a link
+    with fields its rows under ``"<link>.link"``)."""
     record: dict = {"id": row["id"]}
-    for name in entity.fields:
-        record[name] = row[name]
+    for name, f in entity.fields.items():
+        value = row[name]
+        record[name] = [] if value is None and f.type == "users" else value  # a many-link: a list
     for link in entity.links.values():
         if link.many:
             record[link.name] = list((many or {}).get(link.name, ()))
+            if link.fields:
+                record[f"{link.name}.link"] = list((many or {}).get(f"{link.name}.link", ()))
         elif link.polymorphic:
             target_id = row[naming.link_column(link.name)]
             record[link.name] = (
@@ -92,7 +100,42 @@ def row_to_record(entity: Entity, row: Mapping, many: Mapping[str, list[int]] | 
         record["stage"] = row["stage"]
     for name in SYSTEM_OUT:
         record[name] = row[name]
+    if entity.archive:
+        record["archived_at"] = row["archived_at"]
+        record["archived_by"] = row["archived_by"]
+    for name, source, quanta in currency_quanta(entity):
+        amount, code = record[name], record[source]
+        if amount is not None and code in quanta:
+            record[name] = amount.quantize(quanta[code])
     return record
+
+
+_QUANTA: dict[int, tuple[Entity, tuple]] = {}
+
+
+def currency_quanta(entity: Entity) -> tuple[tuple[str, str, dict[str, Decimal]], ...]:
+    """(field, its currency_field, {code: quantum}) of each currency field of ``entity`` whose
+    currency a record names: its amounts come back at their own currency's decimals (the
+    column keeps the most of them)."""
+    cached = _QUANTA.get(id(entity))
+    if cached is not None and cached[0] is entity:
+        return cached[1]
+    from ..model.field_types import currency_precision
+
+    found = []
+    for f in entity.fields.values():
+        source = entity.fields.get(f.currency_field or "") if f.type == "currency" else None
+        if source is not None:
+            quanta = {}
+            for code in source.option_values:
+                places = currency_precision(code)
+                if places is not None:
+                    quanta[code] = Decimal(1).scaleb(-places)
+            found.append((f.name, source.name, quanta))
+    if len(_QUANTA) > 1024:
+        _QUANTA.clear()
+    _QUANTA[id(entity)] = (entity, tuple(found))
+    return tuple(found)
 
 
 def fetch_many_links(conn: Connection, storage: Storage, entity: Entity, ids: Sequence[int]) -> dict[int, dict]:
@@ -103,15 +146,21 @@ def fetch_many_links(conn: Connection, storage: Storage, entity: Entity, ids: Se
         return result
     for link in links:
         join = storage.join_table(entity.name, link.name)
+        names = tuple(link.fields)
+        key = f"{link.name}.link"
         for start in range(0, len(ids), BATCH):
             chunk = list(ids[start : start + BATCH])
             rows = conn.execute(
-                select(join.c.source_id, join.c.target_id)
+                select(join.c.source_id, join.c.target_id, *(join.c[n] for n in names))
                 .where(join.c.source_id.in_(chunk))
                 .order_by(join.c.source_id, join.c.target_id)
             )
-            for source_id, target_id in rows:
+            for source_id, target_id, *values in rows:
                 result[source_id].setdefault(link.name, []).append(target_id)
+                if names:  # the link's fields, in the same query
+                    result[source_id].setdefault(key, []).append(
+                        {"id": target_id, **dict(zip(names, values, strict=True))}
+                    )
     return result
 
 
@@ -152,19 +201,32 @@ def check_links_exist(
 
     ``trust_keys``: leave out the links a foreign key guards (all but polymorphic ones), for
     the system user, who may link to any record: the insert itself then refuses a missing
-    target, and the caller explains the refusal by running this check again in full."""
-    from .access import row_clause
+    target, and the caller explains the refusal by running this check again in full.
+
+    An archived target (``archive: true``) is refused too, said as such to whoever may read it
+    (a foreign key would let it through, so links to such entities are always checked here)."""
+    from .access import SYSTEM as SYSTEM_ACTOR
+    from .access import archive_clause, row_clause
+
+    entities = storage.model.entities
+
+    def checked(link: Link) -> bool:
+        return not trust_keys or link.polymorphic or any(entities[t].archive for t in link.targets)
 
     wanted: dict[str, set[int]] = defaultdict(set)
     for values in records:
-        for target, ids in link_targets(entity, values, polymorphic_only=trust_keys).items():
-            wanted[target] |= ids
+        for link in entity.links.values():
+            if checked(link):
+                for target, ids in link_targets(entity, {link.name: values.get(link.name)}).items():
+                    wanted[target] |= ids
     if trust_keys and not wanted:
         return
     existing: dict[str, set[int]] = {}
+    archived: dict[str, set[int]] = {}
     for target, ids in wanted.items():
         table = storage.table(target)
-        visible = row_clause(storage, storage.model.entities[target], actor) if actor is not None else None
+        ent = entities[target]
+        visible = row_clause(storage, ent, actor) if actor is not None else archive_clause(ent, table)
         found: set[int] = set()
         ordered = sorted(ids)
         for start in range(0, len(ordered), BATCH):
@@ -178,13 +240,21 @@ def check_links_exist(
             query = select(table.c.id).where(table.c.id.in_(chunk), visible)
             found.update(conn.execute(query).scalars())
         existing[target] = found
+        if ent.archive and len(found) < len(ordered):  # which of the others are archived (and readable)
+            missing = [i for i in ordered if i not in found]
+            shown = row_clause(storage, ent, actor or SYSTEM_ACTOR, archived="only")
+            archived[target] = {
+                i
+                for start in range(0, len(missing), BATCH)
+                for i in conn.execute(select(table.c.id).where(table.c.id.in_(missing[start : start + BATCH]), shown)).scalars()
+            }
     # a record the user may not read is named exactly as a missing one, and the text says both
     unseen = "" if actor is None or actor.system else f" that user '{actor.login}' may read"
     issues = []
     for index, values in enumerate(records):
         for link in entity.links.values():
             value = values.get(link.name)
-            if value is None or (trust_keys and not link.polymorphic):
+            if value is None or not checked(link):
                 continue
             if link.many:
                 pairs = [(link.target, v) for v in value]
@@ -194,11 +264,14 @@ def check_links_exist(
                 pairs = [(link.target, value)]
             for target, target_id in pairs:
                 if target_id not in existing.get(target, ()):
+                    gone = target_id in archived.get(target, ())
                     issues.append(
                         FieldIssue(
                             entity.name,
                             link.name,
-                            f"no {target} with id {target_id}{unseen}",
+                            f"{target} {target_id} is archived: restore it before linking to it"
+                            if gone
+                            else f"no {target} with id {target_id}{unseen}",
                             target_id,
                             index if indexed else None,
                         )
@@ -224,8 +297,8 @@ def split_values(entity: Entity, values: Mapping) -> tuple[dict, dict[str, list[
         link = entity.links.get(key)
         if link is None:
             continue
-        if link.many:
-            many[key] = list(dict.fromkeys(value or ()))
+        if link.many:  # LinkRows (a link with fields) keep the values given per target
+            many[key] = value if isinstance(value, LinkRows) else list(dict.fromkeys(value or ()))
         elif link.polymorphic:
             row[naming.link_entity_column(key)] = None if value is None else value["entity"]
             row[naming.link_column(key)] = None if value is None else value["id"]
@@ -256,9 +329,19 @@ def order_clause(storage: Storage, entity: Entity, order_by: str | Sequence[str]
                 [FieldIssue(entity.name, name, "unknown field")],
             )
         column = storage.column(entity.name, name)
+        f = entity.fields.get(name)
+        if f is not None and f.type == "choice" and any(o.order is not None for o in f.options):
+            column = option_order(f, column)
         terms.append(column.desc() if descending else column.asc())
     terms.append(table.c.id)
     return terms
+
+
+def option_order(f, column):
+    """A choice column as its options sort (their ``order``): a CASE giving each its rank."""
+    from sqlalchemy import case
+
+    return case(f.option_rank, value=column, else_=len(f.options))
 
 
 def translate_integrity(exc: IntegrityError, storage: Storage, entity: Entity, values: Mapping | None = None):
@@ -271,9 +354,9 @@ def translate_integrity(exc: IntegrityError, storage: Storage, entity: Entity, v
         fields = storage.unique_constraints[constraint][1]
     elif "UNIQUE constraint failed:" in text:
         columns = [c.strip().split(".")[-1] for c in text.split("UNIQUE constraint failed:")[1].split(",")]
-        fields = tuple(c[:-3] if c.endswith("_id") and c[:-3] in entity.links else c for c in columns)
+        fields = tuple(dict.fromkeys(_member_of_column(entity, c) for c in columns))
     if fields or "unique" in text.lower() or "duplicate key" in text.lower():
-        shown = ", ".join(f"{f}={values.get(f)!r}" for f in fields) if values else ", ".join(fields)
+        shown = ", ".join(f"{f}={_shown(values.get(f))}" for f in fields) if values else ", ".join(fields)
         field = fields[0] if len(fields) == 1 else None
         return ValidationError(
             f"{entity.name}.{'+'.join(fields) or '?'}: {shown or 'value'} is already used by another {entity.name}",
@@ -285,6 +368,18 @@ def translate_integrity(exc: IntegrityError, storage: Storage, entity: Entity, v
             entity=entity.name,
         )
     return ValidationError(f"{entity.name}: refused by the database: {text.splitlines()[0]}")
+
+
+def _member_of_column(entity: Entity, column: str) -> str:
+    """The field or link stored in a column (a link's ``<name>_id`` and ``<name>_entity``)."""
+    for suffix in ("_id", "_entity"):
+        if column.endswith(suffix) and column[: -len(suffix)] in entity.links:
+            return column[: -len(suffix)]
+    return column
+
+
+def _shown(value) -> str:
+    return shown_value(value) if isinstance(value, dict) else repr(value)
 
 
 def unique_prechecks(
@@ -324,6 +419,69 @@ def unique_prechecks(
     return sorted(issues, key=lambda x: x.index or 0)
 
 
+def unique_link_issues(
+    conn: Connection,
+    storage: Storage,
+    entity: Entity,
+    records: Sequence[Mapping],
+    *,
+    indexed: bool = True,
+    exclude: int | None = None,
+) -> list[FieldIssue]:
+    """One-to-one links (``unique: true``): a target linked twice in the batch, or already
+    linked from another record (named: the holder), per record. One query per unique link."""
+    issues: list[FieldIssue] = []
+    table = storage.table(entity.name)
+    for link in entity.links.values():
+        if not link.unique or link.many:
+            continue
+        seen: dict = {}
+        for i, values in enumerate(records):
+            value = values.get(link.name)
+            if value is None:
+                continue
+            key = (value["entity"], value["id"]) if link.polymorphic else (link.target, value)
+            if key in seen:
+                issues.append(
+                    FieldIssue(
+                        entity.name,
+                        link.name,
+                        f"{key[0]} {key[1]} is linked by record {seen[key]} of this batch too; the link is one-to-one",
+                        value,
+                        i if indexed else None,
+                    )
+                )
+            else:
+                seen[key] = i
+        if not seen:
+            continue
+        column = table.c[naming.link_column(link.name)]
+        kind = table.c[naming.link_entity_column(link.name)] if link.polymorphic else None
+        pairs = list(seen)
+        for start in range(0, len(pairs), BATCH):
+            chunk = pairs[start : start + BATCH]
+            query = select(table.c.id, column, *([kind] if kind is not None else [])).where(
+                column.in_({target_id for _, target_id in chunk})
+            )
+            if exclude is not None:
+                query = query.where(table.c.id != exclude)
+            for row in conn.execute(query):
+                key = (row[2], row[1]) if kind is not None else (link.target, row[1])
+                if key not in seen:
+                    continue
+                i = seen[key]
+                issues.append(
+                    FieldIssue(
+                        entity.name,
+                        link.name,
+                        f"{key[0]} {key[1]} is already linked from {entity.name} {row[0]}; the link is one-to-one",
+                        records[i].get(link.name),
+                        i if indexed else None,
+                    )
+                )
+    return sorted(issues, key=lambda x: x.index or 0)
+
+
 def allocate_ids(conn: Connection, table, count: int) -> list[int]:
     """``count`` new ids for ``table``, taken inside the caller's write transaction.
 
@@ -351,10 +509,11 @@ def where_id(table, record_id: int, version: int | None = None):
 
 
 def link_member(ent: Entity, name: str):
-    """The link or inverse link of that name; ValidationError listing the valid ones."""
+    """The link, ``to: user`` link or inverse link of that name; ValidationError listing the
+    valid ones."""
     member = ent.member(name)
-    if member is None or name in ent.fields:
-        links = [*ent.links, *ent.inverses]
+    if member is None or name in ent.fields and not member.user_link:
+        links = [*ent.links, *(f.name for f in ent.user_links), *ent.inverses]
         hint = did_you_mean(name, links)
         raise ValidationError(
             f"{ent.name}: unknown link '{name}'" + (f" ({hint})" if hint else "") + f"; links: {listing(links)}",

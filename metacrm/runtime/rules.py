@@ -50,6 +50,9 @@ def _query(storage: Storage, entity: Entity, kind: str, expr: str, field: str | 
             query = select(table.c.id).where(and_(ids, not_(clause)))
         elif kind == "required_if":
             query = select(table.c.id, table.c[field]).where(and_(ids, clause))
+        elif kind == "currency":  # the amount and the currency of the records it holds
+            currency = entity.fields[field].currency_field
+            query = select(table.c.id, table.c[field], table.c[currency]).where(and_(ids, clause))
         else:  # readonly_if: does the condition hold
             query = select(table.c.id).where(and_(ids, clause))
         if len(_QUERIES) > 2048:
@@ -59,7 +62,32 @@ def _query(storage: Storage, entity: Entity, kind: str, expr: str, field: str | 
 
 
 def has_checks(entity: Entity) -> bool:
-    return bool(entity.rules) or any(f.required_if for f in entity.fields.values())
+    return bool(entity.rules) or any(f.required_if for f in entity.fields.values()) or bool(currency_checks(entity))
+
+
+def currency_checks(entity: Entity) -> list[tuple[str, str]]:
+    """(field, expression true for a record whose amount has more decimals than its currency
+    keeps) for each currency field whose currency the record names (``currency_field``) and
+    whose column keeps more decimals than some of those currencies (JPY 0 beside USD 2)."""
+    from ..model.field_types import currency_precision
+
+    out = []
+    for f in entity.fields.values():
+        source = entity.fields.get(f.currency_field or "") if f.type == "currency" else None
+        if source is None:
+            continue
+        by_places: dict[int, list[str]] = {}
+        for code in source.option_values:
+            places = currency_precision(code)
+            if places is not None and places < f.decimals:
+                by_places.setdefault(places, []).append(code)
+        parts = [
+            f"({source.name} in ({', '.join(repr(c) for c in codes)}) and {f.name} <> round({f.name}, {places}))"
+            for places, codes in sorted(by_places.items())
+        ]
+        parts.append(f"({source.name} is null and {f.name} is not null)")  # an amount names its currency
+        out.append((f.name, " or ".join(parts)))
+    return out
 
 
 def _empty(value) -> bool:
@@ -87,6 +115,16 @@ def violations(
             for record_id, value in conn.execute(query, params):
                 if _empty(value):
                     found.append((record_id, f.name, f"{f.name} is required when {f.required_if}"))
+    for name, expr in currency_checks(entity):
+        from ..model.field_types import currency_precision
+
+        for record_id, amount, code in conn.execute(_query(storage, entity, "currency", expr, name, span=span), params):
+            if code is None:
+                found.append((record_id, name, f"{name} {amount.normalize():f} has no currency; set {entity.fields[name].currency_field}"))
+                continue
+            places = currency_precision(code)
+            kept = "no decimals" if places == 0 else f"{places} decimal{'s' if places != 1 else ''}"
+            found.append((record_id, name, f"{name} {amount.normalize():f} {code} has more decimals than {code} keeps ({kept})"))
     order = {record_id: i for i, record_id in enumerate(ids)}
     found.sort(key=lambda v: order[v[0]])
     return found

@@ -44,6 +44,7 @@ from ..model.metamodel import Entity
 from ..model.suggest import listing
 from ..storage import naming
 from ..storage.tables import SEARCH_CONFIG, fts_table_name, search_ddl, search_document, search_index_name
+from ..storage.valueindex import holds_value
 from ..text import yo_variants
 from ..types import SearchHit
 from .access import row_clause
@@ -93,19 +94,50 @@ def phone_query(text_: str, region: str | None) -> tuple[str, str] | None:
     return ("=", number) if number else ("suffix", digits)
 
 
+def email_query(text_: str) -> str | None:
+    """The normalised address when the search text is one e-mail address."""
+    text_ = (text_ or "").strip()
+    if "@" not in text_ or any(c.isspace() for c in text_):
+        return None
+    from ..validation.values import check_email
+
+    return check_email(text_)[0]
+
+
 def _phone_query(storage, ent: Entity, phone: tuple[str, str], limit: int, access):
-    """The records whose searchable phone fields hold the number, or None (no such field)."""
+    """The records whose searchable phone (or phones) fields hold the number, or None (no such
+    field)."""
     tbl = storage.table(ent.name)
     fields = [f for f in ent.search if ent.fields[f].type == "phone"]
-    if not fields:
+    several = [f for f in ent.search if ent.fields[f].type == "phones"]
+    if not fields and not several:
         return None
     how, value = phone
     if how == "=":
         tests = [tbl.c[f] == value for f in fields]
     else:
         tests = [tbl.c[f].like("%" + value) for f in fields]
+    tests += [holds_value(tbl, ent.name, ent.fields[f], value, suffix=how != "=") for f in several]
+    if fields:
+        shown = func.coalesce(*[tbl.c[f] for f in fields]) if len(fields) > 1 else tbl.c[fields[0]]
+    else:
+        shown = literal(value if how == "=" else None)
+    return _hit_query(tbl, ent, shown, tests, limit, access)
+
+
+def _email_query(storage, ent: Entity, address: str, limit: int, access):
+    """The records whose searchable emails fields hold the address, or None (no such field)."""
+    several = [f for f in ent.search if ent.fields[f].type == "emails"]
+    if not several:
+        return None
+    tbl = storage.table(ent.name)
+    tests = [holds_value(tbl, ent.name, ent.fields[f], address) for f in several]
+    return _hit_query(tbl, ent, literal(address), tests, limit, access)
+
+
+def _hit_query(tbl, ent: Entity, shown, tests: list, limit: int, access):
+    """Exact hits (ranked first): the records passing any of ``tests``, ``shown`` the snippet."""
     title = tbl.c[ent.title] if ent.title else literal(None)
-    shown = func.coalesce(*[tbl.c[f] for f in fields]) if len(fields) > 1 else tbl.c[fields[0]]
     query = (
         select(tbl.c.id, title.label("title"), literal(PHONE_RANK).label("rank"), shown.label("snippet"))
         .where(or_(*tests))
@@ -116,7 +148,7 @@ def _phone_query(storage, ent: Entity, phone: tuple[str, str], limit: int, acces
 
 
 def _document(tbl, ent: Entity) -> str:
-    return search_document(tuple(ent.search), tbl.name)
+    return search_document(ent.text_search, tbl.name)
 
 
 def _sqlite_query(storage, ent: Entity, words: list[str], limit: int, access):
@@ -178,11 +210,11 @@ def ensure_search_index(conn, storage) -> list[str]:
     done: list[str] = []
     dialect = conn.dialect.name
     for ent in storage.model.entities.values():
-        if not ent.search:
+        if not ent.text_search:
             continue
         name = storage.table(ent.name).name
-        statements = search_ddl(dialect, name, tuple(ent.search))
-        for f in ent.search:  # long text has no B-tree index (PostgreSQL's fail past ~2.7 kB)
+        statements = search_ddl(dialect, name, ent.text_search)
+        for f in ent.text_search:  # long text has no B-tree index (PostgreSQL's fail past ~2.7 kB)
             if ent.fields[f].type == "text" and not ent.fields[f].index:
                 conn.exec_driver_sql(f'DROP INDEX IF EXISTS "{naming.index_name(name, [f])}"')
         if dialect == "sqlite":
@@ -202,7 +234,7 @@ def ensure_search_index(conn, storage) -> list[str]:
                 conn.exec_driver_sql(statement)
             conn.exec_driver_sql(f'INSERT INTO "{fts}"("{fts}") VALUES (\'rebuild\')')
         elif dialect == "postgresql":
-            index = search_index_name(name, tuple(ent.search))
+            index = search_index_name(name, ent.text_search)
             stale = (
                 conn.execute(
                     text(
@@ -270,12 +302,17 @@ class SearchMixin(Host):
             raise ValidationError(f"full-text search is not available on {dialect}")
         found: list[SearchHit] = []
         phone = phone_query(text, self.model.region)
+        address = email_query(text)
         with self._reading() as conn:
             for ent in searchable:
                 access = row_clause(self.storage, ent, self.actor)
                 queries = [build(self.storage, ent, words, limit, access)]
+                if not ent.text_search:
+                    queries = []
                 if phone is not None:
                     queries.insert(0, _phone_query(self.storage, ent, phone, limit, access))
+                if address is not None:
+                    queries.insert(0, _email_query(self.storage, ent, address, limit, access))
                 seen: set = set()
                 rows = [row for q in queries if q is not None for row in conn.execute(q).mappings()]
                 for row in rows:
@@ -307,4 +344,12 @@ class SearchMixin(Host):
             return ensure_search_index(conn, self.storage)
 
 
-__all__ = ["SearchMixin", "ensure_search_index", "fts5_query", "phone_query", "query_words", "tsquery"]
+__all__ = [
+    "SearchMixin",
+    "email_query",
+    "ensure_search_index",
+    "fts5_query",
+    "phone_query",
+    "query_words",
+    "tsquery",
+]

@@ -43,7 +43,7 @@ def read_titles(conn, storage: Storage, actor: Actor, entity: str, ids: Iterable
         return {}
     table = storage.table(ent.name)
     column = table.c[ent.title] if ent.title else table.c.id
-    allowed = row_clause(storage, ent, actor)
+    allowed = row_clause(storage, ent, actor, archived="include")  # an archived target is still named
     out: dict[int, str] = {}
     for start in range(0, len(wanted), BATCH):
         query = select(table.c.id, column).where(table.c.id.in_(wanted[start : start + BATCH]))
@@ -67,7 +67,7 @@ def shown(title: str | None, hidden: bool) -> str | None:
 def visible_key(storage: Storage, actor: Actor, target: str, column):
     """A link column as a group key: the target's id where the actor may read the target,
     :data:`HIDDEN_KEY` for every hidden target (one group), NULL where there is no link."""
-    allowed = row_clause(storage, storage.model.entities[target], actor)
+    allowed = row_clause(storage, storage.model.entities[target], actor, archived="include")
     if allowed is None:
         return column
     table = storage.table(target)

@@ -65,33 +65,90 @@ def _user_dict(row: Mapping[str, Any]) -> UserInfo:
     }
 
 
-def check_owners_exist(
-    conn: Connection, storage: Storage, entity: Entity, records: Sequence[Mapping[str, Any]], *, indexed: bool = False
+def _given_logins(entity: Entity, values: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(member, login) for the owner and every ``to: user`` link a record's values name."""
+    pairs = [("owner", values["owner"])] if values.get("owner") is not None else []
+    for f in entity.user_links:
+        value = values.get(f.name)
+        if value:
+            pairs += [(f.name, login) for login in ([value] if isinstance(value, str) else value)]
+    return pairs
+
+
+def check_users_exist(
+    conn: Connection,
+    storage: Storage,
+    entity: Entity,
+    records: Sequence[Mapping[str, Any]],
+    *,
+    indexed: bool = False,
+    current: Mapping[str, Any] | None = None,
 ) -> None:
-    """Refuse an ``owner`` that is not a stored user, naming the field and the login: one
-    query for the batch (per 500 distinct logins)."""
-    wanted = sorted({v["owner"] for v in records if v.get("owner") is not None})
+    """Refuse an ``owner`` or a ``to: user`` link naming no stored user, and a link newly made
+    to a disabled user (one already on the record, ``current``, stays), naming the field and the
+    login: one query for the batch (per 500 distinct logins)."""
+    given = [_given_logins(entity, values) for values in records]
+    wanted = sorted({login for pairs in given for _, login in pairs})
     if not wanted:
         return
     table = storage.user_table
-    found: set = set()
+    found: dict[str, bool] = {}
     for start in range(0, len(wanted), 500):
         chunk = wanted[start : start + 500]
-        found.update(conn.execute(select(table.c.login).where(table.c.login.in_(chunk))).scalars())
-    issues = [
-        FieldIssue(
-            entity.name,
-            "owner",
-            f"no user '{v['owner']}' (an owner must be a user: metacrm user add {v['owner']})",
-            v["owner"],
-            index if indexed else None,
-        )
-        for index, v in enumerate(records)
-        if v.get("owner") is not None and v["owner"] not in found
-    ]
+        query = select(table.c.login, table.c.disabled_at.is_not(None)).where(table.c.login.in_(chunk))
+        found.update((login, bool(off)) for login, off in conn.execute(query))
+    issues = []
+    for index, pairs in enumerate(given):
+        for member, login in pairs:
+            if login not in found:
+                what = "an owner" if member == "owner" else "a link to users"
+                why = f"no user '{login}' ({what} must be a user: metacrm user add {login})"
+            elif found[login] and member != "owner" and not _holds(current, member, login):
+                why = f"user '{login}' is disabled (metacrm user enable {login}); a disabled user stays on the records they are on, but is linked to no other"
+            else:
+                continue
+            issues.append(FieldIssue(entity.name, member, why, login, index if indexed else None))
     if issues:
         more = f" (and {len(issues) - 1} more)" if len(issues) > 1 else ""
         raise ValidationError(issues[0].format() + more, issues)
+
+
+def _holds(current: Mapping[str, Any] | None, member: str, login: str) -> bool:
+    value = (current or {}).get(member)
+    return value == login or isinstance(value, list) and login in value
+
+
+def check_owners_exist(
+    conn: Connection, storage: Storage, entity: Entity, records: Sequence[Mapping[str, Any]], *, indexed: bool = False
+) -> None:
+    """The owners and user links of new records name stored users (see :func:`check_users_exist`)."""
+    check_users_exist(conn, storage, entity, records, indexed=indexed)
+
+
+def user_names(conn: Connection, storage: Storage, logins) -> dict[str, str]:
+    """login -> the user's name (their login when they have none), for the stored ones among
+    ``logins``: one query."""
+    logins = sorted(v for v in logins if isinstance(v, str))
+    if not logins:
+        return {}
+    table = storage.user_table
+    query = select(table.c.login, table.c.name).where(table.c.login.in_(logins))
+    return {login: name or login for login, name in conn.execute(query)}
+
+
+def user_refs(conn: Connection, storage: Storage, entity: Entity, record: Mapping[str, Any]) -> dict:
+    """Each ``to: user`` link of a record as references (``{"entity": "user", "id": login,
+    "title": name or login, "hidden": False}``): one query for all the logins."""
+    names = user_names(conn, storage, {login for _, login in _given_logins(entity, {**record, "owner": None})})
+
+    def ref(login: str) -> dict:
+        return {"entity": "user", "id": login, "title": names.get(login) or login, "hidden": False}
+
+    out: dict = {}
+    for f in entity.user_links:
+        value = record.get(f.name)
+        out[f.name] = [ref(v) for v in value or ()] if f.type == "users" else None if value is None else ref(value)
+    return out
 
 
 class UsersMixin(Host):
@@ -226,11 +283,29 @@ class UsersMixin(Host):
                         counts[ent.name] = n
         return counts
 
+    def _linked_records(self, login: str) -> dict[tuple[str, str], list[int]]:
+        """(entity, link) -> the ids of the records whose ``to: user`` link names ``login``."""
+        from ..storage.valueindex import holds_value
+
+        found: dict[tuple[str, str], list[int]] = {}
+        with self._reading() as conn:
+            for ent in self.model.entities.values():
+                t = self.storage.table(ent.name) if ent.user_links else None
+                for f in ent.user_links:
+                    column = t.c[f.name]
+                    clause = column == login if f.type == "user" else holds_value(t, ent.name, f, login)
+                    ids = list(conn.execute(select(t.c.id).where(clause).order_by(t.c.id)).scalars())
+                    if ids:
+                        found[(ent.name, f.name)] = ids
+        return found
+
     def remove_user(self, login: str, *, reassign_to: str | None = None) -> dict[str, int]:
         """Remove a user with their password, sessions, tokens and settings. A user who owns
-        records is refused (ConflictError naming how many of each entity) unless
-        ``reassign_to`` names the user who takes them over: each record is updated (journaled,
-        automations run) in the same transaction. Returns the reassigned counts."""
+        records, or whom a ``to: user`` link with ``on_delete: restrict`` (the default) names, is
+        refused (ConflictError naming how many of each) unless ``reassign_to`` names the user
+        who takes them over; ``set_null`` links let the user go. Each record is updated
+        (journaled, automations run) in the same transaction. Returns the reassigned counts
+        (``entity`` for owned records, ``entity.link`` for links)."""
         from sqlalchemy import delete
 
         from ..errors import ConflictError
@@ -244,13 +319,23 @@ class UsersMixin(Host):
             self.user_info(reassign_to)
         with self.transaction():
             owned = self.owned_records(login)
-            if owned and reassign_to is None:
-                total = sum(owned.values())
-                what = ", ".join(f"{name} {n}" for name, n in owned.items())
+            linked = self._linked_records(login)
+            held = {f"{e}.{link}": len(ids) for (e, link), ids in linked.items() if self._restricts(e, link)}
+            if (owned or held) and reassign_to is None:
+                parts = []
+                if owned:
+                    total = sum(owned.values())
+                    what = ", ".join(f"{name} {n}" for name, n in owned.items())
+                    parts.append(f"owns {total} record{'s' if total != 1 else ''} ({what})")
+                if held:
+                    total = sum(held.values())
+                    what = ", ".join(f"{name} {n}" for name, n in held.items())
+                    parts.append(f"is linked to {total} record{'s' if total != 1 else ''} ({what})")
                 raise ConflictError(
-                    f"user '{login}' owns {total} record{'s' if total != 1 else ''} ({what}): give --reassign-to "
+                    f"user '{login}' {' and '.join(parts)}: give --reassign-to "
                     f"LOGIN to hand them over, or disable the user instead (metacrm user disable {login})"
                 )
+            self._unlink_user(login, linked, reassign_to)
             for name in owned:
                 t = self.storage.table(name)
                 with self._reading() as conn:
@@ -268,7 +353,24 @@ class UsersMixin(Host):
                         conn.execute(delete(table).where(table.c.login == login))
                 users = self.storage.user_table
                 conn.execute(delete(users).where(users.c.login == login))
-        return owned
+        return {**owned, **{f"{e}.{link}": len(ids) for (e, link), ids in linked.items()}}
+
+    def _restricts(self, entity: str, link: str) -> bool:
+        return self.model.entities[entity].fields[link].on_delete == "restrict"
+
+    def _unlink_user(self, login: str, linked: dict[tuple[str, str], list[int]], reassign_to: str | None) -> None:
+        """Take ``login`` off the records ``linked`` names: a ``restrict`` link hands them to
+        ``reassign_to``, a ``set_null`` link drops them (each an update: journaled, checked)."""
+        for (name, link), ids in linked.items():
+            f = self.model.entities[name].fields[link]
+            other = reassign_to if f.on_delete == "restrict" else None
+            for record_id in ids:
+                if f.type == "user":
+                    self.update(name, record_id, {link: other})
+                    continue
+                current = self.get(name, record_id)[link]
+                chosen = [other if v == login else v for v in current if v != login or other is not None]
+                self.update(name, record_id, {link: list(dict.fromkeys(chosen)) or None})
 
     def _enabled(self, login: str) -> None:
         """Refuse to act as a disabled user, as if there were none (NotFound: the browser app

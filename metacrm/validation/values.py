@@ -260,41 +260,76 @@ ONE = Decimal(1)
 
 
 def money_coercer(f: Field) -> Coercer:
+    """Money (two decimals) and currency amounts (the currency's decimals: with a
+    ``currency_field``, the most of its currencies'; each record's own currency is checked
+    after the write, see runtime/rules.py)."""
+    scale, whole = f.decimals, f.whole_digits
+    quantum = Decimal(1).scaleb(-scale)
+    noun = "money" if f.type == "money" else f.name
+    if f.type == "money":
+        too_fine = "money is kept to the cent"
+    elif f.currency:
+        too_fine = f"{f.name} is kept to {_places(scale)} ({f.currency})"
+    else:
+        too_fine = f"{f.name} is kept to at most {_places(scale)} (the most of its currencies')"
+
     def coerce(value):
         if _empty(value) or (isinstance(value, str) and value.strip() == ""):
             return None
         result = parse_decimal(value)
-        whole, decimals = digits(result)
-        if decimals > 2:
-            raise Invalid(f"{show(value)} has more than 2 decimals; money is kept to the cent")
-        if whole > 16:
-            raise Invalid(f"{show(value)} is too large; money has at most 16 digits before the decimal point")
-        result = result.quantize(CENT) if result else Decimal("0.00")
+        got_whole, decimals = digits(result)
+        if decimals > scale:
+            more = "is not a whole number" if scale == 0 else f"has more than {_places(scale)}"
+            raise Invalid(f"{show(value)} {more}; {too_fine}")
+        if got_whole > whole:
+            raise Invalid(f"{show(value)} is too large; {noun} has at most {whole} digits before the decimal point")
+        result = result.quantize(quantum) if result else Decimal(0).quantize(quantum)
         _bounds(f, value, result)
         return result
 
     return coerce
 
 
+def _places(scale: int) -> str:
+    return "no decimals" if scale == 0 else "1 decimal" if scale == 1 else f"{scale} decimals"
+
+
 def decimal_coercer(f: Field, *, percent: bool = False) -> Coercer:
     low, high = (0, 100) if percent else (None, None)
     what = "a percentage" if percent else "a decimal"
+    scale, whole = f.decimals, f.whole_digits
+    declared = f.scale is not None or f.precision is not None
+    name = f"{f.name} ({what})" if declared else what
 
     def coerce(value):
         if _empty(value) or (isinstance(value, str) and value.strip() == ""):
             return None
         result = parse_decimal(value, percent=percent)
-        whole, decimals = digits(result)
-        if decimals > 6:
-            raise Invalid(f"{show(value)} has more than 6 decimals; {what} has at most 6")
-        if whole > 12:
-            raise Invalid(f"{show(value)} is too large; {what} has at most 12 digits before the decimal point")
+        got_whole, decimals = digits(result)
+        if decimals > scale:
+            raise Invalid(f"{show(value)} has more than {_places(scale)}; {name} has at most {scale}")
+        if got_whole > whole:
+            raise Invalid(f"{show(value)} is too large; {name} has at most {whole} digits before the decimal point")
         if not result:
             result = Decimal(0)
         elif result.as_tuple().exponent > 0:
             result = result.quantize(ONE)
         _bounds(f, value, result, low, high)
         return result
+
+    return coerce
+
+
+def duration_coercer(f: Field) -> Coercer:
+    """A duration (``1h30m``, ``2d``, ``PT1H30M``, a number of seconds) as whole seconds."""
+
+    def coerce(value):
+        if _empty(value) or (isinstance(value, str) and value.strip() == ""):
+            return None
+        try:
+            return dates.parse_duration_seconds(value)
+        except ValueError as exc:
+            raise Invalid(str(exc)) from None
 
     return coerce
 
@@ -437,6 +472,99 @@ def phone_coercer(f: Field, region: str | None) -> Coercer:
     return coerce
 
 
+MAX_VALUES = 50  # addresses or numbers in one emails / phones field
+_LIST_SEPARATORS = re.compile(r"[,;\n]+")
+
+
+def _several(value, what: str, *, numbers: bool = False) -> list | None:
+    """The items of an emails / phones value: a list, or text holding them separated by
+    commas, semicolons or line breaks; None for no value."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        items: list = _LIST_SEPARATORS.split(value)
+    elif isinstance(value, list | tuple):
+        items = list(value)
+    elif numbers and isinstance(value, int) and not isinstance(value, bool):
+        items = [str(value)]
+    else:
+        raise Invalid(f"{show(value)} is not {what} ({type_name(value)}); give one as text or several as a list")
+    return items
+
+
+def several_coercer(what: str, one: Coercer, key: Callable[[str], str], *, numbers: bool = False) -> Coercer:
+    """A coercer of a list of values each checked by ``one`` (which maps blanks to None), kept
+    in order, duplicates (equal ``key``) dropped: the first is the primary. An empty list is no
+    value."""
+
+    def coerce(value):
+        items = _several(value, what, numbers=numbers)
+        if items is None:
+            return None
+        out, seen = [], set()
+        for item in items:
+            if isinstance(item, str):
+                item = item.strip()
+            elif not (numbers and isinstance(item, int) and not isinstance(item, bool)):
+                raise Invalid(f"{show(item)} is not {what} ({type_name(item)})")
+            checked = one(item)
+            if checked is None or key(checked) in seen:
+                continue
+            seen.add(key(checked))
+            out.append(checked)
+        if len(out) > MAX_VALUES:
+            raise Invalid(f"{len(out)} values given; at most {MAX_VALUES} are allowed")
+        return out or None
+
+    return coerce
+
+
+def emails_coercer(f: Field) -> Coercer:
+    return several_coercer("an e-mail address", email_coercer(f), str.lower)
+
+
+def phones_coercer(f: Field, region: str | None) -> Coercer:
+    return several_coercer("a phone number", phone_coercer(f, region), str, numbers=True)
+
+
+@lru_cache(maxsize=4096)
+def check_country(text: str) -> str | None:
+    """The ISO 3166-1 alpha-2 code of a country given by that code, its alpha-3 code, its
+    numeric code or its English name (``fr``, ``FRA``, ``250``, ``France``); None when unknown.
+    pycountry carries the ISO 3166 tables."""
+    import pycountry
+
+    text = text.strip()
+    try:
+        if len(text) == 2 and text.isalpha():
+            found = pycountry.countries.get(alpha_2=text.upper())
+        elif len(text) == 3 and text.isalpha():
+            found = pycountry.countries.get(alpha_3=text.upper())
+        elif text.isdigit():
+            found = pycountry.countries.get(numeric=text.zfill(3))
+        else:
+            found = pycountry.countries.lookup(text)
+    except LookupError:
+        return None
+    return found.alpha_2 if found is not None else None
+
+
+def country_coercer(f: Field) -> Coercer:
+    def coerce(value):
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise Invalid(f"{show(value)} is not a country ({type_name(value)})")
+        if value.strip() == "":
+            return None
+        code = check_country(value)
+        if code is None:
+            raise Invalid(f"{show(value)} is not a country; give its ISO 3166-1 code (FR, DEU) or English name")
+        return code
+
+    return coerce
+
+
 def url_coercer(f: Field) -> Coercer:
     max_length = f.max_length
     pattern = compile_pattern(f.pattern) if f.pattern else None
@@ -536,6 +664,47 @@ def multichoice_coercer(f: Field) -> Coercer:
     return coerce
 
 
+LOGIN_MAX = 100  # the users table's login column (storage/tables.py)
+
+
+def _login(value) -> str | None:
+    if not isinstance(value, str):
+        raise Invalid(f"{show(value)} is not a user login ({type_name(value)})")
+    login = value.strip()
+    if len(login) > LOGIN_MAX:
+        raise Invalid(f"{show(value)} is not a user login (longer than {LOGIN_MAX} characters)")
+    return login or None
+
+
+def user_coercer(f: Field) -> Coercer:
+    """A ``to: user`` link: a login (whether such a user exists is checked against the users
+    table, runtime/users.py); "" clears it."""
+
+    def coerce(value):
+        return None if value is None else _login(value)
+
+    return coerce
+
+
+def users_coercer(f: Field) -> Coercer:
+    """A ``to: user`` many-link: logins as a list or comma-separated, in the order given, each
+    once; an empty list clears it (None)."""
+
+    def coerce(value):
+        if value is None:
+            return None
+        if isinstance(value, str):
+            items = value.split(",")
+        elif isinstance(value, list | tuple):
+            items = list(value)
+        else:
+            raise Invalid(f"{show(value)} is not a list of user logins ({type_name(value)})")
+        logins = [login for login in map(_login, items) if login is not None]
+        return list(dict.fromkeys(logins)) or None
+
+    return coerce
+
+
 def _no_constants(name: str):
     raise ValueError(name)
 
@@ -558,6 +727,13 @@ def json_coercer(f: Field) -> Coercer:
     return coerce
 
 
+def _no_value(value):
+    """A file field's value: only ever the empty default (attach and detach set the column)."""
+    if value is None:
+        return None
+    raise Invalid("is a file field: set it with attach")
+
+
 # --------------------------------------------------------------------------- registry
 
 
@@ -571,8 +747,10 @@ def field_coercer(f: Field, *, region: str | None = None, zone: str | None = Non
         return text_coercer(f, strip=False)
     if kind == "integer":
         return integer_coercer(f)
-    if kind == "money":
+    if kind in ("money", "currency"):
         return money_coercer(f)
+    if kind == "duration":
+        return duration_coercer(f)
     if kind in ("decimal", "percent"):
         return decimal_coercer(f, percent=kind == "percent")
     if kind == "boolean":
@@ -587,12 +765,24 @@ def field_coercer(f: Field, *, region: str | None = None, zone: str | None = Non
         return phone_coercer(f, region)
     if kind == "url":
         return url_coercer(f)
+    if kind == "country":
+        return country_coercer(f)
+    if kind == "emails":
+        return emails_coercer(f)
+    if kind == "phones":
+        return phones_coercer(f, region)
     if kind == "choice":
         return choice_coercer(f)
     if kind == "multichoice":
         return multichoice_coercer(f)
     if kind == "json":
         return json_coercer(f)
+    if kind == "user":
+        return user_coercer(f)
+    if kind == "users":
+        return users_coercer(f)
+    if f.kind == "file":
+        return _no_value
     raise Invalid(f"field type '{kind}' has no validator")  # the model checks make this unreachable
 
 

@@ -157,6 +157,7 @@ def _entity_operations(ent: Entity) -> dict[str, Operation]:
             problems=(404, 409, 412),
             params=(_IF_MATCH,),
         ),
+        **(_archive_operations(ent) if ent.archive else {}),
         f"history_{name}": Operation(
             f"A {label} record's timeline",
             _json({"type": "array", "items": _ref("Activity")}, "Newest first"),
@@ -203,6 +204,23 @@ def _entity_operations(ent: Entity) -> dict[str, Operation]:
     return ops
 
 
+def _archive_operations(ent: Entity) -> dict[str, Operation]:
+    """restore and purge (an entity with ``archive: true``: its delete archives)."""
+    name, label = ent.name, ent.label or ent.name
+    return {
+        f"restore_{name}": Operation(
+            f"Bring an archived {label} record back",
+            _json(_ref(f"{name}.read"), "The record, live again", {**_ETAG}),
+            problems=(404, 409, 422),
+        ),
+        f"purge_{name}": Operation(
+            f"Remove a {label} record for good (archived or not)",
+            _json(_ref("Purged"), "What was removed"),
+            problems=(404, 409),
+        ),
+    }
+
+
 def _link_operations(model: Model, ent: Entity) -> dict[str, Operation]:
     ops = {}
     name = ent.name
@@ -219,13 +237,30 @@ def _link_operations(model: Model, ent: Entity) -> dict[str, Operation]:
             problems=(404,),
             params=(_PARAMS,),
         )
+        declared = (
+            ent.links.get(link_name)
+            or model.entities[ent.inverses[link_name].source].links[ent.inverses[link_name].link]
+        )
         for verb, summary in (("link", "Link"), ("unlink", "Unlink")):
+            body = None
+            if verb == "link" and declared.fields:  # optional: the link's values
+                body = _body(_link_values(declared), JSON, description="The link's fields (set, or changed)")
+                body["required"] = False
             ops[f"{verb}_{name}_{link_name}"] = Operation(
                 f"{summary} a record through {link_name}",
                 _json({"type": "object"}, "The record after the change"),
                 problems=(404, 409, 422),
+                body=body,
             )
     return ops
+
+
+def _link_values(link) -> dict:
+    from .openapi_schemas import _link_rows
+
+    schema = _link_rows(link, writing=True)
+    props = {k: v for k, v in schema["properties"].items() if k != "id"}
+    return {"type": "object", "properties": props, "additionalProperties": False}
 
 
 def _global_operations(model: Model) -> dict[str, Operation]:
@@ -319,6 +354,9 @@ def _list_parameters(ent: Entity, params: list[dict]) -> list[dict]:
     choosable = [*ent.fields, *ent.links, "owner", "stage", "version", "created_at", "updated_at"]
     choosable += ["created_by", "updated_by"]
     system = {"id", "created_at", "updated_at", "version", "created_by", "updated_by"}
+    if ent.archive:
+        choosable += ["archived_at", "archived_by"]
+        system |= {"archived_at", "archived_by"}
     system |= {"owner"} if ent.owner else set()
     system |= {"pipeline", "stage", "stage_entered_at", "closed_at"} if ent.has_stages else set()
     orderable = [*ent.fields, *[n for n in ent.links if not ent.links[n].many]]

@@ -121,6 +121,7 @@ def entity_routes(router: APIRouter, ent: Entity, conf: Settings, User) -> None:
     tag = [ent.label or name]
     choosable = ["id", *ent.fields, *ent.links, "owner", "stage", "version", "created_at", "updated_at"]
     choosable += ["created_by", "updated_by"]
+    choosable += ["archived_at", "archived_by"] if ent.archive else []
 
     @router.get(base, tags=tag, summary=f"List {ent.plural or name}", operation_id=f"list_{name}")
     def list_records(
@@ -134,6 +135,9 @@ def entity_routes(router: APIRouter, ent: Entity, conf: Settings, User) -> None:
         limit: int = Query(conf.default_limit, ge=1, le=conf.max_limit),
         after: str | None = Query(None, description="The cursor of the next page (from `next`)"),
         count: bool = Query(False, description="Also return the total number of matching records"),
+        archived: str | None = Query(
+            None, description="An entity with archive: true: `only` the archived records, or `include` them too"
+        ),
     ) -> Response:
         params = query_params(request)
         chosen, expanded = names(fields), names(expand)
@@ -142,7 +146,8 @@ def entity_routes(router: APIRouter, ent: Entity, conf: Settings, User) -> None:
         ids = None
         if q is not None:
             ids = [hit["id"] for hit in user.search(q, entity=name, limit=10_000)]
-        kwargs: dict[str, Any] = {"order_by": order_by, "limit": limit + 1}
+        mode = archived or "exclude"
+        kwargs: dict[str, Any] = {"order_by": order_by, "limit": limit + 1, "archived": mode}
         if order_by:
             kwargs["offset"] = cursor.get("o", 0)
         else:
@@ -159,7 +164,7 @@ def entity_routes(router: APIRouter, ent: Entity, conf: Settings, User) -> None:
         else:
             body["next"] = None
         if count:
-            body["count"] = user.count(name, where, params, ids=ids)
+            body["count"] = user.count(name, where, params, ids=ids, archived=mode)
         if expanded:
             _expand(user, ent, rows, expanded)
         body["items"] = _pick(rows, chosen)
@@ -265,7 +270,7 @@ def entity_routes(router: APIRouter, ent: Entity, conf: Settings, User) -> None:
             try:
                 return user.update(name, record_id, data, version=version)
             except E.ConflictError as exc:
-                if version is not None and not getattr(exc, "retryable", False):
+                if version is not None and not exc.retryable and exc.expected_version is not None:
                     raise HTTPProblem(412, "precondition-failed", str(exc)) from None
                 raise
 
@@ -282,7 +287,20 @@ def entity_routes(router: APIRouter, ent: Entity, conf: Settings, User) -> None:
                 "precondition-failed",
                 f"{name} {record_id} is at version {record['version']}, not {version}: read it again",
             )
-        return json_response({"deleted": user.delete(name, record_id)})
+        return json_response({"archived" if ent.archive else "deleted": user.delete(name, record_id)})
+
+    if ent.archive:
+
+        @router.post(f"{base}/{{record_id}}/restore", tags=tag, operation_id=f"restore_{name}")
+        def restore_record(user: User, record_id: int) -> Response:
+            visible(user, ent, record_id)
+            record = user.restore(name, record_id)
+            return json_response(record, headers=etag(record))
+
+        @router.post(f"{base}/{{record_id}}/purge", tags=tag, operation_id=f"purge_{name}")
+        def purge_record(user: User, record_id: int) -> Response:
+            visible(user, ent, record_id)
+            return json_response({"purged": user.purge(name, record_id)})
 
     if ent.pipelines:
 
@@ -344,10 +362,31 @@ def entity_routes(router: APIRouter, ent: Entity, conf: Settings, User) -> None:
         return json_response(await run_in_threadpool(work), 201)
 
     for link_name in [*ent.links, *ent.inverses]:
-        _link_routes(router, ent, link_name, tag, User)
+        _link_routes(router, ent, link_name, tag, User, conf)
+    if ent.has_files:
+        from .files_api import file_routes
+
+        file_routes(router, ent, conf, User, tag)
+    for f in ent.user_links:
+        _user_link_routes(router, ent, f.name, tag, User)
 
 
-def _link_routes(router: APIRouter, ent: Entity, link: str, tag, User) -> None:
+def _user_link_routes(router: APIRouter, ent: Entity, link: str, tag, User) -> None:
+    """PUT / DELETE ``/{entity}/{id}/{link}/{login}``: link or unlink a user of a ``to: user`` link."""
+    name = ent.name
+
+    @router.put(f"/{name}/{{record_id}}/{link}/{{login}}", tags=tag, operation_id=f"link_{name}_{link}")
+    def add_user(user: User, record_id: int, login: str) -> Response:
+        visible(user, ent, record_id)  # a hidden record answers as a missing one
+        return json_response(user.link(name, record_id, link, login))
+
+    @router.delete(f"/{name}/{{record_id}}/{link}/{{login}}", tags=tag, operation_id=f"unlink_{name}_{link}")
+    def remove_user(user: User, record_id: int, login: str) -> Response:
+        visible(user, ent, record_id)
+        return json_response(user.unlink(name, record_id, link, login))
+
+
+def _link_routes(router: APIRouter, ent: Entity, link: str, tag, User, conf: Settings) -> None:
     name = ent.name
 
     @router.get(f"/{name}/{{record_id}}/{link}", tags=tag, operation_id=f"related_{name}_{link}")
@@ -375,9 +414,20 @@ def _link_routes(router: APIRouter, ent: Entity, link: str, tag, User) -> None:
             visible(user, user.model.entities[source], target)
 
     @router.put(f"/{name}/{{record_id}}/{link}/{{target}}", tags=tag, operation_id=f"link_{name}_{link}")
-    def add_link(user: User, record_id: int, target: str) -> Response:
-        both_visible(user, record_id, target)
-        return json_response(user.link(name, record_id, link, target))
+    async def add_link(request: Request, user: User, record_id: int, target: str) -> Response:
+        from starlette.concurrency import run_in_threadpool
+
+        values = None  # a link with fields: its values as a JSON object (set, or changed when linked)
+        if request.headers.get("content-type") or request.headers.get("content-length") not in (None, "0"):
+            body = await read_body(request, conf, "application/json")
+            if body.strip():
+                values = json_object(parse_json(body), "the link's values")
+
+        def work():
+            both_visible(user, record_id, target)
+            return user.link(name, record_id, link, target, values=values)
+
+        return json_response(await run_in_threadpool(work))
 
     @router.delete(f"/{name}/{{record_id}}/{link}/{{target}}", tags=tag, operation_id=f"unlink_{name}_{link}")
     def remove_link(user: User, record_id: int, target: str) -> Response:
