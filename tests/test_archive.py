@@ -431,3 +431,22 @@ def test_web_list_hides_archived_records(crm) -> None:
     anna.delete("deal", deal["id"])
     card = client.get(f"/deal/{deal['id']}").text
     assert 'id="archived"' in card and 'data-stage="won"' not in card  # no move offered
+
+
+def test_csv_export_leaves_archived_records_out_and_import_names_the_system_columns(crm, tmp_path) -> None:
+    import io
+
+    from metacrm.io.csv_io import export_csv, import_csv
+
+    crm.create("client", {"name": "Ромашка"})
+    gone = crm.create("client", {"name": "Лютик"})
+    crm.delete("client", gone["id"])
+    out = io.StringIO()
+    assert export_csv(crm, "client", out) == 1
+    text = out.getvalue()
+    assert "Ромашка" in text and "Лютик" not in text
+    path = tmp_path / "clients.csv"
+    path.write_text("name,archived_at\nВасилёк,2026-01-01\n", encoding="utf-8")
+    with pytest.raises(ValidationError, match="column 'archived_at' is set by the system"):
+        import_csv(crm, "client", path)
+    assert crm.count("client") == 1
