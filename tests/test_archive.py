@@ -450,3 +450,19 @@ def test_csv_export_leaves_archived_records_out_and_import_names_the_system_colu
     with pytest.raises(ValidationError, match="column 'archived_at' is set by the system"):
         import_csv(crm, "client", path)
     assert crm.count("client") == 1
+
+
+def test_a_concurrent_delete_is_refused_not_archived_twice(crm, monkeypatch) -> None:
+    c = crm.create("client", {"name": "Ромашка"})
+    crm.delete("client", c["id"])
+    real = crm._get_row
+
+    def read_before_the_other_committed(conn, ent, record_id, action="read", *, archived=False):
+        return {**real(conn, ent, record_id), "archived_at": None}  # the row as it was
+
+    monkeypatch.setattr(crm, "_get_row", read_before_the_other_committed)
+    with pytest.raises(ConflictError, match="client 1 was archived .or removed. by someone else meanwhile"):
+        crm.delete("client", c["id"])
+    monkeypatch.undo()
+    assert _entries(crm, "client", c["id"]) == ["create", "archive"]
+    assert crm.get("client", c["id"])["version"] == 2
