@@ -1039,8 +1039,9 @@ class CRM(
                     ),
                     indexes=index,
                 )
+                key = linkrows.key(link.name)
                 for pair in pairs:
-                    shown.setdefault(pair["source_id"], {}).setdefault(linkrows.key(link.name), []).append(
+                    shown.setdefault(pair["source_id"], {}).setdefault(key, []).append(
                         linkrows.shown(link, pair["target_id"], pair)
                     )
             else:

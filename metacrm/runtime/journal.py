@@ -33,8 +33,13 @@ KINDS = ("note", "call", "email", "meeting")
 _SKIP = frozenset(("id", *SYSTEM_OUT, "archived_at", "archived_by"))
 
 
+_PLAIN = frozenset((str, int, bool, float))
+
+
 def safe(value: Any) -> Any:
     """A value as JSON can hold it: decimals, dates and datetimes as strings."""
+    if value is None or type(value) in _PLAIN:
+        return value
     if isinstance(value, Decimal):
         return str(value)
     if isinstance(value, dt.datetime | dt.date | dt.time):
