@@ -59,7 +59,8 @@ LINK_FIELD_TYPES = frozenset(
     {"string", "text", "integer", "money", "decimal", "percent", "duration", "boolean", "date", "datetime"}
     | {"email", "phone", "url", "choice", "multichoice", "json"}
 )
-TEXT_SEARCHABLE = frozenset({"string", "text", "email", "phone", "url", "choice", *MULTI_VALUE_TYPES})
+COMPOSITE_KEYS = frozenset({"type", "label", "help", "required", "renamed_from"})
+TEXT_SEARCHABLE = frozenset({"string", "text", "email", "phone", "url", "choice", "country", *MULTI_VALUE_TYPES})
 
 
 class _Checker:
@@ -125,9 +126,27 @@ class _Checker:
                 path = ("entities", entity.name, "links", f.name)
                 yield from self.check_name(f"link '{entity.name}.{f.name}':", f.name, path)
                 continue
+            if f.part_of:  # a part of a composite field: checked with it, below
+                continue
             path = ("entities", entity.name, "fields", f.name)
             decl = self.doc["entities"][entity.name]["fields"][f.name]
             yield from self.field(entity, entity.name, f, path, decl)
+        for c in entity.composites.values():
+            path = ("entities", entity.name, "fields", c.name)
+            yield from self.check_name(f"field '{entity.name}.{c.name}':", c.name, path)
+            if c.name in entity.links:
+                yield self.problem(
+                    "entity.name_conflict", f"entity '{entity.name}': '{c.name}' is both a field and a link", path, key=True
+                )
+            decl = self.doc["entities"][entity.name]["fields"][c.name]
+            for key in sorted(set(decl) - COMPOSITE_KEYS):
+                yield self.problem(
+                    "field.option_not_applicable",
+                    f"field '{entity.name}.{c.name}': '{key}' does not apply to a {c.type} field "
+                    f"(it takes {', '.join(sorted(COMPOSITE_KEYS - {'type'}))})",
+                    (*path, key),
+                    key=True,
+                )
 
     def field(self, entity: Entity, owner: str, f, path: tuple, decl: dict) -> Iterator[Problem]:
         """The checks of one field; ``owner`` names where it is declared (``deal``, or
