@@ -164,7 +164,7 @@ class ReadsMixin(Host):
                     ids = select(join.c.target_id).where(
                         join.c.source_id == rid, join.c[naming.JOIN_TARGET_ENTITY] == target
                     )
-                    out += self._related_of(target, ids, where, params, order_by, limit)
+                    out += self._related_of(target, ids, where, params, order_by, limit, own=True)
                 return out[:limit] if limit is not None else out
             elif link.many:
                 join = self.storage.join_table(ent.name, name)
@@ -194,13 +194,13 @@ class ReadsMixin(Host):
                 ids = select(table.c.id).where(table.c[naming.link_column(inv.link)] == rid)
                 if link.polymorphic:
                     ids = ids.where(table.c[naming.link_entity_column(inv.link)] == ent.name)
-        return self._related_of(target, ids, where, params, order_by, limit)
+        return self._related_of(target, ids, where, params, order_by, limit, own=name in ent.links)
 
-    def _related_of(self, target: str, ids, where, params, order_by, limit) -> list[Record]:
+    def _related_of(self, target: str, ids, where, params, order_by, limit, *, own: bool) -> list[Record]:
         target_ent = self.model.entities[target]
         table = self.storage.table(target)
         # a link's own targets are shown archived or not (as on the card); an inverse list hides them
-        archived = "include" if name in ent.links else "exclude"
+        archived = "include" if own else "exclude"
         query = self._select(target_ent, where, params, archived=archived).where(table.c.id.in_(ids))
         query = query.order_by(*rec.order_clause(self.storage, target_ent, order_by))
         if limit is not None:
