@@ -801,8 +801,8 @@ def _entity_pages(router: APIRouter, crm, ent: Entity, signed_in, check_csrf, po
         values = {f.name: input_value(record.get(f.name), f) for f in editable(ent)}
         for link in ent.links.values():
             value = record.get(link.name)
-            if link.many:
-                values[link.name] = [str(v) for v in value or []]
+            if link.many:  # ids, or deal:5 of a polymorphic one
+                values[link.name] = [f"{v['entity']}:{v['id']}" if isinstance(v, dict) else str(v) for v in value or []]
             elif isinstance(value, dict):
                 values[link.name] = f"{value['entity']}:{value['id']}"
             else:
