@@ -157,6 +157,8 @@ def test_colors_and_contrast():
         ("{type: choice, options: [{value: a, color: blurple}]}", "option 'a': color 'blurple' is not a CSS color"),
         ("{type: choice, options: [{value: a, order: first}]}", "order"),
         ("{type: duration, default: P1M}", "months or years"),
+        ("{type: currency, currency: JPY, default: 1.5}", r"default 1\.5 is not a whole number; x is kept to no decimals \(JPY\)"),
+        ("{type: decimal, scale: 2, fill: '0.125'}", r"fill '0\.125' has more than 2 decimals"),
     ],
 )
 def test_model_checks(tmp_path, decl, message):
@@ -435,6 +437,7 @@ def test_group_report_sums_per_currency(staged):
     usd = staged.report_group("order", "title", sum="total")
     assert usd["rows"][0]["currency"] == "JPY" and usd["total"]["sum"] == Decimal(1000)
     assert usd["total"]["currency"] == "JPY"
+    assert [g["value"] for g in staged.funnel("deal", by="priority")] == ["high", "normal", "low"]
     spent = staged.report_group("deal", "priority", sum="spent")
     assert spent["total"]["sum"] == 5400
 
@@ -573,3 +576,47 @@ def test_csv_round_trip(staged, tmp_path):
     import_csv(staged, "deal", source)
     row = staged.find("deal", where="title = 'z'")[0]
     assert (row["amount"], row["spent"]) == (Decimal("1.005"), 2 * 86400 + 3 * 3600)
+
+
+@pytest.mark.parametrize(
+    ("rollup", "message"),
+    [
+        ("{type: currency, currency: USD, rollup: 'sum(deals.amount)'}", r"would add different currencies: filter to one"),
+        ("{type: currency, currency: RUB, rollup: \"sum(deals.amount where cur = 'USD')\"}", r"adds USD amounts of deal\.amount into a field in RUB"),
+        ("{type: currency, currency: RUB, rollup: 'sum(deals.fee)'}", r"adds JPY amounts of deal\.fee into a field in RUB"),
+    ],
+)
+def test_rollups_never_add_currencies(tmp_path, rollup, message):
+    text = ROLLUP.replace("ROLLUP", rollup)
+    with pytest.raises(metacrm.ModelError) as info:
+        metacrm.load_model(write(tmp_path, text))
+    assert any(re.search(message, p.message) for p in info.value.problems), [p.message for p in info.value.problems]
+
+
+ROLLUP = """\
+metacrm: 1
+name: fx
+entities:
+  client:
+    fields:
+      name: {type: string}
+      total: ROLLUP
+  deal:
+    fields:
+      cur: {type: choice, options: [RUB, USD]}
+      amount: {type: currency, currency_field: cur}
+      fee: {type: currency, currency: JPY}
+    links:
+      client: {to: client, inverse: deals}
+"""
+
+
+def test_rollup_of_one_currency(db_url, tmp_path):
+    text = ROLLUP.replace("ROLLUP", "{type: currency, currency: USD, rollup: \"sum(deals.amount where cur = 'USD')\"}")
+    crm = metacrm.connect(write(tmp_path, text), db_url)
+    crm.migrate()
+    c = crm.create("client", {"name": "c"})
+    crm.create("deal", {"cur": "USD", "amount": "10.55", "client": c["id"]})
+    crm.create("deal", {"cur": "RUB", "amount": "1000", "client": c["id"]})
+    assert crm.get("client", c["id"])["total"] == Decimal("10.55")
+    crm.close()
