@@ -5,6 +5,7 @@ delete path, ``prune``, the model checks and the migration that adds file fields
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import zlib
@@ -62,12 +63,18 @@ def write(tmp_path: Path, text: str = MODEL, name: str = "model.yaml") -> Path:
     return path
 
 
-@pytest.fixture
-def crm(db_url, tmp_path):
+def migrated(db_url: str, tmp_path: Path):
+    """A CRM on MODEL with its store in tmp_path/store, and two managers: anna and boris."""
     crm = metacrm.connect(write(tmp_path), db_url, files=tmp_path / "store")
     crm.migrate()
     crm.add_user("anna", roles=["manager"])
     crm.add_user("boris", roles=["manager"])
+    return crm
+
+
+@pytest.fixture
+def crm(db_url, tmp_path):
+    crm = migrated(db_url, tmp_path)
     yield crm
     crm.close()
 
@@ -323,3 +330,72 @@ def test_a_migration_adds_file_fields_and_the_files_table_to_an_entity_with_rows
 def test_connect_takes_a_path_for_the_store(tmp_path) -> None:
     with metacrm.connect(write(tmp_path), "sqlite://", files=os.fspath(tmp_path / "s")) as crm:
         assert crm.file_store.location == str(tmp_path / "s")
+
+
+def test_a_dump_carries_the_file_rows_and_the_store_keeps_the_content(crm, tmp_path) -> None:
+    from metacrm.io.dump import dump, restore
+
+    deal = crm.create("deal", {"title": "A"})
+    info = crm.attach("deal", deal["id"], b"%PDF-1.4", name="c.pdf", field="contract")
+    manifest = dump(crm, tmp_path / "backup")
+    assert manifest["tables"]["metacrm_files"]["rows"] == 1
+    target = f"sqlite:///{tmp_path / 'restored.db'}"
+    restore(tmp_path / "backup", target)
+    with metacrm.connect(write(tmp_path), target, files=tmp_path / "store") as restored:
+        assert restored.get("deal", deal["id"])["contract"] == info["id"]
+        _, stream = restored.open_file("deal", deal["id"], info["id"])
+        with stream:
+            assert stream.read() == b"%PDF-1.4"
+        again = restored.attach("deal", deal["id"], b"x", name="x.txt")
+        assert again["id"] > info["id"]
+
+
+def test_a_csv_round_trip_leaves_file_fields_to_attach(crm, tmp_path) -> None:
+    from metacrm.io.csv_io import export_csv, import_csv
+
+    deal = crm.create("deal", {"title": "A"})
+    crm.attach("deal", deal["id"], b"%PDF", name="c.pdf", field="contract")
+    out = io.StringIO()
+    export_csv(crm, "deal", out)
+    assert out.getvalue().splitlines()[0].startswith("id,title,contract,photo")
+    result = import_csv(crm, "deal", io.BytesIO(out.getvalue().encode()), import_stages=True)
+    assert len(result.ids) == 1 and not result.rejected
+    assert crm.find("deal", order_by="id")[-1]["contract"] is None
+
+
+def test_concurrent_attaches_to_one_field_leave_one_file_in_it(crm) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    deal = crm.create("deal", {"title": "A"})["id"]
+
+    def attach(n: int):
+        return crm.retrying(crm.attach, "deal", deal, f"v{n}".encode(), name=f"v{n}.txt", field="contract", attempts=20)
+
+    with ThreadPoolExecutor(4) as pool:
+        done = list(pool.map(attach, range(8)))
+    files = crm.files("deal", deal)
+    assert len(files) == 1 and files[0]["id"] in {d["id"] for d in done}
+    record = crm.get("deal", deal)
+    assert record["contract"] == files[0]["id"] and record["version"] == 9
+
+
+def test_an_archived_record_keeps_its_files_read_only_and_purge_removes_them(db_url, tmp_path) -> None:
+    text = MODEL.replace("  deal:\n    owner: true\n", "  deal:\n    owner: true\n    archive: true\n")
+    with metacrm.connect(write(tmp_path, text), db_url, files=tmp_path / "store") as crm:
+        crm.migrate()
+        deal = crm.create("deal", {"title": "A"})["id"]
+        info = crm.attach("deal", deal, b"kept", name="k.txt")
+        crm.delete("deal", deal)  # archived: its files stay, readable as the record is
+        assert [f["id"] for f in crm.files("deal", deal)] == [info["id"]]
+        for write_ in (
+            lambda: crm.attach("deal", deal, b"x", name="x.txt"),
+            lambda: crm.detach("deal", deal, info["id"]),
+        ):
+            with pytest.raises(metacrm.ConflictError, match="archived"):
+                write_()
+        assert rows(crm) == 1 and crm.prune(grace=0)["removed"] == 0
+        crm.restore("deal", deal)
+        crm.attach("deal", deal, b"x", name="x.txt")
+        crm.delete("deal", deal)
+        crm.purge("deal", deal)
+        assert rows(crm) == 0 and crm.prune(grace=0)["removed"] == 2

@@ -8,9 +8,8 @@ import warnings
 
 import pytest
 from conftest import require_module
-from test_files import MODEL, png
+from test_files import migrated, png
 
-import metacrm
 from metacrm.runtime.tokens import create_token
 
 require_module("fastapi", why="the HTTP API is the [web] extra")
@@ -26,12 +25,7 @@ PROBLEM = "application/problem+json"
 
 @pytest.fixture
 def api(db_url, tmp_path):
-    path = tmp_path / "model.yaml"
-    path.write_text(MODEL, encoding="utf-8")
-    crm = metacrm.connect(path, db_url, files=tmp_path / "store")
-    crm.migrate()
-    for login in ("anna", "boris"):
-        crm.add_user(login, roles=["manager"])
+    crm = migrated(db_url, tmp_path)
     tokens = {login: create_token(crm, login)["token"] for login in ("anna", "boris")}
     client = TestClient(create_app(crm), raise_server_exceptions=False)
 
@@ -131,3 +125,15 @@ def test_an_upload_past_the_server_s_limit_is_413(api) -> None:
     )
     assert answer.status_code == 413 and "over 100 bytes" in answer.text
     small.close()
+
+
+def test_the_openapi_document_describes_the_file_routes(api) -> None:
+    from openapi_spec_validator import validate
+
+    document = api("GET", "/openapi.json").json()
+    validate(document)
+    upload = document["paths"]["/api/v1/deal/{record_id}/files"]["post"]
+    schema = upload["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert schema["properties"]["field"]["enum"] == ["contract", "photo"]
+    assert "/api/v1/deal/{record_id}/files/{file_id}" in document["paths"]
+    assert "/api/v1/note/{record_id}/files" not in document["paths"]

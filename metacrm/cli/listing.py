@@ -20,10 +20,12 @@ def parse_columns(ent, text: str | None, extra: Sequence[str] = (), *, table: bo
     (json and csv hold every column unless told). An unknown name is a usage error (exit 2)
     naming the allowed ones."""
     if text is None:
+        if table and not ent.list:  # a composite field (address, person_name) as one column
+            return list(dict.fromkeys(_whole(ent, c) for c in ent.columns))
         return list((ent.list if table else None) or ent.columns)
     from ..model.suggest import did_you_mean, listing
 
-    allowed = [*ent.columns, *extra]
+    allowed = [*ent.columns, *ent.composites, *extra]
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
         usage_error(f"--columns: name at least one column of {ent.name} ({listing(allowed)})")
@@ -132,9 +134,19 @@ def with_titles(ent, rows: Sequence[dict], titles: dict[str, dict], *, reference
     return out
 
 
+def _whole(ent, column: str) -> str:
+    """The composite field a part column belongs to (``address.city`` -> ``address``)."""
+    f = ent.fields.get(column)
+    return f.part_of if f is not None and f.part_of else column
+
+
 def _cut_to(ent, rows: Sequence[dict], columns: Sequence[str]) -> list[dict]:
     """The rows cut to ``columns``, the numbers among them tidied (as :func:`tidy` does, for
-    the shown columns only: a listing of many rows pays for no other)."""
+    the shown columns only: a listing of many rows pays for no other); a composite column
+    (``address``) is its value on one line."""
+    whole = [c for c in columns if c in ent.composites]
+    if whole:
+        rows = [{**row, **{c: ent.composites[c].one_line(row) for c in whole}} for row in rows]
     kinds = {c: k for c, k in number_kinds(ent).items() if c in columns}
     if not kinds:
         return [{c: row.get(c) for c in columns} for row in rows]

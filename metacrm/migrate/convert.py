@@ -27,7 +27,7 @@ from decimal import Decimal
 from ..model.field_types import MULTI_VALUE_TYPES
 from ..model.metamodel import Field
 
-TEXTS = frozenset({"string", "text", "email", "phone", "url", "choice"})
+TEXTS = frozenset({"string", "text", "email", "phone", "url", "choice", "country"})
 SCALE = {"integer": 0, "duration": 0, "money": 2, "currency": 2, "decimal": 6, "percent": 6}  # default decimals
 DIGITS = {"integer": 18, "duration": 18, "money": 16, "currency": 16, "decimal": 12, "percent": 12}
 
@@ -138,7 +138,7 @@ def _text_expr(dst: Field, sqlite: bool) -> Callable[[str], str | None]:
 def _canonical(dst: Field, sqlite: bool) -> Callable[[str], str | None]:
     """The values SQL converts exactly (None: none, the coercer sees every value)."""
     b = dst.type
-    if b in ("email", "phone", "url", "datetime") or (b in ("string", "text") and dst.pattern):
+    if b in ("email", "phone", "url", "country", "datetime") or (b in ("string", "text") and dst.pattern):
         return lambda c: None
     if b == "choice":
         options = _in(dst.option_values)

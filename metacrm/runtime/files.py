@@ -29,7 +29,7 @@ from typing import Any, BinaryIO
 
 from sqlalchemy import delete, insert, select, update
 
-from ..errors import FieldIssue, NotFound, SetupError, ValidationError
+from ..errors import ConflictError, FieldIssue, NotFound, SetupError, ValidationError
 from ..model.file_rules import IMAGE_TYPES, accepts, show_size
 from ..model.metamodel import Entity, FileSpec
 from ..model.suggest import listing
@@ -229,11 +229,18 @@ class FilesMixin:
     def _set_field(self, conn, ent: Entity, row: Mapping, field: str, value, now, text: str) -> None:
         """A file field's column changed (attach, detach): version, journal, stage requires."""
         table = self.storage.table(ent.name)
-        conn.execute(
+        done = conn.execute(
             update(table)
-            .where(table.c.id == row["id"])
+            .where(table.c.id == row["id"], table.c.version == row["version"])  # compare and swap
             .values({field: value, "updated_at": now, "updated_by": self.user, "version": table.c.version + 1})
         )
+        if done.rowcount == 0:  # another write got there first (PostgreSQL: read committed)
+            raise ConflictError(
+                f"{ent.name} {row['id']} was changed by someone else meanwhile; nothing was written: try again",
+                entity=ent.name,
+                record_id=row["id"],
+                retryable=True,
+            )
         entry = journal.entry(ent.name, row["id"], "update", now, self.user, {field: [row[field], value]}, text=text)
         self._log(conn, [entry])
         fresh = conn.execute(rec.row_by_id(table), {"_id": row["id"]}).mappings().one()

@@ -125,7 +125,7 @@ UTC = dt.UTC
 CENT = Decimal("0.01")
 MOVES_OUT = ("move", "reopen")
 PERIODS = ("month", "quarter")
-GROUP_TYPES = ("choice", "string", "email", "phone", "url", "boolean", "integer")
+GROUP_TYPES = ("choice", "string", "email", "phone", "url", "boolean", "integer", "user")
 SUM_TYPES = ("money", "currency", "integer", "duration", "decimal", "percent")
 
 
@@ -290,6 +290,10 @@ def group_key(
         return GroupKey(name, table.c.pipeline, lambda conn, values: captions)
     if name == "owner":
         return GroupKey(name, table.c.owner)
+    if name in entity.fields and entity.fields[name].type == "user":  # a link to users: by name
+        from .users import user_names
+
+        return GroupKey(name, table.c[name], lambda conn, values: user_names(conn, storage, values))
     if name in entity.fields:
         f = entity.fields[name]
         options = {o.value: o.label or o.value for o in f.options}
@@ -312,9 +316,10 @@ def _merge_hidden(rows, labels: Mapping) -> list[dict]:
         value = row["value"]
         if value is not None and value not in labels:
             value = HIDDEN_KEY
-        merged = out.get((row.get("period"), value))
+        key = (row.get("period"), value, row.get("currency"))  # amounts in two currencies never add
+        merged = out.get(key)
         if merged is None:
-            out[(row.get("period"), value)] = {**row, "value": value}
+            out[key] = {**row, "value": value}
             continue
         merged["count"] += row["count"]
         if row.get("sum") is not None:

@@ -29,8 +29,9 @@ FILE_HEADERS = {
 }
 
 
-async def upload(request: Request, conf: Settings, user, ent: Entity, record_id: int) -> dict[str, Any]:
-    """Read a multipart upload and attach its ``file`` part (404 for a hidden record)."""
+async def upload(request: Request, conf: Settings, user, ent: Entity, record_id: int, *, check=None) -> dict[str, Any]:
+    """Read a multipart upload and attach its ``file`` part (404 for a hidden record);
+    ``check(form)`` runs on the parsed form first (the web page's CSRF check)."""
     from starlette.concurrency import run_in_threadpool
 
     from .routes import hidden_as_absent
@@ -45,6 +46,8 @@ async def upload(request: Request, conf: Settings, user, ent: Entity, record_id:
         raise HTTPProblem(413, "content-too-large", f"the upload is over {conf.max_upload} bytes")
     form = await request.form(max_files=1, max_fields=10)
     try:
+        if check is not None:
+            check(form)
         part, field = form.get("file"), form.get("field") or None
         if part is None or isinstance(part, str):
             raise HTTPProblem(422, "validation-error", f"{ent.name}: send the file as the multipart part 'file'")
@@ -87,7 +90,25 @@ def file_routes(router: APIRouter, ent: Entity, conf: Settings, User, tag) -> No
         with hidden_as_absent(ent, record_id):
             return json_response({"items": user.files(name, record_id)})
 
-    @router.post(base, tags=tag, status_code=201, operation_id=f"attach_{name}")
+    fields = [f.name for f in ent.file_fields]
+    part = {"type": "string", "enum": fields, "description": "A file field (none: an attachment)"}
+    body = {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        **({"field": part} if fields else {}),
+                    },
+                }
+            }
+        },
+    }
+
+    @router.post(base, tags=tag, status_code=201, operation_id=f"attach_{name}", openapi_extra={"requestBody": body})
     async def attach_file(request: Request, user: User, record_id: int) -> Response:
         info = await upload(request, conf, user, ent, record_id)
         location = f"{API}/{name}/{record_id}/files/{info['id']}"

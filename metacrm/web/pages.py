@@ -49,7 +49,8 @@ from .forms import FORM_TYPE, parse_urlencoded
 from .i18n import N_, _
 
 # the timeline's actions (runtime.journal.ACTIONS; its kinds are words of the card's note form)
-N_("create"), N_("update"), N_("delete"), N_("move"), N_("link"), N_("unlink"), N_("archive"), N_("restore"), N_("purge")
+N_("create"), N_("update"), N_("delete"), N_("move"), N_("link"), N_("unlink"), N_("archive"), N_("restore")
+N_("purge"), N_("attach"), N_("detach")
 
 HERE = Path(__file__).parent
 SESSION_COOKIE = "metacrm_session"
@@ -144,6 +145,8 @@ def shown(value: Any, field: Field | None = None, record: dict | None = None) ->
     lang = i18n.current()
     if isinstance(value, bool):
         return _("yes") if value else _("no")
+    if field is not None and field.kind == "file":
+        return "📎"  # a file is attached (the card names it and links to it)
     if field is not None and field.options:
         if isinstance(value, list):
             return Markup(", ").join(_option(field, v) for v in value)
@@ -191,6 +194,20 @@ def amount_text(value: Any, field: Field | None, sums: dict | None = None, curre
     return shown(value, field, {"currency": currency} if currency else None)
 
 
+def card_fields(ent: Entity, record: dict) -> list[tuple[str, str, str]]:
+    """(caption, name, text) of each field as the card shows it: a composite field (address,
+    person_name) once, on one line, in the place of its first part."""
+    rows = []
+    for f in ent.fields.values():
+        if f.part_of is None:
+            rows.append((f.label or f.name, f.name, shown(record.get(f.name), f, record)))
+            continue
+        composite = ent.composites[f.part_of]
+        if composite.parts[0][1] == f.name:
+            rows.append((composite.label or composite.name, composite.name, composite.one_line(record) or ""))
+    return rows
+
+
 def input_value(value: Any, field: Field) -> Any:
     """A stored value as a form input holds it (a datetime in the user's time zone, a decimal with
     the locale's decimal sign)."""
@@ -216,8 +233,9 @@ def input_value(value: Any, field: Field) -> Any:
 
 
 def editable(ent: Entity) -> list[Field]:
-    """The fields a user's form edits: not the computed, nor the readonly ones (docs/sysfields.md)."""
-    return [f for f in ent.fields.values() if not f.formula and not f.rollup and not f.readonly]
+    """The fields a user's form edits: not the computed, nor the readonly ones (docs/sysfields.md),
+    nor file fields (the card's files section attaches them)."""
+    return [f for f in ent.fields.values() if not f.formula and not f.rollup and not f.readonly and f.kind != "file"]
 
 
 def form_values(ent: Entity, form: dict, *, creating: bool, lang: i18n.Lang | None = None) -> dict:
@@ -294,6 +312,7 @@ def install(app: FastAPI, crm, conf: Settings) -> None:
     )
     env.globals["shown"] = shown
     env.globals["amount_text"] = amount_text
+    env.globals["card_fields"] = card_fields
     env.globals["number"] = lambda value, digits=None: i18n.current().number(value, digits)
     env.globals["may"] = lambda session, entity, action: (
         scope(crm.model, session["user"].actor, entity, action) != "none"
@@ -544,6 +563,10 @@ def install(app: FastAPI, crm, conf: Settings) -> None:
     pages_list.install(router, crm, entities, signed_in, check_csrf, posted, render, pages)  # columns, export, bulk
     for ent in entities:
         _entity_pages(router, crm, ent, signed_in, check_csrf, posted, render, pages)
+        if ent.has_files:  # the card's files: download, upload, detach
+            from .pages_files import file_pages
+
+            file_pages(router, ent, conf, signed_in, check_csrf, posted, pages)
     app.include_router(router)
 
 
@@ -767,6 +790,7 @@ def _entity_pages(router: APIRouter, crm, ent: Entity, signed_in, check_csrf, po
             timeline=timeline,
             title=_title(record, title_field, ent),
             link_blocks=pages_links.blocks(request, user, ent, card),
+            files=user.files(name, record_id) if ent.has_files else [],
         )
 
     @router.get(f"{base}/{{record_id}}/edit")
