@@ -189,8 +189,8 @@ def amount_text(value: Any, field: Field | None, sums: dict | None = None, curre
     every non-zero one on a line (``1 200 ¥ · 11,55 $``), never added together."""
     if sums and (value is None or len(sums) > 1):
         lang = i18n.current()
-        shown_sums = [(code, v) for code, v in sums.items() if v] or list(sums.items())[:1]
-        return " · ".join(lang.money(v, code) if code else lang.number(v) for code, v in shown_sums)
+        shown_sums = [(code, v) for code, v in sums.items() if v]
+        return " · ".join(lang.money(v, code) if code else lang.number(v) for code, v in shown_sums) or lang.number(0)
     return shown(value, field, {"currency": currency} if currency else None)
 
 
