@@ -24,7 +24,8 @@ entities:
       name:   {type: string, required: true}
       emails: {type: emails}
       phones: {type: phones}
-    search: [name, emails, phones]
+      tags:   {type: tags}
+    search: [name, emails, phones, tags]
     duplicates:
       - {match: email, field: emails}
       - {match: phone, field: phones, action: warn}
@@ -318,3 +319,35 @@ def test_composites_added_to_an_entity_with_rows_and_renamed(db_url, tmp_path) -
     assert (got["home.city"], got["home.country"], got["name.full"]) == ("Oslo", "NO", "Ann Lee")
     assert [r["id"] for r in crm.find("contact", where="home.country = 'no'")] == [old]
     crm.close()
+
+
+# -- tags -----------------------------------------------------------------------------------------
+
+def test_tags_are_normalised_listed_filtered_and_searched(crm) -> None:
+    a = crm.create("client", {"name": "A", "tags": " VIP ,  Опт  Крупный, vip"})
+    b = crm.create("client", {"name": "B", "tags": ["опт крупный", "Новый"]})
+    c = crm.create("client", {"name": "C"})
+    assert a["tags"] == ["vip", "опт крупный"] and b["tags"] == ["опт крупный", "новый"]
+    assert crm.tags("client") == [{"tag": "опт крупный", "count": 2}, {"tag": "vip", "count": 1}, {"tag": "новый", "count": 1}]
+    records = crm.find("client", order_by="id")
+    cases = {
+        "tags contains 'VIP'": [a["id"]],
+        "tags contains 'ОПТ   крупный'": [a["id"], b["id"]],
+        "not (tags contains 'vip')": [b["id"], c["id"]],
+        "tags is null": [c["id"]],
+    }
+    for where, ids in cases.items():
+        assert [r["id"] for r in crm.find("client", where=where, order_by="id")] == ids, where
+        predicate = compile_python(crm.model, "client", where)
+        assert [r["id"] for r in records if predicate(r)] == ids, where
+    assert [h["id"] for h in crm.search("Новый")][:1] == [b["id"]]
+    crm.update("client", b["id"], {"tags": None})
+    assert crm.tags("client") == [{"tag": "vip", "count": 1}, {"tag": "опт крупный", "count": 1}]
+    with pytest.raises(ValidationError, match="client.tags: 'x+…' is longer than 100 characters"):
+        crm.create("client", {"name": "D", "tags": ["ok", "x" * 101]})
+    with pytest.raises(ValidationError, match="client.tags: 5 is not a tag"):
+        crm.create("client", {"name": "D", "tags": [5]})
+    with pytest.raises(ValidationError, match="deal has no tags field"):
+        crm.tags("deal")
+    with pytest.raises(ValidationError, match="client.name is not a tags field; tags fields: tags"):
+        crm.tags("client", "name")

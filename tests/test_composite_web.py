@@ -34,6 +34,7 @@ entities:
       name:   {type: string, required: true}
       emails: {type: emails, label: E-mails}
       phones: {type: phones}
+      tags:   {type: tags}
     search: [name, emails, phones]
 roles:
   manager:
@@ -202,3 +203,20 @@ def test_api_takes_a_composite_as_a_mapping_and_documents_it(people) -> None:
     create = next(s for s in schemas.values() if s.get("title", "").endswith("a new record") and "address" in s["properties"])
     assert set(create["properties"]["address"]["properties"]) == {"street", "city", "region", "postcode", "country"}
     assert "name.last" not in create.get("required", [])
+
+
+def test_tags_are_edited_in_one_input_with_the_vocabulary_suggested(app) -> None:
+    crm, client = app
+    crm.create("client", {"name": "Old", "owner": "ann", "tags": ["vip", "опт"]})
+    csrf = _sign_in(client)
+    form = client.get("/client/new").text
+    assert '<input id="f-tags" name="tags" type="text" value=""' in form
+    assert '<datalist id="tags-tags"><option value="vip"><option value="опт"></datalist>' in form
+    posted = client.post("/client/new", data={"csrf": csrf, "name": "A", "emails": "", "phones": "", "tags": "VIP, Новый"})
+    assert posted.status_code == 303, posted.text
+    rid = int(posted.headers["location"].rsplit("/", 1)[1])
+    assert crm.get("client", rid)["tags"] == ["vip", "новый"]
+    assert 'value="vip, новый"' in client.get(f"/client/{rid}/edit").text
+    assert "vip, новый" in client.get(f"/client/{rid}").text
+    listed = client.get("/client", params={"where": "tags contains 'НОВЫЙ'"}).text
+    assert f'href="/client/{rid}"' in listed

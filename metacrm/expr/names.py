@@ -110,6 +110,10 @@ class ValueType:
                 from ..validation.values import check_email
 
                 return (check_email(value.strip())[0] or value.strip()).lower()  # addresses match in any case
+            if self.type_name == "tags" and isinstance(value, str):
+                from ..validation.values import normal_tag
+
+                return normal_tag(value)
             if self.type_name == "phones" and isinstance(value, str | int) and not isinstance(value, bool):
                 from ..validation.values import check_phone
 
@@ -204,10 +208,11 @@ _FIELD_KINDS = {
     # several values: 'contains' holds one of them (compiled to a lookup of the value index)
     "emails": MULTICHOICE,
     "phones": MULTICHOICE,
+    "tags": MULTICHOICE,
     "user": TEXT,  # a login: `manager = :me`
     "users": MULTICHOICE,  # a list of logins: `assignees contains :me`
 }
-_ONE_OF = {"emails": "an e-mail address", "phones": "a phone number"}
+_ONE_OF = {"emails": "an e-mail address", "phones": "a phone number", "tags": "a tag"}
 
 
 def field_type(entity: Entity, name: str) -> ValueType:

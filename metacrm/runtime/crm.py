@@ -53,6 +53,7 @@ from .records import link_member as _link_member
 from .reports import ReportsMixin
 from .search import SearchMixin
 from .stages_api import StagesMixin
+from .tags import TagsMixin
 from .tasks import TasksMixin
 from .users import UsersMixin, check_owners_exist, check_users_exist
 
@@ -115,7 +116,9 @@ def connect(
     return crm
 
 
-class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksMixin, DeliveryMixin, FormsMixin):
+class CRM(
+    ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksMixin, DeliveryMixin, FormsMixin, TagsMixin
+):
     model: Model
     engine: Engine
     user: str | None

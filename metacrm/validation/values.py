@@ -565,6 +565,29 @@ def country_coercer(f: Field) -> Coercer:
     return coerce
 
 
+TAG_LENGTH = 100
+
+
+def normal_tag(text: str) -> str:
+    """A tag as stored and matched: spaces trimmed and collapsed, case folded (``VIP`` and
+    ``vip`` are one tag on both databases: Python folds, not SQLite's ASCII-only lower())."""
+    return " ".join(text.split()).casefold()
+
+
+def tag_coercer(f: Field) -> Coercer:
+    def coerce(value):
+        if not isinstance(value, str):
+            raise Invalid(f"{show(value)} is not a tag ({type_name(value)})")
+        tag = normal_tag(value)
+        if not tag:
+            return None
+        if len(tag) > TAG_LENGTH:
+            raise Invalid(f"{show(value)} is longer than {TAG_LENGTH} characters")
+        return tag
+
+    return coerce
+
+
 def url_coercer(f: Field) -> Coercer:
     max_length = f.max_length
     pattern = compile_pattern(f.pattern) if f.pattern else None
@@ -760,6 +783,8 @@ def field_coercer(f: Field, *, region: str | None = None, zone: str | None = Non
         return url_coercer(f)
     if kind == "country":
         return country_coercer(f)
+    if kind == "tags":
+        return several_coercer("a tag", tag_coercer(f), str)
     if kind == "emails":
         return emails_coercer(f)
     if kind == "phones":

@@ -185,6 +185,8 @@ def input_value(value: Any, field: Field) -> Any:
         return i18n.current().decimal_input(value)
     if isinstance(value, dt.date):
         return value.isoformat()
+    if field.type == "tags" and isinstance(value, list):
+        return ", ".join(str(v) for v in value)
     if field.type in MULTI_VALUE_TYPES and isinstance(value, list):
         return "\n".join(str(v) for v in value)  # one address / number a line, the primary first
     if isinstance(value, list):
@@ -849,6 +851,9 @@ def _form(request, render, session, ent: Entity, values, issues: dict, general, 
         given = values.get(name, "")
         return given
 
+    # the vocabulary of each tags field, offered as suggestions (one GROUP BY on its index)
+    tag_lists = {f.name: [t["tag"] for t in user.tags(ent.name, f.name)[:OPTIONS_LIMIT]] for f in editable(ent) if f.type == "tags"}
+
     def chosen(name: str) -> list[str]:
         given = values.get(name, [])
         return [given] if isinstance(given, str) else list(given)
@@ -869,6 +874,7 @@ def _form(request, render, session, ent: Entity, values, issues: dict, general, 
         record=record,
         input_types=INPUT_TYPES,
         decimals=DECIMALS,
+        tag_lists=tag_lists,
     )
 
 
