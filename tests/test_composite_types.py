@@ -25,7 +25,8 @@ entities:
       emails: {type: emails}
       phones: {type: phones}
       tags:   {type: tags}
-    search: [name, emails, phones, tags]
+      notes:  {type: rich_text}
+    search: [name, emails, phones, tags, notes]
     duplicates:
       - {match: email, field: emails}
       - {match: phone, field: phones, action: warn}
@@ -351,3 +352,31 @@ def test_tags_are_normalised_listed_filtered_and_searched(crm) -> None:
         crm.tags("deal")
     with pytest.raises(ValidationError, match="client.name is not a tags field; tags fields: tags"):
         crm.tags("client", "name")
+
+
+# -- rich_text ------------------------------------------------------------------------------------
+
+PAYLOAD = (
+    '<p onclick="steal()">Поставка <b>труб</b>&nbsp;и&amp;кабеля</p><script>alert(1)</script>'
+    '<a href="javascript:alert(2)">ссылка</a><img src="https://tracker.example/p.gif"><ul><li>один</li><li>два</li></ul>'
+)
+
+
+def test_rich_text_is_sanitised_and_its_plain_text_searched_and_filtered(crm) -> None:
+    a = crm.create("client", {"name": "A", "notes": PAYLOAD})
+    html = a["notes"]
+    assert "<script" not in html and "onclick" not in html and "javascript:" not in html and "<img" not in html
+    assert "<b>труб</b>" in html and "<li>один</li>" in html
+    assert a["notes.text"] == "Поставка труб и&кабеля ссылка один два"  # spaces (no-break ones too) collapse
+    assert [h["id"] for h in crm.search("кабеля")] == [a["id"]]
+    assert crm.search("script") == [] and crm.search("onclick") == []  # tags and attributes are not words
+    assert [r["id"] for r in crm.find("client", where="notes.text contains 'один два'")] == [a["id"]]
+    crm.update("client", a["id"], {"notes": "<i>новое</i>"})
+    assert crm.get("client", a["id"])["notes.text"] == "новое"
+    assert crm.search("кабеля") == []
+    crm.update("client", a["id"], {"notes": "<script>only()</script>"})
+    assert crm.get("client", a["id"])["notes"] is None and crm.get("client", a["id"])["notes.text"] is None
+    with pytest.raises(ValidationError, match=r"client.notes.text: is computed from the HTML of notes; it cannot be set"):
+        crm.update("client", a["id"], {"notes.text": "x"})
+    with pytest.raises(ValidationError, match=r"client.notes: \['x'\] is not text"):
+        crm.create("client", {"name": "B", "notes": ["x"]})

@@ -396,7 +396,7 @@ def map_columns(
                 continue
             target = found[0]
         kind = "id" if target == ID_COLUMN else members[target]
-        if kind == "field" and ent.fields[target].derived:  # computed: an export's column, read back as nothing
+        if kind == "field" and (ent.fields[target].derived or ent.fields[target].text_of):  # computed: an export's column, read back as nothing
             columns.append(_Column(index, column, None, "ignore"))
             continue
         if kind == "stage" and not import_stages:

@@ -51,7 +51,7 @@ LINK_FIELD_OPTIONS = frozenset(
     {"type", "required", "default", "fill", "min", "max", "max_length", "pattern", "options", "label", "help"}
 )
 COMPOSITE_KEYS = frozenset({"type", "label", "help", "required", "renamed_from"})
-TEXT_SEARCHABLE = frozenset({"string", "text", "email", "phone", "url", "choice", "country", *MULTI_VALUE_TYPES})
+TEXT_SEARCHABLE = frozenset({"string", "text", "rich_text", "email", "phone", "url", "choice", "country", *MULTI_VALUE_TYPES})
 
 
 class _Checker:
@@ -115,7 +115,7 @@ class _Checker:
                 path = ("entities", entity.name, "links", f.name)
                 yield from self.check_name(f"link '{entity.name}.{f.name}':", f.name, path)
                 continue
-            if f.part_of:  # a part of a composite field: checked with it, below
+            if f.part_of or f.text_of:  # a part of a composite field: checked with it, below
                 continue
             path = ("entities", entity.name, "fields", f.name)
             decl = self.doc["entities"][entity.name]["fields"][f.name]

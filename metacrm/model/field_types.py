@@ -88,6 +88,12 @@ _TYPES = (
         frozenset(),
         description="free tags, trimmed and lower-cased, from the entity's vocabulary or new",
     ),
+    FieldType(
+        "rich_text",
+        "text",
+        frozenset(),
+        description="formatted text (HTML, sanitised with nh3); its plain text is <field>.text",
+    ),
     FieldType("country", "string", frozenset(), description="a country, as its ISO 3166-1 alpha-2 code"),
     # declared as links (``links: {manager: {to: user}}``), held as fields: a login, a list of logins
     FieldType("user", "string", frozenset(), description="a user of the CRM, by login (a `to: user` link)"),
@@ -139,7 +145,7 @@ def default_problem(ftype: FieldType, value, options: tuple[str, ...]) -> str | 
     kind = ftype.name
     if value is None:
         return None
-    if kind in ("string", "text", "email", "phone", "url", "country"):
+    if kind in ("string", "text", "email", "phone", "url", "country", "rich_text"):
         return None if isinstance(value, str) else "must be text"
     if kind == "integer":
         return None if isinstance(value, int) and not isinstance(value, bool) else "must be a whole number"

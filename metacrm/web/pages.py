@@ -137,6 +137,12 @@ def shown(value: Any, field: Field | None = None) -> str:
     the user's time zone."""
     if value is None:
         return ""
+    if field is not None and field.type == "rich_text" and isinstance(value, str):
+        from markupsafe import Markup
+
+        from ..validation.values import sanitise_html
+
+        return Markup(sanitise_html(value))  # sanitised when stored; again here, whatever wrote it
     lang = i18n.current()
     if isinstance(value, bool):
         return _("yes") if value else _("no")
@@ -163,6 +169,8 @@ def card_fields(ent: Entity, record: dict) -> list[tuple[str, str, str]]:
     person_name) once, on one line, in the place of its first part."""
     rows = []
     for f in ent.fields.values():
+        if f.text_of:  # the plain text of a rich_text field: the card shows the formatted one
+            continue
         if f.part_of is None:
             rows.append((f.label or f.name, f.name, shown(record.get(f.name), f)))
             continue
