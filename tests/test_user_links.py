@@ -39,7 +39,7 @@ entities:
       assignees: {to: user, many: true, required: true}
 roles:
   rep:
-    deal: {read: assigned, update: assigned, create: all, move: none}
+    deal: {read: assigned, update: assigned, create: assigned, move: none}
     client: {read: {assigned: [manager]}}
     ticket: {read: assigned, create: assigned}
   lead:
@@ -117,6 +117,13 @@ def test_filters_with_me(crm):
     assert crm.count("deal", where="manager is null") == 2
     board = crm.as_user("alice").board("deal", where="manager = :me")
     assert [(c["stage"], c["count"]) for c in board["columns"]][:1] == [("new", 1)]
+    # reports: grouped by a link to users (labelled by name), each user's sight honoured
+    rows = crm.report_group("deal", "manager")["rows"]
+    assert sorted((r["count"], r["value"] or "", r["label"] or "") for r in rows) == [
+        (1, "alice", "Alice A."),
+        (2, "", ""),
+    ]
+    assert crm.as_user("bob").funnel("deal")["count"] == 1  # b: bob is an assignee
 
 
 def test_assigned_scope(crm):
@@ -146,6 +153,10 @@ def test_assigned_create_on_an_entity_without_owner(crm):
     with pytest.raises(PermissionDenied, match="may not create ticket records that do not name them in assignees"):
         alice.create("ticket", {"subject": "s", "assignees": ["bob"]})
     assert crm.count("ticket") == 1
+    # with an owner, `create: assigned` is `own`: the new record's owner must be the user
+    assert alice.create("deal", {"title": "mine", "assignees": ["bob"]})["owner"] == "alice"
+    with pytest.raises(PermissionDenied, match="may not create deal records owned by bob"):
+        alice.create("deal", {"title": "x", "owner": "bob", "manager": "alice"})
 
 
 def test_team_scope_takes_in_assigned_records(crm):
@@ -223,3 +234,100 @@ def test_model_checks_roles_and_names(tmp_path):
     assert "entity name 'user' is kept for the CRM's users" in text
     assert "'managr' is not a `to: user` link of 'deal' (links to users: manager)" in text
     assert any(p.type == "role.assigned_link" and p.hint == "did you mean 'manager'?" for p in exc.value.problems)
+
+
+def test_csv_import_and_export_by_login(crm, tmp_path):
+    from metacrm.io.csv_io import export_csv, import_csv
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text('title,manager,assignees\nA,alice,"alice,bob"\nC,ghost,alice\n', encoding="utf-8")
+    with pytest.raises(ValidationError, match=r"line 3, manager: no user 'ghost'"):
+        import_csv(crm, "deal", bad)
+    assert crm.count("deal") == 0
+    good = tmp_path / "good.csv"
+    good.write_text('title,manager,assignees\nA,alice,"alice,bob"\nB,,\n', encoding="utf-8")
+    assert import_csv(crm, "deal", good).rows == 2
+    out = tmp_path / "out.csv"
+    export_csv(crm, "deal", out, columns=["title", "manager", "assignees"])
+    assert out.read_text(encoding="utf-8").splitlines() == ["title,manager,assignees", 'A,alice,"alice,bob"', "B,,"]
+
+
+BEFORE = """\
+metacrm: 1
+name: mig
+entities:
+  deal:
+    fields:
+      title: {type: string, required: true}
+      rep: {type: string}
+"""
+
+
+def _plan(crm_path, url, text):
+    crm_path.write_text(text, encoding="utf-8")
+    crm = metacrm.connect(crm_path, url)
+    return crm, crm.migrate(dry_run=True)
+
+
+def test_migrations_add_user_links_and_convert_logins(tmp_path, db_url):
+    path = tmp_path / "mig.yaml"
+    crm, _ = _plan(path, db_url, BEFORE)
+    crm.migrate()
+    crm.add_user("alice")
+    crm.create_many("deal", [{"title": "a", "rep": "alice"}, {"title": "b", "rep": "ghost"}, {"title": "c"}])
+    crm.close()
+    # a required link to users on a table with rows needs a fill naming a stored user
+    added = (
+        BEFORE
+        + "    links:\n      lead: {to: user, required: true, fill: nobody}\n      team: {to: user, many: true}\n"
+    )
+    crm, plan = _plan(path, db_url, added)
+    assert [s.refusal for s in plan if s.refusal] == [
+        "fill of deal.lead names no user 'nobody': add the user first (metacrm user add nobody), or fill another"
+    ]
+    crm.close()
+    crm, plan = _plan(path, db_url, added.replace("fill: nobody", "fill: alice"))
+    assert not [s for s in plan if s.refusal]
+    crm.migrate()
+    assert [(d["lead"], d["team"]) for d in crm.find("deal")] == [("alice", [])] * 3
+    held = crm
+    # a string field holding logins becomes a link to users: refused while a value names no user
+    converted = added.replace("fill: nobody", "fill: alice").replace("      rep: {type: string}\n", "")
+    converted += "      rep: {to: user}\n"
+    crm, plan = _plan(tmp_path / "converted.yaml", db_url, converted)
+    (refused,) = [s for s in plan if s.refusal]
+    assert refused.count == 1 and refused.refusal.startswith(
+        "needs data: 1 value of deal.rep names no user, e.g. id 2: 'ghost'; add the users"
+    )
+    held.add_user("ghost")
+    held.close()
+    crm.migrate()
+    assert [d["rep"] for d in crm.find("deal")] == ["alice", "ghost", None]
+    with pytest.raises(ValidationError, match="no user 'zed'"):
+        crm.update("deal", 1, {"rep": "zed"})
+    crm.close()
+
+
+def test_cli(crm, tmp_path):
+    from typer.testing import CliRunner
+
+    from metacrm.cli.main import app
+
+    where = ["--model", str(tmp_path / "users.yaml"), "--db", str(crm.engine.url.render_as_string(hide_password=False))]
+
+    def run(*args, code=0):
+        result = CliRunner().invoke(app, [*args, *where])
+        assert result.exit_code == code, result.output
+        return result
+
+    run("create", "deal", "title=a", "manager=alice", "assignees=alice,bob")
+    run("link", "deal", "1", "assignees", "carol")
+    assert "-> assignees: user alice «Alice A.», user bob «bob», user carol «carol»" in run("get", "deal", "1").stdout
+    assert "no user 'zed'" in run("link", "deal", "1", "manager", "zed", code=1).stderr
+    listed = run("list", "deal", "--where", "assignees contains :me", "--as", "carol", "--format", "json").stdout
+    assert '"title": "a"' in listed
+    assert "is linked to 2 records" in run("user", "remove", "alice", code=1).stderr
+    removed = run("user", "remove", "alice", "--reassign-to", "bob").stdout
+    assert removed.strip() == (
+        "user alice removed; taken off 2 links to users (passed to bob where on_delete is restrict)"
+    )

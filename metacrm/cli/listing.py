@@ -39,9 +39,19 @@ def parse_columns(ent, text: str | None, extra: Sequence[str] = (), *, table: bo
     return list(dict.fromkeys(names))
 
 
-def number_kinds(ent) -> dict[str, str]:
-    """column -> field type, for the numeric fields of an entity."""
-    return {f.name: f.type for f in ent.fields.values() if f.type in ("money", "decimal", "percent")}
+def number_kinds(ent) -> dict:
+    """column -> field, for the exact-number fields of an entity (money, currency, decimal, percent)."""
+    return {f.name: f for f in ent.fields.values() if f.decimals is not None}
+
+
+def human_durations(ent, rows: list[dict]) -> list[dict]:
+    """Rows with their duration fields as a person reads them (1h 30m), for tables."""
+    names = [f.name for f in ent.fields.values() if f.type == "duration"]
+    if not names:
+        return rows
+    from ..dates import format_duration
+
+    return [{k: format_duration(v) if k in names and isinstance(v, int) else v for k, v in row.items()} for row in rows]
 
 
 def tidy(ent, record: dict) -> dict:

@@ -212,6 +212,8 @@ _FIELD_KINDS = {
     "tags": MULTICHOICE,
     "user": TEXT,  # a login: `manager = :me`
     "users": MULTICHOICE,  # a list of logins: `assignees contains :me`
+    "file": INTEGER,  # the id of the attached file (`contract is not null`)
+    "image": INTEGER,
 }
 _ONE_OF = {"emails": "an e-mail address", "phones": "a phone number", "tags": "a tag"}
 

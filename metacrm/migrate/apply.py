@@ -274,6 +274,7 @@ LINK_SAFE = frozenset(
         "recompute_derived",
         "record_model",
         "check_rule",
+        "check_fill",
     }
 )
 

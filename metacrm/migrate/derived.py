@@ -24,6 +24,7 @@ KIND = "recompute_derived"
 _NOT_INPUTS = frozenset(
     {
         KIND,
+        "check_fill",
         "add_index",
         "drop_index",
         "rename_indexes",

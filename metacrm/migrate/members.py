@@ -114,6 +114,8 @@ def _fill(ctx: Ctx, step: Step, entity: Entity, f: Field, table: str, *, only_nu
     except ValueError as exc:
         step.refusal = str(exc)
         return False
+    if f.user_link:
+        _fill_names_users(ctx, entity, f, [value] if isinstance(value, str) else value)
     col = ctx.new_column(table, f.name)
     t = values_table(table, col)
     stmt = t.update().values({f.name: value})
@@ -121,6 +123,24 @@ def _fill(ctx: Ctx, step: Step, entity: Entity, f: Field, table: str, *, only_nu
         stmt = stmt.where(t.c[f.name].is_(None))
     step.act(Phase.DATA, lambda ex: ex.execute(stmt))
     return True
+
+
+def _fill_names_users(ctx: Ctx, entity: Entity, f: Field, logins: list[str]) -> None:
+    """A step refused while the ``fill`` of a ``to: user`` link names a login no user has."""
+    step = ctx.step("check_fill", entity.name, f.name, SAFE, f"the fill of {entity.name}.{f.name} names stored users")
+    users = sql_table(naming.USER_TABLE, sql_column("login"))
+
+    def measure(conn, step):
+        found = set(conn.execute(select(users.c.login).where(users.c.login.in_(logins))).scalars())
+        missing = [login for login in logins if login not in found]
+        step.count = len(missing)
+        if missing:
+            step.refusal = (
+                f"fill of {entity.name}.{f.name} names no user '{missing[0]}': add the user first "
+                f"(metacrm user add {missing[0]}), or fill another"
+            )
+
+    step.measure = measure
 
 
 # -- fields ---------------------------------------------------------------------------------------
@@ -185,8 +205,8 @@ def _field_changes(ctx: Ctx, old: Entity, new: Entity, of: Field, f: Field, vaca
         step.measure = ctx.count_values(o, [of.name])
     old_col = ctx.so.table(o).c[of.name]
     new_col = ctx.sn.table(n).c[f.name]
-    if of.type != f.type:
-        from .typechange import change_type
+    if of.type != f.type or (of.decimals, of.whole_digits) != (f.decimals, f.whole_digits):
+        from .typechange import change_type  # a type, or an exact number's scale or precision
 
         if not change_type(ctx, old, new, of, f):
             return False

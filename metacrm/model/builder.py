@@ -24,6 +24,7 @@ from .composite import (
     part_name,
 )
 from .field_types import FIELD_TYPES
+from .file_rules import accept_items, attachments_spec, parse_size
 from .metamodel import (
     DEFAULT_PIPELINE,
     AssignRule,
@@ -266,6 +267,7 @@ class _Builder:
             pipeline_field=_str(decl.get("pipeline_field")),
             pipeline_map=_frozen({k: v for k, v in _dict(decl.get("pipeline_map")).items() if isinstance(v, str)}),
             task=self.task(path, decl, fields, links),
+            attachments=attachments_spec(decl.get("attachments")),
         )
 
     def task(self, path: tuple, decl: dict, fields: dict, links: dict) -> TaskSpec | None:
@@ -372,6 +374,8 @@ class _Builder:
             currency=_str(decl.get("currency")),
             currency_field=_str(decl.get("currency_field")),
             round=decl.get("round") is True,
+            accept=accept_items(decl.get("accept")),
+            max_size=parse_size(decl.get("max_size")),
         )
 
     def composite(self, path: tuple, name: str, decl: dict) -> tuple[Composite, list[Field]]:
@@ -442,9 +446,18 @@ class _Builder:
             renamed_from=_names(decl.get("renamed_from")),
             loc=self.loc(path, key=True),
             on_delete="set_null" if on_delete == "set_null" else "restrict",
+            fill=decl.get("fill"),
         )
 
     def link(self, path: tuple, entity: str, name: str, decl: dict) -> Link:
+        if "fill" in decl:
+            self.error(
+                "link.fill",
+                f"link '{entity}.{name}': 'fill' applies to links to users (`to: user`) only; a link to records is "
+                "given to existing records after the migration (metacrm link, or an import)",
+                (*path, "fill"),
+                key=True,
+            )
         on_delete = decl.get("on_delete")
         return Link(
             name=name,
@@ -535,7 +548,7 @@ class _Builder:
             adjacency[t.source].setdefault(t.target, t)
         amount = _str(decl.get("amount"))
         if amount is None:
-            money = [f.name for f in fields.values() if f.type == "money"]
+            money = [f.name for f in fields.values() if f.type in ("money", "currency")]
             amount = money[0] if len(money) == 1 else None
         return Pipeline(
             name=name,
@@ -545,6 +558,7 @@ class _Builder:
             transitions=tuple(transitions),
             label=_str(decl.get("label")),
             amount=amount,
+            money_field=fields.get(amount or "") if isinstance(fields, dict) else None,
             renamed_from=_names(decl.get("renamed_from")),
             loc=self.loc(path, key=True),
             adjacency=_frozen({s: _frozen(t) for s, t in adjacency.items()}),

@@ -11,6 +11,8 @@ from ..storage import naming
 from .autonumber import field_problems as autonumber_problems
 from .bounds import bound_problems
 from .field_types import ALL_TYPE_OPTIONS, FIELD_TYPES, MULTI_VALUE_TYPES, default_problem
+from .file_rules import entity_problems as attachment_problems
+from .file_rules import field_problems as file_problems
 from .metamodel import DEFAULT_PIPELINE, Entity, Model
 from .suggest import did_you_mean, listing
 from .type_checks import field_type_problems
@@ -49,6 +51,13 @@ SYSTEM_PREFIX = "metacrm_"
 # what a link's field may declare (docs/links.md): a plain stored value, with a fill for migrations
 LINK_FIELD_OPTIONS = frozenset(
     {"type", "required", "default", "fill", "min", "max", "max_length", "pattern", "options", "label", "help"}
+    | {"scale", "precision", "round"}
+)
+# the types a link's field may have: one plain column of the join table (no files, users,
+# several values or a currency read from another field)
+LINK_FIELD_TYPES = frozenset(
+    {"string", "text", "integer", "money", "decimal", "percent", "duration", "boolean", "date", "datetime"}
+    | {"email", "phone", "url", "choice", "multichoice", "json"}
 )
 COMPOSITE_KEYS = frozenset({"type", "label", "help", "required", "renamed_from"})
 TEXT_SEARCHABLE = frozenset({"string", "text", "rich_text", "email", "phone", "url", "choice", "country", *MULTI_VALUE_TYPES})
@@ -101,6 +110,8 @@ class _Checker:
             else:
                 yield from self.check_name("entity", entity.name, path, system_columns=False)
             yield from self.fields(entity)
+            for type_, message, key in attachment_problems(entity, self.doc["entities"][entity.name]):
+                yield self.problem(type_, message, (*path, "attachments", key), key=True)
             yield from self.links(entity)
             yield from self.entity_lists(entity)
             yield from self.duplicate_rules(entity)
@@ -206,6 +217,9 @@ class _Checker:
                 yield self.problem(type_, message, (*path, key), key=True)
             for type_, message, where, key in field_type_problems(entity, f, decl):  # scale, currency, colors
                 yield self.problem(type_, message, (*path, *where), key=key)
+            if f.kind == "file":
+                for type_, message, key in file_problems(entity, f, decl):  # accept, max_size
+                    yield self.problem(type_, message, (*path, key), key=True)
 
     def links(self, entity: Entity) -> Iterator[Problem]:
         entities = self.model.entities
@@ -292,6 +306,13 @@ class _Checker:
                     f"field '{owner}.{f.name}': '{f.name}' is a column of every join table; choose another name",
                     fpath,
                     key=True,
+                )
+            if f.type not in LINK_FIELD_TYPES:
+                yield self.problem(
+                    "link.field_type",
+                    f"field '{owner}.{f.name}': a link's field cannot be a {f.type} "
+                    f"(types: {', '.join(sorted(LINK_FIELD_TYPES))})",
+                    (*fpath, "type"),
                 )
             for key in decl:
                 if key not in LINK_FIELD_OPTIONS:

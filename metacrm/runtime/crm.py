@@ -41,10 +41,11 @@ from .access import (
     scope,
     team_members,
 )
-from .bulk import QUIET, Issues, Misplaced, firing, paused_gc
+from .bulk import QUIET, Issues, Misplaced, firing, insert_row, insert_rows, paused_gc
 from .deletes import delete_records
 from .duplicates import duplicate_groups, find_duplicates, merge_into
 from .engine import driver_errors, make_engine, reading, ready, writing
+from .files import FilesMixin
 from .forms import FormsMixin
 from .react import build_reactors
 from .reads import ReadsMixin
@@ -86,13 +87,16 @@ def connect(
     busy_timeout: float | None = None,
     pool_size: int | None = None,
     max_overflow: int | None = None,
+    files: str | os.PathLike[str] | None = None,
 ) -> CRM:
     """A CRM on the database at ``url_or_engine`` for ``model`` (a Model or a path to one).
 
     ``url_or_engine``: a database URL, or the host application's SQLAlchemy Engine (set up for
     metacrm by :func:`metacrm.runtime.host.adopt`; the CRM never disposes it). Options:
     ``busy_timeout`` (SQLite, seconds a writer waits for another), ``pool_size`` and
-    ``max_overflow`` (the pool of a URL's engine). Never changes the schema: on a new database
+    ``max_overflow`` (the pool of a URL's engine), ``files`` (where attached files are kept: a
+    directory or ``s3://BUCKET/PREFIX``; default ``$METACRM_FILES``, else beside an SQLite file,
+    see docs/files.md). Never changes the schema: on a new database
     call ``migrate()`` first; on a database holding another version of the model every data
     operation raises MigrationError.
     """
@@ -113,11 +117,22 @@ def connect(
         engine, owned = adopt(url_or_engine, busy_timeout=busy_timeout), False
     crm = CRM(model, engine, user=user)
     crm._owns_engine = owned
+    if files is not None:
+        crm._files_location = os.fspath(files)
     return crm
 
 
 class CRM(
-    ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksMixin, DeliveryMixin, FormsMixin, TagsMixin
+    ReadsMixin,
+    StagesMixin,
+    UsersMixin,
+    ReportsMixin,
+    SearchMixin,
+    TasksMixin,
+    DeliveryMixin,
+    FormsMixin,
+    FilesMixin,
+    TagsMixin,
 ):
     model: Model
     engine: Engine
@@ -407,13 +422,17 @@ class CRM(
     def _actor_or_none(self) -> Actor | None:
         return None if self.user is None else self.actor
 
-    def _get_row(self, conn, entity: Entity, record_id, action: str = "read", *, archived: bool = False) -> Mapping:
+    def _get_row(
+        self, conn, entity: Entity, record_id, action: str = "read", query=None, *, archived: bool = False
+    ) -> Mapping:
         """The stored row; NotFound when there is none, PermissionDenied when the acting user
         may not do ``action`` on it. An archived record may be read; any other ``action`` on it
-        is refused (ConflictError: restore it first) unless ``archived`` (restore, purge)."""
+        is refused (ConflictError: restore it first) unless ``archived`` (restore, purge).
+        ``query``: another prebuilt SELECT by ``:_id`` of the row."""
         table = self.storage.table(entity.name)
         record_id = _as_id(entity, record_id)
-        row = conn.execute(rec.row_by_id(table), {"_id": record_id}).mappings().first()
+        query = rec.row_by_id(table) if query is None else query
+        row = conn.execute(query, {"_id": record_id}).mappings().first()
         if row is None:
             raise NotFound(f"{entity.name} {record_id} not found", entity=entity.name, record_id=record_id)
         if self.user is not None:
@@ -1013,12 +1032,12 @@ class CRM(
                 row["reached"] = bits[(ent.name, row["pipeline"])][row["stage"]]
         sysfields.number_rows(conn, self.storage, ent, rows, self.model.timezone)
         if len(rows) == 1:
-            ids = [conn.execute(rec.insert_returning_id(table), rows[0]).scalar_one()]
+            ids = [insert_row(conn, table, rows[0])]
         else:  # ids taken up front, then one plain executemany (RETURNING in order costs a statement per row)
             ids = rec.allocate_ids(conn, table, len(rows))
             for row, record_id in zip(rows, ids, strict=True):
                 row["id"] = record_id
-            conn.execute(insert(table), list(rows))
+            insert_rows(conn, table, rows)
         shown: dict[int, dict] = {}  # record id -> {"<link>.link": rows} for links with fields
         for link in rec.many_links(ent):
             if link.fields:
@@ -1045,9 +1064,9 @@ class CRM(
                     for t in many.get(link.name, ())
                 ]
             if pairs:
-                conn.execute(insert(self.storage.join_table(ent.name, link.name)), pairs)
+                insert_rows(conn, self.storage.join_table(ent.name, link.name), pairs)
         if ent.has_stages:
-            conn.execute(rec.insert_into(self.storage.history_table), self._history_rows(ent, rows, ids))
+            insert_rows(conn, self.storage.history_table, self._history_rows(ent, rows, ids))
             rows = self._place(conn, ent, rows, ids, stages)
         out = []
         for record_id, row, many in zip(ids, rows, manys, strict=True):

@@ -20,6 +20,7 @@ from .protocol import Host
 from .records import link_member as _link_member
 from .records import non_negative as _non_negative
 from .titles import read_titles, reference, title_text
+from .users import user_refs
 
 
 class ReadsMixin(Host):
@@ -146,7 +147,8 @@ class ReadsMixin(Host):
         limit: int | None = None,
     ) -> list[Record]:
         """The records at the other end of a link or an inverse link (a deal's ``products``,
-        a client's ``deals``)."""
+        a client's ``deals``). Through an inverse link archived records are left out; a link's
+        own targets are given archived or not."""
         self._ready()
         ent = self._entity(entity)
         _link_member(ent, name)
@@ -183,7 +185,9 @@ class ReadsMixin(Host):
                     ids = ids.where(table.c[naming.link_entity_column(inv.link)] == ent.name)
         target_ent = self.model.entities[target]
         table = self.storage.table(target)
-        query = self._select(target_ent, where, params).where(table.c.id.in_(ids))
+        # a link's own targets are shown archived or not (as on the card); an inverse list hides them
+        archived = "include" if name in ent.links else "exclude"
+        query = self._select(target_ent, where, params, archived=archived).where(table.c.id.in_(ids))
         query = query.order_by(*rec.order_clause(self.storage, target_ent, order_by))
         if limit is not None:
             query = query.limit(_non_negative(limit, "limit"))
@@ -263,6 +267,8 @@ class ReadsMixin(Host):
                 links[link.name] = reference(value["entity"], value["id"], names[value["entity"]])
             else:
                 links[link.name] = reference(link.target, value, names[link.target])
+        if ent.user_links:
+            links.update(user_refs(conn, self.storage, ent, record))
         return links
 
     def _related_refs(self, conn, ent: Entity, rid: int, name: str, limit: int) -> list[RecordRef]:

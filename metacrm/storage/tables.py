@@ -83,6 +83,7 @@ class Storage:
     form_state_table: Table | None = None
     preference_table: Table | None = None
     sequence_table: Table | None = None
+    files_table: Table | None = None  # only for a model with file fields or attachments
     # (entity, pipeline) -> {stage: bit of the ``reached`` mask}
     reached_bits: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
 
@@ -124,6 +125,8 @@ def _column_type(f: Field):
         return Date()
     if kind == "datetime":
         return UTCDateTime()
+    if f.kind == "file":  # the id of the file's row in metacrm_files
+        return id_type()
     return json_type()  # json, multichoice
 
 
@@ -535,12 +538,38 @@ def _system_tables(storage: Storage) -> None:
         Column("name", String(255), primary_key=True),
         Column("value", BigInteger(), nullable=False),
     )
+    if storage.model is not None and storage.model.uses_files:
+        storage.files_table = files_table(md)
     storage.lock_table = Table(
         naming.LOCK_TABLE,
         md,
         Column("name", String(50), primary_key=True),
         Column("holder", String(200), nullable=False),
         Column("since", UTCDateTime(), nullable=False),
+    )
+
+
+def files_table(md: MetaData) -> Table:
+    """The files attached to records (runtime/files.py): one row per file of a file field
+    (``field`` its name) or attachment (``field`` null); the content is kept by the file store
+    under its SHA-256, so the same content is stored once. Created when a model first declares a
+    file field or attachments."""
+    return Table(
+        naming.FILES_TABLE,
+        md,
+        Column("id", id_type(), primary_key=True, autoincrement=True),
+        Column("entity", String(naming.MAX_NAME), nullable=False),
+        Column("record_id", id_type(), nullable=False),
+        Column("field", String(naming.MAX_NAME), nullable=True),
+        Column("name", String(255), nullable=False),
+        Column("size", BigInteger(), nullable=False),
+        Column("mime", String(255), nullable=False),
+        Column("sha256", String(64), nullable=False),
+        Column("created_at", UTCDateTime(), nullable=False),
+        Column("created_by", String(100), nullable=True),
+        Index("ix_metacrm_files_record", "entity", "record_id"),
+        Index("ix_metacrm_files_sha256", "sha256"),
+        sqlite_autoincrement=True,  # a detached file's id is never given to another
     )
 
 

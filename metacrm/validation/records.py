@@ -14,6 +14,7 @@ import datetime as dt
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
+from decimal import Decimal
 from typing import Annotated, Any
 
 import pydantic
@@ -109,13 +110,23 @@ class _Member:
         self.default = default or {"default": None}
 
 
+_NO_TEXT = frozenset((int, float, bool, type(None), Decimal, dt.date, dt.datetime))  # nothing to check
+
+
 def _guarded(coerce: Coercer) -> Coercer:
     """The coercer, turning an exception it did not foresee (an odd object) into Invalid."""
 
     def run(value):
-        bad = unstorable_text(value)
-        if bad is not None:
-            raise Invalid(bad)
+        kind = type(value)
+        if kind is str:
+            if "\x00" in value or not value.isascii():  # the usual ASCII text needs no more
+                bad = unstorable_text(value)
+                if bad is not None:
+                    raise Invalid(bad)
+        elif kind not in _NO_TEXT:
+            bad = unstorable_text(value)
+            if bad is not None:
+                raise Invalid(bad)
         try:
             return coerce(value)
         except Invalid:
@@ -128,6 +139,12 @@ def _guarded(coerce: Coercer) -> Coercer:
 
 def _annotation(member: _Member, checks: tuple) -> object:
     return Annotated[(Any, BeforeValidator(_guarded(member.coerce)), *(AfterValidator(c) for c in checks))]
+
+
+FILE_FIELD = (
+    "is a file field: attach a file with `metacrm attach ENTITY ID FILE --field NAME` (crm.attach, "
+    "POST .../files) and empty it with detach"
+)
 
 
 class RecordValidator:
@@ -168,7 +185,9 @@ class RecordValidator:
         # the plain text of each rich_text field, kept with its HTML (model/builder.py)
         self._texts = tuple((f.text_of, f.name) for f in entity.fields.values() if f.text_of)
         self._derived.update((text, f"the HTML of {html}") for html, text in self._texts)
-        self._create_keys = frozenset(self._members) - set(self._derived)
+        # file and image fields: set by attach and detach only (runtime/files.py)
+        self._files = frozenset(f.name for f in entity.file_fields)
+        self._create_keys = frozenset(self._members) - set(self._derived) - self._files
         self._patch_keys = self._create_keys - {"pipeline"}
         self._field_pairs = tuple((m.internal, m.name) for m in members if m.kind == "field")
         self._given_pairs = tuple((m.name, m.internal, m.kind) for m in members if m.kind != "field")
@@ -319,6 +338,8 @@ class RecordValidator:
             return FieldIssue(self.name, key, f"is computed from {self._derived[key]}; it cannot be set", value, index)
         if key in SET_BY_SYSTEM:
             return FieldIssue(self.name, key, "is set by the system; leave it out", value, index)
+        if key in self._files:
+            return FieldIssue(self.name, key, FILE_FIELD, value, index)
         if key == "stage" and entity.has_stages:
             return FieldIssue(self.name, key, "changes only through move (metacrm move / crm.move)", value, index)
         if key == "pipeline" and entity.has_stages and patch:

@@ -809,6 +809,13 @@ def json_coercer(f: Field) -> Coercer:
     return coerce
 
 
+def _no_value(value):
+    """A file field's value: only ever the empty default (attach and detach set the column)."""
+    if value is None:
+        return None
+    raise Invalid("is a file field: set it with attach")
+
+
 # --------------------------------------------------------------------------- registry
 
 
@@ -860,6 +867,8 @@ def field_coercer(f: Field, *, region: str | None = None, zone: str | None = Non
         return user_coercer(f)
     if kind == "users":
         return users_coercer(f)
+    if f.kind == "file":
+        return _no_value
     raise Invalid(f"field type '{kind}' has no validator")  # the model checks make this unreachable
 
 

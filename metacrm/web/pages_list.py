@@ -43,7 +43,7 @@ from ..runtime.preferences import preference, set_preference
 MAX_BULK = 500  # records one bulk action may name
 BUILDER_ROWS = 2  # empty condition rows offered below the ones given
 SYSTEM_COLUMNS = ("stage", "owner", "pipeline", "created_at", "updated_at")
-UNSORTABLE = ("text", "rich_text", "json", "multichoice", "emails", "phones", "tags")
+UNSORTABLE = ("text", "rich_text", "json", "multichoice", "users", "emails", "phones", "tags")
 NUMBER = re.compile(r"-?\d+(\.\d+)?")
 # operator -> how the builder shows it (the page translates it)
 OPERATORS = {
@@ -158,10 +158,14 @@ def operators_of(ent: Entity, key: str) -> tuple[str, ...]:
         return ("yes", "no")
     if f.type == "choice":
         return CHOICE_OPS
-    if f.type in ("multichoice", "emails", "phones"):
+    if f.type in ("multichoice", "users", "emails", "phones"):
         return ("contains",)
+    if f.type == "user":  # a login
+        return ("=", "!=", "in", "empty", "filled")
     if f.type == "json":
         return ()
+    if f.kind == "file":
+        return ("empty", "filled")
     if f.field_type.numeric or f.type in ("date", "datetime"):
         return ORDER_OPS
     return TEXT_OPS
