@@ -380,3 +380,33 @@ def test_rich_text_is_sanitised_and_its_plain_text_searched_and_filtered(crm) ->
         crm.update("client", a["id"], {"notes.text": "x"})
     with pytest.raises(ValidationError, match=r"client.notes: \['x'\] is not text"):
         crm.create("client", {"name": "B", "notes": ["x"]})
+
+
+def test_new_types_added_to_rows_then_dumped_and_restored_with_their_index(db_url, tmp_path) -> None:
+    from metacrm.io.dump import dump, restore
+
+    v1 = "metacrm: 1\nname: grow\nentities:\n  firm:\n    fields:\n      title: {type: string}\n"
+    crm = migrated(db_url, tmp_path, v1, "v1")
+    old = crm.create("firm", {"title": "old"})["id"]
+    crm.close()
+    v2 = v1 + (
+        "      emails: {type: emails}\n      tags: {type: tags}\n      notes: {type: rich_text}\n"
+        "      boss: {type: person_name}\n    search: [title, notes, tags]\n"
+    )
+    crm = migrated(db_url, tmp_path, v2, "v2")
+    got = crm.get("firm", old)
+    assert got["title"] == "old" and got["tags"] is None and got["notes.text"] is None and got["boss.full"] is None
+    crm.update("firm", old, {"emails": "a@x.org", "tags": "vip", "notes": "<p>Старый <b>клиент</b></p>", "boss": {"last": "Lee"}})
+    crm.create("firm", {"title": "new", "tags": ["vip", "new"]})
+    crm.close()
+    folder = tmp_path / "dump"
+    manifest = dump(db_url, folder)
+    assert not any(name.startswith("metacrm_values_") for name in manifest["tables"])  # derived: rebuilt
+    target = f"sqlite:///{tmp_path / 'restored.db'}"
+    restore(folder, target)
+    back = metacrm.connect(crm.model, target)
+    assert [r["id"] for r in back.find("firm", where="emails contains 'A@x.org' and tags contains 'VIP'")] == [old]
+    assert back.tags("firm") == [{"tag": "vip", "count": 2}, {"tag": "new", "count": 1}]
+    assert [h["id"] for h in back.search("клиент")] == [old]
+    assert back.get("firm", old)["boss.full"] == "Lee"
+    back.close()
