@@ -136,7 +136,10 @@ class _Checker:
             yield from self.check_name(f"field '{entity.name}.{c.name}':", c.name, path)
             if c.name in entity.links:
                 yield self.problem(
-                    "entity.name_conflict", f"entity '{entity.name}': '{c.name}' is both a field and a link", path, key=True
+                    "entity.name_conflict",
+                    f"entity '{entity.name}': '{c.name}' is both a field and a link",
+                    ("entities", entity.name, "links", c.name),
+                    key=True,
                 )
             decl = self.doc["entities"][entity.name]["fields"][c.name]
             for key in sorted(set(decl) - COMPOSITE_KEYS):
