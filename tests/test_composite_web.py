@@ -241,3 +241,19 @@ def test_rich_text_is_shown_sanitised_on_the_card_no_script_runs(app) -> None:
     assert 'data-field="notes.text"' not in card  # the plain text is not shown twice
     edit = client.get(f"/client/{rid}/edit").text
     assert '<textarea id="f-notes" name="notes"' in edit and "&lt;script&gt;" in edit  # source, escaped
+
+
+def test_cli_lists_the_tag_vocabulary(app, db_url, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from metacrm.cli.main import app as cli
+
+    crm, _client = app
+    crm.create("client", {"name": "A", "tags": "vip, опт"})
+    crm.create("client", {"name": "B", "tags": "VIP"})
+    model = str(tmp_path / "model.yaml")
+    out = CliRunner().invoke(cli, ["tags", "client", "--model", model, "--db", db_url, "--format", "csv"])
+    assert out.exit_code == 0, out.output
+    assert out.output.splitlines() == ["tag,count", "vip,2", "опт,1"]
+    refused = CliRunner().invoke(cli, ["tags", "client", "--field", "name", "--model", model, "--db", db_url])
+    assert refused.exit_code == 1 and "client.name is not a tags field; tags fields: tags" in refused.output
