@@ -397,8 +397,9 @@ def map_columns(
                 continue
             target = found[0]
         kind = "id" if target == ID_COLUMN else members[target]
-        if kind == "field" and (ent.fields[target].derived or ent.fields[target].kind == "file"):
-            # computed, or a file's id (files are attached, not imported): an export's column, read back as nothing
+        if kind == "field" and (ent.fields[target].derived or ent.fields[target].text_of or ent.fields[target].kind == "file"):
+            # computed (a rich_text's plain text too), or a file's id (files are attached, not imported): an
+            # export's column, read back as nothing
             columns.append(_Column(index, column, None, "ignore"))
             continue
         if kind == "stage" and not import_stages:

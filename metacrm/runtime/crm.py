@@ -54,6 +54,7 @@ from .records import link_member as _link_member
 from .reports import ReportsMixin
 from .search import SearchMixin
 from .stages_api import StagesMixin
+from .tags import TagsMixin
 from .tasks import TasksMixin
 from .users import UsersMixin, check_owners_exist, check_users_exist
 
@@ -122,7 +123,16 @@ def connect(
 
 
 class CRM(
-    ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksMixin, DeliveryMixin, FormsMixin, FilesMixin
+    ReadsMixin,
+    StagesMixin,
+    UsersMixin,
+    ReportsMixin,
+    SearchMixin,
+    TasksMixin,
+    DeliveryMixin,
+    FormsMixin,
+    FilesMixin,
+    TagsMixin,
 ):
     model: Model
     engine: Engine
