@@ -240,6 +240,15 @@ def test_prune_removes_the_rows_of_records_deleted_behind_its_back(crm) -> None:
         conn.execute(table.delete())
     assert crm.prune(grace=0) == {"rows": 1, "removed": 1, "kept": 0, "dry_run": False}
     assert rows(crm) == 0
+    files = crm.storage.files_table
+    with crm.engine.begin() as conn:  # a row of an entity the model no longer has
+        values = {"entity": "gone", "record_id": 1, "name": "g", "size": 1, "mime": "text/plain", "sha256": "0" * 64}
+        conn.execute(
+            files.insert().values(
+                **values, created_at=crm.get("deal", crm.create("deal", {"title": "B"})["id"])["created_at"]
+            )
+        )
+    assert crm.prune(grace=0)["rows"] == 1 and rows(crm) == 0
 
 
 def test_the_default_store_is_beside_the_sqlite_file(tmp_path, monkeypatch) -> None:
