@@ -137,6 +137,12 @@ def test_the_openapi_document_describes_the_file_routes(api) -> None:
     assert schema["properties"]["field"]["enum"] == ["contract", "photo"]
     assert "/api/v1/deal/{record_id}/files/{file_id}" in document["paths"]
     assert "/api/v1/note/{record_id}/files" not in document["paths"]
+    schemas = document["components"]["schemas"]
+    read = next(
+        s for name, s in schemas.items() if name.lower().startswith("deal") and "contract" in s.get("properties", {})
+    )
+    assert read["properties"]["contract"]["readOnly"] is True
+    assert all("contract" not in s.get("properties", {}) for name, s in schemas.items() if "create" in name.lower())
 
 
 def test_a_server_without_a_file_store_says_so(api, monkeypatch) -> None:
