@@ -139,6 +139,7 @@ def test_archived_records_are_hidden_from_reads(crm) -> None:
     assert [r["id"] for r in crm.find("deal", "client = :c", {"c": c["id"]})] == [d1["id"]]  # its own value
     # the deal still names its archived client, by title
     assert crm.card("deal", d1["id"])["links"]["client"]["title"] == "Ромашка"
+    assert [r["id"] for r in crm.related("deal", d1["id"], "client")] == [c["id"]]
     assert crm.report_group("client", "city")["rows"][0]["count"] == 1
     crm.restore("deal", d2["id"])
     assert crm.get("client", c["id"])["total"] == 150
@@ -425,3 +426,8 @@ def test_web_list_hides_archived_records(crm) -> None:
     assert r.status_code == 303
     assert crm.get("client", gone["id"])["archived_at"] is None
     assert "Ромашка" in client.get("/client").text
+    deal = anna.create("deal", {"title": "Поставка"})
+    assert 'data-stage="won"' in client.get(f"/deal/{deal['id']}").text
+    anna.delete("deal", deal["id"])
+    card = client.get(f"/deal/{deal['id']}").text
+    assert 'id="archived"' in card and 'data-stage="won"' not in card  # no move offered

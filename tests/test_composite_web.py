@@ -8,8 +8,8 @@ import warnings
 
 import pytest
 from conftest import require_module
+from test_composite_types import migrated
 
-import metacrm
 from metacrm.errors import ValidationError
 from metacrm.io.csv_io import export_csv, import_csv
 from metacrm.runtime.passwords import set_password
@@ -44,10 +44,7 @@ PASSWORD = "correct horse battery"
 
 @pytest.fixture
 def app(db_url, tmp_path):
-    path = tmp_path / "model.yaml"
-    path.write_text(MODEL, encoding="utf-8")
-    crm = metacrm.connect(metacrm.load_model(path), db_url)
-    crm.migrate()
+    crm = migrated(db_url, tmp_path, MODEL)
     crm.add_user("ann", roles=["manager"])
     set_password(crm, "ann", PASSWORD)
     token = create_token(crm, "ann")["token"]
@@ -81,12 +78,12 @@ def test_api_reads_and_writes_lists_and_refuses_bad_values_naming_the_field(app)
     assert "array" in str(emails) and "email" in str(emails)
 
 
-def _sign_in(client) -> str:
+def _sign_in(client, page: str = "/client/new") -> str:
     import re
 
     token = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text).group(1)
     client.post("/login", data={"login": "ann", "password": PASSWORD, "csrf": token, "next": "/"})
-    return re.search(r'name="csrf" value="([^"]+)"', client.get("/client/new").text).group(1)
+    return re.search(r'name="csrf" value="([^"]+)"', client.get(page).text).group(1)
 
 
 def test_the_web_form_edits_one_value_a_line_and_the_card_shows_them(app) -> None:
@@ -129,3 +126,79 @@ def test_csv_round_trip_keeps_every_value_in_order(app, tmp_path) -> None:
     with pytest.raises(ValidationError, match=r"client: line 2, emails: 'not-an-address' is not a valid e-mail address"):
         import_csv(crm, "client", bad)
     assert crm.count("client") == 2
+
+
+PEOPLE = """\
+metacrm: 1
+name: people_web
+entities:
+  contact:
+    owner: true
+    fields:
+      name:    {type: person_name, required: true, label: Name}
+      address: {type: address, label: Address}
+roles:
+  manager:
+    contact: {read: own, create: all, update: own, delete: own}
+"""
+
+
+@pytest.fixture
+def people(db_url, tmp_path):
+    crm = migrated(db_url, tmp_path, PEOPLE, "people")
+    crm.add_user("ann", roles=["manager"])
+    set_password(crm, "ann", PASSWORD)
+    client = TestClient(create_app(crm), follow_redirects=False)
+    yield crm, client, tmp_path / "people.yaml"
+    client.close()
+    crm.close()
+
+
+def test_composites_are_one_line_on_card_list_and_cli_and_parts_in_the_form(people, db_url) -> None:
+    from typer.testing import CliRunner
+
+    from metacrm.cli.main import app as cli
+
+    crm, client, path = people
+    rid = crm.create(
+        "contact", {"owner": "ann", "name": {"first": "Ann", "last": "Lee"}, "address": {"street": "Karl Johans gate 1", "city": "Oslo", "country": "no"}}
+    )["id"]
+    csrf = _sign_in(client, "/contact/new")
+    card = client.get(f"/contact/{rid}").text
+    assert '<dt>Address</dt><dd data-field="address">Karl Johans gate 1, Oslo, NO</dd>' in card
+    assert '<dt>Name</dt><dd data-field="name">Ann Lee</dd>' in card
+    listed = client.get("/contact").text
+    assert "<td>Karl Johans gate 1, Oslo, NO</td>" in listed
+    form = client.get("/contact/new").text
+    assert 'name="address.city"' in form and 'name="name.last"' in form and 'name="name.full"' not in form
+    posted = client.post(
+        "/contact/new", data={"csrf": csrf, "name.first": "Bo", "name.last": "Ek", "address.city": "Umeå", "address.country": "Sweden"}
+    )
+    assert posted.status_code == 303, posted.text
+    made = crm.get("contact", int(posted.headers["location"].rsplit("/", 1)[1]))
+    assert (made["name.full"], made["address.country"]) == ("Bo Ek", "SE")
+    refused = client.post("/contact/new", data={"csrf": csrf, "name.last": "X", "address.country": "Atlantis"})
+    assert refused.status_code == 422 and "&#39;Atlantis&#39; is not a country" in refused.text
+    out = CliRunner().invoke(cli, ["list", "contact", "--model", str(path), "--db", db_url, "--format", "csv"])
+    assert out.exit_code == 0, out.output
+    assert out.output.splitlines()[0].startswith("id,name.full,name.first,name.middle,name.last,address.street")
+    table = CliRunner().invoke(cli, ["list", "contact", "--model", str(path), "--db", db_url, "--wide"])
+    assert "Karl Johans gate 1, Oslo, NO" in table.output and "address.city" not in table.output
+
+
+def test_api_takes_a_composite_as_a_mapping_and_documents_it(people) -> None:
+    crm, client, _path = people
+    token = create_token(crm, "ann")["token"]
+    auth = {"Authorization": f"Bearer {token}"}
+    made = client.post("/api/v1/contact", headers=auth, json={"name": {"first": "Ann", "last": "Lee"}, "address": {"city": "Oslo"}})
+    assert made.status_code == 201, made.text
+    assert (made.json()["name.full"], made.json()["address.city"]) == ("Ann Lee", "Oslo")
+    bad = client.post("/api/v1/contact", headers=auth, json={"name": {"last": "X"}, "address": {"town": "Oslo"}})
+    assert bad.status_code == 422 and "unknown part 'town'" in bad.text
+    spec = client.get("/api/v1/openapi.json").json()
+    validate_spec = pytest.importorskip("openapi_spec_validator").validate
+    validate_spec(spec)  # a valid OpenAPI document with the composite's and the parts' schemas
+    schemas = spec["components"]["schemas"]
+    create = next(s for s in schemas.values() if s.get("title", "").endswith("a new record") and "address" in s["properties"])
+    assert set(create["properties"]["address"]["properties"]) == {"street", "city", "region", "postcode", "country"}
+    assert "name.last" not in create.get("required", [])

@@ -50,6 +50,9 @@ entities:
       subject: {to: [deal, client]}
     unique:
       - [subject, kind]
+roles:
+  boss:
+    "*": all
 """
 
 
@@ -262,6 +265,7 @@ def test_cli_link_with_values(crm, tmp_path, db_url):
         ("qty: {type: integer, min: 1, default: 1}", "qty: {type: integer, default: x}", "field.default_invalid"),
         ("qty: {type: integer, min: 1, default: 1}", "target_id: {type: integer}", "name.system"),
         ("qty: {type: integer, min: 1, default: 1}", "qty: {type: integr}", "schema"),
+        ("qty: {type: integer, min: 1, default: 1}", "qty: {type: file}", "link.field_type"),
     ],
 )
 def test_model_checks(tmp_path, old, new, message):
@@ -272,3 +276,166 @@ def test_model_checks(tmp_path, old, new, message):
     assert any(message in (p.type or "") or message == "schema" for p in problems), problems
     first = problems[0]
     assert first.line > 0 and "model.yaml" in first.file
+
+
+# -- roll-ups over link fields ---------------------------------------------------------------------
+ROLLUPS = """\
+metacrm: 1
+name: rollups
+entities:
+  product:
+    fields:
+      name: {type: string, required: true}
+      price: {type: money}
+      sold: {type: integer, rollup: "sum(deals.link.qty)"}
+  deal:
+    fields:
+      title: {type: string, required: true}
+      total: {type: money, rollup: "sum(products.link.qty * products.link.price)"}
+      list_total: {type: money, rollup: "sum(products.link.qty * products.price)"}
+    links:
+      products:
+        to: product
+        many: true
+        inverse: deals
+        fields: {qty: {type: integer, min: 1, default: 1}, price: {type: money}}
+"""
+
+
+def test_rollups_over_link_fields_stay_current(db_url, tmp_path):
+    crm = metacrm.connect(write(tmp_path, ROLLUPS), db_url)
+    crm.migrate()
+    crm.create("product", {"name": "a", "price": "10"})
+    crm.create("product", {"name": "b", "price": "3"})
+    d = crm.create("deal", {"title": "x", "products": [{"id": 1, "qty": 2, "price": "9.5"}, 2]})
+    assert (d["total"], d["list_total"]) == (Decimal("19.00"), Decimal("23.00"))
+    d = crm.link("deal", d["id"], "products", 2, values={"qty": 4, "price": "1"})
+    assert (d["total"], d["list_total"]) == (Decimal("23.00"), Decimal("32.00"))
+    assert {p["id"]: p["sold"] for p in crm.find("product")} == {1: 2, 2: 4}
+    crm.link("product", 1, "deals", d["id"], values={"qty": 5})  # through the inverse
+    assert crm.get("deal", d["id"])["total"] == Decimal("51.50")
+    assert crm.get("product", 1)["sold"] == 5
+    crm.update("deal", d["id"], {"products": [2]})
+    assert crm.get("deal", d["id"])["total"] == Decimal("4.00")
+    assert {p["id"]: p["sold"] for p in crm.find("product")} == {1: 0, 2: 4}
+    crm.delete("deal", d["id"])
+    assert crm.get("product", 2)["sold"] == 0
+    crm.close()
+
+
+def test_rollup_over_fields_of_a_link_without_them(tmp_path):
+    text = ROLLUPS.replace("sum(products.link.qty * products.link.price)", "sum(products.link.qtty)")
+    with pytest.raises(ModelError, match=r"unknown field 'qtty' of link products"):
+        metacrm.load_model(write(tmp_path, text))
+
+
+# -- CSV of link rows -------------------------------------------------------------------------------
+def test_csv_export_and_import_of_link_rows(crm, tmp_path):
+    from metacrm.io.link_csv import export_link_rows, import_link_rows
+
+    crm.create("deal", {"title": "A", "products": [{"id": 1, "qty": 3, "price": "900.50"}, 2]})
+    crm.create("deal", {"title": "B", "products": [{"id": 3, "note": "=cmd"}]})
+    out = tmp_path / "rows.csv"
+    assert export_link_rows(crm, "deal", "products", out) == 3
+    assert out.read_text(encoding="utf-8").splitlines() == [
+        "deal,product,qty,price,note",
+        "1,1,3,900.50,",
+        "1,2,1,,",
+        "2,3,1,,'=cmd",  # a formula is never written as one
+    ]
+    source = tmp_path / "in.csv"
+    source.write_text("deal;product;qty\n2;1;4\n1;1;5\n", encoding="utf-8")
+    assert import_link_rows(crm, "deal", "products", source) == 2
+    assert rows(crm.get("deal", 2))[1]["qty"] == 4
+    assert rows(crm.get("deal", 1))[1] == {"qty": 5, "price": Decimal("900.50"), "note": None}
+    before = dump_database(crm.engine)
+    source.write_text("deal,product,qty\n2,2,4\n1,2,0\n", encoding="utf-8")
+    with pytest.raises(ValidationError, match=r"in.csv:3: deal.products.qty: '0' is less than the minimum 1"):
+        import_link_rows(crm, "deal", "products", source)
+    source.write_text("deal,product,qty\n2,9,4\n", encoding="utf-8")
+    with pytest.raises(ValidationError, match=r"in.csv:2: deal.products: no product with id 9"):
+        import_link_rows(crm, "deal", "products", source)
+    source.write_text("deal,item,qty\n2,2,4\n", encoding="utf-8")
+    with pytest.raises(ValidationError, match=r"in.csv:1: missing column product; the columns of deal.products rows"):
+        import_link_rows(crm, "deal", "products", source)
+    assert dump_database(crm.engine) == before
+    with pytest.raises(ValidationError, match=r"deal: 'client' is not a many-link; many-links: products"):
+        export_link_rows(crm, "deal", "client", out)
+
+
+# -- the HTTP API ---------------------------------------------------------------------------------------
+def test_http_link_values(crm):
+    from conftest import require_module
+
+    require_module("fastapi", why="the HTTP API is the [web] extra")
+    require_module("httpx", why="the API tests drive the app through httpx")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+
+    from metacrm.runtime.tokens import create_token
+    from metacrm.web import create_app
+
+    crm.add_user("boss", roles=["boss"])
+    token = create_token(crm, "boss")["token"]
+    client = TestClient(create_app(crm), raise_server_exceptions=False)
+    auth = {"Authorization": f"Bearer {token}"}
+    try:
+        made = client.post(
+            "/api/v1/deal", json={"title": "A", "products": [{"id": 1, "qty": 2, "price": "3.50"}, 2]}, headers=auth
+        )
+        assert made.status_code in (200, 201), made.text
+        rid = made.json()["id"]
+        assert made.json()["products.link"][0] == {"id": 1, "qty": 2, "price": "3.50", "note": None}
+        put = client.put(f"/api/v1/deal/{rid}/products/2", json={"qty": 5}, headers=auth)
+        assert put.status_code == 200, put.text
+        assert put.json()["products.link"][1]["qty"] == 5
+        plain = client.put(f"/api/v1/deal/{rid}/products/3", headers=auth)  # no body: defaults
+        assert plain.json()["products.link"][2] == {"id": 3, "qty": 1, "price": None, "note": None}
+        bad = client.put(f"/api/v1/deal/{rid}/products/2", json={"qty": 0}, headers=auth)
+        assert bad.status_code == 422
+        assert "deal.products.qty" in bad.text
+        got = client.get(f"/api/v1/deal/{rid}", headers=auth).json()
+        assert got["products.link"][1]["qty"] == 5
+        assert (
+            client.get("/api/v1/deal", params={"where": "products.link.qty > 4"}, headers=auth).json()["items"][0]["id"]
+            == rid
+        )
+        doc = client.get("/api/v1/openapi.json", headers=auth).json()
+        schemas = doc["components"]["schemas"]
+        assert "products.link" in schemas["deal.read"]["properties"]
+        link_op = doc["paths"]["/api/v1/deal/{record_id}/products/{target}"]["put"]
+        assert "qty" in link_op["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    finally:
+        client.close()
+
+
+# -- the web card -----------------------------------------------------------------------------------------
+def test_web_card_shows_and_sets_link_values(crm):
+    from conftest import require_module
+
+    require_module("fastapi", why="the web app is the [web] extra")
+    require_module("httpx", why="the pages are driven through httpx")
+    from tests.test_web_pages import PASSWORD, TestClient, create_app, csrf_of, set_password
+
+    crm.add_user("boss", roles=["boss"])
+    set_password(crm, "boss", PASSWORD)
+    d = crm.create("deal", {"title": "A", "products": [{"id": 1, "qty": 2, "price": "3.50"}]})
+    client = TestClient(create_app(crm), follow_redirects=False)
+    try:
+        token = csrf_of(client.get("/login").text)
+        client.post("/login", data={"login": "boss", "password": PASSWORD, "csrf": token, "next": "/"})
+        card = client.get(f"/deal/{d['id']}").text
+        assert 'data-link-values="1"> · qty: 2 · price: 3.50</span>' in card
+        assert 'name="link.qty" placeholder="1"' in card
+        token = csrf_of(card)
+        form = {"csrf": token, "name": "products", "target": "2", "link.qty": "4", "link.note": "срочно"}
+        added = client.post(f"/deal/{d['id']}/link", data=form, headers={"HX-Request": "true"})
+        assert added.status_code == 200 and 'data-link-values="2"> · qty: 4 · note: срочно</span>' in added.text
+        bad = client.post(f"/deal/{d['id']}/link", data={**form, "link.qty": "0"}, headers={"HX-Request": "true"})
+        assert "deal.products.qty: &#39;0&#39; is less than the minimum 1" in bad.text
+        assert rows(crm.get("deal", d["id"]))[2]["qty"] == 4
+    finally:
+        client.close()

@@ -117,6 +117,13 @@ def test_filters_with_me(crm):
     assert crm.count("deal", where="manager is null") == 2
     board = crm.as_user("alice").board("deal", where="manager = :me")
     assert [(c["stage"], c["count"]) for c in board["columns"]][:1] == [("new", 1)]
+    # reports: grouped by a link to users (labelled by name), each user's sight honoured
+    rows = crm.report_group("deal", "manager")["rows"]
+    assert sorted((r["count"], r["value"] or "", r["label"] or "") for r in rows) == [
+        (1, "alice", "Alice A."),
+        (2, "", ""),
+    ]
+    assert crm.as_user("bob").funnel("deal")["count"] == 1  # b: bob is an assignee
 
 
 def test_assigned_scope(crm):
@@ -299,3 +306,28 @@ def test_migrations_add_user_links_and_convert_logins(tmp_path, db_url):
     with pytest.raises(ValidationError, match="no user 'zed'"):
         crm.update("deal", 1, {"rep": "zed"})
     crm.close()
+
+
+def test_cli(crm, tmp_path):
+    from typer.testing import CliRunner
+
+    from metacrm.cli.main import app
+
+    where = ["--model", str(tmp_path / "users.yaml"), "--db", str(crm.engine.url.render_as_string(hide_password=False))]
+
+    def run(*args, code=0):
+        result = CliRunner().invoke(app, [*args, *where])
+        assert result.exit_code == code, result.output
+        return result
+
+    run("create", "deal", "title=a", "manager=alice", "assignees=alice,bob")
+    run("link", "deal", "1", "assignees", "carol")
+    assert "-> assignees: user alice «Alice A.», user bob «bob», user carol «carol»" in run("get", "deal", "1").stdout
+    assert "no user 'zed'" in run("link", "deal", "1", "manager", "zed", code=1).stderr
+    listed = run("list", "deal", "--where", "assignees contains :me", "--as", "carol", "--format", "json").stdout
+    assert '"title": "a"' in listed
+    assert "is linked to 2 records" in run("user", "remove", "alice", code=1).stderr
+    removed = run("user", "remove", "alice", "--reassign-to", "bob").stdout
+    assert removed.strip() == (
+        "user alice removed; taken off 2 links to users (passed to bob where on_delete is restrict)"
+    )

@@ -115,6 +115,9 @@ def get(
     if format is Format.csv:
         emit_record(record, format)
         return
+    from .listing import human_durations
+
+    record = human_durations(ent, [record])[0]
     pairs = [(k, v) for k, v in record.items() if k not in card["links"] and not k.endswith(".link")]  # links: below
     typer.echo(to_pairs(pairs, width=table_width(), wide=wide), nl=False)
     for name, value in links.items():
@@ -155,7 +158,7 @@ def list_(
     """Records of an entity, filtered, ordered and paged. Tables show links by their
     targets' titles and fit the terminal (--wide: never cut). Archived records are left out
     unless --archived or --with-archived."""
-    from .listing import expanded_rows, parse_columns, shown_rows
+    from .listing import expanded_rows, human_durations, parse_columns, shown_rows
 
     if archived and with_archived:
         usage_error("--archived (only the archived records) and --with-archived (all of them): give one")
@@ -168,6 +171,8 @@ def list_(
             rows = expanded_rows(crm, ent, rows, shown)
         else:
             rows = shown_rows(crm, ent, rows, shown, titles=format is Format.table or expand)
+        if format is Format.table:
+            rows = human_durations(ent, rows)
     emit_records(rows, format, shown, wide=wide)
 
 

@@ -192,9 +192,11 @@ def emit_records(rows: list[dict], fmt: Format, columns: list[str] | None = None
 def emit_record(record: dict, fmt: Format, entity=None) -> None:
     """One record; with its ``entity`` (metacrm.model.Entity), numbers at their type's scale."""
     if entity is not None:
-        from .listing import tidy
+        from .listing import human_durations, tidy
 
         record = tidy(entity, record)
+        if fmt is Format.table:
+            record = human_durations(entity, [record])[0]
     if fmt is Format.json:
         typer.echo(to_json(record))
     elif fmt is Format.csv:

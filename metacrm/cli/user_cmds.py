@@ -129,7 +129,8 @@ def remove(
     owned = sum(n for key, n in moved.items() if "." not in key)
     links = sum(n for key, n in moved.items() if "." in key)
     text = f"user {login} removed" + (f"; {plural(owned, 'record')} now owned by {reassign_to}" if owned else "")
-    typer.echo(text + (f"; taken off {plural(links, 'link')} to users" if links else ""))
+    passed = f" (passed to {reassign_to} where on_delete is restrict)" if reassign_to else ""
+    typer.echo(text + (f"; taken off {plural(links, 'link')} to users{passed}" if links else ""))
 
 
 def register(app: typer.Typer) -> None:

@@ -73,6 +73,10 @@ class ValueType:
                     from ..validation.values import check_phone
 
                     return check_phone(value.strip(), self.region) or value
+                if self.type_name == "country":  # by its stored ISO code: 'fr', 'France' find 'FR'
+                    from ..validation.values import check_country
+
+                    return check_country(value) or value
                 return value
             hint = f" (write text in quotes: '{value}')" if isinstance(value, int | Decimal) else ""
             raise self.error(f"{show(value)} is not text{hint}", pos)
@@ -184,6 +188,7 @@ _FIELD_KINDS = {
     "email": TEXT,
     "phone": TEXT,
     "url": TEXT,
+    "country": TEXT,
     "choice": TEXT,
     "integer": INTEGER,
     "duration": INTEGER,  # whole seconds
@@ -333,6 +338,14 @@ def resolve(model: Model, entity_name: str, path: str, pos: int | None = None) -
         at = None if pos is None else pos + offset
         offset += len(part) + 1
         rest = ".".join(parts[i + 1 :])
+        if part in entity.composites:  # a composite field: one of its parts is named (``address.city``)
+            whole = f"{part}.{parts[i + 1]}" if not last else None
+            if whole is None or whole not in entity.fields:
+                names = listing(entity.composites[part].fields)
+                raise ExpressionError(f"{entity.name}: '{part}' is made of parts; name one of them: {names}", at)
+            if i + 2 < len(parts):
+                raise ExpressionError(f"{entity.name}: '{whole}' is a field, not a link, so it cannot be followed", at)
+            return Resolved(path, tuple(hops), entity.name, whole, _localised(field_type(entity, whole), model))
         if part in entity.fields:
             if not last:
                 raise ExpressionError(

@@ -335,7 +335,7 @@ class _Compiler:
             pattern = f"%{pattern}%" if test.op == "contains" else f"{pattern}%"
             return casefold(column).like(casefold(literal(pattern, String())), escape=_LIKE_ESCAPE)
         if isinstance(test, b.Has):
-            if vt.type_name in MULTI_VALUE_TYPES:  # emails / phones: a lookup of the value index
+            if vt.type_name in MULTI_VALUE_TYPES or vt.type_name == "users":  # a lookup of the value index
                 from ..storage.valueindex import holds_value
 
                 f = self.storage.model.entities[r.entity].fields[r.column]

@@ -205,8 +205,8 @@ def _field_changes(ctx: Ctx, old: Entity, new: Entity, of: Field, f: Field, vaca
         step.measure = ctx.count_values(o, [of.name])
     old_col = ctx.so.table(o).c[of.name]
     new_col = ctx.sn.table(n).c[f.name]
-    if of.type != f.type:
-        from .typechange import change_type
+    if of.type != f.type or (of.decimals, of.whole_digits) != (f.decimals, f.whole_digits):
+        from .typechange import change_type  # a type, or an exact number's scale or precision
 
         if not change_type(ctx, old, new, of, f):
             return False

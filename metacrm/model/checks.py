@@ -51,8 +51,16 @@ SYSTEM_PREFIX = "metacrm_"
 # what a link's field may declare (docs/links.md): a plain stored value, with a fill for migrations
 LINK_FIELD_OPTIONS = frozenset(
     {"type", "required", "default", "fill", "min", "max", "max_length", "pattern", "options", "label", "help"}
+    | {"scale", "precision", "round"}
 )
-TEXT_SEARCHABLE = frozenset({"string", "text", "email", "phone", "url", "choice", *MULTI_VALUE_TYPES})
+# the types a link's field may have: one plain column of the join table (no files, users,
+# several values or a currency read from another field)
+LINK_FIELD_TYPES = frozenset(
+    {"string", "text", "integer", "money", "decimal", "percent", "duration", "boolean", "date", "datetime"}
+    | {"email", "phone", "url", "choice", "multichoice", "json"}
+)
+COMPOSITE_KEYS = frozenset({"type", "label", "help", "required", "renamed_from"})
+TEXT_SEARCHABLE = frozenset({"string", "text", "email", "phone", "url", "choice", "country", *MULTI_VALUE_TYPES})
 
 
 class _Checker:
@@ -118,9 +126,27 @@ class _Checker:
                 path = ("entities", entity.name, "links", f.name)
                 yield from self.check_name(f"link '{entity.name}.{f.name}':", f.name, path)
                 continue
+            if f.part_of:  # a part of a composite field: checked with it, below
+                continue
             path = ("entities", entity.name, "fields", f.name)
             decl = self.doc["entities"][entity.name]["fields"][f.name]
             yield from self.field(entity, entity.name, f, path, decl)
+        for c in entity.composites.values():
+            path = ("entities", entity.name, "fields", c.name)
+            yield from self.check_name(f"field '{entity.name}.{c.name}':", c.name, path)
+            if c.name in entity.links:
+                yield self.problem(
+                    "entity.name_conflict", f"entity '{entity.name}': '{c.name}' is both a field and a link", path, key=True
+                )
+            decl = self.doc["entities"][entity.name]["fields"][c.name]
+            for key in sorted(set(decl) - COMPOSITE_KEYS):
+                yield self.problem(
+                    "field.option_not_applicable",
+                    f"field '{entity.name}.{c.name}': '{key}' does not apply to a {c.type} field "
+                    f"(it takes {', '.join(sorted(COMPOSITE_KEYS - {'type'}))})",
+                    (*path, key),
+                    key=True,
+                )
 
     def field(self, entity: Entity, owner: str, f, path: tuple, decl: dict) -> Iterator[Problem]:
         """The checks of one field; ``owner`` names where it is declared (``deal``, or
@@ -280,6 +306,13 @@ class _Checker:
                     f"field '{owner}.{f.name}': '{f.name}' is a column of every join table; choose another name",
                     fpath,
                     key=True,
+                )
+            if f.type not in LINK_FIELD_TYPES:
+                yield self.problem(
+                    "link.field_type",
+                    f"field '{owner}.{f.name}': a link's field cannot be a {f.type} "
+                    f"(types: {', '.join(sorted(LINK_FIELD_TYPES))})",
+                    (*fpath, "type"),
                 )
             for key in decl:
                 if key not in LINK_FIELD_OPTIONS:

@@ -53,7 +53,7 @@ def _entity(e: Entity) -> dict:
         "title": e.title,
         "owner": e.owner,
         "search": list(e.search),
-        "fields": [_field(f) for f in e.fields.values()],
+        "fields": [_field(f) for f in e.fields.values() if not f.user_link],
         "links": [
             {
                 "name": link.name,
@@ -65,6 +65,18 @@ def _entity(e: Entity) -> dict:
                 "on_delete": link.on_delete,
             }
             for link in e.links.values()
+        ]
+        + [  # links to users: their values are logins
+            {
+                "name": f.name,
+                "label": f.label or f.name,
+                "to": ["user"],
+                "many": f.type == "users",
+                "required": f.required,
+                "inverse": None,
+                "on_delete": f.on_delete,
+            }
+            for f in e.user_links
         ],
         "inverses": [
             {"name": inv.name, "from": inv.source, "link": inv.link, "many_to_many": inv.many_to_many}

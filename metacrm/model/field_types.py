@@ -83,6 +83,7 @@ _TYPES = (
         frozenset(),
         description="several phone numbers (E.164), the first the primary; each searchable",
     ),
+    FieldType("country", "string", frozenset(), description="a country, as its ISO 3166-1 alpha-2 code"),
     # declared as links (``links: {manager: {to: user}}``), held as fields: a login, a list of logins
     FieldType("user", "string", frozenset(), description="a user of the CRM, by login (a `to: user` link)"),
     FieldType("users", "json", frozenset(), description="several users of the CRM, by login (a `to: user` many-link)"),
@@ -136,7 +137,7 @@ def default_problem(ftype: FieldType, value, options: tuple[str, ...]) -> str | 
     kind = ftype.name
     if value is None:
         return None
-    if kind in ("string", "text", "email", "phone", "url"):
+    if kind in ("string", "text", "email", "phone", "url", "country"):
         return None if isinstance(value, str) else "must be text"
     if kind == "integer":
         return None if isinstance(value, int) and not isinstance(value, bool) else "must be a whole number"
@@ -199,6 +200,8 @@ def at_scale(field, value):
     if type_name == "money":
         return value.quantize(Decimal("0.01"))
     if type_name == "currency":
+        if not isinstance(field, str) and field.currency_field:
+            return value  # read at its record's own currency's decimals (runtime/records.py)
         places = 2 if isinstance(field, str) else field.decimals
         return value.quantize(Decimal(1).scaleb(-places))
     if type_name not in ("decimal", "percent"):

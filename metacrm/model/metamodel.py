@@ -15,6 +15,7 @@ from .field_types import FIELD_TYPES, MULTI_VALUE_TYPES, FieldType, decimal_shap
 
 if TYPE_CHECKING:
     from ..errors import Problem
+    from .composite import Composite
 
 EMPTY: Mapping[Any, Any] = MappingProxyType({})
 
@@ -75,6 +76,7 @@ class Field:
     currency: str | None = None  # a currency field's fixed ISO 4217 code
     currency_field: str | None = None  # ... or the choice field of the record naming its currency
     round: bool = False  # a migration that lowers the scale rounds values instead of refusing them
+    part_of: str | None = None  # a part of a composite field (``address.city``): the composite's name
 
     @property
     def decimals(self) -> int | None:
@@ -226,6 +228,7 @@ class Pipeline:
     transitions: tuple[Transition, ...]
     label: str | None = None
     amount: str | None = None  # the money field reports sum
+    money_field: Field | None = None  # that field (its currency: funnels and boards sum per currency)
     renamed_from: tuple[str, ...] = ()
     loc: Loc = NOWHERE
     # from-stage -> {to-stage: Transition}; the hot-path view of the graph
@@ -355,6 +358,8 @@ class Entity:
         if f is None or f.kind != "file":
             return None
         return FileSpec(f.accept, f.max_size, f.type == "image")
+    # composite fields (address, person_name: model/composite.py), built as their part fields
+    composites: Mapping[str, Composite] = field(default_factory=lambda: EMPTY)
 
     @property
     def text_search(self) -> tuple[str, ...]:

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Boolean, and_, any_, false, func, literal, or_, select, type_coerce
+from sqlalchemy import Boolean, and_, any_, false, func, or_, select, type_coerce
 
 from ..errors import FieldIssue, PermissionDenied, ValidationError
-from ..expr.functions import dialect_pick, json_has
+from ..expr.functions import dialect_pick
 from ..model.metamodel import Entity, Model
 
 RANK = {"none": 0, "own": 1, "assigned": 2, "team": 3, "all": 4}
@@ -79,11 +79,13 @@ def assigned_links(model: Model, actor: Actor, ent: Entity, action: str) -> tupl
 
 
 def _assigned_sql(table, ent: Entity, links: tuple, login: str) -> list:
-    """The conditions "``login`` is the owner or in one of ``links``" on ``table``."""
+    """The conditions "``login`` is the owner or in one of ``links``" on ``table`` (a list of
+    users through its value index: storage/valueindex.py)."""
+    from ..storage.valueindex import holds_value
+
     terms = [table.c.owner == login] if ent.owner else []
     for f in links:
-        column = table.c[f.name]
-        terms.append(column == login if f.type == "user" else json_has(column, literal(login)))
+        terms.append(table.c[f.name] == login if f.type == "user" else holds_value(table, ent.name, f, login))
     return terms
 
 

@@ -100,28 +100,43 @@ def insert_rows(conn, table, rows: Sequence[Mapping]) -> None:
     """
     if not rows:
         return
-    if len(rows) < FAST_ROWS or conn.dialect.name not in ("sqlite", "postgresql"):
+    name = conn.dialect.name
+    if not (name == "sqlite" or (name == "postgresql" and len(rows) >= FAST_ROWS)):
         conn.execute(table.insert(), list(rows))
         return
-    keys = tuple(rows[0])
-    sql, convert = _insert_plan(conn.dialect, table, keys)
-    get = itemgetter(*keys)
-    if len(keys) == 1:
-        data = [(get(row),) for row in rows]
-    else:
-        data = [get(row) for row in rows]
-    if convert:
-        converted = []
-        for values in data:
-            values = list(values)
-            for at, process in convert:
-                values[at] = process(values[at])
-            converted.append(values)
-        data = converted
-    if conn.dialect.name == "sqlite":
-        conn.exec_driver_sql(sql, data if not convert else [tuple(v) for v in data])
+    sql, data = _prepared(conn.dialect, table, rows)
+    if name == "sqlite":
+        conn.exec_driver_sql(sql, data)
         return
     _copy(conn, sql, data)
+
+
+def insert_row(conn, table, row: Mapping) -> int:
+    """Insert one row; its new id. SQLite: the driver's ``lastrowid`` after a prepared INSERT
+    (no statement compiled per call); elsewhere ``INSERT ... RETURNING id``."""
+    if conn.dialect.name == "sqlite":
+        sql, data = _prepared(conn.dialect, table, (row,))
+        return conn.exec_driver_sql(sql, data[0]).lastrowid
+    from .records import insert_returning_id
+
+    return conn.execute(insert_returning_id(table), row).scalar_one()
+
+
+def _prepared(dialect, table, rows: Sequence[Mapping]) -> tuple[str, list[tuple]]:
+    """The statement of ``rows``' keys and a tuple of converted values per row."""
+    keys = tuple(rows[0])
+    sql, convert = _insert_plan(dialect, table, keys)
+    get = itemgetter(*keys)
+    data = [(get(row),) for row in rows] if len(keys) == 1 else [get(row) for row in rows]
+    if not convert:
+        return sql, data
+    converted = []
+    for values in data:
+        values = list(values)
+        for at, process in convert:
+            values[at] = process(values[at])
+        converted.append(tuple(values))
+    return sql, converted
 
 
 def _copy(conn, sql: str, data: list) -> None:

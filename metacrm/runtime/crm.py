@@ -41,7 +41,7 @@ from .access import (
     scope,
     team_members,
 )
-from .bulk import QUIET, Issues, Misplaced, firing, insert_rows, paused_gc
+from .bulk import QUIET, Issues, Misplaced, firing, insert_row, insert_rows, paused_gc
 from .deletes import delete_records
 from .duplicates import duplicate_groups, find_duplicates, merge_into
 from .engine import driver_errors, make_engine, reading, ready, writing
@@ -412,13 +412,17 @@ class CRM(
     def _actor_or_none(self) -> Actor | None:
         return None if self.user is None else self.actor
 
-    def _get_row(self, conn, entity: Entity, record_id, action: str = "read", *, archived: bool = False) -> Mapping:
+    def _get_row(
+        self, conn, entity: Entity, record_id, action: str = "read", query=None, *, archived: bool = False
+    ) -> Mapping:
         """The stored row; NotFound when there is none, PermissionDenied when the acting user
         may not do ``action`` on it. An archived record may be read; any other ``action`` on it
-        is refused (ConflictError: restore it first) unless ``archived`` (restore, purge)."""
+        is refused (ConflictError: restore it first) unless ``archived`` (restore, purge).
+        ``query``: another prebuilt SELECT by ``:_id`` of the row."""
         table = self.storage.table(entity.name)
         record_id = _as_id(entity, record_id)
-        row = conn.execute(rec.row_by_id(table), {"_id": record_id}).mappings().first()
+        query = rec.row_by_id(table) if query is None else query
+        row = conn.execute(query, {"_id": record_id}).mappings().first()
         if row is None:
             raise NotFound(f"{entity.name} {record_id} not found", entity=entity.name, record_id=record_id)
         if self.user is not None:
@@ -1018,7 +1022,7 @@ class CRM(
                 row["reached"] = bits[(ent.name, row["pipeline"])][row["stage"]]
         sysfields.number_rows(conn, self.storage, ent, rows, self.model.timezone)
         if len(rows) == 1:
-            ids = [conn.execute(rec.insert_returning_id(table), rows[0]).scalar_one()]
+            ids = [insert_row(conn, table, rows[0])]
         else:  # ids taken up front, then one plain executemany (RETURNING in order costs a statement per row)
             ids = rec.allocate_ids(conn, table, len(rows))
             for row, record_id in zip(rows, ids, strict=True):

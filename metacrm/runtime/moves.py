@@ -37,7 +37,10 @@ def missing_requires(
                 missing.append(name)
             continue
         link = entity.links[name]
-        if link.many:
+        if link.many and _LINKS + name in row:  # read with the row (row_with_links)
+            if not row[_LINKS + name]:
+                missing.append(name)
+        elif link.many:
             join = storage.join_table(entity.name, name)
             count = conn.execute(
                 select(func.count()).select_from(join).where(join.c.source_id == row["id"])
@@ -271,15 +274,50 @@ def move(
 
 def moved_record(conn: Connection, storage: Storage, entity: Entity, row: Mapping) -> dict:
     """The public record of a row ``move`` returned, its many-links read with one prebuilt
-    SELECT each: what ``crm.move`` returns, without reading the row again (the compare-and-
-    swap guarantees the row is the one read plus the move's own changes)."""
+    SELECT each (or taken from the row, when :func:`row_with_links` read them): what
+    ``crm.move`` returns, without reading the row again (the compare-and-swap guarantees the
+    row is the one read plus the move's own changes)."""
     from .records import many_links, row_to_record
 
     many = {}
     for link in many_links(entity):
+        read = row.get(_LINKS + link.name)
+        if read is not None:
+            many[link.name] = list(read)
+            continue
         query = _links_query(storage.join_table(entity.name, link.name))
         many[link.name] = list(conn.execute(query, {"_id": row["id"]}).scalars())
     return row_to_record(entity, row, many)
+
+
+_LINKS = "__links_"  # the key of a many-link's ids in a row read by row_with_links
+
+
+def row_with_links(storage: Storage, entity: Entity, dialect: str, reacting: bool):
+    """The SELECT of a record's row by ``:_id`` for a move: on PostgreSQL with the ids of each
+    many-link too, as arrays (``coalesce((SELECT array_agg(target_id ORDER BY target_id) ...),
+    '{}')``), so that the record a move returns needs no more round trips; None (the plain
+    read) elsewhere, when the entity has no many-link, or when reactors run after the move."""
+    from .records import many_links
+
+    if dialect != "postgresql" or reacting or not many_links(entity):
+        return None
+    links = tuple((link.name, storage.join_table(entity.name, link.name)) for link in many_links(entity))
+    return _row_with_links(storage.table(entity.name), links)
+
+
+@lru_cache(maxsize=64)
+def _row_with_links(table: Table, links: tuple):
+    from sqlalchemy import ARRAY, literal
+    from sqlalchemy.dialects.postgresql import aggregate_order_by
+
+    arrays = []
+    for name, join in links:
+        ids = select(func.array_agg(aggregate_order_by(join.c.target_id, join.c.target_id)))
+        ids = ids.where(join.c.source_id == table.c.id).scalar_subquery()
+        empty = literal([], ARRAY(BigInteger()))
+        arrays.append(func.coalesce(ids, empty).label(_LINKS + name))
+    return select(table, *arrays).where(table.c.id == bindparam("_id"))
 
 
 def seen_stage(crm, entity: Entity, record_id) -> str | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Self
 
-from sqlalchemy import insert, literal, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
 
 from ..errors import FieldIssue, NotFound, ValidationError
@@ -125,13 +125,21 @@ def check_owners_exist(
     check_users_exist(conn, storage, entity, records, indexed=indexed)
 
 
+def user_names(conn: Connection, storage: Storage, logins) -> dict[str, str]:
+    """login -> the user's name (their login when they have none), for the stored ones among
+    ``logins``: one query."""
+    logins = sorted(v for v in logins if isinstance(v, str))
+    if not logins:
+        return {}
+    table = storage.user_table
+    query = select(table.c.login, table.c.name).where(table.c.login.in_(logins))
+    return {login: name or login for login, name in conn.execute(query)}
+
+
 def user_refs(conn: Connection, storage: Storage, entity: Entity, record: Mapping[str, Any]) -> dict:
     """Each ``to: user`` link of a record as references (``{"entity": "user", "id": login,
     "title": name or login, "hidden": False}``): one query for all the logins."""
-    logins = {login for _, login in _given_logins(entity, {**record, "owner": None})}
-    table = storage.user_table
-    query = select(table.c.login, table.c.name).where(table.c.login.in_(sorted(logins)))
-    names = {login: name for login, name in conn.execute(query)} if logins else {}
+    names = user_names(conn, storage, {login for _, login in _given_logins(entity, {**record, "owner": None})})
 
     def ref(login: str) -> dict:
         return {"entity": "user", "id": login, "title": names.get(login) or login, "hidden": False}
@@ -275,9 +283,9 @@ class UsersMixin(Host):
                         counts[ent.name] = n
         return counts
 
-    def linked_records(self, login: str) -> dict[tuple[str, str], list[int]]:
+    def _linked_records(self, login: str) -> dict[tuple[str, str], list[int]]:
         """(entity, link) -> the ids of the records whose ``to: user`` link names ``login``."""
-        from ..expr.functions import json_has
+        from ..storage.valueindex import holds_value
 
         found: dict[tuple[str, str], list[int]] = {}
         with self._reading() as conn:
@@ -285,7 +293,7 @@ class UsersMixin(Host):
                 t = self.storage.table(ent.name) if ent.user_links else None
                 for f in ent.user_links:
                     column = t.c[f.name]
-                    clause = column == login if f.type == "user" else json_has(column, literal(login))
+                    clause = column == login if f.type == "user" else holds_value(t, ent.name, f, login)
                     ids = list(conn.execute(select(t.c.id).where(clause).order_by(t.c.id)).scalars())
                     if ids:
                         found[(ent.name, f.name)] = ids
@@ -311,7 +319,7 @@ class UsersMixin(Host):
             self.user_info(reassign_to)
         with self.transaction():
             owned = self.owned_records(login)
-            linked = self.linked_records(login)
+            linked = self._linked_records(login)
             held = {f"{e}.{link}": len(ids) for (e, link), ids in linked.items() if self._restricts(e, link)}
             if (owned or held) and reassign_to is None:
                 parts = []

@@ -109,6 +109,8 @@ def _column_type(f: Field):
     kind = f.type
     if kind in ("string", "email", "phone", "url", "choice"):
         return String(f.max_length) if f.max_length else Text()
+    if kind == "country":
+        return String(2)
     if kind == "text":
         return Text()
     if kind == "user":

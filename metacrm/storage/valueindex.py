@@ -1,4 +1,5 @@
-"""The lookup index of multi-value fields (``emails``, ``phones``). Pure: tables and DDL text.
+"""The lookup index of multi-value fields (``emails``, ``phones``) and of links to many users
+(``assignees: {to: user, many: true}``, their logins). Pure: tables and DDL text.
 
 A record's addresses (or numbers) are stored as a JSON list on its row, the primary first:
 reading a record needs no join. Each value is also a row of the field's index table
@@ -40,9 +41,13 @@ def index_table_name(entity: str, field: str) -> str:
     return naming.short(f"{PREFIX}{entity}__{field}")
 
 
+# multi-value fields, and the `to: user` many-links (logins: "my records" and the `assigned` scope)
+INDEXED_TYPES = MULTI_VALUE_TYPES | {"users"}
+
+
 def value_fields(entity: Entity) -> list[Field]:
-    """The entity's multi-value fields (stored fields only)."""
-    return [f for f in entity.fields.values() if f.type in MULTI_VALUE_TYPES and not f.derived]
+    """The entity's multi-value fields and links to users with ``many`` (stored fields only)."""
+    return [f for f in entity.fields.values() if f.type in INDEXED_TYPES and not f.derived]
 
 
 def is_index_table(name: str) -> bool:
@@ -164,6 +169,7 @@ def holds_value(table, entity: str, f: Field, value, *, suffix: bool = False):
 
 
 __all__ = [
+    "INDEXED_TYPES",
     "PG_FUNCTION",
     "PG_FUNCTION_DDL",
     "PREFIX",

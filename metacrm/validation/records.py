@@ -286,10 +286,42 @@ class RecordValidator:
                 )
                 raise ValidationError(issue.format(), [issue])
             data = dict(data)
+        spread_issues: list[FieldIssue] = []
+        if self.entity.composites and not self.entity.composites.keys().isdisjoint(data):
+            data, spread_issues = self._spread(data, index)
         if keys.issuperset(data):
-            return data, []
+            return data, spread_issues
         issues = [self._key_issue(key, data[key], index, keys, patch) for key in data if key not in keys]
-        return {key: value for key, value in data.items() if key in keys}, issues
+        return {key: value for key, value in data.items() if key in keys}, spread_issues + issues
+
+    def _spread(self, data: dict, index) -> tuple[dict, list[FieldIssue]]:
+        """A composite field given as a mapping of its parts (``{"address": {"city": ...}}``)
+        becomes its part fields; the mapping is the whole value (a part left out is emptied,
+        None empties them all)."""
+        out: dict = {}
+        issues: list[FieldIssue] = []
+        for key, value in data.items():
+            composite = self.entity.composites.get(key) if isinstance(key, str) else None
+            if composite is None:
+                out[key] = value
+                continue
+            settable = [(part, name) for part, name in composite.parts if name not in self._derived]
+            parts = ", ".join(part for part, _ in settable)
+            if value is None:
+                out.update((name, None) for _, name in settable)
+            elif not isinstance(value, Mapping):
+                what = "text" if isinstance(value, str) else type_name(value)
+                message = f"a {composite.type} is a mapping of its parts ({parts}), not {what}"
+                issues.append(FieldIssue(self.name, key, message, value, index))
+            else:
+                known = dict(settable)
+                unknown = [k for k in value if k not in known]
+                if unknown:
+                    hint = did_you_mean(str(unknown[0]), list(known))
+                    message = f"unknown part {show(unknown[0])}" + (f" ({hint})" if hint else "") + f"; parts: {parts}"
+                    issues.append(FieldIssue(self.name, key, message, value, index))
+                out.update((name, value.get(part)) for part, name in settable)
+        return out, issues
 
     def _key_issue(self, key, value, index, keys: frozenset, patch: bool) -> FieldIssue:
         entity = self.entity
