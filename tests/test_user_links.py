@@ -331,3 +331,27 @@ def test_cli(crm, tmp_path):
     assert removed.strip() == (
         "user alice removed; taken off 2 links to users (passed to bob where on_delete is restrict)"
     )
+
+
+def test_notify_the_users_of_a_link(tmp_path, db_url):
+    path = tmp_path / "n.yaml"
+    path.write_text(
+        MODEL.replace(
+            "roles:",
+            "automations:\n  tell:\n    when: {entity: deal, created: true}\n"
+            "    do:\n      - notify: {to: ['users:assignees', 'users:manager'], template: 'New deal {title}'}\nroles:",
+        ),
+        encoding="utf-8",
+    )
+    crm = metacrm.connect(path, db_url)
+    crm.migrate()
+    crm.add_user("alice", email="alice@example.org")
+    crm.add_user("bob", email="bob@example.org")
+    crm.add_user("carol")
+    crm.create("deal", {"title": "a", "manager": "carol", "assignees": ["alice", "bob"]})
+    assert sorted(m["recipient"] for m in crm.outbox()) == ["alice@example.org", "bob@example.org"]
+    crm.close()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(path.read_text(encoding="utf-8").replace("users:manager", "users:managr"), encoding="utf-8")
+    with pytest.raises(ModelError, match=r"notify: 'managr' is not a `to: user` link of 'deal' \(did you mean"):
+        metacrm.load_model(bad)
