@@ -67,6 +67,7 @@ from bench_records import (  # noqa: E402 - the shared database helpers of the b
     print_table,
 )
 
+PHASES = ("bulk", "single", "moves", "funnel")
 GOALS = {  # issue 16: (SQLite, PostgreSQL) ratio of throughput to raw Core
     "bulk": (0.5, 0.75),
     "single": (0.5, 0.75),
@@ -258,13 +259,15 @@ class Side:
         return time.perf_counter() - start
 
 
-def one_run(dialect: str, tmp: Path, kind: str, sizes: dict, profile: str | None = None) -> dict:
+def one_run(dialect: str, tmp: Path, kind: str, sizes: dict, profile: str | None = None, phases=PHASES) -> dict:
     """The whole workload on one fresh database: seconds per phase."""
     with fresh_crm(dialect, tmp) as (crm, clients, products):
         side = Side(crm, clients, products, history=kind == "raw_history")
         prefix = "meta" if kind == "meta" else "raw"
         out = {}
-        for phase in ("bulk", "single", "moves", "funnel"):
+        for phase in PHASES:
+            if phase not in phases and not (phase == "bulk" and "moves" in phases):  # moves need the deals
+                continue
             method: Callable = getattr(side, f"{prefix}_{phase}")
             args = () if phase == "funnel" else (sizes[phase],)
             if profile == phase and kind == "meta":
@@ -298,7 +301,7 @@ def run(dialect: str, args, tmp: Path) -> list[tuple]:
     for r in range(args.repeat):
         for kind in kinds:  # interleaved: a change of machine load hits every side
             t0 = time.perf_counter()
-            runs[kind].append(one_run(dialect, tmp, kind, sizes, args.profile if r == 0 else None))
+            runs[kind].append(one_run(dialect, tmp, kind, sizes, args.profile if r == 0 else None, args.phases))
             print(f"  run {r + 1} {kind}: {time.perf_counter() - t0:.1f} s", flush=True)
     med = {k: {p: statistics.median(run[p] for run in v) for p in v[0]} for k, v in runs.items()}
     goal_at = 0 if dialect == "sqlite" else 1
@@ -308,6 +311,8 @@ def run(dialect: str, args, tmp: Path) -> list[tuple]:
         ("single", "creates/s", args.singles),
         ("moves", "moves/s", args.singles),
     ):
+        if phase not in args.phases:
+            continue
         meta, raw, raw_h = (count / med[k][phase] for k in kinds)
         goal = GOALS[phase][goal_at]
         ratio = meta / raw
@@ -322,6 +327,8 @@ def run(dialect: str, args, tmp: Path) -> list[tuple]:
             )
         )
         lines.append(("  vs raw + history rows", "", f"{raw_h:,.0f}", f"{meta / raw_h:.2f}x", "info", ""))
+    if "funnel" not in args.phases:
+        return lines
     meta, raw = med["meta"]["funnel"] * 1e3, med["raw"]["funnel"] * 1e3
     lines.append(("funnel, ms (vs bare GROUP BY stage)", f"{meta:.1f}", f"{raw:.1f}", f"{meta / raw:.2f}x", "info", ""))
     return lines
@@ -387,6 +394,7 @@ def main() -> None:
     parser.add_argument("--singles", type=int, default=None, help="single creates and moves (default 2,000)")
     parser.add_argument("--repeat", type=int, default=3, help="fresh-database runs of each side (median)")
     parser.add_argument("--profile", choices=["bulk", "single", "moves", "funnel"], help="cProfile metacrm's phase")
+    parser.add_argument("--phases", default=",".join(PHASES), help="which phases (default: all)")
     parser.add_argument("--memory", action="store_true", help="peak memory of bulk creates instead")
     parser.add_argument("--memory-rows", default="100000,1000000")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
@@ -395,6 +403,7 @@ def main() -> None:
         dialect, n, trace = args.memory_child.split(":")
         memory_child(dialect, int(n), trace == "1")
         return
+    args.phases = tuple(p.strip() for p in args.phases.split(","))
     dialects = dialects_to_run(args.db)
     if args.memory:
         memory(dialects, [int(x) for x in args.memory_rows.split(",")])

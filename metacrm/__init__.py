@@ -53,13 +53,22 @@ def connect(
     busy_timeout: float | None = None,
     pool_size: int | None = None,
     max_overflow: int | None = None,
+    files: str | os.PathLike[str] | None = None,
 ) -> CRM:
     """A CRM on the database at ``url_or_engine`` (a URL or the host's SQLAlchemy Engine) for
-    ``model`` (a Model or a path to one); see metacrm.runtime.crm.connect and docs/embedding.md."""
+    ``model`` (a Model or a path to one); ``files``: where attached files are kept (a directory
+    or ``s3://BUCKET/PREFIX``, docs/files.md); see metacrm.runtime.crm.connect and
+    docs/embedding.md."""
     from .runtime.crm import connect as _connect
 
     return _connect(
-        model, url_or_engine, user=user, busy_timeout=busy_timeout, pool_size=pool_size, max_overflow=max_overflow
+        model,
+        url_or_engine,
+        user=user,
+        busy_timeout=busy_timeout,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        files=files,
     )
 
 

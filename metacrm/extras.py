@@ -6,6 +6,7 @@ extras add what only some users need::
     png       matplotlib        PNG charts (``report ... --format png``, ``funnel_png``)
     postgres  psycopg[binary]   PostgreSQL databases (``postgresql://`` URLs)
     web       fastapi, uvicorn  the HTTP API and the web app (``metacrm serve``)
+    s3        boto3             attached files in an S3-compatible bucket (``--files s3://...``)
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from .errors import MissingExtra
 PNG = ("matplotlib", "png", "PNG charts need matplotlib")
 POSTGRES = ("psycopg", "postgres", "PostgreSQL needs psycopg")
 WEB = ("fastapi", "web", "the HTTP server needs FastAPI and uvicorn")
+S3 = ("boto3", "s3", "files in an S3 bucket need boto3")
 
 
 def import_extra(need: tuple[str, str, str]) -> ModuleType:

@@ -99,6 +99,10 @@ class FunnelStage(TypedDict):
     conversion_next: float | None
     conversion_won: float | None
     median_seconds: float | None
+    # a currency field whose records name their currency: the sums per currency (``amount`` and
+    # ``forecast`` are then None when the funnel holds several currencies)
+    amounts: NotRequired[dict[str, Decimal]]
+    forecasts: NotRequired[dict[str, Decimal] | None]
 
 
 # functional syntax: "from" is a Python keyword
@@ -117,6 +121,8 @@ Funnel = TypedDict(
         "win_rate": float | None,
         "forecast": Decimal | None,
         "stages": list[FunnelStage],
+        "currency": NotRequired[str | None],  # a currency amount field: its one currency (None: several)
+        "forecasts": NotRequired[dict[str, Decimal]],  # ... whose records name theirs: per currency
     },
 )
 Funnel.__doc__ = """``crm.funnel(entity)``: the funnel of a pipeline."""
@@ -140,11 +146,14 @@ class GroupRow(TypedDict):
     hidden: NotRequired[bool]  # by a link: the targets the acting user may not read, as one row
     count: int
     sum: NotRequired[Decimal | int]  # with ``sum``
+    currency: NotRequired[str | None]  # summing a currency field: the currency of ``sum``
 
 
 class GroupTotal(TypedDict):
     count: int
-    sum: NotRequired[Decimal | int]
+    sum: NotRequired[Decimal | int | None]  # a currency field in several currencies: None (see sums)
+    currency: NotRequired[str | None]  # a currency field: the one currency of ``sum``
+    sums: NotRequired[dict[str | None, Decimal]]  # a currency field: the total of each currency
 
 
 GroupReport = TypedDict(
@@ -196,6 +205,7 @@ class RecordRef(TypedDict):
     title: str | None
     hidden: bool
     stage: NotRequired[str]  # in ``related`` lists of entities with stages
+    link: NotRequired[dict[str, Any]]  # a many-link with fields: this pair's values (``{"qty": 3}``)
 
 
 class Card(TypedDict):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import test_sysfields
 from conftest import dump_database
 
 import metacrm
@@ -36,6 +37,7 @@ entities:
     fields:
       title: {type: string, required: true}
       amount: {type: money}
+      due: {type: datetime}
     links:
       client: {to: client, inverse: deals}
     stages:
@@ -59,6 +61,11 @@ automations:
     do:
       - create: log
         values: {text: "client gone"}
+  late:
+    when: {entity: deal, overdue: due}
+    do:
+      - create: log
+        values: {text: "deal late"}
 roles:
   manager:
     client: {read: own, create: all, update: own, delete: own}
@@ -72,9 +79,7 @@ roles:
 
 
 def write_model(tmp_path: Path, text: str = MODEL, name: str = "model.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
-    return path
+    return test_sysfields.write_model(tmp_path, text, name)
 
 
 @pytest.fixture
@@ -134,6 +139,7 @@ def test_archived_records_are_hidden_from_reads(crm) -> None:
     assert [r["id"] for r in crm.find("deal", "client = :c", {"c": c["id"]})] == [d1["id"]]  # its own value
     # the deal still names its archived client, by title
     assert crm.card("deal", d1["id"])["links"]["client"]["title"] == "Ромашка"
+    assert [r["id"] for r in crm.related("deal", d1["id"], "client")] == [c["id"]]
     assert crm.report_group("client", "city")["rows"][0]["count"] == 1
     crm.restore("deal", d2["id"])
     assert crm.get("client", c["id"])["total"] == 150
@@ -277,11 +283,16 @@ def test_automations_see_the_archive_as_the_delete(crm) -> None:
     assert crm.count("log") == 2
     crm.purge("client", c["id"])
     assert crm.count("log") == 2  # the purge of an archived record fires nothing more
+    late = crm.create("deal", {"title": "late", "due": "2020-01-01T10:00:00Z"})
+    crm.create("deal", {"title": "later", "due": "2020-01-02T10:00:00Z"})
+    crm.delete("deal", late["id"])
+    crm.tick()
+    assert crm.count("log", "text = 'deal late'") == 1  # the archived deal is overdue no more
 
 
 # -- migrations ------------------------------------------------------------------------------------
 
-PLAIN = MODEL.replace("  client:\n    archive: true\n", "  client:\n")
+PLAIN = MODEL.replace("    archive: true\n", "")
 
 
 def test_migrations_switch_archive_on_and_off(db_url, tmp_path) -> None:
@@ -289,12 +300,15 @@ def test_migrations_switch_archive_on_and_off(db_url, tmp_path) -> None:
     plain.migrate()
     a = plain.create("client", {"name": "Ромашка"})
     plain.create("client", {"name": "Лютик"})
+    plain.create("deal", {"title": "Поставка", "amount": "10.00", "client": a["id"]})
     on = metacrm.connect(write_model(tmp_path), db_url)
     plan = on.migrate(dry_run=True)
-    step = next(s for s in plan if s.kind == "add_archive")
-    assert (step.entity, step.count, step.klass) == ("client", 2, "safe")
-    assert "add columns archived_at, archived_by" in step.description
+    added = {s.entity: s for s in plan if s.kind == "add_archive"}
+    assert {e: (s.count, s.klass) for e, s in added.items()} == {"client": (2, "safe"), "deal": (1, "safe")}
+    assert "add columns archived_at, archived_by" in added["client"].description
+    assert any(s.kind == "add_index" and s.entity == "deal" and "archived_at" in s.target for s in plan)
     on.migrate()
+    assert on.funnel("deal")["stages"][0]["now"] == 1
     assert [r["archived_at"] for r in on.find("client")] == [None, None]  # existing records stay live
     on.delete("client", a["id"])
     off = metacrm.connect(write_model(tmp_path, PLAIN, "plain.yaml"), db_url)
@@ -307,6 +321,7 @@ def test_migrations_switch_archive_on_and_off(db_url, tmp_path) -> None:
     on.restore("client", a["id"])
     off.migrate()
     assert [r["name"] for r in off.find("client")] == ["Ромашка", "Лютик"]
+    assert off.funnel("deal")["stages"][0]["amount"] == 10
     assert "archived_at" not in off.get("client", a["id"])
     for crm in (plain, on, off):
         crm.close()
@@ -411,3 +426,8 @@ def test_web_list_hides_archived_records(crm) -> None:
     assert r.status_code == 303
     assert crm.get("client", gone["id"])["archived_at"] is None
     assert "Ромашка" in client.get("/client").text
+    deal = anna.create("deal", {"title": "Поставка"})
+    assert 'data-stage="won"' in client.get(f"/deal/{deal['id']}").text
+    anna.delete("deal", deal["id"])
+    card = client.get(f"/deal/{deal['id']}").text
+    assert 'id="archived"' in card and 'data-stage="won"' not in card  # no move offered

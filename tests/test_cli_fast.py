@@ -38,6 +38,8 @@ FAST = [
     ["list", "deal", "--where", "nosuch = 1"],
     ["list", "deal", "--columns", "nosuch"],
     ["list", "deal", "--limit", "0"],
+    ["list", "deal", "--archived"],  # the contract model has no archive: refused alike
+    ["list", "deal", "--archived", "--with-archived"],
     ["list", "nosuch"],
     ["create", "deal", "title=Поставка", "client=1", "amount=100"],
     ["create", "client", "--format=json", "name=ООО Ромашка", "city=Москва"],

@@ -5,6 +5,8 @@ filters, search and duplicate rules find a record by any of them)."""
 from __future__ import annotations
 
 import pytest
+import yaml
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import select
 
 import metacrm
@@ -34,12 +36,18 @@ entities:
 """
 
 
-@pytest.fixture
-def crm(db_url, tmp_path):
-    path = tmp_path / "model.yaml"
-    path.write_text(MODEL, encoding="utf-8")
+def migrated(db_url: str, tmp_path, text: str, name: str = "model"):
+    """A CRM on the model ``text`` (written to tmp_path), its database migrated."""
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text, encoding="utf-8")
     crm = metacrm.connect(metacrm.load_model(path), db_url)
     crm.migrate()
+    return crm
+
+
+@pytest.fixture
+def crm(db_url, tmp_path):
+    crm = migrated(db_url, tmp_path, MODEL)
     yield crm
     crm.engine.dispose()
 
@@ -116,7 +124,7 @@ def test_duplicate_rules_match_when_any_address_is_shared(crm) -> None:
 
 
 def test_filters_find_a_record_by_any_value_and_agree_with_python(crm) -> None:
-    a = crm.create("client", {"name": "A", "emails": ["info@romashka.ru", "sales@romashka.ru"], "phones": "+7 916 123-45-67"})
+    a = crm.create("client", {"name": "A", "emails": ["info@romashka.ru", "Sales@romashka.ru"], "phones": "+7 916 123-45-67"})
     b = crm.create("client", {"name": "B", "emails": "boss@x.org"})
     c = crm.create("client", {"name": "C"})
     d = crm.create("deal", {"title": "D", "client": a["id"]})
@@ -149,3 +157,164 @@ def test_bad_filters_name_the_field(crm, where, message) -> None:
     with pytest.raises(ExpressionError) as info:
         crm.find("client", where=where)
     assert message in str(info.value)
+
+
+# -- migrations ---------------------------------------------------------------------------------
+
+def _doc(fields: dict) -> dict:
+    return {"metacrm": 1, "name": "conv", "region": "RU", "entities": {"person": {"fields": {"name": {"type": "string"}, **fields}}}}
+
+
+def _connect(tmp_path, doc: dict, db_url: str, name: str):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    return metacrm.connect(metacrm.load_model(path), db_url)
+
+
+def test_email_and_phone_fields_become_emails_and_phones_keeping_the_value_as_primary(db_url, tmp_path) -> None:
+    old = _connect(tmp_path, _doc({"email": {"type": "email"}, "phone": {"type": "string"}}), db_url, "old")
+    old.migrate()
+    ids = [
+        old.create("person", {"name": "a", "email": "A@X.org", "phone": "8 916 123-45-67"})["id"],
+        old.create("person", {"name": "b", "phone": "+7 495 000-00-02, 8 (916) 000-00-03"})["id"],
+        old.create("person", {"name": "c", "phone": ""})["id"],
+        old.create("person", {"name": "d", "phone": "not a number"})["id"],
+    ]
+    old.close()
+    doc = _doc({"email": {"type": "emails"}, "phones": {"type": "phones", "renamed_from": "phone"}})
+    new = _connect(tmp_path, doc, db_url, "new")
+    plan = new.migrate(dry_run=True)
+    phones = next(s for s in plan if s.kind == "change_type" and s.target == "phones")
+    assert phones.count == 1 and "id 4: 'not a number'" in phones.refusal
+    with pytest.raises(metacrm.MigrationError, match="1 value of person.phones would not convert to phones"):
+        new.migrate()
+    new.close()
+    fix = _connect(tmp_path, _doc({"email": {"type": "email"}, "phone": {"type": "string"}}), db_url, "old")
+    fix.update("person", ids[3], {"phone": None})
+    fix.close()
+    new = _connect(tmp_path, doc, db_url, "new")
+    new.migrate()
+    got = [(r["email"], r["phones"]) for r in new.find("person", order_by="id")]
+    assert got == [
+        (["A@x.org"], ["+79161234567"]),  # the local part keeps its case; lookups ignore it
+        (None, ["+74950000002", "+79160000003"]),
+        (None, None),
+        (None, None),
+    ]
+    # the index was filled from the converted rows, and the triggers keep it
+    assert [r["id"] for r in new.find("person", where="phones contains '+7 916 000-00-03'")] == [ids[1]]
+    assert [r["id"] for r in new.find("person", where="email contains 'a@x.org'")] == [ids[0]]
+    new.update("person", ids[2], {"email": "c@x.org"})
+    assert [r["id"] for r in new.find("person", where="email contains 'C@x.org'")] == [ids[2]]
+    new.close()
+
+
+def test_an_emails_field_added_to_an_entity_with_rows_and_removed_again(db_url, tmp_path) -> None:
+    crm = _connect(tmp_path, _doc({}), db_url, "v1")
+    crm.migrate()
+    first = crm.create("person", {"name": "a"})["id"]
+    crm.close()
+    crm = _connect(tmp_path, _doc({"emails": {"type": "emails"}}), db_url, "v2")
+    plan = crm.migrate()
+    assert [s.kind for s in plan] == ["add_field", "record_model"]
+    assert crm.get("person", first)["emails"] is None
+    second = crm.create("person", {"name": "b", "emails": "b@x.org"})["id"]
+    assert [r["id"] for r in crm.find("person", where="emails contains 'b@x.org'")] == [second]
+    crm.close()
+    crm = _connect(tmp_path, _doc({}), db_url, "v3")
+    crm.migrate(allow_data_loss=True)
+    crm.create("person", {"name": "c"})  # no trigger names the dropped column
+    with crm.engine.connect() as conn:
+        assert not sa_inspect(conn).has_table(index_table("person", "emails").name)
+    crm.close()
+
+
+# -- address and person_name: one column per part -----------------------------------------------
+
+PEOPLE = """\
+metacrm: 1
+name: people
+entities:
+  contact:
+    fields:
+      name:    {type: person_name, required: true, label: Имя}
+      address: {type: address}
+      note:    {type: string}
+    search: [name, address]
+"""
+
+
+@pytest.fixture
+def people(db_url, tmp_path):
+    crm = migrated(db_url, tmp_path, PEOPLE, "people")
+    yield crm
+    crm.engine.dispose()
+
+
+def test_parts_are_columns_given_as_a_mapping_or_by_name(people) -> None:
+    table = people.storage.table("contact")
+    assert {"address.street", "address.city", "address.region", "address.postcode", "address.country"} <= set(table.c.keys())
+    assert people.model.entities["contact"].title == "name.full"
+    a = people.create(
+        "contact",
+        {"name": {"first": " Иван ", "middle": "Петрович", "last": "Сидоров"}, "address": {"city": "Paris", "country": "france"}},
+    )
+    assert (a["name.full"], a["name.first"], a["address.city"], a["address.country"]) == (
+        "Иван Петрович Сидоров", "Иван", "Paris", "FR"
+    )
+    b = people.create("contact", {"name.last": "Smith", "address.country": "DEU"})
+    assert b["name.full"] == "Smith" and b["address.country"] == "DE"
+    people.update("contact", b["id"], {"name": {"first": "Anna", "last": "Smith"}, "address": None})
+    got = people.get("contact", b["id"])
+    assert got["name.full"] == "Anna Smith" and got["address.country"] is None
+    assert [r["id"] for r in people.find("contact", where="address.city = 'Paris'")] == [a["id"]]
+    assert [r["id"] for r in people.find("contact", order_by="name.full")] == [b["id"], a["id"]]
+    assert [h["id"] for h in people.search("сидоров")] == [a["id"]]
+    assert [h["title"] for h in people.search("paris")] == ["Иван Петрович Сидоров"]
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"name": {"first": "A"}}, "contact.name.last: is required"),
+        ({"name": "Ivan Petrov"}, "contact.name: a person_name is a mapping of its parts (first, middle, last), not text"),
+        ({"name": {"last": "P", "surname": "x"}}, "contact.name: unknown part 'surname'"),
+        ({"name.last": "P", "address": {"country": "Atlantis"}}, "contact.address.country: 'Atlantis' is not a country"),
+        ({"name.last": "P", "address.postcode": "1" * 21}, "contact.address.postcode:"),
+        ({"name": {"last": "P"}, "name.full": "x"}, "contact.name.full: is computed"),
+    ],
+)
+def test_bad_parts_are_refused_naming_entity_field_and_part(people, values, message) -> None:
+    with pytest.raises(ValidationError) as info:
+        people.create("contact", values)
+    assert message in str(info.value)
+    assert people.count("contact") == 0
+
+
+def test_filters_name_a_part_not_the_whole(people) -> None:
+    with pytest.raises(ExpressionError, match=r"'address' is made of parts; name one of them: address.street"):
+        people.find("contact", where="address = 'Paris'")
+
+
+def test_composites_added_to_an_entity_with_rows_and_renamed(db_url, tmp_path) -> None:
+    v1 = "metacrm: 1\nname: people\nentities:\n  contact:\n    fields:\n      note: {type: string}\n"
+    crm = migrated(db_url, tmp_path, v1, "v1")
+    old = crm.create("contact", {"note": "before"})["id"]
+    crm.close()
+    v2 = v1 + "      name: {type: person_name}\n      address: {type: address}\n"
+    crm = migrated(db_url, tmp_path, v2, "v2")
+    got = crm.get("contact", old)
+    assert got["note"] == "before" and got["name.full"] is None and got["address.city"] is None
+    crm.update("contact", old, {"name": {"first": "Ann", "last": "Lee"}, "address": {"city": "Oslo", "country": "NO"}})
+    crm.close()
+    v3 = v2.replace("      address: {type: address}\n", "      home: {type: address, renamed_from: address}\n")
+    path = tmp_path / "v3.yaml"
+    path.write_text(v3, encoding="utf-8")
+    crm = metacrm.connect(metacrm.load_model(path), db_url)
+    plan = crm.migrate(dry_run=True)
+    assert sorted(s.target for s in plan if s.kind == "rename_field") == [f"home.{p}" for p in sorted(["street", "city", "region", "postcode", "country"])]
+    crm.migrate()
+    got = crm.get("contact", old)
+    assert (got["home.city"], got["home.country"], got["name.full"]) == ("Oslo", "NO", "Ann Lee")
+    assert [r["id"] for r in crm.find("contact", where="home.country = 'no'")] == [old]
+    crm.close()

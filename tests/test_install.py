@@ -39,6 +39,8 @@ def test_the_default_install_leaves_charts_and_postgresql_to_extras(pyproject) -
     assert extras["png"] == ["matplotlib>=3.7"] and extras["postgres"] == ["psycopg[binary]>=3.1"]
     assert extras["web"] and not names & {"fastapi", "uvicorn"}  # the HTTP server is an extra too
     assert "metacrm[png,postgres,web]" in extras["test"]  # the tests draw charts, run on PostgreSQL, serve HTTP
+    assert extras["s3"] == ["boto3>=1.28"] and "boto3" not in names  # files in S3: an extra (docs/files.md)
+    assert "metacrm[s3]" in extras["test"] and any(d.startswith("moto") for d in extras["test"])
 
 
 def test_the_license_file_ships_in_the_sdist_and_the_wheel(pyproject) -> None:

@@ -213,7 +213,7 @@ def test_currency_too_many_decimals_refused(crm):
     refused(crm, crm.create, "deal", {"title": "x", "cur": "JPY", "amount": "10.5"}, match=r"deal\.amount: 10\.5 JPY has more decimals than JPY keeps \(no decimals\)")
     refused(crm, crm.create, "deal", {"title": "x", "cur": "USD", "amount": "10.505"}, match=r"10\.505 USD .* \(2 decimals\)")
     refused(crm, crm.create, "deal", {"title": "x", "cur": "BHD", "amount": "1.0005"}, match=r"has more than 3 decimals; amount is kept to at most 3")
-    refused(crm, crm.create, "deal", {"title": "x", "amount": "5"}, match=r"amount 5 has no currency; set cur")
+    refused(crm, crm.create, "deal", {"title": "x", "amount": "5"}, match=r"deal\.amount: 5 has no currency; set cur")
     refused(
         crm,
         crm.create_many,
@@ -258,3 +258,273 @@ def test_choice_order_sorts_lists(crm):
         crm.create("deal", {"title": title, "priority": priority})
     assert [r["title"] for r in crm.find("deal", order_by="priority")][:3] == ["b", "c", "a"]
     assert [r["title"] for r in crm.find("deal", order_by="-priority,title") if r["priority"]] == ["a", "c", "b"]
+
+
+# -- migrations ------------------------------------------------------------------------------------
+
+BASE = """\
+metacrm: 1
+name: fx
+entities:
+  deal:
+    fields:
+      title: {type: string, required: true}
+"""
+
+
+def _model(tmp_path: Path, fields: str, name: str) -> Path:
+    return write(tmp_path, BASE + fields, name)
+
+
+def test_lower_scale_counted_refused_then_rounded(db_url, tmp_path):
+    old = _model(tmp_path, "      rate: {type: decimal, scale: 9}\n", "old.yaml")
+    crm = metacrm.connect(old, db_url)
+    crm.migrate()
+    for rate in ("1.234567891", "-1.235", "2.5", None):
+        crm.create("deal", {"title": "t", "rate": rate})
+    crm.close()
+    lower = _model(tmp_path, "      rate: {type: decimal, scale: 2}\n", "lower.yaml")
+    crm = metacrm.connect(lower, db_url)
+    plan = crm.migrate(dry_run=True)
+    assert any("scale of deal.rate: NUMERIC(18,9) → NUMERIC(18,2)" in s.description for s in plan)
+    before = dump_database(crm.engine)
+    with pytest.raises(metacrm.MigrationError, match=r"2 values of deal\.rate would not convert to decimal with 2 decimals.*declare `round: true` on deal\.rate"):
+        crm.migrate()
+    assert dump_database(crm.engine) == before
+    crm.close()
+    rounding = _model(tmp_path, "      rate: {type: decimal, scale: 2, round: true}\n", "round.yaml")
+    crm = metacrm.connect(rounding, db_url)
+    plan = crm.migrate(dry_run=True)
+    assert any("2 values of deal.rate lose digits and are rounded" in s.description for s in plan), plan.steps
+    crm.migrate()
+    assert [r["rate"] for r in crm.find("deal")] == [Decimal("1.23"), Decimal("-1.24"), Decimal("2.50"), None]
+    with pytest.raises(metacrm.ValidationError, match="has more than 2 decimals"):
+        crm.create("deal", {"title": "t", "rate": "1.001"})
+    crm.close()
+
+
+def test_raise_scale_keeps_values(db_url, tmp_path):
+    old = _model(tmp_path, "      rate: {type: decimal}\n", "old.yaml")
+    crm = metacrm.connect(old, db_url)
+    crm.migrate()
+    crm.create("deal", {"title": "t", "rate": "123456.123456"})
+    crm.close()
+    crm = metacrm.connect(_model(tmp_path, "      rate: {type: decimal, scale: 9, precision: 15}\n", "new.yaml"), db_url)
+    crm.migrate()
+    assert crm.find("deal")[0]["rate"] == Decimal("123456.123456")
+    assert crm.create("deal", {"title": "t", "rate": "0.123456789"})["rate"] == Decimal("0.123456789")
+    crm.close()
+
+
+def test_money_to_currency_and_adding_one(db_url, tmp_path):
+    old = _model(tmp_path, "      amount: {type: money}\n", "old.yaml")
+    crm = metacrm.connect(old, db_url)
+    crm.migrate()
+    crm.create("deal", {"title": "a", "amount": "1200"})
+    crm.create("deal", {"title": "b", "amount": "99.99"})
+    crm.close()
+    yen = "      amount: {type: currency, currency: JPY}\n"
+    crm = metacrm.connect(_model(tmp_path, yen, "yen.yaml"), db_url)
+    with pytest.raises(metacrm.MigrationError, match=r"1 value of deal\.amount would not convert to currency with 0 decimals, e\.g\. id 2: 99\.99"):
+        crm.migrate()
+    crm.close()
+    rub = "      amount: {type: currency, currency: RUB}\n      fee: {type: currency, currency: BHD, fill: '0.125'}\n"
+    crm = metacrm.connect(_model(tmp_path, rub, "rub.yaml"), db_url)
+    crm.migrate()
+    assert [(r["amount"], r["fee"]) for r in crm.find("deal")] == [(Decimal("1200.00"), Decimal("0.125"))] * 1 + [
+        (Decimal("99.99"), Decimal("0.125"))
+    ]
+    crm.close()
+    rounded = "      amount: {type: currency, currency: JPY, round: true}\n"
+    crm = metacrm.connect(_model(tmp_path, rounded, "yen2.yaml"), db_url)
+    crm.migrate(allow_data_loss=True)  # drops fee; rounds 99.99 to 100
+    assert [r["amount"] for r in crm.find("deal")] == [Decimal(1200), Decimal(100)]
+    crm.close()
+
+
+def test_duration_from_text_and_integer(db_url, tmp_path):
+    old = _model(tmp_path, "      spent: {type: string}\n      secs: {type: integer}\n", "old.yaml")
+    crm = metacrm.connect(old, db_url)
+    crm.migrate()
+    crm.create("deal", {"title": "a", "spent": "1h30m", "secs": 90})
+    crm.create("deal", {"title": "b", "spent": "PT2H", "secs": None})
+    crm.close()
+    new = _model(tmp_path, "      spent: {type: duration}\n      secs: {type: duration}\n", "new.yaml")
+    crm = metacrm.connect(new, db_url)
+    crm.migrate()
+    assert [(r["spent"], r["secs"]) for r in crm.find("deal")] == [(5400, 90), (7200, None)]
+    crm.close()
+
+
+# -- reports ---------------------------------------------------------------------------------------
+
+STAGED = """\
+metacrm: 1
+name: fx
+entities:
+  deal:
+    fields:
+      title: {type: string, required: true}
+      cur: {type: choice, options: [RUB, USD, JPY, BHD]}
+      amount: {type: currency, currency_field: cur}
+      spent: {type: duration}
+      priority:
+        type: choice
+        options:
+          - {value: low, color: "#2e7d32", order: 3}
+          - {value: high, color: "#c62828", order: 1}
+          - {value: normal, color: yellow, order: 2}
+    stages:
+      initial: new
+      states:
+        new: {}
+        offer: {probability: 0.5}
+        won: {kind: won}
+        lost: {kind: lost}
+      transitions:
+        new: [offer, lost]
+        offer: [won, lost]
+  order:
+    fields:
+      title: {type: string}
+      total: {type: currency, currency: JPY}
+    stages:
+      initial: new
+      states:
+        new: {probability: 0.3}
+        done: {kind: won}
+      transitions:
+        new: [done]
+roles:
+  boss:
+    "*": all
+"""
+
+
+@pytest.fixture
+def staged(db_url, tmp_path):
+    crm = metacrm.connect(write(tmp_path, STAGED), db_url)
+    crm.migrate()
+    crm.create("deal", {"title": "a", "cur": "JPY", "amount": "1200", "priority": "low", "spent": "1h"})
+    offer = crm.create("deal", {"title": "b", "cur": "USD", "amount": "10.55", "priority": "high"})
+    crm.move("deal", offer["id"], "offer")
+    crm.create("deal", {"title": "c", "cur": "USD", "amount": "1", "priority": "high", "spent": "30m"})
+    crm.create("deal", {"title": "d", "priority": "normal"})
+    crm.create("order", {"title": "x", "total": "1000"})
+    yield crm
+    crm.close()
+
+
+def test_group_report_sums_per_currency(staged):
+    doc = staged.report_group("deal", "priority", sum="amount")
+    rows = [(r["value"], r["currency"], r["count"], r["sum"]) for r in doc["rows"]]
+    # options in their declared order; one row per currency in each group
+    assert rows == [
+        ("high", "USD", 2, Decimal("11.55")),
+        ("normal", None, 1, Decimal("0")),
+        ("low", "JPY", 1, Decimal("1200")),
+    ]
+    assert doc["total"] == {
+        "count": 4,
+        "sum": None,
+        "currency": None,
+        "sums": {"JPY": Decimal("1200"), "USD": Decimal("11.55")},
+    }
+    one = staged.report_group("deal", "priority", sum="amount", date_to="2000-01-01")
+    assert one["total"]["sums"] == {} and one["total"]["count"] == 0
+    usd = staged.report_group("order", "title", sum="total")
+    assert usd["rows"][0]["currency"] == "JPY" and usd["total"]["sum"] == Decimal(1000)
+    assert usd["total"]["currency"] == "JPY"
+    spent = staged.report_group("deal", "priority", sum="spent")
+    assert spent["total"]["sum"] == 5400
+
+
+def test_funnel_and_board_never_add_currencies(staged):
+    funnel = staged.funnel("deal")
+    assert funnel["currency"] is None and funnel["forecast"] is None
+    new, offer = funnel["stages"][:2]
+    assert new["amount"] is None and new["amounts"] == {"JPY": Decimal(1200), "USD": Decimal("1.00")}
+    assert offer["amounts"] == {"JPY": Decimal(0), "USD": Decimal("10.55")}
+    assert offer["forecasts"] == {"JPY": Decimal(0), "USD": Decimal("5.28")}
+    assert funnel["forecasts"] == {"JPY": Decimal(0), "USD": Decimal("5.28")}
+    assert staged.funnel("deal", as_of="2100-01-01")["stages"][0]["amounts"] == new["amounts"]
+    board = staged.board("deal")
+    assert board["amount"] is None and board["amounts"] == {"JPY": Decimal(1200), "USD": Decimal("11.55")}
+    cards = {r["title"]: (r["amount"], r["currency"]) for r in board["columns"][0]["records"]}
+    assert cards["a"] == (Decimal(1200), "JPY") and cards["c"] == (Decimal("1.00"), "USD")
+    yen = staged.funnel("order")
+    assert (yen["currency"], yen["forecast"], yen["stages"][0]["amount"]) == ("JPY", Decimal(300), Decimal(1000))
+    assert staged.board("order")["amount"] == Decimal(1000)
+
+
+def test_cli_group_report_lines_per_currency(staged, tmp_path, db_url):
+    from typer.testing import CliRunner
+
+    from metacrm.cli.main import app
+
+    args = ["report", "group", "deal", "--by", "priority", "--sum", "amount", "--model", str(tmp_path / "model.yaml")]
+    result = CliRunner().invoke(app, [*args, "--db", db_url])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert any(line.split()[-2:] == ["11.55", "USD"] for line in lines)
+    assert any(line.split()[-3:] == ["1", "200", "JPY"] for line in lines)  # no decimals for yen
+    total = [line for line in lines if line.startswith("total")][0]
+    assert total.split()[-3:] == ["1", "200", "JPY"] and lines[-1].split()[-2:] == ["11.55", "USD"]
+    listed = CliRunner().invoke(app, ["list", "deal", "--columns", "title,spent", "--model", str(tmp_path / "model.yaml"), "--db", db_url])
+    assert "1h" in listed.output and "30m" in listed.output
+
+
+def test_web_shows_currency_duration_and_badges(staged):
+    from conftest import require_module
+
+    require_module("fastapi", why="the web app (the [web] extra)")
+    from fastapi.testclient import TestClient
+
+    from metacrm.runtime.passwords import set_password
+    from metacrm.web import create_app
+
+    staged.add_user("boss", roles=["boss"])
+    set_password(staged, "boss", "correct horse battery")
+    with TestClient(create_app(staged), follow_redirects=False) as client:
+        token = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text).group(1)
+        client.post("/login", data={"login": "boss", "password": "correct horse battery", "csrf": token, "next": "/"})
+        page = client.get("/deal?order_by=priority").text
+        assert '<span class="badge" style="background:#c62828;color:#fff">high</span>' in page
+        assert '<span class="badge" style="background:#ffff00;color:#000">normal</span>' in page
+        assert "¥1,200" in page or "1 200 ¥" in page or "1 200 JPY" in page or "JP¥" in page
+        assert "1h" in page
+        card = client.get(f"/deal/{staged.find('deal', where=chr(116) + 'itle = ' + repr('a'))[0]['id']}").text
+        assert "1h" in card
+        funnel = client.get("/reports/funnel/deal").text
+        assert "10.55" in funnel or "10,55" in funnel
+        board = client.get("/deal/board").text
+        assert "¥1,200 · $1.00" in board and "$10.55" in board  # a column's sums per currency
+
+
+def test_openapi_types(tmp_path):
+    from conftest import require_module
+
+    validator = require_module("openapi_spec_validator", why="the document is checked against OpenAPI 3.1")
+    from jsonschema import Draft202012Validator
+
+    from metacrm.web import create_app
+    from metacrm.web.openapi import build_openapi
+
+    crm = metacrm.connect(write(tmp_path), f"sqlite:///{tmp_path / 'crm.db'}")
+    try:
+        doc = build_openapi(create_app(crm), crm.model)
+    finally:
+        crm.close()
+    validator.validate(doc)
+    schemas = doc["components"]["schemas"]
+    write_props = schemas["deal.create"]["properties"]
+    read_props = schemas["deal.read"]["properties"]
+
+    def accepts(props, name, value) -> bool:
+        return Draft202012Validator(props[name]).is_valid(value)
+
+    assert accepts(write_props, "yen", "1200") and not accepts(write_props, "yen", "1200.5")
+    assert accepts(write_props, "amount", "1.505") and not accepts(write_props, "amount", "1.5055")
+    assert accepts(write_props, "rate", "0.123456789") and not accepts(write_props, "rate", "0.1234567891")
+    assert accepts(write_props, "spent", "1h30m") and accepts(write_props, "spent", 5400)
+    assert accepts(read_props, "spent", 5400) and not accepts(read_props, "spent", "1h")

@@ -267,6 +267,8 @@ def test_bad_rules_are_model_errors_with_lines(tmp_path, extra, type_, part):
     assert found, info.value.problems
     assert part in found[0].message
     assert found[0].line >= 6
+    where = found[0].message.split(": ")[0]
+    assert found[0].message.count(where) == 1, found[0].message  # the field or rule named once
 
 
 def test_migration_adding_rules_counts_breaking_records_and_keeps_them(tmp_path, db_url):

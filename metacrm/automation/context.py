@@ -61,6 +61,11 @@ def _columns(model: Model, storage, target: str, fields: Iterable[str]) -> list:
     return cols
 
 
+def _link_columns(link, join, fields: Iterable[str]) -> list:
+    """The link's own fields asked as ``link.FIELD`` (``products.link.qty``), from its join table."""
+    return [join.c[f[5:]].label(f) for f in sorted(fields) if f.startswith("link.") and f[5:] in link.fields]
+
+
 def linked(conn, storage, entity: Entity, ids: Sequence[int], name: str, fields: Iterable[str]) -> dict[int, list]:
     """record id -> the records its link or inverse link ``name`` reaches, as dicts holding
     ``id``, ``_entity`` and the asked ``fields`` (``_title``: the title), oldest first."""
@@ -77,7 +82,11 @@ def linked(conn, storage, entity: Entity, ids: Sequence[int], name: str, fields:
             join = storage.join_table(entity.name, name)
             target = storage.table(link.target)
             query = (
-                select(join.c.source_id.label("_src"), *_columns(model, storage, link.target, fields))
+                select(
+                    join.c.source_id.label("_src"),
+                    *_columns(model, storage, link.target, fields),
+                    *_link_columns(link, join, fields),
+                )
                 .select_from(join)
                 .join(target, target.c.id == join.c.target_id)
             )
@@ -101,7 +110,11 @@ def linked(conn, storage, entity: Entity, ids: Sequence[int], name: str, fields:
         if declared.many:
             join = storage.join_table(inv.source, inv.link)
             query = (
-                select(join.c.target_id.label("_src"), *_columns(model, storage, inv.source, fields))
+                select(
+                    join.c.target_id.label("_src"),
+                    *_columns(model, storage, inv.source, fields),
+                    *_link_columns(declared, join, fields),
+                )
                 .select_from(join)
                 .join(target, target.c.id == join.c.source_id)
             )

@@ -170,6 +170,8 @@ def _query(crm, compiled: Compiled, rule: Rule, now: dt.datetime):
     )
     if auto.condition:
         query = query.where(compiled.condition_sql(storage, auto))
+    if entity.archive:  # an archived record is deleted: no time-based trigger fires for it
+        query = query.where(table.c.archived_at.is_(None))
     return query.order_by(table.c.id)
 
 
@@ -281,6 +283,8 @@ def _schedule(crm, compiled: Compiled, rule: Rule, now: dt.datetime) -> list[dic
         )
         if auto.condition:
             query = query.where(compiled.condition_sql(storage, auto))
+        if "archived_at" in table.c:  # an archived record is deleted: no schedule fires for it
+            query = query.where(table.c.archived_at.is_(None))
         query = query.order_by(table.c.id)
         with crm._reading() as conn:
             ids = conn.execute(query).scalars().all()

@@ -104,6 +104,7 @@ def get(
     with opened(model, db, as_user) as crm:
         ent = crm.model.entity(entity)
         shown = parse_columns(ent, columns, extra=list(ent.inverses)) if columns else list(ent.columns)
+        shown += [f"{n}.link" for n in shown if n in ent.links and ent.links[n].fields]  # their rows' values
         card = crm.card(entity, record_id)
     record = {k: v for k, v in tidy(ent, card["record"]).items() if k in shown}
     links = {k: v for k, v in card["links"].items() if k in shown}
@@ -114,7 +115,10 @@ def get(
     if format is Format.csv:
         emit_record(record, format)
         return
-    pairs = [(k, v) for k, v in record.items() if k not in card["links"]]  # links: the lines below
+    from .listing import human_durations
+
+    record = human_durations(ent, [record])[0]
+    pairs = [(k, v) for k, v in record.items() if k not in card["links"] and not k.endswith(".link")]  # links: below
     typer.echo(to_pairs(pairs, width=table_width(), wide=wide), nl=False)
     for name, value in links.items():
         targets = value if isinstance(value, list) else [value] if value else []
@@ -154,7 +158,7 @@ def list_(
     """Records of an entity, filtered, ordered and paged. Tables show links by their
     targets' titles and fit the terminal (--wide: never cut). Archived records are left out
     unless --archived or --with-archived."""
-    from .listing import expanded_rows, parse_columns, shown_rows
+    from .listing import expanded_rows, human_durations, parse_columns, shown_rows
 
     if archived and with_archived:
         usage_error("--archived (only the archived records) and --with-archived (all of them): give one")
@@ -167,6 +171,8 @@ def list_(
             rows = expanded_rows(crm, ent, rows, shown)
         else:
             rows = shown_rows(crm, ent, rows, shown, titles=format is Format.table or expand)
+        if format is Format.table:
+            rows = human_durations(ent, rows)
     emit_records(rows, format, shown, wide=wide)
 
 
@@ -283,6 +289,10 @@ def _link_command(add: bool):
         record_id: Annotated[str, typer.Argument(metavar="ID")],
         link: Annotated[str, typer.Argument(help="Link (or inverse link) name.")],
         target: Annotated[str | None, typer.Argument(help="Target id (deal:5 for a polymorphic link).")] = None,
+        values: Annotated[
+            list[str] | None,
+            typer.Argument(help="FIELD=VALUE ...: the fields of a link that carries them (qty=3).", show_default=False),
+        ] = None,
         model: ModelOpt = DEFAULT_MODEL,
         db: DbOpt = DEFAULT_DB,
         as_user: AsOpt = None,
@@ -290,11 +300,22 @@ def _link_command(add: bool):
     ) -> None:
         if add and target is None:
             usage_error("give the target id to link to")
+        if values and not add:
+            usage_error("unlink takes no FIELD=VALUE pairs")
+        given = parse_assignments(values or [])
         with opened(model, db, as_user) as crm:
-            method = crm.link if add else crm.unlink
-            emit_record(method(entity, record_id, link, target), format, crm.model.entity(entity))
+            if add:
+                record = crm.link(entity, record_id, link, target, values=given or None)
+            else:
+                record = crm.unlink(entity, record_id, link, target)
+            emit_record(record, format, crm.model.entity(entity))
 
-    command.__doc__ = "Link a record to another." if add else "Remove a link."
+    command.__doc__ = (
+        "Link a record to another; FIELD=VALUE pairs set the link's fields (metacrm link deal 1 products 4 qty=3), "
+        "also on a pair already linked."
+        if add
+        else "Remove a link."
+    )
     return command
 
 

@@ -49,6 +49,8 @@ COMMANDS: dict[str, tuple[str, str, tuple[str, ...], str | None, dict[str, tuple
             "--offset": ("offset", COUNT),
             **_COLUMNS,
             "--expand": ("expand", FLAG),
+            "--archived": ("archived", FLAG),
+            "--with-archived": ("with_archived", FLAG),
             **_COMMON,
         },
     ),

@@ -13,6 +13,11 @@ from .common import usage_error
 from .data_cmds import DEFAULT_DB, DEFAULT_MODEL, AsOpt, ColumnsOpt, DbOpt, FormatOpt, ModelOpt, opened
 from .output import Format, plural, to_json
 
+LinkOpt = Annotated[
+    str | None,
+    typer.Option("--link", help="A many-link: the file holds its rows (record id, target id, the link's fields)."),
+]
+
 
 def parse_mapping(pairs: list[str]) -> dict[str, str]:
     """``COLUMN=FIELD`` pairs (``COLUMN=`` ignores the column)."""
@@ -95,6 +100,7 @@ def import_(
             help="Accept (and report) near matches of link titles and options: 'GTXPro' for 'GTX Pro'.",
         ),
     ] = False,
+    link: LinkOpt = None,
     model: ModelOpt = DEFAULT_MODEL,
     db: DbOpt = DEFAULT_DB,
     as_user: AsOpt = None,
@@ -103,9 +109,14 @@ def import_(
     """Import records from a CSV file: all rows or none (unless --skip-invalid).
 
     Rows that are rejected or worth a look go to the report (FILE.report.csv, or --report PATH),
-    also when the import is refused."""
+    also when the import is refused. With --link LINK the file holds the rows of a many-link
+    (record id, target id, the link's fields): each line links, all lines or none."""
     from ..io.csv_io import ImportRefused, import_csv
     from ..io.paths import unwritable
+
+    if link is not None:
+        _import_links(entity, file, link, model, db, as_user, format)
+        return
 
     mapping = parse_mapping(map_ or [])
     if report is not None and (why := unwritable(report)) is not None:
@@ -156,19 +167,31 @@ def export(
     expand: Annotated[
         bool, typer.Option("--expand", help="Links as their targets' titles (import matches titles too), not ids.")
     ] = False,
+    link: LinkOpt = None,
     model: ModelOpt = DEFAULT_MODEL,
     db: DbOpt = DEFAULT_DB,
     as_user: AsOpt = None,
 ) -> None:
     """Export records as CSV: what `metacrm import` reads back (ids, links as ids, stage).
     --columns picks the columns (the entity's list: is not applied: an export is complete
-    unless told)."""
+    unless told). --link LINK exports the rows of a many-link instead: record id, target id
+    and the link's fields, one line per linked pair."""
     from ..io.csv_io import export_csv
     from ..io.paths import unwritable
     from .listing import parse_columns, shown_rows
 
     if output is not None and (why := unwritable(output)) is not None:
         usage_error(f"--output: cannot write {output}: {why}")
+    if link is not None:
+        if columns or expand or order_by:
+            usage_error("--link exports the link's rows: --columns, --expand and --order-by do not apply")
+        from ..io.link_csv import export_link_rows
+
+        with opened(model, db, as_user) as crm:
+            count = export_link_rows(crm, entity, link, output if output is not None else sys.stdout, where=where)
+        if output is not None:
+            typer.echo(f"exported {plural(count, f'{entity}.{link} row')} to {output}", err=True)
+        return
     with opened(model, db, as_user) as crm:
         ent = crm.model.entity(entity)
         names = parse_columns(ent, columns) if columns else None
@@ -191,6 +214,18 @@ def export(
         )
     if output is not None:
         typer.echo(f"exported {plural(count, entity + ' record')} to {output}", err=True)
+
+
+def _import_links(entity: str, file: str, link: str, model: str, db: str, as_user, format: Format) -> None:
+    from ..io.link_csv import import_link_rows
+
+    source = sys.stdin.buffer if file == "-" else file
+    with opened(model, db, as_user) as crm:
+        count = import_link_rows(crm, entity, link, source)
+    if format is Format.json:
+        typer.echo(to_json({"entity": entity, "link": link, "rows": count}))
+    else:
+        typer.echo(f"linked {plural(count, f'{entity}.{link} row')}")
 
 
 def register(app: typer.Typer) -> None:

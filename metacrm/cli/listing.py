@@ -20,10 +20,12 @@ def parse_columns(ent, text: str | None, extra: Sequence[str] = (), *, table: bo
     (json and csv hold every column unless told). An unknown name is a usage error (exit 2)
     naming the allowed ones."""
     if text is None:
+        if table and not ent.list:  # a composite field (address, person_name) as one column
+            return list(dict.fromkeys(_whole(ent, c) for c in ent.columns))
         return list((ent.list if table else None) or ent.columns)
     from ..model.suggest import did_you_mean, listing
 
-    allowed = [*ent.columns, *extra]
+    allowed = [*ent.columns, *ent.composites, *extra]
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
         usage_error(f"--columns: name at least one column of {ent.name} ({listing(allowed)})")
@@ -37,9 +39,19 @@ def parse_columns(ent, text: str | None, extra: Sequence[str] = (), *, table: bo
     return list(dict.fromkeys(names))
 
 
-def number_kinds(ent) -> dict[str, str]:
-    """column -> field type, for the numeric fields of an entity."""
-    return {f.name: f.type for f in ent.fields.values() if f.type in ("money", "decimal", "percent")}
+def number_kinds(ent) -> dict:
+    """column -> field, for the exact-number fields of an entity (money, currency, decimal, percent)."""
+    return {f.name: f for f in ent.fields.values() if f.decimals is not None}
+
+
+def human_durations(ent, rows: list[dict]) -> list[dict]:
+    """Rows with their duration fields as a person reads them (1h 30m), for tables."""
+    names = [f.name for f in ent.fields.values() if f.type == "duration"]
+    if not names:
+        return rows
+    from ..dates import format_duration
+
+    return [{k: format_duration(v) if k in names and isinstance(v, int) else v for k, v in row.items()} for row in rows]
 
 
 def tidy(ent, record: dict) -> dict:
@@ -122,9 +134,19 @@ def with_titles(ent, rows: Sequence[dict], titles: dict[str, dict], *, reference
     return out
 
 
+def _whole(ent, column: str) -> str:
+    """The composite field a part column belongs to (``address.city`` -> ``address``)."""
+    f = ent.fields.get(column)
+    return f.part_of if f is not None and f.part_of else column
+
+
 def _cut_to(ent, rows: Sequence[dict], columns: Sequence[str]) -> list[dict]:
     """The rows cut to ``columns``, the numbers among them tidied (as :func:`tidy` does, for
-    the shown columns only: a listing of many rows pays for no other)."""
+    the shown columns only: a listing of many rows pays for no other); a composite column
+    (``address``) is its value on one line."""
+    whole = [c for c in columns if c in ent.composites]
+    if whole:
+        rows = [{**row, **{c: ent.composites[c].one_line(row) for c in whole}} for row in rows]
     kinds = {c: k for c, k in number_kinds(ent).items() if c in columns}
     if not kinds:
         return [{c: row.get(c) for c in columns} for row in rows]

@@ -62,7 +62,17 @@ def reference_text(ref: dict) -> str:
     """A linked record as text: ``client 7 «Acme»``, or ``client 7 (hidden)``."""
     if ref.get("hidden"):
         return f"{ref['entity']} {ref['id']} {label_text(None, True)}"
-    return f"{ref['entity']} {ref['id']} «{ref['title']}»"
+    text = f"{ref['entity']} {ref['id']} «{ref['title']}»"
+    if ref.get("link"):  # a link's fields: `qty=3 price=2.50`
+        shown = " ".join(f"{k}={_link_value(v)}" for k, v in ref["link"].items() if v is not None)
+        text += f" [{shown}]" if shown else ""
+    return text
+
+
+def _link_value(value) -> str:
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    return str(value)
 
 
 def _json_default(value):
@@ -182,9 +192,11 @@ def emit_records(rows: list[dict], fmt: Format, columns: list[str] | None = None
 def emit_record(record: dict, fmt: Format, entity=None) -> None:
     """One record; with its ``entity`` (metacrm.model.Entity), numbers at their type's scale."""
     if entity is not None:
-        from .listing import tidy
+        from .listing import human_durations, tidy
 
         record = tidy(entity, record)
+        if fmt is Format.table:
+            record = human_durations(entity, [record])[0]
     if fmt is Format.json:
         typer.echo(to_json(record))
     elif fmt is Format.csv:

@@ -199,16 +199,24 @@ def group(
     elif format is ReportFormat.csv:
         deliver(to_csv([{**r, "label": _csv_label(r)} for r in doc["rows"]], columns), output)
     else:
+        summed = ent.fields[sum_field] if sum_field else None
         headers = (["period"] if period else []) + [by, "count"] + ([f"sum of {sum_field}"] if sum_field else [])
         rows = []
         for r in doc["rows"]:
             label = label_text(r["label"], r.get("hidden", False))
             row = ([r["period"] or "(no date)"] if period else []) + [_cut(str(label), 40), str(r["count"])]
-            rows.append(row + [_money(r["sum"])] if sum_field else row)
-        total = ([""] if period else []) + ["total", str(doc["total"]["count"])]
-        total += [_money(doc["total"]["sum"])] if sum_field else []
+            rows.append(row + [_sum_text(summed, r["sum"], r.get("currency"))] if sum_field else row)
+        totals = [([""] if period else []) + ["total", str(doc["total"]["count"])]]
+        if "sums" in doc["total"] and len(doc["total"]["sums"]) > 1:  # one total line per currency
+            totals = [
+                ([""] if period else []) + (["total", str(doc["total"]["count"])] if i == 0 else ["", ""])
+                + [_sum_text(summed, total, code)]
+                for i, (code, total) in enumerate(doc["total"]["sums"].items())
+            ]
+        elif sum_field:
+            totals[0].append(_sum_text(summed, doc["total"]["sum"], doc["total"].get("currency")))
         left = 2 if period else 1
-        deliver(grid(headers, [*rows, total], left=left, rule_before_last=True), output)
+        deliver(grid(headers, [*rows, *totals], left=left, rule_before_last=len(totals) == 1), output)
 
 
 def board(
@@ -339,6 +347,18 @@ def _money(value) -> str:
     if value is None:
         return "—"
     return f"{value:,.2f}".replace(",", " ") if not isinstance(value, int) else f"{value:,}".replace(",", " ")
+
+
+def _sum_text(f, value, currency: str | None = None) -> str:
+    """A sum in a report table: a duration as one (1d 4h 30m), an amount with its currency."""
+    if f is not None and f.type == "duration" and value is not None:
+        from ..dates import format_duration
+
+        return format_duration(value)
+    if not currency or value is None:
+        return _money(value)
+    places = max(-int(value.as_tuple().exponent), 0)  # the currency's own decimals (JPY 0, BHD 3)
+    return f"{value:,.{places}f} {currency}".replace(",", " ")
 
 
 def _percent(value) -> str:

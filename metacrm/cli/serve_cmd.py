@@ -41,6 +41,13 @@ def serve(
             help="Seconds a valid token is trusted without a lookup (a revoked one works that long); 0: never.",
         ),
     ] = 5.0,
+    max_upload: Annotated[
+        int, typer.Option("--max-upload", envvar="METACRM_MAX_UPLOAD", help="The largest file upload, in bytes.")
+    ] = 100 << 20,
+    files: Annotated[
+        str | None,
+        typer.Option("--files", envvar="METACRM_FILES", help="Where attached files are kept (docs/files.md)."),
+    ] = None,
     model: ModelOpt = DEFAULT_MODEL,
     db: DbOpt = DEFAULT_DB,
 ) -> None:
@@ -54,8 +61,8 @@ def serve(
         usage_error(f"--port: {port} is not a port (1 to 65535)")
     if not 1 <= workers <= 64:
         usage_error(f"--workers: {workers} is not between 1 and 64")
-    if max_body < 1:
-        usage_error("--max-body: give a positive number of bytes")
+    if max_body < 1 or max_upload < 1:
+        usage_error(f"--max-{'body' if max_body < 1 else 'upload'}: give a positive number of bytes")
     if not 0 <= token_ttl <= 3600:
         usage_error(f"--token-ttl: {token_ttl} is not between 0 and 3600 seconds")
     loaded = load(model)  # an invalid model: its problems and exit 2, before anything listens
@@ -70,6 +77,9 @@ def serve(
     del loaded
     os.environ["METACRM_MAX_BODY"] = str(max_body)
     os.environ["METACRM_TOKEN_TTL"] = str(token_ttl)
+    os.environ["METACRM_MAX_UPLOAD"] = str(max_upload)
+    if files:
+        os.environ["METACRM_FILES"] = files
     for name, value in (("METACRM_POOL_SIZE", pool_size), ("METACRM_BUSY_TIMEOUT", busy_timeout)):
         if value is None:
             os.environ.pop(name, None)

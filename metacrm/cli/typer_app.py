@@ -10,6 +10,7 @@ from . import (
     backup_cmds,
     data_cmds,
     demo_cmd,
+    file_cmds,
     form_cmds,
     init_cmd,
     io_cmds,
@@ -64,6 +65,7 @@ MODULES = (
     serve_cmd,
     token_cmds,
     form_cmds,
+    file_cmds,
 )
 # The commands the console script runs through an app holding only their own module's
 # commands (see main()): typer builds a click command from the signature of every command of

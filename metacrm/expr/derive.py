@@ -371,7 +371,12 @@ class _Analyser:
         if problems:
             raise ExpressionError(problems[0])
         hint = f"roll up a computed field of {child} instead"
-        binder = ValueBinder(self.model, child, what, many_hint=hint)
+        declaring = None  # the many-link relating parent and child: its fields read as link.FIELD
+        if hop.kind == "many":
+            declaring = ent.links[link_name]
+        elif hop.many_to_many:
+            declaring = self.model.entities[child].links[hop.link]
+        binder = ValueBinder(self.model, child, what, many_hint=hint, link=declaring)
         value = None
         if tree.func == "count":
             if not (isinstance(arg, ast.Name) and arg.path == "id"):
@@ -400,7 +405,13 @@ class _Analyser:
         kind = NUMBER if value is None else value.kind
         scale = self.fit(ent, f, kind, f"{tree.func}(...)")
         if value is not None:
-            reads += [Read(child, member_of(self.model, child, r.column), parent=True) for r in columns(value)]
+            for r in columns(value):
+                if not r.link_row:
+                    reads.append(Read(child, member_of(self.model, child, r.column), parent=True))
+                elif hop.kind == "many":  # the parent's own link rows changed
+                    reads.append(Read(ent.name, f"{hop.link}.link"))
+                else:  # a child's link rows to this parent changed
+                    reads.append(Read(child, f"{hop.link}.link", parent=True))
         if hop.kind == "many":
             reads.append(Read(ent.name, hop.link))  # the parent's own many-link
         else:

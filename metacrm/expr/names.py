@@ -73,6 +73,10 @@ class ValueType:
                     from ..validation.values import check_phone
 
                     return check_phone(value.strip(), self.region) or value
+                if self.type_name == "country":  # by its stored ISO code: 'fr', 'France' find 'FR'
+                    from ..validation.values import check_country
+
+                    return check_country(value) or value
                 return value
             hint = f" (write text in quotes: '{value}')" if isinstance(value, int | Decimal) else ""
             raise self.error(f"{show(value)} is not text{hint}", pos)
@@ -105,7 +109,7 @@ class ValueType:
             if self.type_name == "emails" and isinstance(value, str):
                 from ..validation.values import check_email
 
-                return check_email(value.strip())[0] or value.strip().lower()
+                return (check_email(value.strip())[0] or value.strip()).lower()  # addresses match in any case
             if self.type_name == "phones" and isinstance(value, str | int) and not isinstance(value, bool):
                 from ..validation.values import check_phone
 
@@ -184,6 +188,7 @@ _FIELD_KINDS = {
     "email": TEXT,
     "phone": TEXT,
     "url": TEXT,
+    "country": TEXT,
     "choice": TEXT,
     "integer": INTEGER,
     "duration": INTEGER,  # whole seconds
@@ -201,17 +206,41 @@ _FIELD_KINDS = {
     "phones": MULTICHOICE,
     "user": TEXT,  # a login: `manager = :me`
     "users": MULTICHOICE,  # a list of logins: `assignees contains :me`
+    "file": INTEGER,  # the id of the attached file (`contract is not null`)
+    "image": INTEGER,
 }
 _ONE_OF = {"emails": "an e-mail address", "phones": "a phone number"}
 
 
 def field_type(entity: Entity, name: str) -> ValueType:
-    f = entity.fields[name]
+    return _type_of(entity.fields[name], f"{entity.name}.{name}")
+
+
+def _type_of(f, label: str) -> ValueType:
     kind = _FIELD_KINDS.get(f.type, JSON)
     # (decimal places, exclusive bound) as storage/tables.py stores them: NUMERIC(precision, scale)
     scale, limit = (None, None) if f.decimals is None else (f.decimals, Decimal(10) ** f.whole_digits)
     options = f.option_values if f.type in ("choice", "multichoice") and f.options else None
-    return ValueType(kind, f"{entity.name}.{name}", f.type, scale, limit, options)
+    return ValueType(kind, label, f.type, scale, limit, options)
+
+
+def resolve_link_field(model: Model, link: Link, rest: list[str], path: str, hops: tuple, pos: int | None) -> Resolved:
+    """``LINK.link.FIELD``: a field of a many-link's rows (a column of its join table);
+    ``rest`` is what follows ``link``."""
+    owner = f"{link.entity}.{link.name}"
+    if not link.fields:
+        raise ExpressionError(f"{owner}: this link carries no fields, so '{path}' names nothing", pos)
+    if len(rest) != 1 or rest[0] not in link.fields:
+        name = ".".join(rest) or "?"
+        hint = did_you_mean(name, link.fields)
+        raise ExpressionError(
+            f"{owner}: unknown field '{name}' of link {link.name} in '{path}'"
+            + (f" ({hint})" if hint else "")
+            + f"; fields: {listing(link.fields)}",
+            pos,
+        )
+    vt = _localised(_type_of(link.fields[rest[0]], f"{owner}.{rest[0]}"), model)
+    return Resolved(path, hops, link.target, rest[0], vt, link_row=True)
 
 
 def _localised(vt: ValueType, model: Model) -> ValueType:
@@ -284,6 +313,7 @@ class Resolved:
     entity: str  # where the column is
     column: str  # column name on that entity's table
     vtype: ValueType
+    link_row: bool = False  # the column is a field of the last hop's join table (``products.link.qty``)
 
     @property
     def multi(self) -> bool:
@@ -308,6 +338,14 @@ def resolve(model: Model, entity_name: str, path: str, pos: int | None = None) -
         at = None if pos is None else pos + offset
         offset += len(part) + 1
         rest = ".".join(parts[i + 1 :])
+        if part in entity.composites:  # a composite field: one of its parts is named (``address.city``)
+            whole = f"{part}.{parts[i + 1]}" if not last else None
+            if whole is None or whole not in entity.fields:
+                names = listing(entity.composites[part].fields)
+                raise ExpressionError(f"{entity.name}: '{part}' is made of parts; name one of them: {names}", at)
+            if i + 2 < len(parts):
+                raise ExpressionError(f"{entity.name}: '{whole}' is a field, not a link, so it cannot be followed", at)
+            return Resolved(path, tuple(hops), entity.name, whole, _localised(field_type(entity, whole), model))
         if part in entity.fields:
             if not last:
                 raise ExpressionError(
@@ -341,9 +379,17 @@ def resolve(model: Model, entity_name: str, path: str, pos: int | None = None) -
                 if last or parts[i + 1] == "id" and i + 2 == len(parts):  # 'client' and 'client.id': the column
                     vt = ValueType(INTEGER, f"{entity.name}.{part}", "link")
                     return Resolved(path, tuple(hops), entity.name, naming.link_column(part), vt)
+                if parts[i + 1] == "link" and "link" not in model.entities[link.target].fields:
+                    resolve_link_field(model, link, parts[i + 2 :], path, (), at)  # says why not
                 hops.append(Hop("link", entity.name, link.target, part))
             else:
                 hops.append(Hop("many", entity.name, link.target, part))
+                if (
+                    not last
+                    and parts[i + 1] == "link"
+                    and (link.fields or "link" not in model.entities[link.target].fields)
+                ):
+                    return resolve_link_field(model, link, parts[i + 2 :], path, tuple(hops), at)
             entity = model.entities[link.target]
             if last:  # a many-link alone compares the linked ids
                 return Resolved(
@@ -357,6 +403,11 @@ def resolve(model: Model, entity_name: str, path: str, pos: int | None = None) -
                 Hop("inverse", entity.name, inverse.source, inverse.link, inverse.many_to_many, declaring.polymorphic)
             )
             label = f"{entity.name}.{part}"
+            if not last and parts[i + 1] == "link" and inverse.many_to_many:
+                source = model.entities[inverse.source]
+                if declaring.fields or "link" not in source.fields:
+                    resolved = resolve_link_field(model, declaring, parts[i + 2 :], path, tuple(hops), at)
+                    return replace(resolved, entity=inverse.source)
             entity = model.entities[inverse.source]
             if last:
                 return Resolved(path, tuple(hops), entity.name, "id", ValueType(INTEGER, label, "link"))
@@ -374,4 +425,4 @@ def resolve(model: Model, entity_name: str, path: str, pos: int | None = None) -
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-__all__ = ["Hop", "Resolved", "ValueType", "resolve", "show", "system_columns"]
+__all__ = ["Hop", "Resolved", "ValueType", "resolve", "resolve_link_field", "show", "system_columns"]

@@ -33,6 +33,8 @@ def normalize(vt: ValueType, value, path: str):
         return None
     kind = vt.kind
     if kind in (MULTICHOICE, JSON):
+        if vt.type_name == "emails" and isinstance(value, list):  # compared in lower case, as SQL does
+            return [v.lower() if isinstance(v, str) else v for v in value]
         return value
     if kind == REF:
         return value

@@ -85,11 +85,14 @@ def _num(x):
 class ValueSQL:
     """Bound values -> SQL on a table (see values.py for the exact arithmetic)."""
 
-    def __init__(self, storage: Storage, access: Access | None = None):
+    def __init__(self, storage: Storage, access: Access | None = None, link_table=None):
         self.storage = storage
         self.access = access
+        self.link_table = link_table  # a roll-up's join table: where ``link.FIELD`` is read
 
     def column(self, r: Resolved, table) -> ColumnElement:
+        if r.link_row and not r.hops:
+            return self.link_table.c[r.column]
         return self._path(r, 0, table)
 
     def _path(self, r: Resolved, i: int, table):
@@ -272,9 +275,12 @@ class _Compiler:
             inner = self.walk(r, i + 1, target, test, "pos")
             where = column.in_(select(target.c.id).where(inner, *seen))
             return and_(column.is_not(None), where) if mode == "exact" else where
+        rows = r.link_row and i + 1 == len(r.hops)  # a field of the join table's rows
         if hop.kind == "many":
             join = self.storage.join_table(hop.entity, hop.link).alias()
-            if last:  # the linked ids are the record's own (its many-link's value)
+            if rows:  # the link's own values (products.link.qty): the record's own too
+                inner = self.terminal(r, join.c[r.column], join, test)
+            elif last:  # the linked ids are the record's own (its many-link's value)
                 inner = self.terminal(r, join.c[naming.JOIN_TARGET], join, test)
             else:
                 target = self.storage.table(hop.target).alias()
@@ -289,8 +295,9 @@ class _Compiler:
             join = self.storage.join_table(hop.target, hop.link).alias()
             source = self.storage.table(hop.target).alias()
             seen = self.readable(hop.target, source)  # the join rows of hidden sources are hidden
-            if last:
-                inner = self.terminal(r, join.c[naming.JOIN_SOURCE], join, test)
+            if last or rows:
+                column = join.c[r.column] if rows else join.c[naming.JOIN_SOURCE]
+                inner = self.terminal(r, column, join, test)
                 if seen:
                     inner = and_(inner, join.c[naming.JOIN_SOURCE].in_(select(source.c.id).where(*seen)))
             else:

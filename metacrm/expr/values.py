@@ -29,7 +29,7 @@ from decimal import ROUND_HALF_UP, Decimal, localcontext
 from ..errors import ExpressionError
 from ..model.metamodel import Model
 from . import ast
-from .names import BOOLEAN, DATE, DATETIME, DECIMAL, INTEGER, TEXT, Resolved, resolve
+from .names import BOOLEAN, DATE, DATETIME, DECIMAL, INTEGER, TEXT, Resolved, resolve, resolve_link_field
 
 NUMBER = "number"
 NULL = "null"
@@ -206,11 +206,12 @@ def scaled(value, scale: int) -> int:
 
 
 class ValueBinder:
-    def __init__(self, model: Model, entity: str, what: str, *, many_hint: str | None = None):
+    def __init__(self, model: Model, entity: str, what: str, *, many_hint: str | None = None, link=None):
         self.model = model
         self.entity = entity
         self.what = what
         self.many_hint = many_hint
+        self.link = link  # a roll-up over a many-link: ``link.FIELD`` names the link's own fields
 
     def error(self, message: str, pos) -> ExpressionError:
         at = f" (column {pos})" if pos else ""
@@ -218,7 +219,14 @@ class ValueBinder:
 
     def bind(self, node):
         if isinstance(node, ast.Name):
-            r = resolve(self.model, self.entity, node.path, node.pos)
+            if (
+                self.link is not None
+                and node.path.split(".")[0] == "link"
+                and "link" not in self.model.entities[self.entity].fields
+            ):
+                r = resolve_link_field(self.model, self.link, node.path.split(".")[1:], node.path, (), node.pos)
+            else:
+                r = resolve(self.model, self.entity, node.path, node.pos)
             if r.multi:
                 hint = self.many_hint or (
                     "a formula reads the record's own fields and its single links; "

@@ -30,7 +30,7 @@ import re
 from bisect import bisect_right
 
 TRIGGERS = "=+-@\t\r"
-NUMERIC_TYPES = frozenset({"integer", "decimal", "percent", "money"})
+NUMERIC_TYPES = frozenset({"integer", "decimal", "percent", "money", "currency", "duration"})
 
 _NEEDS_QUOTE = re.compile(r"'*[=+\-@\t\r]")  # a cell a spreadsheet could run, or one that looks neutralised
 _NEUTRALISED = re.compile(r"'+[=+\-@\t\r]")

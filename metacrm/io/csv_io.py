@@ -73,7 +73,7 @@ from decimal import Decimal
 from typing import Any
 
 from ..errors import DuplicateWarning, FieldIssue, NotFound, ValidationError
-from ..model.metamodel import Entity, Link
+from ..model.metamodel import Entity, Field, Link
 from ..model.suggest import did_you_mean, listing
 from .csv_cells import NUMERIC_TYPES, neutralise, restore, unterminated_quote
 from .csv_cells import writer as csv_writer
@@ -396,7 +396,8 @@ def map_columns(
                 continue
             target = found[0]
         kind = "id" if target == ID_COLUMN else members[target]
-        if kind == "field" and ent.fields[target].derived:  # computed: an export's column, read back as nothing
+        if kind == "field" and (ent.fields[target].derived or ent.fields[target].kind == "file"):
+            # computed, or a file's id (files are attached, not imported): an export's column, read back as nothing
             columns.append(_Column(index, column, None, "ignore"))
             continue
         if kind == "stage" and not import_stages:
@@ -1147,10 +1148,12 @@ def _json_text(value) -> str:
     return "" if value is None else json.dumps(value, ensure_ascii=False, default=_plain)
 
 
-def _number(type_name: str) -> Callable[[Any], str]:
+def _number(f: Field) -> Callable[[Any], str]:
+    """A number's cell: at its field's scale (a currency amount at its currency's decimals; a
+    duration in whole seconds, which import reads back)."""
     from ..model.field_types import at_scale
 
-    return lambda value: _plain(at_scale(type_name, value))
+    return lambda value: _plain(at_scale(f, value))
 
 
 def export_columns(ent: Entity, names: Sequence[str] | None = None) -> list[tuple[str, Callable[[Any], str]]]:
@@ -1158,7 +1161,7 @@ def export_columns(ent: Entity, names: Sequence[str] | None = None) -> list[tupl
     any column of a record may be named)."""
     columns: list[tuple[str, Callable[[Any], str]]] = [(ID_COLUMN, _plain)]
     columns += [
-        (f.name, _json_text if f.type == "json" else _number(f.type) if f.type in NUMERIC_TYPES else _plain)
+        (f.name, _json_text if f.type == "json" else _number(f) if f.type in NUMERIC_TYPES else _plain)
         for f in ent.fields.values()
     ]
     columns += [(name, _plain) for name in ent.links]

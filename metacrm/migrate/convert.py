@@ -24,11 +24,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
+from ..model.field_types import MULTI_VALUE_TYPES
 from ..model.metamodel import Field
 
-TEXTS = frozenset({"string", "text", "email", "phone", "url", "choice"})
-SCALE = {"integer": 0, "money": 2, "decimal": 6, "percent": 6}  # decimals kept
-DIGITS = {"integer": 18, "money": 16, "decimal": 12, "percent": 12}  # digits before the point
+TEXTS = frozenset({"string", "text", "email", "phone", "url", "choice", "country"})
+SCALE = {"integer": 0, "duration": 0, "money": 2, "currency": 2, "decimal": 6, "percent": 6}  # default decimals
+DIGITS = {"integer": 18, "duration": 18, "money": 16, "currency": 16, "decimal": 12, "percent": 12}
+
+
+def scale_of(f: Field) -> int:
+    """Decimals a number field's column keeps (its declared scale, its currency's)."""
+    return f.decimals if f.decimals is not None else SCALE[f.type]
+
+
+def digits_of(f: Field) -> int:
+    """Digits before the point a number field's column holds."""
+    return f.whole_digits if f.whole_digits is not None else DIGITS[f.type]
 TRUE_WORDS = ("true", "yes", "1", "да")
 FALSE_WORDS = ("false", "no", "0", "нет")
 UTC = dt.UTC
@@ -49,16 +60,22 @@ class Conversion:
     canonical: Callable[[str], str | None] | None = None
     bad: Callable[[str], str | None] | None = None
     coerce: Callable | None = None  # value -> canonical text of the new value (raises Invalid)
+    rounded: Callable[[str], str] | None = None  # the values that lose digits and are rounded
 
     @property
     def from_text(self) -> bool:
         return self.src.type in TEXTS
 
 
-def conversion(src: Field, dst: Field, dialect: str, region: str | None = None) -> Conversion | str:
-    """The conversion of a column from ``src``'s type to ``dst``'s, or why there is none."""
+def conversion(
+    src: Field, dst: Field, dialect: str, region: str | None = None, *, round_: bool = False
+) -> Conversion | str:
+    """The conversion of a column from ``src``'s type to ``dst``'s, or why there is none
+    (``round_``: numbers with more decimals than ``dst`` keeps are rounded, not refused)."""
     a, b = src.type, dst.type
     sqlite = dialect == "sqlite"
+    if a in TEXTS and b in MULTI_VALUE_TYPES:  # email -> emails: the value becomes the primary
+        return Conversion(src, dst, dialect, *_text_to_list(dst, sqlite, region))
     if b == "user" and a in TEXTS:  # logins into a `to: user` link: each must name a stored user
         return Conversion(src, dst, dialect, lambda c: None, _stored_login, coerce=_no_user)
     if a == "user" and b in ("string", "text"):
@@ -70,7 +87,8 @@ def conversion(src: Field, dst: Field, dialect: str, region: str | None = None) 
             )
     elif a in SCALE:
         if b in SCALE:
-            return Conversion(src, dst, dialect, *_number_to_number(src, dst, sqlite))
+            expr, canonical, bad, rounded = _number_to_number(src, dst, sqlite, round_)
+            return Conversion(src, dst, dialect, expr, canonical, bad, rounded=rounded)
         if b in ("string", "text"):
             return Conversion(src, dst, dialect, *_number_to_text(src, dst, sqlite))
     elif a == "date":
@@ -96,17 +114,17 @@ def _text_expr(dst: Field, sqlite: bool) -> Callable[[str], str | None]:
     b = dst.type
     if b in TEXTS:
         return lambda c: None
-    if b == "integer":
+    if b in ("integer", "duration"):
         return lambda c: f"CAST({c} AS {'INTEGER' if sqlite else 'BIGINT'})"
     if b in SCALE:
-        scale = SCALE[b]
+        scale = scale_of(dst)
         if sqlite:  # '12.5' -> '1250' (digits moved past the point, padded), then an integer
             pad = "0" * scale
             return lambda c: (
                 f"CAST(CASE WHEN instr({c}, '.') > 0 THEN replace({c}, '.', '') || "
                 f"substr('{pad}', 1, {scale} - (length({c}) - instr({c}, '.'))) ELSE {c} || '{pad}' END AS INTEGER)"
             )
-        return lambda c: f"CAST({c} AS NUMERIC(18, {scale}))"
+        return lambda c: f"CAST({c} AS NUMERIC({scale + digits_of(dst)}, {scale}))"
     if b == "boolean":
         words = _in(TRUE_WORDS)
         yes, no = ("1", "0") if sqlite else ("true", "false")
@@ -120,7 +138,7 @@ def _text_expr(dst: Field, sqlite: bool) -> Callable[[str], str | None]:
 def _canonical(dst: Field, sqlite: bool) -> Callable[[str], str | None]:
     """The values SQL converts exactly (None: none, the coercer sees every value)."""
     b = dst.type
-    if b in ("email", "phone", "url", "datetime") or (b in ("string", "text") and dst.pattern):
+    if b in ("email", "phone", "url", "country", "datetime") or (b in ("string", "text") and dst.pattern):
         return lambda c: None
     if b == "choice":
         options = _in(dst.option_values)
@@ -140,7 +158,7 @@ def _canonical(dst: Field, sqlite: bool) -> Callable[[str], str | None]:
         return lambda c: (
             f"({c} ~ '^[0-9]{{4}}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])$' AND {c} >= '0001')"
         )
-    scale, digits = SCALE[b], DIGITS[b]
+    scale, digits = scale_of(dst), digits_of(dst)
     convert = _text_expr(dst, sqlite)
     if sqlite:
 
@@ -200,7 +218,7 @@ def _canonical_text(dst: Field, region: str | None) -> Callable:
             return None
         if b == "boolean":
             return "true" if result else "false"
-        if b in SCALE and b != "integer":
+        if b in SCALE and b not in ("integer", "duration"):
             return format(result, "f")
         if b == "date":
             return result.isoformat()
@@ -209,6 +227,28 @@ def _canonical_text(dst: Field, region: str | None) -> Callable:
         return str(result)
 
     return spell
+
+
+def _text_to_list(dst: Field, sqlite: bool, region: str | None):
+    """Text to an emails / phones list: every value goes through the field's coercer (so text
+    holding several, ``a@x.org, b@y.org``, gives them all) and is rewritten to its canonical
+    spelling first, the JSON list on SQLite (which does not enforce lengths), the values joined
+    by commas on PostgreSQL (never longer than the text it replaces); SQL then makes the list."""
+    import json
+
+    from ..validation.values import field_coercer
+
+    coerce = field_coercer(dst, region=region)
+
+    def spell(value):
+        result = coerce(value)
+        if result is None:
+            return None
+        return json.dumps(result, ensure_ascii=False) if sqlite else ",".join(result)
+
+    if sqlite:
+        return (lambda c: f"json({c})"), (lambda c: None), None, spell
+    return (lambda c: f"to_jsonb(string_to_array({c}, ','))"), (lambda c: None), None, spell
 
 
 def _stored_login(c: str) -> str:
@@ -228,10 +268,14 @@ def _no_user(value):
 # -- from numbers ---------------------------------------------------------------------------------
 
 
-def _number_to_number(src: Field, dst: Field, sqlite: bool):
-    s, d = SCALE[src.type], SCALE[dst.type]
-    limit = 10 ** DIGITS[dst.type]
+def _number_to_number(src: Field, dst: Field, sqlite: bool, round_: bool = False):
+    """(expr, canonical, bad, rounded) of a number column changing type or scale. Fewer
+    decimals: the values that would lose digits are ``bad`` (refused), or with ``round_``
+    rounded half away from zero (``rounded`` counts them)."""
+    s, d = scale_of(src), scale_of(dst)
+    limit = 10 ** digits_of(dst)
     low, high = _bounds(dst)
+    rounded = None
     if sqlite:  # stored: value * 10**s (integers)
         if d >= s:
             factor = 10 ** (d - s)
@@ -242,12 +286,18 @@ def _number_to_number(src: Field, dst: Field, sqlite: bool):
             lossy = None
         else:
             factor = 10 ** (s - d)
+            half = factor // 2
 
             def expr(c):
+                if round_:  # SQLite's integer division truncates toward zero: add half away from it
+                    return f"(CASE WHEN {c} < 0 THEN -((-{c} + {half}) / {factor}) ELSE ({c} + {half}) / {factor} END)"
                 return f"{c} / {factor}"
 
             def lossy(c):
                 return f"{c} % {factor} <> 0"
+
+            if round_:
+                rounded, lossy = lossy, None
 
         unit = 10**s
 
@@ -261,16 +311,23 @@ def _number_to_number(src: Field, dst: Field, sqlite: bool):
                 parts.append(f"{c} > {_scaled(high, s)}")
             return " OR ".join(parts)
 
-        return expr, None, bad
+        return expr, None, bad, rounded
 
-    target = "BIGINT" if dst.type == "integer" else f"NUMERIC(18, {d})"
+    target = "BIGINT" if d == 0 and dst.type in ("integer", "duration") else f"NUMERIC({d + digits_of(dst)}, {d})"
 
     def pg_expr(c):
+        if round_ and d < s:  # PostgreSQL's round() of a numeric: half away from zero
+            return f"CAST(round({c}, {d}) AS {target})"
         return f"CAST({c} AS {target})"
+
+    if round_ and d < s:
+
+        def rounded(c):
+            return f"{c} <> round({c}, {d})"
 
     def pg_bad(c):
         parts = [f"abs({c}) >= {limit}"]
-        if d < s:
+        if d < s and not round_:
             parts.append(f"{c} <> round({c}, {d})")
         if low is not None:
             parts.append(f"{c} < {_scaled(low, 0)}")
@@ -278,11 +335,11 @@ def _number_to_number(src: Field, dst: Field, sqlite: bool):
             parts.append(f"{c} > {_scaled(high, 0)}")
         return " OR ".join(parts)
 
-    return pg_expr, None, pg_bad
+    return pg_expr, None, pg_bad, rounded
 
 
 def _number_to_text(src: Field, dst: Field, sqlite: bool):
-    s = SCALE[src.type]
+    s = scale_of(src)
     limit = dst.max_length
     if sqlite and s:
         unit = 10**s

@@ -176,6 +176,9 @@ def fields_and_links(ctx: Ctx, old: Entity, new: Entity, rename: Step | None) ->
                 colmap.update(mapped)
                 if link.many:
                     many.append((ol.name, link.name))
+                    from .linkfields import link_field_steps
+
+                    link_field_steps(ctx, old, new, ol, link)  # the columns of its join table
             elif len(link_columns(ol)) == len(link_columns(link)):  # refused: its column stays as it is
                 colmap.update(dict(zip(link_columns(ol), link_columns(link), strict=True)))
         else:
@@ -202,8 +205,8 @@ def _field_changes(ctx: Ctx, old: Entity, new: Entity, of: Field, f: Field, vaca
         step.measure = ctx.count_values(o, [of.name])
     old_col = ctx.so.table(o).c[of.name]
     new_col = ctx.sn.table(n).c[f.name]
-    if of.type != f.type:
-        from .typechange import change_type
+    if of.type != f.type or (of.decimals, of.whole_digits) != (f.decimals, f.whole_digits):
+        from .typechange import change_type  # a type, or an exact number's scale or precision
 
         if not change_type(ctx, old, new, of, f):
             return False

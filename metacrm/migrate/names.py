@@ -153,8 +153,24 @@ def _check_column(check: CheckConstraint) -> str:
     return str(check.sqltext).split(" ", 1)[0].strip('"')
 
 
+def _one_to_one(ctx: Ctx, entity: str, cols: tuple):
+    """The link made one-to-one (``unique: true``) whose columns are ``cols``, if any."""
+    from ..storage import naming
+
+    ent = ctx.new.entities.get(entity)
+    for link in ent.links.values() if ent is not None else ():
+        columns = (naming.link_entity_column(link.name),) if link.polymorphic else ()
+        if link.unique and (*columns, naming.link_column(link.name)) == cols:
+            return link
+    return None
+
+
 def _add_unique(ctx: Ctx, entity: str, o: str, n: str, name: str, cols: tuple, reverse: dict) -> None:
-    step = ctx.step("add_unique", entity, ", ".join(cols), NEEDS_DATA, f"make {', '.join(cols)} of {n} unique ({name})")
+    link = _one_to_one(ctx, entity, cols)
+    text = f"make {', '.join(cols)} of {n} unique ({name})"
+    if link is not None:
+        text = f"link {entity}.{link.name} becomes one-to-one: {text}"
+    step = ctx.step("add_unique", entity, link.name if link else ", ".join(cols), NEEDS_DATA, text)
     step.contribute(
         n, o, f"add unique {name}", lambda b, ex: b.create_unique_constraint(name, list(cols)), ADD_CONSTRAINT
     )
@@ -196,6 +212,19 @@ def _add_unique(ctx: Ctx, entity: str, o: str, n: str, name: str, cols: tuple, r
                 {"value": r[0] if len(old_cols) == 1 else list(r[:-1]), "records": r[-1]} for r in rows[:3]
             ]
             shown = ", ".join(f"{_show(e['value'])} ×{e['records']}" for e in step.examples)
+            if link is not None:
+                what = "target is" if len(rows) == 1 else "targets are"
+                shown = ", ".join(
+                    f"{_show(e['value']).strip('()').replace(', ', ' ')} ×{e['records']}"
+                    if link.polymorphic
+                    else f"{link.target} {e['value']} ×{e['records']}"
+                    for e in step.examples
+                )
+                step.refusal = (
+                    f"needs data: {len(rows)} {what} linked from more than one {entity} through {link.name} "
+                    f"({step.count} records), e.g. {shown}; link each target from one {entity} only first"
+                )
+                return
             step.refusal = (
                 f"needs data: {len(rows)} value{'s' if len(rows) > 1 else ''} of {', '.join(cols)} "
                 f"{'are' if len(rows) > 1 else 'is'} held by more than one record ({step.count} records), e.g. {shown}; "

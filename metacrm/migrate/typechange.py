@@ -33,7 +33,8 @@ def change_type(ctx: Ctx, old: Entity, new: Entity, of: Field, f: Field) -> bool
     """Steps for a type change; False when it is refused outright (no conversion)."""
     o, n = old.name, new.name
     where = f"{n}.{f.name}"
-    conv = conversion(of, f, ctx.dialect, ctx.new.region or None)
+    rounding = f.round or ctx.allow_data_loss
+    conv = conversion(of, f, ctx.dialect, ctx.new.region or None, round_=rounding)
     if isinstance(conv, str):
         step = ctx.step("change_type", n, f.name, DESTRUCTIVE, f"type of {where}: {of.type} → {f.type}")
         step.refusal = f"type of {where} cannot change from {of.type} to {f.type}: {conv}"
@@ -46,12 +47,18 @@ def change_type(ctx: Ctx, old: Entity, new: Entity, of: Field, f: Field) -> bool
     new_sql = new_col.type.compile(dialect=dialect)
     col = quote(f.name)
     expr = conv.expr(col)
+    what = f"type of {where}: {of.type} → {f.type}"
+    if of.type == f.type:
+        what = f"scale of {where}: NUMERIC({_shape(of)}) → NUMERIC({_shape(f)})"
+    elif of.decimals is not None and f.decimals is not None and of.decimals != f.decimals:
+        what += f" (decimals {of.decimals} → {f.decimals})"
     step = ctx.step(
         "change_type",
         n,
         f.name,
         NEEDS_DATA,
-        f"type of {where}: {of.type} → {f.type}; every value is converted (refused while any would not)",
+        f"{what}; every value is converted (refused while any would not"
+        + (", values with more decimals are rounded half away from zero)" if conv.rounded else ")"),
     )
     step.measure = _measure(ctx, conv, o, of, old_col.type, quote, where)
     if of.type == "choice":
@@ -86,11 +93,16 @@ def change_type(ctx: Ctx, old: Entity, new: Entity, of: Field, f: Field) -> bool
     return True
 
 
+def _shape(f: Field) -> str:
+    return f"{f.decimals + f.whole_digits},{f.decimals}"
+
+
 def _measure(ctx: Ctx, conv: Conversion, o: str, of: Field, old_type, quote, where: str):
     from ..validation.values import show
 
     col, table = quote(of.name), quote(o)
-    target = conv.dst.type
+    dst = conv.dst
+    target = dst.type if dst.decimals is None else f"{dst.type} with {dst.decimals} decimals"
 
     def measure(conn, step: Step) -> None:
         bad: list[tuple[int, object, int]] = []  # (first id, value, records)
@@ -118,6 +130,14 @@ def _measure(ctx: Ctx, conv: Conversion, o: str, of: Field, old_type, quote, whe
             examples = sorted(bad, key=lambda b: b[0])[:EXAMPLES]
             shown = [(first, value) for first, value, _ in examples]
         else:
+            if conv.rounded is not None:  # counted and named in the plan, then rounded
+                rounded = conn.execute(
+                    text(f"SELECT count(*) FROM {table} WHERE {col} IS NOT NULL AND ({conv.rounded(col)})")
+                ).scalar_one()
+                step.rounded = rounded  # type: ignore[attr-defined]
+                if rounded:
+                    s = "s" if rounded > 1 else ""
+                    step.description += f"; {rounded} value{s} of {where} lose digits and are rounded"
             predicate = conv.bad(col) if conv.bad else None
             if not predicate:
                 step.count = 0
@@ -136,9 +156,11 @@ def _measure(ctx: Ctx, conv: Conversion, o: str, of: Field, old_type, quote, whe
                     "add the users (metacrm user add LOGIN), or correct or empty the values first"
                 )
             else:
+                fix = "correct or empty them first"
+                if dst.decimals is not None and of.decimals is not None and dst.decimals < of.decimals:
+                    fix += f", or declare `round: true` on {where} to round them to {dst.decimals} decimals"
                 step.refusal = (
-                    f"needs data: {step.count} value{s} of {where} would not convert to {target}, e.g. {examples}; "
-                    "correct or empty them first"
+                    f"needs data: {step.count} value{s} of {where} would not convert to {target}, e.g. {examples}; {fix}"
                 )
 
     return measure

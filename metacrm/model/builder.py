@@ -13,7 +13,18 @@ import re
 from types import MappingProxyType
 
 from ..errors import Problem
+from .composite import (
+    COMPOSITE_TYPES,
+    PARTS,
+    REQUIRED_PART,
+    SEARCHED_PARTS,
+    SORT_PART,
+    Composite,
+    full_name_formula,
+    part_name,
+)
 from .field_types import FIELD_TYPES
+from .file_rules import accept_items, attachments_spec, parse_size
 from .metamodel import (
     DEFAULT_PIPELINE,
     AssignRule,
@@ -46,6 +57,15 @@ def parse_duration(text: str) -> int | None:
     if not isinstance(text, str) or not re.fullmatch(r"\s*([0-9]+\s*[wdhms]\s*)+", text):
         return None
     return sum(int(n) * _UNITS[u] for n, u in _DURATION.findall(text))
+
+
+def _spread(names: tuple[str, ...], composites: dict, parts: dict) -> tuple[str, ...]:
+    """Names with each composite field replaced by its parts that ``parts`` names for its type."""
+    out: list[str] = []
+    for n in names:
+        c = composites.get(n)
+        out += [part_name(n, p) for p in parts[c.type]] if c else [n]
+    return tuple(dict.fromkeys(out))
 
 
 def _names(value) -> tuple[str, ...]:
@@ -178,11 +198,15 @@ class _Builder:
     # -- entities ------------------------------------------------------------------------
     def entity(self, name: str, decl: dict) -> Entity:
         path = ("entities", name)
-        fields = {
-            fname: self.field((*path, "fields", fname), fname, fdecl)
-            for fname, fdecl in _dict(decl.get("fields")).items()
-            if isinstance(fdecl, dict) and fdecl.get("type") in FIELD_TYPES
-        }
+        fields: dict[str, Field] = {}
+        composites: dict[str, Composite] = {}
+        for fname, fdecl in _dict(decl.get("fields")).items():
+            if isinstance(fdecl, dict) and fdecl.get("type") in COMPOSITE_TYPES:
+                composite, parts = self.composite((*path, "fields", fname), fname, fdecl)
+                composites[fname] = composite
+                fields.update((f.name, f) for f in parts)
+            elif isinstance(fdecl, dict) and fdecl.get("type") in FIELD_TYPES:
+                fields[fname] = self.field((*path, "fields", fname), fname, fdecl)
         fields = currency_scales(fields)
         links = {
             lname: self.link((*path, "links", lname), name, lname, ldecl)
@@ -205,6 +229,8 @@ class _Builder:
         fields.update((lname, f) for lname, f in users.items() if lname not in fields)
         pipelines = self.pipelines(name, decl, fields)
         title = _str(decl.get("title"))
+        if title in composites:  # a person's name is titled by its full name
+            title = part_name(title, SORT_PART[composites[title].type])
         if title is None:
             title = next((f.name for f in fields.values() if f.type == "string"), None)
         return Entity(
@@ -218,8 +244,9 @@ class _Builder:
             owner=decl.get("owner") is True,
             archive=decl.get("archive") is True,
             title=title,
-            search=_names(decl.get("search")),
+            search=_spread(_names(decl.get("search")), composites, SEARCHED_PARTS),
             list=_names(decl["list"]) if isinstance(decl.get("list"), list) else None,
+            composites=_frozen(composites),
             indexes=tuple(_names(ix) for ix in decl.get("indexes") or () if _names(ix)),
             unique=tuple(_names(u) for u in decl.get("unique") or () if _names(u)),
             duplicates=self.duplicates(path, decl),
@@ -229,6 +256,7 @@ class _Builder:
             pipeline_field=_str(decl.get("pipeline_field")),
             pipeline_map=_frozen({k: v for k, v in _dict(decl.get("pipeline_map")).items() if isinstance(v, str)}),
             task=self.task(path, decl, fields, links),
+            attachments=attachments_spec(decl.get("attachments")),
         )
 
     def task(self, path: tuple, decl: dict, fields: dict, links: dict) -> TaskSpec | None:
@@ -335,7 +363,35 @@ class _Builder:
             currency=_str(decl.get("currency")),
             currency_field=_str(decl.get("currency_field")),
             round=decl.get("round") is True,
+            accept=accept_items(decl.get("accept")),
+            max_size=parse_size(decl.get("max_size")),
         )
+
+    def composite(self, path: tuple, name: str, decl: dict) -> tuple[Composite, list[Field]]:
+        """A composite field (model/composite.py) and its part fields ``<name>.<part>``."""
+        kind = decl["type"]
+        caption = _str(decl.get("label")) or name
+        loc = self.loc(path, key=True)
+        renamed = _names(decl.get("renamed_from"))
+        parts = []
+        for part in PARTS[kind]:
+            full = part_name(name, part.name)
+            parts.append(
+                Field(
+                    name=full,
+                    type=part.type,
+                    required=decl.get("required") is True and REQUIRED_PART[kind] == part.name,
+                    max_length=part.max_length,
+                    label=f"{caption}: {part.caption}",
+                    help=_str(decl.get("help")) if part is PARTS[kind][0] else None,
+                    renamed_from=tuple(part_name(old, part.name) for old in renamed),
+                    loc=loc,
+                    formula=full_name_formula(name) if (kind, part.name) == ("person_name", "full") else None,
+                    part_of=name,
+                )
+            )
+        composite = Composite(name, kind, _str(decl.get("label")), tuple((p.name, part_name(name, p.name)) for p in PARTS[kind]))
+        return composite, parts
 
     def user_link(self, path: tuple, entity: str, name: str, decl: dict) -> Field:
         """A ``to: user`` link, held as a field: ``user`` (one login) or, with ``many: true``,
@@ -404,6 +460,14 @@ class _Builder:
             help=_str(decl.get("help")),
             renamed_from=_names(decl.get("renamed_from")),
             loc=self.loc(path, key=True),
+            fields=_frozen(
+                {
+                    fname: self.field((*path, "fields", fname), fname, fdecl)
+                    for fname, fdecl in _dict(decl.get("fields")).items()
+                    if isinstance(fdecl, dict) and fdecl.get("type") in FIELD_TYPES
+                }
+            ),
+            unique=decl.get("unique") is True,
         )
 
     def attach_inverses(self, entities: dict[str, Entity]) -> dict[str, Entity]:
@@ -473,7 +537,7 @@ class _Builder:
             adjacency[t.source].setdefault(t.target, t)
         amount = _str(decl.get("amount"))
         if amount is None:
-            money = [f.name for f in fields.values() if f.type == "money"]
+            money = [f.name for f in fields.values() if f.type in ("money", "currency")]
             amount = money[0] if len(money) == 1 else None
         return Pipeline(
             name=name,
@@ -483,6 +547,7 @@ class _Builder:
             transitions=tuple(transitions),
             label=_str(decl.get("label")),
             amount=amount,
+            money_field=fields.get(amount or "") if isinstance(fields, dict) else None,
             renamed_from=_names(decl.get("renamed_from")),
             loc=self.loc(path, key=True),
             adjacency=_frozen({s: _frozen(t) for s, t in adjacency.items()}),

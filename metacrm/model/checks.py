@@ -11,6 +11,8 @@ from ..storage import naming
 from .autonumber import field_problems as autonumber_problems
 from .bounds import bound_problems
 from .field_types import ALL_TYPE_OPTIONS, FIELD_TYPES, MULTI_VALUE_TYPES, default_problem
+from .file_rules import entity_problems as attachment_problems
+from .file_rules import field_problems as file_problems
 from .metamodel import DEFAULT_PIPELINE, Entity, Model
 from .suggest import did_you_mean, listing
 from .type_checks import field_type_problems
@@ -46,7 +48,19 @@ RESERVED_WORDS = frozenset(
 )
 
 SYSTEM_PREFIX = "metacrm_"
-TEXT_SEARCHABLE = frozenset({"string", "text", "email", "phone", "url", "choice", *MULTI_VALUE_TYPES})
+# what a link's field may declare (docs/links.md): a plain stored value, with a fill for migrations
+LINK_FIELD_OPTIONS = frozenset(
+    {"type", "required", "default", "fill", "min", "max", "max_length", "pattern", "options", "label", "help"}
+    | {"scale", "precision", "round"}
+)
+# the types a link's field may have: one plain column of the join table (no files, users,
+# several values or a currency read from another field)
+LINK_FIELD_TYPES = frozenset(
+    {"string", "text", "integer", "money", "decimal", "percent", "duration", "boolean", "date", "datetime"}
+    | {"email", "phone", "url", "choice", "multichoice", "json"}
+)
+COMPOSITE_KEYS = frozenset({"type", "label", "help", "required", "renamed_from"})
+TEXT_SEARCHABLE = frozenset({"string", "text", "email", "phone", "url", "choice", "country", *MULTI_VALUE_TYPES})
 
 
 class _Checker:
@@ -96,6 +110,8 @@ class _Checker:
             else:
                 yield from self.check_name("entity", entity.name, path, system_columns=False)
             yield from self.fields(entity)
+            for type_, message, key in attachment_problems(entity, self.doc["entities"][entity.name]):
+                yield self.problem(type_, message, (*path, "attachments", key), key=True)
             yield from self.links(entity)
             yield from self.entity_lists(entity)
             yield from self.duplicate_rules(entity)
@@ -110,73 +126,100 @@ class _Checker:
                 path = ("entities", entity.name, "links", f.name)
                 yield from self.check_name(f"link '{entity.name}.{f.name}':", f.name, path)
                 continue
+            if f.part_of:  # a part of a composite field: checked with it, below
+                continue
             path = ("entities", entity.name, "fields", f.name)
-            yield from self.check_name(f"field '{entity.name}.{f.name}':", f.name, path)
-            ftype = FIELD_TYPES[f.type]
             decl = self.doc["entities"][entity.name]["fields"][f.name]
-            for option in sorted(ALL_TYPE_OPTIONS - ftype.options):
-                if option in decl:
-                    applies = sorted(t.name for t in FIELD_TYPES.values() if option in t.options)
-                    yield self.problem(
-                        "field.option_not_applicable",
-                        f"field '{entity.name}.{f.name}': '{option}' does not apply to type '{f.type}' "
-                        f"(only to {', '.join(applies)})",
-                        (*path, option),
-                        key=True,
-                    )
-            if "options" in ftype.options and not f.options and "options" not in decl:
+            yield from self.field(entity, entity.name, f, path, decl)
+        for c in entity.composites.values():
+            path = ("entities", entity.name, "fields", c.name)
+            yield from self.check_name(f"field '{entity.name}.{c.name}':", c.name, path)
+            if c.name in entity.links:
                 yield self.problem(
-                    "field.options_missing",
-                    f"field '{entity.name}.{f.name}': a {f.type} field needs 'options' (the allowed values)",
-                    path,
+                    "entity.name_conflict", f"entity '{entity.name}': '{c.name}' is both a field and a link", path, key=True
+                )
+            decl = self.doc["entities"][entity.name]["fields"][c.name]
+            for key in sorted(set(decl) - COMPOSITE_KEYS):
+                yield self.problem(
+                    "field.option_not_applicable",
+                    f"field '{entity.name}.{c.name}': '{key}' does not apply to a {c.type} field "
+                    f"(it takes {', '.join(sorted(COMPOSITE_KEYS - {'type'}))})",
+                    (*path, key),
                     key=True,
                 )
-            values = f.option_values
-            for i, value in enumerate(values):
-                if value in values[:i]:
-                    yield self.problem(
-                        "field.option_duplicate",
-                        f"field '{entity.name}.{f.name}': option '{value}' is listed twice",
-                        (*path, "options", i),
-                    )
-            for type_, message, option in bound_problems(f, decl, f"field '{entity.name}.{f.name}'"):
-                yield self.problem(type_, message, (*path, option))
-            if f.min is not None and f.max is not None and f.min > f.max:
-                yield self.problem(
-                    "field.range_empty",
-                    f"field '{entity.name}.{f.name}': min {f.min} is greater than max {f.max}",
-                    (*path, "min"),
-                )
-            if f.pattern is not None:
-                import regex  # only a model with a pattern pays for it
 
-                try:
-                    regex.compile(f.pattern, flags=regex.VERSION0)  # the engine validation uses
-                except regex.error as exc:
-                    yield self.problem(
-                        "field.pattern_invalid",
-                        f"field '{entity.name}.{f.name}': pattern is not a valid regular expression: {exc}",
-                        (*path, "pattern"),
-                    )
-            if "default" in decl:
-                why = default_problem(ftype, f.default, values)
-                if why:
-                    yield self.problem(
-                        "field.default_invalid",
-                        f"field '{entity.name}.{f.name}': default {f.default!r} {why}",
-                        (*path, "default"),
-                    )
-            if f.unique and f.type in ("json", "multichoice", "text", *MULTI_VALUE_TYPES):
+    def field(self, entity: Entity, owner: str, f, path: tuple, decl: dict) -> Iterator[Problem]:
+        """The checks of one field; ``owner`` names where it is declared (``deal``, or
+        ``deal.products`` for a link's field)."""
+        yield from self.check_name(f"field '{owner}.{f.name}':", f.name, path)
+        ftype = FIELD_TYPES[f.type]
+        for option in sorted(ALL_TYPE_OPTIONS - ftype.options):
+            if option in decl:
+                applies = sorted(t.name for t in FIELD_TYPES.values() if option in t.options)
                 yield self.problem(
-                    "field.unique_unsupported",
-                    f"field '{entity.name}.{f.name}': a {f.type} field cannot be unique",
-                    (*path, "unique"),
+                    "field.option_not_applicable",
+                    f"field '{owner}.{f.name}': '{option}' does not apply to type '{f.type}' "
+                    f"(only to {', '.join(applies)})",
+                    (*path, option),
                     key=True,
                 )
+        if "options" in ftype.options and not f.options and "options" not in decl:
+            yield self.problem(
+                "field.options_missing",
+                f"field '{owner}.{f.name}': a {f.type} field needs 'options' (the allowed values)",
+                path,
+                key=True,
+            )
+        values = f.option_values
+        for i, value in enumerate(values):
+            if value in values[:i]:
+                yield self.problem(
+                    "field.option_duplicate",
+                    f"field '{owner}.{f.name}': option '{value}' is listed twice",
+                    (*path, "options", i),
+                )
+        for type_, message, option in bound_problems(f, decl, f"field '{owner}.{f.name}'"):
+            yield self.problem(type_, message, (*path, option))
+        if f.min is not None and f.max is not None and f.min > f.max:
+            yield self.problem(
+                "field.range_empty",
+                f"field '{owner}.{f.name}': min {f.min} is greater than max {f.max}",
+                (*path, "min"),
+            )
+        if f.pattern is not None:
+            import regex  # only a model with a pattern pays for it
+
+            try:
+                regex.compile(f.pattern, flags=regex.VERSION0)  # the engine validation uses
+            except regex.error as exc:
+                yield self.problem(
+                    "field.pattern_invalid",
+                    f"field '{owner}.{f.name}': pattern is not a valid regular expression: {exc}",
+                    (*path, "pattern"),
+                )
+        if "default" in decl:
+            why = default_problem(ftype, f.default, values)
+            if why:
+                yield self.problem(
+                    "field.default_invalid",
+                    f"field '{owner}.{f.name}': default {f.default!r} {why}",
+                    (*path, "default"),
+                )
+        if f.unique and f.type in ("json", "multichoice", "text", *MULTI_VALUE_TYPES):
+            yield self.problem(
+                "field.unique_unsupported",
+                f"field '{owner}.{f.name}': a {f.type} field cannot be unique",
+                (*path, "unique"),
+                key=True,
+            )
+        if owner == entity.name:
             for type_, message, key in autonumber_problems(entity, f, decl):  # readonly, autonumber
                 yield self.problem(type_, message, (*path, key), key=True)
             for type_, message, where, key in field_type_problems(entity, f, decl):  # scale, currency, colors
                 yield self.problem(type_, message, (*path, *where), key=key)
+            if f.kind == "file":
+                for type_, message, key in file_problems(entity, f, decl):  # accept, max_size
+                    yield self.problem(type_, message, (*path, key), key=True)
 
     def links(self, entity: Entity) -> Iterator[Problem]:
         entities = self.model.entities
@@ -228,6 +271,59 @@ class _Checker:
                 yield from self.check_name(
                     f"inverse of link '{entity.name}.{link.name}':", link.inverse, (*path, "inverse")
                 )
+            if link.unique and link.many:
+                yield self.problem(
+                    "link.unique_many",
+                    f"link '{entity.name}.{link.name}': 'unique' makes a single link one-to-one; "
+                    "a many-link cannot be unique (drop 'many' or 'unique')",
+                    (*path, "unique"),
+                    key=True,
+                )
+            yield from self.link_fields(entity, link, path)
+
+    def link_fields(self, entity: Entity, link, path: tuple) -> Iterator[Problem]:
+        """``fields:`` of a link: only on a many-link, plain values (no computed, unique or
+        conditional options), names other than the join table's own columns."""
+        decls = self.doc["entities"][entity.name]["links"][link.name].get("fields")
+        if not isinstance(decls, dict) or not decls:
+            return
+        if not link.many:
+            yield self.problem(
+                "link.fields_single",
+                f"link '{entity.name}.{link.name}': only a many-link carries fields (its join table holds them); "
+                f"a single link's data are fields of '{entity.name}'",
+                (*path, "fields"),
+                key=True,
+            )
+            return
+        owner = f"{entity.name}.{link.name}"
+        for f in link.fields.values():
+            fpath = (*path, "fields", f.name)
+            decl = decls[f.name]
+            if f.name in (naming.JOIN_SOURCE, naming.JOIN_TARGET):
+                yield self.problem(
+                    "name.system",
+                    f"field '{owner}.{f.name}': '{f.name}' is a column of every join table; choose another name",
+                    fpath,
+                    key=True,
+                )
+            if f.type not in LINK_FIELD_TYPES:
+                yield self.problem(
+                    "link.field_type",
+                    f"field '{owner}.{f.name}': a link's field cannot be a {f.type} "
+                    f"(types: {', '.join(sorted(LINK_FIELD_TYPES))})",
+                    (*fpath, "type"),
+                )
+            for key in decl:
+                if key not in LINK_FIELD_OPTIONS:
+                    yield self.problem(
+                        "link.field_option",
+                        f"field '{owner}.{f.name}': '{key}' does not apply to a link's field "
+                        f"(allowed: {', '.join(sorted(LINK_FIELD_OPTIONS))})",
+                        (*fpath, key),
+                        key=True,
+                    )
+            yield from self.field(entity, owner, f, fpath, decl)
 
     def entity_lists(self, entity: Entity) -> Iterator[Problem]:
         path = ("entities", entity.name)
@@ -276,10 +372,11 @@ class _Checker:
                             (*path, key, i, j),
                             hint=did_you_mean(name, members),
                         )
-                    elif link is not None and (link.many or link.polymorphic):
+                    elif link is not None and (link.many or link.polymorphic and key == "indexes"):
+                        kind = "many" if link.many else "polymorphic"
                         yield self.problem(
                             f"entity.{key}_link",
-                            f"entity '{entity.name}': {key} cannot use the many or polymorphic link '{name}'",
+                            f"entity '{entity.name}': {key} cannot use the {kind} link '{name}'",
                             (*path, key, i, j),
                         )
 

@@ -17,12 +17,13 @@ CHOICE_OPTIONS = frozenset({"options"})
 DECIMAL_OPTIONS = NUMERIC_OPTIONS | {"scale", "precision", "round"}
 MONEY_OPTIONS = NUMERIC_OPTIONS | {"round"}
 CURRENCY_OPTIONS = NUMERIC_OPTIONS | {"currency", "currency_field", "round"}
+FILE_OPTIONS = frozenset({"accept", "max_size"})
 
 
 @dataclass(frozen=True, slots=True)
 class FieldType:
     name: str
-    kind: str  # storage kind: string, text, integer, decimal, money, boolean, date, datetime, json
+    kind: str  # storage kind: string, text, integer, decimal, money, boolean, date, datetime, json, file
     options: frozenset[str]  # type-specific field options that apply (beyond the common ones)
     numeric: bool = False
     summable: bool = False  # reports may sum it
@@ -82,16 +83,20 @@ _TYPES = (
         frozenset(),
         description="several phone numbers (E.164), the first the primary; each searchable",
     ),
+    FieldType("country", "string", frozenset(), description="a country, as its ISO 3166-1 alpha-2 code"),
     # declared as links (``links: {manager: {to: user}}``), held as fields: a login, a list of logins
     FieldType("user", "string", frozenset(), description="a user of the CRM, by login (a `to: user` link)"),
     FieldType("users", "json", frozenset(), description="several users of the CRM, by login (a `to: user` many-link)"),
+    # the column holds the id of the file's row in metacrm_files (set by attach, cleared by detach)
+    FieldType("file", "file", FILE_OPTIONS, description="one attached file"),
+    FieldType("image", "file", FILE_OPTIONS, description="one attached image (PNG, JPEG, GIF or WebP)"),
 )
 # several values in a JSON list on the row, each also in an index table (storage/valueindex.py)
 MULTI_VALUE_TYPES = frozenset({"emails", "phones"})
 USER_TYPES = frozenset({"user", "users"})
 
 FIELD_TYPES: dict[str, FieldType] = {t.name: t for t in _TYPES}
-ALL_TYPE_OPTIONS = NUMERIC_OPTIONS | TEXT_OPTIONS | CHOICE_OPTIONS | DECIMAL_OPTIONS | CURRENCY_OPTIONS
+ALL_TYPE_OPTIONS = NUMERIC_OPTIONS | TEXT_OPTIONS | CHOICE_OPTIONS | DECIMAL_OPTIONS | CURRENCY_OPTIONS | FILE_OPTIONS
 
 # Exact numbers are NUMERIC(precision, scale) on PostgreSQL and a BIGINT of 10**-scale on SQLite:
 # 18 digits in all fit both.
@@ -132,7 +137,7 @@ def default_problem(ftype: FieldType, value, options: tuple[str, ...]) -> str | 
     kind = ftype.name
     if value is None:
         return None
-    if kind in ("string", "text", "email", "phone", "url"):
+    if kind in ("string", "text", "email", "phone", "url", "country"):
         return None if isinstance(value, str) else "must be text"
     if kind == "integer":
         return None if isinstance(value, int) and not isinstance(value, bool) else "must be a whole number"
@@ -195,6 +200,8 @@ def at_scale(field, value):
     if type_name == "money":
         return value.quantize(Decimal("0.01"))
     if type_name == "currency":
+        if not isinstance(field, str) and field.currency_field:
+            return value  # read at its record's own currency's decimals (runtime/records.py)
         places = 2 if isinstance(field, str) else field.decimals
         return value.quantize(Decimal(1).scaleb(-places))
     if type_name not in ("decimal", "percent"):

@@ -15,6 +15,7 @@ from .field_types import FIELD_TYPES, MULTI_VALUE_TYPES, FieldType, decimal_shap
 
 if TYPE_CHECKING:
     from ..errors import Problem
+    from .composite import Composite
 
 EMPTY: Mapping[Any, Any] = MappingProxyType({})
 
@@ -75,6 +76,7 @@ class Field:
     currency: str | None = None  # a currency field's fixed ISO 4217 code
     currency_field: str | None = None  # ... or the choice field of the record naming its currency
     round: bool = False  # a migration that lowers the scale rounds values instead of refusing them
+    part_of: str | None = None  # a part of a composite field (``address.city``): the composite's name
 
     @property
     def decimals(self) -> int | None:
@@ -95,6 +97,9 @@ class Field:
     def user_link(self) -> bool:
         """A ``to: user`` link, held as a field: ``user`` (one login) or ``users`` (a list)."""
         return self.type in ("user", "users")
+
+    accept: tuple[str, ...] = ()  # file and image fields: MIME types ("image/*") or extensions (".pdf")
+    max_size: int | None = None  # file and image fields: the largest file, in bytes
 
     @property
     def derived(self) -> str | None:
@@ -130,6 +135,17 @@ class Field:
 
 
 @dataclass(frozen=True, slots=True)
+class FileSpec:
+    """What a file field or an entity's attachments accept (runtime/files.py): ``accept``, MIME
+    types (``image/*``) or extensions (``.pdf``), any when empty; ``max_size`` in bytes, any
+    size when None; ``image``: only PNG, JPEG, GIF or WebP content."""
+
+    accept: tuple[str, ...] = ()
+    max_size: int | None = None
+    image: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Link:
     name: str
     entity: str  # the entity declaring the link
@@ -142,6 +158,9 @@ class Link:
     help: str | None = None
     renamed_from: tuple[str, ...] = ()
     loc: Loc = NOWHERE
+    # a many-link's own data (``fields:``): columns of its join table, one value per linked pair
+    fields: Mapping[str, Field] = field(default_factory=lambda: EMPTY)
+    unique: bool = False  # a single link: no two records link the same target (1:1)
 
     @property
     def polymorphic(self) -> bool:
@@ -209,6 +228,7 @@ class Pipeline:
     transitions: tuple[Transition, ...]
     label: str | None = None
     amount: str | None = None  # the money field reports sum
+    money_field: Field | None = None  # that field (its currency: funnels and boards sum per currency)
     renamed_from: tuple[str, ...] = ()
     loc: Loc = NOWHERE
     # from-stage -> {to-stage: Transition}; the hot-path view of the graph
@@ -316,6 +336,30 @@ class Entity:
     task: TaskSpec | None = None  # ``task:``: the entity is a task list
     # ``list:``: the default columns of a listing (CLI tables, web list page); None: every column
     list: tuple[str, ...] | None = None
+    # ``attachments:``: any number of files attached to a record (None: none)
+    attachments: FileSpec | None = None
+
+    @property
+    def file_fields(self) -> tuple[Field, ...]:
+        """The ``file`` and ``image`` fields."""
+        return tuple(f for f in self.fields.values() if f.kind == "file")
+
+    @property
+    def has_files(self) -> bool:
+        """Whether records of the entity can hold files (file fields or attachments)."""
+        return self.attachments is not None or bool(self.file_fields)
+
+    def file_spec(self, field: str | None) -> FileSpec | None:
+        """What a file field (``field``) or the attachments (None) accept; None when that is
+        no file field, or the entity has no attachments."""
+        if field is None:
+            return self.attachments
+        f = self.fields.get(field)
+        if f is None or f.kind != "file":
+            return None
+        return FileSpec(f.accept, f.max_size, f.type == "image")
+    # composite fields (address, person_name: model/composite.py), built as their part fields
+    composites: Mapping[str, Composite] = field(default_factory=lambda: EMPTY)
 
     @property
     def text_search(self) -> tuple[str, ...]:
@@ -440,6 +484,11 @@ class Model:
     def caption(self) -> str:
         return self.label or self.name
 
+    @property
+    def uses_files(self) -> bool:
+        """Whether an entity has file fields or attachments (the files table exists then)."""
+        return any(e.has_files for e in self.entities.values())
+
     def entity(self, name: str) -> Entity:
         """The entity of that name; raises metacrm.NotFound naming the valid ones."""
         try:
@@ -462,6 +511,7 @@ __all__ = [
     "DEFAULT_PIPELINE",
     "Entity",
     "Field",
+    "FileSpec",
     "Form",
     "InverseLink",
     "Link",

@@ -23,7 +23,8 @@ def _expression(model: Model, entity: Entity, text: str, what: str) -> str | Non
     try:
         predicate = compile_python(model, entity.name, text, what=what)
     except ExpressionError as exc:
-        return f"{what}: {str(exc).removeprefix(f'{entity.name}: ')}"
+        why = str(exc).removeprefix(f"{entity.name}: ").removeprefix(f"{what}: ")  # said once
+        return f"{what}: {why}"
     if predicate.params:
         names = ", ".join(f":{p}" for p in sorted(predicate.params))
         return f"{what}: parameters ({names}) are not available in a rule; write the values"

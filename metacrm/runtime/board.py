@@ -24,14 +24,27 @@ from decimal import Decimal
 from sqlalchemy import func, literal, select, union_all
 from sqlalchemy.engine import Connection
 
-from ..expr.functions import exact_sum
 from ..model.metamodel import Entity
 from ..storage.tables import Storage
 from ..types import Board
-from .reports import BadReportOption, _bad, choose_pipeline, graph_order, probability, summed
+from .reports import BadReportOption, Money, _bad, amount_columns, choose_pipeline, graph_order, probability, summed
 
 ORDER_COLUMNS = ("id", "created_at", "updated_at", "stage_entered_at")
-ORDERABLE = ("string", "email", "phone", "url", "choice", "integer", "money", "decimal", "percent", "date", "datetime")
+ORDERABLE = (
+    "string",
+    "email",
+    "phone",
+    "url",
+    "choice",
+    "integer",
+    "duration",
+    "money",
+    "currency",
+    "decimal",
+    "percent",
+    "date",
+    "datetime",
+)
 
 
 def _order(entity: Entity, table, amount: str | None, order_by: str | None) -> tuple:
@@ -78,7 +91,15 @@ def build_board(
     cached = _cached if shared else (lambda _key, build: build())  # a user's filter is not shared
     filters = (access, path_access, me)
     totals = cached(key, lambda: _totals(storage, entity, table, p, amount, where, filters))
-    counts = {row.stage: row for row in summed(conn, totals, mappings=False)}
+    counts: dict[str, int] = {}
+    sums: dict[str, dict] = {}  # stage -> {currency (None: one for all): sum}
+    for row in summed(conn, totals):
+        counts[row["stage"]] = counts.get(row["stage"], 0) + row["n"]
+        if amount is not None:
+            per = sums.setdefault(row["stage"], {})
+            code = row.get("currency")
+            per[code] = per.get(code, Decimal(0)) + (_money(row["amount"]) or Decimal(0))
+    money = Money(p, sums=list(sums.values()))
     _, descending, _ = _order(entity, table, p.amount, order_by)  # a bad order_by is refused first
     records: dict[str, list[dict]] = {s: [] for s in order}
     wanted = tuple(s for s in order if s in counts and limit_per_stage != 0)
@@ -100,6 +121,10 @@ def build_board(
                 "amount": _money(row["amount"]) if amount is not None else None,
                 "since": row["since"],
             }
+            if money.per_currency:  # the amount at its record's currency's decimals
+                record["currency"] = row["currency"]
+                if record["amount"] is not None and row["currency"] is not None:
+                    record["amount"] = money.at(row["currency"], record["amount"])
             if entity.owner:
                 record["owner"] = row["owner"]
             records[s].append(record)
@@ -107,31 +132,40 @@ def build_board(
     out = []
     for s in order:
         stage = p.stages[s]
-        row = counts.get(s)
-        count = row.n if row is not None else 0
-        total = None
-        if amount is not None:
-            total = _money(row.amount) if row is not None and row.amount is not None else Decimal("0.00")
-        out.append(
-            {
-                "stage": s,
-                "label": stage.caption,
-                "kind": stage.kind,
-                "probability": probability(stage),
-                "count": count,
-                "amount": total,
-                "more": count - len(records[s]),
-                "records": records[s],
-            }
-        )
-    return {
+        count = counts.get(s, 0)
+        amounts = money.amounts(s, sums.get(s, {})) if amount is not None else None
+        column = {
+            "stage": s,
+            "label": stage.caption,
+            "kind": stage.kind,
+            "probability": probability(stage),
+            "count": count,
+            "amount": money.one(amounts),
+            "more": count - len(records[s]),
+            "records": records[s],
+        }
+        if money.per_currency:  # a currency field's sums, one per currency, never added
+            column["amounts"] = amounts
+        out.append(column)
+    totals_by_code = None
+    if amount is not None:
+        totals_by_code = {code: money.at(code, Decimal(0)) for code in money.amounts("", {})}
+        for c in out:
+            for code, value in (c.get("amounts") or {money.codes[0]: c["amount"]}).items():
+                totals_by_code[code] += value
+    doc: dict = {
         "entity": entity.name,
         "pipeline": p.name,
         "amount_field": p.amount,
         "count": sum(c["count"] for c in out),
-        "amount": sum((c["amount"] for c in out), Decimal("0.00")) if amount is not None else None,
+        "amount": money.one(totals_by_code),
         "columns": out,
     }
+    if money.currency_field_type:
+        doc["currency"] = money.codes[0] if len(money.codes) == 1 else None
+    if money.per_currency:
+        doc["amounts"] = totals_by_code
+    return doc  # type: ignore[return-value]
 
 
 def _money(value):
@@ -173,12 +207,10 @@ def _filters(storage: Storage, entity: Entity, table, p, where: str | None, acce
 
 def _totals(storage: Storage, entity: Entity, table, p, amount, where: str | None, access=(None, None)):
     """Count and sum per stage (the covering (stage, amount) index)."""
-    columns = [
-        table.c.stage,
-        func.count().label("n"),
-        *([exact_sum(amount).label("amount")] if amount is not None else []),
-    ]
-    return select(*columns).where(*_filters(storage, entity, table, p, where, access)).group_by(table.c.stage)
+    amounts, per = amount_columns(p, table)  # a currency field whose records name theirs: per currency
+    columns = [table.c.stage, func.count().label("n"), *amounts]
+    filters = _filters(storage, entity, table, p, where, access)
+    return select(*columns).where(*filters).group_by(table.c.stage, *per)
 
 
 def _cards(
@@ -195,6 +227,9 @@ def _cards(
         (amount if amount is not None else literal(None)).label("amount"),
         (table.c.owner if entity.owner else literal(None)).label("owner"),
     ]
+    _, per = amount_columns(p, table)
+    if per:
+        columns.append(per[0].label("currency"))
     column, descending, nullable = _order(entity, table, p.amount, order_by)
     columns.append(column.label("key"))
     sort = [column.desc(), table.c.id.desc()] if descending else [column.asc(), table.c.id.asc()]

@@ -26,7 +26,7 @@ from ..storage import naming
 from ..storage.tables import Storage, build_storage
 from ..storage.types import now_utc
 from ..types import DuplicateGroup, DuplicateMatch, Record, RecordedModel
-from . import journal, sysfields
+from . import journal, linkrows, sysfields
 from . import records as rec
 from .access import (
     SYSTEM,
@@ -41,10 +41,11 @@ from .access import (
     scope,
     team_members,
 )
-from .bulk import QUIET, Issues, Misplaced, firing, paused_gc
+from .bulk import QUIET, Issues, Misplaced, firing, insert_row, insert_rows, paused_gc
 from .deletes import delete_records
 from .duplicates import duplicate_groups, find_duplicates, merge_into
 from .engine import driver_errors, make_engine, reading, ready, writing
+from .files import FilesMixin
 from .forms import FormsMixin
 from .react import build_reactors
 from .reads import ReadsMixin
@@ -85,13 +86,16 @@ def connect(
     busy_timeout: float | None = None,
     pool_size: int | None = None,
     max_overflow: int | None = None,
+    files: str | os.PathLike[str] | None = None,
 ) -> CRM:
     """A CRM on the database at ``url_or_engine`` for ``model`` (a Model or a path to one).
 
     ``url_or_engine``: a database URL, or the host application's SQLAlchemy Engine (set up for
     metacrm by :func:`metacrm.runtime.host.adopt`; the CRM never disposes it). Options:
     ``busy_timeout`` (SQLite, seconds a writer waits for another), ``pool_size`` and
-    ``max_overflow`` (the pool of a URL's engine). Never changes the schema: on a new database
+    ``max_overflow`` (the pool of a URL's engine), ``files`` (where attached files are kept: a
+    directory or ``s3://BUCKET/PREFIX``; default ``$METACRM_FILES``, else beside an SQLite file,
+    see docs/files.md). Never changes the schema: on a new database
     call ``migrate()`` first; on a database holding another version of the model every data
     operation raises MigrationError.
     """
@@ -112,10 +116,14 @@ def connect(
         engine, owned = adopt(url_or_engine, busy_timeout=busy_timeout), False
     crm = CRM(model, engine, user=user)
     crm._owns_engine = owned
+    if files is not None:
+        crm._files_location = os.fspath(files)
     return crm
 
 
-class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksMixin, DeliveryMixin, FormsMixin):
+class CRM(
+    ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksMixin, DeliveryMixin, FormsMixin, FilesMixin
+):
     model: Model
     engine: Engine
     user: str | None
@@ -404,13 +412,17 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
     def _actor_or_none(self) -> Actor | None:
         return None if self.user is None else self.actor
 
-    def _get_row(self, conn, entity: Entity, record_id, action: str = "read", *, archived: bool = False) -> Mapping:
+    def _get_row(
+        self, conn, entity: Entity, record_id, action: str = "read", query=None, *, archived: bool = False
+    ) -> Mapping:
         """The stored row; NotFound when there is none, PermissionDenied when the acting user
         may not do ``action`` on it. An archived record may be read; any other ``action`` on it
-        is refused (ConflictError: restore it first) unless ``archived`` (restore, purge)."""
+        is refused (ConflictError: restore it first) unless ``archived`` (restore, purge).
+        ``query``: another prebuilt SELECT by ``:_id`` of the row."""
         table = self.storage.table(entity.name)
         record_id = _as_id(entity, record_id)
-        row = conn.execute(rec.row_by_id(table), {"_id": record_id}).mappings().first()
+        query = rec.row_by_id(table) if query is None else query
+        row = conn.execute(query, {"_id": record_id}).mappings().first()
         if row is None:
             raise NotFound(f"{entity.name} {record_id} not found", entity=entity.name, record_id=record_id)
         if self.user is not None:
@@ -570,10 +582,17 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
 
         for link_name, ids in many.items():
             join = self.storage.join_table(entity.name, link_name)
+            link = entity.links[link_name]
+            if link.fields:  # a target listed again keeps its values unless new ones are given
+                kept = linkrows.fields_of(conn, self.storage, entity, link, [record_id]) if replace else {}
+                given = linkrows.given_of(ids)
+                pairs = linkrows.rows(self.model, entity, link, ((record_id, t, given.get(t)) for t in ids), kept)
+            else:
+                pairs = [{"source_id": record_id, "target_id": t} for t in ids]
             if replace:
                 conn.execute(delete(join).where(join.c.source_id == record_id))
-            if ids:
-                conn.execute(insert(join), [{"source_id": record_id, "target_id": t} for t in ids])
+            if pairs:
+                conn.execute(insert(join), pairs)
 
     # -- writes -------------------------------------------------------------------------------
     def create(self, entity: str, data: Mapping[str, Any]) -> Record:
@@ -846,6 +865,8 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         )
         if not single:  # a single record: the unique constraint itself answers (translated)
             issues.items += rec.unique_prechecks(conn, self.storage, ent, values)
+        if any(link.unique for link in ent.links.values()):  # one-to-one: name the record holding it
+            issues.items += rec.unique_link_issues(conn, self.storage, ent, values, indexed=not single)
         if ent.duplicates:
             issues.collect(every, lambda: self._check_duplicates(conn, ent, values, single, offset, sink=found))
         if issues.items:
@@ -1001,28 +1022,50 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
                 row["reached"] = bits[(ent.name, row["pipeline"])][row["stage"]]
         sysfields.number_rows(conn, self.storage, ent, rows, self.model.timezone)
         if len(rows) == 1:
-            ids = [conn.execute(rec.insert_returning_id(table), rows[0]).scalar_one()]
+            ids = [insert_row(conn, table, rows[0])]
         else:  # ids taken up front, then one plain executemany (RETURNING in order costs a statement per row)
             ids = rec.allocate_ids(conn, table, len(rows))
             for row, record_id in zip(rows, ids, strict=True):
                 row["id"] = record_id
-            conn.execute(insert(table), list(rows))
+            insert_rows(conn, table, rows)
+        shown: dict[int, dict] = {}  # record id -> {"<link>.link": rows} for links with fields
         for link in rec.many_links(ent):
-            pairs = [
-                {"source_id": record_id, "target_id": t}
-                for record_id, many in zip(ids, manys, strict=True)
-                for t in many.get(link.name, ())
-            ]
+            if link.fields:
+                index = None if first is None else {record_id: first + n for n, record_id in enumerate(ids)}
+                pairs = linkrows.rows(
+                    self.model,
+                    ent,
+                    link,
+                    (
+                        (record_id, t, linkrows.given_of(many.get(link.name)).get(t))
+                        for record_id, many in zip(ids, manys, strict=True)
+                        for t in many.get(link.name, ())
+                    ),
+                    indexes=index,
+                )
+                for pair in pairs:
+                    shown.setdefault(pair["source_id"], {}).setdefault(linkrows.key(link.name), []).append(
+                        linkrows.shown(link, pair["target_id"], pair)
+                    )
+            else:
+                pairs = [
+                    {"source_id": record_id, "target_id": t}
+                    for record_id, many in zip(ids, manys, strict=True)
+                    for t in many.get(link.name, ())
+                ]
             if pairs:
-                conn.execute(insert(self.storage.join_table(ent.name, link.name)), pairs)
+                insert_rows(conn, self.storage.join_table(ent.name, link.name), pairs)
         if ent.has_stages:
-            conn.execute(rec.insert_into(self.storage.history_table), self._history_rows(ent, rows, ids))
+            insert_rows(conn, self.storage.history_table, self._history_rows(ent, rows, ids))
             rows = self._place(conn, ent, rows, ids, stages)
         out = []
         for record_id, row, many in zip(ids, rows, manys, strict=True):
             # _new_row holds every field and link column already (executemany needs equal keys)
             stored = {**row, "id": record_id}
-            out.append(rec.row_to_record(ent, stored, {k: sorted(v) for k, v in many.items()}))
+            linked = {k: sorted(v) for k, v in many.items()}
+            for k, rows_ in shown.get(record_id, {}).items():
+                linked[k] = sorted(rows_, key=lambda r: r["id"])
+            out.append(rec.row_to_record(ent, stored, linked))
         self._log(conn, journal.created_entries(ent, out, now, self.user))  # one executemany
         if ent.has_stages and any(stages):  # after the reactors: a guard may read a derived field
             self._placed_fit(conn, ent, rows, ids)
@@ -1100,6 +1143,12 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
                         conn, self.storage, ent, [values if new_owner else {**values, "owner": None}], current=current
                     )
                 rec.check_links_exist(conn, self.storage, ent, [values], actor=self._actor_or_none)
+                if any(ent.links[k].unique for k in values if k in ent.links):
+                    held = rec.unique_link_issues(
+                        conn, self.storage, ent, [values], indexed=False, exclude=current["id"]
+                    )
+                    if held:
+                        raise rec.refused(held)
                 before = rec.rows_to_records(conn, self.storage, ent, [current])[0]
                 row, many = rec.split_values(ent, values)
                 row.pop("pipeline", None)
@@ -1258,15 +1307,17 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
         place for what must follow a record out (its files: marked for ``metacrm prune``).
         Archiving is not a removal and does not come here."""
 
-    def link(self, entity: str, record_id: int, name: str, target: Any) -> Record:
-        """Link a record to a target through a link or an inverse link (a client's ``deals``)."""
-        return self._relink(entity, record_id, name, target, add=True)
+    def link(self, entity: str, record_id: int, name: str, target: Any, values: Mapping | None = None) -> Record:
+        """Link a record to a target through a link or an inverse link (a client's ``deals``).
+        ``values``: the fields of a many-link that carries them (``{"qty": 3}``), set on the
+        new pair, or changed on a pair already linked (the fields not given keep theirs)."""
+        return self._relink(entity, record_id, name, target, add=True, values=values)
 
     def unlink(self, entity: str, record_id: int, name: str, target: Any = None) -> Record:
         """Remove a link (for a many-link or an inverse, the one to ``target``)."""
         return self._relink(entity, record_id, name, target, add=False)
 
-    def _relink(self, entity: str, record_id: int, name: str, target, *, add: bool) -> dict:
+    def _relink(self, entity: str, record_id: int, name: str, target, *, add: bool, values=None) -> dict:
         self._ready()
         ent = self._entity(entity)
         _link_member(ent, name)
@@ -1279,12 +1330,17 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
                 if self.model.entities[inv.source].links[inv.link].polymorphic
                 else _as_id(ent, record_id)
             )
-            self._relink(inv.source, target, inv.link, value, add=add)  # an unlink checks it points here
+            # an unlink checks it points here
+            self._relink(inv.source, target, inv.link, value, add=add, values=values)
             return self.get(entity, record_id)
         user_link = ent.fields.get(name)  # a `to: user` link is held as a field
+        if user_link is not None and values:
+            raise ValidationError(f"{ent.name}.{name}: a link to users carries no values")
         if user_link is not None and user_link.type == "users":
             return self._relink_users(ent, record_id, name, target, add=add)
-        if user_link is not None or not ent.links[name].many:
+        link = ent.links.get(name)
+        given = linkrows.validate(self.model, ent, link, values) if values and link is not None else {}
+        if user_link is not None or not link.many:
             current = self.get(entity, record_id)
             if not add and target is None and current[name] is None:
                 raise NotFound(_nothing_linked(ent, record_id, name))
@@ -1313,9 +1369,17 @@ class CRM(ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksM
                     ).scalars()
                 )
                 missing = [t for t in targets if t not in present]
-                if not missing:
+                changed = 0
+                if given and present:  # the pairs already linked take the values given
+                    stored = linkrows.fields_of(conn, self.storage, ent, link, [row["id"]])
+                    for t in present:
+                        if any(stored.get((row["id"], t), {}).get(k) != v for k, v in given.items()):
+                            changed += linkrows.set_values(conn, self.storage, ent, link, row["id"], t, given)
+                if not missing and not changed:
                     return before  # already linked: nothing changes, the version stays
-                conn.execute(insert(join), [{"source_id": row["id"], "target_id": t} for t in missing])
+                if missing:
+                    pairs = linkrows.rows(self.model, ent, link, ((row["id"], t, given) for t in missing))
+                    conn.execute(insert(join), pairs)
             else:
                 clause = join.c.source_id == row["id"]
                 if target is not None:

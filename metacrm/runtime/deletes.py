@@ -153,7 +153,8 @@ def delete_records(
                         clause = and_(clause, table.c[entity_col] == ref.target)
                         values[entity_col] = None
                     conn.execute(update(table).where(clause).values(**values))
-    # 4. delete, the last discovered (the most dependent) first
+    # 4. delete, the last discovered (the most dependent) first, with their attached files' rows
+    files = storage.files_table
     for name in reversed(order):
         table = storage.table(name)
         for chunk in _chunks(doomed[name]):
@@ -162,4 +163,6 @@ def delete_records(
                     join = storage.join_table(name, link.name)
                     conn.execute(delete(join).where(join.c.source_id.in_(chunk)))
             conn.execute(delete(table).where(table.c.id.in_(chunk)))
+            if files is not None and model.entities[name].has_files:  # the content stays until prune
+                conn.execute(delete(files).where(files.c.entity == name, files.c.record_id.in_(chunk)))
     return dict(doomed)

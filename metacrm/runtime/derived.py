@@ -121,6 +121,7 @@ class _Statements:
 
         storage, hop = self.storage, d.hop
         child = storage.table(d.child).alias("metacrm_child")
+        values = self.values
         if hop.kind == "inverse" and not hop.many_to_many:
             column = child.c[naming.link_column(hop.link)]
             source, where = child, [column == parent.c.id]
@@ -130,10 +131,13 @@ class _Statements:
             owner = hop.target if hop.kind == "inverse" else hop.entity
             join = storage.join_table(owner, hop.link).alias("metacrm_join")
             near, far = (
-                (naming.JOIN_TARGET, naming.JOIN_SOURCE) if hop.kind == "inverse" else (naming.JOIN_SOURCE, naming.JOIN_TARGET)
+                (naming.JOIN_TARGET, naming.JOIN_SOURCE)
+                if hop.kind == "inverse"
+                else (naming.JOIN_SOURCE, naming.JOIN_TARGET)
             )
             source = child.join(join, join.c[far] == child.c.id)
             where = [join.c[near] == parent.c.id]
+            values = ValueSQL(storage, link_table=join)  # link.FIELD: the join row's own values
         if storage.model.entities[d.child].archive:  # archived children count no more (docs/archive.md)
             where.append(child.c.archived_at.is_(None))
         if d.where is not None:
@@ -142,7 +146,7 @@ class _Statements:
         if d.func == "count":
             sub = select(func.count()).select_from(source).where(*where).scalar_subquery()
             return rescale_sql(sub, 0, d.scale)
-        value = self.values.value(d.value, child)
+        value = values.value(d.value, child)
         agg = getattr(func, d.func)(value)
         sub = select(agg).select_from(source).where(*where).scalar_subquery()
         if d.value.kind != NUMBER:
@@ -237,6 +241,8 @@ class DerivedReactor:
             for i, link in self.parent_links.get(entity, ()):
                 if link in changes:  # the old and the new parents (a deleted record's old ones)
                     todo[i].update(_ids_in(changes[link], self.order[i].entity))
+                if f"{link}.link" in changes:  # the values of its link rows to them changed
+                    todo[i].update(r["id"] for side in changes[f"{link}.link"] for r in side or () if "id" in r)
         for (entity, members, created), ids in events.items():
             self._reach(conn, st, todo, entity, ids, members, created, -1)
         locked: dict[str, set[int]] = defaultdict(set)  # PostgreSQL: the parents locked for their roll-ups

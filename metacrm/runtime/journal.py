@@ -25,7 +25,8 @@ from ..model.metamodel import Entity
 from ..storage import naming
 from ..storage.tables import Storage
 from ..types import JournalEntry, TimelineEntry
-from .records import SYSTEM_OUT, insert_into
+from .bulk import insert_rows
+from .records import SYSTEM_OUT
 
 ACTIONS = ("create", "update", "delete", "move", "link", "unlink", "note", "archive", "restore", "purge")
 KINDS = ("note", "call", "email", "meeting")
@@ -101,7 +102,7 @@ def write(conn: Connection, storage: Storage, entries: Sequence[Mapping]) -> Non
     :func:`timeline` reads them from there."""
     entries = [e for e in entries if e["action"] != "move"]
     if entries:
-        conn.execute(insert_into(storage.journal_table), entries)
+        insert_rows(conn, storage.journal_table, entries)
 
 
 def _journal_out(row: Mapping, *, via: str | None = None) -> dict:
@@ -223,9 +224,7 @@ def timeline(
                 .order_by(history.c.at.desc(), history.c.id.desc())
                 .limit(limit)
             ).mappings()
-            items += [
-                {**_history_out(r), "via": via} for r in moves if (r["record_id"], r["at"]) not in held
-            ]
+            items += [{**_history_out(r), "via": via} for r in moves if (r["record_id"], r["at"]) not in held]
     items.sort(key=lambda i: i["_order"], reverse=True)
     out, seen = [], set()
     for item in items:
@@ -242,17 +241,39 @@ def timeline(
 
 def created_entries(ent: Entity, records: Iterable[Mapping], at, by) -> list[dict]:
     """The create rows of a batch: each non-empty value as ``[null, value]`` (what ``diff``
-    gives against nothing, computed directly: this runs once per imported record)."""
+    gives against nothing, computed directly: this runs once per imported record). Values of
+    the common types are made JSON-safe by a lookup on their type, not a chain of checks."""
     many = {name for name, link in ent.links.items() if link.many}
-    plain = (str, int, float, bool)
     out = []
+    name = ent.name
     for r in records:
         changes = {}
         for key, value in r.items():
-            if value is None or value == [] or key in _SKIP:
+            if value is None or key in _SKIP:
                 continue
-            if key in many:
-                value = sorted(value)
-            changes[key] = [None, value if isinstance(value, plain) else safe(value)]
-        out.append(entry(ent.name, r["id"], "create", at, by, changes))
+            kind = type(value)
+            if kind in _PLAIN:
+                changes[key] = [None, value]
+            elif kind is Decimal:
+                changes[key] = [None, str(value)]
+            elif key in many:  # many-links: sorted id lists
+                if value != []:
+                    changes[key] = [None, sorted(value) if kind is list else safe(sorted(value))]
+            elif value != []:
+                changes[key] = [None, safe(value)]
+        out.append(
+            {
+                "entity": name,
+                "record_id": r["id"],
+                "action": "create",
+                "at": at,
+                "by": by,
+                "changes": changes,
+                "kind": None,
+                "text": None,
+            }
+        )
     return out
+
+
+_PLAIN = frozenset((str, int, float, bool))

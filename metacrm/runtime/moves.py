@@ -37,7 +37,10 @@ def missing_requires(
                 missing.append(name)
             continue
         link = entity.links[name]
-        if link.many:
+        if link.many and _LINKS + name in row:  # read with the row (row_with_links)
+            if not row[_LINKS + name]:
+                missing.append(name)
+        elif link.many:
             join = storage.join_table(entity.name, name)
             count = conn.execute(
                 select(func.count()).select_from(join).where(join.c.source_id == row["id"])
@@ -271,15 +274,50 @@ def move(
 
 def moved_record(conn: Connection, storage: Storage, entity: Entity, row: Mapping) -> dict:
     """The public record of a row ``move`` returned, its many-links read with one prebuilt
-    SELECT each: what ``crm.move`` returns, without reading the row again (the compare-and-
-    swap guarantees the row is the one read plus the move's own changes)."""
+    SELECT each (or taken from the row, when :func:`row_with_links` read them): what
+    ``crm.move`` returns, without reading the row again (the compare-and-swap guarantees the
+    row is the one read plus the move's own changes)."""
     from .records import many_links, row_to_record
 
     many = {}
     for link in many_links(entity):
+        read = row.get(_LINKS + link.name)
+        if read is not None:
+            many[link.name] = list(read)
+            continue
         query = _links_query(storage.join_table(entity.name, link.name))
         many[link.name] = list(conn.execute(query, {"_id": row["id"]}).scalars())
     return row_to_record(entity, row, many)
+
+
+_LINKS = "__links_"  # the key of a many-link's ids in a row read by row_with_links
+
+
+def row_with_links(storage: Storage, entity: Entity, dialect: str, reacting: bool):
+    """The SELECT of a record's row by ``:_id`` for a move: on PostgreSQL with the ids of each
+    many-link too, as arrays (``coalesce((SELECT array_agg(target_id ORDER BY target_id) ...),
+    '{}')``), so that the record a move returns needs no more round trips; None (the plain
+    read) elsewhere, when the entity has no many-link, or when reactors run after the move."""
+    from .records import many_links
+
+    if dialect != "postgresql" or reacting or not many_links(entity):
+        return None
+    links = tuple((link.name, storage.join_table(entity.name, link.name)) for link in many_links(entity))
+    return _row_with_links(storage.table(entity.name), links)
+
+
+@lru_cache(maxsize=64)
+def _row_with_links(table: Table, links: tuple):
+    from sqlalchemy import ARRAY, literal
+    from sqlalchemy.dialects.postgresql import aggregate_order_by
+
+    arrays = []
+    for name, join in links:
+        ids = select(func.array_agg(aggregate_order_by(join.c.target_id, join.c.target_id)))
+        ids = ids.where(join.c.source_id == table.c.id).scalar_subquery()
+        empty = literal([], ARRAY(BigInteger()))
+        arrays.append(func.coalesce(ids, empty).label(_LINKS + name))
+    return select(table, *arrays).where(table.c.id == bindparam("_id"))
 
 
 def seen_stage(crm, entity: Entity, record_id) -> str | None:
@@ -293,13 +331,23 @@ def seen_stage(crm, entity: Entity, record_id) -> str | None:
     engine = crm.engine
     sql = _stage_sql(engine.dialect, crm.storage.table(entity.name))
     raw = engine.raw_connection()
+    # PostgreSQL: the read in autocommit, one round trip (not BEGIN, SELECT and the pool's ROLLBACK)
+    driver = raw.driver_connection if engine.dialect.name == "postgresql" else None
     try:
+        if driver is not None:
+            driver.autocommit = True
         cursor = raw.cursor()
         try:
             cursor.execute(sql, (record_id,))
             found = cursor.fetchone()
         finally:
             cursor.close()
+            if driver is not None:
+                try:
+                    driver.autocommit = False
+                except Exception:  # never back to the pool in autocommit: a fresh one instead
+                    raw.invalidate()
+                    raise
     finally:
         raw.close()  # back to the pool, which ends the read's transaction (rollback on return)
     return None if found is None else found[0]
@@ -337,6 +385,21 @@ def _statements(table: Table, history: Table) -> tuple:
     return cas, insert(history)
 
 
+@lru_cache(maxsize=64)
+def _combined(table: Table, history: Table):
+    """PostgreSQL: the compare-and-swap UPDATE and the history INSERT as one statement (one
+    round trip): ``WITH moved AS (UPDATE ... RETURNING id) INSERT INTO history SELECT ...
+    FROM moved``. The INSERT's row count says whether the compare-and-swap matched."""
+    cas, _ = _statements(table, history)
+    moved = cas.returning(table.c.id).cte("moved")
+    names = [column.name for column in history.c if not column.primary_key]
+    values = [
+        moved.c.id if name == "record_id" else bindparam(f"h_{name}", type_=history.c[name].type) for name in names
+    ]
+    add = insert(history).from_select(names, select(*values).select_from(moved))
+    return add.execution_options(preserve_rowcount=True)  # an INSERT's count is kept only when asked
+
+
 def _apply(
     conn: Connection,
     storage: Storage,
@@ -352,45 +415,47 @@ def _apply(
     returns the row after the move."""
     now = now_utc()
     stage = transition.target
-    cas, add = _statements(storage.table(entity.name), storage.history_table)
+    table, history = storage.table(entity.name), storage.history_table
     bit = storage.reached_bits[(entity.name, pipeline.name)][stage]
     closed = now if pipeline.stages[stage].closed else None
-    result = conn.execute(
-        cas,
-        {
-            "_id": row["id"],
-            "_from": row["stage"],
-            "_v": row["version"],
-            "_to": stage,
-            "_now": now,
-            "_closed": closed,
-            "_bit": bit,
-            "_by": by,
-        },
-    )
-    if result.rowcount != 1:
+    cas_values = {
+        "_id": row["id"],
+        "_from": row["stage"],
+        "_v": row["version"],
+        "_to": stage,
+        "_now": now,
+        "_closed": closed,
+        "_bit": bit,
+        "_by": by,
+    }
+    entered = row["stage_entered_at"]
+    history_values = {
+        "entity": entity.name,
+        "record_id": row["id"],
+        "pipeline": pipeline.name,
+        "from_stage": row["stage"],
+        "to_stage": stage,
+        "at": now,
+        "by": by,
+        "note": note,
+        "seconds_in_stage": max(0, int((now - entered).total_seconds())) if entered else None,
+        "source": "reopen" if transition.reopen else "move",
+    }
+    if conn.dialect.name == "postgresql":
+        both = {f"h_{name}": value for name, value in history_values.items() if name != "record_id"}
+        matched = conn.execute(_combined(table, history), {**cas_values, **both}).rowcount
+    else:
+        cas, add = _statements(table, history)
+        matched = conn.execute(cas, cas_values).rowcount
+        if matched == 1:
+            conn.execute(add, history_values)
+    if matched != 1:
         raise ConflictError(
             f"{entity.name} {row['id']} was moved or changed by someone else meanwhile; read it again",
             entity=entity.name,
             record_id=row["id"],
             expected_version=row["version"],
         )
-    entered = row["stage_entered_at"]
-    conn.execute(
-        add,
-        {
-            "entity": entity.name,
-            "record_id": row["id"],
-            "pipeline": pipeline.name,
-            "from_stage": row["stage"],
-            "to_stage": stage,
-            "at": now,
-            "by": by,
-            "note": note,
-            "seconds_in_stage": max(0, int((now - entered).total_seconds())) if entered else None,
-            "source": "reopen" if transition.reopen else "move",
-        },
-    )
     return {
         **row,
         "stage": stage,

@@ -50,7 +50,9 @@ class CRMHost(Protocol):
 
     def _writing(self) -> AbstractContextManager[Connection]: ...
 
-    def _get_row(self, conn: Connection, entity: Entity, record_id: Any, action: str = "read") -> Mapping[str, Any]: ...
+    def _get_row(
+        self, conn: Connection, entity: Entity, record_id: Any, action: str = "read", query: Any = None, *, archived: bool = False
+    ) -> Mapping[str, Any]: ...
 
     def _log(
         self, conn: Connection, entries: Sequence[Mapping[str, Any]], extra: Sequence[Mapping[str, Any]] = ()
@@ -82,6 +84,7 @@ class CRMHost(Protocol):
         *,
         action: str = "read",
         ids: Iterable[int] | None = None,
+        archived: str = "exclude",
     ) -> Select[Any]: ...
 
     def _within(self, conn: Connection) -> AbstractContextManager[Connection]: ...

@@ -147,7 +147,8 @@ class ReadsMixin(Host):
         limit: int | None = None,
     ) -> list[Record]:
         """The records at the other end of a link or an inverse link (a deal's ``products``,
-        a client's ``deals``)."""
+        a client's ``deals``). Through an inverse link archived records are left out; a link's
+        own targets are given archived or not."""
         self._ready()
         ent = self._entity(entity)
         _link_member(ent, name)
@@ -184,7 +185,9 @@ class ReadsMixin(Host):
                     ids = ids.where(table.c[naming.link_entity_column(inv.link)] == ent.name)
         target_ent = self.model.entities[target]
         table = self.storage.table(target)
-        query = self._select(target_ent, where, params).where(table.c.id.in_(ids))
+        # a link's own targets are shown archived or not (as on the card); an inverse list hides them
+        archived = "include" if name in ent.links else "exclude"
+        query = self._select(target_ent, where, params, archived=archived).where(table.c.id.in_(ids))
         query = query.order_by(*rec.order_clause(self.storage, target_ent, order_by))
         if limit is not None:
             query = query.limit(_non_negative(limit, "limit"))
@@ -253,6 +256,11 @@ class ReadsMixin(Host):
             value = record[link.name]
             if link.many:
                 links[link.name] = [reference(link.target, i, names[link.target]) for i in value]
+                if link.fields:  # each pair's values next to its target
+                    pairs = {r["id"]: r for r in record.get(f"{link.name}.link", ())}
+                    for ref in links[link.name]:
+                        values = pairs.get(ref["id"], {})
+                        ref["link"] = {name: values.get(name) for name in link.fields}
             elif value is None:
                 links[link.name] = None
             elif link.polymorphic:

@@ -20,6 +20,7 @@ from ..model.metamodel import Entity, Link
 from ..model.suggest import did_you_mean, listing
 from ..storage import naming
 from ..storage.tables import Storage
+from ..validation.links import LinkRows
 
 SYSTEM_OUT = ("created_at", "updated_at", "version", "created_by", "updated_by")
 ORDERABLE_SYSTEM = (
@@ -72,8 +73,9 @@ def many_links(entity: Entity) -> list[Link]:
     return [link for link in entity.links.values() if link.many]
 
 
-def row_to_record(entity: Entity, row: Mapping, many: Mapping[str, list[int]] | None = None) -> dict:
-    """A stored row as the public record dict."""
+def row_to_record(entity: Entity, row: Mapping, many: Mapping[str, list] | None = None) -> dict:
+    """A stored row as the public record dict (``many``: each many-link's ids, and for a link
+    with fields its rows under ``"<link>.link"``)."""
     record: dict = {"id": row["id"]}
     for name, f in entity.fields.items():
         value = row[name]
@@ -81,6 +83,8 @@ def row_to_record(entity: Entity, row: Mapping, many: Mapping[str, list[int]] | 
     for link in entity.links.values():
         if link.many:
             record[link.name] = list((many or {}).get(link.name, ()))
+            if link.fields:
+                record[f"{link.name}.link"] = list((many or {}).get(f"{link.name}.link", ()))
         elif link.polymorphic:
             target_id = row[naming.link_column(link.name)]
             record[link.name] = (
@@ -142,15 +146,21 @@ def fetch_many_links(conn: Connection, storage: Storage, entity: Entity, ids: Se
         return result
     for link in links:
         join = storage.join_table(entity.name, link.name)
+        names = tuple(link.fields)
+        key = f"{link.name}.link"
         for start in range(0, len(ids), BATCH):
             chunk = list(ids[start : start + BATCH])
             rows = conn.execute(
-                select(join.c.source_id, join.c.target_id)
+                select(join.c.source_id, join.c.target_id, *(join.c[n] for n in names))
                 .where(join.c.source_id.in_(chunk))
                 .order_by(join.c.source_id, join.c.target_id)
             )
-            for source_id, target_id in rows:
+            for source_id, target_id, *values in rows:
                 result[source_id].setdefault(link.name, []).append(target_id)
+                if names:  # the link's fields, in the same query
+                    result[source_id].setdefault(key, []).append(
+                        {"id": target_id, **dict(zip(names, values, strict=True))}
+                    )
     return result
 
 
@@ -287,8 +297,8 @@ def split_values(entity: Entity, values: Mapping) -> tuple[dict, dict[str, list[
         link = entity.links.get(key)
         if link is None:
             continue
-        if link.many:
-            many[key] = list(dict.fromkeys(value or ()))
+        if link.many:  # LinkRows (a link with fields) keep the values given per target
+            many[key] = value if isinstance(value, LinkRows) else list(dict.fromkeys(value or ()))
         elif link.polymorphic:
             row[naming.link_entity_column(key)] = None if value is None else value["entity"]
             row[naming.link_column(key)] = None if value is None else value["id"]
@@ -344,9 +354,9 @@ def translate_integrity(exc: IntegrityError, storage: Storage, entity: Entity, v
         fields = storage.unique_constraints[constraint][1]
     elif "UNIQUE constraint failed:" in text:
         columns = [c.strip().split(".")[-1] for c in text.split("UNIQUE constraint failed:")[1].split(",")]
-        fields = tuple(c[:-3] if c.endswith("_id") and c[:-3] in entity.links else c for c in columns)
+        fields = tuple(dict.fromkeys(_member_of_column(entity, c) for c in columns))
     if fields or "unique" in text.lower() or "duplicate key" in text.lower():
-        shown = ", ".join(f"{f}={values.get(f)!r}" for f in fields) if values else ", ".join(fields)
+        shown = ", ".join(f"{f}={_shown(values.get(f))}" for f in fields) if values else ", ".join(fields)
         field = fields[0] if len(fields) == 1 else None
         return ValidationError(
             f"{entity.name}.{'+'.join(fields) or '?'}: {shown or 'value'} is already used by another {entity.name}",
@@ -358,6 +368,18 @@ def translate_integrity(exc: IntegrityError, storage: Storage, entity: Entity, v
             entity=entity.name,
         )
     return ValidationError(f"{entity.name}: refused by the database: {text.splitlines()[0]}")
+
+
+def _member_of_column(entity: Entity, column: str) -> str:
+    """The field or link stored in a column (a link's ``<name>_id`` and ``<name>_entity``)."""
+    for suffix in ("_id", "_entity"):
+        if column.endswith(suffix) and column[: -len(suffix)] in entity.links:
+            return column[: -len(suffix)]
+    return column
+
+
+def _shown(value) -> str:
+    return shown_value(value) if isinstance(value, dict) else repr(value)
 
 
 def unique_prechecks(
@@ -394,6 +416,69 @@ def unique_prechecks(
             issues.append(
                 FieldIssue(entity.name, f.name, f"{value!r} is already used by another {entity.name}", value, i)
             )
+    return sorted(issues, key=lambda x: x.index or 0)
+
+
+def unique_link_issues(
+    conn: Connection,
+    storage: Storage,
+    entity: Entity,
+    records: Sequence[Mapping],
+    *,
+    indexed: bool = True,
+    exclude: int | None = None,
+) -> list[FieldIssue]:
+    """One-to-one links (``unique: true``): a target linked twice in the batch, or already
+    linked from another record (named: the holder), per record. One query per unique link."""
+    issues: list[FieldIssue] = []
+    table = storage.table(entity.name)
+    for link in entity.links.values():
+        if not link.unique or link.many:
+            continue
+        seen: dict = {}
+        for i, values in enumerate(records):
+            value = values.get(link.name)
+            if value is None:
+                continue
+            key = (value["entity"], value["id"]) if link.polymorphic else (link.target, value)
+            if key in seen:
+                issues.append(
+                    FieldIssue(
+                        entity.name,
+                        link.name,
+                        f"{key[0]} {key[1]} is linked by record {seen[key]} of this batch too; the link is one-to-one",
+                        value,
+                        i if indexed else None,
+                    )
+                )
+            else:
+                seen[key] = i
+        if not seen:
+            continue
+        column = table.c[naming.link_column(link.name)]
+        kind = table.c[naming.link_entity_column(link.name)] if link.polymorphic else None
+        pairs = list(seen)
+        for start in range(0, len(pairs), BATCH):
+            chunk = pairs[start : start + BATCH]
+            query = select(table.c.id, column, *([kind] if kind is not None else [])).where(
+                column.in_({target_id for _, target_id in chunk})
+            )
+            if exclude is not None:
+                query = query.where(table.c.id != exclude)
+            for row in conn.execute(query):
+                key = (row[2], row[1]) if kind is not None else (link.target, row[1])
+                if key not in seen:
+                    continue
+                i = seen[key]
+                issues.append(
+                    FieldIssue(
+                        entity.name,
+                        link.name,
+                        f"{key[0]} {key[1]} is already linked from {entity.name} {row[0]}; the link is one-to-one",
+                        records[i].get(link.name),
+                        i if indexed else None,
+                    )
+                )
     return sorted(issues, key=lambda x: x.index or 0)
 
 

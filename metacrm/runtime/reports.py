@@ -126,7 +126,7 @@ CENT = Decimal("0.01")
 MOVES_OUT = ("move", "reopen")
 PERIODS = ("month", "quarter")
 GROUP_TYPES = ("choice", "string", "email", "phone", "url", "boolean", "integer", "user")
-SUM_TYPES = ("money", "integer", "decimal", "percent")
+SUM_TYPES = ("money", "currency", "integer", "duration", "decimal", "percent")
 
 
 class BadReportOption(ValidationError):
@@ -372,10 +372,13 @@ class _Tally:
     reached_won: dict = field(default_factory=dict)
     medians: dict = field(default_factory=dict)
 
-    def add_now(self, stage: str, count: int, amount) -> None:
+    def add_now(self, stage: str, count: int, amount, currency: str | None = None) -> None:
+        """``amount``: the sum of the amount field over ``count`` records of ``stage``, all in
+        ``currency`` (a currency field's records are summed per currency, never added across)."""
         self.now[stage] = self.now.get(stage, 0) + count
         if amount is not None:
-            self.amount[stage] = self.amount.get(stage, Decimal(0)) + amount
+            sums = self.amount.setdefault(stage, {})
+            sums[currency] = sums.get(currency, Decimal(0)) + amount
 
     def add_reach(self, won: bool, reached: dict, advanced: dict) -> None:
         for name, value in reached.items():
@@ -446,9 +449,8 @@ def _from_masks(conn, table, p: Pipeline, order, bits, filters, grouping, tally)
     """Now, amounts, reached and both conversions in one scan of the records: a GROUP BY of
     stage and ``reached`` mask (a few dozen distinct pairs), the bits read here."""
     columns = [table.c.stage, table.c.reached, func.count().label("n"), *[c.label("grp") for c in grouping]]
-    if p.amount:
-        columns.append(exact_sum(table.c[p.amount]).label("amount"))
-    query = select(*columns).where(*filters).group_by(table.c.stage, table.c.reached, *grouping)
+    amounts, per = amount_columns(p, table)
+    query = select(*columns, *amounts).where(*filters).group_by(table.c.stage, table.c.reached, *grouping, *per)
     ahead = {s: sum(bits[t] for t in stages_ahead(p, s)) for s in order if not p.stages[s].closed}
     won = set(p.won)
     for row in summed(conn, query):
@@ -456,7 +458,7 @@ def _from_masks(conn, table, p: Pipeline, order, bits, filters, grouping, tally)
         reached = {s: n for s in order if mask & bits[s]}
         advanced = {s: n for s, later in ahead.items() if mask & later and (s == p.initial or s in reached)}
         t = tally(row["grp"] if grouping else None)
-        t.add_now(stage, n, row["amount"] if p.amount else None)
+        t.add_now(stage, n, row["amount"] if p.amount else None, row["currency"] if per else None)
         t.add_reach(stage in won, reached, advanced)
 
 
@@ -474,11 +476,10 @@ def _from_history(conn, storage: Storage, entity: Entity, table, p: Pipeline, or
         # now and amounts from the records alone (the covering index); the flags need only the
         # rows entering a stage after the initial one (every record entered that)
         snapshot = [table.c.stage, func.count().label("n"), *[c.label("grp") for c in grouping]]
-        if p.amount:
-            snapshot.append(exact_sum(table.c[p.amount]).label("amount"))
-        query = select(*snapshot).where(*filters).group_by(table.c.stage, *grouping)
+        amounts, per = amount_columns(p, table)
+        query = select(*snapshot, *amounts).where(*filters).group_by(table.c.stage, *grouping, *per)
         for row in summed(conn, query):
-            of(row).add_now(row["stage"], row["n"], row["amount"] if p.amount else None)
+            of(row).add_now(row["stage"], row["n"], row["amount"] if p.amount else None, row["currency"] if per else None)
         where.append(hist.c.to_stage != p.initial)
         per_record = select(hist.c.record_id, *_flags(hist.c, flag)).where(*where).group_by(hist.c.record_id)
         stage_col = table.c.stage
@@ -493,10 +494,11 @@ def _from_history(conn, storage: Storage, entity: Entity, table, p: Pipeline, or
         stage_col = r.c.stage_at
 
     columns = [stage_col.label("stage"), *[c.label("grp") for c in grouping]]
+    per = []
     if cutoff is not None:
         columns.append(func.count().label("n"))
-        if p.amount:
-            columns.append(exact_sum(table.c[p.amount]).label("amount"))
+        amounts, per = amount_columns(p, table)
+        columns += amounts
     columns += [func.sum(r.c[flag[s]]).label(f"reached_{flag[s]}") for s in order]
     for s in order:
         if p.stages[s].closed:
@@ -507,12 +509,25 @@ def _from_history(conn, storage: Storage, entity: Entity, table, p: Pipeline, or
         columns.append(func.sum(case((moved_on, 1), else_=0)).label(f"advanced_{flag[s]}"))
     query = select(*columns).select_from(r.join(table, table.c.id == r.c.record_id)).where(*filters)
     won = set(p.won)
-    for row in summed(conn, query.group_by(stage_col, *grouping)):
+    for row in summed(conn, query.group_by(stage_col, *grouping, *per)):
         if cutoff is not None:  # the stages as they were: now and amounts come from here too
-            of(row).add_now(row["stage"], row["n"], row["amount"] if p.amount else None)
+            of(row).add_now(row["stage"], row["n"], row["amount"] if p.amount else None, row["currency"] if per else None)
         reached = {s: int(row[f"reached_{flag[s]}"] or 0) for s in order}
         advanced = {s: int(row[f"advanced_{flag[s]}"] or 0) for s in order if f"advanced_{flag[s]}" in row}
         of(row).add_reach(row["stage"] in won, reached, advanced)
+
+
+def amount_columns(p: Pipeline, table) -> tuple[list, list]:
+    """(columns, extra GROUP BY) summing the pipeline's amount field: its sum, and for a
+    currency field whose currency a record names, that currency (one sum per currency)."""
+    if not p.amount:
+        return [], []
+    columns = [exact_sum(table.c[p.amount]).label("amount")]
+    money = p.money_field
+    if money is None or money.type != "currency" or not money.currency_field:
+        return columns, []
+    currency = table.c[money.currency_field]
+    return [*columns, currency.label("currency")], [currency]
 
 
 def summed(conn: Connection, query, *, mappings: bool = True) -> list:
@@ -622,42 +637,93 @@ def _document(p: Pipeline, order: list[str], tally: _Tally, meta: dict[str, Any]
     total = sum(tally.now.get(s, 0) for s in order)
     won = sum(tally.now.get(s, 0) for s in p.won)
     lost = sum(tally.now.get(s, 0) for s in p.lost)
-    stages, forecast_total = [], Decimal(0) if p.amount else None
+    money = Money(p, tally)
+    stages, forecast_total = [], {code: Decimal(0) for code in money.codes} if p.amount else None
     for s in order:
         stage = p.stages[s]
         reached = total if s == p.initial else tally.reached.get(s, 0)
         reached_won = won if s == p.initial else tally.reached_won.get(s, 0)
-        amount = tally.amount.get(s, Decimal(0)).quantize(CENT) if p.amount else None
+        amounts = money.amounts(s) if p.amount else None
         chance = probability(stage)
-        forecast = None
-        if amount is not None and chance is not None:
-            forecast = (amount * Decimal(str(chance))).quantize(CENT)
+        forecasts = None
+        if amounts is not None and chance is not None:
+            forecasts = {code: money.at(code, amount * Decimal(str(chance))) for code, amount in amounts.items()}
             if not stage.closed:
-                forecast_total += forecast
-        stages.append(
-            {
-                "stage": s,
-                "label": stage.caption,
-                "kind": stage.kind,
-                "now": tally.now.get(s, 0),
-                "reached": reached,
-                "amount": amount,
-                "probability": chance,
-                "forecast": forecast,
-                "conversion_next": None if stage.closed else _ratio(tally.advanced.get(s, 0), reached),
-                "conversion_won": _ratio(reached_won, reached),
-                "median_seconds": tally.medians.get(s),
-            }
-        )
-    return {
+                for code, value in forecasts.items():
+                    forecast_total[code] += value
+        item = {
+            "stage": s,
+            "label": stage.caption,
+            "kind": stage.kind,
+            "now": tally.now.get(s, 0),
+            "reached": reached,
+            "amount": money.one(amounts),
+            "probability": chance,
+            "forecast": money.one(forecasts),
+            "conversion_next": None if stage.closed else _ratio(tally.advanced.get(s, 0), reached),
+            "conversion_won": _ratio(reached_won, reached),
+            "median_seconds": tally.medians.get(s),
+        }
+        if money.per_currency:  # a currency field's amounts, one per currency, never added
+            item["amounts"] = amounts
+            item["forecasts"] = forecasts
+        stages.append(item)
+    doc = {
         **meta,
         "count": total,
         "won": won,
         "lost": lost,
         "win_rate": _ratio(won, won + lost),
-        "forecast": forecast_total,
+        "forecast": money.one(forecast_total),
         "stages": stages,
     }
+    if money.currency_field_type:
+        doc["currency"] = money.codes[0] if len(money.codes) == 1 else None
+    if money.per_currency:
+        doc["forecasts"] = forecast_total
+    return doc
+
+
+class Money:
+    """The amounts of a funnel or a board: money to the cent; a currency field's at its
+    currency's decimals, summed per currency. ``codes``: the currencies the amounts are in
+    (a fixed currency's code; for a field whose records name their currency, those present,
+    by code; ``[None]`` for plain money). ``one(sums)`` is the single figure a stage, a column
+    or the document shows: the sum when every amount is in one currency, None when several."""
+
+    def __init__(self, p: Pipeline, tally: _Tally | None = None, sums: list[dict] | None = None):
+        f = p.money_field
+        self.currency_field_type = f is not None and f.type == "currency"
+        self.per_currency = self.currency_field_type and bool(f.currency_field)
+        found = {code for per in (tally.amount.values() if tally else sums or ()) for code in per}
+        if self.per_currency:
+            self.codes = sorted(code for code in found if code is not None) or [None]
+        else:
+            self.codes = [f.currency if self.currency_field_type else None]
+        self.places = f.decimals if f is not None and f.decimals is not None else 2
+        self.tally = tally
+
+    def at(self, code: str | None, value: Decimal) -> Decimal:
+        places = self.places
+        if self.per_currency and code is not None:
+            from ..model.field_types import currency_precision
+
+            places = currency_precision(code)
+        return value.quantize(Decimal(1).scaleb(-places))
+
+    def amounts(self, stage: str, sums: dict | None = None) -> dict:
+        sums = self.tally.amount.get(stage, {}) if sums is None else sums
+        if not self.per_currency:
+            return {self.codes[0]: self.at(self.codes[0], builtins.sum(sums.values(), Decimal(0)))}
+        return {code: self.at(code, sums.get(code, Decimal(0))) for code in self.codes if code is not None}
+
+    def one(self, sums: dict | None):
+        if sums is None:
+            return None
+        if len(sums) > 1:
+            return None
+        (value,) = sums.values() or [Decimal(0).quantize(Decimal(1).scaleb(-self.places))]
+        return value
 
 
 # -- the group report ----------------------------------------------------------------------------
@@ -729,6 +795,11 @@ def build_group(
     grouping = [column]
     if sum is not None:
         columns.append(exact_sum(sum_column(storage, entity, sum)).label("sum"))
+    per_currency = sum is not None and entity.fields[sum].type == "currency" and bool(entity.fields[sum].currency_field)
+    if per_currency:  # one row per currency in each group: amounts in different currencies are never added
+        currency_col = table.c[entity.fields[sum].currency_field]
+        columns.append(currency_col.label("currency"))
+        grouping.append(currency_col)
     if period is not None:
         expr = period_expr(conn, date_col, period, is_date, zone)
         columns.append(expr.label("period"))
@@ -747,23 +818,33 @@ def build_group(
     if key.link:
         rows = _merge_hidden(rows, labels)
     out = []
+    fixed = entity.fields[sum].currency if sum is not None and entity.fields[sum].type == "currency" else None
     for row in rows:
         item = {"period": _period_text(row["period"], period)} if period else {}
         item.update(key.item(row["value"], labels), count=row["count"])
         if sum is not None:
-            item["sum"] = row["sum"] if row["sum"] is not None else _zero(entity, sum)
+            item["sum"] = _at_scale(entity, sum, row["sum"], row["currency"] if per_currency else fixed)
+        if per_currency or fixed:
+            item["currency"] = row["currency"] if per_currency else fixed
         out.append(item)
-    measure = "sum" if sum is not None else "count"
+    measure = "sum" if sum is not None and not per_currency else "count"
+    grouped = entity.fields.get(by)
+    ranked = grouped is not None and grouped.type == "choice" and any(o.order is not None for o in grouped.options)
+    rank = grouped.option_rank if ranked else {}
     out.sort(
         key=lambda i: (
             i.get("period") is None,
             i.get("period") or "",
-            -i[measure],
+            # options in their declared ``order``; else the biggest groups first
+            (i["value"] is None, rank.get(i["value"], len(rank))) if ranked else -i[measure],
             *_group_order((i["value"], i["label"]), i.get("hidden", False)),
+            i.get("currency") or "",
         )
     )
     total: dict = {"count": builtins.sum(i["count"] for i in out)}
-    if sum is not None:
+    if per_currency or fixed:
+        total.update(currency_totals(entity, sum, out))
+    elif sum is not None:
         total["sum"] = builtins.sum((i["sum"] for i in out), _zero(entity, sum))
     return {
         "entity": entity.name,
@@ -792,7 +873,43 @@ def _edge(moment: dt.datetime, is_date: bool, zone: str | None = None):
 
 
 def _zero(entity: Entity, name: str):
-    return Decimal("0.00") if entity.fields[name].type == "money" else 0
+    f = entity.fields[name]
+    if f.decimals is not None and f.type in ("money", "currency"):
+        return Decimal(0).quantize(Decimal(1).scaleb(-f.decimals))
+    return Decimal("0.00") if f.type == "money" else 0
+
+
+def _at_scale(entity: Entity, name: str, value, currency: str | None):
+    """A sum of ``name`` as its records hold it: a currency amount at its currency's decimals."""
+    if value is None:
+        value = _zero(entity, name)
+    if currency is not None and isinstance(value, Decimal):
+        from ..model.field_types import currency_precision
+
+        places = currency_precision(currency)
+        if places is not None:
+            return value.quantize(Decimal(1).scaleb(-places))
+    return value
+
+
+def currency_totals(entity: Entity, name: str, rows: list[dict]) -> dict:
+    """The totals of a currency field's sums, never adding two currencies: ``sums`` maps each
+    currency (by code; None: records without one) to its total; ``sum`` is the total when the
+    rows hold one currency only (None when they hold several), ``currency`` that currency."""
+    sums: dict = {}
+    for row in rows:
+        code = row.get("currency")
+        if code is None and not row.get("sum"):
+            continue  # records without an amount: nothing to add
+        sums[code] = sums.get(code, _zero(entity, name)) + row["sum"]
+    ordered = {
+        code: _at_scale(entity, name, total, code)
+        for code, total in sorted(sums.items(), key=lambda kv: (kv[0] is None, kv[0] or ""))
+    }
+    if len(ordered) > 1:
+        return {"sum": None, "currency": None, "sums": ordered}
+    (code, total), *_ = list(ordered.items()) or [(entity.fields[name].currency, _zero(entity, name))]
+    return {"sum": total, "currency": code, "sums": ordered}
 
 
 # -- charts --------------------------------------------------------------------------------------

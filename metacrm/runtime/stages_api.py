@@ -31,7 +31,7 @@ class StagesMixin(Host):
         record changed since that version was read; without it, when another writer moved the
         record while this move waited for the write lock (two moves from the same stage: one
         wins, the other gets ConflictError, never TransitionError)."""
-        from .moves import move, moved_record, seen_stage
+        from .moves import move, moved_record, row_with_links, seen_stage
 
         self._ready()
         ent = self._staged(entity)
@@ -41,7 +41,10 @@ class StagesMixin(Host):
         if version is None and self._tx is None:
             seen = seen_stage(self, ent, record_id)  # before waiting for the write lock
         with self._writing() as conn:
-            row = self._get_row(conn, ent, record_id, "move")
+            # PostgreSQL: the many-links come with the row (one round trip less), unless a
+            # reactor may change them after the move (they are read afterwards then)
+            query = row_with_links(self.storage, ent, conn.dialect.name, bool(self._reactors))
+            row = self._get_row(conn, ent, record_id, "move", query)
             fresh = move(
                 conn,
                 self.storage,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 
-from sqlalchemy import false, or_, select, true
+from sqlalchemy import and_, false, or_, select, true
 
 from ..dates import DateError, local_today, parse_datetime
 from ..errors import FieldIssue, ValidationError
@@ -36,14 +36,18 @@ def task_entities(model: Model) -> list[Entity]:
 
 
 def open_clause(table, spec: TaskSpec):
-    """SQL: the task is open (not done / its status not closed; an empty value is open)."""
+    """SQL: the task is open (not done / its status not closed; an empty value is open; an
+    archived task is deleted, not open)."""
+    clause = true()
     if spec.done:
         column = table.c[spec.done]
-        return or_(column.is_(None), column == false())
-    if spec.status:
+        clause = or_(column.is_(None), column == false())
+    elif spec.status:
         column = table.c[spec.status]
-        return or_(column.is_(None), column.notin_(list(spec.closed)))
-    return true()
+        clause = or_(column.is_(None), column.notin_(list(spec.closed)))
+    if "archived_at" in table.c:
+        clause = and_(clause, table.c.archived_at.is_(None))
+    return clause
 
 
 def is_closed(spec: TaskSpec, record: Mapping) -> bool:

@@ -28,6 +28,7 @@ SESSION_TABLE = "metacrm_session"
 FORM_STATE_TABLE = "metacrm_form_state"
 PREFERENCE_TABLE = "metacrm_preference"
 SEQUENCE_TABLE = "metacrm_sequence"
+FILES_TABLE = "metacrm_files"
 MAX_NAME = 63
 
 

@@ -83,6 +83,7 @@ class Storage:
     form_state_table: Table | None = None
     preference_table: Table | None = None
     sequence_table: Table | None = None
+    files_table: Table | None = None  # only for a model with file fields or attachments
     # (entity, pipeline) -> {stage: bit of the ``reached`` mask}
     reached_bits: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
 
@@ -108,6 +109,8 @@ def _column_type(f: Field):
     kind = f.type
     if kind in ("string", "email", "phone", "url", "choice"):
         return String(f.max_length) if f.max_length else Text()
+    if kind == "country":
+        return String(2)
     if kind == "text":
         return Text()
     if kind == "user":
@@ -122,7 +125,19 @@ def _column_type(f: Field):
         return Date()
     if kind == "datetime":
         return UTCDateTime()
+    if f.kind == "file":  # the id of the file's row in metacrm_files
+        return id_type()
     return json_type()  # json, multichoice
+
+
+def _choice_checks(table: str, fields) -> list:
+    """CHECK constraints keeping choice columns to their options."""
+    out = []
+    for f in fields:
+        if f.type == "choice" and f.options:
+            values = ", ".join("'" + v.replace("'", "''") + "'" for v in f.option_values)
+            out.append(CheckConstraint(f"{f.name} IN ({values})", name=naming.check_name(table, f.name)))
+    return out
 
 
 MASK_BITS = 62  # bits 0..61 of a signed 64-bit integer: no sign trouble on either database
@@ -191,11 +206,9 @@ def _entity_table(entity: Entity, model: Model, storage: Storage) -> Table:
     columns = _system_columns(entity)
     constraints: list = []
     indexes: list[tuple[str, ...]] = []
+    constraints += _choice_checks(name, entity.fields.values())
     for f in entity.fields.values():
         columns.append(Column(f.name, _column_type(f), nullable=not f.required))
-        if f.type == "choice" and f.options:
-            values = ", ".join("'" + v.replace("'", "''") + "'" for v in f.option_values)
-            constraints.append(CheckConstraint(f"{f.name} IN ({values})", name=naming.check_name(name, f.name)))
         if f.unique:
             uq = naming.unique_name(name, [f.name])
             constraints.append(UniqueConstraint(f.name, name=uq))
@@ -208,19 +221,27 @@ def _entity_table(entity: Entity, model: Model, storage: Storage) -> Table:
         if link.many:
             continue
         columns += _link_columns(entity, link, model)
-        if link.polymorphic:
-            indexes.append((naming.link_entity_column(link.name), naming.link_column(link.name)))
+        cols = _member_columns(entity, link.name)
+        if link.unique:  # one-to-one: one record per target (its unique index serves lookups too)
+            uq = naming.unique_name(name, cols)
+            constraints.append(UniqueConstraint(*cols, name=uq))
+            storage.unique_constraints[uq] = (entity.name, (link.name,))
         else:
-            indexes.append((naming.link_column(link.name),))
+            indexes.append(cols)
     if entity.owner:
         indexes.append(("owner",))
+    # archive: true: counts, boards and funnels read live rows only (archived_at IS NULL): their
+    # covering indexes carry the column last, so that they stay covering. Never first, nor alone:
+    # SQLite's planner (no statistics) would take `archived_at IS NULL` for a selective equality
+    # and read a page of a list through it, sorting every live row (bench: 5x slower)
+    live = ("archived_at",) if entity.archive else ()
     if entity.has_stages:
         for pipeline in entity.pipelines.values():
             storage.reached_bits[(entity.name, pipeline.name)] = stage_bits(pipeline)
         indexes.append(("stage", "pipeline"))
         amounts = {p.amount for p in entity.pipelines.values() if p.amount}
         for amount in sorted(amounts):
-            indexes.append(("stage", amount))  # covering index for boards
+            indexes.append(("stage", amount, *live))  # covering index for boards
             # a list ordered by the pipeline's money field (``find(order_by="-amount")``, the
             # web list's sorted column) and filtered by it (``amount > 500000``, its capped
             # count): read from the index instead of sorting the whole table
@@ -228,11 +249,11 @@ def _entity_table(entity: Entity, model: Model, storage: Storage) -> Table:
         # covering index for the funnel's one scan: GROUP BY stage, reached (of one pipeline)
         scope = ("pipeline",) if entity.multi_pipeline else ()
         for amount in sorted({p.amount or "" for p in entity.pipelines.values()}):
-            indexes.append((*scope, "stage", "reached", *([amount] if amount else [])))
+            indexes.append((*scope, "stage", "reached", *([amount] if amount else []), *live))
     for names in entity.indexes:
-        indexes.append(tuple(_member_column(entity, n) for n in names))
+        indexes.append(tuple(c for n in names for c in _member_columns(entity, n)))
     for names in entity.unique:
-        cols = [_member_column(entity, n) for n in names]
+        cols = [c for n in names for c in _member_columns(entity, n)]
         uq = naming.unique_name(name, cols)
         constraints.append(UniqueConstraint(*cols, name=uq))
         storage.unique_constraints[uq] = (entity.name, tuple(names))
@@ -326,8 +347,14 @@ class _SearchIndex:
                 connection.execute(DDL(statement))
 
 
-def _member_column(entity: Entity, name: str) -> str:
-    return name if name in entity.fields else naming.link_column(name)
+def _member_columns(entity: Entity, name: str) -> tuple[str, ...]:
+    """The columns of a field or single link (a polymorphic link's entity and id columns)."""
+    if name in entity.fields:
+        return (name,)
+    link = entity.links[name]
+    if link.polymorphic:
+        return (naming.link_entity_column(name), naming.link_column(name))
+    return (naming.link_column(name),)
 
 
 def _join_table(entity: Entity, link: Link, storage: Storage) -> Table:
@@ -348,6 +375,8 @@ def _join_table(entity: Entity, link: Link, storage: Storage) -> Table:
             ForeignKey(f"{link.target}.id", ondelete=target_delete, name=naming.fk_name(name, naming.JOIN_TARGET)),
             nullable=False,
         ),
+        *(Column(f.name, _column_type(f), nullable=not f.required) for f in link.fields.values()),
+        *_choice_checks(name, link.fields.values()),
         PrimaryKeyConstraint(naming.JOIN_SOURCE, naming.JOIN_TARGET, name=naming.pk_name(name)),
     )
     Index(naming.index_name(name, [naming.JOIN_TARGET]), table.c[naming.JOIN_TARGET])
@@ -509,12 +538,38 @@ def _system_tables(storage: Storage) -> None:
         Column("name", String(255), primary_key=True),
         Column("value", BigInteger(), nullable=False),
     )
+    if storage.model is not None and storage.model.uses_files:
+        storage.files_table = files_table(md)
     storage.lock_table = Table(
         naming.LOCK_TABLE,
         md,
         Column("name", String(50), primary_key=True),
         Column("holder", String(200), nullable=False),
         Column("since", UTCDateTime(), nullable=False),
+    )
+
+
+def files_table(md: MetaData) -> Table:
+    """The files attached to records (runtime/files.py): one row per file of a file field
+    (``field`` its name) or attachment (``field`` null); the content is kept by the file store
+    under its SHA-256, so the same content is stored once. Created when a model first declares a
+    file field or attachments."""
+    return Table(
+        naming.FILES_TABLE,
+        md,
+        Column("id", id_type(), primary_key=True, autoincrement=True),
+        Column("entity", String(naming.MAX_NAME), nullable=False),
+        Column("record_id", id_type(), nullable=False),
+        Column("field", String(naming.MAX_NAME), nullable=True),
+        Column("name", String(255), nullable=False),
+        Column("size", BigInteger(), nullable=False),
+        Column("mime", String(255), nullable=False),
+        Column("sha256", String(64), nullable=False),
+        Column("created_at", UTCDateTime(), nullable=False),
+        Column("created_by", String(100), nullable=True),
+        Index("ix_metacrm_files_record", "entity", "record_id"),
+        Index("ix_metacrm_files_sha256", "sha256"),
+        sqlite_autoincrement=True,  # a detached file's id is never given to another
     )
 
 

@@ -57,12 +57,70 @@ def single_link_coercer(link: Link) -> Coercer:
     return coerce
 
 
-def many_link_coercer(link: Link) -> Coercer:
+class LinkFieldInvalid(Invalid):
+    """A bad value of a link's field: ``field`` names it (the issue reads ``deal.products.qty``)."""
+
+    def __init__(self, message: str, field: str):
+        super().__init__(message)
+        self.field = field
+
+
+class LinkRows(list):
+    """A many-link value: the target ids, in order, and ``values``: for a link with fields,
+    the field values given for some of the targets (``{4: {"qty": 3}}``), coerced."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, ids=(), values: Mapping | None = None):
+        super().__init__(ids)
+        self.values = dict(values or {})
+
+
+def link_values_coercer(link: Link, *, region: str | None = None, zone: str | None = None):
+    """``values`` of one linked pair -> the coerced values given (only those keys). Raises
+    LinkFieldInvalid naming the field, or Invalid for an unknown key."""
+    from .values import field_coercer
+
+    coercers = {f.name: field_coercer(f, region=region, zone=zone) for f in link.fields.values()}
+    names = ", ".join(coercers) or "none"
+
+    def coerce(values: Mapping) -> dict:
+        if not isinstance(values, Mapping):
+            raise Invalid(f"{show(values)} are not the values of a link ({type_name(values)}); give field=value pairs")
+        out = {}
+        for key, value in values.items():
+            run = coercers.get(key)
+            if run is None:
+                hint = _did_you_mean(key, coercers)
+                raise Invalid(
+                    f"unknown field {show(key)} of link {link.name}"
+                    + (f" ({hint})" if hint else "")
+                    + f"; fields: {names}"
+                )
+            try:
+                out[key] = run(value)
+            except Invalid as exc:
+                raise LinkFieldInvalid(str(exc), key) from None
+            except Exception as exc:  # an odd object a coercer did not foresee
+                raise LinkFieldInvalid(f"{show(value)} cannot be read ({type_name(value)}): {exc}", key) from None
+        return out
+
+    return coerce
+
+
+def _did_you_mean(name, names) -> str | None:
+    from ..model.suggest import did_you_mean
+
+    return did_you_mean(str(name), list(names))
+
+
+def many_link_coercer(link: Link, *, region: str | None = None, zone: str | None = None) -> Coercer:
     what = _a(link.target)
+    values_of = link_values_coercer(link, region=region, zone=zone) if link.fields else None
 
     def coerce(value):
         if value is None or value == "":
-            return []
+            return LinkRows() if values_of else []
         if isinstance(value, str):
             items = [part for part in value.split(",") if part.strip()]
         elif isinstance(value, list | tuple | set | frozenset):
@@ -72,18 +130,25 @@ def many_link_coercer(link: Link) -> Coercer:
         else:
             raise Invalid(f"{show(value)} is not a list of record ids ({type_name(value)}); give ids of {what}s")
         ids: dict[int, None] = {}
+        given: dict[int, dict] = {}
         bad = []
         for item in items:
+            if isinstance(item, Mapping) and values_of is not None and "id" in item:
+                target = record_id(item["id"], what)  # a bad id is refused by itself
+                ids[target] = None
+                given[target] = values_of({k: v for k, v in item.items() if k != "id"})
+                continue
             try:
                 ids[record_id(item, what)] = None
             except Invalid:
                 bad.append(item)
         if bad:
+            shape = " or {'id': 4, 'field': value}" if values_of else ""
             raise Invalid(
                 f"{', '.join(show(b) for b in bad)} {'is not a record id' if len(bad) == 1 else 'are not record ids'}; "
-                f"give ids of {what}s (whole numbers), as a list or comma-separated"
+                f"give ids of {what}s (whole numbers){shape}, as a list or comma-separated"
             )
-        return list(ids)
+        return LinkRows(ids, given) if values_of else list(ids)
 
     return coerce
 
@@ -118,11 +183,11 @@ def polymorphic_link_coercer(link: Link) -> Coercer:
     return coerce
 
 
-def link_coercer(link: Link) -> Coercer:
+def link_coercer(link: Link, *, region: str | None = None, zone: str | None = None) -> Coercer:
     if link.polymorphic:
         return polymorphic_link_coercer(link)
     if link.many:
-        return many_link_coercer(link)
+        return many_link_coercer(link, region=region, zone=zone)
     return single_link_coercer(link)
 
 
@@ -150,4 +215,12 @@ def pipeline_coercer(entity: Entity) -> Coercer:
     return coerce
 
 
-__all__ = ["link_coercer", "owner_coercer", "pipeline_coercer", "record_id"]
+__all__ = [
+    "LinkFieldInvalid",
+    "LinkRows",
+    "link_coercer",
+    "link_values_coercer",
+    "owner_coercer",
+    "pipeline_coercer",
+    "record_id",
+]

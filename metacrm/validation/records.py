@@ -14,6 +14,7 @@ import datetime as dt
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
+from decimal import Decimal
 from typing import Annotated, Any
 
 import pydantic
@@ -23,7 +24,7 @@ from ..errors import FieldIssue, MetaCRMError, ValidationError
 from ..model.checks import SYSTEM_COLUMNS
 from ..model.metamodel import Entity, Field, Model
 from ..model.suggest import did_you_mean, listing
-from .links import link_coercer, owner_coercer, pipeline_coercer
+from .links import LinkFieldInvalid, link_coercer, owner_coercer, pipeline_coercer
 from .values import Coercer, Invalid, field_coercer, show, type_name, unstorable_text
 
 # Keys a caller may never give: the database or the runtime sets them.
@@ -109,13 +110,23 @@ class _Member:
         self.default = default or {"default": None}
 
 
+_NO_TEXT = frozenset((int, float, bool, type(None), Decimal, dt.date, dt.datetime))  # nothing to check
+
+
 def _guarded(coerce: Coercer) -> Coercer:
     """The coercer, turning an exception it did not foresee (an odd object) into Invalid."""
 
     def run(value):
-        bad = unstorable_text(value)
-        if bad is not None:
-            raise Invalid(bad)
+        kind = type(value)
+        if kind is str:
+            if "\x00" in value or not value.isascii():  # the usual ASCII text needs no more
+                bad = unstorable_text(value)
+                if bad is not None:
+                    raise Invalid(bad)
+        elif kind not in _NO_TEXT:
+            bad = unstorable_text(value)
+            if bad is not None:
+                raise Invalid(bad)
         try:
             return coerce(value)
         except Invalid:
@@ -128,6 +139,12 @@ def _guarded(coerce: Coercer) -> Coercer:
 
 def _annotation(member: _Member, checks: tuple) -> object:
     return Annotated[(Any, BeforeValidator(_guarded(member.coerce)), *(AfterValidator(c) for c in checks))]
+
+
+FILE_FIELD = (
+    "is a file field: attach a file with `metacrm attach ENTITY ID FILE --field NAME` (crm.attach, "
+    "POST .../files) and empty it with detach"
+)
 
 
 class RecordValidator:
@@ -156,7 +173,8 @@ class RecordValidator:
             if link.required and not link.many:
                 what = " or ".join(f"a{'n' if t[:1] in 'aeiou' else ''} {t} record" for t in link.targets)
                 checks = (_required_link(what),)
-            members.append(_Member(link.name, f"m{len(members)}", link_coercer(link), "link", checks))
+            coerce = link_coercer(link, region=model.region or None, zone=model.timezone)
+            members.append(_Member(link.name, f"m{len(members)}", coerce, "link", checks))
         if entity.owner:
             members.append(_Member("owner", f"m{len(members)}", owner_coercer, "owner", (), None, (_owner_kept,)))
         if entity.has_stages:
@@ -164,7 +182,9 @@ class RecordValidator:
         self._members = {m.name: m for m in members}
         # computed and roll-up fields: stored, never given (create() still returns them as None)
         self._derived = {f.name: f.derived for f in entity.fields.values() if f.derived}
-        self._create_keys = frozenset(self._members) - set(self._derived)
+        # file and image fields: set by attach and detach only (runtime/files.py)
+        self._files = frozenset(f.name for f in entity.file_fields)
+        self._create_keys = frozenset(self._members) - set(self._derived) - self._files
         self._patch_keys = self._create_keys - {"pipeline"}
         self._field_pairs = tuple((m.internal, m.name) for m in members if m.kind == "field")
         self._given_pairs = tuple((m.name, m.internal, m.kind) for m in members if m.kind != "field")
@@ -266,10 +286,42 @@ class RecordValidator:
                 )
                 raise ValidationError(issue.format(), [issue])
             data = dict(data)
+        spread_issues: list[FieldIssue] = []
+        if self.entity.composites and not self.entity.composites.keys().isdisjoint(data):
+            data, spread_issues = self._spread(data, index)
         if keys.issuperset(data):
-            return data, []
+            return data, spread_issues
         issues = [self._key_issue(key, data[key], index, keys, patch) for key in data if key not in keys]
-        return {key: value for key, value in data.items() if key in keys}, issues
+        return {key: value for key, value in data.items() if key in keys}, spread_issues + issues
+
+    def _spread(self, data: dict, index) -> tuple[dict, list[FieldIssue]]:
+        """A composite field given as a mapping of its parts (``{"address": {"city": ...}}``)
+        becomes its part fields; the mapping is the whole value (a part left out is emptied,
+        None empties them all)."""
+        out: dict = {}
+        issues: list[FieldIssue] = []
+        for key, value in data.items():
+            composite = self.entity.composites.get(key) if isinstance(key, str) else None
+            if composite is None:
+                out[key] = value
+                continue
+            settable = [(part, name) for part, name in composite.parts if name not in self._derived]
+            parts = ", ".join(part for part, _ in settable)
+            if value is None:
+                out.update((name, None) for _, name in settable)
+            elif not isinstance(value, Mapping):
+                what = "text" if isinstance(value, str) else type_name(value)
+                message = f"a {composite.type} is a mapping of its parts ({parts}), not {what}"
+                issues.append(FieldIssue(self.name, key, message, value, index))
+            else:
+                known = dict(settable)
+                unknown = [k for k in value if k not in known]
+                if unknown:
+                    hint = did_you_mean(str(unknown[0]), list(known))
+                    message = f"unknown part {show(unknown[0])}" + (f" ({hint})" if hint else "") + f"; parts: {parts}"
+                    issues.append(FieldIssue(self.name, key, message, value, index))
+                out.update((name, value.get(part)) for part, name in settable)
+        return out, issues
 
     def _key_issue(self, key, value, index, keys: frozenset, patch: bool) -> FieldIssue:
         entity = self.entity
@@ -277,6 +329,8 @@ class RecordValidator:
             return FieldIssue(self.name, key, f"is computed from {self._derived[key]}; it cannot be set", value, index)
         if key in SET_BY_SYSTEM:
             return FieldIssue(self.name, key, "is set by the system; leave it out", value, index)
+        if key in self._files:
+            return FieldIssue(self.name, key, FILE_FIELD, value, index)
         if key == "stage" and entity.has_stages:
             return FieldIssue(self.name, key, "changes only through move (metacrm move / crm.move)", value, index)
         if key == "pipeline" and entity.has_stages and patch:
@@ -317,6 +371,8 @@ class RecordValidator:
             name = self._external.get(name, name)  # a missing value is located by attribute name
             cause = (error.get("ctx") or {}).get("error")
             message = str(cause) if isinstance(cause, Invalid) else error.get("msg", "is not valid")
+            if isinstance(cause, LinkFieldInvalid):  # deal.products.qty
+                name = f"{name}.{cause.field}"
             issues.append(FieldIssue(self.name, name, message, error.get("input"), index))
         return issues
 

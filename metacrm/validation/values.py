@@ -527,6 +527,44 @@ def phones_coercer(f: Field, region: str | None) -> Coercer:
     return several_coercer("a phone number", phone_coercer(f, region), str, numbers=True)
 
 
+@lru_cache(maxsize=4096)
+def check_country(text: str) -> str | None:
+    """The ISO 3166-1 alpha-2 code of a country given by that code, its alpha-3 code, its
+    numeric code or its English name (``fr``, ``FRA``, ``250``, ``France``); None when unknown.
+    pycountry carries the ISO 3166 tables."""
+    import pycountry
+
+    text = text.strip()
+    try:
+        if len(text) == 2 and text.isalpha():
+            found = pycountry.countries.get(alpha_2=text.upper())
+        elif len(text) == 3 and text.isalpha():
+            found = pycountry.countries.get(alpha_3=text.upper())
+        elif text.isdigit():
+            found = pycountry.countries.get(numeric=text.zfill(3))
+        else:
+            found = pycountry.countries.lookup(text)
+    except LookupError:
+        return None
+    return found.alpha_2 if found is not None else None
+
+
+def country_coercer(f: Field) -> Coercer:
+    def coerce(value):
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise Invalid(f"{show(value)} is not a country ({type_name(value)})")
+        if value.strip() == "":
+            return None
+        code = check_country(value)
+        if code is None:
+            raise Invalid(f"{show(value)} is not a country; give its ISO 3166-1 code (FR, DEU) or English name")
+        return code
+
+    return coerce
+
+
 def url_coercer(f: Field) -> Coercer:
     max_length = f.max_length
     pattern = compile_pattern(f.pattern) if f.pattern else None
@@ -689,6 +727,13 @@ def json_coercer(f: Field) -> Coercer:
     return coerce
 
 
+def _no_value(value):
+    """A file field's value: only ever the empty default (attach and detach set the column)."""
+    if value is None:
+        return None
+    raise Invalid("is a file field: set it with attach")
+
+
 # --------------------------------------------------------------------------- registry
 
 
@@ -720,6 +765,8 @@ def field_coercer(f: Field, *, region: str | None = None, zone: str | None = Non
         return phone_coercer(f, region)
     if kind == "url":
         return url_coercer(f)
+    if kind == "country":
+        return country_coercer(f)
     if kind == "emails":
         return emails_coercer(f)
     if kind == "phones":
@@ -734,6 +781,8 @@ def field_coercer(f: Field, *, region: str | None = None, zone: str | None = Non
         return user_coercer(f)
     if kind == "users":
         return users_coercer(f)
+    if f.kind == "file":
+        return _no_value
     raise Invalid(f"field type '{kind}' has no validator")  # the model checks make this unreachable
 
 

@@ -11,7 +11,8 @@ from typing import Any
 def create_app(crm, **settings: Any):
     """The ASGI app serving ``crm`` (a metacrm CRM acting as the system user); settings:
     ``max_body`` (bytes, default 1 MiB), ``max_limit`` (rows per page, default 500),
-    ``token_ttl`` (seconds a valid token is trusted without a lookup, default 5; 0: never)."""
+    ``token_ttl`` (seconds a valid token is trusted without a lookup, default 5; 0: never),
+    ``max_upload`` (bytes of a file upload, default 100 MiB)."""
     from ..extras import WEB, import_extra
 
     import_extra(WEB)

@@ -38,6 +38,7 @@ JSON_TYPE = "application/json"
 @dataclass(frozen=True)
 class Settings:
     max_body: int = 1 << 20  # bytes of a request body
+    max_upload: int = 100 << 20  # bytes of a file upload (a field's max_size may be lower)
     max_limit: int = 500  # rows of a page
     default_limit: int = 50
     token_ttl: float = 5.0  # seconds an authenticated token is trusted before it is looked up again

@@ -237,13 +237,30 @@ def _link_operations(model: Model, ent: Entity) -> dict[str, Operation]:
             problems=(404,),
             params=(_PARAMS,),
         )
+        declared = (
+            ent.links.get(link_name)
+            or model.entities[ent.inverses[link_name].source].links[ent.inverses[link_name].link]
+        )
         for verb, summary in (("link", "Link"), ("unlink", "Unlink")):
+            body = None
+            if verb == "link" and declared.fields:  # optional: the link's values
+                body = _body(_link_values(declared), JSON, description="The link's fields (set, or changed)")
+                body["required"] = False
             ops[f"{verb}_{name}_{link_name}"] = Operation(
                 f"{summary} a record through {link_name}",
                 _json({"type": "object"}, "The record after the change"),
                 problems=(404, 409, 422),
+                body=body,
             )
     return ops
+
+
+def _link_values(link) -> dict:
+    from .openapi_schemas import _link_rows
+
+    schema = _link_rows(link, writing=True)
+    props = {k: v for k, v in schema["properties"].items() if k != "id"}
+    return {"type": "object", "properties": props, "additionalProperties": False}
 
 
 def _global_operations(model: Model) -> dict[str, Operation]:

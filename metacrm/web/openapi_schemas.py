@@ -8,8 +8,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ..model.bounds import RANGES
+from ..model.bounds import RANGES, field_range
 from ..model.metamodel import Entity, Field, Link
+from ..validation.values import MAX_VALUES
 from .problems import _TITLES, PROBLEM
 
 INT64_MAX = 2**63 - 1
@@ -47,8 +48,11 @@ def _nullable(schema: dict) -> dict:
     return out
 
 
-def _decimal_pattern(scale: int, *, signed: bool) -> str:
-    return rf"^{'-?' if signed else ''}[0-9]{{1,{18 - scale}}}(\.[0-9]{{1,{scale}}})?$"
+def _decimal_pattern(scale: int, *, signed: bool, whole: int | None = None) -> str:
+    whole = 18 - scale if whole is None else whole
+    if scale == 0:
+        return rf"^{'-?' if signed else ''}[0-9]{{1,{whole}}}$"
+    return rf"^{'-?' if signed else ''}[0-9]{{1,{whole}}}(\.[0-9]{{1,{scale}}})?$"
 
 
 def _value_schema(f: Field, *, writing: bool) -> dict:
@@ -71,14 +75,25 @@ def _value_schema(f: Field, *, writing: bool) -> dict:
         schema = {"type": "integer", "format": "int64"}
         schema["minimum"] = f.min if f.min is not None else low
         schema["maximum"] = f.max if f.max is not None else high
-    elif kind in ("decimal", "money", "percent"):
-        scale = 2 if kind == "money" else 6
+    elif kind == "duration":  # whole seconds out; in: seconds, or text such as 1h30m or PT1H30M
+        seconds = {"type": "integer", "format": "int64", "minimum": 0, "description": "seconds"}
+        if writing:
+            text = {"type": "string", "description": "a duration: 1h30m, 2d 4h, PT1H30M, P2D"}
+            schema = {"anyOf": [seconds, text]}
+        else:
+            schema = seconds
+    elif kind in ("decimal", "money", "percent", "currency"):
+        scale, whole = f.decimals, f.whole_digits  # a currency's: the most its records may have
         signed = f.min is None or f.min < 0
-        text = {"type": "string", "format": "decimal", "pattern": _decimal_pattern(scale, signed=signed)}
+        text = {"type": "string", "format": "decimal", "pattern": _decimal_pattern(scale, signed=signed, whole=whole)}
         if not writing:  # exact: the API writes decimals as strings
             schema = {"type": "string", "format": "decimal"}
+            if kind == "currency":
+                schema["description"] = (
+                    f"an amount in {f.currency}" if f.currency else f"an amount in the currency named by {f.currency_field}"
+                )
         else:  # a JSON number is read exactly as written, a string of digits too
-            low, high = RANGES[kind]
+            low, high, _ = field_range(f)
             number = {"type": "number"}
             number["minimum"] = f.min if f.min is not None else float(low)
             number["maximum"] = f.max if f.max is not None else float(high)
@@ -93,6 +108,16 @@ def _value_schema(f: Field, *, writing: bool) -> dict:
         schema = {"type": "string", "enum": list(f.option_values)}
     elif kind == "multichoice":
         schema = {"type": "array", "items": {"type": "string", "enum": list(f.option_values)}, "uniqueItems": True}
+    elif kind == "country":
+        schema = {"type": "string", "pattern": "^[A-Za-z]{2}$" if writing else "^[A-Z]{2}$"}
+        if not writing:
+            schema["description"] = "ISO 3166-1 alpha-2"
+    elif kind in ("emails", "phones"):  # the primary first; the API also reads one as text
+        item: dict[str, Any] = {"type": "string", "format": "email"} if kind == "emails" else {"type": "string"}
+        listed: dict[str, Any] = {"type": "array", "items": item, "maxItems": MAX_VALUES}
+        if f.required and writing:
+            listed["minItems"] = 1
+        schema = {"anyOf": [listed, {"type": "string"}]} if writing else listed
     elif kind == "user":  # a `to: user` link: a login of the CRM's users
         schema = {"type": "string", "maxLength": 100, "x-metacrm-link": "user"}
     elif kind == "users":
@@ -161,8 +186,20 @@ def _link_value(link: Link) -> dict:
     return _id_schema()
 
 
-def _link(link: Link, *, expanded: bool = False, nullable: bool = True) -> dict:
+def _link_rows(link: Link, *, writing: bool) -> dict:
+    """A linked pair of a many-link with fields: the target's id and the link's values."""
+    props: dict[str, Any] = {"id": _id_schema()}
+    for f in link.fields.values():
+        props[f.name] = _field(f, writing=writing, nullable=not f.required or not writing)
+    schema: dict[str, Any] = {"type": "object", "properties": props, "additionalProperties": False}
+    schema["required"] = ["id"] if writing else ["id", *link.fields]
+    return schema
+
+
+def _link(link: Link, *, expanded: bool = False, nullable: bool = True, writing: bool = False) -> dict:
     one = _link_value(link)
+    if writing and link.fields:  # an id, or {"id": 4, "qty": 3}
+        one = {"anyOf": [one, _link_rows(link, writing=True)]}
     if expanded:  # a list's `expand=`: the id or the linked record's title inline
         one = {"anyOf": [one, {"$ref": REF + "LinkRef"}]}
     if link.many:
@@ -234,6 +271,14 @@ def read_schema(ent: Entity, *, item: bool = False) -> dict:
         props[f.name] = _field(f, writing=False, nullable=not f.required or bool(f.derived))
     for link in ent.links.values():
         props[link.name] = _link(link, expanded=item)
+        if link.many and link.fields:
+            props[f"{link.name}.link"] = {
+                "type": "array",
+                "items": _link_rows(link, writing=False),
+                "readOnly": True,
+                "title": f"{link.label or link.name}: values",
+                "description": f"Each linked {link.target} with the link's fields ({', '.join(link.fields)})",
+            }
     if ent.owner:
         props["owner"] = {"type": ["string", "null"], "title": "Owner", "description": "The responsible user's login"}
     if ent.has_stages:
@@ -266,8 +311,19 @@ def write_schema(ent: Entity, *, patch: bool) -> dict:
         props[f.name] = _field(f, writing=True, nullable=not f.required)
         if f.required and f.default is None and not patch:
             required.append(f.name)
+    for c in ent.composites.values():  # the whole as a mapping, or its parts by name: either is required
+        props[c.name] = _nullable(
+            {
+                "type": "object",
+                "title": c.label or c.name,
+                "description": f"a {c.type}: its parts as a mapping (replacing them all), or each as '{c.name}.<part>'",
+                "properties": {part: props[name] for part, name in c.parts if name in props},
+                "additionalProperties": False,
+            }
+        )
+        required = [r for r in required if ent.fields[r].part_of != c.name]
     for link in ent.links.values():
-        props[link.name] = _link(link, nullable=not link.required)
+        props[link.name] = _link(link, nullable=not link.required, writing=True)
         if link.required and not link.many and not patch:
             required.append(link.name)
     if ent.owner:

@@ -33,11 +33,14 @@ from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, FastAPI, Request
+from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
 from .. import errors as E
+from ..model.colors import badge
+from ..model.field_types import MULTI_VALUE_TYPES
 from ..model.metamodel import Entity, Field, Link
 from ..runtime.access import scope
 from . import i18n, pages_import, pages_links, pages_list, pages_reports
@@ -46,7 +49,8 @@ from .forms import FORM_TYPE, parse_urlencoded
 from .i18n import N_, _
 
 # the timeline's actions (runtime.journal.ACTIONS; its kinds are words of the card's note form)
-N_("create"), N_("update"), N_("delete"), N_("move"), N_("link"), N_("unlink")
+N_("create"), N_("update"), N_("delete"), N_("move"), N_("link"), N_("unlink"), N_("archive"), N_("restore")
+N_("purge"), N_("attach"), N_("detach")
 
 HERE = Path(__file__).parent
 SESSION_COOKIE = "metacrm_session"
@@ -66,7 +70,7 @@ INPUT_TYPES = {
     "date": "date",
     "datetime": "datetime-local",
 }
-DECIMALS = ("money", "decimal", "percent")
+DECIMALS = ("money", "currency", "decimal", "percent")
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",
     "X-Frame-Options": "DENY",
@@ -130,20 +134,31 @@ class Throttle:
 
 
 # -- values shown and read ---------------------------------------------------------------------------
-def shown(value: Any, field: Field | None = None) -> str:
+def shown(value: Any, field: Field | None = None, record: dict | None = None) -> str:
     """A value as the page shows it, in the language of the request (i18n.current()): labels for
-    choices, numbers and money with the locale's separators, dates in its words, datetimes in
-    the user's time zone."""
+    choices (a colored option as a badge), numbers and money with the locale's separators, a
+    currency amount with its currency (the field's, or the one its ``record`` names; a report
+    row's ``currency``), durations as 1h 30m, dates in its words, datetimes in the user's time
+    zone."""
     if value is None:
         return ""
     lang = i18n.current()
     if isinstance(value, bool):
         return _("yes") if value else _("no")
+    if field is not None and field.kind == "file":
+        return "📎"  # a file is attached (the card names it and links to it)
     if field is not None and field.options:
-        labels = {o.value: o.label or o.value for o in field.options}
         if isinstance(value, list):
-            return ", ".join(labels.get(v, str(v)) for v in value)
-        return labels.get(value, str(value))
+            return Markup(", ").join(_option(field, v) for v in value)
+        return _option(field, value)
+    if field is not None and field.type == "currency" and isinstance(value, Decimal | int):
+        row = record or {}
+        code = field.currency or row.get(field.currency_field) or row.get("currency")
+        return lang.money(value, code) if code else lang.number(value)
+    if field is not None and field.type == "duration" and isinstance(value, int):
+        from ..dates import format_duration
+
+        return format_duration(value)
     if isinstance(value, dt.datetime):
         return lang.moment(value)
     if isinstance(value, dt.date):
@@ -157,6 +172,42 @@ def shown(value: Any, field: Field | None = None) -> str:
     return str(value)
 
 
+def _option(field: Field, value) -> str:
+    """A choice option by its label; with a ``color``, a badge (its ink black or white, whichever
+    contrasts more: metacrm.model.colors)."""
+    option = next((o for o in field.options if o.value == value), None)
+    label = (option.label or option.value) if option is not None else str(value)
+    colors = badge(option.color) if option is not None and option.color else None
+    if colors is None:
+        return label
+    background, ink = colors
+    return Markup('<span class="badge" style="background:{};color:{}">{}</span>').format(background, ink, label)
+
+
+def amount_text(value: Any, field: Field | None, sums: dict | None = None, currency: str | None = None) -> str:
+    """A report's amount: the one sum, or with ``sums`` (a currency field's sums per currency)
+    every non-zero one on a line (``1 200 ¥ · 11,55 $``), never added together."""
+    if sums and (value is None or len(sums) > 1):
+        lang = i18n.current()
+        shown_sums = [(code, v) for code, v in sums.items() if v] or list(sums.items())[:1]
+        return " · ".join(lang.money(v, code) if code else lang.number(v) for code, v in shown_sums)
+    return shown(value, field, {"currency": currency} if currency else None)
+
+
+def card_fields(ent: Entity, record: dict) -> list[tuple[str, str, str]]:
+    """(caption, name, text) of each field as the card shows it: a composite field (address,
+    person_name) once, on one line, in the place of its first part."""
+    rows = []
+    for f in ent.fields.values():
+        if f.part_of is None:
+            rows.append((f.label or f.name, f.name, shown(record.get(f.name), f, record)))
+            continue
+        composite = ent.composites[f.part_of]
+        if composite.parts[0][1] == f.name:
+            rows.append((composite.label or composite.name, composite.name, composite.one_line(record) or ""))
+    return rows
+
+
 def input_value(value: Any, field: Field) -> Any:
     """A stored value as a form input holds it (a datetime in the user's time zone, a decimal with
     the locale's decimal sign)."""
@@ -168,16 +219,23 @@ def input_value(value: Any, field: Field) -> Any:
         return i18n.current().local_input(value)
     if isinstance(value, Decimal):
         return i18n.current().decimal_input(value)
+    if field.type == "duration" and isinstance(value, int):
+        from ..dates import format_duration
+
+        return format_duration(value)
     if isinstance(value, dt.date):
         return value.isoformat()
+    if field.type in MULTI_VALUE_TYPES and isinstance(value, list):
+        return "\n".join(str(v) for v in value)  # one address / number a line, the primary first
     if isinstance(value, list):
         return [str(v) for v in value]
     return str(value)
 
 
 def editable(ent: Entity) -> list[Field]:
-    """The fields a user's form edits: not the computed, nor the readonly ones (docs/sysfields.md)."""
-    return [f for f in ent.fields.values() if not f.formula and not f.rollup and not f.readonly]
+    """The fields a user's form edits: not the computed, nor the readonly ones (docs/sysfields.md),
+    nor file fields (the card's files section attaches them)."""
+    return [f for f in ent.fields.values() if not f.formula and not f.rollup and not f.readonly and f.kind != "file"]
 
 
 def form_values(ent: Entity, form: dict, *, creating: bool, lang: i18n.Lang | None = None) -> dict:
@@ -253,6 +311,8 @@ def install(app: FastAPI, crm, conf: Settings) -> None:
         newstyle=True,
     )
     env.globals["shown"] = shown
+    env.globals["amount_text"] = amount_text
+    env.globals["card_fields"] = card_fields
     env.globals["number"] = lambda value, digits=None: i18n.current().number(value, digits)
     env.globals["may"] = lambda session, entity, action: (
         scope(crm.model, session["user"].actor, entity, action) != "none"
@@ -503,6 +563,10 @@ def install(app: FastAPI, crm, conf: Settings) -> None:
     pages_list.install(router, crm, entities, signed_in, check_csrf, posted, render, pages)  # columns, export, bulk
     for ent in entities:
         _entity_pages(router, crm, ent, signed_in, check_csrf, posted, render, pages)
+        if ent.has_files:  # the card's files: download, upload, detach
+            from .pages_files import file_pages
+
+            file_pages(router, ent, conf, signed_in, check_csrf, posted, pages)
     app.include_router(router)
 
 
@@ -732,6 +796,7 @@ def _entity_pages(router: APIRouter, crm, ent: Entity, signed_in, check_csrf, po
             timeline=timeline,
             title=_title(record, title_field, ent),
             link_blocks=pages_links.blocks(request, user, ent, card),
+            files=user.files(name, record_id) if ent.has_files else [],
         )
 
     @router.get(f"{base}/{{record_id}}/edit")

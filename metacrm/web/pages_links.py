@@ -80,6 +80,7 @@ def blocks(request: Request, user, ent: Entity, card: dict, only: str | None = N
                 "items": value if isinstance(value, list) else ([] if value is None else [value]),
                 "editable": may(ent.name, "update", card["record"]),
                 "new_url": None,
+                "fields": list(link.fields.values()),  # a link's own fields: shown per item, asked when adding
             }
         )
     names = [inv.source for inv in ent.inverses.values()]
@@ -103,6 +104,7 @@ def blocks(request: Request, user, ent: Entity, card: dict, only: str | None = N
                 "editable": may(inv.source, "update"),
                 "new_url": f"/{inv.source}/new?{inv.link}={back}",
                 "new_caption": source.caption,
+                "fields": [],
             }
         )
     for block in out:
@@ -187,7 +189,13 @@ def _link_routes(router: APIRouter, crm, ent: Entity, signed_in, check_csrf, pos
             else:
                 try:
                     target = _target(raw, polymorphic) if raw else None
-                    (user.link if add else user.unlink)(ent.name, record["id"], name, target)
+                    if add:  # the link's fields typed next to the record chosen
+                        fields = link.fields if link is not None else ()
+                        values = {f: text(form, f"link.{f}").strip() for f in fields}
+                        values = {f: v for f, v in values.items() if v}
+                        user.link(ent.name, record["id"], name, target, values=values or None)
+                    else:
+                        user.unlink(ent.name, record["id"], name, target)
                 except REFUSALS as exc:
                     message = _visible(user, exc)
             if htmx:

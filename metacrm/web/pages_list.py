@@ -35,6 +35,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
 from .. import errors as E
+from ..model.composite import Composite
 from ..model.metamodel import Entity, Field, Link
 from ..runtime.access import scope
 from ..runtime.preferences import preference, set_preference
@@ -72,13 +73,18 @@ class Column:
     key: str
     label: str
     kind: str  # field, link, stage, owner, pipeline, created_at, updated_at
-    member: Field | Link | None = None
+    member: Field | Link | Composite | None = None
     sortable: bool = True
 
 
 def available_columns(ent: Entity) -> list[Column]:
     """Every column the picker offers, in the model's order."""
-    out = [Column(f.name, f.caption, "field", f, f.type not in UNSORTABLE) for f in ent.fields.values()]
+    out = []
+    for f in ent.fields.values():
+        composite = ent.composites[f.part_of] if f.part_of else None
+        if composite is not None and composite.parts[0][1] == f.name:  # the whole, on one line, first
+            out.append(Column(composite.name, composite.label or composite.name, "composite", composite, False))
+        out.append(Column(f.name, f.caption, "field", f, f.type not in UNSORTABLE))
     out += [Column(link.name, link.caption, "link", link, False) for link in ent.links.values()]
     if ent.pipelines:
         out.append(Column("stage", "Stage", "stage"))
@@ -96,7 +102,7 @@ def default_keys(ent: Entity) -> list[str]:
     given = getattr(ent, "list", None)
     if given:  # the id is the list's first column anyway (#)
         return [str(k) for k in given if k != "id"]
-    keys = [f.name for f in ent.fields.values() if f.type != "text"]
+    keys = [f.part_of or f.name for f in ent.fields.values() if f.type != "text"]  # a composite once, whole
     keys += [link.name for link in ent.links.values() if not link.many]
     keys += [k for k, present in (("stage", ent.pipelines), ("owner", ent.owner)) if present]
     return keys
@@ -152,12 +158,14 @@ def operators_of(ent: Entity, key: str) -> tuple[str, ...]:
         return ("yes", "no")
     if f.type == "choice":
         return CHOICE_OPS
-    if f.type in ("multichoice", "users"):
+    if f.type in ("multichoice", "users", "emails", "phones"):
         return ("contains",)
     if f.type == "user":  # a login
         return ("=", "!=", "in", "empty", "filled")
     if f.type == "json":
         return ()
+    if f.kind == "file":
+        return ("empty", "filled")
     if f.field_type.numeric or f.type in ("date", "datetime"):
         return ORDER_OPS
     return TEXT_OPS

@@ -362,7 +362,11 @@ def entity_routes(router: APIRouter, ent: Entity, conf: Settings, User) -> None:
         return json_response(await run_in_threadpool(work), 201)
 
     for link_name in [*ent.links, *ent.inverses]:
-        _link_routes(router, ent, link_name, tag, User)
+        _link_routes(router, ent, link_name, tag, User, conf)
+    if ent.has_files:
+        from .files_api import file_routes
+
+        file_routes(router, ent, conf, User, tag)
     for f in ent.user_links:
         _user_link_routes(router, ent, f.name, tag, User)
 
@@ -382,7 +386,7 @@ def _user_link_routes(router: APIRouter, ent: Entity, link: str, tag, User) -> N
         return json_response(user.unlink(name, record_id, link, login))
 
 
-def _link_routes(router: APIRouter, ent: Entity, link: str, tag, User) -> None:
+def _link_routes(router: APIRouter, ent: Entity, link: str, tag, User, conf: Settings) -> None:
     name = ent.name
 
     @router.get(f"/{name}/{{record_id}}/{link}", tags=tag, operation_id=f"related_{name}_{link}")
@@ -410,9 +414,20 @@ def _link_routes(router: APIRouter, ent: Entity, link: str, tag, User) -> None:
             visible(user, user.model.entities[source], target)
 
     @router.put(f"/{name}/{{record_id}}/{link}/{{target}}", tags=tag, operation_id=f"link_{name}_{link}")
-    def add_link(user: User, record_id: int, target: str) -> Response:
-        both_visible(user, record_id, target)
-        return json_response(user.link(name, record_id, link, target))
+    async def add_link(request: Request, user: User, record_id: int, target: str) -> Response:
+        from starlette.concurrency import run_in_threadpool
+
+        values = None  # a link with fields: its values as a JSON object (set, or changed when linked)
+        if request.headers.get("content-type") or request.headers.get("content-length") not in (None, "0"):
+            body = await read_body(request, conf, "application/json")
+            if body.strip():
+                values = json_object(parse_json(body), "the link's values")
+
+        def work():
+            both_visible(user, record_id, target)
+            return user.link(name, record_id, link, target, values=values)
+
+        return json_response(await run_in_threadpool(work))
 
     @router.delete(f"/{name}/{{record_id}}/{link}/{{target}}", tags=tag, operation_id=f"unlink_{name}_{link}")
     def remove_link(user: User, record_id: int, target: str) -> Response:

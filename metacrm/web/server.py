@@ -1,6 +1,7 @@
 """``metacrm serve``: the app on uvicorn. Workers are separate processes, so each builds its
 own app from the environment (``METACRM_MODEL``, ``METACRM_DB``, and the optional
-``METACRM_MAX_BODY``, ``METACRM_POOL_SIZE``, ``METACRM_BUSY_TIMEOUT``, ``METACRM_TOKEN_TTL``):
+``METACRM_MAX_BODY``, ``METACRM_POOL_SIZE``, ``METACRM_BUSY_TIMEOUT``, ``METACRM_TOKEN_TTL``,
+``METACRM_MAX_UPLOAD``; the CRM reads ``METACRM_FILES`` itself):
 :func:`from_env` is the factory uvicorn calls in each of them, so a PostgreSQL pool is per
 worker."""
 
@@ -31,6 +32,8 @@ def from_env():
     settings: dict = {"max_body": int(os.environ.get("METACRM_MAX_BODY", 1 << 20))}
     if (ttl := _env("METACRM_TOKEN_TTL", float)) is not None:
         settings["token_ttl"] = ttl
+    if (upload := _env("METACRM_MAX_UPLOAD", int)) is not None:
+        settings["max_upload"] = upload
     return create_app(CRM(model, engine), **settings)
 
 

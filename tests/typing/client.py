@@ -123,6 +123,14 @@ def records(crm: CRM) -> tuple[Record, Record]:
     assert all(m["action"] in ("block", "warn") for m in matches) and isinstance(groups, list)
     gone: dict[str, list[int]] = crm.delete("client", kept["id"])
     assert gone == {"client": [kept["id"]]}
+    purged: dict[str, list[int]] = crm.purge("product", product["id"])  # without archive: true, a delete
+    assert purged == {"product": [product["id"]]}
+    try:  # trade's entities do not declare archive: true
+        back: Record = crm.restore("client", client_id)
+        emptied: dict[str, list[int]] = crm.purge_archived("client")
+        assert back and emptied is not None
+    except metacrm.ValidationError:
+        pass
     return client, deal
 
 
