@@ -28,6 +28,7 @@ entities:
       client: {to: client}
       manager: {to: user, label: Менеджер}
       assignees: {to: user, many: true}
+    search: [title]
     stages:
       initial: new
       states: {new: {}, won: {kind: won}, lost: {kind: lost}}
@@ -177,7 +178,8 @@ def test_a_guessed_value_answers_as_a_wrong_one(crm):
         wrong = where.replace("carol", "nobody").replace("hidden", "nothing")
         assert bob.find("deal", where=where) == bob.find("deal", where=wrong) == []
         assert bob.count("deal", where=where) == bob.count("deal", where=wrong) == 0
-    assert bob.search("hidden") == bob.search("nothing")
+    assert bob.search("hidden") == bob.search("nothing") == []
+    assert [h["id"] for h in crm.as_user("carol").search("hidden")] == [1]
 
 
 def test_remove_user_restrict_and_set_null(crm):
