@@ -788,12 +788,18 @@ def _entity_pages(router: APIRouter, crm, ent: Entity, signed_in, check_csrf, po
             path = list(pipeline.stages.values())
             moves = card.get("moves")
         timeline = card.get("timeline", [])
+        people = {}  # links to users shown by the users' names
+        for f in ent.user_links:
+            refs = card["links"].get(f.name)
+            refs = refs if isinstance(refs, list) else [refs] if refs else []
+            people[f.name] = ", ".join(r["title"] for r in refs)
         return render(
             request,
             "card.html",
             session,
             ent=ent,
             record=record,
+            people=people,
             card=card,
             path=path,
             moves=moves,
