@@ -54,6 +54,7 @@ from .records import link_member as _link_member
 from .reports import ReportsMixin
 from .search import SearchMixin
 from .stages_api import StagesMixin
+from .tags import TagsMixin
 from .tasks import TasksMixin
 from .users import UsersMixin, check_owners_exist, check_users_exist
 
@@ -122,7 +123,16 @@ def connect(
 
 
 class CRM(
-    ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksMixin, DeliveryMixin, FormsMixin, FilesMixin
+    ReadsMixin,
+    StagesMixin,
+    UsersMixin,
+    ReportsMixin,
+    SearchMixin,
+    TasksMixin,
+    DeliveryMixin,
+    FormsMixin,
+    FilesMixin,
+    TagsMixin,
 ):
     model: Model
     engine: Engine
@@ -590,7 +600,7 @@ class CRM(
                 given = linkrows.given_of(ids)
                 pairs = linkrows.rows(self.model, entity, link, ((record_id, t, given.get(t)) for t in ids), kept)
             else:
-                pairs = [{"source_id": record_id, "target_id": t} for t in ids]
+                pairs = [rec.join_row(link, record_id, t) for t in ids]
             if replace:
                 conn.execute(delete(join).where(join.c.source_id == record_id))
             if pairs:
@@ -1052,13 +1062,14 @@ class CRM(
                     ),
                     indexes=index,
                 )
+                key = linkrows.key(link.name)
                 for pair in pairs:
-                    shown.setdefault(pair["source_id"], {}).setdefault(linkrows.key(link.name), []).append(
+                    shown.setdefault(pair["source_id"], {}).setdefault(key, []).append(
                         linkrows.shown(link, pair["target_id"], pair)
                     )
             else:
                 pairs = [
-                    {"source_id": record_id, "target_id": t}
+                    rec.join_row(link, record_id, t)
                     for record_id, many in zip(ids, manys, strict=True)
                     for t in many.get(link.name, ())
                 ]
@@ -1071,7 +1082,7 @@ class CRM(
         for record_id, row, many in zip(ids, rows, manys, strict=True):
             # _new_row holds every field and link column already (executemany needs equal keys)
             stored = {**row, "id": record_id}
-            linked = {k: sorted(v) for k, v in many.items()}
+            linked = {k: sorted(v, key=rec.ref_key) for k, v in many.items()}
             for k, rows_ in shown.get(record_id, {}).items():
                 linked[k] = sorted(rows_, key=lambda r: r["id"])
             out.append(rec.row_to_record(ent, stored, linked))
@@ -1386,12 +1397,13 @@ class CRM(
             before = rec.rows_to_records(conn, self.storage, ent, [row])[0]
             if add:
                 rec.check_links_exist(conn, self.storage, ent, [{name: targets}], actor=self._actor_or_none)
-                present = set(
-                    conn.execute(
-                        select(join.c.target_id).where(join.c.source_id == row["id"], join.c.target_id.in_(targets))
-                    ).scalars()
-                )
-                missing = [t for t in targets if t not in present]
+                present = {
+                    rec.ref_key(t)
+                    for t in rec.linked_targets(
+                        conn, join, link, join.c.source_id == row["id"], rec.targets_clause(join, link, targets)
+                    )
+                }
+                missing = [t for t in targets if rec.ref_key(t) not in present]
                 changed = 0
                 if given and present:  # the pairs already linked take the values given
                     stored = linkrows.fields_of(conn, self.storage, ent, link, [row["id"]])
@@ -1400,13 +1412,15 @@ class CRM(
                             changed += linkrows.set_values(conn, self.storage, ent, link, row["id"], t, given)
                 if not missing and not changed:
                     return before  # already linked: nothing changes, the version stays
-                if missing:
+                if missing and link.polymorphic:
+                    conn.execute(insert(join), [rec.join_row(link, row["id"], t) for t in missing])
+                elif missing:
                     pairs = linkrows.rows(self.model, ent, link, ((row["id"], t, given) for t in missing))
                     conn.execute(insert(join), pairs)
             else:
                 clause = join.c.source_id == row["id"]
                 if target is not None:
-                    clause = clause & join.c.target_id.in_(targets)
+                    clause = clause & rec.targets_clause(join, link, targets)
                 if not conn.execute(delete(join).where(clause)).rowcount:
                     if target is None:
                         raise NotFound(_nothing_linked(ent, row["id"], name))
