@@ -1037,7 +1037,8 @@ class CRM(
             len(rows) == 1
             and conn.dialect.name == "postgresql"
             and not any(stages)
-            and not any(link.fields for link in rec.many_links(ent))  # their rows are built apart
+            # many-links with fields or to several entities: their join rows are built apart
+            and not any(link.fields or link.polymorphic for link in rec.many_links(ent))
         ):
             return self._insert_one(conn, ent, rows[0], manys[0], now, returning=returning)
         if len(rows) == 1:

@@ -302,6 +302,8 @@ def row_with_links(storage: Storage, entity: Entity, dialect: str, reacting: boo
 
     if reacting or not many_links(entity) or dialect not in ("postgresql", "sqlite"):
         return None
+    if any(link.polymorphic for link in many_links(entity)):  # items are {"entity", "id"}
+        return None
     links = tuple((link.name, storage.join_table(entity.name, link.name)) for link in many_links(entity))
     return _row_with_links(storage.table(entity.name), links, dialect)
 
