@@ -25,7 +25,7 @@ import time
 import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from sqlalchemy import delete, insert, select, update
 
@@ -34,9 +34,9 @@ from ..model.file_rules import IMAGE_TYPES, accepts, show_size
 from ..model.metamodel import Entity, FileSpec
 from ..model.suggest import listing
 from ..storage.types import now_utc
+from ..types import FileDownload, FileInfo, PruneReport
 from . import journal
 from . import records as rec
-from ..types import FileDownload, FileInfo, PruneReport
 from .access import require
 from .filestore import FileStore, TooLarge, open_store
 
