@@ -38,7 +38,7 @@ from ..types import FileDownload, FileInfo, PruneReport
 from . import journal
 from . import records as rec
 from .access import require
-from .filestore import FileStore, TooLarge, open_store
+from .filestore import FileStore, TooLarge, failing, open_store
 
 ATTACHMENTS = "attachments"
 DEFAULT_TYPE = "application/octet-stream"
@@ -217,8 +217,10 @@ class FilesMixin:
                 raise ValidationError(message, [FieldIssue(ent.name, field, message)]) from None
         else:
             stream = source
+        store = self.file_store
         try:
-            return self.file_store.put(stream, limit=spec.max_size)
+            with failing(store.location):
+                return store.put(stream, limit=spec.max_size)
         except TooLarge:
             assert spec.max_size is not None
             message = f"{where}: the file is larger than {show_size(spec.max_size)} (max_size)"
@@ -314,7 +316,9 @@ class FilesMixin:
     def open_file(self, entity: str, record_id: int, file_id: int) -> tuple[FileInfo, BinaryIO]:
         """A file's metadata and its content as a binary stream (the caller closes it)."""
         info = self.file_info(entity, record_id, file_id)
-        return info, self.file_store.open(info["sha256"])
+        store = self.file_store
+        with failing(store.location):
+            return info, store.open(info["sha256"])
 
     def download(self, entity: str, record_id: int, file_id: int, target: str | os.PathLike[str]) -> FileDownload:
         """Write a file's content to ``target`` (a file path; a directory gets the file's own
@@ -361,13 +365,14 @@ class FilesMixin:
         store = self.file_store
         removed = kept_count = 0
         cutoff = time.time() - grace
-        for sha256, modified in list(store.stored()):
-            if sha256 in referenced or modified > cutoff:
-                kept_count += 1
-                continue
-            removed += 1
-            if not dry_run:
-                store.remove(sha256)
+        with failing(store.location):
+            for sha256, modified in list(store.stored()):
+                if sha256 in referenced or modified > cutoff:
+                    kept_count += 1
+                    continue
+                removed += 1
+                if not dry_run:
+                    store.remove(sha256)
         return {"rows": len(orphans), "removed": removed, "kept": kept_count, "dry_run": dry_run}
 
 
