@@ -112,8 +112,10 @@ def _value_schema(f: Field, *, writing: bool) -> dict:
         schema = {"type": "string", "pattern": "^[A-Za-z]{2}$" if writing else "^[A-Z]{2}$"}
         if not writing:
             schema["description"] = "ISO 3166-1 alpha-2"
-    elif kind in ("emails", "phones"):  # the primary first; the API also reads one as text
+    elif kind in ("emails", "phones", "tags"):  # the primary first; the API also reads one as text
         item: dict[str, Any] = {"type": "string", "format": "email"} if kind == "emails" else {"type": "string"}
+        if kind == "tags":
+            item["maxLength"] = 100
         listed: dict[str, Any] = {"type": "array", "items": item, "maxItems": MAX_VALUES}
         if f.required and writing:
             listed["minItems"] = 1
