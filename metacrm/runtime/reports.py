@@ -316,9 +316,10 @@ def _merge_hidden(rows, labels: Mapping) -> list[dict]:
         value = row["value"]
         if value is not None and value not in labels:
             value = HIDDEN_KEY
-        merged = out.get((row.get("period"), value))
+        key = (row.get("period"), value, row.get("currency"))  # amounts in two currencies never add
+        merged = out.get(key)
         if merged is None:
-            out[(row.get("period"), value)] = {**row, "value": value}
+            out[key] = {**row, "value": value}
             continue
         merged["count"] += row["count"]
         if row.get("sum") is not None:
@@ -441,7 +442,14 @@ def build_funnel(
         return _document(p, order, tallies.get(None, _Tally()), meta)
     labels = key.labels(conn, list(tallies))
     groups = [(v, key.item(v, labels)) for v in tallies]
-    groups.sort(key=lambda g: _group_order((g[1]["value"], g[1]["label"]), g[1].get("hidden", False)))
+    grouped = entity.fields.get(by)
+    rank = grouped.option_rank if grouped is not None and any(o.order is not None for o in grouped.options) else None
+    groups.sort(
+        key=lambda g: (
+            (g[1]["value"] is None, rank.get(g[1]["value"], len(rank))) if rank else (),
+            *_group_order((g[1]["value"], g[1]["label"]), g[1].get("hidden", False)),
+        )
+    )
     return [{"by": by, **item, **_document(p, order, tallies[value], meta)} for value, item in groups]
 
 
