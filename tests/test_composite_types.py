@@ -243,6 +243,9 @@ entities:
       address: {type: address}
       note:    {type: string}
     search: [name, address]
+    list: [name, address, note]
+    duplicates:
+      - {match: name, field: name, action: warn}
 """
 
 
@@ -410,3 +413,9 @@ def test_new_types_added_to_rows_then_dumped_and_restored_with_their_index(db_ur
     assert [h["id"] for h in back.search("клиент")] == [old]
     assert back.get("firm", old)["boss.full"] == "Lee"
     back.close()
+
+
+def test_a_name_rule_on_a_person_name_compares_full_names(people) -> None:
+    a = people.create("contact", {"name": {"first": "Анна", "last": "Ли"}})
+    with pytest.warns(metacrm.DuplicateWarning, match=rf"duplicate of contact {a['id']} \(rule: name on name.full"):
+        people.create("contact", {"name": {"first": "анна", "last": "ЛИ"}})

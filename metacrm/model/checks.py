@@ -356,7 +356,7 @@ class _Checker:
                 )
         columns = entity.columns
         for i, name in enumerate(entity.list or ()):
-            if name not in columns:
+            if name not in columns and name not in entity.composites:  # a composite: one column, one line
                 yield self.problem(
                     "entity.list_unknown",
                     f"entity '{entity.name}': list names unknown column '{name}' (columns: {listing(columns)})",
