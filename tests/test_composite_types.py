@@ -419,3 +419,18 @@ def test_a_name_rule_on_a_person_name_compares_full_names(people) -> None:
     a = people.create("contact", {"name": {"first": "Анна", "last": "Ли"}})
     with pytest.warns(metacrm.DuplicateWarning, match=rf"duplicate of contact {a['id']} \(rule: name on name.full"):
         people.create("contact", {"name": {"first": "анна", "last": "ЛИ"}})
+
+
+def test_csv_has_one_column_per_part(people, tmp_path) -> None:
+    from metacrm.io.csv_io import export_csv, import_csv
+
+    source = tmp_path / "people.csv"
+    source.write_text("name.first,name.last,address.city,address.country\nАнна,Ли,Осло,Norway\n", encoding="utf-8")
+    assert import_csv(people, "contact", source).created == 1
+    out = tmp_path / "out.csv"
+    export_csv(people, "contact", out, columns=["name.full", "name.last", "address.city", "address.country"])
+    assert out.read_text(encoding="utf-8").splitlines() == ["name.full,name.last,address.city,address.country", "Анна Ли,Ли,Осло,NO"]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("name.last,address.country\nЛи,Atlantis\n", encoding="utf-8")
+    with pytest.raises(ValidationError, match=r"line 2, address.country: 'Atlantis' is not a country"):
+        import_csv(people, "contact", bad)

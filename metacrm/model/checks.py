@@ -339,8 +339,10 @@ class _Checker:
                 (*path, "title"),
                 hint=did_you_mean(entity.title, fields),
             )
+        declared = decl.get("search") if isinstance(decl.get("search"), list) else []
         for i, name in enumerate(entity.search):
             f = fields.get(name)
+            i = declared.index(name) if name in declared else i  # composites are spread into their parts
             if f is None:
                 yield self.problem(
                     "entity.search_unknown",
