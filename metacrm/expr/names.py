@@ -374,6 +374,11 @@ def resolve(model: Model, entity_name: str, path: str, pos: int | None = None) -
                         f"followed ('{part}.{rest}'); only '{part} is null' and '{part} is not null' apply",
                         at,
                     )
+                if link.many:  # its join rows: only whether there are any ('is null')
+                    hops.append(Hop("many", entity.name, link.targets[0], part, polymorphic=True))
+                    return Resolved(
+                        path, tuple(hops), entity.name, "id", ValueType(REF, f"{entity.name}.{part}", "link")
+                    )
                 return Resolved(
                     path,
                     tuple(hops),

@@ -85,6 +85,7 @@ CHUNK = 500  # values per lookup query
 ID_COLUMN = "id"
 SYSTEM_COLUMNS = frozenset(
     {"created_at", "updated_at", "version", "created_by", "updated_by", "stage_entered_at", "closed_at"}
+    | {"archived_at", "archived_by"}
 )
 
 REJECTED, UNRESOLVED, NEAR_MATCH, EMPTY_LINK = "rejected", "unresolved", "near_match", "empty_link"

@@ -247,12 +247,12 @@ class _Checker:
                         at,
                         hint=did_you_mean(target, entities),
                     )
-            if link.polymorphic and link.many:
+            if link.polymorphic and link.many and link.fields:
                 yield self.problem(
-                    "link.polymorphic_many",
-                    f"link '{entity.name}.{link.name}': a link to several entities cannot also be 'many'; "
-                    "declare one many-link per target",
-                    (*path, "many"),
+                    "link.polymorphic_fields",
+                    f"link '{entity.name}.{link.name}': a many-link to several entities carries no fields yet; "
+                    "declare one many-link per target to give its pairs fields",
+                    (*path, "fields"),
                     key=True,
                 )
             if link.required and link.on_delete == "set_null":

@@ -89,6 +89,9 @@ def unstorable_text(value: object, depth: int = 0) -> str | None:
     if depth < 64 and isinstance(value, list | tuple | dict):
         items = [*value.keys(), *value.values()] if isinstance(value, dict) else value
         for item in items:
+            kind = type(item)
+            if kind is str and item.isascii() and "\x00" not in item or kind is int or item is None:
+                continue  # the common items, without a call each (a bulk create's many-link rows)
             found = unstorable_text(item, depth + 1)
             if found:
                 return found

@@ -120,6 +120,8 @@ def _value_schema(f: Field, *, writing: bool) -> dict:
         if f.required and writing:
             listed["minItems"] = 1
         schema = {"anyOf": [listed, {"type": "string"}]} if writing else listed
+    elif f.kind == "file":  # the id of the attached file (its metadata and content: /{id}/files)
+        schema = {"type": "integer", "format": "int64"}
     elif kind == "user":  # a `to: user` link: a login of the CRM's users
         schema = {"type": "string", "maxLength": 100, "x-metacrm-link": "user"}
     elif kind == "users":
@@ -164,6 +166,9 @@ def _field(f: Field, *, writing: bool, nullable: bool) -> dict:
     if f.derived:
         schema["readOnly"] = True
         schema["description"] = (f"{f.help} " if f.help else "") + f"Computed: {f.derived}."
+    elif f.kind == "file":
+        schema["readOnly"] = True
+        schema["description"] = (f"{f.help} " if f.help else "") + "The id of the attached file: see /files."
     elif f.readonly:
         schema["readOnly"] = True
         what = f"Numbered by the system: {f.autonumber}." if f.autonumber else "Set by the system."
@@ -308,7 +313,7 @@ def write_schema(ent: Entity, *, patch: bool) -> dict:
     props: dict[str, Any] = {}
     required = []
     for f in ent.fields.values():
-        if f.derived or f.readonly:  # a user's value is refused
+        if f.derived or f.readonly or f.kind == "file":  # a user's value is refused
             continue
         props[f.name] = _field(f, writing=True, nullable=not f.required)
         if f.required and f.default is None and not patch:

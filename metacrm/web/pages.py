@@ -195,8 +195,8 @@ def amount_text(value: Any, field: Field | None, sums: dict | None = None, curre
     every non-zero one on a line (``1 200 ¥ · 11,55 $``), never added together."""
     if sums and (value is None or len(sums) > 1):
         lang = i18n.current()
-        shown_sums = [(code, v) for code, v in sums.items() if v] or list(sums.items())[:1]
-        return " · ".join(lang.money(v, code) if code else lang.number(v) for code, v in shown_sums)
+        shown_sums = [(code, v) for code, v in sums.items() if v]
+        return " · ".join(lang.money(v, code) if code else lang.number(v) for code, v in shown_sums) or lang.number(0)
     return shown(value, field, {"currency": currency} if currency else None)
 
 
@@ -788,12 +788,18 @@ def _entity_pages(router: APIRouter, crm, ent: Entity, signed_in, check_csrf, po
             path = list(pipeline.stages.values())
             moves = card.get("moves")
         timeline = card.get("timeline", [])
+        people = {}  # links to users shown by the users' names
+        for f in ent.user_links:
+            refs = card["links"].get(f.name)
+            refs = refs if isinstance(refs, list) else [refs] if refs else []
+            people[f.name] = ", ".join(r["title"] for r in refs)
         return render(
             request,
             "card.html",
             session,
             ent=ent,
             record=record,
+            people=people,
             card=card,
             path=path,
             moves=moves,
@@ -811,8 +817,8 @@ def _entity_pages(router: APIRouter, crm, ent: Entity, signed_in, check_csrf, po
         values = {f.name: input_value(record.get(f.name), f) for f in editable(ent)}
         for link in ent.links.values():
             value = record.get(link.name)
-            if link.many:
-                values[link.name] = [str(v) for v in value or []]
+            if link.many:  # ids, or deal:5 of a polymorphic one
+                values[link.name] = [f"{v['entity']}:{v['id']}" if isinstance(v, dict) else str(v) for v in value or []]
             elif isinstance(value, dict):
                 values[link.name] = f"{value['entity']}:{value['id']}"
             else:
