@@ -434,3 +434,18 @@ def test_csv_has_one_column_per_part(people, tmp_path) -> None:
     bad.write_text("name.last,address.country\nЛи,Atlantis\n", encoding="utf-8")
     with pytest.raises(ValidationError, match=r"line 2, address.country: 'Atlantis' is not a country"):
         import_csv(people, "contact", bad)
+
+
+def test_a_text_field_becomes_rich_text_shown_as_it_was_and_searchable(db_url, tmp_path) -> None:
+    v1 = "metacrm: 1\nname: conv\nentities:\n  memo:\n    fields:\n      body: {type: text}\n"
+    crm = migrated(db_url, tmp_path, v1, "v1")
+    ids = [crm.create("memo", {"body": b})["id"] for b in ("Цена < 5 & скидка\nвторая строка", "   ", None)]
+    crm.close()
+    v2 = "metacrm: 1\nname: conv\nentities:\n  memo:\n    fields:\n      body: {type: rich_text}\n    search: [body]\n"
+    crm = migrated(db_url, tmp_path, v2, "v2")
+    first = crm.get("memo", ids[0])
+    assert first["body"] == "Цена &lt; 5 &amp; скидка<br>вторая строка"
+    assert first["body.text"] == "Цена < 5 & скидка вторая строка"
+    assert [crm.get("memo", i)["body"] for i in ids[1:]] == [None, None]
+    assert [h["id"] for h in crm.search("скидка")] == [ids[0]]
+    crm.close()

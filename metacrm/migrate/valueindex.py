@@ -91,4 +91,31 @@ def sync_value_indexes(conn, model: Model) -> list[str]:
     return sorted(want)
 
 
-__all__ = ["drop_value_triggers", "sync_value_indexes"]
+def fill_rich_texts(conn, model: Model, *, batch: int = 1000) -> int:
+    """Fill the plain text (``<field>.text``) of every rich_text value that has none: after a
+    migration that converted a text field to rich_text or filled a new one. One read of the
+    rows concerned; the texts computed in Python (the sanitiser's own text extraction) and
+    written in batches. Returns how many were filled."""
+    from sqlalchemy import bindparam, select
+
+    from ..storage.tables import build_storage
+    from ..validation.values import html_text
+
+    storage = build_storage(model)
+    done = 0
+    for entity in model.entities.values():
+        for f in entity.fields.values():
+            if not f.text_of:
+                continue
+            table = storage.table(entity.name)
+            html, plain = table.c[f.text_of], table.c[f.name]
+            rows = conn.execute(select(table.c.id, html).where(html.is_not(None), plain.is_(None))).all()
+            update = table.update().where(table.c.id == bindparam("_id")).values({f.name: bindparam("_text")})
+            changes = [{"_id": rid, "_text": html_text(value)} for rid, value in rows]
+            for start in range(0, len(changes), batch):
+                conn.execute(update, changes[start : start + batch])
+            done += len(changes)
+    return done
+
+
+__all__ = ["drop_value_triggers", "fill_rich_texts", "sync_value_indexes"]
