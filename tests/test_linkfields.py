@@ -48,6 +48,7 @@ entities:
       kind: {type: choice, options: [call, visit]}
     links:
       subject: {to: [deal, client]}
+      primary: {to: [deal, client], unique: true}
     unique:
       - [subject, kind]
 roles:
@@ -439,3 +440,14 @@ def test_web_card_shows_and_sets_link_values(crm):
         assert rows(crm.get("deal", d["id"]))[2]["qty"] == 4
     finally:
         client.close()
+
+
+def test_one_to_one_polymorphic_link(crm):
+    d = crm.create("deal", {"title": "A"})
+    c = crm.create("client", {"name": "C"})
+    t1 = crm.create("task", {"title": "t1", "primary": f"deal:{d['id']}"})
+    crm.create("task", {"title": "t2", "primary": f"client:{c['id']}"})  # the same id, another entity
+    before = dump_database(crm.engine)
+    with pytest.raises(ValidationError, match=rf"task.primary: deal {d['id']} is already linked from task {t1['id']}"):
+        crm.create("task", {"title": "t3", "primary": {"entity": "deal", "id": d["id"]}})
+    assert dump_database(crm.engine) == before
