@@ -451,3 +451,33 @@ def test_one_to_one_polymorphic_link(crm):
     with pytest.raises(ValidationError, match=rf"task.primary: deal {d['id']} is already linked from task {t1['id']}"):
         crm.create("task", {"title": "t3", "primary": {"entity": "deal", "id": d["id"]}})
     assert dump_database(crm.engine) == before
+
+
+def test_automation_condition_on_link_fields(db_url, tmp_path):
+    text = """\
+metacrm: 1
+name: a
+entities:
+  product:
+    fields:
+      name: {type: string, required: true}
+  deal:
+    fields:
+      title: {type: string, required: true}
+      big: {type: boolean}
+    links:
+      products: {to: product, many: true, fields: {qty: {type: integer, default: 1}}}
+automations:
+  flag:
+    when: {entity: deal, created: true}
+    if: "products.link.qty > 5"
+    do:
+      - update: {values: {big: true}}
+"""
+    crm = metacrm.connect(write(tmp_path, text), db_url)
+    crm.migrate()
+    crm.create("product", {"name": "p"})
+    crm.create("deal", {"title": "x", "products": [{"id": 1, "qty": 9}]})
+    crm.create("deal", {"title": "y", "products": [{"id": 1, "qty": 2}]})
+    assert [d["big"] for d in crm.find("deal")] == [True, None]
+    crm.close()
