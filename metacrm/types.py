@@ -229,6 +229,13 @@ class SearchHit(TypedDict):
     rank: float
 
 
+class TagCount(TypedDict):
+    """An entry of ``crm.tags(entity)``: a tag in use and how many records carry it."""
+
+    tag: str
+    count: int
+
+
 class TaskSubject(TypedDict):
     entity: str
     id: int
@@ -405,6 +412,7 @@ __all__ = [
     "RecordRef",
     "RecordedModel",
     "SearchHit",
+    "TagCount",
     "Task",
     "TaskSubject",
     "TimelineEntry",

@@ -157,6 +157,8 @@ def test_colors_and_contrast():
         ("{type: choice, options: [{value: a, color: blurple}]}", "option 'a': color 'blurple' is not a CSS color"),
         ("{type: choice, options: [{value: a, order: first}]}", "order"),
         ("{type: duration, default: P1M}", "months or years"),
+        ("{type: currency, currency: JPY, default: 1.5}", r"default 1\.5 is not a whole number; x is kept to no decimals \(JPY\)"),
+        ("{type: decimal, scale: 2, fill: '0.125'}", r"fill '0\.125' has more than 2 decimals"),
     ],
 )
 def test_model_checks(tmp_path, decl, message):
@@ -435,6 +437,7 @@ def test_group_report_sums_per_currency(staged):
     usd = staged.report_group("order", "title", sum="total")
     assert usd["rows"][0]["currency"] == "JPY" and usd["total"]["sum"] == Decimal(1000)
     assert usd["total"]["currency"] == "JPY"
+    assert [g["value"] for g in staged.funnel("deal", by="priority")] == ["high", "normal", "low"]
     spent = staged.report_group("deal", "priority", sum="spent")
     assert spent["total"]["sum"] == 5400
 
@@ -470,6 +473,12 @@ def test_cli_group_report_lines_per_currency(staged, tmp_path, db_url):
     assert any(line.split()[-3:] == ["1", "200", "JPY"] for line in lines)  # no decimals for yen
     total = [line for line in lines if line.startswith("total")][0]
     assert total.split()[-3:] == ["1", "200", "JPY"] and lines[-1].split()[-2:] == ["11.55", "USD"]
+    funnel = CliRunner().invoke(app, ["report", "funnel", "deal", "--model", str(tmp_path / "model.yaml"), "--db", db_url])
+    rows = {line.split()[0]: line for line in funnel.output.splitlines()}
+    assert "1 200 JPY · 1.00 USD" in rows["new"] and "10.55 USD  5.28 USD" in rows["offer"]
+    assert "forecast 5.28 USD" in funnel.output
+    board = CliRunner().invoke(app, ["board", "deal", "--model", str(tmp_path / "model.yaml"), "--db", db_url])
+    assert "── new · 3 · 1 200 JPY · 1.00 USD" in board.output and "1 200 JPY" in board.output
     listed = CliRunner().invoke(app, ["list", "deal", "--columns", "title,spent", "--model", str(tmp_path / "model.yaml"), "--db", db_url])
     assert "1h" in listed.output and "30m" in listed.output
 
@@ -528,3 +537,86 @@ def test_openapi_types(tmp_path):
     assert accepts(write_props, "rate", "0.123456789") and not accepts(write_props, "rate", "0.1234567891")
     assert accepts(write_props, "spent", "1h30m") and accepts(write_props, "spent", 5400)
     assert accepts(read_props, "spent", 5400) and not accepts(read_props, "spent", "1h")
+
+
+def test_currency_field_options_change_the_scale(db_url, tmp_path):
+    two = "      cur: {type: choice, options: [RUB, USD]}\n      amount: {type: currency, currency_field: cur}\n"
+    crm = metacrm.connect(_model(tmp_path, two, "two.yaml"), db_url)
+    crm.migrate()
+    crm.create("deal", {"title": "a", "cur": "USD", "amount": "10.55"})
+    crm.close()
+    dinars = two.replace("[RUB, USD]", "[RUB, USD, BHD]")
+    crm = metacrm.connect(_model(tmp_path, dinars, "bhd.yaml"), db_url)
+    plan = crm.migrate()
+    assert any("NUMERIC(18,2) → NUMERIC(18,3)" in s.description for s in plan)
+    crm.create("deal", {"title": "b", "cur": "BHD", "amount": "1.505"})
+    assert [str(r["amount"]) for r in crm.find("deal")] == ["10.55", "1.505"]
+    crm.close()
+    yen = two.replace("[RUB, USD]", "[RUB, USD, JPY]").replace("currency_field: cur}", "currency_field: cur, round: true}")
+    crm = metacrm.connect(_model(tmp_path, yen, "jpy.yaml"), db_url)
+    with pytest.raises(metacrm.MigrationError, match="BHD"):  # an option still in use
+        crm.migrate()
+    crm.close()
+
+
+def test_csv_round_trip(staged, tmp_path):
+    from metacrm.io.csv_io import export_csv, import_csv
+
+    path = tmp_path / "deals.csv"
+    export_csv(staged, "deal", path)
+    text = path.read_text(encoding="utf-8")
+    assert "JPY,1200," in text and "USD,10.55," in text and ",3600," in text
+    source = tmp_path / "in.csv"
+    source.write_text("title,cur,amount,spent\nz,BHD,1.005,2d 3h\ny,JPY,12.5,\n", encoding="utf-8")
+    before = staged.count("deal")
+    with pytest.raises(metacrm.ValidationError, match=r"line 3.*12\.5 JPY has more decimals than JPY keeps"):
+        import_csv(staged, "deal", source)
+    assert staged.count("deal") == before
+    source.write_text("title,cur,amount,spent\nz,BHD,1.005,2d 3h\n", encoding="utf-8")
+    import_csv(staged, "deal", source)
+    row = staged.find("deal", where="title = 'z'")[0]
+    assert (row["amount"], row["spent"]) == (Decimal("1.005"), 2 * 86400 + 3 * 3600)
+
+
+@pytest.mark.parametrize(
+    ("rollup", "message"),
+    [
+        ("{type: currency, currency: USD, rollup: 'sum(deals.amount)'}", r"would add different currencies: filter to one"),
+        ("{type: currency, currency: RUB, rollup: \"sum(deals.amount where cur = 'USD')\"}", r"adds USD amounts of deal\.amount into a field in RUB"),
+        ("{type: currency, currency: RUB, rollup: 'sum(deals.fee)'}", r"adds JPY amounts of deal\.fee into a field in RUB"),
+    ],
+)
+def test_rollups_never_add_currencies(tmp_path, rollup, message):
+    text = ROLLUP.replace("ROLLUP", rollup)
+    with pytest.raises(metacrm.ModelError) as info:
+        metacrm.load_model(write(tmp_path, text))
+    assert any(re.search(message, p.message) for p in info.value.problems), [p.message for p in info.value.problems]
+
+
+ROLLUP = """\
+metacrm: 1
+name: fx
+entities:
+  client:
+    fields:
+      name: {type: string}
+      total: ROLLUP
+  deal:
+    fields:
+      cur: {type: choice, options: [RUB, USD]}
+      amount: {type: currency, currency_field: cur}
+      fee: {type: currency, currency: JPY}
+    links:
+      client: {to: client, inverse: deals}
+"""
+
+
+def test_rollup_of_one_currency(db_url, tmp_path):
+    text = ROLLUP.replace("ROLLUP", "{type: currency, currency: USD, rollup: \"sum(deals.amount where cur = 'USD')\"}")
+    crm = metacrm.connect(write(tmp_path, text), db_url)
+    crm.migrate()
+    c = crm.create("client", {"name": "c"})
+    crm.create("deal", {"cur": "USD", "amount": "10.55", "client": c["id"]})
+    crm.create("deal", {"cur": "RUB", "amount": "1000", "client": c["id"]})
+    assert crm.get("client", c["id"])["total"] == Decimal("10.55")
+    crm.close()

@@ -145,15 +145,16 @@ def funnel_table(doc: dict) -> str:
             head += f" · {name} {plain(doc[key])}"
     tail = f"win rate {_percent(doc['win_rate'])} ({doc['won']} won, {doc['lost']} lost)"
     if doc["amount_field"]:
-        tail += f" · forecast {_money(doc['forecast'])} (open stages, {doc['amount_field']} x probability)"
+        forecast = _amount(doc["forecast"], doc.get("forecasts"), doc.get("currency"))
+        tail += f" · forecast {forecast} (open stages, {doc['amount_field']} x probability)"
     headers = ["stage", "now", "reached", "amount", "forecast", "→next", "→won", "median time"]
     rows = [
         [
             _cut(_caption(s["label"], s["stage"]), 28),
             str(s["now"]),
             str(s["reached"]),
-            _money(s["amount"]),
-            _money(s["forecast"]),
+            _amount(s["amount"], s.get("amounts"), doc.get("currency")),
+            _amount(s["forecast"], s.get("forecasts"), doc.get("currency")),
             _percent(s["conversion_next"]),
             _percent(s["conversion_won"]),
             duration(s["median_seconds"]),
@@ -209,7 +210,8 @@ def group(
         totals = [([""] if period else []) + ["total", str(doc["total"]["count"])]]
         if "sums" in doc["total"] and len(doc["total"]["sums"]) > 1:  # one total line per currency
             totals = [
-                ([""] if period else []) + (["total", str(doc["total"]["count"])] if i == 0 else ["", ""])
+                ([""] if period else [])
+                + (["total", str(doc["total"]["count"])] if i == 0 else ["", ""])
                 + [_sum_text(summed, total, code)]
                 for i, (code, total) in enumerate(doc["total"]["sums"].items())
             ]
@@ -281,11 +283,15 @@ def board_columns_text(doc: dict, columns: list[str], width: int | None) -> str:
         widths = fit_widths(natural, floors, width - 2 - 2 * (len(columns) - 1))
     rule = width or (2 + sum(widths) + 2 * (len(columns) - 1))
     lines = [f"{doc['entity']} · pipeline {doc['pipeline']} · {doc['count']} records"
-             + (f" · {_money(doc['amount'])}" if money else "")]  # fmt: skip
+             + (f" · {_amount(doc['amount'], doc.get('amounts'), doc.get('currency'))}" if money else "")]  # fmt: skip
     lines.append("  " + "  ".join(_cut(c, w).ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
     for column in doc["columns"]:
         head = f"── {_caption(column['label'], column['stage'])}"
-        head += f" · {column['count']}" + (f" · {_money(column['amount'])}" if money else "") + " "
+        head += (
+            f" · {column['count']}"
+            + (f" · {_amount(column['amount'], column.get('amounts'), doc.get('currency'))}" if money else "")
+            + " "
+        )
         lines += ["", head.ljust(rule, "─")]
         for r in column["records"]:
             row = cells[id(r)]
@@ -301,13 +307,20 @@ def board_text(doc: dict) -> str:
     """Stacked sections, one per stage, fitting in 100 columns."""
     money = doc["amount_field"] is not None
     lines = [f"{doc['entity']} · pipeline {doc['pipeline']} · {doc['count']} records"
-             + (f" · {_money(doc['amount'])}" if money else "")]  # fmt: skip
+             + (f" · {_amount(doc['amount'], doc.get('amounts'), doc.get('currency'))}" if money else "")]  # fmt: skip
     for column in doc["columns"]:
         head = f"── {_caption(column['label'], column['stage'])}"
-        head += f" · {column['count']}" + (f" · {_money(column['amount'])}" if money else "") + " "
+        head += (
+            f" · {column['count']}"
+            + (f" · {_amount(column['amount'], column.get('amounts'), doc.get('currency'))}" if money else "")
+            + " "
+        )
         lines += ["", _cut(head, WIDTH).ljust(WIDTH, "─")]
         for r in column["records"]:
-            ident, amount = f"#{r['id']}", _money(r["amount"]) if money else ""
+            ident, amount = (
+                f"#{r['id']}",
+                _amount(r["amount"], None, r.get("currency", doc.get("currency"))) if money else "",
+            )
             owner = _cut(r.get("owner") or "", 16)
             room = WIDTH - 2 - 8 - 2 - 16 - 2 - 18
             lines.append(f"  {ident:>8}  {_cut(r['title'], room).ljust(room)}  {amount:>16}  {owner}".rstrip())
@@ -347,6 +360,15 @@ def _money(value) -> str:
     if value is None:
         return "—"
     return f"{value:,.2f}".replace(",", " ") if not isinstance(value, int) else f"{value:,}".replace(",", " ")
+
+
+def _amount(value, sums: dict | None = None, currency: str | None = None) -> str:
+    """A funnel's or board's amount: the one sum (with its currency), or a currency field's
+    sums per currency, the non-zero ones joined (``1 200 JPY · 10.55 USD``): never added."""
+    if sums and (value is None or len(sums) > 1):
+        shown = [(code, v) for code, v in sums.items() if v]
+        return " · ".join(_sum_text(None, v, code) for code, v in shown) or "0"
+    return _sum_text(None, value, currency)
 
 
 def _sum_text(f, value, currency: str | None = None) -> str:

@@ -135,6 +135,34 @@ def _strip(node, prefix: str, problems: list, what: str):
 _VALUES = (ast.Name, ast.Literal, ast.Param, ast.Arith, ast.Neg, ast.Call)
 
 
+def _one_currency(child: Entity, f, reads, text: str, what: str) -> None:
+    """A roll-up never adds amounts in different currencies: over a currency field whose records
+    name their currency, its filter must pin one (``where cur = 'USD'``); and a currency roll-up
+    field holds amounts of its own currency only."""
+    import re
+
+    for r in reads:
+        source = child.fields.get(r.column)
+        if source is None or source.type != "currency":
+            continue
+        code = source.currency
+        if source.currency_field:
+            pinned = re.search(rf"\b{re.escape(source.currency_field)}\s*=\s*'([A-Z]{{3}})'", text)
+            if pinned is None:
+                raise ExpressionError(
+                    f"{what}: {child.name}.{source.name} holds amounts in the currency each record names "
+                    f"({source.currency_field}); a roll-up would add different currencies: filter to one, "
+                    f"as in ... where {source.currency_field} = 'USD'"
+                )
+            code = pinned.group(1)
+        if f.type == "currency" and (f.currency_field or f.currency != code):
+            mine = f.currency or f"the currency named by {f.currency_field}"
+            raise ExpressionError(
+                f"{what}: adds {code} amounts of {child.name}.{source.name} into a field in {mine}; "
+                f"declare it `currency: {code}` (or a money or decimal field)"
+            )
+
+
 def _first_name(node) -> ast.Name | None:
     stack = [node]
     while stack:
@@ -407,6 +435,8 @@ class _Analyser:
                     raise ExpressionError(f"{what} filter: '{r.path}' reads through a link of {child}; {hint}")
                 reads.append(Read(child, member_of(self.model, child, r.column), parent=True))
         kind = NUMBER if value is None else value.kind
+        if value is not None:
+            _one_currency(self.model.entities[child], f, columns(value), f.rollup, what)
         scale = self.fit(ent, f, kind, f"{tree.func}(...)")
         if value is not None:
             for r in columns(value):

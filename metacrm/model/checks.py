@@ -60,7 +60,7 @@ LINK_FIELD_TYPES = frozenset(
     | {"email", "phone", "url", "choice", "multichoice", "json"}
 )
 COMPOSITE_KEYS = frozenset({"type", "label", "help", "required", "renamed_from"})
-TEXT_SEARCHABLE = frozenset({"string", "text", "email", "phone", "url", "choice", "country", *MULTI_VALUE_TYPES})
+TEXT_SEARCHABLE = frozenset({"string", "text", "rich_text", "email", "phone", "url", "choice", "country", *MULTI_VALUE_TYPES})
 
 
 class _Checker:
@@ -126,7 +126,7 @@ class _Checker:
                 path = ("entities", entity.name, "links", f.name)
                 yield from self.check_name(f"link '{entity.name}.{f.name}':", f.name, path)
                 continue
-            if f.part_of:  # a part of a composite field: checked with it, below
+            if f.part_of or f.text_of:  # a part of a composite field: checked with it, below
                 continue
             path = ("entities", entity.name, "fields", f.name)
             decl = self.doc["entities"][entity.name]["fields"][f.name]
@@ -136,7 +136,10 @@ class _Checker:
             yield from self.check_name(f"field '{entity.name}.{c.name}':", c.name, path)
             if c.name in entity.links:
                 yield self.problem(
-                    "entity.name_conflict", f"entity '{entity.name}': '{c.name}' is both a field and a link", path, key=True
+                    "entity.name_conflict",
+                    f"entity '{entity.name}': '{c.name}' is both a field and a link",
+                    ("entities", entity.name, "links", c.name),
+                    key=True,
                 )
             decl = self.doc["entities"][entity.name]["fields"][c.name]
             for key in sorted(set(decl) - COMPOSITE_KEYS):

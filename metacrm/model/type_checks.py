@@ -21,6 +21,7 @@ Issue = tuple[str, str, tuple, bool]
 def field_type_problems(entity: Entity, f: Field, decl: dict) -> Iterator[Issue]:
     where = f"field '{entity.name}.{f.name}'"
     yield from _shape(where, f, decl)
+    yield from _defaults(where, f, decl)
     if f.type == "currency":
         yield from _currency(where, entity, f, decl)
     yield from _options(where, f, decl)
@@ -48,6 +49,24 @@ def _shape(where: str, f: Field, decl: dict) -> Iterator[Issue]:
             ("precision" if "precision" in decl else "scale",),
             False,
         )
+
+
+def _defaults(where: str, f: Field, decl: dict) -> Iterator[Issue]:
+    """A default or fill of an exact number fits its scale (1.5 is no yen amount); a duration's
+    reads as one."""
+    if f.decimals is None or f.derived:
+        return
+    from ..validation.values import Invalid, field_coercer
+
+    coerce = field_coercer(f)
+    for key in ("default", "fill"):
+        value = decl.get(key)
+        if value is None or isinstance(value, bool):
+            continue
+        try:
+            coerce(value)
+        except Invalid as exc:
+            yield ("field.default_invalid", f"{where}: {key} {exc}", (key,), False)
 
 
 def _currency(where: str, entity: Entity, f: Field, decl: dict) -> Iterator[Issue]:

@@ -41,7 +41,7 @@ from .access import (
     scope,
     team_members,
 )
-from .bulk import QUIET, Issues, Misplaced, firing, insert_row, insert_rows, paused_gc
+from .bulk import QUIET, Issues, Misplaced, create_one, firing, insert_row, insert_rows, paused_gc
 from .deletes import delete_records
 from .duplicates import duplicate_groups, find_duplicates, merge_into
 from .engine import driver_errors, make_engine, reading, ready, writing
@@ -54,6 +54,7 @@ from .records import link_member as _link_member
 from .reports import ReportsMixin
 from .search import SearchMixin
 from .stages_api import StagesMixin
+from .tags import TagsMixin
 from .tasks import TasksMixin
 from .users import UsersMixin, check_owners_exist, check_users_exist
 
@@ -122,7 +123,16 @@ def connect(
 
 
 class CRM(
-    ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksMixin, DeliveryMixin, FormsMixin, FilesMixin
+    ReadsMixin,
+    StagesMixin,
+    UsersMixin,
+    ReportsMixin,
+    SearchMixin,
+    TasksMixin,
+    DeliveryMixin,
+    FormsMixin,
+    FilesMixin,
+    TagsMixin,
 ):
     model: Model
     engine: Engine
@@ -289,13 +299,15 @@ class CRM(
         outer = self._tx
         return _savepoint(outer) if outer is not None else writing(self.engine)
 
-    def _log(self, conn, entries, extra=()) -> None:
+    def _log(self, conn, entries, extra=(), *, written: bool = False) -> None:
         """Journal what a write changed, then react to it (derived fields, automations) in
         the same transaction: see :mod:`metacrm.runtime.react`. ``extra``: entries the
-        reactors see but the journal does not keep (the record a merge removed)."""
-        if self._by is not None:  # an automation's write: `alice (automation contract_review)`
+        reactors see but the journal does not keep (the record a merge removed).
+        ``written``: the entries are in the journal already (written with the record)."""
+        if self._by is not None and not written:  # an automation's write: `alice (automation contract_review)`
             entries = [{**e, "by": self._by} for e in entries]
-        journal.write(conn, self.storage, entries)
+        if not written:
+            journal.write(conn, self.storage, entries)
         reactors = self._reactors
         if reactors and QUIET.get():  # create_many(..., automations=False)
             reactors = tuple(r for r in reactors if not getattr(r, "automation", False))
@@ -1021,6 +1033,8 @@ class CRM(
             for row in rows:
                 row["reached"] = bits[(ent.name, row["pipeline"])][row["stage"]]
         sysfields.number_rows(conn, self.storage, ent, rows, self.model.timezone)
+        if len(rows) == 1 and conn.dialect.name == "postgresql" and not any(stages):
+            return self._insert_one(conn, ent, rows[0], manys[0], now, returning=returning)
         if len(rows) == 1:
             ids = [insert_row(conn, table, rows[0])]
         else:  # ids taken up front, then one plain executemany (RETURNING in order costs a statement per row)
@@ -1073,6 +1087,20 @@ class CRM(
         self._check_rules(conn, ent, ids, first=first, created=True)
         self._derived_values(conn, ent, out)
         return out if returning else []
+
+    def _insert_one(self, conn, ent: Entity, row: dict, many: dict, now, *, returning: bool) -> list[dict]:
+        """PostgreSQL, one new record: the row, its join rows, its stage history row and its
+        journal row in one statement (one round trip; see bulk.create_statement), then the
+        reactors and checks as for a batch."""
+        record = rec.row_to_record(ent, {**row, "id": 0}, {k: sorted(v) for k, v in many.items()})
+        entry = journal.created_entries(ent, [record], now, self._by or self.user)[0]
+        history = self._history_rows(ent, [row], [0])[0] if ent.has_stages else None
+        record_id = create_one(conn, self.storage, ent, row, many, history, entry)
+        record["id"] = entry["record_id"] = record_id
+        self._log(conn, [entry], written=True)
+        self._check_rules(conn, ent, [record_id], created=True)
+        self._derived_values(conn, ent, [record])
+        return [record] if returning else []
 
     def _placed_fit(self, conn, ent: Entity, rows, ids) -> None:
         """Refuse imported records that do not fit the stage they were placed in (its

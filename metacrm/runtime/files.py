@@ -339,15 +339,17 @@ class FilesMixin:
         referenced: set[str] = set()
         with self._writing() as conn:
             if table is not None:
-                for ent in self.model.entities.values():
-                    entity_table = self.storage.table(ent.name)
+                holding = list(conn.execute(select(table.c.entity).distinct()).scalars())  # entities with files
+                for name in holding:
+                    if name not in self.model.entities:  # an entity no longer in the model
+                        orphans += conn.execute(select(table.c.id).where(table.c.entity == name)).scalars()
+                        continue
+                    entity_table = self.storage.table(name)
                     gone = select(table.c.id).where(
-                        table.c.entity == ent.name,
+                        table.c.entity == name,
                         ~select(entity_table.c.id).where(entity_table.c.id == table.c.record_id).exists(),
                     )
                     orphans += conn.execute(gone).scalars()
-                unknown = select(table.c.id).where(table.c.entity.not_in(list(self.model.entities)))
-                orphans += conn.execute(unknown).scalars()
                 if orphans and not dry_run:
                     for start in range(0, len(orphans), rec.BATCH):
                         conn.execute(delete(table).where(table.c.id.in_(orphans[start : start + rec.BATCH])))

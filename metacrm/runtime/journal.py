@@ -28,7 +28,7 @@ from ..types import JournalEntry, TimelineEntry
 from .bulk import insert_rows
 from .records import SYSTEM_OUT, ref_key
 
-ACTIONS = ("create", "update", "delete", "move", "link", "unlink", "note", "archive", "restore", "purge")
+ACTIONS = ("create", "update", "delete", "move", "link", "unlink", "note", "archive", "restore", "purge", "attach", "detach")
 KINDS = ("note", "call", "email", "meeting")
 _SKIP = frozenset(("id", *SYSTEM_OUT, "archived_at", "archived_by"))
 

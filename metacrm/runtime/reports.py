@@ -442,7 +442,14 @@ def build_funnel(
         return _document(p, order, tallies.get(None, _Tally()), meta)
     labels = key.labels(conn, list(tallies))
     groups = [(v, key.item(v, labels)) for v in tallies]
-    groups.sort(key=lambda g: _group_order((g[1]["value"], g[1]["label"]), g[1].get("hidden", False)))
+    grouped = entity.fields.get(by)
+    rank = grouped.option_rank if grouped is not None and any(o.order is not None for o in grouped.options) else None
+    groups.sort(
+        key=lambda g: (
+            (g[1]["value"] is None, rank.get(g[1]["value"], len(rank))) if rank else (),
+            *_group_order((g[1]["value"], g[1]["label"]), g[1].get("hidden", False)),
+        )
+    )
     return [{"by": by, **item, **_document(p, order, tallies[value], meta)} for value, item in groups]
 
 

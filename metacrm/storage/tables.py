@@ -111,7 +111,7 @@ def _column_type(f: Field):
         return String(f.max_length) if f.max_length else Text()
     if kind == "country":
         return String(2)
-    if kind == "text":
+    if kind in ("text", "rich_text"):
         return Text()
     if kind == "user":
         return String(100)  # a login, as the users table holds it

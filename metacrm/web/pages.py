@@ -142,6 +142,12 @@ def shown(value: Any, field: Field | None = None, record: dict | None = None) ->
     zone."""
     if value is None:
         return ""
+    if field is not None and field.type == "rich_text" and isinstance(value, str):
+        from markupsafe import Markup
+
+        from ..validation.values import sanitise_html
+
+        return Markup(sanitise_html(value))  # sanitised when stored; again here, whatever wrote it
     lang = i18n.current()
     if isinstance(value, bool):
         return _("yes") if value else _("no")
@@ -189,8 +195,8 @@ def amount_text(value: Any, field: Field | None, sums: dict | None = None, curre
     every non-zero one on a line (``1 200 ¥ · 11,55 $``), never added together."""
     if sums and (value is None or len(sums) > 1):
         lang = i18n.current()
-        shown_sums = [(code, v) for code, v in sums.items() if v] or list(sums.items())[:1]
-        return " · ".join(lang.money(v, code) if code else lang.number(v) for code, v in shown_sums)
+        shown_sums = [(code, v) for code, v in sums.items() if v]
+        return " · ".join(lang.money(v, code) if code else lang.number(v) for code, v in shown_sums) or lang.number(0)
     return shown(value, field, {"currency": currency} if currency else None)
 
 
@@ -199,6 +205,8 @@ def card_fields(ent: Entity, record: dict) -> list[tuple[str, str, str]]:
     person_name) once, on one line, in the place of its first part."""
     rows = []
     for f in ent.fields.values():
+        if f.text_of:  # the plain text of a rich_text field: the card shows the formatted one
+            continue
         if f.part_of is None:
             rows.append((f.label or f.name, f.name, shown(record.get(f.name), f, record)))
             continue
@@ -225,6 +233,8 @@ def input_value(value: Any, field: Field) -> Any:
         return format_duration(value)
     if isinstance(value, dt.date):
         return value.isoformat()
+    if field.type == "tags" and isinstance(value, list):
+        return ", ".join(str(v) for v in value)
     if field.type in MULTI_VALUE_TYPES and isinstance(value, list):
         return "\n".join(str(v) for v in value)  # one address / number a line, the primary first
     if isinstance(value, list):
@@ -778,12 +788,18 @@ def _entity_pages(router: APIRouter, crm, ent: Entity, signed_in, check_csrf, po
             path = list(pipeline.stages.values())
             moves = card.get("moves")
         timeline = card.get("timeline", [])
+        people = {}  # links to users shown by the users' names
+        for f in ent.user_links:
+            refs = card["links"].get(f.name)
+            refs = refs if isinstance(refs, list) else [refs] if refs else []
+            people[f.name] = ", ".join(r["title"] for r in refs)
         return render(
             request,
             "card.html",
             session,
             ent=ent,
             record=record,
+            people=people,
             card=card,
             path=path,
             moves=moves,
@@ -896,6 +912,9 @@ def _form(request, render, session, ent: Entity, values, issues: dict, general, 
         given = values.get(name, "")
         return given
 
+    # the vocabulary of each tags field, offered as suggestions (one GROUP BY on its index)
+    tag_lists = {f.name: [t["tag"] for t in user.tags(ent.name, f.name)[:OPTIONS_LIMIT]] for f in editable(ent) if f.type == "tags"}
+
     def chosen(name: str) -> list[str]:
         given = values.get(name, [])
         return [given] if isinstance(given, str) else list(given)
@@ -924,6 +943,7 @@ def _form(request, render, session, ent: Entity, values, issues: dict, general, 
         record=record,
         input_types=INPUT_TYPES,
         decimals=DECIMALS,
+        tag_lists=tag_lists,
         people=people,
     )
 

@@ -42,6 +42,7 @@ from metacrm.types import (
     RecordedModel,
     RecordRef,
     SearchHit,
+    TagCount,
     Task,
     TimelineEntry,
     UserInfo,
@@ -168,6 +169,12 @@ def reports(crm: CRM) -> None:
     hits: list[SearchHit] = crm.search("acme", entity="client", limit=5)
     rank: float = hits[0]["rank"]
     assert rank > 0 or rank <= 0
+    try:  # the trade model has no tags field: the refusal names it
+        vocabulary: list[TagCount] = crm.tags("client")
+    except metacrm.ValidationError as exc:
+        assert "no tags field" in str(exc)
+        vocabulary = []
+    assert all(t["count"] > 0 for t in vocabulary)
 
 
 def tasks(crm: CRM, deal: Record) -> None:
