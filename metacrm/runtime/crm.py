@@ -1033,7 +1033,7 @@ class CRM(
             for row in rows:
                 row["reached"] = bits[(ent.name, row["pipeline"])][row["stage"]]
         sysfields.number_rows(conn, self.storage, ent, rows, self.model.timezone)
-        if len(rows) == 1 and conn.dialect.name == "postgresql" and not any(stages):
+        if len(rows) == 1 and conn.dialect.name == "postgresql" and not any(stages) and _plain_joins(ent, manys[0]):
             return self._insert_one(conn, ent, rows[0], manys[0], now, returning=returning)
         if len(rows) == 1:
             ids = [insert_row(conn, table, rows[0])]
@@ -1493,6 +1493,12 @@ class CRM(
                 conn,
                 [journal.entry(ent.name, after["id"], action, after["updated_at"], self.user, changes)],
             )
+
+
+def _plain_joins(ent: Entity, many: Mapping) -> bool:
+    """Whether a new record's join rows are plain (source, target) pairs that the one-statement
+    create can write: none of a link with fields or of a link to several entities."""
+    return not any(many.get(link.name) and (link.fields or link.polymorphic) for link in rec.many_links(ent))
 
 
 def _not_linked(ent: Entity, record_id, name: str, target) -> str:
