@@ -442,3 +442,11 @@ def test_a_dry_run_of_prune_counts_the_rows_of_records_gone(crm) -> None:
         conn.execute(crm.storage.table("deal").delete())
     assert crm.prune(grace=0, dry_run=True) == {"rows": 1, "removed": 1, "kept": 0, "dry_run": True}
     assert rows(crm) == 1
+
+
+def test_a_store_that_cannot_be_written_is_a_setup_error(crm, tmp_path) -> None:
+    (tmp_path / "store").write_text("a file where the folder should be")
+    deal = crm.create("deal", {"title": "A"})["id"]
+    with pytest.raises(metacrm.errors.SetupError, match="file store .*store: cannot create it"):
+        crm.attach("deal", deal, b"x", name="x.txt")
+    assert rows(crm) == 0

@@ -1033,7 +1033,7 @@ class CRM(
             for row in rows:
                 row["reached"] = bits[(ent.name, row["pipeline"])][row["stage"]]
         sysfields.number_rows(conn, self.storage, ent, rows, self.model.timezone)
-        if len(rows) == 1 and conn.dialect.name == "postgresql" and not any(stages) and _plain_joins(ent, manys[0]):
+        if len(rows) == 1 and conn.dialect.name == "postgresql" and not any(stages) and _plain_links(ent, manys[0]):
             return self._insert_one(conn, ent, rows[0], manys[0], now, returning=returning)
         if len(rows) == 1:
             ids = [insert_row(conn, table, rows[0])]
@@ -1495,12 +1495,6 @@ class CRM(
             )
 
 
-def _plain_joins(ent: Entity, many: Mapping) -> bool:
-    """Whether a new record's join rows are plain (source, target) pairs that the one-statement
-    create can write: none of a link with fields or of a link to several entities."""
-    return not any(many.get(link.name) and (link.fields or link.polymorphic) for link in rec.many_links(ent))
-
-
 def _not_linked(ent: Entity, record_id, name: str, target) -> str:
     if name in ent.fields:  # a `to: user` link
         shown = f"user '{target}'"
@@ -1509,6 +1503,14 @@ def _not_linked(ent: Entity, record_id, name: str, target) -> str:
     else:
         shown = f"{ent.links[name].target} {target}"
     return f"{ent.name} {record_id} is not linked to {shown} through {name}: nothing to unlink"
+
+
+def _plain_links(ent: Entity, many: Mapping) -> bool:
+    """Whether a new record's many-links are all plain id pairs (what the one-statement create
+    of bulk.create_statement writes): none given carries fields or points at several entities."""
+    return not any(
+        ent.links[name].fields or ent.links[name].polymorphic for name, targets in many.items() if targets
+    )
 
 
 def _nothing_linked(ent: Entity, record_id, name: str) -> str:

@@ -585,6 +585,11 @@ def _entity_pages(router: APIRouter, crm, ent: Entity, signed_in, check_csrf, po
     base = f"/{name}"
     title_field = ent.title if ent.title in ent.fields else next(iter(ent.fields), None)
 
+    # "my records": the ones the signed-in user owns or a link to users names (docs/access.md)
+    mine_terms = ["owner = :me"] if ent.owner else []
+    mine_terms += [f"{f.name} = :me" if f.type == "user" else f"{f.name} contains :me" for f in ent.user_links]
+    mine = " or ".join(mine_terms)
+
     def list_url(request: Request, **changes) -> str:
         params = {k: v for k, v in request.query_params.items() if k != "after"}
         params.update({k: v for k, v in changes.items() if v is not None})
@@ -657,6 +662,7 @@ def _entity_pages(router: APIRouter, crm, ent: Entity, signed_in, check_csrf, po
             first_url=list_url(request) if after else None,
             archived=archived,
             archive_url=list_url(request, archived=None if archived == "only" else "only"),
+            mine_url=list_url(request, where=mine) if mine else None,
             **pages_list.list_context(crm, session, ent, request, rows, columns, own),
         )
 
