@@ -620,3 +620,31 @@ def test_rollup_of_one_currency(db_url, tmp_path):
     crm.create("deal", {"cur": "RUB", "amount": "1000", "client": c["id"]})
     assert crm.get("client", c["id"])["total"] == Decimal("10.55")
     crm.close()
+
+
+def test_duration_rollup_and_formula(db_url, tmp_path):
+    text = """\
+metacrm: 1
+name: r
+entities:
+  project:
+    fields:
+      name: {type: string}
+      spent: {type: duration, rollup: "sum(tasks.spent)"}
+  task:
+    fields:
+      start: {type: date}
+      end: {type: date}
+      spent: {type: duration}
+      span: {type: duration, formula: "days_between(start, end) * 86400"}
+    links:
+      project: {to: project, inverse: tasks}
+"""
+    crm = metacrm.connect(write(tmp_path, text), db_url)
+    crm.migrate()
+    p = crm.create("project", {"name": "p"})
+    t = crm.create("task", {"project": p["id"], "spent": "1h", "start": "2026-01-01", "end": "2026-01-03"})
+    crm.create("task", {"project": p["id"], "spent": "PT30M"})
+    assert (crm.get("project", p["id"])["spent"], t["span"]) == (5400, 2 * 86400)
+    assert crm.count("project", where="spent >= '1h30m'") == 1
+    crm.close()
