@@ -13,7 +13,8 @@ products, on the engine and tables metacrm made, so both sides use the same sett
    ``create_many("deal", inputs, returning=False)`` (validation, link checks, stage history,
    journal). raw: the deal rows and their join rows prepared beforehand (ids taken after the
    largest one), two executemany INSERTs in one transaction, no validation.
-2. single: S creates (2,000), one transaction each, each deal with a client and 1 product.
+2. single: S creates (2,000), one transaction each (the median time of one, so that pauses
+   caused by other processes do not count; the same for moves), each deal with a client and 1 product.
    raw: ``INSERT ... RETURNING id`` and the join row INSERT in one transaction.
 3. moves: S guarded moves ``new -> qualified`` of bulk-created deals. metacrm: ``crm.move``
    (reads the record, checks the edge, requires and roles, compare-and-swap UPDATE, history
@@ -137,6 +138,18 @@ def new_ids(conn, table, n: int) -> list[int]:
     return list(range(first, first + n))
 
 
+def per_op(op: Callable, items: list) -> float:
+    """``op`` on each item; the median time of one call times the number of items (a median
+    is robust to the pauses other processes cause on a shared machine)."""
+    times = []
+    clock = time.perf_counter
+    for item in items:
+        start = clock()
+        op(item)
+        times.append(clock() - start)
+    return statistics.median(times) * len(items)
+
+
 class Side:
     """One side (metacrm or raw) of the workload on its own fresh database."""
 
@@ -162,18 +175,12 @@ class Side:
     def meta_single(self, count: int) -> float:
         inputs = [deal_input(100_000 + i, self.clients, self.products, 1) for i in range(count)]
         create = self.crm.create
-        start = time.perf_counter()
-        for data in inputs:
-            create("deal", data)
-        return time.perf_counter() - start
+        return per_op(lambda data: create("deal", data), inputs)
 
     def meta_moves(self, count: int) -> float:
         ids = self.ids[:count]
         move = self.crm.move
-        start = time.perf_counter()
-        for record_id in ids:
-            move("deal", record_id, "qualified")
-        return time.perf_counter() - start
+        return per_op(lambda record_id: move("deal", record_id, "qualified"), ids)
 
     def meta_funnel(self) -> float:
         start = time.perf_counter()
@@ -209,8 +216,9 @@ class Side:
         returning = insert(self.table).returning(self.table.c.id)
         link, hist = insert(self.join), insert(self.hist)
         inputs = [deal_input(100_000 + i, self.clients, self.products, 1)["products"][0] for i in range(count)]
-        start = time.perf_counter()
-        for i, product in enumerate(inputs):
+
+        def create(pair) -> None:
+            i, product = pair
             now = now_utc()
             row = deal_row(100_000 + i, self.clients, now)
             with engine.begin() as conn:
@@ -218,7 +226,8 @@ class Side:
                 conn.execute(link, {"source_id": record_id, "target_id": product})
                 if self.history:
                     conn.execute(hist, history_row(record_id, now, None, INITIAL, "create"))
-        return time.perf_counter() - start
+
+        return per_op(create, list(enumerate(inputs)))
 
     def raw_moves(self, count: int) -> float:
         engine, table = self.crm.engine, self.table
@@ -241,14 +250,15 @@ class Side:
         )
         hist = insert(self.hist)
         ids = self.ids[:count]
-        start = time.perf_counter()
-        for record_id in ids:
+
+        def move(record_id) -> None:
             now = now_utc()
             with engine.begin() as conn:
                 done = conn.execute(cas, {"_id": record_id, "_from": INITIAL, "_v": 1, "_now": now})
                 assert done.rowcount == 1
                 conn.execute(hist, history_row(record_id, now, INITIAL, "qualified", "move", 0))
-        return time.perf_counter() - start
+
+        return per_op(move, ids)
 
     def raw_funnel(self) -> float:
         table = self.table
@@ -262,6 +272,8 @@ class Side:
 def one_run(dialect: str, tmp: Path, kind: str, sizes: dict, profile: str | None = None, phases=PHASES) -> dict:
     """The whole workload on one fresh database: seconds per phase."""
     with fresh_crm(dialect, tmp) as (crm, clients, products):
+        if dialect == "postgresql" and ASYNC_COMMIT:
+            no_fsync_wait(crm.engine)
         side = Side(crm, clients, products, history=kind == "raw_history")
         prefix = "meta" if kind == "meta" else "raw"
         out = {}
@@ -275,6 +287,23 @@ def one_run(dialect: str, tmp: Path, kind: str, sizes: dict, profile: str | None
             else:
                 out[phase] = method(*args)
         return out
+
+
+ASYNC_COMMIT = False  # --async-commit
+
+
+def no_fsync_wait(engine) -> None:
+    """Every new connection of the engine with ``synchronous_commit = off`` (this session
+    only), and the pooled ones replaced: a commit then does not wait for its WAL flush."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _off(dbapi_conn, record):
+        with dbapi_conn.cursor() as cursor:
+            cursor.execute("SET synchronous_commit TO off")
+        dbapi_conn.commit()
+
+    engine.dispose()
 
 
 def profiled(method: Callable, args: tuple) -> float:
@@ -395,6 +424,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="fresh-database runs of each side (median)")
     parser.add_argument("--profile", choices=["bulk", "single", "moves", "funnel"], help="cProfile metacrm's phase")
     parser.add_argument("--phases", default=",".join(PHASES), help="which phases (default: all)")
+    parser.add_argument(
+        "--async-commit",
+        action="store_true",
+        help="PostgreSQL sessions with synchronous_commit=off, both sides (commit fsync latency left out)",
+    )
     parser.add_argument("--memory", action="store_true", help="peak memory of bulk creates instead")
     parser.add_argument("--memory-rows", default="100000,1000000")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
@@ -403,6 +437,8 @@ def main() -> None:
         dialect, n, trace = args.memory_child.split(":")
         memory_child(dialect, int(n), trace == "1")
         return
+    global ASYNC_COMMIT
+    ASYNC_COMMIT = args.async_commit
     args.phases = tuple(p.strip() for p in args.phases.split(","))
     dialects = dialects_to_run(args.db)
     if args.memory:

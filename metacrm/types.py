@@ -229,6 +229,13 @@ class SearchHit(TypedDict):
     rank: float
 
 
+class TagCount(TypedDict):
+    """An entry of ``crm.tags(entity)``: a tag in use and how many records carry it."""
+
+    tag: str
+    count: int
+
+
 class TaskSubject(TypedDict):
     entity: str
     id: int
@@ -379,6 +386,36 @@ class RecordedModel(TypedDict):
     metacrm_version: str
 
 
+class FileInfo(TypedDict):
+    """``crm.attach()``, ``crm.files()``, ``crm.file_info()``, ``crm.detach()``: one attached file."""
+
+    id: int
+    entity: str
+    record_id: int
+    field: str | None  # the file field it fills; None for an attachment
+    name: str
+    size: int
+    mime: str
+    sha256: str
+    created_at: dt.datetime
+    created_by: str | None
+
+
+class FileDownload(FileInfo):
+    """``crm.download()``: the file's metadata and where its content was written."""
+
+    path: str
+
+
+class PruneReport(TypedDict):
+    """``crm.prune()``: file rows of records that are gone, stored contents removed and kept."""
+
+    rows: int
+    removed: int
+    kept: int
+    dry_run: bool
+
+
 __all__ = [
     "AllowedMove",
     "Board",
@@ -391,6 +428,8 @@ __all__ = [
     "DuplicateMatch",
     "Fired",
     "FormInfo",
+    "FileDownload",
+    "FileInfo",
     "FormSubmission",
     "Funnel",
     "FunnelGroup",
@@ -401,10 +440,12 @@ __all__ = [
     "HistoryEntry",
     "JournalEntry",
     "OutboxMessage",
+    "PruneReport",
     "Record",
     "RecordRef",
     "RecordedModel",
     "SearchHit",
+    "TagCount",
     "Task",
     "TaskSubject",
     "TimelineEntry",

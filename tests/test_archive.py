@@ -431,3 +431,38 @@ def test_web_list_hides_archived_records(crm) -> None:
     anna.delete("deal", deal["id"])
     card = client.get(f"/deal/{deal['id']}").text
     assert 'id="archived"' in card and 'data-stage="won"' not in card  # no move offered
+
+
+def test_csv_export_leaves_archived_records_out_and_import_names_the_system_columns(crm, tmp_path) -> None:
+    import io
+
+    from metacrm.io.csv_io import export_csv, import_csv
+
+    crm.create("client", {"name": "Ромашка"})
+    gone = crm.create("client", {"name": "Лютик"})
+    crm.delete("client", gone["id"])
+    out = io.StringIO()
+    assert export_csv(crm, "client", out) == 1
+    text = out.getvalue()
+    assert "Ромашка" in text and "Лютик" not in text
+    path = tmp_path / "clients.csv"
+    path.write_text("name,archived_at\nВасилёк,2026-01-01\n", encoding="utf-8")
+    with pytest.raises(ValidationError, match="column 'archived_at' is set by the system"):
+        import_csv(crm, "client", path)
+    assert crm.count("client") == 1
+
+
+def test_a_concurrent_delete_is_refused_not_archived_twice(crm, monkeypatch) -> None:
+    c = crm.create("client", {"name": "Ромашка"})
+    crm.delete("client", c["id"])
+    real = crm._get_row
+
+    def read_before_the_other_committed(conn, ent, record_id, action="read", *, archived=False):
+        return {**real(conn, ent, record_id), "archived_at": None}  # the row as it was
+
+    monkeypatch.setattr(crm, "_get_row", read_before_the_other_committed)
+    with pytest.raises(ConflictError, match="client 1 was archived .or removed. by someone else meanwhile"):
+        crm.delete("client", c["id"])
+    monkeypatch.undo()
+    assert _entries(crm, "client", c["id"]) == ["create", "archive"]
+    assert crm.get("client", c["id"])["version"] == 2

@@ -24,7 +24,9 @@ entities:
       name:   {type: string, required: true}
       emails: {type: emails}
       phones: {type: phones}
-    search: [name, emails, phones]
+      tags:   {type: tags}
+      notes:  {type: rich_text}
+    search: [name, emails, phones, tags, notes]
     duplicates:
       - {match: email, field: emails}
       - {match: phone, field: phones, action: warn}
@@ -318,3 +320,93 @@ def test_composites_added_to_an_entity_with_rows_and_renamed(db_url, tmp_path) -
     assert (got["home.city"], got["home.country"], got["name.full"]) == ("Oslo", "NO", "Ann Lee")
     assert [r["id"] for r in crm.find("contact", where="home.country = 'no'")] == [old]
     crm.close()
+
+
+# -- tags -----------------------------------------------------------------------------------------
+
+def test_tags_are_normalised_listed_filtered_and_searched(crm) -> None:
+    a = crm.create("client", {"name": "A", "tags": " VIP ,  Опт  Крупный, vip"})
+    b = crm.create("client", {"name": "B", "tags": ["опт крупный", "Новый"]})
+    c = crm.create("client", {"name": "C"})
+    assert a["tags"] == ["vip", "опт крупный"] and b["tags"] == ["опт крупный", "новый"]
+    assert crm.tags("client") == [{"tag": "опт крупный", "count": 2}, {"tag": "vip", "count": 1}, {"tag": "новый", "count": 1}]
+    records = crm.find("client", order_by="id")
+    cases = {
+        "tags contains 'VIP'": [a["id"]],
+        "tags contains 'ОПТ   крупный'": [a["id"], b["id"]],
+        "not (tags contains 'vip')": [b["id"], c["id"]],
+        "tags is null": [c["id"]],
+    }
+    for where, ids in cases.items():
+        assert [r["id"] for r in crm.find("client", where=where, order_by="id")] == ids, where
+        predicate = compile_python(crm.model, "client", where)
+        assert [r["id"] for r in records if predicate(r)] == ids, where
+    assert [h["id"] for h in crm.search("Новый")][:1] == [b["id"]]
+    crm.update("client", b["id"], {"tags": None})
+    assert crm.tags("client") == [{"tag": "vip", "count": 1}, {"tag": "опт крупный", "count": 1}]
+    with pytest.raises(ValidationError, match="client.tags: 'x+…' is longer than 100 characters"):
+        crm.create("client", {"name": "D", "tags": ["ok", "x" * 101]})
+    with pytest.raises(ValidationError, match="client.tags: 5 is not a tag"):
+        crm.create("client", {"name": "D", "tags": [5]})
+    with pytest.raises(ValidationError, match="deal has no tags field"):
+        crm.tags("deal")
+    with pytest.raises(ValidationError, match="client.name is not a tags field; tags fields: tags"):
+        crm.tags("client", "name")
+
+
+# -- rich_text ------------------------------------------------------------------------------------
+
+PAYLOAD = (
+    '<p onclick="steal()">Поставка <b>труб</b>&nbsp;и&amp;кабеля</p><script>alert(1)</script>'
+    '<a href="javascript:alert(2)">ссылка</a><img src="https://tracker.example/p.gif"><ul><li>один</li><li>два</li></ul>'
+)
+
+
+def test_rich_text_is_sanitised_and_its_plain_text_searched_and_filtered(crm) -> None:
+    a = crm.create("client", {"name": "A", "notes": PAYLOAD})
+    html = a["notes"]
+    assert "<script" not in html and "onclick" not in html and "javascript:" not in html and "<img" not in html
+    assert "<b>труб</b>" in html and "<li>один</li>" in html
+    assert a["notes.text"] == "Поставка труб и&кабеля ссылка один два"  # spaces (no-break ones too) collapse
+    assert [h["id"] for h in crm.search("кабеля")] == [a["id"]]
+    assert crm.search("script") == [] and crm.search("onclick") == []  # tags and attributes are not words
+    assert [r["id"] for r in crm.find("client", where="notes.text contains 'один два'")] == [a["id"]]
+    crm.update("client", a["id"], {"notes": "<i>новое</i>"})
+    assert crm.get("client", a["id"])["notes.text"] == "новое"
+    assert crm.search("кабеля") == []
+    crm.update("client", a["id"], {"notes": "<script>only()</script>"})
+    assert crm.get("client", a["id"])["notes"] is None and crm.get("client", a["id"])["notes.text"] is None
+    with pytest.raises(ValidationError, match=r"client.notes.text: is computed from the HTML of notes; it cannot be set"):
+        crm.update("client", a["id"], {"notes.text": "x"})
+    with pytest.raises(ValidationError, match=r"client.notes: \['x'\] is not text"):
+        crm.create("client", {"name": "B", "notes": ["x"]})
+
+
+def test_new_types_added_to_rows_then_dumped_and_restored_with_their_index(db_url, tmp_path) -> None:
+    from metacrm.io.dump import dump, restore
+
+    v1 = "metacrm: 1\nname: grow\nentities:\n  firm:\n    fields:\n      title: {type: string}\n"
+    crm = migrated(db_url, tmp_path, v1, "v1")
+    old = crm.create("firm", {"title": "old"})["id"]
+    crm.close()
+    v2 = v1 + (
+        "      emails: {type: emails}\n      tags: {type: tags}\n      notes: {type: rich_text}\n"
+        "      boss: {type: person_name}\n    search: [title, notes, tags]\n"
+    )
+    crm = migrated(db_url, tmp_path, v2, "v2")
+    got = crm.get("firm", old)
+    assert got["title"] == "old" and got["tags"] is None and got["notes.text"] is None and got["boss.full"] is None
+    crm.update("firm", old, {"emails": "a@x.org", "tags": "vip", "notes": "<p>Старый <b>клиент</b></p>", "boss": {"last": "Lee"}})
+    crm.create("firm", {"title": "new", "tags": ["vip", "new"]})
+    crm.close()
+    folder = tmp_path / "dump"
+    manifest = dump(db_url, folder)
+    assert not any(name.startswith("metacrm_values_") for name in manifest["tables"])  # derived: rebuilt
+    target = f"sqlite:///{tmp_path / 'restored.db'}"
+    restore(folder, target)
+    back = metacrm.connect(crm.model, target)
+    assert [r["id"] for r in back.find("firm", where="emails contains 'A@x.org' and tags contains 'VIP'")] == [old]
+    assert back.tags("firm") == [{"tag": "vip", "count": 2}, {"tag": "new", "count": 1}]
+    assert [h["id"] for h in back.search("клиент")] == [old]
+    assert back.get("firm", old)["boss.full"] == "Lee"
+    back.close()

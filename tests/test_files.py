@@ -240,6 +240,15 @@ def test_prune_removes_the_rows_of_records_deleted_behind_its_back(crm) -> None:
         conn.execute(table.delete())
     assert crm.prune(grace=0) == {"rows": 1, "removed": 1, "kept": 0, "dry_run": False}
     assert rows(crm) == 0
+    files = crm.storage.files_table
+    with crm.engine.begin() as conn:  # a row of an entity the model no longer has
+        values = {"entity": "gone", "record_id": 1, "name": "g", "size": 1, "mime": "text/plain", "sha256": "0" * 64}
+        conn.execute(
+            files.insert().values(
+                **values, created_at=crm.get("deal", crm.create("deal", {"title": "B"})["id"])["created_at"]
+            )
+        )
+    assert crm.prune(grace=0)["rows"] == 1 and rows(crm) == 0
 
 
 def test_the_default_store_is_beside_the_sqlite_file(tmp_path, monkeypatch) -> None:
@@ -399,3 +408,45 @@ def test_an_archived_record_keeps_its_files_read_only_and_purge_removes_them(db_
         crm.delete("deal", deal)
         crm.purge("deal", deal)
         assert rows(crm) == 0 and crm.prune(grace=0)["removed"] == 2
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [
+        ("../../etc/passwd", "passwd"),
+        ("C:\\Users\\a\\отчёт.pdf", "отчёт.pdf"),
+        ("bad\x00na\x1bme.txt", "badname.txt"),
+        ("..", ""),
+        ("x" * 300 + ".pdf", "x" * 251 + ".pdf"),
+        ("y" * 300, "y" * 255),
+    ],
+)
+def test_names_are_cleaned(given, kept) -> None:
+    from metacrm.runtime.files import clean_name
+
+    assert clean_name(given) == kept
+
+
+def test_odd_file_ids_and_entities_without_files(crm) -> None:
+    deal = crm.create("deal", {"title": "A"})["id"]
+    for odd in ("abc", True, 2**70, None):
+        with pytest.raises(metacrm.NotFound, match=f"deal {deal} has no file"):
+            crm.file_info("deal", deal, odd)
+    assert crm.files("note", crm.create("note", {"text": "x"})["id"]) == []
+
+
+def test_a_dry_run_of_prune_counts_the_rows_of_records_gone(crm) -> None:
+    deal = crm.create("deal", {"title": "A"})["id"]
+    crm.attach("deal", deal, b"x", name="x.txt")
+    with crm.engine.begin() as conn:
+        conn.execute(crm.storage.table("deal").delete())
+    assert crm.prune(grace=0, dry_run=True) == {"rows": 1, "removed": 1, "kept": 0, "dry_run": True}
+    assert rows(crm) == 1
+
+
+def test_a_store_that_cannot_be_written_is_a_setup_error(crm, tmp_path) -> None:
+    (tmp_path / "store").write_text("a file where the folder should be")
+    deal = crm.create("deal", {"title": "A"})["id"]
+    with pytest.raises(metacrm.errors.SetupError, match="file store .*store: cannot create it"):
+        crm.attach("deal", deal, b"x", name="x.txt")
+    assert rows(crm) == 0

@@ -137,3 +137,22 @@ def test_the_openapi_document_describes_the_file_routes(api) -> None:
     assert schema["properties"]["field"]["enum"] == ["contract", "photo"]
     assert "/api/v1/deal/{record_id}/files/{file_id}" in document["paths"]
     assert "/api/v1/note/{record_id}/files" not in document["paths"]
+    schemas = document["components"]["schemas"]
+    read = next(
+        s for name, s in schemas.items() if name.lower().startswith("deal") and "contract" in s.get("properties", {})
+    )
+    assert read["properties"]["contract"]["readOnly"] is True
+    assert all("contract" not in s.get("properties", {}) for name, s in schemas.items() if "create" in name.lower())
+
+
+def test_a_server_without_a_file_store_says_so(api, monkeypatch) -> None:
+    import metacrm.runtime.files as files
+
+    monkeypatch.delenv("METACRM_FILES", raising=False)
+    monkeypatch.setattr(files, "default_location", lambda url: None)
+    monkeypatch.setattr(api.crm, "_files_location", None)
+    monkeypatch.setattr(api.crm, "_file_store", None)
+    deal = api("POST", "/deal", json={"title": "A"}).json()
+    answer = api("POST", f"/deal/{deal['id']}/files", files={"file": ("x.txt", b"x")})
+    assert answer.status_code == 503 and "no file store for this" in answer.json()["detail"]
+    assert api.crm.files("deal", deal["id"]) == []

@@ -70,3 +70,12 @@ def test_the_crm_attaches_to_and_prunes_a_bucket(bucket, db_url, tmp_path) -> No
         crm.detach("deal", deal, info["id"])
         assert crm.prune(grace=0) == {"rows": 0, "removed": 1, "kept": 1, "dry_run": False}
         assert len(bucket.list_objects_v2(Bucket="crm", Prefix="prefix/")["Contents"]) == 1
+
+
+def test_a_missing_bucket_is_a_setup_error_naming_the_store(bucket, tmp_path) -> None:
+    with metacrm.connect(write(tmp_path), "sqlite://", files="s3://nobucket/x") as crm:
+        crm.migrate()
+        deal = crm.create("deal", {"title": "A"})["id"]
+        with pytest.raises(metacrm.errors.SetupError, match="file store s3://nobucket/x: .*NoSuchBucket"):
+            crm.attach("deal", deal, b"x", name="x.txt")
+        assert crm.files("deal", deal) == []

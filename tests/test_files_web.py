@@ -77,3 +77,29 @@ def test_refusals_come_back_to_the_card_and_hidden_files_are_404(web) -> None:
     assert upload.status_code == 404
     detach = boris.post(f"/deal/{deal}/files/{secret['id']}/detach", data={"csrf": boris_token})
     assert detach.status_code == 404 and len(crm.files("deal", deal)) == 1
+
+
+def test_the_card_reads_its_files_in_one_query_however_many(web) -> None:
+    from sqlalchemy import event
+
+    crm, clients = web
+    anna = clients["anna"]
+    counts = []
+    for many in (1, 12):
+        deal = crm.as_user("anna").create("deal", {"title": f"{many}"})["id"]
+        for i in range(many):
+            crm.attach("deal", deal, f"{i}".encode(), name=f"{i}.txt")
+        anna.get(f"/deal/{deal}")  # warm: the session and the user are cached alike for both
+        statements: list[str] = []
+
+        def count(conn, cursor, statement, *args, seen=statements):
+            seen.append(statement)
+
+        event.listen(crm.engine, "before_cursor_execute", count)
+        try:
+            page = anna.get(f"/deal/{deal}")
+        finally:
+            event.remove(crm.engine, "before_cursor_execute", count)
+        assert page.status_code == 200 and page.text.count("<tr data-file=") == many
+        counts.append(len(statements))
+    assert counts[0] == counts[1]

@@ -28,6 +28,7 @@ entities:
       client: {to: client}
       manager: {to: user, label: Менеджер}
       assignees: {to: user, many: true}
+    search: [title]
     stages:
       initial: new
       states: {new: {}, won: {kind: won}, lost: {kind: lost}}
@@ -177,7 +178,8 @@ def test_a_guessed_value_answers_as_a_wrong_one(crm):
         wrong = where.replace("carol", "nobody").replace("hidden", "nothing")
         assert bob.find("deal", where=where) == bob.find("deal", where=wrong) == []
         assert bob.count("deal", where=where) == bob.count("deal", where=wrong) == 0
-    assert bob.search("hidden") == bob.search("nothing")
+    assert bob.search("hidden") == bob.search("nothing") == []
+    assert [h["id"] for h in crm.as_user("carol").search("hidden")] == [1]
 
 
 def test_remove_user_restrict_and_set_null(crm):
@@ -331,3 +333,27 @@ def test_cli(crm, tmp_path):
     assert removed.strip() == (
         "user alice removed; taken off 2 links to users (passed to bob where on_delete is restrict)"
     )
+
+
+def test_notify_the_users_of_a_link(tmp_path, db_url):
+    path = tmp_path / "n.yaml"
+    path.write_text(
+        MODEL.replace(
+            "roles:",
+            "automations:\n  tell:\n    when: {entity: deal, created: true}\n"
+            "    do:\n      - notify: {to: ['users:assignees', 'users:manager'], template: 'New deal {title}'}\nroles:",
+        ),
+        encoding="utf-8",
+    )
+    crm = metacrm.connect(path, db_url)
+    crm.migrate()
+    crm.add_user("alice", email="alice@example.org")
+    crm.add_user("bob", email="bob@example.org")
+    crm.add_user("carol")
+    crm.create("deal", {"title": "a", "manager": "carol", "assignees": ["alice", "bob"]})
+    assert sorted(m["recipient"] for m in crm.outbox()) == ["alice@example.org", "bob@example.org"]
+    crm.close()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(path.read_text(encoding="utf-8").replace("users:manager", "users:managr"), encoding="utf-8")
+    with pytest.raises(ModelError, match=r"notify: 'managr' is not a `to: user` link of 'deal' \(did you mean"):
+        metacrm.load_model(bad)

@@ -115,6 +115,13 @@ def test_form_picks_users(site):
     assert r.status_code == 303, r.text
     record = crm.find("deal", where="title = 'web'")[0]
     assert (record["manager"], record["assignees"]) == ("bob", ["alice", "bob"])
+    card = client.get(r.headers["location"]).text
+    assert '<dd data-field="assignees">Alice A., bob</dd>' in card
     # a page of a record alice may not read answers as a missing one
     assert client.get(f"/deal/{hidden}").status_code == client.get(f"/deal/{hidden + 100}").status_code == 404
     assert "secret" not in client.get("/deal?where=manager = 'carol'").text
+    # "my records": owned, or named by a link to users
+    listing = client.get("/deal").text
+    mine = re.search(r'<a href="([^"]+)" id="mine-link">My records</a>', listing).group(1)
+    assert mine == "/deal?where=owner+%3D+%3Ame+or+manager+%3D+%3Ame+or+assignees+contains+%3Ame"
+    assert '<a href="/deal/' in client.get(mine).text  # the filter runs (alice's deal "web")

@@ -426,6 +426,16 @@ def _notify(run: _Run, f: Firing, entity: Entity, record, links, index, spec, no
             for login in logins:
                 if run.users[login]["email"]:
                     add("email", run.users[login]["email"], login)
+        elif kind == "user_link":  # the users a `to: user` link of the record names
+            held = record.get(value)
+            logins = [held] if isinstance(held, str) else list(held or ())
+            if not logins:
+                skipped(to, f"{f.entity} {f.record_id} has no {value}")
+            for login in logins:
+                if (run.users.get(login) or {}).get("email"):
+                    add("email", run.users[login]["email"], login)
+                else:
+                    skipped(to, f"user '{login}' has no e-mail")
         elif kind == "user":
             if value not in run.users:
                 skipped(to, f"no user '{value}'")

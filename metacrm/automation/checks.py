@@ -224,6 +224,16 @@ def _notify(model: Model, auto: Automation, entity: Entity, notify: dict, at: tu
                 + f"; roles: {listing(model.roles)}",
                 where,
             )
+        elif kind == "user_link" and value not in {f.name for f in entity.user_links}:
+            links = [f.name for f in entity.user_links]
+            hint = did_you_mean(value, links)
+            yield (
+                "automation.recipient_invalid",
+                f"automation '{auto.name}': notify: '{value}' is not a `to: user` link of '{entity.name}'"
+                + (f" ({hint})" if hint else "")
+                + f"; links to users: {listing(links)}",
+                where,
+            )
         elif kind == "owner" and not entity.owner:
             yield (
                 "automation.recipient_invalid",

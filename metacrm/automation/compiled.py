@@ -77,10 +77,13 @@ def relative_seconds(text: str) -> int | None:
 
 
 def recipient_kind(text: str) -> tuple[str, str]:
-    """``(kind, value)`` of a ``notify.to`` entry: owner, role, email_path, email, webhook, user."""
+    """``(kind, value)`` of a ``notify.to`` entry: owner, role, user_link, email_path, email,
+    webhook, user."""
     text = text.strip()
     if text == "owner":
         return "owner", ""
+    if text.startswith("users:"):
+        return "user_link", text[6:].strip()
     if text.startswith("role:"):
         return "role", text[5:].strip()
     if text.startswith("email:"):

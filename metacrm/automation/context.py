@@ -80,17 +80,20 @@ def linked(conn, storage, entity: Entity, ids: Sequence[int], name: str, fields:
         source = storage.table(entity.name)
         if link.many:
             join = storage.join_table(entity.name, name)
-            target = storage.table(link.target)
-            query = (
-                select(
-                    join.c.source_id.label("_src"),
-                    *_columns(model, storage, link.target, fields),
-                    *_link_columns(link, join, fields),
+            for target_name in link.targets:  # one query per target entity of a polymorphic one
+                target = storage.table(target_name)
+                query = (
+                    select(
+                        join.c.source_id.label("_src"),
+                        *_columns(model, storage, target_name, fields),
+                        *_link_columns(link, join, fields),
+                    )
+                    .select_from(join)
+                    .join(target, target.c.id == join.c.target_id)
                 )
-                .select_from(join)
-                .join(target, target.c.id == join.c.target_id)
-            )
-            queries.append((link.target, query, join.c.source_id))
+                if link.polymorphic:
+                    query = query.where(join.c[naming.JOIN_TARGET_ENTITY] == target_name)
+                queries.append((target_name, query, join.c.source_id))
         else:
             column = source.c[naming.link_column(name)]
             for target_name in link.targets:
@@ -118,6 +121,8 @@ def linked(conn, storage, entity: Entity, ids: Sequence[int], name: str, fields:
                 .select_from(join)
                 .join(target, target.c.id == join.c.source_id)
             )
+            if declared.polymorphic:
+                query = query.where(join.c[naming.JOIN_TARGET_ENTITY] == entity.name)
             queries.append((inv.source, query, join.c.target_id))
         else:
             column = target.c[naming.link_column(inv.link)]

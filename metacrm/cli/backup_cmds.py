@@ -45,7 +45,7 @@ def restore(
         str, typer.Argument(metavar="DIR | ENTITY", help="A directory written by `metacrm dump`, or an entity.")
     ],
     record_id: Annotated[
-        str | None, typer.Argument(metavar="[ID]", help="With an entity: the archived record to bring back.")
+        str | None, typer.Argument(metavar="ID", help="With an entity: the archived record to bring back.")
     ] = None,
     db: DbOpt = DEFAULT_DB,
     model: ModelOpt = DEFAULT_MODEL,

@@ -229,7 +229,7 @@ def _said(word: str, ids_by_entity: dict, format: Format) -> None:
 
 def purge(
     entity: Annotated[str, typer.Argument(help="Entity name.")],
-    record_id: Annotated[str | None, typer.Argument(metavar="[ID]", help="The record (omit with --archived).")] = None,
+    record_id: Annotated[str | None, typer.Argument(metavar="ID", help="The record (omit with --archived).")] = None,
     archived: Annotated[
         bool, typer.Option("--archived", help="Every archived record of the entity (that you may delete).")
     ] = False,

@@ -197,7 +197,7 @@ def export(
         names = parse_columns(ent, columns) if columns else None
         transform = None
         if expand:
-            system = ("created_at", "updated_at", "version", "created_by", "updated_by")
+            system = ("created_at", "updated_at", "version", "created_by", "updated_by", "archived_at", "archived_by")
             shown = names or [c for c in ent.columns if c not in system]
 
             def transform(page):

@@ -79,8 +79,8 @@ def link_titles(crm, ent, rows: Sequence[dict], columns: Sequence[str]) -> dict[
             by_entity: dict[str, set] = {}
             for row in rows:
                 value = row.get(name)
-                if value:
-                    by_entity.setdefault(value["entity"], set()).add(value["id"])
+                for ref in (value or ()) if link.many else ([value] if value else ()):
+                    by_entity.setdefault(ref["entity"], set()).add(ref["id"])
             shown: dict = {}
             for target, ids in by_entity.items():
                 titles = crm.titles(target, ids)

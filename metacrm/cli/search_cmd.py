@@ -1,4 +1,5 @@
-"""``metacrm search TEXT [--entity E]``: full-text search over the entities' search fields."""
+"""``metacrm search TEXT [--entity E]``: full-text search over the entities' search fields;
+``metacrm tags ENTITY [--field F]``: the vocabulary of an entity's tags field."""
 
 from __future__ import annotations
 
@@ -33,5 +34,22 @@ def search(
         emit_records(rows, format, COLUMNS)
 
 
+def tags(
+    entity: Annotated[str, typer.Argument(help="Entity name.")],
+    field: Annotated[
+        str | None, typer.Option("--field", "-f", help="The tags field (when the entity has several).")
+    ] = None,
+    model: ModelOpt = DEFAULT_MODEL,
+    db: DbOpt = DEFAULT_DB,
+    as_user: AsOpt = None,
+    format: FormatOpt = Format.table,
+) -> None:
+    """The tags in use on an entity's records, most used first, with how many records carry each."""
+    with opened(model, db, as_user) as crm:
+        rows = crm.tags(entity, field)
+    emit_records(list(rows), format, ["tag", "count"])
+
+
 def register(app: typer.Typer) -> None:
     app.command()(search)
+    app.command()(tags)

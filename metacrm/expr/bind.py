@@ -320,7 +320,7 @@ class _Binder:
             raise vt.error(f"links to several entities; only 'is null' and 'is not null' apply, not '{op}'{at}", pos)
         what = {TEXT: "text", MULTICHOICE: "multichoice", JSON: "json"}.get(vt.kind, vt.type_name)
         hint = " (use 'contains' for multichoice)" if vt.kind == MULTICHOICE else ""
-        if vt.type_name in ("emails", "phones"):
+        if vt.type_name in ("emails", "phones", "tags"):
             what, hint = vt.type_name, f" (use '{vt.label.split('.')[-1]} contains VALUE': holds that value)"
         raise vt.error(f"'{op}' does not apply to {what} values{at}{hint}", pos)
 

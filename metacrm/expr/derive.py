@@ -393,6 +393,10 @@ class _Analyser:
                 + f"; inverse and many links of {ent.name}: {listing(many)}"
             )
         hop = resolve(self.model, ent.name, link_name).hops[0]
+        if hop.kind == "many" and hop.polymorphic:
+            raise ExpressionError(
+                f"{what}: '{link_name}' links to several entities; a roll-up aggregates over the records of one"
+            )
         child = hop.target
         problems: list[str] = []
         arg = _strip(tree.arg, link_name, problems, what)

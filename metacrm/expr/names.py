@@ -110,6 +110,10 @@ class ValueType:
                 from ..validation.values import check_email
 
                 return (check_email(value.strip())[0] or value.strip()).lower()  # addresses match in any case
+            if self.type_name == "tags" and isinstance(value, str):
+                from ..validation.values import normal_tag
+
+                return normal_tag(value)
             if self.type_name == "phones" and isinstance(value, str | int) and not isinstance(value, bool):
                 from ..validation.values import check_phone
 
@@ -189,6 +193,7 @@ _FIELD_KINDS = {
     "phone": TEXT,
     "url": TEXT,
     "country": TEXT,
+    "rich_text": TEXT,
     "choice": TEXT,
     "integer": INTEGER,
     "duration": INTEGER,  # whole seconds
@@ -204,12 +209,13 @@ _FIELD_KINDS = {
     # several values: 'contains' holds one of them (compiled to a lookup of the value index)
     "emails": MULTICHOICE,
     "phones": MULTICHOICE,
+    "tags": MULTICHOICE,
     "user": TEXT,  # a login: `manager = :me`
     "users": MULTICHOICE,  # a list of logins: `assignees contains :me`
     "file": INTEGER,  # the id of the attached file (`contract is not null`)
     "image": INTEGER,
 }
-_ONE_OF = {"emails": "an e-mail address", "phones": "a phone number"}
+_ONE_OF = {"emails": "an e-mail address", "phones": "a phone number", "tags": "a tag"}
 
 
 def field_type(entity: Entity, name: str) -> ValueType:
@@ -338,14 +344,14 @@ def resolve(model: Model, entity_name: str, path: str, pos: int | None = None) -
         at = None if pos is None else pos + offset
         offset += len(part) + 1
         rest = ".".join(parts[i + 1 :])
-        if part in entity.composites:  # a composite field: one of its parts is named (``address.city``)
-            whole = f"{part}.{parts[i + 1]}" if not last else None
-            if whole is None or whole not in entity.fields:
-                names = listing(entity.composites[part].fields)
-                raise ExpressionError(f"{entity.name}: '{part}' is made of parts; name one of them: {names}", at)
+        whole = f"{part}.{parts[i + 1]}" if not last else None
+        if whole is not None and whole in entity.fields:  # a part (``address.city``, ``notes.text``)
             if i + 2 < len(parts):
                 raise ExpressionError(f"{entity.name}: '{whole}' is a field, not a link, so it cannot be followed", at)
             return Resolved(path, tuple(hops), entity.name, whole, _localised(field_type(entity, whole), model))
+        if part in entity.composites:  # a composite field itself: name one of its parts
+            names = listing(entity.composites[part].fields)
+            raise ExpressionError(f"{entity.name}: '{part}' is made of parts; name one of them: {names}", at)
         if part in entity.fields:
             if not last:
                 raise ExpressionError(
@@ -367,6 +373,11 @@ def resolve(model: Model, entity_name: str, path: str, pos: int | None = None) -
                         f"{entity.name}: '{part}' links to several entities ({', '.join(link.targets)}) and cannot be "
                         f"followed ('{part}.{rest}'); only '{part} is null' and '{part} is not null' apply",
                         at,
+                    )
+                if link.many:  # its join rows: only whether there are any ('is null')
+                    hops.append(Hop("many", entity.name, link.targets[0], part, polymorphic=True))
+                    return Resolved(
+                        path, tuple(hops), entity.name, "id", ValueType(REF, f"{entity.name}.{part}", "link")
                     )
                 return Resolved(
                     path,

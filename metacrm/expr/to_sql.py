@@ -295,6 +295,9 @@ class _Compiler:
             join = self.storage.join_table(hop.target, hop.link).alias()
             source = self.storage.table(hop.target).alias()
             seen = self.readable(hop.target, source)  # the join rows of hidden sources are hidden
+            here = []  # a many-link to several entities: only its rows pointing at this entity
+            if hop.polymorphic:
+                here.append(join.c[naming.JOIN_TARGET_ENTITY] == literal(hop.entity, String()))
             if last or rows:
                 column = join.c[r.column] if rows else join.c[naming.JOIN_SOURCE]
                 inner = self.terminal(r, column, join, test)
@@ -304,7 +307,7 @@ class _Compiler:
                 inner = join.c[naming.JOIN_SOURCE].in_(
                     select(source.c.id).where(self.walk(r, i + 1, source, test, "pos"), *seen)
                 )
-            return table.c.id.in_(select(join.c[naming.JOIN_TARGET]).where(inner))
+            return table.c.id.in_(select(join.c[naming.JOIN_TARGET]).where(inner, *here))
         source = self.storage.table(hop.target).alias()
         column = source.c[naming.link_column(hop.link)]
         where = [column.is_not(None)]

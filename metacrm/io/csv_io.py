@@ -85,6 +85,7 @@ CHUNK = 500  # values per lookup query
 ID_COLUMN = "id"
 SYSTEM_COLUMNS = frozenset(
     {"created_at", "updated_at", "version", "created_by", "updated_by", "stage_entered_at", "closed_at"}
+    | {"archived_at", "archived_by"}
 )
 
 REJECTED, UNRESOLVED, NEAR_MATCH, EMPTY_LINK = "rejected", "unresolved", "near_match", "empty_link"
@@ -396,8 +397,9 @@ def map_columns(
                 continue
             target = found[0]
         kind = "id" if target == ID_COLUMN else members[target]
-        if kind == "field" and (ent.fields[target].derived or ent.fields[target].kind == "file"):
-            # computed, or a file's id (files are attached, not imported): an export's column, read back as nothing
+        if kind == "field" and (ent.fields[target].derived or ent.fields[target].text_of or ent.fields[target].kind == "file"):
+            # computed (a rich_text's plain text too), or a file's id (files are attached, not imported): an
+            # export's column, read back as nothing
             columns.append(_Column(index, column, None, "ignore"))
             continue
         if kind == "stage" and not import_stages:

@@ -59,11 +59,15 @@ def parse_duration(text: str) -> int | None:
     return sum(int(n) * _UNITS[u] for n, u in _DURATION.findall(text))
 
 
-def _spread(names: tuple[str, ...], composites: dict, parts: dict) -> tuple[str, ...]:
-    """Names with each composite field replaced by its parts that ``parts`` names for its type."""
+def _spread(names: tuple[str, ...], composites: dict, parts: dict, fields: dict) -> tuple[str, ...]:
+    """Names with each composite field replaced by its parts that ``parts`` names for its type,
+    and each rich_text field by its plain text."""
     out: list[str] = []
     for n in names:
         c = composites.get(n)
+        if c is None and n in fields and fields[n].type == "rich_text":
+            out.append(part_name(n, "text"))
+            continue
         out += [part_name(n, p) for p in parts[c.type]] if c else [n]
     return tuple(dict.fromkeys(out))
 
@@ -207,6 +211,13 @@ class _Builder:
                 fields.update((f.name, f) for f in parts)
             elif isinstance(fdecl, dict) and fdecl.get("type") in FIELD_TYPES:
                 fields[fname] = self.field((*path, "fields", fname), fname, fdecl)
+                if fdecl["type"] == "rich_text":  # its plain text: searched, filtered, listed
+                    text = part_name(fname, "text")
+                    label = f"{_str(fdecl.get('label')) or fname}: text"
+                    renamed = tuple(part_name(old, "text") for old in _names(fdecl.get("renamed_from")))
+                    fields[text] = Field(
+                        text, "text", label=label, renamed_from=renamed, loc=fields[fname].loc, text_of=fname
+                    )
         fields = currency_scales(fields)
         links = {
             lname: self.link((*path, "links", lname), name, lname, ldecl)
@@ -244,7 +255,7 @@ class _Builder:
             owner=decl.get("owner") is True,
             archive=decl.get("archive") is True,
             title=title,
-            search=_spread(_names(decl.get("search")), composites, SEARCHED_PARTS),
+            search=_spread(_names(decl.get("search")), composites, SEARCHED_PARTS, fields),
             list=_names(decl["list"]) if isinstance(decl.get("list"), list) else None,
             composites=_frozen(composites),
             indexes=tuple(_names(ix) for ix in decl.get("indexes") or () if _names(ix)),

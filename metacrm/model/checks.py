@@ -60,7 +60,7 @@ LINK_FIELD_TYPES = frozenset(
     | {"email", "phone", "url", "choice", "multichoice", "json"}
 )
 COMPOSITE_KEYS = frozenset({"type", "label", "help", "required", "renamed_from"})
-TEXT_SEARCHABLE = frozenset({"string", "text", "email", "phone", "url", "choice", "country", *MULTI_VALUE_TYPES})
+TEXT_SEARCHABLE = frozenset({"string", "text", "rich_text", "email", "phone", "url", "choice", "country", *MULTI_VALUE_TYPES})
 
 
 class _Checker:
@@ -126,7 +126,7 @@ class _Checker:
                 path = ("entities", entity.name, "links", f.name)
                 yield from self.check_name(f"link '{entity.name}.{f.name}':", f.name, path)
                 continue
-            if f.part_of:  # a part of a composite field: checked with it, below
+            if f.part_of or f.text_of:  # a part of a composite field: checked with it, below
                 continue
             path = ("entities", entity.name, "fields", f.name)
             decl = self.doc["entities"][entity.name]["fields"][f.name]
@@ -136,7 +136,10 @@ class _Checker:
             yield from self.check_name(f"field '{entity.name}.{c.name}':", c.name, path)
             if c.name in entity.links:
                 yield self.problem(
-                    "entity.name_conflict", f"entity '{entity.name}': '{c.name}' is both a field and a link", path, key=True
+                    "entity.name_conflict",
+                    f"entity '{entity.name}': '{c.name}' is both a field and a link",
+                    ("entities", entity.name, "links", c.name),
+                    key=True,
                 )
             decl = self.doc["entities"][entity.name]["fields"][c.name]
             for key in sorted(set(decl) - COMPOSITE_KEYS):
@@ -244,12 +247,12 @@ class _Checker:
                         at,
                         hint=did_you_mean(target, entities),
                     )
-            if link.polymorphic and link.many:
+            if link.polymorphic and link.many and link.fields:
                 yield self.problem(
-                    "link.polymorphic_many",
-                    f"link '{entity.name}.{link.name}': a link to several entities cannot also be 'many'; "
-                    "declare one many-link per target",
-                    (*path, "many"),
+                    "link.polymorphic_fields",
+                    f"link '{entity.name}.{link.name}': a many-link to several entities carries no fields yet; "
+                    "declare one many-link per target to give its pairs fields",
+                    (*path, "fields"),
                     key=True,
                 )
             if link.required and link.on_delete == "set_null":

@@ -83,6 +83,18 @@ _TYPES = (
         frozenset(),
         description="several phone numbers (E.164), the first the primary; each searchable",
     ),
+    FieldType(
+        "tags",
+        "json",
+        frozenset(),
+        description="free tags, trimmed and lower-cased, from the entity's vocabulary or new",
+    ),
+    FieldType(
+        "rich_text",
+        "text",
+        frozenset(),
+        description="formatted text (HTML, sanitised with nh3); its plain text is <field>.text",
+    ),
     FieldType("country", "string", frozenset(), description="a country, as its ISO 3166-1 alpha-2 code"),
     # declared as links (``links: {manager: {to: user}}``), held as fields: a login, a list of logins
     FieldType("user", "string", frozenset(), description="a user of the CRM, by login (a `to: user` link)"),
@@ -92,7 +104,7 @@ _TYPES = (
     FieldType("image", "file", FILE_OPTIONS, description="one attached image (PNG, JPEG, GIF or WebP)"),
 )
 # several values in a JSON list on the row, each also in an index table (storage/valueindex.py)
-MULTI_VALUE_TYPES = frozenset({"emails", "phones"})
+MULTI_VALUE_TYPES = frozenset({"emails", "phones", "tags"})
 USER_TYPES = frozenset({"user", "users"})
 
 FIELD_TYPES: dict[str, FieldType] = {t.name: t for t in _TYPES}
@@ -137,7 +149,7 @@ def default_problem(ftype: FieldType, value, options: tuple[str, ...]) -> str | 
     kind = ftype.name
     if value is None:
         return None
-    if kind in ("string", "text", "email", "phone", "url", "country"):
+    if kind in ("string", "text", "email", "phone", "url", "country", "rich_text"):
         return None if isinstance(value, str) else "must be text"
     if kind == "integer":
         return None if isinstance(value, int) and not isinstance(value, bool) else "must be a whole number"
@@ -177,7 +189,7 @@ def default_problem(ftype: FieldType, value, options: tuple[str, ...]) -> str | 
         return "must be a date and time (ISO 8601) or 'now'"
     if kind == "choice":
         return None if value in options else f"must be one of the options: {', '.join(options)}"
-    if kind in MULTI_VALUE_TYPES:
+    if kind in MULTI_VALUE_TYPES:  # checked further when a record takes it
         if isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value)):
             return None
         return "must be text or a list of texts"

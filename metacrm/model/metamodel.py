@@ -77,6 +77,7 @@ class Field:
     currency_field: str | None = None  # ... or the choice field of the record naming its currency
     round: bool = False  # a migration that lowers the scale rounds values instead of refusing them
     part_of: str | None = None  # a part of a composite field (``address.city``): the composite's name
+    text_of: str | None = None  # the plain text of a rich_text field (``notes.text``): its name
 
     @property
     def decimals(self) -> int | None:

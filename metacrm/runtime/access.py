@@ -7,10 +7,11 @@ user`` links name the user: an account manager, an assignee), ``own`` (the recor
 the user) or ``none``; each scope takes in the records of the narrower ones (``team`` also
 the records the user is assigned to), and with several roles the widest scope wins.
 ``{assigned: [links]}`` counts only the named ``to: user`` links (plain ``assigned``: all of
-the entity's; several roles granting it: the links of each). The system user (no login) may do anything. A rule that
-cannot be evaluated denies: ``own``/``team`` on an entity without ``owner: true``, or ``team``
-for a user without a team, grant nothing beyond the user's own records (and nothing at all
-where records have no owner).
+the entity's; several roles granting it: the links of each). The system user (no login) may
+do anything. A rule that cannot be evaluated denies: ``own``/``team`` on an entity without
+``owner: true``, or ``team`` for a user without a team, grant nothing beyond the user's own
+(or assigned) records (and nothing at all where records have neither an owner nor links to
+users).
 """
 
 from __future__ import annotations
@@ -163,7 +164,6 @@ def _scope_clause(storage, ent: Entity, actor: Actor, action: str, table):
     granted = scope(storage.model, actor, ent.name, action)
     if granted == "all":
         return None
-    table = storage.table(ent.name) if table is None else table
     links = assigned_links(storage.model, actor, ent, action) if granted in ("assigned", "team") else ()
     if granted == "none" or not ent.owner and not links:
         return false()

@@ -44,14 +44,24 @@ def refuse_archived(ent: Entity, row: Mapping, action: str) -> None:
 
 
 def _stamp(crm, conn, ent: Entity, row: Mapping, at, by) -> dict:
-    """Set (or clear) the archive columns of one record; returns the record as stored."""
+    """Set (or clear) the archive columns of one record; returns the record as stored. The
+    UPDATE holds only while the record is still as read (live to archive, archived to restore):
+    a concurrent delete or restore that got there first makes it refuse, not write twice."""
     table = crm.storage.table(ent.name)
     now = now_utc()
-    conn.execute(
+    still = table.c.archived_at.is_(None) if at is not None else table.c.archived_at.is_not(None)
+    done = conn.execute(
         update(table)
-        .where(table.c.id == row["id"])
+        .where(table.c.id == row["id"], still)
         .values(archived_at=at, archived_by=by, updated_at=now, updated_by=crm.user, version=table.c.version + 1)
     )
+    if done.rowcount != 1:
+        state = "archived" if at is not None else "restored"
+        raise ConflictError(
+            f"{ent.name} {row['id']} was {state} (or removed) by someone else meanwhile; read it again",
+            entity=ent.name,
+            record_id=row["id"],
+        )
     fresh = conn.execute(rec.row_by_id(table), {"_id": row["id"]}).mappings().one()
     return rec.rows_to_records(conn, crm.storage, ent, [fresh])[0]
 

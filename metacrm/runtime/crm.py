@@ -41,7 +41,7 @@ from .access import (
     scope,
     team_members,
 )
-from .bulk import QUIET, Issues, Misplaced, firing, insert_row, insert_rows, paused_gc
+from .bulk import QUIET, Issues, Misplaced, create_one, firing, insert_row, insert_rows, paused_gc
 from .deletes import delete_records
 from .duplicates import duplicate_groups, find_duplicates, merge_into
 from .engine import driver_errors, make_engine, reading, ready, writing
@@ -54,6 +54,7 @@ from .records import link_member as _link_member
 from .reports import ReportsMixin
 from .search import SearchMixin
 from .stages_api import StagesMixin
+from .tags import TagsMixin
 from .tasks import TasksMixin
 from .users import UsersMixin, check_owners_exist, check_users_exist
 
@@ -122,7 +123,16 @@ def connect(
 
 
 class CRM(
-    ReadsMixin, StagesMixin, UsersMixin, ReportsMixin, SearchMixin, TasksMixin, DeliveryMixin, FormsMixin, FilesMixin
+    ReadsMixin,
+    StagesMixin,
+    UsersMixin,
+    ReportsMixin,
+    SearchMixin,
+    TasksMixin,
+    DeliveryMixin,
+    FormsMixin,
+    FilesMixin,
+    TagsMixin,
 ):
     model: Model
     engine: Engine
@@ -289,13 +299,15 @@ class CRM(
         outer = self._tx
         return _savepoint(outer) if outer is not None else writing(self.engine)
 
-    def _log(self, conn, entries, extra=()) -> None:
+    def _log(self, conn, entries, extra=(), *, written: bool = False) -> None:
         """Journal what a write changed, then react to it (derived fields, automations) in
         the same transaction: see :mod:`metacrm.runtime.react`. ``extra``: entries the
-        reactors see but the journal does not keep (the record a merge removed)."""
-        if self._by is not None:  # an automation's write: `alice (automation contract_review)`
+        reactors see but the journal does not keep (the record a merge removed).
+        ``written``: the entries are in the journal already (written with the record)."""
+        if self._by is not None and not written:  # an automation's write: `alice (automation contract_review)`
             entries = [{**e, "by": self._by} for e in entries]
-        journal.write(conn, self.storage, entries)
+        if not written:
+            journal.write(conn, self.storage, entries)
         reactors = self._reactors
         if reactors and QUIET.get():  # create_many(..., automations=False)
             reactors = tuple(r for r in reactors if not getattr(r, "automation", False))
@@ -588,7 +600,7 @@ class CRM(
                 given = linkrows.given_of(ids)
                 pairs = linkrows.rows(self.model, entity, link, ((record_id, t, given.get(t)) for t in ids), kept)
             else:
-                pairs = [{"source_id": record_id, "target_id": t} for t in ids]
+                pairs = [rec.join_row(link, record_id, t) for t in ids]
             if replace:
                 conn.execute(delete(join).where(join.c.source_id == record_id))
             if pairs:
@@ -1021,6 +1033,8 @@ class CRM(
             for row in rows:
                 row["reached"] = bits[(ent.name, row["pipeline"])][row["stage"]]
         sysfields.number_rows(conn, self.storage, ent, rows, self.model.timezone)
+        if len(rows) == 1 and conn.dialect.name == "postgresql" and not any(stages) and _plain_links(ent, manys[0]):
+            return self._insert_one(conn, ent, rows[0], manys[0], now, returning=returning)
         if len(rows) == 1:
             ids = [insert_row(conn, table, rows[0])]
         else:  # ids taken up front, then one plain executemany (RETURNING in order costs a statement per row)
@@ -1043,13 +1057,14 @@ class CRM(
                     ),
                     indexes=index,
                 )
+                key = linkrows.key(link.name)
                 for pair in pairs:
-                    shown.setdefault(pair["source_id"], {}).setdefault(linkrows.key(link.name), []).append(
+                    shown.setdefault(pair["source_id"], {}).setdefault(key, []).append(
                         linkrows.shown(link, pair["target_id"], pair)
                     )
             else:
                 pairs = [
-                    {"source_id": record_id, "target_id": t}
+                    rec.join_row(link, record_id, t)
                     for record_id, many in zip(ids, manys, strict=True)
                     for t in many.get(link.name, ())
                 ]
@@ -1062,7 +1077,7 @@ class CRM(
         for record_id, row, many in zip(ids, rows, manys, strict=True):
             # _new_row holds every field and link column already (executemany needs equal keys)
             stored = {**row, "id": record_id}
-            linked = {k: sorted(v) for k, v in many.items()}
+            linked = {k: sorted(v, key=rec.ref_key) for k, v in many.items()}
             for k, rows_ in shown.get(record_id, {}).items():
                 linked[k] = sorted(rows_, key=lambda r: r["id"])
             out.append(rec.row_to_record(ent, stored, linked))
@@ -1072,6 +1087,20 @@ class CRM(
         self._check_rules(conn, ent, ids, first=first, created=True)
         self._derived_values(conn, ent, out)
         return out if returning else []
+
+    def _insert_one(self, conn, ent: Entity, row: dict, many: dict, now, *, returning: bool) -> list[dict]:
+        """PostgreSQL, one new record: the row, its join rows, its stage history row and its
+        journal row in one statement (one round trip; see bulk.create_statement), then the
+        reactors and checks as for a batch."""
+        record = rec.row_to_record(ent, {**row, "id": 0}, {k: sorted(v) for k, v in many.items()})
+        entry = journal.created_entries(ent, [record], now, self._by or self.user)[0]
+        history = self._history_rows(ent, [row], [0])[0] if ent.has_stages else None
+        record_id = create_one(conn, self.storage, ent, row, many, history, entry)
+        record["id"] = entry["record_id"] = record_id
+        self._log(conn, [entry], written=True)
+        self._check_rules(conn, ent, [record_id], created=True)
+        self._derived_values(conn, ent, [record])
+        return [record] if returning else []
 
     def _placed_fit(self, conn, ent: Entity, rows, ids) -> None:
         """Refuse imported records that do not fit the stage they were placed in (its
@@ -1363,12 +1392,13 @@ class CRM(
             before = rec.rows_to_records(conn, self.storage, ent, [row])[0]
             if add:
                 rec.check_links_exist(conn, self.storage, ent, [{name: targets}], actor=self._actor_or_none)
-                present = set(
-                    conn.execute(
-                        select(join.c.target_id).where(join.c.source_id == row["id"], join.c.target_id.in_(targets))
-                    ).scalars()
-                )
-                missing = [t for t in targets if t not in present]
+                present = {
+                    rec.ref_key(t)
+                    for t in rec.linked_targets(
+                        conn, join, link, join.c.source_id == row["id"], rec.targets_clause(join, link, targets)
+                    )
+                }
+                missing = [t for t in targets if rec.ref_key(t) not in present]
                 changed = 0
                 if given and present:  # the pairs already linked take the values given
                     stored = linkrows.fields_of(conn, self.storage, ent, link, [row["id"]])
@@ -1377,13 +1407,15 @@ class CRM(
                             changed += linkrows.set_values(conn, self.storage, ent, link, row["id"], t, given)
                 if not missing and not changed:
                     return before  # already linked: nothing changes, the version stays
-                if missing:
+                if missing and link.polymorphic:
+                    conn.execute(insert(join), [rec.join_row(link, row["id"], t) for t in missing])
+                elif missing:
                     pairs = linkrows.rows(self.model, ent, link, ((row["id"], t, given) for t in missing))
                     conn.execute(insert(join), pairs)
             else:
                 clause = join.c.source_id == row["id"]
                 if target is not None:
-                    clause = clause & join.c.target_id.in_(targets)
+                    clause = clause & rec.targets_clause(join, link, targets)
                 if not conn.execute(delete(join).where(clause)).rowcount:
                     if target is None:
                         raise NotFound(_nothing_linked(ent, row["id"], name))
@@ -1471,6 +1503,14 @@ def _not_linked(ent: Entity, record_id, name: str, target) -> str:
     else:
         shown = f"{ent.links[name].target} {target}"
     return f"{ent.name} {record_id} is not linked to {shown} through {name}: nothing to unlink"
+
+
+def _plain_links(ent: Entity, many: Mapping) -> bool:
+    """Whether a new record's many-links are all plain id pairs (what the one-statement create
+    of bulk.create_statement writes): none given carries fields or points at several entities."""
+    return not any(
+        ent.links[name].fields or ent.links[name].polymorphic for name, targets in many.items() if targets
+    )
 
 
 def _nothing_linked(ent: Entity, record_id, name: str) -> str:

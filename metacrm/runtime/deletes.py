@@ -52,6 +52,8 @@ def _referrers(conn: Connection, storage: Storage, ref: _Ref, ids) -> list[tuple
         if ref.link.many:
             join = storage.join_table(ref.source, ref.link.name)
             q = select(join.c.source_id, join.c.target_id).where(join.c.target_id.in_(chunk))
+            if ref.link.polymorphic:
+                q = q.where(join.c[naming.JOIN_TARGET_ENTITY] == ref.target)
         else:
             table = storage.table(ref.source)
             column = table.c[naming.link_column(ref.link.name)]
@@ -142,7 +144,10 @@ def delete_records(
                             cleared.append((ref.source, source_id, ref.link.name, old))
                 if ref.link.many:
                     join = storage.join_table(ref.source, ref.link.name)
-                    conn.execute(delete(join).where(join.c.target_id.in_(chunk)))
+                    clause = join.c.target_id.in_(chunk)
+                    if ref.link.polymorphic:
+                        clause = and_(clause, join.c[naming.JOIN_TARGET_ENTITY] == ref.target)
+                    conn.execute(delete(join).where(clause))
                 elif ref.link.on_delete == "set_null":
                     table = storage.table(ref.source)
                     column = naming.link_column(ref.link.name)

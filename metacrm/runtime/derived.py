@@ -137,6 +137,8 @@ class _Statements:
             )
             source = child.join(join, join.c[far] == child.c.id)
             where = [join.c[near] == parent.c.id]
+            if hop.polymorphic:  # a many-link to several entities: its rows pointing at the parent's entity
+                where.append(join.c[naming.JOIN_TARGET_ENTITY] == literal(d.entity))
             values = ValueSQL(storage, link_table=join)  # link.FIELD: the join row's own values
         if storage.model.entities[d.child].archive:  # archived children count no more (docs/archive.md)
             where.append(child.c.archived_at.is_(None))
@@ -171,6 +173,8 @@ class _Statements:
             elif hop.kind == "inverse":
                 join = self.storage.join_table(d.child, hop.link)
                 query = select(join.c[naming.JOIN_TARGET]).where(join.c[naming.JOIN_SOURCE].in_(ids))
+                if hop.polymorphic:
+                    query = query.where(join.c[naming.JOIN_TARGET_ENTITY] == literal(d.entity))
             else:
                 join = self.storage.join_table(d.entity, hop.link)
                 query = select(join.c[naming.JOIN_SOURCE]).where(join.c[naming.JOIN_TARGET].in_(ids))

@@ -211,20 +211,26 @@ def merge_into(conn, storage: Storage, entity: Entity, keep: int, other: int) ->
 
     moved: dict[str, list] = {}
 
-    def repoint_join(join, side: str, fixed: str) -> list[int]:
-        """Rows with ``side`` = other get ``side`` = keep unless the pair exists already."""
-        rows = conn.execute(select(join.c[fixed]).where(join.c[side] == other)).scalars().all()
-        have = set(conn.execute(select(join.c[fixed]).where(join.c[side] == keep)).scalars())
-        clash = [r for r in rows if r in have]
-        if clash:
-            conn.execute(delete(join).where(and_(join.c[side] == other, join.c[fixed].in_(clash))))
-        conn.execute(update(join).where(join.c[side] == other).values({side: keep}))
-        return sorted(int(r) for r in rows)
+    def repoint_join(join, side: str, fixed: str, *, here=None, kind: str | None = None) -> list[int]:
+        """Rows with ``side`` = other get ``side`` = keep unless the pair exists already
+        (``here``: only the rows it selects; ``kind``: a column completing ``fixed``, the
+        target entity of a polymorphic many-link's own rows)."""
+        cols = [join.c[fixed]] if kind is None else [join.c[kind], join.c[fixed]]
+        only = [] if here is None else [here]
+        rows = [tuple(r) for r in conn.execute(select(*cols).where(join.c[side] == other, *only))]
+        have = {tuple(r) for r in conn.execute(select(*cols).where(join.c[side] == keep, *only))}
+        for clash in (r for r in rows if r in have):
+            same = [c == v for c, v in zip(cols, clash, strict=True)]
+            conn.execute(delete(join).where(join.c[side] == other, *only, *same))
+        conn.execute(update(join).where(join.c[side] == other, *only).values({side: keep}))
+        return sorted(int(r[-1]) for r in rows)
 
     for ref in incoming(storage.model).get(entity.name, ()):
         where = f"{ref.source}.{ref.link.name}"
         if ref.link.many:
-            ids = repoint_join(storage.join_table(ref.source, ref.link.name), "target_id", "source_id")
+            join = storage.join_table(ref.source, ref.link.name)
+            here = join.c[naming.JOIN_TARGET_ENTITY] == entity.name if ref.link.polymorphic else None
+            ids = repoint_join(join, "target_id", "source_id", here=here)
         else:
             table = storage.table(ref.source)
             column = table.c[naming.link_column(ref.link.name)]
@@ -238,7 +244,8 @@ def merge_into(conn, storage: Storage, entity: Entity, keep: int, other: int) ->
             moved[where] = ids
     for link in entity.links.values():
         if link.many:
-            ids = repoint_join(storage.join_table(entity.name, link.name), "source_id", "target_id")
+            kind = naming.JOIN_TARGET_ENTITY if link.polymorphic else None
+            ids = repoint_join(storage.join_table(entity.name, link.name), "source_id", "target_id", kind=kind)
             if ids:
                 moved[f"{entity.name}.{link.name} (own)"] = ids
     for table in (storage.history_table, storage.journal_table):

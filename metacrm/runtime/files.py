@@ -25,7 +25,7 @@ import time
 import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from sqlalchemy import delete, insert, select, update
 
@@ -34,10 +34,11 @@ from ..model.file_rules import IMAGE_TYPES, accepts, show_size
 from ..model.metamodel import Entity, FileSpec
 from ..model.suggest import listing
 from ..storage.types import now_utc
+from ..types import FileDownload, FileInfo, PruneReport
 from . import journal
 from . import records as rec
 from .access import require
-from .filestore import FileStore, TooLarge, open_store
+from .filestore import FileStore, TooLarge, failing, open_store
 
 ATTACHMENTS = "attachments"
 DEFAULT_TYPE = "application/octet-stream"
@@ -84,7 +85,7 @@ def image_type(head: bytes) -> str | None:
     return found if found in IMAGE_TYPES else None
 
 
-def _info(row: Mapping) -> dict[str, Any]:
+def _info(row: Mapping) -> FileInfo:
     return {
         "id": row["id"],
         "entity": row["entity"],
@@ -146,7 +147,7 @@ class FilesMixin:
         *,
         field: str | None = None,
         name: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> FileInfo:
         """Attach a file to a record: to the file field ``field`` (replacing the file it held),
         or, without ``field``, as one more attachment. ``source``: a path, bytes or a binary
         file object (``name`` then names the file; a path gives its own name). Refused
@@ -216,8 +217,10 @@ class FilesMixin:
                 raise ValidationError(message, [FieldIssue(ent.name, field, message)]) from None
         else:
             stream = source
+        store = self.file_store
         try:
-            return self.file_store.put(stream, limit=spec.max_size)
+            with failing(store.location):
+                return store.put(stream, limit=spec.max_size)
         except TooLarge:
             assert spec.max_size is not None
             message = f"{where}: the file is larger than {show_size(spec.max_size)} (max_size)"
@@ -269,7 +272,7 @@ class FilesMixin:
             raise NotFound(f"{ent.name} {record['id']} has no file {file_id}", entity=ent.name, record_id=record["id"])
         return row
 
-    def detach(self, entity: str, record_id: int, file_id: int) -> dict[str, Any]:
+    def detach(self, entity: str, record_id: int, file_id: int) -> FileInfo:
         """Remove a file from a record (a file field becomes empty; refused when the stage the
         record is in requires the field). The content stays in the store until ``prune``.
         Returns the removed file's metadata."""
@@ -289,7 +292,7 @@ class FilesMixin:
                 self._log(conn, [journal.entry(ent.name, record["id"], "detach", now, self.user, text=_said(info))])
             return info
 
-    def files(self, entity: str, record_id: int) -> list[dict[str, Any]]:
+    def files(self, entity: str, record_id: int) -> list[FileInfo]:
         """The files of a record (its file fields' and its attachments), oldest first."""
         self._ready()
         ent = self._entity(entity)
@@ -303,19 +306,21 @@ class FilesMixin:
             ).mappings()
             return [_info(r) for r in rows]
 
-    def file_info(self, entity: str, record_id: int, file_id: int) -> dict[str, Any]:
+    def file_info(self, entity: str, record_id: int, file_id: int) -> FileInfo:
         """One file's metadata (NotFound unless it is a file of that record)."""
         self._ready()
         ent = self._entity(entity)
         with self._reading() as conn:
             return _info(self._file_row(conn, ent, self._get_row(conn, ent, record_id), file_id))
 
-    def open_file(self, entity: str, record_id: int, file_id: int) -> tuple[dict[str, Any], BinaryIO]:
+    def open_file(self, entity: str, record_id: int, file_id: int) -> tuple[FileInfo, BinaryIO]:
         """A file's metadata and its content as a binary stream (the caller closes it)."""
         info = self.file_info(entity, record_id, file_id)
-        return info, self.file_store.open(info["sha256"])
+        store = self.file_store
+        with failing(store.location):
+            return info, store.open(info["sha256"])
 
-    def download(self, entity: str, record_id: int, file_id: int, target: str | os.PathLike[str]) -> dict[str, Any]:
+    def download(self, entity: str, record_id: int, file_id: int, target: str | os.PathLike[str]) -> FileDownload:
         """Write a file's content to ``target`` (a file path; a directory gets the file's own
         name); returns the metadata with ``path``."""
         info, stream = self.open_file(entity, record_id, file_id)
@@ -327,7 +332,7 @@ class FilesMixin:
         return {**info, "path": str(path)}
 
     # -- prune ------------------------------------------------------------------------------
-    def prune(self, *, dry_run: bool = False, grace: float = PRUNE_GRACE) -> dict[str, Any]:
+    def prune(self, *, dry_run: bool = False, grace: float = PRUNE_GRACE) -> PruneReport:
         """Remove from the store the content no file row refers to any more (detached files,
         files of deleted and purged records, refused attaches), and the rows of files whose
         record is gone. Content younger than ``grace`` seconds is kept (an attach may be
@@ -339,15 +344,17 @@ class FilesMixin:
         referenced: set[str] = set()
         with self._writing() as conn:
             if table is not None:
-                for ent in self.model.entities.values():
-                    entity_table = self.storage.table(ent.name)
+                holding = list(conn.execute(select(table.c.entity).distinct()).scalars())  # entities with files
+                for name in holding:
+                    if name not in self.model.entities:  # an entity no longer in the model
+                        orphans += conn.execute(select(table.c.id).where(table.c.entity == name)).scalars()
+                        continue
+                    entity_table = self.storage.table(name)
                     gone = select(table.c.id).where(
-                        table.c.entity == ent.name,
+                        table.c.entity == name,
                         ~select(entity_table.c.id).where(entity_table.c.id == table.c.record_id).exists(),
                     )
                     orphans += conn.execute(gone).scalars()
-                unknown = select(table.c.id).where(table.c.entity.not_in(list(self.model.entities)))
-                orphans += conn.execute(unknown).scalars()
                 if orphans and not dry_run:
                     for start in range(0, len(orphans), rec.BATCH):
                         conn.execute(delete(table).where(table.c.id.in_(orphans[start : start + rec.BATCH])))
@@ -358,13 +365,14 @@ class FilesMixin:
         store = self.file_store
         removed = kept_count = 0
         cutoff = time.time() - grace
-        for sha256, modified in list(store.stored()):
-            if sha256 in referenced or modified > cutoff:
-                kept_count += 1
-                continue
-            removed += 1
-            if not dry_run:
-                store.remove(sha256)
+        with failing(store.location):
+            for sha256, modified in list(store.stored()):
+                if sha256 in referenced or modified > cutoff:
+                    kept_count += 1
+                    continue
+                removed += 1
+                if not dry_run:
+                    store.remove(sha256)
         return {"rows": len(orphans), "removed": removed, "kept": kept_count, "dry_run": dry_run}
 
 

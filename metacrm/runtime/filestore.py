@@ -19,11 +19,12 @@ import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from ..errors import NotFound, SetupError
+from ..errors import MetaCRMError, NotFound, SetupError
 
 CHUNK = 1 << 20
 HEAD = 4096  # the first bytes of a file kept for content checks (an image's signature)
@@ -213,6 +214,23 @@ class S3Store:
                     yield name, item["LastModified"].timestamp()
 
 
+@contextmanager
+def failing(location: str) -> Iterator[None]:
+    """A store that cannot be written or read (a directory without permission, a full disk, a
+    bucket that is missing, unreachable or refuses the credentials) as one SetupError naming
+    it: fixed by its settings, not by the request."""
+    try:
+        yield
+    except (MetaCRMError, TooLarge):
+        raise
+    except OSError as exc:
+        raise SetupError(f"file store {location}: {exc.strerror or exc}") from exc
+    except Exception as exc:
+        if type(exc).__module__.split(".")[0] in ("botocore", "boto3", "s3transfer"):
+            raise SetupError(f"file store {location}: {exc}") from exc
+        raise
+
+
 def open_store(location: str) -> FileStore:
     """The store at ``location``: ``s3://BUCKET/PREFIX`` or a local directory."""
     if location.startswith("s3://"):
@@ -223,4 +241,4 @@ def open_store(location: str) -> FileStore:
     return LocalStore(location)
 
 
-__all__ = ["FileStore", "LocalStore", "S3Store", "Stored", "TooLarge", "key", "open_store"]
+__all__ = ["FileStore", "LocalStore", "S3Store", "Stored", "TooLarge", "failing", "key", "open_store"]

@@ -26,15 +26,20 @@ from ..storage import naming
 from ..storage.tables import Storage
 from ..types import JournalEntry, TimelineEntry
 from .bulk import insert_rows
-from .records import SYSTEM_OUT
+from .records import SYSTEM_OUT, ref_key
 
-ACTIONS = ("create", "update", "delete", "move", "link", "unlink", "note", "archive", "restore", "purge")
+ACTIONS = ("create", "update", "delete", "move", "link", "unlink", "note", "archive", "restore", "purge", "attach", "detach")
 KINDS = ("note", "call", "email", "meeting")
 _SKIP = frozenset(("id", *SYSTEM_OUT, "archived_at", "archived_by"))
 
 
+_PLAIN = frozenset((str, int, bool, float))
+
+
 def safe(value: Any) -> Any:
     """A value as JSON can hold it: decimals, dates and datetimes as strings."""
+    if value is None or type(value) in _PLAIN:
+        return value
     if isinstance(value, Decimal):
         return str(value)
     if isinstance(value, dt.datetime | dt.date | dt.time):
@@ -54,7 +59,7 @@ def _tracked(ent: Entity, record: Mapping) -> dict:
             continue
         link = ent.links.get(key)
         if link is not None and link.many and value is not None:
-            value = sorted(value)  # many-links: sorted id lists
+            value = sorted(value, key=ref_key)  # many-links: sorted id lists ({"entity", "id"} by both)
         out[key] = safe(value)
     return out
 
@@ -162,7 +167,10 @@ def linked_ids(storage: Storage, entity: Entity, source: str, link_name: str, re
     link = storage.model.entities[source].links[link_name]
     if link.many:
         join = storage.join_table(source, link_name)
-        return select(join.c.source_id).where(join.c.target_id == record_id)
+        query = select(join.c.source_id).where(join.c.target_id == record_id)
+        if link.polymorphic:
+            query = query.where(join.c[naming.JOIN_TARGET_ENTITY] == entity.name)
+        return query
     table = storage.table(source)
     query = select(table.c.id).where(table.c[naming.link_column(link_name)] == record_id)
     if link.polymorphic:
@@ -258,7 +266,7 @@ def created_entries(ent: Entity, records: Iterable[Mapping], at, by) -> list[dic
                 changes[key] = [None, str(value)]
             elif key in many:  # many-links: sorted id lists
                 if value != []:
-                    changes[key] = [None, sorted(value) if kind is list else safe(sorted(value))]
+                    changes[key] = [None, sorted(value, key=ref_key) if kind is list else safe(sorted(value, key=ref_key))]
             elif value != []:
                 changes[key] = [None, safe(value)]
         out.append(

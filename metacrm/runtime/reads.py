@@ -157,7 +157,16 @@ class ReadsMixin(Host):
         rid = row["id"]
         if name in ent.links:
             link = ent.links[name]
-            if link.many:
+            if link.many and link.polymorphic:  # the records of every target entity, by entity
+                join = self.storage.join_table(ent.name, name)
+                out = []
+                for target in link.targets:
+                    ids = select(join.c.target_id).where(
+                        join.c.source_id == rid, join.c[naming.JOIN_TARGET_ENTITY] == target
+                    )
+                    out += self._related_of(target, ids, where, params, order_by, limit, own=True)
+                return out[:limit] if limit is not None else out
+            elif link.many:
                 join = self.storage.join_table(ent.name, name)
                 target, ids = link.target, select(join.c.target_id).where(join.c.source_id == rid)
             elif link.polymorphic:
@@ -178,15 +187,20 @@ class ReadsMixin(Host):
             if link.many:
                 join = self.storage.join_table(inv.source, inv.link)
                 ids = select(join.c.source_id).where(join.c.target_id == rid)
+                if link.polymorphic:
+                    ids = ids.where(join.c[naming.JOIN_TARGET_ENTITY] == ent.name)
             else:
                 table = self.storage.table(inv.source)
                 ids = select(table.c.id).where(table.c[naming.link_column(inv.link)] == rid)
                 if link.polymorphic:
                     ids = ids.where(table.c[naming.link_entity_column(inv.link)] == ent.name)
+        return self._related_of(target, ids, where, params, order_by, limit, own=name in ent.links)
+
+    def _related_of(self, target: str, ids, where, params, order_by, limit, *, own: bool) -> list[Record]:
         target_ent = self.model.entities[target]
         table = self.storage.table(target)
         # a link's own targets are shown archived or not (as on the card); an inverse list hides them
-        archived = "include" if name in ent.links else "exclude"
+        archived = "include" if own else "exclude"
         query = self._select(target_ent, where, params, archived=archived).where(table.c.id.in_(ids))
         query = query.order_by(*rec.order_clause(self.storage, target_ent, order_by))
         if limit is not None:
@@ -244,7 +258,10 @@ class ReadsMixin(Host):
         wanted: dict[str, set] = {}
         for link in ent.links.values():
             value = record[link.name]
-            if link.many:
+            if link.many and link.polymorphic:
+                for ref in value:
+                    wanted.setdefault(ref["entity"], set()).add(ref["id"])
+            elif link.many:
                 wanted.setdefault(link.target, set()).update(value)
             elif link.polymorphic and value is not None:
                 wanted.setdefault(value["entity"], set()).add(value["id"])
@@ -254,7 +271,9 @@ class ReadsMixin(Host):
         links: dict[str, RecordRef | list[RecordRef] | None] = {}
         for link in ent.links.values():
             value = record[link.name]
-            if link.many:
+            if link.many and link.polymorphic:
+                links[link.name] = [reference(r["entity"], r["id"], names[r["entity"]]) for r in value]
+            elif link.many:
                 links[link.name] = [reference(link.target, i, names[link.target]) for i in value]
                 if link.fields:  # each pair's values next to its target
                     pairs = {r["id"]: r for r in record.get(f"{link.name}.link", ())}

@@ -146,6 +146,9 @@ def fetch_many_links(conn: Connection, storage: Storage, entity: Entity, ids: Se
         return result
     for link in links:
         join = storage.join_table(entity.name, link.name)
+        if link.polymorphic:  # {"entity", "id"} items, by entity then id
+            _fetch_polymorphic(conn, join, link, ids, result)
+            continue
         names = tuple(link.fields)
         key = f"{link.name}.link"
         for start in range(0, len(ids), BATCH):
@@ -164,6 +167,56 @@ def fetch_many_links(conn: Connection, storage: Storage, entity: Entity, ids: Se
     return result
 
 
+def _fetch_polymorphic(conn: Connection, join, link: Link, ids: Sequence[int], result: dict) -> None:
+    kind, target = join.c[naming.JOIN_TARGET_ENTITY], join.c[naming.JOIN_TARGET]
+    for start in range(0, len(ids), BATCH):
+        chunk = list(ids[start : start + BATCH])
+        query = select(join.c.source_id, kind, target).where(join.c.source_id.in_(chunk))
+        for source_id, entity, target_id in conn.execute(query.order_by(join.c.source_id, kind, target)):
+            result[source_id].setdefault(link.name, []).append({"entity": entity, "id": target_id})
+
+
+def ref_key(value):
+    """The sort key of a many-link's items: an id, or (entity, id) of a polymorphic one."""
+    return (value["entity"], value["id"]) if isinstance(value, dict) else value
+
+
+def join_row(link: Link, source: int, target) -> dict:
+    """A join table row: the source's id and the target (an id, or ``{"entity", "id"}``)."""
+    if link.polymorphic:
+        return {
+            naming.JOIN_SOURCE: source,
+            naming.JOIN_TARGET_ENTITY: target["entity"],
+            naming.JOIN_TARGET: target["id"],
+        }
+    return {naming.JOIN_SOURCE: source, naming.JOIN_TARGET: target}
+
+
+def targets_clause(join, link: Link, targets: Sequence):
+    """The join rows pointing at ``targets`` (ids, or ``{"entity", "id"}`` of a polymorphic link)."""
+    from sqlalchemy import or_
+
+    if not link.polymorphic:
+        return join.c[naming.JOIN_TARGET].in_(list(targets))
+    by_entity: dict[str, list[int]] = defaultdict(list)
+    for t in targets:
+        by_entity[t["entity"]].append(t["id"])
+    return or_(
+        *(
+            and_(join.c[naming.JOIN_TARGET_ENTITY] == entity, join.c[naming.JOIN_TARGET].in_(ids))
+            for entity, ids in sorted(by_entity.items())
+        )
+    )
+
+
+def linked_targets(conn: Connection, join, link: Link, *where) -> list:
+    """The targets of the join rows ``where`` selects: ids, or ``{"entity", "id"}``."""
+    if link.polymorphic:
+        query = select(join.c[naming.JOIN_TARGET_ENTITY], join.c[naming.JOIN_TARGET]).where(*where)
+        return [{"entity": e, "id": i} for e, i in conn.execute(query)]
+    return list(conn.execute(select(join.c[naming.JOIN_TARGET]).where(*where)).scalars())
+
+
 def rows_to_records(conn: Connection, storage: Storage, entity: Entity, rows: Iterable[Mapping]) -> list[dict]:
     rows = list(rows)
     many = fetch_many_links(conn, storage, entity, [r["id"] for r in rows])
@@ -177,7 +230,10 @@ def link_targets(entity: Entity, values: Mapping, *, polymorphic_only: bool = Fa
         value = values.get(link.name)
         if value is None or (polymorphic_only and not link.polymorphic):
             continue
-        if link.many:
+        if link.many and link.polymorphic:
+            for ref in value:
+                wanted[ref["entity"]].add(ref["id"])
+        elif link.many:
             wanted[link.target].update(value)
         elif link.polymorphic:
             wanted[value["entity"]].add(value["id"])
@@ -246,7 +302,9 @@ def check_links_exist(
             archived[target] = {
                 i
                 for start in range(0, len(missing), BATCH)
-                for i in conn.execute(select(table.c.id).where(table.c.id.in_(missing[start : start + BATCH]), shown)).scalars()
+                for i in conn.execute(
+                    select(table.c.id).where(table.c.id.in_(missing[start : start + BATCH]), shown)
+                ).scalars()
             }
     # a record the user may not read is named exactly as a missing one, and the text says both
     unseen = "" if actor is None or actor.system else f" that user '{actor.login}' may read"
@@ -256,7 +314,9 @@ def check_links_exist(
             value = values.get(link.name)
             if value is None or not checked(link):
                 continue
-            if link.many:
+            if link.many and link.polymorphic:
+                pairs = [(v["entity"], v["id"]) for v in value]
+            elif link.many:
                 pairs = [(link.target, v) for v in value]
             elif link.polymorphic:
                 pairs = [(value["entity"], value["id"])]
@@ -297,7 +357,9 @@ def split_values(entity: Entity, values: Mapping) -> tuple[dict, dict[str, list[
         link = entity.links.get(key)
         if link is None:
             continue
-        if link.many:  # LinkRows (a link with fields) keep the values given per target
+        if link.many and link.polymorphic:  # {"entity", "id"} items, deduplicated by the coercer
+            many[key] = list(value or ())
+        elif link.many:  # LinkRows (a link with fields) keep the values given per target
             many[key] = value if isinstance(value, LinkRows) else list(dict.fromkeys(value or ()))
         elif link.polymorphic:
             row[naming.link_entity_column(key)] = None if value is None else value["entity"]

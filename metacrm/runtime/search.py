@@ -47,6 +47,7 @@ from ..storage.tables import SEARCH_CONFIG, fts_table_name, search_ddl, search_d
 from ..storage.valueindex import holds_value
 from ..text import yo_variants
 from ..types import SearchHit
+from ..validation.values import normal_tag
 from .access import row_clause
 from .protocol import Host
 
@@ -125,14 +126,15 @@ def _phone_query(storage, ent: Entity, phone: tuple[str, str], limit: int, acces
     return _hit_query(tbl, ent, shown, tests, limit, access)
 
 
-def _email_query(storage, ent: Entity, address: str, limit: int, access):
-    """The records whose searchable emails fields hold the address, or None (no such field)."""
-    several = [f for f in ent.search if ent.fields[f].type == "emails"]
+def _value_query(storage, ent: Entity, type_: str, value: str, limit: int, access):
+    """The records whose searchable ``type_`` fields (emails, tags) hold ``value``, or None
+    (no such field)."""
+    several = [f for f in ent.search if ent.fields[f].type == type_]
     if not several:
         return None
     tbl = storage.table(ent.name)
-    tests = [holds_value(tbl, ent.name, ent.fields[f], address) for f in several]
-    return _hit_query(tbl, ent, literal(address), tests, limit, access)
+    tests = [holds_value(tbl, ent.name, ent.fields[f], value) for f in several]
+    return _hit_query(tbl, ent, literal(value), tests, limit, access)
 
 
 def _hit_query(tbl, ent: Entity, shown, tests: list, limit: int, access):
@@ -303,6 +305,7 @@ class SearchMixin(Host):
         found: list[SearchHit] = []
         phone = phone_query(text, self.model.region)
         address = email_query(text)
+        tag = normal_tag(text)  # a search text that is a tag finds the records carrying it
         with self._reading() as conn:
             for ent in searchable:
                 access = row_clause(self.storage, ent, self.actor)
@@ -312,7 +315,9 @@ class SearchMixin(Host):
                 if phone is not None:
                     queries.insert(0, _phone_query(self.storage, ent, phone, limit, access))
                 if address is not None:
-                    queries.insert(0, _email_query(self.storage, ent, address, limit, access))
+                    queries.insert(0, _value_query(self.storage, ent, "emails", address, limit, access))
+                if tag:
+                    queries.insert(0, _value_query(self.storage, ent, "tags", tag, limit, access))
                 seen: set = set()
                 rows = [row for q in queries if q is not None for row in conn.execute(q).mappings()]
                 for row in rows:

@@ -51,6 +51,7 @@ def join_table_name(entity: str, link: str) -> str:
 
 JOIN_SOURCE = "source_id"
 JOIN_TARGET = "target_id"
+JOIN_TARGET_ENTITY = "target_entity"  # a polymorphic many-link's join table: the target's entity
 
 
 def short(name: str) -> str:

@@ -111,7 +111,7 @@ def _column_type(f: Field):
         return String(f.max_length) if f.max_length else Text()
     if kind == "country":
         return String(2)
-    if kind == "text":
+    if kind in ("text", "rich_text"):
         return Text()
     if kind == "user":
         return String(100)  # a login, as the users table holds it
@@ -357,7 +357,33 @@ def _member_columns(entity: Entity, name: str) -> tuple[str, ...]:
     return (naming.link_column(name),)
 
 
+def _polymorphic_join_table(entity: Entity, link: Link, storage: Storage) -> Table:
+    """A many-link to several entities: ``(source_id, target_entity, target_id)``; no foreign
+    key on the target (runtime/deletes.py enforces on_delete, as for a polymorphic link)."""
+    name = naming.join_table_name(entity.name, link.name)
+    table = Table(
+        name,
+        storage.metadata,
+        Column(
+            naming.JOIN_SOURCE,
+            id_type(),
+            ForeignKey(f"{entity.name}.id", ondelete="CASCADE", name=naming.fk_name(name, naming.JOIN_SOURCE)),
+            nullable=False,
+        ),
+        Column(naming.JOIN_TARGET_ENTITY, String(naming.MAX_NAME), nullable=False),
+        Column(naming.JOIN_TARGET, id_type(), nullable=False),
+        PrimaryKeyConstraint(
+            naming.JOIN_SOURCE, naming.JOIN_TARGET_ENTITY, naming.JOIN_TARGET, name=naming.pk_name(name)
+        ),
+    )
+    cols = [naming.JOIN_TARGET_ENTITY, naming.JOIN_TARGET]
+    Index(naming.index_name(name, cols), *[table.c[c] for c in cols])
+    return table
+
+
 def _join_table(entity: Entity, link: Link, storage: Storage) -> Table:
+    if link.polymorphic:
+        return _polymorphic_join_table(entity, link, storage)
     name = naming.join_table_name(entity.name, link.name)
     target_delete = "RESTRICT" if link.on_delete == "restrict" else "CASCADE"
     table = Table(

@@ -183,7 +183,35 @@ def polymorphic_link_coercer(link: Link) -> Coercer:
     return coerce
 
 
+def polymorphic_many_coercer(link: Link) -> Coercer:
+    """A many-link to several entities: a list of ``{"entity", "id"}`` (or ``deal:5`` texts,
+    comma-separated in one text), duplicates dropped, in the order given."""
+    one = polymorphic_link_coercer(link)
+
+    def coerce(value):
+        if value is None or value == "":
+            return []
+        if isinstance(value, str):
+            items = [part for part in value.split(",") if part.strip()]
+        elif isinstance(value, Mapping):
+            items = [value]
+        elif isinstance(value, list | tuple | set | frozenset):
+            items = list(value)
+        else:
+            raise Invalid(f"{show(value)} is not a list of records ({type_name(value)}); give deal:5 items")
+        out: dict[tuple, dict] = {}
+        for item in items:
+            ref = one(item)
+            if ref is not None:
+                out.setdefault((ref["entity"], ref["id"]), ref)
+        return list(out.values())
+
+    return coerce
+
+
 def link_coercer(link: Link, *, region: str | None = None, zone: str | None = None) -> Coercer:
+    if link.polymorphic and link.many:
+        return polymorphic_many_coercer(link)
     if link.polymorphic:
         return polymorphic_link_coercer(link)
     if link.many:

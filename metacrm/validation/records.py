@@ -25,7 +25,7 @@ from ..model.checks import SYSTEM_COLUMNS
 from ..model.metamodel import Entity, Field, Model
 from ..model.suggest import did_you_mean, listing
 from .links import LinkFieldInvalid, link_coercer, owner_coercer, pipeline_coercer
-from .values import Coercer, Invalid, field_coercer, show, type_name, unstorable_text
+from .values import Coercer, Invalid, field_coercer, html_text, show, type_name, unstorable_text
 
 # Keys a caller may never give: the database or the runtime sets them.
 SET_BY_SYSTEM = SYSTEM_COLUMNS - {"owner", "pipeline", "stage"}
@@ -182,6 +182,9 @@ class RecordValidator:
         self._members = {m.name: m for m in members}
         # computed and roll-up fields: stored, never given (create() still returns them as None)
         self._derived = {f.name: f.derived for f in entity.fields.values() if f.derived}
+        # the plain text of each rich_text field, kept with its HTML (model/builder.py)
+        self._texts = tuple((f.text_of, f.name) for f in entity.fields.values() if f.text_of)
+        self._derived.update((text, f"the HTML of {html}") for html, text in self._texts)
         # file and image fields: set by attach and detach only (runtime/files.py)
         self._files = frozenset(f.name for f in entity.file_fields)
         self._create_keys = frozenset(self._members) - set(self._derived) - self._files
@@ -249,6 +252,8 @@ class RecordValidator:
                 value = values[internal]
                 if value is not None or kind == "link":
                     record[name] = value
+        for html, text in self._texts:
+            record[text] = html_text(record.get(html))
         return record
 
     def patch(self, data: Mapping[str, Any]) -> dict[str, Any]:
@@ -257,7 +262,11 @@ class RecordValidator:
         instance = self._validate(self.patch_model, data, issues, None)
         values = instance.__dict__
         internal = self._internal
-        return {name: values[internal[name]] for name in data}
+        changes = {name: values[internal[name]] for name in data}
+        for html, text in self._texts:
+            if html in changes:
+                changes[text] = html_text(changes[html])
+        return changes
 
     def create_many(self, records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """Validates every record; raises one ValidationError naming every bad one by index."""

@@ -89,6 +89,9 @@ def unstorable_text(value: object, depth: int = 0) -> str | None:
     if depth < 64 and isinstance(value, list | tuple | dict):
         items = [*value.keys(), *value.values()] if isinstance(value, dict) else value
         for item in items:
+            kind = type(item)
+            if kind is str and item.isascii() and "\x00" not in item or kind is int or item is None:
+                continue  # the common items, without a call each (a bulk create's many-link rows)
             found = unstorable_text(item, depth + 1)
             if found:
                 return found
@@ -565,6 +568,88 @@ def country_coercer(f: Field) -> Coercer:
     return coerce
 
 
+RICH_TEXT_LIMIT = 1_000_000  # characters of HTML in one rich_text value
+# nh3's safe defaults without images: a remote image in a note would be loaded by every reader
+RICH_TEXT_DROPPED = frozenset({"img", "map", "area"})
+
+
+@lru_cache(maxsize=1)
+def _allowed_tags() -> frozenset:
+    import nh3
+
+    return frozenset(nh3.ALLOWED_TAGS) - RICH_TEXT_DROPPED
+
+
+def sanitise_html(text: str) -> str:
+    """HTML made safe to show: nh3 (ammonia) keeps the harmless tags and attributes and drops
+    the rest: scripts, event handlers, ``javascript:`` links, styles, images."""
+    import nh3
+
+    return nh3.clean(text, tags=set(_allowed_tags()), link_rel="noopener noreferrer nofollow")
+
+
+def html_text(html_: str | None) -> str | None:
+    """The plain text of (sanitised) HTML: what search indexes and filters read. Block
+    elements and line breaks separate words; character references are decoded."""
+    if html_ is None:
+        return None
+    from html.parser import HTMLParser
+
+    parts: list[str] = []
+
+    class _Text(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            parts.append(" ")
+
+        def handle_endtag(self, tag):
+            parts.append(" ")
+
+        def handle_data(self, data):
+            parts.append(data)
+
+    parser = _Text(convert_charrefs=True)
+    parser.feed(html_)
+    parser.close()
+    return " ".join("".join(parts).split()) or None
+
+
+def rich_text_coercer(f: Field) -> Coercer:
+    def coerce(value):
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise Invalid(f"{show(value)} is not text ({type_name(value)})")
+        if len(value) > RICH_TEXT_LIMIT:
+            raise Invalid(f"the text is {len(value)} characters long; at most {RICH_TEXT_LIMIT} are allowed")
+        clean = sanitise_html(value).strip()
+        return clean or None
+
+    return coerce
+
+
+TAG_LENGTH = 100
+
+
+def normal_tag(text: str) -> str:
+    """A tag as stored and matched: spaces trimmed and collapsed, case folded (``VIP`` and
+    ``vip`` are one tag on both databases: Python folds, not SQLite's ASCII-only lower())."""
+    return " ".join(text.split()).casefold()
+
+
+def tag_coercer(f: Field) -> Coercer:
+    def coerce(value):
+        if not isinstance(value, str):
+            raise Invalid(f"{show(value)} is not a tag ({type_name(value)})")
+        tag = normal_tag(value)
+        if not tag:
+            return None
+        if len(tag) > TAG_LENGTH:
+            raise Invalid(f"{show(value)} is longer than {TAG_LENGTH} characters")
+        return tag
+
+    return coerce
+
+
 def url_coercer(f: Field) -> Coercer:
     max_length = f.max_length
     pattern = compile_pattern(f.pattern) if f.pattern else None
@@ -767,6 +852,10 @@ def field_coercer(f: Field, *, region: str | None = None, zone: str | None = Non
         return url_coercer(f)
     if kind == "country":
         return country_coercer(f)
+    if kind == "rich_text":
+        return rich_text_coercer(f)
+    if kind == "tags":
+        return several_coercer("a tag", tag_coercer(f), str)
     if kind == "emails":
         return emails_coercer(f)
     if kind == "phones":

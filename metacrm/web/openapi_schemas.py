@@ -112,12 +112,16 @@ def _value_schema(f: Field, *, writing: bool) -> dict:
         schema = {"type": "string", "pattern": "^[A-Za-z]{2}$" if writing else "^[A-Z]{2}$"}
         if not writing:
             schema["description"] = "ISO 3166-1 alpha-2"
-    elif kind in ("emails", "phones"):  # the primary first; the API also reads one as text
+    elif kind in ("emails", "phones", "tags"):  # the primary first; the API also reads one as text
         item: dict[str, Any] = {"type": "string", "format": "email"} if kind == "emails" else {"type": "string"}
+        if kind == "tags":
+            item["maxLength"] = 100
         listed: dict[str, Any] = {"type": "array", "items": item, "maxItems": MAX_VALUES}
         if f.required and writing:
             listed["minItems"] = 1
         schema = {"anyOf": [listed, {"type": "string"}]} if writing else listed
+    elif f.kind == "file":  # the id of the attached file (its metadata and content: /{id}/files)
+        schema = {"type": "integer", "format": "int64"}
     elif kind == "user":  # a `to: user` link: a login of the CRM's users
         schema = {"type": "string", "maxLength": 100, "x-metacrm-link": "user"}
     elif kind == "users":
@@ -162,6 +166,9 @@ def _field(f: Field, *, writing: bool, nullable: bool) -> dict:
     if f.derived:
         schema["readOnly"] = True
         schema["description"] = (f"{f.help} " if f.help else "") + f"Computed: {f.derived}."
+    elif f.kind == "file":
+        schema["readOnly"] = True
+        schema["description"] = (f"{f.help} " if f.help else "") + "The id of the attached file: see /files."
     elif f.readonly:
         schema["readOnly"] = True
         what = f"Numbered by the system: {f.autonumber}." if f.autonumber else "Set by the system."
@@ -306,7 +313,7 @@ def write_schema(ent: Entity, *, patch: bool) -> dict:
     props: dict[str, Any] = {}
     required = []
     for f in ent.fields.values():
-        if f.derived or f.readonly:  # a user's value is refused
+        if f.derived or f.readonly or f.kind == "file":  # a user's value is refused
             continue
         props[f.name] = _field(f, writing=True, nullable=not f.required)
         if f.required and f.default is None and not patch:

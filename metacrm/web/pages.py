@@ -142,6 +142,12 @@ def shown(value: Any, field: Field | None = None, record: dict | None = None) ->
     zone."""
     if value is None:
         return ""
+    if field is not None and field.type == "rich_text" and isinstance(value, str):
+        from markupsafe import Markup
+
+        from ..validation.values import sanitise_html
+
+        return Markup(sanitise_html(value))  # sanitised when stored; again here, whatever wrote it
     lang = i18n.current()
     if isinstance(value, bool):
         return _("yes") if value else _("no")
@@ -199,6 +205,8 @@ def card_fields(ent: Entity, record: dict) -> list[tuple[str, str, str]]:
     person_name) once, on one line, in the place of its first part."""
     rows = []
     for f in ent.fields.values():
+        if f.text_of:  # the plain text of a rich_text field: the card shows the formatted one
+            continue
         if f.part_of is None:
             rows.append((f.label or f.name, f.name, shown(record.get(f.name), f, record)))
             continue
@@ -225,6 +233,8 @@ def input_value(value: Any, field: Field) -> Any:
         return format_duration(value)
     if isinstance(value, dt.date):
         return value.isoformat()
+    if field.type == "tags" and isinstance(value, list):
+        return ", ".join(str(v) for v in value)
     if field.type in MULTI_VALUE_TYPES and isinstance(value, list):
         return "\n".join(str(v) for v in value)  # one address / number a line, the primary first
     if isinstance(value, list):
@@ -575,6 +585,11 @@ def _entity_pages(router: APIRouter, crm, ent: Entity, signed_in, check_csrf, po
     base = f"/{name}"
     title_field = ent.title if ent.title in ent.fields else next(iter(ent.fields), None)
 
+    # "my records": the ones the signed-in user owns or a link to users names (docs/access.md)
+    mine_terms = ["owner = :me"] if ent.owner else []
+    mine_terms += [f"{f.name} = :me" if f.type == "user" else f"{f.name} contains :me" for f in ent.user_links]
+    mine = " or ".join(mine_terms)
+
     def list_url(request: Request, **changes) -> str:
         params = {k: v for k, v in request.query_params.items() if k != "after"}
         params.update({k: v for k, v in changes.items() if v is not None})
@@ -647,6 +662,7 @@ def _entity_pages(router: APIRouter, crm, ent: Entity, signed_in, check_csrf, po
             first_url=list_url(request) if after else None,
             archived=archived,
             archive_url=list_url(request, archived=None if archived == "only" else "only"),
+            mine_url=list_url(request, where=mine) if mine else None,
             **pages_list.list_context(crm, session, ent, request, rows, columns, own),
         )
 
@@ -778,12 +794,18 @@ def _entity_pages(router: APIRouter, crm, ent: Entity, signed_in, check_csrf, po
             path = list(pipeline.stages.values())
             moves = card.get("moves")
         timeline = card.get("timeline", [])
+        people = {}  # links to users shown by the users' names
+        for f in ent.user_links:
+            refs = card["links"].get(f.name)
+            refs = refs if isinstance(refs, list) else [refs] if refs else []
+            people[f.name] = ", ".join(r["title"] for r in refs)
         return render(
             request,
             "card.html",
             session,
             ent=ent,
             record=record,
+            people=people,
             card=card,
             path=path,
             moves=moves,
@@ -801,8 +823,8 @@ def _entity_pages(router: APIRouter, crm, ent: Entity, signed_in, check_csrf, po
         values = {f.name: input_value(record.get(f.name), f) for f in editable(ent)}
         for link in ent.links.values():
             value = record.get(link.name)
-            if link.many:
-                values[link.name] = [str(v) for v in value or []]
+            if link.many:  # ids, or deal:5 of a polymorphic one
+                values[link.name] = [f"{v['entity']}:{v['id']}" if isinstance(v, dict) else str(v) for v in value or []]
             elif isinstance(value, dict):
                 values[link.name] = f"{value['entity']}:{value['id']}"
             else:
@@ -896,6 +918,9 @@ def _form(request, render, session, ent: Entity, values, issues: dict, general, 
         given = values.get(name, "")
         return given
 
+    # the vocabulary of each tags field, offered as suggestions (one GROUP BY on its index)
+    tag_lists = {f.name: [t["tag"] for t in user.tags(ent.name, f.name)[:OPTIONS_LIMIT]] for f in editable(ent) if f.type == "tags"}
+
     def chosen(name: str) -> list[str]:
         given = values.get(name, [])
         return [given] if isinstance(given, str) else list(given)
@@ -924,6 +949,7 @@ def _form(request, render, session, ent: Entity, values, issues: dict, general, 
         record=record,
         input_types=INPUT_TYPES,
         decimals=DECIMALS,
+        tag_lists=tag_lists,
         people=people,
     )
 

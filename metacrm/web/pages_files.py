@@ -43,8 +43,8 @@ def file_pages(router: APIRouter, ent: Entity, conf: Settings, signed_in, check_
 
         try:
             await upload(request, conf, session["user"], ent, record_id, check=check)
-        except (E.ValidationError, HTTPProblem) as exc:
-            message = str(exc) if isinstance(exc, E.ValidationError) else exc.detail
+        except (E.ValidationError, E.SetupError, HTTPProblem) as exc:
+            message = exc.detail if isinstance(exc, HTTPProblem) else str(exc)
             return RedirectResponse(_with_error(card, message), 303)
         except E.NotFound as exc:  # a hidden record answers as an absent one (routes.hidden_as_absent)
             raise Refused(404, str(exc)) from None

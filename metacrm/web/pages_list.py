@@ -43,7 +43,7 @@ from ..runtime.preferences import preference, set_preference
 MAX_BULK = 500  # records one bulk action may name
 BUILDER_ROWS = 2  # empty condition rows offered below the ones given
 SYSTEM_COLUMNS = ("stage", "owner", "pipeline", "created_at", "updated_at")
-UNSORTABLE = ("text", "json", "multichoice", "users")
+UNSORTABLE = ("text", "rich_text", "json", "multichoice", "users", "emails", "phones", "tags")
 NUMBER = re.compile(r"-?\d+(\.\d+)?")
 # operator -> how the builder shows it (the page translates it)
 OPERATORS = {
@@ -102,7 +102,7 @@ def default_keys(ent: Entity) -> list[str]:
     given = getattr(ent, "list", None)
     if given:  # the id is the list's first column anyway (#)
         return [str(k) for k in given if k != "id"]
-    keys = [f.part_of or f.name for f in ent.fields.values() if f.type != "text"]  # a composite once, whole
+    keys = [f.part_of or f.name for f in ent.fields.values() if f.type not in ("text", "rich_text")]  # a composite once, whole
     keys += [link.name for link in ent.links.values() if not link.many]
     keys += [k for k, present in (("stage", ent.pipelines), ("owner", ent.owner)) if present]
     return keys

@@ -137,6 +137,8 @@ def from_error(exc: E.MetaCRMError, *, method: str = "POST") -> Response:
         return problem(503, "migration-needed", detail, headers={"Retry-After": "60"})
     if isinstance(exc, E.DatabaseUnavailable):
         return problem(503, kind, detail, headers={"Retry-After": "5"})
+    if isinstance(exc, E.SetupError):  # the server's settings lack something (a file store)
+        return problem(503, kind, detail)
     if isinstance(exc, E.RateLimited):
         return problem(429, kind, detail, headers={"Retry-After": str(exc.retry_after)})
     if isinstance(exc, E.AutomationError):

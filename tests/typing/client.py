@@ -19,6 +19,7 @@ from metacrm import CRM, FieldIssue, Model
 from metacrm.migrate.steps import Plan
 from metacrm.model.metamodel import Form
 from metacrm.runtime.access import Actor
+from metacrm.runtime.filestore import FileStore
 from metacrm.types import (
     AllowedMove,
     Board,
@@ -27,6 +28,8 @@ from metacrm.types import (
     DeliveryReport,
     DuplicateGroup,
     DuplicateMatch,
+    FileDownload,
+    FileInfo,
     Fired,
     FormInfo,
     FormSubmission,
@@ -38,10 +41,12 @@ from metacrm.types import (
     HistoryEntry,
     JournalEntry,
     OutboxMessage,
+    PruneReport,
     Record,
     RecordedModel,
     RecordRef,
     SearchHit,
+    TagCount,
     Task,
     TimelineEntry,
     UserInfo,
@@ -168,6 +173,12 @@ def reports(crm: CRM) -> None:
     hits: list[SearchHit] = crm.search("acme", entity="client", limit=5)
     rank: float = hits[0]["rank"]
     assert rank > 0 or rank <= 0
+    try:  # the trade model has no tags field: the refusal names it
+        vocabulary: list[TagCount] = crm.tags("client")
+    except metacrm.ValidationError as exc:
+        assert "no tags field" in str(exc)
+        vocabulary = []
+    assert all(t["count"] > 0 for t in vocabulary)
 
 
 def tasks(crm: CRM, deal: Record) -> None:
@@ -193,7 +204,9 @@ def forms(crm: CRM) -> FormSubmission:
     form: Form = crm.form(listed[0]["name"])
     page: str = crm.form_html(form.name, f"/api/v1/forms/{form.name}")
     assert "<form" in page
-    sent: FormSubmission = crm.submit_form(form.name, {"name": "Delta", "phone": "+7 900 000-00-00"}, source_ip="192.0.2.1")
+    sent: FormSubmission = crm.submit_form(
+        form.name, {"name": "Delta", "phone": "+7 900 000-00-00"}, source_ip="192.0.2.1"
+    )
     lead: Record = crm.retrying(crm.get, sent["entity"], sent["id"], attempts=2)
     assert lead["name"] == "Delta" and sent["status"] == "created"
     return sent
@@ -208,6 +221,44 @@ def refusals(crm: CRM) -> list[str]:
     raise AssertionError("an empty name must be refused")
 
 
+FILES_MODEL = """\
+metacrm: 1
+name: papers
+entities:
+  paper:
+    attachments: true
+    fields:
+      title: {type: string}
+      scan: {type: file, accept: [".pdf"]}
+"""
+
+
+def files() -> None:
+    """Files on a model of their own (trade has none), in an in-memory database."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "papers.yaml"
+        path.write_text(FILES_MODEL, encoding="utf-8")
+        with metacrm.connect(path, "sqlite://", files=Path(folder) / "store") as crm:
+            crm.migrate()
+            paper: Record = crm.create("paper", {"title": "Договор"})
+            scan: FileInfo = crm.attach("paper", paper["id"], b"%PDF-1.4", name="scan.pdf", field="scan")
+            note: FileInfo = crm.attach("paper", paper["id"], b"hello", name="note.txt")
+            listed: list[FileInfo] = crm.files("paper", paper["id"])
+            info: FileInfo = crm.file_info("paper", paper["id"], scan["id"])
+            meta, stream = crm.open_file("paper", paper["id"], scan["id"])
+            with stream:
+                content: bytes = stream.read()
+            written: FileDownload = crm.download("paper", paper["id"], scan["id"], folder)
+            gone: FileInfo = crm.detach("paper", paper["id"], note["id"])
+            store: FileStore = crm.file_store
+            pruned: PruneReport = crm.prune(dry_run=True, grace=0)
+            assert len(listed) == 2 and info["field"] == "scan" and meta["size"] == len(content)
+            assert written["path"].endswith("scan.pdf") and gone["field"] is None and store.location
+            assert pruned["removed"] == 1 and pruned["dry_run"]
+
+
 def main(url: str) -> None:
     with open_crm(url) as crm:
         anna = users(crm)
@@ -218,6 +269,7 @@ def main(url: str) -> None:
         notifications(crm)
         forms(crm)
         assert refusals(crm) and anna.user == "anna"
+        files()
         hidden: str = metacrm.HIDDEN
         version: str = metacrm.__version__
         assert hidden and version
