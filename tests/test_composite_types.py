@@ -243,6 +243,9 @@ entities:
       address: {type: address}
       note:    {type: string}
     search: [name, address]
+    list: [name, address, note]
+    duplicates:
+      - {match: name, field: name, action: warn}
 """
 
 
@@ -410,3 +413,39 @@ def test_new_types_added_to_rows_then_dumped_and_restored_with_their_index(db_ur
     assert [h["id"] for h in back.search("клиент")] == [old]
     assert back.get("firm", old)["boss.full"] == "Lee"
     back.close()
+
+
+def test_a_name_rule_on_a_person_name_compares_full_names(people) -> None:
+    a = people.create("contact", {"name": {"first": "Анна", "last": "Ли"}})
+    with pytest.warns(metacrm.DuplicateWarning, match=rf"duplicate of contact {a['id']} \(rule: name on name.full"):
+        people.create("contact", {"name": {"first": "анна", "last": "ЛИ"}})
+
+
+def test_csv_has_one_column_per_part(people, tmp_path) -> None:
+    from metacrm.io.csv_io import export_csv, import_csv
+
+    source = tmp_path / "people.csv"
+    source.write_text("name.first,name.last,address.city,address.country\nАнна,Ли,Осло,Norway\n", encoding="utf-8")
+    assert import_csv(people, "contact", source).created == 1
+    out = tmp_path / "out.csv"
+    export_csv(people, "contact", out, columns=["name.full", "name.last", "address.city", "address.country"])
+    assert out.read_text(encoding="utf-8").splitlines() == ["name.full,name.last,address.city,address.country", "Анна Ли,Ли,Осло,NO"]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("name.last,address.country\nЛи,Atlantis\n", encoding="utf-8")
+    with pytest.raises(ValidationError, match=r"line 2, address.country: 'Atlantis' is not a country"):
+        import_csv(people, "contact", bad)
+
+
+def test_a_text_field_becomes_rich_text_shown_as_it_was_and_searchable(db_url, tmp_path) -> None:
+    v1 = "metacrm: 1\nname: conv\nentities:\n  memo:\n    fields:\n      body: {type: text}\n"
+    crm = migrated(db_url, tmp_path, v1, "v1")
+    ids = [crm.create("memo", {"body": b})["id"] for b in ("Цена < 5 & скидка\nвторая строка", "   ", None)]
+    crm.close()
+    v2 = "metacrm: 1\nname: conv\nentities:\n  memo:\n    fields:\n      body: {type: rich_text}\n    search: [body]\n"
+    crm = migrated(db_url, tmp_path, v2, "v2")
+    first = crm.get("memo", ids[0])
+    assert first["body"] == "Цена &lt; 5 &amp; скидка<br>вторая строка"
+    assert first["body.text"] == "Цена < 5 & скидка вторая строка"
+    assert [crm.get("memo", i)["body"] for i in ids[1:]] == [None, None]
+    assert [h["id"] for h in crm.search("скидка")] == [ids[0]]
+    crm.close()

@@ -39,7 +39,7 @@ from .history import model_from_record, record, recorded_row
 from .lock import holder_text, pg_lock, sqlite_lock
 from .plan import plan_migration
 from .steps import DESTRUCTIVE, Plan
-from .valueindex import drop_value_triggers, sync_value_indexes
+from .valueindex import drop_value_triggers, fill_rich_texts, sync_value_indexes
 
 log = logging.getLogger("metacrm.migrate")
 
@@ -210,6 +210,7 @@ def _apply_postgresql(engine, model: Model, *, allow_data_loss: bool, user: str,
             apply_plan(conn, plan)
             fill_derived(conn, model, plan)
             sync_value_indexes(conn, model)
+            fill_rich_texts(conn, model)
             record(conn, model, user=user)
     return plan
 
@@ -236,6 +237,7 @@ def _apply_sqlite(engine, model: Model, *, allow_data_loss: bool, user: str) -> 
                 apply_plan(conn, plan)
                 fill_derived(conn, model, plan)
                 sync_value_indexes(conn, model)
+                fill_rich_texts(conn, model)
                 if not all(step.kind in LINK_SAFE for step in plan):
                     _foreign_key_check(conn)  # reads every linking row: only when links may have moved
                 record(conn, model, user=user)

@@ -76,6 +76,8 @@ def conversion(
     sqlite = dialect == "sqlite"
     if a in TEXTS and b in MULTI_VALUE_TYPES:  # email -> emails: the value becomes the primary
         return Conversion(src, dst, dialect, *_text_to_list(dst, sqlite, region))
+    if a in TEXTS and b == "rich_text":  # plain text becomes HTML showing it as it was
+        return Conversion(src, dst, dialect, lambda c: None, lambda c: None, coerce=_text_to_html)
     if b == "user" and a in TEXTS:  # logins into a `to: user` link: each must name a stored user
         return Conversion(src, dst, dialect, lambda c: None, _stored_login, coerce=_no_user)
     if a == "user" and b in ("string", "text"):
@@ -263,6 +265,17 @@ def _no_user(value):
     from ..validation.values import Invalid
 
     raise Invalid(f"no user {value!r}")
+
+
+def _text_to_html(value):
+    """Plain text as the HTML that shows it: characters escaped, line breaks kept (``<br>``);
+    blank text is no value. Its plain-text field is filled after the migration
+    (migrate/valueindex.py ``fill_rich_texts``)."""
+    import html
+
+    if value is None or not str(value).strip():
+        return None
+    return html.escape(str(value).strip(), quote=False).replace("\r\n", "\n").replace("\n", "<br>")
 
 
 # -- from numbers ---------------------------------------------------------------------------------

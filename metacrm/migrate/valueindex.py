@@ -16,12 +16,11 @@ from sqlalchemy import text
 from ..model.metamodel import Model
 from ..storage import naming
 from ..storage.valueindex import (
-    PG_FUNCTION,
-    PG_FUNCTION_DDL,
     expected,
     fill_sql,
     index_table,
     is_index_table,
+    pg_function_ddl,
     trigger_ddl,
 )
 
@@ -74,8 +73,12 @@ def sync_value_indexes(conn, model: Model) -> list[str]:
     present = _present_tables(conn)
     for name in sorted(present - set(want)):
         conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{name}"')
-    if want and dialect == "postgresql":
-        conn.execute(text(PG_FUNCTION_DDL))
+    if dialect == "postgresql":  # the trigger functions of indexes the model no longer has
+        functions = conn.execute(
+            text("SELECT p.proname FROM pg_proc p WHERE p.pronamespace = to_regnamespace(current_schema())")
+        ).scalars()
+        for name in sorted(n for n in functions if is_index_table(n)):
+            conn.exec_driver_sql(f'DROP FUNCTION IF EXISTS "{name}"()')
     for name, (entity, f) in sorted(want.items()):
         table, column = naming.table_name(entity.name), f.name
         index = index_table(entity.name, f.name)
@@ -83,12 +86,39 @@ def sync_value_indexes(conn, model: Model) -> list[str]:
             conn.execute(index.delete())
         else:
             index.create(conn)
+        if dialect == "postgresql":
+            conn.execute(text(pg_function_ddl(name, column, f.type)))
         for statement in trigger_ddl(dialect, name, table, column, f.type).values():
             conn.exec_driver_sql(statement)
         conn.exec_driver_sql(fill_sql(dialect, name, table, column, f.type))
-    if not want and dialect == "postgresql":
-        conn.exec_driver_sql(f"DROP FUNCTION IF EXISTS {PG_FUNCTION}()")
     return sorted(want)
 
 
-__all__ = ["drop_value_triggers", "sync_value_indexes"]
+def fill_rich_texts(conn, model: Model, *, batch: int = 1000) -> int:
+    """Fill the plain text (``<field>.text``) of every rich_text value that has none: after a
+    migration that converted a text field to rich_text or filled a new one. One read of the
+    rows concerned; the texts computed in Python (the sanitiser's own text extraction) and
+    written in batches. Returns how many were filled."""
+    from sqlalchemy import bindparam, select
+
+    from ..storage.tables import build_storage
+    from ..validation.values import html_text
+
+    storage = build_storage(model)
+    done = 0
+    for entity in model.entities.values():
+        for f in entity.fields.values():
+            if not f.text_of:
+                continue
+            table = storage.table(entity.name)
+            html, plain = table.c[f.text_of], table.c[f.name]
+            rows = conn.execute(select(table.c.id, html).where(html.is_not(None), plain.is_(None))).all()
+            update = table.update().where(table.c.id == bindparam("_id")).values({f.name: bindparam("_text")})
+            changes = [{"_id": rid, "_text": html_text(value)} for rid, value in rows]
+            for start in range(0, len(changes), batch):
+                conn.execute(update, changes[start : start + batch])
+            done += len(changes)
+    return done
+
+
+__all__ = ["drop_value_triggers", "fill_rich_texts", "sync_value_indexes"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from dataclasses import replace
 from types import MappingProxyType
 
 from ..errors import Problem
@@ -260,7 +261,10 @@ class _Builder:
             composites=_frozen(composites),
             indexes=tuple(_names(ix) for ix in decl.get("indexes") or () if _names(ix)),
             unique=tuple(_names(u) for u in decl.get("unique") or () if _names(u)),
-            duplicates=self.duplicates(path, decl),
+            duplicates=tuple(  # a rule on a person_name compares its full name
+                replace(r, field=part_name(r.field, SORT_PART[composites[r.field].type])) if r.field in composites else r
+                for r in self.duplicates(path, decl)
+            ),
             rules=self.rules(path, decl),
             renamed_from=_names(decl.get("renamed_from")),
             loc=self.loc(path, key=True),

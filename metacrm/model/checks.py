@@ -339,8 +339,10 @@ class _Checker:
                 (*path, "title"),
                 hint=did_you_mean(entity.title, fields),
             )
+        declared = decl.get("search") if isinstance(decl.get("search"), list) else []
         for i, name in enumerate(entity.search):
             f = fields.get(name)
+            i = declared.index(name) if name in declared else i  # composites are spread into their parts
             if f is None:
                 yield self.problem(
                     "entity.search_unknown",
@@ -356,7 +358,7 @@ class _Checker:
                 )
         columns = entity.columns
         for i, name in enumerate(entity.list or ()):
-            if name not in columns:
+            if name not in columns and name not in entity.composites:  # a composite: one column, one line
                 yield self.problem(
                     "entity.list_unknown",
                     f"entity '{entity.name}': list names unknown column '{name}' (columns: {listing(columns)})",

@@ -65,6 +65,13 @@ def full_name_formula(field: str) -> str:
     return f"if({first} is null and {middle} is null and {last} is null, null, {joined})"
 
 
+def full_name(values, field: str) -> str | None:
+    """A person_name's full name from its parts in ``values``, as its formula computes it (for
+    a record not yet stored: duplicate rules compare it before the formula runs)."""
+    parts = [values.get(part_name(field, p)) for p in ("first", "middle", "last")]
+    return " ".join(str(p) for p in parts if p not in (None, "")).strip() or None
+
+
 @dataclass(frozen=True, slots=True)
 class Composite:
     """A declared composite field: its type, caption and part fields in order."""
@@ -95,6 +102,7 @@ __all__ = [
     "SORT_PART",
     "Composite",
     "Part",
+    "full_name",
     "full_name_formula",
     "part_name",
 ]

@@ -60,6 +60,18 @@ def _keys(rule: DuplicateRule, multi: bool, value) -> list:
     return list(dict.fromkeys(k for v in value or () if (k := _key(rule, v)) is not None))
 
 
+def _value(entity: Entity, rule: DuplicateRule, values: Mapping):
+    """The value a rule compares; a person_name's full name, computed only when stored, is
+    made from the parts of a record not yet stored."""
+    value = values.get(rule.field)
+    f = entity.fields[rule.field]
+    if value is None and f.part_of and f.formula:
+        from ..model.composite import full_name
+
+        value = full_name(values, f.part_of)
+    return value
+
+
 def _within(rule: DuplicateRule, values: Mapping):
     return values.get(rule.within) if rule.within else True
 
@@ -88,7 +100,7 @@ def find_duplicates(
     table = storage.table(entity.name)
     for rule in entity.duplicates:
         multi = entity.fields[rule.field].type in MULTI_VALUE_TYPES
-        keyed = [(i, _keys(rule, multi, v.get(rule.field)), _within(rule, v)) for i, v in enumerate(values_list)]
+        keyed = [(i, _keys(rule, multi, _value(entity, rule, v)), _within(rule, v)) for i, v in enumerate(values_list)]
         keyed = [(i, ks, w) for i, ks, w in keyed if ks and w is not None]
         if not keyed:
             continue

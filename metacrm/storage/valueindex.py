@@ -15,9 +15,8 @@ entity's table rewrite a record's rows on insert, on update and on delete, so ev
 SQLite
     three triggers ``<index>_ai`` / ``_au`` / ``_ad`` reading the list with ``json_each``.
 PostgreSQL
-    one trigger ``<index>_sync`` calling the shared function ``metacrm_values_sync(index
-    table, column)``, which reads the column from ``to_jsonb(NEW)`` by name: a renamed or
-    dropped column never breaks a write.
+    one trigger ``<index>_sync`` (``AFTER INSERT OR DELETE OR UPDATE OF <column>``) calling
+    the index's own plpgsql function ``<index>_fn`` (static SQL, planned once).
 
 The tables and triggers are derived: not in the model's ``MetaData`` (migrations and dumps
 leave them out); :func:`metacrm.migrate.valueindex.sync_value_indexes` drops the triggers
@@ -34,7 +33,6 @@ from . import naming
 from .types import id_type
 
 PREFIX = "metacrm_values_"
-PG_FUNCTION = "metacrm_values_sync"
 
 
 def index_table_name(entity: str, field: str) -> str:
@@ -101,36 +99,36 @@ def trigger_ddl(dialect: str, index: str, table: str, column: str, f_type: str) 
             f"{index}_ad": f'CREATE TRIGGER "{index}_ad" AFTER DELETE ON "{table}" BEGIN {clear} END',
         }
     if dialect == "postgresql":
-        lower = "true" if f_type == "emails" else "false"
         return {
-            f"{index}_sync": f'CREATE TRIGGER "{index}_sync" AFTER INSERT OR UPDATE OR DELETE ON "{table}" '
-            f"FOR EACH ROW EXECUTE FUNCTION {PG_FUNCTION}('{index}', '{column}', '{lower}')"
+            f"{index}_sync": f'CREATE TRIGGER "{index}_sync" AFTER INSERT OR DELETE OR UPDATE OF "{column}" '
+            f'ON "{table}" FOR EACH ROW EXECUTE FUNCTION "{pg_function_name(index)}"()'
         }
     return {}
 
 
-# one function for every index: TG_ARGV = (index table, column, lower-case the values)
-PG_FUNCTION_DDL = f"""CREATE OR REPLACE FUNCTION {PG_FUNCTION}() RETURNS trigger LANGUAGE plpgsql AS $fn$
-DECLARE
-  idx text := TG_ARGV[0];
-  col text := TG_ARGV[1];
-  fold boolean := TG_ARGV[2]::boolean;
-  old_list jsonb;
-  new_list jsonb;
+def pg_function_name(index: str) -> str:
+    """PostgreSQL: the trigger function of one index (its SQL names the table and column, so
+    its plan is prepared once: no dynamic SQL per row)."""
+    return naming.short(f"{index}_fn")
+
+
+def pg_function_ddl(index: str, column: str, f_type: str) -> str:
+    """The trigger function keeping one index: a changed list's rows rewritten, an unchanged
+    one left alone. It names the column: migrations drop the triggers first and recreate the
+    functions after (migrate/valueindex.py), so a renamed or dropped column never meets it."""
+    value = _key(f_type, "o.v")
+    return f"""CREATE OR REPLACE FUNCTION "{pg_function_name(index)}"() RETURNS trigger LANGUAGE plpgsql AS $fn$
 BEGIN
-  IF TG_OP <> 'INSERT' THEN old_list := to_jsonb(OLD) -> col; END IF;
-  IF TG_OP <> 'DELETE' THEN new_list := to_jsonb(NEW) -> col; END IF;
-  IF TG_OP = 'UPDATE' AND OLD.id = NEW.id AND old_list IS NOT DISTINCT FROM new_list THEN
+  IF TG_OP = 'UPDATE' AND OLD."{column}" IS NOT DISTINCT FROM NEW."{column}" THEN
     RETURN NULL;
   END IF;
   IF TG_OP <> 'INSERT' THEN
-    EXECUTE format('DELETE FROM %I WHERE record_id = $1', idx) USING OLD.id;
+    DELETE FROM "{index}" WHERE record_id = OLD.id;
   END IF;
-  IF TG_OP <> 'DELETE' AND jsonb_typeof(new_list) = 'array' THEN
-    EXECUTE format(
-      'INSERT INTO %I (record_id, position, value) SELECT $1, o.n - 1, CASE WHEN $3 THEN lower(o.v) ELSE o.v END '
-      'FROM jsonb_array_elements_text($2) WITH ORDINALITY AS o(v, n) WHERE o.v IS NOT NULL '
-      'ON CONFLICT DO NOTHING', idx) USING NEW.id, new_list, fold;
+  IF TG_OP <> 'DELETE' AND jsonb_typeof(NEW."{column}") = 'array' THEN
+    INSERT INTO "{index}" (record_id, position, value)
+    SELECT NEW.id, o.n - 1, {value} FROM jsonb_array_elements_text(NEW."{column}") WITH ORDINALITY AS o(v, n)
+    WHERE o.v IS NOT NULL ON CONFLICT DO NOTHING;
   END IF;
   RETURN NULL;
 END
@@ -170,8 +168,6 @@ def holds_value(table, entity: str, f: Field, value, *, suffix: bool = False):
 
 __all__ = [
     "INDEXED_TYPES",
-    "PG_FUNCTION",
-    "PG_FUNCTION_DDL",
     "PREFIX",
     "expected",
     "fill_sql",
@@ -180,6 +176,8 @@ __all__ = [
     "index_table_name",
     "is_index_table",
     "lookup_key",
+    "pg_function_ddl",
+    "pg_function_name",
     "trigger_ddl",
     "value_fields",
 ]
