@@ -219,3 +219,24 @@ def create_statement(table, keys: tuple[str, ...], joins: tuple, history, journa
         ctes.append(insert(history).from_select(*rows_of(history, "h")).cte("h"))
     statement = insert(journal).from_select(*rows_of(journal, "j")).returning(journal.c.record_id)
     return statement.add_cte(*ctes) if ctes else statement
+
+
+def execute_prepared(conn, statement, params: Mapping):
+    """SQLite: ``statement`` (a Core statement built once) run through the driver as its
+    compiled text with positional values, each bound as SQLAlchemy would (its processors):
+    SQLAlchemy's per-execution work (cache key, compiled-parameter setup) is left out of a
+    hot path such as a move. Elsewhere ``conn.execute`` as usual."""
+    if conn.dialect.name != "sqlite":
+        return conn.execute(statement, params)
+    compiled, names, convert = _driver_form(conn.dialect, statement)
+    values = compiled.construct_params(params, _check=False)
+    return conn.exec_driver_sql(
+        compiled.string,
+        tuple(convert[name](values[name]) if name in convert else values[name] for name in names),
+    )
+
+
+@lru_cache(maxsize=256)
+def _driver_form(dialect, statement) -> tuple:
+    compiled = statement.compile(dialect=dialect)
+    return compiled, tuple(compiled.positiontup), dict(compiled._bind_processors)

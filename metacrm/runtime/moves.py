@@ -281,9 +281,8 @@ def moved_record(conn: Connection, storage: Storage, entity: Entity, row: Mappin
 
     many = {}
     for link in many_links(entity):
-        read = row.get(_LINKS + link.name)
-        if read is not None:
-            many[link.name] = list(read)
+        if _LINKS + link.name in row:
+            many[link.name] = _read_links(row[_LINKS + link.name])
             continue
         query = _links_query(storage.join_table(entity.name, link.name))
         many[link.name] = list(conn.execute(query, {"_id": row["id"]}).scalars())
@@ -294,25 +293,40 @@ _LINKS = "__links_"  # the key of a many-link's ids in a row read by row_with_li
 
 
 def row_with_links(storage: Storage, entity: Entity, dialect: str, reacting: bool):
-    """The SELECT of a record's row by ``:_id`` for a move: on PostgreSQL with the ids of each
-    many-link too, as arrays (``coalesce((SELECT array_agg(target_id ORDER BY target_id) ...),
-    '{}')``), so that the record a move returns needs no more round trips; None (the plain
-    read) elsewhere, when the entity has no many-link, or when reactors run after the move."""
+    """The SELECT of a record's row by ``:_id`` for a move, with the ids of each many-link
+    too, so that the record a move returns needs no other statement: on PostgreSQL as arrays
+    (``coalesce((SELECT array_agg(target_id ORDER BY target_id) ...), '{}')``), on SQLite as
+    ``group_concat`` text (see :func:`_read_links`). None (the plain read) when the entity has
+    no many-link, or when reactors run after the move (they may change the links)."""
     from .records import many_links
 
-    if dialect != "postgresql" or reacting or not many_links(entity):
+    if reacting or not many_links(entity) or dialect not in ("postgresql", "sqlite"):
+        return None
+    if any(link.polymorphic for link in many_links(entity)):  # items are {"entity", "id"}
         return None
     links = tuple((link.name, storage.join_table(entity.name, link.name)) for link in many_links(entity))
-    return _row_with_links(storage.table(entity.name), links)
+    return _row_with_links(storage.table(entity.name), links, dialect)
+
+
+def _read_links(value) -> list[int]:
+    """A many-link's ids as :func:`row_with_links` read them: a list (PostgreSQL) or
+    comma-separated text, NULL when there is none (SQLite); sorted."""
+    if isinstance(value, str):
+        return sorted(int(part) for part in value.split(","))
+    return sorted(value or ())
 
 
 @lru_cache(maxsize=64)
-def _row_with_links(table: Table, links: tuple):
+def _row_with_links(table: Table, links: tuple, dialect: str):
     from sqlalchemy import ARRAY, literal
     from sqlalchemy.dialects.postgresql import aggregate_order_by
 
     arrays = []
     for name, join in links:
+        if dialect == "sqlite":
+            ids = select(func.group_concat(join.c.target_id)).where(join.c.source_id == table.c.id)
+            arrays.append(ids.scalar_subquery().label(_LINKS + name))
+            continue
         ids = select(func.array_agg(aggregate_order_by(join.c.target_id, join.c.target_id)))
         ids = ids.where(join.c.source_id == table.c.id).scalar_subquery()
         empty = literal([], ARRAY(BigInteger()))
@@ -445,10 +459,12 @@ def _apply(
         both = {f"h_{name}": value for name, value in history_values.items() if name != "record_id"}
         matched = conn.execute(_combined(table, history), {**cas_values, **both}).rowcount
     else:
+        from .bulk import execute_prepared
+
         cas, add = _statements(table, history)
-        matched = conn.execute(cas, cas_values).rowcount
+        matched = execute_prepared(conn, cas, cas_values).rowcount
         if matched == 1:
-            conn.execute(add, history_values)
+            execute_prepared(conn, add, history_values)
     if matched != 1:
         raise ConflictError(
             f"{entity.name} {row['id']} was moved or changed by someone else meanwhile; read it again",

@@ -226,9 +226,15 @@ def rows_to_records(conn: Connection, storage: Storage, entity: Entity, rows: It
 def link_targets(entity: Entity, values: Mapping, *, polymorphic_only: bool = False) -> dict[str, set[int]]:
     """target entity -> ids the values point at (single, polymorphic and many links)."""
     wanted: dict[str, set[int]] = defaultdict(set)
-    for link in entity.links.values():
+    add_targets(wanted, [link for link in entity.links.values() if link.polymorphic or not polymorphic_only], values)
+    return wanted
+
+
+def add_targets(wanted: dict[str, set[int]], links: Sequence[Link], values: Mapping) -> None:
+    """Add the ids ``values`` point at through ``links`` to ``wanted`` (target entity -> ids)."""
+    for link in links:
         value = values.get(link.name)
-        if value is None or (polymorphic_only and not link.polymorphic):
+        if value is None:
             continue
         if link.many and link.polymorphic:
             for ref in value:
@@ -239,7 +245,6 @@ def link_targets(entity: Entity, values: Mapping, *, polymorphic_only: bool = Fa
             wanted[value["entity"]].add(value["id"])
         else:
             wanted[link.target].add(value)
-    return wanted
 
 
 def check_links_exist(
@@ -270,11 +275,9 @@ def check_links_exist(
         return not trust_keys or link.polymorphic or any(entities[t].archive for t in link.targets)
 
     wanted: dict[str, set[int]] = defaultdict(set)
+    links = [link for link in entity.links.values() if checked(link)]
     for values in records:
-        for link in entity.links.values():
-            if checked(link):
-                for target, ids in link_targets(entity, {link.name: values.get(link.name)}).items():
-                    wanted[target] |= ids
+        add_targets(wanted, links, values)
     if trust_keys and not wanted:
         return
     existing: dict[str, set[int]] = {}
@@ -306,13 +309,15 @@ def check_links_exist(
                     select(table.c.id).where(table.c.id.in_(missing[start : start + BATCH]), shown)
                 ).scalars()
             }
+    if all(ids <= existing[target] for target, ids in wanted.items()):
+        return  # every target found: no record to name
     # a record the user may not read is named exactly as a missing one, and the text says both
     unseen = "" if actor is None or actor.system else f" that user '{actor.login}' may read"
     issues = []
     for index, values in enumerate(records):
-        for link in entity.links.values():
+        for link in links:
             value = values.get(link.name)
-            if value is None or not checked(link):
+            if value is None:
                 continue
             if link.many and link.polymorphic:
                 pairs = [(v["entity"], v["id"]) for v in value]

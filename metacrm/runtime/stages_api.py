@@ -41,8 +41,8 @@ class StagesMixin(Host):
         if version is None and self._tx is None:
             seen = seen_stage(self, ent, record_id)  # before waiting for the write lock
         with self._writing() as conn:
-            # PostgreSQL: the many-links come with the row (one round trip less), unless a
-            # reactor may change them after the move (they are read afterwards then)
+            # the many-links come with the row (one statement less), unless a reactor may
+            # change them after the move (they are read afterwards then)
             query = row_with_links(self.storage, ent, conn.dialect.name, bool(self._reactors))
             row = self._get_row(conn, ent, record_id, "move", query)
             fresh = move(

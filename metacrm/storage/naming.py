@@ -13,6 +13,7 @@ hand quote every identifier.
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 
 SYSTEM_PREFIX = "metacrm_"
 MODEL_TABLE = "metacrm_model"
@@ -36,10 +37,12 @@ def table_name(entity: str) -> str:
     return entity
 
 
+@lru_cache(maxsize=4096)  # called per record and link on every write
 def link_column(link: str) -> str:
     return short(f"{link}_id")
 
 
+@lru_cache(maxsize=4096)
 def link_entity_column(link: str) -> str:
     """The column naming the target entity of a polymorphic link."""
     return short(f"{link}_entity")
