@@ -48,6 +48,7 @@ entities:
       kind: {type: choice, options: [call, visit]}
     links:
       subject: {to: [deal, client]}
+      primary: {to: [deal, client], unique: true}
     unique:
       - [subject, kind]
 roles:
@@ -439,3 +440,44 @@ def test_web_card_shows_and_sets_link_values(crm):
         assert rows(crm.get("deal", d["id"]))[2]["qty"] == 4
     finally:
         client.close()
+
+
+def test_one_to_one_polymorphic_link(crm):
+    d = crm.create("deal", {"title": "A"})
+    c = crm.create("client", {"name": "C"})
+    t1 = crm.create("task", {"title": "t1", "primary": f"deal:{d['id']}"})
+    crm.create("task", {"title": "t2", "primary": f"client:{c['id']}"})  # the same id, another entity
+    before = dump_database(crm.engine)
+    with pytest.raises(ValidationError, match=rf"task.primary: deal {d['id']} is already linked from task {t1['id']}"):
+        crm.create("task", {"title": "t3", "primary": {"entity": "deal", "id": d["id"]}})
+    assert dump_database(crm.engine) == before
+
+
+def test_automation_condition_on_link_fields(db_url, tmp_path):
+    text = """\
+metacrm: 1
+name: a
+entities:
+  product:
+    fields:
+      name: {type: string, required: true}
+  deal:
+    fields:
+      title: {type: string, required: true}
+      big: {type: boolean}
+    links:
+      products: {to: product, many: true, fields: {qty: {type: integer, default: 1}}}
+automations:
+  flag:
+    when: {entity: deal, created: true}
+    if: "products.link.qty > 5"
+    do:
+      - update: {values: {big: true}}
+"""
+    crm = metacrm.connect(write(tmp_path, text), db_url)
+    crm.migrate()
+    crm.create("product", {"name": "p"})
+    crm.create("deal", {"title": "x", "products": [{"id": 1, "qty": 9}]})
+    crm.create("deal", {"title": "y", "products": [{"id": 1, "qty": 2}]})
+    assert [d["big"] for d in crm.find("deal")] == [True, None]
+    crm.close()

@@ -153,3 +153,53 @@ def test_required_link_field_with_fill(v1, tmp_path):
     prices = {r["id"]: r["price"] for r in crm.get("deal", 1)["products.link"]}
     assert prices == {1: Decimal("5.00"), 2: Decimal("0.00")}
     crm.close()
+
+
+POLY = """\
+metacrm: 1
+name: p
+entities:
+  client:
+    fields:
+      name: {type: string, required: true}
+  deal:
+    fields:
+      title: {type: string, required: true}
+  task:
+    fields:
+      title: {type: string, required: true}
+      kind: {type: choice, options: [call, visit]}
+    links:
+      subject: {to: [deal, client]}
+"""
+
+
+def test_polymorphic_unique_rule_and_many_link_added(db_url, tmp_path):
+    crm = connect(tmp_path, db_url, POLY, "p1.yaml")
+    crm.migrate()
+    crm.create("client", {"name": "c"})
+    crm.create("deal", {"title": "d"})
+    for title, subject in (("a", "deal:1"), ("b", "deal:1"), ("c", "client:1")):
+        crm.create("task", {"title": title, "subject": subject, "kind": "call"})
+    crm.close()
+    v2 = POLY.replace(
+        "      subject: {to: [deal, client]}\n",
+        "      subject: {to: [deal, client]}\n      about: {to: [deal, client], many: true, inverse: tasks}\n"
+        "    unique:\n      - [subject, kind]\n",
+    )
+    crm = connect(tmp_path, db_url, v2, "p2.yaml")
+    plan = crm.migrate(dry_run=True)
+    unique = next(s for s in plan if s.kind == "add_unique")
+    assert unique.count == 2 and "needs data" in unique.refusal  # deal 1 has two calls; client 1 one
+    assert next(s for s in plan if s.kind == "add_link" and s.target == "about").refusal is None
+    crm.close()
+    old = connect(tmp_path, db_url, POLY, "p1.yaml")
+    old.update("task", 2, {"kind": "visit"})
+    old.close()
+    crm = connect(tmp_path, db_url, v2, "p2.yaml")
+    crm.migrate()
+    crm.link("task", 1, "about", "client:1")
+    assert [t["id"] for t in crm.related("client", 1, "tasks")] == [1]
+    with pytest.raises(metacrm.ValidationError, match=r"task.subject\+kind"):
+        crm.create("task", {"title": "d", "subject": "deal:1", "kind": "call"})
+    crm.close()

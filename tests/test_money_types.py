@@ -620,3 +620,52 @@ def test_rollup_of_one_currency(db_url, tmp_path):
     crm.create("deal", {"cur": "RUB", "amount": "1000", "client": c["id"]})
     assert crm.get("client", c["id"])["total"] == Decimal("10.55")
     crm.close()
+
+
+def test_duration_rollup_and_formula(db_url, tmp_path):
+    text = """\
+metacrm: 1
+name: r
+entities:
+  project:
+    fields:
+      name: {type: string}
+      spent: {type: duration, rollup: "sum(tasks.spent)"}
+  task:
+    fields:
+      start: {type: date}
+      end: {type: date}
+      spent: {type: duration}
+      span: {type: duration, formula: "days_between(start, end) * 86400"}
+    links:
+      project: {to: project, inverse: tasks}
+"""
+    crm = metacrm.connect(write(tmp_path, text), db_url)
+    crm.migrate()
+    p = crm.create("project", {"name": "p"})
+    t = crm.create("task", {"project": p["id"], "spent": "1h", "start": "2026-01-01", "end": "2026-01-03"})
+    crm.create("task", {"project": p["id"], "spent": "PT30M"})
+    assert (crm.get("project", p["id"])["spent"], t["span"]) == (5400, 2 * 86400)
+    assert crm.count("project", where="spent >= '1h30m'") == 1
+    crm.close()
+
+
+def test_http_api_values(staged):
+    from conftest import require_module
+
+    require_module("fastapi", why="the HTTP API (the [web] extra)")
+    from fastapi.testclient import TestClient
+
+    from metacrm.runtime.tokens import create_token
+    from metacrm.web import create_app
+
+    staged.add_user("boss", roles=["boss"])
+    headers = {"Authorization": f"Bearer {create_token(staged, 'boss')['token']}"}
+    with TestClient(create_app(staged), raise_server_exceptions=False) as client:
+        made = client.post("/api/v1/deal", json={"title": "h", "cur": "BHD", "amount": "1.505", "spent": "1h30m"}, headers=headers)
+        assert made.status_code == 201, made.text
+        assert (made.json()["amount"], made.json()["spent"]) == ("1.505", 5400)
+        bad = client.post("/api/v1/deal", json={"title": "h", "cur": "JPY", "amount": "1.5"}, headers=headers)
+        assert bad.status_code == 422 and "JPY" in bad.text
+        report = client.get("/api/v1/reports/group/deal", params={"by": "cur", "sum": "amount"}, headers=headers)
+        assert report.json()["total"]["sums"] == {"BHD": "1.505", "JPY": "1200", "USD": "11.55"}

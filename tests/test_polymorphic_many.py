@@ -31,6 +31,9 @@ entities:
       text: {type: string, required: true}
     links:
       about: {to: [deal, client], many: true, inverse: notes, on_delete: restrict}
+roles:
+  boss:
+    "*": all
 """
 
 
@@ -148,3 +151,36 @@ def test_cli_and_api(crm, tmp_path, db_url):
     assert "Лютик, Поставка" in listed
     bad = runner.invoke(app, ["link", "note", "1", "about", "deal:7", *args])
     assert bad.exit_code == 1 and "note.about: no deal with id 7" in bad.output
+
+
+def test_web_card_links_and_unlinks(crm):
+    from conftest import require_module
+
+    require_module("fastapi", why="the web app is the [web] extra")
+    require_module("httpx", why="the pages are driven through httpx")
+    from tests.test_web_pages import PASSWORD, TestClient, create_app, csrf_of, set_password
+
+    crm.add_user("boss", roles=["boss"])
+    set_password(crm, "boss", PASSWORD)
+    n = crm.create("note", {"text": "a", "about": ["deal:1"]})
+    client = TestClient(create_app(crm), follow_redirects=False)
+    try:
+        token = csrf_of(client.get("/login").text)
+        client.post("/login", data={"login": "boss", "password": PASSWORD, "csrf": token, "next": "/"})
+        card = client.get(f"/note/{n['id']}").text
+        assert '<a href="/deal/1">Поставка</a>' in card
+        token = csrf_of(card)
+        hx = {"HX-Request": "true"}
+        added = client.post(
+            f"/note/{n['id']}/link", data={"csrf": token, "name": "about", "target": "client:2"}, headers=hx
+        )
+        assert '<a href="/client/2">Лютик</a>' in added.text
+        removed = client.post(
+            f"/note/{n['id']}/unlink", data={"csrf": token, "name": "about", "target": "deal:1"}, headers=hx
+        )
+        assert '<a href="/deal/1">' not in removed.text
+        assert crm.get("note", n["id"])["about"] == [{"entity": "client", "id": 2}]
+        assert client.get(f"/note/{n['id']}/edit").status_code == 200
+        assert '<a href="/note/' in client.get("/client/2").text  # the inverse list on the client's card
+    finally:
+        client.close()

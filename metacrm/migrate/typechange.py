@@ -136,8 +136,11 @@ def _measure(ctx: Ctx, conv: Conversion, o: str, of: Field, old_type, quote, whe
                 ).scalar_one()
                 step.rounded = rounded  # type: ignore[attr-defined]
                 if rounded:
-                    s = "s" if rounded > 1 else ""
-                    step.description += f"; {rounded} value{s} of {where} lose digits and are rounded"
+                    many = rounded > 1
+                    step.description += (
+                        f"; {rounded} value{'s' if many else ''} of {where} "
+                        f"{'lose' if many else 'loses'} digits and {'are' if many else 'is'} rounded"
+                    )
             predicate = conv.bad(col) if conv.bad else None
             if not predicate:
                 step.count = 0

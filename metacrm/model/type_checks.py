@@ -10,6 +10,7 @@ it in the YAML.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from decimal import Decimal, InvalidOperation
 
 from .field_types import MAX_PRECISION, currency_precision
 from .metamodel import Entity, Field
@@ -61,7 +62,11 @@ def _defaults(where: str, f: Field, decl: dict) -> Iterator[Issue]:
     coerce = field_coercer(f)
     for key in ("default", "fill"):
         value = decl.get(key)
-        if value is None or isinstance(value, bool):
+        if not isinstance(value, int | float | str) or isinstance(value, bool):
+            continue  # not a number at all: the default check says so (field.default_invalid)
+        try:
+            Decimal(str(value))
+        except InvalidOperation:
             continue
         try:
             coerce(value)

@@ -84,11 +84,13 @@ def link_values_coercer(link: Link, *, region: str | None = None, zone: str | No
     coercers = {f.name: field_coercer(f, region=region, zone=zone) for f in link.fields.values()}
     names = ", ".join(coercers) or "none"
 
-    def coerce(values: Mapping) -> dict:
-        if not isinstance(values, Mapping):
+    def coerce(values: Mapping, skip: str | None = None) -> dict:
+        if type(values) is not dict and not isinstance(values, Mapping):
             raise Invalid(f"{show(values)} are not the values of a link ({type_name(values)}); give field=value pairs")
         out = {}
         for key, value in values.items():
+            if key == skip:  # the target's id of a many-link item
+                continue
             run = coercers.get(key)
             if run is None:
                 hint = _did_you_mean(key, coercers)
@@ -133,10 +135,10 @@ def many_link_coercer(link: Link, *, region: str | None = None, zone: str | None
         given: dict[int, dict] = {}
         bad = []
         for item in items:
-            if isinstance(item, Mapping) and values_of is not None and "id" in item:
+            if values_of is not None and (type(item) is dict or isinstance(item, Mapping)) and "id" in item:
                 target = record_id(item["id"], what)  # a bad id is refused by itself
                 ids[target] = None
-                given[target] = values_of({k: v for k, v in item.items() if k != "id"})
+                given[target] = values_of(item, "id")
                 continue
             try:
                 ids[record_id(item, what)] = None
