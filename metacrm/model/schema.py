@@ -213,6 +213,11 @@ def _translate(error, source: Source) -> list[Problem]:
     if validator == "uniqueItems":
         return [problem("schema.duplicate", f"{where}: lists the same name twice")]
     if validator in ("oneOf", "anyOf"):
+        # a plain value where one branch lists the allowed values (a scope, or {assigned: [...]}):
+        # say which values are allowed rather than that the shape is wrong
+        enums = [e for e in error.context if e.validator == "enum"]
+        if enums and not isinstance(error.instance, dict | list):
+            return _translate(enums[0], source)
         return [
             problem(
                 "schema.shape",
