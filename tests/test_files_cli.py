@@ -36,6 +36,8 @@ def test_attach_list_download_detach_prune(run, tmp_path) -> None:
     made = json.loads(run("attach", "deal", "1", "c.pdf", "--field", "contract", "--format", "json").stdout)
     assert made["name"] == "c.pdf" and made["field"] == "contract" and made["mime"] == "application/pdf"
     run("attach", "deal", "1", "p.png", "--name", "фото.png")
+    assert "c.pdf (file 1)" in run("get", "deal", "1", store=False).stdout  # the field's file by name
+    assert json.loads(run("get", "deal", "1", "--format", "json", store=False).stdout)["record"]["contract"] == 1
     listed = json.loads(run("files", "deal", "1", "--format", "json", store=False).stdout)
     assert [(f["id"], f["name"]) for f in listed] == [(1, "c.pdf"), (2, "фото.png")]
     table = run("files", "deal", "1", store=False).stdout

@@ -106,6 +106,8 @@ def get(
         shown = parse_columns(ent, columns, extra=list(ent.inverses)) if columns else list(ent.columns)
         shown += [f"{n}.link" for n in shown if n in ent.links and ent.links[n].fields]  # their rows' values
         card = crm.card(entity, record_id)
+        # a file field holds its file's id: the table shows the file's name beside it
+        names = {f["id"]: f["name"] for f in crm.files(entity, record_id)} if ent.file_fields else {}
     record = {k: v for k, v in tidy(ent, card["record"]).items() if k in shown}
     links = {k: v for k, v in card["links"].items() if k in shown}
     related = {k: v for k, v in card["related"].items() if not columns or k in shown}
@@ -118,6 +120,9 @@ def get(
     from .listing import human_durations
 
     record = human_durations(ent, [record])[0]
+    for f in ent.file_fields:
+        if record.get(f.name) in names:
+            record[f.name] = f"{names[record[f.name]]} (file {record[f.name]})"
     pairs = [(k, v) for k, v in record.items() if k not in card["links"] and not k.endswith(".link")]  # links: below
     typer.echo(to_pairs(pairs, width=table_width(), wide=wide), nl=False)
     for name, value in links.items():
