@@ -94,6 +94,10 @@ def test_link_and_unlink_by_login(crm):
     assert crm.unlink("deal", d["id"], "manager")["manager"] is None
     with pytest.raises(ValidationError, match="unknown link 'managr'.*did you mean 'manager'"):
         crm.link("deal", d["id"], "managr", "bob")
+    before = crm.get("deal", d["id"])
+    with pytest.raises(ValidationError, match=r"^deal\.manager: a link to users carries no values$"):
+        crm.link("deal", d["id"], "manager", "bob", values={"qty": 1})
+    assert crm.get("deal", d["id"]) == before  # nothing written
     kinds = [e["action"] for e in crm.timeline("deal", d["id"])]
     assert kinds.count("link") == 3 and kinds.count("unlink") == 2
 
