@@ -54,10 +54,11 @@ def connect(
     pool_size: int | None = None,
     max_overflow: int | None = None,
     files: str | os.PathLike[str] | None = None,
+    tenant: str | None = None,
 ) -> CRM:
     """A CRM on the database at ``url_or_engine`` (a URL or the host's SQLAlchemy Engine) for
     ``model`` (a Model or a path to one); ``files``: where attached files are kept (a directory
-    or ``s3://BUCKET/PREFIX``, docs/files.md); see metacrm.runtime.crm.connect and
+    or ``s3://BUCKET/PREFIX``, docs/files.md); ``tenant``: that tenant's CRM (docs/scaling.md); see metacrm.runtime.crm.connect and
     docs/embedding.md."""
     from .runtime.crm import connect as _connect
 
@@ -69,6 +70,7 @@ def connect(
         pool_size=pool_size,
         max_overflow=max_overflow,
         files=files,
+        tenant=tenant,
     )
 
 

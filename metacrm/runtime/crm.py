@@ -88,6 +88,7 @@ def connect(
     pool_size: int | None = None,
     max_overflow: int | None = None,
     files: str | os.PathLike[str] | None = None,
+    tenant: str | None = None,
 ) -> CRM:
     """A CRM on the database at ``url_or_engine`` for ``model`` (a Model or a path to one).
 
@@ -96,7 +97,9 @@ def connect(
     ``busy_timeout`` (SQLite, seconds a writer waits for another), ``pool_size`` and
     ``max_overflow`` (the pool of a URL's engine), ``files`` (where attached files are kept: a
     directory or ``s3://BUCKET/PREFIX``; default ``$METACRM_FILES``, else beside an SQLite file,
-    see docs/files.md). Never changes the schema: on a new database
+    see docs/files.md), ``tenant`` (the CRM of that tenant of the database: its PostgreSQL schema
+    on the same pool, or its SQLite file; NotFound unless ``metacrm tenant create`` made it;
+    docs/scaling.md). Never changes the schema: on a new database
     call ``migrate()`` first; on a database holding another version of the model every data
     operation raises MigrationError.
     """
@@ -115,11 +118,32 @@ def connect(
         if pool_size is not None or max_overflow is not None:
             raise SetupError("pool_size and max_overflow apply to a URL: a host engine keeps the pool it was made with")
         engine, owned = adopt(url_or_engine, busy_timeout=busy_timeout), False
+    if tenant is not None:
+        engine, owned = _tenant_engine(engine, owned, tenant)
     crm = CRM(model, engine, user=user)
     crm._owns_engine = owned
     if files is not None:
         crm._files_location = os.fspath(files)
     return crm
+
+
+def _tenant_engine(engine: Engine, owned: bool, tenant: str) -> tuple[Engine, bool]:
+    """The engine of ``tenant`` of the database ``engine`` opens, and whether the CRM owns it."""
+    from . import tenants
+
+    try:
+        tenants.check_name(tenant)
+        tenants.require(engine, tenant)
+        tenant_engine = tenants.for_tenant(engine, tenant)
+    except BaseException:
+        if owned:
+            engine.dispose()
+        raise
+    if tenant_engine.dialect.name == "sqlite":  # its own file and engine: the root's is not needed
+        if owned:
+            engine.dispose()
+        return tenant_engine, True
+    return tenant_engine, owned
 
 
 class CRM(

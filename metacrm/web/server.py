@@ -34,6 +34,10 @@ def from_env():
         settings["token_ttl"] = ttl
     if (upload := _env("METACRM_MAX_UPLOAD", int)) is not None:
         settings["max_upload"] = upload
+    if tenant := os.environ.get("METACRM_TENANT"):  # `metacrm serve --tenant NAME`: that tenant's CRM
+        from ..runtime.crm import _tenant_engine
+
+        engine = _tenant_engine(engine, True, tenant)[0]
     return create_app(CRM(model, engine), **settings)
 
 
