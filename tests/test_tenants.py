@@ -209,3 +209,29 @@ def test_cli_fast_path_runs_tenant_commands(db_url, names, monkeypatch, capsys):
     assert parse(["list", "client", "--tenant", "acme"]) == ("list", {"entity": "client", "tenant": "acme"})
     monkeypatch.setenv("METACRM_TENANT", "globex")
     assert parse(["get", "client", "1"])[1]["tenant"] == "globex"
+
+
+def test_tenants_file_maps_each_tenant_to_its_model(tmp_path, monkeypatch):
+    from metacrm.errors import ModelError
+
+    file = tmp_path / "tenants.yaml"
+    file.write_text("default: trade.yaml\ntenants:\n  acme: trade.yaml\n  seaways: ../logistics.yaml\n")
+    mapping = tenants.TenantMap.load(file)
+    assert mapping.model_for("acme") == str(tmp_path / "trade.yaml")
+    assert mapping.model_for("seaways") == str(tmp_path.parent / "logistics.yaml")
+    assert mapping.model_for("other", "given.yaml") == str(tmp_path / "trade.yaml")
+    assert tenants.TenantMap().model_for("other", "given.yaml") == "given.yaml"
+    file.write_text("tenants:\n  acme: trade.yaml\n  Bad: x.yaml\nextra: 1\n")
+    with pytest.raises(ModelError) as refused:
+        tenants.TenantMap.load(file)
+    lines = sorted(p.format() for p in refused.value.problems)
+    assert lines == [
+        f"{file}:3:3: error: tenants: 'Bad' is not a tenant name (lower-case letters, digits and _)",
+        f"{file}:4:1: error: unknown key 'extra': a tenants file has `tenants:` and `default:`",
+    ]
+    monkeypatch.chdir(tmp_path)
+    file.write_text("tenants:\n  acme: a.yaml\n")
+    assert tenants.TenantMap.find().models == {"acme": str(tmp_path / "a.yaml")}
+    monkeypatch.setenv("METACRM_TENANTS_FILE", str(tmp_path / "missing.yaml"))
+    with pytest.raises(ModelError, match="no such file"):
+        tenants.TenantMap.find()

@@ -218,3 +218,89 @@ def drop(engine: Engine, name: str, *, force: bool = False) -> int:
             Path(f"{path}{suffix}").unlink(missing_ok=True)
     shutil.rmtree(f"{path}.files", ignore_errors=True)  # its default file store (docs/files.md)
     return rows
+
+
+# -- tenants.yaml: which model each tenant holds --------------------------------------------------
+TENANTS_FILE_ENV = "METACRM_TENANTS_FILE"
+TENANTS_FILE = "tenants.yaml"
+
+
+class TenantMap:
+    """A ``tenants.yaml``: the model file of each tenant, so that one server hosts several
+    businesses::
+
+        default: trade.yaml          # tenants not listed (optional)
+        tenants:
+          acme: trade.yaml
+          seaways: logistics.yaml
+
+    Paths are relative to the file. :meth:`model_for` answers the path for a tenant, or the
+    fallback (the command's ``--model``) when neither the tenant nor ``default`` is listed."""
+
+    def __init__(self, file: str | None = None, models: dict[str, str] | None = None, default: str | None = None):
+        self.file = file
+        self.models = dict(models or {})
+        self.default = default
+
+    def model_for(self, name: str, fallback: str | None = None) -> str | None:
+        return self.models.get(name, self.default or fallback)
+
+    @classmethod
+    def load(cls, path: str | Path) -> TenantMap:
+        """Read ``path``; ModelError with every problem as FILE:LINE:COL when it is not one."""
+        from ..errors import ModelError, Problem
+        from ..model.yaml_source import read_source
+
+        source = read_source(path)
+        problems = list(source.problems)
+        data = source.data if not problems else None
+
+        def problem(message: str, where: tuple = ()) -> None:
+            line, col = source.keys.get(where) or source.values.get(where) or (1, 1)
+            problems.append(Problem("tenants.invalid", message, str(path), line, col))
+
+        base = Path(path).resolve().parent
+        models: dict[str, str] = {}
+        default = None
+        if not problems:
+            if not isinstance(data, dict):
+                problem("a tenants file is a mapping with `tenants:` (tenant: model file) and an optional `default:`")
+            else:
+                for key in data:
+                    if key not in ("tenants", "default"):
+                        problem(f"unknown key {key!r}: a tenants file has `tenants:` and `default:`", (key,))
+                if "default" in data:
+                    if isinstance(data["default"], str) and data["default"].strip():
+                        default = str((base / data["default"]).resolve())
+                    else:
+                        problem("default: give the path of a model file", ("default",))
+                listed = data.get("tenants")
+                if listed is None and "tenants" not in data:
+                    problem("no `tenants:` mapping (tenant: model file)")
+                elif not isinstance(listed, dict):
+                    problem("tenants: a mapping of tenant name to model file", ("tenants",))
+                else:
+                    for name, model in listed.items():
+                        where = ("tenants", name)
+                        if not isinstance(name, str) or not NAME.fullmatch(name) or name in RESERVED:
+                            problem(f"tenants: {name!r} is not a tenant name (lower-case letters, digits and _)", where)
+                        elif not isinstance(model, str) or not model.strip():
+                            problem(f"tenants.{name}: give the path of a model file", where)
+                        else:
+                            models[name] = str((base / model).resolve())
+        if problems:
+            raise ModelError(problems)
+        return cls(str(path), models, default)
+
+    @classmethod
+    def find(cls, path: str | None = None) -> TenantMap:
+        """The tenants file given (``path``, else ``$METACRM_TENANTS_FILE``), else ``./tenants.yaml``
+        when there is one, else an empty map (every tenant holds the command's model)."""
+        import os
+
+        given = path or os.environ.get(TENANTS_FILE_ENV)
+        if given:
+            return cls.load(given)
+        if Path(TENANTS_FILE).is_file():
+            return cls.load(TENANTS_FILE)
+        return cls()
