@@ -71,6 +71,15 @@ class RequestId:
         await self.app(scope, receive, sending)
 
 
+def route_path(request: Request) -> str:
+    """The request's path below the app's ``root_path`` (``/deal/7`` for ``/t/acme/deal/7`` when
+    the app serves tenant acme under ``/t/acme``): the app's pages write and read their own
+    addresses from the root, metacrm.web.tenants puts them under the prefix."""
+    from starlette.routing import get_route_path
+
+    return get_route_path(request.scope)
+
+
 # -- acting user ---------------------------------------------------------------------------------
 def _bearer(request: Request) -> str | None:
     header = request.headers.get("authorization", "")
@@ -331,4 +340,4 @@ def _handlers(app: FastAPI) -> None:
         )
 
 
-__all__ = ["API", "Settings", "build_app", "json_response"]
+__all__ = ["API", "Settings", "build_app", "json_response", "route_path"]
