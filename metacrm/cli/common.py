@@ -61,6 +61,22 @@ def _driver_error() -> type[BaseException]:
     return DBAPIError
 
 
+_READ_DB: list[str | None] = [None]  # the root option --read-db of this command line
+
+
+def use_read_db(url: str | None) -> None:
+    """Remember the root option ``--read-db`` (typer_app._root, or fast.run_fast) for the
+    command that runs next."""
+    _READ_DB[0] = url or None
+
+
+def read_db() -> str | None:
+    """The read replica's URL: ``--read-db``, else ``$METACRM_READ_DB``, else None."""
+    import os
+
+    return _READ_DB[0] or os.environ.get("METACRM_READ_DB") or None
+
+
 def load(model_path: str):
     """The model at that path (from the compiled-model cache when its files are unchanged),
     or its problems on stderr and exit 2."""

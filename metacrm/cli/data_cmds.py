@@ -38,10 +38,11 @@ def opened(model: str, db: str, as_user: str | None = None, *, create: bool = Fa
     not exist is refused (exit 2), never created empty."""
     import warnings
 
-    from ..cli.common import load, missing_database
+    from ..cli.common import load, missing_database, read_db
     from ..errors import DuplicateWarning
     from ..runtime.crm import CRM
     from ..runtime.engine import make_engine
+    from ..runtime.replica import open_replica
 
     loaded = load(model)
     with refusals():
@@ -53,6 +54,8 @@ def opened(model: str, db: str, as_user: str | None = None, *, create: bool = Fa
         warnings.simplefilter("always", DuplicateWarning)
         crm = CRM(loaded, engine, user=as_user)
         try:
+            if (replica := read_db()) is not None:  # --read-db: plain reads go to the replica
+                crm.read_engine, crm._owns_read_engine = open_replica(engine, replica), True
             yield crm
         finally:
             crm.close()

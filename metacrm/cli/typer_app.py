@@ -116,7 +116,16 @@ def _root(
         envvar="METACRM_LOG",
         help="Print metacrm's log on stderr from this level: debug, info, warning or error.",
     ),
+    read_db: str | None = typer.Option(
+        None,
+        "--read-db",
+        envvar="METACRM_READ_DB",
+        help="A streaming replica of --db: lists, search and reports read from it (docs/scaling.md).",
+    ),
 ) -> None:
+    from .common import use_read_db
+
+    use_read_db(read_db)
     if log_level:
         from ..logs import log_to_stderr
         from .common import refusals

@@ -1,0 +1,225 @@
+"""Reads from a streaming replica: ``metacrm.connect(model, url, read_url=REPLICA)``.
+
+The CRM keeps a second engine (``crm.read_engine``) on the replica, made as the database's
+own and of the same dialect. Where a read goes:
+
+- the plain reads named in :data:`READS` (get, find, count, search, the reports, the board,
+  tasks, timelines...) read the replica;
+- every other operation (create, update, move, users, tokens, tick, deliver, migrate...) is a
+  write, or a read that decides something (who a token belongs to, the version an If-Match
+  names, the model version the database holds): it and every read it makes, even through a
+  public read, go to the database (:func:`on_primary` wraps those methods at import);
+- inside ``crm.transaction()``, ``crm.joined()`` or a write, reads join that transaction;
+- ``with crm.primary():`` sends the block's reads to the database;
+- ``with crm.request():`` is one request: once it wrote (any write transaction on the
+  database), its later reads go to the database, so it reads its own writes. The HTTP app
+  opens one per HTTP request. Outside any request each call is its own: a read after a write
+  may not see it yet (the replica's lag).
+
+A replica that cannot be reached fails the read with DatabaseUnavailable naming the replica
+(ConnectionLost when the connection broke during the read): no silent fallback to the
+database, whose capacity the replica exists to protect and whose failure would then hide.
+Nothing here is timed: routing never guesses the lag.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, Self
+
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine, make_url
+
+from ..errors import ConnectionLost, DatabaseUnavailable, SetupError
+from .engine import WRITE, in_memory, make_engine, reading, shown_url
+
+# The public CRM methods that only read and may read the replica. Any other public method
+# reads the database while it runs (a new method is safe before it is listed here).
+READS = frozenset(
+    {
+        "allowed_moves",
+        "board",
+        "card",
+        "count",
+        "download",
+        "duplicates",
+        "file_info",
+        "files",
+        "find",
+        "find_duplicates",
+        "funnel",
+        "get",
+        "history",
+        "open_file",
+        "related",
+        "report_group",
+        "search",
+        "tags",
+        "task_entities",
+        "tasks",
+        "timeline",
+        "titles",
+    }
+)
+# methods that are not operations: scopes, life cycle, the views
+_LEFT_AS_THEY_ARE = frozenset({"as_user", "close", "joined", "primary", "request", "retrying", "transaction"})
+
+_PRIMARY: ContextVar[bool] = ContextVar("metacrm_read_primary", default=False)
+_REQUEST: ContextVar[_Request | None] = ContextVar("metacrm_request", default=None)
+
+
+class _Request:
+    """One request's state, shared by the threads and tasks it runs in (a ContextVar holds
+    the object, copies of the context share it)."""
+
+    __slots__ = ("wrote",)
+
+    def __init__(self) -> None:
+        self.wrote = False
+
+
+def current_request() -> _Request | None:
+    """The request open in this context (``crm.request()``), or None."""
+    return _REQUEST.get()
+
+
+def wrote() -> None:
+    """Mark the current request (if any) as having written: its later reads use the database."""
+    request = _REQUEST.get()
+    if request is not None:
+        request.wrote = True
+
+
+def _on_begin(conn: Connection) -> None:
+    if conn.get_execution_options().get(WRITE):
+        wrote()
+
+
+def open_replica(
+    engine: Engine,
+    read_url: str | os.PathLike[str],
+    *,
+    busy_timeout: float | None = None,
+    pool_size: int | None = None,
+    max_overflow: int | None = None,
+    owned: bool = True,
+) -> Engine:
+    """The engine on the replica at ``read_url`` for a CRM on ``engine``: made by make_engine
+    with the same options (the pool options only when the database's engine is the CRM's
+    own), refused in one line when its dialect is not the database's or it is an in-memory
+    SQLite database (private to its connection: never a replica)."""
+    url = os.fspath(read_url)
+    if not isinstance(url, str) or not url.strip():
+        raise SetupError(f"read_url must be a database URL, not {read_url!r}")
+    replica = make_engine(
+        url,
+        busy_timeout=busy_timeout if engine.dialect.name == "sqlite" else None,
+        pool_size=pool_size if owned else None,
+        max_overflow=max_overflow if owned else None,
+    )
+    primary, other = engine.dialect.name, replica.dialect.name
+    if other != primary:
+        replica.dispose()
+        raise SetupError(
+            f"read_url {shown_url(url)} is a {_NAMES.get(other, other)} database: a replica of a "
+            f"{_NAMES.get(primary, primary)} database must be {_NAMES.get(primary, primary)} too"
+        )
+    if other == "sqlite" and in_memory(make_url(replica.url)):
+        replica.dispose()
+        raise SetupError(f"read_url {shown_url(url)} is a private in-memory database: a replica must be a file")
+    if not event.contains(engine, "begin", _on_begin):  # a write on the database marks the request
+        event.listen(engine, "begin", _on_begin)
+    return replica
+
+
+_NAMES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
+
+
+@contextmanager
+def replica_read(engine: Engine) -> Iterator[Connection]:
+    """A read transaction on the replica; its failure to open or a lost connection says it
+    was the replica."""
+    try:
+        with reading(engine) as conn:
+            yield conn
+    except ConnectionLost as exc:
+        raise ConnectionLost(f"read replica: {exc}") from exc
+    except DatabaseUnavailable as exc:
+        raise DatabaseUnavailable(f"read replica: {exc}") from exc
+
+
+class ReplicaMixin:
+    """``crm.request()``, ``crm.primary()`` and where a read goes (see the module)."""
+
+    engine: Engine
+    read_engine: Engine | None
+
+    @contextmanager
+    def request(self) -> Iterator[Self]:
+        """One request: once the block wrote, its later reads go to the database (read your
+        writes); before, the plain reads go to the replica. Nested, it joins the outer one.
+        Without a replica it changes nothing."""
+        if _REQUEST.get() is not None:
+            yield self
+            return
+        token = _REQUEST.set(_Request())
+        try:
+            yield self
+        finally:
+            _REQUEST.reset(token)
+
+    @contextmanager
+    def primary(self) -> Iterator[Self]:
+        """The block's reads go to the database, never to the replica (a read that decides a
+        write: ``with crm.primary(): current = crm.get(...)``)."""
+        token = _PRIMARY.set(True)
+        try:
+            yield self
+        finally:
+            _PRIMARY.reset(token)
+
+    @property
+    def reads_replica(self) -> bool:
+        """Whether a plain read made here and now would read the replica."""
+        if self.read_engine is None or _PRIMARY.get():
+            return False
+        request = _REQUEST.get()
+        return request is None or not request.wrote
+
+    def _replica_reading(self):
+        if self.reads_replica:
+            return replica_read(self.read_engine)  # type: ignore[arg-type]
+        return reading(self.engine)
+
+
+def on_primary(cls: type) -> type:
+    """Wrap every public method of ``cls`` that is not in READS so that, on a CRM with a
+    replica, it and everything it calls read the database (a write that reads first, through
+    ``self.get`` or ``self.find``, decides on current rows, never on the replica's past)."""
+    for name in dir(cls):
+        if name.startswith("_") or name in READS or name in _LEFT_AS_THEY_ARE:
+            continue
+        method = inspect.getattr_static(cls, name)
+        if inspect.isfunction(method) and not getattr(method, "_on_primary", False):
+            setattr(cls, name, _pinned(method))
+    return cls
+
+
+def _pinned(method):
+    @functools.wraps(method)
+    def call(self, *args: Any, **kw: Any):
+        if getattr(self, "read_engine", None) is None or _PRIMARY.get():
+            return method(self, *args, **kw)
+        token = _PRIMARY.set(True)
+        try:
+            return method(self, *args, **kw)
+        finally:
+            _PRIMARY.reset(token)
+
+    call._on_primary = True  # type: ignore[attr-defined]
+    return call
