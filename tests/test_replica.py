@@ -166,6 +166,30 @@ def test_every_read_named_is_a_method_and_every_other_operation_reads_the_primar
     assert not hasattr(CRM.find, "_on_primary") and not hasattr(CRM.funnel, "_on_primary")
 
 
+def test_a_subclass_operation_reads_the_primary(model: Path, urls) -> None:
+    """A host application's own operation on a subclass of CRM reads the primary: what it
+    finds is what it then writes on."""
+    from metacrm.runtime.engine import make_engine
+    from metacrm.runtime.replica import open_replica
+
+    class Desk(CRM):
+        def close_open(self) -> int:
+            found = self.find("ticket", where="stage = 'open'")
+            for ticket in found:
+                self.move("ticket", ticket["id"], "done")
+            return len(found)
+
+    engine = make_engine(urls[0])
+    desk = Desk(metacrm.load_model(model), engine)
+    desk.read_engine, desk._owns_read_engine = open_replica(engine, urls[1]), True
+    try:
+        desk.create("ticket", {"subject": "Only on the primary"})
+        assert desk.count("ticket", "stage = 'open'") == 2  # the replica's
+        assert desk.close_open() == 3  # the primary's three open tickets
+    finally:
+        desk.close()
+
+
 def test_the_model_version_check_reads_the_primary(model: Path, urls) -> None:
     """connect() then the first operation check the version the primary holds: a replica
     still on the previous model does not make a migrated database look stale."""

@@ -56,7 +56,8 @@ def opened(model: str, db: str, as_user: str | None = None, *, create: bool = Fa
         try:
             if (replica := read_db()) is not None:  # --read-db: plain reads go to the replica
                 crm.read_engine, crm._owns_read_engine = open_replica(engine, replica), True
-            yield crm
+            with crm.request():  # a command is one request: once it wrote, it reads its writes
+                yield crm
         finally:
             crm.close()
             for warning in caught:  # e.g. a `warn` duplicate rule matched: stored, but said

@@ -51,7 +51,7 @@ from .react import build_reactors
 from .reads import ReadsMixin
 from .records import as_id as _as_id
 from .records import link_member as _link_member
-from .replica import ReplicaMixin, on_primary, open_replica, wrote
+from .replica import ReplicaMixin, open_replica, wrote
 from .reports import ReportsMixin
 from .search import SearchMixin
 from .stages_api import StagesMixin
@@ -132,7 +132,7 @@ def connect(
     return crm
 
 
-class CRM(
+class CRM(  # ReplicaMixin wraps the operations that are not plain reads: they read the database
     ReplicaMixin,
     ReadsMixin,
     StagesMixin,
@@ -1615,5 +1615,3 @@ def _shift(issue: FieldIssue, offset: int | None) -> FieldIssue:
         return replace(issue, index=None)
     return replace(issue, index=(issue.index or 0) + offset)
 
-
-on_primary(CRM)  # the operations that are not plain reads read the database (metacrm.runtime.replica)

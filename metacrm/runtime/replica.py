@@ -8,7 +8,8 @@ own and of the same dialect. Where a read goes:
 - every other operation (create, update, move, users, tokens, tick, deliver, migrate...) is a
   write, or a read that decides something (who a token belongs to, the version an If-Match
   names, the model version the database holds): it and every read it makes, even through a
-  public read, go to the database (:func:`on_primary` wraps those methods at import);
+  public read, go to the database (:func:`on_primary` wraps those methods when the class, or
+  a subclass of it, is made);
 - inside ``crm.transaction()``, ``crm.joined()`` or a write, reads join that transaction;
 - ``with crm.primary():`` sends the block's reads to the database;
 - ``with crm.request():`` is one request: once it wrote (any write transaction on the
@@ -158,6 +159,12 @@ class ReplicaMixin:
 
     engine: Engine
     read_engine: Engine | None
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        """The CRM class, and a host application's subclass of it, get their operations
+        wrapped by :func:`on_primary` when the class is made."""
+        super().__init_subclass__(**kw)
+        on_primary(cls)
 
     @contextmanager
     def request(self) -> Iterator[Self]:
