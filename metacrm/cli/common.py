@@ -129,3 +129,66 @@ def choose(value: str, allowed, what: str) -> str:
 
 
 Command = Callable[..., None]
+
+
+# -- --tenant ---------------------------------------------------------------------------------
+# The tenant a command works in (docs/scaling.md): set around the command by the --tenant option
+# every command with --db takes (added by with_tenant when the typer app registers it; the fast
+# path of metacrm.cli.fast sets it the same way), read where the command opens its database.
+_TENANT: list[str | None] = [None]
+
+
+def current_tenant() -> str | None:
+    return _TENANT[0]
+
+
+@contextmanager
+def tenant_scope(name: str | None) -> Iterator[None]:
+    before = _TENANT[0]
+    _TENANT[0] = name or None
+    try:
+        yield
+    finally:
+        _TENANT[0] = before
+
+
+def with_tenant(func: Callable) -> Callable:
+    """``func`` with a ``--tenant NAME`` option (env METACRM_TENANT) when it takes ``--db``: the
+    command runs in that tenant. Commands that name a tenant themselves (``tenant create``) or
+    take no database are returned as they are."""
+    import functools
+    import inspect
+    from typing import Annotated
+
+    signature = inspect.signature(func, eval_str=True)  # typer reads the evaluated annotations of __signature__
+    if "db" not in signature.parameters or "tenant" in signature.parameters or getattr(func, "_no_tenant", False):
+        return func
+    option = Annotated[
+        str | None,
+        typer.Option(
+            "--tenant",
+            envvar="METACRM_TENANT",
+            help="Work in this tenant of the database (`metacrm tenant list`; docs/scaling.md).",
+        ),
+    ]
+
+    @functools.wraps(func)
+    def command(*args, tenant: str | None = None, **kwargs):
+        with tenant_scope(tenant):
+            return func(*args, **kwargs)
+
+    extra = inspect.Parameter("tenant", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=option)
+    command.__signature__ = signature.replace(parameters=[*signature.parameters.values(), extra])  # type: ignore[attr-defined]
+    command.__annotations__ = {**func.__annotations__, "tenant": option}
+    return command
+
+
+def tenant_engine(engine):
+    """``engine`` (made by the command for --db, owned by it) turned into the engine of the
+    current --tenant, if one is given: NotFound (exit 1) naming the tenants when it does not exist."""
+    tenant = current_tenant()
+    if tenant is None:
+        return engine
+    from ..runtime.crm import _tenant_engine
+
+    return _tenant_engine(engine, True, tenant)[0]

@@ -38,7 +38,7 @@ def opened(model: str, db: str, as_user: str | None = None, *, create: bool = Fa
     not exist is refused (exit 2), never created empty."""
     import warnings
 
-    from ..cli.common import load, missing_database, read_db
+    from ..cli.common import load, missing_database, read_db, tenant_engine
     from ..errors import DuplicateWarning
     from ..runtime.crm import CRM
     from ..runtime.engine import make_engine
@@ -52,6 +52,7 @@ def opened(model: str, db: str, as_user: str | None = None, *, create: bool = Fa
         fail(why)  # not found: exit 1, as `metacrm dump` answers
     with refusals(), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DuplicateWarning)
+        engine = tenant_engine(engine)
         crm = CRM(loaded, engine, user=as_user)
         try:
             if (replica := read_db()) is not None:  # --read-db: plain reads go to the replica

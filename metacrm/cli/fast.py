@@ -26,6 +26,7 @@ _COMMON = {
     "--model": ("model", STR),
     "-m": ("model", STR),
     "--db": ("db", STR),
+    "--tenant": ("tenant", STR),
     "--as": ("as_user", STR),
     "--format": ("format", FORMAT),
     "-f": ("format", FORMAT),
@@ -63,7 +64,7 @@ COMMANDS: dict[str, tuple[str, str, tuple[str, ...], str | None, dict[str, tuple
         {"--note": ("note", STR), "--version": ("version", INT), **_COMMON},
     ),
 }
-ENVVARS = {"model": "METACRM_MODEL", "db": "METACRM_DB", "as_user": "METACRM_USER"}
+ENVVARS = {"model": "METACRM_MODEL", "db": "METACRM_DB", "as_user": "METACRM_USER", "tenant": "METACRM_TENANT"}
 # the environment typer reads for the root command (--log-level) or shell completion: leave those to it
 _TYPER_ENV = ("METACRM_LOG", "_METACRM_COMPLETE", "_TYPER_COMPLETE_ARGS")
 _INTEGERS = {INT: re.compile(r"0|-?[1-9][0-9]*"), COUNT: re.compile(r"0|[1-9][0-9]*")}
@@ -179,10 +180,14 @@ def run_fast(args: list[str]) -> None:
     use_read_db(root_options(args)[0])
 
     function = getattr(importlib.import_module(f"{__package__}.{module_name}"), function_name)
+    from .common import tenant_scope
+
+    tenant = keywords.pop("tenant", None)
     # what typer's standalone main does around a command (typer.core._main)
     try:
         try:
-            function(**keywords)
+            with tenant_scope(tenant):
+                function(**keywords)
         except EOFError:
             print(file=sys.stderr)
             print("Aborted!", file=sys.stderr)

@@ -80,8 +80,12 @@ def serve(
     with refusals():  # a database that cannot be opened, or an option it has no use for: exit 2
         import_extra(WEB)
         from ..runtime.crm import connect
+        from .common import current_tenant
 
-        with connect(loaded, db, busy_timeout=busy_timeout, pool_size=pool_size, read_url=read_db) as crm:
+        tenant = current_tenant()
+        with connect(
+            loaded, db, busy_timeout=busy_timeout, pool_size=pool_size, tenant=tenant, read_url=read_db
+        ) as crm:
             recorded = crm.recorded_model()  # opens the database now, before anything listens
             if crm.read_engine is not None:
                 from ..runtime.replica import replica_read
@@ -96,6 +100,10 @@ def serve(
     os.environ["METACRM_MAX_UPLOAD"] = str(max_upload)
     if files:
         os.environ["METACRM_FILES"] = files
+    if tenant:
+        os.environ["METACRM_TENANT"] = tenant
+    else:
+        os.environ.pop("METACRM_TENANT", None)
     for name, value in (
         ("METACRM_POOL_SIZE", pool_size),
         ("METACRM_BUSY_TIMEOUT", busy_timeout),

@@ -23,6 +23,7 @@ from . import (
     serve_cmd,
     stage_cmds,
     task_cmds,
+    tenant_cmds,
     token_cmds,
     user_cmds,
 )
@@ -66,6 +67,7 @@ MODULES = (
     token_cmds,
     form_cmds,
     file_cmds,
+    tenant_cmds,
 )
 # The commands the console script runs through an app holding only their own module's
 # commands (see main()): typer builds a click command from the signature of every command of
@@ -84,8 +86,18 @@ FAST = {
 }
 
 
+class _App(typer.Typer):
+    """Every command that takes ``--db`` also takes ``--tenant`` (metacrm.cli.common.with_tenant)."""
+
+    def command(self, *args, **kwargs):
+        from .common import with_tenant
+
+        register = super().command(*args, **kwargs)
+        return lambda func: register(with_tenant(func))
+
+
 def _new_app() -> typer.Typer:
-    new = typer.Typer(
+    new = _App(
         name="metacrm",
         help="metacrm: a business described in YAML becomes a working CRM.",
         no_args_is_help=True,

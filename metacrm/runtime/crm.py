@@ -90,6 +90,7 @@ def connect(
     max_overflow: int | None = None,
     files: str | os.PathLike[str] | None = None,
     read_url: str | os.PathLike[str] | None = None,
+    tenant: str | None = None,
 ) -> CRM:
     """A CRM on the database at ``url_or_engine`` for ``model`` (a Model or a path to one).
 
@@ -100,8 +101,10 @@ def connect(
     directory or ``s3://BUCKET/PREFIX``; default ``$METACRM_FILES``, else beside an SQLite file,
     see docs/files.md), ``read_url`` (a streaming replica of the database: lists, search,
     reports and the board read from it, writes and the reads of a request that wrote go to
-    the database; see :mod:`metacrm.runtime.replica` and docs/scaling.md). Never changes the
-    schema: on a new database
+    the database; see :mod:`metacrm.runtime.replica` and docs/scaling.md), ``tenant`` (the
+    CRM of that tenant of the database: its PostgreSQL schema on the same pool, or its SQLite
+    file; NotFound unless ``metacrm tenant create`` made it; docs/scaling.md; the replica
+    serves the same tenant). Never changes the schema: on a new database
     call ``migrate()`` first; on a database holding another version of the model every data
     operation raises MigrationError.
     """
@@ -120,6 +123,8 @@ def connect(
         if pool_size is not None or max_overflow is not None:
             raise SetupError("pool_size and max_overflow apply to a URL: a host engine keeps the pool it was made with")
         engine, owned = adopt(url_or_engine, busy_timeout=busy_timeout), False
+    if tenant is not None:
+        engine, owned = _tenant_engine(engine, owned, tenant)
     crm = CRM(model, engine, user=user)
     crm._owns_engine = owned
     if read_url is not None:
@@ -130,6 +135,25 @@ def connect(
     if files is not None:
         crm._files_location = os.fspath(files)
     return crm
+
+
+def _tenant_engine(engine: Engine, owned: bool, tenant: str) -> tuple[Engine, bool]:
+    """The engine of ``tenant`` of the database ``engine`` opens, and whether the CRM owns it."""
+    from . import tenants
+
+    try:
+        tenants.check_name(tenant)
+        tenants.require(engine, tenant)
+        tenant_engine = tenants.for_tenant(engine, tenant)
+    except BaseException:
+        if owned:
+            engine.dispose()
+        raise
+    if tenant_engine.dialect.name == "sqlite":  # its own file and engine: the root's is not needed
+        if owned:
+            engine.dispose()
+        return tenant_engine, True
+    return tenant_engine, owned
 
 
 class CRM(  # ReplicaMixin wraps the operations that are not plain reads: they read the database

@@ -348,6 +348,10 @@ def seen_stage(crm, entity: Entity, record_id) -> str | None:
     # PostgreSQL: the read in autocommit, one round trip (not BEGIN, SELECT and the pool's ROLLBACK)
     driver = raw.driver_connection if engine.dialect.name == "postgresql" else None
     try:
+        if driver is not None:  # a raw checkout fires no engine_connect: the tenant's path set here
+            from .tenants import apply_path, tenant_of
+
+            apply_path(raw._connection_record, tenant_of(engine))
         if driver is not None:
             driver.autocommit = True
         cursor = raw.cursor()

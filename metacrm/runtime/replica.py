@@ -133,9 +133,30 @@ def open_replica(
     if other == "sqlite" and in_memory(make_url(replica.url)):
         replica.dispose()
         raise SetupError(f"read_url {shown_url(url)} is a private in-memory database: a replica must be a file")
-    if not event.contains(engine, "begin", _on_begin):  # a write on the database marks the request
-        event.listen(engine, "begin", _on_begin)
-    return replica
+    base = getattr(engine, "_proxied", engine)  # a tenant's engine: the database's (one listener for all)
+    if not event.contains(base, "begin", _on_begin):  # a write on the database marks the request
+        event.listen(base, "begin", _on_begin)
+    return _same_tenant(engine, replica)
+
+
+def _same_tenant(engine: Engine, replica: Engine) -> Engine:
+    """The replica's engine for the tenant ``engine`` works for (metacrm.runtime.tenants): its
+    schema on PostgreSQL (the standby has the primary's schemas), its file beside the
+    replica's on SQLite. The tenant is not looked up on the replica: the database said it
+    exists, and a replica that lags may not know it yet (its reads then fail, naming it)."""
+    from . import tenants
+
+    tenant = tenants.tenant_of(engine)
+    if tenant is None:
+        return replica
+    try:
+        own = tenants.for_tenant(replica, tenant)
+    except BaseException:
+        replica.dispose()
+        raise
+    if own.dialect.name == "sqlite":  # the tenant's file has an engine of its own
+        replica.dispose()
+    return own
 
 
 _NAMES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}

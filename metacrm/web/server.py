@@ -29,8 +29,12 @@ def from_env():
         busy_timeout=_env("METACRM_BUSY_TIMEOUT", float),
         pool_size=_env("METACRM_POOL_SIZE", int),
     )
+    if tenant := os.environ.get("METACRM_TENANT"):  # `metacrm serve --tenant NAME`: that tenant's CRM
+        from ..runtime.crm import _tenant_engine
+
+        engine = _tenant_engine(engine, True, tenant)[0]
     crm = CRM(model, engine)
-    if read_db := os.environ.get("METACRM_READ_DB", "").strip():  # serve --read-db: a pool per worker too
+    if read_db := os.environ.get("METACRM_READ_DB", "").strip():  # serve --read-db: a pool per worker, the same tenant
         from ..runtime.replica import open_replica
 
         crm.read_engine = open_replica(
