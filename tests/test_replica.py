@@ -256,6 +256,9 @@ def test_cli_read_db_root_option_and_environment(model: Path, urls, monkeypatch)
     assert listed.exit_code == 0 and "Webcam" not in listed.output and "Printer jam" in listed.output
     plain = runner.invoke(app, ["list", "ticket", "-f", "csv", *base])  # the option is per command line
     assert plain.exit_code == 0 and "Webcam" in plain.output
+    after = runner.invoke(app, ["search", "webcam", *base, "--read-db", replica])  # after the command, as --db
+    assert after.exit_code == 0 and "Webcam" not in after.output
+    assert "Webcam" in runner.invoke(app, ["search", "webcam", *base]).output
     monkeypatch.setenv("METACRM_READ_DB", replica)
     funnel = runner.invoke(app, ["report", "funnel", "ticket", "-f", "json", *base])
     assert funnel.exit_code == 0, funnel.output
@@ -291,6 +294,10 @@ def test_cli_fast_path_honours_read_db(model: Path, urls, monkeypatch, capsys) -
     assert code == 0 and "Headset" not in out and "Printer jam" in out
     code, out = run(["list", "ticket", *base])
     assert code == 0 and "Headset" in out
+    line = ["list", "ticket", *base, "--read-db", replica]  # after the command, as --db
+    assert fast.parse(line) is not None
+    code, out = run(line)
+    assert code == 0 and "Headset" not in out and "Printer jam" in out
     monkeypatch.setenv("METACRM_READ_DB", replica)
     code, out = run(["get", "ticket", "3", *base])
     assert code == 1  # the replica has no ticket 3

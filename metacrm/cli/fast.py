@@ -27,6 +27,7 @@ _COMMON = {
     "-m": ("model", STR),
     "--db": ("db", STR),
     "--tenant": ("tenant", STR),
+    "--read-db": ("read_db", STR),
     "--as": ("as_user", STR),
     "--format": ("format", FORMAT),
     "-f": ("format", FORMAT),
@@ -65,6 +66,7 @@ COMMANDS: dict[str, tuple[str, str, tuple[str, ...], str | None, dict[str, tuple
     ),
 }
 ENVVARS = {"model": "METACRM_MODEL", "db": "METACRM_DB", "as_user": "METACRM_USER", "tenant": "METACRM_TENANT"}
+# $METACRM_READ_DB is read by common.read_db() when no --read-db is given (it must not beat the root option)
 # the environment typer reads for the root command (--log-level) or shell completion: leave those to it
 _TYPER_ENV = ("METACRM_LOG", "_METACRM_COMPLETE", "_TYPER_COMPLETE_ARGS")
 _INTEGERS = {INT: re.compile(r"0|-?[1-9][0-9]*"), COUNT: re.compile(r"0|[1-9][0-9]*")}
@@ -175,7 +177,7 @@ def run_fast(args: list[str]) -> None:
 
     import typer
 
-    from .common import use_read_db
+    from .common import read_db_scope, use_read_db
 
     use_read_db(root_options(args)[0])
 
@@ -183,10 +185,11 @@ def run_fast(args: list[str]) -> None:
     from .common import tenant_scope
 
     tenant = keywords.pop("tenant", None)
+    read_db = keywords.pop("read_db", None)
     # what typer's standalone main does around a command (typer.core._main)
     try:
         try:
-            with tenant_scope(tenant):
+            with tenant_scope(tenant), read_db_scope(read_db):
                 function(**keywords)
         except EOFError:
             print(file=sys.stderr)

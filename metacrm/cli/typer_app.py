@@ -87,13 +87,14 @@ FAST = {
 
 
 class _App(typer.Typer):
-    """Every command that takes ``--db`` also takes ``--tenant`` (metacrm.cli.common.with_tenant)."""
+    """Every command that takes ``--db`` also takes ``--tenant`` and ``--read-db``
+    (metacrm.cli.common.with_tenant, with_read_db)."""
 
     def command(self, *args, **kwargs):
-        from .common import with_tenant
+        from .common import with_read_db, with_tenant
 
         register = super().command(*args, **kwargs)
-        return lambda func: register(with_tenant(func))
+        return lambda func: register(with_read_db(with_tenant(func)))
 
 
 def _new_app() -> typer.Typer:
