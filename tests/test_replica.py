@@ -190,6 +190,30 @@ def test_a_subclass_operation_reads_the_primary(model: Path, urls) -> None:
         desk.close()
 
 
+def test_the_replica_serves_the_crms_tenant(model: Path, tmp_path: Path) -> None:
+    """SQLite: a tenant's replica is its file beside the replica's (PostgreSQL, where it is
+    the tenant's schema on the standby: tests/test_replica_streaming.py)."""
+    from metacrm.runtime import tenants
+    from metacrm.runtime.engine import make_engine
+
+    primary, replica = f"sqlite:///{tmp_path / 'crm.db'}", f"sqlite:///{tmp_path / 'copy.db'}"
+    for url in (primary, replica):
+        engine = make_engine(url)
+        tenants.create(engine, "acme")
+        engine.dispose()
+        with metacrm.connect(model, url, tenant="acme") as crm:
+            crm.migrate()
+            crm.create("ticket", {"subject": "Acme's first"})
+    with metacrm.connect(model, primary, tenant="acme", read_url=replica) as crm:
+        assert Path(crm.read_engine.url.database).name == "copy.acme.db"
+        crm.create("ticket", {"subject": "Acme's second"})
+        assert crm.count("ticket") == 1
+        with crm.primary():
+            assert crm.count("ticket") == 2
+    with metacrm.connect(model, primary) as root:  # the database itself holds no ticket table
+        assert root.recorded_model() is None
+
+
 def test_the_model_version_check_reads_the_primary(model: Path, urls) -> None:
     """connect() then the first operation check the version the primary holds: a replica
     still on the previous model does not make a migrated database look stale."""

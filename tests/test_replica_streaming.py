@@ -4,7 +4,8 @@ free 127.0.0.1 port, stopped at the end (also when a test fails). metacrm runs w
 url=primary and read_url=standby: the funnel and the list the standby serves equal the
 primary's once it has replayed the primary's WAL; with replay paused the standby's answers
 lag while a request that wrote reads its write; with the primary stopped the standby still
-answers. Nothing is timed: catch-up is awaited by comparing WAL positions.
+answers; a tenant's CRM reads the tenant's schema on the standby. Nothing is timed: catch-up
+is awaited by comparing WAL positions. Each test has its own pair of clusters (a few seconds).
 
 The binaries run as the ``postgres`` OS user when the tests run as root (PostgreSQL refuses
 root). Without the binaries the tests skip, except under CI=true, where they fail."""
@@ -118,7 +119,7 @@ class Clusters:
                 self.run("pg_ctl", "-D", str(data), "-m", "immediate", "stop")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def clusters():
     bin_dir = _binaries()
     user = "postgres" if os.geteuid() == 0 else None  # PostgreSQL refuses to run as root
@@ -218,3 +219,41 @@ def test_a_streaming_replica_serves_the_reads(clusters: Clusters, tmp_path: Path
             crm.count("ticket")
     finally:
         crm.close()
+
+
+def test_a_tenant_reads_its_schema_on_the_standby(clusters: Clusters, tmp_path: Path) -> None:
+    from metacrm.runtime import tenants
+    from metacrm.runtime.engine import make_engine
+
+    model = tmp_path / "desk.yaml"
+    model.write_text(DESK, encoding="utf-8")
+    primary, standby = clusters.url(clusters.primary_port), clusters.url(clusters.standby_port)
+    engine = make_engine(primary)
+    try:
+        for name in ("acme", "beta"):
+            tenants.create(engine, name)
+            with metacrm.connect(model, engine, tenant=name) as crm:
+                crm.migrate()
+                for n in range(3 if name == "acme" else 1):
+                    crm.create("ticket", {"subject": f"{name} {n}"})
+        caught_up(clusters)
+        acme = metacrm.connect(model, engine, tenant="acme", read_url=standby)
+        beta = metacrm.connect(model, engine, tenant="beta", read_url=standby)
+        try:
+            assert (acme.count("ticket"), beta.count("ticket")) == (3, 1)  # each its own schema, on the standby
+            _scalar(standby, "SELECT pg_wal_replay_pause()")
+            try:
+                acme.create("ticket", {"subject": "acme 3"})
+                assert acme.count("ticket") == 3  # the standby lags: it served the read
+                with acme.primary():
+                    assert acme.count("ticket") == 4
+            finally:
+                _scalar(standby, "SELECT pg_wal_replay_resume()")
+            caught_up(clusters)
+            assert [t["subject"] for t in acme.find("ticket", order_by="id")][-1] == "acme 3"
+            assert [t["subject"] for t in beta.find("ticket")] == ["beta 0"]
+        finally:
+            acme.close()
+            beta.close()
+    finally:
+        engine.dispose()
