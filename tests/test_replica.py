@@ -262,6 +262,21 @@ def test_a_replica_that_is_down_fails_the_reads_naming_it(model: Path, urls, tmp
             assert crm.count("ticket") == 3
 
 
+def test_a_replica_without_the_models_tables_is_named(model: Path, urls, tmp_path: Path) -> None:
+    """A replica that has not replayed a migration yet (here: one that never had the model)
+    fails the reads naming it, in one line, rather than with the driver's traceback."""
+    from contextlib import nullcontext
+
+    empty = pg_schema_url() if urls[0].startswith("postgresql") else nullcontext(f"sqlite:///{tmp_path / 'empty.db'}")
+    with empty as replica, metacrm.connect(model, urls[0], read_url=replica) as crm:
+        with pytest.raises(DatabaseUnavailable) as failed:
+            crm.find("ticket")
+        message = str(failed.value)
+        assert message.startswith("read replica ") and "does not hold this model's tables yet" in message
+        assert "\n" not in message
+        assert crm.create("ticket", {"subject": "Written"})["id"] == 3
+
+
 # -- the command line ---------------------------------------------------------------------------
 def _lines(output: str) -> list[str]:
     return [line for line in output.splitlines() if line.strip()]

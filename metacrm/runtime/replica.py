@@ -35,6 +35,7 @@ from typing import Any, Self
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import DBAPIError
 
 from ..errors import ConnectionLost, DatabaseUnavailable, SetupError
 from .engine import WRITE, in_memory, make_engine, reading, shown_url
@@ -162,10 +163,17 @@ def _same_tenant(engine: Engine, replica: Engine) -> Engine:
 _NAMES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
 
 
+# what the replica answers when it lacks a table or column of the model (PostgreSQL's
+# undefined_table, undefined_column; SQLite's messages)
+_BEHIND_STATES = ("42P01", "42703")
+_BEHIND = ("no such table", "no such column")
+
+
 @contextmanager
 def replica_read(engine: Engine) -> Iterator[Connection]:
     """A read transaction on the replica; its failure to open or a lost connection says it
-    was the replica."""
+    was the replica, and so does a table or column of the model it does not hold (it has not
+    replayed a migration yet, or it is no replica of this database)."""
     try:
         with reading(engine) as conn:
             yield conn
@@ -173,6 +181,14 @@ def replica_read(engine: Engine) -> Iterator[Connection]:
         raise ConnectionLost(f"read replica: {exc}") from exc
     except DatabaseUnavailable as exc:
         raise DatabaseUnavailable(f"read replica: {exc}") from exc
+    except DBAPIError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__
+        if getattr(exc.orig, "sqlstate", None) not in _BEHIND_STATES and not reason.startswith(_BEHIND):
+            raise
+        raise DatabaseUnavailable(
+            f"read replica {shown_url(engine.url)} does not hold this model's tables yet ({reason}): it has not "
+            "replayed the database's last migration, or it is not a replica of the database"
+        ) from exc
 
 
 class ReplicaMixin:
