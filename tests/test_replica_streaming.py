@@ -130,7 +130,8 @@ def clusters():
         except KeyError:
             reason = "running as root, the server must run as the 'postgres' OS user, which does not exist"
             pytest.fail(f"CI requires {reason}", pytrace=False) if in_ci() else pytest.skip(reason)
-    root = Path(tempfile.mkdtemp(prefix="metacrm-replica-"))
+    # as root, in /tmp: $TMPDIR may be a directory the postgres user cannot enter
+    root = Path(tempfile.mkdtemp(prefix="metacrm-replica-", dir="/tmp" if entry is not None else None))
     if entry is not None:
         os.chown(root, entry.pw_uid, entry.pw_gid)
     made = Clusters(bin_dir, root, user)
