@@ -121,3 +121,27 @@ def test_the_page_a_form_redirects_to_shows_what_it_saved(model, urls) -> None: 
     finally:
         browser.close()
         crm.close()
+
+
+def test_each_serve_worker_opens_the_replica_from_the_environment(model, urls, monkeypatch) -> None:  # noqa: F811
+    """`metacrm serve --read-db URL` hands the replica to its workers as $METACRM_READ_DB:
+    each worker's app (metacrm.web.server.from_env) reads from it."""
+    from metacrm.web.server import from_env
+
+    with metacrm.connect(model, urls[0]) as crm:
+        crm.create("ticket", {"subject": "Only on the primary"})
+        token = create_token(crm, "ann")["token"]
+    for name in ("METACRM_POOL_SIZE", "METACRM_BUSY_TIMEOUT", "METACRM_TENANT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("METACRM_MODEL", str(model))
+    monkeypatch.setenv("METACRM_DB", urls[0])
+    monkeypatch.setenv("METACRM_READ_DB", urls[1])
+    app = from_env()
+    crm = app.state.crm
+    try:
+        assert crm.read_engine is not None and crm.read_engine.url.render_as_string(False) == urls[1]
+        client = TestClient(app)
+        listed = client.get("/api/v1/ticket", headers={"Authorization": f"Bearer {token}"})
+        assert listed.status_code == 200 and len(listed.json()["items"]) == 2
+    finally:
+        crm.close()

@@ -50,10 +50,10 @@ def serve(
     ] = None,
     read_db: Annotated[
         str | None,
-        typer.Option(
+        typer.Option(  # $METACRM_READ_DB is read below, after the root option (common.read_db)
             "--read-db",
-            envvar="METACRM_READ_DB",
-            help="A streaming replica of --db: lists, search, reports and the board read from it (docs/scaling.md).",
+            help="A streaming replica of --db: lists, search, reports and the board read from it "
+            "(default: $METACRM_READ_DB; docs/scaling.md).",
         ),
     ] = None,
     model: ModelOpt = DEFAULT_MODEL,
@@ -66,7 +66,7 @@ def serve(
     from .common import load
     from .common import read_db as root_read_db
 
-    read_db = read_db or root_read_db()  # `metacrm --read-db URL serve` as well
+    read_db = read_db or root_read_db()  # `metacrm --read-db URL serve`, $METACRM_READ_DB
 
     if not 0 < port < 65536:
         usage_error(f"--port: {port} is not a port (1 to 65535)")

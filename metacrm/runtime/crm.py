@@ -250,6 +250,7 @@ class CRM(  # ReplicaMixin wraps the operations that are not plain reads: they r
         if outer is not None:
             yield self
             return
+        wrote()  # the request's later reads go to the database (metacrm.runtime.replica)
         with writing(self.engine) as conn, self._within(conn):
             yield self
 
@@ -458,6 +459,7 @@ class CRM(  # ReplicaMixin wraps the operations that are not plain reads: they r
                 lock_wait=lock_wait,
             )
         if not dry_run:
+            wrote()  # the request's later reads need the new tables: the database's (metacrm.runtime.replica)
             self._state = "current"
             self.ensure_search_index()  # new or changed search fields, or indexes of an older metacrm
         return plan
@@ -1638,4 +1640,3 @@ def _shift(issue: FieldIssue, offset: int | None) -> FieldIssue:
     if offset is None:
         return replace(issue, index=None)
     return replace(issue, index=(issue.index or 0) + offset)
-

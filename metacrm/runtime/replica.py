@@ -12,15 +12,17 @@ own and of the same dialect. Where a read goes:
   a subclass of it, is made);
 - inside ``crm.transaction()``, ``crm.joined()`` or a write, reads join that transaction;
 - ``with crm.primary():`` sends the block's reads to the database;
-- ``with crm.request():`` is one request: once it wrote (any write transaction on the
-  database), its later reads go to the database, so it reads its own writes. The HTTP app
+- ``with crm.request():`` is one request: once it wrote (an operation that writes records,
+  ``crm.transaction()``, a migration), its later reads go to the database, so it reads its
+  own writes. The HTTP app
   opens one per HTTP request. Outside any request each call is its own: a read after a write
   may not see it yet (the replica's lag).
 
 A replica that cannot be reached fails the read with DatabaseUnavailable naming the replica
 (ConnectionLost when the connection broke during the read): no silent fallback to the
 database, whose capacity the replica exists to protect and whose failure would then hide.
-Nothing here is timed: routing never guesses the lag.
+Nothing here is timed: routing never guesses the lag (the HTTP app's short-lived cookie
+after a write aside, metacrm.web.app.ReadRouting).
 """
 
 from __future__ import annotations
@@ -33,12 +35,11 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, Self
 
-from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError
 
 from ..errors import ConnectionLost, DatabaseUnavailable, SetupError
-from .engine import WRITE, in_memory, make_engine, reading, shown_url
+from .engine import in_memory, make_engine, reading, shown_url
 
 # The public CRM methods that only read and may read the replica. Any other public method
 # reads the database while it runs (a new method is safe before it is listed here).
@@ -91,15 +92,13 @@ def current_request() -> _Request | None:
 
 
 def wrote() -> None:
-    """Mark the current request (if any) as having written: its later reads use the database."""
+    """Mark the current request (if any) as having written: its later reads use the database.
+    Called where the CRM writes what its reads show (``crm._writing()``, ``crm.transaction()``,
+    ``crm.migrate()``); bookkeeping written beside (a token's last use, a session) is not
+    marked: those are read on the database anyway."""
     request = _REQUEST.get()
     if request is not None:
         request.wrote = True
-
-
-def _on_begin(conn: Connection) -> None:
-    if conn.get_execution_options().get(WRITE):
-        wrote()
 
 
 def open_replica(
@@ -134,9 +133,6 @@ def open_replica(
     if other == "sqlite" and in_memory(make_url(replica.url)):
         replica.dispose()
         raise SetupError(f"read_url {shown_url(url)} is a private in-memory database: a replica must be a file")
-    base = getattr(engine, "_proxied", engine)  # a tenant's engine: the database's (one listener for all)
-    if not event.contains(base, "begin", _on_begin):  # a write on the database marks the request
-        event.listen(base, "begin", _on_begin)
     return _same_tenant(engine, replica)
 
 
