@@ -54,7 +54,7 @@ def connect(
     pool_size: int | None = None,
     max_overflow: int | None = None,
     files: str | os.PathLike[str] | None = None,
-    read_url: str | os.PathLike[str] | None = None,
+    read_url: str | os.PathLike[str] | Engine | None = None,
     tenant: str | None = None,
 ) -> CRM:
     """A CRM on the database at ``url_or_engine`` (a URL or the host's SQLAlchemy Engine) for

@@ -158,6 +158,27 @@ def test_views_keep_the_replica_and_only_the_owner_disposes_it(crm, monkeypatch)
     assert sorted(disposed) == sorted([str(crm.engine.url), str(crm.read_engine.url)])
 
 
+def test_the_hosts_engine_on_the_replica_is_shared_and_kept(model: Path, urls, monkeypatch) -> None:
+    """read_url may be the host's own engine on the replica: CRMs share its pool and never
+    dispose it."""
+    from sqlalchemy import create_engine
+
+    replica = create_engine(urls[1])
+    disposed: list[str] = []
+    real = type(replica).dispose
+    monkeypatch.setattr(type(replica), "dispose", lambda engine, *a, **k: disposed.append(str(engine.url)))
+    crms = [metacrm.connect(model, urls[0], read_url=replica) for _ in range(2)]
+    try:
+        crms[0].create("ticket", {"subject": "Tablet"})
+        assert [crm.count("ticket") for crm in crms] == [2, 2]
+        assert all(crm.read_engine is replica for crm in crms)
+    finally:
+        for crm in crms:
+            crm.close()
+    assert str(replica.url) not in disposed and str(urls[0]) in [str(url) for url in disposed]
+    real(replica)
+
+
 def test_every_read_named_is_a_method_and_every_other_operation_reads_the_primary() -> None:
     public = {name for name in dir(CRM) if not name.startswith("_") and callable(getattr(CRM, name))}
     assert READS <= public, READS - public
@@ -181,7 +202,7 @@ def test_a_subclass_operation_reads_the_primary(model: Path, urls) -> None:
 
     engine = make_engine(urls[0])
     desk = Desk(metacrm.load_model(model), engine)
-    desk.read_engine, desk._owns_read_engine = open_replica(engine, urls[1]), True
+    desk.read_engine, desk._owns_read_engine = open_replica(engine, urls[1])
     try:
         desk.create("ticket", {"subject": "Only on the primary"})
         assert desk.count("ticket", "stage = 'open'") == 2  # the replica's

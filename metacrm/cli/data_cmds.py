@@ -56,7 +56,7 @@ def opened(model: str, db: str, as_user: str | None = None, *, create: bool = Fa
         crm = CRM(loaded, engine, user=as_user)
         try:
             if (replica := read_db()) is not None:  # --read-db: plain reads go to the replica
-                crm.read_engine, crm._owns_read_engine = open_replica(engine, replica), True
+                crm.read_engine, crm._owns_read_engine = open_replica(engine, replica)
             with crm.request():  # a command is one request: once it wrote, it reads its writes
                 yield crm
         finally:

@@ -89,7 +89,7 @@ def connect(
     pool_size: int | None = None,
     max_overflow: int | None = None,
     files: str | os.PathLike[str] | None = None,
-    read_url: str | os.PathLike[str] | None = None,
+    read_url: str | os.PathLike[str] | Engine | None = None,
     tenant: str | None = None,
 ) -> CRM:
     """A CRM on the database at ``url_or_engine`` for ``model`` (a Model or a path to one).
@@ -99,8 +99,8 @@ def connect(
     ``busy_timeout`` (SQLite, seconds a writer waits for another), ``pool_size`` and
     ``max_overflow`` (the pool of a URL's engine), ``files`` (where attached files are kept: a
     directory or ``s3://BUCKET/PREFIX``; default ``$METACRM_FILES``, else beside an SQLite file,
-    see docs/files.md), ``read_url`` (a streaming replica of the database: lists, search,
-    reports and the board read from it, writes and the reads of a request that wrote go to
+    see docs/files.md), ``read_url`` (a streaming replica of the database, as a URL or the
+    host's engine on it: lists, search, reports and the board read from it, writes and the reads of a request that wrote go to
     the database; see :mod:`metacrm.runtime.replica` and docs/scaling.md), ``tenant`` (the
     CRM of that tenant of the database: its PostgreSQL schema on the same pool, or its SQLite
     file; NotFound unless ``metacrm tenant create`` made it; docs/scaling.md; the replica
@@ -128,10 +128,9 @@ def connect(
     crm = CRM(model, engine, user=user)
     crm._owns_engine = owned
     if read_url is not None:
-        crm.read_engine = open_replica(
+        crm.read_engine, crm._owns_read_engine = open_replica(
             engine, read_url, busy_timeout=busy_timeout, pool_size=pool_size, max_overflow=max_overflow, owned=owned
         )
-        crm._owns_read_engine = True
     if files is not None:
         crm._files_location = os.fspath(files)
     return crm

@@ -103,57 +103,78 @@ def wrote() -> None:
 
 def open_replica(
     engine: Engine,
-    read_url: str | os.PathLike[str],
+    read_url: str | os.PathLike[str] | Engine,
     *,
     busy_timeout: float | None = None,
     pool_size: int | None = None,
     max_overflow: int | None = None,
     owned: bool = True,
-) -> Engine:
-    """The engine on the replica at ``read_url`` for a CRM on ``engine``: made by make_engine
-    with the same options (the pool options only when the database's engine is the CRM's
-    own), refused in one line when its dialect is not the database's or it is an in-memory
-    SQLite database (private to its connection: never a replica)."""
-    url = os.fspath(read_url)
-    if not isinstance(url, str) or not url.strip():
-        raise SetupError(f"read_url must be a database URL, not {read_url!r}")
-    replica = make_engine(
-        url,
-        busy_timeout=busy_timeout if engine.dialect.name == "sqlite" else None,
-        pool_size=pool_size if owned else None,
-        max_overflow=max_overflow if owned else None,
-    )
+) -> tuple[Engine, bool]:
+    """``(the engine on the replica for a CRM on engine, whether the CRM owns it)``.
+
+    ``read_url``: a URL, made into an engine by make_engine with the same options as the
+    database's (the pool options only when the database's engine is the CRM's own); or the
+    host application's engine on the replica (set up by host.adopt, never disposed by the CRM,
+    keeping its own pool: give the same one to every tenant's CRM so they share it). Refused
+    in one line when its dialect is not the database's or it is an in-memory SQLite database
+    (private to its connection: never a replica). The replica serves the tenant ``engine``
+    works for, if any."""
+    if isinstance(read_url, Engine):
+        from .host import adopt
+
+        replica, mine = adopt(read_url, busy_timeout=busy_timeout if engine.dialect.name == "sqlite" else None), False
+        url = replica.url.render_as_string(hide_password=True)
+    else:
+        url = os.fspath(read_url)
+        if not isinstance(url, str) or not url.strip():
+            raise SetupError(f"read_url must be a database URL or an Engine, not {read_url!r}")
+        replica, mine = (
+            make_engine(
+                url,
+                busy_timeout=busy_timeout if engine.dialect.name == "sqlite" else None,
+                pool_size=pool_size if owned else None,
+                max_overflow=max_overflow if owned else None,
+            ),
+            True,
+        )
     primary, other = engine.dialect.name, replica.dialect.name
+    refusal = None
     if other != primary:
-        replica.dispose()
-        raise SetupError(
+        refusal = (
             f"read_url {shown_url(url)} is a {_NAMES.get(other, other)} database: a replica of a "
             f"{_NAMES.get(primary, primary)} database must be {_NAMES.get(primary, primary)} too"
         )
-    if other == "sqlite" and in_memory(make_url(replica.url)):
-        replica.dispose()
-        raise SetupError(f"read_url {shown_url(url)} is a private in-memory database: a replica must be a file")
-    return _same_tenant(engine, replica)
+    elif other == "sqlite" and in_memory(make_url(replica.url)):
+        refusal = f"read_url {shown_url(url)} is a private in-memory database: a replica must be a file"
+    if refusal is not None:
+        if mine:
+            replica.dispose()
+        raise SetupError(refusal)
+    return _same_tenant(engine, replica, mine)
 
 
-def _same_tenant(engine: Engine, replica: Engine) -> Engine:
+def _same_tenant(engine: Engine, replica: Engine, mine: bool) -> tuple[Engine, bool]:
     """The replica's engine for the tenant ``engine`` works for (metacrm.runtime.tenants): its
-    schema on PostgreSQL (the standby has the primary's schemas), its file beside the
-    replica's on SQLite. The tenant is not looked up on the replica: the database said it
-    exists, and a replica that lags may not know it yet (its reads then fail, naming it)."""
+    schema on PostgreSQL (the standby has the primary's schemas; the same pool), its file
+    beside the replica's on SQLite (an engine of its own). The tenant is not looked up on the
+    replica: the database said it exists, and a replica that lags may not know it yet (its
+    reads then fail, naming it)."""
     from . import tenants
 
     tenant = tenants.tenant_of(engine)
     if tenant is None:
-        return replica
+        return replica, mine
     try:
         own = tenants.for_tenant(replica, tenant)
     except BaseException:
-        replica.dispose()
+        if mine:
+            replica.dispose()
         raise
     if own.dialect.name == "sqlite":  # the tenant's file has an engine of its own
-        replica.dispose()
-    return own
+        if mine:
+            replica.dispose()
+        return own, True
+    return own, mine
 
 
 _NAMES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}

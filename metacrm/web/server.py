@@ -37,10 +37,9 @@ def from_env():
     if read_db := os.environ.get("METACRM_READ_DB", "").strip():  # serve --read-db: a pool per worker, the same tenant
         from ..runtime.replica import open_replica
 
-        crm.read_engine = open_replica(
+        crm.read_engine, crm._owns_read_engine = open_replica(
             engine, read_db, busy_timeout=_env("METACRM_BUSY_TIMEOUT", float), pool_size=_env("METACRM_POOL_SIZE", int)
         )
-        crm._owns_read_engine = True
     settings: dict = {"max_body": int(os.environ.get("METACRM_MAX_BODY", 1 << 20))}
     if (ttl := _env("METACRM_TOKEN_TTL", float)) is not None:
         settings["token_ttl"] = ttl
