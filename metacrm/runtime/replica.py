@@ -14,9 +14,9 @@ own and of the same dialect. Where a read goes:
 - ``with crm.primary():`` sends the block's reads to the database;
 - ``with crm.request():`` is one request: once it wrote (an operation that writes records,
   ``crm.transaction()``, a migration), its later reads go to the database, so it reads its
-  own writes. The HTTP app
-  opens one per HTTP request. Outside any request each call is its own: a read after a write
-  may not see it yet (the replica's lag).
+  own writes. The HTTP app opens one per HTTP request, a command of the command line is
+  one. Outside any request each call is its own: a read after a write may not see it yet
+  (the replica's lag).
 
 A replica that cannot be reached fails the read with DatabaseUnavailable naming the replica
 (ConnectionLost when the connection broke during the read): no silent fallback to the
