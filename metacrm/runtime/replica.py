@@ -247,12 +247,13 @@ class ReplicaMixin:
     @property
     def reads_replica(self) -> bool:
         """Whether a plain read made here and now would read the replica."""
-        if self.read_engine is None or _PRIMARY.get():
+        if self.read_engine is None or _PRIMARY.get() or getattr(self, "_tx", None) is not None:
             return False
         request = _REQUEST.get()
         return request is None or not request.wrote
 
     def _replica_reading(self):
+        """Called outside any transaction of this thread or task (see CRM._reading)."""
         if self.reads_replica:
             return replica_read(self.read_engine)  # type: ignore[arg-type]
         return reading(self.engine)
