@@ -105,6 +105,31 @@ def test_plain_reads_go_to_the_replica_and_writes_to_the_primary(crm) -> None:
     assert crm.count("ticket") == 2  # and the block's end sends reads back to the replica
 
 
+RECORD_READS = {
+    "get": lambda crm, rid: crm.get("ticket", rid),
+    "card": lambda crm, rid: crm.card("ticket", rid),
+    "history": lambda crm, rid: crm.history("ticket", rid),
+    "timeline": lambda crm, rid: crm.timeline("ticket", rid),
+    "allowed_moves": lambda crm, rid: crm.allowed_moves("ticket", rid),
+    "files": lambda crm, rid: crm.files("ticket", rid),
+}
+
+
+def test_each_read_of_a_record_reads_the_replica(crm) -> None:
+    """A record only the primary holds is not found by the reads of one record, until they
+    are told to read the primary."""
+    rid = crm.create("ticket", {"subject": "Only on the primary"})["id"]
+    for name, read in RECORD_READS.items():
+        with pytest.raises(NotFound):
+            read(crm, rid)
+            pytest.fail(f"{name} read the primary")
+        with crm.primary():
+            read(crm, rid)
+    assert crm.titles("ticket", [rid]) == {} and crm.search("primary") == []
+    with crm.primary():
+        assert crm.titles("ticket", [rid]) == {rid: "Only on the primary"} and crm.search("primary")
+
+
 def test_a_write_decides_on_the_primary(crm) -> None:
     """Records the replica has not seen are updated, moved, deleted: a write and the reads
     it makes first (through get, find...) go to the primary."""
