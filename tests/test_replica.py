@@ -353,6 +353,25 @@ def test_cli_read_db_root_option_and_environment(model: Path, urls, monkeypatch)
     assert refused.exit_code == 2 and len(_lines(refused.output)) == 1 and "read_url" in refused.output
 
 
+def test_cli_dump_reads_the_replica(model: Path, urls, tmp_path: Path, monkeypatch) -> None:
+    """`metacrm dump` is a read: with --read-db its snapshot is the replica's (REPEATABLE READ
+    works on a hot standby), keeping a backup's load off the database."""
+    from metacrm.cli.typer_app import app
+
+    monkeypatch.delenv("METACRM_READ_DB", raising=False)
+    primary, replica = urls
+    with metacrm.connect(model, primary) as crm:
+        crm.create("ticket", {"subject": "Not yet replicated"})
+    runner = CliRunner()
+    for name, extra, rows in (("from-replica", ["--read-db", replica], 2), ("from-primary", [], 3)):
+        out = tmp_path / name
+        done = runner.invoke(app, ["dump", str(out), "--db", primary, *extra])
+        assert done.exit_code == 0, done.output
+        manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+        tickets = [info["rows"] for table, info in manifest["tables"].items() if table.endswith("ticket")]
+        assert tickets == [rows], manifest["tables"]
+
+
 def test_cli_fast_path_honours_read_db(model: Path, urls, monkeypatch, capsys) -> None:
     """The typer-free path of get/list/create/move takes the root option before the command
     and $METACRM_READ_DB."""
