@@ -263,7 +263,9 @@ def test_the_replica_serves_the_crms_tenant(model: Path, tmp_path: Path) -> None
 def test_the_model_version_check_reads_the_primary(model: Path, urls) -> None:
     """connect() then the first operation check the version the primary holds: a replica
     still on the previous model does not make a migrated database look stale."""
-    changed = model.read_text(encoding="utf-8").replace("      amount: {type: money}\n", "      amount: {type: money}\n      note: {type: text}\n")
+    changed = model.read_text(encoding="utf-8").replace(
+        "      amount: {type: money}\n", "      amount: {type: money}\n      note: {type: text}\n"
+    )
     model.write_text(changed, encoding="utf-8")
     with metacrm.connect(model, urls[0]) as crm:
         crm.migrate()
@@ -275,7 +277,9 @@ def test_the_model_version_check_reads_the_primary(model: Path, urls) -> None:
 def test_a_replica_of_another_dialect_or_in_memory_is_refused(model: Path, urls, tmp_path: Path) -> None:
     primary = urls[0]
     other = (
-        "postgresql+psycopg://nobody@127.0.0.1:1/none" if primary.startswith("sqlite") else f"sqlite:///{tmp_path / 'x.db'}"
+        "postgresql+psycopg://nobody@127.0.0.1:1/none"
+        if primary.startswith("sqlite")
+        else f"sqlite:///{tmp_path / 'x.db'}"
     )
     with pytest.raises(SetupError) as refused:
         metacrm.connect(model, primary, read_url=other)

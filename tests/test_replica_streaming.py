@@ -100,7 +100,9 @@ class Clusters:
 
     def up(self) -> None:
         primary, standby = self.root / "primary", self.root / "standby"
-        self.run("initdb", "-D", str(primary), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync")
+        self.run(
+            "initdb", "-D", str(primary), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync"
+        )
         self.start(primary, self.primary_port)
         self.run(
             "pg_basebackup",
