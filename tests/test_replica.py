@@ -357,6 +357,39 @@ def test_cli_read_db_root_option_and_environment(model: Path, urls, monkeypatch)
     assert refused.exit_code == 2 and len(_lines(refused.output)) == 1 and "read_url" in refused.output
 
 
+def test_group_commands_take_read_db_and_tenant(model: Path, urls, tmp_path: Path, monkeypatch) -> None:
+    """The commands of a group (`report funnel`, `user list`...) take --read-db and --tenant
+    after the command, as every command with --db does."""
+    from metacrm.cli.typer_app import app
+    from metacrm.runtime import tenants
+    from metacrm.runtime.engine import make_engine
+
+    monkeypatch.delenv("METACRM_READ_DB", raising=False)
+    monkeypatch.delenv("METACRM_TENANT", raising=False)
+    primary, replica = urls
+    with metacrm.connect(model, primary) as crm:
+        crm.create("ticket", {"subject": "Not yet replicated"})
+    runner = CliRunner()
+    base = ["-m", str(model), "--db", primary]
+    funnel = runner.invoke(app, ["report", "funnel", "ticket", "-f", "json", *base, "--read-db", replica])
+    assert funnel.exit_code == 0, funnel.output
+    assert json.loads(funnel.output)["stages"][0]["now"] == 2
+    assert (
+        json.loads(runner.invoke(app, ["report", "funnel", "ticket", "-f", "json", *base]).output)["stages"][0]["now"]
+        == 3
+    )
+    if primary.startswith("sqlite"):  # a tenant: a file beside the database (PostgreSQL: tests/test_tenants.py)
+        engine = make_engine(primary)
+        tenants.create(engine, "acme")
+        engine.dispose()
+        with metacrm.connect(model, primary, tenant="acme") as crm:
+            crm.migrate()
+            crm.add_user("zed", roles=["admin"])
+        users = runner.invoke(app, ["user", "list", "-f", "json", *base, "--tenant", "acme"])
+        assert users.exit_code == 0, users.output
+        assert [u["login"] for u in json.loads(users.output)] == ["zed"]
+
+
 def test_cli_dump_reads_the_replica(model: Path, urls, tmp_path: Path, monkeypatch) -> None:
     """`metacrm dump` is a read: with --read-db its snapshot is the replica's (REPEATABLE READ
     works on a hot standby), keeping a backup's load off the database."""

@@ -13,6 +13,7 @@ root). Without the binaries the tests skip, except under CI=true, where they fai
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import shutil
@@ -25,9 +26,11 @@ from pathlib import Path
 import pytest
 from conftest import in_ci
 from sqlalchemy import create_engine, text
+from typer.testing import CliRunner
 
 import metacrm
 from metacrm import DatabaseUnavailable
+from metacrm.cli.typer_app import app
 
 DESK = """\
 metacrm: 1
@@ -211,6 +214,12 @@ def test_a_streaming_replica_serves_the_reads(clusters: Clusters, tmp_path: Path
                 assert crm.count("ticket") == 7 and crm.get("ticket", new)["stage"] == "doing"
                 assert [s["now"] for s in crm.funnel("ticket")["stages"]] == [1, 3, 2, 1]
             assert crm.count("ticket") == 6  # the next request reads the standby again
+            cli = CliRunner().invoke(  # the command line: the same routing
+                app,
+                ["report", "funnel", "ticket", "-f", "json", "-m", str(model), "--db", primary, "--read-db", standby],
+            )
+            assert cli.exit_code == 0, cli.output
+            assert [s["now"] for s in json.loads(cli.output)["stages"]] == [1, 2, 2, 1]
         finally:
             _scalar(standby, "SELECT pg_wal_replay_resume()")
         caught_up(clusters)
