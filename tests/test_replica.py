@@ -161,6 +161,35 @@ def test_a_request_reads_its_own_writes(crm) -> None:
         assert crm.count("ticket") == 2
 
 
+def test_concurrent_requests_keep_their_own_state(crm) -> None:
+    """A request's write sends its own later reads to the primary, never another thread's
+    request running at the same time (each request is a ContextVar of its thread or task)."""
+    import threading
+
+    written, checked = threading.Event(), threading.Event()
+    seen: dict[str, int] = {}
+
+    def writer() -> None:
+        with crm.request():
+            crm.create("ticket", {"subject": "Concurrent"})
+            written.set()
+            checked.wait(10)
+            seen["writer"] = crm.count("ticket")
+
+    def reader() -> None:
+        with crm.request():
+            written.wait(10)
+            seen["reader"] = crm.count("ticket")
+            checked.set()
+
+    threads = [threading.Thread(target=writer), threading.Thread(target=reader)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert seen == {"writer": 3, "reader": 2}
+
+
 def test_a_transaction_reads_the_primary(crm) -> None:
     with crm.transaction():
         assert crm.count("ticket") == 2 and not crm.reads_replica
