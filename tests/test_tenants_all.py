@@ -362,3 +362,16 @@ def test_tick_and_deliver_run_per_tenant(db_url, three, tmp_path, hooks):
     assert result[1]["result"]["delivered"]["sent"] == 1 and result[2]["status"] == "failed"
     assert sorted(r["path"] for r in got) == ["/a", "/a", "/b"]
     assert len({r["headers"]["Idempotency-Key"] for r in got}) == 3
+
+
+def test_a_tenants_message_names_its_tenant_in_its_identity():
+    """Ids and times repeat across tenants (a tenant restored from another's dump holds the
+    same): the identity a receiver de-duplicates by names the tenant; without one it is as before."""
+    from metacrm.notify.senders import build_email, message_key
+
+    message = {"id": 7, "created_at": T0, "recipient": "ann@example.ru", "subject": "s", "body": "b"}
+    assert message_key(message) == f"metacrm.7.{int(T0.timestamp() * 1_000_000)}"
+    mail = build_email({**message, "tenant": "acme"}, "crm@example.ru")
+    assert mail["Message-ID"] == f"<metacrm.acme.7.{int(T0.timestamp() * 1_000_000)}@example.ru>"
+    assert mail["X-Metacrm-Tenant"] == "acme" and mail["X-Metacrm-Message"] == "7"
+    assert "X-Metacrm-Tenant" not in build_email(message, "crm@example.ru")
