@@ -375,3 +375,27 @@ def test_a_tenants_message_names_its_tenant_in_its_identity():
     assert mail["Message-ID"] == f"<metacrm.acme.7.{int(T0.timestamp() * 1_000_000)}@example.ru>"
     assert mail["X-Metacrm-Tenant"] == "acme" and mail["X-Metacrm-Message"] == "7"
     assert "X-Metacrm-Tenant" not in build_email(message, "crm@example.ru")
+
+
+def test_a_token_used_in_one_tenant_does_not_hold_back_another_tenants_stamp(db_url, three):
+    """Token ids are per tenant (both first tokens are 1): using A's token must not stop the
+    stamp of B's token 1, which the process writes at most once a minute per token."""
+    from metacrm.runtime.tokens import authenticate, create_token, list_tokens
+
+    a, b = three[:2]
+    _made(db_url, [a, b])
+    crms = [metacrm.connect(TRADE, db_url, tenant=name) for name in (a, b)]
+    try:
+        secrets = []
+        for crm in crms:
+            crm.add_user("ann", roles=["manager"])
+            made = create_token(crm, "ann")
+            assert made["id"] == 1
+            secrets.append(made["token"])
+        now = dt.datetime.now(dt.UTC)
+        for crm, secret in zip(crms, secrets, strict=True):
+            assert authenticate(crm, secret, now) == "ann"
+        assert [list_tokens(crm)[0]["last_used_at"] is not None for crm in crms] == [True, True]
+    finally:
+        for crm in crms:
+            crm.close()
