@@ -62,6 +62,7 @@ def _variant(tmp_path: Path, name: str, old: str, new: str, source: Path = TRADE
     return path
 
 
+CONTACT = "      contact_person: {type: string, label: Контактное лицо}\n"
 CITY = "      city: {type: string, label: Город, index: true, max_length: 100}"
 UNIQUE_CITY = "      city: {type: string, label: Город, index: true, max_length: 100, unique: true}"
 NOTES = "      notes: {type: text, label: Заметки}\n"
@@ -189,13 +190,7 @@ def test_a_tenants_file_gives_each_tenant_its_own_model(db_url, three, tmp_path)
     assert f"note: the tenants file lists {ghost}, which is not a tenant of the database" in result.stderr
 
     # a new version of one business's model: only its tenant migrates
-    newer = _variant(
-        tmp_path,
-        "logistics.yaml",
-        "      contact_person: {type: string, label: Контактное лицо}\n",
-        "      contact_person: {type: string, label: Контактное лицо}\n      vat: {type: string}\n",
-        LOGISTICS,
-    )
+    newer = _variant(tmp_path, "logistics.yaml", CONTACT, CONTACT + "      vat: {type: string}\n", LOGISTICS)
     file.write_text(f"tenants:\n  {a}: {TRADE}\n  {b}: {newer.name}\n", encoding="utf-8")
     result = _cli("migrate", "--all-tenants", "--db", db_url, env=env)
     lines = _lines(result)
@@ -399,3 +394,35 @@ def test_a_token_used_in_one_tenant_does_not_hold_back_another_tenants_stamp(db_
     finally:
         for crm in crms:
             crm.close()
+
+
+def test_one_tenant_migrates_to_its_model_from_the_tenants_file(db_url, three, tmp_path):
+    """`tenant create NAME` and `migrate --tenant NAME` take the model the tenants file gives
+    NAME; a --model typed on the command line naming another file is refused (exit 2)."""
+    a, b = three[:2]
+    file = tmp_path / "tenants.yaml"
+    file.write_text(f"default: {TRADE}\ntenants:\n  {b}: {LOGISTICS}\n", encoding="utf-8")
+    env = {"METACRM_TENANTS_FILE": str(file)}
+    refused = _cli("tenant", "create", b, "--model", TRADE, "--db", db_url, env=env, code=2)
+    assert f"tenant {b} holds {LOGISTICS} (tenants file {file}), not --model {TRADE}" in refused.stderr
+    engine = make_engine(db_url)
+    try:
+        assert tenants.names(engine) == []  # nothing made
+    finally:
+        engine.dispose()
+    assert (
+        f"created tenant {b}: logistics ("
+        in _cli("tenant", "create", b, "-m", LOGISTICS, "--db", db_url, env=env).stdout
+    )
+    assert f"created tenant {a}: trade (" in _cli("tenant", "create", a, "--db", db_url, env=env).stdout  # the default
+
+    newer = _variant(tmp_path, "logistics.yaml", CONTACT, CONTACT + "      vat: {type: string}\n", LOGISTICS)
+    file.write_text(f"default: {TRADE}\ntenants:\n  {b}: logistics.yaml\n", encoding="utf-8")
+    before = _recorded(db_url, b)
+    refused = _cli("migrate", "--tenant", b, "--model", TRADE, "--db", db_url, env=env, code=2)
+    assert f"tenant {b} holds {newer} (tenants file {file}), not --model {TRADE}" in refused.stderr
+    assert _recorded(db_url, b) == before
+    out = _cli("migrate", "--tenant", b, "--db", db_url, env=env).stdout
+    assert out.strip().endswith("2 steps applied")
+    assert _recorded(db_url, b) == metacrm.load_model(newer).sha256[:12]
+    assert "nothing to do" in _cli("migrate", "--tenant", a, "--db", db_url, "--tenants-file", file).stdout

@@ -46,6 +46,27 @@ def tenant_map(path: str | None):
         return TenantMap.find(path)
 
 
+def tenant_model(ctx: typer.Context, name: str, model: str, map_file: str | None) -> str:
+    """The model file of tenant ``name``: the tenants file's (its line, else its default) when it
+    has one, else ``model`` (--model). A --model typed on the command line that names another
+    file is a usage error (exit 2): migrating a tenant to another business's model would add that
+    model's tables beside its own."""
+    from pathlib import Path
+
+    mapping = tenant_map(map_file)
+    mapped = mapping.model_for(name, None)
+    if mapped is None:
+        return model
+    source = ctx.get_parameter_source("model")
+    typed = source is not None and source.name == "COMMANDLINE"
+    if typed and Path(model).resolve() != Path(mapped).resolve():
+        usage_error(
+            f"tenant {name} holds {mapped} (tenants file {mapping.file}), not --model {model}: "
+            "leave out --model, or change the tenants file"
+        )
+    return mapped
+
+
 def database(db: str) -> str:
     """``db`` when it names a database; an SQLite file that is not there is refused (exit 1),
     never created empty to find no tenants in it."""

@@ -56,6 +56,7 @@ def diff(
 
 
 def migrate(
+    ctx: typer.Context,
     model: ModelOpt = DEFAULT_MODEL,
     db: DbOpt = DEFAULT_DB,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and its SQL; change nothing.")] = False,
@@ -70,9 +71,11 @@ def migrate(
     tenants_file: TenantsFileOpt = None,
 ) -> None:
     """Bring the database to the model: plan (counted on the data), refuse or apply, record.
-    With --all-tenants: every tenant of the database to its own model, one line each."""
+    With --all-tenants: every tenant of the database to its own model, one line each; with
+    --tenant NAME: that tenant to its model (the tenants file's, else --model)."""
     from ..errors import MigrationError
-    from .common import missing_database
+    from .alltenants import tenant_model
+    from .common import current_tenant, missing_database
 
     if all_tenants:
         _migrate_all(
@@ -85,6 +88,8 @@ def migrate(
             format=format,
         )
         return
+    if current_tenant() is not None:
+        model = tenant_model(ctx, current_tenant(), model, tenants_file)
     if dry_run and (why := missing_database(db)) is not None:
         # the plan for a new database, made on an empty one in memory: no file is created
         typer.echo(f"note: {why.split(':', 1)[0]} yet: the plan is for a new one; nothing was created", err=True)

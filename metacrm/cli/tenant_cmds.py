@@ -27,16 +27,20 @@ def _root_engine(db: str, *, create: bool = False):
 
 
 def create(
-    name: NameArg, model: ModelOpt = DEFAULT_MODEL, db: DbOpt = DEFAULT_DB, tenants_file: TenantsFileOpt = None
+    ctx: typer.Context,
+    name: NameArg,
+    model: ModelOpt = DEFAULT_MODEL,
+    db: DbOpt = DEFAULT_DB,
+    tenants_file: TenantsFileOpt = None,
 ) -> None:
     """Make tenant NAME in the database (a PostgreSQL schema, or an SQLite file beside the
     database's) and migrate it to its model: the one the tenants file gives it (its own line,
     else the file's default), else --model. A migration that fails leaves no tenant behind."""
     from ..runtime import tenants
     from ..runtime.crm import CRM
-    from .alltenants import tenant_map
+    from .alltenants import tenant_model
 
-    loaded = load(tenant_map(tenants_file).model_for(name, model))
+    loaded = load(tenant_model(ctx, name, model, tenants_file))
     engine = _root_engine(db, create=True)
     try:
         with refusals():
