@@ -169,6 +169,8 @@ def test_dry_run_plans_each_tenant_and_changes_nothing(db_url, three, tmp_path):
         _cli("migrate", "--all-tenants", "--dry-run", "-m", new, "--db", db_url, "-f", "json", code=1).stdout
     )
     assert planned[0]["status"] == "planned" and planned[0]["result"]["refused"] == []
+    assert planned[2]["status"] == "failed" and planned[2]["error"].startswith("migration refused (1 step)")
+    assert planned[2]["result"]["refused"][0].startswith("client.city: needs data")  # the plan that says why
     assert any(step["sql"] for step in planned[0]["result"]["steps"])  # the plan with its SQL
 
 

@@ -33,7 +33,7 @@ from typing import Any
 from sqlalchemy import Column, DateTime, MetaData, String, Table, event, inspect, select, text
 from sqlalchemy.engine import Connection, Engine, make_url
 
-from ..errors import ConflictError, MetaCRMError, MigrationError, NotFound, SetupError
+from ..errors import ConflictError, MetaCRMError, NotFound, SetupError
 from .engine import in_memory, make_engine, normalise_url, reading, shown_url, writing
 
 TENANT = "metacrm_tenant"  # the execution option naming a CRM's tenant
@@ -325,7 +325,7 @@ class TenantResult:
     tenant: str
     status: str
     model_file: str | None = None
-    model: str | None = None  # the model's name and version, when it loaded
+    model: str | None = None  # the model's name, when it loaded
     sha256: str | None = None
     seconds: float = 0.0
     value: Any = None
@@ -410,7 +410,7 @@ def run_all(
             if file is None and isinstance(fallback_model, str | Path):
                 file = str(fallback_model)
             result = TenantResult(name, "done", model_file=file)
-            engine = None
+            engine = crm = None
             try:
                 if file is not None:
                     model = model_of(file)
@@ -428,6 +428,8 @@ def run_all(
                 if not isinstance(exc, MetaCRMError) and translate(exc, engine) is None:
                     log.error("tenant %s failed", name, exc_info=exc)  # not the user's doing: keep the trace
             finally:
+                if crm is not None:
+                    crm.close()
                 if engine is not None and engine.dialect.name == "sqlite":
                     engine.dispose()  # its own file's engine
                 result.seconds = time.perf_counter() - started
@@ -457,14 +459,15 @@ def migrate_all(
     ``failed``."""
 
     def work(crm):
-        plan = crm.migrate(dry_run=dry_run, allow_data_loss=allow_data_loss, lock_wait=lock_wait)
-        if dry_run and plan.refusals:
-            raise MigrationError(plan.reason())
-        return plan
+        return crm.migrate(dry_run=dry_run, allow_data_loss=allow_data_loss, lock_wait=lock_wait)
 
     results = run_all(engine_or_url, work, tenant_map=tenant_map, fallback_model=fallback_model, only=only)
     for result in results:
-        if not result.failed:
-            plan = result.value
+        plan = result.value
+        if result.failed:
+            continue
+        if dry_run and plan.refusals:  # failed, with the plan that says why kept as the value
+            result.status, result.error = FAILED, plan.reason()
+        else:
             result.status = "up to date" if not plan else "planned" if dry_run else "applied"
     return results
