@@ -81,18 +81,22 @@ def run(
     db: str,
     map_file: str | None,
     model: str,
-    work: Callable,
+    work: Callable | None,
+    line: Callable,
     *,
+    json: bool,
     runner: Callable | None = None,
     **options,
 ):
-    """The results of ``runner`` (default run_all with ``work``) over every tenant of ``db``,
-    saying on stderr which tenants the file lists that the database does not have."""
+    """The results of ``runner`` (default run_all with ``work``) over every tenant of ``db``:
+    unless ``json``, each tenant's ``line(result)`` is printed as its turn ends. Then says on
+    stderr which tenants the file lists that the database does not have."""
     from ..runtime import tenants
     from ..runtime.engine import make_engine
 
     mapping = tenant_map(map_file)
     url = database(db)
+    options["on_result"] = None if json else (lambda result: typer.echo(line(result)))
     with refusals():
         if runner is None:
             results = tenants.run_all(url, work, tenant_map=mapping, fallback_model=model, **options)
@@ -112,9 +116,9 @@ def run(
     return results
 
 
-def finish(results: Iterable, line: Callable, *, json: bool, failed: Callable | None = None) -> None:
-    """Print one line per tenant (``line(result)``), or one JSON list of the results; then, when
-    a tenant failed (its turn raised, or ``failed(result)``), exit 1 naming them on stderr."""
+def finish(results: Iterable, *, json: bool, failed: Callable | None = None) -> None:
+    """After the lines :func:`run` printed, or as one JSON list of the results; then, when a
+    tenant failed (its turn raised, or ``failed(result)``), exit 1 naming them on stderr."""
     from .output import to_json
 
     results = list(results)
@@ -122,9 +126,6 @@ def finish(results: Iterable, line: Callable, *, json: bool, failed: Callable | 
         typer.echo(to_json([result.to_dict() for result in results]))
     elif not results:
         typer.echo("(no tenants)")
-    else:
-        for result in results:
-            typer.echo(line(result))
     bad = [r.tenant for r in results if r.failed or (failed is not None and failed(r))]
     if bad:
         typer.echo(f"error: {len(bad)} of {len(results)} tenants failed: {', '.join(bad)}", err=True)

@@ -88,19 +88,18 @@ def _tick_all(work, model: str, db: str, tenants_file: str | None, format: Forma
     from . import alltenants
 
     alltenants.check_usage(format.value)
-    results = alltenants.run(db, tenants_file, model, work)
-    for result in results:
-        for firing in [] if result.failed else _failed(result.value):
-            typer.echo(f"error: {result.tenant}: {firing['error']}", err=True)
 
     def line(result) -> str:
         if result.failed:
             return f"{result.tenant}: FAILED: {result.error}"
         return f"{result.tenant}: {_summary(result.value)}"
 
-    alltenants.finish(
-        results, line, json=format is Format.json, failed=lambda r: not r.failed and bool(_failed(r.value))
-    )
+    json = format is Format.json
+    results = alltenants.run(db, tenants_file, model, work, line, json=json)
+    for result in results:
+        for firing in [] if result.failed else _failed(result.value):
+            typer.echo(f"error: {result.tenant}: {firing['error']}", err=True)
+    alltenants.finish(results, json=json, failed=lambda r: not r.failed and bool(_failed(r.value)))
 
 
 def register(app: typer.Typer) -> None:

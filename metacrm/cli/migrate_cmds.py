@@ -112,7 +112,6 @@ def _migrate_all(model: str, db: str, tenants_file: str | None, *, format: PlanF
     from . import alltenants
 
     alltenants.check_usage(format.value)
-    results = alltenants.run(db, tenants_file, model, None, runner=migrate_all, **options)
 
     def line(result) -> str:
         if result.failed:
@@ -123,7 +122,9 @@ def _migrate_all(model: str, db: str, tenants_file: str | None, *, format: PlanF
         done = "applied" if result.status == "applied" else "to apply (dry run)"
         return f"{result.tenant}: {plural(len(plan), 'step')} {done} ({alltenants.seconds(result)}): {_kinds(plan)}"
 
-    alltenants.finish(results, line, json=format == PlanFormat.json)
+    json = format == PlanFormat.json
+    results = alltenants.run(db, tenants_file, model, None, line, json=json, runner=migrate_all, **options)
+    alltenants.finish(results, json=json)
 
 
 def _kinds(plan) -> str:

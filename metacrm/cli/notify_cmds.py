@@ -80,12 +80,12 @@ def deliver(
         from . import alltenants
 
         alltenants.check_usage(format.value)
-        results = alltenants.run(db, tenants_file, model, work)
 
         def line(result) -> str:
             return f"{result.tenant}: " + (f"FAILED: {result.error}" if result.failed else _summary(result.value))
 
-        alltenants.finish(results, line, json=format is Format.json)
+        json = format is Format.json
+        alltenants.finish(alltenants.run(db, tenants_file, model, work, line, json=json), json=json)
         return
     with opened(model, db) as crm:
         summary = work(crm)

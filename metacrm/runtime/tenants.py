@@ -371,12 +371,16 @@ def run_all(
     tenant_map: TenantMap | None = None,
     fallback_model: Any = None,
     only: Iterable[str] | None = None,
+    judge: Callable[[TenantResult], None] | None = None,
+    on_result: Callable[[TenantResult], None] | None = None,
 ) -> list[TenantResult]:
     """Run ``work(crm)`` for every tenant of the database in turn (name order; ``only``: those
     of them), each on a CRM of its own model (``tenant_map``, else ``fallback_model``: a Model or
     the path of one) and its own engine (its schema on the shared pool, or its file). A tenant
     whose turn raises is recorded as failed, with the reason on one line, and the next one runs:
-    one business's trouble never stops another's. Returns a result per tenant."""
+    one business's trouble never stops another's. Returns a result per tenant; ``judge(result)``
+    may set a finished turn's status, and ``on_result(result)`` hears of each as it ends (a
+    command prints its line then, not after the last of a thousand tenants)."""
     import time
 
     from ..model.metamodel import Model
@@ -433,7 +437,11 @@ def run_all(
                 if engine is not None and engine.dialect.name == "sqlite":
                     engine.dispose()  # its own file's engine
                 result.seconds = time.perf_counter() - started
+            if judge is not None and not result.failed:
+                judge(result)
             results.append(result)
+            if on_result is not None:
+                on_result(result)
     finally:
         if owned:
             base.dispose()
@@ -449,6 +457,7 @@ def migrate_all(
     allow_data_loss: bool = False,
     lock_wait: float = 30.0,
     only: Iterable[str] | None = None,
+    on_result: Callable[[TenantResult], None] | None = None,
 ) -> list[TenantResult]:
     """Migrate every tenant of the database to its own model (``tenant_map``, else
     ``fallback_model``), one after another, each under its own migration lock (PostgreSQL: the
@@ -456,18 +465,24 @@ def migrate_all(
     tenant whose migration is refused or fails keeps its schema and every row, and the others
     still migrate. Status per tenant: ``applied``, ``up to date``, ``planned`` (``dry_run``: the
     counted plan is the result's ``value``; a plan with refused steps is ``failed``) or
-    ``failed``."""
+    ``failed``; ``on_result`` as for :func:`run_all`."""
 
     def work(crm):
         return crm.migrate(dry_run=dry_run, allow_data_loss=allow_data_loss, lock_wait=lock_wait)
 
-    results = run_all(engine_or_url, work, tenant_map=tenant_map, fallback_model=fallback_model, only=only)
-    for result in results:
+    def judge(result: TenantResult) -> None:
         plan = result.value
-        if result.failed:
-            continue
         if dry_run and plan.refusals:  # failed, with the plan that says why kept as the value
             result.status, result.error = FAILED, plan.reason()
         else:
             result.status = "up to date" if not plan else "planned" if dry_run else "applied"
-    return results
+
+    return run_all(
+        engine_or_url,
+        work,
+        tenant_map=tenant_map,
+        fallback_model=fallback_model,
+        only=only,
+        judge=judge,
+        on_result=on_result,
+    )
