@@ -98,12 +98,12 @@ def run(
     url = database(db)
     options["on_result"] = None if json else (lambda result: typer.echo(line(result)))
     with refusals():
-        if runner is None:
-            results = tenants.run_all(url, work, tenant_map=mapping, fallback_model=model, **options)
-        else:
-            results = runner(url, mapping, model, **options)
-        engine = make_engine(url)
+        engine = make_engine(url)  # one pool for every tenant on PostgreSQL
         try:
+            if runner is None:
+                results = tenants.run_all(engine, work, tenant_map=mapping, fallback_model=model, **options)
+            else:
+                results = runner(engine, mapping, model, **options)
             known = set(tenants.names(engine))
         finally:
             engine.dispose()
