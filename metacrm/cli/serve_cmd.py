@@ -64,6 +64,14 @@ def serve(
             help="With --tenants: the model of each tenant (default ./tenants.yaml if there is one, else --model).",
         ),
     ] = None,
+    read_db: Annotated[
+        str | None,
+        typer.Option(  # $METACRM_READ_DB is read below, after the root option (common.read_db)
+            "--read-db",
+            help="A streaming replica of --db: lists, search, reports and the board read from it "
+            "(default: $METACRM_READ_DB; docs/scaling.md).",
+        ),
+    ] = None,
     model: ModelOpt = DEFAULT_MODEL,
     db: DbOpt = DEFAULT_DB,
 ) -> None:
@@ -72,6 +80,9 @@ def serve(
 
     from ..extras import WEB, import_extra
     from .common import load
+    from .common import read_db as root_read_db
+
+    read_db = read_db or root_read_db()  # `metacrm --read-db URL serve`, $METACRM_READ_DB
 
     if not 0 < port < 65536:
         usage_error(f"--port: {port} is not a port (1 to 65535)")
@@ -89,6 +100,10 @@ def serve(
 
         if tenants not in MODES:
             usage_error(f"--tenants: {tenants!r} is not one of {', '.join(MODES)}")
+        if read_db:
+            usage_error(
+                "--read-db and --tenants: a replica serves one tenant for now (serve --tenant NAME --read-db URL)"
+            )
         return _serve_tenants(tenants, tenants_file, model, db, host, port, workers, busy_timeout, pool_size, files)
     if tenants_file is not None:
         usage_error("--tenants-file: give --tenants host|path too (one tenant is served with --tenant NAME)")
@@ -99,8 +114,15 @@ def serve(
         from .common import current_tenant
 
         tenant = current_tenant()
-        with connect(loaded, db, busy_timeout=busy_timeout, pool_size=pool_size, tenant=tenant) as crm:
+        with connect(
+            loaded, db, busy_timeout=busy_timeout, pool_size=pool_size, tenant=tenant, read_url=read_db
+        ) as crm:
             recorded = crm.recorded_model()  # opens the database now, before anything listens
+            if crm.read_engine is not None:
+                from ..runtime.replica import replica_read
+
+                with replica_read(crm.read_engine):  # and the replica: DatabaseUnavailable naming it
+                    pass
     if recorded is None or recorded["sha256"] != loaded.sha256:
         typer.echo("metacrm: warning: the database needs `metacrm migrate`; requests answer 503 until then", err=True)
     del loaded
@@ -111,7 +133,11 @@ def serve(
         os.environ["METACRM_TENANT"] = tenant
     else:
         os.environ.pop("METACRM_TENANT", None)
-    for name, value in (("METACRM_POOL_SIZE", pool_size), ("METACRM_BUSY_TIMEOUT", busy_timeout)):
+    for name, value in (
+        ("METACRM_POOL_SIZE", pool_size),
+        ("METACRM_BUSY_TIMEOUT", busy_timeout),
+        ("METACRM_READ_DB", read_db),
+    ):
         if value is None:
             os.environ.pop(name, None)
         else:
@@ -130,10 +156,12 @@ def _serve_tenants(mode, tenants_file, model, db, host, port, workers, busy_time
 
     from ..extras import WEB, import_extra
     from ..runtime import tenants as T
-    from .common import current_tenant, load
+    from .common import current_tenant, load, missing_database
 
     if current_tenant() is not None:
         usage_error("--tenant and --tenants: serve one tenant (--tenant NAME) or all of them (--tenants host|path)")
+    if (why := missing_database(db)) is not None:  # never create an empty file to find no tenants in
+        usage_error(why)
     with refusals():
         import_extra(WEB)
         found = T.TenantMap.find(tenants_file)

@@ -1,6 +1,7 @@
 """``metacrm serve``: the app on uvicorn. Workers are separate processes, so each builds its
-own app from the environment (``METACRM_MODEL``, ``METACRM_DB``, ``METACRM_TENANTS``, and the optional
-``METACRM_MAX_BODY``, ``METACRM_POOL_SIZE``, ``METACRM_BUSY_TIMEOUT``, ``METACRM_TOKEN_TTL``,
+own app from the environment (``METACRM_MODEL``, ``METACRM_DB``, and the optional
+``METACRM_TENANTS``, ``METACRM_TENANTS_FILE``, ``METACRM_READ_DB``, ``METACRM_MAX_BODY``,
+``METACRM_POOL_SIZE``, ``METACRM_BUSY_TIMEOUT``, ``METACRM_TOKEN_TTL``,
 ``METACRM_MAX_UPLOAD``; the CRM reads ``METACRM_FILES`` itself):
 :func:`from_env` is the factory uvicorn calls in each of them, so a PostgreSQL pool is per
 worker."""
@@ -47,7 +48,14 @@ def from_env():
         from ..runtime.crm import _tenant_engine
 
         engine = _tenant_engine(engine, True, tenant)[0]
-    return create_app(CRM(model, engine), **settings)
+    crm = CRM(model, engine)
+    if read_db := os.environ.get("METACRM_READ_DB", "").strip():  # serve --read-db: a pool per worker, the same tenant
+        from ..runtime.replica import open_replica
+
+        crm.read_engine, crm._owns_read_engine = open_replica(
+            engine, read_db, busy_timeout=_env("METACRM_BUSY_TIMEOUT", float), pool_size=_env("METACRM_POOL_SIZE", int)
+        )
+    return create_app(crm, **settings)
 
 
 def serve(model: str, db: str, *, host: str, port: int, workers: int, log_level: str = "info") -> None:
