@@ -279,6 +279,10 @@ class _Prefixed:
             self._body += message.get("body", b"")
             if message.get("more_body", False):
                 return
+            if not self._body:  # HEAD (or an empty page): the headers as they were
+                await self.send(self._start)
+                self._start = None
+                return await self.send(message)
             root = self.root.encode("latin-1")
 
             def under(match: re.Match) -> bytes:
