@@ -449,6 +449,16 @@ def test_path_mode_pages_link_redirect_and_scope_cookies_under_the_prefix(world)
     assert browser.get(f"{prefix}/static/app.css").status_code == 200
     options = browser.get(f"{prefix}/client/options?q=alpha")
     assert options.status_code == 200 and "alphaclient" in options.text
+    # the board's script posts a move to data-root + /deal/{id}/move
+    board = browser.get(f"{prefix}/deal/board").text
+    token = re.search(r'data-csrf="([^"]+)"', board).group(1)
+    moved = browser.post(
+        f"{prefix}/deal/2/move",
+        data={"stage": "qualified"},
+        headers={"X-CSRF-Token": token, "Accept": "application/json"},
+    )
+    assert moved.status_code == 200, moved.text
+    assert world.crm[world.a].get("deal", 2)["stage"] == "qualified" and world.crm[world.b].count("deal") == 1
     # a form posts under the prefix and is sent on under it
     csrf = re.search(r'name="csrf" value="([^"]+)"', browser.get(f"{prefix}/client/new").text).group(1)
     made = browser.post(f"{prefix}/client/new", data={"csrf": csrf, "name": "made on a page"})
