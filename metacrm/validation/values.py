@@ -3,7 +3,7 @@
 stored, or raising :class:`Invalid` with a message that names the value and what is allowed.
 
 Every coercer maps ``None`` and ``""`` to ``None`` (no value). Coercers raise only ``Invalid``
-(a ValueError, so pydantic collects it as one error per field).
+(a ValueError; the record's validator collects one per field).
 """
 
 from __future__ import annotations
