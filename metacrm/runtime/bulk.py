@@ -239,4 +239,4 @@ def execute_prepared(conn, statement, params: Mapping):
 @lru_cache(maxsize=256)
 def _driver_form(dialect, statement) -> tuple:
     compiled = statement.compile(dialect=dialect)
-    return compiled, tuple(compiled.positiontup), dict(compiled._bind_processors)
+    return compiled, tuple(compiled.positiontup or ()), dict(compiled._bind_processors)

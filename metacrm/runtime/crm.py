@@ -293,11 +293,12 @@ class CRM(
         finally:
             _OPEN.reset(token)
 
-    def _writing(self):
+    def _writing(self, before: Callable[[Connection], object] | None = None):
         """A write transaction, or inside crm.transaction() a savepoint: each operation stays
-        all-or-nothing even when an outer transaction goes on after its refusal."""
+        all-or-nothing even when an outer transaction goes on after its refusal. ``before``:
+        called with the connection before a transaction of its own begins (engine.writing)."""
         outer = self._tx
-        return _savepoint(outer) if outer is not None else writing(self.engine)
+        return _savepoint(outer) if outer is not None else writing(self.engine, before)
 
     def _log(self, conn, entries, extra=(), *, written: bool = False) -> None:
         """Journal what a write changed, then react to it (derived fields, automations) in
