@@ -11,6 +11,7 @@ puts each back at the record's index in the batch.
 from __future__ import annotations
 
 import gc
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -106,7 +107,7 @@ def insert_rows(conn, table, rows: Sequence[Mapping]) -> None:
         return
     sql, data = _prepared(conn.dialect, table, rows)
     if name == "sqlite":
-        conn.exec_driver_sql(sql, data)
+        driver_run(conn, sql, data, many=True).close()
         return
     _copy(conn, sql, data)
 
@@ -116,10 +117,38 @@ def insert_row(conn, table, row: Mapping) -> int:
     (no statement compiled per call); elsewhere ``INSERT ... RETURNING id``."""
     if conn.dialect.name == "sqlite":
         sql, data = _prepared(conn.dialect, table, (row,))
-        return conn.exec_driver_sql(sql, data[0]).lastrowid
+        cursor = driver_run(conn, sql, data[0])
+        cursor.close()
+        return cursor.lastrowid
     from .records import insert_returning_id
 
     return conn.execute(insert_returning_id(table), row).scalar_one()
+
+
+def driver_run(conn, sql: str, params, *, many: bool = False):
+    """Run ``sql`` (the driver's own text and parameters, converted already) on the DBAPI
+    cursor of ``conn``, in its transaction; returns the cursor. For the statements of the hot
+    paths (a create's rows, a move): SQLAlchemy's execution context (about 15-30 us a
+    statement) is left out. What it would add is kept: a driver error goes through
+    SQLAlchemy's handling (raised as its IntegrityError etc., a lost connection invalidated),
+    and a slow statement is logged as the engine's event hooks log it (metacrm.logs)."""
+    from ..logs import slow_limit, slow_query
+
+    cursor = conn.connection.dbapi_connection.cursor()
+    started = time.perf_counter()
+    try:
+        if many:
+            cursor.executemany(sql, params)
+        else:
+            cursor.execute(sql, params)
+    except Exception as exc:
+        conn._handle_dbapi_exception(exc, sql, params, cursor, None)  # raises SQLAlchemy's error
+        raise
+    seconds = time.perf_counter() - started
+    limit = slow_limit(conn.engine)
+    if limit is not None and seconds >= limit:
+        slow_query(conn.dialect.name, sql, seconds, limit, len(params) if many else None)
+    return cursor
 
 
 def _prepared(dialect, table, rows: Sequence[Mapping]) -> tuple[str, list[tuple]]:
@@ -188,7 +217,11 @@ def create_one(conn, storage, ent, row: Mapping, many: Mapping, history: Mapping
     if history is not None:
         params.update({f"h_{key}": value for key, value in history.items() if key != "record_id"})
     params.update({f"j_{key}": value for key, value in entry.items() if key != "record_id"})
-    return conn.execute(statement, params).scalar_one()
+    cursor = execute_prepared(conn, statement, params)
+    try:
+        return cursor.fetchone()[0]
+    finally:
+        cursor.close()
 
 
 @lru_cache(maxsize=256)
@@ -222,18 +255,18 @@ def create_statement(table, keys: tuple[str, ...], joins: tuple, history, journa
 
 
 def execute_prepared(conn, statement, params: Mapping):
-    """SQLite: ``statement`` (a Core statement built once) run through the driver as its
-    compiled text with positional values, each bound as SQLAlchemy would (its processors):
-    SQLAlchemy's per-execution work (cache key, compiled-parameter setup) is left out of a
-    hot path such as a move. Elsewhere ``conn.execute`` as usual."""
-    if conn.dialect.name != "sqlite":
-        return conn.execute(statement, params)
+    """``statement`` (a Core statement built once) run through the driver as its compiled
+    text, each value bound as SQLAlchemy would (its processors): positional on SQLite, by
+    name on PostgreSQL. SQLAlchemy's per-execution work (cache key, compiled-parameter
+    setup, execution context) is left out of a hot path such as a move or a single create.
+    Returns the DBAPI cursor (``rowcount``, ``fetchone()``); the caller closes it."""
     compiled, names, convert = _driver_form(conn.dialect, statement)
     values = compiled.construct_params(params, _check=False)
-    return conn.exec_driver_sql(
-        compiled.string,
-        tuple(convert[name](values[name]) if name in convert else values[name] for name in names),
-    )
+    if names:
+        bound = tuple(convert[name](values[name]) if name in convert else values[name] for name in names)
+    else:
+        bound = {name: convert[name](value) if name in convert else value for name, value in values.items()}
+    return driver_run(conn, compiled.string, bound)
 
 
 @lru_cache(maxsize=256)

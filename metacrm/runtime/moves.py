@@ -515,16 +515,20 @@ def _apply(
         "seconds_in_stage": max(0, int((now - entered).total_seconds())) if entered else None,
         "source": "reopen" if transition.reopen else "move",
     }
+    from .bulk import execute_prepared
+
     if conn.dialect.name == "postgresql":
         both = {f"h_{name}": value for name, value in history_values.items() if name != "record_id"}
-        matched = conn.execute(_combined(table, history), {**cas_values, **both}).rowcount
+        cursor = execute_prepared(conn, _combined(table, history), {**cas_values, **both})
+        matched = cursor.rowcount
+        cursor.close()
     else:
-        from .bulk import execute_prepared
-
         cas, add = _statements(table, history)
-        matched = execute_prepared(conn, cas, cas_values).rowcount
+        cursor = execute_prepared(conn, cas, cas_values)
+        matched = cursor.rowcount
+        cursor.close()
         if matched == 1:
-            execute_prepared(conn, add, history_values)
+            execute_prepared(conn, add, history_values).close()
     if matched != 1 and not strict:
         return None
     if matched != 1:
