@@ -64,8 +64,19 @@ def id_present(table):
 
 
 @lru_cache(maxsize=512)
-def ids_present(table):
-    """``SELECT id FROM table WHERE id IN :_ids`` (an expanding parameter), built once."""
+def ids_present(table, dialect: str = "sqlite"):
+    """``SELECT id FROM table WHERE id IN :_ids`` (an expanding parameter), built once. On
+    PostgreSQL the ids are one array joined to the table (``FROM unnest(:_ids) AS wanted
+    JOIN table ON table.id = wanted.id``): the text stays the same for every batch (prepared
+    once, not a statement of up to 1,000 parameters parsed per batch), and the join is a hash
+    join or index lookups where ``IN`` or ``= ANY`` compares every row with every id (a
+    quarter of a bulk create's time on PostgreSQL went there)."""
+    if dialect == "postgresql":
+        from sqlalchemy import BigInteger, func
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        wanted = func.unnest(bindparam("_ids", type_=ARRAY(BigInteger()))).table_valued("id").render_derived(name="wanted")
+        return select(table.c.id).select_from(wanted.join(table, table.c.id == wanted.c.id))
     return select(table.c.id).where(table.c.id.in_(bindparam("_ids", expanding=True)))
 
 
@@ -294,7 +305,7 @@ def check_links_exist(
                 if len(chunk) == 1:
                     found.update(conn.execute(id_present(table), {"_id": chunk[0]}).scalars())
                 else:
-                    found.update(conn.execute(ids_present(table), {"_ids": chunk}).scalars())
+                    found.update(conn.execute(ids_present(table, conn.dialect.name), {"_ids": chunk}).scalars())
                 continue
             query = select(table.c.id).where(table.c.id.in_(chunk), visible)
             found.update(conn.execute(query).scalars())
