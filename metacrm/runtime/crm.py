@@ -448,11 +448,9 @@ class CRM(
 
     def _new_row(self, entity: Entity, values: Mapping, now) -> tuple[dict, dict]:
         row, many = rec.split_values(entity, values)
-        for link in entity.links.values():  # every row of a batch has the same keys (executemany)
-            if not link.many:
-                row.setdefault(naming.link_column(link.name), None)
-                if link.polymorphic:
-                    row.setdefault(naming.link_entity_column(link.name), None)
+        for column in rec.shape(entity).link_columns:  # every row of a batch has the same keys (executemany)
+            if column not in row:
+                row[column] = None
         row.update(created_at=now, updated_at=now, version=1, created_by=self.user, updated_by=self.user)
         if entity.owner and row.get("owner") is None:
             row["owner"] = self.user

@@ -84,25 +84,79 @@ def many_links(entity: Entity) -> list[Link]:
     return [link for link in entity.links.values() if link.many]
 
 
+class Shape:
+    """How an entity's values map to its row and back, worked out once per entity (a bulk
+    create maps every record both ways: asking the metamodel per value cost more than the
+    mapping). See :func:`shape`."""
+
+    __slots__ = ("columns", "single", "link_columns", "fields", "users", "links")
+
+    def __init__(self, entity: Entity) -> None:
+        # keys stored as they are: fields, owner, pipeline
+        self.columns = frozenset((*entity.fields, "owner", "pipeline"))
+        # a plain single link -> its column (polymorphic and many-links take the general way)
+        self.single = {
+            link.name: naming.link_column(link.name)
+            for link in entity.links.values()
+            if not link.many and not link.polymorphic
+        }
+        # every column a single link fills (each row of a batch carries them all)
+        columns: list[str] = []
+        for link in entity.links.values():
+            if not link.many:
+                columns.append(naming.link_column(link.name))
+                if link.polymorphic:
+                    columns.append(naming.link_entity_column(link.name))
+        self.link_columns = tuple(columns)
+        self.fields = tuple(entity.fields)
+        self.users = frozenset(f.name for f in entity.fields.values() if f.type == "users")
+        # (name, "many" | "polymorphic" | "single", column, entity column, has fields)
+        self.links = tuple(
+            (
+                link.name,
+                "many" if link.many else "polymorphic" if link.polymorphic else "single",
+                naming.link_column(link.name),
+                naming.link_entity_column(link.name),
+                bool(link.fields),
+            )
+            for link in entity.links.values()
+        )
+
+
+_SHAPES: dict[int, tuple[Entity, Shape]] = {}
+
+
+def shape(entity: Entity) -> Shape:
+    """The :class:`Shape` of ``entity``, made once (entities are frozen; kept by identity)."""
+    cached = _SHAPES.get(id(entity))
+    if cached is not None and cached[0] is entity:
+        return cached[1]
+    made = Shape(entity)
+    if len(_SHAPES) > 1024:
+        _SHAPES.clear()
+    _SHAPES[id(entity)] = (entity, made)
+    return made
+
+
 def row_to_record(entity: Entity, row: Mapping, many: Mapping[str, list] | None = None) -> dict:
     """A stored row as the public record dict (``many``: each many-link's ids, and for a link
     with fields its rows under ``"<link>.link"``)."""
+    plan = shape(entity)
     record: dict = {"id": row["id"]}
-    for name, f in entity.fields.items():
+    users = plan.users
+    for name in plan.fields:
         value = row[name]
-        record[name] = [] if value is None and f.type == "users" else value  # a many-link: a list
-    for link in entity.links.values():
-        if link.many:
-            record[link.name] = list((many or {}).get(link.name, ()))
-            if link.fields:
-                record[f"{link.name}.link"] = list((many or {}).get(f"{link.name}.link", ()))
-        elif link.polymorphic:
-            target_id = row[naming.link_column(link.name)]
-            record[link.name] = (
-                None if target_id is None else {"entity": row[naming.link_entity_column(link.name)], "id": target_id}
-            )
+        record[name] = [] if value is None and name in users else value  # a many-link: a list
+    for name, kind, column, kind_column, fields in plan.links:
+        if kind == "many":
+            record[name] = list((many or {}).get(name, ()))
+            if fields:
+                record[f"{name}.link"] = list((many or {}).get(f"{name}.link", ()))
+        elif kind == "polymorphic":
+            target_id = row[column]
+            record[name] = None if target_id is None else {"entity": row[kind_column], "id": target_id}
         else:
-            record[link.name] = row[naming.link_column(link.name)]
+            record[name] = row[column]
     if entity.owner:
         record["owner"] = row["owner"]
     if entity.has_stages:
@@ -366,9 +420,14 @@ def split_values(entity: Entity, values: Mapping) -> tuple[dict, dict[str, list[
     """Validated values -> (column values of the entity's row, many-link ids by link)."""
     row: dict = {}
     many: dict[str, list[int]] = {}
+    plan = shape(entity)
+    columns, single = plan.columns, plan.single
     for key, value in values.items():
-        if key in entity.fields or key in ("owner", "pipeline"):
+        if key in columns:
             row[key] = value
+            continue
+        if key in single:
+            row[single[key]] = value
             continue
         link = entity.links.get(key)
         if link is None:
