@@ -88,8 +88,9 @@ class Issues:
 FAST_ROWS = 64
 
 
-def insert_rows(conn, table, rows: Sequence[Mapping]) -> None:
-    """Insert ``rows`` (mappings with the same keys) into ``table`` in the caller's transaction.
+def insert_rows(conn, table, rows: Sequence, keys: tuple[str, ...] | None = None) -> None:
+    """Insert ``rows`` (mappings with the same keys, or with ``keys`` tuples of the values of
+    those columns in that order) into ``table`` in the caller's transaction.
 
     A batch goes to the driver without SQLAlchemy's per-row parameter handling (a dict and a
     list per row, about a third of a bulk create): each column's own bind processing (the
@@ -103,9 +104,9 @@ def insert_rows(conn, table, rows: Sequence[Mapping]) -> None:
         return
     name = conn.dialect.name
     if not (name == "sqlite" or (name == "postgresql" and len(rows) >= FAST_ROWS)):
-        conn.execute(table.insert(), list(rows))
+        conn.execute(table.insert(), list(rows) if keys is None else [dict(zip(keys, row, strict=True)) for row in rows])
         return
-    sql, data = _prepared(conn.dialect, table, rows)
+    sql, data = _prepared(conn.dialect, table, rows, keys)
     if name == "sqlite":
         driver_run(conn, sql, data, many=True).close()
         return
@@ -151,12 +152,16 @@ def driver_run(conn, sql: str, params, *, many: bool = False):
     return cursor
 
 
-def _prepared(dialect, table, rows: Sequence[Mapping]) -> tuple[str, list[tuple]]:
-    """The statement of ``rows``' keys and a tuple of converted values per row."""
-    keys = tuple(rows[0])
+def _prepared(dialect, table, rows: Sequence, keys: tuple[str, ...] | None = None) -> tuple[str, list[tuple]]:
+    """The statement of ``rows``' keys and a tuple of converted values per row (``keys``:
+    the rows are such tuples already)."""
+    if keys is None:
+        keys = tuple(rows[0])
+        get = itemgetter(*keys)
+        data = [(get(row),) for row in rows] if len(keys) == 1 else [get(row) for row in rows]
+    else:
+        data = rows
     sql, convert = _insert_plan(dialect, table, keys)
-    get = itemgetter(*keys)
-    data = [(get(row),) for row in rows] if len(keys) == 1 else [get(row) for row in rows]
     if not convert:
         return sql, data
     converted = []

@@ -1061,6 +1061,12 @@ class CRM(
                     shown.setdefault(pair["source_id"], {}).setdefault(key, []).append(
                         linkrows.shown(link, pair["target_id"], pair)
                     )
+            elif not link.polymorphic:  # (source, target) tuples, no dict per pair
+                name = link.name
+                pairs = [(record_id, t) for record_id, many in zip(ids, manys, strict=True) for t in many.get(name, ())]
+                if pairs:
+                    insert_rows(conn, self.storage.join_table(ent.name, name), pairs, JOIN_KEYS)
+                continue
             else:
                 pairs = [
                     rec.join_row(link, record_id, t)
@@ -1069,17 +1075,23 @@ class CRM(
                 ]
             if pairs:
                 insert_rows(conn, self.storage.join_table(ent.name, link.name), pairs)
-        if ent.has_stages:
-            insert_rows(conn, self.storage.history_table, self._history_rows(ent, rows, ids))
+        if ent.has_stages:  # the "create" rows of the stage history, as tuples
+            by = self.user
+            history = [
+                (ent.name, record_id, row["pipeline"], None, row["stage"], row["created_at"], by, None, None, "create")
+                for row, record_id in zip(rows, ids, strict=True)
+            ]
+            insert_rows(conn, self.storage.history_table, history, HISTORY_KEYS)
             rows = self._place(conn, ent, rows, ids, stages)
         out = []
+        plain = rec.shape(ent).plain_many
         for record_id, row, many in zip(ids, rows, manys, strict=True):
             # _new_row holds every field and link column already (executemany needs equal keys)
-            stored = {**row, "id": record_id}
-            linked = {k: sorted(v, key=rec.ref_key) for k, v in many.items()}
+            row["id"] = record_id  # written already: the row is only read from here on
+            linked = {k: sorted(v) if k in plain else sorted(v, key=rec.ref_key) for k, v in many.items()}
             for k, rows_ in shown.get(record_id, {}).items():
                 linked[k] = sorted(rows_, key=lambda r: r["id"])
-            out.append(rec.row_to_record(ent, stored, linked))
+            out.append(rec.row_to_record(ent, row, linked))
         self._log(conn, journal.created_entries(ent, out, now, self.user))  # one executemany
         if ent.has_stages and any(stages):  # after the reactors: a guard may read a derived field
             self._placed_fit(conn, ent, rows, ids)
@@ -1492,6 +1504,12 @@ class CRM(
                 conn,
                 [journal.entry(ent.name, after["id"], action, after["updated_at"], self.user, changes)],
             )
+
+
+# the columns of a plain join row and of a stage history row, in the order of the tuples
+# _insert_batch builds (see _history_rows for the same row as a mapping)
+JOIN_KEYS = (naming.JOIN_SOURCE, naming.JOIN_TARGET)
+HISTORY_KEYS = ("entity", "record_id", "pipeline", "from_stage", "to_stage", "at", "by", "note", "seconds_in_stage", "source")
 
 
 def _not_linked(ent: Entity, record_id, name: str, target) -> str:

@@ -89,7 +89,7 @@ class Shape:
     create maps every record both ways: asking the metamodel per value cost more than the
     mapping). See :func:`shape`."""
 
-    __slots__ = ("columns", "single", "link_columns", "fields", "users", "links")
+    __slots__ = ("columns", "single", "link_columns", "fields", "users", "links", "plain_many")
 
     def __init__(self, entity: Entity) -> None:
         # keys stored as they are: fields, owner, pipeline
@@ -109,6 +109,8 @@ class Shape:
                     columns.append(naming.link_entity_column(link.name))
         self.link_columns = tuple(columns)
         self.fields = tuple(entity.fields)
+        # many-links whose items are ids (sorted as they are; a polymorphic one's by ref_key)
+        self.plain_many = frozenset(link.name for link in entity.links.values() if link.many and not link.polymorphic)
         self.users = frozenset(f.name for f in entity.fields.values() if f.type == "users")
         # (name, "many" | "polymorphic" | "single", column, entity column, has fields)
         self.links = tuple(
