@@ -6,6 +6,7 @@ one query per link or many-link for a whole batch of records, never one per reco
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
@@ -77,7 +78,17 @@ def ids_present(table, dialect: str = "sqlite"):
 
         wanted = func.unnest(bindparam("_ids", type_=ARRAY(BigInteger()))).table_valued("id").render_derived(name="wanted")
         return select(table.c.id).select_from(wanted.join(table, table.c.id == wanted.c.id))
+    if dialect == "sqlite":
+        return select(table.c.id).where(table.c.id.in_(select(json_ids().c.value)))
     return select(table.c.id).where(table.c.id.in_(bindparam("_ids", expanding=True)))
+
+
+def json_ids():
+    """SQLite: ``json_each(:_ids)``, the ids of a batch given as one JSON array (an expanding
+    ``IN`` renders and binds a parameter per id on every execution); pass ``json.dumps(ids)``."""
+    from sqlalchemy import String, func
+
+    return func.json_each(bindparam("_ids", type_=String())).table_valued("value")
 
 
 def many_links(entity: Entity) -> list[Link]:
@@ -361,7 +372,9 @@ def check_links_exist(
                 if len(chunk) == 1:
                     found.update(conn.execute(id_present(table), {"_id": chunk[0]}).scalars())
                 else:
-                    found.update(conn.execute(ids_present(table, conn.dialect.name), {"_ids": chunk}).scalars())
+                    dialect = conn.dialect.name
+                    given = json.dumps(chunk) if dialect == "sqlite" else chunk
+                    found.update(conn.execute(ids_present(table, dialect), {"_ids": given}).scalars())
                 continue
             query = select(table.c.id).where(table.c.id.in_(chunk), visible)
             found.update(conn.execute(query).scalars())
