@@ -446,25 +446,47 @@ class CRM(
             refuse_archived(entity, row, action)
         return row
 
-    def _new_row(self, entity: Entity, values: Mapping, now) -> tuple[dict, dict]:
-        row, many = rec.split_values(entity, values)
-        for column in rec.shape(entity).link_columns:  # every row of a batch has the same keys (executemany)
-            if column not in row:
-                row[column] = None
-        row.update(created_at=now, updated_at=now, version=1, created_by=self.user, updated_by=self.user)
-        if entity.owner and row.get("owner") is None:
-            row["owner"] = self.user
+    def _new_rows(self, entity: Entity, values: Sequence[Mapping], now) -> tuple[list[dict], list[dict]]:
+        """The rows of new records (every field and link column, the system columns, the
+        initial stage and its ``reached`` bit) and each one's many-link ids. The system
+        columns, the same for the whole batch, are made once and copied into each row."""
+        links = rec.shape(entity).link_columns  # every row of a batch has the same keys (executemany)
+        common = {"created_at": now, "updated_at": now, "version": 1, "created_by": self.user, "updated_by": self.user}
         if entity.archive:
-            row.update(archived_at=None, archived_by=None)
-        if entity.has_stages:
-            pipeline = entity.pipelines[_pipeline_of(entity, row)]
-            row.update(pipeline=pipeline.name, stage=pipeline.initial, stage_entered_at=now, closed_at=None)
-            chooser = entity.fields.get(entity.pipeline_field or "")
-            if chooser is not None and row.get(chooser.name) is None and pipeline.name in chooser.option_values:
-                row[chooser.name] = pipeline.name  # the field shows the pipeline it chose
-        else:
-            row.pop("pipeline", None)
-        return row, many
+            common.update(archived_at=None, archived_by=None)
+        staged, fixed = entity.has_stages, False
+        if staged and len(entity.pipelines) == 1 and not entity.pipeline_field:  # one pipeline: one start
+            pipeline = next(iter(entity.pipelines.values()))
+            bit = self.storage.reached_bits[(entity.name, pipeline.name)][pipeline.initial]
+            common.update(pipeline=pipeline.name, stage=pipeline.initial, stage_entered_at=now, closed_at=None, reached=bit)
+            fixed = True
+        owner = entity.owner
+        rows, manys = [], []
+        for data in values:
+            row, many = rec.split_values(entity, data)
+            for column in links:
+                if column not in row:
+                    row[column] = None
+            row.update(common)
+            if owner and row.get("owner") is None:
+                row["owner"] = self.user
+            if staged and not fixed:
+                self._start_in_pipeline(entity, row, now)
+            elif not staged:
+                row.pop("pipeline", None)
+            rows.append(row)
+            manys.append(many)
+        return rows, manys
+
+    def _start_in_pipeline(self, entity: Entity, row: dict, now) -> None:
+        """A new row of an entity with several pipelines (or a field choosing one): the initial
+        stage of its pipeline and that stage's ``reached`` bit."""
+        pipeline = entity.pipelines[_pipeline_of(entity, row)]
+        row.update(pipeline=pipeline.name, stage=pipeline.initial, stage_entered_at=now, closed_at=None)
+        chooser = entity.fields.get(entity.pipeline_field or "")
+        if chooser is not None and row.get(chooser.name) is None and pipeline.name in chooser.option_values:
+            row[chooser.name] = pipeline.name  # the field shows the pipeline it chose
+        row["reached"] = self.storage.reached_bits[(entity.name, pipeline.name)][pipeline.initial]
 
     def _initial_requires(self, entity: Entity, values: Sequence[Mapping], *, indexed: bool) -> None:
         if not entity.has_stages:
@@ -1026,11 +1048,7 @@ class CRM(
     ) -> list[dict]:
         table = self.storage.table(ent.name)
         now = now_utc()
-        rows, manys = zip(*(self._new_row(ent, v, now) for v in values), strict=True)
-        if ent.has_stages:  # the reached mask starts with the initial stage's bit
-            bits = self.storage.reached_bits
-            for row in rows:
-                row["reached"] = bits[(ent.name, row["pipeline"])][row["stage"]]
+        rows, manys = self._new_rows(ent, values, now)  # a stage's reached mask starts with its initial bit
         sysfields.number_rows(conn, self.storage, ent, rows, self.model.timezone)
         if len(rows) == 1 and conn.dialect.name == "postgresql" and not any(stages) and _plain_links(ent, manys[0]):
             return self._insert_one(conn, ent, rows[0], manys[0], now, returning=returning)
@@ -1086,7 +1104,7 @@ class CRM(
         out = []
         plain = rec.shape(ent).plain_many
         for record_id, row, many in zip(ids, rows, manys, strict=True):
-            # _new_row holds every field and link column already (executemany needs equal keys)
+            # _new_rows made every field and link column already (executemany needs equal keys)
             row["id"] = record_id  # written already: the row is only read from here on
             linked = {k: sorted(v) if k in plain else sorted(v, key=rec.ref_key) for k, v in many.items()}
             for k, rows_ in shown.get(record_id, {}).items():
