@@ -120,6 +120,26 @@ def test_a_batch_stores_what_single_creates_store(crm) -> None:
     assert crm.count("deal") == 2 * n
 
 
+def test_a_batch_that_returns_nothing_journals_what_single_creates_journal(crm) -> None:
+    """create_many(..., returning=False) builds its journal rows from the stored rows, not
+    from records: the same rows, history and journal (every value, in the same order)."""
+    client = crm.create("client", {"name": "ООО Ромашка"})["id"]
+    products = [crm.create("product", {"name": f"P{i}"})["id"] for i in range(2)]
+    n = bulk.FAST_ROWS + 5
+    data = [deal(i, client, products) for i in range(n)]
+    crm.add_user("someone")
+    data[3] = {**data[3], "owner": "someone"}  # an owner given, the others left empty
+    one_by_one = [crm.create("deal", d)["id"] for d in data]
+    assert crm.create_many("deal", data, returning=False) == n
+    batch_ids = [r["id"] for r in crm.find("deal", order_by="id", limit=n, offset=n)]
+    assert stored(crm, batch_ids) == stored(crm, one_by_one)
+    table = crm.storage.journal_table
+    with crm.engine.connect() as conn:
+        changes = dict(conn.execute(select(table.c.record_id, table.c.changes).where(table.c.action == "create")).all())
+    for single, batched in zip(one_by_one, batch_ids, strict=True):
+        assert list(changes[batched]) == list(changes[single])  # the keys in the same order too
+
+
 def test_the_database_still_refuses_what_it_refused(crm) -> None:
     """A constraint violation in a fast batch is SQLAlchemy's IntegrityError, as for an
     INSERT (so create_many translates it as before), and the transaction writes nothing."""

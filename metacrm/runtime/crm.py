@@ -1101,6 +1101,16 @@ class CRM(
             ]
             insert_rows(conn, self.storage.history_table, history, HISTORY_KEYS)
             rows = self._place(conn, ent, rows, ids, stages)
+        if not returning and not self._reactors:  # the records would serve only the journal
+            for row, record_id in zip(rows, ids, strict=True):
+                row["id"] = record_id
+            entries = journal.created_entries_of_rows(ent, rows, manys, now, self.user)
+            if entries is not None:
+                self._log(conn, entries)  # one executemany
+                if ent.has_stages and any(stages):
+                    self._placed_fit(conn, ent, rows, ids)
+                self._check_rules(conn, ent, ids, first=first, created=True)
+                return []
         out = []
         plain = rec.shape(ent).plain_many
         for record_id, row, many in zip(ids, rows, manys, strict=True):
