@@ -24,7 +24,7 @@ def dump(
     if (why := missing_database(db)) is not None:
         fail(why)
     with refusals():
-        manifest = dump_to(db, directory)
+        manifest = dump_to(_tenant_source(db), directory)
     tables = manifest["tables"]
     rows = sum(info["rows"] for info in tables.values())
     model = manifest["model"]
@@ -63,13 +63,24 @@ def restore(
     from ..io.dump import restore as restore_from
 
     with refusals():
-        manifest = restore_from(directory, db)
+        manifest = restore_from(directory, _tenant_source(db))
     tables = manifest["tables"]
     rows = sum(info["rows"] for info in tables.values())
     model = manifest["model"]
     typer.echo(
         f"restored {model['name']} ({model['sha256'][:12]}): {plural(len(tables), 'table')}, {plural(rows, 'row')}"
     )
+
+
+def _tenant_source(db: str):
+    """``db``, or the engine of the --tenant given (dump and restore take either)."""
+    from .common import current_tenant, tenant_engine
+
+    if current_tenant() is None:
+        return db
+    from ..runtime.engine import make_engine
+
+    return tenant_engine(make_engine(db))
 
 
 def register(app: typer.Typer) -> None:

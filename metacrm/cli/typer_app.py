@@ -23,6 +23,7 @@ from . import (
     serve_cmd,
     stage_cmds,
     task_cmds,
+    tenant_cmds,
     token_cmds,
     user_cmds,
 )
@@ -66,6 +67,7 @@ MODULES = (
     token_cmds,
     form_cmds,
     file_cmds,
+    tenant_cmds,
 )
 # The commands the console script runs through an app holding only their own module's
 # commands (see main()): typer builds a click command from the signature of every command of
@@ -84,8 +86,19 @@ FAST = {
 }
 
 
+class _App(typer.Typer):
+    """Every command that takes ``--db`` also takes ``--tenant`` and ``--read-db``
+    (metacrm.cli.common.with_tenant, with_read_db)."""
+
+    def command(self, *args, **kwargs):
+        from .common import with_read_db, with_tenant
+
+        register = super().command(*args, **kwargs)
+        return lambda func: register(with_read_db(with_tenant(func)))
+
+
 def _new_app() -> typer.Typer:
-    new = typer.Typer(
+    new = _App(
         name="metacrm",
         help="metacrm: a business described in YAML becomes a working CRM.",
         no_args_is_help=True,
@@ -116,7 +129,16 @@ def _root(
         envvar="METACRM_LOG",
         help="Print metacrm's log on stderr from this level: debug, info, warning or error.",
     ),
+    read_db: str | None = typer.Option(
+        None,
+        "--read-db",
+        envvar="METACRM_READ_DB",
+        help="A streaming replica of --db: lists, search and reports read from it (docs/scaling.md).",
+    ),
 ) -> None:
+    from .common import use_read_db
+
+    use_read_db(read_db)
     if log_level:
         from ..logs import log_to_stderr
         from .common import refusals

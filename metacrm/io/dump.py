@@ -288,7 +288,7 @@ def read_manifest(path: str | os.PathLike) -> dict:
     return manifest
 
 
-def restore(path: str | os.PathLike, url: str) -> dict:
+def restore(path: str | os.PathLike, url) -> dict:
     """Rebuild the dump at ``path`` into the EMPTY database at ``url`` (either dialect), in one
     transaction; returns the manifest. Raises DataError for a damaged dump (nothing touched)
     and MigrationError for a database that is not empty (nothing changed) or a failed restore
@@ -308,7 +308,7 @@ def restore(path: str | os.PathLike, url: str) -> dict:
     missing = [t.name for t in dumped_tables(storage) if t.name not in manifest["tables"]]
     if missing:
         raise DataError(f"{folder}: the dump has no table {missing[0]} of its model; the dump is damaged")
-    engine = make_engine(url)
+    engine = make_engine(url) if isinstance(url, str | os.PathLike) else url  # or a tenant's engine
     try:
         _restore(engine, folder, manifest, model, storage)
     finally:

@@ -247,7 +247,7 @@ _QUEUES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 @contextmanager
 def _queued(engine: Engine, started: float):
-    queue = _QUEUES.get(engine)
+    queue = _QUEUES.get(getattr(engine, "_proxied", engine))  # an option engine queues on the engine it wraps
     if queue is None:
         yield
         return

@@ -111,6 +111,9 @@ class FilesMixin:
         """The store of this CRM's files (SetupError when none is configured)."""
         if self._file_store is None:
             location = self._files_location or os.environ.get("METACRM_FILES") or default_location(self.engine.url)
+            tenant = self.engine.get_execution_options().get("metacrm_tenant")
+            if location and tenant:  # a store per tenant: one tenant's prune never sees another's files
+                location = f"{location.rstrip('/')}/{tenant}"
             if not location:
                 raise SetupError(
                     f"no file store for this {self.engine.url.get_backend_name()} database: give one with "

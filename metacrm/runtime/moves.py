@@ -380,6 +380,10 @@ def read_before(crm, entity: Entity, record_id, query, conn=None) -> dict | None
     raw = conn.connection.dbapi_connection if conn is not None else crm.engine.raw_connection()
     dbapi = raw if conn is not None else (raw.driver_connection if postgres else raw)
     try:
+        if postgres and conn is None:  # a raw checkout fires no engine_connect: the tenant's path set here
+            from .tenants import apply_path, tenant_of
+
+            apply_path(raw._connection_record, tenant_of(crm.engine))
         if postgres:
             dbapi.autocommit = True  # one round trip (not BEGIN, SELECT and the pool's ROLLBACK)
         sql, params = _driver_select(crm.engine.dialect, query, record_id)
