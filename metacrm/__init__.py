@@ -54,12 +54,14 @@ def connect(
     pool_size: int | None = None,
     max_overflow: int | None = None,
     files: str | os.PathLike[str] | None = None,
+    read_url: str | os.PathLike[str] | Engine | None = None,
     tenant: str | None = None,
 ) -> CRM:
     """A CRM on the database at ``url_or_engine`` (a URL or the host's SQLAlchemy Engine) for
     ``model`` (a Model or a path to one); ``files``: where attached files are kept (a directory
-    or ``s3://BUCKET/PREFIX``, docs/files.md); ``tenant``: that tenant's CRM (docs/scaling.md); see metacrm.runtime.crm.connect and
-    docs/embedding.md."""
+    or ``s3://BUCKET/PREFIX``, docs/files.md); ``read_url``: a streaming replica the plain
+    reads (lists, search, reports, the board) go to; ``tenant``: that tenant's CRM (both
+    docs/scaling.md); see metacrm.runtime.crm.connect and docs/embedding.md."""
     from .runtime.crm import connect as _connect
 
     return _connect(
@@ -70,6 +72,7 @@ def connect(
         pool_size=pool_size,
         max_overflow=max_overflow,
         files=files,
+        read_url=read_url,
         tenant=tenant,
     )
 

@@ -61,6 +61,68 @@ def _driver_error() -> type[BaseException]:
     return DBAPIError
 
 
+# -- --read-db --------------------------------------------------------------------------------
+# The streaming replica a command reads from (docs/scaling.md): the --read-db option every command
+# with --db takes (added by with_read_db, as --tenant is), else the root option given before the
+# command (typer_app._root; fast.run_fast), else $METACRM_READ_DB; read where the command opens
+# its database (data_cmds.opened, serve).
+_READ_DB: list[str | None] = [None, None]  # [the root option, the command's option]
+
+
+def use_read_db(url: str | None) -> None:
+    """Remember the root option ``--read-db`` for the command that runs next."""
+    _READ_DB[0] = url or None
+
+
+@contextmanager
+def read_db_scope(url: str | None) -> Iterator[None]:
+    """The command's own ``--read-db`` while it runs."""
+    before = _READ_DB[1]
+    _READ_DB[1] = url or None
+    try:
+        yield
+    finally:
+        _READ_DB[1] = before
+
+
+def read_db() -> str | None:
+    """The read replica's URL: the command's ``--read-db``, else the root one, else
+    ``$METACRM_READ_DB``, else None."""
+    import os
+
+    return _READ_DB[1] or _READ_DB[0] or os.environ.get("METACRM_READ_DB") or None
+
+
+def with_read_db(func: Callable) -> Callable:
+    """``func`` with a ``--read-db URL`` option when it takes ``--db`` (and has no such option
+    of its own, as ``serve``); read_db() falls back to the root option, then the environment."""
+    import functools
+    import inspect
+    from typing import Annotated
+
+    signature = inspect.signature(func, eval_str=True)
+    if "db" not in signature.parameters or "read_db" in signature.parameters:
+        return func
+    option = Annotated[
+        str | None,
+        typer.Option(  # no envvar here: $METACRM_READ_DB must not override the root option given before the command
+            "--read-db",
+            help="A streaming replica of --db: lists, search and reports read from it "
+            "(default: $METACRM_READ_DB; docs/scaling.md).",
+        ),
+    ]
+
+    @functools.wraps(func)
+    def command(*args, read_db: str | None = None, **kwargs):
+        with read_db_scope(read_db):
+            return func(*args, **kwargs)
+
+    extra = inspect.Parameter("read_db", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=option)
+    command.__signature__ = signature.replace(parameters=[*signature.parameters.values(), extra])  # type: ignore[attr-defined]
+    command.__annotations__ = {**func.__annotations__, "read_db": option}
+    return command
+
+
 def load(model_path: str):
     """The model at that path (from the compiled-model cache when its files are unchanged),
     or its problems on stderr and exit 2."""

@@ -38,10 +38,11 @@ def opened(model: str, db: str, as_user: str | None = None, *, create: bool = Fa
     not exist is refused (exit 2), never created empty."""
     import warnings
 
-    from ..cli.common import load, missing_database, tenant_engine
+    from ..cli.common import load, missing_database, read_db, tenant_engine
     from ..errors import DuplicateWarning
     from ..runtime.crm import CRM
     from ..runtime.engine import make_engine
+    from ..runtime.replica import open_replica
 
     loaded = load(model)
     with refusals():
@@ -54,7 +55,10 @@ def opened(model: str, db: str, as_user: str | None = None, *, create: bool = Fa
         engine = tenant_engine(engine)
         crm = CRM(loaded, engine, user=as_user)
         try:
-            yield crm
+            if (replica := read_db()) is not None:  # --read-db: plain reads go to the replica
+                crm.read_engine, crm._owns_read_engine = open_replica(engine, replica)
+            with crm.request():  # a command is one request: once it wrote, it reads its writes
+                yield crm
         finally:
             crm.close()
             for warning in caught:  # e.g. a `warn` duplicate rule matched: stored, but said

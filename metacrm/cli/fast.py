@@ -8,7 +8,7 @@ typer would call (metacrm.cli.data_cmds, metacrm.cli.stage_cmds) with the same v
 It runs a command line only when it understands all of it the way typer would: the command
 name first, then its arguments and its known options (``--opt VALUE``, ``--opt=VALUE``, short
 ``-x VALUE``, flags), in any order, with the same environment variables. Anything else: a
-root option (``--log-level``, ``--version``), ``--help``, an unknown or misspelt option, a
+root option but ``--read-db`` (``--log-level``, ``--version``), ``--help``, an unknown or misspelt option, a
 missing or extra argument, a value typer would refuse (``--limit -1``, ``--format xml``, an
 integer that is not plain digits), ``--``, shell completion: :func:`run_fast` returns and the
 full typer app runs the line, so help, usage errors and their exit codes are typer's own
@@ -27,6 +27,7 @@ _COMMON = {
     "-m": ("model", STR),
     "--db": ("db", STR),
     "--tenant": ("tenant", STR),
+    "--read-db": ("read_db", STR),
     "--as": ("as_user", STR),
     "--format": ("format", FORMAT),
     "-f": ("format", FORMAT),
@@ -65,6 +66,7 @@ COMMANDS: dict[str, tuple[str, str, tuple[str, ...], str | None, dict[str, tuple
     ),
 }
 ENVVARS = {"model": "METACRM_MODEL", "db": "METACRM_DB", "as_user": "METACRM_USER", "tenant": "METACRM_TENANT"}
+# $METACRM_READ_DB is read by common.read_db() when no --read-db is given (it must not beat the root option)
 # the environment typer reads for the root command (--log-level) or shell completion: leave those to it
 _TYPER_ENV = ("METACRM_LOG", "_METACRM_COMPLETE", "_TYPER_COMPLETE_ARGS")
 _INTEGERS = {INT: re.compile(r"0|-?[1-9][0-9]*"), COUNT: re.compile(r"0|[1-9][0-9]*")}
@@ -78,13 +80,34 @@ class _NotMine(Exception):
 
 def parse(args: list[str]) -> tuple[str, dict] | None:
     """``(command, keyword arguments of its function)`` for a command line this parser runs
-    exactly as typer would, else None."""
+    exactly as typer would, else None. The root option ``--read-db`` may come first (see
+    :func:`root_options`); it is not among the keywords."""
+    try:
+        args = root_options(args)[1]
+    except _NotMine:
+        return None
     if not args or args[0] not in COMMANDS or any(os.environ.get(name) for name in _TYPER_ENV):
         return None
     try:
         return args[0], _keywords(args[0], args[1:])
     except _NotMine:
         return None
+
+
+def root_options(args: list[str]) -> tuple[str | None, list[str]]:
+    """``(--read-db's value or None, the rest of the line)``: the one root option this parser
+    knows, given before the command (``metacrm --read-db URL list deal``)."""
+    read_db = None
+    while args and args[0].startswith("--read-db"):
+        name, equals, value = args[0].partition("=")
+        if name != "--read-db" or (not equals and len(args) < 2):
+            raise _NotMine
+        if not equals:
+            value, args = args[1], args[1:]
+        if _SURROGATE.search(value):
+            raise _NotMine
+        read_db, args = value, args[1:]
+    return read_db, args
 
 
 def _keywords(command: str, args: list[str]) -> dict:
@@ -154,14 +177,19 @@ def run_fast(args: list[str]) -> None:
 
     import typer
 
+    from .common import read_db_scope, use_read_db
+
+    use_read_db(root_options(args)[0])
+
     function = getattr(importlib.import_module(f"{__package__}.{module_name}"), function_name)
     from .common import tenant_scope
 
     tenant = keywords.pop("tenant", None)
+    read_db = keywords.pop("read_db", None)
     # what typer's standalone main does around a command (typer.core._main)
     try:
         try:
-            with tenant_scope(tenant):
+            with tenant_scope(tenant), read_db_scope(read_db):
                 function(**keywords)
         except EOFError:
             print(file=sys.stderr)

@@ -29,7 +29,7 @@ def _command(args: list[str]) -> str | None:
     i = 0
     while i < len(args):
         arg = args[i]
-        if arg == "--log-level":
+        if arg in ("--log-level", "--read-db"):
             i += 2
         elif arg.startswith("-"):
             i += 1

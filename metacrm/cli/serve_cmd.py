@@ -48,6 +48,14 @@ def serve(
         str | None,
         typer.Option("--files", envvar="METACRM_FILES", help="Where attached files are kept (docs/files.md)."),
     ] = None,
+    read_db: Annotated[
+        str | None,
+        typer.Option(  # $METACRM_READ_DB is read below, after the root option (common.read_db)
+            "--read-db",
+            help="A streaming replica of --db: lists, search, reports and the board read from it "
+            "(default: $METACRM_READ_DB; docs/scaling.md).",
+        ),
+    ] = None,
     model: ModelOpt = DEFAULT_MODEL,
     db: DbOpt = DEFAULT_DB,
 ) -> None:
@@ -56,6 +64,9 @@ def serve(
 
     from ..extras import WEB, import_extra
     from .common import load
+    from .common import read_db as root_read_db
+
+    read_db = read_db or root_read_db()  # `metacrm --read-db URL serve`, $METACRM_READ_DB
 
     if not 0 < port < 65536:
         usage_error(f"--port: {port} is not a port (1 to 65535)")
@@ -72,8 +83,15 @@ def serve(
         from .common import current_tenant
 
         tenant = current_tenant()
-        with connect(loaded, db, busy_timeout=busy_timeout, pool_size=pool_size, tenant=tenant) as crm:
+        with connect(
+            loaded, db, busy_timeout=busy_timeout, pool_size=pool_size, tenant=tenant, read_url=read_db
+        ) as crm:
             recorded = crm.recorded_model()  # opens the database now, before anything listens
+            if crm.read_engine is not None:
+                from ..runtime.replica import replica_read
+
+                with replica_read(crm.read_engine):  # and the replica: DatabaseUnavailable naming it
+                    pass
     if recorded is None or recorded["sha256"] != loaded.sha256:
         typer.echo("metacrm: warning: the database needs `metacrm migrate`; requests answer 503 until then", err=True)
     del loaded
@@ -86,7 +104,11 @@ def serve(
         os.environ["METACRM_TENANT"] = tenant
     else:
         os.environ.pop("METACRM_TENANT", None)
-    for name, value in (("METACRM_POOL_SIZE", pool_size), ("METACRM_BUSY_TIMEOUT", busy_timeout)):
+    for name, value in (
+        ("METACRM_POOL_SIZE", pool_size),
+        ("METACRM_BUSY_TIMEOUT", busy_timeout),
+        ("METACRM_READ_DB", read_db),
+    ):
         if value is None:
             os.environ.pop(name, None)
         else:

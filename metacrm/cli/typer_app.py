@@ -87,13 +87,14 @@ FAST = {
 
 
 class _App(typer.Typer):
-    """Every command that takes ``--db`` also takes ``--tenant`` (metacrm.cli.common.with_tenant)."""
+    """Every command that takes ``--db`` also takes ``--tenant`` and ``--read-db``
+    (metacrm.cli.common.with_tenant, with_read_db)."""
 
     def command(self, *args, **kwargs):
-        from .common import with_tenant
+        from .common import with_read_db, with_tenant
 
         register = super().command(*args, **kwargs)
-        return lambda func: register(with_tenant(func))
+        return lambda func: register(with_read_db(with_tenant(func)))
 
 
 def _new_app() -> typer.Typer:
@@ -128,7 +129,16 @@ def _root(
         envvar="METACRM_LOG",
         help="Print metacrm's log on stderr from this level: debug, info, warning or error.",
     ),
+    read_db: str | None = typer.Option(
+        None,
+        "--read-db",
+        envvar="METACRM_READ_DB",
+        help="A streaming replica of --db: lists, search and reports read from it (docs/scaling.md).",
+    ),
 ) -> None:
+    from .common import use_read_db
+
+    use_read_db(read_db)
     if log_level:
         from ..logs import log_to_stderr
         from .common import refusals

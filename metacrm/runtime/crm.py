@@ -51,6 +51,7 @@ from .react import build_reactors
 from .reads import ReadsMixin
 from .records import as_id as _as_id
 from .records import link_member as _link_member
+from .replica import ReplicaMixin, open_replica, wrote
 from .reports import ReportsMixin
 from .search import SearchMixin
 from .stages_api import StagesMixin
@@ -88,6 +89,7 @@ def connect(
     pool_size: int | None = None,
     max_overflow: int | None = None,
     files: str | os.PathLike[str] | None = None,
+    read_url: str | os.PathLike[str] | Engine | None = None,
     tenant: str | None = None,
 ) -> CRM:
     """A CRM on the database at ``url_or_engine`` for ``model`` (a Model or a path to one).
@@ -97,9 +99,12 @@ def connect(
     ``busy_timeout`` (SQLite, seconds a writer waits for another), ``pool_size`` and
     ``max_overflow`` (the pool of a URL's engine), ``files`` (where attached files are kept: a
     directory or ``s3://BUCKET/PREFIX``; default ``$METACRM_FILES``, else beside an SQLite file,
-    see docs/files.md), ``tenant`` (the CRM of that tenant of the database: its PostgreSQL schema
-    on the same pool, or its SQLite file; NotFound unless ``metacrm tenant create`` made it;
-    docs/scaling.md). Never changes the schema: on a new database
+    see docs/files.md), ``read_url`` (a streaming replica of the database, as a URL or the
+    host's engine on it: lists, search, reports and the board read from it, writes and the reads of a request that wrote go to
+    the database; see :mod:`metacrm.runtime.replica` and docs/scaling.md), ``tenant`` (the
+    CRM of that tenant of the database: its PostgreSQL schema on the same pool, or its SQLite
+    file; NotFound unless ``metacrm tenant create`` made it; docs/scaling.md; the replica
+    serves the same tenant). Never changes the schema: on a new database
     call ``migrate()`` first; on a database holding another version of the model every data
     operation raises MigrationError.
     """
@@ -122,6 +127,10 @@ def connect(
         engine, owned = _tenant_engine(engine, owned, tenant)
     crm = CRM(model, engine, user=user)
     crm._owns_engine = owned
+    if read_url is not None:
+        crm.read_engine, crm._owns_read_engine = open_replica(
+            engine, read_url, busy_timeout=busy_timeout, pool_size=pool_size, max_overflow=max_overflow, owned=owned
+        )
     if files is not None:
         crm._files_location = os.fspath(files)
     return crm
@@ -146,7 +155,8 @@ def _tenant_engine(engine: Engine, owned: bool, tenant: str) -> tuple[Engine, bo
     return tenant_engine, owned
 
 
-class CRM(
+class CRM(  # ReplicaMixin wraps the operations that are not plain reads: they read the database
+    ReplicaMixin,
     ReadsMixin,
     StagesMixin,
     UsersMixin,
@@ -172,6 +182,8 @@ class CRM(
         self._state: str | None = None  # "empty", "current", "other"
         self._roles: frozenset[str] | None = None
         self._owns_engine = True
+        self.read_engine: Engine | None = None  # a streaming replica for reads (connect(read_url=...))
+        self._owns_read_engine = False
         self._scope = _Scope()  # keys this thread's or task's open transaction in _OPEN
         self._team: str | None = None
         self._reactor_cell: list[tuple] = []  # the reactors, compiled on the first write (shared by views)
@@ -207,6 +219,8 @@ class CRM(
     def close(self) -> None:
         if self._owns_engine:
             self.engine.dispose()
+        if self._owns_read_engine and self.read_engine is not None:
+            self.read_engine.dispose()
 
     def __enter__(self) -> Self:
         return self
@@ -235,6 +249,7 @@ class CRM(
         if outer is not None:
             yield self
             return
+        wrote()  # the request's later reads go to the database (metacrm.runtime.replica)
         with writing(self.engine) as conn, self._within(conn):
             yield self
 
@@ -320,6 +335,7 @@ class CRM(
     def _writing(self):
         """A write transaction, or inside crm.transaction() a savepoint: each operation stays
         all-or-nothing even when an outer transaction goes on after its refusal."""
+        wrote()  # the request's later reads go to the database (metacrm.runtime.replica)
         outer = self._tx
         return _savepoint(outer) if outer is not None else writing(self.engine)
 
@@ -343,8 +359,15 @@ class CRM(
                     reactor(self, conn, entries)
 
     def _reading(self):
+        """A read transaction: inside a transaction of this thread or task, that one;
+        else on the read replica when the CRM has one and the read may go there (see
+        :mod:`metacrm.runtime.replica`), else on the database."""
         outer = self._tx
-        return _joined(outer) if outer is not None else reading(self.engine)
+        if outer is not None:
+            return _joined(outer)
+        if self.read_engine is not None:
+            return self._replica_reading()
+        return reading(self.engine)
 
     def _derived_values(self, conn, ent: Entity, records) -> None:
         """Put the computed and roll-up values, which the reactors set after the write, into
@@ -367,6 +390,10 @@ class CRM(
     def _ready(self) -> None:
         if self._state == "current":
             return
+        with self.primary():  # the version the database holds, not what a replica has replayed yet
+            self._check_ready()
+
+    def _check_ready(self) -> None:
         recorded = self.recorded_model()
         if recorded is None:
             self._state = "empty"
@@ -431,6 +458,7 @@ class CRM(
                 lock_wait=lock_wait,
             )
         if not dry_run:
+            wrote()  # the request's later reads need the new tables: the database's (metacrm.runtime.replica)
             self._state = "current"
             self.ensure_search_index()  # new or changed search fields, or indexes of an older metacrm
         return plan

@@ -399,6 +399,7 @@ class UsersMixin(Host):
             self._enabled(login)
             clone._roles, clone._team = frozenset(info["roles"]), info["team"]
         clone._owns_engine = False
+        clone._owns_read_engine = False
         return clone
 
     @property

@@ -16,6 +16,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from time import monotonic as clock
 from typing import Annotated, Any
@@ -69,6 +70,44 @@ class RequestId:
             await send(message)
 
         await self.app(scope, receive, sending)
+
+
+# -- reads from a replica ------------------------------------------------------------------------
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+WROTE_COOKIE = "metacrm_wrote"  # set by a request that wrote: the same browser's next reads use the database
+WROTE_SECONDS = 5  # how long (a browser follows the redirect after a POST well within it)
+
+
+class ReadRouting:
+    """Pure ASGI middleware for a CRM with a read replica (docs/scaling.md): every request is
+    one ``crm.request()``, so once it wrote its later reads see the write. A request that may
+    write (any method but GET, HEAD, OPTIONS) reads the database throughout: what it reads
+    decides its write (If-Match, the record it acts on). A request that wrote answers with a
+    short-lived cookie, and a GET carrying it reads the database too: the page a form
+    redirects to shows what the form saved, whatever the replica's lag."""
+
+    def __init__(self, app, crm):
+        self.app = app
+        self.crm = crm
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or self.crm.read_engine is None:
+            return await self.app(scope, receive, send)
+        from ..runtime.replica import current_request
+
+        safe = scope["method"] in SAFE_METHODS
+        cookie = dict(scope["headers"]).get(b"cookie", b"").decode("latin-1")
+        primary = not safe or f"{WROTE_COOKIE}=1" in cookie.replace(" ", "").split(";")
+        with self.crm.request(), self.crm.primary() if primary else nullcontext():
+            request = current_request()
+
+            async def sending(message):
+                if message["type"] == "http.response.start" and request is not None and request.wrote:
+                    value = f"{WROTE_COOKIE}=1; Max-Age={WROTE_SECONDS}; Path=/; HttpOnly; SameSite=Lax"
+                    message.setdefault("headers", []).append((b"set-cookie", value.encode()))
+                await send(message)
+
+            await self.app(scope, receive, sending)
 
 
 # -- acting user ---------------------------------------------------------------------------------
@@ -260,6 +299,7 @@ def build_app(crm, **settings: Any) -> FastAPI:
     )
     app.state.crm = crm
     app.state.settings = conf
+    app.add_middleware(ReadRouting, crm=crm)
     app.add_middleware(RequestId)
     _handlers(app)
     acting = make_acting(crm, conf)

@@ -1,6 +1,6 @@
 """``metacrm serve``: the app on uvicorn. Workers are separate processes, so each builds its
 own app from the environment (``METACRM_MODEL``, ``METACRM_DB``, and the optional
-``METACRM_MAX_BODY``, ``METACRM_POOL_SIZE``, ``METACRM_BUSY_TIMEOUT``, ``METACRM_TOKEN_TTL``,
+``METACRM_READ_DB``, ``METACRM_MAX_BODY``, ``METACRM_POOL_SIZE``, ``METACRM_BUSY_TIMEOUT``, ``METACRM_TOKEN_TTL``,
 ``METACRM_MAX_UPLOAD``; the CRM reads ``METACRM_FILES`` itself):
 :func:`from_env` is the factory uvicorn calls in each of them, so a PostgreSQL pool is per
 worker."""
@@ -29,16 +29,23 @@ def from_env():
         busy_timeout=_env("METACRM_BUSY_TIMEOUT", float),
         pool_size=_env("METACRM_POOL_SIZE", int),
     )
+    if tenant := os.environ.get("METACRM_TENANT"):  # `metacrm serve --tenant NAME`: that tenant's CRM
+        from ..runtime.crm import _tenant_engine
+
+        engine = _tenant_engine(engine, True, tenant)[0]
+    crm = CRM(model, engine)
+    if read_db := os.environ.get("METACRM_READ_DB", "").strip():  # serve --read-db: a pool per worker, the same tenant
+        from ..runtime.replica import open_replica
+
+        crm.read_engine, crm._owns_read_engine = open_replica(
+            engine, read_db, busy_timeout=_env("METACRM_BUSY_TIMEOUT", float), pool_size=_env("METACRM_POOL_SIZE", int)
+        )
     settings: dict = {"max_body": int(os.environ.get("METACRM_MAX_BODY", 1 << 20))}
     if (ttl := _env("METACRM_TOKEN_TTL", float)) is not None:
         settings["token_ttl"] = ttl
     if (upload := _env("METACRM_MAX_UPLOAD", int)) is not None:
         settings["max_upload"] = upload
-    if tenant := os.environ.get("METACRM_TENANT"):  # `metacrm serve --tenant NAME`: that tenant's CRM
-        from ..runtime.crm import _tenant_engine
-
-        engine = _tenant_engine(engine, True, tenant)[0]
-    return create_app(CRM(model, engine), **settings)
+    return create_app(crm, **settings)
 
 
 def serve(model: str, db: str, *, host: str, port: int, workers: int, log_level: str = "info") -> None:

@@ -107,6 +107,9 @@ def records(crm: CRM) -> tuple[Record, Record]:
     with crm.engine.begin() as conn, crm.joined(conn) as host:  # in the host's own transaction
         joined: CRM = host
         joined.update("deal", deal["id"], {"discount": 5})
+    with crm.request() as request, request.primary() as primary:  # read-your-writes scopes (docs/scaling.md)
+        on_replica: bool = primary.reads_replica
+        assert not on_replica  # no read_url: every read is the database's
     deal = crm.get("deal", deal["id"])
     found: list[Record] = crm.find("deal", "amount > :least", {"least": 100}, order_by="-amount", limit=10)
     counted: int = crm.count("client", "city = 'Tver'")
