@@ -28,7 +28,9 @@ Phases (each prints its figures; a tenant that fails is named and left out of la
    connections, no overflow), each on a random tenant: get a deal, find deals of a client,
    the deal funnel, create a deal, move a deal ``new -> qualified``. ops/s and p50/p99 latency,
    overall and per operation; ``search_path`` switches counted by wrapping
-   ``tenants.apply_path``. Then the same mix (same seed) on ONE tenant holding as many records as
+   ``tenants.apply_path``; then the private memory of the pool's PostgreSQL backends
+   (``pg_backend_memory_contexts``, the catalog caches apart), the pool having been emptied
+   before the mix. Then the same mix (same seed) on ONE tenant holding as many records as
    all tenants together: the cost of tenancy is the ratio.
 5. memory: RSS of a fresh process after connecting a CRM per tenant (the first one, used,
    before counting: what all share) with one shared ``Model``, then after each has read
@@ -435,6 +437,28 @@ def phase_mix(targets: list[Target], ops: int, threads: int, seed_value: int = 1
     return out
 
 
+def backend_memory(engine, connections: int) -> dict:
+    """What the pool's PostgreSQL backends hold in private memory (pg_backend_memory_contexts):
+    in all, and in CacheMemoryContext with its children (the relation and catalog caches, which
+    grow with every table a backend has opened: in every tenant it served)."""
+    query = text(
+        "SELECT sum(total_bytes), sum(total_bytes) FILTER (WHERE name = 'CacheMemoryContext' "
+        "OR parent = 'CacheMemoryContext') FROM pg_backend_memory_contexts"
+    )
+    held = [engine.connect() for _ in range(connections)]  # each pooled connection once
+    try:
+        rows = [conn.execute(query).one() for conn in held]
+    finally:
+        for conn in held:
+            conn.close()
+    return {
+        "backends": len(rows),
+        "backend MB median": statistics.median(r[0] for r in rows) / 2**20,
+        "backend MB max": max(r[0] for r in rows) / 2**20,
+        "catalog cache MB median": statistics.median(r[1] for r in rows) / 2**20,
+    }
+
+
 # --------------------------------------------------------------------------- memory
 
 
@@ -532,7 +556,9 @@ def run(args) -> int:
             if made:
                 crms = [metacrm.connect(bench.model, bench.engine, tenant=name) for name in made]
                 targets = [Target(crm) for crm in crms]
+                bench.engine.dispose()  # fresh backends: their caches hold what the mix opened
                 spread = phase_mix(targets, args.ops, args.threads)
+                spread.update(backend_memory(bench.engine, args.pool_size))
                 show(
                     f"4a. mix over {len(targets)} tenants, one pool of {args.pool_size}, {args.threads} threads", spread
                 )
@@ -546,7 +572,10 @@ def run(args) -> int:
                 links = single.storage.join_table("deal", "products").name
                 with bench.admin.connect() as conn:  # its big tables' statistics, as autovacuum would
                     conn.execute(text(f'ANALYZE "{one}".deal, "{one}".client, "{one}"."{links}"'))
-                alone = phase_mix([Target(single)], args.ops, args.threads)
+                alone_target = Target(single)
+                bench.engine.dispose()
+                alone = phase_mix([alone_target], args.ops, args.threads)
+                alone.update(backend_memory(bench.engine, args.pool_size))
                 show(f"4b. the same mix on ONE tenant holding {len(made)} tenants' records", alone)
                 ratio = {
                     "ops/s tenants / one": spread["ops/s"] / alone["ops/s"],
