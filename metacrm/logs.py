@@ -26,6 +26,7 @@ import logging
 import os
 import re
 import time
+import weakref
 
 from .errors import SetupError
 
@@ -59,6 +60,11 @@ def short_statement(statement: str) -> str:
     return text if len(text) <= STATEMENT_CHARS else text[: STATEMENT_CHARS - 1] + "…"
 
 
+# engine -> the threshold in seconds: read by the statements metacrm runs straight on the
+# driver (metacrm.runtime.bulk.driver_run), which SQLAlchemy's cursor events do not see
+_LIMITS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def log_slow_queries(engine, threshold_ms: float | None = None) -> None:
     """Log a WARNING on ``metacrm.sql`` for every statement on ``engine`` that runs for
     ``threshold_ms`` or longer (default: ``slow_query_ms()``), with its text and no parameters."""
@@ -66,6 +72,7 @@ def log_slow_queries(engine, threshold_ms: float | None = None) -> None:
 
     threshold = slow_query_ms() if threshold_ms is None else threshold_ms
     limit = threshold / 1000.0
+    _LIMITS[engine] = limit
 
     @event.listens_for(engine, "before_cursor_execute")
     def _started(conn, cursor, statement, parameters, context, executemany):
@@ -78,19 +85,30 @@ def log_slow_queries(engine, threshold_ms: float | None = None) -> None:
         if started is None:
             return
         seconds = time.perf_counter() - started
-        if seconds < limit or not sql_log.isEnabledFor(logging.WARNING):
-            return
-        short = short_statement(statement)
-        many = f" (executemany, {len(parameters)} rows)" if executemany and parameters is not None else ""
-        sql_log.warning(
-            "slow query: %.1f ms on %s%s (threshold %g ms): %s",
-            seconds * 1000,
-            conn.dialect.name,
-            many,
-            threshold,
-            short,
-            extra={"duration_ms": seconds * 1000, "statement": short},
-        )
+        if seconds >= limit:
+            slow_query(conn.dialect.name, statement, seconds, limit, len(parameters) if executemany and parameters is not None else None)
+
+
+def slow_limit(engine) -> float | None:
+    """The slow query threshold of ``engine`` in seconds (None: not logged)."""
+    return _LIMITS.get(getattr(engine, "_proxied", engine))
+
+
+def slow_query(dialect: str, statement: str, seconds: float, limit: float, rows: int | None = None) -> None:
+    """Log one statement that took ``seconds`` (at least ``limit``): its text, no parameters."""
+    if not sql_log.isEnabledFor(logging.WARNING):
+        return
+    short = short_statement(statement)
+    many = f" (executemany, {rows} rows)" if rows is not None else ""
+    sql_log.warning(
+        "slow query: %.1f ms on %s%s (threshold %g ms): %s",
+        seconds * 1000,
+        dialect,
+        many,
+        limit * 1000,
+        short,
+        extra={"duration_ms": seconds * 1000, "statement": short},
+    )
 
 
 class _CliHandler(logging.StreamHandler):

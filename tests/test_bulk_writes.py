@@ -120,6 +120,26 @@ def test_a_batch_stores_what_single_creates_store(crm) -> None:
     assert crm.count("deal") == 2 * n
 
 
+def test_a_batch_that_returns_nothing_journals_what_single_creates_journal(crm) -> None:
+    """create_many(..., returning=False) builds its journal rows from the stored rows, not
+    from records: the same rows, history and journal (every value, in the same order)."""
+    client = crm.create("client", {"name": "ООО Ромашка"})["id"]
+    products = [crm.create("product", {"name": f"P{i}"})["id"] for i in range(2)]
+    n = bulk.FAST_ROWS + 5
+    data = [deal(i, client, products) for i in range(n)]
+    crm.add_user("someone")
+    data[3] = {**data[3], "owner": "someone"}  # an owner given, the others left empty
+    one_by_one = [crm.create("deal", d)["id"] for d in data]
+    assert crm.create_many("deal", data, returning=False) == n
+    batch_ids = [r["id"] for r in crm.find("deal", order_by="id", limit=n, offset=n)]
+    assert stored(crm, batch_ids) == stored(crm, one_by_one)
+    table = crm.storage.journal_table
+    with crm.engine.connect() as conn:
+        changes = dict(conn.execute(select(table.c.record_id, table.c.changes).where(table.c.action == "create")).all())
+    for single, batched in zip(one_by_one, batch_ids, strict=True):
+        assert list(changes[batched]) == list(changes[single])  # the keys in the same order too
+
+
 def test_the_database_still_refuses_what_it_refused(crm) -> None:
     """A constraint violation in a fast batch is SQLAlchemy's IntegrityError, as for an
     INSERT (so create_many translates it as before), and the transaction writes nothing."""
@@ -176,3 +196,90 @@ def test_bulk_create_memory_does_not_grow_with_the_record_count(crm, monkeypatch
     peak(100)  # warm: statements and validators built, caches filled
     small, large = peak(200), peak(1000)
     assert large <= small * 1.5 + 64_000, (small, large)
+
+
+def test_a_bulk_create_reports_every_bad_record_values_and_links(crm, monkeypatch) -> None:
+    """Issue 16 item 5: the first record has a bad value, the second names a client that does
+    not exist, the fourth a product that does not exist: all three are reported, also when the
+    link errors are in a later batch than the bad value, and nothing is written."""
+    client = crm.create("client", {"name": "ООО Ромашка"})["id"]
+    product = crm.create("product", {"name": "P"})["id"]
+    records = [
+        {"title": "плохая сумма", "amount": "много", "client": client},
+        {"title": "чужой клиент", "client": client + 1000},
+        {"title": "хорошая", "client": client, "products": [product]},
+        {"title": "чужой товар", "client": client, "products": [product, product + 1000]},
+    ]
+    for batch in (1000, 2):
+        monkeypatch.setattr(rec, "BATCH", batch)
+        with pytest.raises(metacrm.ValidationError) as refused:
+            crm.create_many("deal", records, returning=False)
+        issues = refused.value.issues
+        assert [(i.index, i.field) for i in issues] == [(0, "amount"), (1, "client"), (3, "products")], batch
+        assert f"no client with id {client + 1000}" in issues[1].message
+        assert f"no product with id {product + 1000}" in issues[2].message
+        assert str(refused.value).startswith("record 0: deal.amount:") and "(and 2 more)" in str(refused.value)
+    assert crm.count("deal") == 0
+
+
+def test_a_move_of_a_record_changed_since_it_was_read_still_moves_it(crm, monkeypatch) -> None:
+    """A move reads the row before its transaction and applies itself to that row (compare-
+    and-swap on stage and version). When another writer changed the record in between (not
+    its stage), the move reads it again in its transaction and moves it as it is now."""
+    from metacrm.runtime import moves
+
+    client = crm.create("client", {"name": "ООО Ромашка"})["id"]
+    record = crm.create("deal", {"title": "Сделка", "client": client})
+    real = moves.read_before
+
+    def edited_meanwhile(*args):
+        row = real(*args)
+        crm.update("deal", record["id"], {"title": "Сделка (изменена)"})
+        return row
+
+    monkeypatch.setattr(moves, "read_before", edited_meanwhile)
+    moved = crm.move("deal", record["id"], "won")
+    assert (moved["stage"], moved["title"], moved["version"]) == ("won", "Сделка (изменена)", 3)
+    assert moved == crm.get("deal", record["id"])
+    history = crm.history("deal", record["id"])
+    assert [(h["from_stage"], h["to_stage"]) for h in history] == [(None, "new"), ("new", "won")]
+
+
+def test_a_move_refused_on_the_row_read_before_is_said_as_ever(crm) -> None:
+    """A move the row read before its transaction does not allow writes nothing there: it is
+    read again and refused with the reason and the moves allowed."""
+    client = crm.create("client", {"name": "ООО Ромашка"})["id"]
+    record = crm.create("deal", {"title": "Сделка", "client": client})
+    crm.move("deal", record["id"], "won")
+    with pytest.raises(metacrm.TransitionError, match="already in stage 'won'"):
+        crm.move("deal", record["id"], "won")
+    with pytest.raises(metacrm.TransitionError, match="it can leave only by a declared reopen"):
+        crm.move("deal", record["id"], "new")
+    assert crm.get("deal", record["id"])["version"] == 2
+    assert len(crm.history("deal", record["id"])) == 2
+
+
+def test_statements_run_on_the_driver_are_logged_when_slow(db_url, tmp_path, monkeypatch, caplog) -> None:
+    """The statements of the hot paths (a create's rows, a move) run straight on the DBAPI
+    cursor, past SQLAlchemy's cursor events: they are logged as slow all the same, without
+    their values."""
+    import logging
+
+    from metacrm.logs import SLOW_ENV
+
+    monkeypatch.setenv(SLOW_ENV, "0")  # every statement is "slow"
+    path = tmp_path / "model.yaml"
+    path.write_text(MODEL, encoding="utf-8")
+    with metacrm.connect(path, db_url) as crm:
+        crm.migrate()
+        client = crm.create("client", {"name": "Zyxwvut"})["id"]
+        caplog.clear()
+        caplog.set_level(logging.WARNING, logger="metacrm")
+        record = crm.create("deal", {"title": "Secretdeal", "client": client})
+        crm.move("deal", record["id"], "won", note="Secretnote")
+        crm.create_many("deal", [{"title": f"Hidden{i}", "client": client} for i in range(bulk.FAST_ROWS + 1)])
+    texts = [r.getMessage() for r in caplog.records if r.name == "metacrm.sql"]
+    assert any("UPDATE deal SET" in t for t in texts), texts
+    assert any("INSERT INTO deal" in t or "COPY deal" in t for t in texts)
+    for text in texts:
+        assert not any(secret in text for secret in ("Zyxwvut", "Secretdeal", "Secretnote", "Hidden"))

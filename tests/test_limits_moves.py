@@ -28,14 +28,14 @@ def _race(crm, db_url, monkeypatch, winner_to: str, loser_to: str) -> tuple[dict
     client = crm.create("client", {"name": "ООО Ромашка"})
     deal = crm.create("deal", {"title": "Сделка", "client": client["id"], "lost_reason": "дорого"})
     read = threading.Event()
-    real = moves.seen_stage
+    real = moves.read_before
 
     def spy(*args):
-        stage = real(*args)
+        row = real(*args)
         read.set()  # the loser has seen 'new' and now waits for the write lock
-        return stage
+        return row
 
-    monkeypatch.setattr(moves, "seen_stage", spy)
+    monkeypatch.setattr(moves, "read_before", spy)
     outcome: dict = {}
     other = metacrm.connect(MOVES, db_url)
 

@@ -11,6 +11,7 @@ puts each back at the record's index in the batch.
 from __future__ import annotations
 
 import gc
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -87,8 +88,9 @@ class Issues:
 FAST_ROWS = 64
 
 
-def insert_rows(conn, table, rows: Sequence[Mapping]) -> None:
-    """Insert ``rows`` (mappings with the same keys) into ``table`` in the caller's transaction.
+def insert_rows(conn, table, rows: Sequence, keys: tuple[str, ...] | None = None) -> None:
+    """Insert ``rows`` (mappings with the same keys, or with ``keys`` tuples of the values of
+    those columns in that order) into ``table`` in the caller's transaction.
 
     A batch goes to the driver without SQLAlchemy's per-row parameter handling (a dict and a
     list per row, about a third of a bulk create): each column's own bind processing (the
@@ -102,11 +104,11 @@ def insert_rows(conn, table, rows: Sequence[Mapping]) -> None:
         return
     name = conn.dialect.name
     if not (name == "sqlite" or (name == "postgresql" and len(rows) >= FAST_ROWS)):
-        conn.execute(table.insert(), list(rows))
+        conn.execute(table.insert(), list(rows) if keys is None else [dict(zip(keys, row, strict=True)) for row in rows])
         return
-    sql, data = _prepared(conn.dialect, table, rows)
+    sql, data = _prepared(conn.dialect, table, rows, keys)
     if name == "sqlite":
-        conn.exec_driver_sql(sql, data)
+        driver_run(conn, sql, data, many=True).close()
         return
     _copy(conn, sql, data)
 
@@ -116,18 +118,50 @@ def insert_row(conn, table, row: Mapping) -> int:
     (no statement compiled per call); elsewhere ``INSERT ... RETURNING id``."""
     if conn.dialect.name == "sqlite":
         sql, data = _prepared(conn.dialect, table, (row,))
-        return conn.exec_driver_sql(sql, data[0]).lastrowid
+        cursor = driver_run(conn, sql, data[0])
+        cursor.close()
+        return cursor.lastrowid
     from .records import insert_returning_id
 
     return conn.execute(insert_returning_id(table), row).scalar_one()
 
 
-def _prepared(dialect, table, rows: Sequence[Mapping]) -> tuple[str, list[tuple]]:
-    """The statement of ``rows``' keys and a tuple of converted values per row."""
-    keys = tuple(rows[0])
+def driver_run(conn, sql: str, params, *, many: bool = False):
+    """Run ``sql`` (the driver's own text and parameters, converted already) on the DBAPI
+    cursor of ``conn``, in its transaction; returns the cursor. For the statements of the hot
+    paths (a create's rows, a move): SQLAlchemy's execution context (about 15-30 us a
+    statement) is left out. What it would add is kept: a driver error goes through
+    SQLAlchemy's handling (raised as its IntegrityError etc., a lost connection invalidated),
+    and a slow statement is logged as the engine's event hooks log it (metacrm.logs)."""
+    from ..logs import slow_limit, slow_query
+
+    cursor = conn.connection.dbapi_connection.cursor()
+    started = time.perf_counter()
+    try:
+        if many:
+            cursor.executemany(sql, params)
+        else:
+            cursor.execute(sql, params)
+    except Exception as exc:
+        conn._handle_dbapi_exception(exc, sql, params, cursor, None)  # raises SQLAlchemy's error
+        raise
+    seconds = time.perf_counter() - started
+    limit = slow_limit(conn.engine)
+    if limit is not None and seconds >= limit:
+        slow_query(conn.dialect.name, sql, seconds, limit, len(params) if many else None)
+    return cursor
+
+
+def _prepared(dialect, table, rows: Sequence, keys: tuple[str, ...] | None = None) -> tuple[str, list[tuple]]:
+    """The statement of ``rows``' keys and a tuple of converted values per row (``keys``:
+    the rows are such tuples already)."""
+    if keys is None:
+        keys = tuple(rows[0])
+        get = itemgetter(*keys)
+        data = [(get(row),) for row in rows] if len(keys) == 1 else [get(row) for row in rows]
+    else:
+        data = rows
     sql, convert = _insert_plan(dialect, table, keys)
-    get = itemgetter(*keys)
-    data = [(get(row),) for row in rows] if len(keys) == 1 else [get(row) for row in rows]
     if not convert:
         return sql, data
     converted = []
@@ -188,7 +222,11 @@ def create_one(conn, storage, ent, row: Mapping, many: Mapping, history: Mapping
     if history is not None:
         params.update({f"h_{key}": value for key, value in history.items() if key != "record_id"})
     params.update({f"j_{key}": value for key, value in entry.items() if key != "record_id"})
-    return conn.execute(statement, params).scalar_one()
+    cursor = execute_prepared(conn, statement, params)
+    try:
+        return cursor.fetchone()[0]
+    finally:
+        cursor.close()
 
 
 @lru_cache(maxsize=256)
@@ -222,21 +260,21 @@ def create_statement(table, keys: tuple[str, ...], joins: tuple, history, journa
 
 
 def execute_prepared(conn, statement, params: Mapping):
-    """SQLite: ``statement`` (a Core statement built once) run through the driver as its
-    compiled text with positional values, each bound as SQLAlchemy would (its processors):
-    SQLAlchemy's per-execution work (cache key, compiled-parameter setup) is left out of a
-    hot path such as a move. Elsewhere ``conn.execute`` as usual."""
-    if conn.dialect.name != "sqlite":
-        return conn.execute(statement, params)
+    """``statement`` (a Core statement built once) run through the driver as its compiled
+    text, each value bound as SQLAlchemy would (its processors): positional on SQLite, by
+    name on PostgreSQL. SQLAlchemy's per-execution work (cache key, compiled-parameter
+    setup, execution context) is left out of a hot path such as a move or a single create.
+    Returns the DBAPI cursor (``rowcount``, ``fetchone()``); the caller closes it."""
     compiled, names, convert = _driver_form(conn.dialect, statement)
     values = compiled.construct_params(params, _check=False)
-    return conn.exec_driver_sql(
-        compiled.string,
-        tuple(convert[name](values[name]) if name in convert else values[name] for name in names),
-    )
+    if names:
+        bound = tuple(convert[name](values[name]) if name in convert else values[name] for name in names)
+    else:
+        bound = {name: convert[name](value) if name in convert else value for name, value in values.items()}
+    return driver_run(conn, compiled.string, bound)
 
 
 @lru_cache(maxsize=256)
 def _driver_form(dialect, statement) -> tuple:
     compiled = statement.compile(dialect=dialect)
-    return compiled, tuple(compiled.positiontup), dict(compiled._bind_processors)
+    return compiled, tuple(compiled.positiontup or ()), dict(compiled._bind_processors)

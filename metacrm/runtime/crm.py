@@ -332,12 +332,13 @@ class CRM(  # ReplicaMixin wraps the operations that are not plain reads: they r
         finally:
             _OPEN.reset(token)
 
-    def _writing(self):
+    def _writing(self, before: Callable[[Connection], object] | None = None):
         """A write transaction, or inside crm.transaction() a savepoint: each operation stays
-        all-or-nothing even when an outer transaction goes on after its refusal."""
+        all-or-nothing even when an outer transaction goes on after its refusal. ``before``:
+        called with the connection before a transaction of its own begins (engine.writing)."""
         wrote()  # the request's later reads go to the database (metacrm.runtime.replica)
         outer = self._tx
-        return _savepoint(outer) if outer is not None else writing(self.engine)
+        return _savepoint(outer) if outer is not None else writing(self.engine, before)
 
     def _log(self, conn, entries, extra=(), *, written: bool = False) -> None:
         """Journal what a write changed, then react to it (derived fields, automations) in
@@ -497,27 +498,47 @@ class CRM(  # ReplicaMixin wraps the operations that are not plain reads: they r
             refuse_archived(entity, row, action)
         return row
 
-    def _new_row(self, entity: Entity, values: Mapping, now) -> tuple[dict, dict]:
-        row, many = rec.split_values(entity, values)
-        for link in entity.links.values():  # every row of a batch has the same keys (executemany)
-            if not link.many:
-                row.setdefault(naming.link_column(link.name), None)
-                if link.polymorphic:
-                    row.setdefault(naming.link_entity_column(link.name), None)
-        row.update(created_at=now, updated_at=now, version=1, created_by=self.user, updated_by=self.user)
-        if entity.owner and row.get("owner") is None:
-            row["owner"] = self.user
+    def _new_rows(self, entity: Entity, values: Sequence[Mapping], now) -> tuple[list[dict], list[dict]]:
+        """The rows of new records (every field and link column, the system columns, the
+        initial stage and its ``reached`` bit) and each one's many-link ids. The system
+        columns, the same for the whole batch, are made once and copied into each row."""
+        links = rec.shape(entity).link_columns  # every row of a batch has the same keys (executemany)
+        common = {"created_at": now, "updated_at": now, "version": 1, "created_by": self.user, "updated_by": self.user}
         if entity.archive:
-            row.update(archived_at=None, archived_by=None)
-        if entity.has_stages:
-            pipeline = entity.pipelines[_pipeline_of(entity, row)]
-            row.update(pipeline=pipeline.name, stage=pipeline.initial, stage_entered_at=now, closed_at=None)
-            chooser = entity.fields.get(entity.pipeline_field or "")
-            if chooser is not None and row.get(chooser.name) is None and pipeline.name in chooser.option_values:
-                row[chooser.name] = pipeline.name  # the field shows the pipeline it chose
-        else:
-            row.pop("pipeline", None)
-        return row, many
+            common.update(archived_at=None, archived_by=None)
+        staged, fixed = entity.has_stages, False
+        if staged and len(entity.pipelines) == 1 and not entity.pipeline_field:  # one pipeline: one start
+            pipeline = next(iter(entity.pipelines.values()))
+            bit = self.storage.reached_bits[(entity.name, pipeline.name)][pipeline.initial]
+            common.update(pipeline=pipeline.name, stage=pipeline.initial, stage_entered_at=now, closed_at=None, reached=bit)
+            fixed = True
+        owner = entity.owner
+        rows, manys = [], []
+        for data in values:
+            row, many = rec.split_values(entity, data)
+            for column in links:
+                if column not in row:
+                    row[column] = None
+            row.update(common)
+            if owner and row.get("owner") is None:
+                row["owner"] = self.user
+            if staged and not fixed:
+                self._start_in_pipeline(entity, row, now)
+            elif not staged:
+                row.pop("pipeline", None)
+            rows.append(row)
+            manys.append(many)
+        return rows, manys
+
+    def _start_in_pipeline(self, entity: Entity, row: dict, now) -> None:
+        """A new row of an entity with several pipelines (or a field choosing one): the initial
+        stage of its pipeline and that stage's ``reached`` bit."""
+        pipeline = entity.pipelines[_pipeline_of(entity, row)]
+        row.update(pipeline=pipeline.name, stage=pipeline.initial, stage_entered_at=now, closed_at=None)
+        chooser = entity.fields.get(entity.pipeline_field or "")
+        if chooser is not None and row.get(chooser.name) is None and pipeline.name in chooser.option_values:
+            row[chooser.name] = pipeline.name  # the field shows the pipeline it chose
+        row["reached"] = self.storage.reached_bits[(entity.name, pipeline.name)][pipeline.initial]
 
     def _initial_requires(self, entity: Entity, values: Sequence[Mapping], *, indexed: bool) -> None:
         if not entity.has_stages:
@@ -1079,11 +1100,7 @@ class CRM(  # ReplicaMixin wraps the operations that are not plain reads: they r
     ) -> list[dict]:
         table = self.storage.table(ent.name)
         now = now_utc()
-        rows, manys = zip(*(self._new_row(ent, v, now) for v in values), strict=True)
-        if ent.has_stages:  # the reached mask starts with the initial stage's bit
-            bits = self.storage.reached_bits
-            for row in rows:
-                row["reached"] = bits[(ent.name, row["pipeline"])][row["stage"]]
+        rows, manys = self._new_rows(ent, values, now)  # a stage's reached mask starts with its initial bit
         sysfields.number_rows(conn, self.storage, ent, rows, self.model.timezone)
         if len(rows) == 1 and conn.dialect.name == "postgresql" and not any(stages) and _plain_links(ent, manys[0]):
             return self._insert_one(conn, ent, rows[0], manys[0], now, returning=returning)
@@ -1114,6 +1131,12 @@ class CRM(  # ReplicaMixin wraps the operations that are not plain reads: they r
                     shown.setdefault(pair["source_id"], {}).setdefault(key, []).append(
                         linkrows.shown(link, pair["target_id"], pair)
                     )
+            elif not link.polymorphic:  # (source, target) tuples, no dict per pair
+                name = link.name
+                pairs = [(record_id, t) for record_id, many in zip(ids, manys, strict=True) for t in many.get(name, ())]
+                if pairs:
+                    insert_rows(conn, self.storage.join_table(ent.name, name), pairs, JOIN_KEYS)
+                continue
             else:
                 pairs = [
                     rec.join_row(link, record_id, t)
@@ -1122,17 +1145,33 @@ class CRM(  # ReplicaMixin wraps the operations that are not plain reads: they r
                 ]
             if pairs:
                 insert_rows(conn, self.storage.join_table(ent.name, link.name), pairs)
-        if ent.has_stages:
-            insert_rows(conn, self.storage.history_table, self._history_rows(ent, rows, ids))
+        if ent.has_stages:  # the "create" rows of the stage history, as tuples
+            by = self.user
+            history = [
+                (ent.name, record_id, row["pipeline"], None, row["stage"], row["created_at"], by, None, None, "create")
+                for row, record_id in zip(rows, ids, strict=True)
+            ]
+            insert_rows(conn, self.storage.history_table, history, HISTORY_KEYS)
             rows = self._place(conn, ent, rows, ids, stages)
+        if not returning and not self._reactors:  # the records would serve only the journal
+            for row, record_id in zip(rows, ids, strict=True):
+                row["id"] = record_id
+            entries = journal.created_entries_of_rows(ent, rows, manys, now, self.user)
+            if entries is not None:
+                self._log(conn, entries)  # one executemany
+                if ent.has_stages and any(stages):
+                    self._placed_fit(conn, ent, rows, ids)
+                self._check_rules(conn, ent, ids, first=first, created=True)
+                return []
         out = []
+        plain = rec.shape(ent).plain_many
         for record_id, row, many in zip(ids, rows, manys, strict=True):
-            # _new_row holds every field and link column already (executemany needs equal keys)
-            stored = {**row, "id": record_id}
-            linked = {k: sorted(v, key=rec.ref_key) for k, v in many.items()}
+            # _new_rows made every field and link column already (executemany needs equal keys)
+            row["id"] = record_id  # written already: the row is only read from here on
+            linked = {k: sorted(v) if k in plain else sorted(v, key=rec.ref_key) for k, v in many.items()}
             for k, rows_ in shown.get(record_id, {}).items():
                 linked[k] = sorted(rows_, key=lambda r: r["id"])
-            out.append(rec.row_to_record(ent, stored, linked))
+            out.append(rec.row_to_record(ent, row, linked))
         self._log(conn, journal.created_entries(ent, out, now, self.user))  # one executemany
         if ent.has_stages and any(stages):  # after the reactors: a guard may read a derived field
             self._placed_fit(conn, ent, rows, ids)
@@ -1545,6 +1584,12 @@ class CRM(  # ReplicaMixin wraps the operations that are not plain reads: they r
                 conn,
                 [journal.entry(ent.name, after["id"], action, after["updated_at"], self.user, changes)],
             )
+
+
+# the columns of a plain join row and of a stage history row, in the order of the tuples
+# _insert_batch builds (see _history_rows for the same row as a mapping)
+JOIN_KEYS = (naming.JOIN_SOURCE, naming.JOIN_TARGET)
+HISTORY_KEYS = ("entity", "record_id", "pipeline", "from_stage", "to_stage", "at", "by", "note", "seconds_in_stage", "source")
 
 
 def _not_linked(ent: Entity, record_id, name: str, target) -> str:

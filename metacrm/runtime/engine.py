@@ -31,6 +31,7 @@ import re
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from contextlib import contextmanager
 
 from sqlalchemy import create_engine, event
@@ -225,10 +226,14 @@ class TurnPool(StaticPool):
 
 
 @contextmanager
-def writing(engine: Engine):
-    """A write transaction: BEGIN IMMEDIATE on SQLite, a plain transaction on PostgreSQL."""
+def writing(engine: Engine, before: Callable[[Connection], object] | None = None):
+    """A write transaction: BEGIN IMMEDIATE on SQLite, a plain transaction on PostgreSQL.
+    ``before``: called with the connection before the transaction begins (a read in
+    autocommit on the same connection: see metacrm.runtime.moves.read_before)."""
     started = time.monotonic()
     with _queued(engine, started), _open(engine, started) as conn, driver_errors(engine, started):
+        if before is not None:
+            before(conn)
         with conn.execution_options(**{WRITE: True}).begin():
             yield conn
 

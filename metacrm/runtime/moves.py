@@ -272,6 +272,32 @@ def move(
     )
 
 
+def try_move(
+    conn: Connection,
+    storage: Storage,
+    entity: Entity,
+    row: Mapping,
+    stage: str,
+    *,
+    by: str | None,
+    roles: frozenset[str] | None,
+    note: str | None = None,
+) -> dict | None:
+    """The move of a row read before the transaction (:func:`read_before`), when it is an
+    allowed move whose guards hold on that row: applied with the compare-and-swap on the
+    row's stage and version, so it is applied only to the row as read. Returns the row after
+    the move, or None (nothing written) when the move is not allowed on that row, or the
+    record changed since it was read: the caller then reads the row in the transaction and
+    moves it as :func:`move` does, which says why a move is refused."""
+    pipeline = entity.pipelines[row["pipeline"]]
+    transition = pipeline.adjacency.get(row["stage"], {}).get(stage)
+    if transition is None or stage == row["stage"] or stage not in pipeline.stages:
+        return None
+    if reasons(conn, storage, entity, row, pipeline, transition, roles):
+        return None
+    return _apply(conn, storage, entity, row, pipeline, transition, by=by, note=note, strict=False)
+
+
 def moved_record(conn: Connection, storage: Storage, entity: Entity, row: Mapping) -> dict:
     """The public record of a row ``move`` returned, its many-links read with one prebuilt
     SELECT each (or taken from the row, when :func:`row_with_links` read them): what
@@ -334,48 +360,80 @@ def _row_with_links(table: Table, links: tuple, dialect: str):
     return select(table, *arrays).where(table.c.id == bindparam("_id"))
 
 
-def seen_stage(crm, entity: Entity, record_id) -> str | None:
-    """The record's stage as committed now, read outside the move's write transaction (None
-    when there is no such record: the move itself says NotFound). One SELECT on a pooled DBAPI
-    connection: no SQLAlchemy transaction around it (on SQLite it runs in autocommit), so the
-    hot path of a move pays about one indexed read."""
+def read_before(crm, entity: Entity, record_id, query, conn=None) -> dict | None:
+    """The record's row as committed now, read outside the move's write transaction (None
+    when there is no such record: the move itself says NotFound), with the columns
+    ``query`` (:func:`row_with_links` or the plain read by ``:_id``) selects, converted as
+    SQLAlchemy converts them. One SELECT straight on the DBAPI connection, in autocommit: no
+    SQLAlchemy transaction around it, so the hot path of a move pays one indexed read.
+
+    The move checks its guards on this row and applies itself with a compare-and-swap on the
+    row's stage and version (see :func:`try_move`), so the row is not read again inside the
+    transaction. ``conn``: the SQLAlchemy connection the move's transaction will use, not yet
+    begun (PostgreSQL: the read goes first on the same connection, no second checkout and
+    ping); without it a pooled connection is taken (SQLite: before the move queues for the
+    write lock, so a move that waited for another one sees that it was moved meanwhile)."""
     from .records import as_id
 
     record_id = as_id(entity, record_id)
-    engine = crm.engine
-    sql = _stage_sql(engine.dialect, crm.storage.table(entity.name))
-    raw = engine.raw_connection()
-    # PostgreSQL: the read in autocommit, one round trip (not BEGIN, SELECT and the pool's ROLLBACK)
-    driver = raw.driver_connection if engine.dialect.name == "postgresql" else None
+    postgres = crm.engine.dialect.name == "postgresql"
+    raw = conn.connection.dbapi_connection if conn is not None else crm.engine.raw_connection()
+    dbapi = raw if conn is not None else (raw.driver_connection if postgres else raw)
     try:
-        if driver is not None:  # a raw checkout fires no engine_connect: the tenant's path set here
+        if postgres and conn is None:  # a raw checkout fires no engine_connect: the tenant's path set here
             from .tenants import apply_path, tenant_of
 
-            apply_path(raw._connection_record, tenant_of(engine))
-        if driver is not None:
-            driver.autocommit = True
-        cursor = raw.cursor()
+            apply_path(raw._connection_record, tenant_of(crm.engine))
+        if postgres:
+            dbapi.autocommit = True  # one round trip (not BEGIN, SELECT and the pool's ROLLBACK)
+        sql, params = _driver_select(crm.engine.dialect, query, record_id)
+        cursor = dbapi.cursor()
         try:
-            cursor.execute(sql, (record_id,))
+            cursor.execute(sql, params)
             found = cursor.fetchone()
+            description = cursor.description
         finally:
             cursor.close()
-            if driver is not None:
+            if postgres:
                 try:
-                    driver.autocommit = False
-                except Exception:  # never back to the pool in autocommit: a fresh one instead
-                    raw.invalidate()
+                    dbapi.autocommit = False
+                except Exception:  # never on in autocommit: a fresh connection instead
+                    (conn.invalidate() if conn is not None else raw.invalidate())
                     raise
     finally:
-        raw.close()  # back to the pool, which ends the read's transaction (rollback on return)
-    return None if found is None else found[0]
+        if conn is None:
+            raw.close()  # back to the pool, which ends the read's transaction (rollback on return)
+    if found is None:
+        return None
+    keys, processors = _row_reader(crm.engine.dialect, query, tuple(d[1] for d in description))
+    return {
+        key: value if process is None or value is None else process(value)
+        for key, process, value in zip(keys, processors, found, strict=True)
+    }
+
+
+def _driver_select(dialect, query, record_id: int) -> tuple[str, tuple | dict]:
+    """The SQL text of a SELECT by ``:_id`` as the driver takes it, and its parameters (each
+    bound as SQLAlchemy would: positional on SQLite, by name on PostgreSQL)."""
+    from .bulk import _driver_form
+
+    compiled, names, convert = _driver_form(dialect, query)
+    values = compiled.construct_params({"_id": record_id}, _check=False)
+    if compiled.positional:
+        return compiled.string, tuple(convert[n](values[n]) if n in convert else values[n] for n in names)
+    return compiled.string, {n: convert[n](v) if n in convert else v for n, v in values.items()}
 
 
 @lru_cache(maxsize=256)
-def _stage_sql(dialect, table: Table) -> str:
-    mark = "?" if dialect.paramstyle == "qmark" else "%s"
-    prep = dialect.identifier_preparer
-    return f"SELECT {prep.quote('stage')} FROM {prep.format_table(table)} WHERE {prep.quote('id')} = {mark}"
+def _row_reader(dialect, query, type_codes: tuple) -> tuple[tuple[str, ...], tuple]:
+    """The keys of the selected columns and each one's result processor (as SQLAlchemy
+    would apply it to a row; the driver's type codes pick the conversion, as in SQLAlchemy)."""
+    columns = list(query.selected_columns)
+    keys = tuple(column.key for column in columns)
+    processors = tuple(
+        column.type._cached_result_processor(dialect, code) for column, code in zip(columns, type_codes, strict=True)
+    )
+    return keys, processors
 
 
 @lru_cache(maxsize=256)
@@ -428,9 +486,11 @@ def _apply(
     *,
     by: str | None,
     note: str | None,
-) -> dict:
+    strict: bool = True,
+) -> dict | None:
     """The move itself: compare-and-swap (the target's bit ORed into ``reached``), history row;
-    returns the row after the move."""
+    returns the row after the move. When the compare-and-swap matches no row (the record
+    changed meanwhile): ConflictError, or with ``strict=False`` None, nothing written."""
     now = now_utc()
     stage = transition.target
     table, history = storage.table(entity.name), storage.history_table
@@ -459,16 +519,22 @@ def _apply(
         "seconds_in_stage": max(0, int((now - entered).total_seconds())) if entered else None,
         "source": "reopen" if transition.reopen else "move",
     }
+    from .bulk import execute_prepared
+
     if conn.dialect.name == "postgresql":
         both = {f"h_{name}": value for name, value in history_values.items() if name != "record_id"}
-        matched = conn.execute(_combined(table, history), {**cas_values, **both}).rowcount
+        cursor = execute_prepared(conn, _combined(table, history), {**cas_values, **both})
+        matched = cursor.rowcount
+        cursor.close()
     else:
-        from .bulk import execute_prepared
-
         cas, add = _statements(table, history)
-        matched = execute_prepared(conn, cas, cas_values).rowcount
+        cursor = execute_prepared(conn, cas, cas_values)
+        matched = cursor.rowcount
+        cursor.close()
         if matched == 1:
-            execute_prepared(conn, add, history_values)
+            execute_prepared(conn, add, history_values).close()
+    if matched != 1 and not strict:
+        return None
     if matched != 1:
         raise ConflictError(
             f"{entity.name} {row['id']} was moved or changed by someone else meanwhile; read it again",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
     from contextlib import AbstractContextManager
 
     from sqlalchemy.engine import Connection, Engine
@@ -48,7 +48,7 @@ class CRMHost(Protocol):
 
     def _reading(self) -> AbstractContextManager[Connection]: ...
 
-    def _writing(self) -> AbstractContextManager[Connection]: ...
+    def _writing(self, before: Callable[[Connection], object] | None = None) -> AbstractContextManager[Connection]: ...
 
     def _get_row(
         self, conn: Connection, entity: Entity, record_id: Any, action: str = "read", query: Any = None, *, archived: bool = False

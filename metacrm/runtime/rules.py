@@ -61,8 +61,20 @@ def _query(storage: Storage, entity: Entity, kind: str, expr: str, field: str | 
     return query
 
 
+_HAS: dict[int, tuple[Entity, bool]] = {}
+
+
 def has_checks(entity: Entity) -> bool:
-    return bool(entity.rules) or any(f.required_if for f in entity.fields.values()) or bool(currency_checks(entity))
+    """Whether a write of ``entity`` has rules, ``required_if`` fields or currency amounts to
+    check (worked out once per entity: every create and move asks)."""
+    cached = _HAS.get(id(entity))
+    if cached is not None and cached[0] is entity:
+        return cached[1]
+    found = bool(entity.rules) or any(f.required_if for f in entity.fields.values()) or bool(currency_checks(entity))
+    if len(_HAS) > 1024:
+        _HAS.clear()
+    _HAS[id(entity)] = (entity, found)
+    return found
 
 
 def currency_checks(entity: Entity) -> list[tuple[str, str]]:

@@ -9,7 +9,7 @@ import datetime as dt
 from sqlalchemy import select
 from sqlalchemy.sql import ColumnElement
 
-from ..errors import FieldIssue, PermissionDenied, ValidationError
+from ..errors import FieldIssue, MetaCRMError, PermissionDenied, ValidationError
 from ..model.metamodel import Entity
 from ..model.suggest import did_you_mean, listing
 from ..storage.types import now_utc
@@ -31,32 +31,49 @@ class StagesMixin(Host):
         record changed since that version was read; without it, when another writer moved the
         record while this move waited for the write lock (two moves from the same stage: one
         wins, the other gets ConflictError, never TransitionError)."""
-        from .moves import move, moved_record, row_with_links, seen_stage
+        from .moves import move, moved_record, read_before, row_with_links, try_move
+        from .records import row_by_id
 
         self._ready()
         ent = self._staged(entity)
         require(self.model, self.actor, ent.name, "move")  # before the note is checked
         _storable(ent, note, "note")
-        seen = None
-        if version is None and self._tx is None:
-            seen = seen_stage(self, ent, record_id)  # before waiting for the write lock
-        with self._writing() as conn:
-            # the many-links come with the row (one statement less), unless a reactor may
-            # change them after the move (they are read afterwards then)
-            query = row_with_links(self.storage, ent, conn.dialect.name, bool(self._reactors))
-            row = self._get_row(conn, ent, record_id, "move", query)
-            fresh = move(
-                conn,
-                self.storage,
-                ent,
-                row,
-                stage,
-                by=self.user,
-                roles=self._roles,
-                note=note,
-                version=version,
-                seen_stage=seen,
-            )
+        # the many-links come with the row (one statement less), unless a reactor may
+        # change them after the move (they are read afterwards then)
+        dialect = self.engine.dialect.name
+        query = row_with_links(self.storage, ent, dialect, bool(self._reactors))
+        query = row_by_id(self.storage.table(ent.name)) if query is None else query
+        # Outside crm.transaction(), the row is read before the transaction: on SQLite before
+        # waiting for the write lock, on PostgreSQL first thing on the transaction's connection.
+        read: list = []
+        first = None
+        if self._tx is None:
+            if dialect == "postgresql":
+                first = lambda conn: read.append(read_before(self, ent, record_id, query, conn))  # noqa: E731
+            else:
+                read.append(read_before(self, ent, record_id, query))
+        with self._writing(first) as conn:
+            before = read[0] if read else None
+            fresh = None
+            if before is not None and (version is None or before["version"] == version) and self._may_move(conn, ent, before):
+                # the usual case: the move applied to the row as read (compare-and-swap on its
+                # stage and version), no read inside the transaction
+                row = before
+                fresh = try_move(conn, self.storage, ent, row, stage, by=self.user, roles=self._roles, note=note)
+            if fresh is None:  # refused, or the record changed since: read it and move it here
+                row = self._get_row(conn, ent, record_id, "move", query)
+                fresh = move(
+                    conn,
+                    self.storage,
+                    ent,
+                    row,
+                    stage,
+                    by=self.user,
+                    roles=self._roles,
+                    note=note,
+                    version=version,
+                    seen_stage=before["stage"] if before is not None and version is None else None,
+                )
             changes = {"stage": [row["stage"], fresh["stage"]]}
             at = fresh["stage_entered_at"]  # the history row's time: the timeline shows the move once
             self._log(conn, [journal.entry(ent.name, row["id"], "move", at, self.user, changes, text=note)])
@@ -64,6 +81,19 @@ class StagesMixin(Host):
             out = moved_record(conn, self.storage, ent, fresh)
             self._derived_values(conn, ent, [out])
             return out
+
+    def _may_move(self, conn, ent: Entity, row) -> bool:
+        """Whether the acting user may move the record of ``row`` (read before the
+        transaction) and it is not archived; when not, the move reads it again and says why."""
+        if ent.archive and row["archived_at"] is not None:
+            return False
+        if self.user is None:
+            return True
+        try:
+            check_row(conn, self.storage, ent, self.actor, "move", row)
+        except MetaCRMError:
+            return False
+        return True
 
     def tick(self, now: dt.datetime | None = None) -> list[Fired]:
         """Fire the time-based automations (overdue, sla, at, before) that are due at ``now``

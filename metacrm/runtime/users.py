@@ -65,10 +65,11 @@ def _user_dict(row: Mapping[str, Any]) -> UserInfo:
     }
 
 
-def _given_logins(entity: Entity, values: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """(member, login) for the owner and every ``to: user`` link a record's values name."""
+def _given_logins(entity: Entity, values: Mapping[str, Any], links: tuple | None = None) -> list[tuple[str, str]]:
+    """(member, login) for the owner and every ``to: user`` link a record's values name
+    (``links``: the entity's ``user_links``, when the caller has them for a whole batch)."""
     pairs = [("owner", values["owner"])] if values.get("owner") is not None else []
-    for f in entity.user_links:
+    for f in entity.user_links if links is None else links:
         value = values.get(f.name)
         if value:
             pairs += [(f.name, login) for login in ([value] if isinstance(value, str) else value)]
@@ -87,7 +88,8 @@ def check_users_exist(
     """Refuse an ``owner`` or a ``to: user`` link naming no stored user, and a link newly made
     to a disabled user (one already on the record, ``current``, stays), naming the field and the
     login: one query for the batch (per 500 distinct logins)."""
-    given = [_given_logins(entity, values) for values in records]
+    links = entity.user_links  # worked out once for the batch, not per record
+    given = [_given_logins(entity, values, links) for values in records]
     wanted = sorted({login for pairs in given for _, login in pairs})
     if not wanted:
         return

@@ -1,4 +1,4 @@
-"""Record validation: metamodel -> pydantic record models (create / patch), built once per model.
+"""Record validation: metamodel -> per-entity validators (create / patch), built once per model.
 
 ::
 
@@ -21,8 +21,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .records import SET_BY_SYSTEM, RecordValidator, build_validators
     from .values import Invalid, field_coercer
 
-# imported on first use: metacrm.validation.values (no pydantic) is read by commands that never
-# validate a record, and importing the package must not import pydantic for them
+# imported on first use: metacrm.validation.values is read by commands that never validate a
+# record, and importing the package must not build anything for them
 __getattr__ = lazy_attributes(
     __name__,
     {

@@ -3,7 +3,7 @@
 stored, or raising :class:`Invalid` with a message that names the value and what is allowed.
 
 Every coercer maps ``None`` and ``""`` to ``None`` (no value). Coercers raise only ``Invalid``
-(a ValueError, so pydantic collects it as one error per field).
+(a ValueError; the record's validator collects one per field).
 """
 
 from __future__ import annotations
@@ -225,6 +225,8 @@ def parse_decimal(value: object, *, percent: bool = False) -> Decimal:
             raise Invalid(f"{show(value)} is not a number")
         return Decimal(repr(value))
     elif isinstance(value, str):
+        if _DECIMAL.fullmatch(value) is not None:  # the usual plain number: nothing to clean up
+            return Decimal(value)
         text = value.translate(_SPACES)
         if percent and text.endswith("%"):
             text = text[:-1]
@@ -280,6 +282,11 @@ def money_coercer(f: Field) -> Coercer:
         if _empty(value) or (isinstance(value, str) and value.strip() == ""):
             return None
         result = parse_decimal(value)
+        if result:
+            fitted = _fitted(result, quantum, whole)
+            if fitted is not None:  # the usual amount: no more decimals or digits than kept
+                _bounds(f, value, fitted)
+                return fitted
         got_whole, decimals = digits(result)
         if decimals > scale:
             more = "is not a whole number" if scale == 0 else f"has more than {_places(scale)}"
@@ -291,6 +298,19 @@ def money_coercer(f: Field) -> Coercer:
         return result
 
     return coerce
+
+
+def _fitted(value: Decimal, quantum: Decimal, whole: int) -> Decimal | None:
+    """``value`` at the scale of ``quantum`` when that loses nothing and it has at most
+    ``whole`` digits before the point (what :func:`digits` would let through), else None (the
+    caller's checks then say why). A non-zero ``value`` only."""
+    try:
+        fitted = value.quantize(quantum)
+    except ArithmeticError:  # more digits than the context holds: too large, said by the checks
+        return None
+    if fitted != value or fitted.adjusted() >= whole:
+        return None
+    return fitted
 
 
 def _places(scale: int) -> str:
