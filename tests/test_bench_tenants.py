@@ -59,7 +59,7 @@ def test_the_phases_at_two_tenants_and_nothing_left(bench, tmp_path):
 
     plus = module.changed_model(tmp_path)
     migrated, figures = module.phase_migrate(b, made, plus)
-    assert migrated == made and figures["tenants"] == 2
+    assert migrated == made and figures["tenants"] == 2 and figures["how"] == "metacrm.runtime.tenants.migrate_all"
     for name in made:
         with metacrm.connect(b.model, b.engine, tenant=name).engine.connect() as conn:
             columns = conn.execute(
