@@ -105,6 +105,31 @@ def test_plain_reads_go_to_the_replica_and_writes_to_the_primary(crm) -> None:
     assert crm.count("ticket") == 2  # and the block's end sends reads back to the replica
 
 
+RECORD_READS = {
+    "get": lambda crm, rid: crm.get("ticket", rid),
+    "card": lambda crm, rid: crm.card("ticket", rid),
+    "history": lambda crm, rid: crm.history("ticket", rid),
+    "timeline": lambda crm, rid: crm.timeline("ticket", rid),
+    "allowed_moves": lambda crm, rid: crm.allowed_moves("ticket", rid),
+    "files": lambda crm, rid: crm.files("ticket", rid),
+}
+
+
+def test_each_read_of_a_record_reads_the_replica(crm) -> None:
+    """A record only the primary holds is not found by the reads of one record, until they
+    are told to read the primary."""
+    rid = crm.create("ticket", {"subject": "Only on the primary"})["id"]
+    for name, read in RECORD_READS.items():
+        with pytest.raises(NotFound):
+            read(crm, rid)
+            pytest.fail(f"{name} read the primary")
+        with crm.primary():
+            read(crm, rid)
+    assert crm.titles("ticket", [rid]) == {} and crm.search("primary") == []
+    with crm.primary():
+        assert crm.titles("ticket", [rid]) == {rid: "Only on the primary"} and crm.search("primary")
+
+
 def test_a_write_decides_on_the_primary(crm) -> None:
     """Records the replica has not seen are updated, moved, deleted: a write and the reads
     it makes first (through get, find...) go to the primary."""
@@ -134,6 +159,35 @@ def test_a_request_reads_its_own_writes(crm) -> None:
     assert crm.count("ticket") == 2  # each call outside a request is its own
     with crm.request():
         assert crm.count("ticket") == 2
+
+
+def test_concurrent_requests_keep_their_own_state(crm) -> None:
+    """A request's write sends its own later reads to the primary, never another thread's
+    request running at the same time (each request is a ContextVar of its thread or task)."""
+    import threading
+
+    written, checked = threading.Event(), threading.Event()
+    seen: dict[str, int] = {}
+
+    def writer() -> None:
+        with crm.request():
+            crm.create("ticket", {"subject": "Concurrent"})
+            written.set()
+            checked.wait(10)
+            seen["writer"] = crm.count("ticket")
+
+    def reader() -> None:
+        with crm.request():
+            written.wait(10)
+            seen["reader"] = crm.count("ticket")
+            checked.set()
+
+    threads = [threading.Thread(target=writer), threading.Thread(target=reader)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert seen == {"writer": 3, "reader": 2}
 
 
 def test_a_transaction_reads_the_primary(crm) -> None:
@@ -238,7 +292,9 @@ def test_the_replica_serves_the_crms_tenant(model: Path, tmp_path: Path) -> None
 def test_the_model_version_check_reads_the_primary(model: Path, urls) -> None:
     """connect() then the first operation check the version the primary holds: a replica
     still on the previous model does not make a migrated database look stale."""
-    changed = model.read_text(encoding="utf-8").replace("      amount: {type: money}\n", "      amount: {type: money}\n      note: {type: text}\n")
+    changed = model.read_text(encoding="utf-8").replace(
+        "      amount: {type: money}\n", "      amount: {type: money}\n      note: {type: text}\n"
+    )
     model.write_text(changed, encoding="utf-8")
     with metacrm.connect(model, urls[0]) as crm:
         crm.migrate()
@@ -250,7 +306,9 @@ def test_the_model_version_check_reads_the_primary(model: Path, urls) -> None:
 def test_a_replica_of_another_dialect_or_in_memory_is_refused(model: Path, urls, tmp_path: Path) -> None:
     primary = urls[0]
     other = (
-        "postgresql+psycopg://nobody@127.0.0.1:1/none" if primary.startswith("sqlite") else f"sqlite:///{tmp_path / 'x.db'}"
+        "postgresql+psycopg://nobody@127.0.0.1:1/none"
+        if primary.startswith("sqlite")
+        else f"sqlite:///{tmp_path / 'x.db'}"
     )
     with pytest.raises(SetupError) as refused:
         metacrm.connect(model, primary, read_url=other)
@@ -326,6 +384,58 @@ def test_cli_read_db_root_option_and_environment(model: Path, urls, monkeypatch)
     other = "sqlite:///x.db" if primary.startswith("postgresql") else "postgresql://nobody@127.0.0.1:1/none"
     refused = runner.invoke(app, ["--read-db", other, "list", "ticket", *base])
     assert refused.exit_code == 2 and len(_lines(refused.output)) == 1 and "read_url" in refused.output
+
+
+def test_group_commands_take_read_db_and_tenant(model: Path, urls, tmp_path: Path, monkeypatch) -> None:
+    """The commands of a group (`report funnel`, `user list`...) take --read-db and --tenant
+    after the command, as every command with --db does."""
+    from metacrm.cli.typer_app import app
+    from metacrm.runtime import tenants
+    from metacrm.runtime.engine import make_engine
+
+    monkeypatch.delenv("METACRM_READ_DB", raising=False)
+    monkeypatch.delenv("METACRM_TENANT", raising=False)
+    primary, replica = urls
+    with metacrm.connect(model, primary) as crm:
+        crm.create("ticket", {"subject": "Not yet replicated"})
+    runner = CliRunner()
+    base = ["-m", str(model), "--db", primary]
+    funnel = runner.invoke(app, ["report", "funnel", "ticket", "-f", "json", *base, "--read-db", replica])
+    assert funnel.exit_code == 0, funnel.output
+    assert json.loads(funnel.output)["stages"][0]["now"] == 2
+    assert (
+        json.loads(runner.invoke(app, ["report", "funnel", "ticket", "-f", "json", *base]).output)["stages"][0]["now"]
+        == 3
+    )
+    if primary.startswith("sqlite"):  # a tenant: a file beside the database (PostgreSQL: tests/test_tenants.py)
+        engine = make_engine(primary)
+        tenants.create(engine, "acme")
+        engine.dispose()
+        with metacrm.connect(model, primary, tenant="acme") as crm:
+            crm.migrate()
+            crm.add_user("zed", roles=["admin"])
+        users = runner.invoke(app, ["user", "list", "-f", "json", *base, "--tenant", "acme"])
+        assert users.exit_code == 0, users.output
+        assert [u["login"] for u in json.loads(users.output)] == ["zed"]
+
+
+def test_cli_dump_reads_the_replica(model: Path, urls, tmp_path: Path, monkeypatch) -> None:
+    """`metacrm dump` is a read: with --read-db its snapshot is the replica's (REPEATABLE READ
+    works on a hot standby), keeping a backup's load off the database."""
+    from metacrm.cli.typer_app import app
+
+    monkeypatch.delenv("METACRM_READ_DB", raising=False)
+    primary, replica = urls
+    with metacrm.connect(model, primary) as crm:
+        crm.create("ticket", {"subject": "Not yet replicated"})
+    runner = CliRunner()
+    for name, extra, rows in (("from-replica", ["--read-db", replica], 2), ("from-primary", [], 3)):
+        out = tmp_path / name
+        done = runner.invoke(app, ["dump", str(out), "--db", primary, *extra])
+        assert done.exit_code == 0, done.output
+        manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+        tickets = [info["rows"] for table, info in manifest["tables"].items() if table.endswith("ticket")]
+        assert tickets == [rows], manifest["tables"]
 
 
 def test_cli_fast_path_honours_read_db(model: Path, urls, monkeypatch, capsys) -> None:

@@ -4,14 +4,16 @@ free 127.0.0.1 port, stopped at the end (also when a test fails). metacrm runs w
 url=primary and read_url=standby: the funnel and the list the standby serves equal the
 primary's once it has replayed the primary's WAL; with replay paused the standby's answers
 lag while a request that wrote reads its write; with the primary stopped the standby still
-answers; a tenant's CRM reads the tenant's schema on the standby. Nothing is timed: catch-up
-is awaited by comparing WAL positions. Each test has its own pair of clusters (a few seconds).
+answers; `metacrm dump` reads its snapshot off the standby; a tenant's CRM reads the tenant's
+schema on the standby. Nothing is timed: catch-up is awaited by comparing WAL positions. Each
+test has its own pair of clusters (a few seconds).
 
 The binaries run as the ``postgres`` OS user when the tests run as root (PostgreSQL refuses
 root). Without the binaries the tests skip, except under CI=true, where they fail."""
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import shutil
@@ -24,9 +26,11 @@ from pathlib import Path
 import pytest
 from conftest import in_ci
 from sqlalchemy import create_engine, text
+from typer.testing import CliRunner
 
 import metacrm
 from metacrm import DatabaseUnavailable
+from metacrm.cli.typer_app import app
 
 DESK = """\
 metacrm: 1
@@ -99,7 +103,9 @@ class Clusters:
 
     def up(self) -> None:
         primary, standby = self.root / "primary", self.root / "standby"
-        self.run("initdb", "-D", str(primary), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync")
+        self.run(
+            "initdb", "-D", str(primary), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync"
+        )
         self.start(primary, self.primary_port)
         self.run(
             "pg_basebackup",
@@ -192,6 +198,10 @@ def test_a_streaming_replica_serves_the_reads(clusters: Clusters, tmp_path: Path
         assert [s["now"] for s in served["stages"]] == [1, 2, 2, 1]
         assert crm.find("ticket", order_by="id") == listed_primary and len(listed_primary) == 6
         assert crm.board("ticket")["columns"][1]["count"] == 2
+        from metacrm.io.dump import dump  # a backup read off the standby (REPEATABLE READ works there)
+
+        manifest = dump(standby, tmp_path / "dump")
+        assert manifest["tables"]["ticket"]["rows"] == 6 and manifest["model"]["sha256"] == crm.model.sha256
 
         # replay paused: the standby's answers lag, a request that wrote reads its write
         _scalar(standby, "SELECT pg_wal_replay_pause()")
@@ -204,6 +214,12 @@ def test_a_streaming_replica_serves_the_reads(clusters: Clusters, tmp_path: Path
                 assert crm.count("ticket") == 7 and crm.get("ticket", new)["stage"] == "doing"
                 assert [s["now"] for s in crm.funnel("ticket")["stages"]] == [1, 3, 2, 1]
             assert crm.count("ticket") == 6  # the next request reads the standby again
+            cli = CliRunner().invoke(  # the command line: the same routing
+                app,
+                ["report", "funnel", "ticket", "-f", "json", "-m", str(model), "--db", primary, "--read-db", standby],
+            )
+            assert cli.exit_code == 0, cli.output
+            assert [s["now"] for s in json.loads(cli.output)["stages"]] == [1, 2, 2, 1]
         finally:
             _scalar(standby, "SELECT pg_wal_replay_resume()")
         caught_up(clusters)

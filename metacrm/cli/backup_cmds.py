@@ -17,14 +17,16 @@ def dump(
     db: DbOpt = DEFAULT_DB,
 ) -> None:
     """Write a consistent snapshot of the whole CRM (model, records, links, history, journal,
-    users, outbox) to DIR: a manifest and one JSON Lines file per table."""
+    users, outbox) to DIR: a manifest and one JSON Lines file per table. With --read-db, the
+    snapshot is read from the replica (docs/scaling.md)."""
     from ..io.dump import dump as dump_to
-    from .common import fail, missing_database
+    from .common import fail, missing_database, read_db
 
-    if (why := missing_database(db)) is not None:
+    source = read_db() or db  # a read: from the replica when one is given, off the database
+    if (why := missing_database(source)) is not None:
         fail(why)
     with refusals():
-        manifest = dump_to(_tenant_source(db), directory)
+        manifest = dump_to(_tenant_source(source), directory)
     tables = manifest["tables"]
     rows = sum(info["rows"] for info in tables.values())
     model = manifest["model"]

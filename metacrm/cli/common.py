@@ -103,6 +103,8 @@ def with_read_db(func: Callable) -> Callable:
     signature = inspect.signature(func, eval_str=True)
     if "db" not in signature.parameters or "read_db" in signature.parameters:
         return func
+    if getattr(func, "_no_tenant", False):  # commands on the database itself (tenant create...): no replica either
+        return func
     option = Annotated[
         str | None,
         typer.Option(  # no envvar here: $METACRM_READ_DB must not override the root option given before the command

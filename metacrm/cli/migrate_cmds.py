@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from .alltenants import AllTenantsOpt, TenantsFileOpt
 from .common import fail, load, refusals
 from .data_cmds import DEFAULT_DB, DEFAULT_MODEL, DbOpt, ModelOpt, opened
 from .output import plural
@@ -55,6 +56,7 @@ def diff(
 
 
 def migrate(
+    ctx: typer.Context,
     model: ModelOpt = DEFAULT_MODEL,
     db: DbOpt = DEFAULT_DB,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and its SQL; change nothing.")] = False,
@@ -65,11 +67,29 @@ def migrate(
         float, typer.Option("--lock-wait", help="Seconds to wait for another running migration.")
     ] = 30.0,
     format: PlanFormatOpt = PlanFormat.table,
+    all_tenants: AllTenantsOpt = False,
+    tenants_file: TenantsFileOpt = None,
 ) -> None:
-    """Bring the database to the model: plan (counted on the data), refuse or apply, record."""
+    """Bring the database to the model: plan (counted on the data), refuse or apply, record.
+    With --all-tenants: every tenant of the database to its own model, one line each; with
+    --tenant NAME: that tenant to its model (the tenants file's, else --model)."""
     from ..errors import MigrationError
-    from .common import missing_database
+    from .alltenants import tenant_model
+    from .common import current_tenant, missing_database
 
+    if all_tenants:
+        _migrate_all(
+            model,
+            db,
+            tenants_file,
+            dry_run=dry_run,
+            allow_data_loss=allow_data_loss,
+            lock_wait=lock_wait,
+            format=format,
+        )
+        return
+    if current_tenant() is not None:
+        model = tenant_model(ctx, current_tenant(), model, tenants_file)
     if dry_run and (why := missing_database(db)) is not None:
         # the plan for a new database, made on an empty one in memory: no file is created
         typer.echo(f"note: {why.split(':', 1)[0]} yet: the plan is for a new one; nothing was created", err=True)
@@ -85,6 +105,34 @@ def migrate(
             fail(plan.reason())
         if not dry_run and format == PlanFormat.table and plan:
             typer.echo(f"migrated {crm.model.name} to {crm.model.sha256[:12]}: {plural(len(plan), 'step')} applied")
+
+
+def _migrate_all(model: str, db: str, tenants_file: str | None, *, format: PlanFormat, **options) -> None:
+    from ..runtime.tenants import migrate_all
+    from . import alltenants
+
+    alltenants.check_usage(format.value)
+
+    def line(result) -> str:
+        if result.failed:
+            return f"{result.tenant}: FAILED: {result.error}"
+        if result.status == "up to date":
+            return f"{result.tenant}: up to date"
+        plan = result.value
+        done = "applied" if result.status == "applied" else "to apply (dry run)"
+        return f"{result.tenant}: {plural(len(plan), 'step')} {done} ({alltenants.seconds(result)}): {_kinds(plan)}"
+
+    json = format == PlanFormat.json
+    results = alltenants.run(db, tenants_file, model, None, line, json=json, runner=migrate_all, **options)
+    alltenants.finish(results, json=json)
+
+
+def _kinds(plan) -> str:
+    """``add field ×2, record model``: the plan's steps by kind, in order."""
+    from collections import Counter
+
+    kinds = Counter(step.kind.replace("_", " ") for step in plan)
+    return ", ".join(f"{kind} ×{n}" if n > 1 else kind for kind, n in kinds.items())
 
 
 @contextmanager

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from .alltenants import AllTenantsOpt, TenantsFileOpt
 from .data_cmds import DEFAULT_DB, DEFAULT_MODEL, DbOpt, FormatOpt, ModelOpt, opened
 from .output import Format, emit_records, to_json
 
@@ -47,11 +48,14 @@ def deliver(
     model: ModelOpt = DEFAULT_MODEL,
     db: DbOpt = DEFAULT_DB,
     format: FormatOpt = Format.table,
+    all_tenants: AllTenantsOpt = False,
+    tenants_file: TenantsFileOpt = None,
 ) -> None:
     """Send the due notifications of the outbox: e-mail over SMTP, webhooks as an HTTP POST of
     JSON. A failed attempt is retried later with backoff (1, 2, 4 ... minutes); each message
     has a status (pending, sending, sent, failed). Delivery is at least once: receivers can
-    drop repeats by the Message-ID / Idempotency-Key."""
+    drop repeats by the Message-ID / Idempotency-Key. With --all-tenants: every tenant's
+    outbox in turn, one line each."""
     from ..errors import ValidationError
     from ..notify import SmtpSettings
     from .common import usage_error
@@ -61,8 +65,9 @@ def deliver(
             SmtpSettings.from_url(smtp)
         except ValidationError as exc:
             usage_error(str(exc))
-    with opened(model, db) as crm:
-        summary = crm.deliver(
+
+    def work(crm) -> dict:
+        return crm.deliver(
             smtp=smtp or None,
             sender=sender or None,
             starttls=starttls or None,
@@ -70,16 +75,35 @@ def deliver(
             max_attempts=max_attempts,
             timeout=timeout,
         )
+
+    if all_tenants:
+        from . import alltenants
+
+        alltenants.check_usage(format.value)
+
+        def line(result) -> str:
+            return f"{result.tenant}: " + (f"FAILED: {result.error}" if result.failed else _summary(result.value))
+
+        json = format is Format.json
+        alltenants.finish(alltenants.run(db, tenants_file, model, work, line, json=json), json=json)
+        return
+    with opened(model, db) as crm:
+        summary = work(crm)
     if format is Format.json:
         typer.echo(to_json(summary))
         return
     if summary["messages"] or format is Format.csv:
         emit_records(summary["messages"], format, SENT_COLUMNS)
     if format is Format.table:
-        line = f"sent {summary['sent']}, to retry {summary['retry']}, failed {summary['failed']}"
-        if summary["waiting"]:
-            line += f"; {summary['waiting']} e-mail waiting: no SMTP server (--smtp or METACRM_SMTP_URL)"
-        typer.echo(line)
+        typer.echo(_summary(summary))
+
+
+def _summary(summary: dict) -> str:
+    """``sent 2, to retry 0, failed 0``: a delivery run on one line."""
+    line = f"sent {summary['sent']}, to retry {summary['retry']}, failed {summary['failed']}"
+    if summary["waiting"]:
+        line += f"; {summary['waiting']} e-mail waiting: no SMTP server (--smtp or METACRM_SMTP_URL)"
+    return line
 
 
 def outbox(

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from .alltenants import TenantsFileOpt
 from .common import fail, load, refusals
 from .data_cmds import DEFAULT_DB, DEFAULT_MODEL, DbOpt, FormatOpt, ModelOpt
 from .output import Format, plural
@@ -25,13 +26,21 @@ def _root_engine(db: str, *, create: bool = False):
     return engine
 
 
-def create(name: NameArg, model: ModelOpt = DEFAULT_MODEL, db: DbOpt = DEFAULT_DB) -> None:
+def create(
+    ctx: typer.Context,
+    name: NameArg,
+    model: ModelOpt = DEFAULT_MODEL,
+    db: DbOpt = DEFAULT_DB,
+    tenants_file: TenantsFileOpt = None,
+) -> None:
     """Make tenant NAME in the database (a PostgreSQL schema, or an SQLite file beside the
-    database's) and migrate it to the model. A migration that fails leaves no tenant behind."""
+    database's) and migrate it to its model: the one the tenants file gives it (its own line,
+    else the file's default), else --model. A migration that fails leaves no tenant behind."""
     from ..runtime import tenants
     from ..runtime.crm import CRM
+    from .alltenants import tenant_model
 
-    loaded = load(model)
+    loaded = load(tenant_model(ctx, name, model, tenants_file))
     engine = _root_engine(db, create=True)
     try:
         with refusals():

@@ -96,6 +96,15 @@ class _App(typer.Typer):
         register = super().command(*args, **kwargs)
         return lambda func: register(with_read_db(with_tenant(func)))
 
+    def add_typer(self, typer_instance: typer.Typer, *args, **kwargs):
+        """The commands of a group (``report funnel``, ``user add``...) take them too."""
+        from .common import with_read_db, with_tenant
+
+        for info in typer_instance.registered_commands:  # wrapping twice changes nothing
+            if info.callback is not None:
+                info.callback = with_read_db(with_tenant(info.callback))
+        return super().add_typer(typer_instance, *args, **kwargs)
+
 
 def _new_app() -> typer.Typer:
     new = _App(

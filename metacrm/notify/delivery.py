@@ -83,6 +83,8 @@ def deliver(
     the next; ``waiting`` counts due e-mail left pending because no SMTP server is set
     (``smtp``, ``$METACRM_SMTP_URL``). Several deliveries may run at once (processes,
     threads, machines): each message is claimed by one of them."""
+    from ..runtime.tenants import tenant_of
+
     crm._ready()
     if crm._tx is not None:
         raise ValidationError("deliver sends outside any transaction: call it after crm.transaction() ends")
@@ -96,6 +98,7 @@ def deliver(
     channels = [c for c, on in (("email", settings is not None), ("webhook", webhooks)) if on]
     now = now or now_utc()
     engine, storage = crm.engine, crm.storage
+    tenant = tenant_of(engine)  # named in each message's identity (metacrm.notify.senders.message_key)
     mailer = Mailer(settings) if settings is not None else None
     summary: DeliveryReport = {"sent": 0, "retry": 0, "failed": 0, "waiting": 0, "messages": []}
     remaining = limit
@@ -106,6 +109,8 @@ def deliver(
             if not claimed:
                 break
             for message in claimed:
+                if tenant is not None:
+                    message["tenant"] = tenant
                 summary["messages"].append(
                     _send_one(
                         engine,

@@ -10,7 +10,8 @@ Every message carries a stable identity, the same on each attempt, so that a rec
 drop a repeat (delivery is at least once, see :mod:`metacrm.notify.outbox`): mail has
 ``Message-ID: <metacrm.<id>.<created>@<domain>>`` and ``X-Metacrm-Message: <id>``; a webhook
 has the headers ``Idempotency-Key`` (the same text as the Message-ID's left part) and
-``X-Metacrm-Message``.
+``X-Metacrm-Message``. A tenant's message names the tenant in its identity
+(``metacrm.<tenant>.<id>.<created>``) and in ``X-Metacrm-Tenant``.
 """
 
 from __future__ import annotations
@@ -94,10 +95,18 @@ class SmtpSettings:
 
 
 def message_key(message: Mapping) -> str:
-    """The message's stable identity: the same on every attempt."""
+    """The message's stable identity: the same on every attempt. A tenant's message names its
+    tenant (``metacrm.acme.<id>.<created>``): ids are per tenant, and a tenant restored from
+    another's backup holds the same ids and times, so a receiver two tenants share would take
+    one's message for a repeat of the other's."""
     created = message.get("created_at")
     stamp = int(created.timestamp() * 1_000_000) if created is not None else 0
-    return f"metacrm.{message['id']}.{stamp}"
+    tenant = message.get("tenant")
+    return f"metacrm.{tenant + '.' if tenant else ''}{message['id']}.{stamp}"
+
+
+def _tenant_header(message: Mapping) -> dict[str, str]:
+    return {"X-Metacrm-Tenant": message["tenant"]} if message.get("tenant") else {}
 
 
 def build_email(message: Mapping, sender: str) -> EmailMessage:
@@ -120,6 +129,8 @@ def build_email(message: Mapping, sender: str) -> EmailMessage:
     mail["Date"] = format_datetime(created) if created is not None else formatdate(usegmt=True)
     mail["Message-ID"] = f"<{message_key(message)}@{domain}>"
     mail["X-Metacrm-Message"] = str(message["id"])
+    for header, value in _tenant_header(message).items():
+        mail[header] = value
     body = message.get("body") or ""
     if body.isascii():
         mail.set_content(body)
@@ -261,6 +272,7 @@ def post_webhook(message: Mapping, *, timeout: float = TIMEOUT, allow_private: b
             "Content-Type": "application/json; charset=utf-8",
             "Idempotency-Key": message_key(message),
             "X-Metacrm-Message": str(message["id"]),
+            **_tenant_header(message),
             "User-Agent": f"metacrm/{__version__}",
         },
     )

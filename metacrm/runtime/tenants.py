@@ -21,15 +21,19 @@ for a tenant that is not listed is refused. docs/scaling.md.
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Column, DateTime, MetaData, String, Table, event, inspect, select, text
 from sqlalchemy.engine import Connection, Engine, make_url
 
-from ..errors import ConflictError, NotFound, SetupError
+from ..errors import ConflictError, MetaCRMError, NotFound, SetupError
 from .engine import in_memory, make_engine, normalise_url, reading, shown_url, writing
 
 TENANT = "metacrm_tenant"  # the execution option naming a CRM's tenant
@@ -39,6 +43,7 @@ REGISTRY = "metacrm_tenants"
 NAME = re.compile(r"[a-z][a-z0-9_]{0,47}")
 RESERVED = ("public", "information_schema", "metacrm")
 ENV = "METACRM_TENANT"
+log = logging.getLogger("metacrm.tenants")
 
 _metadata = MetaData()
 registry = Table(
@@ -304,3 +309,180 @@ class TenantMap:
         if Path(TENANTS_FILE).is_file():
             return cls.load(TENANTS_FILE)
         return cls()
+
+
+# -- every tenant in turn: migrate --all-tenants, tick / deliver --all-tenants -------------------
+
+
+@dataclass
+class TenantResult:
+    """What one tenant's turn of :func:`run_all` (or :func:`migrate_all`) came to.
+
+    ``status``: ``done`` (run_all), or for a migration ``applied``, ``up to date`` or
+    ``planned`` (a dry run); ``failed`` with ``error``, one line, when the turn raised. ``value``
+    is what the work returned (a migration's Plan)."""
+
+    tenant: str
+    status: str
+    model_file: str | None = None
+    model: str | None = None  # the model's name, when it loaded
+    sha256: str | None = None
+    seconds: float = 0.0
+    value: Any = None
+    error: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.status == FAILED
+
+    def to_dict(self) -> dict[str, Any]:
+        value = self.value.to_dict() if hasattr(self.value, "to_dict") else self.value
+        return {
+            "tenant": self.tenant,
+            "status": self.status,
+            "model": self.model,
+            "model_file": self.model_file,
+            "sha256": self.sha256,
+            "seconds": round(self.seconds, 3),
+            "error": self.error,
+            "result": value,
+        }
+
+
+FAILED = "failed"
+
+
+def one_line(exc: BaseException, engine: Engine | None = None) -> str:
+    """The reason ``exc`` gives, on one line (a refused migration lists its steps across lines;
+    a driver error is said as the library says it elsewhere; anything else by its class)."""
+    from .engine import translate
+
+    said = exc if isinstance(exc, MetaCRMError) else translate(exc, engine)
+    if said is None:
+        first = (str(exc).strip().splitlines() or [""])[0]
+        return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    return "; ".join(line.strip() for line in str(said).splitlines() if line.strip()) or type(said).__name__
+
+
+def run_all(
+    engine_or_url: Engine | str,
+    work: Callable[[Any], Any],
+    *,
+    tenant_map: TenantMap | None = None,
+    fallback_model: Any = None,
+    only: Iterable[str] | None = None,
+    judge: Callable[[TenantResult], None] | None = None,
+    on_result: Callable[[TenantResult], None] | None = None,
+) -> list[TenantResult]:
+    """Run ``work(crm)`` for every tenant of the database in turn (name order; ``only``: those
+    of them), each on a CRM of its own model (``tenant_map``, else ``fallback_model``: a Model or
+    the path of one) and its own engine (its schema on the shared pool, or its file). A tenant
+    whose turn raises is recorded as failed, with the reason on one line, and the next one runs:
+    one business's trouble never stops another's. Returns a result per tenant; ``judge(result)``
+    may set a finished turn's status, and ``on_result(result)`` hears of each as it ends (a
+    command prints its line then, not after the last of a thousand tenants)."""
+    import time
+
+    from ..model.metamodel import Model
+    from .crm import CRM
+    from .engine import translate
+
+    base, owned = (make_engine(engine_or_url), True) if isinstance(engine_or_url, str) else (root(engine_or_url), False)
+    tenant_map = tenant_map if tenant_map is not None else TenantMap()
+    loaded: dict[str, Model | BaseException] = {}
+
+    def model_of(path: str) -> Model:
+        if path not in loaded:
+            from ..model.loader import load_model
+
+            try:
+                loaded[path] = load_model(path, cache=True)
+            except Exception as exc:  # noqa: BLE001 - said on each tenant of that model
+                loaded[path] = exc
+        if isinstance(loaded[path], BaseException):
+            raise loaded[path]
+        return loaded[path]
+
+    results: list[TenantResult] = []
+    try:
+        listed = names(base)
+        chosen = None if only is None else set(only)
+        wanted = [name for name in listed if chosen is None or name in chosen]
+        for name in wanted:
+            started = time.perf_counter()
+            file = tenant_map.model_for(name, None)
+            if file is None and isinstance(fallback_model, str | Path):
+                file = str(fallback_model)
+            result = TenantResult(name, "done", model_file=file)
+            engine = crm = None
+            try:
+                if file is not None:
+                    model = model_of(file)
+                elif isinstance(fallback_model, Model):
+                    model = fallback_model
+                else:
+                    raise SetupError(f"no model for tenant {name!r}: list it in a tenants file or give a model")
+                result.model, result.sha256 = model.name, model.sha256
+                engine = for_tenant(base, name)
+                crm = CRM(model, engine)
+                crm._owns_engine = False  # the tenant's engine is closed below (PostgreSQL: the shared pool stays)
+                result.value = work(crm)
+            except Exception as exc:  # noqa: BLE001 - recorded on the tenant, the next one runs
+                result.status, result.error = FAILED, one_line(exc, engine)
+                if not isinstance(exc, MetaCRMError) and translate(exc, engine) is None:
+                    log.error("tenant %s failed", name, exc_info=exc)  # not the user's doing: keep the trace
+            finally:
+                if crm is not None:
+                    crm.close()
+                if engine is not None and engine.dialect.name == "sqlite":
+                    engine.dispose()  # its own file's engine
+                result.seconds = time.perf_counter() - started
+            if judge is not None and not result.failed:
+                judge(result)
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
+    finally:
+        if owned:
+            base.dispose()
+    return results
+
+
+def migrate_all(
+    engine_or_url: Engine | str,
+    tenant_map: TenantMap | None = None,
+    fallback_model: Any = None,
+    *,
+    dry_run: bool = False,
+    allow_data_loss: bool = False,
+    lock_wait: float = 30.0,
+    only: Iterable[str] | None = None,
+    on_result: Callable[[TenantResult], None] | None = None,
+) -> list[TenantResult]:
+    """Migrate every tenant of the database to its own model (``tenant_map``, else
+    ``fallback_model``), one after another, each under its own migration lock (PostgreSQL: the
+    advisory key of its schema; SQLite: the lock row of its file) and in its own transaction: a
+    tenant whose migration is refused or fails keeps its schema and every row, and the others
+    still migrate. Status per tenant: ``applied``, ``up to date``, ``planned`` (``dry_run``: the
+    counted plan is the result's ``value``; a plan with refused steps is ``failed``) or
+    ``failed``; ``on_result`` as for :func:`run_all`."""
+
+    def work(crm):
+        return crm.migrate(dry_run=dry_run, allow_data_loss=allow_data_loss, lock_wait=lock_wait)
+
+    def judge(result: TenantResult) -> None:
+        plan = result.value
+        if dry_run and plan.refusals:  # failed, with the plan that says why kept as the value
+            result.status, result.error = FAILED, plan.reason()
+        else:
+            result.status = "up to date" if not plan else "planned" if dry_run else "applied"
+
+    return run_all(
+        engine_or_url,
+        work,
+        tenant_map=tenant_map,
+        fallback_model=fallback_model,
+        only=only,
+        judge=judge,
+        on_result=on_result,
+    )

@@ -26,7 +26,10 @@ from .engine import reading, writing
 PREFIX = "mcrm_"
 _UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
 _TOUCH_EVERY = 60.0  # seconds between two writes of a token's last_used_at
-_touched: dict[int, float] = {}
+# (database, tenant, token id) -> when its last_used_at was last written: token ids are per
+# database and per tenant (every tenant's first token is 1), so the id alone would let one
+# tenant's use hold back the stamp of another's token
+_touched: dict[tuple[str, str | None, int], float] = {}
 _touched_lock = threading.Lock()
 
 
@@ -133,18 +136,21 @@ def authenticate(crm, secret: str | None, now: dt.datetime | None = None) -> str
 
 
 def _touch(crm, token_id: int, now: dt.datetime) -> None:
+    from .tenants import tenant_of
+
     stamp = now.timestamp()
+    key = (crm.engine.url.render_as_string(hide_password=True), tenant_of(crm.engine), token_id)
     with _touched_lock:
-        if stamp - _touched.get(token_id, float("-inf")) < _TOUCH_EVERY:
+        if stamp - _touched.get(key, float("-inf")) < _TOUCH_EVERY:
             return
-        _touched[token_id] = stamp
+        _touched[key] = stamp
     table = crm.storage.token_table
     try:
         with writing(crm.engine) as conn:
             conn.execute(update(table).where(table.c.id == token_id).values(last_used_at=now))
     except (DBAPIError, MetaCRMError):  # a busy database: the stamp is a convenience, never worth a failed request
         with _touched_lock:
-            _touched.pop(token_id, None)
+            _touched.pop(key, None)
 
 
 __all__ = ["authenticate", "create_token", "digest", "list_tokens", "parse_expiry", "revoke_token"]

@@ -72,6 +72,15 @@ class RequestId:
         await self.app(scope, receive, sending)
 
 
+def route_path(request: Request) -> str:
+    """The request's path below the app's ``root_path`` (``/deal/7`` for ``/t/acme/deal/7`` when
+    the app serves tenant acme under ``/t/acme``): the app's pages write and read their own
+    addresses from the root, metacrm.web.tenants puts them under the prefix."""
+    from starlette.routing import get_route_path
+
+    return get_route_path(request.scope)
+
+
 # -- reads from a replica ------------------------------------------------------------------------
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 WROTE_COOKIE = "metacrm_wrote"  # set by a request that wrote: the same browser's next reads use the database
@@ -371,4 +380,4 @@ def _handlers(app: FastAPI) -> None:
         )
 
 
-__all__ = ["API", "Settings", "build_app", "json_response"]
+__all__ = ["API", "Settings", "build_app", "json_response", "route_path"]

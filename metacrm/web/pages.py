@@ -44,7 +44,7 @@ from ..model.field_types import MULTI_VALUE_TYPES
 from ..model.metamodel import Entity, Field, Link
 from ..runtime.access import scope
 from . import i18n, pages_import, pages_links, pages_list, pages_reports
-from .app import HTTPProblem, Settings, decode_cursor, encode_cursor, read_body
+from .app import HTTPProblem, Settings, decode_cursor, encode_cursor, read_body, route_path
 from .forms import FORM_TYPE, parse_urlencoded
 from .i18n import N_, _
 
@@ -399,7 +399,7 @@ def install(app: FastAPI, crm, conf: Settings) -> None:
 
     async def _login_required(request: Request, exc: LoginRequired) -> Response:
         target = "/login?" + urlencode(
-            {"next": request.url.path + (f"?{request.url.query}" if request.url.query else "")}
+            {"next": route_path(request) + (f"?{request.url.query}" if request.url.query else "")}
         )
         if request.headers.get("hx-request"):
             return Response(status_code=401, headers={"HX-Redirect": target})

@@ -35,6 +35,7 @@ from starlette.responses import RedirectResponse, Response
 from .. import errors as E
 from ..model.metamodel import Entity, Link
 from ..runtime.access import scope
+from .app import route_path
 
 OPTIONS_LIMIT = 200  # records offered in a select, as the forms do
 NOT_PAGES = ("/api/", "/forms/", "/static/")  # these answer problem documents
@@ -237,7 +238,7 @@ def _visible(user, exc: E.MetaCRMError) -> str:
 
 # -- error pages --------------------------------------------------------------------------------------
 def _is_page(request: Request) -> bool:
-    path = request.url.path
+    path = route_path(request)
     return not (path == "/api" or path.startswith(NOT_PAGES) or path == "/healthz")
 
 
@@ -267,7 +268,7 @@ def _error_pages(app: FastAPI, render, signed_in) -> None:
                 errors = exc.errors()
                 bad = next((e for e in errors if tuple(e.get("loc", ()))[:1] == ("path",)), None)
                 if bad is not None:  # /deal/abc: as a missing record
-                    entity = request.url.path.strip("/").split("/")[0]
+                    entity = route_path(request).strip("/").split("/")[0]
                     return await page(request, 404, f"{entity} {str(bad.get('input', ''))[:60]} not found")
                 first = errors[0] if errors else {}
                 where = ".".join(str(p) for p in first.get("loc", ())[1:])

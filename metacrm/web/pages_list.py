@@ -39,6 +39,7 @@ from ..model.composite import Composite
 from ..model.metamodel import Entity, Field, Link
 from ..runtime.access import scope
 from ..runtime.preferences import preference, set_preference
+from .app import route_path
 
 MAX_BULK = 500  # records one bulk action may name
 BUILDER_ROWS = 2  # empty condition rows offered below the ones given
@@ -287,7 +288,7 @@ def list_context(crm, session: dict, ent: Entity, request: Request, rows: list[d
         "choices": available_columns(ent),
         "chosen_keys": {c.key for c in chosen},
         "own_columns": own,
-        "here": request.url.path + (f"?{request.url.query}" if request.url.query else ""),
+        "here": route_path(request) + (f"?{request.url.query}" if request.url.query else ""),
         "members": members,
         "member_ops": {k: ops for k, _, ops in members},
         "operators": OPERATORS,

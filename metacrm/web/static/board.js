@@ -28,7 +28,7 @@
           };
           board.dataset.busy = "1";
           status.textContent = "";
-          fetch("/" + entity + "/" + card.dataset.id + "/move", {
+          fetch((document.documentElement.dataset.root || "") + "/" + entity + "/" + card.dataset.id + "/move", {
             method: "POST",
             credentials: "same-origin",
             headers: {

@@ -8,7 +8,7 @@
     if (!from) return;
     var select = document.getElementById(from);
     if (select && /^[a-z][a-z0-9_]*$/.test(select.value)) {
-      event.detail.path = "/" + select.value + "/options";
+      event.detail.path = (document.documentElement.dataset.root || "") + "/" + select.value + "/options";
     }
   });
   document.addEventListener("change", function (event) {
