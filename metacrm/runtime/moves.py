@@ -391,7 +391,9 @@ def read_before(crm, entity: Entity, record_id, query, conn=None) -> dict | None
         try:
             cursor.execute(sql, params)
             found = cursor.fetchone()
-            description = cursor.description
+            reader = _READERS.get((crm.engine.dialect, query))
+            if reader is None:  # the driver's description (a column object each) read once per query
+                reader = _row_reader(crm.engine.dialect, query, tuple(d[1] for d in cursor.description))
         finally:
             cursor.close()
             if postgres:
@@ -405,7 +407,7 @@ def read_before(crm, entity: Entity, record_id, query, conn=None) -> dict | None
             raw.close()  # back to the pool, which ends the read's transaction (rollback on return)
     if found is None:
         return None
-    keys, processors = _row_reader(crm.engine.dialect, query, tuple(d[1] for d in description))
+    keys, processors = reader
     return {
         key: value if process is None or value is None else process(value)
         for key, process, value in zip(keys, processors, found, strict=True)
@@ -424,15 +426,21 @@ def _driver_select(dialect, query, record_id: int) -> tuple[str, tuple | dict]:
     return compiled.string, {n: convert[n](v) if n in convert else v for n, v in values.items()}
 
 
-@lru_cache(maxsize=256)
+_READERS: dict[tuple, tuple] = {}
+
+
 def _row_reader(dialect, query, type_codes: tuple) -> tuple[tuple[str, ...], tuple]:
     """The keys of the selected columns and each one's result processor (as SQLAlchemy
-    would apply it to a row; the driver's type codes pick the conversion, as in SQLAlchemy)."""
+    would apply it to a row; the driver's type codes pick the conversion, as in SQLAlchemy),
+    kept per (dialect, query): a query's columns and their types do not change."""
     columns = list(query.selected_columns)
     keys = tuple(column.key for column in columns)
     processors = tuple(
         column.type._cached_result_processor(dialect, code) for column, code in zip(columns, type_codes, strict=True)
     )
+    if len(_READERS) > 256:
+        _READERS.clear()
+    _READERS[(dialect, query)] = (keys, processors)
     return keys, processors
 
 
