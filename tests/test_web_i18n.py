@@ -48,7 +48,7 @@ def words(html: str) -> str:
 
 
 def lang_of(html: str) -> str:
-    return re.search(r'<html lang="(\w+)">', html).group(1)
+    return re.search(r'<html lang="(\w+)"', html).group(1)
 
 
 # -- the catalogues -------------------------------------------------------------------------------------
