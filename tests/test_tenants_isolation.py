@@ -449,6 +449,16 @@ def test_path_mode_pages_link_redirect_and_scope_cookies_under_the_prefix(world)
     assert browser.get(f"{prefix}/static/app.css").status_code == 200
     options = browser.get(f"{prefix}/client/options?q=alpha")
     assert options.status_code == 200 and "alphaclient" in options.text
+    # the board's script posts a move to data-root + /deal/{id}/move
+    board = browser.get(f"{prefix}/deal/board").text
+    token = re.search(r'data-csrf="([^"]+)"', board).group(1)
+    moved = browser.post(
+        f"{prefix}/deal/2/move",
+        data={"stage": "qualified"},
+        headers={"X-CSRF-Token": token, "Accept": "application/json"},
+    )
+    assert moved.status_code == 200, moved.text
+    assert world.crm[world.a].get("deal", 2)["stage"] == "qualified" and world.crm[world.b].count("deal") == 1
     # a form posts under the prefix and is sent on under it
     csrf = re.search(r'name="csrf" value="([^"]+)"', browser.get(f"{prefix}/client/new").text).group(1)
     made = browser.post(f"{prefix}/client/new", data={"csrf": csrf, "name": "made on a page"})
@@ -530,8 +540,67 @@ def test_each_tenant_is_served_its_own_model_from_the_tenants_file(world, tmp_pa
         (["--tenants", "everything"], "--tenants: 'everything' is not one of host, path"),
         (["--tenants-file", "t.yaml"], "--tenants-file: give --tenants host|path too"),
         (["--tenants", "host", "--tenant", "acme"], "--tenant and --tenants"),
+        (["--tenants", "path"], "no database at"),  # an SQLite file is not created to find no tenants
+        (["--tenants", "path", "--tenants-file", "{bad}"], "tenants.yaml:1:1"),
     ],
 )
 def test_serve_tenants_refuses_bad_usage(args, message, tmp_path):
-    result = CliRunner().invoke(cli, ["serve", "--db", f"sqlite:///{tmp_path / 'crm.db'}", *args])
+    """Each a line on stderr and exit 2, before anything listens."""
+    bad = tmp_path / "tenants.yaml"
+    bad.write_text("nonsense: 1\ntenants: {}\n", encoding="utf-8")
+    args = [a.format(bad=bad) for a in args]
+    result = CliRunner().invoke(cli, ["serve", "-m", str(TRADE), "--db", f"sqlite:///{tmp_path / 'crm.db'}", *args])
     assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_a_replica_serves_every_tenant_s_reads_through_one_pool(world, tmp_path):
+    """``serve --tenants --read-db``: a GET of tenant A reads A on the replica, a request that
+    wrote and the next reads of the same browser read the primary. SQLite: the "replica" is a
+    second file whose tenant files hold other rows, so where a read went is seen. PostgreSQL: the
+    tenant schemas are database-wide, so the "replica" (another schema of the same database)
+    reaches the same tenant schemas: checked there is that every tenant reads through the one
+    engine on the replica and still sees only its own rows."""
+    from metacrm.web.app import WROTE_COOKIE
+
+    if world.pg:
+        from tests.conftest import pg_schema_url
+
+        context = pg_schema_url()
+        replica_url = context.__enter__()
+    else:
+        context, replica_url = None, f"sqlite:///{tmp_path / 'replica.db'}"
+        replica = make_engine(replica_url)
+        for name in (world.a, world.b):  # the replica's copy of each tenant, with a row of its own
+            tenants.create(replica, name)
+            with metacrm.connect(world.model, replica, tenant=name) as crm:
+                crm.migrate()
+                crm.create("client", {"name": f"replica of {name}"})
+        replica.dispose()
+    app = TenantDispatcher(world.engine, "path", model=str(world.model_path), read_url=replica_url, token_ttl=0)
+    try:
+        client = TestClient(app, follow_redirects=False)
+        for name, word in ((world.a, "alpha"), (world.b, "beta")):
+            auth = {"Authorization": f"Bearer {world.token[name]}"}
+            listed = client.get(f"/t/{name}/api/v1/client", headers=auth)
+            assert listed.status_code == 200, listed.text
+            names = [r["name"] for r in listed.json()["items"]]
+            made = client.post(f"/t/{name}/api/v1/client", headers=auth, json={"name": f"{word} new"})
+            assert made.status_code == 201 and WROTE_COOKIE in made.headers["set-cookie"]
+            assert f"Path=/t/{name}/" in made.headers["set-cookie"]
+            after = client.get(f"/t/{name}/api/v1/client", headers={**auth, "Cookie": f"{WROTE_COOKIE}=1"})
+            primary = [r["name"] for r in after.json()["items"]]
+            assert primary == [f"{word}client", f"{word} new"]
+            if world.pg:
+                assert names == [f"{word}client"]
+                assert app._apps[name].state.crm.read_engine.pool is app.read_engine.pool
+            else:
+                assert names == [f"replica of {name}"]
+                # the browser that wrote reads the primary for a while (its cookie), only in that
+                # tenant (the cookie's Path): B's first list above came from the replica; another
+                # client reads the replica again
+                fresh = TestClient(app).get(f"/t/{name}/api/v1/client", headers=auth)
+                assert [r["name"] for r in fresh.json()["items"]] == [f"replica of {name}"]
+    finally:
+        app.close()
+        if context is not None:
+            context.__exit__(None, None, None)

@@ -100,11 +100,9 @@ def serve(
 
         if tenants not in MODES:
             usage_error(f"--tenants: {tenants!r} is not one of {', '.join(MODES)}")
-        if read_db:
-            usage_error(
-                "--read-db and --tenants: a replica serves one tenant for now (serve --tenant NAME --read-db URL)"
-            )
-        return _serve_tenants(tenants, tenants_file, model, db, host, port, workers, busy_timeout, pool_size, files)
+        return _serve_tenants(
+            tenants, tenants_file, model, db, host, port, workers, busy_timeout, pool_size, files, read_db
+        )
     if tenants_file is not None:
         usage_error("--tenants-file: give --tenants host|path too (one tenant is served with --tenant NAME)")
     loaded = load(model)  # an invalid model: its problems and exit 2, before anything listens
@@ -148,7 +146,7 @@ def serve(
     run(model, db, host=host, port=port, workers=workers)
 
 
-def _serve_tenants(mode, tenants_file, model, db, host, port, workers, busy_timeout, pool_size, files) -> None:
+def _serve_tenants(mode, tenants_file, model, db, host, port, workers, busy_timeout, pool_size, files, read_db) -> None:
     """``serve --tenants MODE``: every tenant of ``db`` in one process per worker (one pool).
     The tenants file and every model it names are read now: a bad one is exit 2 before anything
     listens, as a bad --model is."""
@@ -160,8 +158,6 @@ def _serve_tenants(mode, tenants_file, model, db, host, port, workers, busy_time
 
     if current_tenant() is not None:
         usage_error("--tenant and --tenants: serve one tenant (--tenant NAME) or all of them (--tenants host|path)")
-    if (why := missing_database(db)) is not None:  # never create an empty file to find no tenants in
-        usage_error(why)
     with refusals():
         import_extra(WEB)
         found = T.TenantMap.find(tenants_file)
@@ -175,11 +171,23 @@ def _serve_tenants(mode, tenants_file, model, db, host, port, workers, busy_time
                     f"metacrm: warning: {model} does not exist; only the tenants of the tenants file are served",
                     err=True,
                 )
+        if (why := missing_database(db)) is not None:  # never create an empty file to find no tenants in
+            usage_error(why)
         from ..runtime.engine import make_engine
 
         engine = make_engine(db, busy_timeout=busy_timeout, pool_size=pool_size)
         try:
             served = T.names(engine)  # opens the database now, before anything listens
+            if read_db:  # and the replica: DatabaseUnavailable naming it (exit 2)
+                from ..runtime.replica import open_replica, replica_read
+
+                replica, owned = open_replica(engine, read_db, busy_timeout=busy_timeout)
+                try:
+                    with replica_read(replica):
+                        pass
+                finally:
+                    if owned:
+                        replica.dispose()
         finally:
             engine.dispose()
     os.environ["METACRM_TENANTS"] = mode
@@ -190,7 +198,11 @@ def _serve_tenants(mode, tenants_file, model, db, host, port, workers, busy_time
     os.environ.pop("METACRM_TENANT", None)
     if files:
         os.environ["METACRM_FILES"] = files
-    for name, value in (("METACRM_POOL_SIZE", pool_size), ("METACRM_BUSY_TIMEOUT", busy_timeout)):
+    for name, value in (
+        ("METACRM_POOL_SIZE", pool_size),
+        ("METACRM_BUSY_TIMEOUT", busy_timeout),
+        ("METACRM_READ_DB", read_db),
+    ):
         if value is None:
             os.environ.pop(name, None)
         else:

@@ -42,7 +42,17 @@ def from_env():
 
         models = TenantMap.find(os.environ.get("METACRM_TENANTS_FILE") or None)
         fallback = os.environ.get("METACRM_MODEL")
-        return TenantDispatcher(engine, mode, models=models, model=fallback, **settings)
+        read_db = os.environ.get("METACRM_READ_DB", "").strip() or None
+        return TenantDispatcher(
+            engine,
+            mode,
+            models=models,
+            model=fallback,
+            read_url=read_db,
+            pool_size=_env("METACRM_POOL_SIZE", int),
+            busy_timeout=_env("METACRM_BUSY_TIMEOUT", float),
+            **settings,
+        )
     model = load_model(os.environ["METACRM_MODEL"])
     if tenant := os.environ.get("METACRM_TENANT"):  # `metacrm serve --tenant NAME`: that tenant's CRM
         from ..runtime.crm import _tenant_engine

@@ -49,13 +49,35 @@ UNKNOWN = {
 class TenantDispatcher:
     """The ASGI app serving every tenant of the database ``engine`` opens (see the module's
     docstring). ``models``: a :class:`metacrm.runtime.tenants.TenantMap`; ``model``: the model
-    (a path or a Model) of the tenants it does not list; ``settings``: create_app's."""
+    (a path or a Model) of the tenants it does not list; ``read_url``: a streaming replica of the
+    database (``serve --read-db``; ``pool_size`` and ``busy_timeout`` apply to its engines as
+    to the database's); ``settings``: create_app's."""
 
-    def __init__(self, engine: Engine, mode: str, *, models: T.TenantMap | None = None, model: Any = None, **settings):
+    def __init__(
+        self,
+        engine: Engine,
+        mode: str,
+        *,
+        models: T.TenantMap | None = None,
+        model: Any = None,
+        read_url: str | None = None,
+        pool_size: int | None = None,
+        busy_timeout: float | None = None,
+        **settings,
+    ):
         if mode not in MODES:
             raise ValueError(f"mode: {mode!r} is not one of {', '.join(MODES)}")
         self.engine = T.root(engine)
         T.install(self.engine)
+        # serve --read-db: on PostgreSQL one engine (one pool) on the standby, every tenant's CRM
+        # reading its schema there; on SQLite each tenant reads its file beside the replica's
+        self.read_url = read_url
+        self.read_engine: Engine | None = None
+        self._replica_options = {"pool_size": pool_size, "busy_timeout": busy_timeout}
+        if read_url is not None and self.engine.dialect.name == "postgresql":
+            from ..runtime.engine import make_engine
+
+            self.read_engine = make_engine(read_url, pool_size=pool_size)
         self.mode = mode
         self.models = models or T.TenantMap()
         self.model = model
@@ -181,23 +203,32 @@ class TenantDispatcher:
                 model = self._loaded[source] = load_model(source)
         else:
             model = source
-        crm = CRM(model, T.for_tenant(self.engine, name))
+        engine = T.for_tenant(self.engine, name)
+        crm = CRM(model, engine)
         crm._owns_engine = self.engine.dialect.name != "postgresql"  # an SQLite tenant's own engine
+        if self.read_url is not None:
+            from ..runtime.replica import open_replica
+
+            if self.read_engine is not None:  # the one pool on the standby, the tenant's schema
+                crm.read_engine, crm._owns_read_engine = open_replica(engine, self.read_engine)
+            else:  # SQLite: the tenant's file beside the replica's, an engine of its own
+                crm.read_engine, crm._owns_read_engine = open_replica(engine, self.read_url, **self._replica_options)
         return create_app(crm, **self.settings)
 
     def _forget(self, name: str) -> None:
         with self._lock:
             app = self._apps.pop(name, None)
-        if app is not None and self.engine.dialect.name != "postgresql":
-            app.state.crm.engine.dispose()  # its file is gone: let go of its connections
+        if app is not None:
+            app.state.crm.close()  # SQLite: its file is gone, let go of its connections (PostgreSQL: nothing)
 
     def close(self) -> None:
-        """Let go of every tenant's app and of the engine."""
+        """Let go of every tenant's app and of the engines."""
         with self._lock:
             apps, self._apps = list(self._apps.values()), {}
         for app in apps:
-            if self.engine.dialect.name != "postgresql":
-                app.state.crm.engine.dispose()
+            app.state.crm.close()
+        if self.read_engine is not None:
+            self.read_engine.dispose()
         self.engine.dispose()
 
 
@@ -248,6 +279,10 @@ class _Prefixed:
             self._body += message.get("body", b"")
             if message.get("more_body", False):
                 return
+            if not self._body:  # HEAD (or an empty page): the headers as they were
+                await self.send(self._start)
+                self._start = None
+                return await self.send(message)
             root = self.root.encode("latin-1")
 
             def under(match: re.Match) -> bytes:
