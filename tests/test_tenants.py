@@ -235,3 +235,22 @@ def test_tenants_file_maps_each_tenant_to_its_model(tmp_path, monkeypatch):
     monkeypatch.setenv("METACRM_TENANTS_FILE", str(tmp_path / "missing.yaml"))
     with pytest.raises(ModelError, match="no such file"):
         tenants.TenantMap.find()
+
+
+def test_a_command_in_a_tenant_takes_its_model_from_the_tenants_file(db_url, names, tmp_path, monkeypatch):
+    """With tenants of two businesses, `metacrm list ... --tenant T` without --model works with
+    T's model from ./tenants.yaml; a --model naming another business is refused by the CRM."""
+    a, b = names
+    logistics = ROOT / "examples" / "logistics.yaml"
+    (tmp_path / "tenants.yaml").write_text(f"tenants:\n  {a}: {TRADE}\n  {b}: {logistics}\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("METACRM_MODEL", raising=False)
+    _cli("tenant", "create", a, "--db", db_url)
+    _cli("tenant", "create", b, "--db", db_url)
+    assert json.loads(_cli("list", "client", "--db", db_url, "--tenant", a, "--format", "json")) == []
+    entity = next(iter(metacrm.load_model(logistics).entities))
+    assert json.loads(_cli("list", entity, "--db", db_url, "--tenant", b, "--format", "json")) == []
+    refused = _cli("list", "client", "--db", db_url, "--tenant", b, "--model", str(TRADE), code=1)
+    assert "migrate" in refused
+    (tmp_path / "tenants.yaml").write_text("tenants: [1]\n")
+    assert "tenants.yaml:1:" in _cli("list", "client", "--db", db_url, "--tenant", a, code=2)

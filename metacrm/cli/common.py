@@ -240,3 +240,17 @@ def tenant_engine(engine):
     from ..runtime.crm import _tenant_engine
 
     return _tenant_engine(engine, True, tenant)[0]
+
+
+def tenant_model_file(model: str) -> str:
+    """The model file a command of the current --tenant works with: the tenants file's
+    (--tenants-file is migrate's; here $METACRM_TENANTS_FILE or ./tenants.yaml) when it lists the
+    tenant (or has a default) and no model was named (``--model``/``$METACRM_MODEL`` left at
+    ``model.yaml``); else ``model``. Problems of the tenants file: FILE:LINE:COL, exit 2."""
+    tenant = current_tenant()
+    if tenant is None or model != "model.yaml":
+        return model
+    from ..runtime.tenants import TenantMap
+
+    with refusals():
+        return TenantMap.find(None).model_for(tenant, model) or model

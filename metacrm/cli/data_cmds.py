@@ -38,13 +38,13 @@ def opened(model: str, db: str, as_user: str | None = None, *, create: bool = Fa
     not exist is refused (exit 2), never created empty."""
     import warnings
 
-    from ..cli.common import load, missing_database, read_db, tenant_engine
+    from ..cli.common import load, missing_database, read_db, tenant_engine, tenant_model_file
     from ..errors import DuplicateWarning
     from ..runtime.crm import CRM
     from ..runtime.engine import make_engine
     from ..runtime.replica import open_replica
 
-    loaded = load(model)
+    loaded = load(tenant_model_file(model))
     with refusals():
         engine = make_engine(db)  # a malformed URL is said first; opening nothing yet
     if not create and (why := missing_database(db)) is not None:
